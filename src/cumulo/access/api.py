@@ -1,0 +1,85 @@
+"""REST routes of access: who am I, and API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from cumulo.access import tokens
+from cumulo.access.users import user_names
+from cumulo.access.models import Token
+from cumulo.db import get_session
+from cumulo.principal import Principal, current_principal
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["access"])
+DbSession = Annotated[Session, Depends(get_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+class Me(BaseModel):
+    user: str
+    is_admin: bool
+    token_id: int
+
+
+class TokenIn(BaseModel):
+    name: str
+    expires_in: str | None = Field(None, description="e.g. 90s, 30m, 12h, 7d, 2w; none: never")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    user: str | None
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewToken(TokenOut):
+    token: str = Field(description="the secret; shown this once and never again")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
+
+
+def _out(token: Token, names: dict[int | None, str]) -> TokenOut:
+    return TokenOut(
+        id=token.id, name=token.name, user=names.get(token.user_id), prefix=token.prefix,
+        created_at=token.created_at, expires_at=token.expires_at, revoked_at=token.revoked_at,
+        last_used_at=token.last_used_at,
+    )
+
+
+@router.get("/me", response_model=Me, summary="Who the token belongs to")
+def me(caller: Caller) -> Me:
+    return Me(user=caller.user_name, is_admin=caller.is_admin, token_id=caller.token_id)
+
+
+@router.post("/tokens", status_code=201, response_model=NewToken, summary="Create a token")
+def create_token(body: TokenIn, session: DbSession, caller: Caller) -> NewToken:
+    token, secret = tokens.create_token(session, caller, body.name, expires_in=body.expires_in)
+    out = _out(token, {caller.user_id: caller.user_name})
+    return NewToken(**out.model_dump(), token=secret)
+
+
+@router.get("/tokens", response_model=TokenList, summary="List tokens")
+def list_tokens(session: DbSession, caller: Caller, all: bool = False) -> TokenList:
+    rows = tokens.list_tokens(session, caller, all_users=all)
+    names = user_names(session, {t.user_id for t in rows})
+    return TokenList(tokens=[_out(t, names) for t in rows])
+
+
+@router.delete("/tokens/{ref}", response_model=TokenOut, summary="Revoke a token (id or name)")
+def revoke_token(ref: str, session: DbSession, caller: Caller) -> TokenOut:
+    token = tokens.revoke_token(session, caller, ref)
+    return _out(token, user_names(session, {token.user_id}))

@@ -1,0 +1,146 @@
+"""API tokens: created with a random secret shown once, stored as its SHA-256, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cumulo.access.models import Token, User
+from cumulo.db import utcnow
+from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
+from cumulo.principal import Principal
+
+__all__ = [
+    "authenticate",
+    "bootstrap_admin",
+    "create_token",
+    "list_tokens",
+    "parse_duration",
+    "revoke_token",
+]
+
+SECRET_PREFIX = "cml_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A token's last use is written at most this often, so reads do not turn into writes.
+_TOUCH_EVERY = timedelta(seconds=60)
+
+
+def _hash(secret: str) -> str:
+    # Secrets are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '12h', '7d', '2w' to a timedelta."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise Invalid(f"duration {text!r} is not of the form 90s, 30m, 12h, 7d or 2w")
+    return timedelta(seconds=int(match.group(1)) * _UNIT[match.group(2)])
+
+
+def _add_token(
+    session: Session, user: User, name: str, secret: str, *, created_by: int | None,
+    expires_at: datetime | None = None,
+) -> Token:
+    token = Token(
+        user_id=user.id, name=name, prefix=secret[:12], secret_hash=_hash(secret),
+        expires_at=expires_at, created_by=created_by,
+    )
+    session.add(token)
+    return token
+
+
+def bootstrap_admin(session: Session, admin_token: str | None) -> str | None:
+    """On first start, create the admin user and token; return the secret, else None."""
+    if session.scalar(select(func.count()).select_from(User)):
+        return None
+    if admin_token is not None and len(admin_token) < 16:
+        raise Invalid("CUMULO_ADMIN_TOKEN must be at least 16 characters long")
+    secret = admin_token or _new_secret()
+    admin = User(name="admin", is_admin=True)
+    session.add(admin)
+    session.flush()
+    _add_token(session, admin, "admin", secret, created_by=admin.id)
+    session.commit()
+    return secret
+
+
+def authenticate(session: Session, secret: str) -> Principal:
+    """Resolve a bearer secret to its principal, or raise Unauthorized."""
+    row = session.execute(
+        select(Token, User).join(User, Token.user_id == User.id)
+        .where(Token.secret_hash == _hash(secret))
+    ).first()
+    if row is None:
+        raise Unauthorized("the token is not valid; create one with 'cumulo tokens create'")
+    token, user = row.tuple()
+    now = utcnow()
+    if token.revoked_at is not None:
+        raise Unauthorized(f"token {token.name!r} was revoked; use another token")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized(f"token {token.name!r} expired at {token.expires_at.isoformat()}")
+    if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
+        token.last_used_at = now
+        session.commit()
+    return Principal(user_id=user.id, user_name=user.name, is_admin=user.is_admin,
+                     token_id=token.id)
+
+
+def create_token(
+    session: Session, principal: Principal, name: str, *, expires_in: str | None = None
+) -> tuple[Token, str]:
+    """A new token for the caller; returns the row and the secret (shown once)."""
+    if not _NAME.match(name):
+        raise Invalid(
+            f"token name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    live = select(Token).where(
+        Token.user_id == principal.user_id, Token.name == name, Token.revoked_at.is_(None)
+    )
+    if session.scalar(live) is not None:
+        raise Conflict(f"you already have a token named {name!r}; revoke it or pick another name")
+    user = session.get(User, principal.user_id)
+    if user is None:
+        raise Unauthorized("the token's user no longer exists")
+    expires_at = utcnow() + parse_duration(expires_in) if expires_in else None
+    secret = _new_secret()
+    token = _add_token(session, user, name, secret, created_by=principal.user_id,
+                       expires_at=expires_at)
+    session.commit()
+    return token, secret
+
+
+def list_tokens(session: Session, principal: Principal, *, all_users: bool = False) -> list[Token]:
+    query = select(Token).order_by(Token.id)
+    if not (all_users and principal.is_admin):
+        query = query.where(Token.user_id == principal.user_id)
+    return list(session.scalars(query))
+
+
+def revoke_token(session: Session, principal: Principal, ref: str) -> Token:
+    """Revoke a token by id or name. Admins may revoke anyone's; others only their own."""
+    query = select(Token).where(Token.revoked_at.is_(None))
+    if ref.isdigit():
+        query = query.where(Token.id == int(ref))
+    else:
+        query = query.where(Token.name == ref, Token.user_id == principal.user_id)
+    if not principal.is_admin:
+        query = query.where(Token.user_id == principal.user_id)
+    token = session.scalar(query)
+    if token is None:
+        raise NotFound(f"no live token {ref!r} of yours; 'cumulo tokens ls' lists them")
+    token.revoked_at = utcnow()
+    session.commit()
+    return token

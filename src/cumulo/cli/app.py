@@ -1,0 +1,101 @@
+"""The root of the CLI: global options, the platform commands, and each service's sub-app."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+import cumulo
+from cumulo.access.cli import app as tokens_app
+from cumulo.cli.context import client
+from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json
+from cumulo.storage.cli import app as files_app
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="cumulo",
+    help="Cumulo: the ML cloud you run yourself.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# One explicit list of the services' command groups.
+app.add_typer(files_app, name="files")
+app.add_typer(tokens_app, name="tokens")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: str | None = typer.Option(None, "--url", help="Server URL (default: CUMULO_URL)."),
+    token: str | None = typer.Option(None, "--token", help="API token (default: CUMULO_TOKEN)."),
+) -> None:
+    ctx.obj = {"url": url, "token": token}
+
+
+@app.command()
+def version() -> None:
+    """Print the CLI's version."""
+    console.print(cumulo.__version__)
+
+
+@app.command()
+def up(
+    port: int | None = typer.Option(None, "--port", "-p", help="Port (default 8080)."),
+    host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    home: str | None = typer.Option(None, "--home", help="State folder (default ./.cumulo)."),
+) -> None:
+    """Start the platform: API, storage and the rest, with embedded defaults."""
+    from cumulo.config import load_settings, save_credentials
+    from cumulo.server.run import Prepared, serve
+
+    settings = load_settings(overrides={"home": home, "port": port, "host": host})
+
+    def ready(prepared: Prepared) -> None:
+        err.print(f"Cumulo {cumulo.__version__} is up at [bold]{settings.url}[/]")
+        err.print(f"  console and API docs: {settings.url}/docs")
+        err.print(f"  home: {settings.home}")
+        if prepared.admin_token:
+            path = save_credentials(settings.url, prepared.admin_token)
+            err.print("  first start: created user 'admin' with this token (shown once, "
+                      "only its hash is kept):")
+            err.print(f"  [bold]{prepared.admin_token}[/]", soft_wrap=True)
+            err.print(f"  the CLI and SDK on this machine will use it (saved to {path})")
+        err.print("  stop with Ctrl+C")
+
+    serve(settings, on_ready=ready)
+
+
+@app.command()
+def login(
+    token: str = typer.Option(..., "--token", prompt=True, hide_input=True),
+    url: str = typer.Option("http://127.0.0.1:8080", "--url"),
+) -> None:
+    """Save a server URL and token for the CLI and SDK, after checking them."""
+    from cumulo.client import Client
+    from cumulo.config import save_credentials
+
+    with Client(url, token=token) as c:
+        me = c.whoami()
+    path = save_credentials(url, token)
+    console.print(f"logged in to {url} as {me['user']}; saved to {path}")
+
+
+@app.command()
+def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
+    """Show the server's version, its database and storage, and what each holds."""
+    s = client(ctx).status()
+    if json:
+        print_json(s)
+        return
+    db, st = s["database"], s["storage"]
+    table = Table(box=None, show_header=False)
+    table.add_row("server", f"{s['url']} (Cumulo {s['version']})")
+    table.add_row("database", f"{db['url']} ({db['dialect']})")
+    table.add_row("", f"{db['users']} user(s), {db['tokens']} live token(s)")
+    table.add_row("storage", f"{st['url']} ({st['kind']})")
+    table.add_row("", f"{st['buckets']} bucket(s), {st['objects']} object(s), "
+                      f"{human_bytes(st['bytes'])}")
+    console.print(table)

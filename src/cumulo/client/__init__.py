@@ -1,0 +1,65 @@
+"""The Python SDK: ``cumulo.Client()`` and one sub-client per service."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from cumulo.client.transport import Transport
+from cumulo.config import load_client_settings
+
+if TYPE_CHECKING:
+    from cumulo.access.sdk import TokensClient
+    from cumulo.storage.sdk import FilesClient
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A connection to a Cumulo server.
+
+    URL and token come from the arguments, else ``CUMULO_URL`` and ``CUMULO_TOKEN``, else the
+    credentials file written by ``cumulo login`` (or by the first ``cumulo up``).
+
+    >>> client = Client()                       # doctest: +SKIP
+    >>> client.files.upload("sales.csv", "data/raw/sales.csv")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str | None = None, *, token: str | None = None,
+                 timeout: float = 60.0) -> None:
+        settings = load_client_settings(url, token)
+        self.url = settings.url
+        self.transport = Transport(settings.url, settings.token, token_source=settings.source,
+                                   timeout=timeout)
+
+    # Each service's sub-client is imported on first use; this list is the SDK's whole surface.
+    @cached_property
+    def files(self) -> FilesClient:
+        from cumulo.storage.sdk import FilesClient
+
+        return FilesClient(self.transport)
+
+    @cached_property
+    def tokens(self) -> TokensClient:
+        from cumulo.access.sdk import TokensClient
+
+        return TokensClient(self.transport)
+
+    def status(self) -> dict[str, Any]:
+        """Version, database, storage, and what they hold."""
+        return self.transport.json("GET", "/api/v1/status")  # type: ignore[no-any-return]
+
+    def whoami(self) -> dict[str, Any]:
+        return self.transport.json("GET", "/api/v1/me")  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"

@@ -1,0 +1,103 @@
+"""The one exception tree of Cumulo.
+
+::
+
+    CumuloError                 500  internal    a bug, or something we did not foresee
+     ├── Invalid                400  invalid     the request is wrong: fix the input
+     │    └── TooLarge          413  too_large   the body is over a limit
+     ├── Unauthorized           401  unauthorized  no token, or a wrong, expired or revoked one
+     ├── Forbidden              403  forbidden   the token is fine but may not do this
+     ├── NotFound               404  not_found   the thing named does not exist
+     ├── Conflict               409  conflict    the thing exists, or its state forbids this
+     └── Unavailable            503  unavailable a database, storage or cluster cannot be reached
+
+The server maps each class to its HTTP status and sends ``{"error": {"code", "message",
+"details"}}``; the SDK raises the same class again from that body; the CLI prints the message on
+one line and exits with status 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "Conflict",
+    "CumuloError",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "error_from_payload",
+]
+
+
+class CumuloError(Exception):
+    """Root of every error Cumulo raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class Invalid(CumuloError):
+    status = 400
+    code = "invalid"
+
+
+class TooLarge(Invalid):
+    status = 413
+    code = "too_large"
+
+
+class Unauthorized(CumuloError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(CumuloError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(CumuloError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CumuloError):
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(CumuloError):
+    status = 503
+    code = "unavailable"
+
+
+_BY_CODE: dict[str, type[CumuloError]] = {
+    cls.code: cls
+    for cls in (CumuloError, Invalid, TooLarge, Unauthorized, Forbidden, NotFound, Conflict,
+                Unavailable)
+}
+
+
+def error_from_payload(status: int, payload: Any) -> CumuloError:
+    """Rebuild the exception a server sent; used by the SDK."""
+    body = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(body, dict) and "message" in body:
+        cls = _BY_CODE.get(str(body.get("code")), CumuloError)
+        details = body.get("details") if isinstance(body.get("details"), dict) else None
+        return cls(str(body["message"]), details=details)
+    for cls in _BY_CODE.values():
+        if cls.status == status and cls is not TooLarge:
+            return cls(f"server answered {status}: {str(payload)[:200]}")
+    return CumuloError(f"server answered {status}: {str(payload)[:200]}")

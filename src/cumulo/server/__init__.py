@@ -1,0 +1,1 @@
+"""The control plane: app factory, auth, error handlers, start-up."""

@@ -1,0 +1,82 @@
+"""Start the control plane: check what it depends on, migrate, bootstrap, then serve."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from cumulo.access.tokens import bootstrap_admin
+from cumulo.config import Settings
+from cumulo.db import check_database, make_engine, redact_url, upgrade
+from cumulo.errors import Conflict
+from cumulo.logs import configure_logging
+from cumulo.server.app import create_app
+from cumulo.storage.backends import Backend, open_backend
+
+__all__ = ["Prepared", "prepare", "serve"]
+
+log = logging.getLogger("cumulo.server")
+
+
+@dataclass
+class Prepared:
+    engine: Engine
+    storage: Backend
+    admin_token: str | None  # set only on the first start, when the admin was just created
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Everything before serving; each failure is one CumuloError with a clear message."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    check_database(engine)
+    upgrade(engine)
+    storage = open_backend(settings)
+    storage.check()
+    with Session(engine) as session:
+        admin_token = bootstrap_admin(session, settings.admin_token)
+    return Prepared(engine=engine, storage=storage, admin_token=admin_token)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Conflict(
+                f"port {port} on {host} is already in use; stop what holds it or pick another "
+                "with 'cumulo up --port N'"
+            ) from exc
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = None) -> None:
+    configure_logging(settings.log_level)
+    prepared = prepare(settings)
+    sock = _bind(settings.host, settings.port)
+    app = create_app(settings, prepared.engine, prepared.storage)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, loop="auto", http="httptools",
+        timeout_graceful_shutdown=5, server_header=False,
+    )
+    log.info(
+        "cumulo serving on %s", settings.url,
+        extra={"database": redact_url(settings.database_url), "storage": prepared.storage.url},
+    )
+    if on_ready:
+        on_ready(prepared)
+    uvicorn.Server(config).run(sockets=[sock])

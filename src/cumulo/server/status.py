@@ -1,0 +1,60 @@
+"""``GET /api/v1/status``: what this server is, where its state lives, and what it holds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import cumulo
+from cumulo.access.models import Token, User
+from cumulo.db import get_session, redact_url
+from cumulo.storage import service as storage
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["status"])
+
+
+class DatabaseStatus(BaseModel):
+    url: str
+    dialect: str
+    users: int
+    tokens: int
+
+
+class StorageStatus(BaseModel):
+    url: str
+    kind: str
+    buckets: int
+    objects: int
+    bytes: int
+
+
+class Status(BaseModel):
+    version: str
+    url: str
+    database: DatabaseStatus
+    storage: StorageStatus
+
+
+@router.get("/status", response_model=Status, summary="Server version, state and contents")
+def status(request: Request, session: Annotated[Session, Depends(get_session)]) -> Status:
+    state = request.app.state
+    use = storage.usage(session)
+    return Status(
+        version=cumulo.__version__,
+        url=state.settings.url,
+        database=DatabaseStatus(
+            url=redact_url(state.settings.database_url),
+            dialect=session.get_bind().dialect.name,
+            users=session.scalar(select(func.count()).select_from(User)) or 0,
+            tokens=session.scalar(
+                select(func.count()).select_from(Token).where(Token.revoked_at.is_(None))
+            ) or 0,
+        ),
+        storage=StorageStatus(url=state.storage.url, kind=state.storage.kind, **use),
+    )

@@ -1,0 +1,248 @@
+"""REST routes of object storage, under ``/api/v1/files``."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from cumulo.access.users import user_names
+from cumulo.db import get_session
+from cumulo.errors import CumuloError, Invalid
+from cumulo.principal import Principal, current_principal
+from cumulo.storage import service
+from cumulo.storage.backends import Backend
+from cumulo.storage.keys import validate_key
+from cumulo.storage.models import StoredObject
+from cumulo.storage.transfer import read_range, spool_body
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/files", tags=["files"])
+DbSession = Annotated[Session, Depends(get_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def get_backend(request: Request) -> Backend:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+Storage = Annotated[Backend, Depends(get_backend)]
+
+
+class BucketIn(BaseModel):
+    name: str
+
+
+class BucketOut(BaseModel):
+    name: str
+    objects: int
+    bytes: int
+    created_at: datetime
+    created_by: str | None
+
+
+class BucketList(BaseModel):
+    buckets: list[BucketOut]
+
+
+class ObjectOut(BaseModel):
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    created_at: datetime
+    created_by: str | None
+    modified_at: datetime
+    modified_by: str | None
+
+
+class ObjectList(BaseModel):
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    objects: list[ObjectOut]
+    prefixes: list[str]
+    next_cursor: str | None
+
+
+class Deleted(BaseModel):
+    bucket: str
+    deleted: int
+
+
+def _object_out(session: Session, bucket: str, rows: list[StoredObject]) -> list[ObjectOut]:
+    names = user_names(session, {r.created_by for r in rows} | {r.modified_by for r in rows})
+    return [
+        ObjectOut(
+            bucket=bucket, key=r.key, size=r.size, sha256=r.sha256, content_type=r.content_type,
+            created_at=r.created_at, created_by=names.get(r.created_by),
+            modified_at=r.modified_at, modified_by=names.get(r.modified_by),
+        )
+        for r in rows
+    ]
+
+
+@router.get("/buckets", response_model=BucketList, summary="List buckets")
+def list_buckets(session: DbSession) -> BucketList:
+    infos = service.list_buckets(session)
+    names = user_names(session, {i.bucket.created_by for i in infos})
+    return BucketList(buckets=[
+        BucketOut(name=i.bucket.name, objects=i.objects, bytes=i.bytes,
+                  created_at=i.bucket.created_at, created_by=names.get(i.bucket.created_by))
+        for i in infos
+    ])
+
+
+@router.post("/buckets", status_code=201, response_model=BucketOut, summary="Create a bucket")
+def create_bucket(body: BucketIn, session: DbSession, caller: Caller) -> BucketOut:
+    bucket = service.create_bucket(session, caller, body.name)
+    return BucketOut(name=bucket.name, objects=0, bytes=0, created_at=bucket.created_at,
+                     created_by=caller.user_name)
+
+
+@router.delete("/buckets/{bucket}", response_model=Deleted, summary="Delete a bucket")
+def delete_bucket(
+    bucket: str, session: DbSession, storage: Storage, recursive: bool = False
+) -> Deleted:
+    count = service.delete_bucket(session, storage, bucket, recursive=recursive)
+    return Deleted(bucket=bucket, deleted=count)
+
+
+@router.get("/buckets/{bucket}/objects", response_model=ObjectList, summary="List objects")
+def list_objects(
+    bucket: str,
+    session: DbSession,
+    prefix: str = "",
+    delimiter: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = service.MAX_PAGE,
+    cursor: str | None = None,
+) -> ObjectList:
+    page = service.list_objects(session, bucket, prefix=prefix, delimiter=delimiter, limit=limit,
+                                cursor=cursor)
+    return ObjectList(
+        bucket=bucket, prefix=prefix, delimiter=delimiter,
+        objects=_object_out(session, bucket, page.objects), prefixes=page.prefixes,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.delete("/buckets/{bucket}/objects", response_model=Deleted,
+               summary="Delete every object under a prefix")
+def delete_prefix(
+    bucket: str, session: DbSession, storage: Storage, prefix: Annotated[str, Query()]
+) -> Deleted:
+    return Deleted(bucket=bucket, deleted=service.delete_prefix(session, storage, bucket, prefix))
+
+
+@router.put(
+    "/buckets/{bucket}/objects/{key:path}", status_code=201, response_model=ObjectOut,
+    summary="Upload an object (the raw request body, streamed)",
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}, "required": True}},
+)
+async def put_object(
+    bucket: str, key: str, request: Request, session: DbSession, storage: Storage, caller: Caller
+) -> ObjectOut:
+    validate_key(key)
+    await run_in_threadpool(service.get_bucket, session, bucket)  # fail before reading the body
+    tmp, size, sha = await spool_body(request, storage.spool_dir())
+    content_type = request.headers.get("content-type") or ""
+    if not content_type or content_type == "application/octet-stream":
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    try:
+        row = await run_in_threadpool(
+            service.put_object, session, storage, caller, bucket=bucket, key=key, tmp=tmp,
+            size=size, sha256=sha, content_type=content_type,
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+    return (await run_in_threadpool(_object_out, session, bucket, [row]))[0]
+
+
+def _headers(row: StoredObject) -> dict[str, str]:
+    return {
+        "content-type": row.content_type,
+        "etag": f'"{row.sha256}"',
+        "x-cumulo-sha256": row.sha256,
+        "last-modified": format_datetime(row.modified_at, usegmt=True),
+        "accept-ranges": "bytes",
+    }
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int]:
+    """One 'bytes=a-b' range to (start, length)."""
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        raise Invalid(f"Range {header!r} is not of the form bytes=START-END")
+    first, last = match.groups()
+    if first == "":
+        start = max(size - int(last), 0)
+        end = size - 1
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(f"Range {header!r} lies outside the object's {size} bytes")
+    return start, end - start + 1
+
+
+class RangeNotSatisfiable(Invalid):
+    status = 416
+    code = "range_not_satisfiable"
+
+
+@router.get(
+    "/buckets/{bucket}/objects/{key:path}", summary="Download an object (streamed)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_object(bucket: str, key: str, request: Request, session: DbSession,
+               storage: Storage) -> StreamingResponse:
+    validate_key(key)
+    row = service.get_object(session, bucket, key)
+    headers = _headers(row)
+    status, start, length = 200, 0, row.size
+    if request.headers.get("range"):
+        start, length = _parse_range(request.headers["range"], row.size)
+        status = 206
+        headers["content-range"] = f"bytes {start}-{start + length - 1}/{row.size}"
+    headers["content-length"] = str(length)
+    try:
+        reader = storage.open(service.blob_key(bucket, key), offset=start)
+    except FileNotFoundError as exc:
+        raise CumuloError(f"object {bucket}/{key} is listed but its bytes are missing") from exc
+    return StreamingResponse(read_range(reader, length), status_code=status, headers=headers,
+                             media_type=row.content_type)
+
+
+@router.head("/buckets/{bucket}/objects/{key:path}", summary="An object's headers")
+def head_object(bucket: str, key: str, session: DbSession) -> Response:
+    row = service.get_object(session, bucket, validate_key(key))
+    return Response(headers={**_headers(row), "content-length": str(row.size)})
+
+
+@router.get("/buckets/{bucket}/info/{key:path}", response_model=ObjectOut,
+            summary="An object's metadata as JSON")
+def object_info(bucket: str, key: str, session: DbSession) -> ObjectOut:
+    row = service.get_object(session, bucket, validate_key(key))
+    return _object_out(session, bucket, [row])[0]
+
+
+@router.delete("/buckets/{bucket}/objects/{key:path}", response_model=Deleted,
+               summary="Delete an object")
+def delete_object(bucket: str, key: str, session: DbSession, storage: Storage) -> Deleted:
+    service.delete_object(session, storage, bucket, key)
+    return Deleted(bucket=bucket, deleted=1)

@@ -1,0 +1,99 @@
+"""Objects in an S3 bucket (or any S3-compatible service): ``s3://bucket/prefix/buckets/...``.
+
+Uploads are spooled to a local file first and then sent with a multipart upload, which S3 makes
+visible only when it completes: a cut-off upload never shows up half-written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from cumulo.config import S3Settings
+from cumulo.errors import Invalid, Unavailable
+
+__all__ = ["S3Backend"]
+
+
+def _import_boto3() -> Any:
+    try:
+        import boto3
+    except ModuleNotFoundError as exc:
+        raise Invalid("S3 storage needs boto3: pip install 'cumulo[s3]'") from exc
+    return boto3
+
+
+class S3Backend:
+    kind = "s3"
+
+    def __init__(self, url: str, settings: S3Settings, *, spool: Path) -> None:
+        rest = url.removeprefix("s3://")
+        self.bucket, _, prefix = rest.partition("/")
+        if not self.bucket:
+            raise Invalid(f"storage URL {url!r} names no bucket; use s3://bucket/prefix")
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = url
+        self._spool = spool
+        self._settings = settings
+        boto3 = _import_boto3()
+        from botocore.config import Config
+
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            region_name=settings.region,
+            config=Config(
+                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3},
+                max_pool_connections=32,
+            ),
+        )
+        from boto3.s3.transfer import TransferConfig
+
+        self._transfer = TransferConfig(
+            multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=4
+        )
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"{self.url}" + (f" at {self._settings.endpoint_url}"
+                                 if self._settings.endpoint_url else "")
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            hint = "create it first" if code in ("404", "NoSuchBucket") else "check the credentials"
+            raise Unavailable(f"cannot use the storage {where}: {code or exc} ({hint})") from exc
+        except BotoCoreError as exc:
+            raise Unavailable(f"cannot reach the storage {where}: {exc}") from exc
+        self._spool.mkdir(parents=True, exist_ok=True)
+
+    def spool_dir(self) -> Path:
+        return self._spool
+
+    def commit(self, tmp: Path, key: str) -> None:
+        try:
+            self._client.upload_file(str(tmp), self.bucket, self._key(key),
+                                     Config=self._transfer)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def open(self, key: str, *, offset: int = 0) -> BinaryIO:
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+        return cast(BinaryIO, response["Body"])
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})

@@ -1,0 +1,199 @@
+"""``cumulo files``: buckets and objects from the terminal.
+
+A Cumulo path is ``BUCKET/KEY`` (``cumulo://BUCKET/KEY`` also works). A local path starts with
+``/``, ``./``, ``../`` or ``~``, is ``-`` (standard input or output), or names a file or folder
+that exists here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cumulo.cli.context import client
+from cumulo.cli.output import JsonOpt, console, human_bytes, print_json, progress_bar, when
+from cumulo.errors import Invalid
+from cumulo.storage.keys import split_path
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Object storage: buckets and files (like S3).", no_args_is_help=True)
+RecursiveOpt = typer.Option(False, "--recursive", "-r", help="Apply to everything under it.")
+
+
+def _is_local(arg: str) -> bool:
+    if arg.startswith("cumulo://"):
+        return False
+    return arg == "-" or arg.startswith(("/", "./", "../", "~")) or arg in (".", "..") or \
+        os.path.exists(arg)
+
+
+@app.command("mb")
+def make_bucket(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
+    """Make a bucket."""
+    bucket = client(ctx).files.create_bucket(name)
+    print_json(bucket) if json else console.print(f"made bucket {name}")
+
+
+@app.command("rb")
+def remove_bucket(ctx: typer.Context, name: str, recursive: bool = RecursiveOpt,
+                  json: bool = JsonOpt) -> None:
+    """Remove a bucket (with --recursive, and everything in it)."""
+    deleted = client(ctx).files.delete_bucket(name, recursive=recursive)
+    if json:
+        print_json({"bucket": name, "deleted": deleted})
+    else:
+        console.print(f"removed bucket {name}" + (f" and {deleted} object(s)" if deleted else ""))
+
+
+@app.command("ls")
+def list_(ctx: typer.Context, path: str = typer.Argument("", help="BUCKET or BUCKET/PREFIX"),
+          recursive: bool = RecursiveOpt, json: bool = JsonOpt) -> None:
+    """List buckets, or the objects and folders under BUCKET/PREFIX."""
+    files = client(ctx).files
+    if not path:
+        buckets = files.buckets()
+        if json:
+            print_json(buckets)
+            return
+        table = Table("bucket", "objects", "size", "created", "by", box=None)
+        for b in buckets:
+            table.add_row(b["name"], str(b["objects"]), human_bytes(b["bytes"]),
+                          when(b["created_at"]), b["created_by"] or "-")
+        console.print(table)
+        return
+    if json:
+        listing = files.list(path, recursive=recursive)
+        print_json({"bucket": listing.bucket, "prefix": listing.prefix,
+                    "prefixes": listing.prefixes, "objects": listing.objects})
+        return
+    # Page by page, so a listing of millions of keys starts printing at once.
+    for page in files.pages(path, recursive=recursive):
+        for prefix in page.prefixes:
+            console.print(f"{'':19}  {'PRE':>10}  {prefix}")
+        for obj in page.objects:
+            console.print(f"{when(obj.modified_at)}  {human_bytes(obj.size):>10}  {obj.key}")
+
+
+@app.command("info")
+def info(ctx: typer.Context, path: str, json: bool = JsonOpt) -> None:
+    """Show an object's size, SHA-256, content type and times."""
+    obj = client(ctx).files.head(path)
+    if json:
+        print_json(obj)
+        return
+    for name in ("path", "size", "sha256", "content_type", "modified_at", "modified_by",
+                 "created_at", "created_by"):
+        value = getattr(obj, name)
+        if name == "size":
+            value = f"{value} ({human_bytes(value)})"
+        console.print(f"{name:>13}: {value}")
+
+
+@app.command("cat")
+def cat(ctx: typer.Context, path: str) -> None:
+    """Write an object to standard output."""
+    client(ctx).files.download(path, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+@app.command("cp")
+def copy(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="a local path, or BUCKET/KEY"),
+    dest: str = typer.Argument(..., help="BUCKET/KEY (ending in / for a folder), or a local path"),
+    recursive: bool = RecursiveOpt,
+    content_type: str | None = typer.Option(None, help="Content type of an upload."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json: bool = JsonOpt,
+) -> None:
+    """Upload (local to Cumulo) or download (Cumulo to local), with a progress bar."""
+    files = client(ctx).files
+    done = []
+    if _is_local(source):
+        if _is_local(dest):
+            raise Invalid(f"both {source!r} and {dest!r} are local paths; one side must be a "
+                          "Cumulo path BUCKET/KEY")
+        for local, remote in _upload_plan(source, dest, recursive):
+            size = local.stat().st_size if str(local) != "-" else None
+            with progress_bar(f"upload {local.name}", size, quiet=quiet or json) as advance:
+                stream = sys.stdin.buffer if str(local) == "-" else local
+                done.append(files.upload(stream, remote, content_type=content_type,
+                                         progress=advance))
+            if not json:
+                console.print(f"upload: {local} to {remote}")
+    else:
+        for remote, local_out in _download_plan(files, source, dest, recursive):
+            info = files.head(remote)
+            if str(local_out) == "-":
+                files.download(remote, sys.stdout.buffer)
+                continue
+            local_out.parent.mkdir(parents=True, exist_ok=True)
+            with progress_bar(f"download {info.key}", info.size, quiet=quiet or json) as advance:
+                done.append(files.download(remote, local_out, progress=advance))
+            if not json:
+                console.print(f"download: {remote} to {local_out}")
+    if json:
+        print_json(done)
+
+
+def _upload_plan(source: str, dest: str, recursive: bool) -> list[tuple[Path, str]]:
+    bucket, key = split_path(dest)
+    if source == "-":
+        if not key or key.endswith("/"):
+            raise Invalid("uploading standard input needs a full BUCKET/KEY destination")
+        return [(Path("-"), dest)]
+    local = Path(source).expanduser()
+    if local.is_dir():
+        if not recursive:
+            raise Invalid(f"{source} is a folder; pass --recursive to upload what is inside it")
+        base = key if not key or key.endswith("/") else key + "/"
+        plan = [(p, f"{bucket}/{base}{p.relative_to(local).as_posix()}")
+                for p in sorted(local.rglob("*")) if p.is_file()]
+        if not plan:
+            raise Invalid(f"{source} holds no files")
+        return plan
+    if not local.is_file():
+        raise Invalid(f"{source} does not exist here")
+    if not key or key.endswith("/"):
+        key += local.name
+    return [(local, f"{bucket}/{key}")]
+
+
+def _download_plan(files: object, source: str, dest: str,
+                   recursive: bool) -> list[tuple[str, Path]]:
+    from cumulo.storage.sdk import FilesClient
+
+    assert isinstance(files, FilesClient)
+    bucket, key = split_path(source)
+    if dest == "-":
+        return [(source, Path("-"))]
+    local = Path(dest).expanduser()
+    if recursive:
+        prefix = key if not key or key.endswith("/") else key + "/"
+        listing = files.list(f"{bucket}/{prefix}", recursive=True)
+        if not listing.objects:
+            raise Invalid(f"nothing under {bucket}/{prefix}")
+        return [(o.path, local / o.key[len(prefix):]) for o in listing.objects]
+    if not key:
+        raise Invalid(f"{source} names a bucket; pass --recursive to download what is inside it")
+    if local.is_dir() or dest.endswith("/"):
+        local = local / key.rsplit("/", 1)[-1]
+    return [(source, local)]
+
+
+@app.command("rm")
+def remove(ctx: typer.Context, path: str, recursive: bool = RecursiveOpt,
+           json: bool = JsonOpt) -> None:
+    """Remove an object, or with --recursive every object under a prefix."""
+    deleted = client(ctx).files.delete(path, recursive=recursive)
+    if json:
+        print_json({"path": path, "deleted": deleted})
+    else:
+        console.print(f"deleted {deleted} object(s) under {path}" if recursive
+                      else f"deleted {path}")
+

@@ -1,0 +1,55 @@
+"""Rules for bucket names and object keys, shared by the server, the SDK and the CLI."""
+
+from __future__ import annotations
+
+import re
+
+from cumulo.errors import Invalid
+
+__all__ = ["MAX_KEY_BYTES", "split_path", "validate_bucket", "validate_key"]
+
+MAX_KEY_BYTES = 1024
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def validate_bucket(name: str) -> str:
+    if not _BUCKET.match(name) or ".." in name:
+        raise Invalid(
+            f"bucket name {name!r} is not allowed: use 3-63 characters of a-z, 0-9, '.' and '-', "
+            "starting and ending with a letter or digit, e.g. 'data' or 'ml-models'",
+            details={"bucket": name},
+        )
+    return name
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape a folder or that no backend stores faithfully."""
+
+    def bad(why: str) -> Invalid:
+        return Invalid(f"object key {key[:80]!r} is not allowed: {why}", details={"key": key[:200]})
+
+    if not key:
+        raise bad("it is empty")
+    if "\x00" in key:
+        raise bad("it contains a NUL byte")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise bad(f"it is {len(key.encode())} bytes long; the limit is {MAX_KEY_BYTES}")
+    if key.startswith("/"):
+        raise bad("it starts with '/'; keys are relative to the bucket, e.g. 'raw/2026/a.csv'")
+    if key.endswith("/"):
+        raise bad("it ends with '/'; name the object, e.g. 'raw/2026/a.csv'")
+    segments = key.split("/")
+    if any(s in ("..", ".") for s in segments):
+        raise bad("it has a '.' or '..' segment")
+    if any(not s for s in segments):
+        raise bad("it has an empty segment ('//')")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise bad("it contains a control character")
+    return key
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """'data/raw/a.csv' -> ('data', 'raw/a.csv'); 'data' or 'data/' -> ('data', '')."""
+    path = path.removeprefix("cumulo://")
+    bucket, _, key = path.partition("/")
+    return validate_bucket(bucket), key

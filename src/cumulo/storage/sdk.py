@@ -1,0 +1,344 @@
+"""SDK sub-client for object storage: ``client.files``.
+
+Paths name a bucket and a key together, as on the CLI: ``"data/raw/2026/sales.csv"`` is key
+``raw/2026/sales.csv`` in bucket ``data``. Transfers stream in 1 MiB chunks and never hold a
+whole object in memory; downloads are checked against the object's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import mimetypes
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Literal
+from urllib.parse import quote
+
+import httpx
+
+from cumulo.client.transport import Transport
+from cumulo.errors import CumuloError, Invalid
+from cumulo.storage.keys import split_path, validate_key
+
+__all__ = ["FilesClient", "Listing", "ObjectInfo"]
+
+CHUNK = 1 << 20
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    created_at: datetime
+    created_by: str | None
+    modified_at: datetime
+    modified_by: str | None
+
+    @property
+    def path(self) -> str:
+        return f"{self.bucket}/{self.key}"
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ObjectInfo:
+        return cls(
+            bucket=doc["bucket"], key=doc["key"], size=doc["size"], sha256=doc["sha256"],
+            content_type=doc["content_type"],
+            created_at=datetime.fromisoformat(doc["created_at"]), created_by=doc["created_by"],
+            modified_at=datetime.fromisoformat(doc["modified_at"]),
+            modified_by=doc["modified_by"],
+        )
+
+
+@dataclass
+class Listing:
+    bucket: str
+    prefix: str
+    objects: list[ObjectInfo] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+
+
+def _object_path(bucket: str, key: str) -> str:
+    return f"/api/v1/files/buckets/{bucket}/objects/{quote(validate_key(key), safe='/')}"
+
+
+def _needs_key(path: str) -> tuple[str, str]:
+    bucket, key = split_path(path)
+    if not key:
+        raise Invalid(f"{path!r} names a bucket, not an object; use BUCKET/KEY, e.g. data/a.csv")
+    return bucket, key
+
+
+class FilesClient:
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    # --- buckets ---------------------------------------------------------------------------
+
+    def buckets(self) -> list[dict[str, Any]]:
+        return self._t.json("GET", "/api/v1/files/buckets")["buckets"]  # type: ignore[no-any-return]
+
+    def create_bucket(self, name: str) -> dict[str, Any]:
+        return self._t.json(  # type: ignore[no-any-return]
+            "POST", "/api/v1/files/buckets", json={"name": name}
+        )
+
+    def delete_bucket(self, name: str, *, recursive: bool = False) -> int:
+        """Delete a bucket; a non-empty one only with ``recursive=True``. Returns objects gone."""
+        body = self._t.json("DELETE", f"/api/v1/files/buckets/{name}",
+                            params={"recursive": recursive})
+        return int(body["deleted"])
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def pages(self, path: str, *, recursive: bool = False,
+              page_size: int = 1000) -> Iterator[Listing]:
+        """Pages of a listing under ``bucket/prefix``; ``recursive`` lists every key below."""
+        bucket, prefix = split_path(path)
+        params: dict[str, Any] = {"prefix": prefix, "limit": page_size}
+        if not recursive:
+            params["delimiter"] = "/"
+        while True:
+            body = self._t.json("GET", f"/api/v1/files/buckets/{bucket}/objects", params=params)
+            yield Listing(bucket=bucket, prefix=prefix,
+                          objects=[ObjectInfo.from_json(o) for o in body["objects"]],
+                          prefixes=body["prefixes"])
+            if not body["next_cursor"]:
+                return
+            params["cursor"] = body["next_cursor"]
+
+    def list(self, path: str, *, recursive: bool = False) -> Listing:
+        """Everything under ``bucket/prefix``, all pages gathered."""
+        bucket, prefix = split_path(path)
+        whole = Listing(bucket=bucket, prefix=prefix)
+        for page in self.pages(path, recursive=recursive):
+            whole.objects.extend(page.objects)
+            whole.prefixes.extend(page.prefixes)
+        return whole
+
+    def head(self, path: str) -> ObjectInfo:
+        bucket, key = _needs_key(path)
+        return ObjectInfo.from_json(self._t.json(
+            "GET", f"/api/v1/files/buckets/{bucket}/info/{quote(validate_key(key), safe='/')}"
+        ))
+
+    def exists(self, path: str) -> bool:
+        from cumulo.errors import NotFound
+
+        try:
+            self.head(path)
+        except NotFound:
+            return False
+        return True
+
+    # --- transfer --------------------------------------------------------------------------
+
+    def upload(self, source: str | os.PathLike[str] | bytes | IO[bytes], path: str, *,
+               content_type: str | None = None, progress: Progress | None = None) -> ObjectInfo:
+        """Upload a local file, bytes, or a binary file object to ``bucket/key``."""
+        bucket, key = _needs_key(path)
+        headers = {"content-type": content_type or mimetypes.guess_type(key)[0]
+                   or "application/octet-stream"}
+        if isinstance(source, bytes):
+            stream: IO[bytes] = io.BytesIO(source)
+            headers["content-length"] = str(len(source))
+        elif isinstance(source, (str, os.PathLike)):
+            local = Path(source)
+            if not local.is_file():
+                raise Invalid(f"{local} is not a file")
+            stream = open(local, "rb")  # noqa: SIM115 - closed below
+            headers["content-length"] = str(local.stat().st_size)
+        else:
+            stream = source
+        try:
+            body = self._t.json("PUT", _object_path(bucket, key), headers=headers,
+                                content=_chunks(stream, progress), timeout=None)
+        finally:
+            if stream is not source:
+                stream.close()
+        return ObjectInfo.from_json(body)
+
+    def download(self, path: str, dest: str | os.PathLike[str] | IO[bytes], *,
+                 progress: Progress | None = None) -> ObjectInfo:
+        """Download ``bucket/key`` to a local path (written whole, then renamed into place)
+        or into a binary file object. The bytes are checked against the object's SHA-256."""
+        bucket, key = _needs_key(path)
+        if isinstance(dest, (str, os.PathLike)):
+            target = Path(dest)
+            if target.is_dir():
+                target = target / key.rsplit("/", 1)[-1]
+            tmp = target.with_name(f".{target.name}.cumulo-partial")
+            try:
+                with open(tmp, "wb") as out:
+                    self.download(path, out, progress=progress)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return self.head(path)
+        digest = hashlib.sha256()
+        with self._t.stream("GET", _object_path(bucket, key), timeout=None) as response:
+            expected = response.headers.get("x-cumulo-sha256")
+            for chunk in response.iter_raw(CHUNK):
+                digest.update(chunk)
+                dest.write(chunk)
+                if progress:
+                    progress(len(chunk))
+        if expected and digest.hexdigest() != expected:
+            raise CumuloError(f"download of {path} is corrupt: SHA-256 does not match; retry")
+        return self.head(path)
+
+    def read_bytes(self, path: str) -> bytes:
+        buf = io.BytesIO()
+        self.download(path, buf)
+        return buf.getvalue()
+
+    def open(self, path: str, mode: Literal["rb", "wb"] = "rb", *,
+             content_type: str | None = None) -> BinaryIO:
+        """A streaming file object: read an object as it arrives, or write one as you go.
+
+        A writer publishes the object when it is closed; if the ``with`` block raises, the
+        upload is abandoned and nothing is stored.
+        """
+        bucket, key = _needs_key(path)
+        if mode == "rb":
+            return _Reader(self._t, _object_path(bucket, key))
+        if mode == "wb":
+            return _Writer(self._t, _object_path(bucket, key),
+                           content_type or mimetypes.guess_type(key)[0]
+                           or "application/octet-stream")
+        raise Invalid(f"mode must be 'rb' or 'wb', not {mode!r}")
+
+    def delete(self, path: str, *, recursive: bool = False) -> int:
+        """Delete one object, or with ``recursive`` every object under the prefix."""
+        bucket, key = split_path(path)
+        if recursive:
+            body = self._t.json("DELETE", f"/api/v1/files/buckets/{bucket}/objects",
+                                params={"prefix": key})
+            return int(body["deleted"])
+        if not key:
+            raise Invalid(f"{path!r} names a bucket; pass recursive=True to empty it")
+        self._t.json("DELETE", _object_path(bucket, key))
+        return 1
+
+
+def _chunks(stream: IO[bytes], progress: Progress | None) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK):
+        if progress:
+            progress(len(chunk))
+        yield chunk
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, transport: Transport, url: str) -> None:
+        self._cm = transport.stream("GET", url, timeout=None)
+        response: httpx.Response = self._cm.__enter__()
+        self._chunks = response.iter_raw(CHUNK)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self._buffer:
+            self._buffer = next(self._chunks, b"")
+        n = min(len(b), len(self._buffer))
+        b[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._cm.__exit__(None, None, None)
+        super().close()
+
+
+_END = object()
+
+
+class _Abort(Exception):
+    pass
+
+
+class _Writer(io.RawIOBase):
+    """Streams writes to the server from a background thread, through a bounded queue."""
+
+    def __init__(self, transport: Transport, url: str, content_type: str) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._result: dict[str, Any] | None = None
+        self._thread = threading.Thread(
+            target=self._send, args=(transport, url, content_type), daemon=True
+        )
+        self._thread.start()
+
+    def _body(self) -> Iterator[bytes]:
+        while (item := self._queue.get()) is not _END:
+            if isinstance(item, _Abort):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def _send(self, transport: Transport, url: str, content_type: str) -> None:
+        try:
+            self._result = transport.json("PUT", url, content=self._body(), timeout=None,
+                                          headers={"content-type": content_type})
+        except BaseException as exc:  # handed to the writing thread in close()
+            self._error = exc
+
+    def writable(self) -> bool:
+        return True
+
+    def _put(self, item: object) -> None:
+        # The sender may stop early (the server refused the upload): never block on it then.
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if self._error is not None:
+            raise self._error
+
+    def write(self, b: Any) -> int:
+        if self._error is not None:
+            raise self._error
+        data = bytes(b)
+        self._put(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            try:
+                self._put(_END)
+            finally:
+                self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        if not self.closed:
+            super().close()
+            try:
+                self._put(_Abort("upload abandoned"))
+            except BaseException:  # the sender already stopped; nothing was stored either way
+                pass
+            self._thread.join()
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    @property
+    def info(self) -> ObjectInfo | None:
+        return ObjectInfo.from_json(self._result) if self._result else None
