@@ -97,7 +97,7 @@ def test_delete_object_prefix_and_bucket(server: Cumulo, bucket: str) -> None:
     assert files.delete(f"{bucket}/tmp/", recursive=True) == 2
     assert [o.key for o in files.list(bucket, recursive=True).objects] == ["keep.txt", "tmpfile"]
     files.delete(f"{bucket}/keep.txt")
-    with pytest.raises(NotFound, match="no object 'keep.txt'"):
+    with pytest.raises(NotFound, match=r"no object 'keep\.txt'"):
         files.head(f"{bucket}/keep.txt")
     with pytest.raises(NotFound):
         files.delete(f"{bucket}/keep.txt")

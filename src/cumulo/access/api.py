@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from cumulo.access import tokens
-from cumulo.access.users import user_names
 from cumulo.access.models import Token
+from cumulo.access.users import user_names
 from cumulo.db import get_session
 from cumulo.principal import Principal, current_principal
 

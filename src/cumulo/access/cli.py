@@ -17,7 +17,9 @@ app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="a name to recognise it by, e.g. 'ci'"),
-    expires_in: str | None = typer.Option(None, "--expires-in", help="e.g. 12h, 30d; default never"),
+    expires_in: str | None = typer.Option(
+        None, "--expires-in", help="e.g. 12h, 30d; default never"
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Create a token. Its secret is printed this once and never again."""

@@ -23,8 +23,8 @@ from rich.progress import (
 
 __all__ = ["JsonOpt", "console", "err", "human_bytes", "print_json", "progress_bar", "when"]
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 

@@ -38,7 +38,7 @@ def binary_text(length: int) -> String:
 
     SQLite compares text with memcmp already; PostgreSQL needs the "C" collation for that.
     """
-    return String(length).with_variant(String(length, collation="C"), "postgresql")  # type: ignore[return-value]
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 NAMING = {

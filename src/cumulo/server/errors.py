@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
-from starlette.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from cumulo.errors import (
     Conflict,

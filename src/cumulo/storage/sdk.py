@@ -7,6 +7,7 @@ whole object in memory; downloads are checked against the object's SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import mimetypes
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal
+from typing import IO, Any, Literal, overload
 from urllib.parse import quote
 
 import httpx
@@ -26,7 +27,7 @@ from cumulo.client.transport import Transport
 from cumulo.errors import CumuloError, Invalid
 from cumulo.storage.keys import split_path, validate_key
 
-__all__ = ["FilesClient", "Listing", "ObjectInfo"]
+__all__ = ["FilesClient", "Listing", "ObjectInfo", "ObjectWriter"]
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
@@ -201,8 +202,16 @@ class FilesClient:
         self.download(path, buf)
         return buf.getvalue()
 
+    @overload
+    def open(self, path: str, mode: Literal["rb"] = "rb", *,
+             content_type: str | None = None) -> io.BufferedReader: ...
+
+    @overload
+    def open(self, path: str, mode: Literal["wb"], *,
+             content_type: str | None = None) -> ObjectWriter: ...
+
     def open(self, path: str, mode: Literal["rb", "wb"] = "rb", *,
-             content_type: str | None = None) -> BinaryIO:
+             content_type: str | None = None) -> io.BufferedReader | ObjectWriter:
         """A streaming file object: read an object as it arrives, or write one as you go.
 
         A writer publishes the object when it is closed; if the ``with`` block raises, the
@@ -210,9 +219,9 @@ class FilesClient:
         """
         bucket, key = _needs_key(path)
         if mode == "rb":
-            return _Reader(self._t, _object_path(bucket, key))
+            return io.BufferedReader(_Reader(self._t, _object_path(bucket, key)), CHUNK)
         if mode == "wb":
-            return _Writer(self._t, _object_path(bucket, key),
+            return ObjectWriter(self._t, _object_path(bucket, key),
                            content_type or mimetypes.guess_type(key)[0]
                            or "application/octet-stream")
         raise Invalid(f"mode must be 'rb' or 'wb', not {mode!r}")
@@ -268,8 +277,11 @@ class _Abort(Exception):
     pass
 
 
-class _Writer(io.RawIOBase):
-    """Streams writes to the server from a background thread, through a bounded queue."""
+class ObjectWriter(io.RawIOBase):
+    """Streams writes to the server from a background thread, through a bounded queue.
+
+    ``close()`` (or leaving a ``with`` block normally) publishes the object; ``abort()`` (or an
+    exception in the ``with`` block) abandons it, and nothing is stored."""
 
     def __init__(self, transport: Transport, url: str, content_type: str) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=8)
@@ -327,10 +339,9 @@ class _Writer(io.RawIOBase):
     def abort(self) -> None:
         if not self.closed:
             super().close()
-            try:
+            # If the sender already stopped, nothing was stored either way.
+            with contextlib.suppress(BaseException):
                 self._put(_Abort("upload abandoned"))
-            except BaseException:  # the sender already stopped; nothing was stored either way
-                pass
             self._thread.join()
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:

@@ -256,8 +256,8 @@ def list_objects(
         rolled = False
         for row in rows[:want]:
             cut = row.key.find(delimiter, len(prefix)) if delimiter else -1
-            if cut >= 0:
-                common = row.key[: cut + len(delimiter)]  # type: ignore[arg-type]
+            if delimiter and cut >= 0:
+                common = row.key[: cut + len(delimiter)]
                 page.prefixes.append(common)
                 op, bound = "ge", _successor(common)  # skip everything under it
                 rolled = True

@@ -1,0 +1,28 @@
+"""The names the package promises, and that importing it stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cumulo
+import cumulo.errors
+
+
+def test_exported_names() -> None:
+    assert cumulo.__all__ == ["Client", "__version__"]
+    assert cumulo.errors.__all__ == ["Conflict", "CumuloError", "Forbidden", "Invalid",
+                                     "NotFound", "TooLarge", "Unauthorized", "Unavailable",
+                                     "error_from_payload"]
+    from cumulo.client import Client
+
+    assert cumulo.Client is Client
+
+
+def test_import_and_help_load_no_server_or_heavy_modules() -> None:
+    code = ("import sys, cumulo, cumulo.cli.app; "
+            "print(' '.join(m for m in ('sqlalchemy', 'fastapi', 'uvicorn', 'boto3', 'torch', "
+            "'alembic') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == ""
