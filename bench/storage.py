@@ -117,6 +117,20 @@ def proc_mem_mb(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process (the SDK side) and its finished children (cp)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def make_source(path: Path, size_mb: int) -> str:
     """A file of random bytes (nothing compresses or dedups it); returns its SHA-256."""
     digest = hashlib.sha256()
@@ -138,11 +152,14 @@ def make_source(path: Path, size_mb: int) -> str:
     return digest.hexdigest()
 
 
-def timed(step: Callable[[], object]) -> float:
+def timed(step: Callable[[], object], server_pid: int) -> tuple[float, float]:
+    """Wall seconds of one step, and CPU seconds it cost (server + this process + cp)."""
     os.sync()  # flush earlier steps' dirty pages outside the timed region
+    cpu = cpu_seconds(server_pid) + own_cpu_seconds()
     start = time.perf_counter()
     step()
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    return wall, cpu_seconds(server_pid) + own_cpu_seconds() - cpu
 
 
 def cp_command() -> list[str]:
@@ -175,11 +192,18 @@ def main() -> int:
         cp = cp_command()
         copy, downloaded = work / "copy.bin", work / "downloaded.bin"
         times: dict[str, list[float]] = {"cp": [], "upload": [], "download": []}
+        cpus: dict[str, list[float]] = {"cp": [], "upload": [], "download": []}
         files = client.files
+        pid = proc.pid
+
+        def record(name: str, step: Callable[[], object]) -> None:
+            wall, cpu = timed(step, pid)
+            times[name].append(wall)
+            cpus[name].append(cpu)
 
         for rnd in range(1, repeat + 1):
             copy.unlink(missing_ok=True)
-            times["cp"].append(timed(lambda: subprocess.run([*cp, source, copy], check=True)))
+            record("cp", lambda: subprocess.run([*cp, source, copy], check=True))
             copy.unlink()
 
             if files.exists(KEY):
@@ -190,12 +214,12 @@ def main() -> int:
                 nonlocal info
                 info = files.upload(source, KEY)
 
-            times["upload"].append(timed(upload))
+            record("upload", upload)
             if info is None or info.size != size or info.sha256 != sha:
                 raise SystemExit(f"upload stored the wrong bytes: {info}")
 
             downloaded.unlink(missing_ok=True)
-            times["download"].append(timed(lambda: files.download(KEY, downloaded)))
+            record("download", lambda: files.download(KEY, downloaded))
             if downloaded.stat().st_size != size:
                 raise SystemExit("download wrote the wrong number of bytes")
             downloaded.unlink()
@@ -229,12 +253,13 @@ def main() -> int:
     print(f"storage: {size_mb} MiB file, {repeat} rounds, on {work.parent} "
           f"({os.cpu_count()} CPUs); MB/s = MiB per second")
     print(f"{'step':<10}{'median s':>10}{'best s':>9}{'median MB/s':>13}{'best MB/s':>11}"
-          f"{'ratio vs cp':>13}")
+          f"{'ratio vs cp':>13}{'CPU s':>8}")
     for name, ratio_of in (("cp", None), ("upload", up_ratio), ("download", down_ratio)):
         t = times[name]
         shown = "" if ratio_of is None else f"{ratio_of:.2f}"
         print(f"{name:<10}{statistics.median(t):>10.2f}{min(t):>9.2f}{med[name]:>13.0f}"
-              f"{best[name]:>11.0f}{shown:>13}")
+              f"{best[name]:>11.0f}{shown:>13}{statistics.median(cpus[name]):>8.2f}")
+    print("CPU s: user+system seconds of the server, this SDK process and cp together (median)")
     print(f"server peak RSS (VmHWM): {mem['VmHWM']:.0f} MiB (idle {idle['VmHWM']:.0f} MiB, "
           f"now {mem['VmRSS']:.0f} MiB); bench client peak RSS: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
@@ -254,6 +279,9 @@ def main() -> int:
         "download_mb_s": round(med["download"], 1),
         "best_upload_ratio": round(best["upload"] / best["cp"], 3),
         "best_download_ratio": round(best["download"] / best["cp"], 3),
+        "cp_cpu_s": round(statistics.median(cpus["cp"]), 2),
+        "upload_cpu_s": round(statistics.median(cpus["upload"]), 2),
+        "download_cpu_s": round(statistics.median(cpus["download"]), 2),
         "server_peak_rss_mb": round(mem["VmHWM"], 1),
         "server_idle_rss_mb": round(idle["VmHWM"], 1),
         "cpus": os.cpu_count(),

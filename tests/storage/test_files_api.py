@@ -245,3 +245,16 @@ def test_bad_bucket_names(server: Cumulo, name: str) -> None:
 def test_upload_to_missing_bucket(server: Cumulo) -> None:
     with pytest.raises(NotFound, match="'cumulo files mb nobucket' creates it"):
         server.client().files.upload(io.BytesIO(b"x"), "nobucket/x")
+
+
+def test_concurrent_writers_to_one_key_stay_consistent(server: Cumulo, bucket: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = server.client().files
+    bodies = [bytes([i]) * (200_000 + i) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda b: files.upload(b, f"{bucket}/contended.bin"), bodies))
+    head = files.head(f"{bucket}/contended.bin")
+    data = files.read_bytes(f"{bucket}/contended.bin")
+    assert data in bodies
+    assert (head.size, head.sha256) == (len(data), hashlib.sha256(data).hexdigest())

@@ -55,7 +55,7 @@ def up(
 
     def ready(prepared: Prepared) -> None:
         err.print(f"Cumulo {cumulo.__version__} is up at [bold]{settings.url}[/]")
-        err.print(f"  console and API docs: {settings.url}/docs")
+        err.print(f"  API docs: {settings.url}/docs")
         err.print(f"  home: {settings.home}")
         if prepared.admin_token:
             path = save_credentials(settings.url, prepared.admin_token)

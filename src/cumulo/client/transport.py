@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import http.client
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,7 +14,10 @@ import httpx
 
 from cumulo.errors import CumuloError, Unauthorized, Unavailable, error_from_payload
 
-__all__ = ["Transport"]
+__all__ = ["Consume", "Transport"]
+
+Consume = Callable[[memoryview], None]
+_BUFFER = 4 << 20
 
 
 class Transport:
@@ -19,6 +26,8 @@ class Transport:
         self.url = url
         self._token_source = token_source
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._headers = headers
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=url, headers=headers,
             timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=False,
@@ -29,13 +38,15 @@ class Transport:
         self._http.close()
 
     def _raise_for(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
+        if response.status_code >= 400:
+            self._raise(response.status_code, response.content)
+
+    def _raise(self, status: int, body: bytes) -> None:
         try:
-            payload: Any = response.json()
+            payload: Any = json.loads(body)
         except ValueError:
-            payload = response.text
-        error = error_from_payload(response.status_code, payload)
+            payload = body.decode("utf-8", "replace")
+        error = error_from_payload(status, payload)
         if isinstance(error, Unauthorized) and not self._has_token:
             error = Unauthorized(
                 f"{error.message}. No token was found: set CUMULO_TOKEN, or run "
@@ -62,6 +73,36 @@ class Transport:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
+    def fetch_into(self, path: str, consumers: list[Consume]) -> dict[str, str]:
+        """GET a large body and hand it, in order, to each consumer; return the headers.
+
+        Built for bulk downloads: the socket is read with ``readinto`` straight into a few
+        4 MiB buffers, and each consumer (say, a hasher and a file writer) runs in a thread of
+        its own on every buffer, so receiving, hashing and writing overlap.
+        """
+        url = httpx.URL(self.url).join(path)
+        conn_cls = (http.client.HTTPSConnection if url.scheme == "https"
+                    else http.client.HTTPConnection)
+        conn = conn_cls(url.host, url.port, timeout=self._timeout)
+        try:
+            try:
+                conn.request("GET", url.raw_path.decode(), headers=self._headers)
+                response = conn.getresponse()
+            except OSError as exc:
+                raise self._unreachable(httpx.ConnectError(str(exc))) from exc
+            if response.status >= 400:
+                self._raise(response.status, response.read())
+            with _Fanout(consumers) as fanout:
+                while True:
+                    buf = fanout.free_buffer()
+                    n = _fill(response, buf)
+                    if not n:
+                        break
+                    fanout.publish(buf, n)
+            return {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         try:
@@ -72,3 +113,71 @@ class Transport:
                 yield response
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
+
+
+def _fill(response: http.client.HTTPResponse, buf: bytearray) -> int:
+    """Read into ``buf`` until it is full or the body ends; returns the bytes read."""
+    view = memoryview(buf)
+    n = 0
+    while n < len(buf):
+        got = response.readinto(view[n:])
+        if not got:
+            break
+        n += got
+    return n
+
+
+class _Fanout:
+    """Hands filled buffers to each consumer's thread; a buffer is reused once all are done."""
+
+    def __init__(self, consumers: list[Consume], buffers: int = 4) -> None:
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(buffers):
+            self._free.put(bytearray(_BUFFER))
+        self._queues: list[queue.Queue[tuple[bytearray, int] | None]] = [
+            queue.Queue() for _ in consumers
+        ]
+        self._left: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._errors: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._run, args=(c, q), daemon=True)
+            for c, q in zip(consumers, self._queues, strict=True)
+        ]
+
+    def __enter__(self) -> _Fanout:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self, consume: Consume, items: queue.Queue[tuple[bytearray, int] | None]) -> None:
+        while (item := items.get()) is not None:
+            buf, n = item
+            if not self._errors:
+                try:
+                    consume(memoryview(buf)[:n])
+                except BaseException as exc:
+                    self._errors.append(exc)
+            with self._lock:
+                self._left[id(buf)] -= 1
+                if not self._left[id(buf)]:
+                    self._free.put(buf)
+
+    def free_buffer(self) -> bytearray:
+        if self._errors:
+            raise self._errors[0]
+        return self._free.get()
+
+    def publish(self, buf: bytearray, n: int) -> None:
+        with self._lock:
+            self._left[id(buf)] = len(self._queues)
+        for q in self._queues:
+            q.put((buf, n))
+
+    def __exit__(self, *exc: object) -> None:
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
+        if self._errors and exc[0] is None:
+            raise self._errors[0]

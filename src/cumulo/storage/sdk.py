@@ -186,13 +186,14 @@ class FilesClient:
                 tmp.unlink(missing_ok=True)
             return self.head(path)
         digest = hashlib.sha256()
-        with self._t.stream("GET", _object_path(bucket, key), timeout=None) as response:
-            expected = response.headers.get("x-cumulo-sha256")
-            for chunk in response.iter_raw(CHUNK):
-                digest.update(chunk)
-                dest.write(chunk)
-                if progress:
-                    progress(len(chunk))
+
+        def write(chunk: memoryview) -> None:
+            dest.write(chunk)
+            if progress:
+                progress(len(chunk))
+
+        headers = self._t.fetch_into(_object_path(bucket, key), [digest.update, write])
+        expected = headers.get("x-cumulo-sha256")
         if expected and digest.hexdigest() != expected:
             raise CumuloError(f"download of {path} is corrupt: SHA-256 does not match; retry")
         return self.head(path)

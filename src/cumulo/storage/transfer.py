@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -24,8 +26,10 @@ _WRITE_BATCH = 4 << 20
 async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]:
     """Write the request body to a new temporary file; return (path, size, sha256).
 
-    A body that stops short of its Content-Length, or a client that goes away, leaves nothing
-    behind: the temporary file is removed and Invalid is raised.
+    Hashing and writing run in a worker thread while the event loop goes on receiving the
+    next batch, so the two overlap; at most two batches are held at once. A body that stops
+    short of its Content-Length, or a client that goes away, leaves nothing behind: the
+    temporary file is removed and Invalid is raised.
     """
     expected = request.headers.get("content-length")
     want = int(expected) if expected and expected.isdigit() else None
@@ -33,6 +37,8 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
     tmp = Path(name)
     digest = hashlib.sha256()
     size = 0
+    loop = asyncio.get_running_loop()
+    in_flight: asyncio.Future[None] | None = None
     try:
         with os.fdopen(fd, "wb", buffering=0) as out:
             pending: list[bytes] = []
@@ -42,14 +48,19 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
                     continue
                 pending.append(chunk)
                 pending_size += len(chunk)
+                size += len(chunk)
                 if pending_size >= _WRITE_BATCH:
-                    await to_thread.run_sync(_write, out, digest, pending)
-                    size += pending_size
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = loop.run_in_executor(None, _write, out, digest, pending)
                     pending, pending_size = [], 0
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
             if pending:
-                await to_thread.run_sync(_write, out, digest, pending)
-                size += pending_size
+                await loop.run_in_executor(None, _write, out, digest, pending)
     except ClientDisconnect as exc:
+        await _settle(in_flight)
         tmp.unlink(missing_ok=True)
         raise Invalid(
             f"the upload was cut off after {size} bytes"
@@ -57,15 +68,24 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
             + "; nothing was stored"
         ) from exc
     except OSError as exc:
+        await _settle(in_flight)
         tmp.unlink(missing_ok=True)
         raise Unavailable(f"cannot write the upload to storage: {exc.strerror}") from exc
     except BaseException:
+        await _settle(in_flight)
         tmp.unlink(missing_ok=True)
         raise
     if want is not None and size != want:
         tmp.unlink(missing_ok=True)
         raise Invalid(f"the upload sent {size} bytes but announced {want}; nothing was stored")
     return tmp, size, digest.hexdigest()
+
+
+async def _settle(future: asyncio.Future[None] | None) -> None:
+    """Wait for a write still in flight, so the file is not removed under it."""
+    if future is not None:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(future)
 
 
 def _write(out: BinaryIO, digest: hashlib._Hash, chunks: list[bytes]) -> None:
