@@ -51,5 +51,6 @@ def configure_logging(level: str = "info") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # Cumulo writes its own access log line with the request id; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True

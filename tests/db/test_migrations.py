@@ -25,9 +25,10 @@ def test_upgrade_twice(url: str) -> None:
     upgrade(engine)
     upgrade(engine)
     tables = set(inspect(engine).get_table_names())
-    assert {"users", "tokens", "buckets", "objects", "alembic_version"} <= tables
+    assert {"users", "tokens", "buckets", "objects", "lake_databases", "lake_tables",
+            "sql_queries", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
     engine.dispose()
 
 

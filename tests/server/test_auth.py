@@ -57,8 +57,10 @@ def test_token_lifecycle(local_server: Cumulo) -> None:
     admin.tokens.revoke("ci-lifecycle")
     with pytest.raises(Unauthorized, match="was revoked"):
         user.whoami()
-    with pytest.raises(NotFound):
+    with pytest.raises(Conflict, match="already revoked"):
         admin.tokens.revoke("ci-lifecycle")
+    with pytest.raises(NotFound, match="no token 'never-made'"):
+        admin.tokens.revoke("never-made")
     assert admin.whoami()["user"] == "admin"  # other tokens keep working
 
 

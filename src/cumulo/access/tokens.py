@@ -83,7 +83,11 @@ def authenticate(session: Session, secret: str) -> Principal:
         .where(Token.secret_hash == _hash(secret))
     ).first()
     if row is None:
-        raise Unauthorized("the token is not valid; create one with 'cumulo tokens create'")
+        raise Unauthorized(
+            "the token is not valid; check CUMULO_TOKEN or the saved login ('cumulo login'). "
+            "The token 'cumulo up' printed at first start works, and its holder can make "
+            "more with 'cumulo tokens create'"
+        )
     token, user = row.tuple()
     now = utcnow()
     if token.revoked_at is not None:
@@ -131,16 +135,18 @@ def list_tokens(session: Session, principal: Principal, *, all_users: bool = Fal
 
 def revoke_token(session: Session, principal: Principal, ref: str) -> Token:
     """Revoke a token by id or name. Admins may revoke anyone's; others only their own."""
-    query = select(Token).where(Token.revoked_at.is_(None))
+    query = select(Token)
     if ref.isdigit():
         query = query.where(Token.id == int(ref))
     else:
         query = query.where(Token.name == ref, Token.user_id == principal.user_id)
     if not principal.is_admin:
         query = query.where(Token.user_id == principal.user_id)
-    token = session.scalar(query)
+    token = session.scalar(query.order_by(Token.revoked_at.is_(None).desc(), Token.id.desc()))
     if token is None:
-        raise NotFound(f"no live token {ref!r} of yours; 'cumulo tokens ls' lists them")
+        raise NotFound(f"no token {ref!r} of yours; 'cumulo tokens ls' lists them")
+    if token.revoked_at is not None:
+        raise Conflict(f"token {token.name!r} (id {token.id}) is already revoked")
     token.revoked_at = utcnow()
     session.commit()
     return token

@@ -24,6 +24,8 @@ from rich.progress import (
 __all__ = ["JsonOpt", "console", "err", "human_bytes", "print_json", "progress_bar", "when"]
 
 console = Console(highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    console.width = max(console.width, 200)  # piped output: do not wrap tables at 80 columns
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")

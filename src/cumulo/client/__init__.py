@@ -10,6 +10,7 @@ from cumulo.config import load_client_settings
 
 if TYPE_CHECKING:
     from cumulo.access.sdk import TokensClient
+    from cumulo.lake.sdk import SqlClient, TablesClient
     from cumulo.storage.sdk import FilesClient
 
 __all__ = ["Client"]
@@ -44,6 +45,18 @@ class Client:
         from cumulo.access.sdk import TokensClient
 
         return TokensClient(self.transport)
+
+    @cached_property
+    def tables(self) -> TablesClient:
+        from cumulo.lake.sdk import TablesClient
+
+        return TablesClient(self.transport)
+
+    @cached_property
+    def sql(self) -> SqlClient:
+        from cumulo.lake.sdk import SqlClient
+
+        return SqlClient(self.transport)
 
     def status(self) -> dict[str, Any]:
         """Version, database, storage, and what they hold."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 import cumulo
 from cumulo.access.api import router as access_router
 from cumulo.config import Settings
+from cumulo.lake.api import sql_router, tables_router
 from cumulo.server.auth import require_token
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.middleware import RequestContext
@@ -20,11 +23,30 @@ from cumulo.storage.backends import Backend
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
-ROUTERS = (status_router, access_router, storage_router)
+ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router)
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """The interactive API page, with Swagger UI served from here: it works offline."""
+    from importlib.resources import files
+
+    assets = files("fastapi_offline") / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Cumulo API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
 
 
 def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="Cumulo",
         version=cumulo.__version__,
         description="The ML cloud you run yourself. Every route under /api/v1 needs "
@@ -44,6 +66,8 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     @app.get("/healthz", tags=["status"], summary="Liveness, without a token")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    _mount_docs(app)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

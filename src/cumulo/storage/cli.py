@@ -114,10 +114,19 @@ def copy(
     """Upload (local to Cumulo) or download (Cumulo to local), with a progress bar."""
     files = client(ctx).files
     done = []
+    if not _is_local(source) and "/" not in source.removeprefix("cumulo://"):
+        raise Invalid(f"{source} does not exist here; a Cumulo path is BUCKET/KEY, e.g. "
+                      f"data/{source}")
+    if not _is_local(source) and not _is_local(dest) and (
+            "/" in dest or dest.startswith("cumulo://")):
+        raise Invalid(f"both {source!r} and {dest!r} are Cumulo paths; copying inside Cumulo "
+                      f"is not supported yet. To download, name a local destination such as "
+                      f"./{dest.removeprefix('cumulo://').rsplit('/', 1)[-1] or 'out'}")
     if _is_local(source):
         if _is_local(dest):
             raise Invalid(f"both {source!r} and {dest!r} are local paths; one side must be a "
-                          "Cumulo path BUCKET/KEY")
+                          f"Cumulo path BUCKET/KEY (write cumulo://{dest.lstrip('./')} if a "
+                          "local folder has the bucket's name)")
         for local, remote in _upload_plan(source, dest, recursive):
             size = local.stat().st_size if str(local) != "-" else None
             with progress_bar(f"upload {local.name}", size, quiet=quiet or json) as advance:

@@ -235,7 +235,8 @@ class FilesClient:
                                 params={"prefix": key})
             return int(body["deleted"])
         if not key:
-            raise Invalid(f"{path!r} names a bucket; pass recursive=True to empty it")
+            raise Invalid(f"{path!r} names a bucket, not an object; to empty it, delete "
+                          "recursively ('cumulo files rm --recursive', recursive=True)")
         self._t.json("DELETE", _object_path(bucket, key))
         return 1
 

@@ -111,8 +111,8 @@ def delete_bucket(session: Session, backend: Backend, name: str, *, recursive: b
     ) or 0
     if count and not recursive:
         raise Conflict(
-            f"bucket {name!r} holds {count} object(s); delete them first or pass --recursive "
-            "(recursive=true) to delete the bucket with everything in it",
+            f"bucket {name!r} holds {count} object(s); delete them first, or delete the bucket "
+            "with everything in it ('cumulo files rb --recursive', recursive=True in the SDK)",
             details={"bucket": name, "objects": count},
         )
     session.execute(delete(StoredObject).where(StoredObject.bucket_id == bucket.id))

@@ -37,6 +37,10 @@ class Backend(Protocol):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every blob under a prefix ending in '/'."""
 
+    def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
+        """Where a Delta table under ``key`` lives, as a URI and the storage options that
+        deltalake needs to reach it."""
+
 
 def open_backend(settings: Settings) -> Backend:
     url = settings.storage_url

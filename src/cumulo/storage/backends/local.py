@@ -84,6 +84,9 @@ class LocalBackend:
             shutil.rmtree(path)
         self._prune(path.parent)
 
+    def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
+        return str(self._path(key)), None
+
     def _prune(self, folder: Path) -> None:
         """Remove folders left empty, up to the bucket's own folder."""
         buckets = self.root / "buckets"

@@ -91,6 +91,19 @@ class S3Backend:
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
+        s = self._settings
+        options = {"AWS_REGION": s.region}
+        if s.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = s.endpoint_url
+            options["AWS_ALLOW_HTTP"] = str(s.endpoint_url.startswith("http://")).lower()
+        if s.access_key_id and s.secret_access_key:
+            options["AWS_ACCESS_KEY_ID"] = s.access_key_id
+            options["AWS_SECRET_ACCESS_KEY"] = s.secret_access_key
+        # Writes to one table are serialized by the control plane, which is the one writer.
+        options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
+        return f"s3://{self.bucket}/{self._key(key)}", options
+
     def delete_prefix(self, prefix: str) -> None:
         paginator = self._client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):

@@ -1,0 +1,436 @@
+"""REST routes of the lake: ``/api/v1/tables`` (catalog, loads, versions) and ``/api/v1/sql``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from cumulo.access.users import user_names
+from cumulo.db import get_session, utcnow
+from cumulo.errors import Invalid, NotFound
+from cumulo.lake import catalog, delta, ingest, sql
+from cumulo.lake.models import SqlQuery
+from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
+from cumulo.principal import Principal, current_principal
+from cumulo.storage.backends import Backend
+from cumulo.storage.transfer import spool_body
+
+__all__ = ["sql_router", "tables_router"]
+
+tables_router = APIRouter(prefix="/tables", tags=["tables"])
+sql_router = APIRouter(prefix="/sql", tags=["sql"])
+DbSession = Annotated[Session, Depends(get_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def _backend(request: Request) -> Backend:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+Storage = Annotated[Backend, Depends(_backend)]
+
+
+def _ref(database: str, table: str, version: int | None = None,
+         as_of: str | None = None) -> TableRef:
+    ref = parse_ref(f"{database}.{table}")
+    if version is not None and as_of is not None:
+        raise Invalid("give a version or a timestamp (as_of), not both")
+    return TableRef(ref.database, ref.table, version=version,
+                    as_of=parse_timestamp(as_of) if as_of else None)
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+class DatabaseIn(BaseModel):
+    name: str
+    description: str = ""
+
+
+class DatabaseOut(BaseModel):
+    name: str
+    description: str
+    tables: int
+    created_at: datetime
+    created_by: str | None
+
+
+@tables_router.get("/databases", response_model=list[DatabaseOut], summary="List databases")
+def list_databases(session: DbSession) -> list[DatabaseOut]:
+    rows = catalog.list_databases(session)
+    names = user_names(session, {db.created_by for db, _ in rows})
+    return [DatabaseOut(name=db.name, description=db.description, tables=n,
+                        created_at=db.created_at, created_by=names.get(db.created_by))
+            for db, n in rows]
+
+
+@tables_router.post("/databases", status_code=201, response_model=DatabaseOut,
+                    summary="Create a database")
+def create_database(body: DatabaseIn, session: DbSession, caller: Caller) -> DatabaseOut:
+    db = catalog.create_database(session, caller, body.name, body.description)
+    return DatabaseOut(name=db.name, description=db.description, tables=0,
+                       created_at=db.created_at, created_by=caller.user_name)
+
+
+@tables_router.delete("/databases/{database}", summary="Drop a database")
+def drop_database(database: str, session: DbSession, storage: Storage,
+                  cascade: bool = False) -> dict[str, Any]:
+    return {"database": database,
+            "tables_dropped": catalog.drop_database(session, storage, database, cascade=cascade)}
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+class TableSummary(BaseModel):
+    name: str
+    kind: str
+    format: str
+    description: str
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class TableOut(BaseModel):
+    name: str
+    kind: str
+    format: str
+    location: str
+    description: str
+    tags: dict[str, Any]
+    columns: list[dict[str, Any]]
+    partition_columns: list[str]
+    version: int | None
+    rows: int | None
+    bytes: int | None
+    files: int | None
+    created_at: datetime
+    updated_at: datetime | None
+
+
+@tables_router.get("", response_model=list[TableSummary], summary="List tables")
+def list_tables(session: DbSession, database: str | None = None) -> list[TableSummary]:
+    return [TableSummary(name=f"{d}.{t.name}", kind=t.kind, format=t.format,
+                         description=t.description, created_at=t.created_at,
+                         updated_at=t.updated_at)
+            for d, t in catalog.list_tables(session, database)]
+
+
+@tables_router.get("/{database}/{table}", response_model=TableOut, summary="Show a table")
+def show_table(database: str, table: str, session: DbSession, storage: Storage,
+               version: int | None = None, as_of: str | None = None) -> TableOut:
+    info = catalog.table_info(session, storage, _ref(database, table, version, as_of))
+    return TableOut(**vars(info))
+
+
+class TablePatch(BaseModel):
+    description: str | None = None
+    tags: dict[str, str] | None = None
+
+
+@tables_router.patch("/{database}/{table}", response_model=TableOut,
+                     summary="Set a table's description or tags")
+def patch_table(database: str, table: str, body: TablePatch, session: DbSession,
+                storage: Storage) -> TableOut:
+    ref = _ref(database, table)
+    row = catalog.get_table(session, ref)
+    if body.description is not None:
+        row.description = body.description
+    if body.tags is not None:
+        row.tags = body.tags
+    row.updated_at = utcnow()
+    session.commit()
+    return TableOut(**vars(catalog.table_info(session, storage, ref)))
+
+
+@tables_router.delete("/{database}/{table}", summary="Drop a table (and a managed one's data)")
+def drop_table(database: str, table: str, session: DbSession,
+               storage: Storage) -> dict[str, str]:
+    ref = _ref(database, table)
+    catalog.drop_table(session, storage, ref)
+    return {"dropped": ref.name}
+
+
+class WriteOut(BaseModel):
+    table: str
+    version: int
+    rows_added: int | None
+    rows_updated: int | None
+    rows_removed: int | None
+
+
+LoadMode = Literal["append", "overwrite", "merge"]
+
+
+@tables_router.put(
+    "/{database}/{table}/data", response_model=WriteOut,
+    summary="Load a file into a managed table (the raw body, streamed)",
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}, "required": True}},
+)
+async def load_body(
+    database: str, table: str, request: Request, session: DbSession, storage: Storage,
+    caller: Caller,
+    format: Annotated[str, Query(description="csv, parquet, json or jsonl")],
+    mode: LoadMode = "append",
+    keys: Annotated[list[str] | None, Query(description="merge keys")] = None,
+    partition_by: Annotated[list[str] | None, Query()] = None,
+    evolve: bool = False,
+    filename: str = "upload",
+) -> WriteOut:
+    ref = _ref(database, table)
+    fmt = ingest.detect_format(filename, format)
+    await run_in_threadpool(catalog.get_database, session, ref.database)
+    tmp, _, _ = await spool_body(request, storage.spool_dir())
+    try:
+        return await run_in_threadpool(
+            _load_file, session, storage, caller, ref, tmp, fmt, filename, mode, keys,
+            partition_by, evolve,
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_file(session: Session, storage: Backend, caller: Principal, ref: TableRef, path: Path,
+               fmt: ingest.Format, label: str, mode: LoadMode, keys: list[str] | None,
+               partition_by: list[str] | None, evolve: bool) -> WriteOut:
+    fresh = False
+    try:
+        catalog.get_table(session, ref)
+    except NotFound:
+        fresh = True
+    row = catalog.ensure_managed_table(session, caller, ref)
+    try:
+        reader = ingest.open_reader(path, fmt, label=label)
+        result = delta.write(catalog.location(storage, row), reader, mode=mode,
+                             user=caller.user_name, name=ref.name, keys=keys,
+                             partition_by=partition_by, evolve=evolve)
+    except BaseException:
+        if fresh:  # nothing half-registered: a table whose first load failed is not kept
+            catalog.drop_table(session, storage, ref)
+        raise
+    row.updated_at = utcnow()
+    session.commit()
+    return WriteOut(table=ref.name, version=result.version, rows_added=result.rows_added,
+                    rows_updated=result.rows_updated, rows_removed=result.rows_removed)
+
+
+ReadFormat = Literal["arrow", "parquet", "csv"]
+_MEDIA = {"arrow": "application/vnd.apache.arrow.stream", "parquet": "application/x-parquet",
+          "csv": "text/csv"}
+
+
+@tables_router.get("/{database}/{table}/data", summary="Read a table (at a version or time)",
+                   response_class=StreamingResponse)
+def read_table(database: str, table: str, session: DbSession, storage: Storage,
+               version: int | None = None, as_of: str | None = None,
+               format: ReadFormat = "arrow", limit: int | None = None) -> StreamingResponse:
+    ref = _ref(database, table, version, as_of)
+    row = catalog.get_table(session, ref)
+    dt = delta.open_table(catalog.location(storage, row), version=ref.version, as_of=ref.as_of,
+                          name=str(ref))
+    dataset = dt.to_pyarrow_dataset()
+    scanner = dataset.scanner(batch_size=65536)
+    batches = scanner.to_reader()
+    if limit is not None:
+        batches = pa.RecordBatchReader.from_batches(batches.schema, _limited(batches, limit))
+    return StreamingResponse(_encode(batches, format), media_type=_MEDIA[format],
+                             headers={"x-cumulo-version": str(dt.version())})
+
+
+def _limited(reader: pa.RecordBatchReader, limit: int) -> Any:
+    left = limit
+    for batch in reader:
+        if left <= 0:
+            return
+        yield batch.slice(0, left)
+        left -= batch.num_rows
+
+
+class _Sink:
+    """A file-like object that collects what a writer produces, for streaming it out."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def _encode(reader: pa.RecordBatchReader, fmt: str) -> Any:
+    sink = _Sink()
+    if fmt == "arrow":
+        writer: Any = pa.ipc.new_stream(sink, reader.schema)
+    elif fmt == "parquet":
+        writer = pq.ParquetWriter(sink, reader.schema)
+    else:
+        writer = pacsv.CSVWriter(sink, reader.schema)
+    for batch in reader:
+        writer.write_batch(batch)
+        if chunk := sink.take():
+            yield chunk
+    writer.close()
+    if chunk := sink.take():
+        yield chunk
+
+
+@tables_router.get("/{database}/{table}/history", summary="A table's versions")
+def table_history(database: str, table: str, session: DbSession, storage: Storage,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+    ref = _ref(database, table)
+    row = catalog.get_table(session, ref)
+    return delta.history(catalog.location(storage, row), name=ref.name, limit=limit)
+
+
+class RestoreIn(BaseModel):
+    version: int | None = None
+    as_of: str | None = None
+
+
+@tables_router.post("/{database}/{table}/restore", response_model=WriteOut,
+                    summary="Make a new version equal to an old one")
+def restore_table(database: str, table: str, body: RestoreIn, session: DbSession,
+                  storage: Storage, caller: Caller) -> WriteOut:
+    ref = _ref(database, table)
+    row = catalog.get_table(session, ref)
+    loc = catalog.location(storage, row)
+    target = body.version
+    if target is None:
+        if body.as_of is None:
+            raise Invalid("restore needs a version (or as_of)")
+        target = delta.open_table(loc, as_of=parse_timestamp(body.as_of), name=ref.name).version()
+    version = delta.restore(loc, target, user=caller.user_name, name=ref.name)
+    row.updated_at = utcnow()
+    session.commit()
+    return WriteOut(table=ref.name, version=version, rows_added=None, rows_updated=None,
+                    rows_removed=None)
+
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+
+class SqlIn(BaseModel):
+    sql: str = Field(description="one statement: SELECT, CREATE TABLE db.t AS SELECT, or "
+                     "INSERT INTO db.t SELECT; time travel: db.t VERSION AS OF 3")
+    timeout_s: float = Field(300, gt=0, le=24 * 3600)
+    scan_limit_bytes: int | None = Field(None, gt=0)
+    page_size: int = Field(1000, ge=0, le=100_000)
+
+
+class QueryOut(BaseModel):
+    id: str
+    sql: str
+    state: str
+    error: str | None
+    rows: int | None
+    bytes_scanned: int | None
+    cost_usd: float | None
+    duration_ms: float | None
+    created_at: datetime
+    created_by: str | None
+    finished_at: datetime | None
+
+
+class SqlResult(QueryOut):
+    columns: list[dict[str, str]]
+    page: list[dict[str, Any]]
+    next_offset: int | None
+    written: dict[str, Any] | None
+
+
+def _query_out(session: Session, q: SqlQuery) -> QueryOut:
+    names = user_names(session, {q.created_by})
+    return QueryOut(id=q.id, sql=q.sql, state=q.state, error=q.error, rows=q.rows,
+                    bytes_scanned=q.bytes_scanned, cost_usd=q.cost_usd,
+                    duration_ms=q.duration_ms, created_at=q.created_at,
+                    created_by=names.get(q.created_by), finished_at=q.finished_at)
+
+
+def _results_dir(request: Request) -> Path:
+    return request.app.state.settings.home / "results"  # type: ignore[no-any-return]
+
+
+@sql_router.post("", response_model=SqlResult, summary="Run a SQL statement")
+def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
+            caller: Caller) -> SqlResult:
+    outcome = sql.run(session, storage, caller, body.sql, results_dir=_results_dir(request),
+                      timeout_s=body.timeout_s, scan_limit_bytes=body.scan_limit_bytes)
+    page: list[dict[str, Any]] = []
+    if outcome.result_path is not None and body.page_size:
+        page = sql.read_results(outcome.result_path, offset=0, limit=body.page_size).to_pylist()
+    rows = outcome.query.rows or 0
+    more = outcome.result_path is not None and rows > len(page)
+    return SqlResult(**_query_out(session, outcome.query).model_dump(), columns=outcome.columns,
+                     page=page, next_offset=len(page) if more else None,
+                     written=outcome.written)
+
+
+@sql_router.get("/queries", response_model=list[QueryOut], summary="Query history")
+def query_history(session: DbSession, limit: int = Query(50, ge=1, le=1000),
+                  state: str | None = None) -> list[QueryOut]:
+    query = select(SqlQuery).order_by(SqlQuery.created_at.desc()).limit(limit)
+    if state:
+        query = query.where(SqlQuery.state == state)
+    return [_query_out(session, q) for q in session.scalars(query)]
+
+
+def _get_query(session: Session, query_id: str) -> SqlQuery:
+    q = session.get(SqlQuery, query_id)
+    if q is None:
+        raise NotFound(f"no query {query_id!r}; 'cumulo sql history' lists recent ones")
+    return q
+
+
+@sql_router.get("/queries/{query_id}", response_model=QueryOut, summary="One query")
+def get_query(query_id: str, session: DbSession) -> QueryOut:
+    return _query_out(session, _get_query(session, query_id))
+
+
+@sql_router.delete("/queries/{query_id}", summary="Cancel a running query")
+def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
+    q = _get_query(session, query_id)
+    return {"id": q.id, "cancelled": sql.cancel(query_id), "state": q.state}
+
+
+@sql_router.get("/queries/{query_id}/results", summary="A query's results: a page or a download")
+def query_results(query_id: str, session: DbSession,
+                  format: Literal["json", "csv", "parquet", "arrow"] = "json",
+                  offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Any:
+    q = _get_query(session, query_id)
+    if q.state != "succeeded" or not q.result_location:
+        raise Invalid(f"query {query_id} has no results ({q.state})")
+    path = Path(q.result_location)
+    if format == "json":
+        page = sql.read_results(path, offset=offset, limit=limit)
+        more = offset + page.num_rows < (q.rows or 0)
+        return {"id": q.id, "offset": offset, "rows": page.to_pylist(),
+                "next_offset": offset + page.num_rows if more else None}
+    if not path.exists():
+        raise NotFound("the results of this query are gone; run it again")
+    source = pq.ParquetFile(path)
+    reader = pa.RecordBatchReader.from_batches(source.schema_arrow,
+                                               source.iter_batches(batch_size=65536))
+    return StreamingResponse(_encode(reader, format), media_type=_MEDIA[format],
+                             headers={"content-disposition":
+                                      f'attachment; filename="{query_id}.{format}"'})

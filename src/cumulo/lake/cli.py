@@ -1,0 +1,245 @@
+"""``cumulo tables``, ``cumulo sql`` and ``cumulo queries``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from cumulo.cli.context import client
+from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, progress_bar, when
+from cumulo.errors import Invalid
+
+__all__ = ["queries_app", "sql_command", "tables_app"]
+
+tables_app = typer.Typer(help="The data lake: databases, tables, loads and versions.",
+                         no_args_is_help=True)
+queries_app = typer.Typer(help="SQL query history: list, show, cancel.", no_args_is_help=True)
+
+
+@tables_app.command("create-db")
+def create_db(ctx: typer.Context, name: str,
+              description: str = typer.Option("", help="What the database holds."),
+              json: bool = JsonOpt) -> None:
+    """Create a database (a namespace of tables)."""
+    db = client(ctx).tables.create_database(name, description=description)
+    print_json(db) if json else console.print(f"created database {name}")
+
+
+@tables_app.command("drop-db")
+def drop_db(ctx: typer.Context, name: str,
+            cascade: bool = typer.Option(False, "--cascade", help="Drop its tables too."),
+            json: bool = JsonOpt) -> None:
+    """Drop a database (with --cascade, and its tables)."""
+    out = client(ctx).tables.drop_database(name, cascade=cascade)
+    print_json(out) if json else console.print(
+        f"dropped database {name} and {out['tables_dropped']} table(s)")
+
+
+@tables_app.command("ls")
+def list_(ctx: typer.Context, database: str = typer.Argument("", help="a database"),
+          json: bool = JsonOpt) -> None:
+    """List databases, or the tables of one."""
+    tables = client(ctx).tables
+    if not database:
+        dbs = tables.databases()
+        if json:
+            print_json(dbs)
+            return
+        grid = Table("database", "tables", "description", "created", box=None)
+        for d in dbs:
+            grid.add_row(d["name"], str(d["tables"]), d["description"], when(d["created_at"]))
+        console.print(grid)
+        return
+    rows = tables.list(database)
+    if json:
+        print_json(rows)
+        return
+    grid = Table("table", "kind", "format", "updated", "description", box=None)
+    for t in rows:
+        grid.add_row(t["name"], t["kind"], t["format"], when(t["updated_at"] or t["created_at"]),
+                     t["description"])
+    console.print(grid)
+
+
+@tables_app.command("show")
+def show(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN|@TIME]"),
+         json: bool = JsonOpt) -> None:
+    """Schema, partitions, description, tags, version, rows, size and location."""
+    info = client(ctx).tables.show(table)
+    if json:
+        print_json(info)
+        return
+    console.print(f"[bold]{info['name']}[/] ({info['kind']}, {info['format']})")
+    for label, value in (
+        ("version", info["version"]), ("rows", info["rows"]),
+        ("size", human_bytes(info["bytes"]) if info["bytes"] is not None else None),
+        ("files", info["files"]), ("location", info["location"]),
+        ("partitioned by", ", ".join(info["partition_columns"]) or "-"),
+        ("description", info["description"] or "-"),
+        ("tags", ", ".join(f"{k}={v}" for k, v in info["tags"].items()) or "-"),
+    ):
+        console.print(f"{label:>15}: {'-' if value is None else value}")
+    grid = Table("column", "type", "nullable", box=None)
+    for col in info["columns"]:
+        grid.add_row(col["name"], col["type"], "yes" if col.get("nullable", True) else "no")
+    console.print(grid)
+
+
+@tables_app.command("rm")
+def remove(ctx: typer.Context, table: str) -> None:
+    """Drop a table; a managed table's data goes with it."""
+    client(ctx).tables.drop(table)
+    console.print(f"dropped {table}")
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@tables_app.command("load")
+def load(
+    ctx: typer.Context,
+    table: str = typer.Argument(..., help="db.table (created on first load)"),
+    source: str = typer.Argument(..., help="a local CSV, Parquet, JSON or JSON Lines file"),
+    format: str | None = typer.Option(None, "--format", help="csv, parquet, json or jsonl"),
+    mode: str = typer.Option("append", "--mode", help="append, overwrite or merge"),
+    keys: list[str] | None = typer.Option(None, "--keys", help="merge keys, e.g. id"),
+    partition_by: list[str] | None = typer.Option(None, "--partition-by"),
+    evolve: bool = typer.Option(False, "--evolve", help="Add new columns to the schema."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json: bool = JsonOpt,
+) -> None:
+    """Load a file into a managed table: append, overwrite, or merge (upsert) by keys."""
+    if mode not in ("append", "overwrite", "merge"):
+        raise Invalid(f"--mode must be append, overwrite or merge, not {mode!r}")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise Invalid(f"{source} is not a file here")
+    with progress_bar(f"load {path.name}", path.stat().st_size, quiet=quiet or json) as advance:
+        out = client(ctx).tables.load(table, path, format=format, mode=mode,  # type: ignore[arg-type]
+                                      keys=_split(keys), partition_by=_split(partition_by),
+                                      evolve=evolve, progress=advance)
+    if json:
+        print_json(out)
+        return
+    parts = [f"{k.removeprefix('rows_')} {v}" for k, v in out.items()
+             if k.startswith("rows_") and v is not None]
+    console.print(f"loaded {path.name} into {out['table']}: version {out['version']}"
+                  + (f" ({', '.join(parts)} rows)" if parts else ""))
+
+
+@tables_app.command("history")
+def history(ctx: typer.Context, table: str, limit: int | None = typer.Option(None, "--limit"),
+            json: bool = JsonOpt) -> None:
+    """Versions: time, operation, rows added and removed, user."""
+    entries = client(ctx).tables.history(table, limit=limit)
+    if json:
+        print_json(entries)
+        return
+    grid = Table("version", "time", "operation", "added", "updated", "removed", "user", box=None)
+    for e in entries:
+        grid.add_row(str(e["version"]), when(e["timestamp"]), e["operation"] or "-",
+                     *(str(e[k]) if e[k] is not None else "-"
+                       for k in ("rows_added", "rows_updated", "rows_removed")),
+                     e["user"] or "-")
+    console.print(grid)
+
+
+@tables_app.command("restore")
+def restore(ctx: typer.Context, table: str,
+            version: int | None = typer.Option(None, "--version"),
+            as_of: str | None = typer.Option(None, "--as-of", help="e.g. 2026-11-26T10:00:00Z"),
+            json: bool = JsonOpt) -> None:
+    """Make a new version equal to an old one (nothing is lost: history keeps both)."""
+    out = client(ctx).tables.restore(table, version=version, as_of=as_of)
+    print_json(out) if json else console.print(
+        f"restored {table} to {version if version is not None else as_of}: now version "
+        f"{out['version']}")
+
+
+@tables_app.command("head")
+def head(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN|@TIME]"),
+         n: int = typer.Option(10, "-n", help="Rows to show.")) -> None:
+    """The first rows of a table (at a version or time)."""
+    data = client(ctx).tables.read(table, limit=n)
+    _print_rows([{"name": c, "type": ""} for c in data.column_names], data.to_pylist())
+
+
+def _print_rows(columns: list[dict[str, str]], rows: list[dict[str, Any]]) -> None:
+    grid = Table(*[c["name"] for c in columns], box=None)
+    for row in rows:
+        grid.add_row(*["NULL" if v is None else str(v) for v in row.values()])
+    console.print(grid)
+
+
+def sql_command(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="SQL; '-' reads it from standard input"),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Save all rows to a .csv or .parquet file."),
+    rows: int = typer.Option(100, "--rows", help="Rows to print (a page; the rest is paged)."),
+    timeout: float = typer.Option(300, "--timeout", help="Seconds before the query stops."),
+    scan_limit: int | None = typer.Option(None, "--scan-limit", help="Refuse above N bytes."),
+    json: bool = JsonOpt,
+) -> None:
+    """Run SQL over the lake: SELECT, CREATE TABLE db.t AS SELECT, INSERT INTO db.t SELECT.
+
+    Tables are named db.table; time travel: db.table VERSION AS OF 3, or
+    db.table TIMESTAMP AS OF '2026-11-26T10:00:00Z'.
+    """
+    if query == "-":
+        query = sys.stdin.read()
+    result = client(ctx).sql(query, timeout_s=timeout, scan_limit_bytes=scan_limit,
+                             page_size=0 if output else max(rows, 0))
+    if output:
+        fmt = "csv" if output.suffix.lower() == ".csv" else "parquet"
+        result.download(output, format=fmt)
+    if json:
+        print_json({"id": result.id, "columns": result.columns, "rows": result.rows,
+                    "page": result.page, "bytes_scanned": result.bytes_scanned,
+                    "cost_usd": result.cost_usd, "written": result.written})
+        return
+    if result.written:
+        w = result.written
+        console.print(f"wrote {w['rows_added']} row(s) to {w['table']}: version {w['version']}")
+    elif not output:
+        _print_rows(result.columns, result.page)
+    shown = len(result.page) if not output else 0
+    more = f"; {result.rows - shown} more not shown (use --output FILE)" \
+        if result.rows > shown and not output and not result.written else ""
+    saved = f"; saved to {output}" if output else ""
+    err.print(f"{result.rows} row(s) in {result.duration_ms or 0:.0f} ms, "
+              f"{human_bytes(result.bytes_scanned or 0)} scanned "
+              f"(${result.cost_usd or 0:.6f} at Athena's price){more}{saved}; query {result.id}")
+
+
+@queries_app.command("ls")
+def queries_ls(ctx: typer.Context, limit: int = typer.Option(20, "--limit"),
+               state: str | None = typer.Option(None, "--state"), json: bool = JsonOpt) -> None:
+    """Recent queries with user, duration, rows, bytes scanned and cost."""
+    entries = client(ctx).sql.history(limit=limit, state=state)
+    if json:
+        print_json(entries)
+        return
+    grid = Table("id", "when", "user", "state", "ms", "rows", "scanned", "cost $", "sql",
+                 box=None)
+    for q in entries:
+        grid.add_row(q["id"], when(q["created_at"]), q["created_by"] or "-", q["state"],
+                     f"{q['duration_ms'] or 0:.0f}", str(q["rows"] or 0),
+                     human_bytes(q["bytes_scanned"] or 0), f"{q['cost_usd'] or 0:.6f}",
+                     " ".join(q["sql"].split())[:60])
+    console.print(grid)
+
+
+@queries_app.command("cancel")
+def queries_cancel(ctx: typer.Context, query_id: str) -> None:
+    """Cancel a running query."""
+    out = client(ctx).sql.cancel(query_id)
+    console.print(f"cancelled {query_id}" if out["cancelled"]
+                  else f"{query_id} is not running ({out['state']})")

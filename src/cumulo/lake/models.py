@@ -1,0 +1,57 @@
+"""Catalog rows: databases, tables, and the history of SQL queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cumulo.db import Base, Created, UTCDateTime
+
+__all__ = ["LakeDatabase", "LakeTable", "SqlQuery"]
+
+
+class LakeDatabase(Created, Base):
+    __tablename__ = "lake_databases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class LakeTable(Created, Base):
+    """A managed table is a Delta table under the storage root; an external one (made by the
+    crawler) points at files in object storage, with the schema the crawler inferred."""
+
+    __tablename__ = "lake_tables"
+    __table_args__ = (UniqueConstraint("database_id", "name", name="uq_lake_tables_db_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    database_id: Mapped[int] = mapped_column(ForeignKey("lake_databases.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # managed | external
+    format: Mapped[str] = mapped_column(String(16))  # delta | parquet | csv | json
+    location: Mapped[str] = mapped_column(String(1024))  # relative to the storage root
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    partition_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SqlQuery(Created, Base):
+    __tablename__ = "sql_queries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sql: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | cancelled
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    bytes_scanned: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    result_location: Mapped[str | None] = mapped_column(String(1024), nullable=True)

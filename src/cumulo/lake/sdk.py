@@ -1,0 +1,270 @@
+"""SDK sub-clients of the lake: ``client.tables`` and ``client.sql``."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from cumulo.client.transport import Transport
+from cumulo.errors import Invalid
+from cumulo.lake.refs import TableRef, parse_ref
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["QueryResult", "SqlClient", "TablesClient"]
+
+CHUNK = 1 << 20
+As = Literal["arrow", "pandas", "polars"]
+
+
+def _path(ref: TableRef) -> str:
+    return f"/api/v1/tables/{ref.database}/{ref.table}"
+
+
+def _version_params(ref: TableRef) -> dict[str, Any]:
+    if ref.version is not None:
+        return {"version": ref.version}
+    if ref.as_of is not None:
+        return {"as_of": ref.as_of.isoformat()}
+    return {}
+
+
+def _convert(table: pa.Table, to: As) -> Any:
+    if to == "arrow":
+        return table
+    if to == "pandas":
+        return table.to_pandas()
+    if to == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    raise Invalid(f"to must be 'arrow', 'pandas' or 'polars', not {to!r}")
+
+
+def _to_arrow(data: Any) -> pa.Table:
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if module == "polars":
+        return data.to_arrow()
+    raise Invalid(f"cannot write a {type(data).__name__}; pass a pandas or polars DataFrame "
+                  "or a pyarrow Table")
+
+
+class TablesClient:
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    # databases
+    def create_database(self, name: str, *, description: str = "") -> dict[str, Any]:
+        return self._t.json("POST", "/api/v1/tables/databases",  # type: ignore[no-any-return]
+                            json={"name": name, "description": description})
+
+    def databases(self) -> list[dict[str, Any]]:
+        return self._t.json("GET", "/api/v1/tables/databases")  # type: ignore[no-any-return]
+
+    def drop_database(self, name: str, *, cascade: bool = False) -> dict[str, Any]:
+        return self._t.json("DELETE", f"/api/v1/tables/databases/{name}",  # type: ignore[no-any-return]
+                            params={"cascade": cascade})
+
+    # tables
+    def list(self, database: str | None = None) -> list[dict[str, Any]]:
+        params = {"database": database} if database else {}
+        return self._t.json("GET", "/api/v1/tables", params=params)  # type: ignore[no-any-return]
+
+    def show(self, table: str) -> dict[str, Any]:
+        """Schema, partitions, version, rows, size and location of ``db.table[@version]``."""
+        ref = parse_ref(table)
+        return self._t.json("GET", _path(ref),  # type: ignore[no-any-return]
+                            params=_version_params(ref))
+
+    def drop(self, table: str) -> None:
+        self._t.json("DELETE", _path(parse_ref(table)))
+
+    def update(self, table: str, *, description: str | None = None,
+               tags: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._t.json("PATCH", _path(parse_ref(table)),  # type: ignore[no-any-return]
+                            json={"description": description, "tags": tags})
+
+    def load(
+        self, table: str, source: str | os.PathLike[str] | bytes | IO[bytes], *,
+        format: str | None = None, mode: Literal["append", "overwrite", "merge"] = "append",
+        keys: builtins.list[str] | None = None, partition_by: builtins.list[str] | None = None,
+        evolve: bool = False, progress: Any = None,
+    ) -> dict[str, Any]:
+        """Load a local file (CSV, Parquet, JSON, JSON Lines) into a managed table, streamed."""
+        ref = parse_ref(table)
+        name = "upload"
+        if isinstance(source, bytes):
+            stream: IO[bytes] = io.BytesIO(source)
+            length: int | None = len(source)
+        elif isinstance(source, (str, os.PathLike)):
+            local = Path(source)
+            if not local.is_file():
+                raise Invalid(f"{local} is not a file")
+            name, length = local.name, local.stat().st_size
+            stream = open(local, "rb")  # noqa: SIM115 - closed below
+        else:
+            stream, length = source, None
+        if format is None and name == "upload":
+            raise Invalid("pass format= (csv, parquet, json or jsonl) when loading bytes or a "
+                          "file object")
+        params: dict[str, Any] = {"format": format or "", "mode": mode, "filename": name,
+                                  "evolve": evolve}
+        if keys:
+            params["keys"] = keys
+        if partition_by:
+            params["partition_by"] = partition_by
+        headers = {"content-type": "application/octet-stream"}
+        if length is not None:
+            headers["content-length"] = str(length)
+
+        def chunks() -> Any:
+            while chunk := stream.read(CHUNK):
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+        try:
+            return self._t.json("PUT", _path(ref) + "/data",  # type: ignore[no-any-return]
+                                params=params, content=chunks(), headers=headers, timeout=None)
+        finally:
+            if stream is not source:
+                stream.close()
+
+    def write(self, table: str, data: Any, *,
+              mode: Literal["append", "overwrite", "merge"] = "append",
+              keys: builtins.list[str] | None = None,
+              partition_by: builtins.list[str] | None = None,
+              evolve: bool = False) -> dict[str, Any]:
+        """Write a pandas or polars DataFrame, or an Arrow table, to a managed table."""
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(_to_arrow(data), buf)
+        return self.load(table, buf.getvalue(), format="parquet", mode=mode, keys=keys,
+                         partition_by=partition_by, evolve=evolve)
+
+    def read(self, table: str, *, version: int | None = None, as_of: str | None = None,
+             limit: int | None = None, to: As = "arrow") -> Any:
+        """Read ``db.table`` (or ``db.table@v3``) as Arrow, pandas or polars."""
+        import pyarrow as pa
+
+        ref = parse_ref(table)
+        params = _version_params(ref)
+        if version is not None:
+            params = {"version": version}
+        elif as_of is not None:
+            params = {"as_of": as_of}
+        if limit is not None:
+            params["limit"] = limit
+        buf = io.BytesIO()
+        with self._t.stream("GET", _path(ref) + "/data", params={**params, "format": "arrow"},
+                            timeout=None) as response:
+            for chunk in response.iter_raw(CHUNK):
+                buf.write(chunk)
+        buf.seek(0)
+        return _convert(pa.ipc.open_stream(buf).read_all(), to)
+
+    def history(self, table: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        params = {"limit": limit} if limit else {}
+        return self._t.json("GET", _path(parse_ref(table)) + "/history",  # type: ignore[no-any-return]
+                            params=params)
+
+    def restore(self, table: str, *, version: int | None = None,
+                as_of: str | None = None) -> dict[str, Any]:
+        """Make a new version equal to an old one."""
+        return self._t.json("POST", _path(parse_ref(table)) + "/restore",  # type: ignore[no-any-return]
+                            json={"version": version, "as_of": as_of})
+
+
+@dataclass
+class QueryResult:
+    """A finished query: its first page, and the whole result on demand."""
+
+    id: str
+    state: str
+    columns: list[dict[str, str]]
+    rows: int
+    page: list[dict[str, Any]]
+    bytes_scanned: int | None
+    cost_usd: float | None
+    duration_ms: float | None
+    written: dict[str, Any] | None
+    _transport: Transport = field(repr=False)
+
+    def to_arrow(self) -> pa.Table:
+        import pyarrow as pa
+
+        if self.written is not None:
+            return pa.table({})
+        buf = io.BytesIO()
+        with self._transport.stream("GET", f"/api/v1/sql/queries/{self.id}/results",
+                                    params={"format": "arrow"}, timeout=None) as response:
+            for chunk in response.iter_raw(CHUNK):
+                buf.write(chunk)
+        buf.seek(0)
+        return pa.ipc.open_stream(buf).read_all()
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        return _convert(self.to_arrow(), "polars")
+
+    def download(self, dest: str | os.PathLike[str], *, format: str = "parquet") -> Path:
+        """Save the whole result as CSV or Parquet."""
+        path = Path(dest)
+        with self._transport.stream("GET", f"/api/v1/sql/queries/{self.id}/results",
+                                    params={"format": format}, timeout=None) as response, \
+                open(path, "wb") as out:
+            for chunk in response.iter_raw(CHUNK):
+                out.write(chunk)
+        return path
+
+    def pages(self, page_size: int = 1000) -> Any:
+        """Every row, a page at a time."""
+        offset: int | None = 0
+        while offset is not None:
+            body = self._transport.json("GET", f"/api/v1/sql/queries/{self.id}/results",
+                                        params={"offset": offset, "limit": page_size})
+            yield body["rows"]
+            offset = body["next_offset"]
+
+
+class SqlClient:
+    """``client.sql("select ...")`` runs a query; ``client.sql.history()`` lists past ones."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def __call__(self, query: str, *, timeout_s: float = 300,
+                 scan_limit_bytes: int | None = None, page_size: int = 1000) -> QueryResult:
+        body = self._t.json("POST", "/api/v1/sql", timeout=timeout_s + 30, json={
+            "sql": query, "timeout_s": timeout_s, "scan_limit_bytes": scan_limit_bytes,
+            "page_size": page_size})
+        return QueryResult(
+            id=body["id"], state=body["state"], columns=body["columns"], rows=body["rows"] or 0,
+            page=body["page"], bytes_scanned=body["bytes_scanned"], cost_usd=body["cost_usd"],
+            duration_ms=body["duration_ms"], written=body["written"], _transport=self._t,
+        )
+
+    def history(self, *, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        return self._t.json("GET", "/api/v1/sql/queries", params=params)  # type: ignore[no-any-return]
+
+    def cancel(self, query_id: str) -> dict[str, Any]:
+        return self._t.json("DELETE", f"/api/v1/sql/queries/{query_id}")  # type: ignore[no-any-return]

@@ -1,0 +1,394 @@
+"""SQL over the lake on DuckDB, sandboxed, with time travel, CTAS and INSERT as the ETL path.
+
+Each query gets a fresh in-memory DuckDB connection that can read only the files of the tables
+it names: tables become views over their Parquet files, then file access is switched off except
+for those folders, and the configuration is locked. Results stream to a Parquet file under the
+server's home, from which pages, CSV, Parquet and Arrow downloads are served.
+
+Time travel reads naturally, as in Delta Lake's own SQL::
+
+    SELECT * FROM sales.orders VERSION AS OF 3
+    SELECT * FROM sales.orders TIMESTAMP AS OF '2026-11-26T10:00:00Z'
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy.orm import Session
+
+from cumulo.db import utcnow
+from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
+from cumulo.lake import catalog, delta
+from cumulo.lake.models import SqlQuery
+from cumulo.lake.refs import TableRef, parse_timestamp
+from cumulo.principal import Principal
+from cumulo.storage.backends import Backend
+
+__all__ = ["ATHENA_USD_PER_TB", "QueryOutcome", "cancel", "run"]
+
+# What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
+ATHENA_USD_PER_TB = 5.0
+_MIN_BILLED = 10 * 2**20
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_STRING = r"'(?:[^']|'')*'"
+_TRAVEL = re.compile(
+    rf"{_STRING}|\"(?:[^\"]|\"\")*\"|--[^\n]*|(\b{_IDENT}\.{_IDENT})\s+(VERSION|TIMESTAMP)\s+AS\s+OF"
+    rf"\s+(\d+|{_STRING})",
+    re.IGNORECASE,
+)
+_CTAS = re.compile(rf"^\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?({_IDENT})\.({_IDENT})\s+AS\s+"
+                   r"(.+?);?\s*$", re.IGNORECASE | re.DOTALL)
+_INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_IDENT})\.({_IDENT})\s+(.+?);?\s*$",
+                     re.IGNORECASE | re.DOTALL)
+_READS = {"SELECT", "EXPLAIN"}
+_ALLOWED = ("SELECT queries (with WITH, JOIN, EXPLAIN, DESCRIBE), CREATE TABLE db.t AS SELECT, "
+            "and INSERT INTO db.t SELECT")
+_RUNNING: dict[str, duckdb.DuckDBPyConnection] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+class QueryCancelled(Conflict):
+    """Cancelled by a user, or stopped at its timeout."""
+
+
+@dataclass
+class QueryOutcome:
+    query: SqlQuery
+    columns: list[dict[str, str]] = field(default_factory=list)
+    result_path: Path | None = None
+    written: dict[str, Any] | None = None
+
+
+@dataclass
+class _Plan:
+    sql: str  # what DuckDB runs: the SELECT part, time travel rewritten
+    target: TableRef | None = None
+    target_mode: delta.Mode | None = None
+    travel: dict[str, TableRef] = field(default_factory=dict)
+
+
+def _classify(sql: str, travel: dict[str, TableRef]) -> _Plan:
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.ParserException as exc:
+        raise Invalid(f"SQL syntax error: {exc}".replace("Parser Error: ", "")) from exc
+    except duckdb.Error as exc:
+        raise Invalid(f"SQL error: {exc}") from exc
+    if len(statements) != 1:
+        raise Invalid(f"send one statement at a time, not {len(statements)}")
+    kind = statements[0].type.name
+    if kind in _READS:
+        return _Plan(sql=sql, travel=travel)
+    if kind == "CREATE" and (m := _CTAS.match(sql)):
+        return _Plan(sql=m.group(4), target=TableRef(m.group(2).lower(), m.group(3).lower()),
+                     target_mode="create", travel=travel)
+    if kind == "INSERT" and (m := _INSERT.match(sql)):
+        body = m.group(3)
+        if body.lstrip().startswith("("):
+            raise Invalid("INSERT INTO db.t (columns) is not supported; select the columns "
+                          "by name: INSERT INTO db.t SELECT a, b FROM ...")
+        return _Plan(sql=body, target=TableRef(m.group(1).lower(), m.group(2).lower()),
+                     target_mode="append", travel=travel)
+    raise Invalid(f"{kind} statements are not allowed here; Cumulo SQL runs {_ALLOWED}",
+                  details={"statement": kind})
+
+
+def _rewrite_time_travel(sql: str) -> tuple[str, dict[str, TableRef]]:
+    """Replace each ``db.t VERSION|TIMESTAMP AS OF x`` by a view name; return both."""
+    travel: dict[str, TableRef] = {}
+    counter = iter(range(1_000_000))
+
+    def swap(m: re.Match[str]) -> str:
+        if not m.group(1):
+            return m.group(0)  # a string, quoted name or comment: leave it alone
+        db, _, table = m.group(1).lower().partition(".")
+        kind, value = m.group(2).upper(), m.group(3)
+        if kind == "VERSION":
+            if not value.isdigit():
+                raise Invalid(f"VERSION AS OF takes a number, not {value}")
+            ref = TableRef(db, table, version=int(value))
+        else:
+            ref = TableRef(db, table, as_of=parse_timestamp(value.strip("'")))
+        alias = f"__travel_{next(counter)}"
+        travel[alias] = ref
+        return alias
+
+    return _TRAVEL.sub(swap, sql), travel
+
+
+def _referenced(sql: str) -> set[str]:
+    try:
+        names = duckdb.get_table_names(sql, qualified=True)
+    except duckdb.Error as exc:
+        raise Invalid(f"SQL syntax error: {exc}".replace("Parser Error: ", "")) from exc
+    return {re.split(r"\s+AS\s+", n, flags=re.IGNORECASE)[0].strip() for n in names}
+
+
+def _duck_type(t: pa.DataType) -> str:
+    mapping = [(pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "TINYINT"),
+               (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
+               (pa.types.is_int64, "BIGINT"), (pa.types.is_float32, "FLOAT"),
+               (pa.types.is_float64, "DOUBLE"), (pa.types.is_date, "DATE"),
+               (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_decimal, str(t).upper())]
+    for test, name in mapping:
+        if test(t):
+            return name
+    return "VARCHAR"
+
+
+class _Sandbox:
+    """One DuckDB connection for one query, seeing only the tables it names."""
+
+    def __init__(self) -> None:
+        self.con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                          "autoload_known_extensions": False})
+        self.allowed: list[str] = []
+        self.views: list[tuple[str, str]] = []
+        self.datasets: dict[str, Any] = {}
+
+    def add_table(self, view: str, table: Any, name: str) -> None:
+        """A view named ``view`` over a DeltaTable's files at its loaded version."""
+        schema = delta._delta_schema_to_arrow(table)
+        cols = ", ".join(f'"{f.name}"' for f in schema)
+        files = table.file_uris()
+        if not files:
+            empty = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
+            self.views.append((view, f"SELECT {empty} WHERE false"))
+            return
+        if all(f.startswith("/") for f in files):
+            root = table.table_uri.removeprefix("file://").rstrip("/") + "/"
+            self.allowed.append(root)
+            parts = table.metadata().partition_columns
+            # union_by_name: files written before a schema evolution lack the new columns.
+            hive = ", union_by_name = true" + (", hive_partitioning = true" if parts else "")
+            types = ""
+            if parts:
+                typed = {f.name: _duck_type(f.type) for f in schema if f.name in parts}
+                types = ", hive_types = {" + ", ".join(
+                    f"'{k}': '{v}'" for k, v in typed.items()) + "}"
+            listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+            self.views.append((view, f"SELECT {cols} FROM read_parquet({listed}{hive}{types})"))
+        else:
+            # Object-store tables are read through Arrow: DuckDB cannot reach S3 offline.
+            key = f"__ds_{len(self.datasets)}"
+            self.datasets[key] = table.to_pyarrow_dataset()
+            self.views.append((view, f"SELECT {cols} FROM {key}"))
+
+    def seal(self) -> None:
+        for key, dataset in self.datasets.items():
+            self.con.register(key, dataset)
+        if self.allowed:
+            listed = ", ".join("'" + a.replace("'", "''") + "'" for a in self.allowed)
+            self.con.execute(f"SET allowed_directories = [{listed}]")
+        self.con.execute("SET enable_external_access = false")
+        for view, body in self.views:
+            schema, _, name = view.rpartition(".")
+            if schema:
+                self.con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                self.con.execute(f'CREATE VIEW "{schema}"."{name}" AS {body}')
+            else:
+                self.con.execute(f'CREATE VIEW "{name}" AS {body}')
+        self.con.execute("PRAGMA enable_profiling = 'no_output'")
+        self.con.execute("SET lock_configuration = true")
+
+
+def _bytes_read(con: duckdb.DuckDBPyConnection, fallback: int) -> int:
+    try:
+        info = orjson.loads(con.get_profiling_information())
+        total = int(info.get("io", {}).get("total_bytes_read", 0))
+        return total or fallback
+    except (duckdb.Error, ValueError, TypeError):
+        return fallback
+
+
+def _explain_error(exc: duckdb.Error, known: list[str]) -> CumuloError:
+    text = str(exc)
+    if isinstance(exc, duckdb.InterruptException):
+        return QueryCancelled("the query was cancelled or ran past its timeout")
+    if isinstance(exc, duckdb.PermissionException):
+        return Invalid(f"the query tried to read outside the lake ({text.split(': ', 1)[-1]}); "
+                       f"Cumulo SQL reads only catalog tables, named db.table, and runs "
+                       f"{_ALLOWED}")
+    if isinstance(exc, duckdb.CatalogException) and "does not exist" in text:
+        import difflib
+
+        name = re.search(r'name "?([^"!\s]+)"? does not exist', text)
+        near = difflib.get_close_matches(name.group(1), known, n=3, cutoff=0.3) if name else []
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        return NotFound(f"{text.split(': ', 1)[-1].splitlines()[0]}. Tables are named "
+                        f"database.table{hint}")
+    return Invalid(f"SQL error: {text}")
+
+
+def run(
+    session: Session, backend: Backend, principal: Principal, sql: str, *, results_dir: Path,
+    timeout_s: float = 300, scan_limit_bytes: int | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> QueryOutcome:
+    """Run one statement; record it in the query history whatever happens."""
+    query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running",
+                     created_by=principal.user_id, created_at=utcnow())
+    session.add(query)
+    session.commit()
+    start = time.perf_counter()
+    outcome = QueryOutcome(query=query)
+    try:
+        _execute(session, backend, principal, sql, outcome, results_dir=results_dir,
+                 timeout_s=timeout_s, scan_limit_bytes=scan_limit_bytes)
+        query.state = "succeeded"
+    except CumuloError as exc:
+        query.state = "cancelled" if isinstance(exc, QueryCancelled) else "failed"
+        query.error = exc.message
+        raise
+    finally:
+        query.duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        query.finished_at = utcnow()
+        billed = max(query.bytes_scanned or 0, _MIN_BILLED)
+        query.cost_usd = round(billed / 1e12 * ATHENA_USD_PER_TB, 8)
+        session.commit()
+    return outcome
+
+
+def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
+             outcome: QueryOutcome, *, results_dir: Path, timeout_s: float,
+             scan_limit_bytes: int | None) -> None:
+    plan = _classify(*_rewrite_time_travel(sql))
+    known = catalog.all_table_names(session)
+    sandbox = _Sandbox()
+    input_bytes = 0
+    try:
+        for alias, ref in plan.travel.items():
+            table = catalog.get_table(session, ref)
+            dt = delta.open_table(catalog.location(backend, table), version=ref.version,
+                                  as_of=ref.as_of, name=str(ref))
+            sandbox.add_table(alias, dt, str(ref))
+            input_bytes += _size(dt)
+        for name in sorted(_referenced(plan.sql) - set(plan.travel)):
+            if "." not in name:
+                continue  # a CTE or a subquery alias; DuckDB says if it is neither
+            db, _, tname = name.lower().partition(".")
+            ref = TableRef(db, tname)
+            table = catalog.get_table(session, ref)
+            if table.kind != "managed":
+                raise Invalid(f"{ref.name} is an external table; SQL over external tables "
+                              "is not available yet")
+            dt = delta.open_table(catalog.location(backend, table), name=ref.name)
+            sandbox.add_table(name.lower(), dt, ref.name)
+            input_bytes += _size(dt)
+        sandbox.seal()
+        if scan_limit_bytes is not None and input_bytes > scan_limit_bytes:
+            raise Invalid(f"the query would scan up to {input_bytes} bytes, over its limit of "
+                          f"{scan_limit_bytes}; narrow it or raise scan_limit_bytes")
+        query_id = outcome.query.id
+        with _RUNNING_LOCK:
+            _RUNNING[query_id] = sandbox.con
+        timer = threading.Timer(timeout_s, sandbox.con.interrupt)
+        timer.start()
+        try:
+            relation = sandbox.con.sql(plan.sql)
+            reader = relation.to_arrow_reader(65536)
+            outcome.columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
+            if plan.target is not None:
+                outcome.written = _write_target(session, backend, principal, plan, reader)
+                outcome.query.rows = outcome.written.get("rows_added") or 0
+            else:
+                results_dir.mkdir(parents=True, exist_ok=True)
+                path = results_dir / f"{query_id}.parquet"
+                rows = 0
+                with pq.ParquetWriter(path, reader.schema) as out:
+                    for batch in reader:
+                        out.write_batch(batch)
+                        rows += batch.num_rows
+                outcome.result_path = path
+                outcome.query.rows = rows
+                outcome.query.result_location = str(path)
+        except duckdb.Error as exc:
+            raise _explain_error(exc, known) from exc
+        finally:
+            timer.cancel()
+            with _RUNNING_LOCK:
+                _RUNNING.pop(query_id, None)
+        outcome.query.bytes_scanned = _bytes_read(sandbox.con, input_bytes)
+    except duckdb.Error as exc:
+        raise _explain_error(exc, known) from exc
+    finally:
+        sandbox.con.close()
+
+
+def _size(table: Any) -> int:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+
+
+def _write_target(session: Session, backend: Backend, principal: Principal, plan: _Plan,
+                  reader: pa.RecordBatchReader) -> dict[str, Any]:
+    assert plan.target is not None and plan.target_mode is not None
+    ref = plan.target
+    if plan.target_mode == "create":
+        catalog.get_database(session, ref.database)
+        try:
+            catalog.get_table(session, ref)
+        except NotFound:
+            pass
+        else:
+            raise Conflict(f"table {ref.name} already exists; use INSERT INTO {ref.name} SELECT "
+                           "to add rows")
+        table = catalog.ensure_managed_table(session, principal, ref)
+    else:
+        table = catalog.get_table(session, ref)
+    try:
+        result = delta.write(catalog.location(backend, table), reader, mode=plan.target_mode,
+                             user=principal.user_name, name=ref.name)
+    except Exception:
+        if plan.target_mode == "create":
+            catalog.drop_table(session, backend, ref)  # no half-registered table
+        raise
+    table.updated_at = utcnow()
+    session.commit()
+    return {"table": ref.name, "version": result.version, "rows_added": result.rows_added}
+
+
+def cancel(query_id: str) -> bool:
+    with _RUNNING_LOCK:
+        con = _RUNNING.get(query_id)
+    if con is None:
+        return False
+    con.interrupt()
+    return True
+
+
+def read_results(path: Path, *, offset: int, limit: int) -> pa.Table:
+    """One page of a finished query's results."""
+    if not path.exists():
+        raise NotFound("the results of this query are gone; run it again")
+    source = pq.ParquetFile(path)
+    return _slice(source, offset, limit)
+
+
+def _slice(source: pq.ParquetFile, offset: int, limit: int) -> pa.Table:
+    """Rows [offset, offset + limit), reading only the row groups that hold them."""
+    pieces: list[pa.Table] = []
+    taken = seen = 0
+    for group in range(source.num_row_groups):
+        n = source.metadata.row_group(group).num_rows
+        if seen + n > offset and taken < limit:
+            piece = source.read_row_group(group).slice(max(offset - seen, 0), limit - taken)
+            pieces.append(piece)
+            taken += piece.num_rows
+        seen += n
+        if taken >= limit:
+            break
+    return pa.concat_tables(pieces) if pieces else source.schema_arrow.empty_table()
