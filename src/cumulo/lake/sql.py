@@ -257,7 +257,7 @@ def run(
         query.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         query.finished_at = utcnow()
         billed = max(query.bytes_scanned or 0, _MIN_BILLED)
-        query.cost_usd = round(billed / 1e12 * ATHENA_USD_PER_TB, 8)
+        query.cost_usd = billed / 1e12 * ATHENA_USD_PER_TB
         session.commit()
     return outcome
 

@@ -1,0 +1,189 @@
+"""SQL over the lake: queries, time travel, ETL, the sandbox, errors, paging, history."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cumulo.errors import Conflict, Invalid, NotFound
+from tests.services import Cumulo
+
+
+@pytest.fixture(scope="module")
+def lake(local_server: Cumulo) -> str:
+    """A database with orders (3 versions) and customers."""
+    db = "sq_" + uuid.uuid4().hex[:6]
+    tables = local_server.client().tables
+    tables.create_database(db)
+    tables.load(f"{db}.orders", b"id,customer,amount\n1,10,9.5\n2,11,3.25\n3,10,1.0\n",
+                format="csv")
+    tables.load(f"{db}.orders", b"id,customer,amount\n4,12,7.0\n", format="csv")
+    tables.load(f"{db}.orders", b"id,customer,amount\n5,11,2.0\n", format="csv")
+    tables.load(f"{db}.customers", b"id,name\n10,ann\n11,bob\n12,cy\n", format="csv")
+    return db
+
+
+def test_select_join_aggregate(local_server: Cumulo, lake: str) -> None:
+    result = local_server.client().sql(
+        f"select c.name, sum(o.amount) as total from {lake}.orders o "
+        f"join {lake}.customers c on c.id = o.customer group by 1 order by 1")
+    assert result.page == [{"name": "ann", "total": 10.5}, {"name": "bob", "total": 5.25},
+                           {"name": "cy", "total": 7.0}]
+    assert [c["name"] for c in result.columns] == ["name", "total"]
+    assert result.rows == 3 and result.bytes_scanned and result.bytes_scanned > 0
+    assert result.cost_usd == pytest.approx(10 * 2**20 / 1e12 * 5.0)  # Athena's 10 MB minimum
+    assert result.to_arrow().num_rows == 3
+    assert list(result.to_pandas()["name"]) == ["ann", "bob", "cy"]
+    assert result.to_polars().height == 3
+
+
+def test_time_travel(local_server: Cumulo, lake: str) -> None:
+    sql = local_server.client().sql
+    assert sql(f"select count(*) n from {lake}.orders VERSION AS OF 0").page == [{"n": 3}]
+    assert sql(f"select count(*) n from {lake}.orders version as of 1").page == [{"n": 4}]
+    assert sql(f"select count(*) n from {lake}.orders").page == [{"n": 5}]
+    moment = local_server.client().tables.history(f"{lake}.orders")[1]["timestamp"]
+    assert sql(f"select count(*) n from {lake}.orders TIMESTAMP AS OF '{moment}'").page == [
+        {"n": 4}]
+    both = sql(f"select (select count(*) from {lake}.orders version as of 0) a, "
+               f"(select count(*) from {lake}.orders) b, 'VERSION AS OF 9' s")
+    assert both.page == [{"a": 3, "b": 5, "s": "VERSION AS OF 9"}]
+    with pytest.raises(NotFound, match="no version 9"):
+        sql(f"select * from {lake}.orders version as of 9")
+
+
+def test_ctas_and_insert(local_server: Cumulo, lake: str) -> None:
+    client = local_server.client()
+    made = client.sql(f"create table {lake}.big as select * from {lake}.orders where amount > 2")
+    assert made.written == {"table": f"{lake}.big", "version": 0, "rows_added": 3}
+    added = client.sql(f"insert into {lake}.big select * from {lake}.orders version as of 0 "
+                       "where amount <= 2")
+    assert added.written["version"] == 1 and added.written["rows_added"] == 1
+    assert client.tables.show(f"{lake}.big")["rows"] == 4
+    with pytest.raises(Conflict, match="already exists"):
+        client.sql(f"create table {lake}.big as select 1 as x")
+    with pytest.raises(NotFound, match="database 'nowhere' does not exist"):
+        client.sql("create table nowhere.t as select 1 as x")
+    with pytest.raises(Invalid, match="does not match the schema"):
+        client.sql(f"insert into {lake}.big select 'text' as id")
+    assert client.tables.show(f"{lake}.big")["version"] == 1
+
+
+@pytest.mark.parametrize("statement", [
+    "select * from read_csv('/etc/passwd')",
+    "select * from read_parquet('/etc/*.parquet')",
+    "select * from glob('/etc/*')",
+    "copy (select 1) to '/tmp/leak.csv'",
+    "attach '/tmp/other.db'",
+    "install httpfs",
+    "load httpfs",
+    "drop table {db}.orders",
+    "update {db}.orders set amount = 0",
+    "delete from {db}.orders",
+    "create table plain as select 1",
+    "set enable_external_access = true",
+    "pragma version",
+    "select 1; select 2",
+])
+def test_the_sandbox_refuses(local_server: Cumulo, lake: str, statement: str) -> None:
+    sql = statement.format(db=lake)
+    response = httpx.post(f"{local_server.url}/api/v1/sql", json={"sql": sql},
+                          headers={"authorization": f"Bearer {local_server.token}"})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert any(s in message for s in ("not allowed here", "outside the lake", "one statement",
+                                      "No files found")), message
+    assert local_server.client().tables.show(f"{lake}.orders")["rows"] == 5
+
+
+def test_glob_sees_nothing(local_server: Cumulo, lake: str) -> None:
+    # glob() answers without reading a file; it must not list anything outside the lake.
+    try:
+        result = local_server.client().sql("select * from glob('/etc/*')")
+    except Invalid:
+        return
+    assert result.page == []
+
+
+def test_errors_point_at_the_problem(local_server: Cumulo, lake: str) -> None:
+    sql = local_server.client().sql
+    with pytest.raises(Invalid, match=r"syntax error at or near \"selec\"[\s\S]*LINE 1:"):
+        sql(f"selec * from {lake}.orders")
+    with pytest.raises(NotFound, match=f"did you mean {lake}.orders"):
+        sql(f"select * from {lake}.order")
+    with pytest.raises(NotFound, match="Tables are named database.table"):
+        sql("select * from orders")
+    with pytest.raises(Invalid, match="Referenced column \"nope\" not found"):
+        sql(f"select nope from {lake}.orders")
+
+
+def test_paging_and_downloads(local_server: Cumulo, lake: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = local_server.client()
+    result = client.sql("select range as n from range(25000)", page_size=100)
+    assert result.rows == 25000 and len(result.page) == 100
+    pages = list(result.pages(page_size=10000))
+    assert [len(p) for p in pages] == [10000, 10000, 5000]
+    assert pages[2][-1] == {"n": 24999}
+    csv_path = result.download(tmp_path / "out.csv", format="csv")
+    assert csv_path.read_text().splitlines()[:2] == ['"n"', "0"]
+    pq_path = result.download(tmp_path / "out.parquet")
+    assert pq.read_table(pq_path).num_rows == 25000
+    auth = {"authorization": f"Bearer {local_server.token}"}
+    arrow = httpx.get(f"{local_server.url}/api/v1/sql/queries/{result.id}/results",
+                      params={"format": "arrow"}, headers=auth)
+    assert pa.ipc.open_stream(io.BytesIO(arrow.content)).read_all().num_rows == 25000
+
+
+def test_history_records_everything(local_server: Cumulo, lake: str) -> None:
+    client = local_server.client()
+    ok = client.sql(f"select * from {lake}.customers")
+    with pytest.raises(Invalid):
+        client.sql("select * fro x")
+    history = client.sql.history(limit=5)
+    mine = next(q for q in history if q["id"] == ok.id)
+    assert mine["state"] == "succeeded" and mine["created_by"] == "admin"
+    assert mine["rows"] == 3 and mine["duration_ms"] > 0 and mine["cost_usd"] > 0
+    failed = next(q for q in history if q["sql"] == "select * fro x")
+    assert failed["state"] == "failed" and "syntax error" in failed["error"]
+
+
+def test_scan_limit(local_server: Cumulo, lake: str) -> None:
+    with pytest.raises(Invalid, match="over its limit of 10"):
+        local_server.client().sql(f"select * from {lake}.orders", scan_limit_bytes=10)
+
+
+def test_timeout_and_cancel(local_server: Cumulo) -> None:
+    client = local_server.client()
+    slow = "select count(*) from range(100000000000) a"
+    started = time.monotonic()
+    with pytest.raises(Conflict, match="cancelled or ran past its timeout"):
+        client.sql(slow, timeout_s=1)
+    assert time.monotonic() - started < 10
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            local_server.client().sql(slow, timeout_s=120)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            caught.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    running: list[dict[str, object]] = []
+    for _ in range(100):
+        running = client.sql.history(state="running")
+        if running:
+            break
+        time.sleep(0.1)
+    assert running, "the query never showed up as running"
+    assert client.sql.cancel(str(running[0]["id"]))["cancelled"] is True
+    worker.join(30)
+    assert caught and isinstance(caught[0], Conflict)
+    assert client.sql.history(limit=1)[0]["state"] == "cancelled"

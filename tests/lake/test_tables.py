@@ -1,0 +1,215 @@
+"""Databases, managed tables, loads, versions: through the SDK against a real server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cumulo.errors import Conflict, Invalid, NotFound
+from tests.services import Cumulo
+
+ORDERS = "id,amount,region\n1,9.5,eu\n2,3.25,us\n3,1.0,eu\n"
+
+
+@pytest.fixture
+def db(local_server: Cumulo) -> str:
+    name = "db_" + uuid.uuid4().hex[:8]
+    local_server.client().tables.create_database(name, description="test data")
+    return name
+
+
+def _csv(tmp_path: Path, text: str, name: str = "orders.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_load_show_read(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    out = tables.load(f"{db}.orders", _csv(tmp_path, ORDERS), partition_by=["region"])
+    assert (out["version"], out["rows_added"]) == (0, 3)
+    info = tables.show(f"{db}.orders")
+    assert info["rows"] == 3 and info["version"] == 0 and info["kind"] == "managed"
+    assert [c["name"] for c in info["columns"]] == ["id", "amount", "region"]
+    assert info["partition_columns"] == ["region"]
+    assert info["location"] == f"lake/{db}/orders" and info["bytes"] > 0
+    data = tables.read(f"{db}.orders")
+    assert sorted(data.column("id").to_pylist()) == [1, 2, 3]
+    assert tables.read(f"{db}.orders", to="pandas").shape == (3, 3)
+    assert tables.read(f"{db}.orders", to="polars").height == 3
+    assert [t["name"] for t in tables.list(db)] == [f"{db}.orders"]
+    assert next(d for d in tables.databases() if d["name"] == db)["tables"] == 1
+
+
+def test_modes_and_versions(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    name = f"{db}.orders"
+    tables.load(name, _csv(tmp_path, ORDERS))
+    tables.load(name, _csv(tmp_path, "id,amount,region\n4,7,us\n", "more.csv"))
+    merged = tables.load(name, _csv(tmp_path, "id,amount,region\n1,100,eu\n5,5,us\n", "up.csv"),
+                         mode="merge", keys=["id"])
+    assert (merged["version"], merged["rows_added"], merged["rows_updated"]) == (2, 1, 1)
+    now = tables.read(name).sort_by("id")
+    assert now.column("id").to_pylist() == [1, 2, 3, 4, 5]
+    assert now.column("amount").to_pylist()[0] == 100.0
+    assert tables.read(f"{name}@v0").num_rows == 3
+    assert tables.read(name, version=1).num_rows == 4
+    history = tables.history(name)
+    assert [h["version"] for h in history] == [2, 1, 0]
+    assert [h["operation"] for h in history] == ["MERGE", "WRITE", "WRITE"]
+    assert history[2]["rows_added"] == 3 and history[0]["user"] == "admin"
+    when = history[1]["timestamp"]
+    assert tables.read(f"{name}@{when}").num_rows == 4
+
+    restored = tables.restore(name, version=0)
+    assert restored["version"] == 3
+    assert tables.read(name).num_rows == 3
+    assert tables.show(f"{name}@v2")["rows"] == 5  # the old versions are all still there
+
+    replaced = tables.load(name, _csv(tmp_path, "id,amount,region\n9,9,eu\n", "o.csv"),
+                           mode="overwrite")
+    assert replaced["version"] == 4 and tables.read(name).num_rows == 1
+
+
+def test_write_dataframes(local_server: Cumulo, db: str) -> None:
+    import pandas as pd
+    import polars as pl
+
+    tables = local_server.client().tables
+    tables.write(f"{db}.frames", pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+    tables.write(f"{db}.frames", pl.DataFrame({"a": [3], "b": ["z"]}))
+    tables.write(f"{db}.frames", pa.table({"a": [4], "b": ["w"]}))
+    assert sorted(tables.read(f"{db}.frames").column("a").to_pylist()) == [1, 2, 3, 4]
+    with pytest.raises(Invalid, match="cannot write a list"):
+        tables.write(f"{db}.frames", [1, 2])
+
+
+def test_schema_enforcement_commits_nothing(local_server: Cumulo, db: str,
+                                            tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    name = f"{db}.orders"
+    tables.load(name, _csv(tmp_path, ORDERS))
+    with pytest.raises(Invalid) as caught:
+        tables.load(name, _csv(tmp_path, "id,amount,region,extra\n4,x,us,1\n", "bad.csv"))
+    diff = caught.value.details["diff"]
+    assert {d["column"]: d["problem"] for d in diff} == {
+        "amount": "type does not match", "extra": "not in the table (pass --evolve to add it)"}
+    assert "Nothing was written" in caught.value.message
+    assert tables.show(name)["version"] == 0
+    evolved = tables.load(name, _csv(tmp_path, "id,amount,region,extra\n4,2,us,1\n", "ok.csv"),
+                          evolve=True)
+    assert evolved["version"] == 1
+    assert [c["name"] for c in tables.show(name)["columns"]] == ["id", "amount", "region", "extra"]
+    # Narrower types widen: integers load into a double column.
+    tables.load(name, _csv(tmp_path, "id,amount,region,extra\n5,3,eu,2\n", "int.csv"))
+    assert tables.show(name)["version"] == 2
+
+
+def test_malformed_csv_names_file_and_line(local_server: Cumulo, db: str,
+                                           tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    bad = _csv(tmp_path, "id,amount,region\n1,2,eu\n2,3\n", "broken.csv")
+    with pytest.raises(Invalid, match=r"broken\.csv, line 3: expected 3 columns, got 2"):
+        tables.load(f"{db}.fresh", bad)
+    with pytest.raises(NotFound):  # a table whose first load failed is not half-registered
+        tables.show(f"{db}.fresh")
+    tables.load(f"{db}.kept", _csv(tmp_path, ORDERS))
+    with pytest.raises(Invalid, match="line 3"):
+        tables.load(f"{db}.kept", bad)
+    assert tables.show(f"{db}.kept")["rows"] == 3
+
+
+def test_bad_values_late_in_a_big_csv(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    # Past the first 16 MiB block, whose rows decide the column types.
+    rows = "".join(f"{i},{i * 2}\n" for i in range(1, 2_000_000))
+    path = _csv(tmp_path, "id,value\n" + rows + "2000000,oops\n", "late.csv")
+    with pytest.raises(Invalid, match=r"late\.csv: line 2000001, column 2: 'oops'"):
+        local_server.client().tables.load(f"{db}.late", path)
+
+
+def test_formats(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tables = local_server.client().tables
+    pq.write_table(pa.table({"id": [1, 2], "v": ["a", "b"]}), tmp_path / "d.parquet")
+    (tmp_path / "d.jsonl").write_text('{"id": 3, "v": "c"}\n{"id": 4, "v": "d"}\n')
+    (tmp_path / "d.json").write_text('[{"id": 5, "v": "e"}]')
+    for f in ("d.parquet", "d.jsonl", "d.json"):
+        tables.load(f"{db}.mixed", tmp_path / f)
+    assert sorted(tables.read(f"{db}.mixed").column("id").to_pylist()) == [1, 2, 3, 4, 5]
+    (tmp_path / "x.txt").write_text("id\n1\n")
+    with pytest.raises(Invalid, match="cannot tell the format"):
+        tables.load(f"{db}.mixed", tmp_path / "x.txt")
+    (tmp_path / "bad.json").write_text('[{"id": 1},\n {"id": }]')
+    with pytest.raises(Invalid, match=r"bad\.json, line 2: not valid JSON"):
+        tables.load(f"{db}.mixed", tmp_path / "bad.json")
+
+
+def test_catalog_errors(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    with pytest.raises(Conflict, match="already exists"):
+        tables.create_database(db)
+    for bad in ("Sales", "1db", "with-dash", "x" * 64):
+        with pytest.raises(Invalid, match="database name"):
+            tables.create_database(bad)
+    with pytest.raises(NotFound, match="did you mean"):
+        tables.show(f"{db[:-1]}x.orders")
+    tables.load(f"{db}.orders", _csv(tmp_path, ORDERS))
+    with pytest.raises(NotFound, match=f"did you mean {db}.orders"):
+        tables.show(f"{db}.order")
+    with pytest.raises(NotFound, match="no version 7"):
+        tables.read(f"{db}.orders@v7")
+    with pytest.raises(NotFound, match="did not exist yet"):
+        tables.read(f"{db}.orders@2001-01-01T00:00:00Z")
+    with pytest.raises(Invalid, match="not a timestamp"):
+        tables.read(f"{db}.orders@yesterday")
+    with pytest.raises(Invalid, match="needs its database"):
+        tables.show("orders")
+    with pytest.raises(Invalid, match="merge needs key columns"):
+        tables.load(f"{db}.orders", _csv(tmp_path, ORDERS), mode="merge")
+    with pytest.raises(Conflict, match="holds 1 table"):
+        tables.drop_database(db)
+    assert tables.drop_database(db, cascade=True)["tables_dropped"] == 1
+    assert not (local_server.home / "storage" / "lake" / db / "orders").exists()
+
+
+def test_concurrent_writers_both_land_in_order(local_server: Cumulo, db: str,
+                                               tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    tables.load(f"{db}.busy", _csv(tmp_path, ORDERS))
+    errors: list[BaseException] = []
+
+    def append(i: int) -> None:
+        try:
+            tables.load(f"{db}.busy", f"id,amount,region\n{10 + i},1,eu\n".encode(),
+                        format="csv")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [h["version"] for h in tables.history(f"{db}.busy")] == [4, 3, 2, 1, 0]
+    assert tables.show(f"{db}.busy")["rows"] == 7
+
+
+def test_tables_stay_open_to_other_engines(local_server: Cumulo, db: str,
+                                           tmp_path: Path) -> None:
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable
+
+    tables = local_server.client().tables
+    tables.load(f"{db}.open", _csv(tmp_path, ORDERS))
+    location = local_server.home / "storage" / tables.show(f"{db}.open")["location"]
+    assert DeltaTable(str(location)).to_pyarrow_table().num_rows == 3
+    assert pl.read_delta(str(location)).height == 3
+    files = DeltaTable(str(location)).file_uris()
+    assert duckdb.sql(f"select count(*) from read_parquet({files!r})").fetchall() == [(3,)]
