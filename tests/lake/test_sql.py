@@ -118,7 +118,7 @@ def test_errors_point_at_the_problem(local_server: Cumulo, lake: str) -> None:
         sql(f"selec * from {lake}.orders")
     with pytest.raises(NotFound, match=f"did you mean {lake}.orders"):
         sql(f"select * from {lake}.order")
-    with pytest.raises(NotFound, match="Tables are named database.table"):
+    with pytest.raises(NotFound, match=r"Tables are named database\.table"):
         sql("select * from orders")
     with pytest.raises(Invalid, match="Referenced column \"nope\" not found"):
         sql(f"select nope from {lake}.orders")
@@ -171,7 +171,7 @@ def test_timeout_and_cancel(local_server: Cumulo) -> None:
     def run() -> None:
         try:
             local_server.client().sql(slow, timeout_s=120)
-        except BaseException as exc:  # noqa: BLE001 - checked below
+        except BaseException as exc:
             caught.append(exc)
 
     worker = threading.Thread(target=run)
