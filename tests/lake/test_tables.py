@@ -213,3 +213,39 @@ def test_tables_stay_open_to_other_engines(local_server: Cumulo, db: str,
     assert pl.read_delta(str(location)).height == 3
     files = DeltaTable(str(location)).file_uris()
     assert duckdb.sql(f"select count(*) from read_parquet({files!r})").fetchall() == [(3,)]
+
+
+def test_load_from_storage_and_urls(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    import functools
+    import http.server
+
+    client = local_server.client()
+    bucket = "src-" + uuid.uuid4().hex[:8]
+    client.files.create_bucket(bucket)
+    client.files.upload(ORDERS.encode(), f"{bucket}/raw/2026/01/orders.csv")
+    client.files.upload(b"id,amount,region\n4,4,us\n", f"{bucket}/raw/2026/02/orders.csv")
+    client.files.upload(b"ignored", f"{bucket}/raw/_SUCCESS")
+
+    one = client.tables.load_from(f"{db}.one", f"{bucket}/raw/2026/01/orders.csv")
+    assert one["rows_added"] == 3
+    every = client.tables.load_from(f"{db}.every", f"{bucket}/raw/")
+    assert every["version"] == 0 and client.tables.show(f"{db}.every")["rows"] == 4
+    with pytest.raises(NotFound, match="no objects under"):
+        client.tables.load_from(f"{db}.none", f"{bucket}/nothing/")
+    with pytest.raises(NotFound, match="no object"):
+        client.tables.load_from(f"{db}.none", f"{bucket}/raw/missing.csv")
+
+    (tmp_path / "web.csv").write_text(ORDERS)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{web.server_address[1]}"
+        assert client.tables.load_from(f"{db}.web", f"{url}/web.csv")["rows_added"] == 3
+        with pytest.raises(Invalid, match="answered 404"):
+            client.tables.load_from(f"{db}.web", f"{url}/gone.csv")
+    finally:
+        web.shutdown()
+        web.server_close()
+    assert client.tables.show(f"{db}.web")["version"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Invalid, NotFound
-from cumulo.lake import catalog, delta, ingest, sql
+from cumulo.lake import catalog, delta, ingest, sources, sql
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.principal import Principal, current_principal
@@ -195,16 +196,38 @@ async def load_body(
     tmp, _, _ = await spool_body(request, storage.spool_dir())
     try:
         return await run_in_threadpool(
-            _load_file, session, storage, caller, ref, tmp, fmt, filename, mode, keys,
-            partition_by, evolve,
+            _load, session, storage, caller, ref,
+            lambda: ingest.open_reader(tmp, fmt, label=filename), mode, keys, partition_by,
+            evolve,
         )
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _load_file(session: Session, storage: Backend, caller: Principal, ref: TableRef, path: Path,
-               fmt: ingest.Format, label: str, mode: LoadMode, keys: list[str] | None,
-               partition_by: list[str] | None, evolve: bool) -> WriteOut:
+class LoadIn(BaseModel):
+    source: str = Field(description="BUCKET/KEY, BUCKET/PREFIX/ (every file under it), or an "
+                        "http(s) URL")
+    format: str | None = Field(None, description="csv, parquet, json or jsonl; default: by name")
+    mode: LoadMode = "append"
+    keys: list[str] | None = None
+    partition_by: list[str] | None = None
+    evolve: bool = False
+
+
+@tables_router.post("/{database}/{table}/load", response_model=WriteOut,
+                    summary="Load files from storage or a URL into a managed table")
+def load_source(database: str, table: str, body: LoadIn, session: DbSession, storage: Storage,
+                caller: Caller) -> WriteOut:
+    ref = _ref(database, table)
+    catalog.get_database(session, ref.database)
+    with sources.fetch(body.source, session, storage) as files:
+        return _load(session, storage, caller, ref, lambda: sources.chain(files, body.format),
+                     body.mode, body.keys, body.partition_by, body.evolve)
+
+
+def _load(session: Session, storage: Backend, caller: Principal, ref: TableRef,
+          make_reader: Callable[[], pa.RecordBatchReader], mode: LoadMode,
+          keys: list[str] | None, partition_by: list[str] | None, evolve: bool) -> WriteOut:
     fresh = False
     try:
         catalog.get_table(session, ref)
@@ -212,8 +235,7 @@ def _load_file(session: Session, storage: Backend, caller: Principal, ref: Table
         fresh = True
     row = catalog.ensure_managed_table(session, caller, ref)
     try:
-        reader = ingest.open_reader(path, fmt, label=label)
-        result = delta.write(catalog.location(storage, row), reader, mode=mode,
+        result = delta.write(catalog.location(storage, row), make_reader(), mode=mode,
                              user=caller.user_name, name=ref.name, keys=keys,
                              partition_by=partition_by, evolve=evolve)
     except BaseException:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from rich.table import Table
 
 from cumulo.cli.context import client
 from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, progress_bar, when
+from cumulo.cli.paths import is_local
 from cumulo.errors import Invalid
 
 __all__ = ["queries_app", "sql_command", "tables_app"]
@@ -96,6 +99,11 @@ def remove(ctx: typer.Context, table: str) -> None:
     console.print(f"dropped {table}")
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    yield
+
+
 def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -106,7 +114,8 @@ def _split(values: list[str] | None) -> list[str] | None:
 def load(
     ctx: typer.Context,
     table: str = typer.Argument(..., help="db.table (created on first load)"),
-    source: str = typer.Argument(..., help="a local CSV, Parquet, JSON or JSON Lines file"),
+    source: str = typer.Argument(..., help="a local file, BUCKET/KEY or BUCKET/PREFIX/ in "
+                                 "Cumulo storage, or an http(s) URL"),
     format: str | None = typer.Option(None, "--format", help="csv, parquet, json or jsonl"),
     mode: str = typer.Option("append", "--mode", help="append, overwrite or merge"),
     keys: list[str] | None = typer.Option(None, "--keys", help="merge keys, e.g. id"),
@@ -118,19 +127,27 @@ def load(
     """Load a file into a managed table: append, overwrite, or merge (upsert) by keys."""
     if mode not in ("append", "overwrite", "merge"):
         raise Invalid(f"--mode must be append, overwrite or merge, not {mode!r}")
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise Invalid(f"{source} is not a file here")
-    with progress_bar(f"load {path.name}", path.stat().st_size, quiet=quiet or json) as advance:
-        out = client(ctx).tables.load(table, path, format=format, mode=mode,  # type: ignore[arg-type]
-                                      keys=_split(keys), partition_by=_split(partition_by),
-                                      evolve=evolve, progress=advance)
+    tables = client(ctx).tables
+    options: dict[str, Any] = {"format": format, "mode": mode, "keys": _split(keys),
+                               "partition_by": _split(partition_by), "evolve": evolve}
+    if source.startswith(("http://", "https://")) or not is_local(source):
+        label = source
+        with err.status(f"loading {source} ...") if not (quiet or json) else _quiet():
+            out = tables.load_from(table, source, **options)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise Invalid(f"{source} is not a file here")
+        label = path.name
+        with progress_bar(f"load {path.name}", path.stat().st_size,
+                          quiet=quiet or json) as advance:
+            out = tables.load(table, path, progress=advance, **options)
     if json:
         print_json(out)
         return
     parts = [f"{k.removeprefix('rows_')} {v}" for k, v in out.items()
              if k.startswith("rows_") and v is not None]
-    console.print(f"loaded {path.name} into {out['table']}: version {out['version']}"
+    console.print(f"loaded {label} into {out['table']}: version {out['version']}"
                   + (f" ({', '.join(parts)} rows)" if parts else ""))
 
 

@@ -143,6 +143,18 @@ class TablesClient:
             if stream is not source:
                 stream.close()
 
+    def load_from(self, table: str, source: str, *, format: str | None = None,
+                  mode: Literal["append", "overwrite", "merge"] = "append",
+                  keys: builtins.list[str] | None = None,
+                  partition_by: builtins.list[str] | None = None,
+                  evolve: bool = False) -> dict[str, Any]:
+        """Load from Cumulo storage (``BUCKET/KEY``, or ``BUCKET/PREFIX/`` for every file
+        under it) or from an http(s) URL; the server reads it, nothing passes through here."""
+        return self._t.json("POST", _path(parse_ref(table)) + "/load",  # type: ignore[no-any-return]
+                            timeout=None, json={
+                                "source": source, "format": format, "mode": mode,
+                                "keys": keys, "partition_by": partition_by, "evolve": evolve})
+
     def write(self, table: str, data: Any, *,
               mode: Literal["append", "overwrite", "merge"] = "append",
               keys: builtins.list[str] | None = None,

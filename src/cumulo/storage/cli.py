@@ -7,7 +7,6 @@ that exists here.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from cumulo.cli.context import client
 from cumulo.cli.output import JsonOpt, console, human_bytes, print_json, progress_bar, when
+from cumulo.cli.paths import is_local
 from cumulo.errors import Invalid
 from cumulo.storage.keys import split_path
 
@@ -23,13 +23,6 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Object storage: buckets and files (like S3).", no_args_is_help=True)
 RecursiveOpt = typer.Option(False, "--recursive", "-r", help="Apply to everything under it.")
-
-
-def _is_local(arg: str) -> bool:
-    if arg.startswith("cumulo://"):
-        return False
-    return arg == "-" or arg.startswith(("/", "./", "../", "~")) or arg in (".", "..") or \
-        os.path.exists(arg)
 
 
 @app.command("mb")
@@ -114,16 +107,16 @@ def copy(
     """Upload (local to Cumulo) or download (Cumulo to local), with a progress bar."""
     files = client(ctx).files
     done = []
-    if not _is_local(source) and "/" not in source.removeprefix("cumulo://"):
+    if not is_local(source) and "/" not in source.removeprefix("cumulo://"):
         raise Invalid(f"{source} does not exist here; a Cumulo path is BUCKET/KEY, e.g. "
                       f"data/{source}")
-    if not _is_local(source) and not _is_local(dest) and (
+    if not is_local(source) and not is_local(dest) and (
             "/" in dest or dest.startswith("cumulo://")):
         raise Invalid(f"both {source!r} and {dest!r} are Cumulo paths; copying inside Cumulo "
                       f"is not supported yet. To download, name a local destination such as "
                       f"./{dest.removeprefix('cumulo://').rsplit('/', 1)[-1] or 'out'}")
-    if _is_local(source):
-        if _is_local(dest):
+    if is_local(source):
+        if is_local(dest):
             raise Invalid(f"both {source!r} and {dest!r} are local paths; one side must be a "
                           f"Cumulo path BUCKET/KEY (write cumulo://{dest.lstrip('./')} if a "
                           "local folder has the bucket's name)")

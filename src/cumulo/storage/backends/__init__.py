@@ -37,6 +37,9 @@ class Backend(Protocol):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every blob under a prefix ending in '/'."""
 
+    def local_path(self, key: str) -> Path | None:
+        """The blob's file, when the backend keeps blobs as local files; else None."""
+
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         """Where a Delta table under ``key`` lives, as a URI and the storage options that
         deltalake needs to reach it."""

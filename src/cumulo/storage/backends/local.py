@@ -84,6 +84,9 @@ class LocalBackend:
             shutil.rmtree(path)
         self._prune(path.parent)
 
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         return str(self._path(key)), None
 

@@ -91,6 +91,9 @@ class S3Backend:
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def local_path(self, key: str) -> Path | None:
+        return None
+
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         s = self._settings
         options = {"AWS_REGION": s.region}
