@@ -249,3 +249,42 @@ def test_load_from_storage_and_urls(local_server: Cumulo, db: str, tmp_path: Pat
         web.shutdown()
         web.server_close()
     assert client.tables.show(f"{db}.web")["version"] == 0
+
+
+def test_diff_between_versions(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    name = f"{db}.orders"
+    tables.load(name, _csv(tmp_path, ORDERS))
+    tables.load(name, _csv(tmp_path, "id,amount,region\n1,50,eu\n4,4,us\n", "u.csv"),
+                mode="merge", keys=["id"])
+    tables.load(name, _csv(tmp_path, "id,amount,region,note\n5,5,eu,new\n", "n.csv"), evolve=True)
+    by_key = tables.diff(name, start=0, end=2, keys=["id"])
+    assert by_key["schema"] == {"added": ["note"], "removed": [], "changed": []}
+    assert (by_key["rows_added"], by_key["rows_removed"], by_key["rows_changed"]) == (2, 0, 1)
+    assert by_key["sample_changed"] == [{"id": 1, "amount": 50.0, "region": "eu", "note": None}]
+    whole = tables.diff(name, start=0, end=1)
+    assert (whole["rows_added"], whole["rows_removed"], whole["rows_changed"]) == (2, 1, None)
+    with pytest.raises(Invalid, match="not in both versions"):
+        tables.diff(name, start=0, keys=["note"])
+    with pytest.raises(NotFound, match="no version 9"):
+        tables.diff(name, start=9)
+
+
+def test_vacuum_guards_retained_versions(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    name = f"{db}.vac"
+    tables.load(name, _csv(tmp_path, ORDERS))
+    tables.load(name, _csv(tmp_path, ORDERS), mode="overwrite")
+    kept = tables.vacuum(name)  # the default keeps a week: nothing to remove yet
+    assert kept["files"] == 0 and kept["oldest_readable_version"] == 0
+    with pytest.raises(Invalid, match="under the table's minimum retention"):
+        tables.vacuum(name, retain="1h")
+    assert tables.read(f"{name}@v0").num_rows == 3
+    dry = tables.vacuum(name, retain="0h", force=True, dry_run=True)
+    assert dry["files"] == 1 and dry["dry_run"] is True
+    assert tables.read(f"{name}@v0").num_rows == 3
+    gone = tables.vacuum(name, retain="0h", force=True)
+    assert gone["files"] == 1
+    assert tables.read(name).num_rows == 3  # the current version is untouched
+    with pytest.raises(NotFound):
+        tables.read(f"{name}@v0")

@@ -41,10 +41,10 @@ def _new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     """'90s', '30m', '12h', '7d', '2w' to a timedelta."""
     match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
+    if not match or (int(match.group(1)) == 0 and not allow_zero):
         raise Invalid(f"duration {text!r} is not of the form 90s, 30m, 12h, 7d or 2w")
     return timedelta(seconds=int(match.group(1)) * _UNIT[match.group(2)])
 

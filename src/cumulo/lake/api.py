@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Invalid, NotFound
-from cumulo.lake import catalog, delta, ingest, sources, sql
+from cumulo.lake import catalog, delta, ingest, sources, sql, versions
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.principal import Principal, current_principal
@@ -347,6 +347,35 @@ def restore_table(database: str, table: str, body: RestoreIn, session: DbSession
     session.commit()
     return WriteOut(table=ref.name, version=version, rows_added=None, rows_updated=None,
                     rows_removed=None)
+
+
+@tables_router.get("/{database}/{table}/diff", summary="Compare two versions")
+def table_diff(database: str, table: str, session: DbSession, storage: Storage,
+               start: Annotated[int, Query(alias="from")],
+               end: Annotated[int | None, Query(alias="to")] = None,
+               keys: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
+    ref = _ref(database, table)
+    loc = catalog.location(storage, catalog.get_table(session, ref))
+    if end is None:
+        end = delta.open_table(loc, name=ref.name).version()
+    return versions.diff(loc, name=ref.name, start=start, end=end, keys=keys)
+
+
+class VacuumIn(BaseModel):
+    retain: str = Field("168h", description="keep what versions younger than this need")
+    dry_run: bool = False
+    force: bool = False
+
+
+@tables_router.post("/{database}/{table}/vacuum", summary="Remove files old versions needed")
+def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
+                 storage: Storage) -> dict[str, Any]:
+    from cumulo.access.tokens import parse_duration
+
+    ref = _ref(database, table)
+    loc = catalog.location(storage, catalog.get_table(session, ref))
+    return versions.vacuum(loc, name=ref.name, retain=parse_duration(body.retain, allow_zero=True),
+                           dry_run=body.dry_run, force=body.force)
 
 
 # --- SQL ---------------------------------------------------------------------------------------

@@ -180,6 +180,49 @@ def restore(ctx: typer.Context, table: str,
         f"{out['version']}")
 
 
+@tables_app.command("diff")
+def diff(ctx: typer.Context, table: str,
+         start: int = typer.Option(..., "--from", help="the older version"),
+         end: int | None = typer.Option(None, "--to", help="the newer version (default: latest)"),
+         keys: list[str] | None = typer.Option(None, "--keys", help="key columns, e.g. id"),
+         json: bool = JsonOpt) -> None:
+    """Schema changes, rows added and removed, and rows changed by key, between versions."""
+    out = client(ctx).tables.diff(table, start=start, end=end, keys=_split(keys))
+    if json:
+        print_json(out)
+        return
+    s = out["schema"]
+    console.print(f"{out['table']}: version {out['from']} -> {out['to']}")
+    for label, items in (("columns added", s["added"]), ("columns removed", s["removed"]),
+                         ("types changed", [f"{c['column']} {c['from']} -> {c['to']}"
+                                            for c in s["changed"]])):
+        if items:
+            console.print(f"  {label}: {', '.join(items)}")
+    for label in ("added", "removed", "changed"):
+        count = out[f"rows_{label}"]
+        if count is None:
+            continue
+        console.print(f"  rows {label}: {count}")
+        for row in out[f"sample_{label}"][:5]:
+            console.print(f"    {row}")
+
+
+@tables_app.command("vacuum")
+def vacuum(ctx: typer.Context, table: str,
+           retain: str = typer.Option("168h", "--retain", help="e.g. 168h, 30d"),
+           dry_run: bool = typer.Option(False, "--dry-run", help="List, remove nothing."),
+           force: bool = typer.Option(False, "--force", help="Go under the minimum retention."),
+           json: bool = JsonOpt) -> None:
+    """Remove data files that only versions older than --retain need."""
+    out = client(ctx).tables.vacuum(table, retain=retain, dry_run=dry_run, force=force)
+    if json:
+        print_json(out)
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{verb} {out['files']} file(s); versions from "
+                  f"{out['oldest_readable_version']} on stay readable")
+
+
 @tables_app.command("head")
 def head(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN|@TIME]"),
          n: int = typer.Option(10, "-n", help="Rows to show.")) -> None:

@@ -4,6 +4,7 @@ its previous version."""
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
 from collections.abc import Iterator
@@ -70,7 +71,15 @@ def open_table(loc: Location, *, version: int | None = None,
             raise NotFound(f"table {name} did not exist yet at {as_of.isoformat()}; its first "
                            f"version is from {first.isoformat()}")
         table.load_as_version(as_of)
+    if (version is not None or as_of is not None) and not _files_present(table):
+        raise NotFound(f"version {table.version()} of {name} is no longer readable: vacuum "
+                       f"removed its files ('cumulo tables history {name}' lists versions)")
     return table
+
+
+def _files_present(table: DeltaTable) -> bool:
+    """Whether an old version's files are still there (checked for local tables only)."""
+    return all(os.path.exists(p) for p in table.file_uris() if p.startswith("/"))
 
 
 def _first_commit_time(table: DeltaTable) -> datetime | None:

@@ -194,6 +194,23 @@ class TablesClient:
         return self._t.json("GET", _path(parse_ref(table)) + "/history",  # type: ignore[no-any-return]
                             params=params)
 
+    def diff(self, table: str, *, start: int, end: int | None = None,
+             keys: builtins.list[str] | None = None) -> dict[str, Any]:
+        """Schema changes and rows added, removed and (by key) changed between versions."""
+        params: dict[str, Any] = {"from": start}
+        if end is not None:
+            params["to"] = end
+        if keys:
+            params["keys"] = keys
+        return self._t.json("GET", _path(parse_ref(table)) + "/diff",  # type: ignore[no-any-return]
+                            params=params)
+
+    def vacuum(self, table: str, *, retain: str = "168h", dry_run: bool = False,
+               force: bool = False) -> dict[str, Any]:
+        """Remove files that versions older than ``retain`` needed (they become unreadable)."""
+        return self._t.json("POST", _path(parse_ref(table)) + "/vacuum",  # type: ignore[no-any-return]
+                            json={"retain": retain, "dry_run": dry_run, "force": force})
+
     def restore(self, table: str, *, version: int | None = None,
                 as_of: str | None = None) -> dict[str, Any]:
         """Make a new version equal to an old one."""
