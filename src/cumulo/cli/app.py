@@ -9,7 +9,7 @@ import cumulo
 from cumulo.access.cli import app as tokens_app
 from cumulo.cli.context import client
 from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json
-from cumulo.lake.cli import queries_app, sql_command, tables_app
+from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
 from cumulo.storage.cli import app as files_app
 
 __all__ = ["app"]
@@ -28,6 +28,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(tables_app, name="tables")
 app.add_typer(queries_app, name="queries")
 app.command("sql")(sql_command)
+app.command("crawl")(crawl_command)
 
 
 @app.callback()

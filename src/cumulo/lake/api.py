@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Invalid, NotFound
-from cumulo.lake import catalog, delta, ingest, sources, sql, versions
+from cumulo.lake import catalog, crawler, delta, ingest, sources, sql, versions
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.principal import Principal, current_principal
@@ -376,6 +376,19 @@ def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
     loc = catalog.location(storage, catalog.get_table(session, ref))
     return versions.vacuum(loc, name=ref.name, retain=parse_duration(body.retain, allow_zero=True),
                            dry_run=body.dry_run, force=body.force)
+
+
+class CrawlIn(BaseModel):
+    path: str = Field(description="BUCKET/PREFIX to scan")
+    database: str
+    policy: crawler.Policy = "log"
+
+
+@tables_router.post("/crawl", summary="Crawl files into external tables")
+def crawl(body: CrawlIn, session: DbSession, storage: Storage, caller: Caller) -> dict[str, Any]:
+    report = crawler.crawl(session, storage, caller, body.path, database=body.database,
+                           policy=body.policy)
+    return vars(report)
 
 
 # --- SQL ---------------------------------------------------------------------------------------

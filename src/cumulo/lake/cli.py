@@ -16,7 +16,7 @@ from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, pr
 from cumulo.cli.paths import is_local
 from cumulo.errors import Invalid
 
-__all__ = ["queries_app", "sql_command", "tables_app"]
+__all__ = ["crawl_command", "queries_app", "sql_command", "tables_app"]
 
 tables_app = typer.Typer(help="The data lake: databases, tables, loads and versions.",
                          no_args_is_help=True)
@@ -236,6 +236,33 @@ def _print_rows(columns: list[dict[str, str]], rows: list[dict[str, Any]]) -> No
     for row in rows:
         grid.add_row(*["NULL" if v is None else str(v) for v in row.values()])
     console.print(grid)
+
+
+def crawl_command(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help="BUCKET/PREFIX, e.g. data/raw/"),
+    database: str = typer.Option(..., "--db", help="the database to register tables in"),
+    policy: str = typer.Option("log", "--policy",
+                               help="on a schema change: log it, or update the catalog"),
+    json: bool = JsonOpt,
+) -> None:
+    """Scan files in storage and register them as external tables (like a Glue crawler)."""
+    report = client(ctx).tables.crawl(path, database=database, policy=policy)  # type: ignore[arg-type]
+    if json:
+        print_json(report)
+        return
+    console.print(f"crawled {report['files']} file(s) under {report['path']} into "
+                  f"{report['database']}")
+    for label in ("created", "updated", "unchanged"):
+        if report[label]:
+            console.print(f"  {label}: {', '.join(report[label])}")
+    for change in report["schema_changes"]:
+        verb = "applied" if change["applied"] else "logged (use --policy update to apply)"
+        parts = [f"+{c}" for c in change["added"]] + [f"-{c}" for c in change["removed"]] + [
+            f"{c['column']} {c['from']}->{c['to']}" for c in change["changed"]]
+        console.print(f"  schema change in {change['table']}: {', '.join(parts)}: {verb}")
+    for skip in report["skipped"]:
+        console.print(f"  skipped {skip['key']}: {skip['reason']}")
 
 
 def sql_command(

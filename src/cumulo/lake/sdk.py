@@ -194,6 +194,13 @@ class TablesClient:
         return self._t.json("GET", _path(parse_ref(table)) + "/history",  # type: ignore[no-any-return]
                             params=params)
 
+    def crawl(self, path: str, *, database: str,
+              policy: Literal["log", "update"] = "log") -> dict[str, Any]:
+        """Scan ``BUCKET/PREFIX`` and register its files as external tables of ``database``."""
+        return self._t.json("POST", "/api/v1/tables/crawl",  # type: ignore[no-any-return]
+                            timeout=None, json={"path": path, "database": database,
+                                                "policy": policy})
+
     def diff(self, table: str, *, start: int, end: int | None = None,
              keys: builtins.list[str] | None = None) -> dict[str, Any]:
         """Schema changes and rows added, removed and (by key) changed between versions."""

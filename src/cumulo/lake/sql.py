@@ -13,6 +13,7 @@ Time travel reads naturally, as in Delta Lake's own SQL::
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -32,9 +33,11 @@ from sqlalchemy.orm import Session
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
 from cumulo.lake import catalog, delta
+from cumulo.lake.ingest import detect_format
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_timestamp
 from cumulo.principal import Principal
+from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
 __all__ = ["ATHENA_USD_PER_TB", "QueryOutcome", "cancel", "run"]
@@ -187,6 +190,31 @@ class _Sandbox:
             self.datasets[key] = table.to_pyarrow_dataset()
             self.views.append((view, f"SELECT {cols} FROM {key}"))
 
+    def add_external(self, view: str, files: list[str], *, fmt: str, layout: str,
+                     root: str, folders: list[str] | None = None) -> None:
+        """A view over the raw files of an external (crawled) table."""
+        self.allowed.append(root.rstrip("/") + "/")
+        reader = {"csv": "read_csv", "parquet": "read_parquet"}.get(fmt, "read_json_auto")
+
+        def scan(paths: list[str], extra: str = "") -> str:
+            listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+            return f"{reader}({listed}, union_by_name = true{extra})"
+
+        if not files:
+            raise Invalid(f"{view} has no files left; run the crawler again")
+        if layout == "hive":
+            self.views.append((view, f"SELECT * FROM {scan(files, ', hive_partitioning = true')}"))
+        elif layout == "folders" and folders:
+            parts = []
+            for folder in folders:
+                mine = [f for f in files if f"/{folder}/" in f]
+                if mine:
+                    quoted = folder.replace("'", "''")
+                    parts.append(f"SELECT *, '{quoted}' AS partition_0 FROM {scan(mine)}")
+            self.views.append((view, " UNION ALL BY NAME ".join(parts)))
+        else:
+            self.views.append((view, f"SELECT * FROM {scan(files)}"))
+
     def seal(self) -> None:
         for key, dataset in self.datasets.items():
             self.con.register(key, dataset)
@@ -283,8 +311,12 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
             ref = TableRef(db, tname)
             table = catalog.get_table(session, ref)
             if table.kind != "managed":
-                raise Invalid(f"{ref.name} is an external table; SQL over external tables "
-                              "is not available yet")
+                files, root = _external_files(session, backend, table)
+                sandbox.add_external(name.lower(), files, fmt=table.format, root=root,
+                                     layout=table.options.get("layout", "flat"),
+                                     folders=table.options.get("folders"))
+                input_bytes += sum(os.path.getsize(f) for f in files)
+                continue
             dt = delta.open_table(catalog.location(backend, table), name=ref.name)
             sandbox.add_table(name.lower(), dt, ref.name)
             input_bytes += _size(dt)
@@ -326,6 +358,36 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
         raise _explain_error(exc, known) from exc
     finally:
         sandbox.con.close()
+
+
+def _external_files(session: Session, backend: Backend, table: Any) -> tuple[list[str], str]:
+    """The local files of an external table, and the folder that holds them."""
+    bucket, prefix = table.options["bucket"], table.options.get("prefix", "")
+    root = backend.local_path(storage.blob_key(bucket, prefix.rstrip("/") or "x"))
+    if root is None:
+        raise Invalid("SQL over external tables needs local storage for now; load the files "
+                      "into a managed table instead ('cumulo tables load')")
+    files = []
+    cursor = None
+    while True:
+        page = storage.list_objects(session, bucket, prefix=prefix, cursor=cursor)
+        for row in page.objects:
+            name = row.key.rsplit("/", 1)[-1]
+            if name.startswith(("_", ".")):
+                continue
+            try:
+                fmt = detect_format(name)
+            except Invalid:
+                continue
+            if fmt == table.format or {fmt, table.format} <= {"json", "jsonl"}:
+                path = backend.local_path(storage.blob_key(bucket, row.key))
+                if path is not None:
+                    files.append(str(path))
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    folder = root if prefix.rstrip("/") else root.parent
+    return files, str(folder)
 
 
 def _size(table: Any) -> int:

@@ -1,0 +1,390 @@
+"""Benchmark: Cumulo SQL against DuckDB reading the same Parquet files directly.
+
+Requirement: a set of aggregation, filter and join queries over a 10-million-row table, Cumulo
+SQL against DuckDB reading the same Parquet files directly, in one run; Cumulo's time is at
+most 1.15 times DuckDB's.
+
+What it does, in one run:
+
+1. starts a throwaway server (``cumulo up``, SQLite and local storage under a temporary home
+   in ``bench/.data/``, which is on the repository's disk and git-ignored), on a free port;
+2. generates, with DuckDB, a fact table of ``--rows`` rows (10 million: id, customer_id,
+   region, status, amount, quantity, ts) and a dimension table of ``--customers`` customers
+   (customer_id, name, segment, country), each as one Parquet file, and loads both into
+   Cumulo with ``client.tables.load`` (``bench.orders``, ``bench.customers``);
+3. for each query (aggregations with GROUP BY, selective filters, a join with the dimension
+   table, count distinct, a top-N; every result is small, so the comparison is about the
+   scan): one untimed warm-up of each side, then ``--repeat`` timed rounds of
+   - DuckDB: a plain in-process ``duckdb.connect()`` (one connection, kept open) whose
+     ``bench.orders`` and ``bench.customers`` are views over ``read_parquet([...])`` of the
+     Delta tables' own Parquet files (``DeltaTable(path).file_uris()``), the query run and its
+     whole result fetched (the baseline),
+   - Cumulo: ``client.sql(query)`` through the SDK, end to end as a user sees it (HTTP, the
+     sandbox, the query, the result written to the server's result file, the first page
+     back as JSON);
+   the two sides alternate which goes first, and both results are checked to be equal;
+4. prints a table per query (median times, ratio, the server's own ``duration_ms``, CPU
+   seconds), the overall ratio (sum of Cumulo's medians over the sum of DuckDB's), then one
+   JSON line; and cleans up.
+
+Fairness: both sides run DuckDB with its default settings (as many threads as CPUs) on the
+same machine over the same files, which are in the page cache after the warm-up; while one
+side runs, the other is idle.
+
+Run it with ``make bench``, or ``.venv/bin/python bench/sql.py [--rows N] [--repeat N]``.
+The last line of output is JSON, e.g. ``{"bench": "sql", "ratio": 1.07, ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+from deltalake import DeltaTable
+
+from cumulo import Client
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "bench" / ".data"
+MIB = 1 << 20
+TOKEN = "cml_bench-admin-token-0123456789abcdef"
+GOAL = 1.15
+
+# name -> SQL; the same text runs on both sides (bench.orders, bench.customers).
+QUERIES: dict[str, str] = {
+    "group_by": (
+        "SELECT region, count(*) AS n, sum(amount) AS total, avg(amount) AS mean, "
+        "max(quantity) AS most FROM bench.orders GROUP BY region ORDER BY region"
+    ),
+    "filter": (
+        "SELECT count(*) AS n, sum(amount) AS total FROM bench.orders "
+        "WHERE amount > 990 AND region = 'west' AND status = 'returned'"
+    ),
+    "time_range": (
+        "SELECT status, count(*) AS n, avg(amount) AS mean FROM bench.orders "
+        "WHERE ts >= TIMESTAMP '2024-03-01' AND ts < TIMESTAMP '2024-03-08' "
+        "GROUP BY status ORDER BY status"
+    ),
+    "join": (
+        "SELECT c.segment, c.country, count(*) AS n, sum(o.amount) AS total "
+        "FROM bench.orders o JOIN bench.customers c ON o.customer_id = c.customer_id "
+        "WHERE o.status = 'shipped' GROUP BY c.segment, c.country ORDER BY c.segment, c.country"
+    ),
+    "count_distinct": (
+        "SELECT region, count(DISTINCT customer_id) AS customers FROM bench.orders "
+        "GROUP BY region ORDER BY region"
+    ),
+    "top_n": (
+        "SELECT customer_id, sum(amount) AS total, count(*) AS n FROM bench.orders "
+        "GROUP BY customer_id ORDER BY total DESC, customer_id LIMIT 10"
+    ),
+    "point_lookup": (
+        "SELECT id, region, status, amount, quantity FROM bench.orders "
+        "WHERE customer_id = 4242 ORDER BY id"
+    ),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    exe = Path(sys.executable).parent / "cumulo"
+    cumulo = str(exe) if exe.exists() else shutil.which("cumulo")
+    if not cumulo:
+        sys.exit("cannot find the 'cumulo' command; run 'make bench' (it installs the project)")
+    port = free_port()
+    # No CUMULO_* from the caller's environment: a throwaway home, database and credentials.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}
+    env.update({
+        "CUMULO_HOME": str(work / "home"),
+        "CUMULO_PORT": str(port),
+        "CUMULO_ADMIN_TOKEN": TOKEN,
+        "CUMULO_CREDENTIALS": str(work / "credentials.toml"),
+        "CUMULO_LOG_LEVEL": "warning",
+    })
+    log = work / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([cumulo, "up"], env=env, cwd=work, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            sys.exit(f"cumulo up exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            sys.exit(f"cumulo up did not answer in 60s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def proc_mem_mb(pid: int) -> dict[str, float]:
+    """VmHWM (peak RSS) and VmRSS of a process, in MiB."""
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                out[name] = int(rest.split()[0]) / 1024  # kB
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process: the SDK side, or the in-process DuckDB baseline."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
+
+
+def make_tables(work: Path, rows: int, customers: int) -> tuple[Path, Path]:
+    """The fact and dimension tables as Parquet files, the same for the same arguments."""
+    orders, dims = work / "orders.parquet", work / "customers.parquet"
+    con = duckdb.connect()
+    # Values from hashes of the row number: deterministic, and spread over the whole file.
+    con.execute(f"""
+        COPY (
+            SELECT i AS id,
+                   CAST(hash(i, 1) % {customers} + 1 AS INTEGER) AS customer_id,
+                   ['north', 'south', 'east', 'west', 'central'][CAST(hash(i, 2) % 5 + 1
+                       AS INTEGER)] AS region,
+                   ['placed', 'shipped', 'delivered', 'returned'][CAST(hash(i, 3) % 4 + 1
+                       AS INTEGER)] AS status,
+                   CAST(hash(i, 4) % 100000 AS DOUBLE) / 100 AS amount,
+                   CAST(hash(i, 5) % 20 + 1 AS INTEGER) AS quantity,
+                   TIMESTAMP '2024-01-01' + to_seconds(CAST(hash(i, 6) % 31536000 AS BIGINT))
+                       AS ts
+            FROM range({rows}) r(i)
+            ORDER BY i
+        ) TO '{orders}' (FORMAT parquet)
+    """)
+    con.execute(f"""
+        COPY (
+            SELECT i AS customer_id,
+                   'customer ' || i AS name,
+                   ['consumer', 'corporate', 'home office'][CAST(hash(i, 7) % 3 + 1
+                       AS INTEGER)] AS segment,
+                   ['DE', 'FR', 'US', 'JP', 'BR', 'IN', 'GB', 'CA'][CAST(hash(i, 8) % 8 + 1
+                       AS INTEGER)] AS country
+            FROM range(1, {customers} + 1) r(i)
+        ) TO '{dims}' (FORMAT parquet)
+    """)
+    con.close()
+    return orders, dims
+
+
+def same_result(page: list[dict[str, Any]], rows: list[tuple[Any, ...]]) -> bool:
+    """Whether Cumulo's page (JSON) and DuckDB's rows hold the same values."""
+    if len(page) != len(rows):
+        return False
+    for got, want in zip(page, rows, strict=True):
+        for a, b in zip(got.values(), want, strict=True):
+            if isinstance(a, float) or isinstance(b, float):
+                if not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-6):
+                    return False
+            elif a != b:
+                return False
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000_000,
+                        help="rows of the fact table (10000000)")
+    parser.add_argument("--customers", type=int, default=100_000,
+                        help="rows of the dimension table (100000)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds of each query (5)")
+    args = parser.parse_args()
+    rows, customers, repeat = int(args.rows), int(args.customers), max(1, int(args.repeat))
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sql-", dir=DATA))
+    proc: subprocess.Popen[bytes] | None = None
+    client: Client | None = None
+    base: duckdb.DuckDBPyConnection | None = None
+    times: dict[str, dict[str, list[float]]] = {q: {"duckdb": [], "cumulo": [], "server": []}
+                                                for q in QUERIES}
+    cpus: dict[str, dict[str, list[float]]] = {q: {"duckdb": [], "cumulo": []} for q in QUERIES}
+    result_rows: dict[str, int] = {}
+    try:
+        print(f"writing {rows:,} orders and {customers:,} customers as Parquet in {work} ...",
+              flush=True)
+        start = time.perf_counter()
+        orders_file, customers_file = make_tables(work, rows, customers)
+        print(f"  {time.perf_counter() - start:.1f}s, orders "
+              f"{orders_file.stat().st_size / MIB:.0f} MiB", flush=True)
+
+        proc, url = start_server(work)
+        idle = proc_mem_mb(proc.pid)
+        client = Client(url, token=TOKEN, timeout=600)
+        client.tables.create_database("bench")
+        files: dict[str, list[str]] = {}
+        for table, source in (("orders", orders_file), ("customers", customers_file)):
+            start = time.perf_counter()
+            client.tables.load(f"bench.{table}", source)
+            info = client.tables.show(f"bench.{table}")
+            path = work / "home" / "storage" / info["location"]
+            files[table] = DeltaTable(str(path)).file_uris()
+            print(f"  loaded bench.{table}: {info['rows']:,} rows, {len(files[table])} file(s), "
+                  f"{(info['bytes'] or 0) / MIB:.0f} MiB, in {time.perf_counter() - start:.1f}s",
+                  flush=True)
+            if info["rows"] != (rows if table == "orders" else customers):
+                raise SystemExit(f"bench.{table} has {info['rows']} rows")
+        for f in (orders_file, customers_file):
+            f.unlink()  # only the Delta tables' own files are read from here on
+
+        base = duckdb.connect()
+        base.execute("CREATE SCHEMA bench")
+        for table, listed in files.items():
+            quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in listed)
+            base.execute(f"CREATE VIEW bench.{table} AS SELECT * FROM read_parquet([{quoted}])")
+        duck = base
+        sql = client.sql
+        pid = proc.pid
+
+        for name, query in QUERIES.items():
+            def run_duckdb(q: str = query) -> list[tuple[Any, ...]]:
+                return duck.execute(q).fetchall()
+
+            def run_cumulo(q: str = query) -> Any:
+                return sql(q, page_size=1000)
+
+            expected = run_duckdb()  # warm-up, and the reference result
+            first = run_cumulo()
+            if first.rows != len(expected) or not same_result(first.page, expected):
+                raise SystemExit(f"{name}: Cumulo's result differs from DuckDB's:\n"
+                                 f"  cumulo: {first.page[:5]}\n  duckdb: {expected[:5]}")
+            result_rows[name] = len(expected)
+
+            def timed(step: Callable[[], Any], side: str, nm: str = name) -> Any:
+                cpu = own_cpu_seconds() + (cpu_seconds(pid) if side == "cumulo" else 0.0)
+                begin = time.perf_counter()
+                out = step()
+                times[nm][side].append(time.perf_counter() - begin)
+                cpus[nm][side].append(
+                    own_cpu_seconds() + (cpu_seconds(pid) if side == "cumulo" else 0.0) - cpu)
+                return out
+
+            for rnd in range(repeat):
+                order = ("duckdb", "cumulo") if rnd % 2 == 0 else ("cumulo", "duckdb")
+                for side in order:
+                    if side == "duckdb":
+                        timed(run_duckdb, side)
+                    else:
+                        result = timed(run_cumulo, side)
+                        times[name]["server"].append((result.duration_ms or 0.0) / 1000)
+            t = times[name]
+            print(f"  {name:<15} duckdb {statistics.median(t['duckdb']) * 1000:7.1f} ms   "
+                  f"cumulo {statistics.median(t['cumulo']) * 1000:7.1f} ms", flush=True)
+
+        mem = proc_mem_mb(proc.pid)
+    except BaseException:
+        server_log = work / "server.log"
+        if server_log.exists():
+            print(f"server log (tail):\n{server_log.read_text()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        if base is not None:
+            base.close()
+        if client is not None:
+            client.close()
+        if proc is not None:
+            stop_server(proc)
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            DATA.rmdir()  # only if nothing else is left there
+
+    med = {q: {side: statistics.median(v) for side, v in t.items()} for q, t in times.items()}
+    total_duckdb = sum(m["duckdb"] for m in med.values())
+    total_cumulo = sum(m["cumulo"] for m in med.values())
+    total_server = sum(m["server"] for m in med.values())
+    ratio = total_cumulo / total_duckdb
+    per_query = {q: m["cumulo"] / m["duckdb"] for q, m in med.items()}
+    met = ratio <= GOAL
+
+    print()
+    print(f"sql: {rows:,} orders x {customers:,} customers, {len(QUERIES)} queries, "
+          f"{repeat} timed rounds each, on {work.parent} ({os.cpu_count()} CPUs); "
+          f"times are medians in ms")
+    print(f"{'query':<16}{'rows':>6}{'duckdb':>9}{'cumulo':>9}{'ratio':>7}{'server':>9}"
+          f"{'other':>8}{'CPU duckdb':>12}{'CPU cumulo':>12}")
+    for q, m in med.items():
+        print(f"{q:<16}{result_rows[q]:>6}{m['duckdb'] * 1000:>9.1f}{m['cumulo'] * 1000:>9.1f}"
+              f"{per_query[q]:>7.2f}{m['server'] * 1000:>9.1f}"
+              f"{(m['cumulo'] - m['server']) * 1000:>8.1f}"
+              f"{statistics.median(cpus[q]['duckdb']):>12.2f}"
+              f"{statistics.median(cpus[q]['cumulo']):>12.2f}")
+    print(f"{'total':<16}{'':>6}{total_duckdb * 1000:>9.1f}{total_cumulo * 1000:>9.1f}"
+          f"{ratio:>7.2f}{total_server * 1000:>9.1f}{(total_cumulo - total_server) * 1000:>8.1f}")
+    print("server: the query's duration_ms as the server records it (sandbox, query, result "
+          "file); other: the rest (HTTP, request handling, history, first page as JSON)")
+    print("CPU: user+system seconds (median); duckdb: this process; cumulo: the server and "
+          "this SDK process together")
+    print(f"server peak RSS (VmHWM): {mem['VmHWM']:.0f} MiB (idle {idle['VmHWM']:.0f} MiB, "
+          f"now {mem['VmRSS']:.0f} MiB)")
+    print(f"goal: sum of Cumulo's medians / sum of DuckDB's <= {GOAL}: "
+          f"{ratio:.2f}, {'met' if met else 'NOT met'}")
+    print(json.dumps({
+        "bench": "sql",
+        "ratio": round(ratio, 3),
+        "goal": f"<= {GOAL}",
+        "met": met,
+        "rows": rows,
+        "customers": customers,
+        "queries": len(QUERIES),
+        "repeat": repeat,
+        "stat": "median",
+        "duckdb_ms": round(total_duckdb * 1000, 1),
+        "cumulo_ms": round(total_cumulo * 1000, 1),
+        "server_ms": round(total_server * 1000, 1),
+        "per_query_ratio": {q: round(r, 3) for q, r in per_query.items()},
+        "worst_query_ratio": round(max(per_query.values()), 3),
+        "server_peak_rss_mb": round(mem["VmHWM"], 1),
+        "server_idle_rss_mb": round(idle["VmHWM"], 1),
+        "cpus": os.cpu_count(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The crawler: turn folders of files in object storage into external tables in the catalog.
+
+It reads a prefix, detects each file's format, infers a schema from a sample of files, finds
+Hive-style partitions (``year=2026/month=11/``), groups sibling folders with compatible schemas
+into one partitioned table, and registers or updates tables by a schema-change policy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+import pyarrow as pa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cumulo.db import utcnow
+from cumulo.errors import Invalid, NotFound
+from cumulo.lake import catalog, ingest
+from cumulo.lake.models import LakeTable
+from cumulo.lake.refs import validate_name
+from cumulo.principal import Principal
+from cumulo.storage import service as storage
+from cumulo.storage.backends import Backend
+from cumulo.storage.keys import split_path
+from cumulo.storage.models import StoredObject
+
+__all__ = ["Policy", "crawl"]
+
+Policy = Literal["log", "update"]
+SAMPLE_FILES = 5
+_HIVE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+@dataclass
+class _Folder:
+    base: str  # the table's folder, without partition segments
+    fmt: ingest.Format
+    keys: list[str]  # object keys
+    partitions: list[str]  # hive partition column names, in path order
+    schema: pa.Schema | None = None
+
+
+@dataclass
+class CrawlReport:
+    database: str
+    path: str
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    files: int = 0
+
+
+def _list(session: Session, bucket: str, prefix: str) -> list[StoredObject]:
+    rows: list[StoredObject] = []
+    cursor = None
+    while True:
+        page = storage.list_objects(session, bucket, prefix=prefix, cursor=cursor)
+        rows.extend(page.objects)
+        if not page.next_cursor:
+            return rows
+        cursor = page.next_cursor
+
+
+def _table_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "files"
+    return name if re.match(r"^[a-z_]", name) else f"t_{name}"
+
+
+def _sample_schema(backend: Backend, bucket: str, folder: _Folder) -> pa.Schema:
+    schemas = []
+    for key in folder.keys[:SAMPLE_FILES]:
+        blob = storage.blob_key(bucket, key)
+        path = backend.local_path(blob)
+        if path is None:
+            raise Invalid("the crawler reads local storage only for now; S3 storage is next")
+        reader = ingest.open_reader(path, folder.fmt, label=f"{bucket}/{key}")
+        schemas.append(reader.schema)
+        reader.close()
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise Invalid(f"files under {bucket}/{folder.base} do not share a schema: {exc}") from exc
+
+
+def _compatible(a: pa.Schema, b: pa.Schema) -> bool:
+    if set(a.names) != set(b.names):
+        return False
+    try:
+        pa.unify_schemas([a, b], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
+
+def _columns(schema: pa.Schema, partitions: list[str]) -> list[dict[str, Any]]:
+    cols = [{"name": f.name, "type": str(f.type), "nullable": True} for f in schema
+            if f.name not in partitions]
+    return cols + [{"name": p, "type": "string", "nullable": True, "partition": True}
+                   for p in partitions]
+
+
+def _folders(report: CrawlReport, rows: list[StoredObject], prefix: str) -> list[_Folder]:
+    groups: dict[tuple[str, str], _Folder] = {}
+    for row in rows:
+        name = PurePosixPath(row.key).name
+        if name.startswith(("_", ".")):
+            continue
+        try:
+            fmt = ingest.detect_format(name)
+        except Invalid:
+            report.skipped.append({"key": row.key, "reason": "unknown format"})
+            continue
+        parts = row.key.split("/")[:-1]
+        partitions: list[str] = []
+        while parts and (m := _HIVE.match(parts[-1])):
+            partitions.insert(0, m.group(1))
+            parts.pop()
+        base = "/".join(parts)
+        folder = groups.setdefault((base, fmt), _Folder(base, fmt, [], partitions))
+        if folder.partitions != partitions:
+            report.skipped.append({"key": row.key, "reason": f"partitions {partitions} differ "
+                                   f"from {folder.partitions} elsewhere in {base or prefix}"})
+            continue
+        folder.keys.append(row.key)
+        report.files += 1
+    return list(groups.values())
+
+
+def crawl(session: Session, backend: Backend, principal: Principal, path: str, *,
+          database: str, policy: Policy = "log") -> CrawlReport:
+    """Scan ``BUCKET/PREFIX`` and register what it holds as tables of ``database``."""
+    if policy not in ("log", "update"):
+        raise Invalid(f"policy must be 'log' or 'update', not {policy!r}")
+    validate_name(database, "database")
+    bucket, prefix = split_path(path)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    rows = _list(session, bucket, prefix)
+    if not rows:
+        raise NotFound(f"no files under {bucket}/{prefix}")
+    try:
+        db = catalog.get_database(session, database)
+    except NotFound:
+        db = catalog.create_database(session, principal, database,
+                                     f"crawled from {bucket}/{prefix}")
+    report = CrawlReport(database=database, path=f"{bucket}/{prefix}")
+    folders = _folders(report, rows, prefix)
+    for folder in folders:
+        folder.schema = _sample_schema(backend, bucket, folder)
+
+    # Sibling folders (same parent, same format, compatible schemas, no partitions of their
+    # own) become one table, partitioned by the folder name.
+    tables: list[dict[str, Any]] = []
+    by_parent: dict[tuple[str, str], list[_Folder]] = defaultdict(list)
+    for folder in folders:
+        parent = folder.base.rsplit("/", 1)[0] if "/" in folder.base else ""
+        if folder.partitions or folder.base == prefix.rstrip("/") or not folder.base:
+            tables.append(_spec(folder, prefix, bucket))
+        else:
+            by_parent[(parent, folder.fmt)].append(folder)
+    for (parent, fmt), siblings in by_parent.items():
+        first = siblings[0]
+        assert first.schema is not None
+        if len(siblings) > 1 and all(_compatible(first.schema, s.schema) for s in siblings
+                                     if s.schema is not None):
+            schema = pa.unify_schemas([s.schema for s in siblings if s.schema is not None],
+                                      promote_options="permissive")
+            rel = parent[len(prefix):] if parent.startswith(prefix) else parent
+            tables.append({
+                "name": _table_name(rel or PurePosixPath(prefix.rstrip("/")).name),
+                "format": fmt, "location": f"buckets/{bucket}/{parent}",
+                "columns": _columns(schema, ["partition_0"]),
+                "partitions": ["partition_0"],
+                "options": {"layout": "folders", "bucket": bucket, "prefix": parent + "/",
+                            "folders": [s.base.rsplit("/", 1)[-1] for s in siblings]},
+            })
+        else:
+            tables.extend(_spec(s, prefix, bucket) for s in siblings)
+
+    for spec in sorted(tables, key=lambda t: t["name"]):
+        _register(session, principal, db.id, database, spec, policy, report)
+    session.commit()
+    return report
+
+
+def _spec(folder: _Folder, prefix: str, bucket: str) -> dict[str, Any]:
+    assert folder.schema is not None
+    rel = folder.base[len(prefix):] if folder.base.startswith(prefix) else folder.base
+    name = _table_name(rel or PurePosixPath(prefix.rstrip("/")).name or bucket)
+    return {
+        "name": name, "format": folder.fmt, "location": f"buckets/{bucket}/{folder.base}",
+        "columns": _columns(folder.schema, folder.partitions), "partitions": folder.partitions,
+        "options": {"layout": "hive" if folder.partitions else "flat", "bucket": bucket,
+                    "prefix": folder.base + "/" if folder.base else ""},
+    }
+
+
+def _register(session: Session, principal: Principal, database_id: int, database: str,
+              spec: dict[str, Any], policy: Policy, report: CrawlReport) -> None:
+    full = f"{database}.{spec['name']}"
+    table = session.scalar(select(LakeTable).where(LakeTable.database_id == database_id,
+                                                   LakeTable.name == spec["name"]))
+    if table is None:
+        session.add(LakeTable(
+            database_id=database_id, name=spec["name"], kind="external", format=spec["format"],
+            location=spec["location"], description="", tags={}, columns=spec["columns"],
+            partition_columns=spec["partitions"], options=spec["options"],
+            created_by=principal.user_id, created_at=utcnow(),
+        ))
+        report.created.append(full)
+        return
+    if table.kind != "external":
+        report.skipped.append({"key": spec["location"],
+                               "reason": f"{full} is a managed table; the crawler leaves it"})
+        return
+    if table.columns == spec["columns"] and table.partition_columns == spec["partitions"] \
+            and table.options == spec["options"]:
+        report.unchanged.append(full)
+        return
+    old = {c["name"]: c["type"] for c in table.columns}
+    new = {c["name"]: c["type"] for c in spec["columns"]}
+    change = {
+        "table": full,
+        "added": [n for n in new if n not in old],
+        "removed": [n for n in old if n not in new],
+        "changed": [{"column": n, "from": old[n], "to": t} for n, t in new.items()
+                    if n in old and old[n] != t],
+        "applied": policy == "update",
+    }
+    if change["added"] or change["removed"] or change["changed"]:
+        report.schema_changes.append(change)
+    if policy == "update":
+        table.columns, table.partition_columns = spec["columns"], spec["partitions"]
+        table.options, table.updated_at = spec["options"], utcnow()
+        report.updated.append(full)
+    else:
+        report.unchanged.append(full)
