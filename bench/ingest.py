@@ -238,6 +238,12 @@ def main() -> int:
         tables = client.tables
         parquet = work / "baseline.parquet"
         resettable = True
+        clock: dict[str, float] = {"begin": 0.0, "handed": 0}
+
+        def progress(n: int) -> None:
+            clock["handed"] += n
+            if clock["handed"] >= size:
+                sent.append(time.perf_counter() - clock["begin"])
 
         def timed(name: str, step: Callable[[], Any]) -> Any:
             os.sync()  # flush earlier steps' dirty pages outside the timed region
@@ -261,18 +267,11 @@ def main() -> int:
             parquet.unlink()
 
             resettable = reset_peak(pid) and resettable
-            handed = 0
-            begin = 0.0
+            clock.update(begin=0.0, handed=0)
+            mode = "append" if rnd == 1 else "overwrite"
 
-            def progress(n: int) -> None:
-                nonlocal handed
-                handed += n
-                if handed >= size:
-                    sent.append(time.perf_counter() - begin)
-
-            def load(mode: Any = "append" if rnd == 1 else "overwrite") -> Any:
-                nonlocal begin
-                begin = time.perf_counter()
+            def load(mode: Any = mode) -> Any:
+                clock["begin"] = time.perf_counter()
                 return tables.load(TABLE, source, mode=mode, progress=progress)
 
             result = timed("cumulo", load)

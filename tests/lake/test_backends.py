@@ -25,3 +25,20 @@ def test_load_query_and_time_travel(server: Cumulo) -> None:
     client.tables.restore(f"{db}.t", version=0)
     assert client.tables.read(f"{db}.t").num_rows == 2
     client.tables.drop_database(db, cascade=True)
+
+
+def test_crawl_and_query_raw_files(server: Cumulo) -> None:
+    client = server.client()
+    bucket = "crawl-" + uuid.uuid4().hex[:8]
+    db = "cr_" + uuid.uuid4().hex[:6]
+    client.files.create_bucket(bucket)
+    client.files.upload(b"id,amount\n1,2.5\n", f"{bucket}/sales/year=2025/a.csv")
+    client.files.upload(b"id,amount\n2,4.0\n", f"{bucket}/sales/year=2026/b.csv")
+    client.files.upload(b'{"k": 1}\n', f"{bucket}/events/d1/e.jsonl")
+    client.files.upload(b'{"k": 2}\n', f"{bucket}/events/d2/e.jsonl")
+    report = client.tables.crawl(bucket, database=db)
+    assert sorted(report["created"]) == [f"{db}.events", f"{db}.sales"]
+    page = client.sql(f"select year, sum(amount) s from {db}.sales group by 1 order by 1").page
+    assert page == [{"year": 2025, "s": 2.5}, {"year": 2026, "s": 4.0}]
+    events = client.sql(f"select partition_0, k from {db}.events order by k").page
+    assert events == [{"partition_0": "d1", "k": 1}, {"partition_0": "d2", "k": 2}]

@@ -92,6 +92,22 @@ def show(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN
     console.print(grid)
 
 
+@tables_app.command("set")
+def set_(ctx: typer.Context, table: str,
+         description: str | None = typer.Option(None, "--description"),
+         tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE; repeat for more"),
+         json: bool = JsonOpt) -> None:
+    """Set a table's description and tags (tags replace the old set)."""
+    tags = None
+    if tag:
+        pairs = [t.split("=", 1) for t in tag]
+        if any(len(p) != 2 or not p[0] for p in pairs):
+            raise Invalid("tags are KEY=VALUE, e.g. --tag owner=data-team")
+        tags = {k: v for k, v in pairs}
+    info = client(ctx).tables.update(table, description=description, tags=tags)
+    print_json(info) if json else console.print(f"updated {info['name']}")
+
+
 @tables_app.command("rm")
 def remove(ctx: typer.Context, table: str) -> None:
     """Drop a table; a managed table's data goes with it."""

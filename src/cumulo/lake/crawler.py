@@ -7,10 +7,15 @@ into one partitioned table, and registers or updates tables by a schema-change p
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -76,16 +81,30 @@ def _sample_schema(backend: Backend, bucket: str, folder: _Folder) -> pa.Schema:
     schemas = []
     for key in folder.keys[:SAMPLE_FILES]:
         blob = storage.blob_key(bucket, key)
-        path = backend.local_path(blob)
-        if path is None:
-            raise Invalid("the crawler reads local storage only for now; S3 storage is next")
-        reader = ingest.open_reader(path, folder.fmt, label=f"{bucket}/{key}")
-        schemas.append(reader.schema)
-        reader.close()
+        with _local_copy(backend, blob) as path:
+            reader = ingest.open_reader(path, folder.fmt, label=f"{bucket}/{key}")
+            schemas.append(reader.schema)
+            reader.close()
     try:
         return pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise Invalid(f"files under {bucket}/{folder.base} do not share a schema: {exc}") from exc
+
+
+@contextmanager
+def _local_copy(backend: Backend, blob: str) -> Iterator[Path]:
+    """The blob as a local file: its own on local storage, a temporary copy otherwise."""
+    local = backend.local_path(blob)
+    if local is not None:
+        yield local
+        return
+    fd, name = tempfile.mkstemp(dir=backend.spool_dir(), suffix=PurePosixPath(blob).suffix)
+    try:
+        with backend.open(blob) as src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _compatible(a: pa.Schema, b: pa.Schema) -> bool:

@@ -13,7 +13,6 @@ Time travel reads naturally, as in Delta Lake's own SQL::
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -186,9 +185,7 @@ class _Sandbox:
             self.views.append((view, f"SELECT {cols} FROM read_parquet({listed}{hive}{types})"))
         else:
             # Object-store tables are read through Arrow: DuckDB cannot reach S3 offline.
-            key = f"__ds_{len(self.datasets)}"
-            self.datasets[key] = table.to_pyarrow_dataset()
-            self.views.append((view, f"SELECT {cols} FROM {key}"))
+            self.add_dataset(view, table.to_pyarrow_dataset())
 
     def add_external(self, view: str, files: list[str], *, fmt: str, layout: str,
                      root: str, folders: list[str] | None = None) -> None:
@@ -200,8 +197,6 @@ class _Sandbox:
             listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
             return f"{reader}({listed}, union_by_name = true{extra})"
 
-        if not files:
-            raise Invalid(f"{view} has no files left; run the crawler again")
         if layout == "hive":
             self.views.append((view, f"SELECT * FROM {scan(files, ', hive_partitioning = true')}"))
         elif layout == "folders" and folders:
@@ -214,6 +209,11 @@ class _Sandbox:
             self.views.append((view, " UNION ALL BY NAME ".join(parts)))
         else:
             self.views.append((view, f"SELECT * FROM {scan(files)}"))
+
+    def add_dataset(self, view: str, dataset: Any) -> None:
+        key = f"__ds_{len(self.datasets)}"
+        self.datasets[key] = dataset
+        self.views.append((view, f"SELECT * FROM {key}"))
 
     def seal(self) -> None:
         for key, dataset in self.datasets.items():
@@ -311,11 +311,16 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
             ref = TableRef(db, tname)
             table = catalog.get_table(session, ref)
             if table.kind != "managed":
-                files, root = _external_files(session, backend, table)
-                sandbox.add_external(name.lower(), files, fmt=table.format, root=root,
-                                     layout=table.options.get("layout", "flat"),
-                                     folders=table.options.get("folders"))
-                input_bytes += sum(os.path.getsize(f) for f in files)
+                files, sizes = _external_files(session, table)
+                input_bytes += sizes
+                if backend.kind == "local":
+                    paths = [str(backend.local_path(f)) for f in files]  # local: never None
+                    root = str(backend.local_path(f"buckets/{table.options['bucket']}"))
+                    sandbox.add_external(name.lower(), paths, fmt=table.format, root=root,
+                                         layout=table.options.get("layout", "flat"),
+                                         folders=table.options.get("folders"))
+                else:
+                    sandbox.add_dataset(name.lower(), _external_dataset(backend, table, files))
                 continue
             dt = delta.open_table(catalog.location(backend, table), name=ref.name)
             sandbox.add_table(name.lower(), dt, ref.name)
@@ -360,14 +365,11 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
         sandbox.con.close()
 
 
-def _external_files(session: Session, backend: Backend, table: Any) -> tuple[list[str], str]:
-    """The local files of an external table, and the folder that holds them."""
+def _external_files(session: Session, table: Any) -> tuple[list[str], int]:
+    """The storage keys of an external table's files, and their total size."""
     bucket, prefix = table.options["bucket"], table.options.get("prefix", "")
-    root = backend.local_path(storage.blob_key(bucket, prefix.rstrip("/") or "x"))
-    if root is None:
-        raise Invalid("SQL over external tables needs local storage for now; load the files "
-                      "into a managed table instead ('cumulo tables load')")
-    files = []
+    files: list[str] = []
+    total = 0
     cursor = None
     while True:
         page = storage.list_objects(session, bucket, prefix=prefix, cursor=cursor)
@@ -380,14 +382,33 @@ def _external_files(session: Session, backend: Backend, table: Any) -> tuple[lis
             except Invalid:
                 continue
             if fmt == table.format or {fmt, table.format} <= {"json", "jsonl"}:
-                path = backend.local_path(storage.blob_key(bucket, row.key))
-                if path is not None:
-                    files.append(str(path))
+                files.append(storage.blob_key(bucket, row.key))
+                total += row.size
         if not page.next_cursor:
             break
         cursor = page.next_cursor
-    folder = root if prefix.rstrip("/") else root.parent
-    return files, str(folder)
+    if not files:
+        raise Invalid(f"{table.name} has no files left; run the crawler again")
+    return files, total
+
+
+def _external_dataset(backend: Backend, table: Any, files: list[str]) -> Any:
+    """An Arrow dataset over an external table's files in object storage."""
+    import pyarrow.dataset as ds
+
+    filesystem, base = backend.arrow_path(storage.blob_key(table.options["bucket"],
+                                                           table.options.get("prefix", "")))
+    paths = [backend.arrow_path(f)[1] for f in files]
+    formats: dict[str, Any] = {"csv": ds.CsvFileFormat(), "parquet": ds.ParquetFileFormat()}
+    layout = table.options.get("layout", "flat")
+    partitioning: Any = None
+    if layout == "hive":
+        partitioning = ds.partitioning(flavor="hive")
+    elif layout == "folders":
+        partitioning = ds.partitioning(pa.schema([("partition_0", pa.string())]))
+    return ds.dataset(paths, format=formats.get(table.format, ds.JsonFileFormat()),
+                      filesystem=filesystem, partitioning=partitioning,
+                      partition_base_dir=base.rstrip("/"))
 
 
 def _size(table: Any) -> int:

@@ -7,7 +7,7 @@ of the metadata database; :mod:`cumulo.storage.service` keeps the two in step.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from cumulo.config import Settings
 from cumulo.errors import Invalid
@@ -39,6 +39,9 @@ class Backend(Protocol):
 
     def local_path(self, key: str) -> Path | None:
         """The blob's file, when the backend keeps blobs as local files; else None."""
+
+    def arrow_path(self, key: str) -> tuple[Any, str]:
+        """A pyarrow file system and the path of ``key`` on it, for Arrow datasets."""
 
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         """Where a Delta table under ``key`` lives, as a URI and the storage options that

@@ -6,7 +6,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cumulo.errors import Conflict, Unavailable
 
@@ -86,6 +86,11 @@ class LocalBackend:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def arrow_path(self, key: str) -> tuple[Any, str]:
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), str(self._path(key))
 
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         return str(self._path(key)), None

@@ -94,6 +94,18 @@ class S3Backend:
     def local_path(self, key: str) -> Path | None:
         return None
 
+    def arrow_path(self, key: str) -> tuple[Any, str]:
+        from pyarrow import fs
+
+        s = self._settings
+        endpoint = s.endpoint_url or ""
+        filesystem = fs.S3FileSystem(
+            access_key=s.access_key_id, secret_key=s.secret_access_key, region=s.region,
+            endpoint_override=endpoint.split("://", 1)[-1] or None,
+            scheme="http" if endpoint.startswith("http://") else "https",
+        )
+        return filesystem, f"{self.bucket}/{self._key(key)}"
+
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         s = self._settings
         options = {"AWS_REGION": s.region}
