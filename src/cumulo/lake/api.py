@@ -24,7 +24,7 @@ from cumulo.lake import catalog, crawler, delta, ingest, sources, sql, versions
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.principal import Principal, current_principal
-from cumulo.storage.backends import Backend
+from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.transfer import spool_body
 
 __all__ = ["sql_router", "tables_router"]
@@ -35,11 +35,7 @@ DbSession = Annotated[Session, Depends(get_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def _backend(request: Request) -> Backend:
-    return request.app.state.storage  # type: ignore[no-any-return]
-
-
-Storage = Annotated[Backend, Depends(_backend)]
+Storage = Annotated[Backend, Depends(request_backend)]
 
 
 def _ref(database: str, table: str, version: int | None = None,
@@ -103,21 +99,7 @@ class TableSummary(BaseModel):
     updated_at: datetime | None
 
 
-class TableOut(BaseModel):
-    name: str
-    kind: str
-    format: str
-    location: str
-    description: str
-    tags: dict[str, Any]
-    columns: list[dict[str, Any]]
-    partition_columns: list[str]
-    version: int | None
-    rows: int | None
-    bytes: int | None
-    files: int | None
-    created_at: datetime
-    updated_at: datetime | None
+TableOut = catalog.TableInfo
 
 
 @tables_router.get("", response_model=list[TableSummary], summary="List tables")
@@ -131,8 +113,7 @@ def list_tables(session: DbSession, database: str | None = None) -> list[TableSu
 @tables_router.get("/{database}/{table}", response_model=TableOut, summary="Show a table")
 def show_table(database: str, table: str, session: DbSession, storage: Storage,
                version: int | None = None, as_of: str | None = None) -> TableOut:
-    info = catalog.table_info(session, storage, _ref(database, table, version, as_of))
-    return TableOut(**vars(info))
+    return catalog.table_info(session, storage, _ref(database, table, version, as_of))
 
 
 class TablePatch(BaseModel):
@@ -152,7 +133,7 @@ def patch_table(database: str, table: str, body: TablePatch, session: DbSession,
         row.tags = body.tags
     row.updated_at = utcnow()
     session.commit()
-    return TableOut(**vars(catalog.table_info(session, storage, ref)))
+    return catalog.table_info(session, storage, ref)
 
 
 @tables_router.delete("/{database}/{table}", summary="Drop a table (and a managed one's data)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -165,8 +166,8 @@ class TableInfo:
     rows: int | None
     bytes: int | None
     files: int | None
-    created_at: Any
-    updated_at: Any
+    created_at: datetime
+    updated_at: datetime | None
 
 
 def _columns(schema: Any) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from cumulo.db import get_session
 from cumulo.errors import CumuloError, Invalid
 from cumulo.principal import Principal, current_principal
 from cumulo.storage import service
-from cumulo.storage.backends import Backend
+from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.keys import validate_key
 from cumulo.storage.models import StoredObject
 from cumulo.storage.transfer import read_range, spool_body
@@ -31,11 +31,7 @@ DbSession = Annotated[Session, Depends(get_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def get_backend(request: Request) -> Backend:
-    return request.app.state.storage  # type: ignore[no-any-return]
-
-
-Storage = Annotated[Backend, Depends(get_backend)]
+Storage = Annotated[Backend, Depends(request_backend)]
 
 
 class BucketIn(BaseModel):

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from starlette.requests import Request
+
 from cumulo.config import Settings
 from cumulo.errors import Invalid
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "open_backend", "request_backend"]
 
 
 class Backend(Protocol):
@@ -46,6 +48,11 @@ class Backend(Protocol):
     def table_uri(self, key: str) -> tuple[str, dict[str, str] | None]:
         """Where a Delta table under ``key`` lives, as a URI and the storage options that
         deltalake needs to reach it."""
+
+
+def request_backend(request: Request) -> Backend:
+    """FastAPI dependency: the storage backend the server was started with."""
+    return request.app.state.storage  # type: ignore[no-any-return]
 
 
 def open_backend(settings: Settings) -> Backend:
