@@ -34,6 +34,8 @@ check: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/sql.py
+	$(BIN)/python bench/ingest.py
 
 # Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
 lock: $(VENV)/.installed-test

@@ -11,9 +11,9 @@ What it does, in one run:
    floats, short strings, booleans, timestamps and dates), so it sits in the page cache;
 3. ``--repeat`` rounds of, each timed on its own:
    - pyarrow (the baseline), in a fresh Python process: ``pyarrow.csv.open_csv`` streaming
-     the file (16 MiB blocks, as the server reads it) and ``pyarrow.parquet.ParquetWriter``
-     writing each batch to a new Parquet file; timed inside that process (after its imports),
-     which also reports its own peak RSS (VmHWM);
+     the file with pyarrow's default options and ``pyarrow.parquet.ParquetWriter`` writing
+     each batch to a new Parquet file; timed inside that process (after its imports), which
+     also reports its own peak RSS (VmHWM);
    - Cumulo: ``client.tables.load("bench.t", csv)`` through the SDK, end to end (the file
      streamed over HTTP, spooled by the server, read and written as a Delta table, committed),
      ``mode="overwrite"`` after the first round; the server's peak RSS is reset
@@ -60,7 +60,6 @@ TOKEN = "cml_bench-admin-token-0123456789abcdef"
 GOAL = 0.8
 MEMORY_GOAL_MB = 1024
 TABLE = "bench.t"
-BLOCK = 16 << 20  # the server's CSV block size (cumulo.lake.ingest._BLOCK)
 
 # The baseline, run in its own process so that its peak RSS is its own.
 BASELINE = """
@@ -68,9 +67,9 @@ import json, sys, time
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-src, dst, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
+src, dst = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
-reader = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=block))
+reader = pacsv.open_csv(src)
 rows = 0
 with pq.ParquetWriter(dst, reader.schema) as writer:
     for batch in reader:
@@ -193,9 +192,12 @@ def make_csv(path: Path, size_mb: int) -> int:
     probe = 200_000
     con.execute(f"COPY (SELECT {COLUMNS} FROM range({probe}) r(i)) TO '{sample}' "
                 "(FORMAT csv, HEADER)")
-    per_row = sample.stat().st_size / probe
+    rows = max(probe, int(size_mb * MIB / (sample.stat().st_size / probe)))
+    # Again with the last rows, whose ids are longer: the file ends up just under the size.
+    con.execute(f"COPY (SELECT {COLUMNS} FROM range({rows - probe}, {rows}) r(i)) TO "
+                f"'{sample}' (FORMAT csv, HEADER)")
+    rows = max(1, int(size_mb * MIB / (sample.stat().st_size / probe)))
     sample.unlink()
-    rows = max(1, int(size_mb * MIB / per_row))
     con.execute(f"COPY (SELECT {COLUMNS} FROM range({rows}) r(i) ORDER BY i) TO '{path}' "
                 "(FORMAT csv, HEADER)")
     con.close()
@@ -257,7 +259,7 @@ def main() -> int:
         for rnd in range(1, repeat + 1):
             parquet.unlink(missing_ok=True)
             done = timed("pyarrow", lambda: subprocess.run(
-                [sys.executable, "-c", BASELINE, str(source), str(parquet), str(BLOCK)],
+                [sys.executable, "-c", BASELINE, str(source), str(parquet)],
                 check=True, capture_output=True, text=True))
             report = json.loads(done.stdout.strip().splitlines()[-1])
             times["pyarrow"][-1] = float(report["seconds"])  # without interpreter start-up

@@ -22,7 +22,9 @@ What it does, in one run:
    - Cumulo: ``client.sql(query)`` through the SDK, end to end as a user sees it (HTTP, the
      sandbox, the query, the result written to the server's result file, the first page
      back as JSON);
-   the two sides alternate which goes first, and both results are checked to be equal;
+   - for reference only, the same DuckDB baseline with the ``read_parquet`` options Cumulo's
+     sandbox uses (``union_by_name = true``, which changes DuckDB's plan);
+   the sides take turns going first, and the results are checked to be equal;
 4. prints a table per query (median times, ratio, the server's own ``duration_ms``, CPU
    seconds), the overall ratio (sum of Cumulo's medians over the sum of DuckDB's), then one
    JSON line; and cleans up.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -51,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,12 +216,17 @@ def make_tables(work: Path, rows: int, customers: int) -> tuple[Path, Path]:
     return orders, dims
 
 
-def same_result(page: list[dict[str, Any]], rows: list[tuple[Any, ...]]) -> bool:
-    """Whether Cumulo's page (JSON) and DuckDB's rows hold the same values."""
-    if len(page) != len(rows):
+def fetch_all(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[Any, ...]]:
+    """The baseline: run the query and fetch its whole result."""
+    return con.execute(query).fetchall()
+
+
+def same_rows(got: list[Sequence[Any]], want: list[tuple[Any, ...]]) -> bool:
+    """Whether two results hold the same values (floats up to summation order)."""
+    if len(got) != len(want):
         return False
-    for got, want in zip(page, rows, strict=True):
-        for a, b in zip(got.values(), want, strict=True):
+    for row, other in zip(got, want, strict=True):
+        for a, b in zip(row, other, strict=True):
             if isinstance(a, float) or isinstance(b, float):
                 if not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-6):
                     return False
@@ -241,10 +249,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sql-", dir=DATA))
     proc: subprocess.Popen[bytes] | None = None
     client: Client | None = None
-    base: duckdb.DuckDBPyConnection | None = None
-    times: dict[str, dict[str, list[float]]] = {q: {"duckdb": [], "cumulo": [], "server": []}
-                                                for q in QUERIES}
-    cpus: dict[str, dict[str, list[float]]] = {q: {"duckdb": [], "cumulo": []} for q in QUERIES}
+    bases: list[duckdb.DuckDBPyConnection] = []
+    sides = ("duckdb", "like", "cumulo")
+    times: dict[str, dict[str, list[float]]] = {
+        q: {side: [] for side in (*sides, "server")} for q in QUERIES}
+    cpus: dict[str, dict[str, list[float]]] = {q: {side: [] for side in sides} for q in QUERIES}
     result_rows: dict[str, int] = {}
     try:
         print(f"writing {rows:,} orders and {customers:,} customers as Parquet in {work} ...",
@@ -273,46 +282,47 @@ def main() -> int:
         for f in (orders_file, customers_file):
             f.unlink()  # only the Delta tables' own files are read from here on
 
-        base = duckdb.connect()
-        base.execute("CREATE SCHEMA bench")
-        for table, listed in files.items():
-            quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in listed)
-            base.execute(f"CREATE VIEW bench.{table} AS SELECT * FROM read_parquet([{quoted}])")
-        duck = base
+        # The baseline: plain read_parquet over the files. "like": the same, with the options
+        # Cumulo's sandbox passes (union_by_name), for reference only; the goal uses the first.
+        for options in ("", ", union_by_name = true"):
+            con = duckdb.connect()
+            bases.append(con)
+            con.execute("CREATE SCHEMA bench")
+            for table, listed in files.items():
+                quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in listed)
+                con.execute(f"CREATE VIEW bench.{table} AS SELECT * FROM "
+                            f"read_parquet([{quoted}]{options})")
+        plain, like = bases
         sql = client.sql
         pid = proc.pid
 
         for name, query in QUERIES.items():
-            def run_duckdb(q: str = query) -> list[tuple[Any, ...]]:
-                return duck.execute(q).fetchall()
-
-            def run_cumulo(q: str = query) -> Any:
-                return sql(q, page_size=1000)
-
-            expected = run_duckdb()  # warm-up, and the reference result
-            first = run_cumulo()
-            if first.rows != len(expected) or not same_result(first.page, expected):
+            steps: dict[str, Callable[[], Any]] = {
+                "duckdb": functools.partial(fetch_all, plain, query),
+                "like": functools.partial(fetch_all, like, query),
+                "cumulo": functools.partial(sql, query, page_size=1000),
+            }
+            expected = steps["duckdb"]()  # warm-ups, and the reference result
+            if not same_rows(steps["like"](), expected):
+                raise SystemExit(f"{name}: union_by_name changes DuckDB's result")
+            first = steps["cumulo"]()
+            if first.rows != len(expected) or not same_rows(
+                    [list(r.values()) for r in first.page], expected):
                 raise SystemExit(f"{name}: Cumulo's result differs from DuckDB's:\n"
                                  f"  cumulo: {first.page[:5]}\n  duckdb: {expected[:5]}")
             result_rows[name] = len(expected)
 
-            def timed(step: Callable[[], Any], side: str, nm: str = name) -> Any:
-                cpu = own_cpu_seconds() + (cpu_seconds(pid) if side == "cumulo" else 0.0)
-                begin = time.perf_counter()
-                out = step()
-                times[nm][side].append(time.perf_counter() - begin)
-                cpus[nm][side].append(
-                    own_cpu_seconds() + (cpu_seconds(pid) if side == "cumulo" else 0.0) - cpu)
-                return out
-
             for rnd in range(repeat):
-                order = ("duckdb", "cumulo") if rnd % 2 == 0 else ("cumulo", "duckdb")
-                for side in order:
-                    if side == "duckdb":
-                        timed(run_duckdb, side)
-                    else:
-                        result = timed(run_cumulo, side)
-                        times[name]["server"].append((result.duration_ms or 0.0) / 1000)
+                for side in sides[rnd % 3:] + sides[:rnd % 3]:  # each side goes first in turn
+                    server = side == "cumulo"
+                    cpu = own_cpu_seconds() + (cpu_seconds(pid) if server else 0.0)
+                    begin = time.perf_counter()
+                    out = steps[side]()
+                    times[name][side].append(time.perf_counter() - begin)
+                    cpus[name][side].append(
+                        own_cpu_seconds() + (cpu_seconds(pid) if server else 0.0) - cpu)
+                    if server:
+                        times[name]["server"].append((out.duration_ms or 0.0) / 1000)
             t = times[name]
             print(f"  {name:<15} duckdb {statistics.median(t['duckdb']) * 1000:7.1f} ms   "
                   f"cumulo {statistics.median(t['cumulo']) * 1000:7.1f} ms", flush=True)
@@ -324,8 +334,8 @@ def main() -> int:
             print(f"server log (tail):\n{server_log.read_text()[-3000:]}", file=sys.stderr)
         raise
     finally:
-        if base is not None:
-            base.close()
+        for con in bases:
+            con.close()
         if client is not None:
             client.close()
         if proc is not None:
@@ -335,31 +345,35 @@ def main() -> int:
             DATA.rmdir()  # only if nothing else is left there
 
     med = {q: {side: statistics.median(v) for side, v in t.items()} for q, t in times.items()}
-    total_duckdb = sum(m["duckdb"] for m in med.values())
-    total_cumulo = sum(m["cumulo"] for m in med.values())
-    total_server = sum(m["server"] for m in med.values())
-    ratio = total_cumulo / total_duckdb
+    total = {side: sum(m[side] for m in med.values()) for side in (*sides, "server")}
+    ratio = total["cumulo"] / total["duckdb"]
+    like_ratio = total["cumulo"] / total["like"]
     per_query = {q: m["cumulo"] / m["duckdb"] for q, m in med.items()}
     met = ratio <= GOAL
+
+    def ms(x: float) -> str:
+        return f"{x * 1000:.0f}"
 
     print()
     print(f"sql: {rows:,} orders x {customers:,} customers, {len(QUERIES)} queries, "
           f"{repeat} timed rounds each, on {work.parent} ({os.cpu_count()} CPUs); "
           f"times are medians in ms")
-    print(f"{'query':<16}{'rows':>6}{'duckdb':>9}{'cumulo':>9}{'ratio':>7}{'server':>9}"
-          f"{'other':>8}{'CPU duckdb':>12}{'CPU cumulo':>12}")
+    print(f"{'query':<16}{'rows':>5}{'duckdb':>8}{'cumulo':>8}{'ratio':>7}{'server':>8}"
+          f"{'other':>7}{'like':>7}{'ratio':>7}{'CPU duckdb':>11}{'CPU cumulo':>11}")
     for q, m in med.items():
-        print(f"{q:<16}{result_rows[q]:>6}{m['duckdb'] * 1000:>9.1f}{m['cumulo'] * 1000:>9.1f}"
-              f"{per_query[q]:>7.2f}{m['server'] * 1000:>9.1f}"
-              f"{(m['cumulo'] - m['server']) * 1000:>8.1f}"
-              f"{statistics.median(cpus[q]['duckdb']):>12.2f}"
-              f"{statistics.median(cpus[q]['cumulo']):>12.2f}")
-    print(f"{'total':<16}{'':>6}{total_duckdb * 1000:>9.1f}{total_cumulo * 1000:>9.1f}"
-          f"{ratio:>7.2f}{total_server * 1000:>9.1f}{(total_cumulo - total_server) * 1000:>8.1f}")
-    print("server: the query's duration_ms as the server records it (sandbox, query, result "
-          "file); other: the rest (HTTP, request handling, history, first page as JSON)")
-    print("CPU: user+system seconds (median); duckdb: this process; cumulo: the server and "
-          "this SDK process together")
+        print(f"{q:<16}{result_rows[q]:>5}{ms(m['duckdb']):>8}{ms(m['cumulo']):>8}"
+              f"{per_query[q]:>7.2f}{ms(m['server']):>8}{ms(m['cumulo'] - m['server']):>7}"
+              f"{ms(m['like']):>7}{m['cumulo'] / m['like']:>7.2f}"
+              f"{statistics.median(cpus[q]['duckdb']):>11.2f}"
+              f"{statistics.median(cpus[q]['cumulo']):>11.2f}")
+    print(f"{'total':<16}{'':>5}{ms(total['duckdb']):>8}{ms(total['cumulo']):>8}{ratio:>7.2f}"
+          f"{ms(total['server']):>8}{ms(total['cumulo'] - total['server']):>7}"
+          f"{ms(total['like']):>7}{like_ratio:>7.2f}")
+    print("duckdb: the baseline, read_parquet([files]); server: the query's duration_ms as the "
+          "server records it (sandbox, query, result file); other: the rest (HTTP, request "
+          "handling, history, first page as JSON); like: DuckDB with the sandbox's read_parquet "
+          "options (union_by_name = true), for reference; CPU: user+system seconds (median), "
+          "duckdb: this process, cumulo: the server and this SDK process together")
     print(f"server peak RSS (VmHWM): {mem['VmHWM']:.0f} MiB (idle {idle['VmHWM']:.0f} MiB, "
           f"now {mem['VmRSS']:.0f} MiB)")
     print(f"goal: sum of Cumulo's medians / sum of DuckDB's <= {GOAL}: "
@@ -374,10 +388,11 @@ def main() -> int:
         "queries": len(QUERIES),
         "repeat": repeat,
         "stat": "median",
-        "duckdb_ms": round(total_duckdb * 1000, 1),
-        "cumulo_ms": round(total_cumulo * 1000, 1),
-        "server_ms": round(total_server * 1000, 1),
+        "duckdb_ms": round(total["duckdb"] * 1000, 1),
+        "cumulo_ms": round(total["cumulo"] * 1000, 1),
+        "server_ms": round(total["server"] * 1000, 1),
         "per_query_ratio": {q: round(r, 3) for q, r in per_query.items()},
+        "like_ratio": round(like_ratio, 3),
         "worst_query_ratio": round(max(per_query.values()), 3),
         "server_peak_rss_mb": round(mem["VmHWM"], 1),
         "server_idle_rss_mb": round(idle["VmHWM"], 1),

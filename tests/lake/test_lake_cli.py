@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -61,6 +62,14 @@ def test_the_lake_tour(local_server: Cumulo, tmp_path: Path) -> None:
     assert local_server.cli("tables", "drop-db", db, "--cascade").returncode == 0
 
 
+def _arrived(spool: Path, size: int) -> bool:
+    for path in spool.glob("upload-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size == size:
+                return True
+    return False
+
+
 def test_killed_during_a_load_leaves_the_previous_version(home: Path, tmp_path: Path) -> None:
     server = start_cumulo(home)
     db = "crash"
@@ -81,9 +90,16 @@ def test_killed_during_a_load_leaves_the_previous_version(home: Path, tmp_path: 
             except BaseException as exc:
                 errors.append(exc)
 
+        spool = home / "storage" / ".tmp"
+        size = big.stat().st_size
         worker = threading.Thread(target=load)
         worker.start()
-        time.sleep(1.0)
+        # Kill once the whole file has arrived: the server is then reading it and writing the
+        # new version's data files, which it has not committed yet.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _arrived(spool, size):
+            time.sleep(0.002)
+        time.sleep(0.05)
         server.stop(signal.SIGKILL)
         worker.join(60)
         assert errors, "the load finished before the server was killed; make the file bigger"

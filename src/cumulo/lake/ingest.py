@@ -25,7 +25,8 @@ _EXTENSIONS: dict[str, Format] = {
     ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json",
     ".jsonl": "jsonl", ".ndjson": "jsonl",
 }
-_BLOCK = 16 << 20
+_BLOCK = 1 << 20
+_INFER_BLOCK = 16 << 20
 
 
 def detect_format(name: str, given: str | None = None) -> Format:
@@ -55,7 +56,7 @@ def open_reader(path: Path, fmt: Format, *, label: str) -> pa.RecordBatchReader:
     if fmt == "jsonl":
         try:
             return _guarded(pajson.open_json(path, read_options=pajson.ReadOptions(
-                block_size=_BLOCK)), path, label, fmt)
+                block_size=_INFER_BLOCK)), path, label, fmt)
         except pa.ArrowInvalid as exc:
             raise Invalid(f"{label}: not valid JSON Lines: {exc}") from exc
     return _json_document(path, label)
@@ -72,11 +73,16 @@ def _csv(path: Path, label: str) -> pa.RecordBatchReader:
         return "error"
 
     delimiter = "\t" if path.suffix.lower() == ".tsv" or label.lower().endswith(".tsv") else ","
+    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid_row)
     try:
+        # Column types come from a first large block, as they would for a one-block read;
+        # the rows then stream in small blocks, which keeps the reader's memory low.
+        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=_INFER_BLOCK),
+                            parse_options=parse) as probe:
+            schema = probe.schema
         reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=_BLOCK),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid_row),
+            path, read_options=pacsv.ReadOptions(block_size=_BLOCK), parse_options=parse,
+            convert_options=pacsv.ConvertOptions(column_types=schema),
         )
     except pa.ArrowInvalid as exc:
         if bad:

@@ -13,10 +13,13 @@ Time travel reads naturally, as in Delta Lake's own SQL::
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,11 +155,10 @@ def _duck_type(t: pa.DataType) -> str:
 
 
 class _Sandbox:
-    """One DuckDB connection for one query, seeing only the tables it names."""
+    """What one query may see: views over the files of the tables it names, and the folders
+    that hold them. ``open`` makes a sealed DuckDB database of it."""
 
     def __init__(self) -> None:
-        self.con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                          "autoload_known_extensions": False})
         self.allowed: list[str] = []
         self.views: list[tuple[str, str]] = []
         self.datasets: dict[str, Any] = {}
@@ -215,22 +217,104 @@ class _Sandbox:
         self.datasets[key] = dataset
         self.views.append((view, f"SELECT * FROM {key}"))
 
-    def seal(self) -> None:
-        for key, dataset in self.datasets.items():
-            self.con.register(key, dataset)
-        if self.allowed:
-            listed = ", ".join("'" + a.replace("'", "''") + "'" for a in self.allowed)
-            self.con.execute(f"SET allowed_directories = [{listed}]")
-        self.con.execute("SET enable_external_access = false")
-        for view, body in self.views:
-            schema, _, name = view.rpartition(".")
-            if schema:
-                self.con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                self.con.execute(f'CREATE VIEW "{schema}"."{name}" AS {body}')
-            else:
-                self.con.execute(f'CREATE VIEW "{name}" AS {body}')
-        self.con.execute("PRAGMA enable_profiling = 'no_output'")
-        self.con.execute("SET lock_configuration = true")
+    def key(self) -> str | None:
+        """Identifies the sealed database this plan makes; None when it cannot be shared
+        (Arrow datasets are registered per connection)."""
+        if self.datasets:
+            return None
+        return repr((sorted(set(self.allowed)), self.views))
+
+    def open(self, connections: int) -> tuple[duckdb.DuckDBPyConnection,
+                                               list[duckdb.DuckDBPyConnection]]:
+        """A sealed in-memory database, and ``connections`` connections to run queries on."""
+        con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
+        try:
+            for key, dataset in self.datasets.items():
+                con.register(key, dataset)
+            if self.allowed:
+                listed = ", ".join("'" + a.replace("'", "''") + "'" for a in self.allowed)
+                con.execute(f"SET allowed_directories = [{listed}]")
+            con.execute("SET enable_external_access = false")
+            for view, body in self.views:
+                schema, _, name = view.rpartition(".")
+                if schema:
+                    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    con.execute(f'CREATE VIEW "{schema}"."{name}" AS {body}')
+                else:
+                    con.execute(f'CREATE VIEW "{name}" AS {body}')
+            # Profiling is set per connection, and nothing can be set once locked.
+            runners = [con] if self.datasets else [con.cursor() for _ in range(connections)]
+            for runner in runners:
+                runner.execute("PRAGMA enable_profiling = 'no_output'")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con, runners
+
+
+@dataclass
+class _Sealed:
+    con: duckdb.DuckDBPyConnection
+    free: queue.Queue[duckdb.DuckDBPyConnection]
+    shared: bool
+    users: int = 0
+    evicted: bool = False
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+
+
+class _Pool:
+    """Sealed databases reused across queries while their tables' files are unchanged.
+
+    A new database costs tens of milliseconds and starts with a cold Parquet metadata cache;
+    reusing it keeps a query's fixed cost small. A new table version lists other files, so it
+    makes another key, and the least recently used databases are closed.
+    """
+
+    def __init__(self, size: int = 8, connections: int = 4) -> None:
+        self.size, self.connections = size, connections
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[str, _Sealed] = OrderedDict()
+
+    def checkout(self, sandbox: _Sandbox) -> tuple[_Sealed, duckdb.DuckDBPyConnection]:
+        key = sandbox.key()
+        if key is None:
+            con, runners = sandbox.open(1)
+            entry = _Sealed(con, queue.Queue(), shared=False, users=1)
+            return entry, runners[0]
+        with self.lock:
+            entry = self.entries.get(key)  # type: ignore[assignment]
+            if entry is None:
+                con, runners = sandbox.open(self.connections)
+                entry = _Sealed(con, queue.Queue(), shared=True)
+                for runner in runners:
+                    entry.free.put(runner)
+                self.entries[key] = entry
+            self.entries.move_to_end(key)
+            entry.users += 1
+            while len(self.entries) > self.size:
+                _, old = self.entries.popitem(last=False)
+                old.evicted = True
+                if not old.users:
+                    old.close()
+        return entry, entry.free.get()
+
+    def checkin(self, entry: _Sealed, runner: duckdb.DuckDBPyConnection) -> None:
+        if not entry.shared:
+            entry.close()
+            return
+        entry.free.put(runner)
+        with self.lock:
+            entry.users -= 1
+            if entry.evicted and not entry.users:
+                entry.close()
+
+
+_POOL = _Pool()
 
 
 def _bytes_read(con: duckdb.DuckDBPyConnection, fallback: int) -> int:
@@ -325,17 +409,17 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
             dt = delta.open_table(catalog.location(backend, table), name=ref.name)
             sandbox.add_table(name.lower(), dt, ref.name)
             input_bytes += _size(dt)
-        sandbox.seal()
         if scan_limit_bytes is not None and input_bytes > scan_limit_bytes:
             raise Invalid(f"the query would scan up to {input_bytes} bytes, over its limit of "
                           f"{scan_limit_bytes}; narrow it or raise scan_limit_bytes")
+        entry, runner = _POOL.checkout(sandbox)
         query_id = outcome.query.id
         with _RUNNING_LOCK:
-            _RUNNING[query_id] = sandbox.con
-        timer = threading.Timer(timeout_s, sandbox.con.interrupt)
+            _RUNNING[query_id] = runner
+        timer = threading.Timer(timeout_s, runner.interrupt)
         timer.start()
         try:
-            relation = sandbox.con.sql(plan.sql)
+            relation = runner.sql(plan.sql)
             reader = relation.to_arrow_reader(65536)
             outcome.columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
             if plan.target is not None:
@@ -352,17 +436,16 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
                 outcome.result_path = path
                 outcome.query.rows = rows
                 outcome.query.result_location = str(path)
+            outcome.query.bytes_scanned = _bytes_read(runner, input_bytes)
         except duckdb.Error as exc:
             raise _explain_error(exc, known) from exc
         finally:
             timer.cancel()
             with _RUNNING_LOCK:
                 _RUNNING.pop(query_id, None)
-        outcome.query.bytes_scanned = _bytes_read(sandbox.con, input_bytes)
+            _POOL.checkin(entry, runner)
     except duckdb.Error as exc:
         raise _explain_error(exc, known) from exc
-    finally:
-        sandbox.con.close()
 
 
 def _external_files(session: Session, table: Any) -> tuple[list[str], int]:
