@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -20,14 +19,39 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Invalid, NotFound
-from cumulo.lake import catalog, crawler, delta, ingest, sources, sql, versions
-from cumulo.lake.models import SqlQuery
+from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.principal import Principal, current_principal
 from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.transfer import spool_body
 
 __all__ = ["sql_router", "tables_router"]
+
+
+def _lazy(name: str) -> Any:
+    """Import a module on first use: the lake's engines (pyarrow, deltalake, DuckDB) stay out
+    of the control plane's memory until a lake route is called."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from cumulo.lake import catalog, crawler, delta, ingest, sources, sql, versions
+else:
+    catalog, crawler, delta, ingest, sources, sql, versions = (
+        _lazy(f"cumulo.lake.{m}")
+        for m in ("catalog", "crawler", "delta", "ingest", "sources", "sql", "versions")
+    )
 
 tables_router = APIRouter(prefix="/tables", tags=["tables"])
 sql_router = APIRouter(prefix="/sql", tags=["sql"])
@@ -99,7 +123,7 @@ class TableSummary(BaseModel):
     updated_at: datetime | None
 
 
-TableOut = catalog.TableInfo
+TableOut = TableInfo
 
 
 @tables_router.get("", response_model=list[TableSummary], summary="List tables")
@@ -239,6 +263,8 @@ _MEDIA = {"arrow": "application/vnd.apache.arrow.stream", "parquet": "applicatio
 def read_table(database: str, table: str, session: DbSession, storage: Storage,
                version: int | None = None, as_of: str | None = None,
                format: ReadFormat = "arrow", limit: int | None = None) -> StreamingResponse:
+    import pyarrow as pa
+
     ref = _ref(database, table, version, as_of)
     row = catalog.get_table(session, ref)
     dt = delta.open_table(catalog.location(storage, row), version=ref.version, as_of=ref.as_of,
@@ -282,6 +308,10 @@ class _Sink:
 
 
 def _encode(reader: pa.RecordBatchReader, fmt: str) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     sink = _Sink()
     if fmt == "arrow":
         writer: Any = pa.ipc.new_stream(sink, reader.schema)
@@ -362,7 +392,7 @@ def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
 class CrawlIn(BaseModel):
     path: str = Field(description="BUCKET/PREFIX to scan")
     database: str
-    policy: crawler.Policy = "log"
+    policy: CrawlPolicy = "log"
 
 
 @tables_router.post("/crawl", summary="Crawl files into external tables")
@@ -473,6 +503,9 @@ def query_results(query_id: str, session: DbSession,
                 "next_offset": offset + page.num_rows if more else None}
     if not path.exists():
         raise NotFound("the results of this query are gone; run it again")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     source = pq.ParquetFile(path)
     reader = pa.RecordBatchReader.from_batches(source.schema_arrow,
                                                source.iter_batches(batch_size=65536))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -16,13 +14,12 @@ from sqlalchemy.orm import Session
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, NotFound
 from cumulo.lake import delta
-from cumulo.lake.models import LakeDatabase, LakeTable
+from cumulo.lake.models import LakeDatabase, LakeTable, TableInfo
 from cumulo.lake.refs import TableRef, validate_name
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
 __all__ = [
-    "TableInfo",
     "create_database",
     "drop_database",
     "drop_table",
@@ -150,24 +147,6 @@ def _drop(session: Session, backend: Backend, table: LakeTable) -> None:
     session.delete(table)
     if table.kind == "managed":
         backend.delete_prefix(table.location.rstrip("/") + "/")
-
-
-@dataclass
-class TableInfo:
-    name: str
-    kind: str
-    format: str
-    location: str
-    description: str
-    tags: dict[str, Any]
-    columns: list[dict[str, Any]]
-    partition_columns: list[str]
-    version: int | None
-    rows: int | None
-    bytes: int | None
-    files: int | None
-    created_at: datetime
-    updated_at: datetime | None
 
 
 def _columns(schema: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import select
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from cumulo.db import utcnow
 from cumulo.errors import Invalid, NotFound
 from cumulo.lake import catalog, ingest
-from cumulo.lake.models import LakeTable
+from cumulo.lake.models import CrawlPolicy, LakeTable
 from cumulo.lake.refs import validate_name
 from cumulo.principal import Principal
 from cumulo.storage import service as storage
@@ -35,7 +35,7 @@ from cumulo.storage.models import StoredObject
 
 __all__ = ["Policy", "crawl"]
 
-Policy = Literal["log", "update"]
+Policy = CrawlPolicy
 SAMPLE_FILES = 5
 _HIVE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime
 
-__all__ = ["LakeDatabase", "LakeTable", "SqlQuery"]
+__all__ = ["CrawlPolicy", "LakeDatabase", "LakeTable", "SqlQuery", "TableInfo"]
+
+CrawlPolicy = Literal["log", "update"]
 
 
 class LakeDatabase(Created, Base):
@@ -55,3 +58,23 @@ class SqlQuery(Created, Base):
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result_location: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+
+
+@dataclass
+class TableInfo:
+    """What `tables show` answers: the catalog row, and the Delta log's facts at a version."""
+
+    name: str
+    kind: str
+    format: str
+    location: str
+    description: str
+    tags: dict[str, Any]
+    columns: list[dict[str, Any]]
+    partition_columns: list[str]
+    version: int | None
+    rows: int | None
+    bytes: int | None
+    files: int | None
+    created_at: datetime
+    updated_at: datetime | None
