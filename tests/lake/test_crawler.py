@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cumulo.errors import NotFound
+from cumulo.errors import Invalid, NotFound
 from tests.services import Cumulo
 
 
@@ -95,3 +95,27 @@ def test_crawl_errors_and_cli(local_server: Cumulo, raw: str) -> None:
     again = json.loads(local_server.cli("crawl", f"{raw}/raw/", "--db", "crawl_cli",
                                         "--json").stdout)
     assert len(again["unchanged"]) == 3
+
+
+def test_insert_into_an_external_table_is_refused(local_server: Cumulo, raw: str) -> None:
+    client = local_server.client()
+    db = "crawl_" + uuid.uuid4().hex[:6]
+    client.tables.crawl(f"{raw}/raw/", database=db)
+    with pytest.raises(Invalid, match="external table"):
+        client.sql(f"insert into {db}.products select 'z' as sku, 9.0 as price")
+    assert client.sql(f"select count(*) n from {db}.products").page == [{"n": 2}]
+
+
+def test_flat_tables_do_not_read_sub_folders_and_names_do_not_collide(
+        local_server: Cumulo) -> None:
+    client = local_server.client()
+    bucket = "eu-" + uuid.uuid4().hex[:6]
+    client.files.create_bucket(bucket)
+    client.files.upload(b"a,b\n1,x\n1,y\n", f"{bucket}/top/x.csv")
+    client.files.upload(b"a,b\n2,x\n2,y\n", f"{bucket}/top/sub/y.csv")
+    client.files.upload(b'{"a": 3}\n', f"{bucket}/top/z.jsonl")
+    db = "crawl_" + uuid.uuid4().hex[:6]
+    report = client.tables.crawl(bucket, database=db)
+    assert sorted(report["created"]) == [f"{db}.top", f"{db}.top_jsonl", f"{db}.top_sub"]
+    assert client.sql(f"select sum(a) s from {db}.top").page == [{"s": 2}]
+    assert client.sql(f"select sum(a) s from {db}.top_sub").page == [{"s": 4}]

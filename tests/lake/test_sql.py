@@ -187,3 +187,63 @@ def test_timeout_and_cancel(local_server: Cumulo) -> None:
     worker.join(30)
     assert caught and isinstance(caught[0], Conflict)
     assert client.sql.history(limit=1)[0]["state"] == "cancelled"
+
+
+# --- regressions from review ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("statement", [
+    "explain analyze copy (select 1) to '/tmp/x.json'",
+    "EXPLAIN ANALYZE CREATE OR REPLACE MACRO read_parquet(x) AS TABLE (SELECT 999 AS a)",
+    "explain create view v as select 1",
+    "create table {db}.x as select 1; drop table {db}.orders",
+    "insert into {db}.orders copy (select 1) to '/tmp/y'",
+])
+def test_only_selects_run_behind_explain_ctas_and_insert(local_server: Cumulo, lake: str,
+                                                         statement: str) -> None:
+    with pytest.raises(Invalid):
+        local_server.client().sql(statement.format(db=lake))
+    assert local_server.client().sql(f"select count(*) n from {lake}.orders").page == [{"n": 5}]
+
+
+def test_explain_of_a_select_still_works(local_server: Cumulo, lake: str) -> None:
+    plan = local_server.client().sql(f"explain select count(*) from {lake}.orders")
+    assert plan.rows >= 1
+
+
+def test_time_travel_in_comments_and_strings_is_left_alone(local_server: Cumulo,
+                                                           lake: str) -> None:
+    sql = local_server.client().sql
+    result = sql(f"/* {lake}.orders VERSION AS OF 0 */ select count(*) n, "
+                 f"$$ {lake}.orders VERSION AS OF 1 $$ s, E'it\\'s' e "
+                 f"from {lake}.orders -- {lake}.orders version as of 2")
+    assert result.page == [{"n": 5, "s": f" {lake}.orders VERSION AS OF 1 ", "e": "it's"}]
+
+
+def test_writes_next_to_table_files_are_refused(local_server: Cumulo, lake: str) -> None:
+    # Only the tables' own files may be opened, so nothing can be written beside them.
+    with pytest.raises(Invalid):
+        local_server.client().sql(
+            f"select * from {lake}.orders, read_csv('{local_server.home}/storage/lake/{lake}/"
+            "orders/_delta_log/00000000000000000000.json')")
+
+
+def test_odd_column_names_are_quoted(local_server: Cumulo, lake: str) -> None:
+    client = local_server.client()
+    client.tables.write(f"{lake}.odd", pa.table({'size "in"': [1, 2],
+                                                 'a" FROM x; SELECT 1 AS "z': [3, 4]}))
+    result = client.sql(f'select sum("size ""in""") s from {lake}.odd')
+    assert result.page == [{"s": 3}]
+
+
+def test_failures_of_the_engines_are_400s_and_recorded(local_server: Cumulo, lake: str) -> None:
+    client = local_server.client()
+    with pytest.raises(Invalid, match="cannot run this query"):
+        client.sql("select interval 1 day as i")
+    assert client.sql.history(limit=1)[0]["state"] == "failed"
+    # The pooled connection a failed query used is not handed to the next one broken.
+    with pytest.raises(Conflict):
+        client.sql(f"create table {lake}.orders as select * from {lake}.orders")
+    assert client.sql(f"select count(*) n from {lake}.orders").page == [{"n": 5}]
+    quiet = client.sql(f"create table if not exists {lake}.orders as select 1 as x")
+    assert quiet.written == {"table": f"{lake}.orders", "version": None, "rows_added": 0}

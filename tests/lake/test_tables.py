@@ -288,3 +288,28 @@ def test_vacuum_guards_retained_versions(local_server: Cumulo, db: str, tmp_path
     assert tables.read(name).num_rows == 3  # the current version is untouched
     with pytest.raises(NotFound):
         tables.read(f"{name}@v0")
+
+
+def test_url_hosts_are_checked() -> None:
+    from cumulo.errors import Forbidden
+    from cumulo.lake.sources import check_url_host
+
+    for url in ("http://127.0.0.1/x.csv", "http://169.254.169.254/latest/meta-data/",
+                "http://10.0.0.5/a.csv", "http://[::1]/a.csv", "http://localhost/a.csv"):
+        with pytest.raises(Forbidden, match="only an admin"):
+            check_url_host(url, allow_private=False)
+        check_url_host(url, allow_private=True)
+    with pytest.raises(Invalid, match="not an http"):
+        check_url_host("file:///etc/passwd", allow_private=True)
+
+
+def test_restore_to_the_current_version_and_bad_limits(local_server: Cumulo, db: str,
+                                                       tmp_path: Path) -> None:
+    tables = local_server.client().tables
+    tables.load(f"{db}.r", _csv(tmp_path, ORDERS))
+    with pytest.raises(Conflict, match="at version 0 already"):
+        tables.restore(f"{db}.r", version=0)
+    with pytest.raises(Invalid):
+        tables.history(f"{db}.r", limit=-1)
+    with pytest.raises(Invalid, match="over a hundred years"):
+        tables.vacuum(f"{db}.r", retain="99999999999d")

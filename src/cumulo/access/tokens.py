@@ -46,7 +46,10 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match or (int(match.group(1)) == 0 and not allow_zero):
         raise Invalid(f"duration {text!r} is not of the form 90s, 30m, 12h, 7d or 2w")
-    return timedelta(seconds=int(match.group(1)) * _UNIT[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT[match.group(2)]
+    if seconds > 100 * 365 * 86400:
+        raise Invalid(f"duration {text!r} is over a hundred years")
+    return timedelta(seconds=seconds)
 
 
 def _add_token(

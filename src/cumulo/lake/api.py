@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -225,7 +226,7 @@ def load_source(database: str, table: str, body: LoadIn, session: DbSession, sto
                 caller: Caller) -> WriteOut:
     ref = _ref(database, table)
     catalog.get_database(session, ref.database)
-    with sources.fetch(body.source, session, storage) as files:
+    with sources.fetch(body.source, session, storage, allow_private=caller.is_admin) as files:
         return _load(session, storage, caller, ref, lambda: sources.chain(files, body.format),
                      body.mode, body.keys, body.partition_by, body.evolve)
 
@@ -330,7 +331,7 @@ def _encode(reader: pa.RecordBatchReader, fmt: str) -> Any:
 
 @tables_router.get("/{database}/{table}/history", summary="A table's versions")
 def table_history(database: str, table: str, session: DbSession, storage: Storage,
-                  limit: int | None = None) -> list[dict[str, Any]]:
+                  limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
     ref = _ref(database, table)
     row = catalog.get_table(session, ref)
     return delta.history(catalog.location(storage, row), name=ref.name, limit=limit)
@@ -434,6 +435,18 @@ class SqlResult(QueryOut):
     written: dict[str, Any] | None
 
 
+def _json_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows for JSON: whole decimals (DuckDB's sums of integers are 128-bit) as numbers."""
+    rows: list[dict[str, Any]] = table.to_pylist()
+    decimals = [f.name for f in table.schema if str(f.type).startswith("decimal")]
+    for row in rows if decimals else []:
+        for name in decimals:
+            value = row[name]
+            if isinstance(value, Decimal):
+                row[name] = int(value) if value == value.to_integral_value() else float(value)
+    return rows
+
+
 def _query_out(session: Session, q: SqlQuery) -> QueryOut:
     names = user_names(session, {q.created_by})
     return QueryOut(id=q.id, sql=q.sql, state=q.state, error=q.error, rows=q.rows,
@@ -453,7 +466,7 @@ def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
                       timeout_s=body.timeout_s, scan_limit_bytes=body.scan_limit_bytes)
     page: list[dict[str, Any]] = []
     if outcome.result_path is not None and body.page_size:
-        page = sql.read_results(outcome.result_path, offset=0, limit=body.page_size).to_pylist()
+        page = _json_rows(sql.read_results(outcome.result_path, offset=0, limit=body.page_size))
     rows = outcome.query.rows or 0
     more = outcome.result_path is not None and rows > len(page)
     return SqlResult(**_query_out(session, outcome.query).model_dump(), columns=outcome.columns,
@@ -499,7 +512,7 @@ def query_results(query_id: str, session: DbSession,
     if format == "json":
         page = sql.read_results(path, offset=offset, limit=limit)
         more = offset + page.num_rows < (q.rows or 0)
-        return {"id": q.id, "offset": offset, "rows": page.to_pylist(),
+        return {"id": q.id, "offset": offset, "rows": _json_rows(page),
                 "next_offset": offset + page.num_rows if more else None}
     if not path.exists():
         raise NotFound("the results of this query are gone; run it again")

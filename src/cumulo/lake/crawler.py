@@ -74,7 +74,7 @@ def _list(session: Session, bucket: str, prefix: str) -> list[StoredObject]:
 
 def _table_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "files"
-    return name if re.match(r"^[a-z_]", name) else f"t_{name}"
+    return (name if re.match(r"^[a-z_]", name) else f"t_{name}")[:63]
 
 
 def _sample_schema(backend: Backend, bucket: str, folder: _Folder) -> pa.Schema:
@@ -202,7 +202,16 @@ def crawl(session: Session, backend: Backend, principal: Principal, path: str, *
         else:
             tables.extend(_spec(s, prefix, bucket) for s in siblings)
 
-    for spec in sorted(tables, key=lambda t: t["name"]):
+    seen: set[str] = set()
+    for spec in sorted(tables, key=lambda t: (t["name"], t["location"], t["format"])):
+        # Two folders can map to one name (data/x.csv and data/y.json; sales-eu and sales_eu).
+        name, n = spec["name"], 1
+        while name in seen:
+            n += 1
+            suffix = f"_{spec['format']}" if n == 2 else f"_{n}"
+            name = spec["name"][: 63 - len(suffix)] + suffix
+        spec["name"] = name
+        seen.add(name)
         _register(session, principal, db.id, database, spec, policy, report)
     session.commit()
     return report
@@ -239,7 +248,8 @@ def _register(session: Session, principal: Principal, database_id: int, database
                                "reason": f"{full} is a managed table; the crawler leaves it"})
         return
     if table.columns == spec["columns"] and table.partition_columns == spec["partitions"] \
-            and table.options == spec["options"]:
+            and table.options == spec["options"] and table.format == spec["format"] \
+            and table.location == spec["location"]:
         report.unchanged.append(full)
         return
     old = {c["name"]: c["type"] for c in table.columns}
@@ -256,6 +266,7 @@ def _register(session: Session, principal: Principal, database_id: int, database
         report.schema_changes.append(change)
     if policy == "update":
         table.columns, table.partition_columns = spec["columns"], spec["partitions"]
+        table.format, table.location = spec["format"], spec["location"]
         table.options, table.updated_at = spec["options"], utcnow()
         report.updated.append(full)
     else:

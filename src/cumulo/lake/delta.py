@@ -269,6 +269,8 @@ def restore(loc: Location, version: int, *, user: str, name: str) -> int:
     with table_lock(loc.uri):
         table = open_table(loc, name=name)
         open_table(loc, version=version, name=name)  # a clear error for a missing version
+        if version == table.version():
+            raise Conflict(f"{name} is at version {version} already; nothing to restore")
         table.restore(version, commit_properties=CommitProperties(
             custom_metadata={"userName": user}))
         return table.version()

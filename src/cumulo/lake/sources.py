@@ -6,24 +6,26 @@ otherwise), read in bounded memory and written as one commit.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
-from cumulo.errors import Invalid, NotFound, Unavailable
+from cumulo.errors import Forbidden, Invalid, NotFound, Unavailable
 from cumulo.lake import ingest
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 from cumulo.storage.keys import split_path
 
-__all__ = ["SourceFile", "chain", "fetch"]
+__all__ = ["SourceFile", "chain", "check_url_host", "fetch"]
 
 
 @dataclass(frozen=True)
@@ -33,31 +35,60 @@ class SourceFile:
 
 
 @contextmanager
-def fetch(source: str, session: Session, backend: Backend) -> Iterator[list[SourceFile]]:
+def fetch(source: str, session: Session, backend: Backend, *,
+          allow_private: bool = False) -> Iterator[list[SourceFile]]:
     """Local files for ``source``; temporary ones are removed afterwards."""
     spool = Path(tempfile.mkdtemp(prefix="load-", dir=backend.spool_dir()))
     try:
         if source.startswith(("http://", "https://")):
-            yield [_download_url(source, spool)]
+            yield [_download_url(source, spool, allow_private=allow_private)]
         else:
             yield list(_from_storage(source, session, backend, spool))
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def _download_url(url: str, spool: Path) -> SourceFile:
-    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
-    target = spool / name
+def check_url_host(url: str, *, allow_private: bool) -> None:
+    """Refuse URLs whose host resolves to a loopback, private, link-local or otherwise
+    internal address, unless the caller may reach those (an admin): a load must not turn the
+    server into a way to read the machine's or the network's internal services."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise Invalid(f"{url!r} is not an http(s) URL")
+    if allow_private:
+        return
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
-            if response.status_code >= 400:
-                raise Invalid(f"{url} answered {response.status_code}; nothing was loaded")
-            with open(target, "wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    out.write(chunk)
+        infos = socket.getaddrinfo(parsed.host, parsed.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise Invalid(f"cannot resolve {parsed.host}: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise Forbidden(f"{parsed.host} is an internal address ({address}); only an admin "
+                            "may load from loopback, private or link-local addresses")
+
+
+def _download_url(url: str, spool: Path, *, allow_private: bool) -> SourceFile:
+    suffix = PurePosixPath(url.split("?", 1)[0]).suffix[:16]
+    target = spool / f"download{suffix}"
+    try:
+        with httpx.Client(timeout=60, follow_redirects=False) as http:
+            for _ in range(6):
+                check_url_host(url, allow_private=allow_private)  # again after each redirect
+                with http.stream("GET", url) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = str(response.url.join(response.headers["location"]))
+                        continue
+                    if response.status_code >= 400:
+                        raise Invalid(f"{url} answered {response.status_code}; nothing was "
+                                      "loaded")
+                    with open(target, "wb") as out:
+                        for chunk in response.iter_bytes(1 << 20):
+                            out.write(chunk)
+                    return SourceFile(target, url)
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot download {url}: {exc}") from exc
-    return SourceFile(target, url)
+    raise Invalid(f"{url} redirects too many times; nothing was loaded")
 
 
 def _from_storage(source: str, session: Session, backend: Backend,
@@ -81,7 +112,7 @@ def _from_storage(source: str, session: Session, backend: Backend,
         blob = storage.blob_key(bucket, row.key)
         local = backend.local_path(blob)
         if local is None:
-            local = spool / row.key.replace("/", "__")
+            local = spool / f"{len(list(spool.iterdir()))}{PurePosixPath(row.key).suffix}"
             with backend.open(blob) as reader, open(local, "wb") as out:
                 shutil.copyfileobj(reader, out, 1 << 20)
         yield SourceFile(local, f"{bucket}/{row.key}")

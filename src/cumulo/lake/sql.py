@@ -30,14 +30,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from deltalake.exceptions import DeltaError
 from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
-from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
+from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
 from cumulo.lake import catalog, delta
 from cumulo.lake.ingest import detect_format
 from cumulo.lake.models import SqlQuery
-from cumulo.lake.refs import TableRef, parse_timestamp
+from cumulo.lake.refs import TableRef, parse_timestamp, validate_name
 from cumulo.principal import Principal
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
@@ -49,16 +50,11 @@ ATHENA_USD_PER_TB = 5.0
 _MIN_BILLED = 10 * 2**20
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _STRING = r"'(?:[^']|'')*'"
-_TRAVEL = re.compile(
-    rf"{_STRING}|\"(?:[^\"]|\"\")*\"|--[^\n]*|(\b{_IDENT}\.{_IDENT})\s+(VERSION|TIMESTAMP)\s+AS\s+OF"
-    rf"\s+(\d+|{_STRING})",
-    re.IGNORECASE,
-)
 _CTAS = re.compile(rf"^\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?({_IDENT})\.({_IDENT})\s+AS\s+"
                    r"(.+?);?\s*$", re.IGNORECASE | re.DOTALL)
 _INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_IDENT})\.({_IDENT})\s+(.+?);?\s*$",
                      re.IGNORECASE | re.DOTALL)
-_READS = {"SELECT", "EXPLAIN"}
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.+)$", re.IGNORECASE | re.DOTALL)
 _ALLOWED = ("SELECT queries (with WITH, JOIN, EXPLAIN, DESCRIBE), CREATE TABLE db.t AS SELECT, "
             "and INSERT INTO db.t SELECT")
 _RUNNING: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -83,6 +79,7 @@ class _Plan:
     target: TableRef | None = None
     target_mode: delta.Mode | None = None
     travel: dict[str, TableRef] = field(default_factory=dict)
+    if_not_exists: bool = False
 
 
 def _classify(sql: str, travel: dict[str, TableRef]) -> _Plan:
@@ -95,43 +92,77 @@ def _classify(sql: str, travel: dict[str, TableRef]) -> _Plan:
     if len(statements) != 1:
         raise Invalid(f"send one statement at a time, not {len(statements)}")
     kind = statements[0].type.name
-    if kind in _READS:
+    if kind == "SELECT":
         return _Plan(sql=sql, travel=travel)
-    if kind == "CREATE" and (m := _CTAS.match(sql)):
-        return _Plan(sql=m.group(4), target=TableRef(m.group(2).lower(), m.group(3).lower()),
-                     target_mode="create", travel=travel)
+    if kind == "EXPLAIN" and (m := _EXPLAIN.match(sql)) and _is_select(m.group(1)):
+        # EXPLAIN ANALYZE runs what it explains: only a SELECT may follow EXPLAIN.
+        return _Plan(sql=sql, travel=travel)
+    if kind == "CREATE" and (m := _CTAS.match(sql)) and _is_select(m.group(4)):
+        target = TableRef(validate_name(m.group(2).lower(), "database"),
+                          validate_name(m.group(3).lower(), "table"))
+        return _Plan(sql=m.group(4), target=target, target_mode="create", travel=travel,
+                     if_not_exists=bool(m.group(1)))
     if kind == "INSERT" and (m := _INSERT.match(sql)):
         body = m.group(3)
         if body.lstrip().startswith("("):
             raise Invalid("INSERT INTO db.t (columns) is not supported; select the columns "
                           "by name: INSERT INTO db.t SELECT a, b FROM ...")
-        return _Plan(sql=body, target=TableRef(m.group(1).lower(), m.group(2).lower()),
-                     target_mode="append", travel=travel)
+        if _is_select(body):
+            return _Plan(sql=body, target=TableRef(m.group(1).lower(), m.group(2).lower()),
+                         target_mode="append", travel=travel)
     raise Invalid(f"{kind} statements are not allowed here; Cumulo SQL runs {_ALLOWED}",
                   details={"statement": kind})
 
 
+def _is_select(sql: str) -> bool:
+    """Whether ``sql`` is exactly one SELECT (or VALUES, DESCRIBE...: DuckDB types them so)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return len(statements) == 1 and statements[0].type.name == "SELECT"
+
+
 def _rewrite_time_travel(sql: str) -> tuple[str, dict[str, TableRef]]:
-    """Replace each ``db.t VERSION|TIMESTAMP AS OF x`` by a view name; return both."""
+    """Replace each ``db.t VERSION|TIMESTAMP AS OF x`` by a view name; return both.
+
+    DuckDB's own tokenizer finds the clauses, so text in strings and comments is never
+    touched.
+    """
+    tokens = duckdb.tokenize(sql)
+    texts = []
+    for i, (pos, kind) in enumerate(tokens):
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+        texts.append((pos, pos + len(sql[pos:end].rstrip()), kind.name, sql[pos:end].strip()))
     travel: dict[str, TableRef] = {}
-    counter = iter(range(1_000_000))
-
-    def swap(m: re.Match[str]) -> str:
-        if not m.group(1):
-            return m.group(0)  # a string, quoted name or comment: leave it alone
-        db, _, table = m.group(1).lower().partition(".")
-        kind, value = m.group(2).upper(), m.group(3)
-        if kind == "VERSION":
-            if not value.isdigit():
-                raise Invalid(f"VERSION AS OF takes a number, not {value}")
-            ref = TableRef(db, table, version=int(value))
-        else:
-            ref = TableRef(db, table, as_of=parse_timestamp(value.strip("'")))
-        alias = f"__travel_{next(counter)}"
-        travel[alias] = ref
-        return alias
-
-    return _TRAVEL.sub(swap, sql), travel
+    out, last, i = [], 0, 0
+    while i + 6 < len(texts):
+        db, dot, table, when, as_, of, value = texts[i:i + 7]
+        if (db[2] in ("identifier", "keyword") and re.fullmatch(_IDENT, db[3])
+                and dot[3] == "." and table[2] in ("identifier", "keyword")
+                and re.fullmatch(_IDENT, table[3])
+                and when[3].upper() in ("VERSION", "TIMESTAMP") and as_[3].upper() == "AS"
+                and of[3].upper() == "OF"
+                and value[2] in ("numeric_const", "string_const")):
+            name = (db[3].lower(), table[3].lower())
+            if when[3].upper() == "VERSION":
+                if not value[3].isdigit():
+                    raise Invalid(f"VERSION AS OF takes a whole number, not {value[3]}")
+                ref = TableRef(*name, version=int(value[3]))
+            else:
+                if not (value[3].startswith("'") and value[3].endswith("'")):
+                    raise Invalid(f"TIMESTAMP AS OF takes a quoted time, not {value[3]}")
+                ref = TableRef(*name, as_of=parse_timestamp(value[3][1:-1]))
+            alias = f"__travel_{len(travel)}"
+            travel[alias] = ref
+            out.append(sql[last:db[0]])
+            out.append(alias)
+            last = value[1]
+            i += 7
+            continue
+        i += 1
+    out.append(sql[last:])
+    return "".join(out), travel
 
 
 def _referenced(sql: str) -> set[str]:
@@ -140,6 +171,15 @@ def _referenced(sql: str) -> set[str]:
     except duckdb.Error as exc:
         raise Invalid(f"SQL syntax error: {exc}".replace("Parser Error: ", "")) from exc
     return {re.split(r"\s+AS\s+", n, flags=re.IGNORECASE)[0].strip() for n in names}
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier: column names come from users' data."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _duck_type(t: pa.DataType) -> str:
@@ -166,15 +206,15 @@ class _Sandbox:
     def add_table(self, view: str, table: Any, name: str) -> None:
         """A view named ``view`` over a DeltaTable's files at its loaded version."""
         schema = delta._delta_schema_to_arrow(table)
-        cols = ", ".join(f'"{f.name}"' for f in schema)
+        cols = ", ".join(_ident(f.name) for f in schema)
         files = table.file_uris()
         if not files:
-            empty = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
+            empty = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_ident(f.name)}"
+                              for f in schema)
             self.views.append((view, f"SELECT {empty} WHERE false"))
             return
         if all(f.startswith("/") for f in files):
-            root = table.table_uri.removeprefix("file://").rstrip("/") + "/"
-            self.allowed.append(root)
+            self.allowed.extend(files)
             parts = table.metadata().partition_columns
             # union_by_name: files written before a schema evolution lack the new columns.
             hive = ", union_by_name = true" + (", hive_partitioning = true" if parts else "")
@@ -182,35 +222,35 @@ class _Sandbox:
             if parts:
                 typed = {f.name: _duck_type(f.type) for f in schema if f.name in parts}
                 types = ", hive_types = {" + ", ".join(
-                    f"'{k}': '{v}'" for k, v in typed.items()) + "}"
-            listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+                    f"{_literal(k)}: '{v}'" for k, v in typed.items()) + "}"
+            listed = "[" + ", ".join(_literal(f) for f in files) + "]"
             self.views.append((view, f"SELECT {cols} FROM read_parquet({listed}{hive}{types})"))
         else:
             # Object-store tables are read through Arrow: DuckDB cannot reach S3 offline.
             self.add_dataset(view, table.to_pyarrow_dataset())
 
-    def add_external(self, view: str, files: list[str], *, fmt: str, layout: str,
-                     root: str, folders: list[str] | None = None) -> None:
-        """A view over the raw files of an external (crawled) table."""
-        self.allowed.append(root.rstrip("/") + "/")
+    def add_external(self, view: str, files: list[tuple[str, str]], *, fmt: str,
+                     layout: str) -> None:
+        """A view over the raw files of an external (crawled) table: (path, folder) pairs,
+        the folder being the file's first folder under the table's prefix."""
+        self.allowed.extend(path for path, _ in files)
         reader = {"csv": "read_csv", "parquet": "read_parquet"}.get(fmt, "read_json_auto")
 
         def scan(paths: list[str], extra: str = "") -> str:
-            listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+            listed = "[" + ", ".join(_literal(p) for p in paths) + "]"
             return f"{reader}({listed}, union_by_name = true{extra})"
 
+        paths = [path for path, _ in files]
         if layout == "hive":
-            self.views.append((view, f"SELECT * FROM {scan(files, ', hive_partitioning = true')}"))
-        elif layout == "folders" and folders:
+            self.views.append((view, f"SELECT * FROM {scan(paths, ', hive_partitioning = true')}"))
+        elif layout == "folders":
             parts = []
-            for folder in folders:
-                mine = [f for f in files if f"/{folder}/" in f]
-                if mine:
-                    quoted = folder.replace("'", "''")
-                    parts.append(f"SELECT *, '{quoted}' AS partition_0 FROM {scan(mine)}")
+            for folder in sorted({f for _, f in files}):
+                mine = [path for path, f in files if f == folder]
+                parts.append(f"SELECT *, {_literal(folder)} AS partition_0 FROM {scan(mine)}")
             self.views.append((view, " UNION ALL BY NAME ".join(parts)))
         else:
-            self.views.append((view, f"SELECT * FROM {scan(files)}"))
+            self.views.append((view, f"SELECT * FROM {scan(paths)}"))
 
     def add_dataset(self, view: str, dataset: Any) -> None:
         key = f"__ds_{len(self.datasets)}"
@@ -233,8 +273,9 @@ class _Sandbox:
             for key, dataset in self.datasets.items():
                 con.register(key, dataset)
             if self.allowed:
-                listed = ", ".join("'" + a.replace("'", "''") + "'" for a in self.allowed)
-                con.execute(f"SET allowed_directories = [{listed}]")
+                # Exact files, not folders: nothing can be written next to them.
+                listed = ", ".join(_literal(a) for a in sorted(set(self.allowed)))
+                con.execute(f"SET allowed_paths = [{listed}]")
             con.execute("SET enable_external_access = false")
             for view, body in self.views:
                 schema, _, name = view.rpartition(".")
@@ -280,20 +321,24 @@ class _Pool:
         self.lock = threading.Lock()
         self.entries: OrderedDict[str, _Sealed] = OrderedDict()
 
-    def checkout(self, sandbox: _Sandbox) -> tuple[_Sealed, duckdb.DuckDBPyConnection]:
+    def checkout(self, sandbox: _Sandbox,
+                 wait_s: float) -> tuple[_Sealed, duckdb.DuckDBPyConnection]:
         key = sandbox.key()
         if key is None:
             con, runners = sandbox.open(1)
             entry = _Sealed(con, queue.Queue(), shared=False, users=1)
             return entry, runners[0]
         with self.lock:
-            entry = self.entries.get(key)  # type: ignore[assignment]
-            if entry is None:
-                con, runners = sandbox.open(self.connections)
-                entry = _Sealed(con, queue.Queue(), shared=True)
-                for runner in runners:
-                    entry.free.put(runner)
-                self.entries[key] = entry
+            found = self.entries.get(key)
+        # Built outside the lock: binding views reads Parquet footers, which can take time.
+        fresh = self._build(sandbox) if found is None else None
+        with self.lock:
+            current = self.entries.get(key)
+            if current is None:
+                current = self.entries[key] = fresh or self._build(sandbox)
+            elif fresh is not None:
+                fresh.close()  # another query built the same one meanwhile
+            entry = current
             self.entries.move_to_end(key)
             entry.users += 1
             while len(self.entries) > self.size:
@@ -301,15 +346,34 @@ class _Pool:
                 old.evicted = True
                 if not old.users:
                     old.close()
-        return entry, entry.free.get()
+        try:
+            return entry, entry.free.get(timeout=wait_s)
+        except queue.Empty:
+            with self.lock:
+                entry.users -= 1
+            raise Unavailable(f"all {self.connections} connections for these tables are busy "
+                              f"after {wait_s:.0f}s; try again") from None
 
-    def checkin(self, entry: _Sealed, runner: duckdb.DuckDBPyConnection) -> None:
+    def _build(self, sandbox: _Sandbox) -> _Sealed:
+        con, runners = sandbox.open(self.connections)
+        sealed = _Sealed(con, queue.Queue(), shared=True)
+        for runner in runners:
+            sealed.free.put(runner)
+        return sealed
+
+    def checkin(self, entry: _Sealed, runner: duckdb.DuckDBPyConnection, *,
+                retire: bool = False) -> None:
         if not entry.shared:
             entry.close()
             return
         entry.free.put(runner)
         with self.lock:
             entry.users -= 1
+            if retire and not entry.evicted:
+                entry.evicted = True
+                for key, value in list(self.entries.items()):
+                    if value is entry:
+                        del self.entries[key]
             if entry.evicted and not entry.users:
                 entry.close()
 
@@ -365,6 +429,13 @@ def run(
         query.state = "cancelled" if isinstance(exc, QueryCancelled) else "failed"
         query.error = exc.message
         raise
+    except (pa.ArrowException, DeltaError) as exc:
+        # What the engines cannot store or convert (an INTERVAL column in a result file, say).
+        query.state, query.error = "failed", f"{type(exc).__name__}: {exc}"
+        raise Invalid(f"cannot run this query: {exc}") from exc
+    except Exception as exc:
+        query.state, query.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        raise
     finally:
         query.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         query.finished_at = utcnow()
@@ -398,13 +469,12 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
                 files, sizes = _external_files(session, table)
                 input_bytes += sizes
                 if backend.kind == "local":
-                    paths = [str(backend.local_path(f)) for f in files]  # local: never None
-                    root = str(backend.local_path(f"buckets/{table.options['bucket']}"))
-                    sandbox.add_external(name.lower(), paths, fmt=table.format, root=root,
-                                         layout=table.options.get("layout", "flat"),
-                                         folders=table.options.get("folders"))
+                    local = [(str(backend.local_path(f)), folder) for f, folder in files]
+                    sandbox.add_external(name.lower(), local, fmt=table.format,
+                                         layout=table.options.get("layout", "flat"))
                 else:
-                    sandbox.add_dataset(name.lower(), _external_dataset(backend, table, files))
+                    sandbox.add_dataset(name.lower(), _external_dataset(
+                        backend, table, [f for f, _ in files]))
                 continue
             dt = delta.open_table(catalog.location(backend, table), name=ref.name)
             sandbox.add_table(name.lower(), dt, ref.name)
@@ -412,12 +482,14 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
         if scan_limit_bytes is not None and input_bytes > scan_limit_bytes:
             raise Invalid(f"the query would scan up to {input_bytes} bytes, over its limit of "
                           f"{scan_limit_bytes}; narrow it or raise scan_limit_bytes")
-        entry, runner = _POOL.checkout(sandbox)
+        entry, runner = _POOL.checkout(sandbox, wait_s=timeout_s)
         query_id = outcome.query.id
         with _RUNNING_LOCK:
             _RUNNING[query_id] = runner
         timer = threading.Timer(timeout_s, runner.interrupt)
         timer.start()
+        reader = None
+        failed = True
         try:
             relation = runner.sql(plan.sql)
             reader = relation.to_arrow_reader(65536)
@@ -437,21 +509,42 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
                 outcome.query.rows = rows
                 outcome.query.result_location = str(path)
             outcome.query.bytes_scanned = _bytes_read(runner, input_bytes)
+            failed = False
         except duckdb.Error as exc:
             raise _explain_error(exc, known) from exc
         finally:
             timer.cancel()
             with _RUNNING_LOCK:
                 _RUNNING.pop(query_id, None)
-            _POOL.checkin(entry, runner)
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    reader.close()
+            # After a failure the connection may hold a result or a state the next query
+            # should not inherit: its database is retired instead of reused.
+            _POOL.checkin(entry, runner, retire=failed)
     except duckdb.Error as exc:
         raise _explain_error(exc, known) from exc
 
 
-def _external_files(session: Session, table: Any) -> tuple[list[str], int]:
-    """The storage keys of an external table's files, and their total size."""
+_HIVE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=.*$")
+
+
+def _belongs(rel: str, layout: str, folders: list[str]) -> bool:
+    """Whether a key (relative to the table's prefix) is one of the table's files: not a file
+    of a sub-folder that the crawler made a table of its own."""
+    parts = rel.split("/")
+    if layout == "hive":
+        return len(parts) > 1 and all(_HIVE_SEGMENT.match(p) for p in parts[:-1])
+    if layout == "folders":
+        return len(parts) == 2 and parts[0] in folders
+    return len(parts) == 1
+
+
+def _external_files(session: Session, table: Any) -> tuple[list[tuple[str, str]], int]:
+    """An external table's files as (storage key, first folder) pairs, and their size."""
     bucket, prefix = table.options["bucket"], table.options.get("prefix", "")
-    files: list[str] = []
+    layout, folders = table.options.get("layout", "flat"), table.options.get("folders") or []
+    files: list[tuple[str, str]] = []
     total = 0
     cursor = None
     while True:
@@ -464,8 +557,10 @@ def _external_files(session: Session, table: Any) -> tuple[list[str], int]:
                 fmt = detect_format(name)
             except Invalid:
                 continue
-            if fmt == table.format or {fmt, table.format} <= {"json", "jsonl"}:
-                files.append(storage.blob_key(bucket, row.key))
+            rel = row.key[len(prefix):]
+            if (fmt == table.format or {fmt, table.format} <= {"json", "jsonl"}) and \
+                    _belongs(rel, layout, folders):
+                files.append((storage.blob_key(bucket, row.key), rel.split("/")[0]))
                 total += row.size
         if not page.next_cursor:
             break
@@ -510,16 +605,22 @@ def _write_target(session: Session, backend: Backend, principal: Principal, plan
         except NotFound:
             pass
         else:
+            if plan.if_not_exists:
+                return {"table": ref.name, "version": None, "rows_added": 0}
             raise Conflict(f"table {ref.name} already exists; use INSERT INTO {ref.name} SELECT "
                            "to add rows")
         table = catalog.ensure_managed_table(session, principal, ref)
     else:
         table = catalog.get_table(session, ref)
+        if table.kind != "managed":
+            raise Invalid(f"{ref.name} is an external table over files; INSERT writes managed "
+                          f"tables only (CREATE TABLE db.t AS SELECT * FROM {ref.name} makes one)")
+    loc = catalog.location(backend, table)
     try:
-        result = delta.write(catalog.location(backend, table), reader, mode=plan.target_mode,
-                             user=principal.user_name, name=ref.name)
+        result = delta.write(loc, reader, mode=plan.target_mode, user=principal.user_name,
+                             name=ref.name)
     except Exception:
-        if plan.target_mode == "create":
+        if plan.target_mode == "create" and not delta.exists(loc):
             catalog.drop_table(session, backend, ref)  # no half-registered table
         raise
     table.updated_at = utcnow()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
 from typing import Any
@@ -82,7 +83,7 @@ def vacuum(loc: delta.Location, *, name: str, retain: timedelta, dry_run: bool,
     says otherwise) guards against cutting into versions that readers may still use, and only
     ``force`` goes under it.
     """
-    hours = int(retain.total_seconds() // 3600)
+    hours = math.ceil(retain.total_seconds() / 3600)  # never keep less than asked
     with delta.table_lock(loc.uri):
         table = delta.open_table(loc, name=name)
         minimum = _minimum_retention(table)

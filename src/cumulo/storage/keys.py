@@ -45,6 +45,8 @@ def validate_key(key: str) -> str:
         raise bad("it has an empty segment ('//')")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
         raise bad("it contains a control character")
+    if any(len(s.encode()) > 255 for s in segments):
+        raise bad("a segment between '/' is over 255 bytes (file systems refuse longer names)")
     return key
 
 
