@@ -247,3 +247,18 @@ def test_failures_of_the_engines_are_400s_and_recorded(local_server: Cumulo, lak
     assert client.sql(f"select count(*) n from {lake}.orders").page == [{"n": 5}]
     quiet = client.sql(f"create table if not exists {lake}.orders as select 1 as x")
     assert quiet.written == {"table": f"{lake}.orders", "version": None, "rows_added": 0}
+
+
+def test_old_result_files_are_pruned(local_server: Cumulo, lake: str) -> None:
+    import os as _os
+
+    client = local_server.client()
+    old = client.sql("select 1 as x")
+    path = local_server.home / "results" / f"{old.id}.parquet"
+    assert path.exists()
+    day_ago = time.time() - 25 * 3600
+    _os.utime(path, (day_ago, day_ago))
+    client.sql("select 2 as x")
+    assert not path.exists()
+    with pytest.raises(NotFound, match="results of this query are gone"):
+        list(old.pages())

@@ -14,6 +14,7 @@ Time travel reads naturally, as in Delta Lake's own SQL::
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import re
 import threading
@@ -57,6 +58,7 @@ _INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_IDENT})\.({_IDENT})\s+(.+?);?\s*$
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.+)$", re.IGNORECASE | re.DOTALL)
 _ALLOWED = ("SELECT queries (with WITH, JOIN, EXPLAIN, DESCRIBE), CREATE TABLE db.t AS SELECT, "
             "and INSERT INTO db.t SELECT")
+_MEMORY_LIMIT = f"{max(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**21, 256)}MiB"
 _RUNNING: dict[str, duckdb.DuckDBPyConnection] = {}
 _RUNNING_LOCK = threading.Lock()
 
@@ -267,8 +269,11 @@ class _Sandbox:
     def open(self, connections: int) -> tuple[duckdb.DuckDBPyConnection,
                                                list[duckdb.DuckDBPyConnection]]:
         """A sealed in-memory database, and ``connections`` connections to run queries on."""
+        # Several sealed databases can be open at once: each may use half the memory, not
+        # DuckDB's default 80%, before it spills or fails the query.
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                     "autoload_known_extensions": False})
+                                     "autoload_known_extensions": False,
+                                     "memory_limit": _MEMORY_LIMIT})
         try:
             for key, dataset in self.datasets.items():
                 con.register(key, dataset)
@@ -415,6 +420,7 @@ def run(
     on_progress: Callable[[str], None] | None = None,
 ) -> QueryOutcome:
     """Run one statement; record it in the query history whatever happens."""
+    _prune_results(results_dir)
     query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running",
                      created_by=principal.user_id, created_at=utcnow())
     session.add(query)
@@ -626,6 +632,20 @@ def _write_target(session: Session, backend: Backend, principal: Principal, plan
     table.updated_at = utcnow()
     session.commit()
     return {"table": ref.name, "version": result.version, "rows_added": result.rows_added}
+
+
+RESULTS_KEPT_S = 24 * 3600
+
+
+def _prune_results(results_dir: Path) -> None:
+    """Result files are a cache for paging and downloads: drop those older than a day."""
+    if not results_dir.is_dir():
+        return
+    cutoff = time.time() - RESULTS_KEPT_S
+    for path in results_dir.glob("*.parquet"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 def cancel(query_id: str) -> bool:
