@@ -223,7 +223,7 @@ def _merge(table: DeltaTable, reader: pa.RecordBatchReader, keys: list[str],
     missing = [k for k in keys if k not in reader.schema.names]
     if missing:
         raise Invalid(f"merge key(s) {missing} are not columns of the data")
-    predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+    predicate = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in keys)
     try:
         metrics: dict[str, Any] = (
             table.merge(reader, predicate, source_alias="s", target_alias="t",
@@ -238,8 +238,9 @@ def _merge(table: DeltaTable, reader: pa.RecordBatchReader, keys: list[str],
                        rows_removed=metrics.get("num_target_rows_deleted"))
 
 
-def _quote(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
+def quote_ident(name: str) -> str:
+    """A quoted SQL identifier: column names come from users' data."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -50,7 +50,6 @@ __all__ = ["ATHENA_USD_PER_TB", "QueryOutcome", "cancel", "run"]
 ATHENA_USD_PER_TB = 5.0
 _MIN_BILLED = 10 * 2**20
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_STRING = r"'(?:[^']|'')*'"
 _CTAS = re.compile(rf"^\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?({_IDENT})\.({_IDENT})\s+AS\s+"
                    r"(.+?);?\s*$", re.IGNORECASE | re.DOTALL)
 _INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_IDENT})\.({_IDENT})\s+(.+?);?\s*$",
@@ -175,11 +174,6 @@ def _referenced(sql: str) -> set[str]:
     return {re.split(r"\s+AS\s+", n, flags=re.IGNORECASE)[0].strip() for n in names}
 
 
-def _ident(name: str) -> str:
-    """A quoted SQL identifier: column names come from users' data."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -208,10 +202,10 @@ class _Sandbox:
     def add_table(self, view: str, table: Any, name: str) -> None:
         """A view named ``view`` over a DeltaTable's files at its loaded version."""
         schema = delta._delta_schema_to_arrow(table)
-        cols = ", ".join(_ident(f.name) for f in schema)
+        cols = ", ".join(delta.quote_ident(f.name) for f in schema)
         files = table.file_uris()
         if not files:
-            empty = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_ident(f.name)}"
+            empty = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {delta.quote_ident(f.name)}"
                               for f in schema)
             self.views.append((view, f"SELECT {empty} WHERE false"))
             return

@@ -11,14 +11,11 @@ import duckdb
 
 from cumulo.errors import Invalid
 from cumulo.lake import delta
+from cumulo.lake.delta import quote_ident as _q
 
 __all__ = ["diff", "vacuum"]
 
 SAMPLE = 20
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def diff(loc: delta.Location, *, name: str, start: int, end: int,
@@ -45,15 +42,15 @@ def diff(loc: delta.Location, *, name: str, start: int, end: int,
     try:
         con.register("old_v", old.to_pyarrow_dataset())
         con.register("new_v", new.to_pyarrow_dataset())
-        cols = ", ".join(_quote(c) for c in common)
+        cols = ", ".join(_q(c) for c in common)
         out: dict[str, Any] = {"table": name, "from": start, "to": end, "schema": schema,
                                "keys": keys or []}
         if keys:
-            on = " AND ".join(f"o.{_quote(k)} = n.{_quote(k)}" for k in keys)
-            first = _quote(keys[0])
+            on = " AND ".join(f"o.{_q(k)} = n.{_q(k)}" for k in keys)
+            first = _q(keys[0])
             added = f"SELECT n.* FROM new_v n ANTI JOIN old_v o ON {on}"
             removed = f"SELECT o.* FROM old_v o ANTI JOIN new_v n ON {on}"
-            differs = " OR ".join(f"o.{_quote(c)} IS DISTINCT FROM n.{_quote(c)}"
+            differs = " OR ".join(f"o.{_q(c)} IS DISTINCT FROM n.{_q(c)}"
                                   for c in common if c not in keys) or "false"
             changed = f"SELECT n.* FROM new_v n JOIN old_v o ON {on} WHERE {differs}"
             order = f" ORDER BY {first}"
