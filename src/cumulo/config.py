@@ -23,6 +23,7 @@ from cumulo.errors import Invalid
 __all__ = [
     "DEFAULT_PORT",
     "ClientSettings",
+    "Prices",
     "S3Settings",
     "Settings",
     "load_client_settings",
@@ -45,6 +46,20 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """What a unit of use costs, in US dollars: the price sheet behind ``cumulo costs``.
+
+    The defaults are AWS's on-demand list prices in us-east-1 (Fargate's per vCPU-hour and
+    per GB-hour; a g5.xlarge's A10G per GPU-hour), so a figure reads as "what this work would
+    cost on a public cloud". Set ``[prices]`` in cumulo.toml to your own.
+    """
+
+    vcpu_hour: float = 0.04048
+    gb_hour: float = 0.004445
+    gpu_hour: float = 1.006
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the control plane needs to start."""
 
@@ -54,8 +69,14 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     admin_token: str | None = None
+    # The address jobs use to reach the control plane, when it differs from host:port
+    # (a Ray cluster on other machines, say).
+    public_url: str | None = None
     log_level: str = "info"
     s3: S3Settings = field(default_factory=S3Settings)
+    prices: Prices = field(default_factory=Prices)
+    # How long a cancelled or timed-out job has between SIGTERM and SIGKILL.
+    job_grace_seconds: float = 10.0
 
     @property
     def url(self) -> str:
@@ -77,7 +98,9 @@ _ENV_KEYS = {
     "host": "CUMULO_HOST",
     "port": "CUMULO_PORT",
     "admin_token": "CUMULO_ADMIN_TOKEN",
+    "public_url": "CUMULO_PUBLIC_URL",
     "log_level": "CUMULO_LOG_LEVEL",
+    "job_grace_seconds": "CUMULO_JOB_GRACE_SECONDS",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -85,6 +108,35 @@ _S3_ENV_KEYS = {
     "secret_access_key": "CUMULO_S3_SECRET_ACCESS_KEY",
     "region": "CUMULO_S3_REGION",
 }
+_PRICE_ENV_KEYS = {
+    "vcpu_hour": "CUMULO_PRICE_VCPU_HOUR",
+    "gb_hour": "CUMULO_PRICE_GB_HOUR",
+    "gpu_hour": "CUMULO_PRICE_GPU_HOUR",
+}
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise Invalid(f"setting {name} must be a number, got {value!r}") from exc
+    if number < 0:
+        raise Invalid(f"setting {name} must not be negative, got {value!r}")
+    return number
+
+
+def _section(doc: dict[str, Any], name: str, env: dict[str, str], keys: dict[str, str],
+             path: Path | None) -> dict[str, Any]:
+    """One ``[name]`` table of the config file, overlaid with its environment variables."""
+    values: dict[str, Any] = dict(doc.get(name, {}))
+    unknown = set(values) - set(keys)
+    if unknown:
+        raise Invalid(f"{path} has unknown settings {sorted(unknown)} in [{name}]; known ones "
+                      f"are {sorted(keys)}")
+    for key, var in keys.items():
+        if env.get(var):
+            values[key] = env[var]
+    return values
 
 
 def _config_file(env: dict[str, str]) -> Path | None:
@@ -119,15 +171,16 @@ def load_settings(
         raise Invalid(
             f"{path} has unknown settings {sorted(unknown)}; known ones are {sorted(known)}"
         )
-    values: dict[str, Any] = {k: v for k, v in doc.items() if k != "s3"}
+    values: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("s3", "prices")}
     for name, var in _ENV_KEYS.items():
         if env.get(var):
             values[name] = env[var]
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    s3_values: dict[str, Any] = dict(doc.get("s3", {}))
-    for name, var in _S3_ENV_KEYS.items():
-        if env.get(var):
-            s3_values[name] = env[var]
+    s3_values = _section(doc, "s3", env, _S3_ENV_KEYS, path)
+    prices = {k: _number(f"prices.{k}", v)
+              for k, v in _section(doc, "prices", env, _PRICE_ENV_KEYS, path).items()}
+    if "job_grace_seconds" in values:
+        values["job_grace_seconds"] = _number("job_grace_seconds", values["job_grace_seconds"])
 
     home = Path(values.pop("home", ".cumulo")).expanduser().resolve()
     try:
@@ -142,6 +195,7 @@ def load_settings(
         storage_url=values.pop("storage_url", None) or str(home / "storage"),
         port=port,
         s3=S3Settings(**s3_values),
+        prices=Prices(**prices),
         **values,
     )
 

@@ -19,9 +19,11 @@ __all__ = [
     "authenticate",
     "bootstrap_admin",
     "create_token",
+    "issue_token",
     "list_tokens",
     "parse_duration",
     "revoke_token",
+    "revoke_token_id",
 ]
 
 SECRET_PREFIX = "cml_"
@@ -127,6 +129,25 @@ def create_token(
                        expires_at=expires_at)
     session.commit()
     return token, secret
+
+
+def issue_token(session: Session, user_id: int, name: str, *,
+                expires_at: datetime) -> tuple[Token, str]:
+    """A token made by the platform for work it runs as a user (a job's, say): added, not
+    committed, so it lands with the change that needs it."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} no longer exists")
+    secret = _new_secret()
+    return _add_token(session, user, name, secret, created_by=user_id,
+                      expires_at=expires_at), secret
+
+
+def revoke_token_id(session: Session, token_id: int) -> None:
+    """Revoke a platform-made token (not committed)."""
+    token = session.get(Token, token_id)
+    if token is not None and token.revoked_at is None:
+        token.revoked_at = utcnow()
 
 
 def list_tokens(session: Session, principal: Principal, *, all_users: bool = False) -> list[Token]:

@@ -9,7 +9,9 @@ import cumulo
 from cumulo.access.cli import app as tokens_app
 from cumulo.cli.context import client
 from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json
+from cumulo.compute.cli import clusters_app, jobs_app
 from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
+from cumulo.metering.cli import costs_command
 from cumulo.storage.cli import app as files_app
 
 __all__ = ["app"]
@@ -29,6 +31,9 @@ app.add_typer(tables_app, name="tables")
 app.add_typer(queries_app, name="queries")
 app.command("sql")(sql_command)
 app.command("crawl")(crawl_command)
+app.add_typer(clusters_app, name="clusters")
+app.add_typer(jobs_app, name="jobs")
+app.command("costs")(costs_command)
 
 
 @app.callback()

@@ -10,7 +10,9 @@ from cumulo.config import load_client_settings
 
 if TYPE_CHECKING:
     from cumulo.access.sdk import TokensClient
+    from cumulo.compute.sdk import ClustersClient, JobsClient
     from cumulo.lake.sdk import SqlClient, TablesClient
+    from cumulo.metering.sdk import CostsClient
     from cumulo.storage.sdk import FilesClient
 
 __all__ = ["Client"]
@@ -57,6 +59,24 @@ class Client:
         from cumulo.lake.sdk import SqlClient
 
         return SqlClient(self.transport)
+
+    @cached_property
+    def clusters(self) -> ClustersClient:
+        from cumulo.compute.sdk import ClustersClient
+
+        return ClustersClient(self.transport)
+
+    @cached_property
+    def jobs(self) -> JobsClient:
+        from cumulo.compute.sdk import JobsClient
+
+        return JobsClient(self.transport)
+
+    @cached_property
+    def costs(self) -> CostsClient:
+        from cumulo.metering.sdk import CostsClient
+
+        return CostsClient(self.transport)
 
     def status(self) -> dict[str, Any]:
         """Version, database, storage, and what they hold."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -11,8 +14,10 @@ from sqlalchemy.orm import sessionmaker
 
 import cumulo
 from cumulo.access.api import router as access_router
+from cumulo.compute.api import clusters_router, jobs_router
 from cumulo.config import Settings
 from cumulo.lake.api import sql_router, tables_router
+from cumulo.metering.api import router as costs_router
 from cumulo.server.auth import require_token
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.middleware import RequestContext
@@ -23,7 +28,8 @@ from cumulo.storage.backends import Backend
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
-ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router)
+ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router,
+           clusters_router, jobs_router, costs_router)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -43,8 +49,23 @@ def _mount_docs(app: FastAPI) -> None:
         )
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The background supervisors run while the server serves."""
+    from cumulo.compute.supervisor import Supervisor
+
+    supervisor = Supervisor(app.state.settings, app.state.engine, app.state.storage)
+    app.state.compute = supervisor
+    supervisor.start()
+    try:
+        yield
+    finally:
+        supervisor.stop()
+
+
 def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         docs_url=None,
         redoc_url=None,
         title="Cumulo",

@@ -1,0 +1,448 @@
+"""REST routes of compute: ``/api/v1/clusters`` and ``/api/v1/jobs``."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from cumulo.access.users import user_names
+from cumulo.compute import clusters as cluster_service
+from cumulo.compute import jobs as job_service
+from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
+from cumulo.compute.spec import parse_duration_s, parse_memory
+from cumulo.db import get_session, utcnow
+from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
+from cumulo.principal import Principal, current_principal
+from cumulo.storage.backends import Backend, request_backend
+from cumulo.storage.transfer import CHUNK, spool_body
+
+__all__ = ["clusters_router", "jobs_router"]
+
+clusters_router = APIRouter(prefix="/clusters", tags=["clusters"])
+jobs_router = APIRouter(prefix="/jobs", tags=["jobs"])
+DbSession = Annotated[Session, Depends(get_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
+Storage = Annotated[Backend, Depends(request_backend)]
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _supervisor(request: Request) -> Any:
+    return request.app.state.compute
+
+
+# --- clusters ----------------------------------------------------------------------------------
+
+
+class ClusterIn(BaseModel):
+    name: str
+    type: str = "local"
+    address: str | None = None
+    max_cpus: float | None = None
+    max_memory: str | int | None = Field(None, description="bytes, or a size like 8G")
+    max_gpus: int | None = None
+    min_workers: int = 0
+    max_workers: int | None = None
+    idle_timeout: str | float = Field("10m", description="like 90s, 10m or 1h")
+
+
+class ClusterOut(BaseModel):
+    name: str
+    type: str
+    address: str | None
+    max_cpus: float
+    max_memory: int
+    max_gpus: int
+    min_workers: int
+    max_workers: int
+    idle_timeout_s: float
+    in_use: dict[str, Any]
+    workers: dict[str, int]
+    created_at: datetime
+
+
+def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut:
+    executor = _supervisor(request).executor(cluster.name)
+    idle = getattr(executor, "idle", 0)
+    in_use = cluster_service.usage(session, cluster.name)
+    return ClusterOut(
+        name=cluster.name, type=cluster.type, address=cluster.address,
+        max_cpus=cluster.max_cpus, max_memory=cluster.max_memory, max_gpus=cluster.max_gpus,
+        min_workers=cluster.min_workers, max_workers=cluster.max_workers,
+        idle_timeout_s=cluster.idle_timeout_s, in_use=in_use,
+        workers={"busy": in_use["running"], "idle": idle},
+        created_at=cluster.created_at,
+    )
+
+
+@clusters_router.get("", response_model=list[ClusterOut], summary="List clusters")
+def list_clusters(session: DbSession, request: Request) -> list[ClusterOut]:
+    return [_cluster_out(session, request, c) for c in cluster_service.list_clusters(session)]
+
+
+@clusters_router.post("", status_code=201, response_model=ClusterOut, summary="Create a cluster")
+def create_cluster(body: ClusterIn, session: DbSession, caller: Caller,
+                   request: Request) -> ClusterOut:
+    cluster = cluster_service.create_cluster(
+        session, caller, body.name, type=body.type, address=body.address,
+        max_cpus=body.max_cpus,
+        max_memory=parse_memory(body.max_memory) if body.max_memory is not None else None,
+        max_gpus=body.max_gpus, min_workers=body.min_workers, max_workers=body.max_workers,
+        idle_timeout_s=parse_duration_s(body.idle_timeout),
+    )
+    _supervisor(request).notify()
+    return _cluster_out(session, request, cluster)
+
+
+@clusters_router.get("/{name}", response_model=ClusterOut, summary="Show a cluster")
+def show_cluster(name: str, session: DbSession, request: Request) -> ClusterOut:
+    return _cluster_out(session, request, cluster_service.get_cluster(session, name))
+
+
+@clusters_router.delete("/{name}", summary="Remove a cluster")
+def delete_cluster(name: str, session: DbSession, request: Request) -> dict[str, str]:
+    cluster_service.delete_cluster(session, name)
+    _supervisor(request).notify()
+    return {"deleted": name}
+
+
+# --- code snapshots ----------------------------------------------------------------------------
+
+
+def _digest(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise Invalid("a code snapshot is named by the SHA-256 of its files: 64 hex digits")
+    return digest
+
+
+@jobs_router.get("/code/{digest}", summary="Whether a code snapshot is already uploaded")
+def code_exists(digest: str, session: DbSession) -> dict[str, Any]:
+    snap = session.get(CodeSnapshot, _digest(digest))
+    if snap is None:
+        raise NotFound(f"code snapshot {digest[:12]} is not uploaded")
+    return {"digest": snap.digest, "files": len(snap.files), "size": snap.size}
+
+
+@jobs_router.put(
+    "/code/{digest}", status_code=201, summary="Upload a code snapshot (a tar.gz)",
+    openapi_extra={"requestBody": {"content": {"application/gzip": {
+        "schema": {"type": "string", "format": "binary"}}}, "required": True}},
+)
+async def upload_code(digest: str, request: Request, session: DbSession,
+                      storage: Storage) -> dict[str, Any]:
+    from cumulo.compute import snapshot
+    from cumulo.compute.supervisor import snapshot_key
+
+    _digest(digest)
+    tmp, _, _ = await spool_body(request, storage.spool_dir())
+    try:
+        files, size = await run_in_threadpool(snapshot.verify, tmp, digest)
+
+        def store() -> None:
+            if session.get(CodeSnapshot, digest) is None:
+                storage.commit(tmp, snapshot_key(digest))
+                session.add(CodeSnapshot(digest=digest, files=files, size=size,
+                                         created_at=utcnow()))
+                session.commit()
+
+        await run_in_threadpool(store)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"digest": digest, "files": len(files), "size": size}
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+class JobIn(BaseModel):
+    cluster: str = "local"
+    code: str | None = Field(None, description="digest of an uploaded code snapshot")
+    entry: str | None = None
+    command: str | list[str] | None = None
+    args: list[str] = []
+    cpus: float = 1.0
+    memory: str | int | None = None
+    gpus: int = 0
+    env: dict[str, str] = {}
+    inputs: dict[str, str] = Field({}, description="name -> db.table[@vN] or bucket/prefix")
+    max_runtime: str | float | None = None
+    retries: int = 0
+    priority: int = 0
+    tags: list[str] = []
+    name: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    cluster: str
+    state: str
+    priority: int
+    tags: list[str]
+    code: str | None
+    entry: str | None
+    command: list[str] | None
+    args: list[str]
+    env: dict[str, str]
+    inputs: dict[str, Any]
+    cpus: float
+    memory: int | None
+    gpus: int
+    max_runtime_s: float | None
+    retries: int
+    attempt: int
+    attempts: list[dict[str, Any]]
+    created_at: datetime
+    created_by: str | None
+    starting_at: datetime | None
+    running_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    reason: str | None
+    log_tail: str | None
+    usage: dict[str, float]
+
+
+def job_out(job: Job, names: dict[int | None, str]) -> JobOut:
+    return JobOut(
+        id=job.id, name=job.name, cluster=job.cluster, state=job.state, priority=job.priority,
+        tags=job.tags, code=job.code_digest, entry=job.entry, command=job.command,
+        args=job.args, env=job.env, inputs=job.inputs, cpus=job.cpus, memory=job.memory,
+        gpus=job.gpus, max_runtime_s=job.max_runtime_s, retries=job.retries,
+        attempt=job.attempt, attempts=job.attempts, created_at=job.created_at,
+        created_by=names.get(job.created_by), starting_at=job.starting_at,
+        running_at=job.running_at, finished_at=job.finished_at, exit_code=job.exit_code,
+        reason=job.reason, log_tail=job.log_tail,
+        usage={"cpu_seconds": round(job.cpu_seconds, 3),
+               "peak_memory_bytes": job.peak_memory_bytes,
+               "gpu_seconds": round(job.gpu_seconds, 3),
+               "wall_seconds": round(job.wall_seconds, 3), "cost_usd": job.cost_usd},
+    )
+
+
+@jobs_router.post("", status_code=201, response_model=JobOut, summary="Submit a job")
+def submit_job(body: JobIn, session: DbSession, storage: Storage, caller: Caller,
+               request: Request) -> JobOut:
+    job = job_service.submit_job(session, storage, caller,
+                                 job_service.JobRequest(**body.model_dump()))
+    _supervisor(request).notify()
+    return job_out(job, {caller.user_id: caller.user_name})
+
+
+@jobs_router.get("", response_model=list[JobOut], summary="List jobs, newest first")
+def list_jobs(session: DbSession, state: str | None = None, cluster: str | None = None,
+              tag: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[JobOut]:
+    jobs = job_service.list_jobs(session, state=state, cluster=cluster, tag=tag, limit=limit)
+    names = user_names(session, (j.created_by for j in jobs))
+    return [job_out(j, names) for j in jobs]
+
+
+@jobs_router.get("/{job_id}", response_model=JobOut, summary="Show a job")
+def show_job(job_id: str, session: DbSession) -> JobOut:
+    job = job_service.get_job(session, job_id)
+    return job_out(job, user_names(session, [job.created_by]))
+
+
+@jobs_router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job")
+def cancel_job(job_id: str, session: DbSession, caller: Caller, request: Request) -> JobOut:
+    job = job_service.cancel_job(session, caller, job_id)
+    _supervisor(request).notify()
+    return job_out(job, user_names(session, [job.created_by]))
+
+
+class MetricIn(BaseModel):
+    key: str
+    value: float
+    step: int | None = None
+    timestamp: float | None = None
+
+
+class MetricsIn(BaseModel):
+    metrics: list[MetricIn]
+
+
+@jobs_router.post("/{job_id}/metrics", summary="Record metrics (from inside the job)")
+def post_metrics(job_id: str, body: MetricsIn, session: DbSession,
+                 caller: Caller) -> dict[str, int]:
+    count = job_service.record_metrics(session, caller, job_id,
+                                       [m.model_dump() for m in body.metrics])
+    return {"recorded": count}
+
+
+@jobs_router.get("/{job_id}/metrics", summary="A job's metrics, by name, in step order")
+def get_metrics(job_id: str, session: DbSession) -> dict[str, list[dict[str, Any]]]:
+    job_service.get_job(session, job_id)
+    return job_service.metrics_of(session, job_id)
+
+
+@jobs_router.get("/{job_id}/artifacts", summary="Files the job left in its output folder")
+def list_artifacts(job_id: str, session: DbSession) -> list[dict[str, Any]]:
+    job_service.get_job(session, job_id)
+    return [{"path": a.path, "size": a.size} for a in job_service.artifacts_of(session, job_id)]
+
+
+@jobs_router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact")
+def get_artifact(job_id: str, path: str, session: DbSession,
+                 storage: Storage) -> StreamingResponse:
+    if session.get(JobArtifact, (job_id, path)) is None:
+        job_service.get_job(session, job_id)
+        raise NotFound(f"job {job_id} has no artifact {path!r} ('cumulo jobs show {job_id}' "
+                       "lists them)")
+    reader = storage.open(f"jobs/{job_id}/outputs/{path}")
+
+    def body() -> Iterator[bytes]:
+        with reader:
+            while chunk := reader.read(CHUNK):
+                yield chunk
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+@jobs_router.put("/{job_id}/outputs/{path:path}", status_code=201,
+                 summary="Send an output file home (from a job on a remote cluster)")
+async def put_output(job_id: str, path: str, request: Request, session: DbSession,
+                     storage: Storage, caller: Caller) -> dict[str, Any]:
+    job = await run_in_threadpool(job_service.get_job, session, job_id)
+    if job.token_id is None or caller.token_id != job.token_id:
+        raise Forbidden(f"only job {job_id} itself sends its outputs, while it runs")
+    parts = path.split("/")
+    if not path or path.startswith("/") or ".." in parts or "" in parts:
+        raise Invalid(f"output path {path!r} must be relative, without '..'")
+    supervisor = _supervisor(request)
+    tmp, size, _ = await spool_body(request, storage.spool_dir())
+    try:
+        if path == ".cumulo/exit.json":  # the runner's exit record, read when Ray says done
+            dest = supervisor.exit_file(job_id, job.attempt)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.replace(dest)
+            return {"path": path, "size": size}
+
+        def store() -> None:
+            storage.commit(tmp, f"jobs/{job_id}/outputs/{path}")
+            session.merge(JobArtifact(job_id=job_id, path=path, size=size))
+            session.commit()
+
+        await run_in_threadpool(store)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": path, "size": size}
+
+
+@jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live")
+def job_logs(job_id: str, request: Request, session: DbSession, storage: Storage,
+             attempt: int | None = None, follow: bool = False,
+             offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    job = job_service.get_job(session, job_id)
+    number = attempt or job.attempt
+    if not 1 <= number <= job.attempt:
+        raise Invalid(f"job {job_id} has attempts 1 to {job.attempt}, not {number}")
+    supervisor = _supervisor(request)
+    sessions = request.app.state.sessions
+    return StreamingResponse(
+        _log_stream(supervisor, sessions, storage, job_id, number, follow, offset),
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Job-Attempt": str(number)},
+    )
+
+
+def _attempt_over(sessions: Any, job_id: str, attempt: int) -> bool:
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        return job is None or job.state in FINISHED or job.attempt != attempt
+
+
+def _log_stream(supervisor: Any, sessions: Any, storage: Backend, job_id: str, attempt: int,
+                follow: bool, offset: int) -> Iterator[bytes]:
+    """The attempt's log from ``offset``: from the live file while the job runs, from storage
+    after. Memory stays at one chunk whatever the log's size."""
+    key = f"jobs/{job_id}/logs/attempt-{attempt}.log"
+    path = supervisor.log_file(job_id, attempt)
+    sent = offset
+    while True:
+        over = _attempt_over(sessions, job_id, attempt)
+        if over:
+            try:
+                reader = storage.open(key, offset=sent)
+            except (NotFound, OSError):
+                reader = None
+            if reader is not None:
+                with reader:
+                    while chunk := reader.read(CHUNK):
+                        yield chunk
+                return
+        try:
+            live = open(path, "rb")  # noqa: SIM115 - read while it grows, closed below
+        except FileNotFoundError:
+            live = None
+        if live is not None:
+            yield from _follow_file(live, sent, follow, lambda: _attempt_over(sessions, job_id,
+                                                                              attempt))
+            return
+        for chunk in _ray_log(supervisor, sessions, job_id, attempt, sent):
+            sent += len(chunk)
+            yield chunk
+        if over or not follow:
+            return
+        time.sleep(0.5)
+
+
+def _follow_file(f: Any, offset: int, follow: bool, over: Any) -> Iterator[bytes]:
+    with f:
+        f.seek(offset)
+        while True:
+            chunk = f.read(CHUNK)
+            if chunk:
+                yield chunk
+                continue
+            if not follow:
+                return
+            if over():  # the writer is gone: what is left is all there is
+                while chunk := f.read(CHUNK):
+                    yield chunk
+                return
+            time.sleep(0.2)
+
+
+def _ray_log(supervisor: Any, sessions: Any, job_id: str, attempt: int,
+             offset: int) -> Iterator[bytes]:
+    """A running Ray job's log as Ray holds it, from ``offset`` (Ray serves it whole)."""
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.attempt != attempt or not job.backend_ref:
+            return
+        executor = supervisor.executor(job.cluster)
+        ref = job.backend_ref
+    if executor is not None and hasattr(executor, "logs"):
+        data = executor.logs(ref).encode()[offset:]
+        if data:
+            yield data
+
+
+@jobs_router.head("/{job_id}", include_in_schema=False)
+def head_job(job_id: str, session: DbSession) -> Response:
+    job_service.get_job(session, job_id)
+    return Response()
+
+
+@jobs_router.delete("/{job_id}", summary="Forget a finished job (its logs and outputs too)")
+def delete_job(job_id: str, session: DbSession, storage: Storage,
+               caller: Caller) -> dict[str, str]:
+    job = job_service.get_job(session, job_id)
+    if not caller.is_admin and job.created_by != caller.user_id:
+        raise Forbidden(f"job {job_id} is not yours")
+    if job.state not in FINISHED:
+        raise Conflict(f"job {job_id} is {job.state}; cancel it first")
+    storage.delete_prefix(f"jobs/{job_id}/")
+    session.delete(job)
+    session.commit()
+    return {"deleted": job_id}
+

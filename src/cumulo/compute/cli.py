@@ -1,0 +1,288 @@
+"""``cumulo clusters`` and ``cumulo jobs``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from cumulo.cli.context import client
+from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, when
+
+__all__ = ["clusters_app", "jobs_app"]
+
+clusters_app = typer.Typer(help="Compute clusters: this machine, or a Ray cluster.",
+                           no_args_is_help=True)
+jobs_app = typer.Typer(help="Jobs: run code on a cluster, follow it, see what it cost.",
+                       no_args_is_help=True)
+
+# How `jobs run --wait` exits, by the job's outcome (the job's own code when it failed).
+EXIT_CODES = {"succeeded": 0, "timed_out": 124, "cancelled": 130}
+
+
+# --- clusters ----------------------------------------------------------------------------------
+
+
+def _capacity(c: dict[str, Any]) -> str:
+    gpus = f", {c['max_gpus']} GPU" if c["max_gpus"] else ""
+    return f"{c['max_cpus']:g} CPU, {human_bytes(c['max_memory'])}{gpus}"
+
+
+def _in_use(c: dict[str, Any]) -> str:
+    u = c["in_use"]
+    gpus = f", {u['gpus']} GPU" if c["max_gpus"] else ""
+    return f"{u['cpus']:g} CPU, {human_bytes(u['memory'])}{gpus}"
+
+
+@clusters_app.command("ls")
+def list_clusters(ctx: typer.Context, json: bool = JsonOpt) -> None:
+    """List clusters: capacity, what is in use, and queued work."""
+    rows = client(ctx).clusters.list()
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=None)
+    for column in ("name", "type", "capacity", "in use", "running", "queued", "workers"):
+        table.add_column(column)
+    for c in rows:
+        table.add_row(c["name"], c["type"], _capacity(c), _in_use(c),
+                      str(c["in_use"]["running"]), str(c["in_use"]["queued"]),
+                      f"{c['workers']['idle']} idle, {c['min_workers']}-{c['max_workers']}")
+    console.print(table)
+
+
+@clusters_app.command("show")
+def show_cluster(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
+    """One cluster in full."""
+    c = client(ctx).clusters.show(name)
+    if json:
+        print_json(c)
+        return
+    table = Table(box=None, show_header=False)
+    table.add_row("name", f"{c['name']} ({c['type']})")
+    if c["address"]:
+        table.add_row("address", c["address"])
+    table.add_row("capacity", _capacity(c))
+    table.add_row("in use", _in_use(c))
+    table.add_row("jobs", f"{c['in_use']['running']} running, {c['in_use']['queued']} queued")
+    table.add_row("workers", f"{c['workers']['busy']} busy, {c['workers']['idle']} idle warm; "
+                  f"pool {c['min_workers']}-{c['max_workers']}, idle ones go after "
+                  f"{c['idle_timeout_s']:g}s")
+    table.add_row("created", when(c["created_at"]))
+    console.print(table)
+
+
+@clusters_app.command("create")
+def create_cluster(
+    ctx: typer.Context, name: str,
+    type: str = typer.Option("local", "--type", help="local (this machine) or ray"),
+    address: str | None = typer.Option(None, "--address", help="ray://host:10001 or auto"),
+    max_cpus: float | None = typer.Option(None, "--max-cpus", help="default: all there are"),
+    max_memory: str | None = typer.Option(None, "--max-memory", help="like 8G"),
+    max_gpus: int | None = typer.Option(None, "--max-gpus"),
+    min_workers: int = typer.Option(0, "--min-workers", help="warm workers kept ready"),
+    max_workers: int | None = typer.Option(None, "--max-workers", help="jobs at once"),
+    idle_timeout: str = typer.Option("10m", "--idle-timeout",
+                                     help="let idle workers above the minimum go after this"),
+    json: bool = JsonOpt,
+) -> None:
+    """Create a cluster."""
+    c = client(ctx).clusters.create(
+        name, type=type, address=address, max_cpus=max_cpus, max_memory=max_memory,
+        max_gpus=max_gpus, min_workers=min_workers, max_workers=max_workers,
+        idle_timeout=idle_timeout)
+    if json:
+        print_json(c)
+        return
+    console.print(f"created cluster {c['name']} ({c['type']}): {_capacity(c)}")
+
+
+@clusters_app.command("rm")
+def remove_cluster(ctx: typer.Context, name: str) -> None:
+    """Remove a cluster (it must have no queued or running jobs)."""
+    client(ctx).clusters.delete(name)
+    console.print(f"removed cluster {name}")
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+@jobs_app.command("run", context_settings={"allow_interspersed_args": False})
+def run_job(
+    ctx: typer.Context,
+    args: list[str] = typer.Argument(None, help="arguments for the job, after --"),
+    cluster: str = typer.Option("local", "--cluster", "-c"),
+    code: str | None = typer.Option(None, "--code", help="folder to upload (once per content)"),
+    entry: str | None = typer.Option(None, "--entry", help="file in --code to run, e.g. train.py"),
+    command: str | None = typer.Option(None, "--command", help="e.g. 'python -m pkg.mod'"),
+    cpus: float = typer.Option(1, "--cpus"),
+    memory: str | None = typer.Option(None, "--memory", help="limit, like 4G (default: none)"),
+    gpus: int = typer.Option(0, "--gpus"),
+    env: list[str] = typer.Option([], "--env", "-e", help="K=V, repeatable"),
+    input: list[str] = typer.Option([], "--input", "-i",
+                                    help="NAME=db.table[@vN] or NAME=bucket/prefix/"),
+    max_runtime: str | None = typer.Option(None, "--max-runtime", help="like 30m or 1h"),
+    retries: int = typer.Option(0, "--retries"),
+    priority: int = typer.Option(0, "--priority", help="higher runs first"),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="repeatable; costs group by tag"),
+    name: str | None = typer.Option(None, "--name"),
+    wait: bool = typer.Option(False, "--wait", "-w",
+                              help="follow the job's log to its end and exit with its outcome"),
+    json: bool = JsonOpt,
+) -> None:
+    """Run code on a cluster: --code ./src --entry train.py -- --lr 0.1"""
+    from cumulo.compute.spec import parse_env, parse_inputs
+
+    c = client(ctx)
+    job = c.jobs.run(
+        entry, code=code, command=command, args=args or [], cluster=cluster, cpus=cpus,
+        memory=memory, gpus=gpus, env=parse_env(env),
+        inputs={r.name: r.ref for r in parse_inputs(input)}, max_runtime=max_runtime,
+        retries=retries, priority=priority, tags=tag, name=name,
+    )
+    if not wait:
+        if json:
+            print_json(job.info)
+        else:
+            console.print(job.id)
+            err.print(f"submitted to {cluster}; follow it with 'cumulo jobs logs -f {job.id}'")
+        return
+    err.print(f"job {job.id} submitted to {cluster}", style="dim")
+    try:
+        for line in job.logs(follow=True):
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        info = job.wait()
+    except KeyboardInterrupt:
+        err.print(f"\nstopped following; job {job.id} goes on ('cumulo jobs cancel {job.id}')")
+        raise typer.Exit(130) from None
+    if json:
+        print_json(info)
+    _outcome(info)
+    code_ = EXIT_CODES.get(info["state"], info["exit_code"] or 1)
+    raise typer.Exit(code_ if 0 <= code_ <= 255 else 1)
+
+
+def _outcome(info: dict[str, Any]) -> None:
+    usage = info["usage"]
+    line = (f"job {info['id']} {info['state'].replace('_', ' ')} after "
+            f"{usage['wall_seconds']:.1f}s; {usage['cpu_seconds']:.1f} CPU-s, "
+            f"peak {human_bytes(usage['peak_memory_bytes'])}, ${usage['cost_usd']:.6f}")
+    if info["reason"]:
+        line += f": {info['reason']}"
+    err.print(line, style="green" if info["state"] == "succeeded" else "red")
+
+
+@jobs_app.command("ls")
+def list_jobs(
+    ctx: typer.Context,
+    state: str | None = typer.Option(None, "--state", help="e.g. running, failed, or active"),
+    cluster: str | None = typer.Option(None, "--cluster", "-c"),
+    tag: str | None = typer.Option(None, "--tag", "-t"),
+    limit: int = typer.Option(50, "--limit", "-n"),
+    json: bool = JsonOpt,
+) -> None:
+    """List jobs, newest first."""
+    jobs = client(ctx).jobs.list(state=state, cluster=cluster, tag=tag, limit=limit)
+    if json:
+        print_json([j.info for j in jobs])
+        return
+    table = Table(box=None)
+    for column in ("id", "name", "cluster", "state", "attempt", "created", "wall", "cost",
+                   "tags"):
+        table.add_column(column)
+    for j in jobs:
+        i = j.info
+        table.add_row(i["id"], i["name"], i["cluster"], i["state"],
+                      f"{i['attempt']}/{i['retries'] + 1}", when(i["created_at"]),
+                      f"{i['usage']['wall_seconds']:.1f}s", f"${i['usage']['cost_usd']:.6f}",
+                      ",".join(i["tags"]))
+    console.print(table)
+
+
+@jobs_app.command("show")
+def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
+    """A job in full: its spec, timeline, use and cost, metrics and outputs."""
+    job = client(ctx).jobs.get(job_id)
+    metrics, artifacts = job.metrics(), job.artifacts()
+    i = job.info
+    if json:
+        print_json({**i, "metrics": metrics, "artifacts": artifacts})
+        return
+    table = Table(box=None, show_header=False)
+    what = (f"{i['entry']} (code {i['code'][:12]})" if i["entry"]
+            else " ".join(i["command"] or []))
+    table.add_row("job", f"{i['id']} ({i['name']}) on {i['cluster']}")
+    table.add_row("state", i["state"] + (f" (exit code {i['exit_code']})"
+                                         if i["exit_code"] is not None else ""))
+    if i["reason"]:
+        table.add_row("reason", i["reason"])
+    table.add_row("runs", " ".join([what, *i["args"]]))
+    table.add_row("asks", f"{i['cpus']:g} CPU"
+                  + (f", {human_bytes(i['memory'])}" if i["memory"] else "")
+                  + (f", {i['gpus']} GPU" if i["gpus"] else "")
+                  + (f", max {i['max_runtime_s']:g}s" if i["max_runtime_s"] else ""))
+    for name, spec in i["inputs"].items():
+        ref = (f"{spec['table']}@v{spec['version']}" if spec["kind"] == "table"
+               else f"{spec['bucket']}/{spec['prefix']}")
+        table.add_row(f"input {name}", ref)
+    table.add_row("attempt", f"{i['attempt']} of {i['retries'] + 1}")
+    for label, key in (("queued", "created_at"), ("starting", "starting_at"),
+                       ("running", "running_at"), ("finished", "finished_at")):
+        table.add_row(label, when(i[key]))
+    u = i["usage"]
+    table.add_row("usage", f"{u['cpu_seconds']:.2f} CPU-s, peak "
+                  f"{human_bytes(u['peak_memory_bytes'])}, {u['gpu_seconds']:.1f} GPU-s, "
+                  f"{u['wall_seconds']:.2f}s wall")
+    table.add_row("cost", f"${u['cost_usd']:.6f}")
+    if i["tags"]:
+        table.add_row("tags", ", ".join(i["tags"]))
+    for key, points in metrics.items():
+        table.add_row(f"metric {key}", f"{points[-1]['value']:g} (step {points[-1]['step']}, "
+                      f"{len(points)} values)")
+    for a in artifacts:
+        table.add_row("output", f"{a['path']} ({human_bytes(a['size'])})")
+    for a in i["attempts"][:-1] if i["state"] != "queued" else i["attempts"]:
+        table.add_row(f"attempt {a['attempt']}", f"{a['state']}: {a['reason'] or 'ok'}")
+    console.print(table)
+    if i["state"] in ("failed", "timed_out") and i["log_tail"]:
+        console.print("last lines of the log:", style="bold")
+        console.print(i["log_tail"], markup=False)
+
+
+@jobs_app.command("logs")
+def job_logs(
+    ctx: typer.Context, job_id: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream until the job ends"),
+    attempt: int | None = typer.Option(None, "--attempt", help="an earlier attempt's log"),
+) -> None:
+    """Print a job's output."""
+    job = client(ctx).jobs.get(job_id)
+    for line in job.logs(follow=follow, attempt=attempt):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+@jobs_app.command("cancel")
+def cancel_job(ctx: typer.Context, job_id: str) -> None:
+    """Cancel a job: SIGTERM, then SIGKILL after the grace period."""
+    info = client(ctx).jobs.cancel(job_id).info
+    console.print(f"job {job_id}: " + ("cancelled" if info["state"] == "cancelled"
+                                       else "stopping (SIGTERM sent)"))
+
+
+@jobs_app.command("download")
+def download(ctx: typer.Context, job_id: str,
+             dest: str = typer.Argument(".", help="folder to save the outputs in")) -> None:
+    """Save a job's outputs."""
+    for path in client(ctx).jobs.get(job_id).download(dest):
+        console.print(str(path))
+
+
+@jobs_app.command("rm")
+def remove_job(ctx: typer.Context, job_id: str) -> None:
+    """Forget a finished job, with its logs and outputs."""
+    client(ctx).jobs.delete(job_id)
+    console.print(f"removed job {job_id}")

@@ -1,0 +1,252 @@
+"""Jobs: submission (with every check made up front), listing, cancelling, metrics, artifacts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cumulo.compute.clusters import get_cluster
+from cumulo.compute.models import ACTIVE, FINISHED, CodeSnapshot, Job, JobArtifact, JobMetric
+from cumulo.compute.spec import InputRef, parse_duration_s, parse_env, parse_inputs, parse_memory
+from cumulo.db import utcnow
+from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
+from cumulo.principal import Principal
+from cumulo.storage.backends import Backend
+
+__all__ = ["JobRequest", "cancel_job", "get_job", "list_jobs", "record_metrics", "submit_job"]
+
+MAX_RETRIES = 10
+STATES = (*ACTIVE, *FINISHED)
+
+
+@dataclass
+class JobRequest:
+    """A job as submitted; every field is checked by :func:`submit_job`."""
+
+    cluster: str = "local"
+    code: str | None = None  # a snapshot digest
+    entry: str | None = None
+    command: str | list[str] | None = None
+    args: list[str] = field(default_factory=list)
+    cpus: float = 1.0
+    memory: str | int | None = None
+    gpus: int = 0
+    env: dict[str, str] | list[str] = field(default_factory=dict)
+    inputs: dict[str, str] | list[str] = field(default_factory=dict)
+    max_runtime: str | float | None = None
+    retries: int = 0
+    priority: int = 0
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+
+
+def _new_id() -> str:
+    return "job-" + secrets.token_hex(5)
+
+
+def _check_entry(session: Session, req: JobRequest) -> tuple[str | None, list[str] | None]:
+    if bool(req.entry) == bool(req.command):
+        raise Invalid("give an entry point (--entry train.py) or a command (--command "
+                      "'python -m pkg.mod'), not both and not neither")
+    snapshot = None
+    if req.code:
+        snapshot = session.get(CodeSnapshot, req.code)
+        if snapshot is None:
+            raise NotFound(f"code snapshot {req.code[:12]} was not uploaded; the SDK and CLI "
+                           "upload it before submitting")
+    if req.entry:
+        entry = os.path.normpath(req.entry).replace(os.sep, "/")
+        if entry.startswith("../") or entry.startswith("/") or entry == "..":
+            raise Invalid(f"entry point {req.entry!r} must be a path inside the code folder")
+        if snapshot is None:
+            raise Invalid("an entry point needs a code folder (--code ./src)")
+        if entry not in snapshot.files:
+            near = [f for f in snapshot.files if f.endswith(".py")][:5]
+            raise Invalid(f"entry point {req.entry!r} is not in the code folder; it holds "
+                          f"{', '.join(near) or 'no Python files'}"
+                          f"{' ...' if len(snapshot.files) > 5 else ''}")
+        return entry, None
+    command = req.command if isinstance(req.command, list) else shlex.split(req.command or "")
+    if not command:
+        raise Invalid("--command is empty")
+    return None, command
+
+
+def _resolve_inputs(session: Session, storage: Backend, refs: list[InputRef],
+                    local: bool) -> dict[str, Any]:
+    """Pin each input now: a table to its current (or named) version, files to their prefix."""
+    from cumulo.lake.catalog import get_table, table_info
+    from cumulo.lake.refs import parse_ref
+    from cumulo.storage.service import blob_key, get_object, list_objects
+
+    resolved: dict[str, Any] = {}
+    for ref in refs:
+        if ref.kind == "table":
+            try:
+                table_ref = parse_ref(ref.ref)
+                info = table_info(session, storage, table_ref)
+            except (NotFound, Invalid) as exc:
+                raise type(exc)(f"input {ref.name!r}: {exc.message}") from exc
+            spec: dict[str, Any] = {"kind": "table", "table": f"{table_ref.database}."
+                                    f"{table_ref.table}", "version": info.version}
+            row = get_table(session, table_ref)
+            if local and info.version is not None:
+                path = storage.local_path(row.location)
+                if path is not None:
+                    spec["uri"] = str(path)
+            resolved[ref.name] = spec
+            continue
+        bucket, _, prefix = ref.ref.partition("/")
+        try:
+            page = list_objects(session, bucket, prefix=prefix, limit=1)
+        except NotFound as exc:
+            raise NotFound(f"input {ref.name!r}: {exc.message}") from exc
+        if not page.objects:
+            raise NotFound(f"input {ref.name!r}: nothing is stored under {ref.ref!r} "
+                           "('cumulo files ls' shows what is)")
+        spec = {"kind": "files", "bucket": bucket, "prefix": prefix}
+        if local and (not prefix or prefix.endswith("/")
+                      or _exists(session, bucket, prefix, get_object)):
+            # A folder, or one object: the job reads the stored files in place.
+            path = storage.local_path(blob_key(bucket, prefix).rstrip("/"))
+            if path is not None:
+                spec["path"] = str(path)
+        resolved[ref.name] = spec
+    return resolved
+
+
+def _exists(session: Session, bucket: str, key: str, get_object: Any) -> bool:
+    try:
+        get_object(session, bucket, key)
+        return True
+    except NotFound:
+        return False
+
+
+def submit_job(session: Session, storage: Backend, principal: Principal,
+               req: JobRequest) -> Job:
+    """Check everything a job needs, then queue it; nothing is written if a check fails."""
+    cluster = get_cluster(session, req.cluster)
+    entry, command = _check_entry(session, req)
+    if not req.cpus > 0:
+        raise Invalid(f"--cpus must be more than zero, not {req.cpus}")
+    if req.gpus < 0:
+        raise Invalid(f"--gpus must not be negative, not {req.gpus}")
+    memory = parse_memory(req.memory) if req.memory is not None else None
+    asks = [("CPUs", req.cpus, cluster.max_cpus), ("GPUs", req.gpus, cluster.max_gpus)]
+    if memory is not None:
+        asks.append(("bytes of memory", memory, cluster.max_memory))
+    for what, want, most in asks:
+        if want > most:
+            raise Invalid(
+                f"the job asks for {want:g} {what}, but cluster {cluster.name!r} can give at "
+                f"most {most:g}; ask for less, or use a bigger cluster ('cumulo clusters ls')")
+    if not 0 <= req.retries <= MAX_RETRIES:
+        raise Invalid(f"--retries must be between 0 and {MAX_RETRIES}")
+    if not -1000 <= req.priority <= 1000:
+        raise Invalid("--priority must be between -1000 and 1000")
+    for tag in req.tags:
+        if not tag or len(tag) > 128 or any(c.isspace() for c in tag):
+            raise Invalid(f"tag {tag!r} must be 1-128 characters without spaces")
+    env = parse_env(req.env)
+    max_runtime = parse_duration_s(req.max_runtime) if req.max_runtime is not None else None
+    inputs = _resolve_inputs(session, storage, parse_inputs(req.inputs),
+                             local=cluster.type == "local")
+    name = req.name or (entry or os.path.basename((command or ["job"])[0]))
+    job = Job(
+        id=_new_id(), name=name[:128], cluster=cluster.name, state="queued",
+        priority=req.priority, tags=list(dict.fromkeys(req.tags)), code_digest=req.code,
+        entry=entry, command=command, args=[str(a) for a in req.args], env=env, inputs=inputs,
+        cpus=float(req.cpus), memory=memory, gpus=int(req.gpus), max_runtime_s=max_runtime,
+        retries=req.retries, attempt=1, attempts=[], gpu_ids=[],
+        created_by=principal.user_id, created_at=utcnow(),
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}; 'cumulo jobs ls' lists jobs", details={"job": job_id})
+    return job
+
+
+def list_jobs(session: Session, *, state: str | None = None, cluster: str | None = None,
+              tag: str | None = None, limit: int = 100) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    if state:
+        states = state.split(",")
+        bad = [s for s in states if s not in STATES and s != "active"]
+        if bad:
+            raise Invalid(f"unknown state {bad[0]!r}; states are {', '.join(STATES)} (or active)")
+        wanted = [s for s in STATES if s in states or (s in ACTIVE and "active" in states)]
+        query = query.where(Job.state.in_(wanted))
+    if cluster:
+        query = query.where(Job.cluster == cluster)
+    rows = list(session.scalars(query.limit(limit if not tag else 100_000)))
+    if tag:  # tags are a JSON list; filtered here the same way on SQLite and PostgreSQL
+        rows = [j for j in rows if tag in j.tags][:limit]
+    return rows
+
+
+def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
+    job = get_job(session, job_id)
+    if not principal.is_admin and job.created_by != principal.user_id:
+        raise Forbidden(f"job {job_id} is not yours to cancel")
+    if job.state in FINISHED:
+        raise Conflict(f"job {job_id} already {job.state.replace('_', ' ')}")
+    now = utcnow()
+    if job.state == "queued":
+        job.state, job.finished_at, job.reason = "cancelled", now, "cancelled while queued"
+    job.cancel_requested_at = job.cancel_requested_at or now
+    session.commit()
+    return job
+
+
+def record_metrics(session: Session, principal: Principal, job_id: str,
+                   metrics: list[dict[str, Any]]) -> int:
+    job = get_job(session, job_id)
+    if not principal.is_admin and principal.token_id != job.token_id \
+            and principal.user_id != job.created_by:
+        raise Forbidden(f"only job {job_id} itself or its owner may log its metrics")
+    for m in metrics:
+        key = str(m.get("key", ""))
+        if not key or len(key) > 250:
+            raise Invalid(f"metric name {key!r} must be 1-250 characters")
+        session.add(JobMetric(
+            job_id=job_id, key=key, value=float(m["value"]), step=int(m.get("step") or 0),
+            timestamp=datetime.fromtimestamp(float(m["timestamp"]), tz=utcnow().tzinfo)
+            if m.get("timestamp") else utcnow(),
+        ))
+    session.commit()
+    return len(metrics)
+
+
+def metrics_of(session: Session, job_id: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    query = select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.key,
+                                                                          JobMetric.step,
+                                                                          JobMetric.id)
+    for m in session.scalars(query):
+        out.setdefault(m.key, []).append({"value": m.value, "step": m.step,
+                                          "timestamp": m.timestamp})
+    return out
+
+
+def artifacts_of(session: Session, job_id: str) -> list[JobArtifact]:
+    return list(session.scalars(select(JobArtifact).where(JobArtifact.job_id == job_id)
+                                .order_by(JobArtifact.path)))
+
+
+def count_active(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Job)
+                          .where(Job.state.in_(ACTIVE))) or 0

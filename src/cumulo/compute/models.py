@@ -1,0 +1,114 @@
+"""Rows of the compute service: clusters, jobs, their metrics and artifacts, code snapshots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cumulo.db import Base, Created, UTCDateTime, binary_text
+
+__all__ = ["ACTIVE", "FINISHED", "Cluster", "CodeSnapshot", "Job", "JobArtifact", "JobMetric"]
+
+# A job's life: queued -> starting -> running -> one of FINISHED.
+ACTIVE = ("queued", "starting", "running")
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+class Cluster(Created, Base):
+    """Where jobs run: this machine's processes (``local``) or a Ray cluster (``ray``)."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(16))  # local | ray
+    address: Mapped[str | None] = mapped_column(String(512), nullable=True)  # ray only
+    max_cpus: Mapped[float] = mapped_column(Float)
+    max_memory: Mapped[int] = mapped_column(BigInteger)  # bytes
+    max_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    min_workers: Mapped[int] = mapped_column(Integer, default=0)
+    max_workers: Mapped[int] = mapped_column(Integer)
+    idle_timeout_s: Mapped[float] = mapped_column(Float, default=600.0)
+
+
+class CodeSnapshot(Base):
+    """A code folder as uploaded, named by the digest of its files: uploaded once, used often."""
+
+    __tablename__ = "code_snapshots"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    files: Mapped[list[str]] = mapped_column(JSON)  # relative paths, for entry-point checks
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Job(Created, Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_cluster", "state", "cluster"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    cluster: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What to run.
+    code_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    entry: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    args: Mapped[list[str]] = mapped_column(JSON, default=list)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cpus: Mapped[float] = mapped_column(Float)
+    memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    # The current attempt, and what became of earlier ones.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    starting_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    running_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Where the running attempt is: a local process (pid and its start time) or a Ray job.
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    backend_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    gpu_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Use, summed over attempts.
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    peak_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class JobMetric(Base):
+    __tablename__ = "job_metrics"
+    __table_args__ = (Index("ix_job_metrics_job_key", "job_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class JobArtifact(Base):
+    """A file the job left in its output folder, kept in storage under jobs/<id>/outputs/."""
+
+    __tablename__ = "job_artifacts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    path: Mapped[str] = mapped_column(binary_text(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)

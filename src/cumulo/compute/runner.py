@@ -1,0 +1,181 @@
+"""The process a job runs in.
+
+On a local cluster the supervisor starts this module ahead of time (a warm worker): the
+interpreter is up and waiting on stdin for one job's spec, so a job's first line of user code
+runs milliseconds after it is handed over, not after an interpreter start. It runs one job and
+exits. On a Ray cluster it is the Ray job's entrypoint, with the spec on the command line.
+
+It runs Python entry points in this process (``runpy``) and anything else as a child in the
+same process group, so that cancelling the group stops both. At the end it writes an exit
+record (code, CPU-seconds, peak memory) beside the log, which is how the supervisor learns the
+outcome even after a restart of its own. Only the standard library is imported before the job
+starts; the job's own imports are its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_exit_code = 1
+_spec: dict[str, Any] = {}
+
+
+def _usage() -> dict[str, Any]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+        "peak_memory_bytes": max(_own_peak(me.ru_maxrss), kids.ru_maxrss) * 1024,
+    }
+
+
+def _own_peak(maxrss_kib: int) -> int:
+    """This process's peak resident memory in KiB since it started running Python.
+
+    ru_maxrss survives exec on Linux, so it would count the forking parent's memory too;
+    /proc's VmHWM belongs to this image alone.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return maxrss_kib
+
+
+def _write_exit() -> None:
+    """Last of the atexit handlers (registered first): the job's code and use, atomically."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    record = {"exit_code": _exit_code, "finished_at": time.time(), **_usage()}
+    exit_file = _spec.get("exit_file")
+    if exit_file:
+        tmp = exit_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, exit_file)
+    if _spec.get("upload_outputs"):
+        _upload_outputs(record)
+
+
+def _upload_outputs(record: dict[str, Any]) -> None:
+    """On a remote cluster: send the output folder and the exit record to the control plane."""
+    from cumulo.job import _upload_outputs as upload
+
+    upload(record)
+
+
+def _redirect(log: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
+def _python_argv(argv: list[str]) -> bool:
+    name = os.path.basename(argv[0]) if argv else ""
+    return name in ("python", "python3", os.path.basename(sys.executable))
+
+
+def _run_python(argv: list[str]) -> None:
+    """``python -m mod args``, ``python script.py args`` or ``python -c code`` in-process."""
+    import runpy
+
+    if len(argv) >= 3 and argv[1] == "-m":
+        sys.argv = [argv[2], *argv[3:]]
+        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+    elif len(argv) >= 3 and argv[1] == "-c":
+        sys.argv = ["-c", *argv[3:]]
+        exec(compile(argv[2], "<string>", "exec"), {"__name__": "__main__"})
+    else:
+        sys.argv = argv[1:]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[1])))
+        runpy.run_path(argv[1], run_name="__main__")
+
+
+def _run(spec: dict[str, Any]) -> int:
+    import atexit
+    import shlex
+    import subprocess
+    import traceback
+
+    global _exit_code
+    atexit.register(_write_exit)
+    if spec.get("log"):
+        _redirect(spec["log"])
+    os.environ.update(spec["env"])
+    os.chdir(spec["workdir"])
+    sys.path.insert(0, spec["workdir"])
+    entry, command, args = spec.get("entry"), spec.get("command"), spec.get("args", [])
+    if entry:
+        argv = ([sys.executable, entry] if entry.endswith(".py")
+                else ["bash", entry] if entry.endswith(".sh") else [f"./{entry}"]) + args
+    else:
+        argv = [*(command if isinstance(command, list) else shlex.split(command)), *args]
+    # Python's own start-up variables can't apply to a running interpreter: those start one.
+    fresh = any(k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONPATH")
+                for k in spec["env"])
+    try:
+        if _python_argv(argv) and not fresh:
+            for path in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+                if path:
+                    sys.path.insert(0, path)
+            _run_python(argv)
+            code = 0
+        else:
+            code = subprocess.call(argv)
+            code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except FileNotFoundError as exc:
+        print(f"cumulo: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
+        code = 127
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    _exit_code = code
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _spec
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--spec"]:
+        _spec = json.loads(base64.b64decode(argv[1]))
+        _spec["workdir"] = os.getcwd()
+        # A Ray worker's own scratch space; the outputs are sent home when the job ends.
+        scratch = Path(tempfile.mkdtemp(prefix=f"cumulo-{_spec['env']['CUMULO_JOB_ID']}-"))
+        (scratch / "output").mkdir()
+        _spec["env"]["CUMULO_JOB_DIR"] = str(scratch)
+        _spec["env"]["CUMULO_JOB_OUTPUT_DIR"] = str(scratch / "output")
+    else:
+        line = sys.stdin.buffer.readline()  # warm: wait for the supervisor to hand over a job
+        if not line:
+            return 0  # let go while idle, or the supervisor went away
+        _spec = json.loads(line)
+    return _run(_spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

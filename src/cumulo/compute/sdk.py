@@ -1,0 +1,195 @@
+"""``client.clusters`` and ``client.jobs``: run code on a cluster and follow it."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cumulo.client.transport import Transport
+from cumulo.errors import Invalid, NotFound
+
+__all__ = ["ClustersClient", "Job", "JobsClient"]
+
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+class ClustersClient:
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._t.json("GET", "/api/v1/clusters")  # type: ignore[no-any-return]
+
+    def show(self, name: str) -> dict[str, Any]:
+        return self._t.json("GET", f"/api/v1/clusters/{name}")  # type: ignore[no-any-return]
+
+    def create(self, name: str, *, type: str = "local", address: str | None = None,
+               max_cpus: float | None = None, max_memory: str | int | None = None,
+               max_gpus: int | None = None, min_workers: int = 0,
+               max_workers: int | None = None, idle_timeout: str | float = "10m",
+               timeout: float = 120) -> dict[str, Any]:
+        body = {"name": name, "type": type, "address": address, "max_cpus": max_cpus,
+                "max_memory": max_memory, "max_gpus": max_gpus, "min_workers": min_workers,
+                "max_workers": max_workers, "idle_timeout": idle_timeout}
+        return self._t.json("POST", "/api/v1/clusters", json=body,  # type: ignore[no-any-return]
+                            timeout=timeout)
+
+    def delete(self, name: str) -> None:
+        self._t.json("DELETE", f"/api/v1/clusters/{name}")
+
+
+class Job:
+    """A handle on a submitted job."""
+
+    def __init__(self, transport: Transport, info: dict[str, Any]) -> None:
+        self._t = transport
+        self.id: str = info["id"]
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, state={self.state!r})"
+
+    @property
+    def state(self) -> str:
+        return str(self.info["state"])
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINISHED
+
+    def refresh(self) -> dict[str, Any]:
+        self.info = self._t.json("GET", f"/api/v1/jobs/{self.id}")
+        return self.info
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.1) -> dict[str, Any]:
+        """Block until the job ends; return its final state. Raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(poll, 0.05)
+        while not self.done:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {self.state} after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, max(poll, 1.0))
+            self.refresh()
+        return self.info
+
+    def cancel(self) -> dict[str, Any]:
+        self.info = self._t.json("POST", f"/api/v1/jobs/{self.id}/cancel")
+        return self.info
+
+    def logs(self, *, follow: bool = False, attempt: int | None = None) -> Iterator[str]:
+        """The job's output, line by line; ``follow`` streams it live until the attempt ends
+        (and then each retry's, in turn)."""
+        number = attempt
+        while True:
+            params: dict[str, Any] = {"follow": str(follow).lower()}
+            if number is not None:
+                params["attempt"] = number
+            pending = b""
+            with self._t.stream("GET", f"/api/v1/jobs/{self.id}/logs", params=params,
+                                timeout=None) as response:
+                shown = int(response.headers.get("x-job-attempt", "1"))
+                for chunk in response.iter_raw():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+            if pending:
+                yield pending.decode("utf-8", "replace")
+            if not follow or attempt is not None:
+                return
+            info = self.refresh()
+            if info["attempt"] == shown:
+                return
+            number = shown + 1
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        return self._t.json("GET", f"/api/v1/jobs/{self.id}/metrics")  # type: ignore[no-any-return]
+
+    def artifacts(self) -> builtins.list[dict[str, Any]]:
+        return self._t.json("GET", f"/api/v1/jobs/{self.id}/artifacts")  # type: ignore[no-any-return]
+
+    def download(self, dest: str | os.PathLike[str] = ".") -> builtins.list[Path]:
+        """Save every artifact under ``dest``; return the paths written."""
+        written = []
+        for artifact in self.artifacts():
+            target = Path(dest) / artifact["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._t.stream("GET", f"/api/v1/jobs/{self.id}/artifacts/{artifact['path']}",
+                                timeout=None) as response, open(target, "wb") as out:
+                for chunk in response.iter_raw():
+                    out.write(chunk)
+            written.append(target)
+        return written
+
+
+class JobsClient:
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def upload_code(self, folder: str | os.PathLike[str]) -> str:
+        """Upload a code folder as a snapshot, unless the server has it already; its digest."""
+        from cumulo.compute.snapshot import scan
+
+        snap = scan(folder)
+        try:
+            self._t.json("GET", f"/api/v1/jobs/code/{snap.digest}")
+            return snap.digest
+        except NotFound:
+            pass
+        with tempfile.TemporaryFile() as tmp:
+            snap.write_tar(tmp)
+            tmp.seek(0)
+            self._t.json("PUT", f"/api/v1/jobs/code/{snap.digest}", content=tmp,
+                         headers={"content-type": "application/gzip"}, timeout=None)
+        return snap.digest
+
+    def run(self, entry: str | None = None, *, code: str | os.PathLike[str] | None = None,
+            command: str | builtins.list[str] | None = None,
+            args: builtins.list[str] | None = None, cluster: str = "local", cpus: float = 1,
+            memory: str | int | None = None, gpus: int = 0,
+            env: dict[str, str] | None = None, inputs: dict[str, str] | None = None,
+            max_runtime: str | float | None = None, retries: int = 0, priority: int = 0,
+            tags: builtins.list[str] | None = None, name: str | None = None) -> Job:
+        """Submit a job: ``entry`` (a file in ``code``) or ``command``; returns a handle.
+
+        >>> job = client.jobs.run("train.py", code="./src", args=["--lr", "0.1"])  # doctest: +SKIP
+        >>> job.wait()["state"]                                     # doctest: +SKIP
+        'succeeded'
+        """
+        if code is not None and entry is not None:
+            folder = Path(code)
+            if folder.is_dir() and not (folder / entry).is_file():
+                raise Invalid(f"entry point {entry!r} is not in {folder}")
+        if entry is not None and code is None:
+            raise Invalid("an entry point needs a code folder: code='./src'")
+        digest = self.upload_code(code) if code is not None else None
+        body = {"cluster": cluster, "code": digest, "entry": entry, "command": command,
+                "args": [str(a) for a in (args or [])], "cpus": cpus, "memory": memory,
+                "gpus": gpus, "env": env or {}, "inputs": inputs or {},
+                "max_runtime": max_runtime, "retries": retries, "priority": priority,
+                "tags": tags or [], "name": name}
+        return Job(self._t, self._t.json("POST", "/api/v1/jobs", json=body))
+
+    def get(self, job_id: str) -> Job:
+        return Job(self._t, self._t.json("GET", f"/api/v1/jobs/{job_id}"))
+
+    def list(self, *, state: str | None = None, cluster: str | None = None,
+             tag: str | None = None, limit: int = 100) -> builtins.list[Job]:
+        params = {k: v for k, v in {"state": state, "cluster": cluster, "tag": tag,
+                                    "limit": limit}.items() if v is not None}
+        return [Job(self._t, info) for info in self._t.json("GET", "/api/v1/jobs",
+                                                            params=params)]
+
+    def cancel(self, job_id: str) -> Job:
+        return Job(self._t, self._t.json("POST", f"/api/v1/jobs/{job_id}/cancel"))
+
+    def delete(self, job_id: str) -> None:
+        self._t.json("DELETE", f"/api/v1/jobs/{job_id}")
+
+

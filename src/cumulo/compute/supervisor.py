@@ -1,0 +1,471 @@
+"""The job supervisor: a thread of the control plane that starts, watches and ends jobs.
+
+Every decision is read from and written to the database, so a restart loses nothing: on start
+it finds the jobs that were running (by pid and start time, or by Ray submission id), adopts
+those still alive, finishes those that ended meanwhile (from the exit record the runner left),
+and puts jobs that never got going back in the queue.
+
+Dispatch is by priority, then age, one cluster at a time; a job that does not fit yet holds back
+the jobs behind it on its cluster, so a big job is never starved by a stream of small ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cumulo.access.tokens import issue_token, revoke_token_id
+from cumulo.compute import snapshot
+from cumulo.compute.clusters import ensure_local_cluster, list_clusters
+from cumulo.compute.local import LocalExecutor, ProcessExit, kill_group
+from cumulo.compute.models import Cluster, Job, JobArtifact
+from cumulo.compute.raycluster import RayExecutor
+from cumulo.config import Settings
+from cumulo.db import utcnow
+from cumulo.metering import usage
+from cumulo.storage.backends import Backend
+
+__all__ = ["Supervisor", "snapshot_key"]
+
+log = logging.getLogger("cumulo.compute")
+LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 8192
+
+
+def snapshot_key(digest: str) -> str:
+    return f"jobs/snapshots/{digest}.tar.gz"
+
+
+@dataclass
+class _Live:
+    """What the supervisor knows of a running job beyond its row."""
+
+    outcome: str | None = None  # set when we stop it: cancelled, timed_out or failed
+    reason: str | None = None
+    kill_at: float | None = None
+    cpu: float = 0.0
+    peak: int = 0
+    sampled_at: float = 0.0
+
+
+@dataclass
+class _Capacity:
+    cpus: float = 0.0
+    memory: int = 0
+    workers: int = 0
+    gpus: set[int] = field(default_factory=set)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, engine: Engine, storage: Backend) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.root = settings.home / "compute"
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._executors: dict[str, LocalExecutor | RayExecutor] = {}
+        self._live: dict[str, _Live] = {}
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- life --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.sessions() as session:
+            ensure_local_cluster(session)
+            self._sync(session)
+            self._recover(session)
+        self._thread = threading.Thread(target=self._run, name="cumulo-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread:
+            self._thread.join(15)
+        for executor in self._executors.values():
+            executor.shutdown()
+        running = len(self._live)
+        if running:
+            log.info("%d job(s) still running; they are picked up again on the next start",
+                     running)
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.clear()
+            try:
+                with self._lock:
+                    self._tick()
+            except Exception:  # a bug here must not end the supervisor: log it, go on
+                log.exception("job supervisor step failed")
+            self.wake.wait(0.25 if self._live else 2.0)
+
+    def executor(self, cluster: str) -> LocalExecutor | RayExecutor | None:
+        return self._executors.get(cluster)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def log_file(self, job_id: str, attempt: int) -> Path:
+        return self.job_dir(job_id) / f"attempt-{attempt}.log"
+
+    def exit_file(self, job_id: str, attempt: int) -> Path:
+        return self.job_dir(job_id) / f"attempt-{attempt}.exit.json"
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def _sync(self, session: Session) -> dict[str, Cluster]:
+        clusters = {c.name: c for c in list_clusters(session)}
+        for name, cluster in clusters.items():
+            executor = self._executors.get(name)
+            if cluster.type == "local":
+                if not isinstance(executor, LocalExecutor):
+                    executor = LocalExecutor(name, self.root / "clusters" / name, wake=self.wake)
+                    self._executors[name] = executor
+                executor.configure(min_workers=cluster.min_workers,
+                                   max_workers=cluster.max_workers,
+                                   idle_timeout=cluster.idle_timeout_s)
+            elif executor is None:
+                self._executors[name] = RayExecutor(name, cluster.address or "auto",
+                                                    self.root / "clusters" / name)
+        for name in set(self._executors) - set(clusters):
+            self._executors.pop(name).shutdown()
+        return clusters
+
+    def _tick(self) -> None:
+        with self.sessions() as session:
+            clusters = self._sync(session)
+            active = list(session.scalars(select(Job).where(Job.state.in_(("starting",
+                                                                            "running")))))
+            for job in active:
+                self._check(session, job)
+            self._dispatch(session, clusters)
+            for executor in self._executors.values():
+                executor.maintain(busy=executor.busy)
+
+    def _recover(self, session: Session) -> None:
+        for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")))):
+            executor = self._executors.get(job.cluster)
+            if executor is None:
+                self._end(session, job, "failed", reason=f"cluster {job.cluster!r} is gone")
+                continue
+            exit_file = self.exit_file(job.id, job.attempt)
+            if isinstance(executor, LocalExecutor):
+                if job.pid is None:  # handed to no process yet: it never ran, queue it again
+                    self._requeue(session, job, count_attempt=False)
+                    continue
+                executor.adopt(job.id, job.pid, job.pid_started or 0.0, exit_file)
+            elif job.backend_ref:
+                executor.adopt(job.id, job.backend_ref, exit_file)
+            else:
+                self._requeue(session, job, count_attempt=False)
+                continue
+            self._live[job.id] = _Live()
+            log.info("found job %s again after a restart", job.id)
+        session.commit()
+
+    def _check(self, session: Session, job: Job) -> None:
+        executor = self._executors.get(job.cluster)
+        if executor is None:
+            return
+        live = self._live.setdefault(job.id, _Live())
+        result = executor.poll(job.id)
+        if result is not None:
+            self._finish(session, job, result, live)
+            return
+        now = time.monotonic()
+        if isinstance(executor, RayExecutor) and job.id in executor.running_now \
+                and job.state == "starting":
+            job.state, job.running_at = "running", utcnow()
+            session.commit()
+        if now - live.sampled_at >= 1.0:
+            live.sampled_at = now
+            sample = executor.sample(job.id)
+            if sample:
+                live.cpu, live.peak = max(live.cpu, sample[0]), max(live.peak, sample[1])
+                if job.memory and sample[1] > job.memory and live.outcome != "failed":
+                    live.outcome, live.kill_at = "failed", now
+                    live.reason = (f"out of memory: used {sample[1] / 2**20:.0f} MiB, over its "
+                                   f"--memory of {job.memory / 2**20:.0f} MiB")
+                    executor.signal(job.id, signal.SIGKILL)
+        if live.outcome is None:
+            if job.cancel_requested_at is not None:
+                self._stop_job(executor, job, live, "cancelled", "cancelled")
+            elif job.max_runtime_s and job.running_at and \
+                    (utcnow() - job.running_at).total_seconds() > job.max_runtime_s:
+                self._stop_job(executor, job, live, "timed_out",
+                               f"ran past its --max-runtime of {job.max_runtime_s:g}s")
+        elif live.kill_at is not None and now >= live.kill_at:
+            live.kill_at = None
+            if isinstance(executor, LocalExecutor) and job.pid:
+                kill_group(job.pid)
+
+    def _stop_job(self, executor: LocalExecutor | RayExecutor, job: Job, live: _Live,
+                  outcome: str, reason: str) -> None:
+        """SIGTERM now, SIGKILL after the grace period if it is still there."""
+        live.outcome, live.reason = outcome, reason
+        live.kill_at = time.monotonic() + self.settings.job_grace_seconds
+        executor.signal(job.id, signal.SIGTERM)
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def _dispatch(self, session: Session, clusters: dict[str, Cluster]) -> None:
+        queued = list(session.scalars(
+            select(Job).where(Job.state == "queued")
+            .order_by(Job.priority.desc(), Job.created_at, Job.id)))
+        if not queued:
+            return
+        held: dict[str, _Capacity] = {name: _Capacity() for name in clusters}
+        for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")))):
+            cap = held.setdefault(job.cluster, _Capacity())
+            cap.cpus += job.cpus
+            cap.memory += job.memory or 0
+            cap.workers += 1
+            cap.gpus.update(job.gpu_ids)
+        blocked: set[str] = set()
+        for job in queued:
+            cluster = clusters.get(job.cluster)
+            if cluster is None:
+                self._end(session, job, "failed", reason=f"cluster {job.cluster!r} was removed")
+                session.commit()
+                continue
+            if cluster.name in blocked:
+                continue
+            cap = held[cluster.name]
+            free_gpus = sorted(set(range(cluster.max_gpus)) - cap.gpus)
+            fits = (cap.cpus + job.cpus <= cluster.max_cpus + 1e-9
+                    and cap.memory + (job.memory or 0) <= cluster.max_memory
+                    and cap.workers < cluster.max_workers and len(free_gpus) >= job.gpus)
+            if not fits:
+                blocked.add(cluster.name)
+                continue
+            claimed = session.execute(  # type: ignore[attr-defined]
+                update(Job).where(Job.id == job.id, Job.state == "queued")
+                .values(state="starting", starting_at=utcnow(), gpu_ids=free_gpus[:job.gpus])
+            ).rowcount
+            session.commit()
+            if not claimed:  # cancelled meanwhile, or another control plane took it
+                continue
+            session.refresh(job)
+            cap.cpus += job.cpus
+            cap.memory += job.memory or 0
+            cap.workers += 1
+            cap.gpus.update(job.gpu_ids)
+            try:
+                self._launch(session, job, cluster)
+            except Exception as exc:
+                log.warning("job %s could not start: %s", job.id, exc)
+                session.rollback()
+                job = session.get(Job, job.id)  # type: ignore[assignment]
+                self._live.pop(job.id, None)
+                self._close_attempt(session, job, "failed", exit_code=None,
+                                    reason=f"could not start: {getattr(exc, 'message', exc)}",
+                                    live=_Live())
+                session.commit()
+
+    def _code_dir(self, digest: str) -> Path:
+        dest = self.root / "code" / digest
+        if not dest.is_dir():
+            with self.storage.open(snapshot_key(digest)) as source:
+                snapshot.extract(source, dest)
+        return dest
+
+    def _launch(self, session: Session, job: Job, cluster: Cluster) -> None:
+        executor = self._executors[cluster.name]
+        jobdir = self.job_dir(job.id)
+        for sub in ("work", "output", "inputs"):
+            shutil.rmtree(jobdir / sub, ignore_errors=True)
+        jobdir.mkdir(parents=True, exist_ok=True)
+        code = self._code_dir(job.code_digest) if job.code_digest else None
+        env = self._env(session, job, jobdir)
+        exit_file = self.exit_file(job.id, job.attempt)
+        exit_file.unlink(missing_ok=True)
+        spec: dict[str, Any] = {"entry": job.entry, "command": job.command, "args": job.args,
+                                "env": env, "exit_file": str(exit_file)}
+        if isinstance(executor, LocalExecutor):
+            workdir = jobdir / "work"
+            if code is not None:
+                shutil.copytree(code, workdir)
+            else:
+                workdir.mkdir()
+            (jobdir / "output").mkdir()
+            spec.update(workdir=str(workdir), log=str(self.log_file(job.id, job.attempt)))
+            pid, started = executor.launch(job.id, spec)
+            job.pid, job.pid_started = pid, started
+            job.state, job.running_at = "running", utcnow()
+        else:
+            if code is None:
+                code = jobdir / "work"
+                code.mkdir(exist_ok=True)
+            for key in ("CUMULO_JOB_DIR", "CUMULO_JOB_OUTPUT_DIR"):
+                env.pop(key)
+            job.backend_ref = executor.launch(
+                job.id, spec, submission_id=f"cumulo-{job.id}-{job.attempt}", code_dir=code,
+                cpus=job.cpus, memory=job.memory, gpus=job.gpus, exit_file=exit_file)
+        self._live[job.id] = _Live()
+        session.commit()
+
+    def _env(self, session: Session, job: Job, jobdir: Path) -> dict[str, str]:
+        import json
+
+        threads = str(max(1, int(job.cpus)))
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+               "OPENBLAS_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", **job.env}
+        env.update({
+            "CUMULO_URL": self.settings.public_url or self.settings.url,
+            "CUMULO_JOB_ID": job.id,
+            "CUMULO_JOB_ATTEMPT": str(job.attempt),
+            "CUMULO_JOB_DIR": str(jobdir),
+            "CUMULO_JOB_OUTPUT_DIR": str(jobdir / "output"),
+            "CUMULO_JOB_INPUTS": json.dumps(job.inputs),
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.gpu_ids),
+        })
+        if job.created_by is not None:
+            lifetime = timedelta(seconds=(job.max_runtime_s or 7 * 86400) + 3600)
+            token, secret = issue_token(session, job.created_by, f"job-{job.id}-{job.attempt}",
+                                        expires_at=utcnow() + lifetime)
+            session.flush()
+            job.token_id = token.id
+            env["CUMULO_TOKEN"] = secret
+        return env
+
+    # --- endings ----------------------------------------------------------------------------
+
+    def _finish(self, session: Session, job: Job, result: ProcessExit, live: _Live) -> None:
+        if live.outcome:
+            state, reason = live.outcome, live.reason
+        elif result.exit_code == 0:
+            state, reason = "succeeded", None
+        elif result.exit_code is None:
+            state, reason = "failed", result.message or (
+                "the job's process ended while the control plane was down, without leaving "
+                "an exit status")
+        elif result.signal:
+            state, reason = "failed", f"killed by {signal.Signals(result.signal).name}"
+        else:
+            state, reason = "failed", f"exited with code {result.exit_code}"
+        self._close_attempt(session, job, state, exit_code=result.exit_code, reason=reason,
+                            live=live, record=result.record)
+        session.commit()
+        self._live.pop(job.id, None)
+        executor = self._executors.get(job.cluster)
+        if executor is not None:
+            executor.replenish(busy=executor.busy)
+
+    def _close_attempt(self, session: Session, job: Job, state: str, *, exit_code: int | None,
+                       reason: str | None, live: _Live,
+                       record: dict[str, Any] | None = None) -> None:
+        """Price the attempt, keep its log and outputs, then end the job or queue it again."""
+        record = record or {}
+        now = utcnow()
+        began = job.running_at or job.starting_at or now
+        wall = max(0.0, (now - began).total_seconds())
+        cpu = max(float(record.get("cpu_seconds", 0.0)), live.cpu)
+        peak = max(int(record.get("peak_memory_bytes", 0)), live.peak)
+        gpu_seconds = job.gpus * wall
+        memory_gb_seconds = peak / 1e9 * wall
+        row = usage.record(session, self.settings.prices, kind="job", ref=job.id,
+                           cluster=job.cluster, user_id=job.created_by, tags=job.tags,
+                           started_at=began, ended_at=now, cpu_seconds=cpu,
+                           memory_gb_seconds=memory_gb_seconds, gpu_seconds=gpu_seconds,
+                           wall_seconds=wall)
+        job.cpu_seconds += cpu
+        job.peak_memory_bytes = max(job.peak_memory_bytes, peak)
+        job.gpu_seconds += gpu_seconds
+        job.wall_seconds += wall
+        job.cost_usd += row.cost_usd
+        tail = self._keep_log(job)
+        self._keep_outputs(session, job)
+        if job.token_id is not None:
+            revoke_token_id(session, job.token_id)
+            job.token_id = None
+        job.attempts = [*job.attempts, {
+            "attempt": job.attempt, "state": state, "exit_code": exit_code, "reason": reason,
+            "started_at": began.isoformat(), "finished_at": now.isoformat(),
+            "cpu_seconds": round(cpu, 3), "peak_memory_bytes": peak, "wall_seconds": round(wall, 3),
+        }]
+        job.exit_code, job.reason, job.log_tail = exit_code, reason, tail
+        if state == "failed" and job.attempt <= job.retries and job.cancel_requested_at is None:
+            log.info("job %s attempt %d failed (%s); retrying", job.id, job.attempt, reason)
+            self._requeue(session, job, count_attempt=True)
+        else:
+            job.state, job.finished_at = state, now
+            job.pid = job.pid_started = None
+        shutil.rmtree(self.job_dir(job.id) / "work", ignore_errors=True)
+
+    def _requeue(self, session: Session, job: Job, *, count_attempt: bool) -> None:
+        if count_attempt:
+            job.attempt += 1
+        if job.token_id is not None:
+            revoke_token_id(session, job.token_id)
+            job.token_id = None
+        job.state = "queued"
+        job.starting_at = job.running_at = None
+        job.pid = job.pid_started = None
+        job.backend_ref = None
+        job.gpu_ids = []
+
+    def _end(self, session: Session, job: Job, state: str, *, reason: str) -> None:
+        job.state, job.reason, job.finished_at = state, reason, utcnow()
+
+    def _keep_log(self, job: Job) -> str | None:
+        """Move the attempt's log into storage; return its last lines."""
+        path = self.log_file(job.id, job.attempt)
+        executor = self._executors.get(job.cluster)
+        if isinstance(executor, RayExecutor) and job.backend_ref:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(executor.logs(job.backend_ref))
+        if not path.is_file():
+            return None
+        tail = read_tail(path)
+        try:
+            self.storage.commit(path, f"jobs/{job.id}/logs/attempt-{job.attempt}.log")
+        except Exception as exc:  # the job's outcome still counts; say what went missing
+            log.error("could not keep the log of job %s: %s", job.id, exc)
+        return tail
+
+    def _keep_outputs(self, session: Session, job: Job) -> None:
+        out = self.job_dir(job.id) / "output"
+        if not out.is_dir():
+            return  # a remote job sent its outputs itself
+        files = sorted(p for p in out.rglob("*") if p.is_file())
+        session.execute(delete(JobArtifact).where(JobArtifact.job_id == job.id))
+        self.storage.delete_prefix(f"jobs/{job.id}/outputs/")
+        for path in files:
+            rel = path.relative_to(out).as_posix()
+            size = path.stat().st_size
+            self.storage.commit(path, f"jobs/{job.id}/outputs/{rel}")
+            session.add(JobArtifact(job_id=job.id, path=rel, size=size))
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a file, reading only its end."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - LOG_TAIL_BYTES))
+        data = f.read()
+    text = data.decode("utf-8", "replace")
+    kept = deque(text.splitlines(), maxlen=lines)
+    return "\n".join(kept)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)

@@ -1,0 +1,1 @@
+"""Metering: usage records from every service, priced by the sheet in the settings."""

@@ -1,0 +1,26 @@
+"""``/api/v1/costs``: usage and cost, summed by day, cluster, user, tag or kind."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+
+from cumulo.db import get_session
+from cumulo.metering import usage
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/costs", tags=["costs"])
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+@router.get("", summary="Usage and cost, grouped")
+def costs(session: DbSession, request: Request, by: str = "day", since: str | None = None,
+          until: str | None = None, kind: str | None = None) -> dict[str, Any]:
+    summary = usage.summarize(session, by=by, since=since, until=until, kind=kind)
+    prices = request.app.state.settings.prices
+    summary["prices"] = {"vcpu_hour": prices.vcpu_hour, "gb_hour": prices.gb_hour,
+                         "gpu_hour": prices.gpu_hour, "currency": "USD"}
+    return summary

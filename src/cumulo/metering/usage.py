@@ -1,0 +1,93 @@
+"""Write usage records, price them, and sum them for ``cumulo costs``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cumulo.access.users import user_names
+from cumulo.config import Prices
+from cumulo.errors import Invalid
+from cumulo.metering.models import UsageRecord
+
+__all__ = ["GroupBy", "price", "record", "summarize"]
+
+GroupBy = Literal["day", "cluster", "user", "tag", "kind"]
+GROUPS = ("day", "cluster", "user", "tag", "kind")
+
+
+def price(prices: Prices, *, cpu_seconds: float, memory_gb_seconds: float,
+          gpu_seconds: float) -> float:
+    """Dollars for the use, at the sheet's hourly prices."""
+    return (cpu_seconds * prices.vcpu_hour + memory_gb_seconds * prices.gb_hour
+            + gpu_seconds * prices.gpu_hour) / 3600.0
+
+
+def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: str | None,
+           user_id: int | None, tags: list[str], started_at: datetime, ended_at: datetime,
+           cpu_seconds: float, memory_gb_seconds: float, gpu_seconds: float,
+           wall_seconds: float) -> UsageRecord:
+    """Add (not commit) one usage record, priced now."""
+    row = UsageRecord(
+        kind=kind, ref=ref, cluster=cluster, user_id=user_id, tags=list(tags),
+        day=ended_at.date().isoformat(), started_at=started_at, ended_at=ended_at,
+        cpu_seconds=cpu_seconds, memory_gb_seconds=memory_gb_seconds, gpu_seconds=gpu_seconds,
+        wall_seconds=wall_seconds,
+        cost_usd=price(prices, cpu_seconds=cpu_seconds, memory_gb_seconds=memory_gb_seconds,
+                       gpu_seconds=gpu_seconds),
+    )
+    session.add(row)
+    return row
+
+
+def _day(text: str | None, what: str) -> str | None:
+    if text is None:
+        return None
+    if text.endswith("d") and text[:-1].isdigit():  # '7d': the last seven days
+        return (date.today() - timedelta(days=int(text[:-1]) - 1)).isoformat()
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise Invalid(f"{what} {text!r} is not a date like 2026-11-26 or a span like 7d") from exc
+
+
+def summarize(session: Session, *, by: str = "day", since: str | None = None,
+              until: str | None = None, kind: str | None = None) -> dict[str, Any]:
+    """Usage and cost summed by day, cluster, user, tag or kind, between two dates."""
+    if by not in GROUPS:
+        raise Invalid(f"cannot group costs by {by!r}; use one of {', '.join(GROUPS)}")
+    query = select(UsageRecord)
+    start, end = _day(since, "--since"), _day(until, "--until")
+    if start:
+        query = query.where(UsageRecord.day >= start)
+    if end:
+        query = query.where(UsageRecord.day <= end)
+    if kind:
+        query = query.where(UsageRecord.kind == kind)
+    records = list(session.scalars(query))
+    names = user_names(session, (r.user_id for r in records))
+    groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    total: dict[str, float] = defaultdict(float)
+    for row in records:
+        if by == "tag":
+            keys = row.tags or ["(untagged)"]
+        elif by == "user":
+            keys = [names.get(row.user_id, "(deleted)") if row.user_id else "(none)"]
+        else:
+            keys = [str(getattr(row, by) or "(none)")]
+        values = {"cpu_seconds": row.cpu_seconds, "memory_gb_seconds": row.memory_gb_seconds,
+                  "gpu_seconds": row.gpu_seconds, "wall_seconds": row.wall_seconds,
+                  "cost_usd": row.cost_usd, "count": 1}
+        for key in keys:
+            for name, value in values.items():
+                groups[key][name] += value
+        for name, value in values.items():
+            total[name] += value
+    rows = [{by: key, **{k: round(v, 6) if isinstance(v, float) else v for k, v in g.items()}}
+            for key, g in sorted(groups.items())]
+    return {"by": by, "since": start, "until": end, "rows": rows,
+            "total": {k: round(v, 6) for k, v in total.items()}}
