@@ -126,7 +126,7 @@ def scan(folder: str | os.PathLike[str]) -> Snapshot:
                     f"out of it (use --input) or list what to skip in {IGNORE_FILE}")
             entries.append(Entry(rel, _hash_file(path), st.st_size,
                                  bool(st.st_mode & stat.S_IXUSR)))
-    return Snapshot(root, entries)
+    return Snapshot(root, sorted(entries, key=lambda e: e.path))
 
 
 def verify(tar_path: Path, digest: str) -> tuple[list[str], int]:

@@ -1,0 +1,97 @@
+"""A server for the compute tests (short kill grace), and a code folder of small jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import Cumulo, start_cumulo
+
+SCRIPTS = {
+    "ok.py": """
+import sys
+import cumulo.job as job
+print("args", sys.argv[1:], "attempt", job.attempt, flush=True)
+job.log_metric("loss", 0.5, step=1)
+job.log_metric("loss", 0.25, step=2)
+(job.output_dir / "model.txt").write_text("weights")
+(job.output_dir / "sub").mkdir()
+(job.output_dir / "sub" / "eval.json").write_text("{}")
+print("done")
+""",
+    "fail.py": """
+import sys
+for i in range(50):
+    print("line", i)
+print("bad things happened", file=sys.stderr)
+sys.exit(3)
+""",
+    "crash.py": "raise RuntimeError('boom in user code')\n",
+    "flaky.py": """
+import cumulo.job as job
+print("attempt", job.attempt)
+raise SystemExit(1 if job.attempt == 1 else 0)
+""",
+    "sleep.py": """
+import sys, time
+print("sleeping", flush=True)
+time.sleep(float(sys.argv[1]))
+print("woke")
+""",
+    "stubborn.py": """
+import signal, time
+signal.signal(signal.SIGTERM, lambda *a: print("ignoring SIGTERM", flush=True))
+print("started", flush=True)
+while True:
+    time.sleep(0.1)
+""",
+    "hog.py": """
+import time
+blocks = []
+for i in range(400):
+    blocks.append(bytearray(8 * 2**20))
+    time.sleep(0.02)
+print("survived")
+""",
+    "spam.py": """
+import sys
+chunk = (b"x" * 1023 + b"\\n") * 1024
+for _ in range(int(sys.argv[1])):
+    sys.stdout.buffer.write(chunk)
+sys.stdout.flush()
+print("spam done")
+""",
+    "read_input.py": """
+import cumulo.job as job
+train = job.inputs["train"]
+print("rows", train.arrow().num_rows)
+print("files", sorted(p.name for p in train.path.iterdir())[:3])
+if "raw" in job.inputs:
+    print("raw", sorted(p.name for p in job.inputs["raw"].path.iterdir()))
+""",
+    "env.py": """
+import os
+for k in ("GREETING", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
+    print(k, repr(os.environ.get(k)))
+print("cwd", os.getcwd())
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def compute(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    home = tmp_path_factory.mktemp("compute") / ".cumulo"
+    server = start_cumulo(home, {"CUMULO_JOB_GRACE_SECONDS": "1"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("code") / "src"
+    root.mkdir()
+    for name, text in SCRIPTS.items():
+        (root / name).write_text(text.lstrip())
+    return root

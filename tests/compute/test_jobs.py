@@ -1,0 +1,278 @@
+"""Jobs on the local cluster, end to end, through the SDK against a real server."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from cumulo.errors import Conflict, Invalid, NotFound
+from tests.services import Cumulo
+
+
+def test_run_entry_with_args(compute: Cumulo, code: Path, tmp_path: Path) -> None:
+    c = compute.client()
+    job = c.jobs.run("ok.py", code=code, args=["--lr", "0.1"], tags=["team-a"])
+    info = job.wait(60)
+    assert info["state"] == "succeeded", info
+    assert info["exit_code"] == 0 and info["reason"] is None
+    lines = list(job.logs())
+    assert lines[0] == "args ['--lr', '0.1'] attempt 1" and lines[-1] == "done"
+    stamps = [datetime.fromisoformat(info[k]) for k in
+              ("created_at", "starting_at", "running_at", "finished_at")]
+    assert stamps == sorted(stamps)
+    assert [(p["step"], p["value"]) for p in job.metrics()["loss"]] == [(1, 0.5), (2, 0.25)]
+    assert job.artifacts() == [{"path": "model.txt", "size": 7},
+                               {"path": "sub/eval.json", "size": 2}]
+    written = job.download(tmp_path / "out")
+    assert (tmp_path / "out" / "model.txt").read_text() == "weights" and len(written) == 2
+    usage = info["usage"]
+    assert usage["cpu_seconds"] > 0 and usage["peak_memory_bytes"] > 1 << 20
+    assert usage["wall_seconds"] > 0 and usage["cost_usd"] > 0
+    assert usage["gpu_seconds"] == 0
+
+
+def test_unchanged_code_is_uploaded_once(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    before = sum("PUT /api/v1/jobs/code/" in line for line in compute.log_lines())
+    first = c.jobs.upload_code(code)
+    second = c.jobs.upload_code(code)
+    after = sum("PUT /api/v1/jobs/code/" in line for line in compute.log_lines())
+    assert first == second and after - before <= 1
+
+
+def test_command_and_environment(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    job = c.jobs.run(command="python env.py", code=code, env={"GREETING": "hi there"}, cpus=2)
+    assert job.wait(60)["state"] == "succeeded"
+    out = "\n".join(job.logs())
+    assert "GREETING 'hi there'" in out and "OMP_NUM_THREADS '2'" in out
+    assert "CUDA_VISIBLE_DEVICES ''" in out  # asked for no GPU, sees none
+    shell = c.jobs.run(command=["bash", "-c", "echo from bash; exit 7"])
+    info = shell.wait(60)
+    assert info["state"] == "failed" and info["exit_code"] == 7
+    assert list(shell.logs()) == ["from bash"]
+
+
+def test_failure_keeps_reason_and_log_tail(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    info = c.jobs.run("fail.py", code=code).wait(60)
+    assert info["state"] == "failed" and info["exit_code"] == 3
+    assert info["reason"] == "exited with code 3"
+    assert info["log_tail"].splitlines()[-1] == "bad things happened"
+    assert "line 49" in info["log_tail"] and "line 0\n" not in info["log_tail"]
+    crash = c.jobs.run("crash.py", code=code).wait(60)
+    assert crash["state"] == "failed" and "RuntimeError: boom in user code" in crash["log_tail"]
+
+
+def test_retries(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    job = c.jobs.run("flaky.py", code=code, retries=2)
+    info = job.wait(60)
+    assert info["state"] == "succeeded" and info["attempt"] == 2
+    assert [a["state"] for a in info["attempts"]] == ["failed", "succeeded"]
+    assert list(job.logs(attempt=1)) == ["attempt 1"]
+    assert list(job.logs()) == ["attempt 2"]
+    none_left = c.jobs.run("fail.py", code=code, retries=1).wait(60)
+    assert none_left["state"] == "failed" and none_left["attempt"] == 2
+
+
+def test_max_runtime_and_cancel(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    timed = c.jobs.run("sleep.py", code=code, args=["30"], max_runtime="1s").wait(30)
+    assert timed["state"] == "timed_out" and "max-runtime" in timed["reason"]
+    job = c.jobs.run("sleep.py", code=code, args=["30"])
+    lines = job.logs(follow=True)
+    assert next(lines) == "sleeping"  # it is running
+    job.cancel()
+    assert list(lines) == []  # the stream ends with the job
+    info = job.wait(30)
+    assert info["state"] == "cancelled" and info["reason"] == "cancelled"
+    with pytest.raises(Conflict, match="already cancelled"):
+        job.cancel()
+
+
+def test_sigterm_ignored_means_sigkill_after_grace(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    job = c.jobs.run("stubborn.py", code=code)
+    lines = job.logs(follow=True)
+    assert next(lines) == "started"
+    started = time.monotonic()
+    job.cancel()
+    info = job.wait(30)
+    assert info["state"] == "cancelled"
+    assert 0.9 < time.monotonic() - started < 10  # the grace period is 1s on this server
+    assert "ignoring SIGTERM" in list(job.logs())
+
+
+def test_memory_limit(compute: Cumulo, code: Path) -> None:
+    info = compute.client().jobs.run("hog.py", code=code, memory="200M").wait(60)
+    assert info["state"] == "failed" and info["reason"].startswith("out of memory")
+    assert "survived" not in (info["log_tail"] or "")
+
+
+def test_queued_job_cancelled_never_runs(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    c.clusters.create("one", max_workers=1, max_cpus=1)
+    try:
+        blocker = c.jobs.run("sleep.py", code=code, args=["30"], cluster="one")
+        waiting = c.jobs.run("ok.py", code=code, cluster="one")
+        time.sleep(0.5)
+        assert waiting.refresh()["state"] == "queued"
+        assert c.clusters.show("one")["in_use"]["queued"] == 1
+        assert waiting.cancel()["state"] == "cancelled"
+        blocker.cancel()
+        blocker.wait(30)
+        assert waiting.refresh()["running_at"] is None
+    finally:
+        c.clusters.delete("one")
+
+
+def test_priority_goes_first(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    c.clusters.create("serial", max_workers=1, max_cpus=1)
+    try:
+        blocker = c.jobs.run("sleep.py", code=code, args=["1"], cluster="serial")
+        low = c.jobs.run("ok.py", code=code, cluster="serial", priority=0)
+        high = c.jobs.run("ok.py", code=code, cluster="serial", priority=10)
+        for job in (blocker, low, high):
+            job.wait(60)
+        assert high.info["running_at"] < low.info["running_at"]
+    finally:
+        c.clusters.delete("serial")
+
+
+def test_fifty_jobs_at_once(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    digest = c.jobs.upload_code(code)
+    assert digest
+    jobs = [c.jobs.run(command=["python", "-c", f"print({i})"]) for i in range(50)]
+    for i, job in enumerate(jobs):
+        assert job.wait(180)["state"] == "succeeded"
+        assert list(job.logs()) == [str(i)]
+
+
+def test_gigabytes_of_logs_do_not_grow_the_server(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    server = psutil.Process(compute.proc.pid)
+    before = server.memory_info().rss
+    job = c.jobs.run("spam.py", code=code, args=["1024"])  # 1 GiB of output
+    seen = 0
+    for line in job.logs(follow=True):
+        seen += len(line) + 1
+    assert job.wait(120)["state"] == "succeeded"
+    assert seen >= 2**30
+    assert server.memory_info().rss - before < 100 * 2**20
+    assert job.info["log_tail"].endswith("spam done")
+
+
+def test_bad_submissions_are_refused_and_leave_nothing(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    before = len(c.jobs.list(limit=10_000))
+    cases = [
+        (NotFound, "no cluster 'nowhere'", dict(entry="ok.py", code=code, cluster="nowhere")),
+        (Invalid, "not in", dict(entry="missing.py", code=code)),
+        (Invalid, "at most", dict(entry="ok.py", code=code, cpus=1000)),
+        (Invalid, "at most", dict(entry="ok.py", code=code, gpus=64)),
+        (Invalid, "at most", dict(entry="ok.py", code=code, memory="100T")),
+        (Invalid, "memory size", dict(entry="ok.py", code=code, memory="lots")),
+        (Invalid, "duration", dict(entry="ok.py", code=code, max_runtime="forever")),
+        (NotFound, "input 'train'", dict(entry="ok.py", code=code,
+                                         inputs={"train": "nodb.orders"})),
+        (NotFound, "input 'raw'", dict(entry="ok.py", code=code, inputs={"raw": "nobucket/x/"})),
+        (Invalid, "not both", dict(entry="ok.py", code=code, command="python ok.py")),
+        (Invalid, "needs a code folder", dict(entry="ok.py")),
+        (Invalid, "--retries", dict(entry="ok.py", code=code, retries=99)),
+    ]
+    for error, message, kwargs in cases:
+        with pytest.raises(error, match=re.escape(message)):
+            c.jobs.run(**kwargs)  # type: ignore[arg-type]
+    # The server checks too, not just the SDK: an entry the snapshot lacks.
+    digest = c.jobs.upload_code(code)
+    with pytest.raises(Invalid, match="not in the code folder"):
+        c.transport.json("POST", "/api/v1/jobs", json={"code": digest, "entry": "nope.py"})
+    with pytest.raises(Invalid, match="must be a path inside"):
+        c.transport.json("POST", "/api/v1/jobs", json={"code": digest, "entry": "../x.py"})
+    assert len(c.jobs.list(limit=10_000)) == before
+
+
+def test_inputs_tables_and_files(compute: Cumulo, code: Path, tmp_path: Path) -> None:
+    c = compute.client()
+    c.tables.create_database("sales")
+    c.tables.write("sales.orders", pa.table({"id": [1, 2]}))
+    c.tables.write("sales.orders", pa.table({"id": [3]}))  # version 1
+    c.files.create_bucket("data")
+    c.files.upload(b"a,b\n1,2\n", "data/raw/part-1.csv")
+    c.files.upload(b"a,b\n3,4\n", "data/raw/part-2.csv")
+    job = c.jobs.run("read_input.py", code=code,
+                     inputs={"train": "sales.orders@v0", "raw": "data/raw/"})
+    info = job.wait(60)
+    assert info["state"] == "succeeded", info["log_tail"]
+    assert info["inputs"]["train"]["version"] == 0
+    out = list(job.logs())
+    assert out[0] == "rows 2"
+    assert out[2] == "raw ['part-1.csv', 'part-2.csv']"
+    latest = c.jobs.run("read_input.py", code=code, inputs={"train": "sales.orders"})
+    assert latest.info["inputs"]["train"]["version"] == 1  # pinned when submitted
+    assert latest.wait(60)["state"] == "succeeded"
+    assert next(iter(latest.logs())) == "rows 3"
+
+
+def test_list_filters(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    tagged = c.jobs.run("ok.py", code=code, tags=["nightly", "team-b"])
+    tagged.wait(60)
+    assert tagged.id in [j.id for j in c.jobs.list(tag="nightly")]
+    assert all("nightly" in j.info["tags"] for j in c.jobs.list(tag="nightly"))
+    assert all(j.state == "failed" for j in c.jobs.list(state="failed"))
+    assert all(j.info["cluster"] == "local" for j in c.jobs.list(cluster="local"))
+    with pytest.raises(Invalid, match="unknown state"):
+        c.jobs.list(state="sleeping")
+
+
+def test_warm_pool_keeps_minimum_and_lets_idle_go(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    c.clusters.create("warm", min_workers=2, max_workers=4, idle_timeout="1s")
+    try:
+        deadline = time.monotonic() + 20
+        while c.clusters.show("warm")["workers"]["idle"] != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        jobs = [c.jobs.run("sleep.py", code=code, args=["0.5"], cluster="warm", cpus=0.5)
+                for _ in range(4)]
+        for job in jobs:
+            assert job.wait(60)["state"] == "succeeded"
+        # After the burst the pool grew; the surplus goes once idle for the timeout.
+        deadline = time.monotonic() + 20
+        while c.clusters.show("warm")["workers"]["idle"] != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        c.clusters.delete("warm")
+
+
+def test_clusters(compute: Cumulo) -> None:
+    c = compute.client()
+    local = c.clusters.show("local")
+    assert local["type"] == "local" and local["max_cpus"] >= 1 and local["max_memory"] > 2**28
+    assert local["min_workers"] == 1
+    c.clusters.create("small", max_cpus=1, max_memory="1G")
+    assert c.clusters.show("small")["max_memory"] == 2**30
+    with pytest.raises(Conflict, match="already exists"):
+        c.clusters.create("small")
+    with pytest.raises(Invalid, match="more than this machine has"):
+        c.clusters.create("huge", max_cpus=10_000)
+    with pytest.raises(Invalid, match="cluster name"):
+        c.clusters.create("Bad_Name")
+    with pytest.raises(Invalid, match="not known"):
+        c.clusters.create("odd", type="k8s")
+    with pytest.raises(Conflict, match="built in"):
+        c.clusters.delete("local")
+    c.clusters.delete("small")
+    with pytest.raises(NotFound, match="no cluster 'small'"):
+        c.clusters.show("small")
