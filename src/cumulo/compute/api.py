@@ -208,6 +208,8 @@ class JobOut(BaseModel):
     exit_code: int | None
     reason: str | None
     log_tail: str | None
+    pid: int | None = Field(None, description="the running attempt's process (local clusters)")
+    ray_job: str | None = Field(None, description="the running attempt's Ray submission id")
     usage: dict[str, float]
 
 
@@ -220,7 +222,7 @@ def job_out(job: Job, names: dict[int | None, str]) -> JobOut:
         attempt=job.attempt, attempts=job.attempts, created_at=job.created_at,
         created_by=names.get(job.created_by), starting_at=job.starting_at,
         running_at=job.running_at, finished_at=job.finished_at, exit_code=job.exit_code,
-        reason=job.reason, log_tail=job.log_tail,
+        reason=job.reason, log_tail=job.log_tail, pid=job.pid, ray_job=job.backend_ref,
         usage={"cpu_seconds": round(job.cpu_seconds, 3),
                "peak_memory_bytes": job.peak_memory_bytes,
                "gpu_seconds": round(job.gpu_seconds, 3),

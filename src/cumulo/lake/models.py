@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime
@@ -47,6 +57,7 @@ class LakeTable(Created, Base):
 
 class SqlQuery(Created, Base):
     __tablename__ = "sql_queries"
+    __table_args__ = (Index("ix_sql_queries_created_at", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     sql: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,50 @@
+"""Pricing and summing usage records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from cumulo.config import Prices
+from cumulo.db import make_engine, upgrade
+from cumulo.errors import Invalid
+from cumulo.metering import usage
+
+
+def test_price_is_per_hour_of_each_resource() -> None:
+    prices = Prices(vcpu_hour=0.04, gb_hour=0.01, gpu_hour=1.0)
+    assert usage.price(prices, cpu_seconds=3600, memory_gb_seconds=0, gpu_seconds=0) == 0.04
+    assert usage.price(prices, cpu_seconds=1800, memory_gb_seconds=7200,
+                       gpu_seconds=360) == pytest.approx(0.02 + 0.02 + 0.1)
+
+
+def test_summaries(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    upgrade(engine)
+    prices = Prices(vcpu_hour=36.0, gb_hour=0.0, gpu_hour=0.0)  # one cent per CPU-second
+    with Session(engine) as session:
+        for day, cluster, tags, cpu in [(1, "local", ["a"], 10), (1, "ray", ["a", "b"], 20),
+                                        (2, "local", [], 30)]:
+            when = datetime(2026, 11, day, 12, tzinfo=UTC)
+            usage.record(session, prices, kind="job", ref=f"j{day}{cluster}", cluster=cluster,
+                         user_id=None, tags=tags, started_at=when, ended_at=when,
+                         cpu_seconds=cpu, memory_gb_seconds=0, gpu_seconds=0, wall_seconds=1)
+        session.commit()
+        by_day = usage.summarize(session, by="day")
+        assert [(r["day"], r["cost_usd"]) for r in by_day["rows"]] == [
+            ("2026-11-01", 0.3), ("2026-11-02", 0.3)]
+        assert by_day["total"]["cost_usd"] == pytest.approx(0.6)
+        by_tag = usage.summarize(session, by="tag")
+        assert {r["tag"]: r["count"] for r in by_tag["rows"]} == {"(untagged)": 1, "a": 2, "b": 1}
+        by_cluster = usage.summarize(session, by="cluster", since="2026-11-02")
+        assert [(r["cluster"], r["cpu_seconds"]) for r in by_cluster["rows"]] == [("local", 30)]
+        until = usage.summarize(session, by="kind", until="2026-11-01")
+        assert until["rows"] == [{"kind": "job", "cpu_seconds": 30, "memory_gb_seconds": 0,
+                                  "gpu_seconds": 0, "wall_seconds": 2, "cost_usd": 0.3,
+                                  "count": 2}]
+        with pytest.raises(Invalid, match="not a date"):
+            usage.summarize(session, since="yesterday")
+    engine.dispose()
