@@ -5,6 +5,7 @@ Each runs as a real process on a free loopback port and is stopped when the test
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -234,3 +235,38 @@ def start_cumulo(home: Path, extra_env: dict[str, str] | None = None, *,
     url = f"http://127.0.0.1:{port}"
     wait_for(url + "/healthz", proc, log)
     return Cumulo(url=url, token=ADMIN_TOKEN, home=home, env=env, proc=proc, log=log)
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RayHead:
+    client_address: str  # ray://127.0.0.1:PORT
+    dashboard: str
+    proc: subprocess.Popen[bytes]
+
+
+@contextmanager
+def ray_head(tmp: Path, cpus: int = 2) -> Iterator[RayHead]:
+    """A real single-node Ray cluster (head only), stopped when the tests end."""
+    gcs, dashboard, client = free_port(), free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+           # Ray runs a job's entrypoint with the head's PATH: this venv's python, with Cumulo.
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = tmp / "ray-head.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
+             f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+             f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for(url + "/api/version", proc, log, timeout=120)
+        yield RayHead(client_address=f"ray://127.0.0.1:{client}", dashboard=url, proc=proc)
+    finally:
+        stop(proc, sig=signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -209,7 +209,7 @@ class JobOut(BaseModel):
     reason: str | None
     log_tail: str | None
     pid: int | None = Field(None, description="the running attempt's process (local clusters)")
-    ray_job: str | None = Field(None, description="the running attempt's Ray submission id")
+    ray_job: str | None = Field(None, description="the latest attempt's Ray submission id")
     usage: dict[str, float]
 
 

@@ -165,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         _spec = json.loads(base64.b64decode(argv[1]))
         _spec["workdir"] = os.getcwd()
         # A Ray worker's own scratch space; the outputs are sent home when the job ends.
-        scratch = Path(tempfile.mkdtemp(prefix=f"cumulo-{_spec['env']['CUMULO_JOB_ID']}-"))
+        # The job's environment came with Ray's runtime_env; only the scratch paths are new.
+        scratch = Path(tempfile.mkdtemp(prefix=f"cumulo-{os.environ['CUMULO_JOB_ID']}-"))
         (scratch / "output").mkdir()
-        _spec["env"]["CUMULO_JOB_DIR"] = str(scratch)
-        _spec["env"]["CUMULO_JOB_OUTPUT_DIR"] = str(scratch / "output")
+        _spec["env"] = {"CUMULO_JOB_DIR": str(scratch),
+                        "CUMULO_JOB_OUTPUT_DIR": str(scratch / "output")}
     else:
         line = sys.stdin.buffer.readline()  # warm: wait for the supervisor to hand over a job
         if not line:

@@ -1,0 +1,66 @@
+"""Jobs on a Ray cluster: a real local Ray head node, the same job specs, the same results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cumulo.errors import Invalid
+from tests.services import Cumulo, RayHead, ray_head
+
+
+@pytest.fixture(scope="module")
+def ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    with ray_head(tmp_path_factory.mktemp("ray")) as head:
+        yield head
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(compute: Cumulo, ray: RayHead) -> Iterator[str]:
+    c = compute.client()
+    made = c.clusters.create("ray1", type="ray", address=ray.client_address)
+    assert made["type"] == "ray" and made["max_cpus"] == 2  # read from the Ray cluster
+    yield "ray1"
+    c.clusters.delete("ray1")
+
+
+def test_job_runs_as_a_ray_job(compute: Cumulo, code: Path, ray_cluster: str) -> None:
+    c = compute.client()
+    job = c.jobs.run("ok.py", code=code, cluster=ray_cluster, args=["--lr", "0.1"],
+                     tags=["on-ray"])
+    assert job.info["cluster"] == ray_cluster
+    info = job.wait(180)
+    assert info["state"] == "succeeded", info["log_tail"]
+    assert info["ray_job"] == f"cumulo-{job.id}-1"  # to find it in Ray's dashboard
+    out = list(job.logs())
+    assert "args ['--lr', '0.1'] attempt 1" in out and "done" in out
+    assert [p["value"] for p in job.metrics()["loss"]] == [0.5, 0.25]
+    assert [a["path"] for a in job.artifacts()] == ["model.txt", "sub/eval.json"]
+    assert info["usage"]["cpu_seconds"] > 0 and info["usage"]["cost_usd"] > 0
+    row = next(r for r in c.costs(by="cluster")["rows"] if r["cluster"] == ray_cluster)
+    assert row["count"] >= 1
+
+
+def test_failure_input_and_cancel_on_ray(compute: Cumulo, code: Path, ray_cluster: str) -> None:
+    c = compute.client()
+    failed = c.jobs.run("fail.py", code=code, cluster=ray_cluster)
+    c.tables.create_database("raydb")
+    c.tables.write("raydb.t", pa.table({"x": list(range(5))}))
+    reader = c.jobs.run("read_input.py", code=code, cluster=ray_cluster,
+                        inputs={"train": "raydb.t"})
+    sleeper = c.jobs.run("sleep.py", code=code, cluster=ray_cluster, args=["60"])
+    info = failed.wait(180)
+    assert info["state"] == "failed" and info["exit_code"] == 3
+    assert "bad things happened" in info["log_tail"]
+    read = reader.wait(180)
+    assert read["state"] == "succeeded", read["log_tail"]
+    assert "rows 5" in list(reader.logs())
+    lines = sleeper.logs(follow=True)
+    assert "sleeping" in next(line for line in lines if "sleeping" in line)
+    sleeper.cancel()
+    assert sleeper.wait(120)["state"] == "cancelled"
+    with pytest.raises(Invalid, match="at most 2"):
+        c.jobs.run("ok.py", code=code, cluster=ray_cluster, cpus=3)
