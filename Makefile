@@ -36,6 +36,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/sql.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/jobs.py
 
 # Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
 lock: $(VENV)/.installed-test

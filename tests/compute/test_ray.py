@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cumulo.errors import Invalid
+from cumulo.errors import Invalid, Unavailable
 from tests.services import Cumulo, RayHead, ray_head
 
 
@@ -21,8 +21,10 @@ def ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
 @pytest.fixture(scope="module")
 def ray_cluster(compute: Cumulo, ray: RayHead) -> Iterator[str]:
     c = compute.client()
-    made = c.clusters.create("ray1", type="ray", address=ray.client_address)
+    # "auto" finds the head this machine runs, as Ray's own tools do; no Ray Client involved.
+    made = c.clusters.create("ray1", type="ray", address="auto")
     assert made["type"] == "ray" and made["max_cpus"] == 2  # read from the Ray cluster
+    assert made["endpoint"] == ray.dashboard
     yield "ray1"
     c.clusters.delete("ray1")
 
@@ -42,6 +44,15 @@ def test_job_runs_as_a_ray_job(compute: Cumulo, code: Path, ray_cluster: str) ->
     assert info["usage"]["cpu_seconds"] > 0 and info["usage"]["cost_usd"] > 0
     row = next(r for r in c.costs(by="cluster")["rows"] if r["cluster"] == ray_cluster)
     assert row["count"] >= 1
+
+
+def test_unreachable_ray_is_refused(compute: Cumulo) -> None:
+    c = compute.client()
+    with pytest.raises(Unavailable, match="cannot reach the Ray cluster"):
+        c.clusters.create("ray-nowhere", type="ray", address="http://127.0.0.1:9")
+    with pytest.raises(Invalid, match="needs --address"):
+        c.clusters.create("ray-none", type="ray")
+    assert "ray-nowhere" not in [x["name"] for x in c.clusters.list()]
 
 
 def test_failure_input_and_cancel_on_ray(compute: Cumulo, code: Path, ray_cluster: str) -> None:

@@ -58,6 +58,7 @@ class ClusterOut(BaseModel):
     name: str
     type: str
     address: str | None
+    endpoint: str | None = Field(None, description="a ray cluster's job API, found from address")
     max_cpus: float
     max_memory: int
     max_gpus: int
@@ -74,7 +75,7 @@ def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut
     idle = getattr(executor, "idle", 0)
     in_use = cluster_service.usage(session, cluster.name)
     return ClusterOut(
-        name=cluster.name, type=cluster.type, address=cluster.address,
+        name=cluster.name, type=cluster.type, address=cluster.address, endpoint=cluster.endpoint,
         max_cpus=cluster.max_cpus, max_memory=cluster.max_memory, max_gpus=cluster.max_gpus,
         min_workers=cluster.min_workers, max_workers=cluster.max_workers,
         idle_timeout_s=cluster.idle_timeout_s, in_use=in_use,

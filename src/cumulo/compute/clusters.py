@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
+import time
 from typing import Any
 
 from sqlalchemy import func, select
@@ -51,26 +50,42 @@ def list_clusters(session: Session) -> list[Cluster]:
     return list(session.scalars(select(Cluster).order_by(Cluster.name)))
 
 
-def probe_ray(address: str, timeout: float = 60.0) -> dict[str, float]:
-    """Connect to a Ray cluster once and read its total resources (CPU, memory, GPU)."""
+_PROBE = ("import json, ray; ray.init(logging_level='ERROR'); "
+          "print('CUMULO_RESOURCES', json.dumps(ray.cluster_resources()))")
+
+
+def probe_ray(address: str, timeout: float = 120.0) -> tuple[str, dict[str, float]]:
+    """Find a Ray cluster's job API and read its total resources (CPU, memory, GPU).
+
+    ``address`` is anything Ray's job client takes: the dashboard (``http://head:8265``),
+    ``ray://head:10001``, ``head:6379`` or ``auto``. The resources come from a tiny Ray job,
+    so they are what a job there would see.
+    """
     try:
-        import ray  # noqa: F401
+        from ray.job_submission import JobStatus, JobSubmissionClient
     except ImportError as exc:
         raise Invalid("Ray clusters need Ray: pip install 'cumulo[ray]'") from exc
-    code = (
-        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR', "
-        "log_to_driver=False); print(json.dumps(ray.cluster_resources()))"
-    )
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise Unavailable(f"the Ray cluster at {address} did not answer in {timeout:.0f}s") \
-            from exc
-    if out.returncode:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise Unavailable(f"cannot reach the Ray cluster at {address}: {last}")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        client = JobSubmissionClient(address)
+        sid = client.submit_job(entrypoint=f'python -c "{_PROBE}"', entrypoint_num_cpus=0)
+        deadline = time.monotonic() + timeout
+        while not (status := client.get_job_status(sid)).is_terminal():
+            if time.monotonic() > deadline:
+                client.stop_job(sid)
+                raise Unavailable(f"the Ray cluster at {address} did not run a probe job in "
+                                  f"{timeout:.0f}s")
+            time.sleep(0.2)
+        logs = client.get_job_logs(sid)
+        client.delete_job(sid)
+    except Unavailable:
+        raise
+    except Exception as exc:
+        raise Unavailable(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+    found = [line for line in logs.splitlines() if line.startswith("CUMULO_RESOURCES ")]
+    if status != JobStatus.SUCCEEDED or not found:
+        last = (logs.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"the Ray cluster at {address} could not run a probe job: {last}")
+    return str(client.get_address()), json.loads(found[0].split(" ", 1)[1])
 
 
 def create_cluster(session: Session, principal: Principal, name: str, *, type: str,
@@ -88,6 +103,7 @@ def create_cluster(session: Session, principal: Principal, name: str, *, type: s
             raise Invalid(f"{label} must not be negative")
     if min_workers < 0 or (max_workers is not None and max_workers < max(1, min_workers)):
         raise Invalid("workers: need 0 <= --min-workers <= --max-workers, and --max-workers >= 1")
+    endpoint = None
     if type == "local":
         if address:
             raise Invalid("--address is for ray clusters; a local cluster runs on this machine")
@@ -102,16 +118,13 @@ def create_cluster(session: Session, principal: Principal, name: str, *, type: s
     elif type == "ray":
         if not address:
             raise Invalid("a ray cluster needs --address (ray://host:10001 or auto)")
-        if None in (max_cpus, max_memory, max_gpus):
-            found = probe_ray(address)
-            cpus, memory, gpus = found.get("CPU", 0.0), int(found.get("memory", 0)), \
-                int(found.get("GPU", 0))
-        else:
-            cpus, memory, gpus = 0.0, 0, 0
+        endpoint, found = probe_ray(address)
+        cpus, memory, gpus = found.get("CPU", 0.0), int(found.get("memory", 0)), \
+            int(found.get("GPU", 0))
     else:
         raise Invalid(f"cluster type {type!r} is not known; use local or ray")
     cluster = Cluster(
-        name=name, type=type, address=address,
+        name=name, type=type, address=address, endpoint=endpoint,
         max_cpus=cpus if max_cpus is None else max_cpus,
         max_memory=memory if max_memory is None else max_memory,
         max_gpus=gpus if max_gpus is None else max_gpus,

@@ -25,7 +25,9 @@ class Cluster(Created, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(16))  # local | ray
-    address: Mapped[str | None] = mapped_column(String(512), nullable=True)  # ray only
+    address: Mapped[str | None] = mapped_column(String(512), nullable=True)  # ray: as given
+    # ray: the job API's URL that address leads to, found once when the cluster is made
+    endpoint: Mapped[str | None] = mapped_column(String(512), nullable=True)
     max_cpus: Mapped[float] = mapped_column(Float)
     max_memory: Mapped[int] = mapped_column(BigInteger)  # bytes
     max_gpus: Mapped[int] = mapped_column(Integer, default=0)

@@ -142,7 +142,8 @@ class Supervisor:
                                    max_workers=cluster.max_workers,
                                    idle_timeout=cluster.idle_timeout_s)
             elif executor is None:
-                self._executors[name] = RayExecutor(name, cluster.address or "auto",
+                self._executors[name] = RayExecutor(name, cluster.endpoint or cluster.address
+                                                    or "auto",
                                                     self.root / "clusters" / name)
         for name in set(self._executors) - set(clusters):
             self._executors.pop(name).shutdown()

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False, unique=True),
         sa.Column("type", sa.String(16), nullable=False),
         sa.Column("address", sa.String(512), nullable=True),
+        sa.Column("endpoint", sa.String(512), nullable=True),
         sa.Column("max_cpus", sa.Float(), nullable=False),
         sa.Column("max_memory", sa.BigInteger(), nullable=False),
         sa.Column("max_gpus", sa.Integer(), nullable=False),
