@@ -11,7 +11,7 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from cumulo.errors import Conflict, Invalid, NotFound
+from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
 from tests.services import Cumulo
 
 
@@ -276,3 +276,36 @@ def test_clusters(compute: Cumulo) -> None:
     c.clusters.delete("small")
     with pytest.raises(NotFound, match="no cluster 'small'"):
         c.clusters.show("small")
+
+
+def test_job_token_is_the_submitters_and_ends_with_the_job(compute: Cumulo, code: Path,
+                                                           tmp_path: Path) -> None:
+    (code / "whoami.py").write_text(
+        "import os, cumulo.job\nfrom cumulo import Client\n"
+        "print(Client().whoami()['user'])\n"
+        "(cumulo.job.output_dir / 'token').write_text(os.environ['CUMULO_TOKEN'])\n")
+    c = compute.client()
+    job = c.jobs.run("whoami.py", code=code)
+    assert job.wait(60)["state"] == "succeeded"
+    assert list(job.logs()) == ["admin"]
+    # The job's own token is not among the user's tokens, and it no longer works.
+    assert all(not t["name"].startswith("job-") for t in c.tokens.list())
+    job.download(tmp_path)
+    with pytest.raises(Unauthorized, match="revoked"):
+        compute.client(token=(tmp_path / "token").read_text()).whoami()
+
+
+def test_cumulo_job_outside_a_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import cumulo.job
+
+    for var in ("CUMULO_JOB_ID", "CUMULO_JOB_INPUTS", "CUMULO_JOB_OUTPUT_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert not cumulo.job.in_job() and cumulo.job.id is None
+    assert len(cumulo.job.inputs) == 0
+    with pytest.raises(KeyError, match="no input 'train'"):
+        cumulo.job.inputs["train"]
+    assert cumulo.job.output_dir == Path("output") and (tmp_path / "output").is_dir()
+    cumulo.job.log_metric("loss", 0.1, step=3)
+    assert "loss" in capsys.readouterr().err

@@ -33,3 +33,5 @@ class Token(Created, Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # "user": made by a person; "job": made by the platform for one job attempt, and not listed.
+    kind: Mapped[str] = mapped_column(String(16), default="user", server_default="user")

@@ -139,8 +139,9 @@ def issue_token(session: Session, user_id: int, name: str, *,
     if user is None:
         raise NotFound(f"user {user_id} no longer exists")
     secret = _new_secret()
-    return _add_token(session, user, name, secret, created_by=user_id,
-                      expires_at=expires_at), secret
+    token = _add_token(session, user, name, secret, created_by=user_id, expires_at=expires_at)
+    token.kind = "job"
+    return token, secret
 
 
 def revoke_token_id(session: Session, token_id: int) -> None:
@@ -151,7 +152,7 @@ def revoke_token_id(session: Session, token_id: int) -> None:
 
 
 def list_tokens(session: Session, principal: Principal, *, all_users: bool = False) -> list[Token]:
-    query = select(Token).order_by(Token.id)
+    query = select(Token).where(Token.kind == "user").order_by(Token.id)
     if not (all_users and principal.is_admin):
         query = query.where(Token.user_id == principal.user_id)
     return list(session.scalars(query))

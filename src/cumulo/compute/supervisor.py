@@ -155,7 +155,11 @@ class Supervisor:
             active = list(session.scalars(select(Job).where(Job.state.in_(("starting",
                                                                             "running")))))
             for job in active:
-                self._check(session, job)
+                try:
+                    self._check(session, job)
+                except Exception:  # one job's trouble must not hold up the others
+                    log.exception("watching job %s failed", job.id)
+                    session.rollback()
             self._dispatch(session, clusters)
             for executor in self._executors.values():
                 executor.maintain(busy=executor.busy)
@@ -279,6 +283,7 @@ class Supervisor:
                                     reason=f"could not start: {getattr(exc, 'message', exc)}",
                                     live=_Live())
                 session.commit()
+                self._tidy(job)
 
     def _code_dir(self, digest: str) -> Path:
         dest = self.root / "code" / digest
@@ -365,6 +370,7 @@ class Supervisor:
                             live=live, record=result.record)
         session.commit()
         self._live.pop(job.id, None)
+        self._tidy(job)
         executor = self._executors.get(job.cluster)
         if executor is not None:
             executor.replenish(busy=executor.busy)
@@ -405,10 +411,16 @@ class Supervisor:
         if state == "failed" and job.attempt <= job.retries and job.cancel_requested_at is None:
             log.info("job %s attempt %d failed (%s); retrying", job.id, job.attempt, reason)
             self._requeue(session, job, count_attempt=True)
+            shutil.rmtree(self.job_dir(job.id) / "work", ignore_errors=True)
         else:
             job.state, job.finished_at = state, now
             job.pid = job.pid_started = None
-        shutil.rmtree(self.job_dir(job.id) / "work", ignore_errors=True)
+
+    def _tidy(self, job: Job) -> None:
+        """Once a job has ended (and that is committed), its log and outputs are in storage:
+        nothing of it stays on this disk."""
+        if job.state in ("succeeded", "failed", "cancelled", "timed_out"):
+            shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
 
     def _requeue(self, session: Session, job: Job, *, count_attempt: bool) -> None:
         if count_attempt:

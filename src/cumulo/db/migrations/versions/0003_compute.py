@@ -27,6 +27,8 @@ def _created() -> list[sa.Column[object]]:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="user"))
     op.create_table(
         "clusters",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -130,6 +132,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.drop_column("kind")
     for table in ("usage_records", "job_artifacts", "job_metrics", "jobs", "code_snapshots",
                   "clusters"):
         op.drop_table(table)
