@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -341,10 +341,10 @@ async def put_output(job_id: str, path: str, request: Request, session: DbSessio
 
 
 @jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live")
-def job_logs(job_id: str, request: Request, session: DbSession, storage: Storage,
+async def job_logs(job_id: str, request: Request, session: DbSession, storage: Storage,
              attempt: int | None = None, follow: bool = False,
              offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
-    job = job_service.get_job(session, job_id)
+    job = await run_in_threadpool(job_service.get_job, session, job_id)
     number = attempt or job.attempt
     if not 1 <= number <= job.attempt:
         raise Invalid(f"job {job_id} has attempts 1 to {job.attempt}, not {number}")
@@ -363,71 +363,70 @@ def _attempt_over(sessions: Any, job_id: str, attempt: int) -> bool:
         return job is None or job.state in FINISHED or job.attempt != attempt
 
 
-def _log_stream(supervisor: Any, sessions: Any, storage: Backend, job_id: str, attempt: int,
-                follow: bool, offset: int) -> Iterator[bytes]:
+async def _log_stream(supervisor: Any, sessions: Any, storage: Backend, job_id: str,
+                      attempt: int, follow: bool, offset: int) -> AsyncIterator[bytes]:
     """The attempt's log from ``offset``: from the live file while the job runs, from storage
-    after. Memory stays at one chunk whatever the log's size."""
+    after. Memory stays at one chunk whatever the log's size, and a follower waiting for
+    more holds no worker thread, so many can follow at once."""
     key = f"jobs/{job_id}/logs/attempt-{attempt}.log"
     path = supervisor.log_file(job_id, attempt)
     sent = offset
     while True:
-        over = _attempt_over(sessions, job_id, attempt)
+        over = await run_in_threadpool(_attempt_over, sessions, job_id, attempt)
         if over:
             try:
-                reader = storage.open(key, offset=sent)
+                reader = await run_in_threadpool(storage.open, key, offset=sent)
             except (NotFound, OSError):
                 reader = None
             if reader is not None:
-                with reader:
-                    while chunk := reader.read(CHUNK):
+                try:
+                    while chunk := await run_in_threadpool(reader.read, CHUNK):
                         yield chunk
+                finally:
+                    reader.close()
                 return
         try:
             live = open(path, "rb")  # noqa: SIM115 - read while it grows, closed below
         except FileNotFoundError:
             live = None
         if live is not None:
-            yield from _follow_file(live, sent, follow, lambda: _attempt_over(sessions, job_id,
-                                                                              attempt))
-            return
-        for chunk in _ray_log(supervisor, sessions, job_id, attempt, sent):
+            with live:
+                live.seek(sent)
+                while True:
+                    chunk = await run_in_threadpool(live.read, CHUNK)
+                    if chunk:
+                        yield chunk
+                        continue
+                    if not follow:
+                        return
+                    if await run_in_threadpool(_attempt_over, sessions, job_id, attempt):
+                        # The writer is gone: what is left is all there is.
+                        while chunk := await run_in_threadpool(live.read, CHUNK):
+                            yield chunk
+                        return
+                    await asyncio.sleep(0.2)
+        for chunk in await run_in_threadpool(_ray_log, supervisor, sessions, job_id, attempt,
+                                             sent):
             sent += len(chunk)
             yield chunk
         if over or not follow:
             return
-        time.sleep(0.5)
-
-
-def _follow_file(f: Any, offset: int, follow: bool, over: Any) -> Iterator[bytes]:
-    with f:
-        f.seek(offset)
-        while True:
-            chunk = f.read(CHUNK)
-            if chunk:
-                yield chunk
-                continue
-            if not follow:
-                return
-            if over():  # the writer is gone: what is left is all there is
-                while chunk := f.read(CHUNK):
-                    yield chunk
-                return
-            time.sleep(0.2)
+        await asyncio.sleep(0.5)
 
 
 def _ray_log(supervisor: Any, sessions: Any, job_id: str, attempt: int,
-             offset: int) -> Iterator[bytes]:
+             offset: int) -> list[bytes]:
     """A running Ray job's log as Ray holds it, from ``offset`` (Ray serves it whole)."""
     with sessions() as s:
         job = s.get(Job, job_id)
         if job is None or job.attempt != attempt or not job.backend_ref:
-            return
+            return []
         executor = supervisor.executor(job.cluster)
         ref = job.backend_ref
     if executor is not None and hasattr(executor, "logs"):
         data = executor.logs(ref).encode()[offset:]
-        if data:
-            yield data
+        return [data] if data else []
+    return []
 
 
 @jobs_router.head("/{job_id}", include_in_schema=False)
