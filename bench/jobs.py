@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import TOKEN, start_server, stop_server  # noqa: E402
+from harness import TOKEN, start_server, stop_server
 
 GOAL_MS = 150.0
 GOAL_RATIO = 3.0

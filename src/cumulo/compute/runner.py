@@ -9,21 +9,29 @@ It runs Python entry points in this process (``runpy``) and anything else as a c
 same process group, so that cancelling the group stops both. At the end it writes an exit
 record (code, CPU-seconds, peak memory) beside the log, which is how the supervisor learns the
 outcome even after a restart of its own. Only the standard library is imported before the job
-starts; the job's own imports are its own.
+starts; the job's own imports are its own. What the runner itself needs to start a job is
+imported while the worker waits, not after the job arrives.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
 import os
 import resource
+import runpy
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
+
+import cumulo.job  # noqa: F401 - warm for the job's own 'import cumulo.job'
 
 _exit_code = 1
 _spec: dict[str, Any] = {}
@@ -94,8 +102,6 @@ def _python_argv(argv: list[str]) -> bool:
 
 def _run_python(argv: list[str]) -> None:
     """``python -m mod args``, ``python script.py args`` or ``python -c code`` in-process."""
-    import runpy
-
     if len(argv) >= 3 and argv[1] == "-m":
         sys.argv = [argv[2], *argv[3:]]
         runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
@@ -109,11 +115,6 @@ def _run_python(argv: list[str]) -> None:
 
 
 def _run(spec: dict[str, Any]) -> int:
-    import atexit
-    import shlex
-    import subprocess
-    import traceback
-
     global _exit_code
     atexit.register(_write_exit)
     if spec.get("log"):

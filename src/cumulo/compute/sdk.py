@@ -131,14 +131,18 @@ class Job:
 class JobsClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
+        self._uploaded: set[str] = set()  # digests this server is known to hold
 
     def upload_code(self, folder: str | os.PathLike[str]) -> str:
         """Upload a code folder as a snapshot, unless the server has it already; its digest."""
         from cumulo.compute.snapshot import scan
 
         snap = scan(folder)
+        if snap.digest in self._uploaded:
+            return snap.digest
         try:
             self._t.json("GET", f"/api/v1/jobs/code/{snap.digest}")
+            self._uploaded.add(snap.digest)
             return snap.digest
         except NotFound:
             pass
@@ -147,6 +151,7 @@ class JobsClient:
             tmp.seek(0)
             self._t.json("PUT", f"/api/v1/jobs/code/{snap.digest}", content=tmp,
                          headers={"content-type": "application/gzip"}, timeout=None)
+        self._uploaded.add(snap.digest)
         return snap.digest
 
     def run(self, entry: str | None = None, *, code: str | os.PathLike[str] | None = None,
