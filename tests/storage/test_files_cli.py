@@ -112,8 +112,10 @@ def test_status(local_server: Cumulo) -> None:
     assert status["database"]["dialect"] == "sqlite"
     assert status["storage"]["kind"] == "local"
     assert status["storage"]["buckets"] >= 1 and status["storage"]["bytes"] >= 5
+    assert status["compute"] == {"clusters": 1, "running": 0, "queued": 0}
     text = local_server.cli("status").stdout
     assert "database" in text and "storage" in text and "bucket(s)" in text
+    assert "1 cluster(s), 0 job(s) running, 0 queued" in text
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:

@@ -108,4 +108,7 @@ def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
     table.add_row("storage", f"{st['url']} ({st['kind']})")
     table.add_row("", f"{st['buckets']} bucket(s), {st['objects']} object(s), "
                       f"{human_bytes(st['bytes'])}")
+    cp = s["compute"]
+    table.add_row("compute", f"{cp['clusters']} cluster(s), {cp['running']} job(s) running, "
+                             f"{cp['queued']} queued")
     console.print(table)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 import cumulo
 from cumulo.access.models import Token, User
+from cumulo.compute.models import ACTIVE, Cluster, Job
 from cumulo.db import get_session, redact_url
 from cumulo.storage import service as storage
 
@@ -34,17 +35,28 @@ class StorageStatus(BaseModel):
     bytes: int
 
 
+class ComputeStatus(BaseModel):
+    clusters: int
+    running: int
+    queued: int
+
+
 class Status(BaseModel):
     version: str
     url: str
     database: DatabaseStatus
     storage: StorageStatus
+    compute: ComputeStatus
 
 
 @router.get("/status", response_model=Status, summary="Server version, state and contents")
 def status(request: Request, session: Annotated[Session, Depends(get_session)]) -> Status:
     state = request.app.state
     use = storage.usage(session)
+    counts = dict(session.execute(select(Job.state, func.count()).where(
+        Job.state.in_(ACTIVE)).group_by(Job.state)).tuples().all())
+    jobs = {"running": counts.get("running", 0) + counts.get("starting", 0),
+            "queued": counts.get("queued", 0)}
     return Status(
         version=cumulo.__version__,
         url=state.settings.url,
@@ -53,8 +65,11 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)]) 
             dialect=session.get_bind().dialect.name,
             users=session.scalar(select(func.count()).select_from(User)) or 0,
             tokens=session.scalar(
-                select(func.count()).select_from(Token).where(Token.revoked_at.is_(None))
+                select(func.count()).select_from(Token)
+                .where(Token.revoked_at.is_(None), Token.kind == "user")
             ) or 0,
         ),
         storage=StorageStatus(url=state.storage.url, kind=state.storage.kind, **use),
+        compute=ComputeStatus(clusters=session.scalar(select(func.count()).select_from(Cluster))
+                              or 0, **jobs),
     )
