@@ -17,6 +17,7 @@ class Principal:
     user_name: str
     is_admin: bool
     token_id: int
+    via_job: bool = False  # the caller is a job, with the token made for it
 
 
 def current_principal(request: Request) -> Principal:

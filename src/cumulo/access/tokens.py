@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.access.models import Token, User
 from cumulo.db import utcnow
-from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
+from cumulo.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from cumulo.principal import Principal
 
 __all__ = [
@@ -103,7 +103,7 @@ def authenticate(session: Session, secret: str) -> Principal:
         token.last_used_at = now
         session.commit()
     return Principal(user_id=user.id, user_name=user.name, is_admin=user.is_admin,
-                     token_id=token.id)
+                     token_id=token.id, via_job=token.kind == "job")
 
 
 def create_token(
@@ -120,6 +120,8 @@ def create_token(
     )
     if session.scalar(live) is not None:
         raise Conflict(f"you already have a token named {name!r}; revoke it or pick another name")
+    if principal.via_job:
+        raise Forbidden("a job's token cannot make tokens; it lives only as long as its job")
     user = session.get(User, principal.user_id)
     if user is None:
         raise Unauthorized("the token's user no longer exists")

@@ -241,17 +241,18 @@ def submit_job(body: JobIn, session: DbSession, storage: Storage, caller: Caller
 
 
 @jobs_router.get("", response_model=list[JobOut], summary="List jobs, newest first")
-def list_jobs(session: DbSession, state: str | None = None, cluster: str | None = None,
-              tag: str | None = None,
+def list_jobs(session: DbSession, caller: Caller, state: str | None = None,
+              cluster: str | None = None, tag: str | None = None,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[JobOut]:
-    jobs = job_service.list_jobs(session, state=state, cluster=cluster, tag=tag, limit=limit)
+    jobs = job_service.list_jobs(session, caller, state=state, cluster=cluster, tag=tag,
+                                 limit=limit)
     names = user_names(session, (j.created_by for j in jobs))
     return [job_out(j, names) for j in jobs]
 
 
 @jobs_router.get("/{job_id}", response_model=JobOut, summary="Show a job")
-def show_job(job_id: str, session: DbSession) -> JobOut:
-    job = job_service.get_job(session, job_id)
+def show_job(job_id: str, session: DbSession, caller: Caller) -> JobOut:
+    job = job_service.get_job(session, job_id, caller)
     return job_out(job, user_names(session, [job.created_by]))
 
 
@@ -282,22 +283,23 @@ def post_metrics(job_id: str, body: MetricsIn, session: DbSession,
 
 
 @jobs_router.get("/{job_id}/metrics", summary="A job's metrics, by name, in step order")
-def get_metrics(job_id: str, session: DbSession) -> dict[str, list[dict[str, Any]]]:
-    job_service.get_job(session, job_id)
+def get_metrics(job_id: str, session: DbSession,
+                caller: Caller) -> dict[str, list[dict[str, Any]]]:
+    job_service.get_job(session, job_id, caller)
     return job_service.metrics_of(session, job_id)
 
 
 @jobs_router.get("/{job_id}/artifacts", summary="Files the job left in its output folder")
-def list_artifacts(job_id: str, session: DbSession) -> list[dict[str, Any]]:
-    job_service.get_job(session, job_id)
+def list_artifacts(job_id: str, session: DbSession, caller: Caller) -> list[dict[str, Any]]:
+    job_service.get_job(session, job_id, caller)
     return [{"path": a.path, "size": a.size} for a in job_service.artifacts_of(session, job_id)]
 
 
 @jobs_router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact")
-def get_artifact(job_id: str, path: str, session: DbSession,
-                 storage: Storage) -> StreamingResponse:
+def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
+                 caller: Caller) -> StreamingResponse:
+    job_service.get_job(session, job_id, caller)
     if session.get(JobArtifact, (job_id, path)) is None:
-        job_service.get_job(session, job_id)
         raise NotFound(f"job {job_id} has no artifact {path!r} ('cumulo jobs show {job_id}' "
                        "lists them)")
     reader = storage.open(f"jobs/{job_id}/outputs/{path}")
@@ -342,9 +344,9 @@ async def put_output(job_id: str, path: str, request: Request, session: DbSessio
 
 @jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live")
 async def job_logs(job_id: str, request: Request, session: DbSession, storage: Storage,
-             attempt: int | None = None, follow: bool = False,
-             offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
-    job = await run_in_threadpool(job_service.get_job, session, job_id)
+                   caller: Caller, attempt: int | None = None, follow: bool = False,
+                   offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    job = await run_in_threadpool(job_service.get_job, session, job_id, caller)
     number = attempt or job.attempt
     if not 1 <= number <= job.attempt:
         raise Invalid(f"job {job_id} has attempts 1 to {job.attempt}, not {number}")
@@ -430,17 +432,15 @@ def _ray_log(supervisor: Any, sessions: Any, job_id: str, attempt: int,
 
 
 @jobs_router.head("/{job_id}", include_in_schema=False)
-def head_job(job_id: str, session: DbSession) -> Response:
-    job_service.get_job(session, job_id)
+def head_job(job_id: str, session: DbSession, caller: Caller) -> Response:
+    job_service.get_job(session, job_id, caller)
     return Response()
 
 
 @jobs_router.delete("/{job_id}", summary="Forget a finished job (its logs and outputs too)")
 def delete_job(job_id: str, session: DbSession, storage: Storage,
                caller: Caller) -> dict[str, str]:
-    job = job_service.get_job(session, job_id)
-    if not caller.is_admin and job.created_by != caller.user_id:
-        raise Forbidden(f"job {job_id} is not yours")
+    job = job_service.get_job(session, job_id, caller)
     if job.state not in FINISHED:
         raise Conflict(f"job {job_id} is {job.state}; cancel it first")
     storage.delete_prefix(f"jobs/{job_id}/")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cumulo.compute.clusters import get_cluster
@@ -173,16 +173,22 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
+def get_job(session: Session, job_id: str, principal: Principal | None = None) -> Job:
+    """A job by id; with ``principal``, only one it may see (its own, or any for an admin)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or (principal is not None and not principal.is_admin
+                       and job.created_by != principal.user_id):
         raise NotFound(f"no job {job_id!r}; 'cumulo jobs ls' lists jobs", details={"job": job_id})
     return job
 
 
-def list_jobs(session: Session, *, state: str | None = None, cluster: str | None = None,
-              tag: str | None = None, limit: int = 100) -> list[Job]:
+def list_jobs(session: Session, principal: Principal, *, state: str | None = None,
+              cluster: str | None = None, tag: str | None = None,
+              limit: int = 100) -> list[Job]:
+    """Jobs, newest first: the caller's own, or everyone's for an admin."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    if not principal.is_admin:
+        query = query.where(Job.created_by == principal.user_id)
     if state:
         states = state.split(",")
         bad = [s for s in states if s not in STATES and s != "active"]
@@ -199,16 +205,18 @@ def list_jobs(session: Session, *, state: str | None = None, cluster: str | None
 
 
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
-    job = get_job(session, job_id)
-    if not principal.is_admin and job.created_by != principal.user_id:
-        raise Forbidden(f"job {job_id} is not yours to cancel")
+    job = get_job(session, job_id, principal)
     if job.state in FINISHED:
         raise Conflict(f"job {job_id} already {job.state.replace('_', ' ')}")
     now = utcnow()
-    if job.state == "queued":
-        job.state, job.finished_at, job.reason = "cancelled", now, "cancelled while queued"
-    job.cancel_requested_at = job.cancel_requested_at or now
+    # Conditional on the state, so a job the supervisor claims meanwhile is not marked
+    # cancelled while it runs: then the request below stops it instead.
+    session.execute(update(Job).where(Job.id == job_id, Job.state == "queued").values(
+        state="cancelled", finished_at=now, reason="cancelled while queued"))
+    session.execute(update(Job).where(Job.id == job_id, Job.cancel_requested_at.is_(None))
+                    .values(cancel_requested_at=now))
     session.commit()
+    session.refresh(job)
     return job
 
 

@@ -83,6 +83,8 @@ class Job(Created, Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
     backend_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Which control plane runs the attempt (host and home): only it watches the job.
+    owner: Mapped[str | None] = mapped_column(String(512), nullable=True)
     gpu_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Use, summed over attempts.

@@ -75,7 +75,12 @@ def _write_exit() -> None:
             json.dump(record, f)
         os.replace(tmp, exit_file)
     if _spec.get("upload_outputs"):
-        _upload_outputs(record)
+        try:
+            _upload_outputs(record)
+        finally:
+            import shutil
+
+            shutil.rmtree(os.environ.get("CUMULO_JOB_DIR", "/nonexistent"), ignore_errors=True)
 
 
 def _upload_outputs(record: dict[str, Any]) -> None:
@@ -96,8 +101,12 @@ def _redirect(log: str) -> None:
 
 
 def _python_argv(argv: list[str]) -> bool:
+    """A ``python`` command this interpreter can run itself: a script, ``-m`` or ``-c``.
+    Other interpreter options (-u, -X, -W, ...) need an interpreter started with them."""
     name = os.path.basename(argv[0]) if argv else ""
-    return name in ("python", "python3", os.path.basename(sys.executable))
+    if name not in ("python", "python3", os.path.basename(sys.executable)) or len(argv) < 2:
+        return False
+    return argv[1] in ("-m", "-c") or not argv[1].startswith("-")
 
 
 def _run_python(argv: list[str]) -> None:
@@ -139,7 +148,11 @@ def _run(spec: dict[str, Any]) -> int:
             _run_python(argv)
             code = 0
         else:
-            code = subprocess.call(argv)
+            try:
+                code = subprocess.call(argv)
+            except (FileNotFoundError, PermissionError) as exc:
+                print(f"cumulo: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
+                code = 127
             code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
     except SystemExit as exc:
         if exc.code is None:
@@ -149,9 +162,6 @@ def _run(spec: dict[str, Any]) -> int:
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except FileNotFoundError as exc:
-        print(f"cumulo: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
-        code = 127
     except BaseException:
         traceback.print_exc()
         code = 1

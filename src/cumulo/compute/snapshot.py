@@ -29,6 +29,7 @@ EXCLUDED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_mo
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 IGNORE_FILE = ".cumuloignore"
 MAX_SNAPSHOT_BYTES = 2 * 2**30
+MAX_SNAPSHOT_FILES = 100_000
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def verify(tar_path: Path, digest: str) -> tuple[list[str], int]:
     Returns the file list and total size.
     """
     entries: list[Entry] = []
+    total = 0
     try:
         with tarfile.open(tar_path, mode="r:*") as tar:
             for member in tar:
@@ -146,6 +148,11 @@ def verify(tar_path: Path, digest: str) -> tuple[list[str], int]:
                     continue
                 if not member.isreg():
                     raise Invalid(f"code snapshot holds {name!r}, which is not a plain file")
+                total += member.size
+                if total > MAX_SNAPSHOT_BYTES or len(entries) >= MAX_SNAPSHOT_FILES:
+                    raise Invalid(f"code snapshot unpacks to over {MAX_SNAPSHOT_BYTES >> 30} GiB "
+                                  f"or {MAX_SNAPSHOT_FILES} files; keep data out of the code "
+                                  "folder (use --input)")
                 reader = tar.extractfile(member)
                 assert reader is not None
                 h = hashlib.sha256()

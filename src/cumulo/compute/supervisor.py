@@ -12,8 +12,10 @@ the jobs behind it on its cluster, so a big job is never starved by a stream of 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -80,6 +82,11 @@ class Supervisor:
         self._live: dict[str, _Live] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Exits seen but not yet recorded (a storage or database error): tried again next step.
+        self._exits: dict[str, ProcessExit] = {}
+        # This control plane: it watches only the attempts it started (or one of its earlier
+        # lives on this machine, with this home, started).
+        self.owner = f"{socket.gethostname()}:{settings.home}"
 
     # --- life --------------------------------------------------------------------------------
 
@@ -152,8 +159,8 @@ class Supervisor:
     def _tick(self) -> None:
         with self.sessions() as session:
             clusters = self._sync(session)
-            active = list(session.scalars(select(Job).where(Job.state.in_(("starting",
-                                                                            "running")))))
+            active = list(session.scalars(select(Job).where(
+                Job.state.in_(("starting", "running")), Job.owner == self.owner)))
             for job in active:
                 try:
                     self._check(session, job)
@@ -165,7 +172,8 @@ class Supervisor:
                 executor.maintain(busy=executor.busy)
 
     def _recover(self, session: Session) -> None:
-        for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")))):
+        for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")),
+                                                     Job.owner == self.owner)):
             executor = self._executors.get(job.cluster)
             if executor is None:
                 self._end(session, job, "failed", reason=f"cluster {job.cluster!r} is gone")
@@ -190,9 +198,13 @@ class Supervisor:
         if executor is None:
             return
         live = self._live.setdefault(job.id, _Live())
-        result = executor.poll(job.id)
+        result = self._exits.pop(job.id, None) or executor.poll(job.id)
         if result is not None:
-            self._finish(session, job, result, live)
+            try:
+                self._finish(session, job, result, live)
+            except Exception:
+                self._exits[job.id] = result  # the exit is not lost: record it next step
+                raise
             return
         now = time.monotonic()
         if isinstance(executor, RayExecutor) and job.id in executor.running_now \
@@ -209,11 +221,12 @@ class Supervisor:
                     live.reason = (f"out of memory: used {sample[1] / 2**20:.0f} MiB, over its "
                                    f"--memory of {job.memory / 2**20:.0f} MiB")
                     executor.signal(job.id, signal.SIGKILL)
+        since = job.running_at or job.starting_at
         if live.outcome is None:
             if job.cancel_requested_at is not None:
                 self._stop_job(executor, job, live, "cancelled", "cancelled")
-            elif job.max_runtime_s and job.running_at and \
-                    (utcnow() - job.running_at).total_seconds() > job.max_runtime_s:
+            elif job.max_runtime_s and since and \
+                    (utcnow() - since).total_seconds() > job.max_runtime_s:
                 self._stop_job(executor, job, live, "timed_out",
                                f"ran past its --max-runtime of {job.max_runtime_s:g}s")
         elif live.kill_at is not None and now >= live.kill_at:
@@ -250,6 +263,10 @@ class Supervisor:
                 self._end(session, job, "failed", reason=f"cluster {job.cluster!r} was removed")
                 session.commit()
                 continue
+            if job.cancel_requested_at is not None:  # asked to stop between attempts
+                self._end(session, job, "cancelled", reason="cancelled")
+                session.commit()
+                continue
             if cluster.name in blocked:
                 continue
             cap = held[cluster.name]
@@ -262,7 +279,8 @@ class Supervisor:
                 continue
             claimed = session.execute(  # type: ignore[attr-defined]
                 update(Job).where(Job.id == job.id, Job.state == "queued")
-                .values(state="starting", starting_at=utcnow(), gpu_ids=free_gpus[:job.gpus])
+                .values(state="starting", starting_at=utcnow(), gpu_ids=free_gpus[:job.gpus],
+                        owner=self.owner)
             ).rowcount
             session.commit()
             if not claimed:  # cancelled meanwhile, or another control plane took it
@@ -366,12 +384,14 @@ class Supervisor:
             state, reason = "failed", f"killed by {signal.Signals(result.signal).name}"
         else:
             state, reason = "failed", f"exited with code {result.exit_code}"
+        executor = self._executors.get(job.cluster)
+        if isinstance(executor, LocalExecutor) and job.pid:
+            kill_group(job.pid)  # what the job left running in its process group goes with it
         self._close_attempt(session, job, state, exit_code=result.exit_code, reason=reason,
                             live=live, record=result.record)
         session.commit()
         self._live.pop(job.id, None)
         self._tidy(job)
-        executor = self._executors.get(job.cluster)
         if executor is not None:
             executor.replenish(busy=executor.busy)
 
@@ -382,14 +402,16 @@ class Supervisor:
         record = record or {}
         now = utcnow()
         began = job.running_at or job.starting_at or now
-        wall = max(0.0, (now - began).total_seconds())
+        # It ended when the runner says, not when we noticed (perhaps after a restart).
+        ended = min(now, _utc(record["finished_at"])) if record.get("finished_at") else now
+        wall = max(0.0, (ended - began).total_seconds())
         cpu = max(float(record.get("cpu_seconds", 0.0)), live.cpu)
         peak = max(int(record.get("peak_memory_bytes", 0)), live.peak)
         gpu_seconds = job.gpus * wall
         memory_gb_seconds = peak / 1e9 * wall
         row = usage.record(session, self.settings.prices, kind="job", ref=job.id,
                            cluster=job.cluster, user_id=job.created_by, tags=job.tags,
-                           started_at=began, ended_at=now, cpu_seconds=cpu,
+                           started_at=began, ended_at=ended, cpu_seconds=cpu,
                            memory_gb_seconds=memory_gb_seconds, gpu_seconds=gpu_seconds,
                            wall_seconds=wall)
         job.cpu_seconds += cpu
@@ -404,11 +426,12 @@ class Supervisor:
             job.token_id = None
         job.attempts = [*job.attempts, {
             "attempt": job.attempt, "state": state, "exit_code": exit_code, "reason": reason,
-            "started_at": began.isoformat(), "finished_at": now.isoformat(),
+            "started_at": began.isoformat(), "finished_at": ended.isoformat(),
             "cpu_seconds": round(cpu, 3), "peak_memory_bytes": peak, "wall_seconds": round(wall, 3),
         }]
         job.exit_code, job.reason, job.log_tail = exit_code, reason, tail
-        if state == "failed" and job.attempt <= job.retries and job.cancel_requested_at is None:
+        cancel_asked = session.scalar(select(Job.cancel_requested_at).where(Job.id == job.id))
+        if state == "failed" and job.attempt <= job.retries and cancel_asked is None:
             log.info("job %s attempt %d failed (%s); retrying", job.id, job.attempt, reason)
             self._requeue(session, job, count_attempt=True)
             shutil.rmtree(self.job_dir(job.id) / "work", ignore_errors=True)
@@ -437,35 +460,46 @@ class Supervisor:
     def _end(self, session: Session, job: Job, state: str, *, reason: str) -> None:
         job.state, job.reason, job.finished_at = state, reason, utcnow()
 
+    def _store(self, path: Path, key: str) -> None:
+        """Put a file into storage and keep the original: if a later step fails, the next try
+        finds everything where it was. A hard link where one can be made, else a copy."""
+        tmp = self.storage.spool_dir() / f"keep-{os.getpid()}-{threading.get_ident()}-{path.name}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        try:
+            self.storage.commit(tmp, key)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def _keep_log(self, job: Job) -> str | None:
-        """Move the attempt's log into storage; return its last lines."""
+        """Put the attempt's log into storage; return its last lines."""
         path = self.log_file(job.id, job.attempt)
         executor = self._executors.get(job.cluster)
-        if isinstance(executor, RayExecutor) and job.backend_ref:
+        if isinstance(executor, RayExecutor) and job.backend_ref and not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(executor.logs(job.backend_ref))
         if not path.is_file():
             return None
-        tail = read_tail(path)
-        try:
-            self.storage.commit(path, f"jobs/{job.id}/logs/attempt-{job.attempt}.log")
-        except Exception as exc:  # the job's outcome still counts; say what went missing
-            log.error("could not keep the log of job %s: %s", job.id, exc)
-        return tail
+        self._store(path, f"jobs/{job.id}/logs/attempt-{job.attempt}.log")
+        return read_tail(path)
 
     def _keep_outputs(self, session: Session, job: Job) -> None:
         out = self.job_dir(job.id) / "output"
         if not out.is_dir():
             return  # a remote job sent its outputs itself
-        files = sorted(p for p in out.rglob("*") if p.is_file())
+        files = {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
+        for rel, path in files.items():
+            self._store(path, f"jobs/{job.id}/outputs/{rel}")
+        # An earlier attempt's outputs that this one did not make again are gone now.
+        for old in session.scalars(select(JobArtifact).where(JobArtifact.job_id == job.id)):
+            if old.path not in files:
+                self.storage.delete(f"jobs/{job.id}/outputs/{old.path}")
         session.execute(delete(JobArtifact).where(JobArtifact.job_id == job.id))
-        self.storage.delete_prefix(f"jobs/{job.id}/outputs/")
-        for path in files:
-            rel = path.relative_to(out).as_posix()
-            size = path.stat().st_size
-            self.storage.commit(path, f"jobs/{job.id}/outputs/{rel}")
-            session.add(JobArtifact(job_id=job.id, path=rel, size=size))
-        shutil.rmtree(out, ignore_errors=True)
+        session.add_all(JobArtifact(job_id=job.id, path=rel, size=path.stat().st_size)
+                        for rel, path in files.items())
 
 
 def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -82,6 +82,7 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer(), nullable=True),
         sa.Column("pid_started", sa.Float(), nullable=True),
         sa.Column("backend_ref", sa.String(128), nullable=True),
+        sa.Column("owner", sa.String(512), nullable=True),
         sa.Column("gpu_ids", sa.JSON(), nullable=False),
         sa.Column("token_id", sa.Integer(), nullable=True),
         sa.Column("cpu_seconds", sa.Float(), nullable=False),
