@@ -25,5 +25,7 @@ def test_job_with_inputs_and_outputs(server: Cumulo, code: Path) -> None:
     assert made.wait(90)["state"] == "succeeded"
     assert [a["path"] for a in made.artifacts()] == ["model.txt", "sub/eval.json"]
     assert list(made.logs())[-1] == "done"
+    jobs_priced = c.costs(by="kind")["total"]["count"]
     c.jobs.delete(made.id)
     assert made.id not in [j.id for j in c.jobs.list()]
+    assert c.costs(by="kind")["total"]["count"] == jobs_priced  # what it cost stays on record

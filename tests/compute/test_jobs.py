@@ -33,6 +33,9 @@ def test_run_entry_with_args(compute: Cumulo, code: Path, tmp_path: Path) -> Non
     assert (tmp_path / "out" / "model.txt").read_text() == "weights" and len(written) == 2
     usage = info["usage"]
     assert usage["cpu_seconds"] > 0 and usage["peak_memory_bytes"] > 1 << 20
+    # The warm worker's own start is not the job's: a one-line job uses next to no CPU.
+    tiny = c.jobs.run(command=["python", "-c", "pass"]).wait(60)
+    assert tiny["usage"]["cpu_seconds"] < 0.05
     assert usage["wall_seconds"] > 0 and usage["cost_usd"] > 0
     assert usage["gpu_seconds"] == 0
 

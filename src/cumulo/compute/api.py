@@ -211,7 +211,7 @@ class JobOut(BaseModel):
     log_tail: str | None
     pid: int | None = Field(None, description="the running attempt's process (local clusters)")
     ray_job: str | None = Field(None, description="the latest attempt's Ray submission id")
-    usage: dict[str, float]
+    usage: dict[str, float | int]
 
 
 def job_out(job: Job, names: dict[int | None, str]) -> JobOut:

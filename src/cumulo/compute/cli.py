@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -193,12 +194,15 @@ def list_jobs(
     for column in ("id", "name", "cluster", "state", "attempt", "created", "wall", "cost",
                    "tags"):
         table.add_column(column)
+    now = datetime.now(UTC)
     for j in jobs:
         i = j.info
+        wall = f"{i['usage']['wall_seconds']:.1f}s"
+        if i["state"] == "running" and i["running_at"]:  # so far; priced when it ends
+            wall = f"{(now - datetime.fromisoformat(i['running_at'])).total_seconds():.1f}s+"
         table.add_row(i["id"], i["name"], i["cluster"], i["state"],
-                      f"{i['attempt']}/{i['retries'] + 1}", when(i["created_at"]),
-                      f"{i['usage']['wall_seconds']:.1f}s", f"${i['usage']['cost_usd']:.6f}",
-                      ",".join(i["tags"]))
+                      f"{i['attempt']}/{i['retries'] + 1}", when(i["created_at"]), wall,
+                      f"${i['usage']['cost_usd']:.6f}", ",".join(i["tags"]))
     console.print(table)
 
 

@@ -35,13 +35,15 @@ import cumulo.job  # noqa: F401 - warm for the job's own 'import cumulo.job'
 
 _exit_code = 1
 _spec: dict[str, Any] = {}
+_cpu_at_start = 0.0  # what the warm worker used before its job arrived: not the job's
 
 
 def _usage() -> dict[str, Any]:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
-        "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+        "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        - _cpu_at_start,
         "peak_memory_bytes": max(_own_peak(me.ru_maxrss), kids.ru_maxrss) * 1024,
     }
 
@@ -124,7 +126,8 @@ def _run_python(argv: list[str]) -> None:
 
 
 def _run(spec: dict[str, Any]) -> int:
-    global _exit_code
+    global _exit_code, _cpu_at_start
+    _cpu_at_start = _usage()["cpu_seconds"]
     atexit.register(_write_exit)
     if spec.get("log"):
         _redirect(spec["log"])

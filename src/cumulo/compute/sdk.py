@@ -170,7 +170,9 @@ class JobsClient:
         if code is not None and entry is not None:
             folder = Path(code)
             if folder.is_dir() and not (folder / entry).is_file():
-                raise Invalid(f"entry point {entry!r} is not in {folder}")
+                held = sorted(p.name for p in folder.glob("*.py"))[:5]
+                raise Invalid(f"entry point {entry!r} is not in the code folder {folder}; it "
+                              f"holds {', '.join(held) or 'no Python files'}")
         if entry is not None and code is None:
             raise Invalid("an entry point needs a code folder: code='./src'")
         digest = self.upload_code(code) if code is not None else None

@@ -211,7 +211,8 @@ class Supervisor:
                 and job.state == "starting":
             job.state, job.running_at = "running", utcnow()
             session.commit()
-        if now - live.sampled_at >= 1.0:
+        # A job with a memory limit is watched more closely, so it is stopped nearer the limit.
+        if now - live.sampled_at >= (0.25 if job.memory else 1.0):
             live.sampled_at = now
             sample = executor.sample(job.id)
             if sample:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import io
 import os
 from dataclasses import dataclass, field
@@ -37,13 +38,15 @@ def _version_params(ref: TableRef) -> dict[str, Any]:
 def _convert(table: pa.Table, to: As) -> Any:
     if to == "arrow":
         return table
+    if to not in ("pandas", "polars"):
+        raise Invalid(f"to must be 'arrow', 'pandas' or 'polars', not {to!r}")
+    if importlib.util.find_spec(to) is None:
+        raise Invalid(f"to={to!r} needs {to}: pip install 'cumulo[dataframes]'")
     if to == "pandas":
         return table.to_pandas()
-    if to == "polars":
-        import polars as pl
+    import polars as pl
 
-        return pl.from_arrow(table)
-    raise Invalid(f"to must be 'arrow', 'pandas' or 'polars', not {to!r}")
+    return pl.from_arrow(table)
 
 
 def _to_arrow(data: Any) -> pa.Table:

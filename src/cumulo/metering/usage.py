@@ -87,7 +87,8 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
                 groups[key][name] += value
         for name, value in values.items():
             total[name] += value
-    rows = [{by: key, **{k: round(v, 6) if isinstance(v, float) else v for k, v in g.items()}}
-            for key, g in sorted(groups.items())]
-    return {"by": by, "since": start, "until": end, "rows": rows,
-            "total": {k: round(v, 6) for k, v in total.items()}}
+    def tidy(values: dict[str, float]) -> dict[str, float | int]:
+        return {k: int(v) if k == "count" else round(v, 6) for k, v in values.items()}
+
+    rows = [{by: key, **tidy(g)} for key, g in sorted(groups.items())]
+    return {"by": by, "since": start, "until": end, "rows": rows, "total": tidy(total)}
