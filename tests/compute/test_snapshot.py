@@ -93,3 +93,17 @@ def test_scan_refuses_a_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(Invalid, match="not a folder"):
         scan(tmp_path / "f")
+
+
+def test_verify_refuses_what_unpacks_too_big(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server checks the size itself: a client need not be honest about it."""
+    import cumulo.compute.snapshot as snapshot
+
+    snap = scan(_folder(tmp_path / "src"))
+    tar_path = tmp_path / "snap.tar.gz"
+    with open(tar_path, "wb") as f:
+        snap.write_tar(f)
+    monkeypatch.setattr(snapshot, "MAX_SNAPSHOT_BYTES", 4)
+    with pytest.raises(Invalid, match="unpacks to over"):
+        verify(tar_path, snap.digest)
