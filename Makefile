@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Reinstall only when the project's dependencies change.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[dataframes]'
+	$(PIP) -e '.[dataframes,ml]'
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

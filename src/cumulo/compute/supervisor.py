@@ -368,6 +368,9 @@ class Supervisor:
             session.flush()
             job.token_id = token.id
             env["CUMULO_TOKEN"] = secret
+            # MLflow in the job logs to Cumulo's tracking server, as the job's user.
+            env.setdefault("MLFLOW_TRACKING_URI", env["CUMULO_URL"] + "/mlflow")
+            env["MLFLOW_TRACKING_TOKEN"] = secret
         return env
 
     # --- endings ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from cumulo.compute.api import clusters_router, jobs_router
 from cumulo.config import Settings
 from cumulo.lake.api import sql_router, tables_router
 from cumulo.metering.api import router as costs_router
+from cumulo.ml.api import router as mlflow_router
 from cumulo.server.auth import require_token
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.middleware import RequestContext
@@ -53,14 +54,19 @@ def _mount_docs(app: FastAPI) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The background supervisors run while the server serves."""
     from cumulo.compute.supervisor import Supervisor
+    from cumulo.ml.tracking import TrackingServer
 
     supervisor = Supervisor(app.state.settings, app.state.engine, app.state.storage)
     app.state.compute = supervisor
+    app.state.tracking = TrackingServer(app.state.settings, app.state.storage.url)
     supervisor.start()
     try:
         yield
     finally:
         supervisor.stop()
+        app.state.tracking.stop()
+        if getattr(app.state, "mlflow_http", None) is not None:
+            await app.state.mlflow_http.aclose()
 
 
 def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
@@ -83,6 +89,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    app.include_router(mlflow_router)  # /mlflow: MLflow's own API, behind the same tokens
 
     @app.get("/healthz", tags=["status"], summary="Liveness, without a token")
     def healthz() -> dict[str, str]:

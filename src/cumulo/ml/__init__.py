@@ -1,0 +1,2 @@
+"""Machine learning: MLflow tracking inside the control plane (training, registry and tuning
+build on it)."""
