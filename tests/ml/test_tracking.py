@@ -41,7 +41,12 @@ def test_a_job_logs_to_mlflow_and_the_stock_client_reads_it(
     code = tmp_path / "src"
     code.mkdir()
     (code / "train.py").write_text(TRAIN)
-    job = tracked.client().jobs.run("train.py", code=code)
+    import pyarrow as pa
+
+    c = tracked.client()
+    c.tables.create_database("ml")
+    c.tables.write("ml.points", pa.table({"x": [0.0, 1.0]}))
+    job = c.jobs.run("train.py", code=code, inputs={"points": "ml.points"})
     info = job.wait(300)
     assert info["state"] == "succeeded", info["log_tail"]
     run_id = next(line for line in job.logs() if line.startswith("run ")).split()[1]
@@ -51,6 +56,10 @@ def test_a_job_logs_to_mlflow_and_the_stock_client_reads_it(
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.data.params == {"C": "1.0"} and run.data.metrics["loss"] == 0.3
+    # Lineage, tagged by Cumulo's run context provider: the job, its code, its data.
+    assert run.data.tags["cumulo.job_id"] == job.id
+    assert run.data.tags["cumulo.code"] == info["code"]
+    assert run.data.tags["cumulo.input.points"] == "ml.points@v0"
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [0.9, 0.5, 0.3]
     assert client.get_experiment(run.info.experiment_id).name == "churn"
     model = mlflow.sklearn.load_model(f"runs:/{run_id}/model")  # artifacts through the proxy

@@ -359,6 +359,7 @@ class Supervisor:
             "CUMULO_JOB_DIR": str(jobdir),
             "CUMULO_JOB_OUTPUT_DIR": str(jobdir / "output"),
             "CUMULO_JOB_INPUTS": json.dumps(job.inputs),
+            "CUMULO_JOB_CODE": job.code_digest or "",
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.gpu_ids),
         })
         if job.created_by is not None:
