@@ -3,13 +3,12 @@ MLflow client."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo
 
 TRAIN = """
 import mlflow
@@ -24,13 +23,6 @@ with mlflow.start_run(run_name="first") as run:
     mlflow.sklearn.log_model(model, name="model")
     print("run", run.info.run_id)
 """
-
-
-@pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    server = start_cumulo(tmp_path_factory.mktemp("ml") / ".cumulo")
-    yield server
-    server.stop()
 
 
 def test_a_job_logs_to_mlflow_and_the_stock_client_reads_it(

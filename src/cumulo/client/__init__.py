@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from cumulo.compute.sdk import ClustersClient, JobsClient
     from cumulo.lake.sdk import SqlClient, TablesClient
     from cumulo.metering.sdk import CostsClient
+    from cumulo.ml.sdk import ModelsClient
     from cumulo.storage.sdk import FilesClient
 
 __all__ = ["Client"]
@@ -77,6 +78,12 @@ class Client:
         from cumulo.metering.sdk import CostsClient
 
         return CostsClient(self.transport)
+
+    @cached_property
+    def models(self) -> ModelsClient:
+        from cumulo.ml.sdk import ModelsClient
+
+        return ModelsClient(self.transport)
 
     def status(self) -> dict[str, Any]:
         """Version, database, storage, and what they hold."""

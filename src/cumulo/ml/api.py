@@ -7,19 +7,24 @@ artifacts of any size pass in bounded memory.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.db import get_session
 from cumulo.errors import Unavailable
+from cumulo.ml.registry import Registry
 from cumulo.ml.tracking import PREFIX
+from cumulo.principal import Principal, current_principal
 from cumulo.server.auth import require_token
 
-__all__ = ["router"]
+__all__ = ["models_router", "router"]
 
 router = APIRouter(prefix=PREFIX, tags=["mlflow"], dependencies=[Depends(require_token)])
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -54,3 +59,88 @@ async def proxy(path: str, request: Request) -> Any:
         headers={k: v for k, v in response.headers.items() if k.lower() not in _HOP},
         background=BackgroundTask(response.aclose),
     )
+
+
+# --- /api/v1/models: the registry ----------------------------------------------------------
+
+models_router = APIRouter(prefix="/models", tags=["models"])
+DbSession = Annotated[Session, Depends(get_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def _registry(request: Request) -> Registry:
+    return Registry(request.app.state.tracking.ensure())
+
+
+class AliasIn(BaseModel):
+    version: str
+
+
+class ApprovalIn(BaseModel):
+    status: str = Field(description="pending, approved or rejected")
+
+
+class TagIn(BaseModel):
+    key: str
+    value: str
+    version: str | None = None
+
+
+class DescriptionIn(BaseModel):
+    description: str
+    version: str | None = None
+
+
+@models_router.get("", summary="Registered models")
+def list_models(request: Request) -> list[dict[str, Any]]:
+    return _registry(request).list()
+
+
+@models_router.get("/{name}", summary="A model: aliases, tags, latest version")
+def show_model(name: str, request: Request) -> dict[str, Any]:
+    return _registry(request).get(name)
+
+
+@models_router.get("/{name}/versions", summary="A model's versions, with approval status")
+def model_versions(name: str, request: Request) -> list[dict[str, Any]]:
+    return _registry(request).versions(name)
+
+
+@models_router.get("/{name}/versions/{version}", summary="One version, with its lineage")
+def model_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    return _registry(request).version(name, version)
+
+
+@models_router.put("/{name}/aliases/{alias}", summary="Point an alias at a version")
+def set_alias(name: str, alias: str, body: AliasIn, request: Request, session: DbSession,
+              caller: Caller) -> dict[str, Any]:
+    return _registry(request).set_alias(session, caller, name, alias, body.version)
+
+
+@models_router.delete("/{name}/aliases/{alias}", summary="Remove an alias")
+def remove_alias(name: str, alias: str, request: Request, session: DbSession,
+                 caller: Caller) -> dict[str, Any]:
+    return _registry(request).remove_alias(session, caller, name, alias)
+
+
+@models_router.get("/{name}/aliases/history", summary="Every alias move, oldest first")
+def alias_history(name: str, request: Request, session: DbSession) -> list[dict[str, Any]]:
+    return _registry(request).history(session, name)
+
+
+@models_router.put("/{name}/versions/{version}/approval", summary="Approve or reject a version")
+def set_approval(name: str, version: str, body: ApprovalIn,
+                 request: Request) -> dict[str, Any]:
+    return _registry(request).set_approval(name, version, body.status)
+
+
+@models_router.post("/{name}/tags", summary="Tag a model or one of its versions")
+def set_tag(name: str, body: TagIn, request: Request) -> dict[str, str]:
+    _registry(request).set_tag(name, body.key, body.value, version=body.version)
+    return {"tagged": name}
+
+
+@models_router.patch("/{name}", summary="Describe a model or one of its versions")
+def describe(name: str, body: DescriptionIn, request: Request) -> dict[str, str]:
+    _registry(request).describe(name, body.description, version=body.version)
+    return {"described": name}
