@@ -24,6 +24,7 @@ class Transport:
     def __init__(self, url: str, token: str | None, *, token_source: str = "",
                  timeout: float = 60.0) -> None:
         self.url = url
+        self.token = token  # for clients of the same server that are not this one (MLflow's)
         self._token_source = token_source
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._headers = headers

@@ -97,6 +97,16 @@ def version(ctx: typer.Context, name: str, number: str, json: bool = JsonOpt) ->
     console.print(table)
 
 
+@models_app.command("import")
+def import_(ctx: typer.Context, path: str,
+            name: str = typer.Option(..., "--name", help="the registered model's name")) -> None:
+    """Register an MLflow model folder or a pickled scikit-learn model made elsewhere.
+
+    A pickle runs code when it is loaded: import only files you trust."""
+    v = client(ctx).models.import_model(path, name=name)
+    console.print(f"registered {v['name']} v{v['version']} (run {v['run_id'][:12]})")
+
+
 @models_app.command("alias")
 def alias(ctx: typer.Context, name: str, alias_name: str, number: str) -> None:
     """Point an alias (champion, challenger, ...) at a version."""

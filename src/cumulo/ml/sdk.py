@@ -19,6 +19,17 @@ class ModelsClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
+    def import_model(self, path: str, *, name: str) -> dict[str, Any]:
+        """Register an MLflow model folder, or a pickled scikit-learn model (a pickle runs code
+        when loaded: import only files you trust), as a new version of ``name``."""
+        from cumulo.ml.imports import import_model
+
+        if not self._t.token:
+            from cumulo.errors import Unauthorized
+
+            raise Unauthorized("importing a model needs a token: set CUMULO_TOKEN")
+        return import_model(self._t.url, self._t.token, path, name=name)
+
     def list(self) -> builtins.list[dict[str, Any]]:
         return self._t.json("GET", "/api/v1/models", timeout=180)  # type: ignore[no-any-return]
 
