@@ -85,6 +85,14 @@ class Client:
 
         return ModelsClient(self.transport)
 
+    def train(self, *, table: str, target: str, name: str, **options: Any) -> Any:
+        """Built-in training (no code): ``table`` and ``target`` in, model ``name`` out.
+        Runs as a job; returns it. Options: algorithm, features, hyperparameters,
+        validation_split, seed, cluster, cpus, memory."""
+        from cumulo.ml.sdk import train
+
+        return train(self, table=table, target=target, name=name, **options)
+
     def status(self) -> dict[str, Any]:
         """Version, database, storage, and what they hold."""
         return self.transport.json("GET", "/api/v1/status")  # type: ignore[no-any-return]

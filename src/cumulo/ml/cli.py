@@ -21,6 +21,48 @@ def _ms(value: int | None) -> str:
     return when(datetime.fromtimestamp(value / 1000, tz=UTC)) if value else "-"
 
 
+def train_command(
+    ctx: typer.Context,
+    table: str = typer.Option(..., "--table", help="db.table or db.table@vN"),
+    target: str = typer.Option(..., "--target", help="the column to predict"),
+    algorithm: str = typer.Option("lightgbm", "--algorithm",
+                                  help="lightgbm, xgboost, random_forest, logistic_regression, "
+                                  "linear"),
+    features: str = typer.Option("", "--features", help="columns to use (default: all others)"),
+    hyperparameters: str = typer.Option("{}", "--hyperparameters",
+                                        help='JSON, e.g. \'{"n_estimators": 200}\''),
+    validation_split: float = typer.Option(0.2, "--validation-split"),
+    seed: int = typer.Option(42, "--seed"),
+    cluster: str = typer.Option("local", "--cluster", "-c"),
+    name: str = typer.Option(..., "--name", help="the registered model's name"),
+    wait: bool = typer.Option(False, "--wait", "-w", help="follow it and exit with its outcome"),
+) -> None:
+    """Train a model on a table with no code, as a job; registers it in the registry."""
+    import json as json_
+
+    from cumulo.errors import Invalid
+
+    try:
+        params = json_.loads(hyperparameters)
+    except ValueError as exc:
+        raise Invalid(f"--hyperparameters is not JSON: {exc}") from exc
+    if not isinstance(params, dict):
+        raise Invalid("--hyperparameters must be a JSON object, e.g. '{\"max_depth\": 6}'")
+    job = client(ctx).train(table=table, target=target, name=name, algorithm=algorithm,
+                            features=[f for f in features.split(",") if f],
+                            hyperparameters=params, validation_split=validation_split,
+                            seed=seed, cluster=cluster)
+    if not wait:
+        console.print(job.id)
+        return
+    for line in job.logs(follow=True):
+        console.print(line, markup=False, highlight=False)
+    info = job.wait()
+    if info["state"] != "succeeded":
+        console.print(f"training job {job.id} {info['state']}: {info['reason']}", style="red")
+        raise typer.Exit(1)
+
+
 @models_app.command("ls")
 def list_models(ctx: typer.Context, json: bool = JsonOpt) -> None:
     """Registered models."""

@@ -65,3 +65,41 @@ class ModelsClient:
     def describe(self, name: str, description: str, *, version: str | int | None = None) -> None:
         self._t.json("PATCH", _p(name), json={
             "description": description, "version": None if version is None else str(version)})
+
+
+_MODEL_NAME = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def train(client: Any, *, table: str, target: str, name: str, algorithm: str = "lightgbm",
+          features: builtins.list[str] | None = None,
+          hyperparameters: dict[str, Any] | None = None, validation_split: float = 0.2,
+          seed: int = 42, cluster: str = "local", cpus: float = 1,
+          memory: str | None = None) -> Any:
+    """Built-in training as a job; returns the job (``.wait()``, ``.logs()``)."""
+    import json
+
+    from cumulo.errors import Invalid
+    from cumulo.ml.train import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise Invalid(f"algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    if not _MODEL_NAME.match(name):
+        raise Invalid(f"model name {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
+                      "starting with a letter or digit")
+    if not 0 < validation_split < 1:
+        raise Invalid(f"--validation-split must be between 0 and 1, not {validation_split}")
+    columns = [c["name"] for c in client.tables.show(table)["columns"]]
+    if target not in columns:
+        raise Invalid(f"target column {target!r} is not in {table}; its columns are "
+                      f"{', '.join(columns)}")
+    missing = [f for f in features or [] if f not in columns]
+    if missing:
+        raise Invalid(f"feature column(s) {', '.join(missing)} are not in {table}")
+    command = ["python", "-m", "cumulo.ml.train", "--target", target, "--algorithm", algorithm,
+               "--features", ",".join(features or []),
+               "--hyperparameters", json.dumps(hyperparameters or {}),
+               "--validation-split", str(validation_split), "--seed", str(seed),
+               "--name", name]
+    return client.jobs.run(command=command, inputs={"train": table}, cluster=cluster,
+                           cpus=cpus, memory=memory, name=f"train {name}",
+                           tags=["train", f"model={name}"])

@@ -1,0 +1,204 @@
+"""Built-in training, with no code: a table and a target column in, a registered model out.
+
+Run as a job (``cumulo train`` submits it): ``python -m cumulo.ml.train --target churned
+--algorithm lightgbm --name churn`` with the table as the job's input ``train``. It detects
+classification or regression, holds out a validation split, logs metrics, a confusion matrix or
+residual plot and feature importances to MLflow, and registers the model with its signature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["ALGORITHMS", "main"]
+
+ALGORITHMS = ("lightgbm", "xgboost", "random_forest", "logistic_regression", "linear")
+MAX_CLASSES = 50
+
+
+def _fail(message: str) -> None:
+    print(f"cumulo train: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _is_classification(y: Any) -> bool:
+    import pandas as pd
+
+    if y.dtype == bool or pd.api.types.is_object_dtype(y) or isinstance(
+            y.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(y):
+        return True
+    return bool(pd.api.types.is_integer_dtype(y) and y.nunique() <= min(MAX_CLASSES,
+                                                                       len(y) // 2 or 1))
+
+
+def _estimator(algorithm: str, classification: bool, params: dict[str, Any], seed: int) -> Any:
+    if algorithm == "lightgbm":
+        import lightgbm as lgb
+
+        cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
+        return cls(random_state=seed, verbose=-1, **params)
+    if algorithm == "xgboost":
+        import xgboost as xgb
+
+        cls = xgb.XGBClassifier if classification else xgb.XGBRegressor
+        # Text columns arrive as pandas categories, which XGBoost takes with these two.
+        return cls(random_state=seed, **{"enable_categorical": True, "tree_method": "hist",
+                                         **params})
+    if algorithm == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestClassifier if classification else RandomForestRegressor
+        return cls(random_state=seed, **params)
+    if algorithm == "logistic_regression":
+        if not classification:
+            _fail("logistic_regression is for classification; the target looks numeric "
+                  "(use linear, or a categorical target)")
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(random_state=seed, max_iter=1000, **params)
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    if classification:
+        return LogisticRegression(random_state=seed, max_iter=1000, **params)
+    return LinearRegression(**params)
+
+
+def _metrics(classification: bool, model: Any, x: Any, y: Any) -> dict[str, float]:
+    from sklearn import metrics
+
+    pred = model.predict(x)
+    if not classification:
+        return {"rmse": float(metrics.root_mean_squared_error(y, pred)),
+                "mae": float(metrics.mean_absolute_error(y, pred)),
+                "r2": float(metrics.r2_score(y, pred))}
+    classes = sorted(y.unique())
+    binary = len(classes) == 2
+    out = {"accuracy": float(metrics.accuracy_score(y, pred)),
+           "f1": float(metrics.f1_score(y, pred, average="binary" if binary else "weighted",
+                                        pos_label=classes[-1] if binary else 1))}
+    if binary and hasattr(model, "predict_proba"):
+        out["roc_auc"] = float(metrics.roc_auc_score(y, model.predict_proba(x)[:, 1]))
+    return out
+
+
+def _figures(classification: bool, model: Any, x: Any, y: Any, features: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if classification:
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        ConfusionMatrixDisplay.from_predictions(y, model.predict(x), ax=ax)
+        ax.set_title("Confusion matrix (validation)")
+        mlflow.log_figure(fig, "confusion_matrix.png")
+    else:
+        pred = model.predict(x)
+        ax.scatter(pred, np.asarray(y) - pred, s=6)
+        ax.axhline(0, color="grey")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("residual")
+        ax.set_title("Residuals (validation)")
+        mlflow.log_figure(fig, "residuals.png")
+    plt.close(fig)
+    weights = getattr(model, "feature_importances_", None)
+    if weights is None and hasattr(model, "coef_"):
+        weights = np.abs(np.atleast_2d(model.coef_)).mean(axis=0)
+    if weights is not None:
+        order = np.argsort(weights)[::-1][:30]
+        fig, ax = plt.subplots(figsize=(6, max(2.5, 0.3 * len(order))))
+        ax.barh([features[i] for i in order][::-1], np.asarray(weights)[order][::-1])
+        ax.set_title("Feature importances")
+        fig.tight_layout()
+        mlflow.log_figure(fig, "feature_importances.png")
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cumulo train")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="lightgbm")
+    parser.add_argument("--features", default="")
+    parser.add_argument("--hyperparameters", default="{}")
+    parser.add_argument("--validation-split", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.model_selection import train_test_split
+
+    import cumulo.job
+
+    job: Any = cumulo.job  # its inputs are read lazily, through the module's __getattr__
+    frame: pd.DataFrame = job.inputs["train"].to_pandas()
+    if frame.empty:
+        _fail("the table is empty: there is nothing to train on")
+    if args.target not in frame.columns:
+        _fail(f"target column {args.target!r} is not in the table; its columns are "
+              f"{', '.join(map(str, frame.columns))}")
+    features = [f for f in args.features.split(",") if f] or \
+        [c for c in frame.columns if c != args.target]
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        _fail(f"feature column(s) {', '.join(missing)} are not in the table")
+    frame = frame.dropna(subset=[args.target])
+    x, y = frame[features], frame[args.target]
+    for column in x.columns:  # text columns become categories the tree learners take as they are
+        if pd.api.types.is_object_dtype(x[column]) or pd.api.types.is_string_dtype(x[column]):
+            x = x.assign(**{column: x[column].astype("category")})
+    classification = _is_classification(y)
+    if classification and y.nunique() < 2:
+        _fail(f"target column {args.target!r} has a single class ({y.iloc[0]!r}); a classifier "
+              "needs at least two")
+    params = json.loads(args.hyperparameters)
+    if args.algorithm in ("logistic_regression", "linear", "random_forest"):
+        x = pd.get_dummies(x, dtype=float)
+    labels = None
+    if classification and args.algorithm == "xgboost":
+        labels = sorted(y.unique())
+        y = y.map({label: i for i, label in enumerate(labels)})
+    stratify = y if classification and y.value_counts().min() >= 2 else None
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=args.validation_split, random_state=args.seed, stratify=stratify)
+    task = "classification" if classification else "regression"
+    print(f"{task} of {args.target!r} with {args.algorithm} on {len(x_train)} rows, "
+          f"{x.shape[1]} features; validating on {len(x_val)}", flush=True)
+    mlflow.set_experiment(args.name)
+    with mlflow.start_run(run_name=f"{args.algorithm} {args.target}"):
+        mlflow.log_params({"algorithm": args.algorithm, "target": args.target, "task": task,
+                           "seed": args.seed, "validation_split": args.validation_split,
+                           **{f"hp.{k}": v for k, v in params.items()}})
+        try:
+            model = _estimator(args.algorithm, classification, params, args.seed)
+            model.fit(x_train, y_train)
+        except (TypeError, ValueError) as exc:  # the algorithm's own word on its parameters
+            _fail(f"{args.algorithm} refused: {exc}")
+        scores = _metrics(classification, model, x_val, y_val)
+        mlflow.log_metrics(scores)
+        for key, value in scores.items():
+            print(f"{key} {value:.4f}")
+        _figures(classification, model, x_val, y_val, list(x.columns))
+        signature = infer_signature(x_train.head(100), model.predict(x_train.head(100)))
+        flavor = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}.get(
+            args.algorithm, mlflow.sklearn)
+        extra = {"serialization_format": "pickle"} if flavor is mlflow.sklearn else {}
+        info = flavor.log_model(model, name="model", signature=signature,
+                                registered_model_name=args.name, **extra)
+        print(f"registered {args.name} version {info.registered_model_version}")
+        if labels is not None:
+            mlflow.log_dict({"labels": [str(v) for v in labels]}, "labels.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
