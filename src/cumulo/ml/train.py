@@ -132,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     args = parser.parse_args(argv)
 
+    import logging
+
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
+
+    # Built-in models are kept as pickles on purpose (skops refuses trees on load): no need to
+    # warn the user about a choice that is not theirs.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     from sklearn.model_selection import train_test_split
 
     import cumulo.job
@@ -156,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     for column in x.columns:  # text columns become categories the tree learners take as they are
         if pd.api.types.is_object_dtype(x[column]) or pd.api.types.is_string_dtype(x[column]):
             x = x.assign(**{column: x[column].astype("category")})
+        elif pd.api.types.is_integer_dtype(x[column]):
+            # As floats, so the model's signature takes missing values at prediction time.
+            x = x.assign(**{column: x[column].astype("float64")})
     classification = _is_classification(y)
     if classification and y.nunique() < 2:
         _fail(f"target column {args.target!r} has a single class ({y.iloc[0]!r}); a classifier "
