@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/sql.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/train.py
 
 # Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
 lock: $(VENV)/.installed-test

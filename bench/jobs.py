@@ -40,7 +40,7 @@ def bare(script: Path) -> float:
 def cumulo(client, code: Path) -> float:  # type: ignore[no-untyped-def]
     t0 = time.time()
     job = client.jobs.run("stamp.py", code=code)
-    info = job.wait(60, poll=0.05)
+    info = job.wait(60)
     if info["state"] != "succeeded":
         raise SystemExit(f"job {job.id} {info['state']}: {info['log_tail']}")
     return float(next(iter(job.logs()))) - t0

@@ -143,9 +143,9 @@ def test_priority_goes_first(compute: Cumulo, code: Path) -> None:
         blocker = c.jobs.run("sleep.py", code=code, args=["1"], cluster="serial")
         low = c.jobs.run("ok.py", code=code, cluster="serial", priority=0)
         high = c.jobs.run("ok.py", code=code, cluster="serial", priority=10)
-        for job in (blocker, low, high):
-            job.wait(60)
-        assert high.info["running_at"] < low.info["running_at"]
+        infos = [job.wait(60) for job in (blocker, low, high)]
+        assert all(i["state"] == "succeeded" for i in infos), infos
+        assert high.info["running_at"] < low.info["running_at"], infos
     finally:
         c.clusters.delete("serial")
 

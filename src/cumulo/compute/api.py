@@ -251,9 +251,23 @@ def list_jobs(session: DbSession, caller: Caller, state: str | None = None,
 
 
 @jobs_router.get("/{job_id}", response_model=JobOut, summary="Show a job")
-def show_job(job_id: str, session: DbSession, caller: Caller) -> JobOut:
-    job = job_service.get_job(session, job_id, caller)
-    return job_out(job, user_names(session, [job.created_by]))
+async def show_job(job_id: str, request: Request, caller: Caller,
+                   wait: Annotated[float, Query(ge=0, le=60, description=(
+                       "seconds to wait for the job to end before answering"))] = 0) -> JobOut:
+    sessions = request.app.state.sessions
+
+    def read() -> JobOut:
+        with sessions() as session:
+            job = job_service.get_job(session, job_id, caller)
+            return job_out(job, user_names(session, [job.created_by]))
+
+    out = await run_in_threadpool(read)
+    deadline = asyncio.get_running_loop().time() + wait
+    # A long poll: answers as soon as the job has ended, holding no thread while it waits.
+    while out.state not in FINISHED and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        out = await run_in_threadpool(read)
+    return out
 
 
 @jobs_router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job")

@@ -66,16 +66,17 @@ class Job:
         self.info = self._t.json("GET", f"/api/v1/jobs/{self.id}")
         return self.info
 
-    def wait(self, timeout: float | None = None, *, poll: float = 0.1) -> dict[str, Any]:
-        """Block until the job ends; return its final state. Raises TimeoutError."""
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job ends; return its final state. Raises TimeoutError.
+
+        Long polls: the server answers as soon as the job ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(poll, 0.05)
         while not self.done:
-            if deadline is not None and time.monotonic() > deadline:
+            left = 30.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"job {self.id} still {self.state} after {timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, max(poll, 1.0))
-            self.refresh()
+            self.info = self._t.json("GET", f"/api/v1/jobs/{self.id}",
+                                     params={"wait": min(30.0, left)}, timeout=60)
         return self.info
 
     def cancel(self) -> dict[str, Any]:

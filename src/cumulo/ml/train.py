@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 __all__ = ["ALGORITHMS", "main"]
@@ -66,10 +67,31 @@ def _estimator(algorithm: str, classification: bool, params: dict[str, Any], see
     return LinearRegression(**params)
 
 
-def _metrics(classification: bool, model: Any, x: Any, y: Any) -> dict[str, float]:
+def _warm_imports(algorithm: str) -> None:
+    """MLflow, imported while the model fits (it takes seconds). Only MLflow: on a machine
+    whose cores the fit already uses, importing more beside it slows the fit down more than
+    it saves (measured on 2 cores)."""
+    import mlflow.models  # noqa: F401
+
+
+def _requirements(algorithm: str) -> list[str]:
+    from importlib.metadata import version
+
+    names = ["mlflow", "scikit-learn", "pandas", "numpy"]
+    names += {"lightgbm": ["lightgbm"], "xgboost": ["xgboost-cpu"]}.get(algorithm, [])
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name}=={version(name)}")
+        except Exception:
+            found.append(name)
+    return found
+
+
+def _metrics(classification: bool, model: Any, x: Any, y: Any,
+             pred: Any) -> dict[str, float]:
     from sklearn import metrics
 
-    pred = model.predict(x)
     if not classification:
         return {"rmse": float(metrics.root_mean_squared_error(y, pred)),
                 "mae": float(metrics.mean_absolute_error(y, pred)),
@@ -84,7 +106,7 @@ def _metrics(classification: bool, model: Any, x: Any, y: Any) -> dict[str, floa
     return out
 
 
-def _figures(classification: bool, model: Any, x: Any, y: Any, features: list[str]) -> None:
+def _figures(classification: bool, model: Any, y: Any, pred: Any, features: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,11 +118,10 @@ def _figures(classification: bool, model: Any, x: Any, y: Any, features: list[st
     if classification:
         from sklearn.metrics import ConfusionMatrixDisplay
 
-        ConfusionMatrixDisplay.from_predictions(y, model.predict(x), ax=ax)
+        ConfusionMatrixDisplay.from_predictions(y, pred, ax=ax)
         ax.set_title("Confusion matrix (validation)")
         mlflow.log_figure(fig, "confusion_matrix.png")
     else:
-        pred = model.predict(x)
         ax.scatter(pred, np.asarray(y) - pred, s=6)
         ax.axhline(0, color="grey")
         ax.set_xlabel("predicted")
@@ -133,10 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import logging
+    import threading
 
-    import mlflow
+    # MLflow takes seconds to import and is not needed until the model is fitted: import it
+    # beside the fit (LightGBM and XGBoost fit outside the GIL).
+    warm = threading.Thread(target=_warm_imports, args=(args.algorithm,), daemon=True)
     import pandas as pd
-    from mlflow.models import infer_signature
 
     # Built-in models are kept as pickles on purpose (skops refuses trees on load): no need to
     # warn the user about a choice that is not theirs.
@@ -145,8 +168,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import cumulo.job
 
+    started = time.perf_counter()
+
+    def step(what: str) -> None:
+        print(f"[{time.perf_counter() - started:6.2f}s] {what}", flush=True)
+
     job: Any = cumulo.job  # its inputs are read lazily, through the module's __getattr__
     frame: pd.DataFrame = job.inputs["train"].to_pandas()
+    step(f"read {len(frame)} rows")
     if frame.empty:
         _fail("the table is empty: there is nothing to train on")
     if args.target not in frame.columns:
@@ -182,28 +211,40 @@ def main(argv: list[str] | None = None) -> int:
     task = "classification" if classification else "regression"
     print(f"{task} of {args.target!r} with {args.algorithm} on {len(x_train)} rows, "
           f"{x.shape[1]} features; validating on {len(x_val)}", flush=True)
+    warm.start()
+    try:
+        model = _estimator(args.algorithm, classification, params, args.seed)
+        model.fit(x_train, y_train)
+    except (TypeError, ValueError) as exc:  # the algorithm's own word on its parameters
+        _fail(f"{args.algorithm} refused: {exc}")
+    step("fitted")
+    warm.join()
+    import mlflow
+    from mlflow.models import infer_signature
+
     mlflow.set_experiment(args.name)
     with mlflow.start_run(run_name=f"{args.algorithm} {args.target}"):
         mlflow.log_params({"algorithm": args.algorithm, "target": args.target, "task": task,
                            "seed": args.seed, "validation_split": args.validation_split,
                            **{f"hp.{k}": v for k, v in params.items()}})
-        try:
-            model = _estimator(args.algorithm, classification, params, args.seed)
-            model.fit(x_train, y_train)
-        except (TypeError, ValueError) as exc:  # the algorithm's own word on its parameters
-            _fail(f"{args.algorithm} refused: {exc}")
-        scores = _metrics(classification, model, x_val, y_val)
+        pred = model.predict(x_val)
+        scores = _metrics(classification, model, x_val, y_val, pred)
         mlflow.log_metrics(scores)
         for key, value in scores.items():
             print(f"{key} {value:.4f}")
-        _figures(classification, model, x_val, y_val, list(x.columns))
+        _figures(classification, model, y_val, pred, list(x.columns))
+        step("scored; plots logged")
         signature = infer_signature(x_train.head(100), model.predict(x_train.head(100)))
         flavor = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}.get(
             args.algorithm, mlflow.sklearn)
         extra = {"serialization_format": "pickle"} if flavor is mlflow.sklearn else {}
+        # Requirements named here, not inferred: MLflow infers them by loading the model in a
+        # subprocess, which costs seconds. The registry's SQL store makes a version ready at
+        # once, so there is nothing to wait for either.
         info = flavor.log_model(model, name="model", signature=signature,
-                                registered_model_name=args.name, **extra)
-        print(f"registered {args.name} version {info.registered_model_version}")
+                                registered_model_name=args.name, await_registration_for=0,
+                                pip_requirements=_requirements(args.algorithm), **extra)
+        step(f"registered {args.name} version {info.registered_model_version}")
         if labels is not None:
             mlflow.log_dict({"labels": [str(v) for v in labels]}, "labels.json")
     return 0
