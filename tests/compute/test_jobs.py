@@ -379,3 +379,16 @@ def test_jobs_are_private_to_their_user(compute: Cumulo, code: Path) -> None:
     assert admin.jobs.get(theirs.id).info["created_by"] == "bob"
     mine.cancel()
     mine.wait(30)
+
+
+def test_jobs_on_a_cluster_made_a_moment_ago(compute: Cumulo, code: Path) -> None:
+    """Regression: a job submitted right after its cluster was made could be failed as
+    'cluster was removed' when the supervisor's step had read the clusters just before."""
+    c = compute.client()
+    for i in range(5):
+        c.clusters.create(f"fresh-{i}", max_workers=1, max_cpus=1)
+        try:
+            info = c.jobs.run(command=["python", "-c", "print(1)"], cluster=f"fresh-{i}").wait(60)
+            assert info["state"] == "succeeded", info["reason"]
+        finally:
+            c.clusters.delete(f"fresh-{i}")

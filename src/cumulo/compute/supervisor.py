@@ -261,8 +261,11 @@ class Supervisor:
         for job in queued:
             cluster = clusters.get(job.cluster)
             if cluster is None:
-                self._end(session, job, "failed", reason=f"cluster {job.cluster!r} was removed")
-                session.commit()
+                # Made after this step read the clusters (the next step sees it), or gone.
+                if session.scalar(select(Cluster.id).where(Cluster.name == job.cluster)) is None:
+                    self._end(session, job, "failed",
+                              reason=f"cluster {job.cluster!r} was removed")
+                    session.commit()
                 continue
             if job.cancel_requested_at is not None:  # asked to stop between attempts
                 self._end(session, job, "cancelled", reason="cancelled")
