@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -118,4 +117,3 @@ def test_models_cli(tracked: Cumulo, churn: list[str]) -> None:
     assert "staging -> v1" in shown.stdout and "v2" in shown.stdout
     missing = tracked.cli("models", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.startswith("error: no model 'nope'")
-    assert Path(tracked.home).exists()

@@ -84,7 +84,7 @@ def _resolve_inputs(session: Session, storage: Backend, refs: list[InputRef],
     """Pin each input now: a table to its current (or named) version, files to their prefix."""
     from cumulo.lake.catalog import get_table, table_info
     from cumulo.lake.refs import parse_ref
-    from cumulo.storage.service import blob_key, get_object, list_objects
+    from cumulo.storage.service import blob_key, list_objects
 
     resolved: dict[str, Any] = {}
     for ref in refs:
@@ -112,8 +112,7 @@ def _resolve_inputs(session: Session, storage: Backend, refs: list[InputRef],
             raise NotFound(f"input {ref.name!r}: nothing is stored under {ref.ref!r} "
                            "('cumulo files ls' shows what is)")
         spec = {"kind": "files", "bucket": bucket, "prefix": prefix}
-        if local and (not prefix or prefix.endswith("/")
-                      or _exists(session, bucket, prefix, get_object)):
+        if local and (not prefix or prefix.endswith("/") or _exists(session, bucket, prefix)):
             # A folder, or one object: the job reads the stored files in place.
             path = storage.local_path(blob_key(bucket, prefix).rstrip("/"))
             if path is not None:
@@ -122,7 +121,9 @@ def _resolve_inputs(session: Session, storage: Backend, refs: list[InputRef],
     return resolved
 
 
-def _exists(session: Session, bucket: str, key: str, get_object: Any) -> bool:
+def _exists(session: Session, bucket: str, key: str) -> bool:
+    from cumulo.storage.service import get_object
+
     try:
         get_object(session, bucket, key)
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -67,7 +68,7 @@ class ModelsClient:
             "description": description, "version": None if version is None else str(version)})
 
 
-_MODEL_NAME = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def train(client: Any, *, table: str, target: str, name: str, algorithm: str = "lightgbm",
