@@ -4,10 +4,12 @@
 >>> table = cumulo.job.inputs["train"].arrow()         # doctest: +SKIP
 >>> (cumulo.job.output_dir / "model.txt").write_text("...")   # doctest: +SKIP
 >>> cumulo.job.log_metric("loss", 0.3, step=1)         # doctest: +SKIP
+>>> torch.save(state, cumulo.job.checkpoint_dir / "last.pt")   # doctest: +SKIP
 
 Everything here is read from the environment the runner sets, so it works in the job's own
-subprocesses too. Outside a job, ``inputs`` is empty, ``output_dir`` is ``./output`` and
-metrics are printed, so a script can be tried on a laptop as it is.
+subprocesses too. Outside a job, ``inputs`` is empty, ``output_dir`` is ``./output``,
+``checkpoint_dir`` is ``./checkpoints`` and metrics are printed, so a script can be tried on a
+laptop as it is.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ if TYPE_CHECKING:
 
     from cumulo.client import Client
 
-# Also read lazily, through __getattr__: id, attempt, inputs, output_dir.
-__all__ = ["JobInput", "in_job", "log_metric", "log_metrics"]
+# Also read lazily, through __getattr__: id, attempt, inputs, output_dir, hyperparameters and
+# model_dir (script mode), and checkpoint_dir (kept from one attempt of the job to the next).
+__all__ = ["JobInput", "in_job", "log_metric", "log_metrics", "sync_checkpoints"]
 
 
 def in_job() -> bool:
@@ -44,8 +47,18 @@ def __getattr__(name: str) -> Any:
         path = Path(os.environ.get("CUMULO_JOB_OUTPUT_DIR", "output"))
         path.mkdir(parents=True, exist_ok=True)
         return path
+    if name == "checkpoint_dir":
+        path = Path(os.environ.get("CUMULO_JOB_CHECKPOINT_DIR", "checkpoints"))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     if name == "inputs":
         return _Inputs(json.loads(os.environ.get("CUMULO_JOB_INPUTS", "{}")))
+    if name == "hyperparameters":  # script mode (client.estimator): the estimator's
+        return json.loads(os.environ.get("CUMULO_HYPERPARAMETERS", "{}"))
+    if name == "model_dir":  # script mode: what is saved here becomes a model version
+        path = Path(os.environ.get("CUMULO_MODEL_DIR", "model"))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     raise AttributeError(f"module 'cumulo.job' has no attribute {name!r}")
 
 
@@ -171,11 +184,63 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
                              json=body)
 
 
+# What of the checkpoint folder the control plane holds: path -> (size, mtime_ns).
+_sent: dict[str, tuple[int, int]] = {}
+
+
+def sync_checkpoints() -> None:
+    """Send the checkpoint folder to the control plane now: what changed since the last sync.
+
+    Only a job on a remote (Ray) cluster needs to: it sends the folder when it ends, but a
+    process killed outright ends without a word, so ``cumulo.ml.checkpoint.save_checkpoint``
+    calls this after each save. On a local cluster (and outside a job) it does nothing: the
+    folder is kept when the attempt ends, whatever its end."""
+    if os.environ.get("CUMULO_JOB_REMOTE") != "1":
+        return
+    folder = Path(os.environ["CUMULO_JOB_CHECKPOINT_DIR"])
+    base = f"/api/v1/jobs/{os.environ['CUMULO_JOB_ID']}/checkpoints"
+    transport = _client().transport
+    now: dict[str, tuple[int, int]] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        rel, st = path.relative_to(folder).as_posix(), path.stat()
+        now[rel] = (st.st_size, st.st_mtime_ns)
+        if _sent.get(rel) != now[rel]:
+            with open(path, "rb") as f:
+                transport.request("PUT", f"{base}/{rel}", content=f, timeout=None)
+    if now != _sent:
+        transport.json("POST", base, json={"files": {rel: s[0] for rel, s in now.items()}})
+        _sent.clear()
+        _sent.update(now)
+
+
+def _restore_checkpoints() -> None:
+    """On a remote cluster, before the job starts: fetch the checkpoints of its last attempt."""
+    folder = Path(os.environ["CUMULO_JOB_CHECKPOINT_DIR"])
+    base = f"/api/v1/jobs/{os.environ['CUMULO_JOB_ID']}/checkpoints"
+    transport = _client().transport
+    for item in transport.json("GET", base):
+        target = folder / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with transport.stream("GET", f"{base}/{item['path']}", timeout=None) as response, \
+                open(target, "wb") as out:
+            for chunk in response.iter_raw():
+                out.write(chunk)
+        st = target.stat()
+        _sent[item["path"]] = (st.st_size, st.st_mtime_ns)
+
+
 def _upload_outputs(record: dict[str, Any]) -> None:
-    """Send the output folder, then the exit record, to the control plane (remote clusters)."""
+    """Send the checkpoints, the output folder, then the exit record, to the control plane
+    (remote clusters)."""
     job_id = os.environ["CUMULO_JOB_ID"]
     out = Path(os.environ["CUMULO_JOB_OUTPUT_DIR"])
     transport = _client().transport
+    try:
+        sync_checkpoints()
+    except Exception as exc:  # the outputs and the job's end must still reach home
+        print(f"cumulo: could not send the checkpoints: {exc}", file=sys.stderr)
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         with open(path, "rb") as f:
             transport.request("PUT", f"/api/v1/jobs/{job_id}/outputs/{path.relative_to(out)}",

@@ -71,6 +71,46 @@ print("files", sorted(p.name for p in train.path.iterdir())[:3])
 if "raw" in job.inputs:
     print("raw", sorted(p.name for p in job.inputs["raw"].path.iterdir()))
 """,
+    # PyTorch: a tiny model trained for six epochs, checkpointed after each; attempt 1 dies
+    # outright after epoch argv[1] (0: never). The state records which attempt ran each epoch.
+    "resume.py": """
+import json, os, sys, time
+import torch
+import cumulo.job as job
+from cumulo.ml.checkpoint import load_checkpoint, save_checkpoint
+
+die_after, pause = int(sys.argv[1]), float(sys.argv[2])
+torch.manual_seed(0)
+x = torch.linspace(-1, 1, 64, dtype=torch.float64).reshape(-1, 1)
+y = 3 * x + 1
+model = torch.nn.Linear(1, 1).double()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+start, history = 1, []
+resumed = load_checkpoint()
+if resumed is not None:
+    state, epoch = resumed
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    history, start = state["history"], epoch + 1
+print("attempt", job.attempt, "starts at epoch", start, flush=True)
+for epoch in range(start, 7):
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+    history.append([epoch, job.attempt])
+    job.log_metric("loss", loss.item(), step=epoch)
+    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "history": history}, epoch)
+    print("epoch", epoch, "saved", flush=True)
+    if job.attempt == 1 and epoch == die_after:
+        os._exit(1)  # no atexit, nothing flushed: like a spot instance taken away
+    time.sleep(pause)
+result = {"weight": model.weight.item(), "bias": model.bias.item(), "history": history}
+(job.output_dir / "result.json").write_text(json.dumps(result))
+print("done")
+""",
     "env.py": """
 import os
 for k in ("GREETING", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):

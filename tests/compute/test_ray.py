@@ -75,3 +75,18 @@ def test_failure_input_and_cancel_on_ray(compute: Cumulo, code: Path, ray_cluste
     assert sleeper.wait(120)["state"] == "cancelled"
     with pytest.raises(Invalid, match="at most 2"):
         c.jobs.run("ok.py", code=code, cluster=ray_cluster, cpus=3)
+
+
+def test_checkpoints_on_ray_outlive_an_attempt(compute: Cumulo, code: Path,
+                                               ray_cluster: str) -> None:
+    """On Ray each save is sent home at once (a killed process says nothing at its end), and
+    the next attempt fetches them before it starts."""
+    c = compute.client()
+    job = c.jobs.run("resume.py", code=code, cluster=ray_cluster, args=["2", "0"], retries=1)
+    info = job.wait(300)
+    assert info["state"] == "succeeded", info["log_tail"]
+    assert [a["state"] for a in info["attempts"]] == ["failed", "succeeded"]
+    assert "attempt 2 starts at epoch 3" in list(job.logs())
+    assert [p["step"] for p in job.metrics()["loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [k["path"] for k in job.checkpoints()] == ["ckpt-5.pt", "ckpt-6.pt"]
+    assert [a["path"] for a in job.artifacts()] == ["result.json"]

@@ -3,6 +3,7 @@ MLflow client."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -67,3 +68,106 @@ def test_mlflow_needs_a_token(tracked: Cumulo) -> None:
     assert bad.status_code == 401
     good = httpx.get(url, headers={"authorization": f"Bearer {tracked.token}"}, timeout=120)
     assert good.status_code == 200 and "experiments" in good.json()
+
+
+# --- MLflow's web UI in a browser ----------------------------------------------------------------
+
+PAGE = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def _log_in(tracked: Cumulo, token: str, next_: str = "/mlflow/") -> httpx.Response:
+    return httpx.post(f"{tracked.url}/login", data={"token": token, "next": next_})
+
+
+def test_a_browser_without_a_token_is_sent_to_log_in(tracked: Cumulo) -> None:
+    page = httpx.get(f"{tracked.url}/mlflow/?x=1", headers=PAGE, timeout=120)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=%2Fmlflow%2F%3Fx%3D1"
+    form = httpx.get(f"{tracked.url}{page.headers['location']}")
+    assert form.status_code == 200 and form.headers["content-type"].startswith("text/html")
+    assert 'name="token"' in form.text and 'value="/mlflow/?x=1"' in form.text
+    assert "frame-ancestors 'none'" in form.headers["content-security-policy"]
+    # Not a browser asking for a page (a script, the UI's own ajax calls): 401 as ever.
+    for headers in ({}, {"accept": "application/json"}):
+        api = httpx.get(f"{tracked.url}/mlflow/ajax-api/2.0/mlflow/experiments/search"
+                        "?max_results=1", headers=headers)
+        assert api.status_code == 401 and api.json()["error"]["code"] == "unauthorized"
+
+
+def test_the_ui_works_with_the_login_cookie(tracked: Cumulo) -> None:
+    refused = _log_in(tracked, "cml_wrong-token-000000000000000")
+    assert refused.status_code == 401 and "set-cookie" not in refused.headers
+    assert "That token was refused: the token is not valid" in refused.text
+
+    logged_in = _log_in(tracked, tracked.token)
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/mlflow/"
+    cookie = logged_in.headers["set-cookie"]
+    assert cookie.startswith(f"cumulo_token={tracked.token};")
+    assert all(part in cookie for part in ("HttpOnly", "SameSite=strict", "Path=/"))
+
+    # A deployment's own name, not loopback: MLflow's UI must not be refused as cross-origin.
+    site = {"host": "cumulo.example.com:8443"}
+    own = {**site, "origin": "https://cumulo.example.com:8443"}
+    with httpx.Client(base_url=tracked.url, cookies=logged_in.cookies, timeout=120) as browser:
+        index = browser.get("/mlflow/", headers={**PAGE, **site})
+        assert index.status_code == 200 and "<title>MLflow</title>" in index.text
+        script = re.search(r'src="(static-files/static/js/main\.[0-9a-f]+\.js)"', index.text)
+        assert script is not None
+        assert browser.get(f"/mlflow/{script.group(1)}", headers=site).status_code == 200
+        created = browser.post("/mlflow/ajax-api/2.0/mlflow/experiments/create",
+                               json={"name": "from the browser"}, headers=own)
+        assert created.status_code == 200, created.text
+        found = browser.post("/mlflow/ajax-api/2.0/mlflow/experiments/search",
+                             json={"max_results": 100}, headers=own)
+        assert found.status_code == 200
+        assert "from the browser" in [e["name"] for e in found.json()["experiments"]]
+
+        # A page of another site (or one that hides where it is from) cannot use the cookie
+        # to change anything.
+        for headers in ({**site, "origin": "https://evil.example"},
+                        {**site, "referer": "https://evil.example/page"}, site):
+            forged = browser.post("/mlflow/ajax-api/2.0/mlflow/experiments/create",
+                                  json={"name": "forged"}, headers=headers)
+            assert forged.status_code == 403
+            assert "must come from this site's own pages" in forged.json()["error"]["message"]
+        # The same request with a bearer token is an API client's, and works as before.
+        api = browser.post("/mlflow/api/2.0/mlflow/experiments/search",
+                           json={"max_results": 100},
+                           headers={"authorization": f"Bearer {tracked.token}"})
+        assert api.status_code == 200
+        assert "forged" not in [e["name"] for e in api.json()["experiments"]]
+
+        out = browser.get("/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert "cumulo_token" not in browser.cookies
+        assert browser.get("/mlflow/", headers=PAGE).status_code == 303
+
+
+def test_a_revoked_token_sends_the_browser_back_to_log_in(tracked: Cumulo) -> None:
+    c = tracked.client()
+    secret = c.tokens.create("browser-revoked")["token"]
+    cookies = _log_in(tracked, secret).cookies
+    assert httpx.get(f"{tracked.url}/mlflow/", headers=PAGE, cookies=cookies,
+                     timeout=120).status_code == 200
+    c.tokens.revoke("browser-revoked")
+    again = httpx.get(f"{tracked.url}/mlflow/", headers=PAGE, cookies=cookies)
+    assert again.status_code == 303 and again.headers["location"].startswith("/login?next=")
+    api = httpx.get(f"{tracked.url}/mlflow/ajax-api/2.0/mlflow/experiments/search"
+                    "?max_results=1", cookies=cookies)
+    assert api.status_code == 401 and "revoked" in api.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/",
+                                    "/\\evil.example", "/\t/evil.example", "evil.example",
+                                    "javascript:alert(1)"])
+def test_logging_in_never_leads_to_another_site(tracked: Cumulo, target: str) -> None:
+    page = httpx.get(f"{tracked.url}/login", params={"next": target})
+    assert page.status_code == 400 and "not a path on this site" in page.text
+    posted = _log_in(tracked, tracked.token, next_=target)
+    assert posted.status_code == 400 and "set-cookie" not in posted.headers
+
+
+def test_the_login_form_cannot_be_sent_from_another_site(tracked: Cumulo) -> None:
+    forged = httpx.post(f"{tracked.url}/login", data={"token": tracked.token},
+                        headers={"origin": "https://evil.example"})
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers

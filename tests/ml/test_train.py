@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from cumulo.errors import Invalid, NotFound
 from tests.services import Cumulo
-
-
-@pytest.fixture(scope="module")
-def customers(tracked: Cumulo) -> str:
-    rng = np.random.default_rng(7)
-    n = 400
-    tenure = rng.integers(1, 60, n)
-    spend = rng.normal(50, 15, n).round(2)
-    plan = rng.choice(["basic", "pro"], n)
-    churned = (tenure < 12) & (spend < 55)
-    c = tracked.client()
-    c.tables.create_database("shop")
-    c.tables.write("shop.customers", pa.table({
-        "tenure": tenure, "spend": spend, "plan": plan, "churned": churned,
-        "revenue": (tenure * spend / 10 + rng.normal(0, 5, n)).round(2), "same": ["x"] * n}))
-    c.tables.write("shop.empty", pa.table({"a": pa.array([], pa.int64()),
-                                           "b": pa.array([], pa.int64())}))
-    return "shop.customers"
 
 
 @pytest.mark.parametrize("algorithm", ["lightgbm", "xgboost", "random_forest",

@@ -93,6 +93,21 @@ class Client:
 
         return train(self, table=table, target=target, name=name, **options)
 
+    def estimator(self, *, entry_point: str, code: str, **options: Any) -> Any:
+        """Script-mode training, shaped like the SageMaker SDK's Estimator:
+        ``client.estimator(entry_point="train.py", code="./src", hyperparameters={...},
+        name="churn").fit(inputs={"train": "sales.orders@v3"})``. Options: name (the model),
+        hyperparameters, cluster, cpus, memory, gpus, retries, max_runtime, env, tags."""
+        from cumulo.ml.estimator import Estimator
+
+        return Estimator(self, entry_point=entry_point, code=code, **options)
+
+    def tune(self, *, objective: str, search_space: dict[str, Any], **options: Any) -> Any:
+        """Hyperparameter tuning on Optuna, trials as jobs; see :func:`cumulo.ml.sdk.tune`."""
+        from cumulo.ml.sdk import tune
+
+        return tune(self, objective=objective, search_space=search_space, **options)
+
     def status(self) -> dict[str, Any]:
         """Version, database, storage, and what they hold."""
         return self.transport.json("GET", "/api/v1/status")  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cumulo.access.users import user_names
+from cumulo.compute import checkpoints
 from cumulo.compute import clusters as cluster_service
 from cumulo.compute import jobs as job_service
 from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
@@ -277,6 +278,15 @@ def cancel_job(job_id: str, session: DbSession, caller: Caller, request: Request
     return job_out(job, user_names(session, [job.created_by]))
 
 
+@jobs_router.post("/{job_id}/retry", response_model=JobOut,
+                  summary="Run a job that failed, was cancelled or timed out again, as its next "
+                          "attempt (with its checkpoints)")
+def retry_job(job_id: str, session: DbSession, caller: Caller, request: Request) -> JobOut:
+    job = job_service.retry_job(session, caller, job_id)
+    _supervisor(request).notify()
+    return job_out(job, user_names(session, [job.created_by]))
+
+
 class MetricIn(BaseModel):
     key: str
     value: float
@@ -309,6 +319,16 @@ def list_artifacts(job_id: str, session: DbSession, caller: Caller) -> list[dict
     return [{"path": a.path, "size": a.size} for a in job_service.artifacts_of(session, job_id)]
 
 
+def _file_response(reader: Any) -> StreamingResponse:
+    """A stored file, streamed in chunks (closed when sent, or when the client goes)."""
+    def body() -> Iterator[bytes]:
+        with reader:
+            while chunk := reader.read(CHUNK):
+                yield chunk
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
 @jobs_router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact")
 def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
                  caller: Caller) -> StreamingResponse:
@@ -316,14 +336,7 @@ def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
     if session.get(JobArtifact, (job_id, path)) is None:
         raise NotFound(f"job {job_id} has no artifact {path!r} ('cumulo jobs show {job_id}' "
                        "lists them)")
-    reader = storage.open(f"jobs/{job_id}/outputs/{path}")
-
-    def body() -> Iterator[bytes]:
-        with reader:
-            while chunk := reader.read(CHUNK):
-                yield chunk
-
-    return StreamingResponse(body(), media_type="application/octet-stream")
+    return _file_response(storage.open(f"jobs/{job_id}/outputs/{path}"))
 
 
 @jobs_router.put("/{job_id}/outputs/{path:path}", status_code=201,
@@ -354,6 +367,63 @@ async def put_output(job_id: str, path: str, request: Request, session: DbSessio
     finally:
         tmp.unlink(missing_ok=True)
     return {"path": path, "size": size}
+
+
+# --- checkpoints: what a job on a remote cluster sends, and any job's stored ones ----------------
+
+
+class CheckpointsIn(BaseModel):
+    files: dict[str, int] = Field(description="path -> size: the whole checkpoint folder, "
+                                              "its files sent already")
+
+
+def _job_itself(session: Session, job_id: str, caller: Principal) -> Job:
+    job = job_service.get_job(session, job_id)
+    if job.token_id is None or caller.token_id != job.token_id:
+        raise Forbidden(f"only job {job_id} itself sends its checkpoints, while it runs")
+    return job
+
+
+@jobs_router.get("/{job_id}/checkpoints", summary="The checkpoint files kept for the next attempt")
+def list_checkpoints(job_id: str, session: DbSession, storage: Storage,
+                     caller: Caller) -> list[dict[str, Any]]:
+    job_service.get_job(session, job_id, caller)
+    files = checkpoints.read_manifest(storage, job_id)
+    return [{"path": rel, "size": size} for rel, size in sorted(files.items())]
+
+
+@jobs_router.get("/{job_id}/checkpoints/{path:path}", summary="Download one checkpoint file")
+def get_checkpoint(job_id: str, path: str, session: DbSession, storage: Storage,
+                   caller: Caller) -> StreamingResponse:
+    job_service.get_job(session, job_id, caller)
+    if path not in checkpoints.read_manifest(storage, job_id):
+        raise NotFound(f"job {job_id} has no checkpoint {path!r}")
+    return _file_response(storage.open(checkpoints.file_key(job_id, path)))
+
+
+@jobs_router.put("/{job_id}/checkpoints/{path:path}", status_code=201,
+                 summary="Send a checkpoint file home (from a job on a remote cluster)")
+async def put_checkpoint(job_id: str, path: str, request: Request, session: DbSession,
+                         storage: Storage, caller: Caller) -> dict[str, Any]:
+    await run_in_threadpool(_job_itself, session, job_id, caller)
+    checkpoints.check_path(path)
+    tmp, size, _ = await spool_body(request, storage.spool_dir())
+    try:
+        await run_in_threadpool(storage.commit, tmp, checkpoints.file_key(job_id, path))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": path, "size": size}
+
+
+@jobs_router.post("/{job_id}/checkpoints", summary="Name the checkpoint folder's files, once "
+                                                   "sent (from a job on a remote cluster)")
+def commit_checkpoints(job_id: str, body: CheckpointsIn, session: DbSession, storage: Storage,
+                       caller: Caller) -> dict[str, int]:
+    _job_itself(session, job_id, caller)
+    for rel in body.files:
+        checkpoints.check_path(rel)
+    checkpoints.write_manifest(storage, job_id, body.files)
+    return {"files": len(body.files)}
 
 
 @jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live")

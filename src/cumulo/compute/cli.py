@@ -151,6 +151,11 @@ def run_job(
             err.print(f"submitted to {cluster}; follow it with 'cumulo jobs logs -f {job.id}'")
         return
     err.print(f"job {job.id} submitted to {cluster}", style="dim")
+    _follow(job, json=json)
+
+
+def _follow(job: Any, *, json: bool) -> None:
+    """Print the job's log to its end, then its outcome; exit as the job did."""
     try:
         for line in job.logs(follow=True):
             sys.stdout.write(line + "\n")
@@ -210,10 +215,10 @@ def list_jobs(
 def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
     """A job in full: its spec, timeline, use and cost, metrics and outputs."""
     job = client(ctx).jobs.get(job_id)
-    metrics, artifacts = job.metrics(), job.artifacts()
+    metrics, artifacts, kept = job.metrics(), job.artifacts(), job.checkpoints()
     i = job.info
     if json:
-        print_json({**i, "metrics": metrics, "artifacts": artifacts})
+        print_json({**i, "metrics": metrics, "artifacts": artifacts, "checkpoints": kept})
         return
     table = Table(box=None, show_header=False)
     what = (f"{i['entry']} (code {i['code'][:12]})" if i["entry"]
@@ -248,6 +253,9 @@ def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
                       f"{len(points)} values)")
     for a in artifacts:
         table.add_row("output", f"{a['path']} ({human_bytes(a['size'])})")
+    if kept:
+        table.add_row("checkpoints", f"{len(kept)} file(s), "
+                      f"{human_bytes(sum(k['size'] for k in kept))}, for the next attempt")
     for a in i["attempts"][:-1] if i["state"] != "queued" else i["attempts"]:
         table.add_row(f"attempt {a['attempt']}", f"{a['state']}: {a['reason'] or 'ok'}")
     console.print(table)
@@ -275,6 +283,25 @@ def cancel_job(ctx: typer.Context, job_id: str) -> None:
     info = client(ctx).jobs.cancel(job_id).info
     console.print(f"job {job_id}: " + ("cancelled" if info["state"] == "cancelled"
                                        else "stopping (SIGTERM sent)"))
+
+
+@jobs_app.command("retry")
+def retry_job(
+    ctx: typer.Context, job_id: str,
+    wait: bool = typer.Option(False, "--wait", "-w",
+                              help="follow the new attempt to its end and exit with its outcome"),
+    json: bool = JsonOpt,
+) -> None:
+    """Run a failed, cancelled or timed-out job again, resuming from its checkpoints."""
+    job = client(ctx).jobs.retry(job_id)
+    if not wait:
+        if json:
+            print_json(job.info)
+        else:
+            console.print(f"job {job_id}: attempt {job.info['attempt']} queued")
+        return
+    err.print(f"job {job_id}: attempt {job.info['attempt']} queued", style="dim")
+    _follow(job, json=json)
 
 
 @jobs_app.command("download")

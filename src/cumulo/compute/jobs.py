@@ -20,7 +20,8 @@ from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
-__all__ = ["JobRequest", "cancel_job", "get_job", "list_jobs", "record_metrics", "submit_job"]
+__all__ = ["JobRequest", "cancel_job", "get_job", "list_jobs", "record_metrics", "retry_job",
+           "submit_job"]
 
 MAX_RETRIES = 10
 STATES = (*ACTIVE, *FINISHED)
@@ -217,6 +218,35 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
     session.execute(update(Job).where(Job.id == job_id, Job.cancel_requested_at.is_(None))
                     .values(cancel_requested_at=now))
     session.commit()
+    session.refresh(job)
+    return job
+
+
+def retry_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Queue a job that failed, was cancelled or timed out again, as its next attempt: the same
+    id, spec and inputs, and the checkpoints its last attempt left."""
+    job = get_job(session, job_id, principal)
+    if job.state in ACTIVE:
+        raise Conflict(f"job {job_id} is {job.state}; only a job that has ended can be retried "
+                       f"(cancel it first: 'cumulo jobs cancel {job_id}')")
+    if job.state == "succeeded":
+        raise Conflict(f"job {job_id} succeeded; there is nothing to retry (submit it again to "
+                       "run it anew)")
+    try:
+        get_cluster(session, job.cluster)
+    except NotFound as exc:  # said now, not as a failure once queued
+        raise Conflict(f"job {job_id} ran on cluster {job.cluster!r}, which was removed; submit "
+                       "it again on another cluster") from exc
+    # Conditional on the attempt it ended with, so two retries at once make one attempt.
+    retried = session.execute(  # type: ignore[attr-defined]
+        update(Job).where(Job.id == job_id, Job.state == job.state, Job.attempt == job.attempt)
+        .values(state="queued", attempt=job.attempt + 1, finished_at=None, starting_at=None,
+                running_at=None, cancel_requested_at=None, pid=None, pid_started=None,
+                backend_ref=None, gpu_ids=[])
+    ).rowcount
+    session.commit()
+    if not retried:
+        raise Conflict(f"job {job_id} was retried meanwhile")
     session.refresh(job)
     return job
 

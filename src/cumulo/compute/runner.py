@@ -144,6 +144,10 @@ def _run(spec: dict[str, Any]) -> int:
     fresh = any(k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONPATH")
                 for k in spec["env"])
     try:
+        if spec.get("upload_outputs") and int(os.environ.get("CUMULO_JOB_ATTEMPT", "1")) > 1:
+            from cumulo.job import _restore_checkpoints
+
+            _restore_checkpoints()  # on a remote node: its last attempt's checkpoints, fetched
         if _python_argv(argv) and not fresh:
             for path in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
                 if path:
@@ -182,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         # The job's environment came with Ray's runtime_env; only the scratch paths are new.
         scratch = Path(tempfile.mkdtemp(prefix=f"cumulo-{os.environ['CUMULO_JOB_ID']}-"))
         (scratch / "output").mkdir()
+        (scratch / "checkpoints").mkdir()
         _spec["env"] = {"CUMULO_JOB_DIR": str(scratch),
-                        "CUMULO_JOB_OUTPUT_DIR": str(scratch / "output")}
+                        "CUMULO_JOB_OUTPUT_DIR": str(scratch / "output"),
+                        "CUMULO_JOB_CHECKPOINT_DIR": str(scratch / "checkpoints"),
+                        "CUMULO_JOB_REMOTE": "1"}
     else:
         line = sys.stdin.buffer.readline()  # warm: wait for the supervisor to hand over a job
         if not line:

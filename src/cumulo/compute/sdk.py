@@ -83,6 +83,12 @@ class Job:
         self.info = self._t.json("POST", f"/api/v1/jobs/{self.id}/cancel")
         return self.info
 
+    def retry(self) -> dict[str, Any]:
+        """Run a job that failed, was cancelled or timed out again, as its next attempt: it
+        starts with the checkpoints the last attempt left (``cumulo.job.checkpoint_dir``)."""
+        self.info = self._t.json("POST", f"/api/v1/jobs/{self.id}/retry")
+        return self.info
+
     def logs(self, *, follow: bool = False, attempt: int | None = None) -> Iterator[str]:
         """The job's output, line by line; ``follow`` streams it live until the attempt ends
         (and then each retry's, in turn)."""
@@ -111,6 +117,12 @@ class Job:
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         return self._t.json("GET", f"/api/v1/jobs/{self.id}/metrics")  # type: ignore[no-any-return]
+
+    def checkpoints(self) -> builtins.list[dict[str, Any]]:
+        """The checkpoint files kept for the next attempt: ``[{"path", "size"}]``."""
+        files: builtins.list[dict[str, Any]] = self._t.json(
+            "GET", f"/api/v1/jobs/{self.id}/checkpoints")
+        return files
 
     def artifacts(self) -> builtins.list[dict[str, Any]]:
         return self._t.json("GET", f"/api/v1/jobs/{self.id}/artifacts")  # type: ignore[no-any-return]
@@ -196,6 +208,10 @@ class JobsClient:
 
     def cancel(self, job_id: str) -> Job:
         return Job(self._t, self._t.json("POST", f"/api/v1/jobs/{job_id}/cancel"))
+
+    def retry(self, job_id: str) -> Job:
+        """Queue an ended job (failed, cancelled or timed out) again as its next attempt."""
+        return Job(self._t, self._t.json("POST", f"/api/v1/jobs/{job_id}/retry"))
 
     def delete(self, job_id: str) -> None:
         self._t.json("DELETE", f"/api/v1/jobs/{job_id}")

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.access.tokens import issue_token, revoke_token_id
-from cumulo.compute import snapshot
+from cumulo.compute import checkpoints, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
 from cumulo.compute.local import LocalExecutor, ProcessExit, kill_group
 from cumulo.compute.models import Cluster, Job, JobArtifact
@@ -324,6 +324,8 @@ class Supervisor:
         env = self._env(session, job, jobdir)
         exit_file = self.exit_file(job.id, job.attempt)
         exit_file.unlink(missing_ok=True)
+        if isinstance(executor, LocalExecutor):
+            self._restore_checkpoints(job)
         spec: dict[str, Any] = {"entry": job.entry, "command": job.command, "args": job.args,
                                 "env": env, "exit_file": str(exit_file)}
         if isinstance(executor, LocalExecutor):
@@ -341,13 +343,25 @@ class Supervisor:
             if code is None:
                 code = jobdir / "work"
                 code.mkdir(exist_ok=True)
-            for key in ("CUMULO_JOB_DIR", "CUMULO_JOB_OUTPUT_DIR"):
+            # The runner makes these on the Ray node, and fetches the checkpoints there.
+            for key in ("CUMULO_JOB_DIR", "CUMULO_JOB_OUTPUT_DIR", "CUMULO_JOB_CHECKPOINT_DIR"):
                 env.pop(key)
             job.backend_ref = executor.launch(
                 job.id, spec, submission_id=f"cumulo-{job.id}-{job.attempt}", code_dir=code,
                 cpus=job.cpus, memory=job.memory, gpus=job.gpus, exit_file=exit_file)
         self._live[job.id] = _Live()
         session.commit()
+
+    def _restore_checkpoints(self, job: Job) -> None:
+        """Give the attempt the checkpoints the one before it left."""
+        folder = self.job_dir(job.id) / "checkpoints"
+        if job.attempts:
+            count = checkpoints.restore(self.storage, job.id, folder,
+                                        after=job.attempts[-1]["attempt"])
+            if count:
+                log.info("job %s attempt %d: %d checkpoint file(s) restored from storage",
+                         job.id, job.attempt, count)
+        folder.mkdir(exist_ok=True)
 
     def _env(self, session: Session, job: Job, jobdir: Path) -> dict[str, str]:
         import json
@@ -361,6 +375,7 @@ class Supervisor:
             "CUMULO_JOB_ATTEMPT": str(job.attempt),
             "CUMULO_JOB_DIR": str(jobdir),
             "CUMULO_JOB_OUTPUT_DIR": str(jobdir / "output"),
+            "CUMULO_JOB_CHECKPOINT_DIR": str(jobdir / "checkpoints"),
             "CUMULO_JOB_INPUTS": json.dumps(job.inputs),
             "CUMULO_JOB_CODE": job.code_digest or "",
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.gpu_ids),
@@ -429,6 +444,7 @@ class Supervisor:
         job.cost_usd += row.cost_usd
         tail = self._keep_log(job)
         self._keep_outputs(session, job)
+        self._keep_checkpoints(job)
         if job.token_id is not None:
             revoke_token_id(session, job.token_id)
             job.token_id = None
@@ -468,14 +484,18 @@ class Supervisor:
     def _end(self, session: Session, job: Job, state: str, *, reason: str) -> None:
         job.state, job.reason, job.finished_at = state, reason, utcnow()
 
-    def _store(self, path: Path, key: str) -> None:
+    def _store(self, path: Path, key: str, *, link: bool = True) -> None:
         """Put a file into storage and keep the original: if a later step fails, the next try
-        finds everything where it was. A hard link where one can be made, else a copy."""
+        finds everything where it was. A hard link where one can be made (and ``link``), else a
+        copy."""
         tmp = self.storage.spool_dir() / f"keep-{os.getpid()}-{threading.get_ident()}-{path.name}"
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(path, tmp)
-        except OSError:
+        if link:
+            try:
+                os.link(path, tmp)
+            except OSError:
+                link = False
+        if not link:
             shutil.copyfile(path, tmp)
         try:
             self.storage.commit(tmp, key)
@@ -508,6 +528,15 @@ class Supervisor:
         session.execute(delete(JobArtifact).where(JobArtifact.job_id == job.id))
         session.add_all(JobArtifact(job_id=job.id, path=rel, size=path.stat().st_size)
                         for rel, path in files.items())
+
+    def _keep_checkpoints(self, job: Job) -> None:
+        """Put the checkpoint folder into storage, for the next attempt (or a retry)."""
+        folder = self.job_dir(job.id) / "checkpoints"
+        # The folder stays for the next attempt, which may rewrite a file in place: in local
+        # storage a hard link would let it change (or tear) the stored copy too.
+        link = self.storage.local_path(checkpoints.file_key(job.id, "x")) is None
+        checkpoints.keep(self.storage, job.id, job.attempt, folder,
+                         lambda path, key: self._store(path, key, link=link))
 
 
 def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

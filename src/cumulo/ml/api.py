@@ -1,7 +1,8 @@
-"""``/mlflow/...``: MLflow's REST API (and UI), behind Cumulo's token check.
+"""``/mlflow/...``: MLflow's REST API and web UI, behind Cumulo's token check.
 
 The standard MLflow client works as it is: ``MLFLOW_TRACKING_URI=http://host:8080/mlflow`` and
-``MLFLOW_TRACKING_TOKEN=<a Cumulo token>``. Requests and responses are streamed through, so
+``MLFLOW_TRACKING_TOKEN=<a Cumulo token>``. A browser opening the UI without a token is sent to
+``/login`` and comes back with a cookie. Requests and responses are streamed through, so
 artifacts of any size pass in bounded memory.
 """
 
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -22,13 +23,17 @@ from cumulo.errors import Unavailable
 from cumulo.ml.registry import Registry
 from cumulo.ml.tracking import PREFIX
 from cumulo.principal import Principal, current_principal
-from cumulo.server.auth import require_token
+from cumulo.server.auth import require_token_or_login
+from cumulo.server.login import login_url
 
 __all__ = ["models_router", "router"]
 
-router = APIRouter(prefix=PREFIX, tags=["mlflow"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix=PREFIX, tags=["mlflow"])
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
         "trailer", "transfer-encoding", "upgrade", "host", "authorization"}
+# Cumulo's login cookie is not MLflow's business, and Cumulo has checked the Origin already:
+# MLflow's own check would refuse any Origin but loopback, the UI's requests included.
+_NOT_FORWARDED = _HOP | {"cookie", "origin"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -41,9 +46,12 @@ def _client(request: Request) -> httpx.AsyncClient:
 
 
 @router.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
-async def proxy(path: str, request: Request) -> Any:
+async def proxy(path: str, request: Request,
+                authenticated: bool = Depends(require_token_or_login)) -> Any:
+    if not authenticated:
+        return RedirectResponse(login_url(request), status_code=303)
     base = await run_in_threadpool(request.app.state.tracking.ensure)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
     query = f"?{request.url.query}" if request.url.query else ""
     upstream = _client(request).build_request(

@@ -140,12 +140,18 @@ def version(ctx: typer.Context, name: str, number: str, json: bool = JsonOpt) ->
 
 
 @models_app.command("import")
-def import_(ctx: typer.Context, path: str,
-            name: str = typer.Option(..., "--name", help="the registered model's name")) -> None:
-    """Register an MLflow model folder or a pickled scikit-learn model made elsewhere.
+def import_(ctx: typer.Context,
+            path: str = typer.Argument(..., help="a folder, a .pkl/.joblib file, or "
+                                       "hf://ORG/NAME (hf://ORG/NAME@REVISION)"),
+            name: str = typer.Option(..., "--name", help="the registered model's name"),
+            task: str | None = typer.Option(None, "--task",
+                                            help="a transformers model's pipeline task, e.g. "
+                                            "text-classification (default: inferred)")) -> None:
+    """Register a model made elsewhere: an MLflow model folder, a pickled scikit-learn model,
+    or a transformers model (a save_pretrained folder, or one from the Hugging Face Hub).
 
     A pickle runs code when it is loaded: import only files you trust."""
-    v = client(ctx).models.import_model(path, name=name)
+    v = client(ctx).models.import_model(path, name=name, task=task)
     console.print(f"registered {v['name']} v{v['version']} (run {v['run_id'][:12]})")
 
 
@@ -213,3 +219,150 @@ def describe(ctx: typer.Context, name: str, text: str,
     """Set the description of a model, or of one of its versions."""
     client(ctx).models.describe(name, text, version=number)
     console.print(f"described {name}{f' v{number}' if number else ''}")
+
+
+@models_app.command("reproduce")
+def reproduce(ctx: typer.Context, name: str, number: str,
+              tolerance: float = typer.Option(1e-6, "--tolerance",
+                                              help="relative difference still called a match"),
+              json: bool = JsonOpt) -> None:
+    """Rerun a version's training on the same code, table versions and seed; compare metrics.
+
+    Exits 0 when every metric matches, 1 when one differs or the rerun failed."""
+    from cumulo.ml.reproduce import reproduce as rerun
+
+    result = rerun(client(ctx).transport, name, number, tolerance=tolerance,
+                   on_job=lambda job: None if json else console.print(
+                       f"rerunning the training of {name} v{number} as job {job.id}"))
+    if json:
+        print_json(result)
+    else:
+        table = Table(box=None)
+        for column in ("metric", "original", "reproduced", "match"):
+            table.add_column(column)
+        for row in result["metrics"]:
+            new = "-" if row["reproduced"] is None else f"{row['reproduced']:.6g}"
+            table.add_row(row["metric"], f"{row['original']:.6g}", new,
+                          "yes" if row["match"] else "NO")
+        console.print(table)
+        if result.get("reason"):
+            console.print(result["reason"], style="red")
+        verdict = "reproduced" if result["matches"] else "did NOT reproduce"
+        console.print(f"{name} v{number} {verdict} (job {result['job']})")
+    if not result["matches"]:
+        raise typer.Exit(1)
+
+
+def _json_option(text: str, option: str) -> Any:
+    import json as json_
+    from pathlib import Path
+
+    from cumulo.errors import Invalid
+
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise Invalid(f"{option} {text}: {exc.strerror}") from None
+    try:
+        return json_.loads(text)
+    except ValueError as exc:
+        raise Invalid(f"{option} is not JSON: {exc}") from None
+
+
+def tune_command(
+    ctx: typer.Context,
+    space: str = typer.Option(..., "--space", help="search space, JSON or @file.json: "
+                              '{"lr": {"low": 0.01, "high": 0.3, "log": true}, '
+                              '"depth": {"low": 3, "high": 9}, "kind": ["a", "b"]}'),
+    objective: str = typer.Option(..., "--objective", help="the metric to optimize"),
+    direction: str | None = typer.Option(None, "--direction",
+                                         help="maximize or minimize (guessed for known names)"),
+    name: str | None = typer.Option(None, "--name", help="the model to register the best as"),
+    table: str | None = typer.Option(None, "--table", help="built-in: db.table[@vN]"),
+    target: str | None = typer.Option(None, "--target", help="built-in: the column to predict"),
+    algorithm: str = typer.Option("lightgbm", "--algorithm"),
+    features: str = typer.Option("", "--features"),
+    code: str | None = typer.Option(None, "--code", help="script mode: the code folder"),
+    entry: str | None = typer.Option(None, "--entry", help="script mode: the script"),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="script mode: NAME=REF"),
+    hyperparameters: str = typer.Option("{}", "--hyperparameters",
+                                        help="fixed hyperparameters, JSON"),
+    strategy: str = typer.Option("tpe", "--strategy", help="tpe, random or grid"),
+    max_trials: int = typer.Option(10, "--max-trials"),
+    max_parallel: int = typer.Option(1, "--max-parallel"),
+    early_stopping: bool = typer.Option(False, "--early-stopping",
+                                        help="stop trials whose progress is below the median"),
+    seed: int | None = typer.Option(None, "--seed"),
+    cluster: str = typer.Option("local", "--cluster", "-c"),
+    cpus: float = typer.Option(1, "--cpus", help="per trial"),
+    plot: str | None = typer.Option(None, "--plot", help="save the history plot (PNG) here"),
+    json: bool = JsonOpt,
+) -> None:
+    """Tune hyperparameters on Optuna: each trial a job; registers the best model."""
+    from cumulo.compute.spec import parse_inputs
+    from cumulo.errors import Invalid
+    from cumulo.ml.tune import save_plot
+
+    c = client(ctx)
+    fixed = _json_option(hyperparameters, "--hyperparameters")
+    if not isinstance(fixed, dict):
+        raise Invalid("--hyperparameters must be a JSON object")
+    options: dict[str, Any] = dict(
+        objective=objective, search_space=_json_option(space, "--space"), name=name,
+        direction=direction, strategy=strategy, max_trials=max_trials,
+        max_parallel=max_parallel, early_stopping=early_stopping, seed=seed)
+    if code or entry:
+        if not (code and entry):
+            raise Invalid("script mode needs both --code and --entry")
+        if table or target:
+            raise Invalid("tune either a script (--code/--entry) or a built-in algorithm "
+                          "(--table/--target), not both")
+        est = c.estimator(entry_point=entry, code=code, name=name, hyperparameters=fixed,
+                          cluster=cluster, cpus=cpus)
+        options.update(estimator=est, inputs={r.name: r.ref for r in parse_inputs(inputs)})
+    else:
+        options.update(table=table, target=target, algorithm=algorithm,
+                       features=[f for f in features.split(",") if f], hyperparameters=fixed,
+                       cluster=cluster, cpus=cpus)
+
+    def show(kind: str, info: dict[str, Any]) -> None:
+        if json:
+            return
+        if kind == "begin":
+            console.print(f"tuning: {info['max_trials']} trials, MLflow run "
+                          f"{info['run_id'][:12]}")
+        elif kind == "started":
+            console.print(f"  trial {info['number']} started: {_fmt(info['params'])} "
+                          f"(job {info['job']})", highlight=False)
+        else:
+            value = "" if info["value"] is None else f" {objective}={info['value']:.5g}"
+            why = f": {info['reason']}" if info["reason"] else ""
+            console.print(f"  trial {info['number']} {info['state']}{value} in "
+                          f"{info['seconds']:.1f}s{why}", highlight=False, markup=False)
+
+    result = c.tune(**options, on_event=show)
+    if plot:
+        result["plot_file"] = save_plot(c, result["plot"], plot)
+    if json:
+        print_json(result)
+        return
+    table_ = Table(box=None)
+    for column in ("trial", "state", objective, "seconds", "hyperparameters", "job"):
+        table_.add_column(column)
+    for t in result["trials"]:
+        table_.add_row(str(t["number"]), t["state"],
+                       "-" if t["value"] is None else f"{t['value']:.5g}",
+                       f"{t['seconds']:.1f}", _fmt(t["params"]), t["job"])
+    console.print(table_)
+    best = result["best"]
+    console.print(f"best: trial {best['number']}, {objective}={best['value']:.5g}, "
+                  f"{_fmt(best['params'])}", highlight=False)
+    if result["model"]:
+        console.print(f"registered {result['model']['name']} v{result['model']['version']}")
+    console.print(f"history plot: {result.get('plot_file') or result['plot']}")
+
+
+def _fmt(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import re
 from typing import Any
 from urllib.parse import quote
 
@@ -20,16 +19,26 @@ class ModelsClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def import_model(self, path: str, *, name: str) -> dict[str, Any]:
-        """Register an MLflow model folder, or a pickled scikit-learn model (a pickle runs code
-        when loaded: import only files you trust), as a new version of ``name``."""
+    def import_model(self, path: str, *, name: str, task: str | None = None) -> dict[str, Any]:
+        """Register an MLflow model folder, a pickled scikit-learn model (a pickle runs code
+        when loaded: import only files you trust), or a transformers model (a save_pretrained
+        folder, or ``hf://ORG/NAME[@revision]`` from the Hugging Face Hub; ``task`` is its
+        pipeline task, inferred when None) as a new version of ``name``."""
         from cumulo.ml.imports import import_model
 
         if not self._t.token:
             from cumulo.errors import Unauthorized
 
             raise Unauthorized("importing a model needs a token: set CUMULO_TOKEN")
-        return import_model(self._t.url, self._t.token, path, name=name)
+        return import_model(self._t.url, self._t.token, path, name=name, task=task)
+
+    def reproduce(self, name: str, version: str | int, *, wait: bool = True,
+                  tolerance: float = 1e-6) -> dict[str, Any]:
+        """Rerun the training behind a version on the same code, table versions and seed, and
+        compare its metrics with the original's (``matches``)."""
+        from cumulo.ml.reproduce import reproduce
+
+        return reproduce(self._t, name, version, wait=wait, tolerance=tolerance)
 
     def list(self) -> builtins.list[dict[str, Any]]:
         return self._t.json("GET", "/api/v1/models", timeout=180)  # type: ignore[no-any-return]
@@ -68,7 +77,39 @@ class ModelsClient:
             "description": description, "version": None if version is None else str(version)})
 
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+def _check_training(client: Any, *, table: str, target: str, name: str, algorithm: str,
+                    features: builtins.list[str] | None, validation_split: float) -> str:
+    """Check a built-in training request before any job runs; the table pinned to its
+    current version (``db.table@vN``), so every trial or rerun reads the same rows."""
+    from cumulo.errors import Invalid
+    from cumulo.ml.estimator import check_model_name
+    from cumulo.ml.train import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise Invalid(f"algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    check_model_name(name)
+    if not 0 < validation_split < 1:
+        raise Invalid(f"--validation-split must be between 0 and 1, not {validation_split}")
+    info = client.tables.show(table)
+    columns = [c["name"] for c in info["columns"]]
+    if target not in columns:
+        raise Invalid(f"target column {target!r} is not in {table}; its columns are "
+                      f"{', '.join(columns)}")
+    missing = [f for f in features or [] if f not in columns]
+    if missing:
+        raise Invalid(f"feature column(s) {', '.join(missing)} are not in {table}")
+    return f"{table.partition('@')[0]}@v{info['version']}"
+
+
+def _train_command(*, target: str, name: str, algorithm: str,
+                   features: builtins.list[str] | None, hyperparameters: dict[str, Any],
+                   validation_split: float, seed: int) -> builtins.list[str]:
+    import json
+
+    return ["python", "-m", "cumulo.ml.train", "--target", target, "--algorithm", algorithm,
+            "--features", ",".join(features or []),
+            "--hyperparameters", json.dumps(hyperparameters),
+            "--validation-split", str(validation_split), "--seed", str(seed), "--name", name]
 
 
 def train(client: Any, *, table: str, target: str, name: str, algorithm: str = "lightgbm",
@@ -77,30 +118,72 @@ def train(client: Any, *, table: str, target: str, name: str, algorithm: str = "
           seed: int = 42, cluster: str = "local", cpus: float = 1,
           memory: str | None = None) -> Any:
     """Built-in training as a job; returns the job (``.wait()``, ``.logs()``)."""
-    import json
-
-    from cumulo.errors import Invalid
-    from cumulo.ml.train import ALGORITHMS
-
-    if algorithm not in ALGORITHMS:
-        raise Invalid(f"algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
-    if not _MODEL_NAME.match(name):
-        raise Invalid(f"model name {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
-                      "starting with a letter or digit")
-    if not 0 < validation_split < 1:
-        raise Invalid(f"--validation-split must be between 0 and 1, not {validation_split}")
-    columns = [c["name"] for c in client.tables.show(table)["columns"]]
-    if target not in columns:
-        raise Invalid(f"target column {target!r} is not in {table}; its columns are "
-                      f"{', '.join(columns)}")
-    missing = [f for f in features or [] if f not in columns]
-    if missing:
-        raise Invalid(f"feature column(s) {', '.join(missing)} are not in {table}")
-    command = ["python", "-m", "cumulo.ml.train", "--target", target, "--algorithm", algorithm,
-               "--features", ",".join(features or []),
-               "--hyperparameters", json.dumps(hyperparameters or {}),
-               "--validation-split", str(validation_split), "--seed", str(seed),
-               "--name", name]
-    return client.jobs.run(command=command, inputs={"train": table}, cluster=cluster,
+    pinned = _check_training(client, table=table, target=target, name=name,
+                             algorithm=algorithm, features=features,
+                             validation_split=validation_split)
+    command = _train_command(target=target, name=name, algorithm=algorithm, features=features,
+                             hyperparameters=hyperparameters or {},
+                             validation_split=validation_split, seed=seed)
+    return client.jobs.run(command=command, inputs={"train": pinned}, cluster=cluster,
                            cpus=cpus, memory=memory, name=f"train {name}",
                            tags=["train", f"model={name}"])
+
+
+def tune(client: Any, *, objective: str, search_space: dict[str, Any], name: str | None = None,
+         direction: str | None = None, strategy: str = "tpe", max_trials: int = 10,
+         max_parallel: int = 1, early_stopping: bool = False, seed: int | None = None,
+         table: str | None = None, target: str | None = None, algorithm: str = "lightgbm",
+         features: builtins.list[str] | None = None,
+         hyperparameters: dict[str, Any] | None = None, validation_split: float = 0.2,
+         estimator: Any = None, inputs: dict[str, str] | None = None,
+         cluster: str = "local", cpus: float = 1, memory: str | None = None,
+         register: bool = True, on_event: Any = None) -> dict[str, Any]:
+    """Tune a built-in algorithm (``table``, ``target``, ``algorithm``) or a script
+    (``estimator``, ``inputs``); trials run as jobs. Returns the trials, the best one and the
+    model version registered from it. See :mod:`cumulo.ml.tune`."""
+    from cumulo.errors import Invalid
+    from cumulo.ml.estimator import check_model_name
+    from cumulo.ml.tune import Tuner, parse_space
+
+    parse_space(search_space)  # refuse a bad space before anything is checked or submitted
+    if estimator is not None:
+        if table is not None or target is not None:
+            raise Invalid("tune either a script (estimator=...) or a built-in algorithm "
+                          "(table=..., target=...), not both")
+        model = check_model_name(name or estimator.name)
+        estimator.name = model
+
+        def launch(params: dict[str, Any], parent: str, number: int) -> Any:
+            return estimator.submit(inputs, hyperparameters=params, register=False,
+                                    parent_run=parent, name=f"tune {model} trial {number}",
+                                    tags=["tune"])
+    else:
+        if table is None or target is None or name is None:
+            raise Invalid("built-in tuning needs a table, a target column and a model name "
+                          "(or tune a script with estimator=...)")
+        model = name
+        pinned = _check_training(client, table=table, target=target, name=name,
+                                 algorithm=algorithm, features=features,
+                                 validation_split=validation_split)
+        fixed = dict(hyperparameters or {})
+        rounds = int(fixed.get("n_estimators", 100))
+
+        def launch(params: dict[str, Any], parent: str, number: int) -> Any:
+            hp = {**fixed, **params}
+            command = _train_command(target=target, name=model, algorithm=algorithm,
+                                     features=features, hyperparameters=hp,
+                                     validation_split=validation_split,
+                                     seed=42 if seed is None else seed)
+            command += ["--no-register", "--parent-run", parent, "--objective", objective]
+            if early_stopping:
+                command += ["--report-every", str(max(1, int(hp.get("n_estimators", rounds))
+                                                      // 10))]
+            return client.jobs.run(command=command, inputs={"train": pinned},
+                                   cluster=cluster, cpus=cpus, memory=memory,
+                                   name=f"tune {model} trial {number}",
+                                   tags=["tune", f"model={model}"])
+    tuner = Tuner(client, name=model, launch=launch, space=search_space, objective=objective,
+                  direction=direction, strategy=strategy, max_trials=max_trials,
+                  max_parallel=max_parallel, early_stopping=early_stopping, seed=seed,
+                  register=register, on_event=on_event)
+    return tuner.run()

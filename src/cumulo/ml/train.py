@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["ALGORITHMS", "main"]
 
-ALGORITHMS = ("lightgbm", "xgboost", "random_forest", "logistic_regression", "linear")
+ALGORITHMS = ("lightgbm", "xgboost", "random_forest", "logistic_regression", "linear", "mlp")
 MAX_CLASSES = 50
 
 
@@ -36,6 +36,11 @@ def _is_classification(y: Any) -> bool:
 
 
 def _estimator(algorithm: str, classification: bool, params: dict[str, Any], seed: int) -> Any:
+    if algorithm == "mlp":
+        from cumulo.ml.mlp import MLPClassifier, MLPRegressor
+
+        mlp = MLPClassifier if classification else MLPRegressor
+        return mlp(random_state=seed, **params)
     if algorithm == "lightgbm":
         import lightgbm as lgb
 
@@ -78,7 +83,8 @@ def _requirements(algorithm: str) -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "scikit-learn", "pandas", "numpy"]
-    names += {"lightgbm": ["lightgbm"], "xgboost": ["xgboost-cpu"]}.get(algorithm, [])
+    names += {"lightgbm": ["lightgbm"], "xgboost": ["xgboost-cpu"],
+              "mlp": ["torch", "cloudpickle"]}.get(algorithm, [])
     found = []
     for name in names:
         try:
@@ -90,19 +96,27 @@ def _requirements(algorithm: str) -> list[str]:
 
 def _metrics(classification: bool, model: Any, x: Any, y: Any,
              pred: Any) -> dict[str, float]:
+    classes = sorted(y.unique()) if classification else []
+    proba = None
+    if len(classes) == 2 and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(x)[:, 1]
+    return _scores(classification, y, pred, proba, classes)
+
+
+def _scores(classification: bool, y: Any, pred: Any, proba: Any,
+            classes: list[Any]) -> dict[str, float]:
     from sklearn import metrics
 
     if not classification:
         return {"rmse": float(metrics.root_mean_squared_error(y, pred)),
                 "mae": float(metrics.mean_absolute_error(y, pred)),
                 "r2": float(metrics.r2_score(y, pred))}
-    classes = sorted(y.unique())
     binary = len(classes) == 2
     out = {"accuracy": float(metrics.accuracy_score(y, pred)),
            "f1": float(metrics.f1_score(y, pred, average="binary" if binary else "weighted",
                                         pos_label=classes[-1] if binary else 1))}
-    if binary and hasattr(model, "predict_proba"):
-        out["roc_auc"] = float(metrics.roc_auc_score(y, model.predict_proba(x)[:, 1]))
+    if binary and proba is not None and len(set(y)) == 2:
+        out["roc_auc"] = float(metrics.roc_auc_score(y, proba))
     return out
 
 
@@ -142,6 +156,43 @@ def _figures(classification: bool, model: Any, y: Any, pred: Any, features: list
         plt.close(fig)
 
 
+def _progress(args: argparse.Namespace, model: Any, classification: bool, x_val: Any,
+              y_val: Any) -> dict[str, Any]:
+    """For early stopping in tuning: a LightGBM callback that scores the model so far on (a
+    sample of) the validation rows every ``--report-every`` rounds and reports ``--objective``
+    to the job, where the tuner reads it and may stop the trial."""
+    if not (args.objective and args.report_every > 0 and args.algorithm == "lightgbm"):
+        return {}
+    import cumulo.job
+
+    sample = min(len(x_val), 20_000)
+    xs, ys = x_val.iloc[:sample], y_val.iloc[:sample]
+    every = args.report_every
+
+    def report(env: Any) -> None:
+        done = env.iteration + 1
+        if done % every or done == env.end_iteration:
+            return
+        booster = env.model
+        raw = booster.predict(xs, num_iteration=done)
+        if classification:
+            # The classes as LightGBM numbered them (set before the first round).
+            classes = list(getattr(model, "_classes", sorted(ys.unique())))
+            if raw.ndim == 1:
+                index = (raw > 0.5).astype(int)
+                proba = raw
+            else:
+                index, proba = raw.argmax(axis=1), None
+            pred = [classes[i] for i in index]
+            scores = _scores(True, ys, pred, proba, classes)
+        else:
+            scores = _scores(False, ys, raw, None, [])
+        if args.objective in scores:
+            cumulo.job.log_metric(args.objective, scores[args.objective], step=done)
+
+    return {"callbacks": [report]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cumulo train")
     parser.add_argument("--target", required=True)
@@ -151,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-split", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--no-register", action="store_true",
+                        help="log the model in the run but register no version (tuning trials, "
+                        "reproductions)")
+    parser.add_argument("--parent-run", default=None, help="MLflow run to nest this run under")
+    parser.add_argument("--objective", default=None,
+                        help="metric to report to the job while fitting (for early stopping)")
+    parser.add_argument("--report-every", type=int, default=0,
+                        help="report --objective every N boosting rounds (lightgbm)")
     args = parser.parse_args(argv)
 
     import logging
@@ -199,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"target column {args.target!r} has a single class ({y.iloc[0]!r}); a classifier "
               "needs at least two")
     params = json.loads(args.hyperparameters)
-    if args.algorithm in ("logistic_regression", "linear", "random_forest"):
+    if args.algorithm in ("logistic_regression", "linear", "random_forest", "mlp"):
         x = pd.get_dummies(x, dtype=float)
     labels = None
     if classification and args.algorithm == "xgboost":
@@ -214,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     warm.start()
     try:
         model = _estimator(args.algorithm, classification, params, args.seed)
-        model.fit(x_train, y_train)
+        fit_options = _progress(args, model, classification, x_val, y_val)
+        model.fit(x_train, y_train, **fit_options)
     except (TypeError, ValueError) as exc:  # the algorithm's own word on its parameters
         _fail(f"{args.algorithm} refused: {exc}")
     step("fitted")
@@ -223,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.models import infer_signature
 
     mlflow.set_experiment(args.name)
-    with mlflow.start_run(run_name=f"{args.algorithm} {args.target}"):
+    parent = {"mlflow.parentRunId": args.parent_run} if args.parent_run else {}
+    with mlflow.start_run(run_name=f"{args.algorithm} {args.target}", tags=parent):
         mlflow.log_params({"algorithm": args.algorithm, "target": args.target, "task": task,
                            "seed": args.seed, "validation_split": args.validation_split,
                            **{f"hp.{k}": v for k, v in params.items()}})
         pred = model.predict(x_val)
         scores = _metrics(classification, model, x_val, y_val, pred)
         mlflow.log_metrics(scores)
+        job.log_metrics(scores)  # for 'cumulo jobs show' and tuning, which read the job's
         for key, value in scores.items():
             print(f"{key} {value:.4f}")
         _figures(classification, model, y_val, pred, list(x.columns))
@@ -238,13 +300,22 @@ def main(argv: list[str] | None = None) -> int:
         flavor = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}.get(
             args.algorithm, mlflow.sklearn)
         extra = {"serialization_format": "pickle"} if flavor is mlflow.sklearn else {}
+        if args.algorithm == "mlp":  # its code goes in the pickle: loads without Cumulo
+            from cumulo.ml.mlp import mlflow_options
+
+            extra = mlflow_options()
         # Requirements named here, not inferred: MLflow infers them by loading the model in a
         # subprocess, which costs seconds. The registry's SQL store makes a version ready at
         # once, so there is nothing to wait for either.
         info = flavor.log_model(model, name="model", signature=signature,
-                                registered_model_name=args.name, await_registration_for=0,
+                                registered_model_name=None if args.no_register else args.name,
+                                await_registration_for=0,
                                 pip_requirements=_requirements(args.algorithm), **extra)
-        step(f"registered {args.name} version {info.registered_model_version}")
+        mlflow.set_tag("cumulo.model_uri", f"models:/{info.model_id}")  # what tuning registers
+        if args.no_register:
+            step("model logged (not registered)")
+        else:
+            step(f"registered {args.name} version {info.registered_model_version}")
         if labels is not None:
             mlflow.log_dict({"labels": [str(v) for v in labels]}, "labels.json")
     return 0

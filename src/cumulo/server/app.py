@@ -22,6 +22,7 @@ from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
 from cumulo.server.auth import require_token
 from cumulo.server.errors import install_error_handlers
+from cumulo.server.login import router as login_router
 from cumulo.server.middleware import RequestContext
 from cumulo.server.status import router as status_router
 from cumulo.storage.api import router as storage_router
@@ -91,6 +92,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
         api.include_router(router)
     app.include_router(api)
     app.include_router(mlflow_router)  # /mlflow: MLflow's own API, behind the same tokens
+    app.include_router(login_router)  # /login, /logout: a browser's token, as a cookie
 
     @app.get("/healthz", tags=["status"], summary="Liveness, without a token")
     def healthz() -> dict[str, str]:

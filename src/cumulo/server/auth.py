@@ -1,6 +1,14 @@
-"""The bearer-token check that guards every route under /api/v1."""
+"""The token check that guards every route under /api/v1 and /mlflow.
+
+A token comes as ``Authorization: Bearer <token>`` (CLI, SDK, MLflow's client) or, from a
+browser, as the HttpOnly cookie that ``/login`` sets (MLflow's web UI). A browser sends a cookie
+with whatever request a page makes it send, so a cookie counts for a request that changes
+something only when the request says it comes from this site's own pages (Origin or Referer).
+"""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -8,11 +16,20 @@ from sqlalchemy.orm import Session
 
 from cumulo.access.tokens import authenticate
 from cumulo.db import get_session
-from cumulo.errors import Unauthorized
+from cumulo.errors import Forbidden, Unauthorized
 
-__all__ = ["require_token"]
+__all__ = ["LOGIN_COOKIE", "require_token", "require_token_or_login", "same_origin"]
+
+LOGIN_COOKIE = "cumulo_token"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 _bearer = HTTPBearer(auto_error=False, description="a Cumulo API token")
+
+
+def same_origin(request: Request) -> bool:
+    """Whether the browser says the request comes from a page of this site."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    return bool(source) and urlsplit(source).netloc == request.headers.get("host")
 
 
 def require_token(
@@ -20,9 +37,36 @@ def require_token(
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     session: Session = Depends(get_session),
 ) -> None:
-    if credentials is None:
+    if credentials is not None:
+        secret = credentials.credentials
+    elif secret := request.cookies.get(LOGIN_COOKIE, ""):
+        if request.method not in _SAFE_METHODS and not same_origin(request):
+            raise Forbidden(
+                f"a {request.method} with the login cookie must come from this site's own pages "
+                "(its Origin or Referer header says otherwise, or is missing); scripts send "
+                "'Authorization: Bearer <token>' instead"
+            )
+    else:
         raise Unauthorized(
             "this route needs a token: send 'Authorization: Bearer <token>' "
             "(the CLI and SDK read CUMULO_TOKEN)"
         )
-    request.state.principal = authenticate(session, credentials.credentials)
+    request.state.principal = authenticate(session, secret)
+
+
+def require_token_or_login(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    session: Session = Depends(get_session),
+) -> bool:
+    """``require_token``, but False (send it to /login) for a browser that asks for a page
+    without a working token, where an API client gets 401."""
+    try:
+        require_token(request, credentials, session)
+    except Unauthorized:
+        page = (request.method in ("GET", "HEAD")
+                and "text/html" in request.headers.get("accept", ""))
+        if credentials is None and page:
+            return False
+        raise
+    return True
