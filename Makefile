@@ -38,6 +38,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/tune.py
 
 # Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
 lock: $(VENV)/.installed-test

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -262,12 +263,25 @@ async def show_job(job_id: str, request: Request, caller: Caller,
             job = job_service.get_job(session, job_id, caller)
             return job_out(job, user_names(session, [job.created_by]))
 
-    out = await run_in_threadpool(read)
-    deadline = asyncio.get_running_loop().time() + wait
-    # A long poll: answers as soon as the job has ended, holding no thread while it waits.
-    while out.state not in FINISHED and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    if wait <= 0:
+        return await run_in_threadpool(read)
+    # A long poll: answers as soon as the job has ended, holding no thread while it waits. The
+    # job is read again after each step of the supervisor (which records ends), and at least
+    # every second (an end recorded by another control plane sharing the database). Watching
+    # starts before the first read, so an end recorded in between is not missed.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    supervisor = _supervisor(request)
+    changed = supervisor.watch()
+    try:
         out = await run_in_threadpool(read)
+        while out.state not in FINISHED and (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
+            changed.clear()
+            out = await run_in_threadpool(read)
+    finally:
+        supervisor.unwatch(changed)
     return out
 
 

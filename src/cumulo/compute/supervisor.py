@@ -11,6 +11,8 @@ the jobs behind it on its cluster, so a big job is never starved by a stream of 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -87,6 +89,9 @@ class Supervisor:
         # This control plane: it watches only the attempts it started (or one of its earlier
         # lives on this machine, with this home, started).
         self.owner = f"{socket.gethostname()}:{settings.home}"
+        # Requests waiting for a job to end (long polls): woken after each step, which is when
+        # a job's end is recorded, instead of each reading the database every few milliseconds.
+        self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     # --- life --------------------------------------------------------------------------------
 
@@ -113,6 +118,20 @@ class Supervisor:
     def notify(self) -> None:
         self.wake.set()
 
+    def watch(self) -> asyncio.Event:
+        """An event set after each of the supervisor's steps (from the caller's event loop)."""
+        event = asyncio.Event()
+        self._watchers.add((asyncio.get_running_loop(), event))
+        return event
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        self._watchers = {w for w in self._watchers if w[1] is not event}
+
+    def _wake_watchers(self) -> None:
+        for loop, event in list(self._watchers):
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(event.set)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.wake.clear()
@@ -121,6 +140,7 @@ class Supervisor:
                     self._tick()
             except Exception:  # a bug here must not end the supervisor: log it, go on
                 log.exception("job supervisor step failed")
+            self._wake_watchers()
             self.wake.wait(0.25 if self._live else 2.0)
 
     def executor(self, cluster: str) -> LocalExecutor | RayExecutor | None:

@@ -34,6 +34,8 @@ def train_command(
     validation_split: float = typer.Option(0.2, "--validation-split"),
     seed: int = typer.Option(42, "--seed"),
     cluster: str = typer.Option("local", "--cluster", "-c"),
+    cpus: float = typer.Option(1, "--cpus", help="CPUs for the job; the fit uses as many "
+                               "threads"),
     name: str = typer.Option(..., "--name", help="the registered model's name"),
     wait: bool = typer.Option(False, "--wait", "-w", help="follow it and exit with its outcome"),
 ) -> None:
@@ -51,7 +53,7 @@ def train_command(
     job = client(ctx).train(table=table, target=target, name=name, algorithm=algorithm,
                             features=[f for f in features.split(",") if f],
                             hyperparameters=params, validation_split=validation_split,
-                            seed=seed, cluster=cluster)
+                            seed=seed, cluster=cluster, cpus=cpus)
     if not wait:
         console.print(job.id)
         return

@@ -174,7 +174,8 @@ def tune(client: Any, *, objective: str, search_space: dict[str, Any], name: str
                                      features=features, hyperparameters=hp,
                                      validation_split=validation_split,
                                      seed=42 if seed is None else seed)
-            command += ["--no-register", "--parent-run", parent, "--objective", objective]
+            command += ["--no-register", "--no-plots", "--parent-run", parent,
+                        "--objective", objective]
             if early_stopping:
                 command += ["--report-every", str(max(1, int(hp.get("n_estimators", rounds))
                                                       // 10))]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,7 +37,20 @@ def _is_classification(y: Any) -> bool:
                                                                        len(y) // 2 or 1))
 
 
+def _threads() -> int | None:
+    """The CPUs the job was given: the runner sets OMP_NUM_THREADS from --cpus. LightGBM and
+    XGBoost would otherwise use every core of the machine whatever the job was given, which on
+    a shared machine makes their threads wait on each other (a fit several times slower)."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return None
+
+
 def _estimator(algorithm: str, classification: bool, params: dict[str, Any], seed: int) -> Any:
+    threads = _threads()
+    if algorithm in ("lightgbm", "xgboost", "random_forest") and threads is not None:
+        params = {"n_jobs": threads, **params}
     if algorithm == "mlp":
         from cumulo.ml.mlp import MLPClassifier, MLPRegressor
 
@@ -120,7 +135,10 @@ def _scores(classification: bool, y: Any, pred: Any, proba: Any,
     return out
 
 
-def _figures(classification: bool, model: Any, y: Any, pred: Any, features: list[str]) -> None:
+def _figures(run_id: str, classification: bool, model: Any, y: Any, pred: Any,
+             features: list[str]) -> None:
+    """The plots, logged to ``run_id`` by name: this runs in a thread of its own, beside the
+    model's logging, and MLflow's active run belongs to the main thread."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,20 +146,22 @@ def _figures(classification: bool, model: Any, y: Any, pred: Any, features: list
     import mlflow
     import numpy as np
 
+    client = mlflow.MlflowClient()
+
     fig, ax = plt.subplots(figsize=(5, 4))
     if classification:
         from sklearn.metrics import ConfusionMatrixDisplay
 
         ConfusionMatrixDisplay.from_predictions(y, pred, ax=ax)
         ax.set_title("Confusion matrix (validation)")
-        mlflow.log_figure(fig, "confusion_matrix.png")
+        client.log_figure(run_id, fig, "confusion_matrix.png")
     else:
         ax.scatter(pred, np.asarray(y) - pred, s=6)
         ax.axhline(0, color="grey")
         ax.set_xlabel("predicted")
         ax.set_ylabel("residual")
         ax.set_title("Residuals (validation)")
-        mlflow.log_figure(fig, "residuals.png")
+        client.log_figure(run_id, fig, "residuals.png")
     plt.close(fig)
     weights = getattr(model, "feature_importances_", None)
     if weights is None and hasattr(model, "coef_"):
@@ -152,8 +172,39 @@ def _figures(classification: bool, model: Any, y: Any, pred: Any, features: list
         ax.barh([features[i] for i in order][::-1], np.asarray(weights)[order][::-1])
         ax.set_title("Feature importances")
         fig.tight_layout()
-        mlflow.log_figure(fig, "feature_importances.png")
+        client.log_figure(run_id, fig, "feature_importances.png")
         plt.close(fig)
+
+
+class _Background(threading.Thread):
+    """A call in a thread whose exception, if any, is raised again by ``join``."""
+
+    def __init__(self, target: Any, *args: Any) -> None:
+        super().__init__(daemon=True)
+        self._call, self._args = target, args
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._call(*self._args)
+        except BaseException as exc:  # handed to join()
+            self._error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self._error is not None:
+            raise self._error
+
+
+def _skip_requirement_check() -> None:
+    """MLflow checks the requirements a model is logged with against the installed packages
+    by indexing every installed distribution (about 2 s). Ours are read from the installed
+    packages themselves, so they match by construction: skip it."""
+    import mlflow.utils.environment as environment
+
+    if hasattr(environment, "warn_dependency_requirement_mismatches"):
+        environment.warn_dependency_requirement_mismatches = lambda requirements: None
 
 
 def _progress(args: argparse.Namespace, model: Any, classification: bool, x_val: Any,
@@ -205,32 +256,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-register", action="store_true",
                         help="log the model in the run but register no version (tuning trials, "
                         "reproductions)")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="log no plots (tuning trials: the study plots its own history)")
     parser.add_argument("--parent-run", default=None, help="MLflow run to nest this run under")
     parser.add_argument("--objective", default=None,
                         help="metric to report to the job while fitting (for early stopping)")
     parser.add_argument("--report-every", type=int, default=0,
                         help="report --objective every N boosting rounds (lightgbm)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
 
     import logging
-    import threading
 
     # MLflow takes seconds to import and is not needed until the model is fitted: import it
     # beside the fit (LightGBM and XGBoost fit outside the GIL).
     warm = threading.Thread(target=_warm_imports, args=(args.algorithm,), daemon=True)
     import pandas as pd
 
-    # Built-in models are kept as pickles on purpose (skops refuses trees on load): no need to
-    # warn the user about a choice that is not theirs.
-    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+    # Built-in models are kept as pickles on purpose (skops refuses trees on load, and merely
+    # importing it walks every scikit-learn module, torch included: seconds): no need to warn
+    # the user about a choice that is not theirs.
+    for flavor_log in ("mlflow.sklearn", "mlflow.lightgbm"):
+        logging.getLogger(flavor_log).setLevel(logging.ERROR)
     from sklearn.model_selection import train_test_split
 
     import cumulo.job
 
-    started = time.perf_counter()
-
     def step(what: str) -> None:
         print(f"[{time.perf_counter() - started:6.2f}s] {what}", flush=True)
+
+    step("imported pandas and scikit-learn")
 
     job: Any = cumulo.job  # its inputs are read lazily, through the module's __getattr__
     frame: pd.DataFrame = job.inputs["train"].to_pandas()
@@ -294,16 +349,21 @@ def main(argv: list[str] | None = None) -> int:
         job.log_metrics(scores)  # for 'cumulo jobs show' and tuning, which read the job's
         for key, value in scores.items():
             print(f"{key} {value:.4f}")
-        _figures(classification, model, y_val, pred, list(x.columns))
-        step("scored; plots logged")
+        # The plots are drawn and sent while the model is saved and sent: both wait on the
+        # network much of the time.
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        plots = _Background(_figures if not args.no_plots else lambda *_: None, run_id,
+                            classification, model, y_val, pred, list(x.columns))
         signature = infer_signature(x_train.head(100), model.predict(x_train.head(100)))
         flavor = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}.get(
             args.algorithm, mlflow.sklearn)
-        extra = {"serialization_format": "pickle"} if flavor is mlflow.sklearn else {}
+        extra = ({"serialization_format": "pickle"}
+                 if flavor in (mlflow.sklearn, mlflow.lightgbm) else {})
         if args.algorithm == "mlp":  # its code goes in the pickle: loads without Cumulo
             from cumulo.ml.mlp import mlflow_options
 
             extra = mlflow_options()
+        _skip_requirement_check()
         # Requirements named here, not inferred: MLflow infers them by loading the model in a
         # subprocess, which costs seconds. The registry's SQL store makes a version ready at
         # once, so there is nothing to wait for either.
@@ -311,11 +371,13 @@ def main(argv: list[str] | None = None) -> int:
                                 registered_model_name=None if args.no_register else args.name,
                                 await_registration_for=0,
                                 pip_requirements=_requirements(args.algorithm), **extra)
+        plots.join()
         mlflow.set_tag("cumulo.model_uri", f"models:/{info.model_id}")  # what tuning registers
         if args.no_register:
-            step("model logged (not registered)")
+            step("scored; model logged (not registered)")
         else:
-            step(f"registered {args.name} version {info.registered_model_version}")
+            step(f"scored; plots logged; registered {args.name} version "
+                 f"{info.registered_model_version}")
         if labels is not None:
             mlflow.log_dict({"labels": [str(v) for v in labels]}, "labels.json")
     return 0
