@@ -45,6 +45,17 @@ def test_regression_and_a_second_version(tracked: Cumulo, customers: str) -> Non
     assert [v["version"] for v in versions] == ["1", "2"]
     metrics = c.models.version("revenue", 2)["lineage"]["metrics"]
     assert {"rmse", "mae", "r2"} <= set(metrics) and metrics["r2"] > 0.5
+    # The model scores rows of its own table as they are: tenure is an integer column there
+    # (fitted as floats, the signature keeps it an integer: a regression test).
+    import os
+
+    import mlflow
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = tracked.token
+    mlflow.set_tracking_uri(f"{tracked.url}/mlflow")
+    rows = c.tables.read(customers, to="pandas", limit=20)[["tenure", "spend"]]
+    assert str(rows["tenure"].dtype) == "int64"
+    assert len(mlflow.pyfunc.load_model("models:/revenue/2").predict(rows)) == 20
 
 
 def test_bad_training_input(tracked: Cumulo, customers: str) -> None:
@@ -74,6 +85,7 @@ def test_train_cli(tracked: Cumulo, customers: str) -> None:
                       '{"n_estimators": 20}', "--name", "churn-cli", "--wait")
     assert out.returncode == 0, out.stderr
     assert "registered churn-cli version 1" in out.stdout and "accuracy" in out.stdout
+    assert "training job job-" in out.stdout and " succeeded after " in out.stdout
     bad = tracked.cli("train", "--table", customers, "--target", "churned", "--name", "x",
                       "--hyperparameters", "{oops")
     assert bad.returncode == 1 and "not JSON" in bad.stderr

@@ -27,7 +27,7 @@ def train_command(
     target: str = typer.Option(..., "--target", help="the column to predict"),
     algorithm: str = typer.Option("lightgbm", "--algorithm",
                                   help="lightgbm, xgboost, random_forest, logistic_regression, "
-                                  "linear"),
+                                  "linear or mlp"),
     features: str = typer.Option("", "--features", help="columns to use (default: all others)"),
     hyperparameters: str = typer.Option("{}", "--hyperparameters",
                                         help='JSON, e.g. \'{"n_estimators": 200}\''),
@@ -57,12 +57,15 @@ def train_command(
     if not wait:
         console.print(job.id)
         return
+    console.print(f"training job {job.id} submitted to {cluster}", highlight=False)
     for line in job.logs(follow=True):
         console.print(line, markup=False, highlight=False)
     info = job.wait()
     if info["state"] != "succeeded":
         console.print(f"training job {job.id} {info['state']}: {info['reason']}", style="red")
         raise typer.Exit(1)
+    console.print(f"training job {job.id} succeeded after {info['usage']['wall_seconds']:.1f}s;"
+                  f" 'cumulo models versions {name}' lists its versions", highlight=False)
 
 
 @models_app.command("ls")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -82,10 +83,12 @@ def _from_model_dir(run_id: str, model_dir: Path) -> str | None:
         from cumulo.ml.imports import _load_pickle
 
         model = _load_pickle(pickles[0])
+        # The script's own pickle, kept as one: the trust placed in it is the script's (so
+        # MLflow need not warn about it).
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
         with mlflow.start_run(run_id=run_id):
-            # The script's own pickle, kept as one: the trust placed in it is the script's.
-            mlflow.sklearn.log_model(model, name="model", serialization_format="pickle")
-        return f"runs:/{run_id}/model"
+            info = mlflow.sklearn.log_model(model, name="model", serialization_format="pickle")
+        return f"models:/{info.model_id}"
     names = ", ".join(sorted(str(p.relative_to(model_dir)) for p in files)[:5])
     print(f"cumulo: model_dir holds {names}, which is not a model Cumulo can register (an "
           "MLflow model folder, from mlflow.<flavor>.save_model(model, cumulo.job.model_dir), "

@@ -302,11 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"feature column(s) {', '.join(missing)} are not in the table")
     frame = frame.dropna(subset=[args.target])
     x, y = frame[features], frame[args.target]
+    integer_columns = {c: x[c].dtype for c in x.columns if pd.api.types.is_integer_dtype(x[c])}
     for column in x.columns:  # text columns become categories the tree learners take as they are
         if pd.api.types.is_object_dtype(x[column]) or pd.api.types.is_string_dtype(x[column]):
             x = x.assign(**{column: x[column].astype("category")})
         elif pd.api.types.is_integer_dtype(x[column]):
-            # As floats, so the model's signature takes missing values at prediction time.
+            # Fitted as floats (every learner takes them); the signature keeps them integers.
             x = x.assign(**{column: x[column].astype("float64")})
     classification = _is_classification(y)
     if classification and y.nunique() < 2:
@@ -354,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
         plots = _Background(_figures if not args.no_plots else lambda *_: None, run_id,
                             classification, model, y_val, pred, list(x.columns))
-        signature = infer_signature(x_train.head(100), model.predict(x_train.head(100)))
+        # The signature takes integer columns as the table holds them (int64), so the model
+        # scores its own table's rows; they were fitted as floats.
+        sample = x_train.head(100)
+        signature = infer_signature(sample.astype(integer_columns), model.predict(sample))
         flavor = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}.get(
             args.algorithm, mlflow.sklearn)
         extra = ({"serialization_format": "pickle"}
