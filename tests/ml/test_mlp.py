@@ -164,7 +164,8 @@ def test_train_mlp_registers_a_model_mlflow_loads(tracked: Cumulo, accounts: str
     assert version["lineage"]["hyperparameters"]["hp.hidden_layers"] == "[16, 8]"
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tracked.token)
     mlflow.set_tracking_uri(f"{tracked.url}/mlflow")
-    frame = pd.DataFrame({"tenure": [2.0, 50.0], "spend": [30.0, 80.0],
+    # tenure as the table holds it, an integer column (the signature keeps it one)
+    frame = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0],
                           "plan_basic": [1.0, 0.0], "plan_pro": [0.0, 1.0]})
     model = mlflow.pyfunc.load_model("models:/leavers-mlp/1")
     assert list(model.predict(frame)) == [True, False]
