@@ -19,7 +19,7 @@ import httpx
 
 __all__ = [
     "DATA", "MIB", "REPO", "TOKEN", "cpu_seconds", "free_port", "own_cpu_seconds",
-    "proc_mem_mb", "reset_peak", "start_server", "stop_server",
+    "proc_mem_mb", "reset_peak", "start_server", "stop_server", "wait_preloaded",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +67,17 @@ def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
             stop_server(proc)
             sys.exit(f"cumulo up did not answer in 60s:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+def wait_preloaded(client: object, timeout: float = 180) -> list[str]:
+    """Wait for the local cluster's fork server to finish its imports (a server that has been
+    up for a little while); the modules it preloaded."""
+    deadline = time.monotonic() + timeout
+    while not (loaded := client.clusters.show("local")["preloaded"]):  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            sys.exit("the local cluster's fork server did not get ready in time")
+        time.sleep(0.2)
+    return list(loaded)
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:

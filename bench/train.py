@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import TOKEN, start_server, stop_server
+from harness import TOKEN, start_server, stop_server, wait_preloaded
 
 PLAIN = """
 import sys
@@ -69,6 +69,7 @@ def main() -> int:
                 client.tables.create_database("bench")
                 client.tables.load("bench.points", str(data))
                 client.models.list()  # MLflow starts on first use: not part of the timing
+                preloaded = wait_preloaded(client)  # nor the fork server's imports
                 t0 = time.perf_counter()
                 out = subprocess.run([sys.executable, str(script), str(data)], check=True,
                                      capture_output=True, text=True)
@@ -93,7 +94,8 @@ def main() -> int:
     print(json.dumps({"bench": "train", "ratio": round(cumulo / plain, 3),
                       "goal": "<= 1.2x plain + 2 s", "met": met, "rows": args.rows,
                       "plain_s": round(plain, 2), "cumulo_s": round(cumulo, 2),
-                      "limit_s": round(limit, 2), "cpus": os.cpu_count()}))
+                      "limit_s": round(limit, 2), "cpus": os.cpu_count(),
+                      "preloaded_modules": len(preloaded)}))
     return 0
 
 

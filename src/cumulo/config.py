@@ -77,6 +77,9 @@ class Settings:
     prices: Prices = field(default_factory=Prices)
     # How long a cancelled or timed-out job has between SIGTERM and SIGKILL.
     job_grace_seconds: float = 10.0
+    # What local clusters' Python jobs start with already imported (cumulo.compute.zygote):
+    # "auto" (the ML stack), "none", or module names separated by commas ("auto,torch").
+    preload: str = "auto"
 
     @property
     def url(self) -> str:
@@ -101,6 +104,7 @@ _ENV_KEYS = {
     "public_url": "CUMULO_PUBLIC_URL",
     "log_level": "CUMULO_LOG_LEVEL",
     "job_grace_seconds": "CUMULO_JOB_GRACE_SECONDS",
+    "preload": "CUMULO_PRELOAD",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -181,6 +185,15 @@ def load_settings(
               for k, v in _section(doc, "prices", env, _PRICE_ENV_KEYS, path).items()}
     if "job_grace_seconds" in values:
         values["job_grace_seconds"] = _number("job_grace_seconds", values["job_grace_seconds"])
+    if "preload" in values:
+        from cumulo.compute.zygote import parse_preload
+
+        preload = values["preload"]
+        try:
+            parse_preload(preload if isinstance(preload, list) else str(preload))
+        except ValueError as exc:
+            raise Invalid(f"setting preload: {exc}") from exc
+        values["preload"] = ",".join(preload) if isinstance(preload, list) else str(preload)
 
     home = Path(values.pop("home", ".cumulo")).expanduser().resolve()
     try:

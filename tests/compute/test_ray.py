@@ -90,3 +90,22 @@ def test_checkpoints_on_ray_outlive_an_attempt(compute: Cumulo, code: Path,
     assert [p["step"] for p in job.metrics()["loss"]] == [1, 2, 3, 4, 5, 6]
     assert [k["path"] for k in job.checkpoints()] == ["ckpt-5.pt", "ckpt-6.pt"]
     assert [a["path"] for a in job.artifacts()] == ["result.json"]
+
+
+def test_tuning_trials_run_as_ray_jobs(compute: Cumulo, ray_cluster: str) -> None:
+    """Tuning on a Ray cluster: each trial is a Ray job; the best one is registered."""
+    c = compute.client()
+    c.tables.create_database("raytune")
+    n = 200
+    c.tables.write("raytune.points", pa.table({
+        "x": [float(i % 17) for i in range(n)], "y": [float(i % 5) for i in range(n)],
+        "label": [int((i % 17) > 8) for i in range(n)]}))
+    result = c.tune(name="ray-tuned", table="raytune.points", target="label",
+                    objective="accuracy", search_space={"num_leaves": [4, 8]},
+                    strategy="grid", max_trials=2, max_parallel=2, seed=1,
+                    cluster=ray_cluster, hyperparameters={"n_estimators": 10})
+    assert [t["state"] for t in result["trials"]] == ["complete"] * 2, result["trials"]
+    jobs = [c.jobs.get(t["job"]).info for t in result["trials"]]
+    assert all(j["cluster"] == ray_cluster and j["ray_job"] for j in jobs), jobs
+    assert result["model"]["name"] == "ray-tuned" and result["model"]["version"] == "1"
+    assert c.models.version("ray-tuned", 1)["tags"]["cumulo.tuning_run"] == result["run_id"]

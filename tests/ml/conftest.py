@@ -13,7 +13,8 @@ from tests.services import Cumulo, start_cumulo
 
 @pytest.fixture(scope="package")
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    server = start_cumulo(tmp_path_factory.mktemp("ml") / ".cumulo")
+    # Jobs fork from a process with the ML stack imported, as with 'cumulo up's defaults.
+    server = start_cumulo(tmp_path_factory.mktemp("ml") / ".cumulo", {"CUMULO_PRELOAD": "auto"})
     yield server
     server.stop()
 

@@ -164,9 +164,8 @@ def test_train_mlp_registers_a_model_mlflow_loads(tracked: Cumulo, accounts: str
     assert version["lineage"]["hyperparameters"]["hp.hidden_layers"] == "[16, 8]"
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tracked.token)
     mlflow.set_tracking_uri(f"{tracked.url}/mlflow")
-    # tenure as the table holds it, an integer column (the signature keeps it one)
-    frame = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0],
-                          "plan_basic": [1.0, 0.0], "plan_pro": [0.0, 1.0]})
+    # Rows as the table holds them: tenure an integer, plan text (the model one-hot encodes it)
+    frame = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0], "plan": ["basic", "pro"]})
     model = mlflow.pyfunc.load_model("models:/leavers-mlp/1")
     assert list(model.predict(frame)) == [True, False]
     # Its code went along in the pickle: it loads where Cumulo is not installed.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import pyarrow as pa
 import pytest
 
 from cumulo.errors import Invalid, NotFound
@@ -32,7 +35,15 @@ def test_classification(tracked: Cumulo, customers: str, algorithm: str) -> None
     artifacts = {a.path for a in MlflowClient().list_artifacts(version["run_id"])}
     assert {"confusion_matrix.png", "feature_importances.png"} <= artifacts
     model = mlflow.pyfunc.load_model(f"models:/{name}/1")
-    assert model.metadata.get_input_schema() is not None  # registered with its signature
+    schema = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
+    assert schema == {"tenure": "long", "spend": "double", "plan": "string"}
+    # It scores the table's rows as they are, text included, even a plan it never saw, and
+    # answers with the table's own labels.
+    rows = c.tables.read(customers, to="pandas", limit=20)[["tenure", "spend", "plan"]]
+    rows.loc[0, "plan"] = "enterprise"
+    predicted = model.predict(rows)
+    assert len(predicted) == 20 and {bool(v) for v in predicted} <= {True, False}
+    assert str(predicted.dtype) == "bool", predicted.dtype
 
 
 def test_regression_and_a_second_version(tracked: Cumulo, customers: str) -> None:
@@ -58,6 +69,23 @@ def test_regression_and_a_second_version(tracked: Cumulo, customers: str) -> Non
     assert len(mlflow.pyfunc.load_model("models:/revenue/2").predict(rows)) == 20
 
 
+def test_text_target_keeps_its_labels(tracked: Cumulo, customers: str) -> None:
+    # XGBoost numbers the classes 0..k-1; the registered model answers with the table's labels.
+    c = tracked.client()
+    info = c.train(table=customers, target="plan", name="plan-xgb", algorithm="xgboost",
+                   features=["tenure", "spend"]).wait(300)
+    assert info["state"] == "succeeded", info["log_tail"]
+    import os
+
+    import mlflow
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = tracked.token
+    mlflow.set_tracking_uri(f"{tracked.url}/mlflow")
+    rows = c.tables.read(customers, to="pandas", limit=30)[["tenure", "spend"]]
+    predicted = mlflow.pyfunc.load_model("models:/plan-xgb/1").predict(rows)
+    assert set(predicted) <= {"basic", "pro"} and len(predicted) == 30
+
+
 def test_bad_training_input(tracked: Cumulo, customers: str) -> None:
     c = tracked.client()
     with pytest.raises(Invalid, match="target column 'nope' is not in"):
@@ -72,6 +100,12 @@ def test_bad_training_input(tracked: Cumulo, customers: str) -> None:
     assert single["state"] == "failed" and "single class" in single["log_tail"]
     empty = c.train(table="shop.empty", target="b", name="bad").wait(300)
     assert empty["state"] == "failed" and "table is empty" in empty["log_tail"]
+    c.tables.write("shop.stamped", pa.table({
+        "at": pa.array([datetime(2026, 1, d, tzinfo=timezone.utc) for d in range(1, 11)]),
+        "y": [0, 1] * 5}))
+    stamped = c.train(table="shop.stamped", target="y", name="bad").wait(300)
+    assert stamped["state"] == "failed" and "column 'at' is datetime64" in stamped["log_tail"]
+    assert "leave it out with --features" in stamped["log_tail"]
     refused = c.train(table=customers, target="churned", name="bad", algorithm="random_forest",
                       hyperparameters={"n_estimators": -3}).wait(300)
     assert refused["state"] == "failed" and "n_estimators" in refused["log_tail"]

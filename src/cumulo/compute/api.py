@@ -69,6 +69,10 @@ class ClusterOut(BaseModel):
     idle_timeout_s: float
     in_use: dict[str, Any]
     workers: dict[str, int]
+    preloaded: list[str] = Field(
+        default_factory=list,
+        description="modules a Python job on this cluster starts with already imported (the "
+                    "fork server's, once it is ready; the server's preload setting)")
     created_at: datetime
 
 
@@ -82,6 +86,7 @@ def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut
         min_workers=cluster.min_workers, max_workers=cluster.max_workers,
         idle_timeout_s=cluster.idle_timeout_s, in_use=in_use,
         workers={"busy": in_use["running"], "idle": idle},
+        preloaded=getattr(executor, "preloaded", []),
         created_at=cluster.created_at,
     )
 

@@ -71,6 +71,10 @@ def show_cluster(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     table.add_row("workers", f"{c['workers']['busy']} busy, {c['workers']['idle']} idle warm; "
                   f"pool {c['min_workers']}-{c['max_workers']}, idle ones go after "
                   f"{c['idle_timeout_s']:g}s")
+    if c["type"] == "local":
+        preloaded = c.get("preloaded") or []
+        table.add_row("preloaded", f"{len(preloaded)} modules ({', '.join(preloaded[:6])}"
+                      f"{', ...' if len(preloaded) > 6 else ''})" if preloaded else "none")
     table.add_row("created", when(c["created_at"]))
     console.print(table)
 

@@ -5,6 +5,11 @@ handing it a job is one write. The pool keeps ``min_workers`` ready; a worker th
 job is replaced, so after a burst the pool holds up to ``max_workers``, and those above
 ``min_workers`` are let go once idle for ``idle_timeout``.
 
+Python jobs go to the fork server instead, once it is ready (``cumulo.compute.zygote``): a
+process that has imported the ML stack once and forks a child per job, so that a training job
+does not spend its first seconds importing pandas, scikit-learn and MLflow. Until it is ready,
+or if it dies, they go to the warm workers as before.
+
 Each job runs in a session (process group) of its own, writing straight to its log file: the
 control plane never carries a job's output, and a restart of the control plane leaves running
 jobs running, to be found again by pid and start time.
@@ -16,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -78,10 +84,81 @@ class _Worker:
 
 @dataclass
 class _Running:
-    proc: subprocess.Popen[bytes] | None  # None when adopted after a restart
+    proc: subprocess.Popen[bytes] | None  # None when forked by the zygote or adopted
     pid: int
     started: float
     exit_file: Path
+    zygote: _Zygote | None = None  # the fork server that is its parent, if any
+
+
+class _Zygote:
+    """The supervisor's side of a fork server (``cumulo.compute.zygote``)."""
+
+    def __init__(self, modules: list[str], *, cwd: Path, env: dict[str, str],
+                 log_path: Path, wake: threading.Event) -> None:
+        self._wake = wake
+        self.ready = threading.Event()
+        self.dead = threading.Event()
+        self.modules: list[str] = []
+        self.exits: dict[int, int] = {}
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._lock = threading.Lock()
+        with open(log_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cumulo.compute.zygote", ",".join(modules)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=cwd, env=env,
+                start_new_session=True, close_fds=True)
+        threading.Thread(target=self._read, daemon=True, name="zygote-reader").start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:  # pragma: no cover - the zygote writes only JSON lines
+                continue
+            if "exit" in message:
+                self.exits[int(message["exit"])] = int(message["code"])
+                self._wake.set()
+            elif "ready" in message:
+                self.modules = list(message.get("modules", []))
+                log.info("fork server ready in %.1fs with %d modules preloaded",
+                         message["ready"], len(self.modules))
+                self.ready.set()
+            else:
+                if "error" in message:
+                    log.warning("fork server: %s", message["error"])
+                self._replies.put(message)
+        self.dead.set()
+        self._replies.put({"error": "the fork server exited"})
+        self.proc.wait()
+        self._wake.set()
+
+    @property
+    def usable(self) -> bool:
+        return self.ready.is_set() and not self.dead.is_set()
+
+    def fork(self, spec: dict[str, Any]) -> int | None:
+        """Start a job as a child of the fork server; its pid, or None if that failed."""
+        with self._lock:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps(spec).encode() + b"\n")
+                self.proc.stdin.flush()
+                reply = self._replies.get(timeout=30)
+            except (OSError, queue.Empty) as exc:
+                log.warning("fork server did not answer (%s): using a warm worker", exc)
+                return None
+        return int(reply["pid"]) if "pid" in reply else None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]  # EOF: it exits, jobs run on
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class LocalExecutor:
@@ -97,25 +174,57 @@ class LocalExecutor:
         self.max_workers = 1
         self.idle_timeout = 600.0
         self._worker_log = home / "workers.log"
+        self.preload: list[str] = []
+        self._zygote: _Zygote | None = None
+        self._zygote_starts: deque[float] = deque(maxlen=3)
         home.mkdir(parents=True, exist_ok=True)
 
     # --- the warm pool ---------------------------------------------------------------------
 
-    def configure(self, *, min_workers: int, max_workers: int, idle_timeout: float) -> None:
+    def configure(self, *, min_workers: int, max_workers: int, idle_timeout: float,
+                  preload: list[str] | None = None) -> None:
         self.min_workers, self.max_workers = min_workers, max_workers
         self.idle_timeout = idle_timeout
+        if preload is not None:
+            self.preload = preload
 
-    def _spawn(self) -> _Worker:
+    @staticmethod
+    def _worker_env() -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("CUMULO_") and k != "PYTHONSTARTUP"}
         env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _spawn(self) -> _Worker:
         with open(self._worker_log, "ab") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cumulo.compute.runner"], stdin=subprocess.PIPE,
-                stdout=err, stderr=err, cwd=self.home, env=env, start_new_session=True,
-                close_fds=True,
+                stdout=err, stderr=err, cwd=self.home, env=self._worker_env(),
+                start_new_session=True, close_fds=True,
             )
         return _Worker(proc, time.monotonic())
+
+    def _keep_zygote(self) -> None:
+        """Start the fork server if one is wanted and none runs; a fork server that keeps
+        dying (three times in ten minutes) is not started again until the next restart."""
+        if not self.preload:
+            return
+        if self._zygote is not None and not self._zygote.dead.is_set():
+            return
+        now = time.monotonic()
+        if len(self._zygote_starts) == 3 and now - self._zygote_starts[0] < 600:
+            return
+        if self._zygote is not None:
+            log.warning("fork server exited (code %s); starting another",
+                        self._zygote.proc.returncode)
+        self._zygote_starts.append(now)
+        self._zygote = _Zygote(self.preload, cwd=self.home, env=self._worker_env(),
+                               log_path=self._worker_log, wake=self._wake)
+
+    @property
+    def preloaded(self) -> list[str]:
+        """The modules jobs start with, once the fork server is ready; else none."""
+        return self._zygote.modules if self._zygote and self._zygote.usable else []
 
     @property
     def idle(self) -> int:
@@ -123,6 +232,7 @@ class LocalExecutor:
 
     def maintain(self, busy: int) -> None:
         """Top the pool up to ``min_workers`` idle; let surplus idle ones go after the timeout."""
+        self._keep_zygote()
         alive = deque(w for w in self._idle if w.proc.poll() is None)
         for gone in set(self._idle) - set(alive):  # pragma: no cover - a worker died while idle
             log.warning("warm worker %s exited while idle (code %s)", gone.proc.pid,
@@ -153,7 +263,21 @@ class LocalExecutor:
     # --- jobs ------------------------------------------------------------------------------
 
     def launch(self, job_id: str, spec: dict[str, Any]) -> tuple[int, float]:
-        """Hand a job to a warm worker (or a fresh one); return its pid and start time."""
+        """Hand a job to the fork server, a warm worker or a fresh one; return its pid and
+        start time."""
+        if self._zygote is not None and self._zygote.usable:
+            from cumulo.compute.runner import runs_in_process
+
+            if runs_in_process(spec):
+                pid = self._zygote.fork(spec)
+                if pid is not None:
+                    try:
+                        started = psutil.Process(pid).create_time()
+                    except psutil.Error:  # it has ended already: the zygote has its code
+                        started = time.time()
+                    self._running[job_id] = _Running(None, pid, started,
+                                                     Path(spec["exit_file"]), self._zygote)
+                    return pid, started
         line = json.dumps(spec).encode() + b"\n"
         while True:
             worker = self._idle.popleft() if self._idle else self._spawn()
@@ -187,6 +311,10 @@ class LocalExecutor:
             code = run.proc.poll()
             if code is None:
                 return None
+        elif run.zygote is not None and run.pid in run.zygote.exits:
+            code = run.zygote.exits.pop(run.pid)
+        elif run.zygote is not None and not run.zygote.dead.is_set():
+            return None  # running, or ended and about to be reported by the fork server
         elif process_alive(run.pid, run.started):
             return None
         else:
@@ -232,6 +360,9 @@ class LocalExecutor:
         """Let the idle workers go; running jobs keep running and are found again at start."""
         while self._idle:
             self._retire(self._idle.popleft())
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
 
 
 def _read_exit(path: Path) -> dict[str, Any] | None:

@@ -125,6 +125,23 @@ def _run_python(argv: list[str]) -> None:
         runpy.run_path(argv[1], run_name="__main__")
 
 
+def job_argv(spec: dict[str, Any]) -> list[str]:
+    """The command line a job's spec stands for."""
+    entry, command, args = spec.get("entry"), spec.get("command"), spec.get("args", [])
+    if entry:
+        return ([sys.executable, entry] if entry.endswith(".py")
+                else ["bash", entry] if entry.endswith(".sh") else [f"./{entry}"]) + args
+    return [*(command if isinstance(command, list) else shlex.split(command)), *args]
+
+
+def runs_in_process(spec: dict[str, Any]) -> bool:
+    """Whether the job is Python this interpreter runs itself, rather than a child process.
+    Python's own start-up variables can't apply to a running interpreter: those start one."""
+    fresh = any(k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONPATH")
+                for k in spec.get("env", {}))
+    return _python_argv(job_argv(spec)) and not fresh
+
+
 def _run(spec: dict[str, Any]) -> int:
     global _exit_code, _cpu_at_start
     _cpu_at_start = _usage()["cpu_seconds"]
@@ -134,21 +151,13 @@ def _run(spec: dict[str, Any]) -> int:
     os.environ.update(spec["env"])
     os.chdir(spec["workdir"])
     sys.path.insert(0, spec["workdir"])
-    entry, command, args = spec.get("entry"), spec.get("command"), spec.get("args", [])
-    if entry:
-        argv = ([sys.executable, entry] if entry.endswith(".py")
-                else ["bash", entry] if entry.endswith(".sh") else [f"./{entry}"]) + args
-    else:
-        argv = [*(command if isinstance(command, list) else shlex.split(command)), *args]
-    # Python's own start-up variables can't apply to a running interpreter: those start one.
-    fresh = any(k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONPATH")
-                for k in spec["env"])
+    argv = job_argv(spec)
     try:
         if spec.get("upload_outputs") and int(os.environ.get("CUMULO_JOB_ATTEMPT", "1")) > 1:
             from cumulo.job import _restore_checkpoints
 
             _restore_checkpoints()  # on a remote node: its last attempt's checkpoints, fetched
-        if _python_argv(argv) and not fresh:
+        if runs_in_process(spec):
             for path in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
                 if path:
                     sys.path.insert(0, path)

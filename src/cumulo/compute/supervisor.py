@@ -36,6 +36,7 @@ from cumulo.compute.clusters import ensure_local_cluster, list_clusters
 from cumulo.compute.local import LocalExecutor, ProcessExit, kill_group
 from cumulo.compute.models import Cluster, Job, JobArtifact
 from cumulo.compute.raycluster import RayExecutor
+from cumulo.compute.zygote import parse_preload
 from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.metering import usage
@@ -78,6 +79,7 @@ class Supervisor:
         self.storage = storage
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.root = settings.home / "compute"
+        self._preload = parse_preload(settings.preload)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._executors: dict[str, LocalExecutor | RayExecutor] = {}
@@ -167,7 +169,8 @@ class Supervisor:
                     self._executors[name] = executor
                 executor.configure(min_workers=cluster.min_workers,
                                    max_workers=cluster.max_workers,
-                                   idle_timeout=cluster.idle_timeout_s)
+                                   idle_timeout=cluster.idle_timeout_s,
+                                   preload=self._preload)
             elif executor is None:
                 self._executors[name] = RayExecutor(name, cluster.endpoint or cluster.address
                                                     or "auto",

@@ -97,9 +97,9 @@ def _warm_imports(algorithm: str) -> None:
 def _requirements(algorithm: str) -> list[str]:
     from importlib.metadata import version
 
-    names = ["mlflow", "scikit-learn", "pandas", "numpy"]
+    names = ["mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle"]
     names += {"lightgbm": ["lightgbm"], "xgboost": ["xgboost-cpu"],
-              "mlp": ["torch", "cloudpickle"]}.get(algorithm, [])
+              "mlp": ["torch"]}.get(algorithm, [])
     found = []
     for name in names:
         try:
@@ -217,18 +217,21 @@ def _progress(args: argparse.Namespace, model: Any, classification: bool, x_val:
     import cumulo.job
 
     sample = min(len(x_val), 20_000)
-    xs, ys = x_val.iloc[:sample], y_val.iloc[:sample]
+    ys = y_val.iloc[:sample]
+    prepared: list[Any] = []  # the sample as the learner takes it, once the model is fitting
     every = args.report_every
 
     def report(env: Any) -> None:
         done = env.iteration + 1
         if done % every or done == env.end_iteration:
             return
+        if not prepared:
+            prepared.append(model.transform(x_val.iloc[:sample]))
         booster = env.model
-        raw = booster.predict(xs, num_iteration=done)
+        raw = booster.predict(prepared[0], num_iteration=done)
         if classification:
             # The classes as LightGBM numbered them (set before the first round).
-            classes = list(getattr(model, "_classes", sorted(ys.unique())))
+            classes = list(getattr(model.estimator_, "_classes", sorted(ys.unique())))
             if raw.ndim == 1:
                 index = (raw > 0.5).astype(int)
                 proba = raw
@@ -302,33 +305,31 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"feature column(s) {', '.join(missing)} are not in the table")
     frame = frame.dropna(subset=[args.target])
     x, y = frame[features], frame[args.target]
-    integer_columns = {c: x[c].dtype for c in x.columns if pd.api.types.is_integer_dtype(x[c])}
-    for column in x.columns:  # text columns become categories the tree learners take as they are
-        if pd.api.types.is_object_dtype(x[column]) or pd.api.types.is_string_dtype(x[column]):
-            x = x.assign(**{column: x[column].astype("category")})
-        elif pd.api.types.is_integer_dtype(x[column]):
-            # Fitted as floats (every learner takes them); the signature keeps them integers.
-            x = x.assign(**{column: x[column].astype("float64")})
+    from cumulo.ml.tabular import TabularModel, column_kinds
+
+    try:
+        column_kinds(x)
+    except ValueError as exc:
+        _fail(str(exc))
     classification = _is_classification(y)
     if classification and y.nunique() < 2:
         _fail(f"target column {args.target!r} has a single class ({y.iloc[0]!r}); a classifier "
               "needs at least two")
     params = json.loads(args.hyperparameters)
-    if args.algorithm in ("logistic_regression", "linear", "random_forest", "mlp"):
-        x = pd.get_dummies(x, dtype=float)
-    labels = None
-    if classification and args.algorithm == "xgboost":
-        labels = sorted(y.unique())
-        y = y.map({label: i for i, label in enumerate(labels)})
     stratify = y if classification and y.value_counts().min() >= 2 else None
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=args.validation_split, random_state=args.seed, stratify=stratify)
     task = "classification" if classification else "regression"
     print(f"{task} of {args.target!r} with {args.algorithm} on {len(x_train)} rows, "
-          f"{x.shape[1]} features; validating on {len(x_val)}", flush=True)
+          f"{x.shape[1]} columns; validating on {len(x_val)}", flush=True)
     warm.start()
     try:
-        model = _estimator(args.algorithm, classification, params, args.seed)
+        # The learner with what the table's rows need first: text to categories (trees) or
+        # to one column per value (the others), integers to floats, XGBoost's classes to 0..k.
+        model = TabularModel(
+            _estimator(args.algorithm, classification, params, args.seed),
+            one_hot=args.algorithm in ("logistic_regression", "linear", "random_forest", "mlp"),
+            encode_labels=classification and args.algorithm == "xgboost")
         fit_options = _progress(args, model, classification, x_val, y_val)
         model.fit(x_train, y_train, **fit_options)
     except (TypeError, ValueError) as exc:  # the algorithm's own word on its parameters
@@ -354,24 +355,24 @@ def main(argv: list[str] | None = None) -> int:
         # network much of the time.
         run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
         plots = _Background(_figures if not args.no_plots else lambda *_: None, run_id,
-                            classification, model, y_val, pred, list(x.columns))
-        # The signature takes integer columns as the table holds them (int64), so the model
-        # scores its own table's rows; they were fitted as floats.
+                            classification, model, y_val, pred, model.feature_names_)
+        # The signature is the table's columns as it holds them (integers, text): the model
+        # prepares them itself, so it scores its own table's rows.
         sample = x_train.head(100)
-        signature = infer_signature(sample.astype(integer_columns), model.predict(sample))
-        flavor = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}.get(
-            args.algorithm, mlflow.sklearn)
-        extra = ({"serialization_format": "pickle"}
-                 if flavor in (mlflow.sklearn, mlflow.lightgbm) else {})
-        if args.algorithm == "mlp":  # its code goes in the pickle: loads without Cumulo
-            from cumulo.ml.mlp import mlflow_options
+        signature = infer_signature(sample, model.predict(sample))
+        # The model's code goes in the pickle, so it loads without Cumulo.
+        from cumulo.ml.tabular import mlflow_options
 
-            extra = mlflow_options()
+        extra = mlflow_options()
+        if args.algorithm == "mlp":
+            from cumulo.ml import mlp
+
+            mlp.mlflow_options()
         _skip_requirement_check()
         # Requirements named here, not inferred: MLflow infers them by loading the model in a
         # subprocess, which costs seconds. The registry's SQL store makes a version ready at
         # once, so there is nothing to wait for either.
-        info = flavor.log_model(model, name="model", signature=signature,
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature,
                                 registered_model_name=None if args.no_register else args.name,
                                 await_registration_for=0,
                                 pip_requirements=_requirements(args.algorithm), **extra)
@@ -382,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             step(f"scored; plots logged; registered {args.name} version "
                  f"{info.registered_model_version}")
-        if labels is not None:
-            mlflow.log_dict({"labels": [str(v) for v in labels]}, "labels.json")
     return 0
 
 

@@ -1,0 +1,144 @@
+"""Jobs forked from the preloading fork server (cumulo.compute.zygote), end to end.
+
+The server here preloads only numpy (the real default, ``auto``, is the whole ML stack and is
+what the ML tests' server runs); the fork, signal, exit-code and fallback paths are the same.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cumulo.compute.zygote import AUTO, parse_preload
+from cumulo.config import load_settings
+from cumulo.errors import Invalid
+from tests.services import Cumulo, start_cumulo
+
+PRELOADED = "import sys; print('preloaded', 'numpy' in sys.modules, flush=True)"
+
+
+@pytest.fixture(scope="module")
+def forking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    home = tmp_path_factory.mktemp("zygote") / ".cumulo"
+    server = start_cumulo(home, {"CUMULO_PRELOAD": "numpy", "CUMULO_JOB_GRACE_SECONDS": "1"})
+    _wait_ready(server)
+    yield server
+    server.stop()
+
+
+def _wait_ready(server: Cumulo, timeout: float = 60) -> None:
+    c = server.client()
+    deadline = time.monotonic() + timeout
+    while c.clusters.show("local")["preloaded"] != ["numpy"]:
+        assert time.monotonic() < deadline, "the fork server never became ready"
+        time.sleep(0.2)
+
+
+def _zygote(server: Cumulo) -> psutil.Process:
+    found = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+             if "cumulo.compute.zygote" in " ".join(p.cmdline())]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _run(server: Cumulo, code: str, **kwargs: object) -> tuple[dict, list[str]]:
+    job = server.client().jobs.run(command=["python", "-c", code], **kwargs)  # type: ignore[arg-type]
+    info = job.wait(60)
+    return info, list(job.logs())
+
+
+def test_parse_preload() -> None:
+    assert parse_preload("none") == [] and parse_preload(None) == []
+    assert parse_preload("auto") == list(AUTO)
+    assert parse_preload("auto,torch")[-1] == "torch"
+    assert parse_preload(" numpy , json,numpy") == ["numpy", "json"]
+    assert parse_preload(["numpy", "os.path"]) == ["numpy", "os.path"]
+    with pytest.raises(ValueError, match="'numpy;rm' is not a module name"):
+        parse_preload("numpy;rm")
+
+
+def test_bad_preload_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Invalid, match="setting preload: preload entry '-x'"):
+        load_settings({"CUMULO_HOME": str(tmp_path), "CUMULO_PRELOAD": "auto,-x"})
+    assert load_settings({"CUMULO_HOME": str(tmp_path)}).preload == "auto"
+
+
+def test_python_job_starts_with_the_preloaded_modules(forking: Cumulo, code: Path) -> None:
+    info, lines = _run(forking, PRELOADED)
+    assert info["state"] == "succeeded" and lines == ["preloaded True"]
+    # The same job with a Python start-up variable needs an interpreter of its own.
+    info, lines = _run(forking, PRELOADED, env={"PYTHONHASHSEED": "0"})
+    assert info["state"] == "succeeded" and lines == ["preloaded False"]
+    # A job from a code folder, with its outputs, metrics and usage, as from a warm worker.
+    job = forking.client().jobs.run("ok.py", code=code, args=["--lr", "0.1"])
+    info = job.wait(60)
+    assert info["state"] == "succeeded", info
+    assert list(job.logs())[0] == "args ['--lr', '0.1'] attempt 1"
+    assert [(p["step"], p["value"]) for p in job.metrics()["loss"]] == [(1, 0.5), (2, 0.25)]
+    assert [a["path"] for a in job.artifacts()] == ["model.txt", "sub/eval.json"]
+    assert 0 < info["usage"]["cpu_seconds"] < 5
+
+
+def test_forked_jobs_are_separate_processes(forking: Cumulo) -> None:
+    code = ("import os, numpy as np, subprocess\n"
+            "print(os.getpid() == os.getpgid(0), np.random.randint(1 << 30),"
+            " subprocess.run(['true']).returncode)\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(sorted({p['num_threads'] for p in threadpool_info()}))")
+    draws = set()
+    for _ in range(2):
+        info, lines = _run(forking, code, cpus=1)
+        assert info["state"] == "succeeded", lines
+        leader, draw, child = lines[0].split()
+        # Its own process group (cancel reaches all of it), a child's exit code seen (the
+        # fork server's SIGCHLD handling is not inherited), thread pools sized to --cpus 1.
+        assert (leader, child) == ("True", "0") and lines[1] == "[1]"
+        draws.add(draw)
+    assert len(draws) == 2, "each forked job must get fresh random state"
+
+
+def test_exit_codes_and_signals(forking: Cumulo, code: Path) -> None:
+    c = forking.client()
+    info = c.jobs.run("fail.py", code=code).wait(60)
+    assert info["state"] == "failed" and info["exit_code"] == 3
+    job = c.jobs.run("stubborn.py", code=code)
+    _wait_log(job, "started")
+    info = job.cancel()
+    info = job.wait(30)
+    assert info["state"] == "cancelled", info
+    # Killed from outside, with no chance to write its exit record: the fork server reports
+    # the signal.
+    job = c.jobs.run("sleep.py", code=code, args=["60"])
+    _wait_log(job, "sleeping")
+    os.kill(job.refresh()["pid"], signal.SIGKILL)
+    info = job.wait(30)
+    assert info["state"] == "failed" and info["exit_code"] == 137, info
+    assert info["reason"] == "killed by SIGKILL", info
+
+
+def test_jobs_run_on_when_the_fork_server_dies(forking: Cumulo) -> None:
+    _zygote(forking).kill()
+    info, lines = _run(forking, PRELOADED)  # a warm worker takes it meanwhile
+    assert info["state"] == "succeeded" and lines[0].startswith("preloaded")
+    _wait_ready(forking)  # and a new fork server is started
+    info, lines = _run(forking, PRELOADED)
+    assert lines == ["preloaded True"]
+
+
+def test_no_fork_server_when_preload_is_none(compute: Cumulo) -> None:
+    assert compute.client().clusters.show("local")["preloaded"] == []
+    assert not [p for p in psutil.Process(compute.proc.pid).children(recursive=True)
+                if "cumulo.compute.zygote" in " ".join(p.cmdline())]
+
+
+def _wait_log(job, text: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while text not in list(job.logs()):
+        assert time.monotonic() < deadline, f"the job never printed {text!r}"
+        time.sleep(0.1)
