@@ -15,12 +15,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cumulo.compute.zygote import AUTO, parse_preload
+from cumulo.compute.zygote import AUTO, parse_preload, uses_preloaded
 from cumulo.config import load_settings
 from cumulo.errors import Invalid
 from tests.services import Cumulo, start_cumulo
 
-PRELOADED = "import sys; print('preloaded', 'numpy' in sys.modules, flush=True)"
+# Whether numpy was loaded before the job's own code ran; the job imports it after (so that
+# it goes to the fork server, which takes jobs whose code imports what it preloaded).
+PRELOADED = "import sys; print('preloaded', 'numpy' in sys.modules, flush=True); import numpy"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,17 @@ def test_parse_preload() -> None:
         parse_preload("numpy;rm")
 
 
+@pytest.mark.parametrize(("code", "uses"), [
+    ("import numpy as np", True), ("import sys; import pandas", True),
+    ("import os, sys as s, sklearn.metrics", True), ("from mlflow import log_metric", True),
+    ("from cumulo.ml.checkpoint import save_checkpoint", True), ("import cumulo.job", False),
+    ("pass", False), ("import numpyx", False), ("x = 'import numpy'", False)])
+def test_which_jobs_use_the_preloaded_modules(code: str, uses: bool) -> None:
+    assert uses_preloaded(["python", "-c", code], None, parse_preload("auto")) is uses
+    assert uses_preloaded(["python", "-m", "cumulo.ml.train"], None, ["mlflow", "cumulo.ml"])
+    assert not uses_preloaded(["python", "-c", "import numpy"], None, [])
+
+
 def test_bad_preload_setting_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Invalid, match="setting preload: preload entry '-x'"):
         load_settings({"CUMULO_HOME": str(tmp_path), "CUMULO_PRELOAD": "auto,-x"})
@@ -75,13 +88,28 @@ def test_python_job_starts_with_the_preloaded_modules(forking: Cumulo, code: Pat
     # The same job with a Python start-up variable needs an interpreter of its own.
     info, lines = _run(forking, PRELOADED, env={"PYTHONHASHSEED": "0"})
     assert info["state"] == "succeeded" and lines == ["preloaded False"]
-    # A job from a code folder, with its outputs, metrics and usage, as from a warm worker.
-    job = forking.client().jobs.run("ok.py", code=code, args=["--lr", "0.1"])
+    # Code that imports nothing preloaded starts sooner from a fresh warm worker.
+    info, lines = _run(forking, "import sys; print('preloaded', 'numpy' in sys.modules)")
+    assert info["state"] == "succeeded" and lines == ["preloaded False"]
+
+
+def test_code_folder_that_imports_preloaded_modules(forking: Cumulo, code: Path,
+                                                    tmp_path: Path) -> None:
+    # The import is in a module of the folder, not in the entry point: the folder counts.
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "helpers.py").write_text("import numpy as np\n\ndef mean(xs):\n"
+                                       "    return float(np.mean(xs))\n")
+    (folder / "main.py").write_text(
+        "import sys\nwas = 'numpy' in sys.modules\nimport cumulo.job as job\n"
+        "from helpers import mean\nprint('preloaded', was, 'mean', mean([1, 2, 3]))\n"
+        "job.log_metric('loss', 0.5, step=1)\n(job.output_dir / 'out.txt').write_text('x')\n")
+    job = forking.client().jobs.run("main.py", code=folder)
     info = job.wait(60)
     assert info["state"] == "succeeded", info
-    assert list(job.logs())[0] == "args ['--lr', '0.1'] attempt 1"
-    assert [(p["step"], p["value"]) for p in job.metrics()["loss"]] == [(1, 0.5), (2, 0.25)]
-    assert [a["path"] for a in job.artifacts()] == ["model.txt", "sub/eval.json"]
+    assert list(job.logs()) == ["preloaded True mean 2.0"]
+    assert [(p["step"], p["value"]) for p in job.metrics()["loss"]] == [(1, 0.5)]
+    assert [a["path"] for a in job.artifacts()] == ["out.txt"]
     assert 0 < info["usage"]["cpu_seconds"] < 5
 
 
@@ -103,18 +131,25 @@ def test_forked_jobs_are_separate_processes(forking: Cumulo) -> None:
     assert len(draws) == 2, "each forked job must get fresh random state"
 
 
-def test_exit_codes_and_signals(forking: Cumulo, code: Path) -> None:
+def test_exit_codes_and_signals(forking: Cumulo) -> None:
     c = forking.client()
-    info = c.jobs.run("fail.py", code=code).wait(60)
+    fork = PRELOADED + "\nimport signal, sys, time\n"
+    job = c.jobs.run(command=["python", "-c", fork + "sys.exit(3)"])
+    info = job.wait(60)
     assert info["state"] == "failed" and info["exit_code"] == 3
-    job = c.jobs.run("stubborn.py", code=code)
+    assert list(job.logs()) == ["preloaded True"]
+    stubborn = ("signal.signal(signal.SIGTERM, lambda *a: print('ignoring', flush=True))\n"
+                "print('started', flush=True)\nwhile True:\n    time.sleep(0.1)\n")
+    job = c.jobs.run(command=["python", "-c", fork + stubborn])
     _wait_log(job, "started")
-    info = job.cancel()
+    job.cancel()
     info = job.wait(30)
     assert info["state"] == "cancelled", info
+    assert list(job.logs())[:3] == ["preloaded True", "started", "ignoring"]
     # Killed from outside, with no chance to write its exit record: the fork server reports
     # the signal.
-    job = c.jobs.run("sleep.py", code=code, args=["60"])
+    job = c.jobs.run(command=["python", "-c", fork + "print('sleeping', flush=True)\n"
+                              "time.sleep(60)\n"])
     _wait_log(job, "sleeping")
     os.kill(job.refresh()["pid"], signal.SIGKILL)
     info = job.wait(30)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -101,7 +101,7 @@ def test_bad_training_input(tracked: Cumulo, customers: str) -> None:
     empty = c.train(table="shop.empty", target="b", name="bad").wait(300)
     assert empty["state"] == "failed" and "table is empty" in empty["log_tail"]
     c.tables.write("shop.stamped", pa.table({
-        "at": pa.array([datetime(2026, 1, d, tzinfo=timezone.utc) for d in range(1, 11)]),
+        "at": pa.array([datetime(2026, 1, d, tzinfo=UTC) for d in range(1, 11)]),
         "y": [0, 1] * 5}))
     stamped = c.train(table="shop.stamped", target="y", name="bad").wait(300)
     assert stamped["state"] == "failed" and "column 'at' is datetime64" in stamped["log_tail"]

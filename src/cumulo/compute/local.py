@@ -5,10 +5,11 @@ handing it a job is one write. The pool keeps ``min_workers`` ready; a worker th
 job is replaced, so after a burst the pool holds up to ``max_workers``, and those above
 ``min_workers`` are let go once idle for ``idle_timeout``.
 
-Python jobs go to the fork server instead, once it is ready (``cumulo.compute.zygote``): a
-process that has imported the ML stack once and forks a child per job, so that a training job
-does not spend its first seconds importing pandas, scikit-learn and MLflow. Until it is ready,
-or if it dies, they go to the warm workers as before.
+Python jobs whose code imports the ML stack go to the fork server instead, once it is ready
+(``cumulo.compute.zygote``): a process that has imported that stack once and forks a child per
+job, so that a training job does not spend its first seconds importing pandas, scikit-learn and
+MLflow. Until it is ready, or if it dies, they go to the warm workers as before; so do jobs
+that import none of it, which a fresh interpreter starts sooner than a fork of a large process.
 
 Each job runs in a session (process group) of its own, writing straight to its log file: the
 control plane never carries a job's output, and a restart of the control plane leaves running
@@ -266,9 +267,11 @@ class LocalExecutor:
         """Hand a job to the fork server, a warm worker or a fresh one; return its pid and
         start time."""
         if self._zygote is not None and self._zygote.usable:
-            from cumulo.compute.runner import runs_in_process
+            from cumulo.compute.runner import job_argv, runs_in_process
+            from cumulo.compute.zygote import uses_preloaded
 
-            if runs_in_process(spec):
+            if runs_in_process(spec) and uses_preloaded(job_argv(spec), spec.get("workdir"),
+                                                         self._zygote.modules):
                 pid = self._zygote.fork(spec)
                 if pid is not None:
                     try:

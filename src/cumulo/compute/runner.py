@@ -127,7 +127,8 @@ def _run_python(argv: list[str]) -> None:
 
 def job_argv(spec: dict[str, Any]) -> list[str]:
     """The command line a job's spec stands for."""
-    entry, command, args = spec.get("entry"), spec.get("command"), spec.get("args", [])
+    entry, command = spec.get("entry"), spec.get("command")
+    args: list[str] = list(spec.get("args", []))
     if entry:
         return ([sys.executable, entry] if entry.endswith(".py")
                 else ["bash", entry] if entry.endswith(".sh") else [f"./{entry}"]) + args

@@ -23,6 +23,7 @@ signal handlers, fresh random state, and thread pools sized to the job's CPUs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
@@ -35,9 +36,10 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-__all__ = ["AUTO", "parse_preload"]
+__all__ = ["AUTO", "parse_preload", "uses_preloaded"]
 
 # What built-in training and typical training scripts import, in dependency order. Those not
 # installed are skipped. torch is not among them: it doubles the memory the server holds and
@@ -70,6 +72,48 @@ def parse_preload(value: str | list[str] | None) -> list[str]:
             raise ValueError(f"preload entry {item!r} is not a module name; use 'auto', "
                              "'none' or module names separated by commas (auto,torch)")
     return out
+
+
+def _roots(modules: list[str]) -> list[str]:
+    """What a job's code must import to gain from the preloaded modules: their top-level
+    packages, but for Cumulo's own (every job imports ``cumulo.job``) the ML part only."""
+    roots: list[str] = []
+    for name in modules:
+        root = "cumulo.ml" if name.startswith("cumulo.ml") else name.split(".")[0]
+        if root != "cumulo" and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def uses_preloaded(argv: list[str], workdir: str | None, modules: list[str],
+                   max_bytes: int = 4 << 20) -> bool:
+    """Whether a Python job's code imports any of ``modules`` (a static look at its ``-c``
+    code, its ``-m`` module and the ``.py`` files of its code folder). A job that does not
+    starts faster from a plain warm worker: forking the fork server and ending the child cost
+    some tens of milliseconds more than a fresh interpreter (its memory is larger). A folder
+    larger than ``max_bytes`` of Python is assumed to import them."""
+    roots = _roots(modules)
+    if not roots:
+        return False
+    names = "(?:" + "|".join(map(re.escape, roots)) + r")\b"
+    pattern = re.compile(r"(?:^|;)\s*(?:from\s+" + names + r"|import\s+(?:[\w.]+(?:\s+as\s+\w+)?"
+                         r"\s*,\s*)*" + names + ")", re.MULTILINE)
+    if len(argv) >= 3 and argv[1] == "-c" and pattern.search(argv[2]):
+        return True
+    if len(argv) >= 3 and argv[1] == "-m" and pattern.search(f"import {argv[2]}"):
+        return True
+    if not workdir:
+        return False
+    seen = 0
+    for path in Path(workdir).rglob("*.py"):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        seen += len(text)
+        if seen > max_bytes or pattern.search(text):
+            return True
+    return False
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -141,22 +185,34 @@ def _serve() -> dict[str, Any] | None:
             _send({"pid": pid})
 
 
+_pools: Any = None  # threadpoolctl's view of the preloaded libraries, found before forking
+
+
+def _find_pools() -> None:
+    """Find the preloaded libraries' thread pools once: looking costs tens of milliseconds
+    (every loaded library is inspected), too much to repeat in each job."""
+    global _pools
+    if "numpy" not in sys.modules:
+        return
+    try:
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+    except ImportError:
+        return  # it comes with scikit-learn; without it, the pools stay as loaded
+    _pools = ThreadpoolController()
+
+
 def _limit_threads(env: dict[str, str]) -> None:
     """Size the preloaded libraries' thread pools to the job: they read OMP_NUM_THREADS and
     friends when they were loaded, here, not in the job."""
+    if _pools is None:
+        return
     omp = env.get("OMP_NUM_THREADS")
     blas = env.get("OPENBLAS_NUM_THREADS") or env.get("MKL_NUM_THREADS") or omp
-    if not (omp or blas) or "numpy" not in sys.modules:
-        return
     try:
-        from threadpoolctl import threadpool_limits
-
         if blas and blas.isdigit():
-            threadpool_limits(int(blas), user_api="blas")
+            _pools.limit(limits=int(blas), user_api="blas")
         if omp and omp.isdigit():
-            threadpool_limits(int(omp), user_api="openmp")
-    except ImportError:
-        return  # threadpoolctl comes with scikit-learn; without it, the pools stay as loaded
+            _pools.limit(limits=int(omp), user_api="openmp")
     except Exception as exc:  # pragma: no cover - a library threadpoolctl cannot drive
         print(f"cumulo: could not size thread pools: {exc!r}", file=sys.stderr)
 
@@ -165,7 +221,8 @@ def _child(spec: dict[str, Any]) -> int:
     os.setsid()
     if not spec.get("log"):  # stdout is the supervisor's pipe: the job must not write to it
         spec["log"] = os.devnull
-    gc.unfreeze()
+    # The preloaded objects stay frozen: collecting them would write to every page they are
+    # on, copying the fork server's memory into the job's.
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()  # else every job would draw the same numbers
     from cumulo.compute import runner
@@ -180,6 +237,9 @@ def main() -> int:
     t0 = time.perf_counter()
     loaded = _preload(modules)
     import cumulo.compute.runner  # noqa: F401 - the child runs the job with it
+    _find_pools()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # its first call costs 20 ms of set-up: not per job
 
     if threading.active_count() > 1:
         names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
@@ -191,7 +251,22 @@ def main() -> int:
     spec = _serve()
     if spec is None:
         return 0
-    return _child(spec)
+    code = _child(spec)
+    _exit(code)
+    return code  # pragma: no cover - _exit does not return
+
+
+def _exit(code: int) -> None:
+    """End the job's process as an interpreter exit would, less the teardown: tearing down
+    thousands of preloaded modules would touch, and so copy, all of the fork server's memory
+    (tens of milliseconds per job) for a process about to end anyway."""
+    with contextlib.suppress(Exception):
+        threading._shutdown()  # type: ignore[attr-defined]  # wait for non-daemon threads
+    atexit._run_exitfuncs()  # the job's handlers, then the runner's exit record
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def column_kinds(frame: pd.DataFrame) -> dict[str, str]:
         column = frame[name]
         if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
             kinds[name] = "number"
-        elif isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(
-                column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+        elif isinstance(column.dtype, pd.CategoricalDtype) or (pd.api.types.is_string_dtype(
+                column.dtype) and not pd.api.types.is_object_dtype(column.dtype)):
             kinds[name] = "text"
         elif pd.api.types.is_object_dtype(column):
             sample = column.dropna()
@@ -114,7 +114,7 @@ class TabularModel(BaseEstimator):  # type: ignore[misc]
     def _has_proba(self) -> bool:
         return hasattr(self.estimator, "predict_proba")
 
-    @available_if(_has_proba)
+    @available_if(_has_proba)  # type: ignore[untyped-decorator]
     def predict_proba(self, X: Any) -> Any:
         return self.estimator_.predict_proba(self.transform(X))
 
