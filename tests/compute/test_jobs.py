@@ -238,6 +238,24 @@ def test_list_filters(compute: Cumulo, code: Path) -> None:
         c.jobs.list(state="sleeping")
 
 
+def test_wait_for_any_of_several_jobs(compute: Cumulo, code: Path) -> None:
+    c = compute.client()
+    slow = c.jobs.run("sleep.py", code=code, args=["30"])
+    quick = c.jobs.run("sleep.py", code=code, args=["0.5"])
+    t0 = time.monotonic()
+    ended = c.jobs.wait_any([slow, quick], timeout=25)
+    assert [j.id for j in ended] == [quick.id] and time.monotonic() - t0 < 20
+    assert quick.state == "succeeded" and slow.state in ("queued", "starting", "running")
+    assert c.jobs.wait_any([slow], timeout=0.5) == []  # none ended: back after the timeout
+    slow.cancel()
+    with pytest.raises(Invalid, match="wait needs ids"):
+        compute.client().transport.json("GET", "/api/v1/jobs", params={"wait": 1})
+    from cumulo.compute.sdk import Job
+
+    with pytest.raises(NotFound, match="job-nope"):
+        c.jobs.wait_any([slow, Job(c.transport, {"id": "job-nope", "state": "queued"})])
+
+
 def test_warm_pool_keeps_minimum_and_lets_idle_go(compute: Cumulo, code: Path) -> None:
     c = compute.client()
     c.clusters.create("warm", min_workers=2, max_workers=4, idle_timeout="1s")

@@ -88,6 +88,10 @@ def test_python_job_starts_with_the_preloaded_modules(forking: Cumulo, code: Pat
     # The same job with a Python start-up variable needs an interpreter of its own.
     info, lines = _run(forking, PRELOADED, env={"PYTHONHASHSEED": "0"})
     assert info["state"] == "succeeded" and lines == ["preloaded False"]
+    # MLflow's usage telemetry is off in jobs (a job's --env may turn it back on).
+    info, lines = _run(forking, PRELOADED + "; import os; print(os.environ["
+                       "'MLFLOW_DISABLE_TELEMETRY'])")
+    assert lines == ["preloaded True", "true"]
     # Code that imports nothing preloaded starts sooner from a fresh warm worker.
     info, lines = _run(forking, "import sys; print('preloaded', 'numpy' in sys.modules)")
     assert info["state"] == "succeeded" and lines == ["preloaded False"]

@@ -248,13 +248,31 @@ def submit_job(body: JobIn, session: DbSession, storage: Storage, caller: Caller
 
 
 @jobs_router.get("", response_model=list[JobOut], summary="List jobs, newest first")
-def list_jobs(session: DbSession, caller: Caller, state: str | None = None,
-              cluster: str | None = None, tag: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[JobOut]:
-    jobs = job_service.list_jobs(session, caller, state=state, cluster=cluster, tag=tag,
-                                 limit=limit)
-    names = user_names(session, (j.created_by for j in jobs))
-    return [job_out(j, names) for j in jobs]
+async def list_jobs(request: Request, caller: Caller, state: str | None = None,
+                    cluster: str | None = None, tag: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+                    ids: Annotated[str | None, Query(description=(
+                        "only these jobs, in this order: ids separated by commas"))] = None,
+                    wait: Annotated[float, Query(ge=0, le=60, description=(
+                        "with ids: seconds to wait for one of them to end before answering"
+                        ))] = 0) -> list[JobOut]:
+    sessions = request.app.state.sessions
+    wanted = [i for i in (ids or "").split(",") if i]
+    if wait > 0 and not wanted:
+        raise Invalid("wait needs ids: the jobs to wait for, e.g. ?ids=job-1,job-2&wait=10")
+
+    def read() -> list[JobOut]:
+        with sessions() as session:
+            if wanted:
+                jobs = [job_service.get_job(session, i, caller) for i in wanted]
+            else:
+                jobs = job_service.list_jobs(session, caller, state=state, cluster=cluster,
+                                             tag=tag, limit=limit)
+            names = user_names(session, (j.created_by for j in jobs))
+            return [job_out(j, names) for j in jobs]
+
+    return await _long_poll(request, read, lambda out: any(j.state in FINISHED for j in out),
+                            wait)
 
 
 @jobs_router.get("/{job_id}", response_model=JobOut, summary="Show a job")
@@ -268,19 +286,24 @@ async def show_job(job_id: str, request: Request, caller: Caller,
             job = job_service.get_job(session, job_id, caller)
             return job_out(job, user_names(session, [job.created_by]))
 
+    return await _long_poll(request, read, lambda out: out.state in FINISHED, wait)
+
+
+async def _long_poll(request: Request, read: Any, done: Any, wait: float) -> Any:
+    """``read()`` now, or once ``done(read())`` holds, within ``wait`` seconds, holding no
+    thread while it waits. It reads again after each step of the supervisor (which records
+    jobs' ends), and at least every second (an end recorded by another control plane sharing
+    the database). Watching starts before the first read, so an end in between is not missed.
+    """
     if wait <= 0:
         return await run_in_threadpool(read)
-    # A long poll: answers as soon as the job has ended, holding no thread while it waits. The
-    # job is read again after each step of the supervisor (which records ends), and at least
-    # every second (an end recorded by another control plane sharing the database). Watching
-    # starts before the first read, so an end recorded in between is not missed.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     supervisor = _supervisor(request)
     changed = supervisor.watch()
     try:
         out = await run_in_threadpool(read)
-        while out.state not in FINISHED and (left := deadline - loop.time()) > 0:
+        while not done(out) and (left := deadline - loop.time()) > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
             changed.clear()

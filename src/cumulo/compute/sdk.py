@@ -206,6 +206,26 @@ class JobsClient:
         return [Job(self._t, info) for info in self._t.json("GET", "/api/v1/jobs",
                                                             params=params)]
 
+    def wait_any(self, jobs: builtins.list[Job], timeout: float = 30.0) -> builtins.list[Job]:
+        """Block until one of ``jobs`` has ended, or ``timeout`` seconds; refresh them all
+        (one request) and return those that have ended, if any.
+
+        >>> ended = client.jobs.wait_any([a, b], timeout=10)  # doctest: +SKIP
+        """
+        if not jobs:
+            return []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            infos = self._t.json("GET", "/api/v1/jobs", params={
+                "ids": ",".join(j.id for j in jobs), "wait": max(0.0, min(30.0, left))},
+                timeout=60)
+            for job, info in zip(jobs, infos, strict=True):
+                job.info = info
+            ended = [j for j in jobs if j.done]
+            if ended or deadline - time.monotonic() <= 0:
+                return ended
+
     def cancel(self, job_id: str) -> Job:
         return Job(self._t, self._t.json("POST", f"/api/v1/jobs/{job_id}/cancel"))
 

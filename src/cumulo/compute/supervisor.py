@@ -390,8 +390,11 @@ class Supervisor:
         import json
 
         threads = str(max(1, int(job.cpus)))
+        # MLflow's usage telemetry would send each job's calls to a third party (and wait on a
+        # network these machines may not have): off, unless the job's --env turns it on.
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "OPENBLAS_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", **job.env}
+               "OPENBLAS_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
+               "MLFLOW_DISABLE_TELEMETRY": "true", **job.env}
         env.update({
             "CUMULO_URL": self.settings.public_url or self.settings.url,
             "CUMULO_JOB_ID": job.id,

@@ -48,7 +48,7 @@ AUTO = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "pyarrow.dataset", "del
         "sklearn", "sklearn.metrics", "sklearn.model_selection", "sklearn.ensemble",
         "sklearn.linear_model", "sklearn.preprocessing", "sklearn.pipeline", "scipy.stats",
         "lightgbm", "xgboost", "matplotlib.pyplot", "cloudpickle", "mlflow", "mlflow.sklearn",
-        "mlflow.models", "cumulo.ml.train", "cumulo.ml.script")
+        "mlflow.models", "cumulo.job", "cumulo.ml.tabular")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -228,6 +228,9 @@ def _child(spec: dict[str, Any]) -> int:
     from cumulo.compute import runner
 
     _limit_threads(spec.get("env", {}))
+    argv = runner.job_argv(spec)
+    if len(argv) >= 3 and argv[1] == "-m":
+        sys.modules.pop(argv[2], None)  # runpy runs it afresh as __main__, without a warning
     runner._spec = spec
     return runner._run(spec)
 

@@ -107,6 +107,8 @@ class TrackingServer:
         env.update(extra_env)
         # MLflow's own job queue (huey workers) is not used: Cumulo runs the jobs.
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        # No usage telemetry to a third party from a server people run for themselves.
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         logfile = self.settings.home / "mlflow.log"
         with open(logfile, "ab") as out:
             self._proc = subprocess.Popen(

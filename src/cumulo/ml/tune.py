@@ -292,18 +292,15 @@ class Tuner:
         return trials
 
     def _wait_any(self) -> None:
-        """Long-poll the oldest running trial: back as soon as it ends, or after a moment."""
-        first = next(iter(self._running.values()))
-        first.job.info = self.client.transport.json(
-            "GET", f"/api/v1/jobs/{first.job.id}", params={"wait": self.poll_seconds},
-            timeout=60)
+        """Long-poll the running trials (one request): back as soon as any of them ends, or
+        after ``poll_seconds`` to read their progress for early stopping."""
+        self.client.jobs.wait_any([r.job for r in self._running.values()],
+                                  timeout=self.poll_seconds if self.early_stopping else 30.0)
 
     def _check(self, study: Any, running: _Running) -> Trial | None:
         from optuna.trial import TrialState
 
-        job = running.job
-        if job is not next(iter(self._running.values())).job:
-            job.refresh()
+        job = running.job  # refreshed by _wait_any
         if self.early_stopping and job.state == "running":
             series = job.metrics().get(self.objective, [])
             for point in series:
