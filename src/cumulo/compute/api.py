@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -32,6 +32,7 @@ __all__ = ["clusters_router", "jobs_router"]
 clusters_router = APIRouter(prefix="/clusters", tags=["clusters"])
 jobs_router = APIRouter(prefix="/jobs", tags=["jobs"])
 DbSession = Annotated[Session, Depends(get_session)]
+_T = TypeVar("_T")
 Caller = Annotated[Principal, Depends(current_principal)]
 Storage = Annotated[Backend, Depends(request_backend)]
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -289,7 +290,8 @@ async def show_job(job_id: str, request: Request, caller: Caller,
     return await _long_poll(request, read, lambda out: out.state in FINISHED, wait)
 
 
-async def _long_poll(request: Request, read: Any, done: Any, wait: float) -> Any:
+async def _long_poll(request: Request, read: Callable[[], _T], done: Callable[[_T], bool],
+                     wait: float) -> _T:
     """``read()`` now, or once ``done(read())`` holds, within ``wait`` seconds, holding no
     thread while it waits. It reads again after each step of the supervisor (which records
     jobs' ends), and at least every second (an end recorded by another control plane sharing
