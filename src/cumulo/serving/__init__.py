@@ -1,0 +1,1 @@
+"""Real-time endpoints and batch predictions (SageMaker endpoints, Azure online endpoints)."""
