@@ -27,9 +27,9 @@ def test_upgrade_twice(url: str) -> None:
     tables = set(inspect(engine).get_table_names())
     assert {"users", "tokens", "buckets", "objects", "lake_databases", "lake_tables",
             "sql_queries", "clusters", "jobs", "job_metrics", "job_artifacts", "code_snapshots",
-            "usage_records", "model_alias_events", "alembic_version"} <= tables
+            "usage_records", "model_alias_events", "endpoints", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0004"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0005"
     engine.dispose()
 
 
@@ -43,6 +43,7 @@ def test_models_match_the_migrations(url: str) -> None:
     import cumulo.lake.models
     import cumulo.metering.models
     import cumulo.ml.models
+    import cumulo.serving.models
     import cumulo.storage.models  # noqa: F401
     from cumulo.db import Base
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cumulo.lake.sdk import SqlClient, TablesClient
     from cumulo.metering.sdk import CostsClient
     from cumulo.ml.sdk import ModelsClient
+    from cumulo.serving.sdk import EndpointsClient
     from cumulo.storage.sdk import FilesClient
 
 __all__ = ["Client"]
@@ -84,6 +85,12 @@ class Client:
         from cumulo.ml.sdk import ModelsClient
 
         return ModelsClient(self.transport)
+
+    @cached_property
+    def endpoints(self) -> EndpointsClient:
+        from cumulo.serving.sdk import EndpointsClient
+
+        return EndpointsClient(self.transport)
 
     def train(self, *, table: str, target: str, name: str, **options: Any) -> Any:
         """Built-in training (no code): ``table`` and ``target`` in, model ``name`` out.

@@ -25,6 +25,7 @@ from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
 from cumulo.server.middleware import RequestContext
 from cumulo.server.status import router as status_router
+from cumulo.serving.api import endpoints_router, invocations_router
 from cumulo.storage.api import router as storage_router
 from cumulo.storage.backends import Backend
 
@@ -32,7 +33,7 @@ __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
 ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router,
-           clusters_router, jobs_router, costs_router, models_router)
+           clusters_router, jobs_router, costs_router, models_router, endpoints_router)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -61,12 +62,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     supervisor = Supervisor(app.state.settings, app.state.engine, app.state.storage)
     app.state.compute = supervisor
     app.state.tracking = TrackingServer(app.state.settings, app.state.storage.url)
+    from cumulo.serving.manager import EndpointManager
+
+    endpoints = EndpointManager(app.state.settings, app.state.engine, app.state.tracking.ensure)
+    app.state.endpoints = endpoints
     supervisor.start()
+    endpoints.start()
     try:
         yield
     finally:
+        endpoints.stop()
         supervisor.stop()
         app.state.tracking.stop()
+        if getattr(app.state, "endpoints_http", None) is not None:
+            await app.state.endpoints_http.aclose()
         if getattr(app.state, "mlflow_http", None) is not None:
             await app.state.mlflow_http.aclose()
 
@@ -93,6 +102,8 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     app.include_router(api)
     app.include_router(mlflow_router)  # /mlflow: MLflow's own API, behind the same tokens
     app.include_router(login_router)  # /login, /logout: a browser's token, as a cookie
+    # /endpoints/NAME/invocations: forwarded to the endpoint's replicas, behind the same tokens
+    app.include_router(invocations_router, dependencies=[Depends(require_token)])
 
     @app.get("/healthz", tags=["status"], summary="Liveness, without a token")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,218 @@
+"""REST routes of serving: ``/api/v1/endpoints``, and ``/endpoints/NAME/invocations``.
+
+The invocation route here is a convenience that forwards to the endpoint's replicas; the fast
+path is the endpoint's own address (``url`` in ``show``), which the replicas answer directly.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from datetime import datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from cumulo.compute.spec import parse_memory
+from cumulo.db import get_session, utcnow
+from cumulo.errors import Conflict, Invalid, NotFound, Unavailable
+from cumulo.principal import Principal, current_principal
+from cumulo.serving.models import Endpoint
+
+__all__ = ["endpoints_router", "invocations_router"]
+
+endpoints_router = APIRouter(prefix="/endpoints", tags=["endpoints"])
+invocations_router = APIRouter(tags=["endpoints"])
+DbSession = Annotated[Session, Depends(get_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class VariantIn(BaseModel):
+    model: str = Field(description="NAME:VERSION, NAME@ALIAS or NAME (its latest version)")
+    name: str | None = Field(None, description="the variant's name; default NAME-VERSION")
+    weight: float = Field(1.0, description="traffic share = weight / sum of weights")
+    shadow: bool = Field(False, description="gets a copy of live traffic; answers not returned")
+
+
+class EndpointIn(BaseModel):
+    name: str
+    model: str | None = Field(None, description="one model: NAME:VERSION, NAME@ALIAS or NAME")
+    variants: list[VariantIn] | None = Field(None, description="several models, with weights")
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    max_batch_size: int = Field(64, description="most rows combined into one model call")
+    max_wait_ms: float = Field(2.0, description="longest a request waits for others to join")
+    max_body: str | int = Field("6M", description="largest request body (bytes, or like 6M)")
+
+
+class EndpointOut(BaseModel):
+    name: str
+    state: str
+    url: str = Field(description="the replicas' own address: POST {url}/invocations")
+    variants: list[dict[str, Any]]
+    min_replicas: int
+    max_replicas: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_body: int
+    replicas: list[dict[str, Any]]
+    restarts: int
+    message: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _manager(request: Request) -> Any:
+    return request.app.state.endpoints
+
+
+def _out(request: Request, e: Endpoint) -> EndpointOut:
+    host = _manager(request).host
+    runtime = _manager(request).runtime(e.name)
+    return EndpointOut(
+        name=e.name, state=e.state, url=f"http://{host}:{e.port}", variants=e.variants,
+        min_replicas=e.min_replicas, max_replicas=e.max_replicas,
+        max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
+        replicas=runtime["replicas"], restarts=runtime["restarts"], message=e.message,
+        created_at=e.created_at, updated_at=e.updated_at)
+
+
+def _get(session: Session, name: str) -> Endpoint:
+    endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+    if endpoint is None or endpoint.state == "deleting":
+        raise NotFound(f"no endpoint {name!r}; 'cumulo endpoints ls' lists them",
+                       details={"endpoint": name})
+    return endpoint
+
+
+def resolve_model(registry: Any, ref: str) -> tuple[str, str]:
+    """``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` to a model name and version."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        aliases = registry.get(name)["aliases"]
+        if alias not in aliases:
+            raise NotFound(f"model {name!r} has no alias {alias!r}; its aliases: "
+                           f"{', '.join(sorted(aliases)) or 'none'}")
+        return name, str(aliases[alias])
+    if ":" in ref:
+        name, version = ref.rsplit(":", 1)
+        if not version.isdigit():
+            raise Invalid(f"model {ref!r}: the version after ':' must be a number, like "
+                          f"{name}:3")
+        registry.version(name, version)  # NotFound names what exists
+        return name, version
+    latest = registry.get(ref)["latest_version"]
+    if latest is None:
+        raise NotFound(f"model {ref!r} has no versions yet")
+    return ref, str(latest)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@endpoints_router.post("", status_code=201, response_model=EndpointOut,
+                       summary="Create an endpoint")
+def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
+                    request: Request) -> EndpointOut:
+    if not _NAME.match(body.name):
+        raise Invalid(f"endpoint name {body.name!r} must be 1-63 lower-case letters, digits or "
+                      "'-', starting with a letter or digit")
+    if (body.model is None) == (body.variants is None):
+        raise Invalid("give either model (one model) or variants (several), not both")
+    wanted = body.variants or [VariantIn(model=body.model or "", name=None, weight=1.0,
+                                         shadow=False)]
+    if not any(v.weight > 0 and not v.shadow for v in wanted):
+        raise Invalid("at least one variant must take traffic: a weight above 0, not a shadow")
+    if any(v.weight < 0 for v in wanted):
+        raise Invalid("a variant's weight must not be negative")
+    max_replicas = body.max_replicas if body.max_replicas is not None else max(
+        1, body.min_replicas)
+    if body.min_replicas < 1 or max_replicas < body.min_replicas:
+        raise Invalid("replicas: need 1 <= --min-replicas <= --max-replicas")
+    if not 1 <= body.max_batch_size <= 100_000 or not 0 <= body.max_wait_ms <= 10_000:
+        raise Invalid("batching: --max-batch-size 1-100000 rows, --max-wait-ms 0-10000")
+    max_body = parse_memory(body.max_body) if isinstance(body.max_body, str) else body.max_body
+    if max_body is None or max_body < 1024:
+        raise Invalid("--max-body must be at least 1K")
+    if session.scalar(select(Endpoint).where(Endpoint.name == body.name)) is not None:
+        raise Conflict(f"endpoint {body.name!r} already exists; 'cumulo endpoints rm "
+                       f"{body.name}' first, or pick another name")
+    from cumulo.ml.registry import Registry
+
+    registry = Registry(request.app.state.tracking.ensure())
+    variants: list[dict[str, Any]] = []
+    for v in wanted:
+        model, version = resolve_model(registry, v.model)
+        name = v.name or f"{model}-{version}"
+        if not _VARIANT.match(name):
+            raise Invalid(f"variant name {name!r}: letters, digits, '.', '_' or '-', at most 63")
+        if any(x["name"] == name for x in variants):
+            raise Invalid(f"two variants are named {name!r}; name them with 'name'")
+        variants.append({"name": name, "model": model, "version": version,
+                         "weight": v.weight, "shadow": v.shadow})
+    manager = _manager(request)
+    endpoint = Endpoint(
+        name=body.name, state="creating", variants=variants, port=_free_port(manager.host),
+        min_replicas=body.min_replicas, max_replicas=max_replicas,
+        max_batch_size=body.max_batch_size, max_wait_ms=body.max_wait_ms, max_body=max_body,
+        created_by=caller.user_id, updated_at=utcnow())
+    session.add(endpoint)
+    session.commit()
+    manager.notify()
+    return _out(request, endpoint)
+
+
+@endpoints_router.get("", response_model=list[EndpointOut], summary="List endpoints")
+def list_endpoints(session: DbSession, request: Request) -> list[EndpointOut]:
+    rows = session.scalars(select(Endpoint).where(Endpoint.state != "deleting")
+                           .order_by(Endpoint.name))
+    return [_out(request, e) for e in rows]
+
+
+@endpoints_router.get("/{name}", response_model=EndpointOut, summary="Show an endpoint")
+def show_endpoint(name: str, session: DbSession, request: Request) -> EndpointOut:
+    return _out(request, _get(session, name))
+
+
+@endpoints_router.delete("/{name}", status_code=204, summary="Delete an endpoint")
+def delete_endpoint(name: str, session: DbSession, request: Request) -> Response:
+    endpoint = _get(session, name)
+    endpoint.state, endpoint.updated_at = "deleting", utcnow()
+    session.commit()
+    _manager(request).notify()
+    return Response(status_code=204)
+
+
+@invocations_router.post("/endpoints/{name}/invocations", summary="Score rows (forwarded)")
+async def invoke(name: str, request: Request) -> Response:
+    def find() -> tuple[str, int]:
+        with request.app.state.sessions() as session:
+            endpoint = _get(session, name)
+            return endpoint.state, endpoint.port
+
+    state, port = await run_in_threadpool(find)
+    if state == "failed":
+        raise Unavailable(f"endpoint {name!r} failed; 'cumulo endpoints show {name}' says why")
+    client: httpx.AsyncClient | None = getattr(request.app.state, "endpoints_http", None)
+    if client is None:
+        client = request.app.state.endpoints_http = httpx.AsyncClient(timeout=120)
+    headers = {k: v for k, v in request.headers.items()
+               if k in ("content-type", "x-cumulo-variant")}
+    try:
+        answer = await client.post(
+            f"http://{_manager(request).host}:{port}/endpoints/{name}/invocations",
+            content=await request.body(), headers=headers)
+    except httpx.TransportError as exc:
+        raise Unavailable(f"endpoint {name!r} did not answer: {exc}") from exc
+    keep = {k: v for k, v in answer.headers.items() if k in ("content-type", "x-cumulo-variant")}
+    return Response(answer.content, status_code=answer.status_code, headers=keep)

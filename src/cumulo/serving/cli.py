@@ -1,0 +1,127 @@
+"""``cumulo endpoints``: serve registered models and score rows with them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from cumulo.cli.context import client
+from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, when
+
+__all__ = ["endpoints_app"]
+
+endpoints_app = typer.Typer(help="Real-time endpoints: serve registered models.",
+                            no_args_is_help=True)
+
+
+def _variants(e: dict[str, Any]) -> str:
+    live = [v for v in e["variants"] if not v.get("shadow")]
+    total = sum(v["weight"] for v in live) or 1
+    parts = [f"{v['name']} ({v['model']}:{v['version']}, {100 * v['weight'] / total:.0f}%)"
+             for v in live]
+    parts += [f"{v['name']} ({v['model']}:{v['version']}, shadow)" for v in e["variants"]
+              if v.get("shadow")]
+    return ", ".join(parts)
+
+
+@endpoints_app.command("create")
+def create(
+    ctx: typer.Context, name: str,
+    model: str = typer.Option(..., "--model", help="NAME:VERSION, NAME@ALIAS or NAME (latest)"),
+    min_replicas: int = typer.Option(1, "--min-replicas"),
+    max_batch_size: int = typer.Option(64, "--max-batch-size",
+                                       help="most rows combined into one model call"),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms",
+                                      help="longest a request waits for others to join it"),
+    max_body: str = typer.Option("6M", "--max-body", help="largest request body"),
+    wait: bool = typer.Option(False, "--wait", help="return when the endpoint answers"),
+    json: bool = JsonOpt,
+) -> None:
+    """Serve a registered model: cumulo endpoints create churn --model churn@champion --wait"""
+    endpoints = client(ctx).endpoints
+    info = endpoints.create(name, model, min_replicas=min_replicas,
+                            max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                            max_body=max_body, wait=wait)
+    if json:
+        print_json(info)
+        return
+    state = "in service" if info["state"] == "in_service" else info["state"]
+    console.print(f"endpoint {name}: {state}; {_variants(info)}")
+    console.print(f"invoke: POST {info['url']}/invocations (or cumulo endpoints invoke {name})")
+
+
+@endpoints_app.command("ls")
+def list_endpoints(ctx: typer.Context, json: bool = JsonOpt) -> None:
+    """List endpoints, with their state, variants and replicas."""
+    rows = client(ctx).endpoints.list()
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=None)
+    for column in ("name", "state", "variants", "replicas", "url"):
+        table.add_column(column)
+    for e in rows:
+        ready = sum(1 for r in e["replicas"] if r["ready"])
+        table.add_row(e["name"], e["state"], _variants(e), f"{ready}/{e['min_replicas']}",
+                      e["url"])
+    console.print(table)
+
+
+@endpoints_app.command("show")
+def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
+    """One endpoint: state, variants, replicas, settings; why it failed, if it did."""
+    e = client(ctx).endpoints.show(name)
+    if json:
+        print_json(e)
+        return
+    table = Table(box=None, show_header=False)
+    table.add_row("name", e["name"])
+    table.add_row("state", e["state"])
+    table.add_row("url", f"{e['url']}/invocations")
+    table.add_row("variants", _variants(e))
+    table.add_row("replicas", ", ".join(
+        f"{r['pid']} ({'ready' if r['ready'] else 'starting'}, {r['in_flight']} in flight)"
+        for r in e["replicas"]) or "none")
+    table.add_row("restarts", str(e["restarts"]))
+    table.add_row("batching", f"up to {e['max_batch_size']} rows, waiting at most "
+                  f"{e['max_wait_ms']:g} ms")
+    table.add_row("body limit", human_bytes(e["max_body"]))
+    table.add_row("created", when(e["created_at"]))
+    console.print(table)
+    if e["message"]:
+        console.print(f"\n[bold]why it failed[/bold]\n{e['message']}")
+
+
+@endpoints_app.command("rm")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Delete an endpoint: its replicas stop, its address closes."""
+    client(ctx).endpoints.delete(name)
+    console.print(f"endpoint {name} deleted")
+
+
+@endpoints_app.command("invoke")
+def invoke(
+    ctx: typer.Context, name: str,
+    data: str = typer.Option(..., "--data", "-d",
+                             help="the request body, or @FILE to read it from a file"),
+    content_type: str = typer.Option("application/json", "--content-type",
+                                     help="application/json, text/csv or "
+                                     "application/vnd.apache.arrow.stream"),
+    variant: str | None = typer.Option(None, "--variant", help="pin the request to a variant"),
+) -> None:
+    """Score rows: cumulo endpoints invoke churn -d '{"dataframe_records": [{"tenure": 3}]}'"""
+    if data.startswith("@"):
+        path = Path(data[1:])
+        if not path.is_file():
+            err.print(f"no file {path}: --data @FILE reads the body from a file")
+            raise typer.Exit(2)
+        body = path.read_bytes()
+    else:
+        body = data.encode()
+    answer = client(ctx).endpoints[name].invoke(body, content_type, variant=variant)
+    sys.stdout.write(orjson.dumps(answer).decode() + "\n")

@@ -1,0 +1,102 @@
+"""``client.endpoints``: create real-time endpoints and score rows with them."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from typing import Any
+
+import orjson
+
+from cumulo.client.transport import Transport
+from cumulo.errors import CumuloError, Invalid
+
+__all__ = ["Endpoint", "EndpointsClient"]
+
+
+class Endpoint:
+    """A handle on one endpoint: ``predict`` sends rows through the control plane."""
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        self._t = transport
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.name!r})"
+
+    def show(self) -> dict[str, Any]:
+        return self._t.json("GET", f"/api/v1/endpoints/{self.name}")  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Block until the endpoint answers (in service); raises when it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.show()
+            if info["state"] == "in_service":
+                return info
+            if info["state"] == "failed":
+                raise CumuloError(f"endpoint {self.name!r} failed: {info['message']}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"endpoint {self.name!r} still {info['state']} after "
+                                   f"{timeout}s")
+            time.sleep(0.1)
+
+    def invoke(self, body: bytes, content_type: str = "application/json", *,
+               variant: str | None = None) -> Any:
+        """Send a request body as is; the decoded JSON answer."""
+        headers = {"content-type": content_type}
+        if variant:
+            headers["x-cumulo-variant"] = variant
+        response = self._t.request("POST", f"/endpoints/{self.name}/invocations", content=body,
+                                   headers=headers)
+        return orjson.loads(response.content)
+
+    def predict(self, rows: Any, *, variant: str | None = None) -> builtins.list[Any]:
+        """Predictions for ``rows``: a pandas DataFrame, a list of records, or a dict of
+        columns."""
+        if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+            doc = {"dataframe_split": rows.to_dict(orient="split")}
+            doc["dataframe_split"].pop("index", None)
+        elif isinstance(rows, list):
+            doc = {"dataframe_records": rows}
+        elif isinstance(rows, dict):
+            doc = {"inputs": rows}
+        else:
+            raise Invalid("predict takes a pandas DataFrame, a list of records or a dict of "
+                          f"columns, not {type(rows).__name__}")
+        body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        return self.invoke(body, variant=variant)["predictions"]  # type: ignore[no-any-return]
+
+
+class EndpointsClient:
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def __getitem__(self, name: str) -> Endpoint:
+        return Endpoint(self._t, name)
+
+    def create(self, name: str, model: str | None = None, *,
+               variants: builtins.list[dict[str, Any]] | None = None, min_replicas: int = 1,
+               max_replicas: int | None = None, max_batch_size: int = 64,
+               max_wait_ms: float = 2.0, max_body: str | int = "6M",
+               wait: bool = False, timeout: float = 120.0) -> dict[str, Any]:
+        """Serve ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``), or several
+        ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
+
+        >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
+        """
+        body = {"name": name, "model": model, "variants": variants,
+                "min_replicas": min_replicas, "max_replicas": max_replicas,
+                "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
+                "max_body": max_body}
+        info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
+        return self[name].wait(timeout) if wait else info
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        return self._t.json("GET", "/api/v1/endpoints")  # type: ignore[no-any-return]
+
+    def show(self, name: str) -> dict[str, Any]:
+        return self[name].show()
+
+    def delete(self, name: str) -> None:
+        self._t.request("DELETE", f"/api/v1/endpoints/{name}")

@@ -1,0 +1,159 @@
+"""Endpoints end to end: a real server, models in its registry, replicas as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import pandas as pd
+import pytest
+
+from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
+from tests.services import Cumulo, start_cumulo
+
+ROWS = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0]})
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    server = start_cumulo(tmp_path_factory.mktemp("serving") / ".cumulo")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def churn(serving: Cumulo) -> str:
+    """Model 'churn', version 1: a logistic regression with a signature, registered with
+    MLflow's own client through Cumulo's /mlflow."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = serving.token
+    mlflow.set_tracking_uri(f"{serving.url}/mlflow")
+    frame = pd.DataFrame({"tenure": [1, 3, 5, 40, 50, 60], "spend": [20.0, 25, 30, 70, 80, 90]})
+    labels = [1, 1, 1, 0, 0, 0]
+    model = LogisticRegression().fit(frame, labels)
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(model, name="model", registered_model_name="churn",
+                                 signature=infer_signature(frame, labels),
+                                 serialization_format="pickle")
+    return "churn"
+
+
+def test_create_predict_show_remove(serving: Cumulo, churn: str) -> None:
+    c = serving.client()
+    t0 = time.monotonic()
+    info = c.endpoints.create("churn", "churn:1", wait=True)
+    created_s = time.monotonic() - t0
+    assert info["state"] == "in_service" and info["variants"][0]["name"] == "churn-1"
+    assert len(info["replicas"]) == 1 and info["replicas"][0]["ready"]
+    assert c.endpoints["churn"].predict(ROWS) == [1, 0]
+    # The endpoint's own address, which the replicas answer directly.
+    direct = httpx.post(f"{info['url']}/invocations",
+                        json={"dataframe_records": ROWS.to_dict(orient="records")})
+    assert direct.json() == {"predictions": [1, 0]}
+    assert direct.headers["x-cumulo-variant"] == "churn-1"
+    assert [e["name"] for e in c.endpoints.list()] == ["churn"]
+    print(f"created and answering in {created_s:.2f}s")
+    c.endpoints.delete("churn")
+    deadline = time.monotonic() + 30
+    while c.endpoints.list():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with pytest.raises(NotFound, match="no endpoint 'churn'"):
+        c.endpoints.show("churn")
+    with pytest.raises(httpx.TransportError):  # its replicas and socket are gone
+        httpx.post(f"{info['url']}/invocations", json={"instances": []}, timeout=2)
+
+
+def test_bad_requests_through_the_control_plane(serving: Cumulo, churn: str) -> None:
+    c = serving.client()
+    c.endpoints.create("checks", "churn", max_body="1K", wait=True)  # latest version
+    t = c.transport
+    answer = t._http.post("/endpoints/checks/invocations", content=b"{oops",
+                          headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]["message"]
+    answer = t._http.post("/endpoints/checks/invocations",
+                          json={"dataframe_records": [{"tenure": "x", "spend": 1.0}]})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "tenure"
+    answer = t._http.post("/endpoints/checks/invocations",
+                          json={"dataframe_records": [{"tenure": 1, "spend": 1.0}] * 100})
+    assert answer.status_code == 413
+    assert t._http.post("/endpoints/nope/invocations", json={}).status_code == 404
+    # The token is checked on the forwarded path.
+    assert httpx.post(f"{serving.url}/endpoints/checks/invocations",
+                      json={"instances": [[1, 2.0]]}).status_code == 401
+    c.endpoints.delete("checks")
+
+
+def test_bad_endpoint_settings_are_refused(serving: Cumulo, churn: str) -> None:
+    c = serving.client()
+    with pytest.raises(NotFound, match="no version"):
+        c.endpoints.create("bad", "churn:99")
+    with pytest.raises(NotFound, match="no alias 'champion'"):
+        c.endpoints.create("bad", "churn@champion")
+    with pytest.raises(NotFound, match="no model 'ghost'"):
+        c.endpoints.create("bad", "ghost")
+    with pytest.raises(Invalid, match="endpoint name 'Bad_Name'"):
+        c.endpoints.create("Bad_Name", "churn:1")
+    with pytest.raises(Invalid, match="either model"):
+        c.endpoints.create("bad")
+    with pytest.raises(Invalid, match="at least one variant must take traffic"):
+        c.endpoints.create("bad", variants=[{"model": "churn:1", "shadow": True}])
+    with pytest.raises(Invalid, match="two variants are named"):
+        c.endpoints.create("bad", variants=[{"model": "churn:1"}, {"model": "churn:1"}])
+    assert c.endpoints.list() == []  # nothing half-made
+    c.endpoints.create("twice", "churn:1")
+    with pytest.raises(Conflict, match="already exists"):
+        c.endpoints.create("twice", "churn:1")
+    c.endpoints.delete("twice")
+
+
+def test_a_killed_replica_is_replaced(serving: Cumulo, churn: str) -> None:
+    c = serving.client()
+    info = c.endpoints.create("sturdy", "churn:1", min_replicas=2, wait=True)
+    deadline = time.monotonic() + 60
+    while len([r for r in info["replicas"] if r["ready"]]) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        info = c.endpoints.show("sturdy")
+    victim = info["replicas"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    assert c.endpoints["sturdy"].predict(ROWS) == [1, 0]  # the other one answers meanwhile
+    while True:
+        info = c.endpoints.show("sturdy")
+        pids = [r["pid"] for r in info["replicas"] if r["ready"]]
+        if len(pids) == 2 and victim not in pids:
+            break
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    assert info["restarts"] == 1 and info["state"] == "in_service"
+    c.endpoints.delete("sturdy")
+
+
+def test_a_model_that_cannot_load_fails_the_endpoint_with_its_traceback(
+        serving: Cumulo, churn: str) -> None:
+    import mlflow.pyfunc
+
+    class Broken(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            raise RuntimeError("weights are corrupt")
+
+        def predict(self, context, model_input):  # type: ignore[no-untyped-def]
+            return model_input
+
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Broken(),
+                                registered_model_name="broken")
+    c = serving.client()
+    with pytest.raises(CumuloError, match="weights are corrupt"):
+        c.endpoints.create("broken", "broken:1", wait=True, timeout=90)
+    info = c.endpoints.show("broken")
+    assert info["state"] == "failed" and "Traceback" in info["message"]
+    assert info["replicas"] == []
+    c.endpoints.delete("broken")
