@@ -15,6 +15,9 @@ SPACE = {"learning_rate": {"low": 0.02, "high": 0.3, "log": True},
 
 
 def test_tune_built_in_lightgbm(tracked: Cumulo, customers: str) -> None:
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    registry_before = registry_utils._registry_uri
     c = tracked.client()
     events: list[str] = []
     result = c.tune(name="tuned", table=customers, target="churned",
@@ -22,6 +25,9 @@ def test_tune_built_in_lightgbm(tracked: Cumulo, customers: str) -> None:
                     search_space=SPACE, strategy="random", max_trials=4, max_parallel=2,
                     seed=1, on_event=lambda kind, info: events.append(kind))
     assert [t["state"] for t in result["trials"]] == ["complete"] * 4, result["trials"]
+    # Registering the best left this process's MLflow settings as they were (a regression:
+    # it used to pin the registry to MLflow's default, a local SQLite file).
+    assert registry_utils._registry_uri == registry_before
     assert events.count("started") == events.count("ended") == 4
     values = [t["value"] for t in result["trials"]]
     assert result["best"]["value"] == max(values) and result["direction"] == "maximize"

@@ -90,6 +90,7 @@ def import_model(url: str, token: str, path: str | os.PathLike[str], *, name: st
     log_model = _prepare(source, task)
     os.environ["MLFLOW_TRACKING_TOKEN"] = token
     mlflow.set_tracking_uri(f"{url}/mlflow")
+    mlflow.set_registry_uri(f"{url}/mlflow")
     mlflow.set_experiment("imports")
     with mlflow.start_run(run_name=f"import {label}",
                           tags={"cumulo.imported_from": origin}) as run:

@@ -411,8 +411,15 @@ class Tuner:
 
         from cumulo.ml.script import MODEL_URI_TAG
 
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
         uri = mlflow_client.get_run(best.run_id).data.tags[MODEL_URI_TAG]
-        previous = mlflow.get_registry_uri(), mlflow.get_tracking_uri()
+        # mlflow.register_model resolves models:/ and runs:/ sources as the client cannot; it
+        # reads the process's URIs, which are put back as they were after, unset included
+        # (the public getters answer MLflow's default when unset, and setting that back would
+        # pin this process's registry to a local file).
+        previous = registry_utils._registry_uri, tracking_utils._tracking_uri
         mlflow.set_tracking_uri(mlflow_client.tracking_uri)
         mlflow.set_registry_uri(mlflow_client._registry_uri)
         try:
@@ -420,8 +427,7 @@ class Tuner:
                                             tags={"cumulo.tuning_run": parent_id,
                                                   "cumulo.trial": str(best.number)})
         finally:
-            mlflow.set_registry_uri(previous[0])
-            mlflow.set_tracking_uri(previous[1])
+            registry_utils._registry_uri, tracking_utils._tracking_uri = previous
         return {"name": self.name, "version": version.version, "run_id": best.run_id}
 
 
