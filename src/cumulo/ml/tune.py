@@ -408,11 +408,10 @@ class Tuner:
 
     def _register(self, mlflow_client: Any, best: Trial, parent_id: str) -> dict[str, Any]:
         import mlflow
-
-        from cumulo.ml.script import MODEL_URI_TAG
-
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        from cumulo.ml.script import MODEL_URI_TAG
 
         uri = mlflow_client.get_run(best.run_id).data.tags[MODEL_URI_TAG]
         # mlflow.register_model resolves models:/ and runs:/ sources as the client cannot; it
