@@ -71,6 +71,26 @@ def test_create_predict_show_remove(serving: Cumulo, churn: str) -> None:
         httpx.post(f"{info['url']}/invocations", json={"instances": []}, timeout=2)
 
 
+def test_variants_share_traffic_and_a_shadow_gets_copies(serving: Cumulo, churn: str) -> None:
+    c = serving.client()
+    c.endpoints.create("split", variants=[
+        {"model": "churn:1", "name": "blue", "weight": 1},
+        {"model": "churn:1", "name": "green", "weight": 1},
+        {"model": "churn", "name": "mirror", "shadow": True}], wait=True)
+    info = c.endpoints.show("split")
+    assert [(v["name"], v["version"], v["shadow"]) for v in info["variants"]] == [
+        ("blue", "1", False), ("green", "1", False), ("mirror", "1", True)]
+    seen = set()
+    for _ in range(40):
+        answer = httpx.post(f"{info['url']}/invocations",
+                            json={"dataframe_records": ROWS.to_dict(orient="records")})
+        assert answer.json() == {"predictions": [1, 0]}
+        seen.add(answer.headers["x-cumulo-variant"])
+    assert seen == {"blue", "green"}  # never the shadow
+    assert c.endpoints["split"].predict(ROWS, variant="green") == [1, 0]
+    c.endpoints.delete("split")
+
+
 def test_bad_requests_through_the_control_plane(serving: Cumulo, churn: str) -> None:
     c = serving.client()
     c.endpoints.create("checks", "churn", max_body="1K", wait=True)  # latest version
