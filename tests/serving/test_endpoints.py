@@ -177,3 +177,25 @@ def test_a_model_that_cannot_load_fails_the_endpoint_with_its_traceback(
     assert info["state"] == "failed" and "Traceback" in info["message"]
     assert info["replicas"] == []
     c.endpoints.delete("broken")
+
+
+def test_endpoints_cli(serving: Cumulo, churn: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = serving.cli("endpoints", "create", "cli", "--model", "churn:1", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert "endpoint cli: in service; churn-1 (churn:1, 100%)" in out.stdout
+    body = '{"dataframe_records": [{"tenure": 2, "spend": 30.0}]}'
+    out = serving.cli("endpoints", "invoke", "cli", "-d", body)
+    assert out.returncode == 0 and out.stdout.strip() == '{"predictions":[1]}', out.stderr
+    (tmp_path / "rows.csv").write_text("tenure,spend\n50,80\n")
+    out = serving.cli("endpoints", "invoke", "cli", "--content-type", "text/csv",
+                      "-d", f"@{tmp_path / 'rows.csv'}")
+    assert out.stdout.strip() == '{"predictions":[0]}', out.stderr
+    out = serving.cli("endpoints", "invoke", "cli", "-d",
+                      '{"instances": [{"tenure": "x", "spend": 1}]}')
+    assert out.returncode != 0 and "column 'tenure'" in out.stderr
+    out = serving.cli("endpoints", "show", "cli")
+    assert "in_service" in out.stdout and "ready" in out.stdout
+    assert serving.cli("endpoints", "ls").stdout.count("cli") >= 1
+    assert serving.cli("endpoints", "rm", "cli").returncode == 0
+    missing = serving.cli("endpoints", "show", "cli")
+    assert missing.returncode != 0 and "no endpoint 'cli'" in missing.stderr

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ class _Replica:
     ready: threading.Event = field(default_factory=threading.Event)
     failed: str | None = None  # the replica's traceback, if its models did not load
     in_flight: int = 0
-    stats: list[dict[str, Any]] = field(default_factory=list)  # not yet taken by metrics
+    # The last minute of its reports (per variant: requests, errors, latency histograms).
+    stats: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=120))
 
 
 class _Runtime:
