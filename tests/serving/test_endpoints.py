@@ -199,3 +199,27 @@ def test_endpoints_cli(serving: Cumulo, churn: str, tmp_path) -> None:  # type: 
     assert serving.cli("endpoints", "rm", "cli").returncode == 0
     missing = serving.cli("endpoints", "show", "cli")
     assert missing.returncode != 0 and "no endpoint 'cli'" in missing.stderr
+
+
+def test_metrics_per_variant_and_for_prometheus(serving: Cumulo, churn: str) -> None:
+    c = serving.client()
+    info = c.endpoints.create("measured", "churn:1", wait=True)
+    for _ in range(30):
+        httpx.post(f"{info['url']}/invocations",
+                   json={"dataframe_records": ROWS.to_dict(orient="records")})
+    httpx.post(f"{info['url']}/invocations", json={"dataframe_records": [{"tenure": 1}]})
+    deadline = time.monotonic() + 10
+    while (m := c.endpoints["measured"].metrics())["variants"].get("churn-1", {}).get(
+            "requests", 0) < 31:
+        assert time.monotonic() < deadline, m
+        time.sleep(0.2)
+    v = m["variants"]["churn-1"]
+    assert v["errors_4xx"] == 1 and v["errors_5xx"] == 0 and v["requests_per_s"] > 0
+    assert 0 < v["model_latency_p50_ms"] <= v["latency_p99_ms"]
+    assert v["overhead_latency_p50_ms"] is not None and m["replicas"] == 1
+    text = c.transport.request("GET", "/metrics").text
+    assert 'cumulo_endpoint_replicas{endpoint="measured"} 1' in text
+    assert 'cumulo_endpoint_latency_seconds{endpoint="measured",variant="churn-1",' \
+        'quantile="0.99"}' in text
+    assert httpx.get(f"{serving.url}/metrics").status_code == 401  # behind the token
+    c.endpoints.delete("measured")

@@ -184,6 +184,23 @@ def show_endpoint(name: str, session: DbSession, request: Request) -> EndpointOu
     return _out(request, _get(session, name))
 
 
+@endpoints_router.get("/{name}/metrics", summary="Live metrics of an endpoint")
+def endpoint_metrics(name: str, session: DbSession, request: Request,
+                     window: float = 60.0) -> dict[str, Any]:
+    """Per variant over the last ``window`` seconds (at most 120): requests a second, 4xx and
+    5xx errors, and p50/p95/p99 latency split into the model's part and the overhead, as
+    SageMaker reports them; and the replicas and requests in flight now."""
+    endpoint = _get(session, name)
+    if not 1 <= window <= 120:
+        raise Invalid("window must be 1-120 seconds")
+    manager = _manager(request)
+    runtime = manager.runtime(name)
+    live = [r for r in runtime["replicas"] if r["ready"]]
+    return {"endpoint": name, "state": endpoint.state, "replicas": len(live),
+            "in_flight": sum(r["in_flight"] for r in live),
+            **manager.metrics(name, window)}
+
+
 @endpoints_router.delete("/{name}", status_code=204, summary="Delete an endpoint")
 def delete_endpoint(name: str, session: DbSession, request: Request) -> Response:
     endpoint = _get(session, name)
@@ -216,3 +233,52 @@ async def invoke(name: str, request: Request) -> Response:
         raise Unavailable(f"endpoint {name!r} did not answer: {exc}") from exc
     keep = {k: v for k, v in answer.headers.items() if k in ("content-type", "x-cumulo-variant")}
     return Response(answer.content, status_code=answer.status_code, headers=keep)
+
+
+_PROMETHEUS = (
+    ("requests_per_s", "cumulo_endpoint_requests_per_second", "gauge",
+     "requests a second over the last minute"),
+    ("errors_4xx", "cumulo_endpoint_client_errors", "gauge",
+     "requests answered 4xx over the last minute"),
+    ("errors_5xx", "cumulo_endpoint_server_errors", "gauge",
+     "requests answered 5xx over the last minute"),
+)
+_QUANTILES = (("latency", "cumulo_endpoint_latency_seconds", "whole request"),
+              ("model_latency", "cumulo_endpoint_model_latency_seconds", "the model's call"),
+              ("overhead_latency", "cumulo_endpoint_overhead_latency_seconds",
+               "everything but the model's call"))
+
+
+@invocations_router.get("/metrics", summary="Every endpoint's metrics, for Prometheus")
+def prometheus(request: Request) -> Response:
+    manager = _manager(request)
+    with request.app.state.sessions() as session:
+        names = list(session.scalars(select(Endpoint.name).where(Endpoint.state != "deleting")
+                                     .order_by(Endpoint.name)))
+    lines: list[str] = []
+    rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for name in names:
+        runtime = manager.runtime(name)
+        live = [r for r in runtime["replicas"] if r["ready"]]
+        rows.append((name, {"replicas": len(live),
+                            "in_flight": sum(r["in_flight"] for r in live)},
+                     manager.metrics(name)["variants"]))
+    for key, help_text in (("replicas", "replicas serving"),
+                           ("in_flight", "requests being answered now")):
+        metric = f"cumulo_endpoint_{key}"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+        lines += [f'{metric}{{endpoint="{n}"}} {now[key]}' for n, now, _ in rows]
+    for key, metric, kind, help_text in _PROMETHEUS:
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+        lines += [f'{metric}{{endpoint="{n}",variant="{v}"}} {m[key]}'
+                  for n, _, variants in rows for v, m in variants.items()]
+    for key, metric, help_text in _QUANTILES:
+        lines += [f"# HELP {metric} {help_text}, over the last minute", f"# TYPE {metric} summary"]
+        for n, _, variants in rows:
+            for v, m in variants.items():
+                for q in (50, 95, 99):
+                    value = m[f"{key}_p{q}_ms"]
+                    if value is not None:
+                        lines.append(f'{metric}{{endpoint="{n}",variant="{v}",'
+                                     f'quantile="0.{q}"}} {value / 1000:.6f}')
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -35,7 +35,7 @@ from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.serving.models import Endpoint
 
-__all__ = ["EndpointManager"]
+__all__ = ["EndpointManager", "summarize"]
 
 log = logging.getLogger("cumulo.serving")
 
@@ -47,8 +47,9 @@ class _Replica:
     ready: threading.Event = field(default_factory=threading.Event)
     failed: str | None = None  # the replica's traceback, if its models did not load
     in_flight: int = 0
-    # The last minute of its reports (per variant: requests, errors, latency histograms).
-    stats: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=120))
+    # Its last two minutes of reports (per variant: requests, errors, latency histograms).
+    stats: deque[tuple[float, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=240))
 
 
 class _Runtime:
@@ -62,6 +63,7 @@ class _Runtime:
         self.sock.bind((manager.host, endpoint.port))
         self.sock.listen(2048)
         self.replicas: list[_Replica] = []
+        self.gone: list[_Replica] = []
         self.restarts = 0
         self.variants = endpoint.variants
         self.config_path: Path | None = None
@@ -127,7 +129,7 @@ class _Runtime:
                 self.manager.wake.set()
             elif "in_flight" in message:
                 replica.in_flight = int(message["in_flight"])
-                replica.stats.append(message.get("variants", {}))
+                replica.stats.append((time.time(), message.get("variants", {})))
         stream.close()
         replica.proc.wait()
         self.manager.wake.set()
@@ -147,6 +149,7 @@ class _Runtime:
                 return
             if replica.proc.poll() is not None:
                 self.replicas.remove(replica)
+                self.gone = [*self.gone[-9:], replica]  # its last reports still count
                 if replica.ready.is_set():
                     self.restarts += 1
                     log.warning("endpoint %s: replica %s exited (code %s); replacing it",
@@ -180,6 +183,11 @@ class _Runtime:
     def close(self) -> None:
         self.stop_replicas()
         self.sock.close()
+
+    def reports(self, since: float) -> list[dict[str, Any]]:
+        """What every replica, running or gone, reported after ``since`` (a time.time())."""
+        return [variants for r in [*self.replicas, *self.gone] for at, variants in r.stats
+                if at > since]
 
     def describe(self) -> dict[str, Any]:
         return {"replicas": [{"pid": r.proc.pid, "ready": r.ready.is_set(),
@@ -230,6 +238,13 @@ class EndpointManager:
     def runtime(self, name: str) -> dict[str, Any]:
         runtime = self._runtimes.get(name)
         return runtime.describe() if runtime else {"replicas": [], "restarts": 0}
+
+    def metrics(self, name: str, window: float = 60.0) -> dict[str, Any]:
+        """Per variant over the last ``window`` seconds: requests a second, errors, and p50,
+        p95 and p99 of the whole latency, the model's part and the rest (overhead)."""
+        runtime = self._runtimes.get(name)
+        reports = runtime.reports(time.time() - window) if runtime else []
+        return summarize(reports, window)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -288,3 +303,35 @@ class EndpointManager:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dest
+
+
+def summarize(reports: list[dict[str, Any]], window: float) -> dict[str, Any]:
+    """Merge replicas' reports (:class:`cumulo.serving.stats.Window`) into per-variant rates
+    and latency percentiles, in milliseconds."""
+    from cumulo.serving.stats import percentile
+
+    merged: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for variant, v in report.items():
+            m = merged.setdefault(variant, {"requests": 0, "errors_4xx": 0, "errors_5xx": 0,
+                                            "shadow": v.get("shadow", False),
+                                            "latency": {}, "model": {}, "overhead": {}})
+            for key in ("requests", "errors_4xx", "errors_5xx"):
+                m[key] += v[key]
+            for key in ("latency", "model", "overhead"):
+                for bucket, count in v.get(key, {}).items():
+                    m[key][int(bucket)] = m[key].get(int(bucket), 0) + count
+    out: dict[str, Any] = {"window_s": window, "variants": {}}
+    for variant, m in sorted(merged.items()):
+        row: dict[str, Any] = {
+            "shadow": m["shadow"], "requests": m["requests"],
+            "requests_per_s": round(m["requests"] / window, 3),
+            "errors_4xx": m["errors_4xx"], "errors_5xx": m["errors_5xx"]}
+        for q in (0.5, 0.95, 0.99):
+            for key, name in (("latency", "latency"), ("model", "model_latency"),
+                              ("overhead", "overhead_latency")):
+                value = percentile(m[key], q)
+                row[f"{name}_p{int(q * 100)}_ms"] = None if value is None else round(
+                    value * 1000, 3)
+        out["variants"][variant] = row
+    return out

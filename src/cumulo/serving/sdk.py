@@ -41,6 +41,12 @@ class Endpoint:
                                    f"{timeout}s")
             time.sleep(0.1)
 
+    def metrics(self, window: float = 60.0) -> dict[str, Any]:
+        """Per variant over the last ``window`` seconds: requests a second, errors, and
+        latency percentiles (whole, model, overhead); replicas and requests in flight now."""
+        return self._t.json(  # type: ignore[no-any-return]
+            "GET", f"/api/v1/endpoints/{self.name}/metrics", params={"window": window})
+
     def invoke(self, body: bytes, content_type: str = "application/json", *,
                variant: str | None = None) -> Any:
         """Send a request body as is; the decoded JSON answer."""

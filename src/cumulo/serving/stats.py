@@ -45,14 +45,16 @@ class Window:
         if v is None:
             v = self.variants[name] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0,
                                        "shadow": bool(result.get("shadow")),
-                                       "latency": {}, "model": {}}
+                                       "latency": {}, "model": {}, "overhead": {}}
         v["requests"] += 1
         status = result["status"]
         if 400 <= status < 500:
             v["errors_4xx"] += 1
         elif status >= 500:
             v["errors_5xx"] += 1
-        for key, seconds in (("latency", result["latency_s"]), ("model", result["model_s"])):
+        overhead = max(0.0, result["latency_s"] - result["model_s"])
+        for key, seconds in (("latency", result["latency_s"]), ("model", result["model_s"]),
+                             ("overhead", overhead)):
             b = _bucket(seconds)
             v[key][b] = v[key].get(b, 0) + 1
 
