@@ -10,7 +10,7 @@ from cumulo.serving.stats import Window, percentile
 
 def test_windows_merge_into_rates_and_percentiles() -> None:
     first, second = Window(), Window()
-    for i in range(90):
+    for _ in range(90):
         first.add({"variant": "a", "status": 200, "latency_s": 0.010, "model_s": 0.008})
     for i in range(10):
         second.add({"variant": "a", "status": 500 if i == 0 else 200, "latency_s": 0.100,
