@@ -46,6 +46,7 @@ class _Replica:
     started: float
     ready: threading.Event = field(default_factory=threading.Event)
     failed: str | None = None  # the replica's traceback, if its models did not load
+    reader: threading.Thread | None = None  # reads its stdout: ready, failed, stats
     in_flight: int = 0
     # Its last two minutes of reports (per variant: requests, errors, latency histograms).
     stats: deque[tuple[float, dict[str, Any]]] = field(
@@ -65,6 +66,7 @@ class _Runtime:
         self.replicas: list[_Replica] = []
         self.gone: list[_Replica] = []
         self.restarts = 0
+        self.early_exits = 0  # replicas in a row that ended before they were ready
         self.variants = endpoint.variants
         self.config_path: Path | None = None
         self.error: str | None = None  # why the models could not be fetched
@@ -107,8 +109,9 @@ class _Runtime:
                 pass_fds=[self.sock.fileno()], stdout=subprocess.PIPE, stderr=err,
                 env=self.manager.worker_env, start_new_session=True)
         replica = _Replica(proc, time.time())
-        threading.Thread(target=self._read, args=(replica,), daemon=True,
-                         name=f"replica-{proc.pid}").start()
+        replica.reader = threading.Thread(target=self._read, args=(replica,), daemon=True,
+                                          name=f"replica-{proc.pid}")
+        replica.reader.start()
         return replica
 
     def _read(self, replica: _Replica) -> None:
@@ -144,6 +147,8 @@ class _Runtime:
         if self.config_path is None:
             return  # still fetching the models
         for replica in list(self.replicas):
+            if replica.proc.poll() is not None and replica.reader is not None:
+                replica.reader.join(2)  # what it said before it ended: its traceback, say
             if replica.failed:
                 self._fail(endpoint, "a replica could not load the model:\n" + replica.failed)
                 return
@@ -154,10 +159,15 @@ class _Runtime:
                     self.restarts += 1
                     log.warning("endpoint %s: replica %s exited (code %s); replacing it",
                                 self.name, replica.proc.pid, replica.proc.returncode)
-                elif endpoint.state == "creating":
-                    self._fail(endpoint, f"a replica exited with code {replica.proc.returncode} "
-                               f"before it was ready; see {self.config_path.parent}/replicas.log")
-                    return
+                else:
+                    self.early_exits += 1
+                    if endpoint.state == "creating" or self.early_exits >= 3:
+                        self._fail(endpoint, f"a replica exited with code "
+                                   f"{replica.proc.returncode} before it was ready; see "
+                                   f"{self.config_path.parent}/replicas.log")
+                        return
+            elif replica.ready.is_set():
+                self.early_exits = 0
         while len(self.replicas) < max(1, endpoint.min_replicas):
             self.replicas.append(self._spawn())
         if endpoint.state == "creating" and any(r.ready.is_set() for r in self.replicas):
