@@ -28,7 +28,10 @@ PRELOADED = "import sys; print('preloaded', 'numpy' in sys.modules, flush=True);
 @pytest.fixture(scope="module")
 def forking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
     home = tmp_path_factory.mktemp("zygote") / ".cumulo"
-    server = start_cumulo(home, {"CUMULO_PRELOAD": "numpy", "CUMULO_JOB_GRACE_SECONDS": "1"})
+    # MLflow settings left in the control plane's environment (by a tuner in the same
+    # process, say) must not reach jobs: they get their own.
+    server = start_cumulo(home, {"CUMULO_PRELOAD": "numpy", "CUMULO_JOB_GRACE_SECONDS": "1",
+                                 "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9/stale"})
     _wait_ready(server)
     yield server
     server.stop()
@@ -88,10 +91,11 @@ def test_python_job_starts_with_the_preloaded_modules(forking: Cumulo, code: Pat
     # The same job with a Python start-up variable needs an interpreter of its own.
     info, lines = _run(forking, PRELOADED, env={"PYTHONHASHSEED": "0"})
     assert info["state"] == "succeeded" and lines == ["preloaded False"]
-    # MLflow's usage telemetry is off in jobs (a job's --env may turn it back on).
+    # MLflow's usage telemetry is off in jobs (a job's --env may turn it back on), and its
+    # registry is this control plane's.
     info, lines = _run(forking, PRELOADED + "; import os; print(os.environ["
-                       "'MLFLOW_DISABLE_TELEMETRY'])")
-    assert lines == ["preloaded True", "true"]
+                       "'MLFLOW_DISABLE_TELEMETRY'], os.environ['MLFLOW_REGISTRY_URI'])")
+    assert lines == ["preloaded True", f"true {forking.url}/mlflow"]
     # Code that imports nothing preloaded starts sooner from a fresh warm worker.
     info, lines = _run(forking, "import sys; print('preloaded', 'numpy' in sys.modules)")
     assert info["state"] == "succeeded" and lines == ["preloaded False"]

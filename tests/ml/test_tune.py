@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def test_tune_built_in_lightgbm(tracked: Cumulo, customers: str) -> None:
     from mlflow.tracking._model_registry import utils as registry_utils
 
     registry_before = registry_utils._registry_uri
+    environ_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI",
+                                                      "MLFLOW_REGISTRY_URI")}
     c = tracked.client()
     events: list[str] = []
     result = c.tune(name="tuned", table=customers, target="churned",
@@ -28,6 +31,7 @@ def test_tune_built_in_lightgbm(tracked: Cumulo, customers: str) -> None:
     # Registering the best left this process's MLflow settings as they were (a regression:
     # it used to pin the registry to MLflow's default, a local SQLite file).
     assert registry_utils._registry_uri == registry_before
+    assert {k: os.environ.get(k) for k in environ_before} == environ_before
     assert events.count("started") == events.count("ended") == 4
     values = [t["value"] for t in result["trials"]]
     assert result["best"]["value"] == max(values) and result["direction"] == "maximize"

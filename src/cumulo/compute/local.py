@@ -69,6 +69,11 @@ def process_alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
+_NOT_INHERITED = {"PYTHONSTARTUP", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+                  "MLFLOW_TRACKING_TOKEN", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                  "MLFLOW_RUN_ID"}
+
+
 @dataclass
 class ProcessExit:
     exit_code: int | None  # None: ended without telling us how
@@ -191,8 +196,9 @@ class LocalExecutor:
 
     @staticmethod
     def _worker_env() -> dict[str, str]:
+        # Not the control plane's own settings, nor MLflow's (a job gets its own of both).
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith("CUMULO_") and k != "PYTHONSTARTUP"}
+               if not k.startswith("CUMULO_") and k not in _NOT_INHERITED}
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

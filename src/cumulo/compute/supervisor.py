@@ -415,6 +415,8 @@ class Supervisor:
             env["CUMULO_TOKEN"] = secret
             # MLflow in the job logs to Cumulo's tracking server, as the job's user.
             env.setdefault("MLFLOW_TRACKING_URI", env["CUMULO_URL"] + "/mlflow")
+            # Named too, so that one the control plane's own environment holds never leaks in.
+            env.setdefault("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
             env["MLFLOW_TRACKING_TOKEN"] = secret
         return env
 

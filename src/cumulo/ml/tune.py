@@ -418,7 +418,11 @@ class Tuner:
         # reads the process's URIs, which are put back as they were after, unset included
         # (the public getters answer MLflow's default when unset, and setting that back would
         # pin this process's registry to a local file).
+        # MLflow's setters also set MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI in the
+        # environment, which this process's children would inherit: put those back too.
         previous = registry_utils._registry_uri, tracking_utils._tracking_uri
+        variables = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        saved = {k: os.environ.get(k) for k in variables}
         mlflow.set_tracking_uri(mlflow_client.tracking_uri)
         mlflow.set_registry_uri(mlflow_client._registry_uri)
         try:
@@ -427,6 +431,11 @@ class Tuner:
                                                   "cumulo.trial": str(best.number)})
         finally:
             registry_utils._registry_uri, tracking_utils._tracking_uri = previous
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         return {"name": self.name, "version": version.version, "run_id": best.run_id}
 
 

@@ -223,7 +223,7 @@ class EndpointManager:
         self._runtimes: dict[str, _Runtime] = {}
         self._thread: threading.Thread | None = None
         self.worker_env = {k: v for k, v in os.environ.items()
-                           if not k.startswith("CUMULO_")}
+                           if not k.startswith(("CUMULO_", "MLFLOW_"))}
         self.worker_env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1",
                                 "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                                 "MKL_NUM_THREADS": "1"})
