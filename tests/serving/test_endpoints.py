@@ -35,6 +35,10 @@ def churn(serving: Cumulo) -> str:
 
     os.environ["MLFLOW_TRACKING_TOKEN"] = serving.token
     mlflow.set_tracking_uri(f"{serving.url}/mlflow")
+    mlflow.set_registry_uri(f"{serving.url}/mlflow")
+    # This server's experiment: MLflow's client remembers the last one set in this process,
+    # which may be another test server's.
+    mlflow.set_experiment("serving-tests")
     frame = pd.DataFrame({"tenure": [1, 3, 5, 40, 50, 60], "spend": [20.0, 25, 30, 70, 80, 90]})
     labels = [1, 1, 1, 0, 0, 0]
     model = LogisticRegression().fit(frame, labels)
