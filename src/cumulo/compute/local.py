@@ -183,6 +183,8 @@ class LocalExecutor:
         self.preload: list[str] = []
         self._zygote: _Zygote | None = None
         self._zygote_starts: deque[float] = deque(maxlen=3)
+        # (code snapshot, -c/-m head, preloaded modules) -> whether its code imports them
+        self._uses: dict[tuple[Any, ...], bool] = {}
         home.mkdir(parents=True, exist_ok=True)
 
     # --- the warm pool ---------------------------------------------------------------------
@@ -273,11 +275,9 @@ class LocalExecutor:
         """Hand a job to the fork server, a warm worker or a fresh one; return its pid and
         start time."""
         if self._zygote is not None and self._zygote.usable:
-            from cumulo.compute.runner import job_argv, runs_in_process
-            from cumulo.compute.zygote import uses_preloaded
+            from cumulo.compute.runner import runs_in_process
 
-            if runs_in_process(spec) and uses_preloaded(job_argv(spec), spec.get("workdir"),
-                                                         self._zygote.modules):
+            if runs_in_process(spec) and self._uses_preloaded(spec):
                 pid = self._zygote.fork(spec)
                 if pid is not None:
                     try:
@@ -303,6 +303,27 @@ class LocalExecutor:
         threading.Thread(target=self._await, args=(proc,), daemon=True,
                          name=f"wait-{job_id}").start()
         return proc.pid, started
+
+    def _uses_preloaded(self, spec: dict[str, Any]) -> bool:
+        """Whether the job's code imports what the fork server preloaded. A code snapshot
+        never changes, so its folder is read once per snapshot and command, not per job
+        (every trial of a tuning study runs the same one)."""
+        from cumulo.compute.runner import job_argv
+        from cumulo.compute.zygote import uses_preloaded
+
+        assert self._zygote is not None
+        argv = job_argv(spec)
+        # What is read: the folder, and the -c code or -m module (not the arguments after).
+        head = tuple(argv[1:3]) if len(argv) > 2 and argv[1] in ("-c", "-m") else ()
+        key = (spec.get("code"), head, tuple(self._zygote.modules))
+        if spec.get("code") and key in self._uses:
+            return self._uses[key]
+        found = uses_preloaded(argv, spec.get("workdir"), self._zygote.modules)
+        if spec.get("code"):
+            if len(self._uses) > 1000:
+                self._uses.clear()
+            self._uses[key] = found
+        return found
 
     def _await(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()

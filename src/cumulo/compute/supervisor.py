@@ -350,7 +350,8 @@ class Supervisor:
         if isinstance(executor, LocalExecutor):
             self._restore_checkpoints(job)
         spec: dict[str, Any] = {"entry": job.entry, "command": job.command, "args": job.args,
-                                "env": env, "exit_file": str(exit_file)}
+                                "env": env, "exit_file": str(exit_file),
+                                "code": job.code_digest}
         if isinstance(executor, LocalExecutor):
             workdir = jobdir / "work"
             if code is not None:
