@@ -5,48 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
-import pandas as pd
 import pytest
 
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
-from tests.services import Cumulo, start_cumulo
-
-ROWS = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0]})
-
-
-@pytest.fixture(scope="module")
-def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    server = start_cumulo(tmp_path_factory.mktemp("serving") / ".cumulo")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def churn(serving: Cumulo) -> str:
-    """Model 'churn', version 1: a logistic regression with a signature, registered with
-    MLflow's own client through Cumulo's /mlflow."""
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = serving.token
-    mlflow.set_tracking_uri(f"{serving.url}/mlflow")
-    mlflow.set_registry_uri(f"{serving.url}/mlflow")
-    # This server's experiment: MLflow's client remembers the last one set in this process,
-    # which may be another test server's.
-    mlflow.set_experiment("serving-tests")
-    frame = pd.DataFrame({"tenure": [1, 3, 5, 40, 50, 60], "spend": [20.0, 25, 30, 70, 80, 90]})
-    labels = [1, 1, 1, 0, 0, 0]
-    model = LogisticRegression().fit(frame, labels)
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(model, name="model", registered_model_name="churn",
-                                 signature=infer_signature(frame, labels),
-                                 serialization_format="pickle")
-    return "churn"
+from tests.services import Cumulo
+from tests.serving.conftest import ROWS
 
 
 def test_create_predict_show_remove(serving: Cumulo, churn: str) -> None:

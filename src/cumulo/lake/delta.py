@@ -66,11 +66,26 @@ def open_table(loc: Location, *, version: int | None = None,
             raise NotFound(f"version {version} of {name} is no longer readable (vacuumed?): "
                            f"{exc}") from exc
     elif as_of is not None:
-        first = _first_commit_time(table)
-        if first is not None and as_of < first:
-            raise NotFound(f"table {name} did not exist yet at {as_of.isoformat()}; its first "
-                           f"version is from {first.isoformat()}")
-        table.load_as_version(as_of)
+        # The newest version committed at or before as_of, by the commits' own timestamps:
+        # the times 'history' shows. (deltalake's load_as_version(datetime) goes by the log
+        # files' modification times, a few milliseconds later, so a time read from history
+        # could give the version before.)
+        stamps = {e["version"]: e["timestamp"] for e in table.history()}
+        if not stamps:
+            table.load_as_version(as_of)
+        else:
+            wanted = as_of.timestamp() * 1000
+            before = [v for v, ms in stamps.items() if ms <= wanted]
+            if not before:
+                first = datetime.fromtimestamp(min(stamps.values()) / 1000, UTC)
+                raise NotFound(f"table {name} did not exist yet at {as_of.isoformat()}; its "
+                               f"first version is from {first.isoformat()}")
+            version = max(before)
+            try:
+                table.load_as_version(version)
+            except DeltaError as exc:
+                raise NotFound(f"version {version} of {name} is no longer readable "
+                               f"(vacuumed?): {exc}") from exc
     if (version is not None or as_of is not None) and not _files_present(table):
         raise NotFound(f"version {table.version()} of {name} is no longer readable: vacuum "
                        f"removed its files ('cumulo tables history {name}' lists versions)")
@@ -80,14 +95,6 @@ def open_table(loc: Location, *, version: int | None = None,
 def _files_present(table: DeltaTable) -> bool:
     """Whether an old version's files are still there (checked for local tables only)."""
     return all(os.path.exists(p) for p in table.file_uris() if p.startswith("/"))
-
-
-def _first_commit_time(table: DeltaTable) -> datetime | None:
-    entries = table.history()
-    if not entries:
-        return None
-    stamp = min(e["timestamp"] for e in entries)
-    return datetime.fromtimestamp(stamp / 1000, UTC)
 
 
 def exists(loc: Location) -> bool:

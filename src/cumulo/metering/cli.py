@@ -13,13 +13,15 @@ __all__ = ["costs_command"]
 
 def costs_command(
     ctx: typer.Context,
-    by: str = typer.Option("day", "--by", help="day, cluster, user, tag or kind"),
+    by: str = typer.Option("day", "--by",
+                           help="day, cluster, user, tag, kind or item (each job or endpoint)"),
     since: str | None = typer.Option(None, "--since", help="2026-11-01, or 7d for a week"),
     until: str | None = typer.Option(None, "--until", help="last day to count (inclusive)"),
+    kind: str | None = typer.Option(None, "--kind", help="only job or endpoint"),
     json: bool = JsonOpt,
 ) -> None:
     """What work used and cost, by the price sheet in the settings."""
-    summary = client(ctx).costs(by=by, since=since, until=until)
+    summary = client(ctx).costs(by=by, since=since, until=until, kind=kind)
     if json:
         print_json(summary)
         return

@@ -16,8 +16,8 @@ from cumulo.metering.models import UsageRecord
 
 __all__ = ["GroupBy", "price", "record", "summarize"]
 
-GroupBy = Literal["day", "cluster", "user", "tag", "kind"]
-GROUPS = ("day", "cluster", "user", "tag", "kind")
+GroupBy = Literal["day", "cluster", "user", "tag", "kind", "item"]
+GROUPS = ("day", "cluster", "user", "tag", "kind", "item")
 
 
 def price(prices: Prices, *, cpu_seconds: float, memory_gb_seconds: float,
@@ -75,6 +75,8 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
     for row in records:
         if by == "tag":
             keys = row.tags or ["(untagged)"]
+        elif by == "item":  # 'endpoint churn', 'job 01J...'
+            keys = [f"{row.kind} {row.ref}"]
         elif by == "user":
             keys = [names.get(row.user_id, "(deleted)") if row.user_id else "(none)"]
         else:

@@ -64,7 +64,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.tracking = TrackingServer(app.state.settings, app.state.storage.url)
     from cumulo.serving.manager import EndpointManager
 
-    endpoints = EndpointManager(app.state.settings, app.state.engine, app.state.tracking.ensure)
+    endpoints = EndpointManager(app.state.settings, app.state.engine, app.state.tracking.ensure,
+                                app.state.storage)
     app.state.endpoints = endpoints
     supervisor.start()
     endpoints.start()

@@ -6,6 +6,7 @@ path is the endpoint's own address (``url`` in ``show``), which the replicas ans
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from datetime import datetime
@@ -45,11 +46,20 @@ class EndpointIn(BaseModel):
     name: str
     model: str | None = Field(None, description="one model: NAME:VERSION, NAME@ALIAS or NAME")
     variants: list[VariantIn] | None = Field(None, description="several models, with weights")
-    min_replicas: int = 1
-    max_replicas: int | None = None
+    min_replicas: int = Field(1, description="0 scales to zero when idle")
+    max_replicas: int | None = Field(None, description="default: min_replicas (at least 1)")
+    target_in_flight: float = Field(8.0, description="requests in flight per replica that "
+                                    "the autoscaler aims for")
+    scale_in_cooldown: float = Field(60.0, description="seconds of lower load before scaling in")
+    scale_to_zero_after: float = Field(300.0, description="idle seconds before stopping the "
+                                       "last replica, when min_replicas is 0")
     max_batch_size: int = Field(64, description="most rows combined into one model call")
     max_wait_ms: float = Field(2.0, description="longest a request waits for others to join")
     max_body: str | int = Field("6M", description="largest request body (bytes, or like 6M)")
+    capture_percent: float = Field(0.0, description="share of requests (0-100) whose inputs "
+                                   "and answers are written to capture_table")
+    capture_table: str | None = Field(None, description="DB.TABLE for captured requests; "
+                                      "default endpoints.NAME_capture")
 
 
 class EndpointOut(BaseModel):
@@ -59,11 +69,19 @@ class EndpointOut(BaseModel):
     variants: list[dict[str, Any]]
     min_replicas: int
     max_replicas: int
+    target_in_flight: float
+    scale_in_cooldown: float
+    scale_to_zero_after: float
     max_batch_size: int
     max_wait_ms: float
     max_body: int
+    capture_percent: float
+    capture_table: str | None
     replicas: list[dict[str, Any]]
     restarts: int
+    scaling: list[dict[str, Any]] = Field(description="recent scaling decisions, with reasons")
+    rollout: dict[str, Any] | None = Field(description="the traffic shift in progress, or the "
+                                           "last one")
     message: str | None
     created_at: datetime
     updated_at: datetime
@@ -79,8 +97,12 @@ def _out(request: Request, e: Endpoint) -> EndpointOut:
     return EndpointOut(
         name=e.name, state=e.state, url=f"http://{host}:{e.port}", variants=e.variants,
         min_replicas=e.min_replicas, max_replicas=e.max_replicas,
+        target_in_flight=e.target_in_flight, scale_in_cooldown=e.scale_in_cooldown,
+        scale_to_zero_after=e.scale_to_zero_after,
         max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
-        replicas=runtime["replicas"], restarts=runtime["restarts"], message=e.message,
+        capture_percent=e.capture_percent, capture_table=e.capture_table,
+        replicas=runtime["replicas"], restarts=runtime["restarts"],
+        scaling=runtime["scaling"], rollout=e.rollout, message=e.message,
         created_at=e.created_at, updated_at=e.updated_at)
 
 
@@ -114,6 +136,45 @@ def resolve_model(registry: Any, ref: str) -> tuple[str, str]:
     return ref, str(latest)
 
 
+def _check_scaling(min_replicas: int, max_replicas: int, target: float, cooldown: float,
+                   to_zero: float) -> None:
+    if min_replicas < 0 or max_replicas < max(1, min_replicas) or max_replicas > 64:
+        raise Invalid(f"replicas: need 0 <= --min-replicas <= --max-replicas <= 64 and "
+                      f"--max-replicas >= 1 (got {min_replicas} and {max_replicas})")
+    if target <= 0:
+        raise Invalid("--target-in-flight must be above 0 (requests in flight per replica)")
+    if cooldown < 0 or to_zero < 0:
+        raise Invalid("--scale-in-cooldown and --scale-to-zero-after are seconds, 0 or more")
+
+
+def _check_capture(session: Session, caller: Principal, endpoint: str, percent: float,
+                   table: str | None) -> str | None:
+    """The capture table's name, if capture is on; its database must exist."""
+    if not 0 <= percent <= 100:
+        raise Invalid(f"--capture-percent must be 0-100, not {percent}")
+    if not percent:
+        if table:
+            raise Invalid("--capture-table needs --capture-percent above 0")
+        return None
+    from cumulo.lake import catalog
+    from cumulo.lake.refs import parse_ref
+
+    name = table or f"endpoints.{endpoint.replace('-', '_')}_capture"
+    ref = parse_ref(name)
+    if ref.version is not None or ref.as_of is not None:
+        raise Invalid(f"--capture-table {name!r}: name a table, not a version of one")
+    if table is None:  # the default database is made on first use
+        with contextlib.suppress(Conflict):
+            try:
+                catalog.get_database(session, ref.database)
+            except NotFound:
+                catalog.create_database(session, caller, ref.database,
+                                        description="data captured by endpoints")
+    else:
+        catalog.get_database(session, ref.database)  # NotFound says how to make it
+    return ref.name
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -137,8 +198,8 @@ def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
         raise Invalid("a variant's weight must not be negative")
     max_replicas = body.max_replicas if body.max_replicas is not None else max(
         1, body.min_replicas)
-    if body.min_replicas < 1 or max_replicas < body.min_replicas:
-        raise Invalid("replicas: need 1 <= --min-replicas <= --max-replicas")
+    _check_scaling(body.min_replicas, max_replicas, body.target_in_flight,
+                   body.scale_in_cooldown, body.scale_to_zero_after)
     if not 1 <= body.max_batch_size <= 100_000 or not 0 <= body.max_wait_ms <= 10_000:
         raise Invalid("batching: --max-batch-size 1-100000 rows, --max-wait-ms 0-10000")
     max_body = parse_memory(body.max_body) if isinstance(body.max_body, str) else body.max_body
@@ -160,11 +221,17 @@ def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
             raise Invalid(f"two variants are named {name!r}; name them with 'name'")
         variants.append({"name": name, "model": model, "version": version,
                          "weight": v.weight, "shadow": v.shadow})
+    # Last, as it may make the default capture database: nothing is made for a refused request.
+    capture_table = _check_capture(session, caller, body.name, body.capture_percent,
+                                   body.capture_table)
     manager = _manager(request)
     endpoint = Endpoint(
         name=body.name, state="creating", variants=variants, port=_free_port(manager.host),
         min_replicas=body.min_replicas, max_replicas=max_replicas,
+        target_in_flight=body.target_in_flight, scale_in_cooldown=body.scale_in_cooldown,
+        scale_to_zero_after=body.scale_to_zero_after,
         max_batch_size=body.max_batch_size, max_wait_ms=body.max_wait_ms, max_body=max_body,
+        capture_percent=body.capture_percent, capture_table=capture_table,
         created_by=caller.user_id, updated_at=utcnow())
     session.add(endpoint)
     session.commit()
@@ -199,6 +266,128 @@ def endpoint_metrics(name: str, session: DbSession, request: Request,
     return {"endpoint": name, "state": endpoint.state, "replicas": len(live),
             "in_flight": sum(r["in_flight"] for r in live),
             **manager.metrics(name, window)}
+
+
+class UpdateIn(BaseModel):
+    model: str | None = Field(None, description="a new model to shift traffic to: NAME:VERSION, "
+                              "NAME@ALIAS or NAME")
+    variant: str | None = Field(None, description="the new variant's name; default "
+                                "NAME-VERSION")
+    strategy: str = Field("all_at_once", description="all_at_once, canary or linear")
+    canary_percent: float = Field(10.0, description="canary: the first step's share")
+    step_percent: float = Field(25.0, description="linear: the share added at each step")
+    bake_s: float = Field(60.0, description="seconds to watch the new variant after each step")
+    max_error_rate: float | None = Field(0.01, description="roll back when the new variant's "
+                                         "5xx share goes over this during a bake (0-1)")
+    max_p99_ms: float | None = Field(None, description="roll back when the new variant's p99 "
+                                     "latency goes over this during a bake")
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_in_flight: float | None = None
+    scale_in_cooldown: float | None = None
+    scale_to_zero_after: float | None = None
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+    capture_percent: float | None = None
+    capture_table: str | None = None
+
+
+@endpoints_router.patch("/{name}", response_model=EndpointOut,
+                        summary="Update an endpoint: shift traffic to a new model, or change "
+                        "its settings")
+def update_endpoint(name: str, body: UpdateIn, session: DbSession, caller: Caller,
+                    request: Request) -> EndpointOut:
+    from cumulo.serving import rollout
+
+    endpoint = _get(session, name)
+    if endpoint.state in ("creating", "failed"):
+        raise Conflict(f"endpoint {name!r} is {endpoint.state}; update it once it is in "
+                       "service" if endpoint.state == "creating" else
+                       f"endpoint {name!r} failed; 'cumulo endpoints rm {name}' and create it "
+                       "again")
+    min_r = endpoint.min_replicas if body.min_replicas is None else body.min_replicas
+    max_r = endpoint.max_replicas if body.max_replicas is None else body.max_replicas
+    if body.max_replicas is None and body.min_replicas is not None:
+        max_r = max(max_r, body.min_replicas, 1)
+    target = body.target_in_flight or endpoint.target_in_flight
+    cooldown = (endpoint.scale_in_cooldown if body.scale_in_cooldown is None
+                else body.scale_in_cooldown)
+    to_zero = (endpoint.scale_to_zero_after if body.scale_to_zero_after is None
+               else body.scale_to_zero_after)
+    _check_scaling(min_r, max_r, target, cooldown, to_zero)
+    batch = endpoint.max_batch_size if body.max_batch_size is None else body.max_batch_size
+    wait = endpoint.max_wait_ms if body.max_wait_ms is None else body.max_wait_ms
+    if not 1 <= batch <= 100_000 or not 0 <= wait <= 10_000:
+        raise Invalid("batching: --max-batch-size 1-100000 rows, --max-wait-ms 0-10000")
+    new_rollout = new_variants = None
+    if body.model is not None:
+        if endpoint.state == "updating":
+            raise Conflict(f"endpoint {name!r} is shifting traffic already; wait for it, or "
+                           f"'cumulo endpoints rollback {name}'")
+        steps = rollout.plan(body.strategy, canary_percent=body.canary_percent,
+                             step_percent=body.step_percent)
+        if body.bake_s < 0 or body.bake_s > 86_400:
+            raise Invalid("--bake must be 0-86400 seconds")
+        if body.max_error_rate is not None and not 0 <= body.max_error_rate <= 1:
+            raise Invalid("--max-error-rate is a share of requests, 0-1 (0.01 is 1%)")
+        if body.max_p99_ms is not None and body.max_p99_ms <= 0:
+            raise Invalid("--max-p99-ms must be above 0")
+        from cumulo.ml.registry import Registry
+
+        model, version = resolve_model(Registry(request.app.state.tracking.ensure()),
+                                       body.model)
+        variant = body.variant or f"{model}-{version}"
+        if not _VARIANT.match(variant):
+            raise Invalid(f"variant name {variant!r}: letters, digits, '.', '_' or '-', at "
+                          "most 63")
+        if any(v["name"] == variant for v in endpoint.variants):
+            raise Conflict(f"endpoint {name!r} has a variant {variant!r} already; name the "
+                           "new one with --variant")
+        new_variants, new_rollout = rollout.begin(
+            endpoint.variants, {"name": variant, "model": model, "version": version},
+            body.strategy, steps, bake_s=body.bake_s, max_error_rate=body.max_error_rate,
+            max_p99_ms=body.max_p99_ms)
+        new_rollout["by"] = caller.user_name
+    capture_percent = (endpoint.capture_percent if body.capture_percent is None
+                       else body.capture_percent)
+    capture_table = endpoint.capture_table
+    if body.capture_table is not None or capture_percent:  # turned off: the table is kept
+        capture_table = _check_capture(session, caller, name, capture_percent,
+                                       body.capture_table or endpoint.capture_table)
+    endpoint.min_replicas, endpoint.max_replicas = min_r, max_r
+    endpoint.target_in_flight, endpoint.scale_in_cooldown = target, cooldown
+    endpoint.scale_to_zero_after = to_zero
+    endpoint.max_batch_size, endpoint.max_wait_ms = batch, wait
+    endpoint.capture_percent, endpoint.capture_table = capture_percent, capture_table
+    if new_rollout is not None and new_variants is not None:
+        endpoint.variants, endpoint.rollout, endpoint.state = new_variants, new_rollout, "updating"
+    endpoint.updated_at = utcnow()
+    session.commit()
+    _manager(request).notify()
+    return _out(request, endpoint)
+
+
+@endpoints_router.post("/{name}/rollback", response_model=EndpointOut,
+                       summary="Stop a traffic shift and go back to the variants before it")
+def rollback_endpoint(name: str, session: DbSession, caller: Caller,
+                      request: Request) -> EndpointOut:
+    import copy
+    import time
+
+    endpoint = _get(session, name)
+    if endpoint.state != "updating" or not endpoint.rollout:
+        raise Conflict(f"endpoint {name!r} is not shifting traffic; to go back to an older "
+                       f"model, update it: cumulo endpoints update {name} --model NAME:VERSION")
+    state = copy.deepcopy(endpoint.rollout)
+    now = time.time()
+    reason = f"rolled back by {caller.user_name}"
+    state.update(state="rolled_back", ended_at=now, reason=reason)
+    state["log"].append({"at": now, "event": reason})
+    endpoint.variants = [dict(v) for v in state["previous"]]
+    endpoint.rollout, endpoint.state, endpoint.updated_at = state, "in_service", utcnow()
+    session.commit()
+    _manager(request).notify()
+    return _out(request, endpoint)
 
 
 @endpoints_router.delete("/{name}", status_code=204, summary="Delete an endpoint")

@@ -29,11 +29,34 @@ def _variants(e: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _rollout(r: dict[str, Any]) -> str:
+    text = f"{r['state']}: {r['strategy']} to {r['variant']}"
+    if r["state"] in ("shifting", "baking"):
+        text += f", step {r['step'] + 1}/{len(r['steps'])} ({r['steps'][r['step']]}%)"
+    if r.get("reason"):
+        text += f"; {r['reason']}"
+    return text
+
+
 @endpoints_app.command("create")
 def create(
     ctx: typer.Context, name: str,
     model: str = typer.Option(..., "--model", help="NAME:VERSION, NAME@ALIAS or NAME (latest)"),
-    min_replicas: int = typer.Option(1, "--min-replicas"),
+    min_replicas: int = typer.Option(1, "--min-replicas", help="0 scales to zero when idle"),
+    max_replicas: int | None = typer.Option(None, "--max-replicas",
+                                            help="default: --min-replicas (at least 1)"),
+    target_in_flight: float = typer.Option(8.0, "--target-in-flight",
+                                           help="requests in flight per replica to aim for"),
+    scale_in_cooldown: float = typer.Option(60.0, "--scale-in-cooldown",
+                                            help="seconds of lower load before scaling in"),
+    scale_to_zero_after: float = typer.Option(300.0, "--scale-to-zero-after",
+                                              help="idle seconds before the last replica "
+                                              "stops (with --min-replicas 0)"),
+    capture_percent: float = typer.Option(0.0, "--capture-percent",
+                                          help="share of requests (0-100) written with their "
+                                          "answers to --capture-table"),
+    capture_table: str | None = typer.Option(None, "--capture-table",
+                                             help="DB.TABLE; default endpoints.NAME_capture"),
     max_batch_size: int = typer.Option(64, "--max-batch-size",
                                        help="most rows combined into one model call"),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms",
@@ -44,9 +67,13 @@ def create(
 ) -> None:
     """Serve a registered model: cumulo endpoints create churn --model churn@champion --wait"""
     endpoints = client(ctx).endpoints
-    info = endpoints.create(name, model, min_replicas=min_replicas,
+    info = endpoints.create(name, model, min_replicas=min_replicas, max_replicas=max_replicas,
+                            target_in_flight=target_in_flight,
+                            scale_in_cooldown=scale_in_cooldown,
+                            scale_to_zero_after=scale_to_zero_after,
                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                            max_body=max_body, wait=wait)
+                            max_body=max_body, capture_percent=capture_percent,
+                            capture_table=capture_table, wait=wait)
     if json:
         print_json(info)
         return
@@ -67,8 +94,8 @@ def list_endpoints(ctx: typer.Context, json: bool = JsonOpt) -> None:
         table.add_column(column)
     for e in rows:
         ready = sum(1 for r in e["replicas"] if r["ready"])
-        table.add_row(e["name"], e["state"], _variants(e), f"{ready}/{e['min_replicas']}",
-                      e["url"])
+        table.add_row(e["name"], e["state"], _variants(e),
+                      f"{ready} ({e['min_replicas']}-{e['max_replicas']})", e["url"])
     console.print(table)
 
 
@@ -87,7 +114,19 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     table.add_row("replicas", ", ".join(
         f"{r['pid']} ({'ready' if r['ready'] else 'starting'}, {r['in_flight']} in flight)"
         for r in e["replicas"]) or "none")
+    table.add_row("autoscaling", f"{e['min_replicas']}-{e['max_replicas']} replicas at "
+                  f"{e['target_in_flight']:g} in flight each; scale in after "
+                  f"{e['scale_in_cooldown']:g}s" + (
+                      f"; to zero after {e['scale_to_zero_after']:g}s idle"
+                      if e["min_replicas"] == 0 else ""))
+    if e["scaling"]:
+        last = e["scaling"][-1]
+        table.add_row("last scaling", f"{last['from']} -> {last['to']} ({last['reason']})")
     table.add_row("restarts", str(e["restarts"]))
+    if e["capture_percent"]:
+        table.add_row("data capture", f"{e['capture_percent']:g}% to {e['capture_table']}")
+    if e["rollout"]:
+        table.add_row("traffic shift", _rollout(e["rollout"]))
     table.add_row("batching", f"up to {e['max_batch_size']} rows, waiting at most "
                   f"{e['max_wait_ms']:g} ms")
     table.add_row("body limit", human_bytes(e["max_body"]))
@@ -95,6 +134,52 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     console.print(table)
     if e["message"]:
         console.print(f"\n[bold]why it failed[/bold]\n{e['message']}")
+
+
+@endpoints_app.command("update")
+def update(
+    ctx: typer.Context, name: str,
+    model: str | None = typer.Option(None, "--model",
+                                     help="shift traffic to this model: NAME:VERSION, ..."),
+    strategy: str = typer.Option("all_at_once", "--strategy",
+                                 help="all_at_once, canary or linear"),
+    variant: str | None = typer.Option(None, "--variant", help="the new variant's name"),
+    canary_percent: float = typer.Option(10.0, "--canary-percent",
+                                         help="canary: the first step's traffic share"),
+    step_percent: float = typer.Option(25.0, "--step-percent",
+                                       help="linear: the share added at each step"),
+    bake: float = typer.Option(60.0, "--bake", help="seconds to watch after each step"),
+    max_error_rate: float = typer.Option(0.01, "--max-error-rate",
+                                         help="roll back above this share of 5xx answers"),
+    max_p99_ms: float | None = typer.Option(None, "--max-p99-ms",
+                                            help="roll back above this p99 latency"),
+    min_replicas: int | None = typer.Option(None, "--min-replicas"),
+    max_replicas: int | None = typer.Option(None, "--max-replicas"),
+    capture_percent: float | None = typer.Option(None, "--capture-percent"),
+    wait: bool = typer.Option(False, "--wait", help="return when the shift is done"),
+    json: bool = JsonOpt,
+) -> None:
+    """Shift traffic to a new model safely, or change settings:
+    cumulo endpoints update churn --model churn:4 --strategy canary --bake 300"""
+    settings = {k: v for k, v in {"min_replicas": min_replicas, "max_replicas": max_replicas,
+                                  "capture_percent": capture_percent}.items() if v is not None}
+    info = client(ctx).endpoints[name].update(
+        model, strategy=strategy, variant=variant, canary_percent=canary_percent,
+        step_percent=step_percent, bake_s=bake, max_error_rate=max_error_rate,
+        max_p99_ms=max_p99_ms, wait=wait, **settings)
+    if json:
+        print_json(info)
+        return
+    console.print(f"endpoint {name}: {info['state']}; {_variants(info)}")
+    if info["rollout"] and model is not None:
+        console.print(f"traffic shift: {_rollout(info['rollout'])}")
+
+
+@endpoints_app.command("rollback")
+def rollback(ctx: typer.Context, name: str) -> None:
+    """Stop a traffic shift: the variants before it take the traffic again."""
+    info = client(ctx).endpoints[name].rollback()
+    console.print(f"endpoint {name}: rolled back; {_variants(info)}")
 
 
 @endpoints_app.command("rm")

@@ -6,14 +6,30 @@ variant's model from the registry once (a version never changes, so the copy und
 ``<home>/serving/models/NAME/VERSION`` serves every replica and restart), starts the replicas,
 reads their stats, replaces a replica that dies, and marks the endpoint failed, with the
 replica's own traceback, when a model cannot load.
+
+Autoscaling: every step, the endpoint wants ``ceil(load / target_in_flight)`` replicas, where
+load is the requests in flight averaged over the replicas' last reports, kept between
+``min_replicas`` and ``max_replicas``. It scales out at once and in only after the load has
+stayed lower for ``scale_in_cooldown`` seconds. With ``min_replicas`` 0 it keeps one replica
+until no request came for ``scale_to_zero_after`` seconds, then stops them all; the socket
+stays open, so a request that arrives then waits in its queue while the manager, which watches
+the socket, starts a replica. A stopping replica finishes the requests it has (uvicorn's
+graceful shutdown) while the others take new ones.
+
+Metering: each replica's life is a usage record of kind ``endpoint`` (one vCPU reserved, and
+its resident memory), written when it stops and every few minutes while it runs, so ``cumulo
+costs`` shows what each endpoint cost and an endpoint scaled to zero costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
+import math
 import os
+import select as selectors_
 import shutil
 import socket
 import subprocess
@@ -33,11 +49,44 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.config import Settings
 from cumulo.db import utcnow
+from cumulo.metering import usage
 from cumulo.serving.models import Endpoint
+from cumulo.storage.backends import Backend
 
 __all__ = ["EndpointManager", "summarize"]
 
 log = logging.getLogger("cumulo.serving")
+
+METER_INTERVAL = 300.0  # seconds between usage records of a replica that keeps running
+STOP_GRACE = 30.0  # seconds a stopping replica has to finish its requests before SIGKILL
+
+
+class _Waker:
+    """An event the manager's loop waits on together with the endpoints' sockets (a pipe, so
+    that ``select`` sees it)."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._w, b"x")
+
+    def wait(self, timeout: float, sockets: list[socket.socket] | None = None) -> list[Any]:
+        """Sleep until set, a socket has a connection waiting, or ``timeout``; the sockets
+        that are readable."""
+        watched: list[Any] = [self._r, *(sockets or [])]
+        ready = selectors_.select(watched, [], [], timeout)[0]
+        if self._r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._r, 4096)
+        return [s for s in ready if s is not self._r]
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
 
 
 @dataclass(eq=False)
@@ -48,6 +97,11 @@ class _Replica:
     failed: str | None = None  # the replica's traceback, if its models did not load
     reader: threading.Thread | None = None  # reads its stdout: ready, failed, stats
     in_flight: int = 0
+    load: float = 0.0  # requests in flight, averaged over its last report's interval
+    generation: int = 0  # of the config it serves
+    stopping: float | None = None  # when it was told to stop (scaled in)
+    metered_until: float = 0.0  # the end of its last usage record (a time.time())
+    memory: int = 0  # its largest resident memory seen, in bytes
     # Its last two minutes of reports (per variant: requests, errors, latency histograms).
     stats: deque[tuple[float, dict[str, Any]]] = field(
         default_factory=lambda: deque(maxlen=240))
@@ -68,34 +122,74 @@ class _Runtime:
         self.restarts = 0
         self.early_exits = 0  # replicas in a row that ended before they were ready
         self.variants = endpoint.variants
+        now = time.time()
+        self.last_request = now  # the last time a replica said it served a request
+        self.low_since: float | None = None  # since when fewer replicas would do
+        self.demand = False  # a connection waits while there are no replicas
+        self.scaling: deque[dict[str, Any]] = deque(maxlen=20)  # recent scaling decisions
         self.config_path: Path | None = None
-        self.error: str | None = None  # why the models could not be fetched
-        self._fetch = threading.Thread(target=self._fetch_models, args=(endpoint,),
+        self.error: str | None = None  # why the models could not be fetched at first
+        self.update_error: str | None = None  # why a later configuration could not be served
+        self.generation = 0  # of the replica config written last
+        self.wanted = ""  # the settings (JSON) the config is being made or was made for
+        self.capture_table: str | None = None
+        self.capture: list[dict[str, Any]] = []  # captured requests not yet in the table
+        self._fetch: threading.Thread | None = None
+        self.configure(endpoint)
+
+    # --- models and configuration ----------------------------------------------------------
+
+    def configure(self, endpoint: Endpoint) -> None:
+        """Make the replicas' config for the endpoint's settings, if they changed: fetch new
+        models in a thread, then write the config, which running replicas read again."""
+        settings = {"endpoint": endpoint.name, "variants": endpoint.variants,
+                    "max_batch_size": endpoint.max_batch_size,
+                    "max_wait_ms": endpoint.max_wait_ms, "max_body": endpoint.max_body,
+                    "capture_percent": endpoint.capture_percent}
+        wanted = json.dumps(settings, sort_keys=True)
+        self.capture_table = endpoint.capture_table
+        if wanted == self.wanted or (self._fetch is not None and self._fetch.is_alive()):
+            return
+        self.wanted = wanted
+        self._fetch = threading.Thread(target=self._write_config, args=(settings, wanted),
                                        daemon=True, name=f"fetch-{endpoint.name}")
         self._fetch.start()
 
-    # --- models --------------------------------------------------------------------------------
-
-    def _fetch_models(self, endpoint: Endpoint) -> None:
+    def _write_config(self, settings: dict[str, Any], wanted: str) -> None:
         try:
-            dirs = [self.manager.fetch(v["model"], v["version"]) for v in self.variants]
+            variants = settings["variants"]
+            dirs = [self.manager.fetch(v["model"], v["version"]) for v in variants]
+            generation = self.generation + 1
             config = {
-                "endpoint": endpoint.name, "max_batch_size": endpoint.max_batch_size,
-                "max_wait_ms": endpoint.max_wait_ms, "max_body": endpoint.max_body,
-                "stats_interval": 0.5,
+                **settings, "stats_interval": 0.5, "generation": generation,
                 "variants": [{"name": v["name"], "model_dir": str(d), "weight": v["weight"],
                               "shadow": v.get("shadow", False)}
-                             for v, d in zip(self.variants, dirs, strict=True)]}
-            folder = self.manager.root / "endpoints" / endpoint.name
+                             for v, d in zip(variants, dirs, strict=True)]}
+            folder = self.manager.root / "endpoints" / self.name
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / "replica.json"
-            path.write_text(json.dumps(config, indent=1))
-            self.config_path = path
+            tmp = folder / f".replica.json.{generation}"
+            tmp.write_text(json.dumps(config, indent=1))
+            tmp.replace(path)  # replicas see the whole new file or the old one
+            self.variants, self.generation, self.config_path = variants, generation, path
         except Exception as exc:
             log.warning("endpoint %s: fetching its models failed: %s", self.name, exc)
-            self.error = f"fetching the models failed: {exc}\n{traceback.format_exc()}"
+            message = f"fetching the models failed: {exc}\n{traceback.format_exc()}"
+            if self.config_path is None:
+                self.error = message
+            else:
+                self.update_error = message
+                self.wanted = ""  # try again when the settings change (a rollback, say)
         finally:
             self.manager.wake.set()
+
+    def applied(self) -> bool:
+        """Every serving replica runs the config of the endpoint's current settings."""
+        if self._fetch is not None and self._fetch.is_alive():
+            return False
+        serving = [r for r in self.replicas if r.stopping is None]
+        return bool(serving) and all(r.ready.is_set() and r.generation == self.generation
+                                     for r in serving)
 
     # --- replicas ------------------------------------------------------------------------------
 
@@ -108,7 +202,8 @@ class _Runtime:
                  str(self.sock.fileno()), "--config", str(self.config_path)],
                 pass_fds=[self.sock.fileno()], stdout=subprocess.PIPE, stderr=err,
                 env=self.manager.worker_env, start_new_session=True)
-        replica = _Replica(proc, time.time())
+        now = time.time()
+        replica = _Replica(proc, now, metered_until=now)
         replica.reader = threading.Thread(target=self._read, args=(replica,), daemon=True,
                                           name=f"replica-{proc.pid}")
         replica.reader.start()
@@ -122,39 +217,60 @@ class _Runtime:
                 message = json.loads(line)
             except ValueError:
                 continue
-            if "ready" in message:
+            if "generation" in message:
+                replica.generation = int(message["generation"])
+            if "reload_failed" in message:
+                self.update_error = ("a replica could not load the new configuration:\n"
+                                     + str(message["reload_failed"]))
+                self.manager.wake.set()
+            elif "ready" in message:
                 log.info("endpoint %s: replica %s ready in %.2fs", self.name, replica.proc.pid,
                          message["ready"])
                 replica.ready.set()
+                # A new replica gets a whole idle period to take the request it may have
+                # been started for.
+                self.last_request = max(self.last_request, time.time())
                 self.manager.wake.set()
             elif "failed" in message:
                 replica.failed = str(message["failed"])
                 self.manager.wake.set()
             elif "in_flight" in message:
                 replica.in_flight = int(message["in_flight"])
-                replica.stats.append((time.time(), message.get("variants", {})))
+                replica.load = float(message.get("load", replica.in_flight))
+                variants = message.get("variants", {})
+                replica.stats.append((time.time(), variants))
+                if replica.in_flight or any(v.get("requests") for v in variants.values()):
+                    self.last_request = time.time()
+                if message.get("capture"):
+                    with self.manager.capture_lock:
+                        self.capture.extend(message["capture"])
         stream.close()
         replica.proc.wait()
         self.manager.wake.set()
 
-    def step(self, endpoint: Endpoint) -> None:
+    def step(self, endpoint: Endpoint, session: Session) -> None:
         """Move the endpoint towards its settings; record its state on the row."""
         if endpoint.state == "failed":
             return
         if self.error:
-            self._fail(endpoint, self.error)
+            self._fail(endpoint, session, self.error)
             return
+        self.configure(endpoint)
         if self.config_path is None:
             return  # still fetching the models
         for replica in list(self.replicas):
             if replica.proc.poll() is not None and replica.reader is not None:
                 replica.reader.join(2)  # what it said before it ended: its traceback, say
             if replica.failed:
-                self._fail(endpoint, "a replica could not load the model:\n" + replica.failed)
+                self._fail(endpoint, session,
+                           "a replica could not load the model:\n" + replica.failed)
                 return
             if replica.proc.poll() is not None:
                 self.replicas.remove(replica)
                 self.gone = [*self.gone[-9:], replica]  # its last reports still count
+                self.manager.meter(session, endpoint, replica, ended=True)
+                if replica.stopping is not None:
+                    continue  # scaled in: it was told to stop
                 if replica.ready.is_set():
                     self.restarts += 1
                     log.warning("endpoint %s: replica %s exited (code %s); replacing it",
@@ -162,22 +278,121 @@ class _Runtime:
                 else:
                     self.early_exits += 1
                     if endpoint.state == "creating" or self.early_exits >= 3:
-                        self._fail(endpoint, f"a replica exited with code "
+                        self._fail(endpoint, session, f"a replica exited with code "
                                    f"{replica.proc.returncode} before it was ready; see "
                                    f"{self.config_path.parent}/replicas.log")
                         return
-            elif replica.ready.is_set():
-                self.early_exits = 0
-        while len(self.replicas) < max(1, endpoint.min_replicas):
-            self.replicas.append(self._spawn())
+            else:
+                if replica.ready.is_set():
+                    self.early_exits = 0
+                if replica.stopping is not None and (
+                        time.time() - replica.stopping > STOP_GRACE):
+                    with contextlib.suppress(ProcessLookupError):
+                        replica.proc.kill()
+                self.manager.meter(session, endpoint, replica)
+        self._scale(endpoint)
         if endpoint.state == "creating" and any(r.ready.is_set() for r in self.replicas):
             endpoint.state, endpoint.updated_at = "in_service", utcnow()
+        if endpoint.state == "updating" and endpoint.rollout:
+            self._shift(endpoint)
 
-    def _fail(self, endpoint: Endpoint, message: str) -> None:
-        self.stop_replicas()
+    def _shift(self, endpoint: Endpoint) -> None:
+        """Carry a traffic shift one step further, or roll it back."""
+        from cumulo.serving import rollout as rollouts
+
+        state = copy.deepcopy(endpoint.rollout)
+        assert state is not None
+        metrics = None
+        variants: list[dict[str, Any]] | None
+        if state.get("step_started_at"):
+            since = state["step_started_at"]
+            window = max(1.0, time.time() - since)
+            metrics = summarize(self.reports(since), window)["variants"].get(state["variant"])
+        if self.update_error:
+            now = time.time()
+            reason = self.update_error.strip().splitlines()[-1]
+            state.update(state="rolled_back", ended_at=now, reason=reason,
+                         error=self.update_error)
+            state["log"].append({"at": now, "event": f"rolled back: {reason}"})
+            action, variants = "rollback", [dict(v) for v in state["previous"]]
+            self.update_error = None
+        else:
+            action, variants = rollouts.check(state, self.applied(), metrics)
+        if action == "wait" and state == endpoint.rollout:
+            return
+        log.info("endpoint %s: traffic shift: %s", self.name, state["log"][-1]["event"])
+        endpoint.rollout = state
+        if variants is not None:
+            endpoint.variants = variants
+        if action in ("done", "rollback"):
+            endpoint.state = "in_service"
+        endpoint.updated_at = utcnow()
+        self.configure(endpoint)
+
+    def _scale(self, endpoint: Endpoint) -> None:
+        now = time.time()
+        serving = [r for r in self.replicas if r.stopping is None]
+        load = sum(r.load for r in serving if r.ready.is_set())
+        idle = now - self.last_request
+        floor = endpoint.min_replicas
+        if self.demand:  # a request waits: it counts as one, for the idle timer too
+            self.last_request, idle = now, 0.0
+        if floor == 0 and idle < endpoint.scale_to_zero_after:
+            floor = 1
+        if endpoint.state == "creating":
+            floor = max(floor, 1)  # it answers once before it may scale to zero
+        wanted = max(floor, min(endpoint.max_replicas, math.ceil(
+            load / max(endpoint.target_in_flight, 1e-9) - 1e-6)))
+        have = len(serving)
+        if wanted > have:
+            self.low_since = None
+            reason = ("a request arrived while scaled to zero" if have == 0 and self.demand
+                      else f"{load:.1f} requests in flight" if load else "minimum replicas")
+            self._note(have, wanted, reason)
+            for _ in range(wanted - have):
+                self.replicas.append(self._spawn())
+        elif wanted < have:
+            if not all(r.ready.is_set() for r in serving):
+                return  # not while one starts: it may be for a request that waits for it
+            if wanted == 0:
+                reason = f"idle for {idle:.0f}s"
+            elif self.low_since is None:
+                self.low_since = now
+                return
+            elif now - self.low_since < endpoint.scale_in_cooldown:
+                return
+            else:
+                reason = (f"{load:.1f} requests in flight for "
+                          f"{endpoint.scale_in_cooldown:.0f}s")
+            self._note(have, wanted, reason)
+            # The newest go first: the oldest have warmed their caches.
+            for replica in sorted(serving, key=lambda r: r.started)[wanted:]:
+                replica.stopping = now
+                with contextlib.suppress(ProcessLookupError):
+                    replica.proc.terminate()
+            self.low_since = None
+        else:
+            self.low_since = None
+        self.demand = False
+
+    def _note(self, have: int, wanted: int, reason: str) -> None:
+        if have or wanted:
+            log.info("endpoint %s: %d -> %d replicas (%s)", self.name, have, wanted, reason)
+        self.scaling.append({"at": time.time(), "from": have, "to": wanted, "reason": reason})
+
+    def waiting(self) -> socket.socket | None:
+        """The socket to watch for a connection that waits for a replica, if there are
+        none now."""
+        if self.config_path is None or self.error or self.demand:
+            return None
+        return None if any(r.stopping is None for r in self.replicas) else self.sock
+
+    def _fail(self, endpoint: Endpoint, session: Session, message: str) -> None:
+        self.stop_replicas(session, endpoint)
         endpoint.state, endpoint.message, endpoint.updated_at = "failed", message, utcnow()
 
-    def stop_replicas(self) -> None:
+    def stop_replicas(self, session: Session | None = None,
+                      endpoint: Endpoint | None = None) -> None:
         for replica in self.replicas:
             with contextlib.suppress(ProcessLookupError):
                 replica.proc.terminate()
@@ -188,10 +403,12 @@ class _Runtime:
             if replica.proc.poll() is None:
                 replica.proc.kill()
                 replica.proc.wait()
+            if session is not None and endpoint is not None:
+                self.manager.meter(session, endpoint, replica, ended=True)
         self.replicas = []
 
-    def close(self) -> None:
-        self.stop_replicas()
+    def close(self, session: Session | None = None, endpoint: Endpoint | None = None) -> None:
+        self.stop_replicas(session, endpoint)
         self.sock.close()
 
     def reports(self, since: float) -> list[dict[str, Any]]:
@@ -201,9 +418,10 @@ class _Runtime:
 
     def describe(self) -> dict[str, Any]:
         return {"replicas": [{"pid": r.proc.pid, "ready": r.ready.is_set(),
-                              "in_flight": r.in_flight, "started_at": r.started}
+                              "in_flight": r.in_flight, "load": r.load,
+                              "stopping": r.stopping is not None, "started_at": r.started}
                              for r in self.replicas if r.proc.poll() is None],
-                "restarts": self.restarts}
+                "restarts": self.restarts, "scaling": list(self.scaling)}
 
 
 class EndpointManager:
@@ -211,17 +429,21 @@ class EndpointManager:
     once when told (a new endpoint, a replica ready or gone)."""
 
     def __init__(self, settings: Settings, engine: Engine,
-                 tracking_base: Callable[[], str]) -> None:
+                 tracking_base: Callable[[], str], storage: Backend | None = None) -> None:
         self.settings = settings
         self.host = "127.0.0.1" if settings.host in ("", "localhost") else settings.host
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.tracking_base = tracking_base
         self.root = settings.home / "serving"
-        self.wake = threading.Event()
+        self.wake = _Waker()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._runtimes: dict[str, _Runtime] = {}
         self._thread: threading.Thread | None = None
+        self.storage = storage
+        self.capture_lock = threading.Lock()
+        self._leftover: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self._capturer: threading.Thread | None = None
         self.worker_env = {k: v for k, v in os.environ.items()
                            if not k.startswith(("CUMULO_", "MLFLOW_"))}
         self.worker_env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1",
@@ -231,23 +453,32 @@ class EndpointManager:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name="endpoints")
         self._thread.start()
+        self._capturer = threading.Thread(target=self._capture_loop, daemon=True,
+                                          name="endpoint-capture")
+        self._capturer.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
         if self._thread is not None:
             self._thread.join(15)
-        with self._lock:
-            for runtime in self._runtimes.values():
-                runtime.close()
+        if self._capturer is not None:
+            self._capturer.join(30)
+        with self._lock, self.sessions() as session:
+            rows = {e.name: e for e in session.scalars(select(Endpoint))}
+            for name, runtime in self._runtimes.items():
+                runtime.close(session, rows.get(name))
             self._runtimes.clear()
+            session.commit()
+        self.wake.close()
 
     def notify(self) -> None:
         self.wake.set()
 
     def runtime(self, name: str) -> dict[str, Any]:
         runtime = self._runtimes.get(name)
-        return runtime.describe() if runtime else {"replicas": [], "restarts": 0}
+        return runtime.describe() if runtime else {"replicas": [], "restarts": 0,
+                                                   "scaling": []}
 
     def metrics(self, name: str, window: float = 60.0) -> dict[str, Any]:
         """Per variant over the last ``window`` seconds: requests a second, errors, and p50,
@@ -258,23 +489,26 @@ class EndpointManager:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.wake.clear()
             try:
                 with self._lock, self.sessions() as session:
                     self._tick(session)
             except Exception:  # a bug here must not end the manager: log it, go on
                 log.exception("endpoint manager step failed")
-            self.wake.wait(0.5)
+            with self._lock:
+                watched = {r.sock: r for r in self._runtimes.values()
+                           if r.waiting() is not None}
+            for sock in self.wake.wait(0.5, list(watched)):
+                watched[sock].demand = True  # a request waits: start a replica now
 
     def _tick(self, session: Session) -> None:
         rows = {e.name: e for e in session.scalars(select(Endpoint))}
         for name in set(self._runtimes) - set(rows):
-            self._runtimes.pop(name).close()
+            self._retire(self._runtimes.pop(name))
         for name, endpoint in rows.items():
             if endpoint.state == "deleting":
                 runtime = self._runtimes.pop(name, None)
                 if runtime is not None:
-                    runtime.close()
+                    self._retire(runtime, session, endpoint)
                 session.delete(endpoint)
                 continue
             runtime = self._runtimes.get(name)
@@ -285,8 +519,99 @@ class EndpointManager:
                     endpoint.state, endpoint.updated_at = "failed", utcnow()
                     endpoint.message = f"cannot listen on port {endpoint.port}: {exc}"
                     continue
-            runtime.step(endpoint)
+            runtime.step(endpoint, session)
         session.commit()
+
+    # --- data capture ----------------------------------------------------------------------------
+
+    CAPTURE_INTERVAL = 2.0  # seconds between writes of captured requests to their tables
+
+    def _capture_loop(self) -> None:
+        while not self._stop.wait(self.CAPTURE_INTERVAL):
+            self.flush_capture()
+        self.flush_capture()  # what the replicas sent before they stopped
+
+    def flush_capture(self) -> None:
+        """Append each endpoint's captured requests to its table, one commit each."""
+        with self.capture_lock:
+            batches = [(name, r.capture_table, r.capture) for name, r in
+                       list(self._runtimes.items()) if r.capture and r.capture_table is not None]
+            for name, _, _ in batches:
+                self._runtimes[name].capture = []
+            batches += self._leftover
+            self._leftover = []
+        for name, table, records in batches:
+            try:
+                self._write_capture(name, table, records)
+            except Exception:  # the table is gone or refuses the rows: say so, keep serving
+                log.exception("endpoint %s: writing %d captured requests to %s failed", name,
+                              len(records), table)
+
+    def _write_capture(self, name: str, table: str, records: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        from cumulo.access.users import user_names
+        from cumulo.lake import catalog, delta
+        from cumulo.lake.refs import parse_ref
+        from cumulo.principal import Principal
+
+        assert self.storage is not None
+        data = pa.table({
+            "captured_at": pa.array([int(r["captured_at"] * 1e6) for r in records],
+                                    pa.timestamp("us", tz="UTC")),
+            "endpoint": pa.array([name] * len(records), pa.string()),
+            **{key: pa.array([r[key] for r in records], kind) for key, kind in (
+                ("variant", pa.string()), ("status", pa.int32()),
+                ("latency_ms", pa.float64()), ("model_latency_ms", pa.float64()),
+                ("content_type", pa.string()), ("request", pa.string()),
+                ("request_encoding", pa.string()), ("response", pa.string()))}})
+        ref = parse_ref(table)
+        with self.sessions() as session:
+            endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+            owner = endpoint.created_by if endpoint is not None else None
+            user = user_names(session, [owner]).get(owner, "cumulo") if owner else "cumulo"
+            # The table is the endpoint creator's (no one's, if they were deleted).
+            owner_principal = Principal(owner, user, False, 0)  # type: ignore[arg-type]
+            row = catalog.ensure_managed_table(session, owner_principal, ref)
+            delta.write(catalog.location(self.storage, row), data.to_reader(), mode="append",
+                        user=user, name=ref.name)
+            row.updated_at = utcnow()
+            session.commit()
+
+    def _retire(self, runtime: _Runtime, session: Session | None = None,
+                endpoint: Endpoint | None = None) -> None:
+        """Stop a deleted endpoint's replicas; what they captured is still written."""
+        runtime.close(session, endpoint)
+        with self.capture_lock:
+            if runtime.capture and runtime.capture_table is not None:
+                self._leftover.append((runtime.name, runtime.capture_table, runtime.capture))
+            runtime.capture = []
+
+    def meter(self, session: Session, endpoint: Endpoint | None, replica: _Replica, *,
+              ended: bool = False) -> None:
+        """Add a usage record for the replica's time since its last one: when it ended, and
+        every METER_INTERVAL seconds while it runs."""
+        now = time.time()
+        if not ended:
+            with contextlib.suppress(Exception):
+                import psutil
+
+                replica.memory = max(replica.memory,
+                                     int(psutil.Process(replica.proc.pid).memory_info().rss))
+            if now - replica.metered_until < METER_INTERVAL:
+                return
+        wall = now - replica.metered_until
+        if endpoint is None or wall <= 0:
+            return
+        from datetime import UTC, datetime
+
+        usage.record(session, self.settings.prices, kind="endpoint", ref=endpoint.name,
+                     cluster="local", user_id=endpoint.created_by, tags=[],
+                     started_at=datetime.fromtimestamp(replica.metered_until, UTC),
+                     ended_at=datetime.fromtimestamp(now, UTC), cpu_seconds=wall,
+                     memory_gb_seconds=replica.memory / 1e9 * wall, gpu_seconds=0.0,
+                     wall_seconds=wall)
+        replica.metered_until = now
 
     # --- models --------------------------------------------------------------------------------
 

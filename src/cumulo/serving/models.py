@@ -12,8 +12,10 @@ from cumulo.db import Base, Created, UTCDateTime, utcnow
 
 __all__ = ["STATES", "Endpoint"]
 
-# creating -> in_service; failed when a model cannot load; deleting while its replicas stop.
-STATES = ("creating", "in_service", "failed", "deleting")
+# creating -> in_service; updating while traffic shifts to a new variant (back to in_service
+# when it is done or rolled back); failed when a model cannot load; deleting while its
+# replicas stop.
+STATES = ("creating", "in_service", "updating", "failed", "deleting")
 
 
 class Endpoint(Created, Base):
@@ -30,5 +32,16 @@ class Endpoint(Created, Base):
     max_batch_size: Mapped[int] = mapped_column(Integer, default=64)
     max_wait_ms: Mapped[float] = mapped_column(Float, default=2.0)
     max_body: Mapped[int] = mapped_column(Integer, default=6 * 1024 * 1024)
+    # Autoscaling: replicas = ceil(in-flight requests / target_in_flight), between min and
+    # max; scaled in only after scale_in_cooldown seconds of lower load; with min 0, stopped
+    # after scale_to_zero_after idle seconds.
+    target_in_flight: Mapped[float] = mapped_column(Float, default=8.0)
+    scale_in_cooldown: Mapped[float] = mapped_column(Float, default=60.0)
+    scale_to_zero_after: Mapped[float] = mapped_column(Float, default=300.0)
+    # Data capture: this percentage of requests, with their answers, goes to this lake table.
+    capture_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    capture_table: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # A traffic shift in progress or the last one: see cumulo.serving.rollout.
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it failed
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -56,19 +56,46 @@ class ReplicaApp:
     def __init__(self, endpoint: str, variants: list[Variant], *, max_batch_size: int = 64,
                  max_wait_ms: float = 2.0, max_body: int = DEFAULT_MAX_BODY,
                  on_result: Callable[[dict[str, Any]], None] | None = None) -> None:
-        if not any(not v.shadow and v.weight > 0 for v in variants):
-            raise ValueError("an endpoint needs a variant that takes traffic (weight above 0)")
         self.endpoint = endpoint
-        self.variants = {v.name: v for v in variants}
-        self.live = [v for v in variants if not v.shadow and v.weight > 0]
-        self.shadows = [v for v in variants if v.shadow]
+        self.set_variants(variants)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_body = max_body
         # Each request's outcome (variant, status, latencies): metrics and data capture.
         self.on_result = on_result or (lambda _: None)
+        # Data capture: this share (0-1) of requests is passed, with its body and answer, to
+        # on_capture.
+        self.capture_share = 0.0
+        self.on_capture: Callable[[dict[str, Any]], None] = lambda _: None
         self.in_flight = 0
+        # For load(): the time-weighted sum of in_flight since it was last read.
+        self._area, self._changed = 0.0, time.perf_counter()
+        self._read_at = self._changed
         self._paths = {b"/invocations", f"/endpoints/{endpoint}/invocations".encode()}
+
+    def set_variants(self, variants: list[Variant]) -> None:
+        """Serve these variants from now on (a traffic shift changes their weights); requests
+        already queued for a variant finish with it."""
+        if not any(not v.shadow and v.weight > 0 for v in variants):
+            raise ValueError("an endpoint needs a variant that takes traffic (weight above 0)")
+        self.variants = {v.name: v for v in variants}
+        self.live = [v for v in variants if not v.shadow and v.weight > 0]
+        self.shadows = [v for v in variants if v.shadow]
+
+    def _count(self, change: int) -> None:
+        now = time.perf_counter()
+        self._area += self.in_flight * (now - self._changed)
+        self._changed = now
+        self.in_flight += change
+
+    def load(self) -> float:
+        """Requests in flight on average since the last call: what the autoscaler scales on
+        (a snapshot would miss the gaps between a client's requests)."""
+        self._count(0)
+        now = self._changed
+        average = self._area / max(now - self._read_at, 1e-9)
+        self._area, self._read_at = 0.0, now
+        return average
 
     # --- ASGI ------------------------------------------------------------------------------
 
@@ -102,9 +129,11 @@ class ReplicaApp:
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        self.in_flight += 1
+        self._count(1)
         variant: Variant | None = None
         status, model_s = 500, 0.0
+        body = answer = b""
+        headers: dict[bytes, bytes] = {}
         try:
             headers = dict(scope["headers"])
             variant = self._choose(headers.get(b"x-cumulo-variant"))
@@ -113,28 +142,34 @@ class ReplicaApp:
                          variant.schema)
             predictions, model_s = await self._score(variant, rows)
             status = 200
-            await _answer(send, 200, orjson.dumps(
-                {"predictions": predictions},
-                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS),
-                variant=variant.name)
+            answer = orjson.dumps({"predictions": predictions},
+                                  option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+            await _answer(send, 200, answer, variant=variant.name)
             for shadow in self.shadows:  # after the answer has gone: mirrored, not awaited
                 asyncio.get_running_loop().create_task(self._mirror(shadow, body, headers))
         except _HTTPError as exc:
             status = exc.status
-            await _error(send, exc.status, str(exc), variant=variant.name if variant else None)
+            answer = await _error(send, exc.status, str(exc),
+                                  variant=variant.name if variant else None)
         except BadInput as exc:
             status = 400
-            await _error(send, 400, str(exc), field=exc.field,
-                         variant=variant.name if variant else None)
+            answer = await _error(send, 400, str(exc), field=exc.field,
+                                  variant=variant.name if variant else None)
         except _ModelError as exc:
             status = 500
-            await _error(send, 500, f"the model raised {exc.error}", error_id=exc.error_id,
-                         variant=variant.name if variant else None)
+            answer = await _error(send, 500, f"the model raised {exc.error}",
+                                  error_id=exc.error_id,
+                                  variant=variant.name if variant else None)
         finally:
-            self.in_flight -= 1
+            self._count(-1)
             total = time.perf_counter() - started
-            self.on_result({"variant": variant.name if variant else None, "status": status,
-                            "latency_s": total, "model_s": model_s, "shadow": False})
+            result = {"variant": variant.name if variant else None, "status": status,
+                      "latency_s": total, "model_s": model_s, "shadow": False}
+            self.on_result(result)
+            if self.capture_share and body and random.random() < self.capture_share:
+                self.on_capture({**result, "at": time.time(), "request": body,
+                                 "content_type": headers.get(b"content-type", b""),
+                                 "response": answer})
 
     def _choose(self, pinned: bytes | None) -> Variant:
         if pinned:
@@ -283,13 +318,15 @@ async def _answer(send: Send, status: int, body: bytes, *, variant: str | None =
 
 
 async def _error(send: Send, status: int, message: str, *, field: str | None = None,
-                 error_id: str | None = None, variant: str | None = None) -> None:
+                 error_id: str | None = None, variant: str | None = None) -> bytes:
     doc: dict[str, Any] = {"error": {"code": _CODES.get(status, "error"), "message": message}}
     if field:
         doc["error"]["field"] = field
     if error_id:
         doc["error"]["error_id"] = error_id
-    await _answer(send, status, orjson.dumps(doc), variant=variant)
+    body = orjson.dumps(doc)
+    await _answer(send, status, body, variant=variant)
+    return body
 
 
 _CODES = {400: "invalid", 404: "not_found", 405: "method_not_allowed", 413: "too_large",

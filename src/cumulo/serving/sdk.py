@@ -28,7 +28,8 @@ class Endpoint:
         return self._t.json("GET", f"/api/v1/endpoints/{self.name}")  # type: ignore[no-any-return]
 
     def wait(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Block until the endpoint answers (in service); raises when it failed."""
+        """Block until the endpoint answers (in service) and no traffic shift is under way;
+        raises when it failed."""
         deadline = time.monotonic() + timeout
         while True:
             info = self.show()
@@ -40,6 +41,30 @@ class Endpoint:
                 raise TimeoutError(f"endpoint {self.name!r} still {info['state']} after "
                                    f"{timeout}s")
             time.sleep(0.1)
+
+    def update(self, model: str | None = None, *, strategy: str = "all_at_once",
+               variant: str | None = None, canary_percent: float = 10.0,
+               step_percent: float = 25.0, bake_s: float = 60.0,
+               max_error_rate: float | None = 0.01, max_p99_ms: float | None = None,
+               wait: bool = False, timeout: float = 600.0, **settings: Any) -> dict[str, Any]:
+        """Shift traffic to ``model`` (``strategy``: all_at_once, canary or linear, baking
+        ``bake_s`` seconds after each step and rolling back when the new variant's error
+        rate or p99 latency crosses its limit), and/or change settings such as
+        ``min_replicas``, ``max_replicas`` or ``capture_percent``. With ``wait``, returns
+        when the shift is done or rolled back."""
+        body: dict[str, Any] = {**settings}
+        if model is not None:
+            body.update(model=model, strategy=strategy, variant=variant,
+                        canary_percent=canary_percent, step_percent=step_percent,
+                        bake_s=bake_s, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms)
+        info: dict[str, Any] = self._t.json("PATCH", f"/api/v1/endpoints/{self.name}",
+                                            json=body)
+        return self.wait(timeout) if wait else info
+
+    def rollback(self) -> dict[str, Any]:
+        """Stop the traffic shift under way; the variants before it take the traffic again."""
+        return self._t.json(  # type: ignore[no-any-return]
+            "POST", f"/api/v1/endpoints/{self.name}/rollback")
 
     def metrics(self, window: float = 60.0) -> dict[str, Any]:
         """Per variant over the last ``window`` seconds: requests a second, errors, and
@@ -83,18 +108,29 @@ class EndpointsClient:
 
     def create(self, name: str, model: str | None = None, *,
                variants: builtins.list[dict[str, Any]] | None = None, min_replicas: int = 1,
-               max_replicas: int | None = None, max_batch_size: int = 64,
-               max_wait_ms: float = 2.0, max_body: str | int = "6M",
-               wait: bool = False, timeout: float = 120.0) -> dict[str, Any]:
+               max_replicas: int | None = None, target_in_flight: float = 8.0,
+               scale_in_cooldown: float = 60.0, scale_to_zero_after: float = 300.0,
+               max_batch_size: int = 64, max_wait_ms: float = 2.0,
+               max_body: str | int = "6M", capture_percent: float = 0.0,
+               capture_table: str | None = None, wait: bool = False,
+               timeout: float = 120.0) -> dict[str, Any]:
         """Serve ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``), or several
         ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
+
+        Replicas scale between ``min_replicas`` (0: scale to zero after
+        ``scale_to_zero_after`` idle seconds) and ``max_replicas`` on requests in flight per
+        replica (``target_in_flight``). ``capture_percent`` of requests, with their answers,
+        go to the lake table ``capture_table`` (default ``endpoints.NAME_capture``).
 
         >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
         """
         body = {"name": name, "model": model, "variants": variants,
                 "min_replicas": min_replicas, "max_replicas": max_replicas,
+                "target_in_flight": target_in_flight, "scale_in_cooldown": scale_in_cooldown,
+                "scale_to_zero_after": scale_to_zero_after,
                 "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
-                "max_body": max_body}
+                "max_body": max_body, "capture_percent": capture_percent,
+                "capture_table": capture_table}
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -51,24 +52,105 @@ def _say(message: dict[str, Any]) -> None:
     os.write(1, json.dumps(message, default=str).encode() + b"\n")
 
 
+CAPTURE_LIMIT = 4 * 1024 * 1024  # captured bytes a replica sends per report, at most
+
+
+class _Capture:
+    """Sampled requests and answers, sent to the manager with the next stats line."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        request, response = record["request"], record["response"]
+        size = len(request) + len(response)
+        if self.size + size > CAPTURE_LIMIT:
+            self.dropped += 1
+            return
+        self.size += size
+        content_type = record["content_type"].decode("latin-1")
+        binary = "arrow" in content_type
+        self.records.append({
+            "captured_at": record["at"], "variant": record["variant"],
+            "status": record["status"], "latency_ms": round(record["latency_s"] * 1000, 3),
+            "model_latency_ms": round(record["model_s"] * 1000, 3),
+            "content_type": content_type,
+            "request": (base64.b64encode(request).decode() if binary
+                        else request.decode("utf-8", "replace")),
+            "request_encoding": "base64" if binary else "utf-8",
+            "response": response.decode("utf-8", "replace")})
+
+    def take(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.records:
+            out["capture"] = self.records
+        if self.dropped:
+            out["capture_dropped"] = self.dropped
+        self.records, self.size, self.dropped = [], 0, 0
+        return out
+
+
+class _Config:
+    """The endpoint's replica config, read again when the manager rewrites it (a traffic
+    shift, new batching or capture settings): new variants load in a thread while the old
+    ones serve."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mtime = path.stat().st_mtime_ns
+        self.doc: dict[str, Any] = json.loads(path.read_text())
+        self.loaded: dict[tuple[str, str], Any] = {}
+
+    def variants(self, doc: dict[str, Any]) -> list[Any]:
+        out = []
+        for spec in doc["variants"]:
+            key = (spec["name"], spec["model_dir"])
+            variant = self.loaded.get(key)
+            if variant is None:
+                variant = self.loaded[key] = load_variant(spec)
+            variant.weight = float(spec.get("weight", 1.0))
+            variant.shadow = bool(spec.get("shadow", False))
+            out.append(variant)
+        keep = {(v["name"], v["model_dir"]) for v in doc["variants"]}
+        self.loaded = {k: v for k, v in self.loaded.items() if k in keep}
+        return out
+
+    def changed(self) -> dict[str, Any] | None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if mtime == self.mtime:
+            return None
+        self.mtime = mtime
+        return json.loads(self.path.read_text())  # type: ignore[no-any-return]
+
+
+def _apply(app: Any, doc: dict[str, Any]) -> None:
+    app.max_batch_size = int(doc.get("max_batch_size", 64))
+    app.max_wait = float(doc.get("max_wait_ms", 2.0)) / 1000
+    app.max_body = int(doc.get("max_body", 6 * 1024 * 1024))
+    app.capture_share = float(doc.get("capture_percent", 0.0)) / 100
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cumulo.serving.worker")
     parser.add_argument("--fd", type=int, required=True, help="the listening socket")
     parser.add_argument("--config", required=True, help="the endpoint's replica config (JSON)")
     args = parser.parse_args(argv)
-    config = json.loads(Path(args.config).read_text())
     started = time.perf_counter()
     try:
-        variants = [load_variant(v) for v in config["variants"]]
+        config = _Config(Path(args.config))
+        variants = config.variants(config.doc)
         from cumulo.serving.replica import ReplicaApp
         from cumulo.serving.stats import Window
 
-        window = Window()
-        app = ReplicaApp(config["endpoint"], variants,
-                         max_batch_size=int(config.get("max_batch_size", 64)),
-                         max_wait_ms=float(config.get("max_wait_ms", 2.0)),
-                         max_body=int(config.get("max_body", 6 * 1024 * 1024)),
-                         on_result=window.add)
+        window, capture = Window(), _Capture()
+        app = ReplicaApp(config.doc["endpoint"], variants, on_result=window.add)
+        app.on_capture = capture.add
+        _apply(app, config.doc)
     except Exception:
         _say({"failed": traceback.format_exc()})
         return 1
@@ -77,16 +159,36 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(uvicorn.Config(
         app, fd=args.fd, loop="uvloop", http="httptools", lifespan="off", log_level="warning",
         access_log=False, timeout_keep_alive=30, server_header=False, date_header=False))
-    interval = float(config.get("stats_interval", 0.5))
+    interval = float(config.doc.get("stats_interval", 0.5))
+    generation = int(config.doc.get("generation", 0))
+
+    async def reload(doc: dict[str, Any]) -> None:
+        nonlocal generation
+        try:
+            variants = await asyncio.to_thread(config.variants, doc)
+            app.set_variants(variants)
+            _apply(app, doc)
+            generation = int(doc.get("generation", 0))
+        except Exception:
+            _say({"reload_failed": traceback.format_exc(),
+                  "generation": int(doc.get("generation", 0))})
 
     async def report() -> None:
+        loop = asyncio.get_running_loop()
+        reloading: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(interval)
-            _say({"in_flight": app.in_flight, "variants": window.take()})
+            _say({"in_flight": app.in_flight, "load": round(app.load(), 3),
+                  "generation": generation, "variants": window.take(), **capture.take()})
+            if reloading is None or reloading.done():
+                doc = config.changed()
+                if doc is not None:
+                    reloading = loop.create_task(reload(doc))
 
     async def serve() -> None:
         reporter = asyncio.get_running_loop().create_task(report())
-        _say({"ready": round(time.perf_counter() - started, 3), "pid": os.getpid()})
+        _say({"ready": round(time.perf_counter() - started, 3), "pid": os.getpid(),
+              "generation": generation})
         try:
             await server.serve()
         finally:
