@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -43,3 +44,21 @@ def churn(serving: Cumulo) -> str:
                                  signature=infer_signature(frame, labels),
                                  serialization_format="pickle")
     return "churn"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scikit-learn model with a signature, saved as MLflow saves it."""
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "y": [0.5, 0.1, 0.3, 0.9, 0.2,
+                                                                   0.7]})
+    labels = [0, 0, 0, 1, 1, 1]
+    model = LogisticRegression().fit(frame, labels)
+    path = tmp_path_factory.mktemp("models") / "m"
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(frame, labels),
+                              serialization_format="pickle")
+    return path

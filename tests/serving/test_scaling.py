@@ -148,6 +148,7 @@ def test_scales_to_zero_a_request_wakes_it_and_replica_time_is_metered(
     assert answer.status_code == 200 and answer.json() == {"predictions": [1, 0]}
     info = c.endpoints.show("sleepy")
     assert len(info["replicas"]) == 1
+    assert info["replicas"][0]["forked"]  # from the fork server: well under a second
     assert info["scaling"][-1]["reason"] == "a request arrived while scaled to zero"
     print(f"from zero replicas to an answer in {woke:.2f}s")
     c.endpoints.delete("sleepy")
@@ -223,8 +224,10 @@ def test_manual_rollback_and_bad_updates(serving: Cumulo, models: dict[str, str]
     with pytest.raises(Conflict, match="shifting traffic already"):
         ep.update(models["slow"])
     info = ep.rollback()
-    assert info["state"] == "in_service" and info["rollout"]["reason"].startswith(
-        "rolled back by")
+    assert info["state"] == "updating" and info["rollout"]["state"] == "rolling_back"
+    info = ep.wait(60)  # in service again once every replica serves the old variants
+    assert info["rollout"]["state"] == "rolled_back"
+    assert info["rollout"]["reason"].startswith("rolled back by")
     assert [(v["name"], v["weight"]) for v in info["variants"]] == [("churn-1", 1.0)]
     assert ep.predict(ROWS) == [1, 0]
     c.endpoints.delete("manual")

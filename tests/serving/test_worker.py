@@ -15,24 +15,6 @@ import httpx
 import pytest
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A scikit-learn model with a signature, saved as MLflow saves it."""
-    import mlflow.sklearn
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "y": [0.5, 0.1, 0.3, 0.9, 0.2,
-                                                                   0.7]})
-    labels = [0, 0, 0, 1, 1, 1]
-    model = LogisticRegression().fit(frame, labels)
-    path = tmp_path_factory.mktemp("models") / "m"
-    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(frame, labels),
-                              serialization_format="pickle")
-    return path
-
-
 def _listener() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -130,3 +112,49 @@ def test_queued_connections_survive_a_killed_replica(model_dir: Path, listener: 
     finally:
         for proc in (first, second):
             _stop(proc)
+
+
+def test_replica_reads_its_config_again_when_it_changes(model_dir: Path,
+                                                       listener: socket.socket,
+                                                       tmp_path: Path) -> None:
+    """A traffic shift rewrites the config: the running replica loads the new variant and
+    takes the new weights and batching without a restart; a variant it cannot load is
+    reported, and it keeps serving what it had."""
+    path = tmp_path / "replica.json"
+    config = {"endpoint": "e", "stats_interval": 0.1, "generation": 1,
+              "variants": [{"name": "old", "model_dir": str(model_dir), "weight": 1}]}
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cumulo.serving.worker", "--fd", str(listener.fileno()),
+         "--config", str(path)], pass_fds=[listener.fileno()], stdout=subprocess.PIPE)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/invocations"
+    body = {"instances": [{"x": 1.0, "y": 0.5}]}
+    try:
+        assert _line(proc.stdout)["generation"] == 1
+
+        def rewrite(doc: dict[str, Any]) -> None:
+            tmp = tmp_path / ".next.json"
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(path)
+
+        def until(check: Any) -> dict[str, Any]:
+            while True:
+                line = _line(proc.stdout)
+                if check(line):
+                    return line
+
+        rewrite({**config, "generation": 2, "variants": [
+            {"name": "old", "model_dir": str(model_dir), "weight": 0},
+            {"name": "new", "model_dir": str(model_dir), "weight": 1}]})
+        until(lambda line: line.get("generation") == 2)
+        assert {httpx.post(url, json=body).headers["x-cumulo-variant"]
+                for _ in range(5)} == {"new"}
+        rewrite({**config, "generation": 3, "variants": [
+            {"name": "new", "model_dir": str(model_dir), "weight": 1},
+            {"name": "ghost", "model_dir": str(tmp_path / "missing"), "weight": 1}]})
+        failed = until(lambda line: "reload_failed" in line)
+        assert failed["generation"] == 3 and "missing" in failed["reload_failed"]
+        assert httpx.post(url, json=body).headers["x-cumulo-variant"] == "new"
+        assert _line(proc.stdout)["generation"] == 2  # still the last one it could load
+    finally:
+        _stop(proc)

@@ -379,12 +379,14 @@ def rollback_endpoint(name: str, session: DbSession, caller: Caller,
         raise Conflict(f"endpoint {name!r} is not shifting traffic; to go back to an older "
                        f"model, update it: cumulo endpoints update {name} --model NAME:VERSION")
     state = copy.deepcopy(endpoint.rollout)
+    if state["state"] in ("finishing", "rolling_back"):
+        raise Conflict(f"endpoint {name!r} is {state['state'].replace('_', ' ')} already")
     now = time.time()
     reason = f"rolled back by {caller.user_name}"
-    state.update(state="rolled_back", ended_at=now, reason=reason)
-    state["log"].append({"at": now, "event": reason})
+    state.update(state="rolling_back", reason=reason)
+    state["log"].append({"at": now, "event": f"rolling back: {reason}"})
     endpoint.variants = [dict(v) for v in state["previous"]]
-    endpoint.rollout, endpoint.state, endpoint.updated_at = state, "in_service", utcnow()
+    endpoint.rollout, endpoint.updated_at = state, utcnow()  # updating until replicas follow
     session.commit()
     _manager(request).notify()
     return _out(request, endpoint)

@@ -23,6 +23,7 @@ costs`` shows what each endpoint cost and an endpoint scaled to zero costs nothi
 
 from __future__ import annotations
 
+import array
 import contextlib
 import copy
 import json
@@ -31,6 +32,7 @@ import math
 import os
 import select as selectors_
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,9 +91,154 @@ class _Waker:
         os.close(self._w)
 
 
+class _Forked:
+    """A replica forked by the fork server, with the part of Popen's interface the runtime
+    uses. Its exit code comes from the fork server, which is its parent."""
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+        self._ended = threading.Event()
+
+    def ended(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"replica {self.pid}", timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def _signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+class _ForkServer:
+    """The manager's side of :mod:`cumulo.serving.zygote`: starts it, asks it for replicas,
+    and hands each replica its exit code. Starts are refused (None) until it is ready, and
+    after it died; the manager then starts replicas as fresh processes."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cumulo.serving.zygote", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=log_file, env=env, start_new_session=True)
+        theirs.close()
+        self.state = "starting"  # ready, failed (with why), stopped
+        self.why: str | None = None
+        self.modules: list[str] = []
+        self._lock = threading.Lock()  # one start at a time: its answer is the next pid
+        self._pids: deque[int | str] = deque()
+        self._got = threading.Condition()
+        self._children: dict[int, _Forked] = {}
+        self._early: dict[int, int] = {}  # exits reported before their start returned
+        self._reader = threading.Thread(target=self._read, daemon=True, name="serving-zygote")
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            message = json.loads(data)
+            with self._got:
+                if "ready" in message:
+                    self.state, self.modules = "ready", list(message["modules"])
+                    log.info("serving fork server ready in %.2fs", message["ready"])
+                elif "pid" in message or "error" in message:
+                    if self.state == "starting":  # it could not become ready
+                        self.state, self.why = "failed", str(message["error"])
+                    self._pids.append(message.get("pid") or str(message.get("error")))
+                    self._got.notify_all()
+                elif "exit" in message:
+                    child = self._children.pop(message["exit"], None)
+                    if child is None:
+                        self._early[message["exit"]] = int(message["code"])
+                    else:
+                        child.ended(int(message["code"]))
+        with self._got:  # it is gone: its children's codes are unknown
+            if self.state != "stopped":
+                self.state, self.why = "failed", f"exited with code {self.proc.wait()}"
+                log.warning("serving fork server %s; replicas start as new processes",
+                            self.why)
+            for child in self._children.values():
+                child.ended(-1)
+            self._children.clear()
+            self._got.notify_all()
+
+    def start(self, listener: socket.socket, log_path: Path) -> _Forked | None:
+        if self.state != "ready":
+            return None
+        read_end, write_end = os.pipe()
+        try:
+            with self._lock, open(log_path, "ab") as log_file:
+                self.control.sendmsg(
+                    [json.dumps({"config": str(log_path.parent / "replica.json")}).encode()],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                      array.array("i", [listener.fileno(), write_end,
+                                        log_file.fileno()]).tobytes())])
+                with self._got:
+                    if not self._got.wait_for(lambda: self._pids or self.state != "ready", 10):
+                        raise TimeoutError("the fork server did not answer in 10s")
+                    if not self._pids:
+                        raise OSError(f"the fork server {self.why}")
+                    answer = self._pids.popleft()
+                    if isinstance(answer, str):
+                        raise OSError(answer)
+                    child = _Forked(answer, os.fdopen(read_end, "rb"))
+                    read_end = -1
+                    if answer in self._early:
+                        child.ended(self._early.pop(answer))
+                    else:
+                        self._children[answer] = child
+                    return child
+        except (OSError, TimeoutError) as exc:
+            log.warning("serving fork server could not start a replica (%s); starting a "
+                        "new process instead", exc)
+            return None
+        finally:
+            os.close(write_end)
+            if read_end >= 0:
+                os.close(read_end)
+
+    def describe(self) -> dict[str, Any]:
+        return {"state": self.state, "pid": self.proc.pid, "modules": self.modules,
+                "why": self.why}
+
+    def stop(self) -> None:
+        with self._got:
+            self.state = "stopped"
+        with contextlib.suppress(OSError):
+            self.control.shutdown(socket.SHUT_RDWR)
+        self.control.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @dataclass(eq=False)
 class _Replica:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | _Forked
     started: float
     ready: threading.Event = field(default_factory=threading.Event)
     failed: str | None = None  # the replica's traceback, if its models did not load
@@ -99,6 +246,7 @@ class _Replica:
     in_flight: int = 0
     load: float = 0.0  # requests in flight, averaged over its last report's interval
     generation: int = 0  # of the config it serves
+    forked: bool = False  # by the fork server, not started afresh
     stopping: float | None = None  # when it was told to stop (scaled in)
     metered_until: float = 0.0  # the end of its last usage record (a time.time())
     memory: int = 0  # its largest resident memory seen, in bytes
@@ -188,22 +336,26 @@ class _Runtime:
         if self._fetch is not None and self._fetch.is_alive():
             return False
         serving = [r for r in self.replicas if r.stopping is None]
-        return bool(serving) and all(r.ready.is_set() and r.generation == self.generation
-                                     for r in serving)
+        # With no replicas (scaled to zero), the next one reads the config as it is.
+        return all(r.ready.is_set() and r.generation == self.generation for r in serving)
 
     # --- replicas ------------------------------------------------------------------------------
 
     def _spawn(self) -> _Replica:
         assert self.config_path is not None
         log_path = self.config_path.parent / "replicas.log"
-        with open(log_path, "ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cumulo.serving.worker", "--fd",
-                 str(self.sock.fileno()), "--config", str(self.config_path)],
-                pass_fds=[self.sock.fileno()], stdout=subprocess.PIPE, stderr=err,
-                env=self.manager.worker_env, start_new_session=True)
+        forks = self.manager.forks
+        proc: subprocess.Popen[bytes] | _Forked | None = (
+            forks.start(self.sock, log_path) if forks is not None else None)
+        if proc is None:
+            with open(log_path, "ab") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cumulo.serving.worker", "--fd",
+                     str(self.sock.fileno()), "--config", str(self.config_path)],
+                    pass_fds=[self.sock.fileno()], stdout=subprocess.PIPE, stderr=err,
+                    env=self.manager.worker_env, start_new_session=True)
         now = time.time()
-        replica = _Replica(proc, now, metered_until=now)
+        replica = _Replica(proc, now, metered_until=now, forked=isinstance(proc, _Forked))
         replica.reader = threading.Thread(target=self._read, args=(replica,), daemon=True,
                                           name=f"replica-{proc.pid}")
         replica.reader.start()
@@ -308,12 +460,11 @@ class _Runtime:
             since = state["step_started_at"]
             window = max(1.0, time.time() - since)
             metrics = summarize(self.reports(since), window)["variants"].get(state["variant"])
-        if self.update_error:
+        if self.update_error and state["state"] in ("shifting", "baking"):
             now = time.time()
             reason = self.update_error.strip().splitlines()[-1]
-            state.update(state="rolled_back", ended_at=now, reason=reason,
-                         error=self.update_error)
-            state["log"].append({"at": now, "event": f"rolled back: {reason}"})
+            state.update(state="rolling_back", reason=reason, error=self.update_error)
+            state["log"].append({"at": now, "event": f"rolling back: {reason}"})
             action, variants = "rollback", [dict(v) for v in state["previous"]]
             self.update_error = None
         else:
@@ -324,7 +475,7 @@ class _Runtime:
         endpoint.rollout = state
         if variants is not None:
             endpoint.variants = variants
-        if action in ("done", "rollback"):
+        if action == "ended":
             endpoint.state = "in_service"
         endpoint.updated_at = utcnow()
         self.configure(endpoint)
@@ -419,7 +570,8 @@ class _Runtime:
     def describe(self) -> dict[str, Any]:
         return {"replicas": [{"pid": r.proc.pid, "ready": r.ready.is_set(),
                               "in_flight": r.in_flight, "load": r.load,
-                              "stopping": r.stopping is not None, "started_at": r.started}
+                              "stopping": r.stopping is not None, "forked": r.forked,
+                              "started_at": r.started}
                              for r in self.replicas if r.proc.poll() is None],
                 "restarts": self.restarts, "scaling": list(self.scaling)}
 
@@ -444,6 +596,7 @@ class EndpointManager:
         self.capture_lock = threading.Lock()
         self._leftover: list[tuple[str, str, list[dict[str, Any]]]] = []
         self._capturer: threading.Thread | None = None
+        self.forks: _ForkServer | None = None
         self.worker_env = {k: v for k, v in os.environ.items()
                            if not k.startswith(("CUMULO_", "MLFLOW_"))}
         self.worker_env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1",
@@ -451,6 +604,8 @@ class EndpointManager:
                                 "MKL_NUM_THREADS": "1"})
 
     def start(self) -> None:
+        if self.settings.serving_preload:
+            self.forks = _ForkServer(self.worker_env, self.root / "zygote.log")
         self._thread = threading.Thread(target=self._run, daemon=True, name="endpoints")
         self._thread.start()
         self._capturer = threading.Thread(target=self._capture_loop, daemon=True,
@@ -470,6 +625,8 @@ class EndpointManager:
                 runtime.close(session, rows.get(name))
             self._runtimes.clear()
             session.commit()
+        if self.forks is not None:
+            self.forks.stop()
         self.wake.close()
 
     def notify(self) -> None:

@@ -6,7 +6,8 @@ then 100%) or ``linear`` (say 25, 50, 75, 100%). After each step the endpoint ba
 ``bake_s`` seconds, counted from when every replica serves the new weights; if during a bake
 the new variant's share of 5xx answers goes over ``max_error_rate``, or its p99 latency over
 ``max_p99_ms``, the endpoint goes back to the variants and weights it had before, and the
-rollout says why. After the last bake the old variants are removed.
+rollout says why. After the last bake the old variants are removed. The endpoint is
+``updating`` until its replicas serve the final (or restored) variants.
 
 The rollout's state lives on the endpoint row (``Endpoint.rollout``), so ``show`` reports it
 and a restarted control plane carries on: its step and the time the step's bake began.
@@ -76,12 +77,20 @@ def check(rollout: dict[str, Any], applied: bool, metrics: dict[str, Any] | None
           now: float | None = None) -> tuple[str, list[dict[str, Any]] | None]:
     """One look at a rollout in progress: what to do, and the variants to serve next.
 
-    ``applied``: every replica serves the current step's weights. ``metrics``: the new
+    ``applied``: every replica serves the current variants and weights. ``metrics``: the new
     variant's numbers since its step's bake began (:func:`cumulo.serving.manager.summarize`'s
     row), or None when it served nothing yet. Returns ("wait", None), ("next", variants),
-    ("done", variants) or ("rollback", previous variants); ``rollout`` is updated in place.
+    ("done", variants), ("rollback", previous variants) or ("ended", None) once the replicas
+    serve the final or restored variants; ``rollout`` is updated in place.
     """
     now = time.time() if now is None else now
+    if rollout["state"] in ("finishing", "rolling_back"):
+        if not applied:
+            return "wait", None
+        done = rollout["state"] == "finishing"
+        rollout.update(state="done" if done else "rolled_back", ended_at=now)
+        rollout["log"].append({"at": now, "event": "done" if done else "rolled back"})
+        return "ended", None
     if rollout["state"] == "shifting":
         if not applied:
             return "wait", None
@@ -91,16 +100,16 @@ def check(rollout: dict[str, Any], applied: bool, metrics: dict[str, Any] | None
         return "wait", None
     problem = _problem(rollout, metrics)
     if problem:
-        rollout.update(state="rolled_back", ended_at=now, reason=problem)
-        rollout["log"].append({"at": now, "event": f"rolled back: {problem}"})
+        rollout.update(state="rolling_back", reason=problem)
+        rollout["log"].append({"at": now, "event": f"rolling back: {problem}"})
         return "rollback", [dict(v) for v in rollout["previous"]]
     if now - rollout["step_started_at"] < rollout["bake_s"]:
         return "wait", None
     rollout["step"] += 1
     if rollout["step"] >= len(rollout["steps"]):
-        rollout.update(state="done", ended_at=now)
-        rollout["log"].append({"at": now, "event": f"done: {rollout['variant']} takes all "
-                                                  "traffic; the old variants are removed"})
+        rollout.update(state="finishing")
+        rollout["log"].append({"at": now, "event": f"{rollout['variant']} takes all traffic; "
+                                                  "removing the old variants"})
         shadows = [dict(v) for v in rollout["previous"] if v.get("shadow")]
         return "done", [{**rollout["new"], "weight": 1.0, "shadow": False}, *shadows]
     share = rollout["steps"][rollout["step"]]
