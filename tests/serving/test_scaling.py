@@ -149,6 +149,8 @@ def test_scales_to_zero_a_request_wakes_it_and_replica_time_is_metered(
     info = c.endpoints.show("sleepy")
     assert len(info["replicas"]) == 1
     assert info["replicas"][0]["forked"]  # from the fork server: well under a second
+    runtime = c.endpoints.runtime()["fork_server"]
+    assert runtime["state"] == "ready" and "mlflow.pyfunc" in runtime["modules"]
     assert info["scaling"][-1]["reason"] == "a request arrived while scaled to zero"
     print(f"from zero replicas to an answer in {woke:.2f}s")
     c.endpoints.delete("sleepy")

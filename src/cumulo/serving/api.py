@@ -246,6 +246,15 @@ def list_endpoints(session: DbSession, request: Request) -> list[EndpointOut]:
     return [_out(request, e) for e in rows]
 
 
+@endpoints_router.get("/-/runtime", summary="The serving runtime: its fork server")
+def serving_runtime(request: Request) -> dict[str, Any]:
+    """Whether replicas start as forks of a process with the serving stack imported (well
+    under a second) or as new processes (seconds): ``starting`` while it imports, then
+    ``ready``; ``failed`` with why, or ``off`` (setting serving_preload)."""
+    forks = _manager(request).forks
+    return {"fork_server": forks.describe() if forks is not None else {"state": "off"}}
+
+
 @endpoints_router.get("/{name}", response_model=EndpointOut, summary="Show an endpoint")
 def show_endpoint(name: str, session: DbSession, request: Request) -> EndpointOut:
     return _out(request, _get(session, name))

@@ -24,11 +24,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ARROW", "BadInput", "Column", "Rows", "parse", "schema_from_signature"]
+__all__ = ["ARROW", "NUMERIC_TYPES", "BadInput", "Column", "Rows", "parse",
+           "schema_from_signature"]
 
 ARROW = "application/vnd.apache.arrow.stream"
 _NUMBER_TYPES = {"double", "float"}
 _INTEGER_TYPES = {"long", "integer"}
+NUMERIC_TYPES = frozenset(_NUMBER_TYPES | _INTEGER_TYPES)
+_JSON_TYPE = {"double": float, "float": float, "long": int, "integer": int, "string": str}
 
 
 class BadInput(ValueError):
@@ -137,6 +140,8 @@ def _split(names: Any, data: list[Any]) -> dict[str, list[Any]]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadInput("columns must be a list of column names", "columns")
     width = len(names)
+    if len(data) == 1 and isinstance(data[0], list) and len(data[0]) == width:
+        return {n: [v] for n, v in zip(names, data[0], strict=True)}  # one row: the usual
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != width:
             raise BadInput(f"row {i} has {len(row) if isinstance(row, list) else 'no'} values; "
@@ -195,7 +200,13 @@ def _check(columns: dict[str, list[Any]], schema: list[Column] | None) -> Rows:
         if values is None:
             out[column.name] = [None] * count
             continue
-        out[column.name] = [_value(column, v, i) for i, v in enumerate(values)]
+        # The common case, values of the column's own JSON type, costs one pass and no copy.
+        same = _JSON_TYPE.get(column.type)
+        if same is not None and (type(values[0]) is same if count == 1 else
+                                 all(type(v) is same for v in values)):
+            out[column.name] = values
+        else:
+            out[column.name] = [_value(column, v, i) for i, v in enumerate(values)]
     return Rows(out, count)
 
 

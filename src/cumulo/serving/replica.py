@@ -36,6 +36,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 DEFAULT_MAX_BODY = 6 * 1024 * 1024  # SageMaker's limit for a real-time request
+INLINE_CALL_S = 0.002  # models quicker than this per call run on the event loop
 
 
 @dataclass(eq=False)
@@ -47,6 +48,13 @@ class Variant:
     schema: list[Column] | None
     weight: float = 1.0
     shadow: bool = False  # sent a copy of live traffic; its answers are recorded, not returned
+    # When set, predict takes a 2-D float array with these columns in this order, not a
+    # pandas frame (a scikit-learn estimator that does not select columns by name: the frame
+    # and sklearn's checks of it cost more than the model's own arithmetic).
+    matrix: list[str] | None = None
+    # The model's recent time per call: quick models are called on the event loop, slow ones
+    # in a thread, so that requests keep being read while they run.
+    call_s: float = 0.0
     queue: list[tuple[Rows, asyncio.Future[Any]]] = field(default_factory=list)
     queued_rows: int = 0
     flush: asyncio.TimerHandle | None = None
@@ -68,6 +76,7 @@ class ReplicaApp:
         self.capture_share = 0.0
         self.on_capture: Callable[[dict[str, Any]], None] = lambda _: None
         self.in_flight = 0
+        self._scoring = 0  # requests whose batch is with the model now
         # For load(): the time-weighted sum of in_flight since it was last read.
         self._area, self._changed = 0.0, time.perf_counter()
         self._read_at = self._changed
@@ -204,7 +213,11 @@ class ReplicaApp:
         future: asyncio.Future[Any] = loop.create_future()
         variant.queue.append((rows, future))
         variant.queued_rows += rows.count
-        if variant.queued_rows >= self.max_batch_size:
+        # Waiting is only worth it while other requests are on their way in: once every
+        # request in flight is queued or being scored, none can join.
+        queued = sum(len(v.queue) for v in self.variants.values())
+        if variant.queued_rows >= self.max_batch_size or (
+                queued + self._scoring >= self.in_flight):
             self._flush(variant)
         elif variant.flush is None:
             variant.flush = loop.call_later(self.max_wait, self._flush, variant)
@@ -222,14 +235,14 @@ class ReplicaApp:
     async def _run_batch(self, variant: Variant,
                          batch: list[tuple[Rows, asyncio.Future[Any]]]) -> None:
         started = time.perf_counter()
+        self._scoring += len(batch)
         try:
-            outputs = await asyncio.to_thread(_predict_batch, variant.predict,
-                                              [rows for rows, _ in batch])
+            outputs = await self._call(variant, [rows for rows, _ in batch])
         except Exception:  # one of them the model cannot score: find which, one by one
             for rows, future in batch:
                 one = time.perf_counter()
                 try:
-                    out = await asyncio.to_thread(_predict_batch, variant.predict, [rows])
+                    out = await self._call(variant, [rows])
                     _settle(future, (out[0], time.perf_counter() - one))
                 except Exception as exc:
                     error_id = uuid.uuid4().hex[:12]
@@ -238,9 +251,18 @@ class ReplicaApp:
                     if not future.done():
                         future.set_exception(_ModelError(exc, error_id))
             return
+        finally:
+            self._scoring -= len(batch)
         model_s = time.perf_counter() - started
+        variant.call_s = model_s if not variant.call_s else 0.8 * variant.call_s + 0.2 * model_s
         for (_, future), out in zip(batch, outputs, strict=True):
             _settle(future, (out, model_s))
+
+    async def _call(self, variant: Variant, requests: list[Rows]) -> list[list[Any]]:
+        if variant.call_s < INLINE_CALL_S:  # handing it to a thread would cost more
+            return _predict_batch(variant.predict, requests, variant.matrix)
+        return await asyncio.to_thread(_predict_batch, variant.predict, requests,
+                                       variant.matrix)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
@@ -248,20 +270,28 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-def _predict_batch(predict: Callable[[Any], Any], requests: list[Rows]) -> list[list[Any]]:
+def _predict_batch(predict: Callable[[Any], Any], requests: list[Rows],
+                   matrix: list[str] | None = None) -> list[list[Any]]:
     """One model call for several requests' rows; the predictions split back per request."""
-    import pandas as pd
+    import numpy as np
 
-    names = list(requests[0].columns)
+    names = matrix or list(requests[0].columns)
     if len(requests) == 1:
-        frame = pd.DataFrame(requests[0].columns, columns=names)
+        columns = requests[0].columns
     else:
-        frame = pd.DataFrame({n: [v for r in requests for v in r.columns.get(n, [None] * r.count)]
-                              for n in names}, columns=names)
-    predicted = predict(frame)
+        columns = {n: [v for r in requests for v in r.columns.get(n, [None] * r.count)]
+                   for n in names}
+    total = sum(r.count for r in requests)
+    if matrix is not None:
+        data: Any = np.array([columns[n] for n in matrix], dtype=np.float64).T
+    else:
+        import pandas as pd
+
+        data = pd.DataFrame(columns, columns=names)
+    predicted = predict(data)
     values = _to_list(predicted)
-    if len(values) != len(frame):
-        raise ValueError(f"the model returned {len(values)} predictions for {len(frame)} rows")
+    if len(values) != total:
+        raise ValueError(f"the model returned {len(values)} predictions for {total} rows")
     out, start = [], 0
     for r in requests:
         out.append(values[start:start + r.count])

@@ -134,6 +134,10 @@ class EndpointsClient:
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
 
+    def runtime(self) -> dict[str, Any]:
+        """The serving runtime: whether replicas start from its fork server yet."""
+        return self._t.json("GET", "/api/v1/endpoints/-/runtime")  # type: ignore[no-any-return]
+
     def list(self) -> builtins.list[dict[str, Any]]:
         return self._t.json("GET", "/api/v1/endpoints")  # type: ignore[no-any-return]
 

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,43 @@ def load_variant(spec: dict[str, Any]) -> Any:
     inputs = signature.inputs.to_dict() if signature is not None else None
     schema = schema_from_signature(inputs) if isinstance(inputs, list) else None
     impl = getattr(model, "_model_impl", None)
-    predict = impl.predict if schema is not None and impl is not None and hasattr(
-        impl, "predict") else model.predict
-    return Variant(spec["name"], predict, schema, weight=float(spec.get("weight", 1.0)),
+    # The method the model was logged to answer with (pyfunc_predict_fn: predict_proba, say).
+    method = model.metadata.flavors.get("python_function", {}).get("predict_fn", "predict")
+    predict = getattr(impl, method, None) if schema is not None and impl is not None else None
+    matrix = _matrix_columns(impl, method, schema)
+    if matrix is not None and impl is not None:
+        predict = getattr(impl.sklearn_model, method)
+    return Variant(spec["name"], predict or model.predict, schema, matrix=matrix,
+                   weight=float(spec.get("weight", 1.0)),
                    shadow=bool(spec.get("shadow", False)))
+
+
+def _matrix_columns(impl: Any, method: str, schema: list[Any] | None) -> list[str] | None:
+    """The columns, in order, when the model may be given a plain float array instead of a
+    pandas frame: a scikit-learn estimator, every input numeric, nothing inside it that picks
+    columns by name (a ColumnTransformer), and fitted on these columns in this order or on
+    unnamed ones. Its answers are the same; the frame and sklearn's checks of its names are
+    skipped (the replica has checked the columns against the signature already)."""
+    from cumulo.serving.formats import NUMERIC_TYPES
+
+    estimator = getattr(impl, "sklearn_model", None)
+    if estimator is None or schema is None or not hasattr(estimator, method):
+        return None
+    if not type(estimator).__module__.startswith("sklearn."):
+        return None
+    if any(c.type not in NUMERIC_TYPES for c in schema):
+        return None
+    names = [c.name for c in schema]
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is not None and list(fitted) != names:
+        return None
+    try:
+        parts = [estimator, *estimator.get_params(deep=True).values()]
+    except Exception:
+        return None
+    if any(type(p).__name__ == "ColumnTransformer" for p in parts):
+        return None
+    return names
 
 
 def _say(message: dict[str, Any]) -> None:
@@ -141,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the endpoint's replica config (JSON)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    # Models given a float array (see _matrix_columns) were often fitted on a frame: sklearn
+    # would say so on every call.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    sys.setswitchinterval(0.001)  # a model running in a thread hands the loop back sooner
     try:
         config = _Config(Path(args.config))
         variants = config.variants(config.doc)
