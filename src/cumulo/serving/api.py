@@ -24,6 +24,7 @@ from cumulo.db import get_session, utcnow
 from cumulo.errors import Conflict, Invalid, NotFound, Unavailable
 from cumulo.principal import Principal, current_principal
 from cumulo.serving.models import Endpoint
+from cumulo.serving.refs import resolve_model
 
 __all__ = ["endpoints_router", "invocations_router"]
 
@@ -112,28 +113,6 @@ def _get(session: Session, name: str) -> Endpoint:
         raise NotFound(f"no endpoint {name!r}; 'cumulo endpoints ls' lists them",
                        details={"endpoint": name})
     return endpoint
-
-
-def resolve_model(registry: Any, ref: str) -> tuple[str, str]:
-    """``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` to a model name and version."""
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        aliases = registry.get(name)["aliases"]
-        if alias not in aliases:
-            raise NotFound(f"model {name!r} has no alias {alias!r}; its aliases: "
-                           f"{', '.join(sorted(aliases)) or 'none'}")
-        return name, str(aliases[alias])
-    if ":" in ref:
-        name, version = ref.rsplit(":", 1)
-        if not version.isdigit():
-            raise Invalid(f"model {ref!r}: the version after ':' must be a number, like "
-                          f"{name}:3")
-        registry.version(name, version)  # NotFound names what exists
-        return name, version
-    latest = registry.get(ref)["latest_version"]
-    if latest is None:
-        raise NotFound(f"model {ref!r} has no versions yet")
-    return ref, str(latest)
 
 
 def _check_scaling(min_replicas: int, max_replicas: int, target: float, cooldown: float,

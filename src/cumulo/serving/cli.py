@@ -182,6 +182,37 @@ def rollback(ctx: typer.Context, name: str) -> None:
     console.print(f"endpoint {name}: rolled back; {_variants(info)}")
 
 
+@endpoints_app.command("batch")
+def batch(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="NAME:VERSION, NAME@ALIAS or NAME"),
+    table: str = typer.Option(..., "--table", help="DB.TABLE or DB.TABLE@vN to score"),
+    output: str = typer.Option(..., "--output", help="DB.TABLE to write"),
+    mode: str = typer.Option("overwrite", "--mode", help="overwrite or append"),
+    prediction_column: str = typer.Option("prediction", "--prediction-column"),
+    cluster: str = typer.Option("local", "--cluster", "-c"),
+    cpus: float = typer.Option(1, "--cpus"),
+    wait: bool = typer.Option(False, "--wait", "-w", help="follow it and exit with its outcome"),
+) -> None:
+    """Score a whole table as a job and write a table:
+    cumulo endpoints batch --model churn:3 --table sales.orders@v5 --output sales.scored"""
+    job = client(ctx).endpoints.batch(model=model, table=table, output=output, mode=mode,
+                                      prediction_column=prediction_column, cluster=cluster,
+                                      cpus=cpus)
+    if not wait:
+        console.print(job.id)
+        return
+    console.print(f"batch prediction job {job.id} submitted to {cluster}", highlight=False)
+    for line in job.logs(follow=True):
+        console.print(line, markup=False, highlight=False)
+    info = job.wait()
+    if info["state"] != "succeeded":
+        console.print(f"batch prediction job {job.id} {info['state']}: {info['reason']}",
+                      style="red")
+        raise typer.Exit(1)
+    console.print(f"wrote {output}", highlight=False)
+
+
 @endpoints_app.command("rm")
 def remove(ctx: typer.Context, name: str) -> None:
     """Delete an endpoint: its replicas stop, its address closes."""

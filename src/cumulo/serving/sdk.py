@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from cumulo.client.transport import Transport
-from cumulo.errors import CumuloError, Invalid
+from cumulo.errors import CumuloError, Invalid, NotFound
 
 __all__ = ["Endpoint", "EndpointsClient"]
 
@@ -99,6 +99,13 @@ class Endpoint:
         return self.invoke(body, variant=variant)["predictions"]  # type: ignore[no-any-return]
 
 
+class _RegistryView:
+    """The two registry lookups resolve_model makes, over the API."""
+
+    def __init__(self, models: Any) -> None:
+        self.get, self.version = models.show, models.version
+
+
 class EndpointsClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
@@ -133,6 +140,46 @@ class EndpointsClient:
                 "capture_table": capture_table}
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
+
+    def batch(self, *, model: str, table: str, output: str, mode: str = "overwrite",
+              prediction_column: str = "prediction", cluster: str = "local", cpus: float = 1,
+              memory: str | None = None) -> Any:
+        """Score every row of ``table`` with ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or
+        ``NAME``) as a job, writing the table's columns and the predictions to ``output``.
+        The model and the table are pinned to versions now. Returns the job (``.wait()``).
+
+        >>> client.endpoints.batch(model="churn:3", table="sales.orders@v5",
+        ...                        output="sales.scored").wait()  # doctest: +SKIP
+        """
+        from cumulo.lake.refs import parse_ref
+        from cumulo.serving.refs import resolve_model
+
+        if mode not in ("overwrite", "append"):
+            raise Invalid(f"mode must be overwrite or append, not {mode!r}")
+        target = parse_ref(output)
+        if target.version is not None or target.as_of is not None:
+            raise Invalid(f"--output {output!r}: name a table to write, not a version of one")
+        from cumulo.ml.sdk import ModelsClient
+
+        name, version = resolve_model(_RegistryView(ModelsClient(self._t)), model)
+        source = parse_ref(table)
+        info = self._t.json("GET", f"/api/v1/tables/{source.database}/{source.table}",
+                            params={"version": source.version} if source.version is not None
+                            else {})
+        pinned = f"{source.name}@v{info['version']}"
+        databases = [d["name"] for d in self._t.json("GET", "/api/v1/tables/databases")]
+        if target.database not in databases:
+            raise NotFound(f"database {target.database!r} does not exist; create it with "
+                           f"'cumulo tables create-db {target.database}'")
+        command = ["python", "-m", "cumulo.serving.batch", "--model", name, "--version",
+                   version, "--output", target.name, "--mode", mode, "--prediction-column",
+                   prediction_column]
+        from cumulo.compute.sdk import JobsClient
+
+        return JobsClient(self._t).run(
+            command=command, inputs={"data": pinned}, cluster=cluster, cpus=cpus,
+            memory=memory, name=f"batch {name}:{version} {source.name}",
+            tags=["batch-predictions", f"model={name}"])
 
     def runtime(self) -> dict[str, Any]:
         """The serving runtime: whether replicas start from its fork server yet."""
