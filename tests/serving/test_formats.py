@@ -81,3 +81,13 @@ def test_missing_values_and_no_signature() -> None:
     assert schema_from_signature([{"type": "double"}]) is None  # a tensor signature
     assert [Column("tenure", "long"), Column("spend", "double"),
                       Column("plan", "string")] == SCHEMA
+
+
+def test_plain_values_are_one_column() -> None:
+    """{"inputs": ["a text", ...]}: what a Hugging Face pipeline takes, one value a row."""
+    rows = parse(b'{"inputs": ["a good movie", "a bad one"]}', "application/json", None)
+    assert rows.columns == {"inputs": ["a good movie", "a bad one"]} and rows.count == 2
+    one = [Column("text", "string")]
+    assert parse(b'{"instances": ["hi"]}', "application/json", one).columns == {"text": ["hi"]}
+    with pytest.raises(BadInput, match="all plain values"):
+        parse(b'{"instances": ["hi", {"a": 1}]}', "application/json", None)

@@ -272,3 +272,26 @@ def test_data_capture_writes_sampled_requests_to_a_table(serving: Cumulo, churn:
     # Capture can be turned down, and stops.
     c.endpoints["taped"].update(capture_percent=0)
     c.endpoints.delete("taped")
+
+
+def test_a_replica_killed_under_load_costs_under_one_percent_of_requests(
+        serving: Cumulo, churn: str) -> None:
+    import os
+    import signal
+
+    c = serving.client()
+    info = c.endpoints.create("loaded", "churn:1", min_replicas=2, wait=True)
+    info = _show_until(c, "loaded", lambda i: _serving(i) == 2, 60, "two replicas")
+    victim = info["replicas"][0]["pid"]
+    with _Load(info["url"], threads=4) as load:
+        time.sleep(2)
+        os.kill(victim, signal.SIGKILL)
+        _show_until(c, "loaded", lambda i: _serving(i) == 2 and victim not in
+                    [r["pid"] for r in i["replicas"]], 60, "a replacement")
+        time.sleep(1)
+    total = sum(load.statuses.values())
+    failed = total - load.statuses.get(200, 0)
+    print(f"{failed} of {total} requests failed while a replica was killed and replaced")
+    assert total > 200 and failed / total < 0.01, load.statuses
+    assert c.endpoints.show("loaded")["restarts"] == 1
+    c.endpoints.delete("loaded")

@@ -24,13 +24,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ARROW", "NUMERIC_TYPES", "BadInput", "Column", "Rows", "parse",
+__all__ = ["ARROW", "NUMERIC_TYPES", "SINGLE", "BadInput", "Column", "Rows", "parse",
            "schema_from_signature"]
 
 ARROW = "application/vnd.apache.arrow.stream"
 _NUMBER_TYPES = {"double", "float"}
 _INTEGER_TYPES = {"long", "integer"}
 NUMERIC_TYPES = frozenset(_NUMBER_TYPES | _INTEGER_TYPES)
+SINGLE = "inputs"  # the column of a request that is a plain list of values
 _JSON_TYPE = {"double": float, "float": float, "long": int, "integer": int, "string": str}
 
 
@@ -132,8 +133,13 @@ def _records(items: list[Any], where: str, schema: list[Column] | None) -> dict[
             raise BadInput(f"{where} holds rows of values but the model has no signature to "
                            "name them: send records ({\"column\": value}) instead")
         return _split([c.name for c in schema], items)
-    raise BadInput(f"{where} must hold rows that are all objects ({{\"column\": value}}) or all "
-                   "lists of values")
+    if all(isinstance(r, (str, int, float, bool)) or r is None for r in items):
+        # Plain values, one per row (texts for a Hugging Face pipeline, say): one column,
+        # the signature's if it has exactly one.
+        name = schema[0].name if schema is not None and len(schema) == 1 else SINGLE
+        return {name: list(items)}
+    raise BadInput(f"{where} must hold rows that are all objects ({{\"column\": value}}), all "
+                   "lists of values, or all plain values")
 
 
 def _split(names: Any, data: list[Any]) -> dict[str, list[Any]]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from cumulo.serving.formats import BadInput, Column, Rows, parse
+from cumulo.serving.formats import SINGLE, BadInput, Column, Rows, parse
 
 __all__ = ["ReplicaApp", "Variant"]
 
@@ -284,6 +284,8 @@ def _predict_batch(predict: Callable[[Any], Any], requests: list[Rows],
     total = sum(r.count for r in requests)
     if matrix is not None:
         data: Any = np.array([columns[n] for n in matrix], dtype=np.float64).T
+    elif names == [SINGLE]:  # plain values (texts for a pipeline): a list, as MLflow passes it
+        data = list(columns[SINGLE])
     else:
         import pandas as pd
 

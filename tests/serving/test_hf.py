@@ -1,0 +1,48 @@
+"""A Hugging Face model, imported by the registry, served by an endpoint like any model."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.services import Cumulo
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "movie", "the", "was"]
+
+
+@pytest.fixture(scope="module")
+def sentiment(serving: Cumulo, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random BERT sentiment classifier (made here: no network), imported."""
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                        id2label={0: "negative", 1: "positive"},
+                        label2id={"negative": 0, "positive": 1})
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    serving.client().models.import_model(str(folder), name="sentiment")
+    return "sentiment:1"
+
+
+def test_a_transformers_model_serves_text(serving: Cumulo, sentiment: str) -> None:
+    c = serving.client()
+    info = c.endpoints.create("sentiment", sentiment, wait=True, timeout=180)
+    answer = httpx.post(f"{info['url']}/invocations",
+                        json={"inputs": ["a good movie", "the movie was bad"]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 2
+    assert {p["label"] for p in predictions} <= {"negative", "positive"}
+    assert all(0 <= p["score"] <= 1 for p in predictions)
+    # The SDK, and concurrent requests batched into one pipeline call.
+    assert len(c.endpoints["sentiment"].invoke(b'{"instances": ["a bad movie"]}')
+               ["predictions"]) == 1
+    c.endpoints.delete("sentiment")
