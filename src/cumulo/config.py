@@ -83,6 +83,8 @@ class Settings:
     # Endpoint replicas start as forks of a process that imported the serving stack once
     # (cumulo.serving.zygote): well under a second instead of several.
     serving_preload: bool = True
+    # The HTTP port Ray Serve listens on, on Ray clusters where Cumulo starts it.
+    ray_serve_port: int = 8000
 
     @property
     def url(self) -> str:
@@ -109,6 +111,7 @@ _ENV_KEYS = {
     "job_grace_seconds": "CUMULO_JOB_GRACE_SECONDS",
     "preload": "CUMULO_PRELOAD",
     "serving_preload": "CUMULO_SERVING_PRELOAD",
+    "ray_serve_port": "CUMULO_RAY_SERVE_PORT",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -206,6 +209,12 @@ def load_settings(
                 raise Invalid(f"setting serving_preload: {flag!r} is not true or false")
             flag = flag.lower() in ("1", "true", "yes", "on")
         values["serving_preload"] = bool(flag)
+
+    if "ray_serve_port" in values:
+        try:
+            values["ray_serve_port"] = int(values["ray_serve_port"])
+        except ValueError as exc:
+            raise Invalid("ray_serve_port must be a whole number, e.g. 8000") from exc
 
     home = Path(values.pop("home", ".cumulo")).expanduser().resolve()
     try:

@@ -61,6 +61,8 @@ class EndpointIn(BaseModel):
                                    "and answers are written to capture_table")
     capture_table: str | None = Field(None, description="DB.TABLE for captured requests; "
                                       "default endpoints.NAME_capture")
+    cluster: str | None = Field(None, description="a Ray cluster's name to run on Ray Serve; "
+                                "default: this machine")
 
 
 class EndpointOut(BaseModel):
@@ -78,6 +80,7 @@ class EndpointOut(BaseModel):
     max_body: int
     capture_percent: float
     capture_table: str | None
+    cluster: str | None = Field(description="the Ray cluster it runs on (Ray Serve), or none")
     replicas: list[dict[str, Any]]
     restarts: int
     scaling: list[dict[str, Any]] = Field(description="recent scaling decisions, with reasons")
@@ -92,16 +95,29 @@ def _manager(request: Request) -> Any:
     return request.app.state.endpoints
 
 
+def _url(request: Request, e: Endpoint) -> str:
+    """Where the endpoint answers: its replicas' own address, or its route on Ray Serve."""
+    if e.cluster is None:
+        return f"http://{_manager(request).host}:{e.port}"
+    from urllib.parse import urlsplit
+
+    from cumulo.compute.models import Cluster
+
+    with request.app.state.sessions() as session:
+        cluster = session.scalar(select(Cluster).where(Cluster.name == e.cluster))
+        address = (cluster.endpoint or cluster.address or "") if cluster is not None else ""
+    return f"http://{urlsplit(address).hostname or '127.0.0.1'}:{e.port}/{e.name}"
+
+
 def _out(request: Request, e: Endpoint) -> EndpointOut:
-    host = _manager(request).host
     runtime = _manager(request).runtime(e.name)
     return EndpointOut(
-        name=e.name, state=e.state, url=f"http://{host}:{e.port}", variants=e.variants,
+        name=e.name, state=e.state, url=_url(request, e), variants=e.variants,
         min_replicas=e.min_replicas, max_replicas=e.max_replicas,
         target_in_flight=e.target_in_flight, scale_in_cooldown=e.scale_in_cooldown,
         scale_to_zero_after=e.scale_to_zero_after,
         max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
-        capture_percent=e.capture_percent, capture_table=e.capture_table,
+        capture_percent=e.capture_percent, capture_table=e.capture_table, cluster=e.cluster,
         replicas=runtime["replicas"], restarts=runtime["restarts"],
         scaling=runtime["scaling"], rollout=e.rollout, message=e.message,
         created_at=e.created_at, updated_at=e.updated_at)
@@ -113,6 +129,23 @@ def _get(session: Session, name: str) -> Endpoint:
         raise NotFound(f"no endpoint {name!r}; 'cumulo endpoints ls' lists them",
                        details={"endpoint": name})
     return endpoint
+
+
+def _cluster(session: Session, name: str | None,
+             request: Request) -> tuple[str | None, int | None]:
+    """The Ray cluster an endpoint runs on and Ray Serve's port; (None, None) for this
+    machine."""
+    if name is None or name == "local":
+        return None, None
+    from cumulo.compute.models import Cluster
+
+    cluster = session.scalar(select(Cluster).where(Cluster.name == name))
+    if cluster is None:
+        raise NotFound(f"no cluster {name!r}; 'cumulo clusters ls' lists them",
+                       details={"cluster": name})
+    if cluster.type != "ray":
+        return None, None  # a local cluster: this machine
+    return cluster.name, int(request.app.state.settings.ray_serve_port)
 
 
 def _check_scaling(min_replicas: int, max_replicas: int, target: float, cooldown: float,
@@ -200,12 +233,17 @@ def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
             raise Invalid(f"two variants are named {name!r}; name them with 'name'")
         variants.append({"name": name, "model": model, "version": version,
                          "weight": v.weight, "shadow": v.shadow})
+    manager = _manager(request)
+    cluster, port = _cluster(session, body.cluster, request)
+    if cluster is not None and (body.capture_percent or body.capture_table):
+        raise Invalid("data capture is not available on Ray clusters yet; create the "
+                      "endpoint without --capture-percent, or on this machine")
     # Last, as it may make the default capture database: nothing is made for a refused request.
     capture_table = _check_capture(session, caller, body.name, body.capture_percent,
                                    body.capture_table)
-    manager = _manager(request)
     endpoint = Endpoint(
-        name=body.name, state="creating", variants=variants, port=_free_port(manager.host),
+        name=body.name, state="creating", variants=variants, cluster=cluster,
+        port=port if port is not None else _free_port(manager.host),
         min_replicas=body.min_replicas, max_replicas=max_replicas,
         target_in_flight=body.target_in_flight, scale_in_cooldown=body.scale_in_cooldown,
         scale_to_zero_after=body.scale_to_zero_after,
@@ -391,12 +429,15 @@ def delete_endpoint(name: str, session: DbSession, request: Request) -> Response
 
 @invocations_router.post("/endpoints/{name}/invocations", summary="Score rows (forwarded)")
 async def invoke(name: str, request: Request) -> Response:
-    def find() -> tuple[str, int]:
+    def find() -> tuple[str, str]:
         with request.app.state.sessions() as session:
             endpoint = _get(session, name)
-            return endpoint.state, endpoint.port
+            if endpoint.cluster is None:  # the replicas' own path for it
+                return endpoint.state, (f"http://{_manager(request).host}:{endpoint.port}"
+                                        f"/endpoints/{name}/invocations")
+            return endpoint.state, f"{_url(request, endpoint)}/invocations"
 
-    state, port = await run_in_threadpool(find)
+    state, url = await run_in_threadpool(find)
     if state == "failed":
         raise Unavailable(f"endpoint {name!r} failed; 'cumulo endpoints show {name}' says why")
     client: httpx.AsyncClient | None = getattr(request.app.state, "endpoints_http", None)
@@ -405,9 +446,7 @@ async def invoke(name: str, request: Request) -> Response:
     headers = {k: v for k, v in request.headers.items()
                if k in ("content-type", "x-cumulo-variant")}
     try:
-        answer = await client.post(
-            f"http://{_manager(request).host}:{port}/endpoints/{name}/invocations",
-            content=await request.body(), headers=headers)
+        answer = await client.post(url, content=await request.body(), headers=headers)
     except httpx.TransportError as exc:
         raise Unavailable(f"endpoint {name!r} did not answer: {exc}") from exc
     keep = {k: v for k, v in answer.headers.items() if k in ("content-type", "x-cumulo-variant")}

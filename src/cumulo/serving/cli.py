@@ -57,6 +57,8 @@ def create(
                                           "answers to --capture-table"),
     capture_table: str | None = typer.Option(None, "--capture-table",
                                              help="DB.TABLE; default endpoints.NAME_capture"),
+    cluster: str | None = typer.Option(None, "--cluster", "-c",
+                                       help="a Ray cluster: run on Ray Serve there"),
     max_batch_size: int = typer.Option(64, "--max-batch-size",
                                        help="most rows combined into one model call"),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms",
@@ -73,7 +75,7 @@ def create(
                             scale_to_zero_after=scale_to_zero_after,
                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                             max_body=max_body, capture_percent=capture_percent,
-                            capture_table=capture_table, wait=wait)
+                            capture_table=capture_table, cluster=cluster, wait=wait)
     if json:
         print_json(info)
         return
@@ -123,6 +125,8 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         last = e["scaling"][-1]
         table.add_row("last scaling", f"{last['from']} -> {last['to']} ({last['reason']})")
     table.add_row("restarts", str(e["restarts"]))
+    if e.get("cluster"):
+        table.add_row("runs on", f"Ray Serve, cluster {e['cluster']}")
     if e["capture_percent"]:
         table.add_row("data capture", f"{e['capture_percent']:g}% to {e['capture_table']}")
     if e["rollout"]:

@@ -579,6 +579,180 @@ class _Runtime:
                 "restarts": self.restarts, "scaling": list(self.scaling)}
 
 
+class _RayRuntime(_Runtime):
+    """An endpoint on a Ray cluster: a Ray Serve application (:mod:`cumulo.serving.rayserve`),
+    deployed and deleted by short Ray jobs. A thread watches the deploy job and the
+    application; the manager's steps read what it saw. Ray Serve scales the replicas; their
+    request metrics are Ray's (its dashboard), not reported here."""
+
+    def __init__(self, manager: EndpointManager, endpoint: Endpoint, cluster: Any,
+                 session: Session) -> None:
+        from urllib.parse import urlsplit
+
+        from cumulo.access.tokens import issue_token, revoke_token_id
+
+        self.manager = manager
+        self.name = endpoint.name
+        self.dashboard = str(cluster.endpoint or cluster.address)
+        self.host = urlsplit(self.dashboard).hostname or "127.0.0.1"
+        self.url = f"http://{self.host}:{endpoint.port}/{endpoint.name}"
+        self.replicas, self.gone, self.restarts = [], [], 0
+        self.scaling = deque(maxlen=20)
+        self.capture_table, self.capture = None, []
+        self.error = self.update_error = None
+        self.variants = endpoint.variants
+        self.wanted = ""
+        self.deployed = ""  # the settings the last successful deploy was for
+        self.job: str | None = None  # the deploy job under way
+        self.app_state: dict[str, Any] = {}
+        self.sock = None  # type: ignore[assignment]
+        # The replicas read the registry with a token of the endpoint's creator.
+        if endpoint.token_id is not None:
+            revoke_token_id(session, endpoint.token_id)
+        from datetime import timedelta
+
+        token, self.secret = issue_token(session, endpoint.created_by or 0,
+                                         f"endpoint {endpoint.name}",
+                                         expires_at=utcnow() + timedelta(days=3650))
+        session.flush()
+        endpoint.token_id = token.id
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._watch_loop, daemon=True,
+                                       name=f"ray-{endpoint.name}")
+        self._watch.start()
+        if endpoint.state != "failed":
+            self.configure(endpoint)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.dashboard)
+        return self._client
+
+    def configure(self, endpoint: Endpoint) -> None:
+        settings = {"endpoint": endpoint.name, "variants": endpoint.variants,
+                    "max_batch_size": endpoint.max_batch_size,
+                    "max_wait_ms": endpoint.max_wait_ms, "max_body": endpoint.max_body,
+                    "min_replicas": endpoint.min_replicas,
+                    "max_replicas": endpoint.max_replicas,
+                    "target_in_flight": endpoint.target_in_flight,
+                    "scale_in_cooldown": endpoint.scale_in_cooldown,
+                    "port": endpoint.port}
+        wanted = json.dumps(settings, sort_keys=True)
+        with self._lock:
+            if wanted == self.wanted or self.job is not None:
+                return
+            self.wanted = wanted
+            base = self.manager.settings.public_url or self.manager.settings.url
+            env = {"MLFLOW_TRACKING_URI": f"{base}/mlflow",
+                   "MLFLOW_TRACKING_TOKEN": self.secret, "MLFLOW_DISABLE_TELEMETRY": "true"}
+            import base64
+
+            payload = base64.b64encode(json.dumps({**settings, "env": env}).encode()).decode()
+            try:
+                self.job = self.client.submit_job(
+                    entrypoint=f"python -m cumulo.serving.rayserve deploy --config {payload}",
+                    runtime_env={"env_vars": env})
+                self._wanted_variants = endpoint.variants
+            except Exception as exc:
+                self.wanted = ""
+                message = f"cannot reach the Ray cluster at {self.dashboard}: {exc}"
+                if self.deployed:
+                    self.update_error = message
+                else:
+                    self.error = message
+
+    def _watch_loop(self) -> None:
+        import httpx
+
+        while not self._stop.wait(1.0):
+            with self._lock:
+                job, wanted = self.job, self.wanted
+            if job is not None:
+                try:
+                    status = str(self.client.get_job_status(job))
+                except Exception:
+                    continue
+                if status.endswith(("SUCCEEDED", "FAILED", "STOPPED")):
+                    logs = ""
+                    if not status.endswith("SUCCEEDED"):
+                        with contextlib.suppress(Exception):
+                            logs = self.client.get_job_logs(job)[-4000:]
+                    with self._lock:
+                        self.job = None
+                        if status.endswith("SUCCEEDED"):
+                            self.deployed, self.variants = wanted, self._wanted_variants
+                        else:
+                            message = f"the Ray Serve deploy job {job} {status.lower()}:\n{logs}"
+                            if self.deployed:
+                                self.update_error, self.wanted = message, ""
+                            else:
+                                self.error = message
+                    self.manager.wake.set()
+            if self.deployed:
+                try:
+                    apps = httpx.get(f"{self.dashboard}/api/serve/applications/",
+                                     timeout=10).json().get("applications", {})
+                    self.app_state = apps.get(self.name, {})
+                except Exception:  # the dashboard is busy: keep what we saw
+                    pass
+
+    def applied(self) -> bool:
+        with self._lock:
+            return self.job is None and self.wanted != "" and self.wanted == self.deployed
+
+    def step(self, endpoint: Endpoint, session: Session) -> None:
+        if endpoint.state == "failed":
+            return
+        if self.error:
+            self._fail(endpoint, session, self.error)
+            return
+        self.configure(endpoint)
+        if endpoint.state == "creating" and self.deployed:
+            endpoint.state, endpoint.updated_at = "in_service", utcnow()
+        if endpoint.state == "updating" and endpoint.rollout:
+            self._shift(endpoint)
+
+    def _fail(self, endpoint: Endpoint, session: Session, message: str) -> None:
+        endpoint.state, endpoint.message, endpoint.updated_at = "failed", message, utcnow()
+
+    def waiting(self) -> socket.socket | None:
+        return None
+
+    def reports(self, since: float) -> list[dict[str, Any]]:
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        deployments = self.app_state.get("deployments", {})
+        replicas = [{"pid": r.get("pid"), "ready": r.get("state") == "RUNNING",
+                     "in_flight": 0, "load": 0.0, "stopping": r.get("state") == "STOPPING",
+                     "forked": False, "started_at": r.get("start_time_s"),
+                     "ray_state": r.get("state")}
+                    for deployment in deployments.values()
+                    for r in deployment.get("replicas") or []]
+        return {"replicas": replicas, "restarts": 0, "scaling": [],
+                "ray": {"status": self.app_state.get("status"), "url": self.url}}
+
+    def close(self, session: Session | None = None, endpoint: Endpoint | None = None,
+              *, delete: bool = False) -> None:
+        """Stop watching; with ``delete``, take the application off the cluster and revoke
+        its token. (A control plane that stops leaves it serving on the cluster.)"""
+        self._stop.set()
+        if not delete:
+            return
+        with contextlib.suppress(Exception):
+            self.client.submit_job(
+                entrypoint=f"python -m cumulo.serving.rayserve delete --name {self.name}")
+        if session is not None and endpoint is not None and endpoint.token_id is not None:
+            from cumulo.access.tokens import revoke_token_id
+
+            revoke_token_id(session, endpoint.token_id)
+
+
 class EndpointManager:
     """Runs in the control plane: a thread that steps every endpoint twice a second, and at
     once when told (a new endpoint, a replica ready or gone)."""
@@ -674,10 +848,11 @@ class EndpointManager:
             runtime = self._runtimes.get(name)
             if runtime is None:
                 try:
-                    runtime = self._runtimes[name] = _Runtime(self, endpoint)
+                    runtime = self._runtimes[name] = self._runtime_for(session, endpoint)
                 except OSError as exc:
                     endpoint.state, endpoint.updated_at = "failed", utcnow()
-                    endpoint.message = f"cannot listen on port {endpoint.port}: {exc}"
+                    endpoint.message = (f"cannot listen on port {endpoint.port}: {exc}"
+                                        if endpoint.cluster is None else str(exc))
                     continue
             runtime.step(endpoint, session)
         session.commit()
@@ -738,10 +913,23 @@ class EndpointManager:
             row.updated_at = utcnow()
             session.commit()
 
+    def _runtime_for(self, session: Session, endpoint: Endpoint) -> _Runtime:
+        if endpoint.cluster is None:
+            return _Runtime(self, endpoint)
+        from cumulo.compute.models import Cluster
+
+        cluster = session.scalar(select(Cluster).where(Cluster.name == endpoint.cluster))
+        if cluster is None or cluster.type != "ray":
+            raise OSError(f"cluster {endpoint.cluster!r} is not a Ray cluster any more")
+        return _RayRuntime(self, endpoint, cluster, session)
+
     def _retire(self, runtime: _Runtime, session: Session | None = None,
                 endpoint: Endpoint | None = None) -> None:
         """Stop a deleted endpoint's replicas; what they captured is still written."""
-        runtime.close(session, endpoint)
+        if isinstance(runtime, _RayRuntime):
+            runtime.close(session, endpoint, delete=True)
+        else:
+            runtime.close(session, endpoint)
         with self.capture_lock:
             if runtime.capture and runtime.capture_table is not None:
                 self._leftover.append((runtime.name, runtime.capture_table, runtime.capture))

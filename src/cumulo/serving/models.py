@@ -41,6 +41,10 @@ class Endpoint(Created, Base):
     # Data capture: this percentage of requests, with their answers, goes to this lake table.
     capture_percent: Mapped[float] = mapped_column(Float, default=0.0)
     capture_table: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # None: replicas on the control plane's machine; else a Ray cluster's name (Ray Serve),
+    # and the token its replicas read the registry with.
+    cluster: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # A traffic shift in progress or the last one: see cumulo.serving.rollout.
     rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it failed

@@ -119,8 +119,8 @@ class EndpointsClient:
                scale_in_cooldown: float = 60.0, scale_to_zero_after: float = 300.0,
                max_batch_size: int = 64, max_wait_ms: float = 2.0,
                max_body: str | int = "6M", capture_percent: float = 0.0,
-               capture_table: str | None = None, wait: bool = False,
-               timeout: float = 120.0) -> dict[str, Any]:
+               capture_table: str | None = None, cluster: str | None = None,
+               wait: bool = False, timeout: float = 120.0) -> dict[str, Any]:
         """Serve ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``), or several
         ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
 
@@ -128,6 +128,7 @@ class EndpointsClient:
         ``scale_to_zero_after`` idle seconds) and ``max_replicas`` on requests in flight per
         replica (``target_in_flight``). ``capture_percent`` of requests, with their answers,
         go to the lake table ``capture_table`` (default ``endpoints.NAME_capture``).
+        ``cluster``: a Ray cluster's name, to run on Ray Serve there.
 
         >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
         """
@@ -137,7 +138,7 @@ class EndpointsClient:
                 "scale_to_zero_after": scale_to_zero_after,
                 "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
                 "max_body": max_body, "capture_percent": capture_percent,
-                "capture_table": capture_table}
+                "capture_table": capture_table, "cluster": cluster}
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
 

@@ -1,0 +1,100 @@
+"""Endpoints on a Ray cluster: a real local Ray head node running Ray Serve, the same API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cumulo.errors import CumuloError, Invalid, NotFound
+from tests.services import Cumulo, RayHead, free_port, ray_head, start_cumulo
+from tests.serving.conftest import ROWS
+
+pytest.importorskip("ray.serve")
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    """This module's server: Ray Serve, where it starts it, listens on a free port."""
+    server = start_cumulo(tmp_path_factory.mktemp("rayserve") / ".cumulo",
+                          {"CUMULO_RAY_SERVE_PORT": str(free_port())})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    with ray_head(tmp_path_factory.mktemp("ray")) as head:
+        yield head
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(serving: Cumulo, ray: RayHead) -> Iterator[str]:
+    c = serving.client()
+    c.clusters.create("ray1", type="ray", address="auto")
+    yield "ray1"
+
+
+def test_an_endpoint_on_ray_serve_answers_like_a_local_one(
+        serving: Cumulo, churn: str, ray_cluster: str, ray: RayHead) -> None:
+    c = serving.client()
+    info = c.endpoints.create("onray", "churn:1", cluster=ray_cluster, min_replicas=1,
+                              max_replicas=2, wait=True, timeout=240)
+    assert info["state"] == "in_service" and info["cluster"] == "ray1"
+    assert info["url"].endswith("/onray")
+    # Its own address (Ray Serve's proxy), and through the control plane, with the token.
+    direct = httpx.post(f"{info['url']}/invocations", json={
+        "dataframe_records": ROWS.to_dict(orient="records")}, timeout=60)
+    assert direct.status_code == 200 and direct.json() == {"predictions": [1, 0]}
+    assert direct.headers["x-cumulo-variant"] == "churn-1"
+    assert c.endpoints["onray"].predict(ROWS) == [1, 0]
+    bad = httpx.post(f"{info['url']}/invocations",
+                     json={"dataframe_records": [{"tenure": "x", "spend": 1.0}]}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "tenure"
+    deadline = time.monotonic() + 30
+    while True:
+        shown = c.endpoints.show("onray")
+        if any(r["ready"] for r in shown["replicas"]):
+            break
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.5)
+    apps = httpx.get(f"{ray.dashboard}/api/serve/applications/", timeout=30).json()
+    assert apps["applications"]["onray"]["status"] == "RUNNING"
+    c.endpoints.delete("onray")
+    deadline = time.monotonic() + 60
+    while "onray" in httpx.get(f"{ray.dashboard}/api/serve/applications/",
+                               timeout=30).json()["applications"]:
+        assert time.monotonic() < deadline, "the Serve application was not deleted"
+        time.sleep(0.5)
+
+
+def test_a_model_that_fails_on_ray_fails_the_endpoint_with_why(
+        serving: Cumulo, churn: str, ray_cluster: str) -> None:
+    import mlflow.pyfunc
+
+    class Broken(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            raise RuntimeError("weights are corrupt")
+
+        def predict(self, context, model_input):  # type: ignore[no-untyped-def]
+            return model_input
+
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Broken(),
+                                registered_model_name="broken")
+    c = serving.client()
+    with pytest.raises(CumuloError, match="weights are corrupt"):
+        c.endpoints.create("brokenray", "broken:1", cluster=ray_cluster, wait=True,
+                           timeout=240)
+    c.endpoints.delete("brokenray")
+
+
+def test_bad_ray_endpoints_are_refused(serving: Cumulo, churn: str, ray_cluster: str) -> None:
+    c = serving.client()
+    with pytest.raises(NotFound, match="no cluster 'nope'"):
+        c.endpoints.create("x", "churn:1", cluster="nope")
+    with pytest.raises(Invalid, match="data capture is not available on Ray"):
+        c.endpoints.create("x", "churn:1", cluster=ray_cluster, capture_percent=10)
+    assert [e["name"] for e in c.endpoints.list()] == []
