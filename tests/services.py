@@ -219,8 +219,9 @@ class Cumulo:
 
 def base_env(home: Path) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}
-    # No fork server unless a test asks for one: it would import the ML stack for each server.
-    return {**keep, "CUMULO_PRELOAD": "none",
+    # No fork servers unless a test asks for them: each would import the ML stack (or the
+    # serving stack) for every server the tests start.
+    return {**keep, "CUMULO_PRELOAD": "none", "CUMULO_SERVING_PRELOAD": "0",
             "CUMULO_HOME": str(home), "CUMULO_ADMIN_TOKEN": ADMIN_TOKEN,
             "CUMULO_CREDENTIALS": str(home.parent / "credentials.toml")}
 

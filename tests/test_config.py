@@ -36,6 +36,16 @@ def test_file_then_environment_then_overrides(tmp_path: Path,
     assert overridden.port == 9200 and overridden.host == "127.0.0.1"
 
 
+def test_serving_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    defaults = load_settings({})
+    assert defaults.serving_preload is True and defaults.ray_serve_port == 8000
+    off = load_settings({"CUMULO_SERVING_PRELOAD": "0", "CUMULO_RAY_SERVE_PORT": "8100"})
+    assert off.serving_preload is False and off.ray_serve_port == 8100
+    (tmp_path / "cumulo.toml").write_text("serving_preload = false\n")
+    assert load_settings({}).serving_preload is False
+
+
 def test_named_config_file(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere.toml"
     path.write_text('host = "0.0.0.0"\n')
@@ -49,6 +59,8 @@ def test_named_config_file(tmp_path: Path) -> None:
     ({}, "prot = 1\n", "unknown settings \\['prot'\\]"),
     ({}, "port = \n", "not valid TOML"),
     ({"CUMULO_CONFIG": "/nonexistent.toml"}, None, "not a file"),
+    ({"CUMULO_SERVING_PRELOAD": "maybe"}, None, "serving_preload: 'maybe' is not true or false"),
+    ({"CUMULO_RAY_SERVE_PORT": "eighty"}, None, "ray_serve_port must be a whole number"),
 ])
 def test_bad_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                       content: str | None, match: str) -> None:

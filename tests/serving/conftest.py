@@ -16,7 +16,9 @@ ROWS = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0]})
 
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    server = start_cumulo(tmp_path_factory.mktemp("serving") / ".cumulo")
+    # Replicas fork from the serving fork server, as with 'cumulo up's defaults.
+    server = start_cumulo(tmp_path_factory.mktemp("serving") / ".cumulo",
+                          {"CUMULO_SERVING_PRELOAD": "1"})
     yield server
     server.stop()
 
