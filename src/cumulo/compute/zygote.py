@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,9 @@ def _send(message: dict[str, Any]) -> None:
     os.write(1, json.dumps(message).encode() + b"\n")  # one write: lines never interleave
 
 
-def _preload(modules: list[str]) -> list[str]:
+def _preload(modules: list[str] | tuple[str, ...]) -> list[str]:
+    """Import what is installed of ``modules``; the names imported (shared with the serving
+    fork server)."""
     loaded = []
     for name in modules:
         try:
@@ -133,7 +136,9 @@ def _preload(modules: list[str]) -> list[str]:
     return loaded
 
 
-def _reap() -> None:
+def _reap(send: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Collect ended children, saying each one's exit code (with ``send``, else on stdout)."""
+    send = send or _send
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -141,7 +146,7 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-        _send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def _serve() -> dict[str, Any] | None:

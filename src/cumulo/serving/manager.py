@@ -611,7 +611,8 @@ class _RayRuntime(_Runtime):
             revoke_token_id(session, endpoint.token_id)
         from datetime import timedelta
 
-        token, self.secret = issue_token(session, endpoint.created_by or 0,
+        assert endpoint.created_by is not None
+        token, self.secret = issue_token(session, endpoint.created_by,
                                          f"endpoint {endpoint.name}",
                                          expires_at=utcnow() + timedelta(days=3650))
         session.flush()
@@ -921,6 +922,8 @@ class EndpointManager:
         cluster = session.scalar(select(Cluster).where(Cluster.name == endpoint.cluster))
         if cluster is None or cluster.type != "ray":
             raise OSError(f"cluster {endpoint.cluster!r} is not a Ray cluster any more")
+        if endpoint.created_by is None:  # its replicas' token would have no user
+            raise OSError("the user who created this endpoint was deleted; create it again")
         return _RayRuntime(self, endpoint, cluster, session)
 
     def _retire(self, runtime: _Runtime, session: Session | None = None,

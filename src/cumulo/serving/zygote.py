@@ -23,8 +23,6 @@ from __future__ import annotations
 import array
 import contextlib
 import gc
-import importlib
-import importlib.util
 import json
 import os
 import random
@@ -35,6 +33,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from cumulo.compute.zygote import _preload, _reap
 
 __all__ = ["MODULES", "main"]
 
@@ -54,30 +54,6 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
         control.send(json.dumps(message).encode())
 
 
-def _preload() -> list[str]:
-    loaded = []
-    for name in MODULES:
-        try:
-            if importlib.util.find_spec(name.split(".")[0]) is None:
-                continue
-            importlib.import_module(name)
-            loaded.append(name)
-        except Exception as exc:  # a broken optional package: its models will say
-            print(f"cumulo serving zygote: not preloading {name}: {exc!r}", file=sys.stderr)
-    return loaded
-
-
-def _reap(control: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        _send(control, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
-
-
 def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """Fork a replica per request. Returns (request, fds) in a child; None when the manager
     closes the socket."""
@@ -92,7 +68,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
-        _reap(control)
+        _reap(lambda message: _send(control, message))
         if control not in ready:
             continue
         fds = array.array("i")
@@ -146,7 +122,7 @@ def _child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> i
 def main() -> int:
     control = socket.socket(fileno=int(sys.argv[1]))
     t0 = time.perf_counter()
-    loaded = _preload()
+    loaded = _preload(MODULES)
     if threading.active_count() > 1:
         names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         _send(control, {"error": f"preloading started Python threads {names}; forking is "
