@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from cumulo.errors import CumuloError, Invalid, NotFound
+from cumulo.errors import CumuloError, Forbidden, Invalid, NotFound
 from tests.services import Cumulo, RayHead, free_port, ray_head, start_cumulo
 from tests.serving.conftest import ROWS
 
@@ -37,11 +38,33 @@ def ray_cluster(serving: Cumulo, ray: RayHead) -> Iterator[str]:
     yield "ray1"
 
 
+def _until(get: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (value := get()):
+        assert time.monotonic() < deadline, f"no {what} after {seconds}s"
+        time.sleep(0.5)
+    return value
+
+
+def _served(c: Any, name: str) -> dict[str, Any] | None:
+    variant = c.endpoints[name].metrics()["variants"].get("churn-1")
+    return variant if variant and variant["requests"] >= 3 else None
+
+
+def _captured(c: Any) -> list[dict[str, Any]]:
+    try:
+        frame = c.sql("select variant, status from endpoints.onray_capture order by status")
+    except NotFound:  # the table is made with the first write
+        return []
+    rows: list[dict[str, Any]] = frame.to_pandas().to_dict(orient="records")
+    return rows if len(rows) >= 3 else []
+
+
 def test_an_endpoint_on_ray_serve_answers_like_a_local_one(
         serving: Cumulo, churn: str, ray_cluster: str, ray: RayHead) -> None:
     c = serving.client()
     info = c.endpoints.create("onray", "churn:1", cluster=ray_cluster, min_replicas=1,
-                              max_replicas=2, wait=True, timeout=240)
+                              max_replicas=2, capture_percent=100, wait=True, timeout=240)
     assert info["state"] == "in_service" and info["cluster"] == "ray1"
     assert info["url"].endswith("/onray")
     # Its own address (Ray Serve's proxy), and through the control plane, with the token.
@@ -62,7 +85,20 @@ def test_an_endpoint_on_ray_serve_answers_like_a_local_one(
         time.sleep(0.5)
     apps = httpx.get(f"{ray.dashboard}/api/serve/applications/", timeout=30).json()
     assert apps["applications"]["onray"]["status"] == "RUNNING"
+    # The replicas report what they served, as local ones do: metrics, captured requests.
+    metrics = _until(lambda: _served(c, "onray"), 30, "the replicas' reports")
+    assert metrics["requests"] >= 3 and metrics["errors_4xx"] >= 1
+    assert metrics["latency_p99_ms"] > 0
+    captured = _until(lambda: _captured(c), 30, "captured requests")
+    assert captured[-1] == {"variant": "churn-1", "status": 400} and len(captured) >= 3
+    # Reports come from the endpoint's own replicas only, with its token.
+    with pytest.raises(Forbidden, match="own replicas"):
+        c.transport.request("POST", "/api/v1/endpoints/onray/reports", json={"replica": "x"})
     c.endpoints.delete("onray")
+    # Its replicas' time is metered, on the cluster it ran on.
+    costs = _until(lambda: [r for r in c.costs(by="item", kind="endpoint")["rows"]
+                            if r["item"] == "endpoint onray"], 30, "a usage record")
+    assert costs[0]["wall_seconds"] > 0 and costs[0]["cost_usd"] > 0
     deadline = time.monotonic() + 60
     while "onray" in httpx.get(f"{ray.dashboard}/api/serve/applications/",
                                timeout=30).json()["applications"]:
@@ -95,6 +131,6 @@ def test_bad_ray_endpoints_are_refused(serving: Cumulo, churn: str, ray_cluster:
     c = serving.client()
     with pytest.raises(NotFound, match="no cluster 'nope'"):
         c.endpoints.create("x", "churn:1", cluster="nope")
-    with pytest.raises(Invalid, match="data capture is not available on Ray"):
-        c.endpoints.create("x", "churn:1", cluster=ray_cluster, capture_percent=10)
+    with pytest.raises(Invalid, match="capture"):
+        c.endpoints.create("x", "churn:1", cluster=ray_cluster, capture_percent=101)
     assert [e["name"] for e in c.endpoints.list()] == []

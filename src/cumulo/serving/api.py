@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.compute.spec import parse_memory
 from cumulo.db import get_session, utcnow
-from cumulo.errors import Conflict, Invalid, NotFound, Unavailable
+from cumulo.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from cumulo.principal import Principal, current_principal
 from cumulo.serving.models import Endpoint
 from cumulo.serving.refs import resolve_model
@@ -235,9 +235,6 @@ def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
                          "weight": v.weight, "shadow": v.shadow})
     manager = _manager(request)
     cluster, port = _cluster(session, body.cluster, request)
-    if cluster is not None and (body.capture_percent or body.capture_table):
-        raise Invalid("data capture is not available on Ray clusters yet; create the "
-                      "endpoint without --capture-percent, or on this machine")
     # Last, as it may make the default capture database: nothing is made for a refused request.
     capture_table = _check_capture(session, caller, body.name, body.capture_percent,
                                    body.capture_table)
@@ -292,6 +289,19 @@ def endpoint_metrics(name: str, session: DbSession, request: Request,
     return {"endpoint": name, "state": endpoint.state, "replicas": len(live),
             "in_flight": sum(r["in_flight"] for r in live),
             **manager.metrics(name, window)}
+
+
+@endpoints_router.post("/{name}/reports", status_code=204, include_in_schema=False)
+def replica_report(name: str, message: dict[str, Any], session: DbSession, caller: Caller,
+                   request: Request) -> Response:
+    """What a Ray Serve replica of the endpoint served (cumulo.serving.rayserve): only with
+    the token made for the endpoint."""
+    endpoint = _get(session, name)
+    if endpoint.token_id is None or caller.token_id != endpoint.token_id:
+        raise Forbidden(f"only endpoint {name!r}'s own replicas report its stats")
+    if not _manager(request).report(name, message):
+        raise Conflict(f"endpoint {name!r} does not run on a Ray cluster from here")
+    return Response(status_code=204)
 
 
 class UpdateIn(BaseModel):

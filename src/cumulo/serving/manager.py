@@ -13,8 +13,8 @@ load is the requests in flight averaged over the replicas' last reports, kept be
 stayed lower for ``scale_in_cooldown`` seconds. With ``min_replicas`` 0 it keeps one replica
 until no request came for ``scale_to_zero_after`` seconds, then stops them all; the socket
 stays open, so a request that arrives then waits in its queue while the manager, which watches
-the socket, starts a replica. A stopping replica finishes the requests it has (uvicorn's
-graceful shutdown) while the others take new ones.
+the socket, starts a replica. A stopping replica finishes the requests it has (it stops
+accepting, then answers what it holds) while the others take new ones.
 
 Metering: each replica's life is a usage record of kind ``endpoint`` (one vCPU reserved, and
 its resident memory), written when it stops and every few minutes while it runs, so ``cumulo
@@ -61,6 +61,8 @@ log = logging.getLogger("cumulo.serving")
 
 METER_INTERVAL = 300.0  # seconds between usage records of a replica that keeps running
 STOP_GRACE = 30.0  # seconds a stopping replica has to finish its requests before SIGKILL
+MEMORY_SAMPLE = 10.0  # seconds between reads of a replica's resident memory, for metering
+RAY_REPLICA_LOST = 15.0  # a Ray Serve replica not heard from for this long has ended
 
 
 class _Waker:
@@ -250,7 +252,25 @@ class _Replica:
     stopping: float | None = None  # when it was told to stop (scaled in)
     metered_until: float = 0.0  # the end of its last usage record (a time.time())
     memory: int = 0  # its largest resident memory seen, in bytes
+    sampled: float = 0.0  # when its memory was read last
     # Its last two minutes of reports (per variant: requests, errors, latency histograms).
+    stats: deque[tuple[float, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=240))
+
+
+@dataclass(eq=False)
+class _RayReplica:
+    """A Ray Serve replica, as its reports to the control plane describe it."""
+
+    id: str
+    pid: int | None
+    node: str | None
+    started: float  # its first report
+    seen: float  # its last report
+    metered_until: float
+    in_flight: int = 0
+    load: float = 0.0
+    memory: int = 0  # its largest resident memory reported, in bytes
     stats: deque[tuple[float, dict[str, Any]]] = field(
         default_factory=lambda: deque(maxlen=240))
 
@@ -582,8 +602,10 @@ class _Runtime:
 class _RayRuntime(_Runtime):
     """An endpoint on a Ray cluster: a Ray Serve application (:mod:`cumulo.serving.rayserve`),
     deployed and deleted by short Ray jobs. A thread watches the deploy job and the
-    application; the manager's steps read what it saw. Ray Serve scales the replicas; their
-    request metrics are Ray's (its dashboard), not reported here."""
+    application; the manager's steps read what it saw. Ray Serve scales the replicas. Each
+    replica reports its stats, captured requests and memory to the control plane
+    (:meth:`report`), as a local replica does on its pipe: metrics, rollbacks, data capture
+    and metering work as they do for local endpoints."""
 
     def __init__(self, manager: EndpointManager, endpoint: Endpoint, cluster: Any,
                  session: Session) -> None:
@@ -597,8 +619,11 @@ class _RayRuntime(_Runtime):
         self.host = urlsplit(self.dashboard).hostname or "127.0.0.1"
         self.url = f"http://{self.host}:{endpoint.port}/{endpoint.name}"
         self.replicas, self.gone, self.restarts = [], [], 0
+        # Its Serve replicas, by the id each reports with; those gone, for their last reports.
+        self.reporting: dict[str, _RayReplica] = {}
+        self.ended: list[_RayReplica] = []
         self.scaling = deque(maxlen=20)
-        self.capture_table, self.capture = None, []
+        self.capture_table, self.capture = endpoint.capture_table, []
         self.error = self.update_error = None
         self.variants = endpoint.variants
         self.wanted = ""
@@ -642,8 +667,10 @@ class _RayRuntime(_Runtime):
                     "max_replicas": endpoint.max_replicas,
                     "target_in_flight": endpoint.target_in_flight,
                     "scale_in_cooldown": endpoint.scale_in_cooldown,
+                    "capture_percent": endpoint.capture_percent,
                     "port": endpoint.port}
         wanted = json.dumps(settings, sort_keys=True)
+        self.capture_table = endpoint.capture_table
         with self._lock:
             if wanted == self.wanted or self.job is not None:
                 return
@@ -653,7 +680,9 @@ class _RayRuntime(_Runtime):
                    "MLFLOW_TRACKING_TOKEN": self.secret, "MLFLOW_DISABLE_TELEMETRY": "true"}
             import base64
 
-            payload = base64.b64encode(json.dumps({**settings, "env": env}).encode()).decode()
+            report_url = f"{base}/api/v1/endpoints/{endpoint.name}/reports"
+            payload = base64.b64encode(json.dumps(
+                {**settings, "env": env, "report_url": report_url}).encode()).decode()
             try:
                 self.job = self.client.submit_job(
                     entrypoint=f"python -m cumulo.serving.rayserve deploy --config {payload}",
@@ -707,6 +736,7 @@ class _RayRuntime(_Runtime):
             return self.job is None and self.wanted != "" and self.wanted == self.deployed
 
     def step(self, endpoint: Endpoint, session: Session) -> None:
+        self._meter(session, endpoint)
         if endpoint.state == "failed":
             return
         if self.error:
@@ -718,6 +748,44 @@ class _RayRuntime(_Runtime):
         if endpoint.state == "updating" and endpoint.rollout:
             self._shift(endpoint)
 
+    def report(self, message: dict[str, Any]) -> None:
+        """A Serve replica's report (:mod:`cumulo.serving.rayserve`): its stats, its sampled
+        requests, its memory."""
+        now = time.time()
+        key = str(message.get("replica", ""))[:64]
+        with self._lock:
+            replica = self.reporting.get(key)
+            if replica is None:
+                # Its time counts from one interval before its first report.
+                replica = self.reporting[key] = _RayReplica(
+                    key, message.get("pid"), message.get("node"), started=now,
+                    seen=now, metered_until=now - 1.0)
+            replica.seen = now
+            replica.in_flight = int(message.get("in_flight", 0))
+            replica.load = float(message.get("load", replica.in_flight))
+            replica.memory = max(replica.memory, int(message.get("memory", 0)))
+            replica.stats.append((now, message.get("variants") or {}))
+        if message.get("capture"):
+            with self.manager.capture_lock:
+                self.capture.extend(message["capture"])
+
+    def _meter(self, session: Session, endpoint: Endpoint, *, everything: bool = False) -> None:
+        """Usage records for the Serve replicas' time: those not heard from for
+        RAY_REPLICA_LOST seconds end at their last report."""
+        now = time.time()
+        with self._lock:
+            lost = [r for r in self.reporting.values()
+                    if everything or now - r.seen > RAY_REPLICA_LOST]
+            for replica in lost:
+                del self.reporting[replica.id]
+            self.ended = [*self.ended[-9:], *lost]
+            running = list(self.reporting.values())
+        for replica in lost:
+            self.manager.meter(session, endpoint, replica, ended=True,
+                               until=replica.seen if not everything else None)
+        for replica in running:
+            self.manager.meter(session, endpoint, replica)
+
     def _fail(self, endpoint: Endpoint, session: Session, message: str) -> None:
         endpoint.state, endpoint.message, endpoint.updated_at = "failed", message, utcnow()
 
@@ -725,12 +793,19 @@ class _RayRuntime(_Runtime):
         return None
 
     def reports(self, since: float) -> list[dict[str, Any]]:
-        return []
+        with self._lock:
+            replicas = [*self.reporting.values(), *self.ended]
+        return [variants for r in replicas for at, variants in list(r.stats) if at > since]
 
     def describe(self) -> dict[str, Any]:
         deployments = self.app_state.get("deployments", {})
+        with self._lock:
+            by_pid = {r.pid: r for r in self.reporting.values()}
         replicas = [{"pid": r.get("pid"), "ready": r.get("state") == "RUNNING",
-                     "in_flight": 0, "load": 0.0, "stopping": r.get("state") == "STOPPING",
+                     "in_flight": by_pid[r.get("pid")].in_flight if r.get("pid") in by_pid
+                     else 0,
+                     "load": by_pid[r.get("pid")].load if r.get("pid") in by_pid else 0.0,
+                     "stopping": r.get("state") == "STOPPING",
                      "forked": False, "started_at": r.get("start_time_s"),
                      "ray_state": r.get("state")}
                     for deployment in deployments.values()
@@ -743,6 +818,8 @@ class _RayRuntime(_Runtime):
         """Stop watching; with ``delete``, take the application off the cluster and revoke
         its token. (A control plane that stops leaves it serving on the cluster.)"""
         self._stop.set()
+        if session is not None and endpoint is not None:
+            self._meter(session, endpoint, everything=True)
         if not delete:
             return
         with contextlib.suppress(Exception):
@@ -814,6 +891,14 @@ class EndpointManager:
         runtime = self._runtimes.get(name)
         return runtime.describe() if runtime else {"replicas": [], "restarts": 0,
                                                    "scaling": []}
+
+    def report(self, name: str, message: dict[str, Any]) -> bool:
+        """A Ray Serve replica's report; False if the endpoint does not run on Ray here."""
+        runtime = self._runtimes.get(name)
+        if not isinstance(runtime, _RayRuntime):
+            return False
+        runtime.report(message)
+        return True
 
     def metrics(self, name: str, window: float = 60.0) -> dict[str, Any]:
         """Per variant over the last ``window`` seconds: requests a second, errors, and p50,
@@ -938,31 +1023,36 @@ class EndpointManager:
                 self._leftover.append((runtime.name, runtime.capture_table, runtime.capture))
             runtime.capture = []
 
-    def meter(self, session: Session, endpoint: Endpoint | None, replica: _Replica, *,
-              ended: bool = False) -> None:
-        """Add a usage record for the replica's time since its last one: when it ended, and
-        every METER_INTERVAL seconds while it runs."""
+    def meter(self, session: Session, endpoint: Endpoint | None,
+              replica: _Replica | _RayReplica, *, ended: bool = False,
+              until: float | None = None) -> None:
+        """Add a usage record for the replica's time since its last one: when it ended (at
+        ``until``, or now), and every METER_INTERVAL seconds while it runs."""
         now = time.time()
         if not ended:
-            with contextlib.suppress(Exception):
-                import psutil
+            if isinstance(replica, _Replica) and replica.ready.is_set() and (
+                    now - replica.sampled >= MEMORY_SAMPLE):
+                replica.sampled = now
+                with contextlib.suppress(Exception):
+                    import psutil
 
-                replica.memory = max(replica.memory,
-                                     int(psutil.Process(replica.proc.pid).memory_info().rss))
+                    replica.memory = max(replica.memory, int(
+                        psutil.Process(replica.proc.pid).memory_info().rss))
             if now - replica.metered_until < METER_INTERVAL:
                 return
-        wall = now - replica.metered_until
+        end = now if until is None else until
+        wall = end - replica.metered_until
         if endpoint is None or wall <= 0:
             return
         from datetime import UTC, datetime
 
         usage.record(session, self.settings.prices, kind="endpoint", ref=endpoint.name,
-                     cluster="local", user_id=endpoint.created_by, tags=[],
-                     started_at=datetime.fromtimestamp(replica.metered_until, UTC),
-                     ended_at=datetime.fromtimestamp(now, UTC), cpu_seconds=wall,
+                     cluster=endpoint.cluster or "local", user_id=endpoint.created_by,
+                     tags=[], started_at=datetime.fromtimestamp(replica.metered_until, UTC),
+                     ended_at=datetime.fromtimestamp(end, UTC), cpu_seconds=wall,
                      memory_gb_seconds=replica.memory / 1e9 * wall, gpu_seconds=0.0,
                      wall_seconds=wall)
-        replica.metered_until = now
+        replica.metered_until = end
 
     # --- models --------------------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ token made for the endpoint) and answers with :class:`~cumulo.serving.replica.Re
 the same formats, signature checks, batching and variants as a local replica. Replicas scale
 with Serve's autoscaler between the endpoint's minimum and maximum (0 included), on requests
 in flight per replica.
+
+Each replica reports to the control plane every ``REPORT_INTERVAL`` seconds, as a local
+replica does on its pipe (``POST /api/v1/endpoints/NAME/reports``, with the endpoint's token):
+per-variant requests, errors and latency histograms (metrics, and the automatic rollback of
+a traffic shift), its sampled requests (data capture), and its memory (metering).
 """
 
 from __future__ import annotations
@@ -17,12 +22,22 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
+import os
+import socket
 import sys
 import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 __all__ = ["build", "main"]
+
+log = logging.getLogger("cumulo.serving")
+
+REPORT_INTERVAL = 1.0  # seconds between a replica's reports to the control plane
 
 
 class _Replica:
@@ -42,39 +57,77 @@ class _Replica:
                                dst_path=str(dest))
             found = next(dest.rglob("MLmodel"))
             variants.append(load_variant({**spec, "model_dir": str(found.parent)}))
+        from cumulo.serving.stats import Window
+        from cumulo.serving.worker import _Capture
+
+        # Requests are served on the replica's event loop, reports sent from a thread.
+        self._lock = threading.Lock()
+        self._window, self._capture = Window(), _Capture()
         self.app = ReplicaApp(config["endpoint"], variants,
                               max_batch_size=int(config.get("max_batch_size", 64)),
                               max_wait_ms=float(config.get("max_wait_ms", 2.0)),
-                              max_body=int(config.get("max_body", 6 * 1024 * 1024)))
+                              max_body=int(config.get("max_body", 6 * 1024 * 1024)),
+                              on_result=self._locked(self._window.add))
+        self.app.capture_share = float(config.get("capture_percent", 0.0)) / 100
+        self.app.on_capture = self._locked(self._capture.add)
+        self.id = uuid.uuid4().hex[:12]
+        self._report_url = str(config.get("report_url") or "")
+        self._token = config["env"].get("MLFLOW_TRACKING_TOKEN", "")
+        if self._report_url:
+            threading.Thread(target=self._report_loop, daemon=True,
+                             name="cumulo-report").start()
+
+    def _locked(self, add: Any) -> Any:
+        def locked(record: dict[str, Any]) -> None:
+            with self._lock:
+                add(record)
+
+        return locked
+
+    def _report_loop(self) -> None:
+        import httpx
+        import psutil
+
+        process = psutil.Process()
+        headers = {"Authorization": f"Bearer {self._token}"}
+        with httpx.Client(timeout=10, headers=headers) as client:
+            while True:
+                time.sleep(REPORT_INTERVAL)
+                with self._lock:
+                    report = {"replica": self.id, "pid": os.getpid(),
+                              "node": socket.gethostname(), "memory": process.memory_info().rss,
+                              "in_flight": self.app.in_flight, "load": self.app.load(),
+                              "variants": self._window.take(), **self._capture.take()}
+                try:
+                    answer = client.post(self._report_url, json=report)
+                    if answer.status_code >= 400:
+                        log.warning("the control plane refused a report: %s %s",
+                                    answer.status_code, answer.text[:200])
+                except httpx.HTTPError as exc:  # it restarts, say: this report is lost
+                    log.warning("reporting to the control plane failed: %s", exc)
 
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import Response
 
-        body = await request.body()
-        scope = {**request.scope, "path": "/invocations", "raw_path": b"/invocations"}
-        if request.url.path.rstrip("/").endswith("/ping"):
-            scope.update(path="/ping", raw_path=b"/ping")
-        given = False
+        from cumulo.serving.replica import too_large
 
-        async def receive() -> dict[str, Any]:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # the request is whole: nothing more comes
-            return {}  # pragma: no cover
-
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        start = sent[0]
-        headers = {k.decode(): v.decode() for k, v in start["headers"]
-                   if k.lower() != b"content-length"}
-        return Response(b"".join(m.get("body", b"") for m in sent[1:]),
-                        status_code=start["status"], headers=headers)
+        method = request.method.encode()
+        path = b"/ping" if request.url.path.rstrip("/").endswith("/ping") else b"/invocations"
+        routed = self.app.route(method, path)
+        if routed is not None:
+            status, answer, variant = *routed, None
+        else:
+            body = await request.body()
+            headers = {k.lower(): v for k, v in request.headers.raw}
+            answered: asyncio.Future[tuple[int, bytes, str | None]] = \
+                asyncio.get_running_loop().create_future()
+            limit = self.app.max_body
+            self.app.invoke(headers, body, lambda *reply: answered.set_result(reply),
+                            error=too_large(len(body), limit) if len(body) > limit else None)
+            status, answer, variant = await answered
+        headers = {"x-cumulo-variant": variant} if variant else {}
+        return Response(answer, status_code=status, media_type="application/json",
+                        headers=headers)
 
 
 def build(config: dict[str, Any]) -> Any:

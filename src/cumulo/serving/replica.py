@@ -28,7 +28,7 @@ import orjson
 
 from cumulo.serving.formats import SINGLE, BadInput, Column, Rows, parse
 
-__all__ = ["ReplicaApp", "Variant"]
+__all__ = ["ReplicaApp", "Variant", "too_large"]
 
 log = logging.getLogger("cumulo.serving")
 
@@ -37,6 +37,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 DEFAULT_MAX_BODY = 6 * 1024 * 1024  # SageMaker's limit for a real-time request
 INLINE_CALL_S = 0.002  # models quicker than this per call run on the event loop
+Reply = Callable[[int, bytes, "str | None"], None]  # status, body, the variant that served it
+Scored = Callable[[Any, float, "_ModelError | None"], None]  # predictions, model s, error
 
 
 @dataclass(eq=False)
@@ -55,7 +57,7 @@ class Variant:
     # The model's recent time per call: quick models are called on the event loop, slow ones
     # in a thread, so that requests keep being read while they run.
     call_s: float = 0.0
-    queue: list[tuple[Rows, asyncio.Future[Any]]] = field(default_factory=list)
+    queue: list[tuple[Rows, Scored]] = field(default_factory=list)
     queued_rows: int = 0
     flush: asyncio.TimerHandle | None = None
 
@@ -77,6 +79,8 @@ class ReplicaApp:
         self.on_capture: Callable[[dict[str, Any]], None] = lambda _: None
         self.in_flight = 0
         self._scoring = 0  # requests whose batch is with the model now
+        self._check_due = False  # a _check is scheduled
+        self._queued: set[Variant] = set()  # variants with requests waiting for their model
         # For load(): the time-weighted sum of in_flight since it was last read.
         self._area, self._changed = 0.0, time.perf_counter()
         self._read_at = self._changed
@@ -115,15 +119,9 @@ class ReplicaApp:
         if scope["type"] != "http":  # pragma: no cover - websockets are not served
             return
         path = scope.get("raw_path") or scope["path"].encode()
-        method = scope["method"]
-        if path == b"/ping" and method == "GET":
-            await _answer(send, 200, b'{"status":"ok"}')
-            return
-        if path.split(b"?", 1)[0] not in self._paths:
-            await _error(send, 404, f"no such path {scope['path']!r}: POST /invocations")
-            return
-        if method != "POST":
-            await _error(send, 405, "invocations take POST")
+        routed = self.route(scope["method"].encode(), path)
+        if routed is not None:
+            await _answer(send, *routed)
             return
         await self._invoke(scope, receive, send)
 
@@ -138,47 +136,57 @@ class ReplicaApp:
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        self._count(1)
-        variant: Variant | None = None
-        status, model_s = 500, 0.0
-        body = answer = b""
-        headers: dict[bytes, bytes] = {}
+        headers = dict(scope["headers"])
+        body, error = b"", None
         try:
-            headers = dict(scope["headers"])
-            variant = self._choose(headers.get(b"x-cumulo-variant"))
             body = await _read_body(receive, headers, self.max_body)
+        except _HTTPError as exc:
+            error = exc
+        answered: asyncio.Future[tuple[int, bytes, str | None]] = \
+            asyncio.get_running_loop().create_future()
+        self.invoke(headers, body, lambda *reply: answered.set_result(reply), error=error,
+                    started=started)
+        status, answer, variant = await answered
+        await _answer(send, status, answer, variant=variant)
+
+    # --- the request path, shared by every front (ASGI, cumulo.serving.http, Ray Serve) ---
+
+    def route(self, method: bytes, path: bytes) -> tuple[int, bytes] | None:
+        """The answer to a request that is not an invocation (a ping, a wrong path or
+        method), or None for an invocation."""
+        if path == b"/ping" and method in (b"GET", b"HEAD"):
+            return 200, b'{"status":"ok"}'
+        if path.split(b"?", 1)[0] not in self._paths:
+            return 404, _error_body(404, f"no such path {path.decode('latin-1')!r}: "
+                                    "POST /invocations")
+        if method != b"POST":
+            return 405, _error_body(405, "invocations take POST")
+        return None
+
+    def invoke(self, headers: dict[bytes, bytes], body: bytes, reply: Reply, *,
+               error: Exception | None = None, started: float | None = None) -> None:
+        """Score one request; ``reply(status, body, variant)`` is called once, now or when
+        its batch has been scored. ``error`` is what reading the request found wrong (a body
+        over the limit): answered as such, and counted."""
+        request = _Request(self, headers, body, reply, started)
+        try:
+            variant = request.variant = self._choose(headers.get(b"x-cumulo-variant"))
+            if error is not None:
+                raise error
             rows = parse(body, headers.get(b"content-type", b"").decode("latin-1"),
                          variant.schema)
-            predictions, model_s = await self._score(variant, rows)
-            status = 200
-            answer = orjson.dumps({"predictions": predictions},
-                                  option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-            await _answer(send, 200, answer, variant=variant.name)
-            for shadow in self.shadows:  # after the answer has gone: mirrored, not awaited
-                asyncio.get_running_loop().create_task(self._mirror(shadow, body, headers))
         except _HTTPError as exc:
-            status = exc.status
-            answer = await _error(send, exc.status, str(exc),
-                                  variant=variant.name if variant else None)
+            request.fail(exc.status, _error_body(exc.status, str(exc)))
+            return
         except BadInput as exc:
-            status = 400
-            answer = await _error(send, 400, str(exc), field=exc.field,
-                                  variant=variant.name if variant else None)
-        except _ModelError as exc:
-            status = 500
-            answer = await _error(send, 500, f"the model raised {exc.error}",
-                                  error_id=exc.error_id,
-                                  variant=variant.name if variant else None)
-        finally:
-            self._count(-1)
-            total = time.perf_counter() - started
-            result = {"variant": variant.name if variant else None, "status": status,
-                      "latency_s": total, "model_s": model_s, "shadow": False}
-            self.on_result(result)
-            if self.capture_share and body and random.random() < self.capture_share:
-                self.on_capture({**result, "at": time.time(), "request": body,
-                                 "content_type": headers.get(b"content-type", b""),
-                                 "response": answer})
+            request.fail(400, _error_body(400, str(exc), field=exc.field))
+            return
+        except Exception as exc:  # a fault of ours: this request fails, the replica serves on
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("endpoint %s: error %s", self.endpoint, error_id)
+            request.fail(500, _error_body(500, f"internal error: {exc!r}", error_id=error_id))
+            return
+        self._enqueue(variant, rows, request.scored)
 
     def _choose(self, pinned: bytes | None) -> Variant:
         if pinned:
@@ -192,82 +200,160 @@ class ReplicaApp:
             return self.live[0]
         return random.choices(self.live, weights=[v.weight for v in self.live])[0]
 
-    async def _mirror(self, shadow: Variant, body: bytes, headers: dict[bytes, bytes]) -> None:
-        started, status, model_s = time.perf_counter(), 500, 0.0
+    def _mirror(self, shadow: Variant, headers: dict[bytes, bytes], body: bytes) -> None:
+        started = time.perf_counter()
+
+        def scored(out: list[Any] | None, model_s: float, error: _ModelError | None) -> None:
+            self.on_result({"variant": shadow.name, "status": 500 if error else 200,
+                            "shadow": True, "latency_s": time.perf_counter() - started,
+                            "model_s": model_s})
+
         try:
             rows = parse(body, headers.get(b"content-type", b"").decode("latin-1"),
                          shadow.schema)
-            _, model_s = await self._score(shadow, rows)
-            status = 200
         except BadInput:
-            status = 400
-        except _ModelError:
-            status = 500
-        self.on_result({"variant": shadow.name, "status": status, "shadow": True,
-                        "latency_s": time.perf_counter() - started, "model_s": model_s})
+            self.on_result({"variant": shadow.name, "status": 400, "shadow": True,
+                            "latency_s": time.perf_counter() - started, "model_s": 0.0})
+            return
+        self._enqueue(shadow, rows, scored)
 
     # --- batching ---------------------------------------------------------------------------
 
-    async def _score(self, variant: Variant, rows: Rows) -> tuple[list[Any], float]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        variant.queue.append((rows, future))
+    def _enqueue(self, variant: Variant, rows: Rows, done: Scored) -> None:
+        variant.queue.append((rows, done))
         variant.queued_rows += rows.count
-        # Waiting is only worth it while other requests are on their way in: once every
-        # request in flight is queued or being scored, none can join.
-        queued = sum(len(v.queue) for v in self.variants.values())
-        if variant.queued_rows >= self.max_batch_size or (
-                queued + self._scoring >= self.in_flight):
+        self._queued.add(variant)
+        if variant.queued_rows >= self.max_batch_size:
             self._flush(variant)
-        elif variant.flush is None:
-            variant.flush = loop.call_later(self.max_wait, self._flush, variant)
-        result: tuple[list[Any], float] = await future
-        return result
+        elif not self._check_due:
+            # Decided once the event loop has read everything that arrived with this request:
+            # requests that came in together are scored together.
+            self._check_due = True
+            asyncio.get_running_loop().call_soon(self._check)
+
+    def _check(self) -> None:
+        """Send each variant's queue to its model, or wait for more. Waiting is only worth it
+        while other requests are on their way in: once every request in flight is queued or
+        being scored, none can join."""
+        self._check_due = False
+        loop = None
+        queued = sum(len(v.queue) for v in self._queued)
+        for variant in list(self._queued):
+            if queued + self._scoring >= self.in_flight:
+                self._flush(variant)
+            elif variant.flush is None:
+                loop = loop or asyncio.get_running_loop()
+                variant.flush = loop.call_later(self.max_wait, self._flush, variant)
 
     def _flush(self, variant: Variant) -> None:
         if variant.flush is not None:
             variant.flush.cancel()
             variant.flush = None
         batch, variant.queue, variant.queued_rows = variant.queue, [], 0
-        if batch:
-            asyncio.get_running_loop().create_task(self._run_batch(variant, batch))
+        self._queued.discard(variant)
+        if not batch:
+            return
+        if variant.call_s < INLINE_CALL_S:  # handing it to a thread would cost more
+            self._run_batch(variant, batch, _predict_batch)
+        else:
+            asyncio.get_running_loop().create_task(self._run_threaded(variant, batch))
 
-    async def _run_batch(self, variant: Variant,
-                         batch: list[tuple[Rows, asyncio.Future[Any]]]) -> None:
-        started = time.perf_counter()
+    async def _run_threaded(self, variant: Variant, batch: list[tuple[Rows, Scored]]) -> None:
         self._scoring += len(batch)
         try:
-            outputs = await self._call(variant, [rows for rows, _ in batch])
+            results = await asyncio.to_thread(self._score_batch, variant, batch,
+                                              _predict_batch)
+        finally:
+            self._scoring -= len(batch)
+        _deliver(batch, results)
+
+    def _run_batch(self, variant: Variant, batch: list[tuple[Rows, Scored]],
+                   predict: Callable[..., list[list[Any]]]) -> None:
+        self._scoring += len(batch)
+        try:
+            results = self._score_batch(variant, batch, predict)
+        finally:
+            self._scoring -= len(batch)
+        _deliver(batch, results)
+
+    def _score_batch(self, variant: Variant, batch: list[tuple[Rows, Scored]],
+                     predict: Callable[..., list[list[Any]]]
+                     ) -> list[tuple[Any, float, _ModelError | None]]:
+        """Each request's (predictions, model seconds, error): one model call for the batch,
+        or, when that raises, one call per request, so that only the request the model cannot
+        score fails."""
+        started = time.perf_counter()
+        try:
+            outputs = predict(variant.predict, [rows for rows, _ in batch], variant.matrix)
         except Exception:  # one of them the model cannot score: find which, one by one
-            for rows, future in batch:
+            results: list[tuple[Any, float, _ModelError | None]] = []
+            for rows, _ in batch:
                 one = time.perf_counter()
                 try:
-                    out = await self._call(variant, [rows])
-                    _settle(future, (out[0], time.perf_counter() - one))
+                    out = predict(variant.predict, [rows], variant.matrix)
+                    results.append((out[0], time.perf_counter() - one, None))
                 except Exception as exc:
                     error_id = uuid.uuid4().hex[:12]
                     log.warning("endpoint %s variant %s: error %s: %r", self.endpoint,
                                 variant.name, error_id, exc)
-                    if not future.done():
-                        future.set_exception(_ModelError(exc, error_id))
-            return
-        finally:
-            self._scoring -= len(batch)
+                    results.append((None, time.perf_counter() - one,
+                                    _ModelError(exc, error_id)))
+            return results
         model_s = time.perf_counter() - started
         variant.call_s = model_s if not variant.call_s else 0.8 * variant.call_s + 0.2 * model_s
-        for (_, future), out in zip(batch, outputs, strict=True):
-            _settle(future, (out, model_s))
-
-    async def _call(self, variant: Variant, requests: list[Rows]) -> list[list[Any]]:
-        if variant.call_s < INLINE_CALL_S:  # handing it to a thread would cost more
-            return _predict_batch(variant.predict, requests, variant.matrix)
-        return await asyncio.to_thread(_predict_batch, variant.predict, requests,
-                                       variant.matrix)
+        return [(out, model_s, None) for out in outputs]
 
 
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
+class _Request:
+    """One invocation on its way through the replica: its timing, and its answer."""
+
+    __slots__ = ("app", "body", "headers", "reply", "started", "variant")
+
+    def __init__(self, app: ReplicaApp, headers: dict[bytes, bytes], body: bytes,
+                 reply: Reply, started: float | None) -> None:
+        self.app, self.headers, self.body, self.reply = app, headers, body, reply
+        self.started = started if started is not None else time.perf_counter()
+        self.variant: Variant | None = None
+        app._count(1)
+
+    def scored(self, predictions: Any, model_s: float, error: _ModelError | None) -> None:
+        if error is not None:
+            self.fail(500, _error_body(500, f"the model raised {error.error}",
+                                       error_id=error.error_id), model_s)
+            return
+        answer = orjson.dumps({"predictions": predictions},
+                              option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+        self._finish(200, answer, model_s)
+        for shadow in self.app.shadows:  # after the answer: mirrored, not waited for
+            self.app._mirror(shadow, self.headers, self.body)
+
+    def fail(self, status: int, answer: bytes, model_s: float = 0.0) -> None:
+        self._finish(status, answer, model_s)
+
+    def _finish(self, status: int, answer: bytes, model_s: float) -> None:
+        app, name = self.app, self.variant.name if self.variant else None
+        try:
+            self.reply(status, answer, name)
+        except Exception:  # the client's side is gone; the request is still counted
+            log.debug("endpoint %s: reply failed", app.endpoint, exc_info=True)
+        app._count(-1)
+        result = {"variant": name, "status": status,
+                  "latency_s": time.perf_counter() - self.started, "model_s": model_s,
+                  "shadow": False}
+        app.on_result(result)
+        if app.capture_share and self.body and random.random() < app.capture_share:
+            app.on_capture({**result, "at": time.time(), "request": self.body,
+                            "content_type": self.headers.get(b"content-type", b""),
+                            "response": answer})
+
+
+def _deliver(batch: list[tuple[Rows, Scored]],
+             results: list[tuple[Any, float, _ModelError | None]]) -> None:
+    for (_, done), (out, model_s, error) in zip(batch, results, strict=True):
+        try:
+            done(out, model_s, error)
+        except Exception:  # pragma: no cover - one request's answer must not stop the rest
+            log.exception("delivering a prediction failed")
 
 
 def _predict_batch(predict: Callable[[Any], Any], requests: list[Rows],
@@ -322,19 +408,25 @@ class _ModelError(Exception):
         self.error_id = error_id
 
 
+def too_large(size: int, limit: int, *, declared: bool = False) -> _HTTPError:
+    """The 413 for a body of ``size`` bytes (as its Content-Length says, or as read so far)."""
+    said = f"the body is {size} bytes; the limit is {limit}" if declared else \
+        f"the body is over the limit of {limit} bytes"
+    return _HTTPError(413, f"{said} (send bulk data as a batch prediction: cumulo endpoints "
+                      "batch)")
+
+
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _HTTPError(413, f"the body is {int(declared)} bytes; the limit is {limit} "
-                         "(send bulk data as a batch prediction: cumulo endpoints batch)")
+        raise too_large(int(declared), limit, declared=True)
     chunks, size = [], 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _HTTPError(413, f"the body is over the limit of {limit} bytes (send bulk "
-                             "data as a batch prediction: cumulo endpoints batch)")
+            raise too_large(size, limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
@@ -349,16 +441,14 @@ async def _answer(send: Send, status: int, body: bytes, *, variant: str | None =
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, status: int, message: str, *, field: str | None = None,
-                 error_id: str | None = None, variant: str | None = None) -> bytes:
+def _error_body(status: int, message: str, *, field: str | None = None,
+                error_id: str | None = None) -> bytes:
     doc: dict[str, Any] = {"error": {"code": _CODES.get(status, "error"), "message": message}}
     if field:
         doc["error"]["field"] = field
     if error_id:
         doc["error"]["error_id"] = error_id
-    body = orjson.dumps(doc)
-    await _answer(send, status, body, variant=variant)
-    return body
+    return orjson.dumps(doc)
 
 
 _CODES = {400: "invalid", 404: "not_found", 405: "method_not_allowed", 413: "too_large",

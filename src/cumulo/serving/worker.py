@@ -7,7 +7,8 @@ the connections wait in the queue instead of being refused.
 
 The replica loads every variant's MLflow model, says ``{"ready": ...}`` on stdout (or
 ``{"failed": traceback}`` and exits 1), then serves :class:`~cumulo.serving.replica.ReplicaApp`
-on uvicorn. Every ``stats_interval`` seconds it writes one line of stats (requests in flight;
+with :mod:`cumulo.serving.http`. On SIGTERM it stops accepting, answers the requests it holds
+and exits 0. Every ``stats_interval`` seconds it writes one line of stats (requests in flight;
 per variant, requests, errors and latency histograms: :mod:`cumulo.serving.stats`) for the
 manager's autoscaler and metrics. Its stdout is the manager's pipe; its log goes to stderr.
 """
@@ -192,11 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         _say({"failed": traceback.format_exc()})
         return 1
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(
-        app, fd=args.fd, loop="uvloop", http="httptools", lifespan="off", log_level="warning",
-        access_log=False, timeout_keep_alive=30, server_header=False, date_header=False))
     interval = float(config.doc.get("stats_interval", 0.5))
     generation = int(config.doc.get("generation", 0))
 
@@ -224,11 +220,23 @@ def main(argv: list[str] | None = None) -> int:
                     reloading = loop.create_task(reload(doc))
 
     async def serve() -> None:
-        reporter = asyncio.get_running_loop().create_task(report())
+        import signal
+        import socket
+
+        from cumulo.serving.http import Server
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = Server(app, keep_alive=30.0)
+        await server.start(socket.socket(fileno=args.fd))
+        reporter = loop.create_task(report())
         _say({"ready": round(time.perf_counter() - started, 3), "pid": os.getpid(),
               "generation": generation})
         try:
-            await server.serve()
+            await stop.wait()
+            await server.shutdown(grace=4.0)
         finally:
             reporter.cancel()
 

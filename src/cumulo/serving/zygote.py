@@ -1,6 +1,6 @@
 """A fork server for endpoint replicas: the serving stack imported once, each replica a fork.
 
-A fresh replica process spends seconds importing MLflow, pandas, scikit-learn and uvicorn
+A fresh replica process spends seconds importing MLflow, pandas and scikit-learn
 before it loads its model; that is most of the time from ``endpoints create`` (or from zero
 replicas) to the first answer. This process imports them once, when the endpoint manager
 starts, then forks a replica per request in a few milliseconds.
@@ -43,8 +43,8 @@ __all__ = ["MODULES", "main"]
 MODULES = ("numpy", "pandas", "pyarrow", "sklearn", "sklearn.linear_model", "sklearn.ensemble",
            "sklearn.pipeline", "sklearn.preprocessing", "skops.io", "lightgbm", "xgboost",
            "cloudpickle", "mlflow", "mlflow.pyfunc", "mlflow.sklearn", "mlflow.models",
-           "uvicorn", "uvicorn.protocols.http.httptools_impl", "uvicorn.lifespan.off", "uvloop",
-           "httptools", "orjson", "cumulo.serving.worker", "cumulo.serving.replica",
+           "uvloop", "httptools", "orjson", "cumulo.serving.worker", "cumulo.serving.replica",
+           "cumulo.serving.http",
            "cumulo.serving.formats", "cumulo.serving.stats", "cumulo.ml.tabular")
 MAX_FDS = 3
 
