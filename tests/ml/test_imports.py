@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cumulo.errors import Invalid, Unavailable
+from tests.hf import tiny_bert
 from tests.services import Cumulo, free_port
 
 
@@ -61,27 +62,10 @@ def test_bad_imports(tracked: Cumulo, tmp_path: Path) -> None:
 
 # --- Hugging Face transformers models ----------------------------------------------------------
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "movie", "the", "was"]
-
-
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT sentiment classifier, as save_pretrained writes it (no network)."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    folder.mkdir()
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                        id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
 
 
 def _hub_cache(home: Path, repo: str, folder: Path, commit: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -129,7 +130,13 @@ def test_logs_are_json_lines_with_request_ids(local_server) -> None:  # type: ig
     generated = httpx.get(f"{local_server.url}/api/v1/nothing-here")
     rid = generated.headers["x-request-id"]
     assert generated.status_code == 404 and len(rid) == 16
-    lines = [json.loads(line) for line in local_server.log_lines() if line.startswith("{")]
+    # The access line is written as the answer goes out: on a busy machine, a moment later.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in local_server.log_lines() if line.startswith("{")]
+        if any(line["request_id"] == rid for line in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     mine = [line for line in lines if line["request_id"] == "trace-me-42"]
     assert mine and mine[-1]["path"] == "/api/v1/status" and mine[-1]["status"] == 200
     assert any(line["request_id"] == rid and line["status"] == 404 for line in lines)

@@ -5,29 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.hf import tiny_bert
 from tests.services import Cumulo
-
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "movie", "the", "was"]
 
 
 @pytest.fixture(scope="module")
 def sentiment(serving: Cumulo, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random BERT sentiment classifier (made here: no network), imported."""
     pytest.importorskip("transformers")
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    folder.mkdir()
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                        id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
     serving.client().models.import_model(str(folder), name="sentiment")
     return "sentiment:1"
 

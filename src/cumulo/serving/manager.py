@@ -520,8 +520,17 @@ class _Runtime:
         have = len(serving)
         if wanted > have:
             self.low_since = None
-            reason = ("a request arrived while scaled to zero" if have == 0 and self.demand
-                      else f"{load:.1f} requests in flight" if load else "minimum replicas")
+            if have == 0 and self.demand:
+                reason = "a request arrived while scaled to zero"
+            elif load:
+                reason = f"{load:.1f} requests in flight"
+            elif endpoint.state == "creating":
+                reason = "created"
+            elif endpoint.min_replicas == 0:  # kept until it has been idle long enough
+                reason = (f"one replica until {endpoint.scale_to_zero_after:.0f}s "
+                          "without requests")
+            else:
+                reason = f"minimum {endpoint.min_replicas} replicas"
             self._note(have, wanted, reason)
             for _ in range(wanted - have):
                 self.replicas.append(self._spawn())
