@@ -160,3 +160,18 @@ def test_replica_reads_its_config_again_when_it_changes(model_dir: Path,
         assert _line(proc.stdout)["generation"] == 2  # still the last one it could load
     finally:
         _stop(proc)
+
+
+def test_a_replica_whose_manager_is_gone_stops(model_dir: Path, listener: socket.socket,
+                                               tmp_path: Path) -> None:
+    """A control plane that crashed leaves no replica serving (and holding its port)."""
+    proc = _start(listener, {"endpoint": "e", "stats_interval": 0.1,
+                             "variants": [{"name": "v1", "model_dir": str(model_dir)}]},
+                  tmp_path)
+    try:
+        assert "ready" in _line(proc.stdout)
+        assert proc.stdout is not None
+        proc.stdout.close()  # the manager's end of the pipe, as when it dies
+        assert proc.wait(20) == 0
+    finally:
+        _stop(proc)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cumulo.lake.sdk import SqlClient, TablesClient
     from cumulo.metering.sdk import CostsClient
     from cumulo.ml.sdk import ModelsClient
+    from cumulo.pipelines.sdk import PipelinesClient
     from cumulo.serving.sdk import EndpointsClient
     from cumulo.storage.sdk import FilesClient
 
@@ -91,6 +92,12 @@ class Client:
         from cumulo.serving.sdk import EndpointsClient
 
         return EndpointsClient(self.transport)
+
+    @cached_property
+    def pipelines(self) -> PipelinesClient:
+        from cumulo.pipelines.sdk import PipelinesClient
+
+        return PipelinesClient(self.transport)
 
     def train(self, *, table: str, target: str, name: str, **options: Any) -> Any:
         """Built-in training (no code): ``table`` and ``target`` in, model ``name`` out.

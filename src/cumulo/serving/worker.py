@@ -207,13 +207,17 @@ def main(argv: list[str] | None = None) -> int:
             _say({"reload_failed": traceback.format_exc(),
                   "generation": int(doc.get("generation", 0))})
 
-    async def report() -> None:
+    async def report(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         reloading: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(interval)
-            _say({"in_flight": app.in_flight, "load": round(app.load(), 3),
-                  "generation": generation, "variants": window.take(), **capture.take()})
+            try:
+                _say({"in_flight": app.in_flight, "load": round(app.load(), 3),
+                      "generation": generation, "variants": window.take(), **capture.take()})
+            except OSError:  # the manager is gone (it crashed): stop, do not serve orphaned
+                stop.set()
+                return
             if reloading is None or reloading.done():
                 doc = config.changed()
                 if doc is not None:
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         server = Server(app, keep_alive=30.0)
         await server.start(socket.socket(fileno=args.fd))
-        reporter = loop.create_task(report())
+        reporter = loop.create_task(report(stop))
         _say({"ready": round(time.perf_counter() - started, 3), "pid": os.getpid(),
               "generation": generation})
         try:
