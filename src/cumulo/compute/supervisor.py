@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +95,8 @@ class Supervisor:
         # Requests waiting for a job to end (long polls): woken after each step, which is when
         # a job's end is recorded, instead of each reading the database every few milliseconds.
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        # Called after each step, from the supervisor's thread (the pipeline orchestrator).
+        self.listeners: list[Callable[[], None]] = []
 
     # --- life --------------------------------------------------------------------------------
 
@@ -143,6 +146,8 @@ class Supervisor:
             except Exception:  # a bug here must not end the supervisor: log it, go on
                 log.exception("job supervisor step failed")
             self._wake_watchers()
+            for listener in self.listeners:
+                listener()
             self.wake.wait(0.25 if self._live else 2.0)
 
     def executor(self, cluster: str) -> LocalExecutor | RayExecutor | None:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["ALGORITHMS", "main"]
+__all__ = ["ALGORITHMS", "is_classification", "main", "score_metrics"]
 
 ALGORITHMS = ("lightgbm", "xgboost", "random_forest", "logistic_regression", "linear", "mlp")
 MAX_CLASSES = 50
@@ -27,7 +27,7 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def _is_classification(y: Any) -> bool:
+def is_classification(y: Any) -> bool:
     import pandas as pd
 
     if y.dtype == bool or pd.api.types.is_object_dtype(y) or isinstance(
@@ -109,7 +109,7 @@ def _requirements(algorithm: str) -> list[str]:
     return found
 
 
-def _metrics(classification: bool, model: Any, x: Any, y: Any,
+def score_metrics(classification: bool, model: Any, x: Any, y: Any,
              pred: Any) -> dict[str, float]:
     classes = sorted(y.unique()) if classification else []
     proba = None
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         column_kinds(x)
     except ValueError as exc:
         _fail(str(exc))
-    classification = _is_classification(y)
+    classification = is_classification(y)
     if classification and y.nunique() < 2:
         _fail(f"target column {args.target!r} has a single class ({y.iloc[0]!r}); a classifier "
               "needs at least two")
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                            "seed": args.seed, "validation_split": args.validation_split,
                            **{f"hp.{k}": v for k, v in params.items()}})
         pred = model.predict(x_val)
-        scores = _metrics(classification, model, x_val, y_val, pred)
+        scores = score_metrics(classification, model, x_val, y_val, pred)
         mlflow.log_metrics(scores)
         job.log_metrics(scores)  # for 'cumulo jobs show' and tuning, which read the job's
         for key, value in scores.items():

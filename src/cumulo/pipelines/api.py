@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from cumulo.access.users import user_names
-from cumulo.db import get_session
-from cumulo.pipelines import service
+from cumulo.db import get_session, utcnow
+from cumulo.pipelines import runs, service
 from cumulo.pipelines.components import COMPONENTS, component_doc
 from cumulo.pipelines.definition import check, schema
-from cumulo.pipelines.models import Pipeline, PipelineVersion
+from cumulo.pipelines.models import Pipeline, PipelineRun, PipelineVersion
 from cumulo.principal import Principal, current_principal
 
 __all__ = ["router"]
@@ -99,6 +99,76 @@ def list_all(session: DbSession) -> list[PipelineRow]:
                                nodes=len(latest.definition.get("nodes", [])),
                                created_by=names.get(p.created_by), updated_at=p.updated_at))
     return out
+
+
+# --- runs (declared before /{name} routes: "-" is not a pipeline name) ----------------------------
+
+class RunIn(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict,
+                                       description="values of the pipeline's parameters; "
+                                       "strings are converted to their declared types")
+    cluster: str = Field("local", description="where the steps' jobs run")
+    version: int | None = Field(None, description="the pipeline version; default the latest")
+
+
+def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dict[str, Any]:
+    names = user_names(session, [run.created_by])
+    end = run.finished_at or (utcnow() if run.started_at else None)
+    out: dict[str, Any] = {
+        "id": run.id, "pipeline": run.pipeline, "version": run.version, "state": run.state,
+        "parameters": run.parameters, "cluster": run.cluster, "trigger": run.trigger,
+        "retry_of": run.retry_of, "message": run.message,
+        "created_by": names.get(run.created_by), "created_at": run.created_at,
+        "started_at": run.started_at, "finished_at": run.finished_at,
+        "duration_s": (end - run.started_at).total_seconds() if end and run.started_at
+        else None}
+    if with_steps:
+        out["definition"] = run.definition
+        out["steps"] = [{
+            "node": s.node, "component": s.component, "state": s.state, "job_id": s.job_id,
+            "inputs": s.inputs, "outputs": s.outputs, "message": s.message,
+            "log_tail": s.log_tail, "cached_from": s.cached_from, "seconds": s.seconds,
+            "started_at": s.started_at, "finished_at": s.finished_at}
+            for s in runs.steps_of(session, run)]
+    return out
+
+
+@router.get("/-/runs", summary="List pipeline runs, newest first")
+def list_runs(session: DbSession, caller: Caller, pipeline: str | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    return [_run_out(session, r, with_steps=False)
+            for r in runs.list_runs(session, caller, pipeline=pipeline, limit=limit)]
+
+
+@router.get("/-/runs/{run_id}", summary="Show a run: each step's state, time and outputs")
+def show_run(run_id: str, session: DbSession, caller: Caller) -> dict[str, Any]:
+    return _run_out(session, runs.get_run(session, run_id, caller))
+
+
+@router.post("/-/runs/{run_id}/retry", status_code=201,
+             summary="Run again from the step that failed")
+def retry_run(run_id: str, session: DbSession, caller: Caller,
+              request: Request) -> dict[str, Any]:
+    run = runs.retry_run(session, caller, run_id)
+    request.app.state.pipelines.notify()
+    return _run_out(session, run)
+
+
+@router.post("/-/runs/{run_id}/cancel", summary="Cancel a run")
+def cancel_run(run_id: str, session: DbSession, caller: Caller,
+               request: Request) -> dict[str, Any]:
+    run = runs.cancel_run(session, caller, run_id)
+    request.app.state.pipelines.notify()
+    return _run_out(session, run)
+
+
+@router.post("/{name}/runs", status_code=201, summary="Run a pipeline")
+def start_run(name: str, body: RunIn, session: DbSession, caller: Caller,
+              request: Request) -> dict[str, Any]:
+    run = runs.start_run(session, caller, name, parameters=body.parameters,
+                         cluster=body.cluster, version=body.version)
+    request.app.state.pipelines.notify()
+    return _run_out(session, run)
 
 
 @router.get("/{name}", response_model=PipelineOut, summary="Show a pipeline")

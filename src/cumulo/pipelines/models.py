@@ -1,16 +1,17 @@
-"""Rows of the pipelines service: pipelines and their versioned definitions."""
+"""Rows of the pipelines service: pipelines, their versioned definitions, and runs."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime, utcnow
 
-__all__ = ["Pipeline", "PipelineVersion"]
+__all__ = ["RUN_ACTIVE", "RUN_FINISHED", "STEP_DONE", "Pipeline", "PipelineRun",
+           "PipelineVersion", "StepRun"]
 
 
 class Pipeline(Created, Base):
@@ -37,3 +38,51 @@ class PipelineVersion(Created, Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(64))  # of the definition, to spot a resubmission
     source: Mapped[str] = mapped_column(String(16), default="json")  # json | python
+
+
+# A run: queued -> running -> succeeded | failed | cancelled.
+RUN_ACTIVE = ("queued", "running")
+RUN_FINISHED = ("succeeded", "failed", "cancelled")
+# A step: pending -> running -> succeeded | failed | cancelled; or cached (its outputs
+# reused), or skipped (an input failed, or it is on a condition's other branch).
+STEP_DONE = ("succeeded", "cached", "skipped", "failed", "cancelled")
+
+
+class PipelineRun(Created, Base):
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)  # as run: the version's
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)  # resolved, with defaults
+    cluster: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(128), default="manual")
+    retry_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StepRun(Base):
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (UniqueConstraint("run_id", "node"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"),
+                                        index=True)
+    node: Mapped[str] = mapped_column(String(64))
+    component: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    cached_from: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a run id
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # port -> value
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # port -> value
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it failed/skipped
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the job's own time

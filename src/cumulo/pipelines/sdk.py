@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,55 @@ class PipelinesClient:
 
     def delete(self, name: str) -> None:
         self._t.request("DELETE", f"/api/v1/pipelines/{name}")
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def run(self, name: str, parameters: dict[str, Any] | None = None, *,
+            cluster: str = "local", version: int | None = None, wait: bool = False,
+            timeout: float = 600.0) -> dict[str, Any]:
+        """Run the pipeline: each step a job on ``cluster``. With ``wait``, return when the
+        run has finished (a failed run is returned, not raised: its steps say why).
+
+        >>> client.pipelines.run("churn", {"threshold": 0.8}, wait=True)  # doctest: +SKIP
+        """
+        run: dict[str, Any] = self._t.json("POST", f"/api/v1/pipelines/{name}/runs", json={
+            "parameters": parameters or {}, "cluster": cluster, "version": version})
+        return self.wait(run["id"], timeout) if wait else run
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self._t.json("GET",  # type: ignore[no-any-return]
+                            f"/api/v1/pipelines/-/runs/{run_id}")
+
+    def runs(self, pipeline: str | None = None,
+             limit: int = 50) -> builtins.list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if pipeline:
+            params["pipeline"] = pipeline
+        return self._t.json("GET", "/api/v1/pipelines/-/runs",  # type: ignore[no-any-return]
+                            params=params)
+
+    def wait(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """The run once it has finished; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            run = self.get_run(run_id)
+            if run["state"] in ("succeeded", "failed", "cancelled"):
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} is still {run['state']} after {timeout:g}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def retry(self, run_id: str, *, wait: bool = False,
+              timeout: float = 600.0) -> dict[str, Any]:
+        """A new run that reuses the steps that succeeded and goes on from the failed one."""
+        run: dict[str, Any] = self._t.json("POST", f"/api/v1/pipelines/-/runs/{run_id}/retry")
+        return self.wait(run["id"], timeout) if wait else run
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._t.json("POST",  # type: ignore[no-any-return]
+                            f"/api/v1/pipelines/-/runs/{run_id}/cancel")
 
     def components(self) -> builtins.list[dict[str, Any]]:
         return self._t.json("GET", "/api/v1/pipelines/components")  # type: ignore[no-any-return]

@@ -69,11 +69,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     endpoints = EndpointManager(app.state.settings, app.state.engine, app.state.tracking.ensure,
                                 app.state.storage)
     app.state.endpoints = endpoints
+    from cumulo.pipelines.runs import Orchestrator
+
+    pipelines = Orchestrator(app.state.engine, app.state.storage, supervisor.notify)
+    app.state.pipelines = pipelines
+    supervisor.listeners.append(pipelines.notify)
     supervisor.start()
     endpoints.start()
+    pipelines.start()
     try:
         yield
     finally:
+        pipelines.stop()
         endpoints.stop()
         supervisor.stop()
         app.state.tracking.stop()

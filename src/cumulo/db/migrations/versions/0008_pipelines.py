@@ -1,4 +1,4 @@
-"""Pipelines: named pipelines and their versioned definitions.
+"""Pipelines: named pipelines, their versioned definitions, and their runs and steps.
 
 Revision ID: 0008
 Revises: 0007
@@ -44,8 +44,50 @@ def upgrade() -> None:
                   sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
         sa.UniqueConstraint("pipeline_id", "version"),
     )
+    op.create_table(
+        "pipeline_runs",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("pipeline", sa.String(64), nullable=False, index=True),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("definition", sa.JSON(), nullable=False),
+        sa.Column("parameters", sa.JSON(), nullable=False),
+        sa.Column("cluster", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("trigger", sa.String(128), nullable=False),
+        sa.Column("retry_of", sa.String(32), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("started_at", UTCDateTime(), nullable=True),
+        sa.Column("finished_at", UTCDateTime(), nullable=True),
+        sa.Column("cancel_requested_at", UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.Integer(),
+                  sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    op.create_table(
+        "pipeline_steps",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run_id", sa.String(32),
+                  sa.ForeignKey("pipeline_runs.id", ondelete="CASCADE"), nullable=False,
+                  index=True),
+        sa.Column("node", sa.String(64), nullable=False),
+        sa.Column("component", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("job_id", sa.String(32), nullable=True),
+        sa.Column("cache_key", sa.String(64), nullable=True, index=True),
+        sa.Column("cached_from", sa.String(32), nullable=True),
+        sa.Column("inputs", sa.JSON(), nullable=False),
+        sa.Column("outputs", sa.JSON(), nullable=False),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("log_tail", sa.Text(), nullable=True),
+        sa.Column("started_at", UTCDateTime(), nullable=True),
+        sa.Column("finished_at", UTCDateTime(), nullable=True),
+        sa.Column("seconds", sa.Float(), nullable=True),
+        sa.UniqueConstraint("run_id", "node"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("pipeline_steps")
+    op.drop_table("pipeline_runs")
     op.drop_table("pipeline_versions")
     op.drop_table("pipelines")

@@ -1,0 +1,482 @@
+"""Pipeline runs: each step a job, independent steps at once, cached steps skipped.
+
+:func:`start_run` checks the parameters and makes the run's rows; the :class:`Orchestrator`,
+a thread of the control plane, moves every active run on whenever the job supervisor has
+stepped (a job started or ended) or a run was started:
+
+- a step whose inputs are all ready runs: as a job (``python -m cumulo.pipelines.step``), or
+  in the orchestrator itself for a Condition, which only compares a number;
+- unless its cache key (component, resolved parameters, input values, and for Import Data
+  the version or files it reads) matches a step that succeeded before: then its outputs are
+  reused, without a job (``cached``);
+- a step whose input comes from a step that failed or was skipped is skipped, as is a step
+  on the branch of a condition that was not taken; nothing waits for ever;
+- the run ends when every step has: ``failed`` if one failed, else ``succeeded``.
+
+:func:`retry_run` starts a new run of the same version and parameters whose steps that
+succeeded before are reused, so it goes on from the step that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cumulo.db import utcnow
+from cumulo.errors import Conflict, Invalid, NotFound
+from cumulo.pipelines.definition import PARAMETER_TYPES, order, ports
+from cumulo.pipelines.models import (
+    RUN_ACTIVE,
+    RUN_FINISHED,
+    STEP_DONE,
+    PipelineRun,
+    StepRun,
+)
+from cumulo.principal import Principal
+from cumulo.storage.backends import Backend
+
+__all__ = ["Orchestrator", "cancel_run", "get_run", "list_runs", "parse_parameters",
+           "retry_run", "start_run"]
+
+log = logging.getLogger("cumulo.pipelines")
+
+# Bumped when a component's implementation changes what it writes: cached outputs of the
+# older code are not reused.
+COMPONENT_CODE = "1"
+# Steps whose effect is outside the outputs they return: never taken from the cache.
+NOT_CACHED = ("deploy_to_endpoint",)
+STEP_COMMAND = ["python", "-m", "cumulo.pipelines.step"]
+
+
+def _new_id() -> str:
+    return "run-" + secrets.token_hex(5)
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+def parse_parameters(declared: dict[str, dict[str, Any]],
+                     given: dict[str, Any]) -> dict[str, Any]:
+    """The run's parameter values: each given value checked against its declared type (a
+    string from the command line, ``threshold=0.8``, is converted), defaults for the rest."""
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        spec = declared.get(name)
+        if spec is None:
+            raise Invalid(f"the pipeline has no parameter {name!r}; it has "
+                          f"{', '.join(declared) or 'none'}")
+        out[name] = _convert(name, spec["type"], value)
+    for name, spec in declared.items():
+        if name not in out:
+            if "default" not in spec:
+                raise Invalid(f"parameter {name!r} ({spec['type']}) has no default: give it, "
+                              f"--param {name}=VALUE")
+            out[name] = spec["default"]
+    return out
+
+
+def _convert(name: str, kind: str, value: Any) -> Any:
+    assert kind in PARAMETER_TYPES
+    problem = f"parameter {name!r} is {'an' if kind == 'integer' else 'a'} {kind}, not {value!r}"
+    if isinstance(value, str) and kind != "string":
+        text = value.strip()
+        try:
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                return float(text)
+        except ValueError:
+            raise Invalid(problem) from None
+        if kind == "boolean":
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise Invalid(problem)
+    ok = {"string": isinstance(value, str),
+          "integer": isinstance(value, int) and not isinstance(value, bool),
+          "number": isinstance(value, int | float) and not isinstance(value, bool),
+          "boolean": isinstance(value, bool)}[kind]
+    if not ok:
+        raise Invalid(problem)
+    return value
+
+
+def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$param"}:
+            return parameters[value["$param"]]
+        return {k: _resolve(v, parameters) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, parameters) for v in value]
+    return value
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def start_run(session: Session, principal: Principal, name: str, *,
+              parameters: dict[str, Any] | None = None, cluster: str = "local",
+              version: int | None = None, trigger: str = "manual",
+              retry_of: str | None = None) -> PipelineRun:
+    """Check and queue a run of the pipeline; nothing is made when a check fails."""
+    from cumulo.compute.clusters import get_cluster
+    from cumulo.pipelines.service import get_pipeline, get_version
+
+    pipeline = get_pipeline(session, name)
+    row = get_version(session, pipeline, version)
+    definition = row.definition
+    values = parse_parameters(definition.get("parameters", {}), parameters or {})
+    get_cluster(session, cluster)  # NotFound names the clusters there are
+    run = PipelineRun(id=_new_id(), pipeline=name, version=row.version,
+                      definition=definition, parameters=values, cluster=cluster,
+                      state="queued", trigger=trigger[:128], retry_of=retry_of,
+                      created_by=principal.user_id, created_at=utcnow())
+    session.add(run)
+    for node in definition["nodes"]:
+        session.add(StepRun(run_id=run.id, node=node["id"], component=node["component"],
+                            state="pending", inputs={}, outputs={}))
+    session.commit()
+    return run
+
+
+def get_run(session: Session, run_id: str, principal: Principal | None = None) -> PipelineRun:
+    run = session.get(PipelineRun, run_id)
+    if run is None or (principal is not None and not principal.is_admin
+                       and run.created_by != principal.user_id):
+        raise NotFound(f"no pipeline run {run_id!r}; 'cumulo pipelines runs ls' lists them",
+                       details={"run": run_id})
+    return run
+
+
+def list_runs(session: Session, principal: Principal, *, pipeline: str | None = None,
+              limit: int = 50) -> list[PipelineRun]:
+    query = select(PipelineRun).order_by(PipelineRun.created_at.desc(), PipelineRun.id.desc())
+    if not principal.is_admin:
+        query = query.where(PipelineRun.created_by == principal.user_id)
+    if pipeline:
+        query = query.where(PipelineRun.pipeline == pipeline)
+    return list(session.scalars(query.limit(limit)))
+
+
+def steps_of(session: Session, run: PipelineRun) -> list[StepRun]:
+    rows = {s.node: s for s in session.scalars(select(StepRun).where(StepRun.run_id == run.id))}
+    return [rows[n] for n in order(run.definition) if n in rows]
+
+
+def retry_run(session: Session, principal: Principal, run_id: str) -> PipelineRun:
+    """A new run of the same version, parameters and cluster: the steps that succeeded are
+    taken from the cache (even those that opted out of it), the rest run."""
+    old = get_run(session, run_id, principal)
+    if old.state in RUN_ACTIVE:
+        raise Conflict(f"run {run_id} is still {old.state}; cancel it first, or wait")
+    if old.state == "succeeded":
+        raise Conflict(f"run {run_id} succeeded; start a new one with 'cumulo pipelines run "
+                       f"{old.pipeline}'")
+    return start_run(session, principal, old.pipeline, parameters=old.parameters,
+                     cluster=old.cluster, version=old.version, trigger=f"retry of {run_id}",
+                     retry_of=run_id)
+
+
+def cancel_run(session: Session, principal: Principal, run_id: str) -> PipelineRun:
+    run = get_run(session, run_id, principal)
+    if run.state in RUN_FINISHED:
+        raise Conflict(f"run {run_id} already {run.state}")
+    run.cancel_requested_at = utcnow()
+    session.commit()
+    return run
+
+
+# --- the orchestrator ----------------------------------------------------------------------------
+
+class Orchestrator:
+    """A thread of the control plane that moves every active run on."""
+
+    def __init__(self, engine: Engine, storage: Backend,
+                 notify_jobs: Callable[[], None] = lambda: None) -> None:
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.storage = storage
+        self.notify_jobs = notify_jobs
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cumulo-pipelines",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.clear()
+            busy = False
+            try:
+                with self.sessions() as session:
+                    busy = self.tick(session)
+            except Exception:  # a bug here must not end the orchestrator: log it, go on
+                log.exception("pipeline orchestrator step failed")
+            self.wake.wait(1.0 if busy else 5.0)
+
+    def tick(self, session: Session) -> bool:
+        """Move each active run on; whether any is still active."""
+        runs = list(session.scalars(select(PipelineRun).where(
+            PipelineRun.state.in_(RUN_ACTIVE)).order_by(PipelineRun.created_at)))
+        for run in runs:
+            try:
+                self._advance(session, run)
+            except Exception as exc:  # one broken run must not stall the others
+                log.exception("pipeline run %s failed to advance", run.id)
+                session.rollback()
+                run = session.get(PipelineRun, run.id)  # type: ignore[assignment]
+                if run is not None:
+                    run.state, run.finished_at = "failed", utcnow()
+                    run.message = f"the orchestrator failed on this run: {exc!r}"
+                    session.commit()
+        return bool(runs)
+
+    def _advance(self, session: Session, run: PipelineRun) -> None:
+        from cumulo.compute.models import Job
+
+        steps = {s.node: s for s in session.scalars(
+            select(StepRun).where(StepRun.run_id == run.id))}
+        if run.state == "queued":
+            run.state, run.started_at = "running", utcnow()
+        definition = run.definition
+        nodes = {n["id"]: n for n in definition["nodes"]}
+        feeds: dict[str, list[tuple[str, str, str]]] = {n: [] for n in nodes}
+        for edge in definition["edges"]:
+            src, out = edge["from"].split(".")
+            dst, port = edge["to"].split(".")
+            feeds[dst].append((port, src, out))
+        if run.cancel_requested_at is not None:
+            self._cancel(session, run, steps)
+        submitted = False
+        for node_id in order(definition):
+            step = steps[node_id]
+            if step.state == "running" and step.job_id:
+                job = session.get(Job, step.job_id)
+                if job is not None and job.state not in ("queued", "starting", "running"):
+                    self._finished(step, job)
+            if step.state != "pending" or run.cancel_requested_at is not None:
+                continue
+            upstream = [steps[src] for _, src, _ in feeds[node_id]]
+            if any(u.state not in STEP_DONE for u in upstream):
+                continue
+            if self._skip(step, feeds[node_id], steps):
+                continue
+            node = nodes[node_id]
+            inputs = {port: steps[src].outputs.get(out) for port, src, out in feeds[node_id]
+                      if port != "after"}
+            missing = [p for p, v in inputs.items() if v is None]
+            if missing:
+                self._end(step, "failed", f"input {missing[0]!r} got no value from its step")
+                continue
+            params = _resolve(node["params"], run.parameters)
+            step.inputs = inputs
+            if node["component"] == "condition":
+                self._condition(step, params, inputs)
+                continue
+            key = self._cache_key(session, node, params, inputs)
+            step.cache_key = key
+            if key is not None and (node.get("cache", True) or run.retry_of) and \
+                    self._from_cache(session, run, step, key):
+                continue
+            self._submit(session, run, step, node, params, inputs)
+            submitted = True
+        done = all(s.state in STEP_DONE for s in steps.values())
+        if done:
+            states = {s.state for s in steps.values()}
+            run.state = ("cancelled" if run.cancel_requested_at is not None else
+                         "failed" if "failed" in states else "succeeded")
+            run.finished_at = utcnow()
+            failed = [s for s in steps.values() if s.state == "failed"]
+            if failed:
+                run.message = f"step {failed[0].node} failed: {failed[0].message}"
+        session.commit()
+        if submitted:
+            self.notify_jobs()
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _end(self, step: StepRun, state: str, message: str | None = None) -> None:
+        now = utcnow()
+        step.state, step.message = state, message
+        step.started_at = step.started_at or now
+        step.finished_at = now
+
+    def _skip(self, step: StepRun, feeds: list[tuple[str, str, str]],
+              steps: dict[str, StepRun]) -> bool:
+        for port, src, out in feeds:
+            source = steps[src]
+            if port == "after":
+                if source.state != "succeeded" and source.state != "cached":
+                    self._end(step, "skipped", f"condition {src} did not run ({source.state})")
+                    return True
+                if source.outputs.get("branch") != out:
+                    self._end(step, "skipped", f"on condition {src}'s {out!r} branch, and it "
+                              f"took {source.outputs.get('branch')!r}")
+                    return True
+            elif source.state not in ("succeeded", "cached"):
+                self._end(step, "skipped", f"its input {port!r} comes from step {src}, which "
+                          f"{'was ' if source.state != 'failed' else ''}{source.state}")
+                return True
+        return False
+
+    def _condition(self, step: StepRun, params: dict[str, Any],
+                   inputs: dict[str, Any]) -> None:
+        metrics = inputs.get("metrics") or {}
+        name = params["metric"]
+        if name not in metrics:
+            self._end(step, "failed", f"no metric {name!r}; the metrics are "
+                      f"{', '.join(sorted(metrics)) or 'none'}")
+            return
+        value, op, target = float(metrics[name]), params.get("op", ">="), params["value"]
+        held = {">=": value >= target, ">": value > target, "<=": value <= target,
+                "<": value < target, "==": value == target, "!=": value != target}[op]
+        step.outputs = {"branch": "then" if held else "else", "value": value}
+        self._end(step, "succeeded", f"{name} = {value:.6g} {op} {target}: "
+                  f"{'true' if held else 'false'}")
+        step.seconds = 0.0
+
+    def _cache_key(self, session: Session, node: dict[str, Any], params: dict[str, Any],
+                   inputs: dict[str, Any]) -> str | None:
+        if node["component"] in NOT_CACHED:
+            return None
+        source: Any = None
+        if node["component"] == "import_data":
+            source = self._source_version(session, params)
+            if source is None:
+                return None  # a URL: what it serves now is unknown
+        doc = {"component": node["component"], "code": COMPONENT_CODE, "params": params,
+               "inputs": inputs, "source": source}
+        return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def _source_version(self, session: Session, params: dict[str, Any]) -> Any:
+        """What Import Data would read now: a table's version, or the files' names, sizes and
+        times. None for a URL."""
+        if params["source"] == "table":
+            from cumulo.lake import catalog
+            from cumulo.lake.refs import parse_ref
+
+            ref = parse_ref(params["table"])
+            if ref.version is not None:
+                return ref.version
+            row = catalog.get_table(session, ref)
+            location = catalog.location(self.storage, row)
+            from deltalake import DeltaTable
+
+            return DeltaTable(location.uri, storage_options=location.options).version()
+        if params["source"] == "files":
+            from cumulo.storage.service import list_objects
+
+            bucket, _, prefix = params["path"].partition("/")
+            files, cursor = [], None
+            while True:
+                page = list_objects(session, bucket, prefix=prefix, cursor=cursor)
+                files += [(o.key, o.sha256) for o in page.objects]
+                cursor = page.next_cursor
+                if cursor is None:
+                    return files
+        return None
+
+    def _from_cache(self, session: Session, run: PipelineRun, step: StepRun, key: str) -> bool:
+        earlier = session.scalar(select(StepRun).where(
+            StepRun.cache_key == key, StepRun.state.in_(("succeeded", "cached")),
+            StepRun.run_id != run.id).order_by(StepRun.finished_at.desc()).limit(1))
+        if earlier is None:
+            return False
+        step.outputs = dict(earlier.outputs)
+        step.cached_from = earlier.cached_from or earlier.run_id
+        step.seconds = 0.0
+        self._end(step, "cached", f"outputs of run {step.cached_from}")
+        return True
+
+    def _submit(self, session: Session, run: PipelineRun, step: StepRun, node: dict[str, Any],
+                params: dict[str, Any], inputs: dict[str, Any]) -> None:
+        from cumulo.compute.jobs import JobRequest, submit_job
+
+        in_ports, out_ports = ports(node)
+        tables = {p.name: inputs[p.name] for p in in_ports
+                  if p.type == "table" and p.name in inputs}
+        outputs = {p.name: {"type": p.type,
+                            "table": _output_table(run.pipeline, step.node, p.name)}
+                   for p in out_ports}
+        spec = {"run": run.id, "pipeline": run.pipeline, "node": step.node,
+                "component": node["component"], "params": params, "inputs": inputs,
+                "outputs": outputs}
+        principal = _principal(session, run)
+        try:
+            job = submit_job(session, self.storage, principal, JobRequest(
+                cluster=run.cluster, command=list(STEP_COMMAND), name=f"{run.pipeline}/"
+                f"{step.node}", env={"PIPELINE_STEP": json.dumps(spec)}, inputs=tables,
+                tags=[f"pipeline:{run.pipeline}", f"pipeline-run:{run.id}"]))
+        except Exception as exc:  # an input table gone, the cluster removed: this step fails
+            session.rollback()
+            self._end(step, "failed", f"its job could not be submitted: {exc}")
+            return
+        step.job_id, step.state, step.started_at = job.id, "running", utcnow()
+
+    def _finished(self, step: StepRun, job: Any) -> None:
+        step.seconds = job.wall_seconds
+        if job.state == "succeeded":
+            try:
+                with self.storage.open(f"jobs/{job.id}/outputs/step.json") as f:
+                    step.outputs = json.loads(f.read())["outputs"]
+            except (OSError, ValueError, KeyError) as exc:
+                self._end(step, "failed", f"its job left no outputs ({exc})")
+                return
+            self._end(step, "succeeded")
+            return
+        step.log_tail = job.log_tail
+        self._end(step, "failed" if job.state != "cancelled" else "cancelled",
+                  job.reason or f"its job {job.id} {job.state}")
+
+    def _cancel(self, session: Session, run: PipelineRun, steps: dict[str, StepRun]) -> None:
+        from cumulo.compute.jobs import cancel_job
+
+        principal = _principal(session, run)
+        for step in steps.values():
+            if step.state == "pending":
+                self._end(step, "cancelled", "the run was cancelled")
+            elif step.state == "running" and step.job_id and step.message is None:
+                with contextlib.suppress(Conflict, NotFound):
+                    cancel_job(session, principal, step.job_id)
+                step.message = "cancelling"
+
+
+def _principal(session: Session, run: PipelineRun) -> Principal:
+    from cumulo.access.models import User
+
+    user = session.get(User, run.created_by) if run.created_by is not None else None
+    if user is None:
+        raise Invalid("the user who started this run was deleted")
+    return Principal(user.id, user.name, user.is_admin, 0)
+
+
+def _output_table(pipeline: str, node: str, port: str) -> str:
+    """The lake table a step's output is written to: ``pipelines.PIPELINE_NODE_PORT``."""
+    name = f"{pipeline}_{node}_{port}".lower().replace("-", "_")
+    if not name[0].isalpha() and name[0] != "_":
+        name = "_" + name
+    if len(name) > 63:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[:54]}_{digest}"
+    return f"pipelines.{name}"

@@ -1,0 +1,154 @@
+"""Running pipelines on a real server: steps as real jobs, caching, branches, failures."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from cumulo.errors import Conflict, Invalid, NotFound
+from tests.services import Cumulo
+
+
+def _rows(n: int = 200) -> pd.DataFrame:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    tenure = rng.integers(1, 60, n)
+    spend = rng.uniform(10, 100, n).round(2)
+    churned = ((spend > 60) & (tenure < 20)).astype(int)
+    frame = pd.DataFrame({"id": range(n), "tenure": tenure, "spend": spend,
+                          "plan": rng.choice(["basic", "pro"], n), "churned": churned})
+    frame.loc[::17, "spend"] = None  # some missing values to clean
+    return frame
+
+
+@pytest.fixture(scope="module")
+def data(local_server: Cumulo) -> str:
+    c = local_server.client()
+    c.tables.create_database("sales")
+    c.tables.write("sales.customers", _rows())
+    return "sales.customers"
+
+
+def _steps(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["node"]: s for s in run["steps"]}
+
+
+DATA_PIPELINE = {
+    "name": "prep",
+    "parameters": {"fraction": {"type": "number", "default": 0.75}},
+    "nodes": [
+        {"id": "raw", "component": "import_data",
+         "params": {"source": "table", "table": "sales.customers"}},
+        {"id": "cols", "component": "select_columns",
+         "params": {"columns": ["id"], "drop": True}},
+        {"id": "clean", "component": "clean_missing_data", "params": {"strategy": "median"}},
+        {"id": "scaled", "component": "normalize",
+         "params": {"method": "minmax", "exclude": ["churned"]}},
+        {"id": "split", "component": "split_data",
+         "params": {"fraction": {"$param": "fraction"}, "seed": 1}},
+        {"id": "pro", "component": "sql_transform",
+         "params": {"query": "select plan, count(*) as n from t1 group by plan order by plan"}},
+        {"id": "count", "component": "python_script", "params": {
+            "code": "def count(rows, extra=0):\n    return {'rows': len(rows) + extra}\n",
+            "function": "count", "inputs": {"rows": "table"},
+            "outputs": {"metrics": "metrics"}, "args": {"extra": 1}}},
+    ],
+    "edges": [
+        {"from": "raw.table", "to": "cols.table"},
+        {"from": "cols.table", "to": "clean.table"},
+        {"from": "clean.table", "to": "scaled.table"},
+        {"from": "scaled.table", "to": "split.table"},
+        {"from": "split.train", "to": "pro.t1"},
+        {"from": "split.test", "to": "count.rows"},
+    ],
+}
+
+
+def test_data_steps_run_as_jobs_then_come_from_the_cache(local_server: Cumulo,
+                                                         data: str) -> None:
+    c = local_server.client()
+    c.pipelines.create(DATA_PIPELINE)
+    run = c.pipelines.run("prep", wait=True, timeout=300)
+    steps = _steps(run)
+    assert run["state"] == "succeeded", {n: (s["state"], s["message"], s["log_tail"])
+                                         for n, s in steps.items()}
+    assert all(s["state"] == "succeeded" and s["job_id"] for s in steps.values())
+    train = c.tables.read(steps["split"]["outputs"]["train"], to="pandas")
+    test = c.tables.read(steps["split"]["outputs"]["test"], to="pandas")
+    assert len(train) == 150 and len(test) == 50
+    assert "id" not in train.columns and train["spend"].notna().all()
+    assert train["tenure"].between(0, 1).all() and set(train["churned"]) <= {0, 1}
+    assert steps["count"]["outputs"]["metrics"] == {"rows": 51.0}
+    plans = c.tables.read(steps["pro"]["outputs"]["table"], to="pandas")
+    assert plans["n"].sum() == 150
+    # Run again: nothing changed, every step comes from the cache, no job runs.
+    started = time.perf_counter()
+    again = c.pipelines.run("prep", wait=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert again["state"] == "succeeded"
+    assert {s["state"] for s in again["steps"]} == {"cached"}, _steps(again)
+    assert all(s["job_id"] is None for s in again["steps"])
+    print(f"fully cached run: {elapsed:.2f}s")
+    # A new parameter value reruns the split and what depends on it, not what comes before.
+    third = _steps(c.pipelines.run("prep", {"fraction": "0.5"}, wait=True, timeout=300))
+    assert [third[n]["state"] for n in ("raw", "cols", "clean", "scaled")] == ["cached"] * 4
+    assert [third[n]["state"] for n in ("split", "pro", "count")] == ["succeeded"] * 3
+    assert third["count"]["outputs"]["metrics"] == {"rows": 101.0}
+    # New rows in the source table: Import Data reads the new version, and all runs again.
+    c.tables.write("sales.customers", _rows(10), mode="append")
+    fourth = _steps(c.pipelines.run("prep", wait=True, timeout=300))
+    assert fourth["raw"]["state"] == "succeeded" and fourth["raw"]["outputs"]["table"].endswith(
+        "@v1")
+    assert fourth["count"]["outputs"]["metrics"] == {"rows": 54.0}
+
+
+def test_bad_runs_are_refused(local_server: Cumulo, data: str) -> None:
+    c = local_server.client()
+    c.pipelines.create({**DATA_PIPELINE, "name": "prep2"})
+    with pytest.raises(Invalid, match="parameter 'fraction' is a number, not 'most'"):
+        c.pipelines.run("prep2", {"fraction": "most"})
+    with pytest.raises(Invalid, match="has no parameter 'nope'"):
+        c.pipelines.run("prep2", {"nope": 1})
+    with pytest.raises(NotFound, match="no cluster 'gpu'"):
+        c.pipelines.run("prep2", cluster="gpu")
+    with pytest.raises(NotFound, match="no pipeline 'missing'"):
+        c.pipelines.run("missing")
+    assert c.pipelines.runs(pipeline="prep2") == []  # nothing was started
+
+
+def test_a_failed_step_skips_what_depends_on_it_and_retry_goes_on(local_server: Cumulo,
+                                                                 data: str) -> None:
+    c = local_server.client()
+    broken = {"name": "fragile", "nodes": [
+        {"id": "raw", "component": "import_data",
+         "params": {"source": "table", "table": "sales.customers"}},
+        {"id": "pick", "component": "select_columns", "params": {"columns": ["nope"]}},
+        {"id": "after", "component": "clean_missing_data", "params": {}},
+        {"id": "other", "component": "select_columns", "params": {"columns": ["plan"]}}],
+        "edges": [{"from": "raw.table", "to": "pick.table"},
+                  {"from": "pick.table", "to": "after.table"},
+                  {"from": "raw.table", "to": "other.table"}]}
+    c.pipelines.create(broken)
+    run = c.pipelines.run("fragile", wait=True, timeout=300)
+    steps = _steps(run)
+    assert run["state"] == "failed" and run["message"].startswith("step pick failed")
+    assert steps["pick"]["state"] == "failed"
+    assert "no column(s) nope" in steps["pick"]["log_tail"]
+    assert steps["after"]["state"] == "skipped"
+    assert "comes from step pick, which failed" in steps["after"]["message"]
+    assert steps["other"]["state"] == "succeeded"  # not downstream of the failure
+    with pytest.raises(Conflict, match="succeeded; start a new one"):
+        c.pipelines.retry(c.pipelines.run("prep", wait=True, timeout=120)["id"])
+    # Fixed, then retried: the steps that succeeded are reused.
+    broken["nodes"][1]["params"]["columns"] = ["plan", "spend"]
+    c.pipelines.create(broken)
+    retried = c.pipelines.retry(run["id"], wait=True, timeout=300)
+    assert retried["version"] == run["version"]  # a retry runs the same version ...
+    assert _steps(retried)["raw"]["state"] == "cached"
+    assert retried["state"] == "failed"  # ... which still asks for column nope
+    fresh = _steps(c.pipelines.run("fragile", wait=True, timeout=300))
+    assert fresh["raw"]["state"] == "cached" and fresh["after"]["state"] == "succeeded"
