@@ -34,24 +34,53 @@ def _layers(definition: dict[str, Any]) -> list[list[str]]:
     return layers
 
 
-def draw(definition: dict[str, Any], states: dict[str, str] | None = None) -> Table:
-    """The DAG as a table, a row per node, layer by layer, with what feeds each input."""
+_STATE_STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "running": "yellow",
+                "skipped": "dim", "cancelled": "dim", "pending": "dim"}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):
+        if set(value) >= {"branch"}:
+            return f"branch {value['branch']}"
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in value.items())
+    return str(value)
+
+
+def draw(definition: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> Table:
+    """The DAG as a table, a row per node, layer by layer, with what feeds each input; with a
+    run's steps, each one's state, time and outputs."""
     nodes = {n["id"]: n for n in definition["nodes"]}
     feeds: dict[str, list[str]] = {n: [] for n in nodes}
     for edge in definition["edges"]:
         node, port = edge["to"].split(".")
         feeds[node].append(f"{port} <- {edge['from']}")
+    by_node = {st["node"]: st for st in steps or []}
     table = Table(box=None, pad_edge=False)
     for column in ("step", "node", "component", "inputs"):
         table.add_column(column)
-    if states is not None:
-        table.add_column("state")
+    if steps is not None:
+        for column in ("state", "time", "outputs / why"):
+            table.add_column(column)
     for i, layer in enumerate(_layers(definition), start=1):
         for node_id in layer:
             node = nodes[node_id]
             row = [str(i), node_id, node["component"], ", ".join(feeds[node_id]) or "-"]
-            if states is not None:
-                row.append(states.get(node_id, "-"))
+            st = by_node.get(node_id)
+            if steps is not None and st is not None:
+                style = _STATE_STYLE.get(st["state"], "")
+                seconds = st.get("seconds")
+                outputs = st.get("outputs") or {}
+                detail = ("; ".join(f"{k}: {_value(v)}" for k, v in outputs.items()
+                                    if k != "value")
+                          if st["state"] in ("succeeded", "cached") and outputs
+                          else st.get("message") or "")
+                if node["component"] == "condition" and "branch" in outputs:
+                    detail = f"{st.get('message') or ''} -> {outputs['branch']}"
+                if st["state"] == "cached" and st.get("cached_from"):
+                    detail = f"{detail} (from {st['cached_from']})"
+                row += [f"[{style}]{st['state']}[/{style}]" if style else st["state"],
+                        f"{seconds:.1f}s" if seconds is not None else "-", detail]
             table.add_row(*row)
     return table
 
@@ -189,3 +218,110 @@ def remove(ctx: typer.Context, name: str) -> None:
     """Delete a pipeline and all its versions."""
     client(ctx).pipelines.delete(name)
     console.print(f"pipeline {name} deleted")
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+runs_app = typer.Typer(help="Pipeline runs.", no_args_is_help=True)
+pipelines_app.add_typer(runs_app, name="runs")
+
+
+def _show_run(run: dict[str, Any]) -> None:
+    style = _STATE_STYLE.get(run["state"], "")
+    took = f", {run['duration_s']:.1f}s" if run.get("duration_s") is not None else ""
+    console.print(f"run [bold]{run['id']}[/bold] of {run['pipeline']} version {run['version']}"
+                  f": [{style}]{run['state']}[/{style}]{took}")
+    if run["parameters"]:
+        console.print("  " + ", ".join(f"{k}={v!r}" for k, v in run["parameters"].items()))
+    console.print(draw(run["definition"], run["steps"]))
+    for st in run["steps"]:
+        if st["state"] == "failed" and st.get("log_tail"):
+            console.print(f"\n[red]{st['node']}[/red] (job {st['job_id']}), last lines of its "
+                          "log:")
+            console.print(st["log_tail"].rstrip(), markup=False)
+    if run["state"] == "failed":
+        console.print(f"\nretry from the failed step: cumulo pipelines retry {run['id']}")
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r}: write --param NAME=VALUE")
+        out[name] = value
+    return out
+
+
+@pipelines_app.command("run")
+def run(ctx: typer.Context, name: str,
+        param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable"),
+        cluster: str = typer.Option("local", "--cluster", "-c", help="where the steps run"),
+        version: int | None = typer.Option(None, "--version", "-v"),
+        wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the run to end"),
+        timeout: float = typer.Option(3600, "--timeout"),
+        as_json: bool = JsonOpt) -> None:
+    """Run a pipeline: each step a job; what is unchanged comes from the cache."""
+    c = client(ctx).pipelines
+    started = c.run(name, _params(param), cluster=cluster, version=version)
+    if not wait:
+        print_json(started) if as_json else console.print(started["id"])
+        return
+    out = c.wait(started["id"], timeout)
+    if as_json:
+        print_json(out)
+    else:
+        _show_run(out)
+    if out["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@runs_app.command("ls")
+def list_runs(ctx: typer.Context,
+              pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
+              limit: int = typer.Option(50, "--limit"), as_json: bool = JsonOpt) -> None:
+    """List runs, newest first."""
+    rows = client(ctx).pipelines.runs(pipeline, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("run", "pipeline", "version", "state", "trigger", "took", "started"):
+        table.add_column(column)
+    for r in rows:
+        style = _STATE_STYLE.get(r["state"], "")
+        table.add_row(r["id"], r["pipeline"], str(r["version"]),
+                      f"[{style}]{r['state']}[/{style}]" if style else r["state"], r["trigger"],
+                      f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-",
+                      when(r["started_at"]))
+    console.print(table)
+
+
+@runs_app.command("show")
+def show_run(ctx: typer.Context, run_id: str, as_json: bool = JsonOpt) -> None:
+    """Show a run: the DAG with each step's state, time and outputs; a failed step's log."""
+    out = client(ctx).pipelines.get_run(run_id)
+    print_json(out) if as_json else _show_run(out)
+
+
+@pipelines_app.command("retry")
+def retry(ctx: typer.Context, run_id: str,
+          wait: bool = typer.Option(True, "--wait/--no-wait"),
+          timeout: float = typer.Option(3600, "--timeout"), as_json: bool = JsonOpt) -> None:
+    """Run a failed run again: the steps that succeeded are reused."""
+    c = client(ctx).pipelines
+    started = c.retry(run_id)
+    if not wait:
+        print_json(started) if as_json else console.print(started["id"])
+        return
+    out = c.wait(started["id"], timeout)
+    print_json(out) if as_json else _show_run(out)
+    if out["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@pipelines_app.command("cancel")
+def cancel(ctx: typer.Context, run_id: str) -> None:
+    """Cancel a run: its running steps' jobs are cancelled, the rest do not start."""
+    out = client(ctx).pipelines.cancel(run_id)
+    console.print(f"run {out['id']}: cancelling")

@@ -54,8 +54,6 @@ log = logging.getLogger("cumulo.pipelines")
 # Bumped when a component's implementation changes what it writes: cached outputs of the
 # older code are not reused.
 COMPONENT_CODE = "1"
-# Steps whose effect is outside the outputs they return: never taken from the cache.
-NOT_CACHED = ("deploy_to_endpoint",)
 STEP_COMMAND = ["python", "-m", "cumulo.pipelines.step"]
 
 
@@ -275,6 +273,11 @@ class Orchestrator:
                 job = session.get(Job, step.job_id)
                 if job is not None and job.state not in ("queued", "starting", "running"):
                     self._finished(step, job)
+                    if step.state == "succeeded" and step.component == "deploy_to_endpoint":
+                        # Keyed by what the endpoint serves now: the next run reuses it.
+                        params = _resolve(nodes[node_id]["params"], run.parameters)
+                        step.cache_key = self._cache_key(session, nodes[node_id], params,
+                                                         step.inputs)
             if step.state != "pending" or run.cancel_requested_at is not None:
                 continue
             upstream = [steps[src] for _, src, _ in feeds[node_id]]
@@ -358,13 +361,16 @@ class Orchestrator:
 
     def _cache_key(self, session: Session, node: dict[str, Any], params: dict[str, Any],
                    inputs: dict[str, Any]) -> str | None:
-        if node["component"] in NOT_CACHED:
-            return None
         source: Any = None
         if node["component"] == "import_data":
             source = self._source_version(session, params)
             if source is None:
                 return None  # a URL: what it serves now is unknown
+        elif node["component"] == "deploy_to_endpoint":
+            # Reused only while the endpoint still serves what the step deployed.
+            source = self._endpoint_state(session, params["endpoint"])
+            if source is None:
+                return None
         doc = {"component": node["component"], "code": COMPONENT_CODE, "params": params,
                "inputs": inputs, "source": source}
         return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -396,6 +402,15 @@ class Orchestrator:
                 if cursor is None:
                     return files
         return None
+
+    def _endpoint_state(self, session: Session, name: str) -> Any:
+        from cumulo.serving.models import Endpoint
+
+        endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+        if endpoint is None or endpoint.state not in ("in_service", "updating"):
+            return None
+        return sorted((v["model"], str(v["version"]), v["weight"], bool(v.get("shadow")))
+                      for v in endpoint.variants)
 
     def _from_cache(self, session: Session, run: PipelineRun, step: StepRun, key: str) -> bool:
         earlier = session.scalar(select(StepRun).where(

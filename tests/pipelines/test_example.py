@@ -1,0 +1,62 @@
+"""The example pipeline (examples/churn), end to end on a real server: a raw CSV in files to a
+registered model behind an endpoint that answers; then from the cache; then held back by its
+gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.services import Cumulo
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "churn"
+
+
+def _steps(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["node"]: s for s in run["steps"]}
+
+
+def test_the_churn_example_from_csv_to_an_endpoint(local_server: Cumulo) -> None:
+    c = local_server.client()
+    c.files.create_bucket("data")
+    c.files.upload(EXAMPLE / "customers.csv", "data/examples/churn/customers.csv")
+    created = local_server.cli("pipelines", "create", str(EXAMPLE / "pipeline.py"))
+    assert created.returncode == 0, created.stderr
+    ran = local_server.cli("pipelines", "run", "churn")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run = c.pipelines.runs(pipeline="churn")[0]
+    steps = _steps(c.pipelines.get_run(run["id"]))
+    assert {s["state"] for s in steps.values()} == {"succeeded"}, steps
+    accuracy = steps["evaluate_model"]["outputs"]["metrics"]["accuracy"]
+    assert accuracy >= 0.75
+    assert steps["condition"]["outputs"]["branch"] == "then"
+    assert steps["register_model"]["outputs"]["model"] == "models:/churn-auto/1"
+    assert c.models.show("churn-auto")["aliases"] == {"champion": "1"}
+    endpoint = c.endpoints.show("churn-auto")
+    assert endpoint["state"] == "in_service"
+    rows = [{"tenure": 3, "spend": 110.0, "support_calls": 6, "plan": "basic",
+             "spend_per_month": 27.5}]
+    assert c.endpoints["churn-auto"].predict(rows) in ([0], [1])
+    assert "succeeded" in ran.stdout and "deploy_to_endpoint" in ran.stdout
+    # Again: nothing changed, so every step, the deployment included, comes from the cache
+    # (the condition is compared again: it runs no job).
+    again = _steps(c.pipelines.run("churn", wait=True, timeout=120))
+    assert {n: s["state"] for n, s in again.items() if s["state"] != "cached"} == {
+        "condition": "succeeded"}
+    assert all(s["job_id"] is None for s in again.values())
+    # A gate it cannot pass: the model is neither registered nor deployed.
+    held = _steps(c.pipelines.run("churn", {"threshold": 0.999}, wait=True, timeout=120))
+    assert held["condition"]["outputs"]["branch"] == "else"
+    assert held["register_model"]["state"] == "skipped"
+    assert "'then' branch" in held["register_model"]["message"]
+    assert held["deploy_to_endpoint"]["state"] == "skipped"
+    assert len(c.models.versions("churn-auto")) == 1
+    shown = local_server.cli("pipelines", "runs", "show", run["id"])
+    assert "accuracy = " in shown.stdout and "-> then" in shown.stdout
+    c.endpoints.delete("churn-auto")
+
+
+def test_example_files_are_what_the_readme_uses() -> None:
+    assert (EXAMPLE / "customers.csv").read_text().startswith(
+        "customer,tenure,spend,support_calls,plan,churned\n")
+    assert Path(EXAMPLE / "pipeline.py").is_file()
