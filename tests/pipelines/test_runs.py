@@ -152,3 +152,44 @@ def test_a_failed_step_skips_what_depends_on_it_and_retry_goes_on(local_server: 
     assert retried["state"] == "failed"  # ... which still asks for column nope
     fresh = _steps(c.pipelines.run("fragile", wait=True, timeout=300))
     assert fresh["raw"]["state"] == "cached" and fresh["after"]["state"] == "succeeded"
+
+
+def test_model_steps_tune_score_and_independent_steps_run_at_once(local_server: Cumulo,
+                                                                  data: str) -> None:
+    c = local_server.client()
+    sleep = "def nap(table):\n    import time\n    time.sleep(3)\n    return {'rows': len(table)}\n"
+    doc = {"name": "models", "nodes": [
+        {"id": "raw", "component": "import_data",
+         "params": {"source": "table", "table": "sales.customers"}},
+        {"id": "clean", "component": "clean_missing_data", "params": {}},
+        {"id": "split", "component": "split_data", "params": {"fraction": 0.7}},
+        {"id": "tune", "component": "tune_hyperparameters", "params": {
+            "target": "churned", "algorithm": "random_forest", "trials": 2,
+            "space": {"n_estimators": {"low": 5, "high": 20}, "max_depth": [2, 4]}}},
+        {"id": "scored", "component": "score_model", "params": {}},
+        {"id": "nap1", "component": "python_script", "params": {
+            "code": sleep, "function": "nap", "inputs": {"table": "table"},
+            "outputs": {"metrics": "metrics"}}},
+        {"id": "nap2", "component": "python_script", "params": {
+            "code": sleep, "function": "nap", "inputs": {"table": "table"},
+            "outputs": {"metrics": "metrics"}}}],
+        "edges": [{"from": "raw.table", "to": "clean.table"},
+                  {"from": "clean.table", "to": "split.table"},
+                  {"from": "split.train", "to": "tune.train"},
+                  {"from": "tune.model", "to": "scored.model"},
+                  {"from": "split.test", "to": "scored.table"},
+                  {"from": "split.test", "to": "nap1.table"},
+                  {"from": "split.test", "to": "nap2.table"}]}
+    c.pipelines.create(doc)
+    run = c.pipelines.run("models", wait=True, timeout=600)
+    steps = _steps(run)
+    assert run["state"] == "succeeded", {n: (s["state"], s["message"], s["log_tail"])
+                                         for n, s in steps.items()}
+    assert steps["tune"]["outputs"]["model"].startswith("models:/")
+    assert 0 <= steps["tune"]["outputs"]["metrics"]["accuracy"] <= 1
+    scored = c.tables.read(steps["scored"]["outputs"]["table"], to="pandas")
+    test = c.tables.read(steps["split"]["outputs"]["test"], to="pandas")
+    assert len(scored) == len(test) > 0 and set(scored["prediction"]) <= {0, 1}
+    # The two naps ran at the same time: each started before the other ended.
+    a, b = steps["nap1"], steps["nap2"]
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]

@@ -435,6 +435,7 @@ class Orchestrator:
                             "table": _output_table(run.pipeline, step.node, p.name)}
                    for p in out_ports}
         spec = {"run": run.id, "pipeline": run.pipeline, "node": step.node,
+                "cluster": run.cluster,
                 "component": node["component"], "params": params, "inputs": inputs,
                 "outputs": outputs}
         principal = _principal(session, run)

@@ -213,6 +213,33 @@ class _Step:
         return {"model": run.data.tags["cumulo.model_uri"],
                 "metrics": {k: float(v) for k, v in run.data.metrics.items()}}
 
+    def tune_hyperparameters(self) -> dict[str, Any]:
+        from mlflow import MlflowClient
+
+        from cumulo.ml.sdk import tune
+        from cumulo.ml.train import is_classification
+
+        p = self.params
+        objective = p.get("objective")
+        if not objective:  # the task's usual one
+            frame = self.frame("train")
+            if p["target"] not in frame.columns:
+                _fail(f"target column {p['target']!r} is not in the table")
+            objective = "accuracy" if is_classification(frame[p["target"]]) else "rmse"
+        self.say(f"tuning {p['algorithm']} on {objective}, {p['trials']} trials")
+        result = tune(self.client, objective=objective, search_space=p["space"],
+                      name=f"pipeline-{self.spec['pipeline']}", table=self.inputs["train"],
+                      target=p["target"], algorithm=p["algorithm"], max_trials=p["trials"],
+                      seed=p["seed"], cluster=self.spec.get("cluster", "local"),
+                      register=False)
+        best = result["best"]
+        tags = MlflowClient().get_run(best["run_id"]).data.tags
+        self.say(f"best trial {best['number']}: {objective} {best['value']}")
+        metrics = {objective: float(best["value"])}
+        metrics.update({f"param.{k}": float(v) for k, v in best["params"].items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)})
+        return {"model": tags["cumulo.model_uri"], "metrics": metrics}
+
     def _model(self) -> Any:
         import mlflow.pyfunc
 
