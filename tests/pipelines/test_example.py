@@ -38,6 +38,34 @@ def test_the_churn_example_from_csv_to_an_endpoint(local_server: Cumulo) -> None
              "spend_per_month": 27.5}]
     assert c.endpoints["churn-auto"].predict(rows) in ([0], [1])
     assert "succeeded" in ran.stdout and "deploy_to_endpoint" in ran.stdout
+    # Lineage: the model back to the raw CSV, and where it is served.
+    trace = c.pipelines.lineage(model="churn-auto:1")
+    [register] = trace["produced_by"]
+    assert (register["step"], register["run"]) == ("register_model", run["id"])
+    [trained] = register["read"][0]["produced_by"]
+    assert trained["component"] == "train_model"
+
+    def reads(producer: dict[str, Any]) -> list[str]:
+        return [r["name"] for r in producer["read"]]
+
+    def walk(producer: dict[str, Any]) -> list[str]:
+        out = reads(producer)
+        for r in producer["read"]:
+            for p in r["produced_by"]:
+                out += walk(p)
+        return out
+
+    assert "data/examples/churn/customers.csv" in walk(register)
+    assert trace["served_by"] == [{"endpoint": "churn-auto", "variant": "churn-auto-1",
+                                   "weight": 1.0, "state": "in_service"}]
+    split = steps["split_data"]["outputs"]["train"]
+    table = c.pipelines.lineage(table=split.split("@")[0])
+    assert [u["step"] for u in table["used_by"]] == ["train_model"]
+    assert table["produced_by"][0]["step"] == "split_data"
+    shown = local_server.cli("lineage", "model", "churn-auto:1")
+    assert shown.returncode == 0, shown.stderr
+    assert "read files data/examples/churn/customers.csv" in shown.stdout
+    assert "served by endpoint churn-auto" in shown.stdout
     # Again: nothing changed, so every step, the deployment included, comes from the cache
     # (the condition is compared again: it runs no job).
     again = _steps(c.pipelines.run("churn", wait=True, timeout=120))

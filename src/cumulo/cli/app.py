@@ -13,7 +13,7 @@ from cumulo.compute.cli import clusters_app, jobs_app
 from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
 from cumulo.metering.cli import costs_command
 from cumulo.ml.cli import models_app, train_command, tune_command
-from cumulo.pipelines.cli import pipelines_app
+from cumulo.pipelines.cli import lineage_command, pipelines_app
 from cumulo.serving.cli import endpoints_app
 from cumulo.storage.cli import app as files_app
 
@@ -40,6 +40,7 @@ app.command("costs")(costs_command)
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(pipelines_app, name="pipelines")
+app.command("lineage")(lineage_command)
 app.command("train")(train_command)
 app.command("tune")(tune_command)
 

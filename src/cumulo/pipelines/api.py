@@ -17,7 +17,7 @@ from cumulo.pipelines.definition import check, schema
 from cumulo.pipelines.models import Pipeline, PipelineRun, PipelineVersion
 from cumulo.principal import Principal, current_principal
 
-__all__ = ["router"]
+__all__ = ["lineage_router", "router"]
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 DbSession = Annotated[Session, Depends(get_session)]
@@ -192,3 +192,18 @@ def versions(name: str, session: DbSession) -> list[dict[str, Any]]:
 def delete(name: str, session: DbSession, caller: Caller) -> Response:
     service.delete_pipeline(session, caller, name)
     return Response(status_code=204)
+
+
+lineage_router = APIRouter(prefix="/lineage", tags=["pipelines"])
+
+
+@lineage_router.get("/{kind}/{ref}", summary="What produced a table, model or endpoint, and "
+                    "what used it")
+def lineage(kind: str, ref: str, session: DbSession) -> dict[str, Any]:
+    """``/lineage/table/sales.orders`` (or ``sales.orders@v3``), ``/lineage/model/churn:3``,
+    ``/lineage/endpoint/churn``: the pipeline steps that wrote it, with what they read, back
+    to the raw data; the steps that read it; for a model, the endpoints serving it."""
+    from cumulo.pipelines import lineage as trace
+
+    what, name, version = trace.parse_thing(kind, ref)
+    return trace.trace(session, what, name, version)

@@ -12,7 +12,7 @@ from rich.table import Table
 from cumulo.cli.context import client
 from cumulo.cli.output import JsonOpt, console, print_json, when
 
-__all__ = ["pipelines_app"]
+__all__ = ["lineage_command", "pipelines_app"]
 
 pipelines_app = typer.Typer(help="Pipelines: DAGs of components and Python steps.",
                             no_args_is_help=True)
@@ -325,3 +325,57 @@ def cancel(ctx: typer.Context, run_id: str) -> None:
     """Cancel a run: its running steps' jobs are cancelled, the rest do not start."""
     out = client(ctx).pipelines.cancel(run_id)
     console.print(f"run {out['id']}: cancelling")
+
+
+def lineage_command(
+    ctx: typer.Context,
+    thing: str = typer.Argument(..., help="a table (sales.orders, sales.orders@v3), or "
+                                "'model' or 'endpoint'"),
+    ref: str | None = typer.Argument(None, help="with model: NAME:VERSION; with endpoint: "
+                                     "its name"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """What produced a table, model or endpoint (back to the raw data), and what used it.
+
+    cumulo lineage sales.orders; cumulo lineage model churn:3; cumulo lineage endpoint churn
+    """
+    from rich.tree import Tree
+
+    pipelines = client(ctx).pipelines
+    if thing in ("model", "endpoint"):
+        if not ref:
+            raise typer.BadParameter(f"name the {thing}: cumulo lineage {thing} "
+                                     f"{'NAME:VERSION' if thing == 'model' else 'NAME'}")
+        out = pipelines.lineage(**{thing: ref})
+        title = f"{thing} {ref}"
+    else:
+        out = pipelines.lineage(table=thing)
+        title = f"table {thing}"
+    if as_json:
+        print_json(out)
+        return
+
+    def step(s: dict[str, Any]) -> str:
+        return (f"[bold]{s['pipeline']}[/bold] / {s['step']} ({s['component']}), run "
+                f"{s['run']}, {when(s['at'])}")
+
+    def grow(tree: Tree, producers: list[dict[str, Any]]) -> None:
+        for p in producers:
+            branch = tree.add(f"written by {step(p)}")
+            for r in p["read"]:
+                grow(branch.add(f"read {r['kind']} {r['name']}"), r["produced_by"])
+
+    root = Tree(title)
+    made = root.add("produced by")
+    grow(made, out["produced_by"])
+    if not out["produced_by"]:
+        made.add("[dim]no pipeline step wrote it[/dim]")
+    used = root.add("used by")
+    for u in out["used_by"]:
+        wrote = ", ".join(f"{w['kind']} {w['name']}" for w in u["wrote"]) or "nothing"
+        used.add(f"{step(u)}: read {u['read']}, wrote {wrote}")
+    if not out["used_by"]:
+        used.add("[dim]no pipeline step read it[/dim]")
+    for e in out.get("served_by", []):
+        root.add(f"served by endpoint {e['endpoint']} (variant {e['variant']}, {e['state']})")
+    console.print(root)

@@ -5,13 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime, utcnow
 
-__all__ = ["RUN_ACTIVE", "RUN_FINISHED", "STEP_DONE", "Pipeline", "PipelineRun",
-           "PipelineVersion", "StepRun"]
+__all__ = [
+    "RUN_ACTIVE",
+    "RUN_FINISHED",
+    "STEP_DONE",
+    "LineageEdge",
+    "Pipeline",
+    "PipelineRun",
+    "PipelineVersion",
+    "StepRun",
+]
 
 
 class Pipeline(Created, Base):
@@ -86,3 +103,22 @@ class StepRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the job's own time
+
+
+class LineageEdge(Base):
+    """One thing a step read or wrote: a table version, a model, an endpoint, files."""
+
+    __tablename__ = "lineage"
+    __table_args__ = (Index("ix_lineage_thing", "kind", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"),
+                                        index=True)
+    pipeline: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    component: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))  # read | write
+    kind: Mapped[str] = mapped_column(String(16))  # table | model | endpoint | files
+    name: Mapped[str] = mapped_column(String(1024))
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -273,11 +273,8 @@ class Orchestrator:
                 job = session.get(Job, step.job_id)
                 if job is not None and job.state not in ("queued", "starting", "running"):
                     self._finished(step, job)
-                    if step.state == "succeeded" and step.component == "deploy_to_endpoint":
-                        # Keyed by what the endpoint serves now: the next run reuses it.
-                        params = _resolve(nodes[node_id]["params"], run.parameters)
-                        step.cache_key = self._cache_key(session, nodes[node_id], params,
-                                                         step.inputs)
+                    if step.state == "succeeded":
+                        self._succeeded(session, run, step, nodes[node_id])
             if step.state != "pending" or run.cancel_requested_at is not None:
                 continue
             upstream = [steps[src] for _, src, _ in feeds[node_id]]
@@ -318,6 +315,19 @@ class Orchestrator:
             self.notify_jobs()
 
     # --- steps ---------------------------------------------------------------------------------
+
+    def _succeeded(self, session: Session, run: PipelineRun, step: StepRun,
+                   node: dict[str, Any]) -> None:
+        from cumulo.pipelines import lineage
+
+        params = _resolve(node["params"], run.parameters)
+        in_ports, out_ports = ports(node)
+        lineage.record(session, run.id, run.pipeline, step,
+                       {p.name: p.type for p in in_ports}, {p.name: p.type for p in out_ports},
+                       params)
+        if step.component == "deploy_to_endpoint":
+            # Keyed by what the endpoint serves now: the next run reuses it.
+            step.cache_key = self._cache_key(session, node, params, step.inputs)
 
     def _end(self, step: StepRun, state: str, message: str | None = None) -> None:
         now = utcnow()

@@ -106,6 +106,19 @@ class PipelinesClient:
         return self._t.json("POST",  # type: ignore[no-any-return]
                             f"/api/v1/pipelines/-/runs/{run_id}/cancel")
 
+    def lineage(self, *, table: str | None = None, model: str | None = None,
+                endpoint: str | None = None) -> dict[str, Any]:
+        """What produced a table (``sales.orders`` or ``sales.orders@v3``), a model version
+        (``churn:3``) or an endpoint, back to the raw data, and what used it."""
+        given = [(k, v) for k, v in (("table", table), ("model", model),
+                                     ("endpoint", endpoint)) if v]
+        if len(given) != 1:
+            from cumulo.errors import Invalid
+
+            raise Invalid("name one of table=, model= or endpoint=")
+        kind, ref = given[0]
+        return self._t.json("GET", f"/api/v1/lineage/{kind}/{ref}")  # type: ignore[no-any-return]
+
     def components(self) -> builtins.list[dict[str, Any]]:
         return self._t.json("GET", "/api/v1/pipelines/components")  # type: ignore[no-any-return]
 

@@ -20,6 +20,7 @@ from cumulo.lake.api import sql_router, tables_router
 from cumulo.metering.api import router as costs_router
 from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
+from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
 from cumulo.server.auth import require_token
 from cumulo.server.errors import install_error_handlers
@@ -35,7 +36,7 @@ __all__ = ["API_PREFIX", "create_app"]
 API_PREFIX = "/api/v1"
 ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router,
            clusters_router, jobs_router, costs_router, models_router, endpoints_router,
-           pipelines_router)
+           pipelines_router, lineage_router)
 
 
 def _mount_docs(app: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""Pipelines: named pipelines, their versioned definitions, and their runs and steps.
+"""Pipelines: named pipelines, their versioned definitions, and their runs and steps, and
+the lineage the steps leave.
 
 Revision ID: 0008
 Revises: 0007
@@ -84,9 +85,27 @@ def upgrade() -> None:
         sa.Column("seconds", sa.Float(), nullable=True),
         sa.UniqueConstraint("run_id", "node"),
     )
+    op.create_table(
+        "lineage",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run_id", sa.String(32),
+                  sa.ForeignKey("pipeline_runs.id", ondelete="CASCADE"), nullable=False,
+                  index=True),
+        sa.Column("pipeline", sa.String(64), nullable=False),
+        sa.Column("node", sa.String(64), nullable=False),
+        sa.Column("component", sa.String(64), nullable=False),
+        sa.Column("direction", sa.String(8), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("name", sa.String(1024), nullable=False),
+        sa.Column("version", sa.String(64), nullable=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_lineage_thing", "lineage", ["kind", "name"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_lineage_thing", "lineage")
+    op.drop_table("lineage")
     op.drop_table("pipeline_steps")
     op.drop_table("pipeline_runs")
     op.drop_table("pipeline_versions")
