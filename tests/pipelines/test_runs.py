@@ -5,32 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound
+from tests.pipelines.conftest import customer_rows
 from tests.services import Cumulo
-
-
-def _rows(n: int = 200) -> pd.DataFrame:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    tenure = rng.integers(1, 60, n)
-    spend = rng.uniform(10, 100, n).round(2)
-    churned = ((spend > 60) & (tenure < 20)).astype(int)
-    frame = pd.DataFrame({"id": range(n), "tenure": tenure, "spend": spend,
-                          "plan": rng.choice(["basic", "pro"], n), "churned": churned})
-    frame.loc[::17, "spend"] = None  # some missing values to clean
-    return frame
-
-
-@pytest.fixture(scope="module")
-def data(local_server: Cumulo) -> str:
-    c = local_server.client()
-    c.tables.create_database("sales")
-    c.tables.write("sales.customers", _rows())
-    return "sales.customers"
 
 
 def _steps(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -99,7 +78,7 @@ def test_data_steps_run_as_jobs_then_come_from_the_cache(local_server: Cumulo,
     assert [third[n]["state"] for n in ("split", "pro", "count")] == ["succeeded"] * 3
     assert third["count"]["outputs"]["metrics"] == {"rows": 101.0}
     # New rows in the source table: Import Data reads the new version, and all runs again.
-    c.tables.write("sales.customers", _rows(10), mode="append")
+    c.tables.write("sales.customers", customer_rows(10), mode="append")
     fourth = _steps(c.pipelines.run("prep", wait=True, timeout=300))
     assert fourth["raw"]["state"] == "succeeded" and fourth["raw"]["outputs"]["table"].endswith(
         "@v1")

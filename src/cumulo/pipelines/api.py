@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
-from cumulo.pipelines import runs, service
+from cumulo.pipelines import runs, schedules, service
 from cumulo.pipelines.components import COMPONENTS, component_doc
 from cumulo.pipelines.definition import check, schema
 from cumulo.pipelines.models import Pipeline, PipelineRun, PipelineVersion
@@ -160,6 +160,38 @@ def cancel_run(run_id: str, session: DbSession, caller: Caller,
     run = runs.cancel_run(session, caller, run_id)
     request.app.state.pipelines.notify()
     return _run_out(session, run)
+
+
+class ScheduleIn(BaseModel):
+    name: str | None = Field(None, description="default PIPELINE-cron or PIPELINE-table")
+    cron: str | None = Field(None, description="5 fields (or 6, seconds last), UTC")
+    table: str | None = Field(None, description="run when this table gets a new version")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    cluster: str = "local"
+    missed: str = Field("latest", description="missed cron times: skip, latest or all")
+
+
+@router.get("/-/schedules", summary="List schedules and table triggers")
+def list_schedules(session: DbSession, pipeline: str | None = None) -> list[dict[str, Any]]:
+    return [schedules.schedule_doc(s) for s in schedules.list_schedules(session, pipeline)]
+
+
+@router.delete("/-/schedules/{schedule}", status_code=204, summary="Remove a schedule")
+def delete_schedule(schedule: str, session: DbSession, caller: Caller) -> Response:
+    schedules.delete_schedule(session, caller, schedule)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/schedules", status_code=201,
+             summary="Run a pipeline on a cron schedule, or when a table changes")
+def create_schedule(name: str, body: ScheduleIn, session: DbSession, caller: Caller,
+                    request: Request) -> dict[str, Any]:
+    row = schedules.create_schedule(
+        session, request.app.state.storage, caller, name, name=body.name, cron=body.cron,
+        table=body.table, parameters=body.parameters, cluster=body.cluster,
+        missed=body.missed)
+    request.app.state.pipelines.notify()
+    return schedules.schedule_doc(row)
 
 
 @router.post("/{name}/runs", status_code=201, summary="Run a pipeline")

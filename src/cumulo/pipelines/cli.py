@@ -327,6 +327,60 @@ def cancel(ctx: typer.Context, run_id: str) -> None:
     console.print(f"run {out['id']}: cancelling")
 
 
+schedules_app = typer.Typer(help="Schedules and table triggers.", no_args_is_help=True)
+pipelines_app.add_typer(schedules_app, name="schedules")
+
+
+@pipelines_app.command("schedule")
+def schedule(ctx: typer.Context, name: str,
+             cron: str | None = typer.Option(None, "--cron",
+                                             help="'MIN HOUR DAY MONTH WEEKDAY' in UTC"),
+             on_table: str | None = typer.Option(None, "--on-table",
+                                                 help="run when this table gets a new version"),
+             param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE"),
+             cluster: str = typer.Option("local", "--cluster", "-c"),
+             missed: str = typer.Option("latest", "--missed",
+                                        help="missed cron times: skip, latest or all"),
+             schedule_name: str | None = typer.Option(None, "--name"),
+             as_json: bool = JsonOpt) -> None:
+    """Run a pipeline on a cron schedule, or whenever a table gets a new version."""
+    out = client(ctx).pipelines.schedule(name, cron=cron, table=on_table,
+                                         parameters=_params(param), cluster=cluster,
+                                         missed=missed, schedule_name=schedule_name)
+    if as_json:
+        print_json(out)
+        return
+    when_text = f"cron {out['cron']}, next {when(out['next_at'])} UTC" if out["cron"] else \
+        f"each new version of {out['table']} (now v{out['last_version']})"
+    console.print(f"schedule {out['name']}: runs {out['pipeline']} on {when_text}")
+
+
+@schedules_app.command("ls")
+def list_schedules(ctx: typer.Context,
+                   pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
+                   as_json: bool = JsonOpt) -> None:
+    """List schedules and table triggers."""
+    rows = client(ctx).pipelines.schedules(pipeline)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("schedule", "pipeline", "on", "missed", "next", "last run", "message"):
+        table.add_column(column)
+    for r in rows:
+        on = f"cron {r['cron']}" if r["cron"] else f"table {r['table']}"
+        table.add_row(r["name"], r["pipeline"], on, r["missed"], when(r["next_at"]),
+                      r["last_run"] or "-", r["message"] or "")
+    console.print(table)
+
+
+@schedules_app.command("rm")
+def remove_schedule(ctx: typer.Context, schedule_name: str) -> None:
+    """Remove a schedule or trigger (runs it started are kept)."""
+    client(ctx).pipelines.unschedule(schedule_name)
+    console.print(f"schedule {schedule_name} removed")
+
+
 def lineage_command(
     ctx: typer.Context,
     thing: str = typer.Argument(..., help="a table (sales.orders, sales.orders@v3), or "

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -122,3 +123,25 @@ class LineageEdge(Base):
     name: Mapped[str] = mapped_column(String(1024))
     version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PipelineSchedule(Created, Base):
+    """Runs a pipeline on a cron schedule, or when a table gets a new version."""
+
+    __tablename__ = "pipeline_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    cron: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    table: Mapped[str | None] = mapped_column(String(200), nullable=True)  # a trigger
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cluster: Mapped[str] = mapped_column(String(64), default="local")
+    # Missed cron times (the control plane was down, or a run was still going):
+    # skip them, run once for the latest, or run once for each (at most MAX_CATCH_UP).
+    missed: Mapped[str] = mapped_column(String(8), default="latest")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime())  # cron: the last time handled
+    last_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # table
+    last_run: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)  # the last firing's

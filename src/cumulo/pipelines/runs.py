@@ -234,7 +234,14 @@ class Orchestrator:
             self.wake.wait(1.0 if busy else 5.0)
 
     def tick(self, session: Session) -> bool:
-        """Move each active run on; whether any is still active."""
+        """Start what the schedules owe; move each active run on; whether any is active."""
+        from cumulo.pipelines import schedules
+
+        try:
+            schedules.fire(session, self.storage)
+        except Exception:  # a broken schedule must not stop the runs
+            log.exception("pipeline schedules failed")
+            session.rollback()
         runs = list(session.scalars(select(PipelineRun).where(
             PipelineRun.state.in_(RUN_ACTIVE)).order_by(PipelineRun.created_at)))
         for run in runs:

@@ -106,6 +106,24 @@ class PipelinesClient:
         return self._t.json("POST",  # type: ignore[no-any-return]
                             f"/api/v1/pipelines/-/runs/{run_id}/cancel")
 
+    def schedule(self, name: str, *, cron: str | None = None, table: str | None = None,
+                 parameters: dict[str, Any] | None = None, cluster: str = "local",
+                 missed: str = "latest", schedule_name: str | None = None) -> dict[str, Any]:
+        """Run the pipeline on a ``cron`` schedule (UTC), or whenever ``table`` gets a new
+        version. ``missed`` cron times: ``skip``, ``latest`` (run once) or ``all``."""
+        return self._t.json("POST", f"/api/v1/pipelines/{name}/schedules",  # type: ignore[no-any-return]
+                            json={"name": schedule_name, "cron": cron, "table": table,
+                                  "parameters": parameters or {}, "cluster": cluster,
+                                  "missed": missed})
+
+    def schedules(self, pipeline: str | None = None) -> builtins.list[dict[str, Any]]:
+        params = {"pipeline": pipeline} if pipeline else {}
+        return self._t.json("GET", "/api/v1/pipelines/-/schedules",  # type: ignore[no-any-return]
+                            params=params)
+
+    def unschedule(self, schedule_name: str) -> None:
+        self._t.request("DELETE", f"/api/v1/pipelines/-/schedules/{schedule_name}")
+
     def lineage(self, *, table: str | None = None, model: str | None = None,
                 endpoint: str | None = None) -> dict[str, Any]:
         """What produced a table (``sales.orders`` or ``sales.orders@v3``), a model version

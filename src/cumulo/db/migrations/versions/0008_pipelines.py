@@ -1,5 +1,5 @@
-"""Pipelines: named pipelines, their versioned definitions, and their runs and steps, and
-the lineage the steps leave.
+"""Pipelines: named pipelines, their versioned definitions, and their runs and steps, the
+lineage the steps leave, and schedules.
 
 Revision ID: 0008
 Revises: 0007
@@ -101,9 +101,29 @@ def upgrade() -> None:
         sa.Column("at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_lineage_thing", "lineage", ["kind", "name"])
+    op.create_table(
+        "pipeline_schedules",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("pipeline", sa.String(64), nullable=False, index=True),
+        sa.Column("cron", sa.String(128), nullable=True),
+        sa.Column("table", sa.String(200), nullable=True),
+        sa.Column("parameters", sa.JSON(), nullable=False),
+        sa.Column("cluster", sa.String(64), nullable=False),
+        sa.Column("missed", sa.String(8), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("last_at", UTCDateTime(), nullable=False),
+        sa.Column("last_version", sa.Integer(), nullable=True),
+        sa.Column("last_run", sa.String(32), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.Integer(),
+                  sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("pipeline_schedules")
     op.drop_index("ix_lineage_thing", "lineage")
     op.drop_table("lineage")
     op.drop_table("pipeline_steps")

@@ -1,0 +1,209 @@
+"""Schedules and triggers: a pipeline run on a cron schedule (EventBridge's schedules), or
+when a table gets a new version (like an S3 event rule), checked by the orchestrator on each
+of its steps.
+
+- ``cron``: five fields (minute hour day month weekday), or six with seconds last, in UTC.
+  Cron times missed while the control plane was down, or while the schedule's previous run
+  was still going, follow ``missed``: ``skip`` them (only a time less than a minute late
+  runs), run once for the ``latest`` (the default), or run ``all`` of them, one after
+  another, at most ``MAX_CATCH_UP``.
+- ``table``: each new version of the table starts a run, once: versions written while one
+  was going, or while the control plane was down, start one run for the newest. Versions
+  written before the trigger was made do not count.
+
+A schedule's run has the trigger ``schedule NAME at TIME`` or ``table DB.T@vN``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cumulo.db import utcnow
+from cumulo.errors import Conflict, CumuloError, Invalid
+from cumulo.pipelines.models import RUN_ACTIVE, PipelineRun, PipelineSchedule
+from cumulo.principal import Principal
+from cumulo.storage.backends import Backend
+
+__all__ = ["MISSED", "create_schedule", "delete_schedule", "due_times", "fire",
+           "list_schedules", "schedule_doc"]
+
+log = logging.getLogger("cumulo.pipelines")
+
+MISSED = ("skip", "latest", "all")
+MAX_CATCH_UP = 10
+ON_TIME = timedelta(seconds=60)  # a cron time this late still runs under missed=skip
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _check_cron(cron: str) -> None:
+    from croniter import croniter
+
+    fields = cron.split()
+    if len(fields) not in (5, 6) or not croniter.is_valid(cron):
+        raise Invalid(f"cron {cron!r} is not a cron expression: five fields, minute hour "
+                      "day-of-month month day-of-week (and seconds, a sixth), like "
+                      "'0 3 * * *' for 03:00 UTC every day")
+
+
+def due_times(cron: str, last: datetime, now: datetime, missed: str) -> list[datetime]:
+    """The cron times to run for, after ``last`` up to ``now``, under the missed policy."""
+    from croniter import croniter
+
+    times: list[datetime] = []
+    it = croniter(cron, last)
+    while len(times) < 10_000:
+        t = it.get_next(datetime)
+        if t > now:
+            break
+        times.append(t)
+    if not times:
+        return []
+    if missed == "all":
+        return times[-MAX_CATCH_UP:]
+    if missed == "skip":
+        return [times[-1]] if now - times[-1] <= ON_TIME else []
+    return [times[-1]]
+
+
+def create_schedule(session: Session, storage: Backend, principal: Principal, pipeline: str, *,
+                    name: str | None = None, cron: str | None = None,
+                    table: str | None = None, parameters: dict[str, Any] | None = None,
+                    cluster: str = "local", missed: str = "latest") -> PipelineSchedule:
+    from cumulo.compute.clusters import get_cluster
+    from cumulo.pipelines.runs import parse_parameters
+    from cumulo.pipelines.service import get_pipeline, get_version
+
+    if (cron is None) == (table is None):
+        raise Invalid("give a schedule either --cron or --on-table, not both")
+    if missed not in MISSED:
+        raise Invalid(f"--missed {missed!r}: one of {', '.join(MISSED)}")
+    row = get_pipeline(session, pipeline)
+    definition = get_version(session, row).definition
+    values = parse_parameters(definition.get("parameters", {}), parameters or {})
+    get_cluster(session, cluster)
+    name = name or f"{pipeline}-{'cron' if cron else 'table'}"
+    if not _NAME.match(name):
+        raise Invalid(f"schedule name {name!r}: 1-63 lower-case letters, digits or '-'")
+    if session.scalar(select(PipelineSchedule).where(PipelineSchedule.name == name)):
+        raise Conflict(f"schedule {name!r} exists; remove it first, or pick another --name")
+    version = None
+    if cron is not None:
+        _check_cron(cron)
+    else:
+        assert table is not None
+        version = _table_version(session, storage, table)  # NotFound: no such table
+    schedule = PipelineSchedule(
+        name=name, pipeline=pipeline, cron=cron, table=table, parameters=values,
+        cluster=cluster, missed=missed, enabled=True, last_at=utcnow(), last_version=version,
+        created_by=principal.user_id, created_at=utcnow())
+    session.add(schedule)
+    session.commit()
+    return schedule
+
+
+def _table_version(session: Session, storage: Backend, table: str) -> int:
+    from deltalake import DeltaTable
+
+    from cumulo.lake import catalog
+    from cumulo.lake.refs import parse_ref
+
+    ref = parse_ref(table)
+    if ref.version is not None or ref.as_of is not None:
+        raise Invalid(f"--on-table {table!r}: name a table, not one of its versions")
+    row = catalog.get_table(session, ref)
+    location = catalog.location(storage, row)
+    return int(DeltaTable(location.uri, storage_options=location.options).version())
+
+
+def list_schedules(session: Session, pipeline: str | None = None) -> list[PipelineSchedule]:
+    query = select(PipelineSchedule).order_by(PipelineSchedule.name)
+    if pipeline:
+        query = query.where(PipelineSchedule.pipeline == pipeline)
+    return list(session.scalars(query))
+
+
+def delete_schedule(session: Session, principal: Principal, name: str) -> None:
+    from cumulo.errors import Forbidden, NotFound
+
+    schedule = session.scalar(select(PipelineSchedule).where(PipelineSchedule.name == name))
+    if schedule is None:
+        raise NotFound(f"no schedule {name!r}; 'cumulo pipelines schedules ls' lists them")
+    if not principal.is_admin and schedule.created_by not in (None, principal.user_id):
+        raise Forbidden(f"schedule {name!r} is another user's")
+    session.delete(schedule)
+    session.commit()
+
+
+def schedule_doc(schedule: PipelineSchedule) -> dict[str, Any]:
+    from croniter import croniter
+
+    next_at = None
+    if schedule.cron and schedule.enabled:
+        next_at = croniter(schedule.cron, max(schedule.last_at, utcnow())).get_next(datetime)
+    return {"name": schedule.name, "pipeline": schedule.pipeline, "cron": schedule.cron,
+            "table": schedule.table, "parameters": schedule.parameters,
+            "cluster": schedule.cluster, "missed": schedule.missed,
+            "enabled": schedule.enabled, "last_at": schedule.last_at,
+            "last_version": schedule.last_version, "last_run": schedule.last_run,
+            "next_at": next_at, "message": schedule.message,
+            "created_at": schedule.created_at}
+
+
+def fire(session: Session, storage: Backend, now: datetime | None = None) -> list[str]:
+    """Start the runs the schedules owe now; the runs' ids."""
+    from cumulo.access.models import User
+    from cumulo.pipelines.runs import start_run
+
+    now = now or utcnow()
+    started = []
+    for schedule in list_schedules(session):
+        if not schedule.enabled:
+            continue
+        if schedule.last_run is not None:
+            previous = session.get(PipelineRun, schedule.last_run)
+            if previous is not None and previous.state in RUN_ACTIVE:
+                continue  # one run of a schedule at a time; missed times wait for it
+        triggers: list[str] = []
+        if schedule.cron:
+            times = due_times(schedule.cron, schedule.last_at, now, schedule.missed)
+            if not times and schedule.missed == "skip":
+                schedule.last_at = max(schedule.last_at, now)  # the missed ones are dropped
+            triggers = [f"schedule {schedule.name} at {t.isoformat()}" for t in times[:1]]
+            if times:
+                schedule.last_at = times[0]  # the rest (missed=all) run after this one
+        elif schedule.table:
+            try:
+                version = _table_version(session, storage, schedule.table)
+            except CumuloError as exc:
+                schedule.message = f"cannot read table {schedule.table}: {exc.message}"
+                continue
+            if schedule.last_version is None or version > schedule.last_version:
+                triggers = [f"table {schedule.table}@v{version}"]
+                schedule.last_version = version
+        session.commit()  # the times or version handled: not fired again, whatever follows
+        if not triggers:
+            continue
+        user = session.get(User, schedule.created_by) if schedule.created_by else None
+        try:
+            if user is None:
+                raise Invalid("the user who made this schedule was deleted")
+            run = start_run(session, Principal(user.id, user.name, user.is_admin, 0),
+                            schedule.pipeline, parameters=schedule.parameters,
+                            cluster=schedule.cluster, trigger=triggers[0])
+        except CumuloError as exc:
+            session.rollback()
+            schedule = session.get(PipelineSchedule, schedule.id)  # type: ignore[assignment]
+            schedule.message = f"{triggers[0]}: not started: {exc.message}"
+            log.warning("schedule %s: %s", schedule.name, schedule.message)
+            session.commit()
+            continue
+        schedule.last_run, schedule.message = run.id, f"{triggers[0]}: started {run.id}"
+        session.commit()
+        started.append(run.id)
+    return started
