@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/pipelines.py
 
 # Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
 lock: $(VENV)/.installed-test

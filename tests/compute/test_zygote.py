@@ -72,10 +72,13 @@ def test_parse_preload() -> None:
     ("import numpy as np", True), ("import sys; import pandas", True),
     ("import os, sys as s, sklearn.metrics", True), ("from mlflow import log_metric", True),
     ("from cumulo.ml.checkpoint import save_checkpoint", True), ("import cumulo.job", False),
+    ("from cumulo.client import Client", False), ("import cumulo.pipelines.step", True),
     ("pass", False), ("import numpyx", False), ("x = 'import numpy'", False)])
 def test_which_jobs_use_the_preloaded_modules(code: str, uses: bool) -> None:
     assert uses_preloaded(["python", "-c", code], None, parse_preload("auto")) is uses
     assert uses_preloaded(["python", "-m", "cumulo.ml.train"], None, ["mlflow", "cumulo.ml"])
+    assert uses_preloaded(["python", "-m", "cumulo.pipelines.step"], None,
+                          parse_preload("auto"))
     assert not uses_preloaded(["python", "-c", "import numpy"], None, [])
 
 

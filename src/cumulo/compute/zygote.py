@@ -49,7 +49,8 @@ AUTO = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "pyarrow.dataset", "del
         "sklearn", "sklearn.metrics", "sklearn.model_selection", "sklearn.ensemble",
         "sklearn.linear_model", "sklearn.preprocessing", "sklearn.pipeline", "scipy.stats",
         "lightgbm", "xgboost", "matplotlib.pyplot", "cloudpickle", "mlflow", "mlflow.sklearn",
-        "mlflow.models", "cumulo.job", "cumulo.ml.tabular")
+        "mlflow.models", "cumulo.job", "cumulo.client", "cumulo.ml.tabular",
+        "cumulo.pipelines.step")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -77,11 +78,13 @@ def parse_preload(value: str | list[str] | None) -> list[str]:
 
 def _roots(modules: list[str]) -> list[str]:
     """What a job's code must import to gain from the preloaded modules: their top-level
-    packages, but for Cumulo's own (every job imports ``cumulo.job``) the ML part only."""
+    packages, but for Cumulo's own (every job imports ``cumulo.job``) a service's package
+    (``cumulo.ml``, ``cumulo.pipelines``)."""
     roots: list[str] = []
     for name in modules:
-        root = "cumulo.ml" if name.startswith("cumulo.ml") else name.split(".")[0]
-        if root != "cumulo" and root not in roots:
+        parts = name.split(".")
+        root = ".".join(parts[:2]) if parts[0] == "cumulo" else parts[0]
+        if root not in ("cumulo", "cumulo.job", "cumulo.client") and root not in roots:
             roots.append(root)
     return roots
 
