@@ -172,3 +172,34 @@ def test_model_steps_tune_score_and_independent_steps_run_at_once(local_server: 
     # The two naps ran at the same time: each started before the other ended.
     a, b = steps["nap1"], steps["nap2"]
     assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+
+
+def test_a_cancelled_run_stops_its_jobs_and_starts_nothing_more(local_server: Cumulo,
+                                                                data: str) -> None:
+    c = local_server.client()
+    slow = "def slow(table):\n    import time\n    time.sleep(60)\n    return table\n"
+    c.pipelines.create({"name": "slow", "nodes": [
+        {"id": "raw", "component": "import_data",
+         "params": {"source": "table", "table": "sales.customers"}},
+        {"id": "wait", "component": "python_script", "params": {
+            "code": slow, "function": "slow", "inputs": {"table": "table"},
+            "outputs": {"table": "table"}}},
+        {"id": "after", "component": "select_columns", "params": {"columns": ["plan"]}}],
+        "edges": [{"from": "raw.table", "to": "wait.table"},
+                  {"from": "wait.table", "to": "after.table"}]})
+    run = c.pipelines.run("slow")
+    deadline = time.monotonic() + 60
+    while _steps(c.pipelines.get_run(run["id"]))["wait"]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with pytest.raises(Conflict, match="has a run going"):
+        c.pipelines.delete("slow")
+    c.pipelines.cancel(run["id"])
+    done = c.pipelines.wait(run["id"], 60)
+    steps = _steps(done)
+    assert done["state"] == "cancelled"
+    assert steps["wait"]["state"] == "cancelled" and steps["after"]["state"] == "cancelled"
+    assert c.jobs.get(steps["wait"]["job_id"]).info["state"] == "cancelled"
+    with pytest.raises(Conflict, match="already cancelled"):
+        c.pipelines.cancel(run["id"])
+    c.pipelines.delete("slow")

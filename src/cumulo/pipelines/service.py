@@ -101,8 +101,19 @@ def list_versions(session: Session, pipeline: Pipeline) -> list[PipelineVersion]
 
 
 def delete_pipeline(session: Session, principal: Principal, name: str) -> None:
+    """Delete a pipeline, its versions and its schedules; its runs stay, as history."""
+    from cumulo.pipelines.models import RUN_ACTIVE, PipelineRun, PipelineSchedule
+
     pipeline = get_pipeline(session, name)
     _may_change(pipeline, principal)
+    active = session.scalar(select(PipelineRun.id).where(
+        PipelineRun.pipeline == name, PipelineRun.state.in_(RUN_ACTIVE)).limit(1))
+    if active is not None:
+        raise Conflict(f"pipeline {name!r} has a run going ({active}); cancel it first: "
+                       f"cumulo pipelines cancel {active}")
+    for schedule in session.scalars(select(PipelineSchedule).where(
+            PipelineSchedule.pipeline == name)):
+        session.delete(schedule)
     for row in list_versions(session, pipeline):
         session.delete(row)
     session.delete(pipeline)
