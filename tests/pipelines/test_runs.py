@@ -203,3 +203,44 @@ def test_a_cancelled_run_stops_its_jobs_and_starts_nothing_more(local_server: Cu
     with pytest.raises(Conflict, match="already cancelled"):
         c.pipelines.cancel(run["id"])
     c.pipelines.delete("slow")
+
+
+def test_join_url_imports_and_steps_that_opt_out_of_the_cache(local_server: Cumulo,
+                                                              data: str,
+                                                              tmp_path: Any) -> None:
+    """The URL is served here by a real HTTP server on a free port."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "plans.csv").write_text("plan,price\nbasic,10\npro,30\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/plans.csv"
+        c = local_server.client()
+        c.pipelines.create({"name": "joined", "nodes": [
+            {"id": "customers", "component": "import_data",
+             "params": {"source": "table", "table": "sales.customers"}},
+            {"id": "plans", "component": "import_data", "params": {"source": "url", "url": url}},
+            {"id": "both", "component": "join", "params": {"on": ["plan"], "how": "left"}},
+            {"id": "cols", "component": "select_columns", "cache": False,
+             "params": {"columns": ["id", "plan", "price"]}}],
+            "edges": [{"from": "customers.table", "to": "both.left"},
+                      {"from": "plans.table", "to": "both.right"},
+                      {"from": "both.table", "to": "cols.table"}]})
+        first = _steps(c.pipelines.run("joined", wait=True, timeout=300))
+        assert {s["state"] for s in first.values()} == {"succeeded"}, first
+        joined = c.tables.read(first["cols"]["outputs"]["table"], to="pandas")
+        assert list(joined.columns) == ["id", "plan", "price"]
+        assert dict(zip(joined["plan"], joined["price"], strict=False)) == {"basic": 10,
+                                                                            "pro": 30}
+        again = _steps(c.pipelines.run("joined", wait=True, timeout=300))
+        # A URL may serve something new: it is read again. The customers table is unchanged.
+        assert again["customers"]["state"] == "cached"
+        assert again["plans"]["state"] == "succeeded"
+        assert again["cols"]["state"] == "succeeded"  # cache: false
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
