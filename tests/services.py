@@ -216,6 +216,26 @@ class Cumulo:
     def log_lines(self) -> list[str]:
         return self.log.read_text().splitlines()
 
+    def add_user(self, name: str, token: str):  # type: ignore[no-untyped-def]
+        """A second, non-admin user with this token, and an SDK client as them. There is no
+        API to add users yet (the access-control issue brings it), so the user is added to
+        the server's SQLite database the way that API will."""
+        from sqlalchemy.orm import Session
+
+        from cumulo.access.models import User
+        from cumulo.access.tokens import _add_token
+        from cumulo.db import make_engine, utcnow
+
+        engine = make_engine(f"sqlite:///{self.home / 'cumulo.db'}")
+        with Session(engine) as session:
+            user = User(name=name, is_admin=False, created_at=utcnow())
+            session.add(user)
+            session.flush()
+            _add_token(session, user, name, token, created_by=user.id)
+            session.commit()
+        engine.dispose()
+        return self.client(token)
+
 
 def base_env(home: Path) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}

@@ -364,26 +364,9 @@ def test_interpreter_options_and_user_errors(compute: Cumulo, code: Path) -> Non
 
 
 def test_jobs_are_private_to_their_user(compute: Cumulo, code: Path) -> None:
-    """Users see and stop their own jobs; an admin sees everyone's.
-
-    There is no API to add users yet (the access-control issue brings it), so the second user
-    is added to the server's database the way that API will.
-    """
-    from sqlalchemy.orm import Session
-
-    from cumulo.access.models import User
-    from cumulo.access.tokens import _add_token
-    from cumulo.db import make_engine, utcnow
-
-    engine = make_engine(f"sqlite:///{compute.home / 'cumulo.db'}")
-    with Session(engine) as session:
-        bob = User(name="bob", is_admin=False, created_at=utcnow())
-        session.add(bob)
-        session.flush()
-        _add_token(session, bob, "bob", "cml_bob-token-0123456789abcdef01", created_by=bob.id)
-        session.commit()
-    engine.dispose()
-    admin, other = compute.client(), compute.client(token="cml_bob-token-0123456789abcdef01")
+    """Users see and stop their own jobs; an admin sees everyone's."""
+    other = compute.add_user("bob", "cml_bob-token-0123456789abcdef01")
+    admin = compute.client()
     mine = admin.jobs.run("sleep.py", code=code, args=["30"])
     for call in (lambda: other.jobs.get(mine.id), lambda: other.jobs.cancel(mine.id),
                  lambda: list(other.jobs.get(mine.id).logs())):

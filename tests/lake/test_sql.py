@@ -44,6 +44,15 @@ def test_select_join_aggregate(local_server: Cumulo, lake: str) -> None:
     assert result.to_polars().height == 3
 
 
+def test_tables_named_like_keywords(local_server: Cumulo, lake: str) -> None:
+    """DuckDB quotes some names it parses (sales."plans"); the catalog still finds them."""
+    c = local_server.client()
+    c.tables.load(f"{lake}.plans", b"customer,plan\n10,pro\n", format="csv")
+    result = c.sql(f"select c.name, p.plan from {lake}.customers c join {lake}.plans p "
+                   "on p.customer = c.id")
+    assert result.page == [{"name": "ann", "plan": "pro"}]
+
+
 def test_time_travel(local_server: Cumulo, lake: str) -> None:
     sql = local_server.client().sql
     assert sql(f"select count(*) n from {lake}.orders VERSION AS OF 0").page == [{"n": 3}]

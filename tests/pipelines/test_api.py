@@ -71,25 +71,9 @@ def test_bad_definitions_are_refused_with_every_problem(local_server: Cumulo) ->
 
 
 def test_another_user_may_not_change_a_pipeline(local_server: Cumulo) -> None:
-    """The second user is added to the server's database as the access-control issue's API
-    will (there is no API to add users yet)."""
-    from sqlalchemy.orm import Session
-
-    from cumulo.access.models import User
-    from cumulo.access.tokens import _add_token
-    from cumulo.db import make_engine, utcnow
-
     admin = local_server.client()
     admin.pipelines.create({**DOC, "name": "owned"})
-    engine = make_engine(f"sqlite:///{local_server.home / 'cumulo.db'}")
-    with Session(engine) as session:
-        user = User(name="bob-p", is_admin=False, created_at=utcnow())
-        session.add(user)
-        session.flush()
-        _add_token(session, user, "bob", "cml_bobp-token-0123456789abcdef0", created_by=user.id)
-        session.commit()
-    engine.dispose()
-    bob = local_server.client("cml_bobp-token-0123456789abcdef0")
+    bob = local_server.add_user("bob-p", "cml_bobp-token-0123456789abcdef0")
     assert bob.pipelines.show("owned")["name"] == "owned"  # everyone may read and run it
     with pytest.raises(Forbidden, match="another user's"):
         bob.pipelines.create({**DOC, "name": "owned", "description": "mine now"})

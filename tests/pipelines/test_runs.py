@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound
@@ -231,7 +232,9 @@ def test_join_url_imports_and_steps_that_opt_out_of_the_cache(local_server: Cumu
                       {"from": "plans.table", "to": "both.right"},
                       {"from": "both.table", "to": "cols.table"}]})
         first = _steps(c.pipelines.run("joined", wait=True, timeout=300))
-        assert {s["state"] for s in first.values()} == {"succeeded"}, first
+        # (Another test may have imported the same version of sales.customers: cached.)
+        assert {n: s["state"] for n, s in first.items() if n != "customers"} == {
+            "plans": "succeeded", "both": "succeeded", "cols": "succeeded"}, first
         joined = c.tables.read(first["cols"]["outputs"]["table"], to="pandas")
         assert list(joined.columns) == ["id", "plan", "price"]
         assert dict(zip(joined["plan"], joined["price"], strict=False)) == {"basic": 10,
@@ -244,3 +247,67 @@ def test_join_url_imports_and_steps_that_opt_out_of_the_cache(local_server: Cumu
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_what_the_review_found(local_server: Cumulo, data: str) -> None:
+    """SQL naming a table itself is not served stale from the cache; a parameter's value is
+    checked where it is used; a step whose job someone cancelled fails the run; a retry reuses
+    what succeeded by node, even a URL import; a dropped source table fails its step only."""
+    c = local_server.client()
+    c.tables.write("sales.plans", pd.DataFrame({"plan": ["basic", "pro"], "price": [1, 2]}))
+    c.pipelines.create({"name": "direct", "parameters": {"op": {"type": "string",
+                                                                "default": ">="}},
+                        "nodes": [
+        {"id": "raw", "component": "import_data",
+         "params": {"source": "table", "table": "sales.customers"}},
+        {"id": "priced", "component": "sql_transform", "params": {
+            "query": "select t1.plan, p.price from t1 join sales.plans p on t1.plan = p.plan"}},
+        {"id": "count", "component": "python_script", "params": {
+            "code": "def n(table):\n    return {'rows': len(table)}\n", "function": "n",
+            "inputs": {"table": "table"}, "outputs": {"metrics": "metrics"}}},
+        {"id": "gate", "component": "condition",
+         "params": {"metric": "rows", "value": 1, "op": {"$param": "op"}}}],
+        "edges": [{"from": "raw.table", "to": "priced.t1"},
+                  {"from": "priced.table", "to": "count.table"},
+                  {"from": "count.metrics", "to": "gate.metrics"}]})
+    first = _steps(c.pipelines.run("direct", wait=True, timeout=300))
+
+    assert first["gate"]["state"] == "succeeded", first
+    c.tables.write("sales.plans", pd.DataFrame({"plan": ["basic"], "price": [5]}),
+                   mode="overwrite")
+    second = _steps(c.pipelines.run("direct", wait=True, timeout=300))
+    assert second["raw"]["state"] == "cached"
+    assert second["priced"]["state"] == "succeeded"  # sales.plans changed
+    with pytest.raises(Invalid, match=r"nodes\[3\] \(gate\)\.params\.op: expected one of"):
+        c.pipelines.run("direct", {"op": "gt"})
+    # A job cancelled from outside the pipeline: the run fails, and can be retried.
+    slow = "def slow(table):\n    import time\n    time.sleep(60)\n    return table\n"
+    c.pipelines.create({"name": "outside", "nodes": [
+        {"id": "raw", "component": "import_data",
+         "params": {"source": "table", "table": "sales.plans"}},
+        {"id": "wait", "component": "python_script", "params": {
+            "code": slow, "function": "slow", "inputs": {"table": "table"},
+            "outputs": {"table": "table"}}}],
+        "edges": [{"from": "raw.table", "to": "wait.table"}]})
+    run = c.pipelines.run("outside")
+    deadline = time.monotonic() + 60
+    while not (job := _steps(c.pipelines.get_run(run["id"]))["wait"]["job_id"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    c.jobs.get(job).cancel()
+    done = c.pipelines.wait(run["id"], 60)
+    assert done["state"] == "failed" and "was cancelled" in _steps(done)["wait"]["message"]
+    retried = c.pipelines.retry(run["id"])
+    deadline = time.monotonic() + 30
+    while (raw := _steps(c.pipelines.get_run(retried["id"]))["raw"])["state"] == "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert raw["state"] == "cached" and "(retried)" in raw["message"]
+    c.pipelines.cancel(retried["id"])
+    c.pipelines.wait(retried["id"], 60)
+    # The source table dropped: Import Data fails with why; the run ends failed.
+    c.tables.drop("sales.plans")
+    gone = c.pipelines.run("outside", wait=True, timeout=60)
+    assert gone["state"] == "failed"
+    assert "sales.plans" in _steps(gone)["raw"]["message"]
+    assert _steps(gone)["wait"]["state"] == "skipped"

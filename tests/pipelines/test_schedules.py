@@ -89,3 +89,9 @@ def test_bad_schedules_are_refused(local_server: Cumulo, data: str) -> None:
         c.pipelines.schedule("sched2", cron="0 4 * * *")
     assert [s["name"] for s in c.pipelines.schedules(pipeline="sched2")] == ["sched2-cron"]
     c.pipelines.unschedule("sched2-cron")
+    # Only the pipeline's owner (or an admin) schedules it: a schedule runs its new versions.
+    from cumulo.errors import Forbidden
+
+    eve = local_server.add_user("eve-s", "cml_eves-token-0123456789abcdef0")
+    with pytest.raises(Forbidden, match="another user's"):
+        eve.pipelines.schedule("sched2", cron="0 5 * * *")

@@ -215,3 +215,22 @@ def test_idle_connections_close_and_shutdown_answers_what_it_holds() -> None:
             assert refused is not None  # no longer accepting
 
     _run(go)
+
+
+def test_http10_keep_alive_is_said() -> None:
+    app = ReplicaApp("e", [Variant("a", Doubler(), SCHEMA)])
+
+    async def go() -> None:
+        async with _serving(app) as (_, port), _clients(port) as raw:
+            reader, writer = await raw.open()
+            body = _body(2)
+            request = (f"POST /invocations HTTP/1.0\r\nconnection: keep-alive\r\n"
+                       f"content-length: {len(body)}\r\n\r\n").encode() + body
+            writer.write(request)
+            head = (await reader.readuntil(b"\r\n\r\n")).lower()
+            assert b"connection: keep-alive" in head
+            await reader.readexactly(int(head.split(b"content-length: ")[1].split(b"\r")[0]))
+            writer.write(request)  # the same connection serves the next one
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+
+    _run(go)

@@ -44,7 +44,7 @@ from cumulo.principal import Principal
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
-__all__ = ["ATHENA_USD_PER_TB", "QueryOutcome", "cancel", "run"]
+__all__ = ["ATHENA_USD_PER_TB", "QueryOutcome", "cancel", "run", "unquote_name"]
 
 # What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
 ATHENA_USD_PER_TB = 5.0
@@ -171,7 +171,19 @@ def _referenced(sql: str) -> set[str]:
         names = duckdb.get_table_names(sql, qualified=True)
     except duckdb.Error as exc:
         raise Invalid(f"SQL syntax error: {exc}".replace("Parser Error: ", "")) from exc
-    return {re.split(r"\s+AS\s+", n, flags=re.IGNORECASE)[0].strip() for n in names}
+    return {unquote_name(n) for n in names}
+
+
+_PART = re.compile(r'"((?:[^"]|"")*)"|([^."\s]+)')
+
+
+def unquote_name(name: str) -> str:
+    """A table name as DuckDB gives it (``sales."plans" AS p``: it quotes names that are
+    keywords to it) as the catalog knows it (``sales.plans``)."""
+    bare = re.split(r"\s+AS\s+", name.strip(), flags=re.IGNORECASE)[0].strip()
+    parts = [quoted.replace('""', '"') if quoted or plain == "" else plain
+             for quoted, plain in _PART.findall(bare)]
+    return ".".join(parts)
 
 
 def _literal(text: str) -> str:

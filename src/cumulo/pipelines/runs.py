@@ -34,8 +34,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.db import utcnow
-from cumulo.errors import Conflict, Invalid, NotFound
-from cumulo.pipelines.definition import PARAMETER_TYPES, order, ports
+from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
+from cumulo.pipelines.definition import PARAMETER_TYPES, check, order, ports
 from cumulo.pipelines.models import (
     RUN_ACTIVE,
     RUN_FINISHED,
@@ -134,6 +134,9 @@ def start_run(session: Session, principal: Principal, name: str, *,
     row = get_version(session, pipeline, version)
     definition = row.definition
     values = parse_parameters(definition.get("parameters", {}), parameters or {})
+    if values:  # each value where it is used, as the component checks a literal there
+        check({**definition, "nodes": [{**n, "params": _resolve(n["params"], values)}
+                                       for n in definition["nodes"]]})
     get_cluster(session, cluster)  # NotFound names the clusters there are
     run = PipelineRun(id=_new_id(), pipeline=name, version=row.version,
                       definition=definition, parameters=values, cluster=cluster,
@@ -250,11 +253,7 @@ class Orchestrator:
             except Exception as exc:  # one broken run must not stall the others
                 log.exception("pipeline run %s failed to advance", run.id)
                 session.rollback()
-                run = session.get(PipelineRun, run.id)  # type: ignore[assignment]
-                if run is not None:
-                    run.state, run.finished_at = "failed", utcnow()
-                    run.message = f"the orchestrator failed on this run: {exc!r}"
-                    session.commit()
+                self._abandon(session, run.id, f"the orchestrator failed on this run: {exc!r}")
         return bool(runs)
 
     def _advance(self, session: Session, run: PipelineRun) -> None:
@@ -279,7 +278,7 @@ class Orchestrator:
             if step.state == "running" and step.job_id:
                 job = session.get(Job, step.job_id)
                 if job is not None and job.state not in ("queued", "starting", "running"):
-                    self._finished(step, job)
+                    self._finished(step, job, run.cancel_requested_at is not None)
                     if step.state == "succeeded":
                         self._succeeded(session, run, step, nodes[node_id])
             if step.state != "pending" or run.cancel_requested_at is not None:
@@ -301,9 +300,15 @@ class Orchestrator:
             if node["component"] == "condition":
                 self._condition(step, params, inputs)
                 continue
-            key = self._cache_key(session, node, params, inputs)
+            try:
+                key = self._cache_key(session, node, params, inputs)
+            except CumuloError as exc:  # its source table or files are gone, say
+                self._end(step, "failed", exc.message)
+                continue
             step.cache_key = key
-            if key is not None and (node.get("cache", True) or run.retry_of) and \
+            if run.retry_of and self._from_retried(session, run.retry_of, step):
+                continue
+            if key is not None and node.get("cache", True) and \
                     self._from_cache(session, run, step, key):
                 continue
             self._submit(session, run, step, node, params, inputs)
@@ -320,6 +325,22 @@ class Orchestrator:
         session.commit()
         if submitted:
             self.notify_jobs()
+
+    def _abandon(self, session: Session, run_id: str, message: str) -> None:
+        """End a run the orchestrator cannot carry on: its jobs cancelled, its steps closed."""
+        from cumulo.compute.jobs import cancel_job
+
+        run = session.get(PipelineRun, run_id)
+        if run is None:
+            return
+        for step in session.scalars(select(StepRun).where(StepRun.run_id == run_id)):
+            if step.state == "running" and step.job_id:
+                with contextlib.suppress(Exception):
+                    cancel_job(session, Principal(0, "cumulo", True, 0), step.job_id)
+            if step.state not in STEP_DONE:
+                self._end(step, "cancelled", message)
+        run.state, run.finished_at, run.message = "failed", utcnow(), message
+        session.commit()
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -383,6 +404,11 @@ class Orchestrator:
             source = self._source_version(session, params)
             if source is None:
                 return None  # a URL: what it serves now is unknown
+        elif node["component"] == "sql_transform":
+            # The lake tables the query names itself, at their versions now.
+            source = self._sql_tables(session, params["query"])
+            if source is None:
+                return None
         elif node["component"] == "deploy_to_endpoint":
             # Reused only while the endpoint still serves what the step deployed.
             source = self._endpoint_state(session, params["endpoint"])
@@ -420,6 +446,30 @@ class Orchestrator:
                     return files
         return None
 
+    def _sql_tables(self, session: Session, query: str) -> list[Any] | None:
+        """(table, version) of each lake table a query names, other than t1-t3; None when
+        that cannot be told (then the step is not cached)."""
+        import duckdb
+
+        from cumulo.lake.refs import parse_ref
+
+        try:
+            names = duckdb.get_table_names(query, qualified=True)
+        except duckdb.Error:
+            return None
+        from cumulo.lake.sql import unquote_name
+
+        out = []
+        for name in sorted({unquote_name(n) for n in names}):
+            if "." not in name:
+                continue  # t1-t3, or a name the query defines itself (a CTE)
+            try:
+                out.append((name, self._source_version(
+                    session, {"source": "table", "table": str(parse_ref(name.lower()))})))
+            except CumuloError:
+                return None
+        return out
+
     def _endpoint_state(self, session: Session, name: str) -> Any:
         from cumulo.serving.models import Endpoint
 
@@ -428,6 +478,20 @@ class Orchestrator:
             return None
         return sorted((v["model"], str(v["version"]), v["weight"], bool(v.get("shadow")))
                       for v in endpoint.variants)
+
+    def _from_retried(self, session: Session, retried: str, step: StepRun) -> bool:
+        """In a retry: the step's outputs from the run it retries, if it succeeded there with
+        the same inputs (what comes before it was reused the same way)."""
+        earlier = session.scalar(select(StepRun).where(StepRun.run_id == retried,
+                                                       StepRun.node == step.node))
+        if earlier is None or earlier.state not in ("succeeded", "cached") or \
+                earlier.inputs != step.inputs:
+            return False
+        step.outputs = dict(earlier.outputs)
+        step.cached_from = earlier.cached_from or earlier.run_id
+        step.cache_key, step.seconds = earlier.cache_key, 0.0
+        self._end(step, "cached", f"outputs of run {step.cached_from} (retried)")
+        return True
 
     def _from_cache(self, session: Session, run: PipelineRun, step: StepRun, key: str) -> bool:
         earlier = session.scalar(select(StepRun).where(
@@ -455,8 +519,9 @@ class Orchestrator:
                 "cluster": run.cluster,
                 "component": node["component"], "params": params, "inputs": inputs,
                 "outputs": outputs}
-        principal = _principal(session, run)
+        session.commit()  # what this pass decided so far stays, whatever the submit does
         try:
+            principal = _principal(session, run)
             job = submit_job(session, self.storage, principal, JobRequest(
                 cluster=run.cluster, command=list(STEP_COMMAND), name=f"{run.pipeline}/"
                 f"{step.node}", env={"PIPELINE_STEP": json.dumps(spec)}, inputs=tables,
@@ -466,8 +531,9 @@ class Orchestrator:
             self._end(step, "failed", f"its job could not be submitted: {exc}")
             return
         step.job_id, step.state, step.started_at = job.id, "running", utcnow()
+        session.commit()
 
-    def _finished(self, step: StepRun, job: Any) -> None:
+    def _finished(self, step: StepRun, job: Any, cancelling: bool = False) -> None:
         step.seconds = job.wall_seconds
         if job.state == "succeeded":
             try:
@@ -479,6 +545,9 @@ class Orchestrator:
             self._end(step, "succeeded")
             return
         step.log_tail = job.log_tail
+        if job.state == "cancelled" and not cancelling:
+            self._end(step, "failed", f"its job {job.id} was cancelled")
+            return
         self._end(step, "failed" if job.state != "cancelled" else "cancelled",
                   job.reason or f"its job {job.id} {job.state}")
 

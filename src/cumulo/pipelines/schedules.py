@@ -77,13 +77,15 @@ def create_schedule(session: Session, storage: Backend, principal: Principal, pi
                     cluster: str = "local", missed: str = "latest") -> PipelineSchedule:
     from cumulo.compute.clusters import get_cluster
     from cumulo.pipelines.runs import parse_parameters
-    from cumulo.pipelines.service import get_pipeline, get_version
+    from cumulo.pipelines.service import get_pipeline, get_version, may_change
 
     if (cron is None) == (table is None):
         raise Invalid("give a schedule either --cron or --on-table, not both")
     if missed not in MISSED:
         raise Invalid(f"--missed {missed!r}: one of {', '.join(MISSED)}")
     row = get_pipeline(session, pipeline)
+    # A schedule runs each new version as its maker: only the pipeline's owner may make one.
+    may_change(row, principal)
     definition = get_version(session, row).definition
     values = parse_parameters(definition.get("parameters", {}), parameters or {})
     get_cluster(session, cluster)

@@ -18,7 +18,7 @@ from cumulo.pipelines.models import Pipeline, PipelineVersion
 from cumulo.principal import Principal
 
 __all__ = ["create_pipeline", "delete_pipeline", "digest", "get_pipeline", "get_version",
-           "list_pipelines", "list_versions"]
+           "list_pipelines", "list_versions", "may_change"]
 
 
 def digest(definition: dict[str, Any]) -> str:
@@ -39,7 +39,7 @@ def create_pipeline(session: Session, principal: Principal, doc: Any, *,
     key = digest(definition)
     pipeline = session.scalar(select(Pipeline).where(Pipeline.name == name))
     if pipeline is not None:
-        _may_change(pipeline, principal)
+        may_change(pipeline, principal)
         latest = get_version(session, pipeline)
         if latest.digest == key:
             return pipeline, latest, False
@@ -66,7 +66,7 @@ def create_pipeline(session: Session, principal: Principal, doc: Any, *,
     return pipeline, row, True
 
 
-def _may_change(pipeline: Pipeline, principal: Principal) -> None:
+def may_change(pipeline: Pipeline, principal: Principal) -> None:
     if not principal.is_admin and pipeline.created_by not in (None, principal.user_id):
         raise Forbidden(f"pipeline {pipeline.name!r} is another user's; only they or an "
                         "admin may change or delete it")
@@ -105,7 +105,7 @@ def delete_pipeline(session: Session, principal: Principal, name: str) -> None:
     from cumulo.pipelines.models import RUN_ACTIVE, PipelineRun, PipelineSchedule
 
     pipeline = get_pipeline(session, name)
-    _may_change(pipeline, principal)
+    may_change(pipeline, principal)
     active = session.scalar(select(PipelineRun.id).where(
         PipelineRun.pipeline == name, PipelineRun.state.in_(RUN_ACTIVE)).limit(1))
     if active is not None:

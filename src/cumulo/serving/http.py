@@ -52,13 +52,13 @@ class Server:
         self.app = app
         self.keep_alive = keep_alive
         self.connections: set[_Connection] = set()
-        self._heads: dict[tuple[int, str | None, bool], bytes] = {}
+        self._heads: dict[tuple[int, str | None, bool, bool], bytes] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    def head(self, status: int, variant: str | None, keep: bool) -> bytes:
+    def head(self, status: int, variant: str | None, keep: bool, http10: bool = False) -> bytes:
         """The answer's status line and fixed headers, made once per kind of answer."""
-        key = (status, variant, keep)
+        key = (status, variant, keep, http10)
         head = self._heads.get(key)
         if head is None:
             head = _status_line(status) + b"content-type: application/json\r\n"
@@ -66,6 +66,8 @@ class Server:
                 head += b"x-cumulo-variant: " + variant.encode("latin-1") + b"\r\n"
             if not keep:
                 head += b"connection: close\r\n"
+            elif http10:  # an HTTP/1.0 client keeps the connection only when told
+                head += b"connection: keep-alive\r\n"
             head += b"content-length: "
             if len(self._heads) < 1024:
                 self._heads[key] = head
@@ -106,14 +108,16 @@ class Server:
 class _Answer:
     """An answer a connection owes, in the order its requests came."""
 
-    __slots__ = ("connection", "data", "keep", "no_body")
+    __slots__ = ("connection", "data", "http10", "keep", "no_body")
 
-    def __init__(self, connection: _Connection, keep: bool, no_body: bool = False) -> None:
+    def __init__(self, connection: _Connection, keep: bool, no_body: bool = False,
+                 http10: bool = False) -> None:
         self.connection, self.keep, self.no_body = connection, keep, no_body
+        self.http10 = http10
         self.data: bytes | None = None
 
     def __call__(self, status: int, body: bytes, variant: str | None) -> None:
-        head = self.connection.server.head(status, variant, self.keep)
+        head = self.connection.server.head(status, variant, self.keep, self.http10)
         self.data = b"%s%d\r\n\r\n%s" % (head, len(body), b"" if self.no_body else body)
         self.connection.write_owed()
 
@@ -192,8 +196,9 @@ class _Connection(asyncio.Protocol):
             self.error = too_large(int(declared), limit, declared=True)
             self._dispatch(keep=False)  # answered now: the body is not read
             return
-        if self.headers.get(b"expect", b"").lower() == b"100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.headers.get(b"expect", b"").lower() == b"100-continue" and self.transport \
+                and not self.owed:  # with answers owed, it would read as theirs: the client
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # sends the body anyway
 
     def on_body(self, body: bytes) -> None:
         if self.closing:
@@ -214,7 +219,8 @@ class _Connection(asyncio.Protocol):
 
     def _dispatch(self, *, keep: bool) -> None:
         method = self.parser.get_method()
-        answer = _Answer(self, keep, no_body=method == b"HEAD")
+        answer = _Answer(self, keep, no_body=method == b"HEAD",
+                         http10=self.parser.get_http_version() == "1.0")
         self.owed.append(answer)
         if not keep:
             self.closing = True
@@ -241,6 +247,7 @@ class _Connection(asyncio.Protocol):
     def write_owed(self) -> None:
         transport = self.transport
         owed = self.owed
+        self.last = time.monotonic()  # idle from the last answer, not the last request
         while owed and owed[0].data is not None:
             answer = owed.popleft()
             if transport is None:
