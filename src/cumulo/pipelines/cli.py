@@ -263,15 +263,18 @@ def run(ctx: typer.Context, name: str,
         as_json: bool = JsonOpt) -> None:
     """Run a pipeline: each step a job; what is unchanged comes from the cache."""
     c = client(ctx).pipelines
-    started = c.run(name, _params(param), cluster=cluster, version=version)
+    _follow(c, c.run(name, _params(param), cluster=cluster, version=version), wait, timeout,
+            as_json)
+
+
+def _follow(c: Any, started: dict[str, Any], wait: bool, timeout: float,
+            as_json: bool) -> None:
+    """Print a started run's id, or wait for it and show it; exit 1 unless it succeeded."""
     if not wait:
         print_json(started) if as_json else console.print(started["id"])
         return
     out = c.wait(started["id"], timeout)
-    if as_json:
-        print_json(out)
-    else:
-        _show_run(out)
+    print_json(out) if as_json else _show_run(out)
     if out["state"] != "succeeded":
         raise typer.Exit(1)
 
@@ -310,14 +313,7 @@ def retry(ctx: typer.Context, run_id: str,
           timeout: float = typer.Option(3600, "--timeout"), as_json: bool = JsonOpt) -> None:
     """Run a failed run again: the steps that succeeded are reused."""
     c = client(ctx).pipelines
-    started = c.retry(run_id)
-    if not wait:
-        print_json(started) if as_json else console.print(started["id"])
-        return
-    out = c.wait(started["id"], timeout)
-    print_json(out) if as_json else _show_run(out)
-    if out["state"] != "succeeded":
-        raise typer.Exit(1)
+    _follow(c, c.retry(run_id), wait, timeout, as_json)
 
 
 @pipelines_app.command("cancel")

@@ -43,6 +43,7 @@ class _Step:
         self.targets: dict[str, dict[str, Any]] = spec["outputs"]
         self.client = Client()
         self.started = time.perf_counter()
+        self.databases: set[str] = set()  # made or found already
 
     def say(self, what: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.2f}s] {what}", flush=True)
@@ -62,9 +63,12 @@ class _Step:
         """The output tables' database, made on first use."""
         from cumulo.errors import Conflict
 
+        name = table.split(".")[0]
+        if name in self.databases:
+            return
         with contextlib.suppress(Conflict):
-            self.client.tables.create_database(table.split(".")[0],
-                                               description="tables written by pipelines")
+            self.client.tables.create_database(name, description="tables written by pipelines")
+        self.databases.add(name)
 
     def write(self, port: str, data: Any) -> str:
         """A table output: a new version of the step's own table."""

@@ -254,43 +254,38 @@ class ReplicaApp:
         if not batch:
             return
         if variant.call_s < INLINE_CALL_S:  # handing it to a thread would cost more
-            self._run_batch(variant, batch, _predict_batch)
+            self._scoring += len(batch)
+            try:
+                results = self._score_batch(variant, batch)
+            finally:
+                self._scoring -= len(batch)
+            _deliver(batch, results)
         else:
             asyncio.get_running_loop().create_task(self._run_threaded(variant, batch))
 
     async def _run_threaded(self, variant: Variant, batch: list[tuple[Rows, Scored]]) -> None:
         self._scoring += len(batch)
         try:
-            results = await asyncio.to_thread(self._score_batch, variant, batch,
-                                              _predict_batch)
+            results = await asyncio.to_thread(self._score_batch, variant, batch)
         finally:
             self._scoring -= len(batch)
         _deliver(batch, results)
 
-    def _run_batch(self, variant: Variant, batch: list[tuple[Rows, Scored]],
-                   predict: Callable[..., list[list[Any]]]) -> None:
-        self._scoring += len(batch)
-        try:
-            results = self._score_batch(variant, batch, predict)
-        finally:
-            self._scoring -= len(batch)
-        _deliver(batch, results)
-
-    def _score_batch(self, variant: Variant, batch: list[tuple[Rows, Scored]],
-                     predict: Callable[..., list[list[Any]]]
+    def _score_batch(self, variant: Variant, batch: list[tuple[Rows, Scored]]
                      ) -> list[tuple[Any, float, _ModelError | None]]:
         """Each request's (predictions, model seconds, error): one model call for the batch,
         or, when that raises, one call per request, so that only the request the model cannot
         score fails."""
         started = time.perf_counter()
         try:
-            outputs = predict(variant.predict, [rows for rows, _ in batch], variant.matrix)
+            outputs = _predict_batch(variant.predict, [rows for rows, _ in batch],
+                                     variant.matrix)
         except Exception:  # one of them the model cannot score: find which, one by one
             results: list[tuple[Any, float, _ModelError | None]] = []
             for rows, _ in batch:
                 one = time.perf_counter()
                 try:
-                    out = predict(variant.predict, [rows], variant.matrix)
+                    out = _predict_batch(variant.predict, [rows], variant.matrix)
                     results.append((out[0], time.perf_counter() - one, None))
                 except Exception as exc:
                     error_id = uuid.uuid4().hex[:12]
