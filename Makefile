@@ -6,7 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: up test check bench lock clean
+.PHONY: up test check bench lock clean console
+
+# The web console (console/, React): built into the package, which the server serves at "/".
+CONSOLE_BUILT := src/cumulo/console/dist/index.html
+CONSOLE_SRC   := $(shell find console/src -type f 2>/dev/null) console/index.html \
+                 console/vite.config.ts console/tsconfig.json
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cumulo needs Python 3.11 or newer"'
@@ -21,16 +26,27 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
 	@touch $@
 
-up: $(VENV)/.installed
+console/node_modules/.installed: console/package.json console/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the web console needs Node.js 20 or newer (and npm): install it with your package manager" >&2; exit 1; }
+	npm ci --prefix console --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(CONSOLE_BUILT): console/node_modules/.installed $(CONSOLE_SRC)
+	npm run --prefix console --silent build -- --logLevel warn
+
+console: $(CONSOLE_BUILT)
+
+up: $(VENV)/.installed $(CONSOLE_BUILT)
 	$(BIN)/cumulo up
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CONSOLE_BUILT)
 	@scripts/install-test-services
 	$(BIN)/pytest
 
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	npm run --prefix console --silent check
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/storage.py
@@ -47,4 +63,4 @@ lock: $(VENV)/.installed-test
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache console/node_modules src/cumulo/console/dist

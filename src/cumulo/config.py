@@ -85,6 +85,8 @@ class Settings:
     serving_preload: bool = True
     # The HTTP port Ray Serve listens on, on Ray clusters where Cumulo starts it.
     ray_serve_port: int = 8000
+    # Another build of the web console to serve (the default is the one in the package).
+    console_dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -112,6 +114,7 @@ _ENV_KEYS = {
     "preload": "CUMULO_PRELOAD",
     "serving_preload": "CUMULO_SERVING_PRELOAD",
     "ray_serve_port": "CUMULO_RAY_SERVE_PORT",
+    "console_dir": "CUMULO_CONSOLE_DIR",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",

@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 import cumulo
+from cumulo import console
 from cumulo.access.api import router as access_router
 from cumulo.compute.api import clusters_router, jobs_router
 from cumulo.config import Settings
@@ -121,10 +122,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
         return {"status": "ok"}
 
     _mount_docs(app)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    console.mount(app, settings.console_dir)  # last: "/" and the console's pages
 
     app.add_middleware(RequestContext)
     return app

@@ -1,9 +1,10 @@
-"""``/login`` and ``/logout``: how a browser holds a token, for MLflow's web UI.
+"""``/login`` and ``/logout``: how a browser holds a token, for the web console and MLflow's UI.
 
 A browser cannot send ``Authorization: Bearer``, so the user pastes a token into a form once. It
 is checked, then kept in an HttpOnly (out of reach of scripts), SameSite=Strict (not sent from
 other sites) cookie that ``require_token`` accepts. After logging in the browser goes back to
-``next``, which must be a path on this site: never another site (no open redirect).
+``next``, which must be a path on this site: never another site (no open redirect). A request
+that accepts JSON (the console's) gets JSON instead of pages: the user, or the API's error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import html
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -82,6 +83,11 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in fields.items()}
 
 
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
 @router.get("/login")
 def login_page(next: str | None = None) -> HTMLResponse:
     return _page(_safe_next(next))
@@ -95,18 +101,23 @@ async def login(request: Request, session: Session = Depends(get_session)) -> Re
     form = await _form(request)
     next_ = _safe_next(form.get("next"))
     token = form.get("token", "").strip()
+    wants_json = _wants_json(request)  # the web console signs in with fetch()
     try:
-        await run_in_threadpool(authenticate, session, token)
+        principal = await run_in_threadpool(authenticate, session, token)
     except Unauthorized as exc:
+        if wants_json:
+            raise
         return _page(next_, f"That token was refused: {exc.message}", status=401)
-    response = RedirectResponse(next_, status_code=303)
+    response: Response = (JSONResponse({"user": principal.user_name}) if wants_json
+                          else RedirectResponse(next_, status_code=303))
     response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     return response
 
 
 @router.api_route("/logout", methods=["GET", "POST"])
-def logout() -> RedirectResponse:
-    response = RedirectResponse("/login", status_code=303)
+def logout(request: Request) -> Response:
+    response: Response = (Response(status_code=204) if _wants_json(request)
+                          else RedirectResponse("/login", status_code=303))
     response.delete_cookie(LOGIN_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -1,0 +1,117 @@
+import { lazy, Suspense, useEffect, useState } from "react";
+import { BrowserRouter, NavLink, Route, Routes, useLocation } from "react-router-dom";
+import { ApiError, get, Me, onSignedOut, signIn, signOut } from "./api";
+import { ErrorBox, Loading } from "./components/ErrorBox";
+
+// Each page is its own chunk: the first load carries only the shell and the page asked for.
+const Home = lazy(() => import("./pages/Home"));
+const Files = lazy(() => import("./pages/Files"));
+const Tables = lazy(() => import("./pages/Tables"));
+const Sql = lazy(() => import("./pages/Sql"));
+const Jobs = lazy(() => import("./pages/Jobs"));
+const Models = lazy(() => import("./pages/Models"));
+const Endpoints = lazy(() => import("./pages/Endpoints"));
+const Costs = lazy(() => import("./pages/Costs"));
+const Pipelines = lazy(() => import("./pages/Pipelines"));
+
+const NAV: [string, string][] = [
+  ["/", "Home"], ["/files", "Files"], ["/tables", "Tables"], ["/sql", "SQL"], ["/jobs", "Jobs"],
+  ["/models", "Models"], ["/endpoints", "Endpoints"], ["/pipelines", "Pipelines"], ["/costs", "Costs"],
+];
+
+export default function App() {
+  const [me, setMe] = useState<Me | null>();
+  const [error, setError] = useState<unknown>();
+
+  useEffect(() => {
+    get<Me>("/me").then(setMe, (exc) => {
+      if (exc instanceof ApiError && exc.status === 401) setMe(null);
+      else setError(exc);
+    });
+    return onSignedOut(() => setMe(null));
+  }, []);
+
+  if (error) return <main className="center"><ErrorBox error={error} /></main>;
+  if (me === undefined) return <main className="center"><Loading /></main>;
+  if (me === null) return <SignIn onSignedIn={setMe} />;
+  return (
+    <BrowserRouter>
+      <Shell me={me} onSignOut={() => signOut().finally(() => setMe(null))} />
+    </BrowserRouter>
+  );
+}
+
+function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
+  const [token, setToken] = useState("");
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const submit = async (event: React.FormEvent) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(undefined);
+    try {
+      await signIn(token.trim());
+      onSignedIn(await get<Me>("/me"));
+    } catch (exc) {
+      setError(exc);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <main className="signin">
+      <form onSubmit={submit} aria-label="Sign in">
+        <h1><span className="logo">☁</span> Cumulo</h1>
+        <p>Sign in with a Cumulo token. <code>make up</code> printed the admin token;
+          {" "}<code>cumulo tokens create console</code> makes another.</p>
+        <label htmlFor="token">Token</label>
+        <input id="token" type="password" value={token} autoFocus required autoComplete="current-password"
+               onChange={(e) => setToken(e.target.value)} />
+        <ErrorBox error={error} />
+        <button type="submit" className="primary" disabled={busy || !token.trim()}>
+          {busy ? "Signing in…" : "Sign in"}
+        </button>
+      </form>
+    </main>
+  );
+}
+
+function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
+  const [menu, setMenu] = useState(false);
+  const location = useLocation();
+  useEffect(() => setMenu(false), [location.pathname]);
+  return (
+    <div className="shell">
+      <a className="skip" href="#main">Skip to content</a>
+      <header className="topbar">
+        <button className="menu-button" aria-label="Menu" aria-expanded={menu} onClick={() => setMenu(!menu)}>☰</button>
+        <NavLink to="/" className="brand"><span className="logo">☁</span> Cumulo</NavLink>
+        <span className="spacer" />
+        <a href="/docs" className="muted">API</a>
+        <span className="who" title={me.is_admin ? "administrator" : "user"}>{me.user}</span>
+        <button className="link" onClick={onSignOut}>Sign out</button>
+      </header>
+      <nav className={menu ? "sidebar open" : "sidebar"} aria-label="Services">
+        {NAV.map(([to, label]) => (
+          <NavLink key={to} to={to} end={to === "/"}>{label}</NavLink>
+        ))}
+      </nav>
+      <main id="main" className="content" tabIndex={-1}>
+        <Suspense fallback={<Loading />}>
+          <Routes>
+            <Route path="/" element={<Home />} />
+            <Route path="/files/*" element={<Files />} />
+            <Route path="/tables/*" element={<Tables />} />
+            <Route path="/sql" element={<Sql />} />
+            <Route path="/jobs/*" element={<Jobs />} />
+            <Route path="/models/*" element={<Models />} />
+            <Route path="/endpoints/*" element={<Endpoints />} />
+            <Route path="/pipelines/*" element={<Pipelines />} />
+            <Route path="/costs" element={<Costs />} />
+            <Route path="*" element={<ErrorBox error={`No page at ${location.pathname}`} />} />
+          </Routes>
+        </Suspense>
+      </main>
+    </div>
+  );
+}

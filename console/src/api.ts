@@ -1,0 +1,142 @@
+// The console's only way to the server: the public REST API, same origin, with the sign-in
+// cookie. Every failure becomes an ApiError carrying the API's own message.
+
+export class ApiError extends Error {
+  status: number;
+  code: string;
+  details: unknown;
+
+  constructor(status: number, code: string, message: string, details: unknown = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export type Query = Record<string, string | number | boolean | null | undefined>;
+
+export interface RequestOptions {
+  query?: Query;
+  json?: unknown;
+  body?: BodyInit;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** Listeners told when the server says the sign-in is gone (401), so the app shows sign-in. */
+const signedOut = new Set<() => void>();
+export function onSignedOut(listener: () => void): () => void {
+  signedOut.add(listener);
+  return () => signedOut.delete(listener);
+}
+
+export function url(path: string, query?: Query): string {
+  const base = path.startsWith("/api/") || path.startsWith("/mlflow/") || path.startsWith("/endpoints/")
+    || path === "/login" || path === "/logout" ? path : `/api/v1${path}`;
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query ?? {})) {
+    if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+  }
+  const text = params.toString();
+  return text ? `${base}?${text}` : base;
+}
+
+/** The error an answer carries: the API's {"error": {"code", "message"}} when it sent one. */
+export async function errorOf(response: Response): Promise<ApiError> {
+  const text = await response.text().catch(() => "");
+  try {
+    const body = JSON.parse(text);
+    const error = body?.error ?? body;
+    if (error && typeof error.message === "string") {
+      return new ApiError(response.status, error.code ?? error.error_code ?? "error",
+                          error.message, error.details ?? null);
+    }
+  } catch {
+    // not JSON: fall through to the text itself
+  }
+  const message = text.trim().slice(0, 500) || `${response.status} ${response.statusText}`;
+  return new ApiError(response.status, "http_" + response.status, message);
+}
+
+export async function send(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+  const headers: Record<string, string> = { accept: "application/json", ...options.headers };
+  let body = options.body;
+  if (options.json !== undefined) {
+    headers["content-type"] = "application/json";
+    body = JSON.stringify(options.json);
+  }
+  let response: Response;
+  try {
+    response = await fetch(url(path, options.query), {
+      method, headers, body, signal: options.signal, credentials: "same-origin",
+    });
+  } catch (exc) {
+    if ((exc as Error).name === "AbortError") throw exc;
+    throw new ApiError(0, "unreachable", `The server did not answer (${(exc as Error).message}). ` +
+                       "Is `cumulo up` still running?");
+  }
+  if (!response.ok) {
+    const error = await errorOf(response);
+    if (response.status === 401) signedOut.forEach((listener) => listener());
+    throw error;
+  }
+  return response;
+}
+
+export async function api<T = unknown>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+  const response = await send(method, path, options);
+  if (response.status === 204) return undefined as T;
+  const type = response.headers.get("content-type") ?? "";
+  return (type.includes("json") ? await response.json() : await response.text()) as T;
+}
+
+export const get = <T = unknown>(path: string, query?: Query, signal?: AbortSignal) =>
+  api<T>("GET", path, { query, signal });
+export const post = <T = unknown>(path: string, json?: unknown, query?: Query) =>
+  api<T>("POST", path, { json: json ?? {}, query });
+export const put = <T = unknown>(path: string, json?: unknown) => api<T>("PUT", path, { json });
+export const patch = <T = unknown>(path: string, json?: unknown) => api<T>("PATCH", path, { json });
+export const del = <T = unknown>(path: string, query?: Query) => api<T>("DELETE", path, { query });
+
+/** Sign in: the server checks the token and keeps it in an HttpOnly cookie for this site. */
+export async function signIn(token: string): Promise<void> {
+  await api("POST", "/login", {
+    body: new URLSearchParams({ token, next: "/" }),
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+  });
+}
+
+export async function signOut(): Promise<void> {
+  await api("POST", "/logout");
+}
+
+export interface Me {
+  user: string;
+  is_admin: boolean;
+  token_id: string;
+}
+
+/** Upload with progress (fetch cannot report upload progress; XMLHttpRequest can). */
+export function upload(path: string, file: Blob, onProgress: (fraction: number) => void,
+                       contentType = "application/octet-stream"): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("PUT", url(path));
+    request.setRequestHeader("content-type", contentType);
+    request.setRequestHeader("accept", "application/json");
+    request.upload.onprogress = (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    };
+    request.onload = async () => {
+      if (request.status >= 200 && request.status < 300) {
+        onProgress(1);
+        try { resolve(JSON.parse(request.responseText)); } catch { resolve(request.responseText); }
+      } else {
+        reject(await errorOf(new Response(request.responseText, { status: request.status })));
+      }
+    };
+    request.onerror = () => reject(new ApiError(0, "unreachable", "the upload was cut off: the server did not answer"));
+    request.send(file);
+  });
+}

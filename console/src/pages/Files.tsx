@@ -1,0 +1,5 @@
+import { PageHeader } from "../components/ErrorBox";
+
+export default function Files() {
+  return <PageHeader title="Files" />;
+}

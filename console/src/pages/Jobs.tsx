@@ -1,0 +1,5 @@
+import { PageHeader } from "../components/ErrorBox";
+
+export default function Jobs() {
+  return <PageHeader title="Jobs" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from "../components/ErrorBox";
+
+export default function Models() {
+  return <PageHeader title="Models" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from "../components/ErrorBox";
+
+export default function Pipelines() {
+  return <PageHeader title="Pipelines" />;
+}

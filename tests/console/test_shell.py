@@ -1,0 +1,81 @@
+"""Signing in, the shell, errors shown as the API's message, and what the server answers."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.services import Cumulo
+
+
+def test_sign_in_with_a_token_and_out(fresh_page, console_server: Cumulo, shot) -> None:  # type: ignore[no-untyped-def]
+    page = fresh_page
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Cumulo")).to_be_visible()
+    shot(page, "sign-in")
+    page.get_by_label("Token").fill("cml_not-a-real-token")
+    page.get_by_role("button", name="Sign in").click()
+    # The API's own message, in the page.
+    expect(page.get_by_role("alert")).to_contain_text("401")
+    page.get_by_label("Token").fill(console_server.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("navigation", name="Services")).to_be_visible()
+    expect(page.locator(".who")).to_have_text("admin")
+    # The cookie lasts: a reload stays signed in.
+    page.reload()
+    expect(page.locator(".who")).to_have_text("admin")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Token")).to_be_visible()
+    page.reload()
+    expect(page.get_by_label("Token")).to_be_visible()
+
+
+def test_every_section_opens_without_errors(page, console_server: Cumulo) -> None:  # type: ignore[no-untyped-def]
+    for section in ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "costs"):
+        page.goto(f"/{section}")
+        expect(page.locator("main h1")).to_be_visible()
+        expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def test_a_phone_sized_screen_has_a_menu(phone_page, shot) -> None:  # type: ignore[no-untyped-def]
+    page = phone_page
+    page.goto("/")
+    nav = page.get_by_role("navigation", name="Services")
+    expect(nav).to_be_hidden()
+    page.get_by_role("button", name="Menu").click()
+    expect(nav).to_be_visible()
+    nav.get_by_role("link", name="Tables").click()
+    expect(page).to_have_url(re.compile(r"/tables$"))
+    expect(nav).to_be_hidden()
+    # Nothing wider than the screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+
+
+def test_the_server_serves_the_app_with_a_strict_policy(console_server: Cumulo) -> None:
+    for path in ("/", "/tables/sales/orders", "/pipelines/churn"):
+        answer = httpx.get(console_server.url + path)
+        assert answer.status_code == 200
+        assert '<div id="root">' in answer.text
+        policy = answer.headers["content-security-policy"]
+        assert "connect-src 'self'" in policy and "script-src 'self'" in policy
+    # The API's own 404 stays JSON, not the app.
+    missing = httpx.get(console_server.url + "/api/v1/nothing-here",
+                        headers={"authorization": f"Bearer {console_server.token}"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    index = httpx.get(console_server.url + "/").text
+    script = index.split('src="')[1].split('"')[0]
+    asset = httpx.get(console_server.url + script)
+    assert asset.status_code == 200 and "immutable" in asset.headers["cache-control"]
+
+
+def test_sign_in_answers_json_to_the_console(console_server: Cumulo) -> None:
+    bad = httpx.post(console_server.url + "/login", data={"token": "nope", "next": "/"},
+                     headers={"accept": "application/json"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "unauthorized"
+    good = httpx.post(console_server.url + "/login",
+                      data={"token": console_server.token, "next": "/"},
+                      headers={"accept": "application/json"})
+    assert good.status_code == 200 and good.json() == {"user": "admin"}
+    assert "cumulo_token" in good.cookies
