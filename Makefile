@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: up test check bench lock clean console
+.PHONY: up test check bench lock clean console screenshots
 
 # The web console (console/, React): built into the package, which the server serves at "/".
 CONSOLE_BUILT := src/cumulo/console/dist/index.html
@@ -57,6 +57,11 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/pipelines.py
+
+# The console's pictures in docs/screenshots, taken by its browser tests.
+screenshots: $(VENV)/.installed-test $(CONSOLE_BUILT)
+	@scripts/install-test-services
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/console -q
 
 # Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
 lock: $(VENV)/.installed-test

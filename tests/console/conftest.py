@@ -5,7 +5,8 @@ signs in through the page itself. Every request the page makes is recorded: a te
 the page asked any host but the server, or threw an uncaught error.
 
 ``SCREENSHOTS_DIR=docs/screenshots pytest tests/console`` saves each page's picture there
-(``make screenshots``); otherwise ``shot`` does nothing.
+(``make screenshots``); otherwise ``shot`` does nothing. ``CONSOLE_DIST=FOLDER`` tests another
+build of the console than the package's (``CUMULO_CONSOLE_OUT=FOLDER npx vite build``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from tests.services import Cumulo, start_cumulo
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILT = ROOT / "src" / "cumulo" / "console" / "dist" / "index.html"
+DIST = Path(os.environ.get("CONSOLE_DIST") or ROOT / "src" / "cumulo" / "console" / "dist")
+BUILT = DIST / "index.html"
 # Without these, Chromium reaches for Google's hosts at start (this machine has no network).
 QUIET = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -52,7 +54,7 @@ def browser() -> Iterator[object]:
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
     """One server for all the console's tests (each test names its own things)."""
     home = tmp_path_factory.mktemp("console") / ".cumulo"
-    cumulo = start_cumulo(home)
+    cumulo = start_cumulo(home, {"CUMULO_CONSOLE_DIR": str(DIST), "CUMULO_SERVING_PRELOAD": "1"})
     yield cumulo
     cumulo.stop()
 

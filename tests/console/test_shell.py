@@ -7,7 +7,7 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from tests.services import Cumulo
+from tests.services import Cumulo, start_cumulo
 
 
 def test_sign_in_with_a_token_and_out(fresh_page, console_server: Cumulo, shot) -> None:  # type: ignore[no-untyped-def]
@@ -79,3 +79,31 @@ def test_sign_in_answers_json_to_the_console(console_server: Cumulo) -> None:
                       headers={"accept": "application/json"})
     assert good.status_code == 200 and good.json() == {"user": "admin"}
     assert "cumulo_token" in good.cookies
+
+
+def test_a_server_without_a_built_console_says_how_to_build_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = start_cumulo(tmp_path / ".cumulo", {"CUMULO_CONSOLE_DIR": str(tmp_path / "none")})
+    try:
+        answer = httpx.get(server.url + "/tables")
+        assert answer.status_code == 503
+        assert "make console" in answer.text
+        assert httpx.get(server.url + "/healthz").status_code == 200
+        assert "console: not built" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_the_console_works_from_the_keyboard(page) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    expect(page.locator(".who")).to_have_text("admin")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    # On through the top bar to the services, then open one with Enter.
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Tables":
+            break
+    expect(page.get_by_role("navigation", name="Services").get_by_role("link", name="Tables")) \
+        .to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/tables$"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -313,3 +314,47 @@ def test_restore_to_the_current_version_and_bad_limits(local_server: Cumulo, db:
         tables.history(f"{db}.r", limit=-1)
     with pytest.raises(Invalid, match="over a hundred years"):
         tables.vacuum(f"{db}.r", retain="99999999999d")
+
+
+def test_read_as_json_for_previews(local_server: Cumulo, db: str, tmp_path: Path) -> None:
+    """format=json: rows as a JSON array, nested columns and non-finite floats included (CSV
+    cannot hold nested columns)."""
+    import httpx
+
+    tables = local_server.client().tables
+    tables.write(f"{db}.j", pa.table({"id": [1, 2, 3], "x": [1.5, float("nan"), None],
+                                      "tags": [["a"], [], None],
+                                      "point": [{"k": 1}, {"k": 2}, None]}))
+    tables.write(f"{db}.j", pa.table({"id": [4], "x": [2.0], "tags": [["b"]],
+                                      "point": [{"k": 4}]}), mode="append")
+    url = f"{local_server.url}/api/v1/tables/{db}/j/data"
+    headers = {"authorization": f"Bearer {local_server.token}"}
+    answer = httpx.get(url, params={"format": "json"}, headers=headers)
+    assert answer.headers["content-type"].startswith("application/json")
+    rows = sorted(answer.json(), key=lambda r: r["id"])
+    assert rows[0] == {"id": 1, "x": 1.5, "tags": ["a"], "point": {"k": 1}}
+    assert rows[1]["x"] == "nan" and rows[2]["tags"] is None and len(rows) == 4
+    at_v0 = httpx.get(url, params={"format": "json", "version": 0, "limit": 2}, headers=headers)
+    assert len(at_v0.json()) == 2 and at_v0.headers["x-cumulo-version"] == "0"
+    empty = httpx.get(url, params={"format": "json", "limit": 0}, headers=headers)
+    assert empty.json() == []
+
+
+def test_first_requests_at_once_on_a_fresh_server(tmp_path: Path) -> None:
+    """The lake's modules load on first use; requests that arrive together on a fresh server
+    (a page asking for databases and tables at once) all wait for that, none sees half a module."""
+    import httpx
+
+    from tests.services import start_cumulo
+
+    server = start_cumulo(tmp_path / ".cumulo")
+    try:
+        paths = ["/tables", "/tables/databases", "/sql/queries"] * 4
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60,
+                          headers={"authorization": f"Bearer {server.token}"}) as client, \
+                ThreadPoolExecutor(len(paths)) as pool:
+            answers = list(pool.map(client.get, paths))
+        assert [a.status_code for a in answers] == [200] * len(paths), \
+            [a.text for a in answers if a.status_code != 200][:1]
+    finally:
+        server.stop()

@@ -1,5 +1,135 @@
-import { PageHeader } from "../components/ErrorBox";
+// Home: what this Cumulo holds and is doing now, each card a way into its section.
+import { Link } from "react-router-dom";
+import { get } from "../api";
+import { Empty, ErrorBox, Loading, PageHeader, State } from "../components/ErrorBox";
+import { bytes, number, when } from "../format";
+import { useApi } from "../hooks";
+import { duration, isActive, isAwsList, Job, money, Prices, Table, useNow } from "./jobs/shared";
+import "./Home.css";
+
+interface Status {
+  version: string;
+  storage: { kind: string; buckets: number; objects: number; bytes: number };
+  compute: { clusters: number; running: number; queued: number };
+}
+interface Endpoint {
+  name: string;
+  state: string;
+  variants: { name: string; model: string; version: string | number; weight: number; shadow?: boolean }[];
+  replicas: { ready?: boolean }[];
+}
+interface Traffic { replicas: number; in_flight: number; variants: Record<string, { requests: number; requests_per_s: number; errors_5xx: number }> }
+interface Costs { total: { cost_usd: number; count: number }; prices: Prices }
+
+const MOST_ENDPOINTS = 20; // endpoints whose traffic is asked for on each refresh
+const live = (e: Endpoint) => e.variants.filter((v) => !v.shadow);
+const share = (e: Endpoint, weight: number) => {
+  const total = live(e).reduce((sum, v) => sum + v.weight, 0);
+  return total ? `${Math.round((weight / total) * 100)}%` : "0%";
+};
 
 export default function Home() {
-  return <PageHeader title="Home" />;
+  const home = useApi(async (signal) => {
+    const [status, tables, jobs, endpoints, costs] = await Promise.all([
+      get<Status>("/status", undefined, signal),
+      get<unknown[]>("/tables", undefined, signal),
+      get<Job[]>("/jobs", { limit: 8 }, signal),
+      get<Endpoint[]>("/endpoints", undefined, signal),
+      get<Costs>("/costs", { by: "kind", since: "7d" }, signal),
+    ]);
+    // Traffic of each endpoint over the last minute; one that cannot answer shows no rate.
+    const traffic = await Promise.all(endpoints.slice(0, MOST_ENDPOINTS).map((e) =>
+      get<Traffic>(`/endpoints/${encodeURIComponent(e.name)}/metrics`, { window: 60 }, signal).catch(() => undefined)));
+    return { status, tables: tables.length, jobs, endpoints, costs,
+             traffic: Object.fromEntries(endpoints.map((e, i) => [e.name, traffic[i]])) };
+  }, [], 5000);
+  const now = useNow(!!home.data?.jobs.some(isActive));
+
+  if (!home.data) {
+    return <><PageHeader title="Home" /><ErrorBox error={home.error} />{home.loading && <Loading />}</>;
+  }
+  const { status, tables, jobs, endpoints, costs, traffic } = home.data;
+  const rate = (name: string) => {
+    const t = traffic[name];
+    return t ? Object.values(t.variants).reduce((sum, v) => sum + v.requests_per_s, 0) : undefined;
+  };
+  const totalRate = endpoints.reduce((sum, e) => sum + (rate(e.name) ?? 0), 0);
+  const serving = endpoints.filter((e) => e.state === "ready" || e.state === "shifting" || e.state === "updating").length;
+  return (
+    <>
+      <PageHeader title="Home">
+        <span className="muted ops-small">Cumulo {status.version} · refreshes every 5 s</span>
+      </PageHeader>
+      <ErrorBox error={home.error} />
+      <div className="cards home-cards">
+        <Link className="card" to="/files" aria-label={`Storage: ${bytes(status.storage.bytes)} used`}>
+          <div className="label">Storage used</div>
+          <div className="value">{bytes(status.storage.bytes)}</div>
+          <div className="sub">{number(status.storage.objects)} objects in {status.storage.buckets} bucket{status.storage.buckets === 1 ? "" : "s"}</div>
+        </Link>
+        <Link className="card" to="/tables" aria-label={`Tables: ${tables}`}>
+          <div className="label">Tables</div>
+          <div className="value">{tables}</div>
+          <div className="sub">in the lake catalog</div>
+        </Link>
+        <Link className="card" to="/jobs?state=active" aria-label={`Running jobs: ${status.compute.running}`}>
+          <div className="label">Running jobs</div>
+          <div className="value">{status.compute.running}</div>
+          <div className="sub">{status.compute.queued} queued · {status.compute.clusters} cluster{status.compute.clusters === 1 ? "" : "s"}</div>
+        </Link>
+        <Link className="card" to="/endpoints" aria-label={`Endpoints: ${endpoints.length}`}>
+          <div className="label">Endpoints</div>
+          <div className="value">{endpoints.length}</div>
+          <div className="sub">{serving} serving · {number(totalRate, 3)} requests/s</div>
+        </Link>
+        <Link className="card" to="/costs" aria-label={`Cost this week: ${money(costs.total.cost_usd)}`}>
+          <div className="label">Cost, last 7 days</div>
+          <div className="value">{money(costs.total.cost_usd)}</div>
+          <div className="sub">{isAwsList(costs.prices) ? "at AWS on-demand list prices" : "at this server's price sheet"}</div>
+        </Link>
+      </div>
+
+      <div className="columns">
+        <section className="panel ops-panel" aria-labelledby="home-jobs">
+          <div className="row"><h2 id="home-jobs">Recent jobs</h2><span className="spacer" /><Link to="/jobs">All jobs</Link></div>
+          {jobs.length === 0 ? (
+            <Empty>No jobs yet: <code>cumulo jobs run --code ./src --entry train.py</code></Empty>
+          ) : (
+            <Table label="Recent jobs" head={["Job", "State", "Duration", "Submitted"]}>
+              {jobs.map((job) => (
+                <tr key={job.id}>
+                  <td><Link to={`/jobs/${job.id}`}>{job.name}</Link></td>
+                  <td><State state={job.state} /></td>
+                  <td className="num">{duration(job, now)}</td>
+                  <td>{when(job.created_at)}</td>
+                </tr>
+              ))}
+            </Table>
+          )}
+        </section>
+        <section className="panel ops-panel" aria-labelledby="home-endpoints">
+          <div className="row"><h2 id="home-endpoints">Endpoints</h2><span className="spacer" /><Link to="/endpoints">All endpoints</Link></div>
+          {endpoints.length === 0 ? (
+            <Empty>No endpoints yet: <code>cumulo endpoints create churn --model churn@champion</code></Empty>
+          ) : (
+            <Table label="Endpoints" head={["Endpoint", "State", "Model", "Replicas", "Requests/s"]}>
+              {endpoints.map((e) => {
+                const r = rate(e.name);
+                return (
+                  <tr key={e.name}>
+                    <td><Link to={`/endpoints/${encodeURIComponent(e.name)}`}>{e.name}</Link></td>
+                    <td><State state={e.state} /></td>
+                    <td>{live(e).map((v) => (
+                      <span key={v.name} className="ops-chip">{v.model} v{v.version}{live(e).length > 1 ? ` · ${share(e, v.weight)}` : ""}</span>))}</td>
+                    <td className="num">{traffic[e.name]?.replicas ?? e.replicas.filter((x) => x.ready).length}</td>
+                    <td className="num">{r === undefined ? "—" : number(r, 3)}</td>
+                  </tr>
+                );
+              })}
+            </Table>
+          )}
+        </section>
+      </div>
+    </>
+  );
 }

@@ -73,7 +73,13 @@ def up(
     settings = load_settings(overrides={"home": home, "port": port, "host": host})
 
     def ready(prepared: Prepared) -> None:
+        from cumulo.console import built_dir
+
         err.print(f"Cumulo {cumulo.__version__} is up at [bold]{settings.url}[/]")
+        if (built_dir(settings.console_dir) / "index.html").is_file():
+            err.print(f"  console: [bold]{settings.url}/[/] (sign in with a token)")
+        else:
+            err.print("  console: not built; 'make console' builds it (Node.js 20+)")
         err.print(f"  API docs: {settings.url}/docs")
         err.print(f"  home: {settings.home}")
         if prepared.admin_token:
@@ -82,6 +88,11 @@ def up(
                       "only its hash is kept):")
             err.print(f"  [bold]{prepared.admin_token}[/]", soft_wrap=True)
             err.print(f"  the CLI and SDK on this machine will use it (saved to {path})")
+        else:
+            from cumulo.config import credentials_path
+
+            err.print(f"  admin token: the one printed at the first start, kept in "
+                      f"{credentials_path()} ('cumulo tokens create NAME' makes another)")
         err.print("  stop with Ctrl+C")
 
     serve(settings, on_ready=ready)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
+import json
+import math
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -29,19 +30,17 @@ from cumulo.storage.transfer import spool_body
 __all__ = ["sql_router", "tables_router"]
 
 
-def _lazy(name: str) -> Any:
-    """Import a module on first use: the lake's engines (pyarrow, deltalake, DuckDB) stay out
-    of the control plane's memory until a lake route is called."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+class _Lazy:
+    """A module imported on first use: the lake's engines (pyarrow, deltalake, DuckDB) stay out
+    of the control plane's memory until a lake route is called. ``import_module`` holds the
+    module's import lock, so requests that arrive together on a fresh server all wait for the
+    one import; importlib's LazyLoader let the second thread see a half-run module (a 500)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
 
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
     from cumulo.lake import catalog, crawler, delta, ingest, sources, sql, versions
 else:
     catalog, crawler, delta, ingest, sources, sql, versions = (
-        _lazy(f"cumulo.lake.{m}")
+        _Lazy(f"cumulo.lake.{m}")
         for m in ("catalog", "crawler", "delta", "ingest", "sources", "sql", "versions")
     )
 
@@ -254,9 +253,9 @@ def _load(session: Session, storage: Backend, caller: Principal, ref: TableRef,
                     rows_updated=result.rows_updated, rows_removed=result.rows_removed)
 
 
-ReadFormat = Literal["arrow", "parquet", "csv"]
+ReadFormat = Literal["arrow", "parquet", "csv", "json"]
 _MEDIA = {"arrow": "application/vnd.apache.arrow.stream", "parquet": "application/x-parquet",
-          "csv": "text/csv"}
+          "csv": "text/csv", "json": "application/json"}
 
 
 @tables_router.get("/{database}/{table}/data", summary="Read a table (at a version or time)",
@@ -313,6 +312,9 @@ def _encode(reader: pa.RecordBatchReader, fmt: str) -> Any:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    if fmt == "json":
+        yield from _encode_json(reader)
+        return
     sink = _Sink()
     if fmt == "arrow":
         writer: Any = pa.ipc.new_stream(sink, reader.schema)
@@ -327,6 +329,32 @@ def _encode(reader: pa.RecordBatchReader, fmt: str) -> Any:
     writer.close()
     if chunk := sink.take():
         yield chunk
+
+
+def _encode_json(reader: pa.RecordBatchReader) -> Any:
+    """Rows as one JSON array of objects (nested columns too, which CSV cannot hold), for
+    previews: the console's sample of a table. Values JSON has no word for are text: NaN and
+    infinities, times, bytes."""
+    import pyarrow as pa
+
+    yield b"["
+    separator = b""
+    for batch in reader:
+        rows = _finite(_json_rows(pa.Table.from_batches([batch], schema=reader.schema)))
+        if rows:
+            yield separator + json.dumps(rows, default=str, allow_nan=False)[1:-1].encode()
+            separator = b","
+    yield b"]"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 @tables_router.get("/{database}/{table}/history", summary="A table's versions")

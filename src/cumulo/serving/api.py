@@ -317,6 +317,9 @@ class UpdateIn(BaseModel):
                                          "5xx share goes over this during a bake (0-1)")
     max_p99_ms: float | None = Field(None, description="roll back when the new variant's p99 "
                                      "latency goes over this during a bake")
+    weights: dict[str, float] | None = Field(None, description="new weights of some of the "
+                                             "variants, by name, applied at once (not with "
+                                             "model)")
     min_replicas: int | None = None
     max_replicas: int | None = None
     target_in_flight: float | None = None
@@ -356,6 +359,8 @@ def update_endpoint(name: str, body: UpdateIn, session: DbSession, caller: Calle
     if not 1 <= batch <= 100_000 or not 0 <= wait <= 10_000:
         raise Invalid("batching: --max-batch-size 1-100000 rows, --max-wait-ms 0-10000")
     new_rollout = new_variants = None
+    if body.weights is not None:
+        new_variants = _reweigh(endpoint, body.weights, shift=body.model is not None)
     if body.model is not None:
         if endpoint.state == "updating":
             raise Conflict(f"endpoint {name!r} is shifting traffic already; wait for it, or "
@@ -397,10 +402,35 @@ def update_endpoint(name: str, body: UpdateIn, session: DbSession, caller: Calle
     endpoint.capture_percent, endpoint.capture_table = capture_percent, capture_table
     if new_rollout is not None and new_variants is not None:
         endpoint.variants, endpoint.rollout, endpoint.state = new_variants, new_rollout, "updating"
+    elif new_variants is not None:
+        endpoint.variants = new_variants
     endpoint.updated_at = utcnow()
     session.commit()
     _manager(request).notify()
     return _out(request, endpoint)
+
+
+def _reweigh(endpoint: Endpoint, weights: dict[str, float], *,
+             shift: bool) -> list[dict[str, Any]]:
+    """The endpoint's variants with new weights, as SageMaker's UpdateEndpointWeights does."""
+    name = endpoint.name
+    if shift:
+        raise Invalid("give either model (a traffic shift) or weights, not both")
+    if endpoint.state == "updating":
+        raise Conflict(f"endpoint {name!r} is shifting traffic; wait for it, or "
+                       f"'cumulo endpoints rollback {name}'")
+    known = [v["name"] for v in endpoint.variants]
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise Invalid(f"endpoint {name!r} has no variant {unknown[0]!r}; its variants: "
+                      f"{', '.join(known)}", details={"variant": unknown[0]})
+    if any(w < 0 for w in weights.values()):
+        raise Invalid("a variant's weight must not be negative")
+    variants = [{**v, "weight": float(weights.get(v["name"], v["weight"]))}
+                for v in endpoint.variants]
+    if not any(v["weight"] > 0 and not v.get("shadow") for v in variants):
+        raise Invalid("at least one variant must take traffic: a weight above 0, not a shadow")
+    return variants
 
 
 @endpoints_router.post("/{name}/rollback", response_model=EndpointOut,
