@@ -91,7 +91,7 @@ def up(
         else:
             from cumulo.config import credentials_path
 
-            err.print(f"  admin token: the one printed at the first start, kept in "
+            err.print(f"  admin token: as printed when this home was created, kept in "
                       f"{credentials_path()} ('cumulo tokens create NAME' makes another)")
         err.print("  stop with Ctrl+C")
 
