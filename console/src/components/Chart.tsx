@@ -28,12 +28,14 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
 }) {
   const box = useRef<HTMLDivElement>(null);
   const [width, setWidth] = useState(600);
+  const hasPoints = series.some((s) => s.points.length > 0);
+  // Watch whichever element is drawn: the empty box and the chart are different elements.
   useEffect(() => {
     if (!box.current) return;
     const observer = new ResizeObserver(([entry]) => setWidth(Math.max(240, entry.contentRect.width)));
     observer.observe(box.current);
     return () => observer.disconnect();
-  }, []);
+  }, [hasPoints]);
 
   const points = series.flatMap((s) => s.points);
   const categorical = points.some((p) => typeof p.x === "string");
@@ -42,7 +44,7 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
   const w = width - margin.left - margin.right;
   const h = height - margin.top - margin.bottom;
 
-  if (points.length === 0) {
+  if (!hasPoints) {
     return <div ref={box} className="chart chart-empty" style={{ height }}>No data to chart yet</div>;
   }
   const xs = categorical ? [] : points.map((p) => Number(p.x));
@@ -92,8 +94,8 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
             const color = COLORS[si % COLORS.length];
             const valid = s.points.filter((p) => Number.isFinite(p.y));
             if (kind === "bar") {
-              return valid.map((p) => (
-                <rect key={`${si}-${p.x}`} x={sx(p.x) - (barWidth * series.length) / 2 + si * barWidth}
+              return valid.map((p, pi) => (
+                <rect key={`${si}-${pi}`} x={sx(p.x) - (barWidth * series.length) / 2 + si * barWidth}
                       y={Math.min(sy(p.y), sy(Math.max(0, y0)))} width={barWidth - 1}
                       height={Math.abs(sy(Math.max(0, y0)) - sy(p.y))} fill={color}>
                   <title>{`${s.name} · ${p.x}: ${fmt(p.y)}`}</title>
