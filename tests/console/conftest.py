@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,34 +92,34 @@ class Watched:
         assert not self.errors, f"the page threw: {self.errors}"
 
 
-@pytest.fixture
-def page(browser: object, console_server: Cumulo) -> Iterator[object]:
-    """A signed-in page on the console's server."""
-    context = _context(browser, console_server, signed_in=True)
-    watched = Watched(context.new_page(), console_server)
+@contextmanager
+def _watched(browser: object, server: Cumulo, **options: bool) -> Iterator[object]:
+    context = _context(browser, server, **options)
+    watched = Watched(context.new_page(), server)
     yield watched.page
     context.close()
     watched.check()
+
+
+@pytest.fixture
+def page(browser: object, console_server: Cumulo) -> Iterator[object]:
+    """A signed-in page on the console's server."""
+    with _watched(browser, console_server, signed_in=True) as watched:
+        yield watched
 
 
 @pytest.fixture
 def fresh_page(browser: object, console_server: Cumulo) -> Iterator[object]:
     """A page with no sign-in yet."""
-    context = _context(browser, console_server, signed_in=False)
-    watched = Watched(context.new_page(), console_server)
-    yield watched.page
-    context.close()
-    watched.check()
+    with _watched(browser, console_server, signed_in=False) as watched:
+        yield watched
 
 
 @pytest.fixture
 def phone_page(browser: object, console_server: Cumulo) -> Iterator[object]:
     """A signed-in page on a phone-sized screen."""
-    context = _context(browser, console_server, signed_in=True, mobile=True)
-    watched = Watched(context.new_page(), console_server)
-    yield watched.page
-    context.close()
-    watched.check()
+    with _watched(browser, console_server, signed_in=True, mobile=True) as watched:
+        yield watched
 
 
 @pytest.fixture(scope="session")
