@@ -39,7 +39,9 @@ def chromium() -> str:
                        "chromium)")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in this
+# thread while it is open, and later packages' asyncio.run() would refuse to start.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not BUILT.is_file():
         raise RuntimeError(f"the console is not built ({BUILT} is missing): run 'make console'")
@@ -51,7 +53,7 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
     """One server for all the console's tests (each test names its own things)."""
     home = tmp_path_factory.mktemp("console") / ".cumulo"

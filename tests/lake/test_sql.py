@@ -271,3 +271,41 @@ def test_old_result_files_are_pruned(local_server: Cumulo, lake: str) -> None:
     assert not path.exists()
     with pytest.raises(NotFound, match="results of this query are gone"):
         list(old.pages())
+
+
+def test_a_cancel_before_duckdb_starts_is_not_lost(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """In-process: the cancel lands while the query waits for a connection from the pool,
+    when DuckDB's interrupt() alone would do nothing and the query would run to its end."""
+    from sqlalchemy.orm import Session
+
+    from cumulo.access.models import User
+    from cumulo.db import make_engine, upgrade
+    from cumulo.lake import sql
+    from cumulo.lake.models import SqlQuery
+    from cumulo.principal import Principal
+    from cumulo.storage.backends.local import LocalBackend
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    upgrade(engine)
+    with Session(engine) as session:
+        session.add(User(id=1, name="admin", is_admin=True))
+        session.commit()
+    checkout = sql._POOL.checkout
+
+    def cancel_then_checkout(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with Session(engine) as other:
+            [query_id] = other.query(SqlQuery.id).filter_by(state="running").all()[0]
+        assert sql.cancel(query_id) is True
+        return checkout(*args, **kwargs)
+
+    monkeypatch.setattr(sql._POOL, "checkout", cancel_then_checkout)
+    started = time.monotonic()
+    with Session(engine) as session, pytest.raises(sql.QueryCancelled, match="cancelled"):
+        sql.run(session, LocalBackend(tmp_path / "data"), Principal(1, "admin", True, 1),
+                "select count(*) from range(100000000000) a", results_dir=tmp_path / "r",
+                timeout_s=120)
+    assert time.monotonic() - started < 30
+    with Session(engine) as session:
+        assert session.query(SqlQuery.state).scalar() == "cancelled"
+        assert sql.cancel("no-such-query") is False
+    engine.dispose()

@@ -61,6 +61,30 @@ def test_variants_share_traffic_and_a_shadow_gets_copies(serving: Cumulo, churn:
         seen.add(answer.headers["x-cumulo-variant"])
     assert seen == {"blue", "green"}  # never the shadow
     assert c.endpoints["split"].predict(ROWS, variant="green") == [1, 0]
+    # Weights change at once, as SageMaker's UpdateEndpointWeightsAndCapacities does.
+    info = c.endpoints["split"].update(weights={"green": 0})
+    assert [(v["name"], v["weight"]) for v in info["variants"]] == [
+        ("blue", 1.0), ("green", 0.0), ("mirror", 1.0)]
+    # The replicas take the new weights within moments: then every answer is blue's.
+    deadline, run = time.monotonic() + 30, 0
+    while run < 10:
+        answer = httpx.post(f"{info['url']}/invocations", json={"instances": [[1, 2.0]]})
+        run = run + 1 if answer.headers["x-cumulo-variant"] == "blue" else 0
+        assert time.monotonic() < deadline, "green still answers after its weight went to 0"
+    with pytest.raises(Invalid, match="has no variant 'red'; its variants: blue, green"):
+        c.endpoints["split"].update(weights={"red": 1})
+    with pytest.raises(Invalid, match="must not be negative"):
+        c.endpoints["split"].update(weights={"blue": -1})
+    with pytest.raises(Invalid, match="at least one variant must take traffic"):
+        c.endpoints["split"].update(weights={"blue": 0})
+    with pytest.raises(Invalid, match=r"either model .* or weights"):
+        c.endpoints["split"].update("churn:1", weights={"blue": 1})
+    out = serving.cli("endpoints", "update", "split", "--weight", "blue=1", "--weight",
+                      "green=3")
+    assert out.returncode == 0, out.stderr
+    assert "blue (churn:1, 25%), green (churn:1, 75%)" in out.stdout
+    out = serving.cli("endpoints", "update", "split", "--weight", "green")
+    assert out.returncode != 0 and "'green' is not VARIANT=WEIGHT" in out.stderr
     c.endpoints.delete("split")
 
 

@@ -199,16 +199,6 @@ function RunningBox({ running, user }: { running: Running; user?: string }) {
     return () => { window.clearInterval(timer); controller.abort(); };
   }, [id, running.sql, user]);
 
-  // An interrupt that reaches DuckDB before the query has started executing is lost, so the
-  // cancel is sent again each second until the query's answer ends this box.
-  useEffect(() => {
-    if (!cancel.sent || !id) return;
-    const timer = window.setInterval(() => {
-      del(`/sql/queries/${encodeURIComponent(id)}`).catch(() => undefined);
-    }, 1000);
-    return () => window.clearInterval(timer);
-  }, [cancel.sent, id]);
-
   const stop = async () => {
     if (!id) return;
     setCancel({ busy: true });

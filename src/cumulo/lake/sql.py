@@ -58,8 +58,31 @@ _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.+)$", re.IGNORECASE | 
 _ALLOWED = ("SELECT queries (with WITH, JOIN, EXPLAIN, DESCRIBE), CREATE TABLE db.t AS SELECT, "
             "and INSERT INTO db.t SELECT")
 _MEMORY_LIMIT = f"{max(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**21, 256)}MiB"
-_RUNNING: dict[str, duckdb.DuckDBPyConnection] = {}
 _RUNNING_LOCK = threading.Lock()
+
+
+class _Running:
+    """A query between its history row and its end, so that a cancel is never lost.
+
+    DuckDB's interrupt() does nothing to a connection that is not running a statement yet,
+    so a cancel is also kept as a flag the query checks before and while it runs.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.runner: duckdb.DuckDBPyConnection | None = None
+
+    def attach(self, runner: duckdb.DuckDBPyConnection | None) -> None:
+        with _RUNNING_LOCK:
+            self.runner = runner
+        self.check()
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise QueryCancelled("the query was cancelled")
+
+
+_RUNNING: dict[str, _Running] = {}
 
 
 class QueryCancelled(Conflict):
@@ -429,12 +452,15 @@ def run(
     _prune_results(results_dir)
     query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running",
                      created_by=principal.user_id, created_at=utcnow())
+    running = _Running()
+    with _RUNNING_LOCK:
+        _RUNNING[query.id] = running
     session.add(query)
     session.commit()
     start = time.perf_counter()
     outcome = QueryOutcome(query=query)
     try:
-        _execute(session, backend, principal, sql, outcome, results_dir=results_dir,
+        _execute(session, backend, principal, sql, outcome, running, results_dir=results_dir,
                  timeout_s=timeout_s, scan_limit_bytes=scan_limit_bytes)
         query.state = "succeeded"
     except CumuloError as exc:
@@ -449,6 +475,8 @@ def run(
         query.state, query.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
         raise
     finally:
+        with _RUNNING_LOCK:
+            _RUNNING.pop(query.id, None)
         query.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         query.finished_at = utcnow()
         billed = max(query.bytes_scanned or 0, _MIN_BILLED)
@@ -458,7 +486,7 @@ def run(
 
 
 def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
-             outcome: QueryOutcome, *, results_dir: Path, timeout_s: float,
+             outcome: QueryOutcome, running: _Running, *, results_dir: Path, timeout_s: float,
              scan_limit_bytes: int | None) -> None:
     plan = _classify(*_rewrite_time_travel(sql))
     known = catalog.all_table_names(session)
@@ -496,13 +524,12 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
                           f"{scan_limit_bytes}; narrow it or raise scan_limit_bytes")
         entry, runner = _POOL.checkout(sandbox, wait_s=timeout_s)
         query_id = outcome.query.id
-        with _RUNNING_LOCK:
-            _RUNNING[query_id] = runner
         timer = threading.Timer(timeout_s, runner.interrupt)
         timer.start()
         reader = None
         failed = True
         try:
+            running.attach(runner)
             relation = runner.sql(plan.sql)
             reader = relation.to_arrow_reader(65536)
             outcome.columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
@@ -515,6 +542,7 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
                 rows = 0
                 with pq.ParquetWriter(path, reader.schema) as out:
                     for batch in reader:
+                        running.check()
                         out.write_batch(batch)
                         rows += batch.num_rows
                 outcome.result_path = path
@@ -526,8 +554,8 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
             raise _explain_error(exc, known) from exc
         finally:
             timer.cancel()
-            with _RUNNING_LOCK:
-                _RUNNING.pop(query_id, None)
+            with _RUNNING_LOCK:  # before the connection goes back to the pool
+                running.runner = None
             if reader is not None:
                 with contextlib.suppress(Exception):
                     reader.close()
@@ -655,11 +683,14 @@ def _prune_results(results_dir: Path) -> None:
 
 
 def cancel(query_id: str) -> bool:
+    """Stop a query of this process; False when it is not running (any more)."""
     with _RUNNING_LOCK:
-        con = _RUNNING.get(query_id)
-    if con is None:
-        return False
-    con.interrupt()
+        running = _RUNNING.get(query_id)
+        if running is None:
+            return False
+        running.cancelled = True
+        if running.runner is not None:
+            running.runner.interrupt()
     return True
 
 

@@ -140,6 +140,20 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         console.print(f"\n[bold]why it failed[/bold]\n{e['message']}")
 
 
+def _weights(pairs: list[str]) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        variant, sep, value = pair.partition("=")
+        try:
+            weights[variant.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not variant.strip():
+            raise typer.BadParameter(f"{pair!r} is not VARIANT=WEIGHT (for example "
+                                     f"--weight churn-4=3)", param_hint="--weight")
+    return weights
+
+
 @endpoints_app.command("update")
 def update(
     ctx: typer.Context, name: str,
@@ -157,20 +171,24 @@ def update(
                                          help="roll back above this share of 5xx answers"),
     max_p99_ms: float | None = typer.Option(None, "--max-p99-ms",
                                             help="roll back above this p99 latency"),
+    weight: list[str] = typer.Option([], "--weight", help="VARIANT=WEIGHT: set a variant's "
+                                     "traffic weight at once (repeat for several)"),
     min_replicas: int | None = typer.Option(None, "--min-replicas"),
     max_replicas: int | None = typer.Option(None, "--max-replicas"),
     capture_percent: float | None = typer.Option(None, "--capture-percent"),
     wait: bool = typer.Option(False, "--wait", help="return when the shift is done"),
     json: bool = JsonOpt,
 ) -> None:
-    """Shift traffic to a new model safely, or change settings:
-    cumulo endpoints update churn --model churn:4 --strategy canary --bake 300"""
+    """Shift traffic to a new model safely, set weights, or change settings:
+    cumulo endpoints update churn --model churn:4 --strategy canary --bake 300
+    cumulo endpoints update churn --weight churn-3=1 --weight churn-4=3"""
     settings = {k: v for k, v in {"min_replicas": min_replicas, "max_replicas": max_replicas,
                                   "capture_percent": capture_percent}.items() if v is not None}
     info = client(ctx).endpoints[name].update(
         model, strategy=strategy, variant=variant, canary_percent=canary_percent,
         step_percent=step_percent, bake_s=bake, max_error_rate=max_error_rate,
-        max_p99_ms=max_p99_ms, wait=wait, **settings)
+        max_p99_ms=max_p99_ms, weights=_weights(weight) if weight else None, wait=wait,
+        **settings)
     if json:
         print_json(info)
         return

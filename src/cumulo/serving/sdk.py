@@ -46,13 +46,17 @@ class Endpoint:
                variant: str | None = None, canary_percent: float = 10.0,
                step_percent: float = 25.0, bake_s: float = 60.0,
                max_error_rate: float | None = 0.01, max_p99_ms: float | None = None,
+               weights: dict[str, float] | None = None,
                wait: bool = False, timeout: float = 600.0, **settings: Any) -> dict[str, Any]:
         """Shift traffic to ``model`` (``strategy``: all_at_once, canary or linear, baking
         ``bake_s`` seconds after each step and rolling back when the new variant's error
-        rate or p99 latency crosses its limit), and/or change settings such as
-        ``min_replicas``, ``max_replicas`` or ``capture_percent``. With ``wait``, returns
-        when the shift is done or rolled back."""
+        rate or p99 latency crosses its limit), or set some variants' ``weights`` at once
+        (``{"a": 3, "b": 1}``), and/or change settings such as ``min_replicas``,
+        ``max_replicas`` or ``capture_percent``. With ``wait``, returns when the shift is
+        done or rolled back."""
         body: dict[str, Any] = {**settings}
+        if weights is not None:
+            body["weights"] = weights
         if model is not None:
             body.update(model=model, strategy=strategy, variant=variant,
                         canary_percent=canary_percent, step_percent=step_percent,

@@ -10,7 +10,8 @@ import { checkSettings, Settings, SettingsFields, settingsBody } from "./CreateE
 import { InvokePanel } from "./Invoke";
 import { LiveCharts, Totals, useLiveMetrics, WINDOW_S } from "./LiveMetrics";
 import { RolloutPanel, UpdateTraffic, VariantsTable } from "./Traffic";
-import { apiPath, ConfirmDialog, Endpoint, StatePill } from "./shared";
+import { Confirm } from "../../components/Dialogs";
+import { apiPath, Endpoint, StatePill } from "./shared";
 
 const BUSY = ["creating", "updating", "deleting"];
 
@@ -97,11 +98,11 @@ export default function EndpointPage() {
       </div>
 
       {deleting && (
-        <ConfirmDialog title={`Delete endpoint ${e.name}?`} confirm="Delete" onClose={() => setDeleting(false)}
-                       run={async () => { await del(apiPath(e.name)); navigate("/endpoints"); }}>
+        <Confirm title={`Delete endpoint ${e.name}?`} confirm="Delete" onClose={() => setDeleting(false)}
+                 run={async () => { await del(apiPath(e.name)); navigate("/endpoints"); }}>
           <p>Its replicas stop and its address closes: requests to it fail from now on. The models stay in the
             registry{e.capture_table ? `, and the captured requests in ${e.capture_table}` : ""}.</p>
-        </ConfirmDialog>
+        </Confirm>
       )}
     </div>
   );

@@ -1,8 +1,7 @@
 // Endpoints: the shapes the serving API answers with (src/cumulo/serving/api.py), and what the
 // pages derive from them: traffic shares, model references, a sample request from a signature.
-import { useEffect, useId, useRef, useState } from "react";
+import { useEffect, useState } from "react";
 import { get } from "../../api";
-import { ErrorBox } from "../../components/ErrorBox";
 
 export interface Variant {
   name: string;
@@ -218,46 +217,4 @@ export function useNow(on: boolean, everyMs = 1000): number {
     return () => window.clearInterval(timer);
   }, [on, everyMs]);
   return now;
-}
-
-/** A modal question before something that cannot be undone; it runs the action itself and
- *  stays open with the API's message when the action fails. */
-export function ConfirmDialog({ title, children, confirm, run, onClose }: {
-  title: string;
-  children: React.ReactNode;
-  confirm: string;
-  run: () => Promise<unknown>;
-  onClose: () => void;
-}) {
-  const dialog = useRef<HTMLDialogElement>(null);
-  const titleId = useId();
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  useEffect(() => {
-    const element = dialog.current;
-    if (element && !element.open) element.showModal();
-    return () => element?.close();
-  }, []);
-  const go = async () => {
-    setBusy(true);
-    setError(undefined);
-    try {
-      await run();
-    } catch (exc) {
-      setError(exc);
-      setBusy(false);
-    }
-  };
-  return (
-    <dialog ref={dialog} className="ep-dialog" aria-labelledby={titleId}
-            onCancel={(event) => { event.preventDefault(); if (!busy) onClose(); }}>
-      <h2 id={titleId}>{title}</h2>
-      <div>{children}</div>
-      <ErrorBox error={error} />
-      <div className="row ep-dialog-actions">
-        <button type="button" onClick={onClose} disabled={busy}>Cancel</button>
-        <button type="button" className="danger" onClick={go} disabled={busy}>{busy ? `${confirm}…` : confirm}</button>
-      </div>
-    </dialog>
-  );
 }

@@ -4,7 +4,7 @@ import { del, get } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { bytes, number, when } from "../../format";
 import { useAction, useApi } from "../../hooks";
-import { Confirm, Notice } from "./Confirm";
+import { Confirm, Notice } from "../../components/Dialogs";
 import {
   baseName, browseLink, bucketPath, downloadUrl, ObjectList, objectPath, StoredObject,
 } from "./paths";

@@ -4,7 +4,7 @@ import { del, get, post } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { useAction, useApi } from "../../hooks";
 import { bytes, number, when } from "../../format";
-import { Confirm, Notice } from "./Confirm";
+import { Confirm, Notice } from "../../components/Dialogs";
 import { browseLink, Bucket, bucketPath } from "./paths";
 
 export function Buckets() {

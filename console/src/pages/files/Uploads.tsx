@@ -2,7 +2,7 @@ import { useCallback, useRef, useState } from "react";
 import { upload } from "../../api";
 import { ErrorBox } from "../../components/ErrorBox";
 import { bytes } from "../../format";
-import { Progress } from "./Confirm";
+import { Progress } from "../../components/Dialogs";
 import { objectPath } from "./paths";
 
 export interface Upload {

@@ -85,7 +85,12 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
     setDescription(drawn.description);
     setParameters(drawn.parameters);
     setParameterErrors({});
-    setNodes(drawn.nodes);
+    // A node drawn again keeps the size React Flow measured: its element is reused, so no
+    // resize would come to measure it again, and edges are drawn only between measured nodes.
+    setNodes((old) => {
+      const measured = new Map(old.map((n) => [n.id, n.measured]));
+      return drawn.nodes.map((n) => measured.get(n.id) ? { ...n, measured: measured.get(n.id) } : n);
+    });
     setEdges(drawn.edges);
     setProblems([]);
     setSavedKey(stableKey(toDefinition(drawn, drawn.nodes, drawn.edges)));
@@ -140,7 +145,8 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
       try {
         const next = await get<RunOut>(`/pipelines/-/runs/${encodeURIComponent(route.runId!)}`);
         if (stop) return;
-        if (first && next.definition && next.version !== drawnRef.current.version && !drawnRef.current.dirty) {
+        const drawnVersion = drawnRef.current.version; // null while the page's first load is under way
+        if (first && next.definition && drawnVersion !== null && next.version !== drawnVersion && !drawnRef.current.dirty) {
           draw(next.definition);
           setVersion(next.version);
         }

@@ -4,7 +4,7 @@ import { del, get, post } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { number, when } from "../../format";
 import { useAction, useApi } from "../../hooks";
-import { Confirm, Notice } from "../files/Confirm";
+import { Confirm, Notice } from "../../components/Dialogs";
 import { Database, loadLink, splitName, tableLink, TableSummary } from "./types";
 
 /** Databases and their tables; `database` narrows the list to one. */

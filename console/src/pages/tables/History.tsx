@@ -5,7 +5,7 @@ import { Empty, ErrorBox, Loading } from "../../components/ErrorBox";
 import { Grid } from "../../components/Grid";
 import { number, when } from "../../format";
 import { useAction, useApi } from "../../hooks";
-import { Confirm } from "../files/Confirm";
+import { Confirm } from "../../components/Dialogs";
 import { Diff, TableInfo, tablePath, Version, WriteOut } from "./types";
 
 const CHARTED = 30; // the newest versions whose row counts are asked for, one request each

@@ -4,7 +4,7 @@ import { ApiError, get, post, upload } from "../../api";
 import { ErrorBox, PageHeader } from "../../components/ErrorBox";
 import { bytes } from "../../format";
 import { useAction, useApi } from "../../hooks";
-import { Progress } from "../files/Confirm";
+import { Progress } from "../../components/Dialogs";
 import {
   Database, Format, FORMATS, formatOf, splitName, tableLink, tablePath, TableSummary, WriteOut,
 } from "./types";

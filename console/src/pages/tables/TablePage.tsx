@@ -4,7 +4,7 @@ import { del, get, patch } from "../../api";
 import { ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { bytes, number, when } from "../../format";
 import { useAction, useApi } from "../../hooks";
-import { Confirm, Notice } from "../files/Confirm";
+import { Confirm, Notice } from "../../components/Dialogs";
 import { History } from "./History";
 import { Sample } from "./Sample";
 import { loadLink, sqlLink, TableInfo, tableLink, tablePath, WriteOut } from "./types";

@@ -1,6 +1,6 @@
 import { useEffect, useId, useRef, useState } from "react";
-import { ErrorBox } from "../../components/ErrorBox";
-import "./Confirm.css";
+import { ErrorBox } from "./ErrorBox";
+import "./Dialogs.css";
 
 /** A modal question before something that cannot be undone. It runs the action itself and
  *  stays open with the API's message when the action fails; it closes when it succeeds. */
