@@ -1,7 +1,8 @@
-import { lazy, Suspense, useEffect, useState } from "react";
-import { BrowserRouter, NavLink, Route, Routes, useLocation } from "react-router-dom";
+import { lazy, Suspense, useEffect, useMemo, useState } from "react";
+import { createBrowserRouter, NavLink, Route, RouterProvider, Routes, useLocation } from "react-router-dom";
 import { ApiError, get, Me, onSignedOut, signIn, signOut } from "./api";
 import { ErrorBox, Loading } from "./components/ErrorBox";
+import { PageBoundary } from "./components/PageBoundary";
 
 // Each page is its own chunk: the first load carries only the shell and the page asked for.
 const Home = lazy(() => import("./pages/Home"));
@@ -31,14 +32,16 @@ export default function App() {
     return onSignedOut(() => setMe(null));
   }, []);
 
+  // A data router (not <BrowserRouter>), so that a page may hold the user back from leaving
+  // it with unsaved work (useBlocker); the pages' own <Routes> work below its one route.
+  const router = useMemo(() => me ? createBrowserRouter([
+    { path: "*", element: <Shell me={me} onSignOut={() => signOut().finally(() => setMe(null))} /> },
+  ]) : null, [me]);
+
   if (error) return <main className="center"><ErrorBox error={error} /></main>;
   if (me === undefined) return <main className="center"><Loading /></main>;
-  if (me === null) return <SignIn onSignedIn={setMe} />;
-  return (
-    <BrowserRouter>
-      <Shell me={me} onSignOut={() => signOut().finally(() => setMe(null))} />
-    </BrowserRouter>
-  );
+  if (me === null || !router) return <SignIn onSignedIn={setMe} />;
+  return <RouterProvider router={router} />;
 }
 
 function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
@@ -97,6 +100,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
         ))}
       </nav>
       <main id="main" className="content" tabIndex={-1}>
+        <PageBoundary address={location.pathname}>
         <Suspense fallback={<Loading />}>
           <Routes>
             <Route path="/" element={<Home />} />
@@ -111,6 +115,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
             <Route path="*" element={<ErrorBox error={`No page at ${location.pathname}`} />} />
           </Routes>
         </Suspense>
+        </PageBoundary>
       </main>
     </div>
   );

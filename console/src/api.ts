@@ -31,8 +31,11 @@ export function onSignedOut(listener: () => void): () => void {
   return () => signedOut.delete(listener);
 }
 
+/** An endpoint's invocation route, the one path under /endpoints/ that is not the console's. */
+const INVOCATIONS = /^\/endpoints\/[^/]+\/invocations$/;
+
 export function url(path: string, query?: Query): string {
-  const base = path.startsWith("/api/") || path.startsWith("/mlflow/") || path.startsWith("/endpoints/")
+  const base = path.startsWith("/api/") || path.startsWith("/mlflow/") || INVOCATIONS.test(path)
     || path === "/login" || path === "/logout" ? path : `/api/v1${path}`;
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query ?? {})) {
@@ -88,6 +91,10 @@ export async function api<T = unknown>(method: string, path: string, options: Re
   const response = await send(method, path, options);
   if (response.status === 204) return undefined as T;
   const type = response.headers.get("content-type") ?? "";
+  if (type.includes("text/html")) {  // the console's own page: a path that is no API route
+    throw new ApiError(response.status, "not_api", `${method} ${path} answered a web page, not data: ` +
+                       "the console asked for a path the API does not have");
+  }
   return (type.includes("json") ? await response.json() : await response.text()) as T;
 }
 
@@ -119,9 +126,13 @@ export interface Me {
 
 /** Upload with progress (fetch cannot report upload progress; XMLHttpRequest can). */
 export function upload(path: string, file: Blob, onProgress: (fraction: number) => void,
-                       contentType = "application/octet-stream"): Promise<unknown> {
+                       contentType = "application/octet-stream", signal?: AbortSignal): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
+    const stopped = () => new DOMException("the upload was stopped", "AbortError");
+    if (signal?.aborted) { reject(stopped()); return; }
+    signal?.addEventListener("abort", () => request.abort(), { once: true });
+    request.onabort = () => reject(stopped());
     request.open("PUT", url(path));
     request.setRequestHeader("content-type", contentType);
     request.setRequestHeader("accept", "application/json");
@@ -133,6 +144,7 @@ export function upload(path: string, file: Blob, onProgress: (fraction: number) 
         onProgress(1);
         try { resolve(JSON.parse(request.responseText)); } catch { resolve(request.responseText); }
       } else {
+        if (request.status === 401) signedOut.forEach((listener) => listener());
         reject(await errorOf(new Response(request.responseText, { status: request.status })));
       }
     };

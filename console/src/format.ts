@@ -12,10 +12,12 @@ export function bytes(n: number | null | undefined): string {
   return `${unit === 0 ? value : value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
 
+/** Dollars, with enough digits that a few CPU-seconds do not read as $0.00. */
 export function dollars(n: number | null | undefined): string {
   if (n === null || n === undefined) return "—";
-  if (n !== 0 && Math.abs(n) < 0.01) return `$${n.toFixed(4)}`;
-  return `$${n.toFixed(2)}`;
+  if (n === 0) return "$0.00";
+  if (Math.abs(n) >= 0.01) return `$${n.toFixed(2)}`;
+  return `$${Number(n.toPrecision(2)).toFixed(Math.min(10, 1 - Math.floor(Math.log10(Math.abs(n)))))}`;
 }
 
 export function number(n: number | null | undefined, digits = 4): string {

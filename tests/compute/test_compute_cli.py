@@ -90,4 +90,6 @@ def test_costs(compute: Cumulo, code: Path) -> None:
     bad = compute.cli("costs", "--by", "colour")
     assert bad.returncode == 1 and "cannot group costs by" in bad.stderr
     future = json.loads(compute.cli("costs", "--since", "2999-01-01", "--json").stdout)
-    assert future["rows"] == [] and future["total"] == {}
+    assert future["rows"] == [] and future["total"] == {
+        "cpu_seconds": 0.0, "memory_gb_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0,
+        "cost_usd": 0.0, "count": 0}

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.services import Cumulo, start_cumulo
@@ -37,6 +38,14 @@ def chromium() -> str:
             return found
     raise RuntimeError("Chromium is not installed: 'make test' installs it (apt-get install "
                        "chromium)")
+
+
+@pytest.fixture(scope="package")
+def rest(console_server: Cumulo) -> Iterator[httpx.Client]:
+    """The REST API as the admin, for setting things up and checking them."""
+    with httpx.Client(base_url=console_server.url + "/api/v1", timeout=60,
+                      headers={"authorization": f"Bearer {console_server.token}"}) as client:
+        yield client
 
 
 # Package scope, not session: Playwright's sync API keeps an asyncio loop running in this

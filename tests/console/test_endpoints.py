@@ -179,6 +179,18 @@ def test_create_invoke_watch_shift_roll_back_and_delete(  # type: ignore[no-unty
         expect(row.locator("td").nth(4)).not_to_have_text(re.compile(r"^(0|—)$"), timeout=10_000)
         expect(page.get_by_role("row").filter(has_text=split)).to_be_visible()
         shot(page, "endpoints")
+
+        # Home: the endpoint serving, with its traffic.
+        page.get_by_role("link", name="Home").click()
+        card = page.get_by_role("link", name=re.compile(r"^Endpoints: \d+"))
+        expect(card).to_contain_text(re.compile(r"[1-9]\d* serving"))
+        expect(card).not_to_contain_text(" 0 requests/s", timeout=10_000)
+        mine = page.get_by_role("link", name=name, exact=True)
+        home_row = page.get_by_role("row").filter(has=mine)
+        expect(home_row).to_contain_text("in service")
+        expect(home_row.locator("td").nth(4)).not_to_have_text(re.compile(r"^(0|—)$"),
+                                                               timeout=10_000)
+        page.go_back()
     finally:
         traffic.close()
 

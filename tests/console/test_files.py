@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import expect
 
-from tests.services import Cumulo
-
-
-@pytest.fixture
-def rest(console_server: Cumulo) -> Iterator[httpx.Client]:
-    """The REST API as the admin, for setting things up and checking them."""
-    with httpx.Client(base_url=console_server.url + "/api/v1",
-                      headers={"authorization": f"Bearer {console_server.token}"}) as client:
-        yield client
-
-
-def _notice(page, text: str):  # type: ignore[no-untyped-def]
-    """The page's success line that says `text` (Loading… is a status too)."""
-    return page.get_by_role("status").filter(has_text=text)
+from tests.console import notice
 
 
 def _bucket() -> str:
@@ -86,13 +71,13 @@ def test_bucket_upload_browse_download_delete(page, rest: httpx.Client, tmp_path
     expect(dialog).to_be_hidden()
     page.get_by_role("button", name="Delete blob.bin").click()
     dialog.get_by_role("button", name="Delete").click()
-    expect(_notice(page, f"Deleted {bucket}/raw/blob.bin")).to_be_visible()
+    expect(notice(page, f"Deleted {bucket}/raw/blob.bin")).to_be_visible()
     expect(listing.get_by_role("button", name="blob.bin: details")).to_have_count(0)
     expect(listing.get_by_role("button", name="notes.txt: details")).to_be_visible()
     page.get_by_role("navigation", name="Breadcrumbs").get_by_role("link", name=bucket).click()
     page.get_by_role("button", name="Delete folder raw").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete everything").click()
-    expect(_notice(page, f"Deleted 1 object under {bucket}/raw/")).to_be_visible()
+    expect(notice(page, f"Deleted 1 object under {bucket}/raw/")).to_be_visible()
     assert rest.get(f"/files/buckets/{bucket}/objects").json()["objects"] == []
 
     # The empty bucket goes too.

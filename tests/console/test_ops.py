@@ -213,6 +213,12 @@ def test_a_model_gets_an_alias_and_an_approval_through_the_page(page, console_se
     expect(page.locator(".alias-list")).to_have_count(0)
     assert _rest(console_server, f"/models/{name}")["aliases"] == {}  # type: ignore[index]
 
+    # Deploy: the endpoint form, with this version chosen.
+    panel.get_by_role("link", name="Deploy to an endpoint").click()
+    form = page.get_by_role("form", name="Create endpoint")
+    expect(form.get_by_label("Model", exact=True)).to_have_value(name)
+    expect(form.get_by_label("Version", exact=True)).to_have_value(f"{name}:1")
+
 
 def test_a_tuning_study_shows_its_trials_and_history(page, console_server: Cumulo,  # type: ignore[no-untyped-def]
                                                      shot) -> None:

@@ -185,6 +185,19 @@ def test_bad_connections_and_parameters_are_refused(page, console_server: Cumulo
     expect(page.locator(".react-flow__node")).to_have_count(2)
     expect(page.locator(".react-flow__edge")).to_have_count(0)
 
+    # Leaving for another page with unsaved changes asks first; staying keeps the drawing.
+    services = page.get_by_role("navigation", name="Services")
+    services.get_by_role("link", name="Jobs").click()
+    leave = page.get_by_role("dialog", name="Leave without saving?")
+    expect(leave).to_be_visible()
+    leave.get_by_role("button", name="Cancel").click()
+    expect(leave).to_be_hidden()
+    expect(page).to_have_url(re.compile(r"/pipelines/new$"))
+    expect(page.locator(".react-flow__node")).to_have_count(2)
+    services.get_by_role("link", name="Jobs").click()
+    leave.get_by_role("button", name="Leave").click()
+    expect(page).to_have_url(re.compile(r"/jobs$"))
+
 
 def test_a_python_pipeline_opens_drawn(page, phone_page, console_server: Cumulo) -> None:  # type: ignore[no-untyped-def]
     name = f"python-{uuid.uuid4().hex[:6]}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -12,8 +11,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 from playwright.sync_api import expect
-
-from tests.services import Cumulo
 
 ROWS = 250
 
@@ -34,22 +31,15 @@ class Lake:
 
 
 @pytest.fixture(scope="module")
-def api(console_server: Cumulo) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=console_server.url + "/api/v1", timeout=60,
-                      headers={"authorization": f"Bearer {console_server.token}"}) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def lake(api: httpx.Client) -> Lake:
+def lake(rest: httpx.Client) -> Lake:
     """A table of 250 rows (more than a page) loaded from a CSV through the REST API."""
     tag = uuid.uuid4().hex[:6]
     found = Lake(f"sqlui_{tag}", f"hits_{tag}")
-    api.post("/tables/databases", json={"name": found.database}).raise_for_status()
+    rest.post("/tables/databases", json={"name": found.database}).raise_for_status()
     lines = ["id,city,visits,revenue,day"] + [
         f"{i},{['Lyon', 'Oslo', 'Lima', 'Pune', 'Kobe'][i % 5]},{i % 17 + 1},{i * 1.25:.2f},"
         f"2026-01-{i % 28 + 1:02d}" for i in range(ROWS)]
-    answer = api.put(f"/tables/{found.database}/{found.table}/data", params={"format": "csv"},
+    answer = rest.put(f"/tables/{found.database}/{found.table}/data", params={"format": "csv"},
                      content="\n".join(lines).encode())
     answer.raise_for_status()
     assert answer.json()["rows_added"] == ROWS
@@ -142,9 +132,9 @@ def test_write_with_completion_run_page_chart_download_and_reopen(page, lake: La
     shot(page, "sql-chart")
 
 
-def test_errors_show_the_apis_message(page, lake: Lake, api: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+def test_errors_show_the_apis_message(page, lake: Lake, rest: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     missing = f"select * from {lake.database}.nothing_here"
-    said = api.post("/sql", json={"sql": missing}).json()["error"]["message"]
+    said = rest.post("/sql", json={"sql": missing}).json()["error"]["message"]
     page.goto("/sql?q=" + quote(missing))
     editor = page.get_by_label("SQL query")
     expect(editor).to_have_value(missing)  # ?q= fills the editor
@@ -191,10 +181,11 @@ def test_schema_sidebar_inserts_names(page, lake: Lake) -> None:  # type: ignore
     editor.press_sequentially(" from ")
     sidebar.get_by_role("button", name=lake.table, exact=True).click()
     expect(editor).to_have_value(f"select revenue from {lake.name}")
-    # Preview runs the table's first rows.
+    # Preview runs the table's first rows, and leaves the query being written as it was.
     sidebar.get_by_role("button", name=f"Preview {lake.name}").click()
     results = page.get_by_role("region", name="Results")
     expect(results.get_by_text(shown(1, 100, 100))).to_be_visible()
+    expect(editor).to_have_value(f"select revenue from {lake.name}")
 
 
 def test_a_long_query_shows_its_time_and_can_be_cancelled(page) -> None:  # type: ignore[no-untyped-def]

@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
-import pytest
 from playwright.sync_api import expect
 
-from tests.services import Cumulo
-
-
-@pytest.fixture
-def rest(console_server: Cumulo) -> Iterator[httpx.Client]:
-    """The REST API as the admin, for setting things up and checking them."""
-    with httpx.Client(base_url=console_server.url + "/api/v1",
-                      headers={"authorization": f"Bearer {console_server.token}"}) as client:
-        yield client
-
-
-def _notice(page, text: str):  # type: ignore[no-untyped-def]
-    """The page's success line that says `text` (Loading… is a status too)."""
-    return page.get_by_role("status").filter(has_text=text)
+from tests.console import notice
 
 
 def _name(prefix: str) -> str:
@@ -46,7 +31,7 @@ def test_load_a_file_then_a_second_version(page, tmp_path: Path, shot) -> None: 
     page.get_by_role("button", name="Load", exact=True).click()
 
     expect(page).to_have_url(re.compile(rf"/tables/{db}/orders$"))
-    loaded = _notice(page, f"Loaded 3 rows from orders.csv into {db}.orders: version 0")
+    loaded = notice(page, f"Loaded 3 rows from orders.csv into {db}.orders: version 0")
     expect(loaded).to_be_visible()
     schema = page.get_by_role("tabpanel")
     expect(schema.get_by_role("row", name=re.compile(r"amount\s+double"))).to_be_visible()
@@ -71,7 +56,7 @@ def test_load_a_file_then_a_second_version(page, tmp_path: Path, shot) -> None: 
     expect(page.get_by_text("existing table: a new version")).to_be_visible()
     expect(page.get_by_label("Append the rows", exact=True)).to_be_checked()
     page.get_by_role("button", name="Load", exact=True).click()
-    expect(_notice(page, "Loaded 2 rows from more.csv")).to_be_visible()
+    expect(notice(page, "Loaded 2 rows from more.csv")).to_be_visible()
     cards = page.get_by_label("Summary", exact=True)
     expect(cards).to_contain_text("v1")
     expect(cards).to_contain_text("5")
@@ -102,7 +87,7 @@ def test_load_a_file_then_a_second_version(page, tmp_path: Path, shot) -> None: 
     page.get_by_role("button", name="Restore version 0").click()
     page.get_by_role("dialog", name=f"Restore {db}.orders to version 0?") \
         .get_by_role("button", name="Restore").click()
-    expect(_notice(page, f"Restored {db}.orders to version 0: it is now version 2")).to_be_visible()
+    expect(notice(page, f"Restored {db}.orders to version 0: it is now version 2")).to_be_visible()
     expect(page.get_by_role("tabpanel").locator("caption")).to_have_text("3 versions, newest first")
     expect(cards).to_contain_text("v2")
 
@@ -162,9 +147,19 @@ def test_a_database_from_the_page_and_a_bad_file(page, rest: httpx.Client,  # ty
     expect(alert).to_contain_text("bad.parquet is not a Parquet file")
     expect(alert).to_contain_text("400")
     assert rest.get(f"/tables/{db}/bad").status_code == 404
+    # Into a database the page makes for the load: that database goes again with the failure.
+    fresh = _name("fresh")
+    page.get_by_label("Database", exact=True).fill(fresh)
+    with page.expect_response(lambda r: r.request.method == "DELETE"
+                              and r.url.endswith(f"/tables/databases/{fresh}")) as dropped:
+        page.get_by_role("button", name="Load", exact=True).click()
+    assert dropped.value.ok
+    expect(alert).to_contain_text("bad.parquet is not a Parquet file")
+    assert fresh not in [d["name"] for d in rest.get("/tables/databases").json()]
+    page.get_by_label("Database", exact=True).fill(db)
 
     # The right format for it, chosen by hand, loads.
     page.get_by_label("Format", exact=True).select_option("csv")
     page.get_by_role("button", name="Load", exact=True).click()
     expect(page).to_have_url(re.compile(rf"/tables/{db}/bad$"))
-    expect(_notice(page, "Loaded 1 row from bad.parquet")).to_be_visible()
+    expect(notice(page, "Loaded 1 row from bad.parquet")).to_be_visible()

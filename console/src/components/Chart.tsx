@@ -26,16 +26,9 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
   xTime?: boolean;
   title?: string;
 }) {
-  const box = useRef<HTMLDivElement>(null);
-  const [width, setWidth] = useState(600);
+  const box = useRef<HTMLElement>(null);
   const hasPoints = series.some((s) => s.points.length > 0);
-  // Watch whichever element is drawn: the empty box and the chart are different elements.
-  useEffect(() => {
-    if (!box.current) return;
-    const observer = new ResizeObserver(([entry]) => setWidth(Math.max(240, entry.contentRect.width)));
-    observer.observe(box.current);
-    return () => observer.disconnect();
-  }, [hasPoints]);
+  const width = useWidth(box, hasPoints);
 
   const points = series.flatMap((s) => s.points);
   const categorical = points.some((p) => typeof p.x === "string");
@@ -45,7 +38,7 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
   const h = height - margin.top - margin.bottom;
 
   if (!hasPoints) {
-    return <div ref={box} className="chart chart-empty" style={{ height }}>No data to chart yet</div>;
+    return <div ref={box as React.RefObject<HTMLDivElement>} className="chart chart-empty" style={{ height }}>No data to chart yet</div>;
   }
   const xs = categorical ? [] : points.map((p) => Number(p.x));
   const ys = points.map((p) => p.y).filter((y) => Number.isFinite(y));
@@ -73,7 +66,7 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
   return (
     <figure ref={box} className="chart" aria-label={title ?? yLabel ?? "chart"}>
       {title && <figcaption>{title}</figcaption>}
-      <svg width={width} height={height} role="img">
+      <svg width={width} height={height} role="img" aria-label={`${title ?? yLabel ?? "chart"}: ${series.map((s) => `${s.name}, ${s.points.length} points`).join("; ")}`}>
         <g transform={`translate(${margin.left},${margin.top})`}>
           {yTicks.map((t) => (
             <g key={`y${t}`} transform={`translate(0,${sy(t)})`}>
@@ -137,8 +130,21 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
   );
 }
 
+/** The width of the element `box` holds, followed as it changes. Pass as `drawn` what decides
+ *  which element is drawn (the empty box and the chart are different elements). */
+export function useWidth(box: React.RefObject<HTMLElement | null>, drawn: unknown): number {
+  const [width, setWidth] = useState(600);
+  useEffect(() => {
+    if (!box.current) return;
+    const observer = new ResizeObserver(([entry]) => setWidth(Math.max(240, entry.contentRect.width)));
+    observer.observe(box.current);
+    return () => observer.disconnect();
+  }, [box, drawn]);
+  return width;
+}
+
 /** Round tick values between lo and hi, about `count` of them. */
-function ticks(lo: number, hi: number, count: number): number[] {
+export function ticks(lo: number, hi: number, count: number): number[] {
   const step0 = (hi - lo) / Math.max(1, count);
   const power = Math.pow(10, Math.floor(Math.log10(step0)));
   const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= step0) ?? step0;

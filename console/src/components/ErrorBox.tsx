@@ -25,12 +25,14 @@ const STATES: Record<string, string> = {
   succeeded: "ok", ready: "ok", running: "info", healthy: "ok", approved: "ok", finished: "ok",
   queued: "wait", pending: "wait", starting: "wait", updating: "wait", shifting: "wait", none: "wait",
   cached: "ok", skipped: "muted", cancelled: "muted", deleted: "muted",
+  in_service: "ok", creating: "wait", baking: "info", finishing: "wait", done: "ok", rolled_back: "muted",
+  deleting: "muted", rolling_back: "bad",
   failed: "bad", error: "bad", rejected: "bad", timed_out: "bad", unhealthy: "bad",
 };
 
 export function State({ state }: { state: string | null | undefined }) {
   const text = state ?? "—";
-  return <span className={`state state-${STATES[text.toLowerCase()] ?? "muted"}`}>{text}</span>;
+  return <span className={`state state-${STATES[text.toLowerCase()] ?? "muted"}`}>{text.replace(/_/g, " ")}</span>;
 }
 
 export function PageHeader({ title, children }: { title: string; children?: React.ReactNode }) {

@@ -4,9 +4,9 @@ import { Link, useSearchParams } from "react-router-dom";
 import { get } from "../api";
 import { Chart } from "../components/Chart";
 import { Empty, ErrorBox, Loading, PageHeader } from "../components/ErrorBox";
-import { number } from "../format";
+import { dollars, number } from "../format";
 import { useApi } from "../hooks";
-import { isAwsList, money, Prices, Table } from "./jobs/shared";
+import { AWS_LIST, isAwsList, Prices, Table } from "./jobs/shared";
 import "./Costs.css";
 
 interface Figures {
@@ -20,6 +20,10 @@ interface Figures {
 type Row = Figures & Record<string, string | number>;
 interface Summary { by: string; since: string | null; until: string | null; rows: Row[]; total: Figures; prices: Prices }
 interface Cluster { name: string; type: string }
+
+/** What use would cost at AWS's on-demand list prices, whatever this server's price sheet. */
+const awsCost = (f: Figures) => (f.cpu_seconds * AWS_LIST.vcpu_hour + f.memory_gb_seconds * AWS_LIST.gb_hour
+  + f.gpu_seconds * AWS_LIST.gpu_hour) / 3600;
 
 const WINDOWS = [["7", "Last 7 days"], ["30", "Last 30 days"], ["90", "Last 90 days"]];
 const GROUPS: [string, string][] = [["day", "Day"], ["kind", "Service"], ["tag", "Tag"], ["cluster", "Cluster"],
@@ -82,15 +86,20 @@ export default function Costs() {
           <div className="cards">
             <div className="card">
               <div className="label">Cost, {WINDOWS.find(([v]) => v === days)![1].toLowerCase()}</div>
-              <div className="value">{money(d.day.total.cost_usd)}</div>
+              <div className="value">{dollars(d.day.total.cost_usd)}</div>
               <div className="sub">{isAwsList(prices) ? "at AWS on-demand list prices" : "at this server's price sheet"}</div>
             </div>
             <div className="card"><div className="label">vCPU-hours used</div><div className="value">{hours(d.day.total.cpu_seconds)}</div>
-              <div className="sub">{money(d.day.total.cpu_seconds / 3600 * (prices?.vcpu_hour ?? 0))}</div></div>
+              <div className="sub">{dollars(d.day.total.cpu_seconds / 3600 * (prices?.vcpu_hour ?? 0))}</div></div>
             <div className="card"><div className="label">Memory GB-hours</div><div className="value">{hours(d.day.total.memory_gb_seconds)}</div>
-              <div className="sub">{money(d.day.total.memory_gb_seconds / 3600 * (prices?.gb_hour ?? 0))}</div></div>
+              <div className="sub">{dollars(d.day.total.memory_gb_seconds / 3600 * (prices?.gb_hour ?? 0))}</div></div>
             <div className="card"><div className="label">GPU-hours</div><div className="value">{hours(d.day.total.gpu_seconds)}</div>
-              <div className="sub">{money(d.day.total.gpu_seconds / 3600 * (prices?.gpu_hour ?? 0))}</div></div>
+              <div className="sub">{dollars(d.day.total.gpu_seconds / 3600 * (prices?.gpu_hour ?? 0))}</div></div>
+            {!isAwsList(prices) && (
+              <div className="card"><div className="label">At AWS on-demand prices</div>
+                <div className="value">{dollars(awsCost(d.day.total))}</div>
+                <div className="sub">the same use, at AWS's list prices (us-east-1)</div></div>
+            )}
             <div className="card"><div className="label">Usage records</div><div className="value">{d.day.total.count}</div>
               <div className="sub">job attempts and replica periods</div></div>
           </div>
@@ -177,7 +186,7 @@ function FiguresTable({ summary, group }: { summary: Summary; group: string }) {
       {rows.map((r) => (
         <tr key={String(r[group])}>
           <td>{link(String(r[group]))}</td>
-          <td className="num">{money(r.cost_usd)}</td>
+          <td className="num">{dollars(r.cost_usd)}</td>
           <td className="num">{hours(r.cpu_seconds)}</td>
           <td className="num">{hours(r.memory_gb_seconds)}</td>
           <td className="num">{hours(r.gpu_seconds)}</td>
@@ -188,7 +197,7 @@ function FiguresTable({ summary, group }: { summary: Summary; group: string }) {
       {rows.length > 0 && (
         <tr className="ops-total">
           <th scope="row">Total{group === "tag" ? " (a record with several tags counts under each)" : ""}</th>
-          <td className="num">{money(summary.total.cost_usd)}</td>
+          <td className="num">{dollars(summary.total.cost_usd)}</td>
           <td className="num">{hours(summary.total.cpu_seconds)}</td>
           <td className="num">{hours(summary.total.memory_gb_seconds)}</td>
           <td className="num">{hours(summary.total.gpu_seconds)}</td>

@@ -2,9 +2,10 @@
 import { Link } from "react-router-dom";
 import { get } from "../api";
 import { Empty, ErrorBox, Loading, PageHeader, State } from "../components/ErrorBox";
-import { bytes, number, when } from "../format";
+import { bytes, dollars, number, when } from "../format";
 import { useApi } from "../hooks";
-import { duration, isActive, isAwsList, Job, money, Prices, Table, useNow } from "./jobs/shared";
+import { duration, isActive, isAwsList, Job, Prices, Table, useNow } from "./jobs/shared";
+import { apiPath } from "./endpoints/shared";
 import "./Home.css";
 
 interface Status {
@@ -39,7 +40,7 @@ export default function Home() {
     ]);
     // Traffic of each endpoint over the last minute; one that cannot answer shows no rate.
     const traffic = await Promise.all(endpoints.slice(0, MOST_ENDPOINTS).map((e) =>
-      get<Traffic>(`/endpoints/${encodeURIComponent(e.name)}/metrics`, { window: 60 }, signal).catch(() => undefined)));
+      get<Traffic>(apiPath(e.name, "/metrics"), { window: 60 }, signal).catch(() => undefined)));
     return { status, tables: tables.length, jobs, endpoints, costs,
              traffic: Object.fromEntries(endpoints.map((e, i) => [e.name, traffic[i]])) };
   }, [], 5000);
@@ -51,10 +52,13 @@ export default function Home() {
   const { status, tables, jobs, endpoints, costs, traffic } = home.data;
   const rate = (name: string) => {
     const t = traffic[name];
-    return t ? Object.values(t.variants).reduce((sum, v) => sum + v.requests_per_s, 0) : undefined;
+    const e = endpoints.find((x) => x.name === name);
+    const shadows = new Set(e?.variants.filter((v) => v.shadow).map((v) => v.name));
+    return t?.variants ? Object.entries(t.variants).filter(([v]) => !shadows.has(v))
+      .reduce((sum, [, v]) => sum + v.requests_per_s, 0) : undefined;
   };
   const totalRate = endpoints.reduce((sum, e) => sum + (rate(e.name) ?? 0), 0);
-  const serving = endpoints.filter((e) => e.state === "ready" || e.state === "shifting" || e.state === "updating").length;
+  const serving = endpoints.filter((e) => e.state === "in_service" || e.state === "updating").length;
   return (
     <>
       <PageHeader title="Home">
@@ -82,9 +86,9 @@ export default function Home() {
           <div className="value">{endpoints.length}</div>
           <div className="sub">{serving} serving · {number(totalRate, 3)} requests/s</div>
         </Link>
-        <Link className="card" to="/costs" aria-label={`Cost this week: ${money(costs.total.cost_usd)}`}>
+        <Link className="card" to="/costs" aria-label={`Cost this week: ${dollars(costs.total.cost_usd)}`}>
           <div className="label">Cost, last 7 days</div>
-          <div className="value">{money(costs.total.cost_usd)}</div>
+          <div className="value">{dollars(costs.total.cost_usd)}</div>
           <div className="sub">{isAwsList(costs.prices) ? "at AWS on-demand list prices" : "at this server's price sheet"}</div>
         </Link>
       </div>

@@ -104,9 +104,11 @@ export default function Sql() {
     }
   };
 
+  // A table's first rows; the query being written stays as it is (it goes in an empty editor).
   const preview = (table: string) => {
+    if (running) return;
     const sql = `SELECT * FROM ${table} LIMIT 100`;
-    setText(sql);
+    if (!text.trim()) setText(sql);
     void run(sql);
   };
 

@@ -1,10 +1,10 @@
 // Endpoints: each with its state, variants and their traffic, replicas and live requests a second.
 import { Link } from "react-router-dom";
 import { get } from "../../api";
-import { Empty, ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
+import { Empty, ErrorBox, Loading, PageHeader, State } from "../../components/ErrorBox";
 import { number } from "../../format";
 import { useApi } from "../../hooks";
-import { apiPath, Endpoint, Metrics, percent, share, StatePill } from "./shared";
+import { apiPath, Endpoint, Metrics, percent, share } from "./shared";
 
 export default function EndpointList() {
   const endpoints = useApi((signal) => get<Endpoint[]>("/endpoints", undefined, signal), [], 5000);
@@ -49,7 +49,7 @@ export default function EndpointList() {
                 return (
                   <tr key={e.name}>
                     <td><Link to={`/endpoints/${encodeURIComponent(e.name)}`}>{e.name}</Link></td>
-                    <td><StatePill state={e.state} /></td>
+                    <td><State state={e.state} /></td>
                     <td className="ep-variants-cell">
                       {e.variants.map((v) => (
                         <span key={v.name} className="ep-chip" title={`${v.model} version ${v.version}`}>

@@ -3,7 +3,7 @@
 import { useEffect, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { del, get, patch } from "../../api";
-import { ErrorBox, Loading } from "../../components/ErrorBox";
+import { ErrorBox, Loading, State } from "../../components/ErrorBox";
 import { bytes, number, seconds, when } from "../../format";
 import { useAction, useApi } from "../../hooks";
 import { checkSettings, Settings, SettingsFields, settingsBody } from "./CreateEndpoint";
@@ -11,7 +11,7 @@ import { InvokePanel } from "./Invoke";
 import { LiveCharts, Totals, useLiveMetrics, WINDOW_S } from "./LiveMetrics";
 import { RolloutPanel, UpdateTraffic, VariantsTable } from "./Traffic";
 import { Confirm } from "../../components/Dialogs";
-import { apiPath, Endpoint, StatePill } from "./shared";
+import { apiPath, Endpoint } from "./shared";
 
 const BUSY = ["creating", "updating", "deleting"];
 
@@ -46,7 +46,7 @@ export default function EndpointPage() {
       {header}
       <div className="page-header">
         <h1>{e.name}</h1>
-        <StatePill state={e.state} />
+        <State state={e.state} />
         <div className="actions">
           <button type="button" onClick={() => setUpdating(!updating)} aria-expanded={updating}
                   disabled={e.state !== "in_service"}
@@ -122,7 +122,7 @@ function Replicas({ endpoint: e }: { endpoint: Endpoint }) {
               {e.replicas.map((r, i) => (
                 <tr key={r.pid ?? i}>
                   <td className="mono">{r.pid ?? "—"}{r.forked ? <span className="muted"> (forked)</span> : null}</td>
-                  <td><StatePill state={r.stopping ? "stopping" : r.ready ? "ready" : "starting"} /></td>
+                  <td><State state={r.stopping ? "stopping" : r.ready ? "ready" : "starting"} /></td>
                   <td className="num">{r.in_flight}</td>
                   <td>{when(r.started_at)}</td>
                 </tr>

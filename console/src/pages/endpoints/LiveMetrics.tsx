@@ -60,14 +60,11 @@ export function LiveCharts({ samples, variants }: { samples: Sample[]; variants:
       return value === null || value === undefined ? [] : [{ x: s.t, y: value }];
     }),
   })));
-  // Keyed on having data: the chart measures its box when it mounts, and its empty state is
-  // another element than the chart itself.
-  const has = (series: Series[]) => (series.some((s) => s.points.length) ? "data" : "empty");
   return (
     <div className="ep-charts">
-      <Chart key={has(requests)} title="Requests per second" series={requests} xTime yLabel="requests/s" height={200} />
-      <Chart key={has(errors)} title={`Errors (last ${WINDOW_S} s)`} series={errors} xTime yLabel="requests" height={200} />
-      <Chart key={has(latency)} title="Latency percentiles" series={latency} xTime yLabel="ms" height={200} />
+      <Chart title="Requests per second" series={requests} xTime yLabel="requests/s" height={200} />
+      <Chart title={`Errors (last ${WINDOW_S} s)`} series={errors} xTime yLabel="requests" height={200} />
+      <Chart title="Latency percentiles" series={latency} xTime yLabel="ms" height={200} />
     </div>
   );
 }

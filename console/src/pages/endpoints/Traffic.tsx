@@ -3,12 +3,12 @@
 import { useId, useState } from "react";
 import { Link } from "react-router-dom";
 import { patch, post } from "../../api";
-import { ErrorBox } from "../../components/ErrorBox";
+import { ErrorBox, State } from "../../components/ErrorBox";
 import { number } from "../../format";
 import { useAction } from "../../hooks";
 import { ModelPicker } from "./ModelPicker";
 import { NumberField } from "./CreateEndpoint";
-import { apiPath, Endpoint, Metrics, percent, Rollout, share, StatePill, useNow } from "./shared";
+import { apiPath, Endpoint, Metrics, percent, Rollout, share, useNow } from "./shared";
 
 export function VariantsTable({ endpoint, latest }: { endpoint: Endpoint; latest: Metrics | undefined }) {
   return (
@@ -217,7 +217,7 @@ export function RolloutPanel({ endpoint, onDone }: { endpoint: Endpoint; onDone:
   if (!active) {
     return (
       <details className="ep-last-shift">
-        <summary>Last traffic shift: {r.strategy.replace(/_/g, " ")} to {r.variant} — <StatePill state={r.state} />
+        <summary>Last traffic shift: {r.strategy.replace(/_/g, " ")} to {r.variant} — <State state={r.state} />
           {r.ended_at ? ` ${new Date(r.ended_at * 1000).toLocaleString("en-GB")}` : ""}</summary>
         {r.reason && <p>{r.reason}</p>}
         {log}
@@ -228,7 +228,7 @@ export function RolloutPanel({ endpoint, onDone }: { endpoint: Endpoint; onDone:
     <section className="panel ep-rollout" aria-label={label}>
       <div className="row">
         <h2>{label}</h2>
-        <StatePill state={r.state} />
+        <State state={r.state} />
         <span className="spacer" />
         {(r.state === "shifting" || r.state === "baking") && (
           <button type="button" className="danger" disabled={rollback.busy}

@@ -134,15 +134,6 @@ export function percent(n: number): string {
   return `${Number(n.toFixed(n > 0 && n < 1 ? 2 : 1))}%`;
 }
 
-const STATE_CLASS: Record<string, string> = {
-  in_service: "ok", creating: "wait", updating: "wait", failed: "bad", deleting: "muted",
-  shifting: "wait", baking: "info", finishing: "wait", rolling_back: "bad", done: "ok", rolled_back: "muted",
-};
-
-export function StatePill({ state }: { state: string }) {
-  return <span className={`state state-${STATE_CLASS[state] ?? "muted"}`}>{state.replace(/_/g, " ")}</span>;
-}
-
 /** A sample request body for a model version, from its signature in its MLmodel file. */
 export async function samplePayload(model: string, version: string, signal?: AbortSignal): Promise<string | null> {
   const text = await get<string>("/mlflow/model-versions/get-artifact", { name: model, version, path: "MLmodel" }, signal);

@@ -8,7 +8,7 @@ import { Confirm, Notice } from "../../components/Dialogs";
 import {
   baseName, browseLink, bucketPath, downloadUrl, ObjectList, objectPath, StoredObject,
 } from "./paths";
-import { droppedFiles, pickedFiles, UploadList, useUploads } from "./Uploads";
+import { droppedFiles, LeaveGuard, pickedFiles, UploadList, useUploads } from "./Uploads";
 
 type Deleting = { kind: "object"; object: StoredObject } | { kind: "prefix"; prefix: string };
 
@@ -28,6 +28,8 @@ export function Browser({ bucket, prefix }: { bucket: string; prefix: string }) 
   const [folderName, setFolderName] = useState<string>();
   const uploads = useUploads(first.reload);
   const folderInput = useRef<HTMLInputElement>(null);
+  const prefixNow = useRef(prefix);
+  prefixNow.current = prefix;
 
   useEffect(() => { setMore([]); }, [first.data]);
   useEffect(() => { setMore([]); setFilter(""); setSelected(undefined); setFolderName(undefined); }, [prefix]);
@@ -40,7 +42,8 @@ export function Browser({ bucket, prefix }: { bucket: string; prefix: string }) 
   const next = useAction(async () => {
     if (!cursor) return;
     const page = await get<ObjectList>(`${bucketPath(bucket)}/objects`, { prefix, delimiter: "/", limit, cursor });
-    setMore((list) => [...list, page]);
+    // Kept only if the page still shows that folder (not another one opened meanwhile).
+    setMore((list) => page.prefix === prefixNow.current ? [...list, page] : list);
   });
 
   const needle = filter.trim().toLowerCase();
@@ -109,7 +112,8 @@ export function Browser({ bucket, prefix }: { bucket: string; prefix: string }) 
         </form>
       )}
 
-      <UploadList items={uploads.items} onClear={uploads.clearFinished} />
+      <UploadList items={uploads.items} onClear={uploads.clearFinished} onStop={uploads.stop} />
+      <LeaveGuard bucket={bucket} active={uploads.active} />
       <Notice onClose={() => setNotice(undefined)}>{notice}</Notice>
       <ErrorBox error={first.error} />
       {first.error && <p><Link to="/files">Back to the buckets</Link></p>}

@@ -1,8 +1,9 @@
-import { useCallback, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
+import { useBlocker } from "react-router-dom";
 import { upload } from "../../api";
 import { ErrorBox } from "../../components/ErrorBox";
 import { bytes } from "../../format";
-import { Progress } from "../../components/Dialogs";
+import { Confirm, Progress } from "../../components/Dialogs";
 import { objectPath } from "./paths";
 
 export interface Upload {
@@ -11,7 +12,7 @@ export interface Upload {
   key: string;
   size: number;
   fraction: number;
-  state: "waiting" | "uploading" | "done" | "failed";
+  state: "waiting" | "uploading" | "done" | "failed" | "stopped";
   error?: unknown;
 }
 
@@ -20,6 +21,7 @@ interface Job {
   bucket: string;
   key: string;
   file: File;
+  stop: AbortController;
 }
 
 /** A file and where under the current prefix it goes ("a.csv", or "folder/sub/a.csv"). */
@@ -43,17 +45,20 @@ export function useUploads(onDrained: () => void) {
 
   const update = (id: number, patch: Partial<Upload>) =>
     setItems((list) => list.map((item) => (item.id === id ? { ...item, ...patch } : item)));
+  const inFlight = useRef(new Map<number, Job>());
 
   const pump = useCallback(() => {
     while (running.current < PARALLEL && queue.current.length) {
       const job = queue.current.shift()!;
       running.current += 1;
+      inFlight.current.set(job.id, job);
       update(job.id, { state: "uploading" });
       upload(objectPath(job.bucket, job.key), job.file, (fraction) => update(job.id, { fraction }),
-             job.file.type || "application/octet-stream")
+             job.file.type || "application/octet-stream", job.stop.signal)
         .then(() => { landed.current += 1; update(job.id, { state: "done", fraction: 1 }); },
-              (error) => update(job.id, { state: "failed", error }))
+              (error) => update(job.id, error?.name === "AbortError" ? { state: "stopped" } : { state: "failed", error }))
         .finally(() => {
+          inFlight.current.delete(job.id);
           running.current -= 1;
           if (running.current === 0 && queue.current.length === 0 && landed.current) {
             landed.current = 0;
@@ -65,7 +70,7 @@ export function useUploads(onDrained: () => void) {
   }, []);
 
   const add = useCallback((bucket: string, prefix: string, picked: Picked[]) => {
-    const jobs = picked.map(({ file, path }) => ({ id: nextId++, bucket, key: prefix + path, file }));
+    const jobs = picked.map(({ file, path }) => ({ id: nextId++, bucket, key: prefix + path, file, stop: new AbortController() }));
     setItems((list) => [
       ...list,
       ...jobs.map((job): Upload => ({ id: job.id, bucket, key: job.key, size: job.file.size, fraction: 0, state: "waiting" })),
@@ -74,19 +79,30 @@ export function useUploads(onDrained: () => void) {
     pump();
   }, [pump]);
 
+  /** Stop one upload, waiting or under way (none when `id` is not given: all of them). */
+  const stop = useCallback((id?: number) => {
+    const waiting = queue.current.filter((job) => id === undefined || job.id === id);
+    queue.current = queue.current.filter((job) => !waiting.includes(job));
+    waiting.forEach((job) => update(job.id, { state: "stopped" }));
+    for (const job of inFlight.current.values()) if (id === undefined || job.id === id) job.stop.abort();
+  }, []);
+  // Leaving the bucket stops what it was sending: no upload goes on unseen.
+  useEffect(() => () => stop(), [stop]);
+
   const clearFinished = () => setItems((list) => list.filter((item) => item.state === "uploading" || item.state === "waiting"));
-  return { items, add, clearFinished };
+  const active = items.filter((item) => item.state === "uploading" || item.state === "waiting").length;
+  return { items, add, clearFinished, stop, active };
 }
 
 const STATE_TEXT: Record<Upload["state"], string> = {
-  waiting: "Waiting", uploading: "Uploading", done: "Uploaded", failed: "Failed",
+  waiting: "Waiting", uploading: "Uploading", done: "Uploaded", failed: "Failed", stopped: "Stopped",
 };
 
-export function UploadList({ items, onClear }: { items: Upload[]; onClear: () => void }) {
+export function UploadList({ items, onClear, onStop }: { items: Upload[]; onClear: () => void; onStop: (id: number) => void }) {
   if (items.length === 0) return null;
   const done = items.filter((item) => item.state === "done").length;
   const failed = items.filter((item) => item.state === "failed").length;
-  const active = items.length - done - failed;
+  const active = items.filter((item) => item.state === "uploading" || item.state === "waiting").length;
   return (
     <section className="panel uploads" aria-label="Uploads">
       <div className="row">
@@ -106,6 +122,10 @@ export function UploadList({ items, onClear }: { items: Upload[]; onClear: () =>
               <span className={`upload-state state state-${item.state === "done" ? "ok" : item.state === "failed" ? "bad" : "info"}`}>
                 {STATE_TEXT[item.state]}{item.state === "uploading" ? ` ${Math.round(item.fraction * 100)}%` : ""}
               </span>
+              {(item.state === "uploading" || item.state === "waiting") && (
+                <button type="button" className="link" onClick={() => onStop(item.id)}
+                        aria-label={`Stop the upload of ${item.key}`}>Stop</button>
+              )}
             </div>
             <Progress fraction={item.fraction} label={`Upload of ${item.key}`} />
             {item.state === "failed" && <ErrorBox error={item.error} />}
@@ -113,6 +133,30 @@ export function UploadList({ items, onClear }: { items: Upload[]; onClear: () =>
         ))}
       </ul>
     </section>
+  );
+}
+
+/** While uploads are under way, leaving the bucket (for another page, or closing the tab)
+ *  asks first: leaving stops them. Folders of the same bucket keep them going. */
+export function LeaveGuard({ bucket, active }: { bucket: string; active: number }) {
+  const inside = `/files/${encodeURIComponent(bucket)}`;
+  const leaving = useBlocker(({ nextLocation }) => active > 0
+    && nextLocation.pathname !== inside && !nextLocation.pathname.startsWith(inside + "/"));
+  const proceeded = useRef(false);
+  useEffect(() => {
+    if (!active) return;
+    const ask = (event: BeforeUnloadEvent) => { event.preventDefault(); };
+    window.addEventListener("beforeunload", ask);
+    return () => window.removeEventListener("beforeunload", ask);
+  }, [active]);
+  if (leaving.state !== "blocked") return null;
+  return (
+    <Confirm title="Stop the uploads?" confirm="Leave and stop them"
+             run={async () => { proceeded.current = true; leaving.proceed(); }}
+             onClose={() => { if (!proceeded.current) leaving.reset(); proceeded.current = false; }}>
+      <p>{active} upload{active === 1 ? " is" : "s are"} still under way; leaving this bucket stops {active === 1 ? "it" : "them"}.
+        What has landed stays.</p>
+    </Confirm>
   );
 }
 

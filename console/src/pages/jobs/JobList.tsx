@@ -2,9 +2,9 @@
 import { Link, useSearchParams } from "react-router-dom";
 import { get } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader, State } from "../../components/ErrorBox";
-import { when } from "../../format";
+import { dollars, when } from "../../format";
 import { useApi } from "../../hooks";
-import { duration, isActive, Job, money, STATES, Table, useNow } from "./shared";
+import { duration, isActive, Job, STATES, Table, useNow } from "./shared";
 
 interface Cluster { name: string }
 
@@ -81,7 +81,7 @@ export default function JobList() {
               <td>{job.cluster}</td>
               <td>{when(job.created_at)}</td>
               <td className="num">{duration(job, now)}</td>
-              <td className="num">{job.usage.cost_usd ? money(job.usage.cost_usd) : "—"}</td>
+              <td className="num">{job.usage.cost_usd ? dollars(job.usage.cost_usd) : "—"}</td>
               <td className="num">{job.attempt}{job.retries ? ` of ${job.retries + 1}` : ""}</td>
               <td>{job.tags.map((t) => <span key={t} className="ops-chip">{t}</span>)}</td>
               <td>{job.created_by ?? "—"}</td>

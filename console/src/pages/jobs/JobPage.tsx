@@ -4,10 +4,10 @@ import { Link, useParams } from "react-router-dom";
 import { get, post, url } from "../../api";
 import { Chart } from "../../components/Chart";
 import { Empty, ErrorBox, Loading, PageHeader, State } from "../../components/ErrorBox";
-import { bytes, number, seconds, when } from "../../format";
+import { bytes, dollars, number, seconds, when } from "../../format";
 import { useApi } from "../../hooks";
 import { LogView } from "./LogView";
-import { ConfirmButton, duration, isActive, Job, money, priceBasis, Prices, Table, useNow } from "./shared";
+import { ConfirmButton, duration, isActive, Job, priceBasis, Prices, Table, useNow } from "./shared";
 
 type Metrics = Record<string, { value: number; step: number; timestamp: string }[]>;
 
@@ -216,7 +216,7 @@ function Usage({ job, now, prices }: { job: Job; now: number; prices?: Prices })
     <>
       <dl className="props">
         <dt>Cost</dt>
-        <dd><strong>{priced ? money(u.cost_usd) : "—"}</strong>{" "}
+        <dd><strong>{priced ? dollars(u.cost_usd) : "—"}</strong>{" "}
           <span className="muted">{priced ? priceBasis(prices) : "priced when the attempt ends"}</span></dd>
         <dt>Wall time</dt><dd>{priced ? seconds(u.wall_seconds) : duration(job, now)}</dd>
         <dt>CPU time</dt><dd>{priced ? seconds(u.cpu_seconds) : "—"}</dd>

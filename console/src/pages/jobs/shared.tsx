@@ -1,8 +1,7 @@
 // What the jobs pages share with Home, Models and Costs: the job's shape, its time, money as
 // the price sheet gives it, and a button that asks before it acts.
-import { useEffect, useId, useRef, useState } from "react";
-import { ErrorBox } from "../../components/ErrorBox";
-import { useAction } from "../../hooks";
+import { useEffect, useState } from "react";
+import { Confirm } from "../../components/Dialogs";
 import { seconds } from "../../format";
 import "./shared.css";
 
@@ -83,14 +82,6 @@ export function useNow(live: boolean): number {
   return now;
 }
 
-/** Dollars, with enough digits that a few CPU-seconds do not read as $0.00. */
-export function money(n: number | null | undefined): string {
-  if (n === null || n === undefined) return "—";
-  if (n === 0) return "$0.00";
-  if (Math.abs(n) >= 0.01) return `$${n.toFixed(2)}`;
-  return `$${Number(n.toPrecision(2)).toFixed(Math.min(10, 1 - Math.floor(Math.log10(Math.abs(n)))))}`;
-}
-
 /** The price sheet is AWS's on-demand list price in us-east-1 unless the server sets its own. */
 export interface Prices { vcpu_hour: number; gb_hour: number; gpu_hour: number; currency: string }
 export const AWS_LIST = { vcpu_hour: 0.04048, gb_hour: 0.004445, gpu_hour: 1.006 };
@@ -99,7 +90,7 @@ export const isAwsList = (p: Prices | undefined) => !!p && p.vcpu_hour === AWS_L
 export const priceBasis = (p: Prices | undefined) => !p ? "" : isAwsList(p)
   ? "at AWS on-demand list prices (us-east-1)" : "at this server's price sheet";
 
-/** A button that opens a dialog to confirm, runs the action, and shows the API's error. */
+/** A button that asks first (in the shared Confirm dialog), then runs the action. */
 export function ConfirmButton({ label, title, confirm, onConfirm, danger = false, disabled = false,
                                 children, className }: {
   label: string;
@@ -111,31 +102,16 @@ export function ConfirmButton({ label, title, confirm, onConfirm, danger = false
   children?: React.ReactNode;
   className?: string;
 }) {
-  const dialog = useRef<HTMLDialogElement>(null);
-  const heading = useId();
-  const action = useAction(async () => { await onConfirm(); return true; });
-  const close = () => { action.clear(); dialog.current?.close(); };
-  const submit = async (event: React.FormEvent) => {
-    event.preventDefault();
-    if (await action.run()) dialog.current?.close();
-  };
+  const [open, setOpen] = useState(false);
   return (
     <>
       <button type="button" className={className ?? (danger ? "danger" : undefined)} disabled={disabled}
-              onClick={() => dialog.current?.showModal()}>{label}</button>
-      <dialog ref={dialog} className="ops-confirm" aria-labelledby={heading} onClose={() => action.clear()}>
-        <form onSubmit={submit} className="stack">
-          <h2 id={heading}>{title}</h2>
+              onClick={() => setOpen(true)}>{label}</button>
+      {open && (
+        <Confirm title={title} confirm={confirm} danger={danger} run={onConfirm} onClose={() => setOpen(false)}>
           {children}
-          <ErrorBox error={action.error} />
-          <div className="row ops-confirm-actions">
-            <button type="button" onClick={close}>Keep as is</button>
-            <button type="submit" className={danger ? "danger" : "primary"} disabled={action.busy} autoFocus>
-              {action.busy ? "Working…" : confirm}
-            </button>
-          </div>
-        </form>
-      </dialog>
+        </Confirm>
+      )}
     </>
   );
 }

@@ -1,6 +1,7 @@
 // A tuning study's optimization history: each trial's objective as a dot, the best so far as a
 // line (the shared Chart draws one kind per chart; this one needs both).
-import { useEffect, useRef, useState } from "react";
+import { useRef } from "react";
+import { ticks, useWidth } from "../../components/Chart";
 import { number as fmt } from "../../format";
 
 export function HistoryChart({ points, direction, objective, height = 260 }: {
@@ -10,13 +11,7 @@ export function HistoryChart({ points, direction, objective, height = 260 }: {
   height?: number;
 }) {
   const box = useRef<HTMLElement>(null);
-  const [width, setWidth] = useState(600);
-  useEffect(() => {
-    if (!box.current) return;
-    const observer = new ResizeObserver(([entry]) => setWidth(Math.max(240, entry.contentRect.width)));
-    observer.observe(box.current);
-    return () => observer.disconnect();
-  }, []);
+  const width = useWidth(box, points.length > 0);
   const sorted = [...points].sort((a, b) => a.trial - b.trial);
   if (!sorted.length) {
     return <figure ref={box} className="chart chart-empty" style={{ height }}>No trial has completed yet</figure>;
@@ -71,13 +66,4 @@ export function HistoryChart({ points, direction, objective, height = 260 }: {
       </div>
     </figure>
   );
-}
-
-function ticks(lo: number, hi: number, count: number): number[] {
-  const step0 = (hi - lo) / Math.max(1, count);
-  const power = Math.pow(10, Math.floor(Math.log10(step0)));
-  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= step0) ?? step0;
-  const out: number[] = [];
-  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push(Number(t.toPrecision(12)));
-  return out;
 }

@@ -175,6 +175,8 @@ function VersionPanel({ name, version, onChange }: { name: string; version: stri
         <State state={d.approval} />
         {d.aliases.map((a) => <span key={a} className="ops-chip">{a}</span>)}
         <span className="spacer" />
+        <Link className="button" to={`/endpoints/new?${new URLSearchParams({ model: name, version: d.version })}`}>
+          Deploy to an endpoint</Link>
         {d.approval !== "approved" && (
           <ConfirmButton label="Approve" title={`Approve version ${d.version} of ${name}?`} confirm="Approve" className="primary"
                          onConfirm={() => approve("approved")}>

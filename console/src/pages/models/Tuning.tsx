@@ -1,5 +1,6 @@
 // Tuning studies (`cumulo tune`): each is an MLflow run tagged cumulo.tuning, with the study's
 // settings as params, its trials in trials.json once it ends, and one nested run per trial.
+import { useEffect, useState } from "react";
 import { Link, useParams } from "react-router-dom";
 import { get, send } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader, State } from "../../components/ErrorBox";
@@ -106,8 +107,13 @@ const TRIAL_STATE: Record<string, string> = { complete: "ok", pruned: "muted", f
 
 export function StudyPage() {
   const { runId = "" } = useParams();
-  const run = useApi((signal) => mlflow<{ run: Run }>("GET", "runs/get", undefined, signal, { run_id: runId }).then((r) => r.run), [runId]);
+  // The study's run is asked again every 5 s while it runs, so its end (and the model it
+  // registers) shows without a reload.
+  const [live, setLive] = useState(true);
+  const run = useApi((signal) => mlflow<{ run: Run }>("GET", "runs/get", undefined, signal, { run_id: runId }).then((r) => r.run),
+                     [runId], live ? 5000 : undefined);
   const running = run.data?.info.status === "RUNNING";
+  useEffect(() => { if (run.data) setLive(running); }, [run.data, running]);
   const trials = useApi((signal) => run.data ? loadTrials(run.data, signal) : Promise.resolve(undefined),
                         [run.data?.info.run_id, run.data?.info.status], running ? 5000 : undefined);
   const p = run.data ? params(run.data) : {};

@@ -2,7 +2,7 @@
 // a run's states drawn on the canvas, live. Routes: /pipelines/new, /pipelines/NAME,
 // /pipelines/NAME/runs/RUN.
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { Link, useNavigate, useParams } from "react-router-dom";
+import { Link, useBlocker, useNavigate, useParams } from "react-router-dom";
 import {
   applyEdgeChanges, applyNodeChanges, Background, Controls, type Edge, type EdgeChange,
   type NodeChange, ReactFlow, ReactFlowProvider, useReactFlow, type FinalConnectionState,
@@ -10,6 +10,7 @@ import {
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { ApiError, get, post } from "../../api";
+import { Confirm } from "../../components/Dialogs";
 import { ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { useApi } from "../../hooks";
 import {
@@ -164,8 +165,24 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
     return () => { stop = true; window.clearTimeout(timer); };
   }, [route.runId, draw]);
 
-  // Leaving the page with unsaved changes asks first.
+  // Leaving the page with unsaved changes asks first: for another page of the console (the
+  // blocker), and for another site or a closed tab (beforeunload). Moving between this
+  // pipeline's drawing and its runs keeps the canvas, so that is not asked.
   const unsaved = dirty && nodes.length > 0;
+  const keep = useRef({ unsaved, name: route.isNew ? null : route.name, self: false });
+  keep.current = { ...keep.current, unsaved, name: route.isNew ? null : route.name };
+  const leaving = useBlocker(({ nextLocation }) => {
+    const { unsaved: holding, name: current, self } = keep.current;
+    if (self) { keep.current.self = false; return false; }  // the designer's own move: save, run
+    if (!holding) return false;
+    const next = /^\/pipelines\/([^/]+)/.exec(nextLocation.pathname)?.[1];
+    return current === null || next !== current;
+  });
+  const go = (to: string, options?: { replace?: boolean }) => {
+    keep.current.self = true;
+    navigate(to, options);
+  };
+  const proceeded = useRef(false);
   useEffect(() => {
     if (!unsaved) return;
     const ask = (event: BeforeUnloadEvent) => { event.preventDefault(); };
@@ -388,7 +405,7 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
       setNotice(out.created ? `Saved version ${out.version}.` : `No changes since version ${out.version}.`);
       if (route.isNew || route.name !== out.name) {
         setLoaded(out.name);
-        navigate(`/pipelines/${out.name}`, { replace: route.isNew });
+        go(`/pipelines/${out.name}`, { replace: route.isNew });
       }
       return { name: out.name, version: out.version };
     } catch (exc) {
@@ -408,7 +425,7 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
       setRun(started);
       setNotice(`Started run ${started.id}.`);
       setLoaded(stored.name);
-      navigate(`/pipelines/${stored.name}/runs/${started.id}`);
+      go(`/pipelines/${stored.name}/runs/${started.id}`);
       // The canvas is shorter beside the run's panel: show every step in it.
       window.setTimeout(() => flow.fitView({ padding: 0.15, maxZoom: 1, duration: 200 }), 100);
     } catch (exc) {
@@ -548,6 +565,15 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
           )}
         </div>
       </div>
+      {leaving.state === "blocked" && (
+        <Confirm title="Leave without saving?" confirm="Leave" onClose={() => {
+                   if (!proceeded.current) leaving.reset();
+                   proceeded.current = false;
+                 }}
+                 run={async () => { proceeded.current = true; leaving.proceed(); }}>
+          <p>The pipeline has changes that are not saved; leaving drops them. Save keeps them as a new version.</p>
+        </Confirm>
+      )}
       {run && (
         <RunPanel run={run} error={runError} busy={busy} onSelect={select}
                   onCancel={() => runAction("cancel")} onRetry={() => runAction("retry")}

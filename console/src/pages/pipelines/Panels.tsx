@@ -232,6 +232,7 @@ export function PipelinePanel({ parameters, onChange, errors, setErrors, childre
                     onChange={(e) => {
                       onChange({ ...parameters, [pname]: { type: e.target.value as ParameterSpec["type"] } });
                       setTexts({ ...texts, [pname]: "" });
+                      setErrors(without(errors, pname));  // the default was cleared with the type
                     }}>
               {PARAM_TYPES.map((t) => <option key={t}>{t}</option>)}
             </select>
@@ -253,9 +254,9 @@ export function PipelinePanel({ parameters, onChange, errors, setErrors, childre
                    }} />
             <button type="button" className="link" aria-label={`Remove parameter ${pname}`}
                     onClick={() => {
-                      const next = { ...parameters };
-                      delete next[pname];
-                      onChange(next);
+                      onChange(without(parameters, pname));
+                      setErrors(without(errors, pname));
+                      setTexts(without(texts, pname));
                     }}>✕</button>
           </div>
           {errors[pname] && <div className="field-error">{errors[pname]}</div>}
@@ -275,4 +276,11 @@ export function PipelinePanel({ parameters, onChange, errors, setErrors, childre
       {children}
     </section>
   );
+}
+
+/** A copy of `record` without `key`. */
+function without<T>(record: Record<string, T>, key: string): Record<string, T> {
+  const rest = { ...record };
+  delete rest[key];
+  return rest;
 }

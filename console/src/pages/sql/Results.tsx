@@ -44,7 +44,7 @@ export function Results({ query, first, written, pageSize, onPageSize }: {
   // The first page came with the answer when the query was just run; any other is fetched.
   const page = useApi<ResultsPage | FirstPage>(
     (signal) => first && offset === 0 && first.rows.length >= Math.min(pageSize, total)
-      ? Promise.resolve(first)
+      ? Promise.resolve({ ...first, rows: first.rows.slice(0, pageSize) })
       : get<ResultsPage>(resultsPath(query.id), { offset, limit: pageSize }, signal),
     [query.id, offset, pageSize],
   );
@@ -180,8 +180,7 @@ function ChartView({ query, columns, firstRows }: { query: QueryOut; columns: Co
         </fieldset>
       </div>
       {yNames.length === 0 ? <Empty>Choose one or more columns for the y axis.</Empty> : (
-        // Keyed by its settings: a fresh chart, since rows whose x repeats share their bars' keys.
-        <Chart key={`${chartKind}|${xName}|${yNames.join(",")}`} series={series} kind={chartKind} height={320} xLabel={xName}
+        <Chart series={series} kind={chartKind} height={320} xLabel={xName}
                yLabel={yNames.length === 1 ? yNames[0] : undefined}
                title={`${yNames.join(", ")} by ${xName}`} />
       )}

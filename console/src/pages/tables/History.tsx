@@ -62,8 +62,7 @@ export function History({ info, database, table, onChanged, onView }: {
     <div className="stack history">
       <section className="panel" aria-label="Rows over versions">
         {!rows.data ? <Loading what="Counting rows" /> : (
-          // keyed: the chart measures the element it first drew, so it starts afresh with data
-          <Chart key={points.length ? "rows" : "none"} title="Rows at each version" series={[{ name: "rows", points }]} kind="line"
+          <Chart title="Rows at each version" series={[{ name: "rows", points }]} kind="line"
                  xLabel="version" yLabel="rows" height={200} />
         )}
         {versions.length > CHARTED && <p className="muted hint">The newest {CHARTED} versions.</p>}
@@ -103,7 +102,7 @@ export function History({ info, database, table, onChanged, onView }: {
           </tbody>
         </table>
       </div>
-      <Compare path={path} versions={versions.map((v) => v.version)} current={current} />
+      <Compare key={current} path={path} versions={versions.map((v) => v.version)} current={current} />
       {restoring !== undefined && (
         <Confirm title={`Restore ${database}.${table} to version ${restoring}?`} confirm="Restore" danger={false}
                  onClose={() => setRestoring(undefined)}

@@ -1,6 +1,6 @@
 import { useId, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router-dom";
-import { ApiError, get, post, upload } from "../../api";
+import { ApiError, del, get, post, upload } from "../../api";
 import { ErrorBox, PageHeader } from "../../components/ErrorBox";
 import { bytes } from "../../format";
 import { useAction, useApi } from "../../hooks";
@@ -51,9 +51,11 @@ export function Load() {
     if (!file) throw new Error("Choose a file to load");
     if (!chosen) throw new Error(`Cannot tell the format of ${file.name} from its name: choose one`);
     const name = table.trim();
+    let made = false;
     if (!dbExists) {
-      await post("/tables/databases", { name: db }).catch((exc) => {
-        if (!(exc instanceof ApiError && exc.status === 409)) throw exc; // made meanwhile: fine
+      made = await post("/tables/databases", { name: db }).then(() => true, (exc) => {
+        if (!(exc instanceof ApiError && exc.status === 409)) throw exc;
+        return false; // made meanwhile: fine, and not ours to remove
       });
     }
     const query = new URLSearchParams({ format: chosen, mode, filename: file.name });
@@ -64,6 +66,10 @@ export function Load() {
     try {
       const out = await upload(`${tablePath(db, name)}/data?${query}`, file, setProgress) as WriteOut;
       navigate(tableLink(db, name), { state: { loaded: out, file: file.name } });
+    } catch (exc) {
+      // A database made for this load goes again when the load fails: nothing half-made stays.
+      if (made) await del(`/tables/databases/${encodeURIComponent(db)}`).catch(() => undefined);
+      throw exc;
     } finally {
       setProgress(undefined);
     }
