@@ -41,7 +41,7 @@ up: $(VENV)/.installed $(CONSOLE_BUILT)
 
 test: $(VENV)/.installed-test $(CONSOLE_BUILT)
 	@scripts/install-test-services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

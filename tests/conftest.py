@@ -5,10 +5,36 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.services import Cumulo, Postgres, S3Server, postgres, s3_server, start_cumulo
+
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadfile`), a module at a time
+# on one worker, so module fixtures (a server, a trained model) are made once. Some modules go
+# together: the console's share a package's browser and server, and two Ray heads on one
+# machine collide (session folders, worker ports). (xdist's own "loadgroup" marks do not work
+# with pytest 9: xdist renames the items by a field pytest no longer reads.)
+_TOGETHER = {"tests/compute/test_ray.py": "ray", "tests/serving/test_rayserve.py": "ray"}
+
+
+def _unit(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "console" if module.startswith("tests/console/") else _TOGETHER.get(module, module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Together(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return Together(config, log)
+
 
 # Every metadata x storage combination the storage tests run against.
 BACKENDS = ["sqlite+local", "postgres+local", "sqlite+s3", "postgres+s3"]

@@ -43,6 +43,7 @@ def test_models_match_the_migrations(url: str) -> None:
     import cumulo.lake.models
     import cumulo.metering.models
     import cumulo.ml.models
+    import cumulo.pipelines.models
     import cumulo.serving.models
     import cumulo.storage.models  # noqa: F401
     from cumulo.db import Base

@@ -71,8 +71,8 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
     records = list(session.scalars(query))
     names = user_names(session, (r.user_id for r in records))
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    total: dict[str, float] = dict.fromkeys(
-        ("cpu_seconds", "memory_gb_seconds", "gpu_seconds", "wall_seconds", "cost_usd", "count"), 0.0)
+    total: dict[str, float] = dict.fromkeys(("cpu_seconds", "memory_gb_seconds", "gpu_seconds",
+                                             "wall_seconds", "cost_usd", "count"), 0.0)
     for row in records:
         if by == "tag":
             keys = row.tags or ["(untagged)"]
