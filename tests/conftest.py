@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return _unit(nodeid)
 
     return Together(config, log)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_client_forgets_each_module() -> Iterator[None]:
+    """MLflow's client keeps its tracking and registry URIs and its experiment for the whole
+    process, in globals and in os.environ (where servers started later would inherit them).
+    A module that points them at its server must not leave them pointing at a stopped one for
+    the next module, which on an xdist worker may be any module."""
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking import _model_registry, _tracking_service, fluent
+
+        _tracking_service.utils._tracking_uri = None
+        _model_registry.utils._registry_uri = None
+        fluent._active_experiment_id = None
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                 "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_TOKEN"):
+        os.environ.pop(name, None)
 
 
 # Every metadata x storage combination the storage tests run against.

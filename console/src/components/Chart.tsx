@@ -75,7 +75,8 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
             </g>
           ))}
           {xTicks.map((t) => (
-            <text key={`x${t}`} x={sx(t)} y={h + 16} textAnchor="middle" className="tick">{xText(t)}</text>
+            <text key={`x${t}`} x={sx(t)} y={h + 16} className="tick"
+                  textAnchor={sx(t) > w - 30 ? "end" : sx(t) < 30 ? "start" : "middle"}>{xText(t)}</text>
           ))}
           {categories.map((c, i) => i % every === 0 && (
             <text key={`c${c}`} x={sx(c)} y={h + 16} textAnchor="middle" className="tick">
