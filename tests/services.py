@@ -293,3 +293,30 @@ def ray_head(tmp: Path, cpus: int = 2) -> Iterator[RayHead]:
         stop(proc, sig=signal.SIGTERM)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def register_churn(server: Cumulo, name: str, experiment: str) -> str:
+    """A logistic regression with a signature (tenure: long, spend: double; 1 = churns, for
+    short tenure and low spend), logged and registered with MLflow's own client through the
+    server's /mlflow as the next version of `name`. Returns the name."""
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = server.token
+    mlflow.set_tracking_uri(f"{server.url}/mlflow")
+    mlflow.set_registry_uri(f"{server.url}/mlflow")
+    # This server's experiment: MLflow's client remembers the last one set in this process,
+    # which may be another test server's.
+    mlflow.set_experiment(experiment)
+    frame = pd.DataFrame({"tenure": [1, 3, 5, 40, 50, 60], "spend": [20.0, 25, 30, 70, 80, 90]})
+    labels = [1, 1, 1, 0, 0, 0]
+    with mlflow.start_run():
+        # Requirements named: MLflow would otherwise infer them in a subprocess (seconds).
+        mlflow.sklearn.log_model(LogisticRegression().fit(frame, labels), name="model",
+                                 registered_model_name=name, pip_requirements=["scikit-learn"],
+                                 signature=infer_signature(frame, labels),
+                                 serialization_format="pickle")
+    return name

@@ -4,7 +4,6 @@ traffic to a new version and roll back, edit weights, delete it."""
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import uuid
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.services import Cumulo
+from tests.services import Cumulo, register_churn
 
 READY_MS = 90_000  # replicas start as new processes here (CUMULO_SERVING_PRELOAD=0)
 
@@ -28,26 +27,7 @@ def _rest(server: Cumulo) -> httpx.Client:
 def model(console_server: Cumulo) -> str:
     """A logistic regression with a signature (tenure: long, spend: double), registered with
     MLflow's own client through the console server's /mlflow, as version 1 of a new model."""
-    import mlflow
-    import mlflow.sklearn
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = console_server.token
-    mlflow.set_tracking_uri(f"{console_server.url}/mlflow")
-    mlflow.set_registry_uri(f"{console_server.url}/mlflow")
-    mlflow.set_experiment("console-endpoints")
-    frame = pd.DataFrame({"tenure": [1, 3, 5, 40, 50, 60], "spend": [20.0, 25, 30, 70, 80, 90]})
-    labels = [1, 1, 1, 0, 0, 0]
-    name = f"churn-{uuid.uuid4().hex[:6]}"
-    with mlflow.start_run():
-        # Requirements named: MLflow would otherwise infer them in a subprocess (seconds).
-        mlflow.sklearn.log_model(LogisticRegression().fit(frame, labels), name="model",
-                                 registered_model_name=name, pip_requirements=["scikit-learn"],
-                                 signature=infer_signature(frame, labels),
-                                 serialization_format="pickle")
-    return name
+    return register_churn(console_server, f"churn-{uuid.uuid4().hex[:6]}", "console-endpoints")
 
 
 def _register_again(server: Cumulo, name: str) -> str:

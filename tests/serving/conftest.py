@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo, register_churn, start_cumulo
 
 ROWS = pd.DataFrame({"tenure": [2, 50], "spend": [30.0, 80.0]})
 
@@ -27,25 +26,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
 def churn(serving: Cumulo) -> str:
     """Model 'churn', version 1: a logistic regression with a signature, registered with
     MLflow's own client through Cumulo's /mlflow."""
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = serving.token
-    mlflow.set_tracking_uri(f"{serving.url}/mlflow")
-    mlflow.set_registry_uri(f"{serving.url}/mlflow")
-    # This server's experiment: MLflow's client remembers the last one set in this process,
-    # which may be another test server's.
-    mlflow.set_experiment("serving-tests")
-    frame = pd.DataFrame({"tenure": [1, 3, 5, 40, 50, 60], "spend": [20.0, 25, 30, 70, 80, 90]})
-    labels = [1, 1, 1, 0, 0, 0]
-    model = LogisticRegression().fit(frame, labels)
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(model, name="model", registered_model_name="churn",
-                                 signature=infer_signature(frame, labels),
-                                 serialization_format="pickle")
-    return "churn"
+    return register_churn(serving, "churn", "serving-tests")
 
 
 @pytest.fixture(scope="module")

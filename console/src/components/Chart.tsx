@@ -68,12 +68,7 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
       {title && <figcaption>{title}</figcaption>}
       <svg width={width} height={height} role="img" aria-label={`${title ?? yLabel ?? "chart"}: ${series.map((s) => `${s.name}, ${s.points.length} points`).join("; ")}`}>
         <g transform={`translate(${margin.left},${margin.top})`}>
-          {yTicks.map((t) => (
-            <g key={`y${t}`} transform={`translate(0,${sy(t)})`}>
-              <line x2={w} className="grid-line" />
-              <text x={-6} dy="0.32em" textAnchor="end" className="tick">{fmt(t, 3)}</text>
-            </g>
-          ))}
+          <YGrid ticks={yTicks} y={sy} width={w} />
           {xTicks.map((t) => (
             <text key={`x${t}`} x={sx(t)} y={h + 16} className="tick"
                   textAnchor={sx(t) > w - 30 ? "end" : sx(t) < 30 ? "start" : "middle"}>{xText(t)}</text>
@@ -129,6 +124,16 @@ export function Chart({ series, kind = "line", height = 220, xLabel, yLabel, xTi
       )}
     </figure>
   );
+}
+
+/** The y axis's round values, each with its grid line across the plot. */
+export function YGrid({ ticks: values, y, width }: { ticks: number[]; y: (value: number) => number; width: number }) {
+  return values.map((t) => (
+    <g key={`y${t}`} transform={`translate(0,${y(t)})`}>
+      <line x2={width} className="grid-line" />
+      <text x={-6} dy="0.32em" textAnchor="end" className="tick">{fmt(t, 3)}</text>
+    </g>
+  ));
 }
 
 /** The width of the element `box` holds, followed as it changes. Pass as `drawn` what decides

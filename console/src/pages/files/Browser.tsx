@@ -8,7 +8,7 @@ import { Confirm, Notice } from "../../components/Dialogs";
 import {
   baseName, browseLink, bucketPath, downloadUrl, ObjectList, objectPath, StoredObject,
 } from "./paths";
-import { droppedFiles, LeaveGuard, pickedFiles, UploadList, useUploads } from "./Uploads";
+import { droppedFiles, pickedFiles, UploadList, UploadsGuard, useUploads } from "./Uploads";
 
 type Deleting = { kind: "object"; object: StoredObject } | { kind: "prefix"; prefix: string };
 
@@ -113,7 +113,7 @@ export function Browser({ bucket, prefix }: { bucket: string; prefix: string }) 
       )}
 
       <UploadList items={uploads.items} onClear={uploads.clearFinished} onStop={uploads.stop} />
-      <LeaveGuard bucket={bucket} active={uploads.active} />
+      <UploadsGuard bucket={bucket} active={uploads.active} />
       <Notice onClose={() => setNotice(undefined)}>{notice}</Notice>
       <ErrorBox error={first.error} />
       {first.error && <p><Link to="/files">Back to the buckets</Link></p>}

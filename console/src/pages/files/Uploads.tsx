@@ -1,9 +1,9 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { useBlocker } from "react-router-dom";
 import { upload } from "../../api";
 import { ErrorBox } from "../../components/ErrorBox";
 import { bytes } from "../../format";
-import { Confirm, Progress } from "../../components/Dialogs";
+import { Progress } from "../../components/Dialogs";
+import { LeaveGuard } from "../../components/LeaveGuard";
 import { objectPath } from "./paths";
 
 export interface Upload {
@@ -138,25 +138,14 @@ export function UploadList({ items, onClear, onStop }: { items: Upload[]; onClea
 
 /** While uploads are under way, leaving the bucket (for another page, or closing the tab)
  *  asks first: leaving stops them. Folders of the same bucket keep them going. */
-export function LeaveGuard({ bucket, active }: { bucket: string; active: number }) {
+export function UploadsGuard({ bucket, active }: { bucket: string; active: number }) {
   const inside = `/files/${encodeURIComponent(bucket)}`;
-  const leaving = useBlocker(({ nextLocation }) => active > 0
-    && nextLocation.pathname !== inside && !nextLocation.pathname.startsWith(inside + "/"));
-  const proceeded = useRef(false);
-  useEffect(() => {
-    if (!active) return;
-    const ask = (event: BeforeUnloadEvent) => { event.preventDefault(); };
-    window.addEventListener("beforeunload", ask);
-    return () => window.removeEventListener("beforeunload", ask);
-  }, [active]);
-  if (leaving.state !== "blocked") return null;
   return (
-    <Confirm title="Stop the uploads?" confirm="Leave and stop them"
-             run={async () => { proceeded.current = true; leaving.proceed(); }}
-             onClose={() => { if (!proceeded.current) leaving.reset(); proceeded.current = false; }}>
+    <LeaveGuard when={active > 0} stays={(path) => path === inside || path.startsWith(inside + "/")}
+                title="Stop the uploads?" confirm="Leave and stop them">
       <p>{active} upload{active === 1 ? " is" : "s are"} still under way; leaving this bucket stops {active === 1 ? "it" : "them"}.
         What has landed stays.</p>
-    </Confirm>
+    </LeaveGuard>
   );
 }
 

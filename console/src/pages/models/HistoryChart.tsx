@@ -1,7 +1,7 @@
 // A tuning study's optimization history: each trial's objective as a dot, the best so far as a
 // line (the shared Chart draws one kind per chart; this one needs both).
 import { useRef } from "react";
-import { ticks, useWidth } from "../../components/Chart";
+import { ticks, useWidth, YGrid } from "../../components/Chart";
 import { number as fmt } from "../../format";
 
 export function HistoryChart({ points, direction, objective, height = 260 }: {
@@ -42,12 +42,7 @@ export function HistoryChart({ points, direction, objective, height = 260 }: {
       <figcaption>Optimization history</figcaption>
       <svg width={width} height={height} role="img" aria-label={`${objective} per trial, and the best so far`}>
         <g transform={`translate(${margin.left},${margin.top})`}>
-          {yTicks.map((t) => (
-            <g key={`y${t}`} transform={`translate(0,${sy(t)})`}>
-              <line x2={w} className="grid-line" />
-              <text x={-6} dy="0.32em" textAnchor="end" className="tick">{fmt(t, 3)}</text>
-            </g>
-          ))}
+          <YGrid ticks={yTicks} y={sy} width={w} />
           {xTicks.map((t) => <text key={`x${t}`} x={sx(t)} y={h + 16} textAnchor="middle" className="tick">{t}</text>)}
           <line y1={h} y2={h} x2={w} className="axis" />
           <polyline fill="none" stroke="#e0663a" strokeWidth={2} points={line} />

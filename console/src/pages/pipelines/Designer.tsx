@@ -2,7 +2,7 @@
 // a run's states drawn on the canvas, live. Routes: /pipelines/new, /pipelines/NAME,
 // /pipelines/NAME/runs/RUN.
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { Link, useBlocker, useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams } from "react-router-dom";
 import {
   applyEdgeChanges, applyNodeChanges, Background, Controls, type Edge, type EdgeChange,
   type NodeChange, ReactFlow, ReactFlowProvider, useReactFlow, type FinalConnectionState,
@@ -10,8 +10,8 @@ import {
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { ApiError, get, post } from "../../api";
-import { Confirm } from "../../components/Dialogs";
 import { ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
+import { LeaveGuard } from "../../components/LeaveGuard";
 import { useApi } from "../../hooks";
 import {
   type ComponentDoc, type Definition, makeEdge, NAME, newId, NODE_WIDTH, type ParameterSpec,
@@ -165,30 +165,20 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
     return () => { stop = true; window.clearTimeout(timer); };
   }, [route.runId, draw]);
 
-  // Leaving the page with unsaved changes asks first: for another page of the console (the
-  // blocker), and for another site or a closed tab (beforeunload). Moving between this
-  // pipeline's drawing and its runs keeps the canvas, so that is not asked.
+  // Leaving with unsaved changes asks first (LeaveGuard, below). Moving between this pipeline's
+  // drawing and its runs keeps the canvas, and so do the designer's own moves (save, run),
+  // which happen before the render that clears `unsaved`.
   const unsaved = dirty && nodes.length > 0;
-  const keep = useRef({ unsaved, name: route.isNew ? null : route.name, self: false });
-  keep.current = { ...keep.current, unsaved, name: route.isNew ? null : route.name };
-  const leaving = useBlocker(({ nextLocation }) => {
-    const { unsaved: holding, name: current, self } = keep.current;
-    if (self) { keep.current.self = false; return false; }  // the designer's own move: save, run
-    if (!holding) return false;
-    const next = /^\/pipelines\/([^/]+)/.exec(nextLocation.pathname)?.[1];
-    return current === null || next !== current;
-  });
+  const ownMove = useRef(false);
+  const stays = (path: string) => {
+    if (ownMove.current) { ownMove.current = false; return true; }
+    const next = /^\/pipelines\/([^/]+)/.exec(path)?.[1];
+    return !route.isNew && next === route.name;
+  };
   const go = (to: string, options?: { replace?: boolean }) => {
-    keep.current.self = true;
+    ownMove.current = true;
     navigate(to, options);
   };
-  const proceeded = useRef(false);
-  useEffect(() => {
-    if (!unsaved) return;
-    const ask = (event: BeforeUnloadEvent) => { event.preventDefault(); };
-    window.addEventListener("beforeunload", ask);
-    return () => window.removeEventListener("beforeunload", ask);
-  }, [unsaved]);
 
   // --- what the canvas shows: the run's states, the problems' nodes --------------------------
   const targets = useMemo(() => {
@@ -565,15 +555,9 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
           )}
         </div>
       </div>
-      {leaving.state === "blocked" && (
-        <Confirm title="Leave without saving?" confirm="Leave" onClose={() => {
-                   if (!proceeded.current) leaving.reset();
-                   proceeded.current = false;
-                 }}
-                 run={async () => { proceeded.current = true; leaving.proceed(); }}>
-          <p>The pipeline has changes that are not saved; leaving drops them. Save keeps them as a new version.</p>
-        </Confirm>
-      )}
+      <LeaveGuard when={unsaved} stays={stays} title="Leave without saving?" confirm="Leave">
+        <p>The pipeline has changes that are not saved; leaving drops them. Save keeps them as a new version.</p>
+      </LeaveGuard>
       {run && (
         <RunPanel run={run} error={runError} busy={busy} onSelect={select}
                   onCancel={() => runAction("cancel")} onRetry={() => runAction("retry")}
