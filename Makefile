@@ -44,8 +44,9 @@ test: $(VENV)/.installed-test $(CONSOLE_BUILT)
 	$(BIN)/pytest -n 2 --dist loadfile
 
 check: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_layers.py
 	npm run --prefix console --silent check
 
 bench: $(VENV)/.installed-test

@@ -26,6 +26,7 @@ __all__ = [
     "Prices",
     "S3Settings",
     "Settings",
+    "child_env",
     "load_client_settings",
     "load_settings",
     "save_credentials",
@@ -77,11 +78,11 @@ class Settings:
     prices: Prices = field(default_factory=Prices)
     # How long a cancelled or timed-out job has between SIGTERM and SIGKILL.
     job_grace_seconds: float = 10.0
-    # What local clusters' Python jobs start with already imported (cumulo.compute.zygote):
+    # What local clusters' Python jobs start with already imported (cumulo.forkserver):
     # "auto" (the ML stack), "none", or module names separated by commas ("auto,torch").
     preload: str = "auto"
     # Endpoint replicas start as forks of a process that imported the serving stack once
-    # (cumulo.serving.zygote): well under a second instead of several.
+    # (cumulo.forkserver): well under a second instead of several.
     serving_preload: bool = True
     # The HTTP port Ray Serve listens on, on Ray clusters where Cumulo starts it.
     ray_serve_port: int = 8000
@@ -196,7 +197,7 @@ def load_settings(
     if "job_grace_seconds" in values:
         values["job_grace_seconds"] = _number("job_grace_seconds", values["job_grace_seconds"])
     if "preload" in values:
-        from cumulo.compute.zygote import parse_preload
+        from cumulo.forkserver.preload import parse_preload
 
         preload = values["preload"]
         try:
@@ -277,3 +278,21 @@ def save_credentials(url: str, token: str, env: dict[str, str] | None = None) ->
         tomli_w.dump({"url": url, "token": token}, f)
     os.replace(tmp, path)
     return path
+
+
+# What a process Cumulo starts never inherits from the control plane: its settings (CUMULO_*),
+# MLflow's (a job or replica gets its own), and an interactive start-up file.
+_NOT_INHERITED = ("CUMULO_", "MLFLOW_", "PYTHONSTARTUP")
+
+
+def child_env(extra: dict[str, str] | None = None, *, mlflow: bool = False) -> dict[str, str]:
+    """The environment of a process the control plane starts (a job, a replica, a fork
+    server, MLflow's server): this process's, less its own settings and, unless ``mlflow``
+    (for MLflow's own server), MLflow's; output unbuffered and MLflow's usage telemetry off
+    (it would send each call to a third party), then ``extra``."""
+    dropped = tuple(p for p in _NOT_INHERITED if mlflow is False or p != "MLFLOW_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.update(extra or {})
+    return env

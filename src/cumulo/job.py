@@ -23,6 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cumulo import jobenv
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -34,25 +36,23 @@ __all__ = ["JobInput", "in_job", "log_metric", "log_metrics", "sync_checkpoints"
 
 
 def in_job() -> bool:
-    return "CUMULO_JOB_ID" in os.environ
+    return jobenv.in_job()
 
 
 def __getattr__(name: str) -> Any:
     # Read lazily: a warm worker imports this module before it knows its job.
+    job = jobenv.current()
     if name == "id":
-        return os.environ.get("CUMULO_JOB_ID")
+        return job.job_id if job else None
     if name == "attempt":
-        return int(os.environ.get("CUMULO_JOB_ATTEMPT", "1"))
-    if name == "output_dir":
-        path = Path(os.environ.get("CUMULO_JOB_OUTPUT_DIR", "output"))
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    if name == "checkpoint_dir":
-        path = Path(os.environ.get("CUMULO_JOB_CHECKPOINT_DIR", "checkpoints"))
+        return job.attempt if job else 1
+    if name in ("output_dir", "checkpoint_dir"):
+        outside = {"output_dir": "output", "checkpoint_dir": "checkpoints"}[name]
+        path = getattr(job, name) if job else Path(outside)
         path.mkdir(parents=True, exist_ok=True)
         return path
     if name == "inputs":
-        return _Inputs(json.loads(os.environ.get("CUMULO_JOB_INPUTS", "{}")))
+        return _Inputs(job.inputs if job else {})
     if name == "hyperparameters":  # script mode (client.estimator): the estimator's
         return json.loads(os.environ.get("CUMULO_HYPERPARAMETERS", "{}"))
     if name == "model_dir":  # script mode: what is saved here becomes a model version
@@ -60,6 +60,13 @@ def __getattr__(name: str) -> Any:
         path.mkdir(parents=True, exist_ok=True)
         return path
     raise AttributeError(f"module 'cumulo.job' has no attribute {name!r}")
+
+
+def _job() -> jobenv.JobEnv:
+    job = jobenv.current()
+    if job is None:
+        raise RuntimeError("this is not running as a Cumulo job (CUMULO_JOB_ID is not set)")
+    return job
 
 
 @cache
@@ -70,7 +77,8 @@ def _client() -> Client:
 
 
 def _job_dir() -> Path:
-    return Path(os.environ.get("CUMULO_JOB_DIR", "."))
+    job = jobenv.current()
+    return job.job_dir if job and job.job_dir else Path(".")
 
 
 class JobInput:
@@ -82,9 +90,7 @@ class JobInput:
         self.spec = spec
 
     def __repr__(self) -> str:
-        what = (f"{self.spec['table']}@v{self.spec['version']}" if self.kind == "table"
-                else f"{self.spec['bucket']}/{self.spec['prefix']}")
-        return f"JobInput({self.name!r}, {self.kind} {what})"
+        return f"JobInput({self.name!r}, {self.kind} {jobenv.input_ref(self.spec)})"
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -180,8 +186,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
         return
     body = {"metrics": [{"key": k, "value": float(v), "step": step or 0, "timestamp": now}
                         for k, v in metrics.items()]}
-    _client().transport.json("POST", f"/api/v1/jobs/{os.environ['CUMULO_JOB_ID']}/metrics",
-                             json=body)
+    _client().transport.json("POST", f"/api/v1/jobs/{_job().job_id}/metrics", json=body)
 
 
 # What of the checkpoint folder the control plane holds: path -> (size, mtime_ns).
@@ -195,10 +200,10 @@ def sync_checkpoints() -> None:
     process killed outright ends without a word, so ``cumulo.ml.checkpoint.save_checkpoint``
     calls this after each save. On a local cluster (and outside a job) it does nothing: the
     folder is kept when the attempt ends, whatever its end."""
-    if os.environ.get("CUMULO_JOB_REMOTE") != "1":
+    job = jobenv.current()
+    if job is None or not job.remote:
         return
-    folder = Path(os.environ["CUMULO_JOB_CHECKPOINT_DIR"])
-    base = f"/api/v1/jobs/{os.environ['CUMULO_JOB_ID']}/checkpoints"
+    folder, base = job.checkpoint_dir, f"/api/v1/jobs/{job.job_id}/checkpoints"
     transport = _client().transport
     now: dict[str, tuple[int, int]] = {}
     for path in sorted(folder.rglob("*")):
@@ -217,8 +222,8 @@ def sync_checkpoints() -> None:
 
 def _restore_checkpoints() -> None:
     """On a remote cluster, before the job starts: fetch the checkpoints of its last attempt."""
-    folder = Path(os.environ["CUMULO_JOB_CHECKPOINT_DIR"])
-    base = f"/api/v1/jobs/{os.environ['CUMULO_JOB_ID']}/checkpoints"
+    job = _job()
+    folder, base = job.checkpoint_dir, f"/api/v1/jobs/{job.job_id}/checkpoints"
     transport = _client().transport
     for item in transport.json("GET", base):
         target = folder / item["path"]
@@ -234,8 +239,8 @@ def _restore_checkpoints() -> None:
 def _upload_outputs(record: dict[str, Any]) -> None:
     """Send the checkpoints, the output folder, then the exit record, to the control plane
     (remote clusters)."""
-    job_id = os.environ["CUMULO_JOB_ID"]
-    out = Path(os.environ["CUMULO_JOB_OUTPUT_DIR"])
+    job = _job()
+    job_id, out = job.job_id, job.output_dir
     transport = _client().transport
     try:
         sync_checkpoints()

@@ -93,3 +93,47 @@ def test_costs(compute: Cumulo, code: Path) -> None:
     assert future["rows"] == [] and future["total"] == {
         "cpu_seconds": 0.0, "memory_gb_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0,
         "cost_usd": 0.0, "count": 0}
+
+
+def test_durations_take_the_one_grammar(compute: Cumulo, code: Path) -> None:
+    run = compute.cli("jobs", "run", "--code", str(code), "--entry", "ok.py",
+                      "--max-runtime", "1h30m", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["max_runtime_s"] == 5400
+    show = compute.cli("jobs", "show", json.loads(run.stdout)["id"])
+    assert "max 1h30m" in show.stdout
+    bad = compute.cli("jobs", "run", "--code", str(code), "--entry", "ok.py",
+                      "--max-runtime", "5x")
+    assert bad.returncode == 1 and bad.stderr.strip() == (
+        "error: --max-runtime '5x' is not a duration: use forms like 90s, 30m, 1h30m, 7d, 2w")
+
+    made = compute.cli("clusters", "create", "cli-idle", "--max-cpus", "1",
+                       "--idle-timeout", "1h30m", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["idle_timeout_s"] == 5400
+    assert "idle ones go after 1h30m" in compute.cli("clusters", "show", "cli-idle").stdout
+    compute.cli("clusters", "rm", "cli-idle")
+    bad = compute.cli("clusters", "create", "cli-idle", "--idle-timeout", "soon")
+    assert bad.returncode == 1 and "'soon' is not a duration: use forms like" in bad.stderr
+
+
+def test_costs_take_dates_times_and_spans(compute: Cumulo, code: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    compute.client().jobs.run("ok.py", code=code, tags=["spans"]).wait(60)
+    today = datetime.now(UTC).date()
+    for since in ("1h30m", "7d", f"{today}T00:00:00Z", f"{today}T02:00:00+02:00",
+                  str(today)):
+        out = compute.cli("costs", "--by", "tag", "--since", since, "--json")
+        assert out.returncode == 0, (since, out.stderr)
+        summary = json.loads(out.stdout)
+        assert any(r["tag"] == "spans" for r in summary["rows"]), since
+    week = json.loads(compute.cli("costs", "--since", "7d", "--json").stdout)
+    assert week["since"] == str(today - timedelta(days=7))
+    gone = json.loads(compute.cli("costs", "--until", "2d", "--json").stdout)
+    assert gone["until"] == str(today - timedelta(days=2)) and gone["rows"] == []
+    for option in ("--since", "--until"):
+        bad = compute.cli("costs", option, "yesterday")
+        assert bad.returncode == 1 and bad.stderr.strip() == (
+            f"error: {option} 'yesterday' is not a time: use a date like 2026-11-01, a time "
+            "like 2026-11-01T12:00:00Z, or a span back from now like 7d or 1h30m")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import psutil
 import pyarrow as pa
 import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
-from tests.services import Cumulo
+from tests.services import Cumulo, S3Server, s3_server, start_cumulo, stop
 
 
 def test_run_entry_with_args(compute: Cumulo, code: Path, tmp_path: Path) -> None:
@@ -183,7 +186,7 @@ def test_bad_submissions_are_refused_and_leave_nothing(compute: Cumulo, code: Pa
         (Invalid, "at most", dict(entry="ok.py", code=code, cpus=1000)),
         (Invalid, "at most", dict(entry="ok.py", code=code, gpus=64)),
         (Invalid, "at most", dict(entry="ok.py", code=code, memory="100T")),
-        (Invalid, "memory size", dict(entry="ok.py", code=code, memory="lots")),
+        (Invalid, "--memory 'lots' is not a size", dict(entry="ok.py", code=code, memory="lots")),
         (Invalid, "duration", dict(entry="ok.py", code=code, max_runtime="forever")),
         (NotFound, "input 'train'", dict(entry="ok.py", code=code,
                                          inputs={"train": "nodb.orders"})),
@@ -393,3 +396,71 @@ def test_jobs_on_a_cluster_made_a_moment_ago(compute: Cumulo, code: Path) -> Non
             assert info["state"] == "succeeded", info["reason"]
         finally:
             c.clusters.delete(f"fresh-{i}")
+
+
+# --- logs kept in S3 -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_compute(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    """A server that keeps jobs' logs and outputs in S3 (moto's server standing in)."""
+    home = tmp_path_factory.mktemp("compute-s3") / ".cumulo"
+    server = start_cumulo(home, {**s3.env(), "CUMULO_JOB_GRACE_SECONDS": "1",
+                                 "CUMULO_STORAGE_URL": s3.create_bucket(
+                                     "jobs-" + uuid.uuid4().hex[:10])})
+    yield server
+    server.stop()
+
+
+def _raw_log(server: Cumulo, job_id: str, **params: str | int) -> httpx.Response:
+    return httpx.get(f"{server.url}/api/v1/jobs/{job_id}/logs", params=params, timeout=60,
+                     headers={"Authorization": f"Bearer {server.token}"})
+
+
+def test_following_a_stored_log_to_its_end_on_s3(s3_compute: Cumulo, code: Path) -> None:
+    """Regression: a follower that has read a log to its end (as one following a Ray job has,
+    from Ray) then reads the stored log from there. S3 answers a range from an object's end
+    with 416 InvalidRange, the chunked answer was cut ("peer closed connection ... incomplete
+    chunked read"), and `jobs run --wait` and `jobs logs -f` failed on jobs that succeeded."""
+    c = s3_compute.client()
+    job = c.jobs.run("fail.py", code=code)
+    assert job.wait(60)["state"] == "failed"
+    expected = [f"line {i}" for i in range(50)] + ["bad things happened"]
+    whole = _raw_log(s3_compute, job.id)
+    assert whole.status_code == 200 and whole.text.splitlines() == expected
+    size = len(whole.content)
+    for offset, rest in ((size - 20, whole.content[-20:]), (size, b""), (size + 5, b"")):
+        answer = _raw_log(s3_compute, job.id, offset=offset, follow="true")
+        assert answer.status_code == 200 and answer.content == rest, offset
+    assert list(job.logs(follow=True)) == expected
+    followed = s3_compute.cli("jobs", "logs", "-f", job.id)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.splitlines() == expected
+    ran = s3_compute.cli("jobs", "run", "--code", str(code), "--entry", "ok.py", "--wait",
+                         "--", "--lr", "0.1")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[:2] == ["args ['--lr', '0.1'] attempt 1", "done"]
+
+
+def test_a_log_that_cannot_be_read_ends_with_a_line_saying_why(code: Path,
+                                                              tmp_path: Path) -> None:
+    """Storage failing under a log being sent: the answer (chunked, its 200 sent already)
+    ends with a line that says what went wrong, instead of being cut off; the follower gets
+    what there was, and no exception. A private S3 stand-in, stopped by the test."""
+    with s3_server(tmp_path) as private:
+        server = start_cumulo(tmp_path / ".cumulo", {
+            **private.env(), "CUMULO_STORAGE_URL": private.create_bucket("going-away")})
+        try:
+            c = server.client()
+            job = c.jobs.run("ok.py", code=code)
+            assert job.wait(60)["state"] == "succeeded"  # its log is in S3 now, and only there
+            stop(private.proc)
+            lines = list(job.logs(follow=True))
+            assert len(lines) == 1 and lines[0].startswith("(cumulo: the log stopped here: ")
+            assert "Could not connect to the endpoint URL" in lines[0]
+            followed = server.cli("jobs", "logs", "-f", job.id)
+            assert followed.returncode == 0, followed.stderr
+            assert followed.stdout.splitlines() == lines
+            assert any("streaming the log of job" in line for line in server.log_lines())
+        finally:
+            server.stop()

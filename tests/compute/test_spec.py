@@ -1,11 +1,21 @@
-"""Parsing what users type for jobs: sizes, durations, environment, inputs."""
+"""Parsing what users type for jobs: sizes and durations (with cumulo.units' grammar and a
+job's limits), environment, inputs."""
 
 from __future__ import annotations
 
 import pytest
 
-from cumulo.compute.spec import parse_duration_s, parse_env, parse_inputs, parse_memory
+from cumulo.compute.spec import MAX_DURATION, parse_env, parse_inputs
 from cumulo.errors import Invalid
+from cumulo.units import parse_duration, parse_size
+
+
+def parse_memory(text: str) -> int:
+    return parse_size(text, what="memory size")
+
+
+def parse_duration_s(text: str | float) -> float:
+    return parse_duration(text, maximum=MAX_DURATION)
 
 
 @pytest.mark.parametrize(("text", "size"), [

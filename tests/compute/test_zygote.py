@@ -1,4 +1,4 @@
-"""Jobs forked from the preloading fork server (cumulo.compute.zygote), end to end.
+"""Jobs forked from the local cluster's preloading fork server (cumulo.forkserver), end to end.
 
 The server here preloads only numpy (the real default, ``auto``, is the whole ML stack and is
 what the ML tests' server runs); the fork, signal, exit-code and fallback paths are the same.
@@ -15,9 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cumulo.compute.zygote import AUTO, parse_preload, uses_preloaded
+from cumulo.compute.executors.local import AUTO, uses_preloaded
 from cumulo.config import load_settings
 from cumulo.errors import Invalid
+from cumulo.forkserver import parse_preload
 from tests.services import Cumulo, start_cumulo
 
 # Whether numpy was loaded before the job's own code ran; the job imports it after (so that
@@ -47,9 +48,14 @@ def _wait_ready(server: Cumulo, timeout: float = 60) -> None:
 
 def _zygote(server: Cumulo) -> psutil.Process:
     found = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
-             if "cumulo.compute.zygote" in " ".join(p.cmdline())]
+             if _is_jobs_fork_server(p)]
     assert len(found) == 1, found
     return found[0]
+
+
+def _is_jobs_fork_server(proc: psutil.Process) -> bool:
+    line = " ".join(proc.cmdline())
+    return "cumulo.forkserver.server" in line and "cumulo.compute.runner" in line
 
 
 def _run(server: Cumulo, code: str, **kwargs: object) -> tuple[dict, list[str]]:
@@ -60,8 +66,8 @@ def _run(server: Cumulo, code: str, **kwargs: object) -> tuple[dict, list[str]]:
 
 def test_parse_preload() -> None:
     assert parse_preload("none") == [] and parse_preload(None) == []
-    assert parse_preload("auto") == list(AUTO)
-    assert parse_preload("auto,torch")[-1] == "torch"
+    assert parse_preload("auto", AUTO) == list(AUTO)
+    assert parse_preload("auto,torch", AUTO)[-1] == "torch"
     assert parse_preload(" numpy , json,numpy") == ["numpy", "json"]
     assert parse_preload(["numpy", "os.path"]) == ["numpy", "os.path"]
     with pytest.raises(ValueError, match="'numpy;rm' is not a module name"):
@@ -75,10 +81,10 @@ def test_parse_preload() -> None:
     ("from cumulo.client import Client", False), ("import cumulo.pipelines.step", True),
     ("pass", False), ("import numpyx", False), ("x = 'import numpy'", False)])
 def test_which_jobs_use_the_preloaded_modules(code: str, uses: bool) -> None:
-    assert uses_preloaded(["python", "-c", code], None, parse_preload("auto")) is uses
+    assert uses_preloaded(["python", "-c", code], None, parse_preload("auto", AUTO)) is uses
     assert uses_preloaded(["python", "-m", "cumulo.ml.train"], None, ["mlflow", "cumulo.ml"])
     assert uses_preloaded(["python", "-m", "cumulo.pipelines.step"], None,
-                          parse_preload("auto"))
+                          parse_preload("auto", AUTO))
     assert not uses_preloaded(["python", "-c", "import numpy"], None, [])
 
 
@@ -180,7 +186,7 @@ def test_jobs_run_on_when_the_fork_server_dies(forking: Cumulo) -> None:
 def test_no_fork_server_when_preload_is_none(compute: Cumulo) -> None:
     assert compute.client().clusters.show("local")["preloaded"] == []
     assert not [p for p in psutil.Process(compute.proc.pid).children(recursive=True)
-                if "cumulo.compute.zygote" in " ".join(p.cmdline())]
+                if _is_jobs_fork_server(p)]
 
 
 def _wait_log(job, text: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]

@@ -114,3 +114,46 @@ def test_killed_during_a_load_leaves_the_previous_version(home: Path, tmp_path: 
         assert tables.show(f"{db}.t")["version"] == 1
     finally:
         again.stop()
+
+
+def test_times_and_durations_take_the_one_grammar(local_server: Cumulo, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    db = "cli_" + uuid.uuid4().hex[:6]
+    name = f"{db}.t"
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("id\n1\n")
+    second.write_text("id\n2\n3\n")
+    assert local_server.cli("tables", "create-db", db).returncode == 0
+    assert local_server.cli("tables", "load", name, str(first)).returncode == 0
+    time.sleep(0.2)
+    between = datetime.now(timezone(timedelta(hours=2)))  # written with an offset
+    time.sleep(0.2)
+    assert local_server.cli("tables", "load", name, str(second), "--mode",
+                            "overwrite").returncode == 0
+    restored = local_server.cli("tables", "restore", name, "--as-of", between.isoformat(),
+                                "--json")
+    assert restored.returncode == 0, restored.stderr
+    head = json.loads(local_server.cli("tables", "head", name, "--json").stdout)
+    assert head == [{"id": 1}]
+    now = local_server.cli("tables", "restore", name, "--as-of", "0s")  # a span back from now
+    assert now.returncode == 1 and "at version 2 already" in now.stderr, now.stderr
+    ago = local_server.cli("tables", "restore", name, "--as-of", "1h30m")  # before it existed
+    assert ago.returncode == 1 and "--as-of" not in ago.stderr, ago.stderr
+    bad = local_server.cli("tables", "restore", name, "--as-of", "soon")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --as-of 'soon' is not a time")
+
+    dry = local_server.cli("tables", "vacuum", name, "--retain", "1h30m", "--dry-run",
+                           "--force", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["retain_hours"] == 2  # 1h30m, never less than asked
+    bad = local_server.cli("tables", "vacuum", name, "--retain", "5x")
+    assert bad.returncode == 1 and bad.stderr.strip() == (
+        "error: --retain '5x' is not a duration: use forms like 90s, 30m, 1h30m, 7d, 2w")
+
+    query = local_server.cli("sql", f"select count(*) n from {name}", "--timeout", "1h30m",
+                             "--json")
+    assert query.returncode == 0 and json.loads(query.stdout)["page"] == [{"n": 1}]
+    bad = local_server.cli("sql", "select 1", "--timeout", "5x")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --timeout '5x' is not a dura")
+    assert local_server.cli("tables", "drop-db", db, "--cascade").returncode == 0

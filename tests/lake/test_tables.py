@@ -166,7 +166,7 @@ def test_catalog_errors(local_server: Cumulo, db: str, tmp_path: Path) -> None:
         tables.read(f"{db}.orders@v7")
     with pytest.raises(NotFound, match="did not exist yet"):
         tables.read(f"{db}.orders@2001-01-01T00:00:00Z")
-    with pytest.raises(Invalid, match="not a timestamp"):
+    with pytest.raises(Invalid, match="is not a time: use a date like"):
         tables.read(f"{db}.orders@yesterday")
     with pytest.raises(Invalid, match="needs its database"):
         tables.show("orders")

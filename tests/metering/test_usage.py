@@ -45,6 +45,6 @@ def test_summaries(tmp_path: Path) -> None:
         assert until["rows"] == [{"kind": "job", "cpu_seconds": 30, "memory_gb_seconds": 0,
                                   "gpu_seconds": 0, "wall_seconds": 2, "cost_usd": 0.3,
                                   "count": 2}]
-        with pytest.raises(Invalid, match="not a date"):
+        with pytest.raises(Invalid, match="is not a time: use a date like"):
             usage.summarize(session, since="yesterday")
     engine.dispose()

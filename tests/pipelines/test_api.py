@@ -105,3 +105,13 @@ def test_cli(local_server: Cumulo, tmp_path: Path) -> None:
     components = local_server.cli("pipelines", "components")
     assert "split_data" in components.stdout and "fraction" in components.stdout
     assert local_server.cli("pipelines", "rm", "churn").returncode == 0
+
+
+def test_run_timeouts_take_the_one_grammar(local_server: Cumulo) -> None:
+    for command in (["run", "no-such-pipeline"], ["retry", "no-such-run"]):
+        took = local_server.cli("pipelines", *command, "--timeout", "1h30m")
+        assert took.returncode == 1 and "--timeout" not in took.stderr, took.stderr
+        assert "no-such" in took.stderr  # refused for what it names, not for its timeout
+        bad = local_server.cli("pipelines", *command, "--timeout", "5x")
+        assert bad.returncode == 1 and bad.stderr.strip() == (
+            "error: --timeout '5x' is not a duration: use forms like 90s, 30m, 1h30m, 7d, 2w")

@@ -72,6 +72,18 @@ def test_the_churn_example_from_csv_to_an_endpoint(local_server: Cumulo) -> None
     assert {n: s["state"] for n, s in again.items() if s["state"] != "cached"} == {
         "condition": "succeeded"}
     assert all(s["job_id"] is None for s in again.values())
+    # The same run on another cluster deploys again (where a run deploys depends on its
+    # cluster: a Ray run serves from Ray); everything else still comes from the cache.
+    c.clusters.create("other", max_workers=1)
+    moved = _steps(c.pipelines.run("churn", cluster="other", wait=True, timeout=120))
+    deploy = moved["deploy_to_endpoint"]
+    assert deploy["state"] == "succeeded", "\n".join([deploy["message"],
+                                             *c.jobs.get(deploy["job_id"]).logs()])
+    assert moved["train_model"]["state"] == "cached"
+    # It serves that model already: the step says so and changes nothing.
+    assert "serves churn-auto:1 already" in "\n".join(c.jobs.get(deploy["job_id"]).logs())
+    assert c.endpoints.show("churn-auto")["variants"][0]["name"] == "churn-auto-1"
+    c.clusters.delete("other")
     # A gate it cannot pass: the model is neither registered nor deployed.
     held = _steps(c.pipelines.run("churn", {"threshold": 0.999}, wait=True, timeout=120))
     assert held["condition"]["outputs"]["branch"] == "else"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 
@@ -108,3 +109,18 @@ def test_tokens_cli(local_server: Cumulo) -> None:
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: token 'from-cli' was revoked; use another token"
     assert "Traceback" not in refused.stderr
+
+
+def test_token_lifetimes_take_the_one_grammar(local_server: Cumulo) -> None:
+    from datetime import UTC, datetime
+
+    made = local_server.cli("tokens", "create", "ninety-minutes", "--expires-in", "1h30m",
+                            "--json")
+    assert made.returncode == 0, made.stderr
+    left = datetime.fromisoformat(json.loads(made.stdout)["expires_at"]).replace(tzinfo=UTC) \
+        - datetime.now(UTC)
+    assert 5300 < left.total_seconds() <= 5400
+    bad = local_server.cli("tokens", "create", "never", "--expires-in", "soon")
+    assert bad.returncode == 1 and bad.stderr.strip() == (
+        "error: --expires-in 'soon' is not a duration: use forms like 90s, 30m, 1h30m, 7d, 2w")
+    assert "never" not in local_server.cli("tokens", "ls").stdout

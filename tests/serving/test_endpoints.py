@@ -193,6 +193,11 @@ def test_endpoints_cli(serving: Cumulo, churn: str, tmp_path) -> None:  # type: 
     out = serving.cli("endpoints", "show", "cli")
     assert "in_service" in out.stdout and "ready" in out.stdout
     assert serving.cli("endpoints", "ls").stdout.count("cli") >= 1
+    out = serving.cli("endpoints", "update", "cli", "--scale-in-cooldown", "1h30m",
+                      "--scale-to-zero-after", "2h", "--min-replicas", "0")
+    assert out.returncode == 0, out.stderr
+    shown = serving.cli("endpoints", "show", "cli")
+    assert "scale in after 1h30m; to zero after 2h idle" in shown.stdout, shown.stdout
     assert serving.cli("endpoints", "rm", "cli").returncode == 0
     missing = serving.cli("endpoints", "show", "cli")
     assert missing.returncode != 0 and "no endpoint 'cli'" in missing.stderr
@@ -220,3 +225,21 @@ def test_metrics_per_variant_and_for_prometheus(serving: Cumulo, churn: str) -> 
         'quantile="0.99"}' in text
     assert httpx.get(f"{serving.url}/metrics").status_code == 401  # behind the token
     c.endpoints.delete("measured")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["create", "x", "--model", "churn:1", "--scale-in-cooldown", "soon"],
+     "--scale-in-cooldown 'soon' is not a duration: use forms like 90s, 30m, 1h30m, 7d, 2w"),
+    (["create", "x", "--model", "churn:1", "--scale-to-zero-after", "-5m"],
+     "--scale-to-zero-after '-5m' is not a duration"),
+    (["create", "x", "--model", "churn:1", "--max-body", "6X"],
+     "--max-body '6X' is not a size: use forms like 512M, 8G, 1.5GiB or a number of bytes"),
+    (["update", "x", "--model", "churn:1", "--bake", "5x"], "--bake '5x' is not a duration"),
+    (["update", "x", "--scale-in-cooldown", "1 hour"],
+     "--scale-in-cooldown '1 hour' is not a duration"),
+])
+def test_endpoint_durations_and_sizes_are_refused_clearly(serving: Cumulo, args: list[str],
+                                                          message: str) -> None:
+    out = serving.cli("endpoints", *args)
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
+    assert "x" not in [e["name"] for e in serving.client().endpoints.list()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cumulo.serving.manager import summarize
+from cumulo.serving.metrics import summarize
 from cumulo.serving.stats import Window, percentile
 
 

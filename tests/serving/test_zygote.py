@@ -1,4 +1,5 @@
-"""The serving fork server: replicas forked from a process that imported the stack once."""
+"""The serving fork server: replicas forked from a process that imported the stack once
+(the shared :mod:`cumulo.forkserver`, with the local runtime's preload list and entry)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cumulo.serving.manager import _ForkServer
+from cumulo.config import child_env
+from cumulo.forkserver import Forked, ForkServer
+from cumulo.serving.runtimes.local import PRELOAD
+
+
+def _server(log: Path) -> ForkServer:
+    return ForkServer(PRELOAD, env=child_env(), log_path=log, name="serving fork server")
+
+
+def _start(forks: ForkServer, listener: socket.socket, log: Path) -> Forked | None:
+    """A replica, forked as the local runtime's Launcher forks one."""
+    with open(log, "ab") as err:
+        return forks.start("cumulo.serving.worker:forked",
+                           {"config": str(log.parent / "replica.json")},
+                           fds=[listener.fileno()], stderr=err.fileno(), pipe_stdout=True)
 
 
 @pytest.fixture(scope="module")
-def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ForkServer]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CUMULO_", "MLFLOW_"))}
-    server = _ForkServer(env, tmp_path_factory.mktemp("zygote") / "zygote.log")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    server = _server(tmp_path_factory.mktemp("zygote") / "zygote.log")
     deadline = time.monotonic() + 120
     while server.state == "starting":
         assert time.monotonic() < deadline, "the fork server did not get ready"
@@ -37,19 +51,19 @@ def _config(folder: Path, model_dir: Path) -> Path:
     return folder / "replicas.log"
 
 
-def test_preloads_the_serving_stack(forks: _ForkServer) -> None:
+def test_preloads_the_serving_stack(forks: ForkServer) -> None:
     assert {"mlflow.pyfunc", "pandas", "httptools", "cumulo.serving.http"} <= set(forks.modules)
     assert forks.describe()["state"] == "ready"
 
 
 def test_forked_replica_serves_and_its_exit_code_comes_back(
-        forks: _ForkServer, model_dir: Path, tmp_path: Path) -> None:
+        forks: ForkServer, model_dir: Path, tmp_path: Path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     log = _config(tmp_path / "e", model_dir)
     t0 = time.monotonic()
-    child = forks.start(listener, log)
+    child = _start(forks, listener, log)
     assert child is not None and child.stdout is not None
     ready = json.loads(child.stdout.readline())
     started = time.monotonic() - t0
@@ -66,13 +80,13 @@ def test_forked_replica_serves_and_its_exit_code_comes_back(
     listener.close()
 
 
-def test_two_replicas_share_a_socket_and_stop_gracefully(forks: _ForkServer, model_dir: Path,
+def test_two_replicas_share_a_socket_and_stop_gracefully(forks: ForkServer, model_dir: Path,
                                                          tmp_path: Path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     log = _config(tmp_path / "e", model_dir)
-    a, b = forks.start(listener, log), forks.start(listener, log)
+    a, b = _start(forks, listener, log), _start(forks, listener, log)
     assert a is not None and b is not None and a.pid != b.pid
     for child in (a, b):
         assert child.stdout is not None
@@ -85,12 +99,12 @@ def test_two_replicas_share_a_socket_and_stop_gracefully(forks: _ForkServer, mod
 
 
 def test_a_replica_whose_model_fails_exits_1_with_the_traceback(
-        forks: _ForkServer, tmp_path: Path) -> None:
+        forks: ForkServer, tmp_path: Path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     log = _config(tmp_path / "e", tmp_path / "no-model")
-    child = forks.start(listener, log)
+    child = _start(forks, listener, log)
     assert child is not None and child.stdout is not None
     message = json.loads(child.stdout.readline())
     assert "no-model" in message["failed"]
@@ -100,20 +114,19 @@ def test_a_replica_whose_model_fails_exits_1_with_the_traceback(
 
 
 def test_after_the_fork_server_dies_starts_are_refused(model_dir: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CUMULO_", "MLFLOW_"))}
-    server = _ForkServer(env, tmp_path / "zygote.log")
+    server = _server(tmp_path / "zygote.log")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     try:
-        assert server.start(listener, _config(tmp_path / "e", model_dir)) is None  # starting
+        assert _start(server, listener, _config(tmp_path / "e", model_dir)) is None  # starting
         server.proc.kill()
         deadline = time.monotonic() + 30
         while server.state != "failed":
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert "exited" in (server.why or "")
-        assert server.start(listener, tmp_path / "e" / "replicas.log") is None
+        assert _start(server, listener, tmp_path / "e" / "replicas.log") is None
     finally:
         server.stop()
         listener.close()

@@ -48,8 +48,23 @@ def test_commit_open_delete(backend: Backend) -> None:
         assert f.read() == b"second"
     backend.delete("buckets/b/dir/a.txt")
     backend.delete("buckets/b/dir/a.txt")  # already gone: fine
-    with pytest.raises(Exception):  # noqa: B017 - each backend has its own not-found error
+    with pytest.raises(FileNotFoundError):
         backend.open("buckets/b/dir/a.txt")
+    with pytest.raises(FileNotFoundError):
+        backend.open("buckets/b/dir/a.txt", offset=3)
+
+
+def test_read_from_the_end_or_past_it_is_empty(backend: Backend) -> None:
+    """A follower that has read a whole log asks again from its end: S3 answers that range
+    with 416 InvalidRange, a file with nothing. Both read as nothing."""
+    backend.commit(_spool(backend, b"0123456789"), "jobs/j/logs/attempt-1.log")
+    for offset, rest in ((9, b"9"), (10, b""), (11, b""), (1 << 40, b"")):
+        with backend.open("jobs/j/logs/attempt-1.log", offset=offset) as f:
+            assert f.read() == rest, offset
+    backend.commit(_spool(backend, b""), "jobs/j/logs/empty.log")
+    for offset in (0, 1):
+        with backend.open("jobs/j/logs/empty.log", offset=offset) as f:
+            assert f.read() == b""
 
 
 def test_delete_prefix(backend: Backend) -> None:

@@ -30,7 +30,7 @@ class Me(BaseModel):
 
 class TokenIn(BaseModel):
     name: str
-    expires_in: str | None = Field(None, description="e.g. 90s, 30m, 12h, 7d, 2w; none: never")
+    expires_in: str | None = Field(None, description="e.g. 90s, 30m, 1h30m, 7d, 2w; none: never")
 
 
 class TokenOut(BaseModel):

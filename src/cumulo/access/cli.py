@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, err, print_json, when
+from cumulo.cli.output import JsonOpt, console, err, print_json, show_result, show_rows, when
 
 __all__ = ["app"]
 
@@ -18,7 +17,7 @@ def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="a name to recognise it by, e.g. 'ci'"),
     expires_in: str | None = typer.Option(
-        None, "--expires-in", help="e.g. 12h, 30d; default never"
+        None, "--expires-in", help="how long it works, e.g. 12h, 1h30m, 30d; default forever"
     ),
     json: bool = JsonOpt,
 ) -> None:
@@ -28,26 +27,23 @@ def create(
         print_json(token)
         return
     console.print(token["token"])
-    err.print(f"token {token['name']!r} (id {token['id']}) created; store it now, it is not "
-              "shown again")
+    expires = f", expiring {when(token['expires_at'])} UTC" if token.get("expires_at") else ""
+    err.print(f"token {token['name']!r} (id {token['id']}) created{expires}; store it now, it "
+              "is not shown again")
 
 
 @app.command("ls")
 def list_(ctx: typer.Context, all_users: bool = typer.Option(False, "--all",
           help="Every user's tokens (admins only)."), json: bool = JsonOpt) -> None:
     """List tokens (never their secrets)."""
-    tokens = client(ctx).tokens.list(all_users=all_users)
-    if json:
-        print_json(tokens)
-        return
-    table = Table("id", "name", "user", "prefix", "created", "expires", "last used", "state",
-                  box=None)
-    for t in tokens:
-        state = "revoked" if t["revoked_at"] else "live"
-        table.add_row(str(t["id"]), t["name"], t["user"] or "-", t["prefix"] + "…",
-                      when(t["created_at"]), when(t["expires_at"]), when(t["last_used_at"]),
-                      state)
-    console.print(table)
+    show_rows(client(ctx).tokens.list(all_users=all_users), {
+        "id": "id", "name": "name", "user": "user",
+        "prefix": lambda t: t["prefix"] + "…",
+        "created": lambda t: when(t["created_at"]),
+        "expires": lambda t: when(t["expires_at"]),
+        "last used": lambda t: when(t["last_used_at"]),
+        "state": lambda t: "revoked" if t["revoked_at"] else "live",
+    }, as_json=json)
 
 
 app.command("list", hidden=True)(list_)
@@ -58,5 +54,4 @@ def revoke(ctx: typer.Context, ref: str = typer.Argument(..., help="token id or 
            json: bool = JsonOpt) -> None:
     """Revoke a token: it stops working at once."""
     token = client(ctx).tokens.revoke(ref)
-    print_json(token) if json else console.print(f"revoked token {token['name']!r} "
-                                                 f"(id {token['id']})")
+    show_result(token, f"revoked token {token['name']!r} (id {token['id']})", as_json=json)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cumulo import units
 from cumulo.access.models import Token, User
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
@@ -21,15 +22,12 @@ __all__ = [
     "create_token",
     "issue_token",
     "list_tokens",
-    "parse_duration",
     "revoke_token",
     "revoke_token_id",
 ]
 
 SECRET_PREFIX = "cml_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # A token's last use is written at most this often, so reads do not turn into writes.
 _TOUCH_EVERY = timedelta(seconds=60)
 
@@ -41,17 +39,6 @@ def _hash(secret: str) -> str:
 
 def _new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
-    """'90s', '30m', '12h', '7d', '2w' to a timedelta."""
-    match = _DURATION.match(text.strip())
-    if not match or (int(match.group(1)) == 0 and not allow_zero):
-        raise Invalid(f"duration {text!r} is not of the form 90s, 30m, 12h, 7d or 2w")
-    seconds = int(match.group(1)) * _UNIT[match.group(2)]
-    if seconds > 100 * 365 * 86400:
-        raise Invalid(f"duration {text!r} is over a hundred years")
-    return timedelta(seconds=seconds)
 
 
 def _add_token(
@@ -125,7 +112,9 @@ def create_token(
     user = session.get(User, principal.user_id)
     if user is None:
         raise Unauthorized("the token's user no longer exists")
-    expires_at = utcnow() + parse_duration(expires_in) if expires_in else None
+    expires_at = (utcnow() + timedelta(seconds=units.parse_duration(expires_in,
+                                                                    what="--expires-in"))
+                  if expires_in else None)
     secret = _new_secret()
     token = _add_token(session, user, name, secret, created_by=principal.user_id,
                        expires_at=expires_at)

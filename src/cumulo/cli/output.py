@@ -1,9 +1,15 @@
-"""How the CLI prints: tables for people, ``--json`` for scripts, one line for an error."""
+"""How the CLI prints: tables for people, ``--json`` for scripts, one line for an error.
+
+A command that shows things takes ``json: bool = JsonOpt`` and ends in one of
+:func:`show_rows` (a list: a table, or a JSON array), :func:`show_record` (one thing: a
+label per line, or a JSON object) or :func:`show_result` (what it did: a line, or the API's
+answer as JSON).
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
@@ -12,6 +18,7 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,8 +27,21 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 
-__all__ = ["JsonOpt", "console", "err", "human_bytes", "print_json", "progress_bar", "when"]
+__all__ = [
+    "Cell",
+    "JsonOpt",
+    "console",
+    "err",
+    "human_bytes",
+    "print_json",
+    "progress_bar",
+    "show_record",
+    "show_result",
+    "show_rows",
+    "when",
+]
 
 console = Console(highlight=False, soft_wrap=True)
 if not console.is_terminal:
@@ -29,6 +49,10 @@ if not console.is_terminal:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+
+# A table column: the key (or attribute) of each row to show, or a function of the row giving
+# the text (Rich markup allowed, for colours).
+Cell = str | Callable[[Any], object]
 
 
 def _default(value: Any) -> Any:
@@ -69,3 +93,57 @@ def progress_bar(label: str, total: int | None, *, quiet: bool = False) -> Itera
     with progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _cell(row: Any, cell: Cell) -> str:
+    if callable(cell):
+        return _text(cell(row))
+    value = row[cell] if isinstance(row, Mapping) else getattr(row, cell)
+    return escape(_text(value))  # data, not markup: a name like '[draft]' shows as is
+
+
+def show_rows(rows: Sequence[Any], columns: Mapping[str, Cell], *, as_json: bool,
+              data: Any = None, right: Collection[str] = ()) -> None:
+    """A list as a table for people, a row a line under ``columns`` (header: cell), or as a
+    JSON array for scripts (``data`` instead, where scripts get more than the rows).
+    Columns named in ``right`` are right-aligned (numbers); None shows as '-'."""
+    if as_json:
+        print_json(list(rows) if data is None else data)
+        return
+    table = Table(box=None)
+    for header in columns:
+        table.add_column(header, justify="right" if header in right else "left")
+    for row in rows:
+        table.add_row(*(_cell(row, cell) for cell in columns.values()))
+    console.print(table)
+
+
+def show_record(record: Any, fields: Iterable[tuple[str, object]], *, as_json: bool) -> None:
+    """One thing as ``label: value`` lines for people (a field whose value is None is left
+    out), or ``record`` as JSON for scripts."""
+    if as_json:
+        print_json(record)
+        return
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(justify="right", style="bold")
+    grid.add_column()
+    for label, value in fields:
+        if value is not None:
+            grid.add_row(escape(f"{label}:"), escape(_text(value)))
+    console.print(grid)
+
+
+def show_result(value: Any, message: str, *, as_json: bool) -> None:
+    """What a command did: one line for people, or the API's answer as JSON for scripts."""
+    if as_json:
+        print_json(value)
+    else:
+        console.print(message)

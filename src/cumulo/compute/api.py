@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -20,12 +21,17 @@ from cumulo.compute import checkpoints
 from cumulo.compute import clusters as cluster_service
 from cumulo.compute import jobs as job_service
 from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
-from cumulo.compute.spec import parse_duration_s, parse_memory
+from cumulo.compute.spec import MAX_DURATION
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal, current_principal
+from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.transfer import CHUNK, spool_body
+from cumulo.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from cumulo.compute.supervisor import Supervisor
 
 __all__ = ["clusters_router", "jobs_router"]
 
@@ -38,8 +44,8 @@ Storage = Annotated[Backend, Depends(request_backend)]
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _supervisor(request: Request) -> Any:
-    return request.app.state.compute
+def _supervisor(request: Request) -> Supervisor:
+    return services(request).compute
 
 
 # --- clusters ----------------------------------------------------------------------------------
@@ -55,6 +61,8 @@ class ClusterIn(BaseModel):
     min_workers: int = 0
     max_workers: int | None = None
     idle_timeout: str | float = Field("10m", description="like 90s, 10m or 1h")
+    python: str | None = Field(None, description="ray: the head's interpreter that runs "
+                               "Cumulo (default: the one its PATH finds, kept as its path)")
 
 
 class ClusterOut(BaseModel):
@@ -62,6 +70,7 @@ class ClusterOut(BaseModel):
     type: str
     address: str | None
     endpoint: str | None = Field(None, description="a ray cluster's job API, found from address")
+    python: str | None = Field(None, description="a ray cluster's interpreter for Cumulo")
     max_cpus: float
     max_memory: int
     max_gpus: int
@@ -79,15 +88,15 @@ class ClusterOut(BaseModel):
 
 def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut:
     executor = _supervisor(request).executor(cluster.name)
-    idle = getattr(executor, "idle", 0)
     in_use = cluster_service.usage(session, cluster.name)
     return ClusterOut(
         name=cluster.name, type=cluster.type, address=cluster.address, endpoint=cluster.endpoint,
+        python=cluster.python,
         max_cpus=cluster.max_cpus, max_memory=cluster.max_memory, max_gpus=cluster.max_gpus,
         min_workers=cluster.min_workers, max_workers=cluster.max_workers,
         idle_timeout_s=cluster.idle_timeout_s, in_use=in_use,
-        workers={"busy": in_use["running"], "idle": idle},
-        preloaded=getattr(executor, "preloaded", []),
+        workers={"busy": in_use["running"], "idle": executor.idle if executor else 0},
+        preloaded=executor.preloaded if executor else [],
         created_at=cluster.created_at,
     )
 
@@ -103,9 +112,12 @@ def create_cluster(body: ClusterIn, session: DbSession, caller: Caller,
     cluster = cluster_service.create_cluster(
         session, caller, body.name, type=body.type, address=body.address,
         max_cpus=body.max_cpus,
-        max_memory=parse_memory(body.max_memory) if body.max_memory is not None else None,
+        max_memory=(parse_size(body.max_memory, what="--max-memory")
+                    if body.max_memory is not None else None),
         max_gpus=body.max_gpus, min_workers=body.min_workers, max_workers=body.max_workers,
-        idle_timeout_s=parse_duration_s(body.idle_timeout),
+        idle_timeout_s=parse_duration(body.idle_timeout, what="--idle-timeout",
+                                      maximum=MAX_DURATION),
+        python=body.python,
     )
     _supervisor(request).notify()
     return _cluster_out(session, request, cluster)
@@ -257,7 +269,7 @@ async def list_jobs(request: Request, caller: Caller, state: str | None = None,
                     wait: Annotated[float, Query(ge=0, le=60, description=(
                         "with ids: seconds to wait for one of them to end before answering"
                         ))] = 0) -> list[JobOut]:
-    sessions = request.app.state.sessions
+    sessions = services(request).sessions
     wanted = [i for i in (ids or "").split(",") if i]
     if wait > 0 and not wanted:
         raise Invalid("wait needs ids: the jobs to wait for, e.g. ?ids=job-1,job-2&wait=10")
@@ -280,7 +292,7 @@ async def list_jobs(request: Request, caller: Caller, state: str | None = None,
 async def show_job(job_id: str, request: Request, caller: Caller,
                    wait: Annotated[float, Query(ge=0, le=60, description=(
                        "seconds to wait for the job to end before answering"))] = 0) -> JobOut:
-    sessions = request.app.state.sessions
+    sessions = services(request).sessions
 
     def read() -> JobOut:
         with sessions() as session:
@@ -479,7 +491,7 @@ async def job_logs(job_id: str, request: Request, session: DbSession, storage: S
     if not 1 <= number <= job.attempt:
         raise Invalid(f"job {job_id} has attempts 1 to {job.attempt}, not {number}")
     supervisor = _supervisor(request)
-    sessions = request.app.state.sessions
+    sessions = services(request).sessions
     return StreamingResponse(
         _log_stream(supervisor, sessions, storage, job_id, number, follow, offset),
         media_type="text/plain; charset=utf-8",
@@ -494,6 +506,25 @@ def _attempt_over(sessions: Any, job_id: str, attempt: int) -> bool:
 
 
 async def _log_stream(supervisor: Any, sessions: Any, storage: Backend, job_id: str,
+                      attempt: int, follow: bool, offset: int) -> AsyncIterator[bytes]:
+    """:func:`_log_chunks`, ended cleanly whatever happens. The answer is chunked and its 200
+    already sent: an exception here would cut the connection, and a follower (``jobs run
+    --wait``, ``jobs logs -f``) would fail on a job that went well. It ends with a line that
+    says what went wrong instead; the server's log has the traceback."""
+    last = b"\n"
+    try:
+        async for chunk in _log_chunks(supervisor, sessions, storage, job_id, attempt, follow,
+                                       offset):
+            last = chunk[-1:] or last
+            yield chunk
+    except Exception as exc:
+        logging.getLogger("cumulo.compute").exception("streaming the log of job %s failed",
+                                                      job_id)
+        yield (b"" if last == b"\n" else b"\n") + \
+            f"(cumulo: the log stopped here: {type(exc).__name__}: {exc})\n".encode()
+
+
+async def _log_chunks(supervisor: Any, sessions: Any, storage: Backend, job_id: str,
                       attempt: int, follow: bool, offset: int) -> AsyncIterator[bytes]:
     """The attempt's log from ``offset``: from the live file while the job runs, from storage
     after. Memory stays at one chunk whatever the log's size, and a follower waiting for
@@ -553,10 +584,9 @@ def _ray_log(supervisor: Any, sessions: Any, job_id: str, attempt: int,
             return []
         executor = supervisor.executor(job.cluster)
         ref = job.backend_ref
-    if executor is not None and hasattr(executor, "logs"):
-        data = executor.logs(ref).encode()[offset:]
-        return [data] if data else []
-    return []
+    text = executor.logs(ref) if executor is not None else None
+    data = (text or "").encode()[offset:]
+    return [data] if data else []
 
 
 @jobs_router.head("/{job_id}", include_in_schema=False)

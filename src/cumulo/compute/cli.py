@@ -7,10 +7,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, when
+from cumulo.cli.output import (
+    JsonOpt,
+    console,
+    err,
+    human_bytes,
+    print_json,
+    show_record,
+    show_result,
+    show_rows,
+    when,
+)
+from cumulo.units import format_duration
 
 __all__ = ["clusters_app", "jobs_app"]
 
@@ -40,43 +50,33 @@ def _in_use(c: dict[str, Any]) -> str:
 @clusters_app.command("ls")
 def list_clusters(ctx: typer.Context, json: bool = JsonOpt) -> None:
     """List clusters: capacity, what is in use, and queued work."""
-    rows = client(ctx).clusters.list()
-    if json:
-        print_json(rows)
-        return
-    table = Table(box=None)
-    for column in ("name", "type", "capacity", "in use", "running", "queued", "workers"):
-        table.add_column(column)
-    for c in rows:
-        table.add_row(c["name"], c["type"], _capacity(c), _in_use(c),
-                      str(c["in_use"]["running"]), str(c["in_use"]["queued"]),
-                      f"{c['workers']['idle']} idle, {c['min_workers']}-{c['max_workers']}")
-    console.print(table)
+    show_rows(client(ctx).clusters.list(), {
+        "name": "name", "type": "type", "capacity": _capacity, "in use": _in_use,
+        "running": lambda c: c["in_use"]["running"], "queued": lambda c: c["in_use"]["queued"],
+        "workers": lambda c: f"{c['workers']['idle']} idle, "
+                             f"{c['min_workers']}-{c['max_workers']}",
+    }, as_json=json)
 
 
 @clusters_app.command("show")
 def show_cluster(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """One cluster in full."""
     c = client(ctx).clusters.show(name)
-    if json:
-        print_json(c)
-        return
-    table = Table(box=None, show_header=False)
-    table.add_row("name", f"{c['name']} ({c['type']})")
-    if c["address"]:
-        table.add_row("address", c["address"])
-    table.add_row("capacity", _capacity(c))
-    table.add_row("in use", _in_use(c))
-    table.add_row("jobs", f"{c['in_use']['running']} running, {c['in_use']['queued']} queued")
-    table.add_row("workers", f"{c['workers']['busy']} busy, {c['workers']['idle']} idle warm; "
-                  f"pool {c['min_workers']}-{c['max_workers']}, idle ones go after "
-                  f"{c['idle_timeout_s']:g}s")
-    if c["type"] == "local":
-        preloaded = c.get("preloaded") or []
-        table.add_row("preloaded", f"{len(preloaded)} modules ({', '.join(preloaded[:6])}"
-                      f"{', ...' if len(preloaded) > 6 else ''})" if preloaded else "none")
-    table.add_row("created", when(c["created_at"]))
-    console.print(table)
+    preloaded = c.get("preloaded") or []
+    show_record(c, [
+        ("name", f"{c['name']} ({c['type']})"),
+        ("address", c["address"]),
+        ("capacity", _capacity(c)),
+        ("in use", _in_use(c)),
+        ("jobs", f"{c['in_use']['running']} running, {c['in_use']['queued']} queued"),
+        ("workers", f"{c['workers']['busy']} busy, {c['workers']['idle']} idle warm; pool "
+                    f"{c['min_workers']}-{c['max_workers']}, idle ones go after "
+                    f"{format_duration(c['idle_timeout_s'])}"),
+        ("preloaded", None if c["type"] != "local" else "none" if not preloaded else
+         f"{len(preloaded)} modules ({', '.join(preloaded[:6])}"
+         f"{', ...' if len(preloaded) > 6 else ''})"),
+        ("created", when(c["created_at"])),
+    ], as_json=json)
 
 
 @clusters_app.command("create")
@@ -85,23 +85,24 @@ def create_cluster(
     type: str = typer.Option("local", "--type", help="local (this machine) or ray"),
     address: str | None = typer.Option(None, "--address", help="ray://host:10001 or auto"),
     max_cpus: float | None = typer.Option(None, "--max-cpus", help="default: all there are"),
-    max_memory: str | None = typer.Option(None, "--max-memory", help="like 8G"),
+    max_memory: str | None = typer.Option(None, "--max-memory", help="like 8G or 512M"),
     max_gpus: int | None = typer.Option(None, "--max-gpus"),
     min_workers: int = typer.Option(0, "--min-workers", help="warm workers kept ready"),
     max_workers: int | None = typer.Option(None, "--max-workers", help="jobs at once"),
     idle_timeout: str = typer.Option("10m", "--idle-timeout",
-                                     help="let idle workers above the minimum go after this"),
+                                     help="let idle workers above the minimum go after this "
+                                     "long, like 90s, 10m or 1h30m"),
+    python: str | None = typer.Option(None, "--python",
+                                      help="ray: the head's interpreter with Cumulo and Ray, "
+                                      "like /opt/venv/bin/python (default: its PATH's)"),
     json: bool = JsonOpt,
 ) -> None:
     """Create a cluster."""
     c = client(ctx).clusters.create(
         name, type=type, address=address, max_cpus=max_cpus, max_memory=max_memory,
         max_gpus=max_gpus, min_workers=min_workers, max_workers=max_workers,
-        idle_timeout=idle_timeout)
-    if json:
-        print_json(c)
-        return
-    console.print(f"created cluster {c['name']} ({c['type']}): {_capacity(c)}")
+        idle_timeout=idle_timeout, python=python)
+    show_result(c, f"created cluster {c['name']} ({c['type']}): {_capacity(c)}", as_json=json)
 
 
 @clusters_app.command("rm")
@@ -128,7 +129,9 @@ def run_job(
     env: list[str] = typer.Option([], "--env", "-e", help="K=V, repeatable"),
     input: list[str] = typer.Option([], "--input", "-i",
                                     help="NAME=db.table[@vN] or NAME=bucket/prefix/"),
-    max_runtime: str | None = typer.Option(None, "--max-runtime", help="like 30m or 1h"),
+    max_runtime: str | None = typer.Option(None, "--max-runtime",
+                                           help="stop it after this long, like 30m, 1h30m or "
+                                           "2d (default: no limit)"),
     retries: int = typer.Option(0, "--retries"),
     priority: int = typer.Option(0, "--priority", help="higher runs first"),
     tag: list[str] = typer.Option([], "--tag", "-t", help="repeatable; costs group by tag"),
@@ -138,13 +141,16 @@ def run_job(
     json: bool = JsonOpt,
 ) -> None:
     """Run code on a cluster: --code ./src --entry train.py -- --lr 0.1"""
-    from cumulo.compute.spec import parse_env, parse_inputs
+    from cumulo.compute.spec import MAX_DURATION, parse_env, parse_inputs
+    from cumulo.units import parse_duration
 
     c = client(ctx)
-    job = c.jobs.run(
+    job = c.jobs.run(  # what it can, checked here before the code is uploaded
         entry, code=code, command=command, args=args or [], cluster=cluster, cpus=cpus,
         memory=memory, gpus=gpus, env=parse_env(env),
-        inputs={r.name: r.ref for r in parse_inputs(input)}, max_runtime=max_runtime,
+        inputs={r.name: r.ref for r in parse_inputs(input)},
+        max_runtime=None if max_runtime is None else parse_duration(
+            max_runtime, what="--max-runtime", maximum=MAX_DURATION),
         retries=retries, priority=priority, tags=tag, name=name,
     )
     if not wait:
@@ -196,23 +202,20 @@ def list_jobs(
 ) -> None:
     """List jobs, newest first."""
     jobs = client(ctx).jobs.list(state=state, cluster=cluster, tag=tag, limit=limit)
-    if json:
-        print_json([j.info for j in jobs])
-        return
-    table = Table(box=None)
-    for column in ("id", "name", "cluster", "state", "attempt", "created", "wall", "cost",
-                   "tags"):
-        table.add_column(column)
     now = datetime.now(UTC)
-    for j in jobs:
-        i = j.info
-        wall = f"{i['usage']['wall_seconds']:.1f}s"
+
+    def wall(i: dict[str, Any]) -> str:
         if i["state"] == "running" and i["running_at"]:  # so far; priced when it ends
-            wall = f"{(now - datetime.fromisoformat(i['running_at'])).total_seconds():.1f}s+"
-        table.add_row(i["id"], i["name"], i["cluster"], i["state"],
-                      f"{i['attempt']}/{i['retries'] + 1}", when(i["created_at"]), wall,
-                      f"${i['usage']['cost_usd']:.6f}", ",".join(i["tags"]))
-    console.print(table)
+            return f"{(now - datetime.fromisoformat(i['running_at'])).total_seconds():.1f}s+"
+        return f"{i['usage']['wall_seconds']:.1f}s"
+
+    show_rows([j.info for j in jobs], {
+        "id": "id", "name": "name", "cluster": "cluster", "state": "state",
+        "attempt": lambda i: f"{i['attempt']}/{i['retries'] + 1}",
+        "created": lambda i: when(i["created_at"]), "wall": wall,
+        "cost": lambda i: f"${i['usage']['cost_usd']:.6f}",
+        "tags": lambda i: ",".join(i["tags"]),
+    }, as_json=json)
 
 
 @jobs_app.command("show")
@@ -221,49 +224,39 @@ def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
     job = client(ctx).jobs.get(job_id)
     metrics, artifacts, kept = job.metrics(), job.artifacts(), job.checkpoints()
     i = job.info
-    if json:
-        print_json({**i, "metrics": metrics, "artifacts": artifacts, "checkpoints": kept})
-        return
-    table = Table(box=None, show_header=False)
     what = (f"{i['entry']} (code {i['code'][:12]})" if i["entry"]
             else " ".join(i["command"] or []))
-    table.add_row("job", f"{i['id']} ({i['name']}) on {i['cluster']}")
-    table.add_row("state", i["state"] + (f" (exit code {i['exit_code']})"
-                                         if i["exit_code"] is not None else ""))
-    if i["reason"]:
-        table.add_row("reason", i["reason"])
-    table.add_row("runs", " ".join([what, *i["args"]]))
-    table.add_row("asks", f"{i['cpus']:g} CPU"
-                  + (f", {human_bytes(i['memory'])}" if i["memory"] else "")
-                  + (f", {i['gpus']} GPU" if i["gpus"] else "")
-                  + (f", max {i['max_runtime_s']:g}s" if i["max_runtime_s"] else ""))
-    for name, spec in i["inputs"].items():
-        ref = (f"{spec['table']}@v{spec['version']}" if spec["kind"] == "table"
-               else f"{spec['bucket']}/{spec['prefix']}")
-        table.add_row(f"input {name}", ref)
-    table.add_row("attempt", f"{i['attempt']} of {i['retries'] + 1}")
-    for label, key in (("queued", "created_at"), ("starting", "starting_at"),
-                       ("running", "running_at"), ("finished", "finished_at")):
-        table.add_row(label, when(i[key]))
     u = i["usage"]
-    table.add_row("usage", f"{u['cpu_seconds']:.2f} CPU-s, peak "
-                  f"{human_bytes(u['peak_memory_bytes'])}, {u['gpu_seconds']:.1f} GPU-s, "
-                  f"{u['wall_seconds']:.2f}s wall")
-    table.add_row("cost", f"${u['cost_usd']:.6f}")
-    if i["tags"]:
-        table.add_row("tags", ", ".join(i["tags"]))
-    for key, points in metrics.items():
-        table.add_row(f"metric {key}", f"{points[-1]['value']:g} (step {points[-1]['step']}, "
-                      f"{len(points)} values)")
-    for a in artifacts:
-        table.add_row("output", f"{a['path']} ({human_bytes(a['size'])})")
-    if kept:
-        table.add_row("checkpoints", f"{len(kept)} file(s), "
-                      f"{human_bytes(sum(k['size'] for k in kept))}, for the next attempt")
-    for a in i["attempts"][:-1] if i["state"] != "queued" else i["attempts"]:
-        table.add_row(f"attempt {a['attempt']}", f"{a['state']}: {a['reason'] or 'ok'}")
-    console.print(table)
-    if i["state"] in ("failed", "timed_out") and i["log_tail"]:
+    fields: list[tuple[str, object]] = [
+        ("job", f"{i['id']} ({i['name']}) on {i['cluster']}"),
+        ("state", i["state"] + (f" (exit code {i['exit_code']})"
+                                if i["exit_code"] is not None else "")),
+        ("reason", i["reason"] or None),
+        ("runs", " ".join([what, *i["args"]])),
+        ("asks", f"{i['cpus']:g} CPU" + (f", {human_bytes(i['memory'])}" if i["memory"] else "")
+         + (f", {i['gpus']} GPU" if i["gpus"] else "")
+         + (f", max {format_duration(i['max_runtime_s'])}" if i["max_runtime_s"] else "")),
+        *((f"input {name}", f"{spec['table']}@v{spec['version']}" if spec["kind"] == "table"
+           else f"{spec['bucket']}/{spec['prefix']}") for name, spec in i["inputs"].items()),
+        ("attempt", f"{i['attempt']} of {i['retries'] + 1}"),
+        *((label, when(i[key])) for label, key in (
+            ("queued", "created_at"), ("starting", "starting_at"), ("running", "running_at"),
+            ("finished", "finished_at"))),
+        ("usage", f"{u['cpu_seconds']:.2f} CPU-s, peak {human_bytes(u['peak_memory_bytes'])}, "
+                  f"{u['gpu_seconds']:.1f} GPU-s, {u['wall_seconds']:.2f}s wall"),
+        ("cost", f"${u['cost_usd']:.6f}"),
+        ("tags", ", ".join(i["tags"]) or None),
+        *((f"metric {key}", f"{points[-1]['value']:g} (step {points[-1]['step']}, "
+           f"{len(points)} values)") for key, points in metrics.items()),
+        *(("output", f"{a['path']} ({human_bytes(a['size'])})") for a in artifacts),
+        ("checkpoints", f"{len(kept)} file(s), {human_bytes(sum(k['size'] for k in kept))}, "
+                        "for the next attempt" if kept else None),
+        *((f"attempt {a['attempt']}", f"{a['state']}: {a['reason'] or 'ok'}")
+          for a in (i["attempts"][:-1] if i["state"] != "queued" else i["attempts"])),
+    ]
+    show_record({**i, "metrics": metrics, "artifacts": artifacts, "checkpoints": kept}, fields,
+                as_json=json)
+    if not json and i["state"] in ("failed", "timed_out") and i["log_tail"]:
         console.print("last lines of the log:", style="bold")
         console.print(i["log_tail"], markup=False)
 
@@ -282,11 +275,11 @@ def job_logs(
 
 
 @jobs_app.command("cancel")
-def cancel_job(ctx: typer.Context, job_id: str) -> None:
+def cancel_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
     """Cancel a job: SIGTERM, then SIGKILL after the grace period."""
     info = client(ctx).jobs.cancel(job_id).info
-    console.print(f"job {job_id}: " + ("cancelled" if info["state"] == "cancelled"
-                                       else "stopping (SIGTERM sent)"))
+    show_result(info, f"job {job_id}: " + ("cancelled" if info["state"] == "cancelled"
+                                           else "stopping (SIGTERM sent)"), as_json=json)
 
 
 @jobs_app.command("retry")
@@ -299,10 +292,8 @@ def retry_job(
     """Run a failed, cancelled or timed-out job again, resuming from its checkpoints."""
     job = client(ctx).jobs.retry(job_id)
     if not wait:
-        if json:
-            print_json(job.info)
-        else:
-            console.print(f"job {job_id}: attempt {job.info['attempt']} queued")
+        show_result(job.info, f"job {job_id}: attempt {job.info['attempt']} queued",
+                    as_json=json)
         return
     err.print(f"job {job_id}: attempt {job.info['attempt']} queued", style="dim")
     _follow(job, json=json)

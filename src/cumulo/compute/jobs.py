@@ -14,14 +14,15 @@ from sqlalchemy.orm import Session
 
 from cumulo.compute.clusters import get_cluster
 from cumulo.compute.models import ACTIVE, FINISHED, CodeSnapshot, Job, JobArtifact, JobMetric
-from cumulo.compute.spec import InputRef, parse_duration_s, parse_env, parse_inputs, parse_memory
+from cumulo.compute.spec import MAX_DURATION, InputRef, parse_env, parse_inputs
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
+from cumulo.units import parse_duration, parse_size
 
-__all__ = ["JobRequest", "cancel_job", "get_job", "list_jobs", "record_metrics", "retry_job",
-           "submit_job"]
+__all__ = ["JobRequest", "cancel_job", "find_job", "get_job", "list_jobs", "record_metrics",
+           "retry_job", "submit_job"]
 
 MAX_RETRIES = 10
 STATES = (*ACTIVE, *FINISHED)
@@ -141,7 +142,7 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
         raise Invalid(f"--cpus must be more than zero, not {req.cpus}")
     if req.gpus < 0:
         raise Invalid(f"--gpus must not be negative, not {req.gpus}")
-    memory = parse_memory(req.memory) if req.memory is not None else None
+    memory = parse_size(req.memory, what="--memory") if req.memory is not None else None
     asks = [("CPUs", req.cpus, cluster.max_cpus), ("GPUs", req.gpus, cluster.max_gpus)]
     if memory is not None:
         asks.append(("bytes of memory", memory, cluster.max_memory))
@@ -158,7 +159,8 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
         if not tag or len(tag) > 128 or any(c.isspace() for c in tag):
             raise Invalid(f"tag {tag!r} must be 1-128 characters without spaces")
     env = parse_env(req.env)
-    max_runtime = parse_duration_s(req.max_runtime) if req.max_runtime is not None else None
+    max_runtime = (parse_duration(req.max_runtime, what="--max-runtime", maximum=MAX_DURATION)
+                   if req.max_runtime is not None else None)
     inputs = _resolve_inputs(session, storage, parse_inputs(req.inputs),
                              local=cluster.type == "local")
     name = req.name or (entry or os.path.basename((command or ["job"])[0]))
@@ -182,6 +184,11 @@ def get_job(session: Session, job_id: str, principal: Principal | None = None) -
                        and job.created_by != principal.user_id):
         raise NotFound(f"no job {job_id!r}; 'cumulo jobs ls' lists jobs", details={"job": job_id})
     return job
+
+
+def find_job(session: Session, job_id: str) -> Job | None:
+    """A job by id, or None (for services following the jobs they submitted)."""
+    return session.get(Job, job_id)
 
 
 def list_jobs(session: Session, principal: Principal, *, state: str | None = None,

@@ -28,6 +28,8 @@ class Cluster(Created, Base):
     address: Mapped[str | None] = mapped_column(String(512), nullable=True)  # ray: as given
     # ray: the job API's URL that address leads to, found once when the cluster is made
     endpoint: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # ray: the head's interpreter that runs Cumulo there (compute.clusters.ray_python)
+    python: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     max_cpus: Mapped[float] = mapped_column(Float)
     max_memory: Mapped[int] = mapped_column(BigInteger)  # bytes
     max_gpus: Mapped[int] = mapped_column(Integer, default=0)

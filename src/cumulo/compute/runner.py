@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import cumulo.job  # noqa: F401 - warm for the job's own 'import cumulo.job'
+from cumulo import jobenv
 
 _exit_code = 1
 _spec: dict[str, Any] = {}
@@ -82,7 +84,9 @@ def _write_exit() -> None:
         finally:
             import shutil
 
-            shutil.rmtree(os.environ.get("CUMULO_JOB_DIR", "/nonexistent"), ignore_errors=True)
+            job = jobenv.current()
+            if job is not None and job.job_dir is not None:
+                shutil.rmtree(job.job_dir, ignore_errors=True)
 
 
 def _upload_outputs(record: dict[str, Any]) -> None:
@@ -154,7 +158,8 @@ def _run(spec: dict[str, Any]) -> int:
     sys.path.insert(0, spec["workdir"])
     argv = job_argv(spec)
     try:
-        if spec.get("upload_outputs") and int(os.environ.get("CUMULO_JOB_ATTEMPT", "1")) > 1:
+        job = jobenv.current()
+        if spec.get("upload_outputs") and job is not None and job.attempt > 1:
             from cumulo.job import _restore_checkpoints
 
             _restore_checkpoints()  # on a remote node: its last attempt's checkpoints, fetched
@@ -186,6 +191,20 @@ def _run(spec: dict[str, Any]) -> int:
     return code
 
 
+def forked(args: dict[str, Any], fds: list[int]) -> int:
+    """The fork server's entry point for a job (:mod:`cumulo.forkserver`): run the spec in
+    this forked child, as a warm worker would."""
+    global _spec
+    spec = args["spec"]
+    if not spec.get("log"):  # the fork server's own log is no place for a job's output
+        spec["log"] = os.devnull
+    argv = job_argv(spec)
+    if len(argv) >= 3 and argv[1] == "-m":
+        sys.modules.pop(argv[2], None)  # runpy runs it afresh as __main__, without a warning
+    _spec = spec
+    return _run(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     global _spec
     argv = sys.argv[1:] if argv is None else argv
@@ -194,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         _spec["workdir"] = os.getcwd()
         # A Ray worker's own scratch space; the outputs are sent home when the job ends.
         # The job's environment came with Ray's runtime_env; only the scratch paths are new.
-        scratch = Path(tempfile.mkdtemp(prefix=f"cumulo-{os.environ['CUMULO_JOB_ID']}-"))
-        (scratch / "output").mkdir()
-        (scratch / "checkpoints").mkdir()
-        _spec["env"] = {"CUMULO_JOB_DIR": str(scratch),
-                        "CUMULO_JOB_OUTPUT_DIR": str(scratch / "output"),
-                        "CUMULO_JOB_CHECKPOINT_DIR": str(scratch / "checkpoints"),
-                        "CUMULO_JOB_REMOTE": "1"}
+        job = jobenv.current()
+        assert job is not None, "a remote job's environment names its job"
+        scratch = Path(tempfile.mkdtemp(prefix=f"cumulo-{job.job_id}-"))
+        job = dataclasses.replace(job, job_dir=scratch, remote=True)
+        job.output_dir.mkdir()
+        job.checkpoint_dir.mkdir()
+        _spec["env"] = job.variables()
     else:
         line = sys.stdin.buffer.readline()  # warm: wait for the supervisor to hand over a job
         if not line:

@@ -32,10 +32,12 @@ class ClustersClient:
                max_cpus: float | None = None, max_memory: str | int | None = None,
                max_gpus: int | None = None, min_workers: int = 0,
                max_workers: int | None = None, idle_timeout: str | float = "10m",
-               timeout: float = 120) -> dict[str, Any]:
+               python: str | None = None, timeout: float = 120) -> dict[str, Any]:
+        """Register a cluster. A ray cluster's ``python`` is the interpreter on its head that
+        has Cumulo and Ray (default: the ``python`` its PATH finds, kept as its path)."""
         body = {"name": name, "type": type, "address": address, "max_cpus": max_cpus,
                 "max_memory": max_memory, "max_gpus": max_gpus, "min_workers": min_workers,
-                "max_workers": max_workers, "idle_timeout": idle_timeout}
+                "max_workers": max_workers, "idle_timeout": idle_timeout, "python": python}
         return self._t.json("POST", "/api/v1/clusters", json=body,  # type: ignore[no-any-return]
                             timeout=timeout)
 

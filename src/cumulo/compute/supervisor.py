@@ -34,12 +34,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from cumulo.access.tokens import issue_token, revoke_token_id
 from cumulo.compute import checkpoints, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
-from cumulo.compute.local import LocalExecutor, ProcessExit, kill_group
+from cumulo.compute.executors import Attempt, Executor, Launch, ProcessExit, new_executor
 from cumulo.compute.models import Cluster, Job, JobArtifact
-from cumulo.compute.raycluster import RayExecutor
-from cumulo.compute.zygote import parse_preload
 from cumulo.config import Settings
 from cumulo.db import utcnow
+from cumulo.jobenv import JobEnv
 from cumulo.metering import usage
 from cumulo.storage.backends import Backend
 
@@ -80,10 +79,9 @@ class Supervisor:
         self.storage = storage
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.root = settings.home / "compute"
-        self._preload = parse_preload(settings.preload)
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._executors: dict[str, LocalExecutor | RayExecutor] = {}
+        self._executors: dict[str, tuple[str, Executor]] = {}  # cluster -> (type, executor)
         self._live: dict[str, _Live] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -113,7 +111,7 @@ class Supervisor:
         self.wake.set()
         if self._thread:
             self._thread.join(15)
-        for executor in self._executors.values():
+        for _, executor in self._executors.values():
             executor.shutdown()
         running = len(self._live)
         if running:
@@ -150,8 +148,9 @@ class Supervisor:
                 listener()
             self.wake.wait(0.25 if self._live else 2.0)
 
-    def executor(self, cluster: str) -> LocalExecutor | RayExecutor | None:
-        return self._executors.get(cluster)
+    def executor(self, cluster: str) -> Executor | None:
+        found = self._executors.get(cluster)
+        return found[1] if found else None
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -167,21 +166,16 @@ class Supervisor:
     def _sync(self, session: Session) -> dict[str, Cluster]:
         clusters = {c.name: c for c in list_clusters(session)}
         for name, cluster in clusters.items():
-            executor = self._executors.get(name)
-            if cluster.type == "local":
-                if not isinstance(executor, LocalExecutor):
-                    executor = LocalExecutor(name, self.root / "clusters" / name, wake=self.wake)
-                    self._executors[name] = executor
-                executor.configure(min_workers=cluster.min_workers,
-                                   max_workers=cluster.max_workers,
-                                   idle_timeout=cluster.idle_timeout_s,
-                                   preload=self._preload)
-            elif executor is None:
-                self._executors[name] = RayExecutor(name, cluster.endpoint or cluster.address
-                                                    or "auto",
-                                                    self.root / "clusters" / name)
+            kind, executor = self._executors.get(name, (None, None))
+            if executor is None or kind != cluster.type:  # new, or made again as another type
+                if executor is not None:
+                    executor.shutdown()
+                executor = new_executor(cluster, home=self.root / "clusters" / name,
+                                        wake=self.wake, preload=self.settings.preload)
+                self._executors[name] = (cluster.type, executor)
+            executor.configure(cluster)
         for name in set(self._executors) - set(clusters):
-            self._executors.pop(name).shutdown()
+            self._executors.pop(name)[1].shutdown()
         return clusters
 
     def _tick(self) -> None:
@@ -196,25 +190,19 @@ class Supervisor:
                     log.exception("watching job %s failed", job.id)
                     session.rollback()
             self._dispatch(session, clusters)
-            for executor in self._executors.values():
-                executor.maintain(busy=executor.busy)
+            for _, executor in self._executors.values():
+                executor.maintain(executor.busy)
 
     def _recover(self, session: Session) -> None:
         for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")),
                                                      Job.owner == self.owner)):
-            executor = self._executors.get(job.cluster)
+            executor = self.executor(job.cluster)
             if executor is None:
                 self._end(session, job, "failed", reason=f"cluster {job.cluster!r} is gone")
                 continue
-            exit_file = self.exit_file(job.id, job.attempt)
-            if isinstance(executor, LocalExecutor):
-                if job.pid is None:  # handed to no process yet: it never ran, queue it again
-                    self._requeue(session, job, count_attempt=False)
-                    continue
-                executor.adopt(job.id, job.pid, job.pid_started or 0.0, exit_file)
-            elif job.backend_ref:
-                executor.adopt(job.id, job.backend_ref, exit_file)
-            else:
+            attempt = Attempt(job.id, job.pid, job.pid_started, job.backend_ref,
+                              self.exit_file(job.id, job.attempt))
+            if not executor.adopt(attempt):  # handed to no process yet: it never ran
                 self._requeue(session, job, count_attempt=False)
                 continue
             self._live[job.id] = _Live()
@@ -222,7 +210,7 @@ class Supervisor:
         session.commit()
 
     def _check(self, session: Session, job: Job) -> None:
-        executor = self._executors.get(job.cluster)
+        executor = self.executor(job.cluster)
         if executor is None:
             return
         live = self._live.setdefault(job.id, _Live())
@@ -235,8 +223,7 @@ class Supervisor:
                 raise
             return
         now = time.monotonic()
-        if isinstance(executor, RayExecutor) and job.id in executor.running_now \
-                and job.state == "starting":
+        if job.state == "starting" and executor.running(job.id):
             job.state, job.running_at = "running", utcnow()
             session.commit()
         # A job with a memory limit is watched more closely, so it is stopped nearer the limit.
@@ -260,10 +247,9 @@ class Supervisor:
                                f"ran past its --max-runtime of {job.max_runtime_s:g}s")
         elif live.kill_at is not None and now >= live.kill_at:
             live.kill_at = None
-            if isinstance(executor, LocalExecutor) and job.pid:
-                kill_group(job.pid)
+            executor.signal(job.id, signal.SIGKILL)
 
-    def _stop_job(self, executor: LocalExecutor | RayExecutor, job: Job, live: _Live,
+    def _stop_job(self, executor: Executor, job: Job, live: _Live,
                   outcome: str, reason: str) -> None:
         """SIGTERM now, SIGKILL after the grace period if it is still there."""
         live.outcome, live.reason = outcome, reason
@@ -343,41 +329,28 @@ class Supervisor:
         return dest
 
     def _launch(self, session: Session, job: Job, cluster: Cluster) -> None:
-        executor = self._executors[cluster.name]
+        executor = self._executors[cluster.name][1]
         jobdir = self.job_dir(job.id)
         for sub in ("work", "output", "inputs"):
             shutil.rmtree(jobdir / sub, ignore_errors=True)
         jobdir.mkdir(parents=True, exist_ok=True)
         code = self._code_dir(job.code_digest) if job.code_digest else None
-        env = self._env(session, job, jobdir)
+        # A remote job makes its folders on its node, and fetches its checkpoints there.
+        env = self._env(session, job, None if executor.remote else jobdir)
         exit_file = self.exit_file(job.id, job.attempt)
         exit_file.unlink(missing_ok=True)
-        if isinstance(executor, LocalExecutor):
+        if not executor.remote:
             self._restore_checkpoints(job)
         spec: dict[str, Any] = {"entry": job.entry, "command": job.command, "args": job.args,
                                 "env": env, "exit_file": str(exit_file),
                                 "code": job.code_digest}
-        if isinstance(executor, LocalExecutor):
-            workdir = jobdir / "work"
-            if code is not None:
-                shutil.copytree(code, workdir)
-            else:
-                workdir.mkdir()
-            (jobdir / "output").mkdir()
-            spec.update(workdir=str(workdir), log=str(self.log_file(job.id, job.attempt)))
-            pid, started = executor.launch(job.id, spec)
-            job.pid, job.pid_started = pid, started
+        launched = executor.launch(Launch(
+            job.id, job.attempt, spec, jobdir, code, self.log_file(job.id, job.attempt),
+            exit_file, cpus=job.cpus, memory=job.memory, gpus=job.gpus))
+        job.pid, job.pid_started = launched.pid, launched.pid_started
+        job.backend_ref = launched.backend_ref
+        if launched.running:
             job.state, job.running_at = "running", utcnow()
-        else:
-            if code is None:
-                code = jobdir / "work"
-                code.mkdir(exist_ok=True)
-            # The runner makes these on the Ray node, and fetches the checkpoints there.
-            for key in ("CUMULO_JOB_DIR", "CUMULO_JOB_OUTPUT_DIR", "CUMULO_JOB_CHECKPOINT_DIR"):
-                env.pop(key)
-            job.backend_ref = executor.launch(
-                job.id, spec, submission_id=f"cumulo-{job.id}-{job.attempt}", code_dir=code,
-                cpus=job.cpus, memory=job.memory, gpus=job.gpus, exit_file=exit_file)
         self._live[job.id] = _Live()
         session.commit()
 
@@ -392,35 +365,27 @@ class Supervisor:
                          job.id, job.attempt, count)
         folder.mkdir(exist_ok=True)
 
-    def _env(self, session: Session, job: Job, jobdir: Path) -> dict[str, str]:
-        import json
-
+    def _env(self, session: Session, job: Job, jobdir: Path | None) -> dict[str, str]:
         threads = str(max(1, int(job.cpus)))
         # MLflow's usage telemetry would send each job's calls to a third party (and wait on a
         # network these machines may not have): off, unless the job's --env turns it on.
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                "OPENBLAS_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
                "MLFLOW_DISABLE_TELEMETRY": "true", **job.env}
-        env.update({
-            "CUMULO_URL": self.settings.public_url or self.settings.url,
-            "CUMULO_JOB_ID": job.id,
-            "CUMULO_JOB_ATTEMPT": str(job.attempt),
-            "CUMULO_JOB_DIR": str(jobdir),
-            "CUMULO_JOB_OUTPUT_DIR": str(jobdir / "output"),
-            "CUMULO_JOB_CHECKPOINT_DIR": str(jobdir / "checkpoints"),
-            "CUMULO_JOB_INPUTS": json.dumps(job.inputs),
-            "CUMULO_JOB_CODE": job.code_digest or "",
-            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.gpu_ids),
-        })
+        url = self.settings.public_url or self.settings.url
+        secret = None
         if job.created_by is not None:
             lifetime = timedelta(seconds=(job.max_runtime_s or 7 * 86400) + 3600)
             token, secret = issue_token(session, job.created_by, f"job-{job.id}-{job.attempt}",
                                         expires_at=utcnow() + lifetime)
             session.flush()
             job.token_id = token.id
-            env["CUMULO_TOKEN"] = secret
+        env.update(JobEnv(job.id, job.attempt, url=url, token=secret, job_dir=jobdir,
+                          inputs=job.inputs, code=job.code_digest or "").variables())
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in job.gpu_ids)
+        if secret is not None:
             # MLflow in the job logs to Cumulo's tracking server, as the job's user.
-            env.setdefault("MLFLOW_TRACKING_URI", env["CUMULO_URL"] + "/mlflow")
+            env.setdefault("MLFLOW_TRACKING_URI", url + "/mlflow")
             # Named too, so that one the control plane's own environment holds never leaks in.
             env.setdefault("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
             env["MLFLOW_TRACKING_TOKEN"] = secret
@@ -441,16 +406,14 @@ class Supervisor:
             state, reason = "failed", f"killed by {signal.Signals(result.signal).name}"
         else:
             state, reason = "failed", f"exited with code {result.exit_code}"
-        executor = self._executors.get(job.cluster)
-        if isinstance(executor, LocalExecutor) and job.pid:
-            kill_group(job.pid)  # what the job left running in its process group goes with it
+        executor = self.executor(job.cluster)
         self._close_attempt(session, job, state, exit_code=result.exit_code, reason=reason,
                             live=live, record=result.record)
         session.commit()
         self._live.pop(job.id, None)
         self._tidy(job)
         if executor is not None:
-            executor.replenish(busy=executor.busy)
+            executor.maintain(executor.busy, ended=True)
 
     def _close_attempt(self, session: Session, job: Job, state: str, *, exit_code: int | None,
                        reason: str | None, live: _Live,
@@ -539,10 +502,12 @@ class Supervisor:
     def _keep_log(self, job: Job) -> str | None:
         """Put the attempt's log into storage; return its last lines."""
         path = self.log_file(job.id, job.attempt)
-        executor = self._executors.get(job.cluster)
-        if isinstance(executor, RayExecutor) and job.backend_ref and not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(executor.logs(job.backend_ref))
+        executor = self.executor(job.cluster)
+        if executor is not None and job.backend_ref and not path.is_file():
+            text = executor.logs(job.backend_ref)
+            if text is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
         if not path.is_file():
             return None
         self._store(path, f"jobs/{job.id}/logs/attempt-{job.attempt}.log")

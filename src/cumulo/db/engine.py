@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from cumulo.errors import Invalid, Unavailable
+from cumulo.services import services
 
 __all__ = ["check_database", "get_session", "make_engine", "redact_url"]
 
@@ -91,6 +92,5 @@ def check_database(engine: Engine) -> None:
 
 def get_session(request: Request) -> Iterator[Session]:
     """FastAPI dependency: one session per request, committed by the service code."""
-    factory: sessionmaker[Session] = request.app.state.sessions
-    with factory() as session:
+    with services(request).sessions() as session:
         yield session

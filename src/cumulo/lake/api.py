@@ -24,6 +24,7 @@ from cumulo.errors import Invalid, NotFound
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.principal import Principal, current_principal
+from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.transfer import spool_body
 
@@ -410,12 +411,15 @@ class VacuumIn(BaseModel):
 @tables_router.post("/{database}/{table}/vacuum", summary="Remove files old versions needed")
 def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
                  storage: Storage) -> dict[str, Any]:
-    from cumulo.access.tokens import parse_duration
+    from datetime import timedelta
 
+    from cumulo.units import parse_duration
+
+    retain = timedelta(seconds=parse_duration(body.retain, what="--retain", allow_zero=True))
     ref = _ref(database, table)
     loc = catalog.location(storage, catalog.get_table(session, ref))
-    return versions.vacuum(loc, name=ref.name, retain=parse_duration(body.retain, allow_zero=True),
-                           dry_run=body.dry_run, force=body.force)
+    return versions.vacuum(loc, name=ref.name, retain=retain, dry_run=body.dry_run,
+                           force=body.force)
 
 
 class CrawlIn(BaseModel):
@@ -484,7 +488,7 @@ def _query_out(session: Session, q: SqlQuery) -> QueryOut:
 
 
 def _results_dir(request: Request) -> Path:
-    return request.app.state.settings.home / "results"  # type: ignore[no-any-return]
+    return services(request).settings.home / "results"
 
 
 @sql_router.post("", response_model=SqlResult, summary="Run a SQL statement")

@@ -21,6 +21,7 @@ from cumulo.storage.backends import Backend
 
 __all__ = [
     "create_database",
+    "current_version",
     "drop_database",
     "drop_table",
     "ensure_managed_table",
@@ -36,6 +37,15 @@ __all__ = [
 def location(backend: Backend, table: LakeTable) -> delta.Location:
     uri, options = backend.table_uri(table.location)
     return delta.Location(uri, options)
+
+
+def current_version(session: Session, backend: Backend, ref: TableRef) -> int:
+    """The table's latest version (a ref that pins one gives that one): what other services
+    read to key caches and fire triggers, without opening Delta tables themselves."""
+    if ref.version is not None:
+        return ref.version
+    row = get_table(session, ref)
+    return int(delta.open_table(location(backend, row), name=ref.name).version())
 
 
 # --- databases ---------------------------------------------------------------------------------

@@ -9,12 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, progress_bar, when
+from cumulo.cli.output import (
+    JsonOpt,
+    console,
+    err,
+    human_bytes,
+    print_json,
+    progress_bar,
+    show_record,
+    show_result,
+    show_rows,
+    when,
+)
 from cumulo.cli.paths import is_local
 from cumulo.errors import Invalid
+from cumulo.units import parse_duration
 
 __all__ = ["crawl_command", "queries_app", "sql_command", "tables_app"]
 
@@ -29,7 +41,7 @@ def create_db(ctx: typer.Context, name: str,
               json: bool = JsonOpt) -> None:
     """Create a database (a namespace of tables)."""
     db = client(ctx).tables.create_database(name, description=description)
-    print_json(db) if json else console.print(f"created database {name}")
+    show_result(db, f"created database {name}", as_json=json)
 
 
 @tables_app.command("drop-db")
@@ -38,8 +50,8 @@ def drop_db(ctx: typer.Context, name: str,
             json: bool = JsonOpt) -> None:
     """Drop a database (with --cascade, and its tables)."""
     out = client(ctx).tables.drop_database(name, cascade=cascade)
-    print_json(out) if json else console.print(
-        f"dropped database {name} and {out['tables_dropped']} table(s)")
+    show_result(out, f"dropped database {name} and {out['tables_dropped']} table(s)",
+                as_json=json)
 
 
 @tables_app.command("ls")
@@ -48,24 +60,16 @@ def list_(ctx: typer.Context, database: str = typer.Argument("", help="a databas
     """List databases, or the tables of one."""
     tables = client(ctx).tables
     if not database:
-        dbs = tables.databases()
-        if json:
-            print_json(dbs)
-            return
-        grid = Table("database", "tables", "description", "created", box=None)
-        for d in dbs:
-            grid.add_row(d["name"], str(d["tables"]), d["description"], when(d["created_at"]))
-        console.print(grid)
+        show_rows(tables.databases(), {
+            "database": "name", "tables": "tables", "description": "description",
+            "created": lambda d: when(d["created_at"]),
+        }, as_json=json)
         return
-    rows = tables.list(database)
-    if json:
-        print_json(rows)
-        return
-    grid = Table("table", "kind", "format", "updated", "description", box=None)
-    for t in rows:
-        grid.add_row(t["name"], t["kind"], t["format"], when(t["updated_at"] or t["created_at"]),
-                     t["description"])
-    console.print(grid)
+    show_rows(tables.list(database), {
+        "table": "name", "kind": "kind", "format": "format",
+        "updated": lambda t: when(t["updated_at"] or t["created_at"]),
+        "description": "description",
+    }, as_json=json)
 
 
 @tables_app.command("show")
@@ -76,20 +80,18 @@ def show(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN
     if json:
         print_json(info)
         return
-    console.print(f"[bold]{info['name']}[/] ({info['kind']}, {info['format']})")
-    for label, value in (
+    console.print(f"[bold]{escape(info['name'])}[/] ({info['kind']}, {info['format']})")
+    show_record(info, [
         ("version", info["version"]), ("rows", info["rows"]),
-        ("size", human_bytes(info["bytes"]) if info["bytes"] is not None else None),
+        ("size", human_bytes(info["bytes"]) if info["bytes"] is not None else "-"),
         ("files", info["files"]), ("location", info["location"]),
         ("partitioned by", ", ".join(info["partition_columns"]) or "-"),
         ("description", info["description"] or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in info["tags"].items()) or "-"),
-    ):
-        console.print(f"{label:>15}: {'-' if value is None else value}")
-    grid = Table("column", "type", "nullable", box=None)
-    for col in info["columns"]:
-        grid.add_row(col["name"], col["type"], "yes" if col.get("nullable", True) else "no")
-    console.print(grid)
+    ], as_json=False)
+    show_rows(info["columns"], {
+        "column": "name", "type": "type", "nullable": lambda c: c.get("nullable", True),
+    }, as_json=False)
 
 
 @tables_app.command("set")
@@ -105,7 +107,7 @@ def set_(ctx: typer.Context, table: str,
             raise Invalid("tags are KEY=VALUE, e.g. --tag owner=data-team")
         tags = {k: v for k, v in pairs}
     info = client(ctx).tables.update(table, description=description, tags=tags)
-    print_json(info) if json else console.print(f"updated {info['name']}")
+    show_result(info, f"updated {info['name']}", as_json=json)
 
 
 @tables_app.command("rm")
@@ -171,29 +173,25 @@ def load(
 def history(ctx: typer.Context, table: str, limit: int | None = typer.Option(None, "--limit"),
             json: bool = JsonOpt) -> None:
     """Versions: time, operation, rows added and removed, user."""
-    entries = client(ctx).tables.history(table, limit=limit)
-    if json:
-        print_json(entries)
-        return
-    grid = Table("version", "time", "operation", "added", "updated", "removed", "user", box=None)
-    for e in entries:
-        grid.add_row(str(e["version"]), when(e["timestamp"]), e["operation"] or "-",
-                     *(str(e[k]) if e[k] is not None else "-"
-                       for k in ("rows_added", "rows_updated", "rows_removed")),
-                     e["user"] or "-")
-    console.print(grid)
+    show_rows(client(ctx).tables.history(table, limit=limit), {
+        "version": "version", "time": lambda e: when(e["timestamp"]), "operation": "operation",
+        "added": "rows_added", "updated": "rows_updated", "removed": "rows_removed",
+        "user": "user",
+    }, as_json=json)
 
 
 @tables_app.command("restore")
 def restore(ctx: typer.Context, table: str,
             version: int | None = typer.Option(None, "--version"),
-            as_of: str | None = typer.Option(None, "--as-of", help="e.g. 2026-11-26T10:00:00Z"),
+            as_of: str | None = typer.Option(None, "--as-of",
+                                             help="the version current then: a time like "
+                                             "2026-11-26T10:00:00Z, a date, or a span back "
+                                             "from now like 2h or 1h30m"),
             json: bool = JsonOpt) -> None:
     """Make a new version equal to an old one (nothing is lost: history keeps both)."""
     out = client(ctx).tables.restore(table, version=version, as_of=as_of)
-    print_json(out) if json else console.print(
-        f"restored {table} to {version if version is not None else as_of}: now version "
-        f"{out['version']}")
+    show_result(out, f"restored {table} to {version if version is not None else as_of}: now "
+                     f"version {out['version']}", as_json=json)
 
 
 @tables_app.command("diff")
@@ -225,7 +223,9 @@ def diff(ctx: typer.Context, table: str,
 
 @tables_app.command("vacuum")
 def vacuum(ctx: typer.Context, table: str,
-           retain: str = typer.Option("168h", "--retain", help="e.g. 168h, 30d"),
+           retain: str = typer.Option("168h", "--retain",
+                                      help="keep what versions younger than this need, like "
+                                      "168h, 30d or 2w"),
            dry_run: bool = typer.Option(False, "--dry-run", help="List, remove nothing."),
            force: bool = typer.Option(False, "--force", help="Go under the minimum retention."),
            json: bool = JsonOpt) -> None:
@@ -241,17 +241,17 @@ def vacuum(ctx: typer.Context, table: str,
 
 @tables_app.command("head")
 def head(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN|@TIME]"),
-         n: int = typer.Option(10, "-n", help="Rows to show.")) -> None:
+         n: int = typer.Option(10, "-n", help="Rows to show."), json: bool = JsonOpt) -> None:
     """The first rows of a table (at a version or time)."""
     data = client(ctx).tables.read(table, limit=n)
-    _print_rows([{"name": c, "type": ""} for c in data.column_names], data.to_pylist())
+    _print_rows(data.column_names, data.to_pylist(), as_json=json)
 
 
-def _print_rows(columns: list[dict[str, str]], rows: list[dict[str, Any]]) -> None:
-    grid = Table(*[c["name"] for c in columns], box=None)
-    for row in rows:
-        grid.add_row(*["NULL" if v is None else str(v) for v in row.values()])
-    console.print(grid)
+def _print_rows(names: list[str], rows: list[dict[str, Any]], *, as_json: bool) -> None:
+    def value(name: str) -> Any:
+        return lambda row: "NULL" if row[name] is None else escape(str(row[name]))
+
+    show_rows(rows, {name: value(name) for name in names}, as_json=as_json)
 
 
 def crawl_command(
@@ -287,7 +287,8 @@ def sql_command(
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Save all rows to a .csv or .parquet file."),
     rows: int = typer.Option(100, "--rows", help="Rows to print (a page; the rest is paged)."),
-    timeout: float = typer.Option(300, "--timeout", help="Seconds before the query stops."),
+    timeout: str = typer.Option("5m", "--timeout",
+                                help="How long before the query stops, like 90s, 5m or 1h."),
     scan_limit: int | None = typer.Option(None, "--scan-limit", help="Refuse above N bytes."),
     json: bool = JsonOpt,
 ) -> None:
@@ -298,7 +299,8 @@ def sql_command(
     """
     if query == "-":
         query = sys.stdin.read()
-    result = client(ctx).sql(query, timeout_s=timeout, scan_limit_bytes=scan_limit,
+    timeout_s = parse_duration(timeout, what="--timeout")
+    result = client(ctx).sql(query, timeout_s=timeout_s, scan_limit_bytes=scan_limit,
                              page_size=0 if output else max(rows, 0))
     if output:
         fmt = "csv" if output.suffix.lower() == ".csv" else "parquet"
@@ -312,7 +314,7 @@ def sql_command(
         w = result.written
         console.print(f"wrote {w['rows_added']} row(s) to {w['table']}: version {w['version']}")
     elif not output:
-        _print_rows(result.columns, result.page)
+        _print_rows([c["name"] for c in result.columns], result.page, as_json=False)
     shown = len(result.page) if not output else 0
     more = f"; {result.rows - shown} more not shown (use --output FILE)" \
         if result.rows > shown and not output and not result.written else ""
@@ -326,23 +328,19 @@ def sql_command(
 def queries_ls(ctx: typer.Context, limit: int = typer.Option(20, "--limit"),
                state: str | None = typer.Option(None, "--state"), json: bool = JsonOpt) -> None:
     """Recent queries with user, duration, rows, bytes scanned and cost."""
-    entries = client(ctx).sql.history(limit=limit, state=state)
-    if json:
-        print_json(entries)
-        return
-    grid = Table("id", "when", "user", "state", "ms", "rows", "scanned", "cost $", "sql",
-                 box=None)
-    for q in entries:
-        grid.add_row(q["id"], when(q["created_at"]), q["created_by"] or "-", q["state"],
-                     f"{q['duration_ms'] or 0:.0f}", str(q["rows"] or 0),
-                     human_bytes(q["bytes_scanned"] or 0), f"{q['cost_usd'] or 0:.6f}",
-                     " ".join(q["sql"].split())[:60])
-    console.print(grid)
+    show_rows(client(ctx).sql.history(limit=limit, state=state), {
+        "id": "id", "when": lambda q: when(q["created_at"]), "user": "created_by",
+        "state": "state", "ms": lambda q: f"{q['duration_ms'] or 0:.0f}",
+        "rows": lambda q: q["rows"] or 0,
+        "scanned": lambda q: human_bytes(q["bytes_scanned"] or 0),
+        "cost $": lambda q: f"{q['cost_usd'] or 0:.6f}",
+        "sql": lambda q: escape(" ".join(q["sql"].split())[:60]),
+    }, as_json=json, right=("ms", "rows", "scanned", "cost $"))
 
 
 @queries_app.command("cancel")
-def queries_cancel(ctx: typer.Context, query_id: str) -> None:
+def queries_cancel(ctx: typer.Context, query_id: str, json: bool = JsonOpt) -> None:
     """Cancel a running query."""
     out = client(ctx).sql.cancel(query_id)
-    console.print(f"cancelled {query_id}" if out["cancelled"]
-                  else f"{query_id} is not running ({out['state']})")
+    show_result(out, f"cancelled {query_id}" if out["cancelled"]
+                else f"{query_id} is not running ({out['state']})", as_json=json)

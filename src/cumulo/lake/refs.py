@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cumulo.errors import Invalid
+from cumulo.units import parse_time
 
 __all__ = ["TableRef", "parse_ref", "validate_name"]
 
@@ -47,13 +48,9 @@ class TableRef:
 
 
 def parse_timestamp(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise Invalid(
-            f"{text!r} is not a timestamp; use ISO 8601, e.g. 2026-11-26T10:00:00Z"
-        ) from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A point in time of a table (``@2026-11-26T10:00:00Z``, ``@2026-11-26``, ``@7d``): the
+    one grammar of :func:`cumulo.units.parse_time`."""
+    return parse_time(text, what="@time")
 
 
 def parse_ref(text: str) -> TableRef:

@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from cumulo.client.transport import Transport
 from cumulo.errors import Invalid
 from cumulo.lake.refs import TableRef, parse_ref
+from cumulo.units import parse_duration, parse_time
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,6 +26,12 @@ As = Literal["arrow", "pandas", "polars"]
 
 def _path(ref: TableRef) -> str:
     return f"/api/v1/tables/{ref.database}/{ref.table}"
+
+
+def _as_of(text: str) -> str:
+    """A time in :mod:`cumulo.units`' grammar (a date, a timestamp, or a span back from now
+    like ``1h30m``) as the ISO timestamp the API reads."""
+    return parse_time(text, what="--as-of").isoformat().replace("+00:00", "Z")
 
 
 def _version_params(ref: TableRef) -> dict[str, Any]:
@@ -173,7 +180,8 @@ class TablesClient:
 
     def read(self, table: str, *, version: int | None = None, as_of: str | None = None,
              limit: int | None = None, to: As = "arrow") -> Any:
-        """Read ``db.table`` (or ``db.table@v3``) as Arrow, pandas or polars."""
+        """Read ``db.table`` (or ``db.table@v3``) as Arrow, pandas or polars; ``as_of`` a
+        time: ``2026-11-26T10:00:00Z``, a date, or a span back from now like ``1h30m``."""
         import pyarrow as pa
 
         ref = parse_ref(table)
@@ -181,7 +189,7 @@ class TablesClient:
         if version is not None:
             params = {"version": version}
         elif as_of is not None:
-            params = {"as_of": as_of}
+            params = {"as_of": _as_of(as_of)}
         if limit is not None:
             params["limit"] = limit
         buf = io.BytesIO()
@@ -217,15 +225,19 @@ class TablesClient:
 
     def vacuum(self, table: str, *, retain: str = "168h", dry_run: bool = False,
                force: bool = False) -> dict[str, Any]:
-        """Remove files that versions older than ``retain`` needed (they become unreadable)."""
+        """Remove files that versions older than ``retain`` (like ``168h``, ``30d`` or ``0s``)
+        needed; those versions become unreadable."""
+        parse_duration(retain, what="--retain", allow_zero=True)  # named in its error here
         return self._t.json("POST", _path(parse_ref(table)) + "/vacuum",  # type: ignore[no-any-return]
                             json={"retain": retain, "dry_run": dry_run, "force": force})
 
     def restore(self, table: str, *, version: int | None = None,
                 as_of: str | None = None) -> dict[str, Any]:
-        """Make a new version equal to an old one."""
+        """Make a new version equal to an old one: ``version``, or the one current at
+        ``as_of`` (``2026-11-26T10:00:00Z``, a date, or a span back from now like ``2h``)."""
         return self._t.json("POST", _path(parse_ref(table)) + "/restore",  # type: ignore[no-any-return]
-                            json={"version": version, "as_of": as_of})
+                            json={"version": version,
+                                  "as_of": None if as_of is None else _as_of(as_of)})
 
 
 @dataclass

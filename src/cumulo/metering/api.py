@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.db import get_session
 from cumulo.metering import usage
+from cumulo.services import services
 
 __all__ = ["router"]
 
@@ -20,7 +21,7 @@ DbSession = Annotated[Session, Depends(get_session)]
 def costs(session: DbSession, request: Request, by: str = "day", since: str | None = None,
           until: str | None = None, kind: str | None = None) -> dict[str, Any]:
     summary = usage.summarize(session, by=by, since=since, until=until, kind=kind)
-    prices = request.app.state.settings.prices
+    prices = services(request).settings.prices
     summary["prices"] = {"vcpu_hour": prices.vcpu_hour, "gb_hour": prices.gb_hour,
                          "gpu_hour": prices.gpu_hour, "currency": "USD"}
     return summary

@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from cumulo.client.transport import Transport
+from cumulo.units import parse_time
 
 __all__ = ["CostsClient"]
+
+
+def _day(text: str | None, what: str) -> str | None:
+    # Usage is summed by day and the server reads days, so a time or a span back from now
+    # goes as the day it falls on.
+    return None if text is None else parse_time(text, what=what).date().isoformat()
 
 
 class CostsClient:
@@ -15,8 +22,10 @@ class CostsClient:
 
     def __call__(self, *, by: str = "day", since: str | None = None, until: str | None = None,
                  kind: str | None = None) -> dict[str, Any]:
-        """Usage and cost summed ``by`` day, cluster, user, tag or kind; dates like
-        2026-11-26, or ``since="7d"`` for the last seven days."""
-        params = {k: v for k, v in {"by": by, "since": since, "until": until,
+        """Usage and cost summed ``by`` day, cluster, user, tag or kind, from the day of
+        ``since`` to the day of ``until`` (both counted): dates like ``2026-11-26``, times
+        like ``2026-11-26T10:00:00Z``, or spans back from now like ``7d`` or ``1h30m``."""
+        params = {k: v for k, v in {"by": by, "since": _day(since, "--since"),
+                                    "until": _day(until, "--until"),
                                     "kind": kind}.items() if v is not None}
         return self._t.json("GET", "/api/v1/costs", params=params)  # type: ignore[no-any-return]

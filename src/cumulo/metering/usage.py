@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -13,6 +13,7 @@ from cumulo.access.users import user_names
 from cumulo.config import Prices
 from cumulo.errors import Invalid
 from cumulo.metering.models import UsageRecord
+from cumulo.units import parse_time
 
 __all__ = ["GroupBy", "price", "record", "summarize"]
 
@@ -45,14 +46,8 @@ def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: st
 
 
 def _day(text: str | None, what: str) -> str | None:
-    if text is None:
-        return None
-    if text.endswith("d") and text[:-1].isdigit():  # '7d': the last seven days
-        return (date.today() - timedelta(days=int(text[:-1]) - 1)).isoformat()
-    try:
-        return date.fromisoformat(text).isoformat()
-    except ValueError as exc:
-        raise Invalid(f"{what} {text!r} is not a date like 2026-11-26 or a span like 7d") from exc
+    """The day a ``--since``/``--until`` falls on: a date, a time, or a span back from now."""
+    return None if text is None else parse_time(text, what=what).date().isoformat()
 
 
 def summarize(session: Session, *, by: str = "day", since: str | None = None,

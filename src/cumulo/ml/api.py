@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.auth import login_url, signed_in
 from cumulo.db import get_session
 from cumulo.errors import Unavailable
 from cumulo.ml.registry import Registry
 from cumulo.ml.tracking import PREFIX
 from cumulo.principal import Principal, current_principal
-from cumulo.server.auth import require_token_or_login
-from cumulo.server.login import login_url
+from cumulo.services import Running, services
 
 __all__ = ["models_router", "router"]
 
@@ -37,29 +37,22 @@ _NOT_FORWARDED = _HOP | {"cookie", "origin"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def _client(request: Request) -> httpx.AsyncClient:
-    client: httpx.AsyncClient | None = getattr(request.app.state, "mlflow_http", None)
-    if client is None:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0))
-        request.app.state.mlflow_http = client
-    return client
-
-
 @router.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
-async def proxy(path: str, request: Request,
-                authenticated: bool = Depends(require_token_or_login)) -> Any:
-    if not authenticated:
+async def proxy(path: str, request: Request, running: Running) -> Any:
+    # The server mounts this router behind its token check, which lets a browser's request for
+    # a page through without a caller: that browser logs in first.
+    if signed_in(request) is None:
         return RedirectResponse(login_url(request), status_code=303)
-    base = await run_in_threadpool(request.app.state.tracking.ensure)
+    base = await run_in_threadpool(running.tracking.ensure)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
     query = f"?{request.url.query}" if request.url.query else ""
-    upstream = _client(request).build_request(
+    upstream = running.mlflow_http.build_request(
         request.method, f"{base}/{path}{query}", headers=headers,
         content=request.stream() if has_body else None,
     )
     try:
-        response = await _client(request).send(upstream, stream=True)
+        response = await running.mlflow_http.send(upstream, stream=True)
     except httpx.TransportError as exc:
         raise Unavailable(f"MLflow's tracking server did not answer: {exc}") from exc
     return StreamingResponse(
@@ -77,7 +70,7 @@ Caller = Annotated[Principal, Depends(current_principal)]
 
 
 def _registry(request: Request) -> Registry:
-    return Registry(request.app.state.tracking.ensure())
+    return Registry(services(request).tracking.ensure())
 
 
 class AliasIn(BaseModel):

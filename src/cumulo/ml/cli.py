@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, print_json, when
+from cumulo.cli.output import JsonOpt, console, print_json, show_record, show_rows, when
 
 __all__ = ["models_app"]
 
@@ -71,18 +70,12 @@ def train_command(
 @models_app.command("ls")
 def list_models(ctx: typer.Context, json: bool = JsonOpt) -> None:
     """Registered models."""
-    rows = client(ctx).models.list()
-    if json:
-        print_json(rows)
-        return
-    table = Table(box=None)
-    for column in ("name", "latest", "aliases", "updated", "description"):
-        table.add_column(column)
-    for m in rows:
-        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items()))
-        table.add_row(m["name"], f"v{m['latest_version']}" if m["latest_version"] else "-",
-                      aliases, _ms(m["updated_at"]), m["description"])
-    console.print(table)
+    show_rows(client(ctx).models.list(), {
+        "name": "name",
+        "latest": lambda m: f"v{m['latest_version']}" if m["latest_version"] else None,
+        "aliases": lambda m: ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items())),
+        "updated": lambda m: _ms(m["updated_at"]), "description": "description",
+    }, as_json=json)
 
 
 @models_app.command("show")
@@ -98,50 +91,40 @@ def show_model(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         console.print(f"  alias {alias} -> v{version}")
     for key, value in sorted(model["tags"].items()):
         console.print(f"  tag {key}={value}")
-    _versions_table(versions)
+    _versions_table(versions, as_json=False)
 
 
-def _versions_table(versions: list[dict[str, Any]]) -> None:
-    table = Table(box=None)
-    for column in ("version", "approval", "aliases", "created", "run", "description"):
-        table.add_column(column)
-    for v in versions:
-        table.add_row(f"v{v['version']}", v["approval"], ", ".join(v["aliases"]),
-                      _ms(v["created_at"]), (v["run_id"] or "-")[:12], v["description"])
-    console.print(table)
+def _versions_table(versions: list[dict[str, Any]], *, as_json: bool) -> None:
+    show_rows(versions, {
+        "version": lambda v: f"v{v['version']}", "approval": "approval",
+        "aliases": lambda v: ", ".join(v["aliases"]), "created": lambda v: _ms(v["created_at"]),
+        "run": lambda v: (v["run_id"] or "-")[:12], "description": "description",
+    }, as_json=as_json)
 
 
 @models_app.command("versions")
 def versions(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """A model's versions, with their approval status."""
-    rows = client(ctx).models.versions(name)
-    if json:
-        print_json(rows)
-        return
-    _versions_table(rows)
+    _versions_table(client(ctx).models.versions(name), as_json=json)
 
 
 @models_app.command("version")
 def version(ctx: typer.Context, name: str, number: str, json: bool = JsonOpt) -> None:
     """One version with its lineage: the job, code, hyperparameters and table versions."""
     v = client(ctx).models.version(name, number)
-    if json:
-        print_json(v)
-        return
-    table = Table(box=None, show_header=False)
-    table.add_row("model", f"{v['name']} v{v['version']} ({v['approval']})")
-    table.add_row("aliases", ", ".join(v["aliases"]) or "-")
-    table.add_row("source", v["source"] or "-")
     lineage = v["lineage"]
-    for label, key in (("run", "run_id"), ("job", "job"), ("code", "code")):
-        table.add_row(label, str(lineage.get(key) or "-"))
-    for input_name, ref in sorted(lineage.get("inputs", {}).items()):
-        table.add_row(f"input {input_name}", ref)
-    for key, value in sorted(lineage.get("hyperparameters", {}).items()):
-        table.add_row(f"param {key}", value)
-    for key, value in sorted(lineage.get("metrics", {}).items()):
-        table.add_row(f"metric {key}", f"{value:g}")
-    console.print(table)
+    show_record(v, [
+        ("model", f"{v['name']} v{v['version']} ({v['approval']})"),
+        ("aliases", ", ".join(v["aliases"]) or "-"),
+        ("source", v["source"] or "-"),
+        *((label, lineage.get(key) or "-") for label, key in (
+            ("run", "run_id"), ("job", "job"), ("code", "code"))),
+        *((f"input {key}", ref) for key, ref in sorted(lineage.get("inputs", {}).items())),
+        *((f"param {key}", value)
+          for key, value in sorted(lineage.get("hyperparameters", {}).items())),
+        *((f"metric {key}", f"{value:g}")
+          for key, value in sorted(lineage.get("metrics", {}).items())),
+    ], as_json=json)
 
 
 @models_app.command("import")
@@ -177,18 +160,11 @@ def unalias(ctx: typer.Context, name: str, alias_name: str) -> None:
 @models_app.command("history")
 def history(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """Every alias move: which version was champion when."""
-    rows = client(ctx).models.alias_history(name)
-    if json:
-        print_json(rows)
-        return
-    table = Table(box=None)
-    for column in ("when", "alias", "from", "to", "by"):
-        table.add_column(column)
-    for e in rows:
-        table.add_row(when(e["at"]), e["alias"],
-                      f"v{e['previous_version']}" if e["previous_version"] else "-",
-                      f"v{e['version']}" if e["version"] else "(removed)", e["by"] or "-")
-    console.print(table)
+    show_rows(client(ctx).models.alias_history(name), {
+        "when": lambda e: when(e["at"]), "alias": "alias",
+        "from": lambda e: f"v{e['previous_version']}" if e["previous_version"] else None,
+        "to": lambda e: f"v{e['version']}" if e["version"] else "(removed)", "by": "by",
+    }, as_json=json)
 
 
 @models_app.command("approve")
@@ -239,17 +215,12 @@ def reproduce(ctx: typer.Context, name: str, number: str,
     result = rerun(client(ctx).transport, name, number, tolerance=tolerance,
                    on_job=lambda job: None if json else console.print(
                        f"rerunning the training of {name} v{number} as job {job.id}"))
-    if json:
-        print_json(result)
-    else:
-        table = Table(box=None)
-        for column in ("metric", "original", "reproduced", "match"):
-            table.add_column(column)
-        for row in result["metrics"]:
-            new = "-" if row["reproduced"] is None else f"{row['reproduced']:.6g}"
-            table.add_row(row["metric"], f"{row['original']:.6g}", new,
-                          "yes" if row["match"] else "NO")
-        console.print(table)
+    show_rows(result["metrics"], {
+        "metric": "metric", "original": lambda r: f"{r['original']:.6g}",
+        "reproduced": lambda r: None if r["reproduced"] is None else f"{r['reproduced']:.6g}",
+        "match": lambda r: "yes" if r["match"] else "NO",
+    }, as_json=json, data=result)
+    if not json:
         if result.get("reason"):
             console.print(result["reason"], style="red")
         verdict = "reproduced" if result["matches"] else "did NOT reproduce"
@@ -349,17 +320,14 @@ def tune_command(
     result = c.tune(**options, on_event=show)
     if plot:
         result["plot_file"] = save_plot(c, result["plot"], plot)
+    show_rows(result["trials"], {
+        "trial": "number", "state": "state",
+        objective: lambda t: None if t["value"] is None else f"{t['value']:.5g}",
+        "seconds": lambda t: f"{t['seconds']:.1f}",
+        "hyperparameters": lambda t: _fmt(t["params"]), "job": "job",
+    }, as_json=json, data=result)
     if json:
-        print_json(result)
         return
-    table_ = Table(box=None)
-    for column in ("trial", "state", objective, "seconds", "hyperparameters", "job"):
-        table_.add_column(column)
-    for t in result["trials"]:
-        table_.add_row(str(t["number"]), t["state"],
-                       "-" if t["value"] is None else f"{t['value']:.5g}",
-                       f"{t['seconds']:.1f}", _fmt(t["params"]), t["job"])
-    console.print(table_)
     best = result["best"]
     console.print(f"best: trial {best['number']}, {objective}={best['value']:.5g}, "
                   f"{_fmt(best['params'])}", highlight=False)

@@ -6,26 +6,23 @@ Registered with MLflow as a run context provider (an entry point in pyproject.to
 
 from __future__ import annotations
 
-import json
-import os
-
 from mlflow.tracking.context.abstract_context import RunContextProvider
+
+from cumulo import jobenv
 
 __all__ = ["JobRunContext"]
 
 
 class JobRunContext(RunContextProvider):
     def in_context(self) -> bool:
-        return "CUMULO_JOB_ID" in os.environ
+        return jobenv.in_job()
 
     def tags(self) -> dict[str, str]:
-        tags = {"cumulo.job_id": os.environ["CUMULO_JOB_ID"],
-                "cumulo.job_attempt": os.environ.get("CUMULO_JOB_ATTEMPT", "1")}
-        if os.environ.get("CUMULO_JOB_CODE"):
-            tags["cumulo.code"] = os.environ["CUMULO_JOB_CODE"]
-        inputs = json.loads(os.environ.get("CUMULO_JOB_INPUTS", "{}"))
-        for name, spec in inputs.items():
-            tags[f"cumulo.input.{name}"] = (
-                f"{spec['table']}@v{spec['version']}" if spec["kind"] == "table"
-                else f"{spec['bucket']}/{spec['prefix']}")
+        job = jobenv.current()
+        assert job is not None
+        tags = {"cumulo.job_id": job.job_id, "cumulo.job_attempt": str(job.attempt)}
+        if job.code:
+            tags["cumulo.code"] = job.code
+        for name, spec in job.inputs.items():
+            tags[f"cumulo.input.{name}"] = jobenv.input_ref(spec)
         return tags

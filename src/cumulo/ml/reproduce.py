@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote
 
 from cumulo.errors import Invalid, NotFound
 
@@ -43,9 +44,9 @@ def reproduce(transport: Any, name: str, version: str | int, *, wait: bool = Tru
     """Rerun the training behind ``name`` version ``version``; with ``wait``, compare the new
     run's metrics with the original's (equal within ``tolerance``, relative)."""
     from cumulo.compute.sdk import Job, JobsClient
-    from cumulo.ml.sdk import ModelsClient
 
-    found = ModelsClient(transport).version(name, version)
+    # By the REST API, not ModelsClient: the SDK's models.reproduce calls this function.
+    found = transport.json("GET", f"/api/v1/models/{quote(name, safe='')}/versions/{version}")
     lineage = found.get("lineage") or {}
     if not lineage.get("job"):
         raise Invalid(f"{name} v{version} was not trained by a Cumulo job (it was imported or "

@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cumulo import jobenv
+
 __all__ = ["MODEL_URI_TAG", "main"]
 
 MODEL_URI_TAG = "cumulo.model_uri"
@@ -100,11 +102,11 @@ def _from_model_dir(run_id: str, model_dir: Path) -> str | None:
 def _job_runs(client: Any, experiment_id: str) -> list[Any]:
     """This attempt's runs: the one made for the script, and any the script started after
     ending it (the run context provider tags them all with the job)."""
+    job = jobenv.current()
     return list(client.search_runs(
         [experiment_id], max_results=100, order_by=["attribute.start_time DESC"],
-        filter_string=(f"tags.`cumulo.job_id` = '{os.environ.get('CUMULO_JOB_ID', '')}' and "
-                       f"tags.`cumulo.job_attempt` = "
-                       f"'{os.environ.get('CUMULO_JOB_ATTEMPT', '1')}'")))
+        filter_string=(f"tags.`cumulo.job_id` = '{job.job_id if job else ''}' and "
+                       f"tags.`cumulo.job_attempt` = '{job.attempt if job else 1}'")))
 
 
 def _logged_model(client: Any, experiment_id: str, run_ids: set[str]) -> Any:

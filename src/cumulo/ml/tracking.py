@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from cumulo.config import Settings
+from cumulo.config import Settings, child_env
 from cumulo.errors import Unavailable
 
 __all__ = ["PREFIX", "TrackingServer"]
@@ -103,12 +103,9 @@ class TrackingServer:
         _create_schema(self.settings)
         port = _free_port()
         destination, extra_env = artifacts_destination(self.settings, self.storage_url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}
-        env.update(extra_env)
         # MLflow's own job queue (huey workers) is not used: Cumulo runs the jobs.
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        # No usage telemetry to a third party from a server people run for themselves.
-        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        env = child_env({**extra_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                        mlflow=True)
         logfile = self.settings.home / "mlflow.log"
         with open(logfile, "ab") as out:
             self._proc = subprocess.Popen(

@@ -16,6 +16,7 @@ from cumulo.pipelines.components import COMPONENTS, component_doc
 from cumulo.pipelines.definition import check, schema
 from cumulo.pipelines.models import Pipeline, PipelineRun, PipelineVersion
 from cumulo.principal import Principal, current_principal
+from cumulo.services import services
 
 __all__ = ["lineage_router", "router"]
 
@@ -150,7 +151,7 @@ def show_run(run_id: str, session: DbSession, caller: Caller) -> dict[str, Any]:
 def retry_run(run_id: str, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
     run = runs.retry_run(session, caller, run_id)
-    request.app.state.pipelines.notify()
+    services(request).pipelines.notify()
     return _run_out(session, run)
 
 
@@ -158,7 +159,7 @@ def retry_run(run_id: str, session: DbSession, caller: Caller,
 def cancel_run(run_id: str, session: DbSession, caller: Caller,
                request: Request) -> dict[str, Any]:
     run = runs.cancel_run(session, caller, run_id)
-    request.app.state.pipelines.notify()
+    services(request).pipelines.notify()
     return _run_out(session, run)
 
 
@@ -187,10 +188,10 @@ def delete_schedule(schedule: str, session: DbSession, caller: Caller) -> Respon
 def create_schedule(name: str, body: ScheduleIn, session: DbSession, caller: Caller,
                     request: Request) -> dict[str, Any]:
     row = schedules.create_schedule(
-        session, request.app.state.storage, caller, name, name=body.name, cron=body.cron,
+        session, services(request).storage, caller, name, name=body.name, cron=body.cron,
         table=body.table, parameters=body.parameters, cluster=body.cluster,
         missed=body.missed)
-    request.app.state.pipelines.notify()
+    services(request).pipelines.notify()
     return schedules.schedule_doc(row)
 
 
@@ -199,7 +200,7 @@ def start_run(name: str, body: RunIn, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
     run = runs.start_run(session, caller, name, parameters=body.parameters,
                          cluster=body.cluster, version=body.version)
-    request.app.state.pipelines.notify()
+    services(request).pipelines.notify()
     return _run_out(session, run)
 
 

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, print_json, when
+from cumulo.cli.output import JsonOpt, console, print_json, show_result, show_rows, when
+from cumulo.units import parse_duration
 
 __all__ = ["lineage_command", "pipelines_app"]
 
@@ -36,6 +37,13 @@ def _layers(definition: dict[str, Any]) -> list[list[str]]:
 
 _STATE_STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "running": "yellow",
                 "skipped": "dim", "cancelled": "dim", "pending": "dim"}
+_TIMEOUT_HELP = "how long to wait for the run, like 30m, 1h30m or 2h"
+
+
+def _state(thing: dict[str, Any]) -> str:
+    """A run's or a step's state, in its colour."""
+    style = _STATE_STYLE.get(thing["state"], "")
+    return f"[{style}]{thing['state']}[/{style}]" if style else thing["state"]
 
 
 def _value(value: Any) -> str:
@@ -68,7 +76,6 @@ def draw(definition: dict[str, Any], steps: list[dict[str, Any]] | None = None) 
             row = [str(i), node_id, node["component"], ", ".join(feeds[node_id]) or "-"]
             st = by_node.get(node_id)
             if steps is not None and st is not None:
-                style = _STATE_STYLE.get(st["state"], "")
                 seconds = st.get("seconds")
                 outputs = st.get("outputs") or {}
                 detail = ("; ".join(f"{k}: {_value(v)}" for k, v in outputs.items()
@@ -79,8 +86,7 @@ def draw(definition: dict[str, Any], steps: list[dict[str, Any]] | None = None) 
                     detail = f"{st.get('message') or ''} -> {outputs['branch']}"
                 if st["state"] == "cached" and st.get("cached_from"):
                     detail = f"{detail} (from {st['cached_from']})"
-                row += [f"[{style}]{st['state']}[/{style}]" if style else st["state"],
-                        f"{seconds:.1f}s" if seconds is not None else "-", detail]
+                row += [_state(st), f"{seconds:.1f}s" if seconds is not None else "-", detail]
             table.add_row(*row)
     return table
 
@@ -88,21 +94,15 @@ def draw(definition: dict[str, Any], steps: list[dict[str, Any]] | None = None) 
 @pipelines_app.command("components")
 def components(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """List the components, with their inputs, outputs and parameters."""
-    rows = client(ctx).pipelines.components()
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("component", "inputs", "outputs", "parameters (* required)"):
-        table.add_column(column)
-    for c in rows:
-        table.add_row(
-            f"{c['name']}\n[dim]{c['title']}[/dim]",
-            "\n".join(f"{p['name']}: {p['type']}" + (" (optional)" if p["optional"] else "")
-                      for p in c["inputs"]) or "-",
-            "\n".join(f"{p['name']}: {p['type']}" for p in c["outputs"]) or "-",
-            ", ".join(p["name"] + ("*" if p["required"] else "") for p in c["params"]) or "-")
-    console.print(table)
+    show_rows(client(ctx).pipelines.components(), {
+        "component": "name", "does": "title",
+        "inputs": lambda c: ", ".join(f"{p['name']}: {p['type']}"
+                                      + (" (optional)" if p["optional"] else "")
+                                      for p in c["inputs"]) or None,
+        "outputs": lambda c: ", ".join(f"{p['name']}: {p['type']}" for p in c["outputs"]) or None,
+        "parameters (* required)": lambda c: ", ".join(
+            p["name"] + ("*" if p["required"] else "") for p in c["params"]) or None,
+    }, as_json=as_json)
 
 
 @pipelines_app.command("schema")
@@ -129,12 +129,9 @@ def create(ctx: typer.Context,
            as_json: bool = JsonOpt) -> None:
     """Store a pipeline; a changed definition of an existing one is its next version."""
     out = client(ctx).pipelines.create(file)
-    if as_json:
-        print_json(out)
-        return
     what = "created" if out["created"] else "unchanged"
-    console.print(f"pipeline {out['name']} version {out['version']} ({what}, "
-                  f"{len(out['definition']['nodes'])} nodes)")
+    show_result(out, f"pipeline {out['name']} version {out['version']} ({what}, "
+                     f"{len(out['definition']['nodes'])} nodes)", as_json=as_json)
 
 
 @pipelines_app.command("export")
@@ -164,17 +161,11 @@ def export(ctx: typer.Context,
 @pipelines_app.command("ls")
 def list_pipelines(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """List pipelines."""
-    rows = client(ctx).pipelines.list()
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("name", "version", "nodes", "description", "by", "updated"):
-        table.add_column(column)
-    for p in rows:
-        table.add_row(p["name"], str(p["latest_version"]), str(p["nodes"]),
-                      p["description"][:60], p["created_by"] or "-", when(p["updated_at"]))
-    console.print(table)
+    show_rows(client(ctx).pipelines.list(), {
+        "name": "name", "version": "latest_version", "nodes": "nodes",
+        "description": lambda p: p["description"][:60], "by": "created_by",
+        "updated": lambda p: when(p["updated_at"]),
+    }, as_json=as_json)
 
 
 @pipelines_app.command("show")
@@ -200,17 +191,10 @@ def show(ctx: typer.Context, name: str,
 @pipelines_app.command("versions")
 def versions(ctx: typer.Context, name: str, as_json: bool = JsonOpt) -> None:
     """List a pipeline's versions."""
-    rows = client(ctx).pipelines.versions(name)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("version", "source", "nodes", "by", "created"):
-        table.add_column(column)
-    for v in rows:
-        table.add_row(str(v["version"]), v["source"], str(v["nodes"]), v["created_by"] or "-",
-                      when(v["created_at"]))
-    console.print(table)
+    show_rows(client(ctx).pipelines.versions(name), {
+        "version": "version", "source": "source", "nodes": "nodes", "by": "created_by",
+        "created": lambda v: when(v["created_at"]),
+    }, as_json=as_json)
 
 
 @pipelines_app.command("rm")
@@ -227,10 +211,9 @@ pipelines_app.add_typer(runs_app, name="runs")
 
 
 def _show_run(run: dict[str, Any]) -> None:
-    style = _STATE_STYLE.get(run["state"], "")
     took = f", {run['duration_s']:.1f}s" if run.get("duration_s") is not None else ""
     console.print(f"run [bold]{run['id']}[/bold] of {run['pipeline']} version {run['version']}"
-                  f": [{style}]{run['state']}[/{style}]{took}")
+                  f": {_state(run)}{took}")
     if run["parameters"]:
         console.print("  " + ", ".join(f"{k}={v!r}" for k, v in run["parameters"].items()))
     console.print(draw(run["definition"], run["steps"]))
@@ -259,21 +242,22 @@ def run(ctx: typer.Context, name: str,
         cluster: str = typer.Option("local", "--cluster", "-c", help="where the steps run"),
         version: int | None = typer.Option(None, "--version", "-v"),
         wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the run to end"),
-        timeout: float = typer.Option(3600, "--timeout"),
+        timeout: str = typer.Option("1h", "--timeout", help=_TIMEOUT_HELP),
         as_json: bool = JsonOpt) -> None:
     """Run a pipeline: each step a job; what is unchanged comes from the cache."""
+    parse_duration(timeout, what="--timeout")  # a wrong one is refused before the run starts
     c = client(ctx).pipelines
     _follow(c, c.run(name, _params(param), cluster=cluster, version=version), wait, timeout,
             as_json)
 
 
-def _follow(c: Any, started: dict[str, Any], wait: bool, timeout: float,
+def _follow(c: Any, started: dict[str, Any], wait: bool, timeout: str,
             as_json: bool) -> None:
     """Print a started run's id, or wait for it and show it; exit 1 unless it succeeded."""
     if not wait:
-        print_json(started) if as_json else console.print(started["id"])
+        show_result(started, started["id"], as_json=as_json)
         return
-    out = c.wait(started["id"], timeout)
+    out = c.wait(started["id"], parse_duration(timeout, what="--timeout"))
     print_json(out) if as_json else _show_run(out)
     if out["state"] != "succeeded":
         raise typer.Exit(1)
@@ -284,20 +268,12 @@ def list_runs(ctx: typer.Context,
               pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
               limit: int = typer.Option(50, "--limit"), as_json: bool = JsonOpt) -> None:
     """List runs, newest first."""
-    rows = client(ctx).pipelines.runs(pipeline, limit)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("run", "pipeline", "version", "state", "trigger", "took", "started"):
-        table.add_column(column)
-    for r in rows:
-        style = _STATE_STYLE.get(r["state"], "")
-        table.add_row(r["id"], r["pipeline"], str(r["version"]),
-                      f"[{style}]{r['state']}[/{style}]" if style else r["state"], r["trigger"],
-                      f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-",
-                      when(r["started_at"]))
-    console.print(table)
+    show_rows(client(ctx).pipelines.runs(pipeline, limit), {
+        "run": "id", "pipeline": "pipeline", "version": "version", "state": _state,
+        "trigger": "trigger",
+        "took": lambda r: f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else None,
+        "started": lambda r: when(r["started_at"]),
+    }, as_json=as_json)
 
 
 @runs_app.command("show")
@@ -310,17 +286,19 @@ def show_run(ctx: typer.Context, run_id: str, as_json: bool = JsonOpt) -> None:
 @pipelines_app.command("retry")
 def retry(ctx: typer.Context, run_id: str,
           wait: bool = typer.Option(True, "--wait/--no-wait"),
-          timeout: float = typer.Option(3600, "--timeout"), as_json: bool = JsonOpt) -> None:
+          timeout: str = typer.Option("1h", "--timeout", help=_TIMEOUT_HELP),
+          as_json: bool = JsonOpt) -> None:
     """Run a failed run again: the steps that succeeded are reused."""
+    parse_duration(timeout, what="--timeout")
     c = client(ctx).pipelines
     _follow(c, c.retry(run_id), wait, timeout, as_json)
 
 
 @pipelines_app.command("cancel")
-def cancel(ctx: typer.Context, run_id: str) -> None:
+def cancel(ctx: typer.Context, run_id: str, as_json: bool = JsonOpt) -> None:
     """Cancel a run: its running steps' jobs are cancelled, the rest do not start."""
     out = client(ctx).pipelines.cancel(run_id)
-    console.print(f"run {out['id']}: cancelling")
+    show_result(out, f"run {out['id']}: cancelling", as_json=as_json)
 
 
 schedules_app = typer.Typer(help="Schedules and table triggers.", no_args_is_help=True)
@@ -343,12 +321,10 @@ def schedule(ctx: typer.Context, name: str,
     out = client(ctx).pipelines.schedule(name, cron=cron, table=on_table,
                                          parameters=_params(param), cluster=cluster,
                                          missed=missed, schedule_name=schedule_name)
-    if as_json:
-        print_json(out)
-        return
     when_text = f"cron {out['cron']}, next {when(out['next_at'])} UTC" if out["cron"] else \
         f"each new version of {out['table']} (now v{out['last_version']})"
-    console.print(f"schedule {out['name']}: runs {out['pipeline']} on {when_text}")
+    show_result(out, f"schedule {out['name']}: runs {out['pipeline']} on {when_text}",
+                as_json=as_json)
 
 
 @schedules_app.command("ls")
@@ -356,18 +332,12 @@ def list_schedules(ctx: typer.Context,
                    pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
                    as_json: bool = JsonOpt) -> None:
     """List schedules and table triggers."""
-    rows = client(ctx).pipelines.schedules(pipeline)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("schedule", "pipeline", "on", "missed", "next", "last run", "message"):
-        table.add_column(column)
-    for r in rows:
-        on = f"cron {r['cron']}" if r["cron"] else f"table {r['table']}"
-        table.add_row(r["name"], r["pipeline"], on, r["missed"], when(r["next_at"]),
-                      r["last_run"] or "-", r["message"] or "")
-    console.print(table)
+    show_rows(client(ctx).pipelines.schedules(pipeline), {
+        "schedule": "name", "pipeline": "pipeline",
+        "on": lambda r: f"cron {r['cron']}" if r["cron"] else f"table {r['table']}",
+        "missed": "missed", "next": lambda r: when(r["next_at"]), "last run": "last_run",
+        "message": lambda r: r["message"] or "",
+    }, as_json=as_json)
 
 
 @schedules_app.command("rm")

@@ -236,7 +236,10 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
                    default=1, minimum=0),
                 _p("max_replicas", "integer", "maximum replicas", default=1, minimum=1),
                 _p("strategy", "string", "for an existing endpoint: how traffic moves",
-                   default="all_at_once", choices=("all_at_once", "canary", "linear")))),
+                   default="all_at_once", choices=("all_at_once", "canary", "linear")),
+                _p("cluster", "string", "where the endpoint runs: a Ray cluster (on Ray "
+                   "Serve) or local; default: the run's cluster when that is a Ray cluster, "
+                   "else this machine"))),
     Component(
         "condition", "Condition", "control",
         "Branch on a metric, like SageMaker's ConditionStep: the nodes after 'then' run when "

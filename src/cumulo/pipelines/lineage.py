@@ -135,12 +135,7 @@ def trace(session: Session, kind: str, name: str, version: str | None) -> dict[s
         "produced_by": _producers(session, kind, name, version, 0, set()),
         "used_by": used}
     if kind == "model":
-        from cumulo.serving.models import Endpoint
+        from cumulo.serving.endpoints import endpoints_serving
 
-        out["served_by"] = [
-            {"endpoint": e.name, "variant": v["name"], "weight": v["weight"],
-             "state": e.state}
-            for e in session.scalars(select(Endpoint).order_by(Endpoint.name))
-            for v in e.variants
-            if v["model"] == name and (version is None or str(v["version"]) == version)]
+        out["served_by"] = endpoints_serving(session, name, version)
     return out

@@ -201,13 +201,19 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> PipelineR
 # --- the orchestrator ----------------------------------------------------------------------------
 
 class Orchestrator:
-    """A thread of the control plane that moves every active run on."""
+    """A thread of the control plane that moves every active run on.
+
+    ``fire_schedules`` starts the runs the schedules owe (``schedules.fire``, which starts them
+    with this module's :func:`start_run`: given here, so that the two modules do not import
+    each other)."""
 
     def __init__(self, engine: Engine, storage: Backend,
-                 notify_jobs: Callable[[], None] = lambda: None) -> None:
+                 notify_jobs: Callable[[], None] = lambda: None, *,
+                 fire_schedules: Callable[[Session, Backend], object]) -> None:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.storage = storage
         self.notify_jobs = notify_jobs
+        self.fire_schedules = fire_schedules
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -240,14 +246,12 @@ class Orchestrator:
 
     def tick(self, session: Session) -> bool:
         """Start what the schedules owe; move each active run on; whether any is active."""
-        from cumulo.pipelines import schedules
-
         # Once a second at most: the job supervisor wakes this thread four times a second
         # while jobs run, and a table trigger reads its table's log each time it is checked.
         if time.monotonic() - self._fired >= 1.0:
             self._fired = time.monotonic()
             try:
-                schedules.fire(session, self.storage)
+                self.fire_schedules(session, self.storage)
             except Exception:  # a broken schedule must not stop the runs
                 log.exception("pipeline schedules failed")
                 session.rollback()
@@ -263,7 +267,7 @@ class Orchestrator:
         return bool(runs)
 
     def _advance(self, session: Session, run: PipelineRun) -> None:
-        from cumulo.compute.models import Job
+        from cumulo.compute.jobs import find_job
 
         steps = {s.node: s for s in session.scalars(
             select(StepRun).where(StepRun.run_id == run.id))}
@@ -282,7 +286,7 @@ class Orchestrator:
         for node_id in order(definition):
             step = steps[node_id]
             if step.state == "running" and step.job_id:
-                job = session.get(Job, step.job_id)
+                job = find_job(session, step.job_id)
                 if job is not None and job.state not in ("queued", "starting", "running"):
                     self._finished(step, job, run.cancel_requested_at is not None)
                     if step.state == "succeeded":
@@ -307,7 +311,7 @@ class Orchestrator:
                 self._condition(step, params, inputs)
                 continue
             try:
-                key = self._cache_key(session, node, params, inputs)
+                key = self._cache_key(session, node, params, inputs, cluster=run.cluster)
             except CumuloError as exc:  # its source table or files are gone, say
                 self._end(step, "failed", exc.message)
                 continue
@@ -361,7 +365,8 @@ class Orchestrator:
                        params)
         if step.component == "deploy_to_endpoint":
             # Keyed by what the endpoint serves now: the next run reuses it.
-            step.cache_key = self._cache_key(session, node, params, step.inputs)
+            step.cache_key = self._cache_key(session, node, params, step.inputs,
+                                             cluster=run.cluster)
 
     def _end(self, step: StepRun, state: str, message: str | None = None) -> None:
         now = utcnow()
@@ -404,7 +409,7 @@ class Orchestrator:
         step.seconds = 0.0
 
     def _cache_key(self, session: Session, node: dict[str, Any], params: dict[str, Any],
-                   inputs: dict[str, Any]) -> str | None:
+                   inputs: dict[str, Any], *, cluster: str) -> str | None:
         source: Any = None
         if node["component"] == "import_data":
             source = self._source_version(session, params)
@@ -416,10 +421,12 @@ class Orchestrator:
             if source is None:
                 return None
         elif node["component"] == "deploy_to_endpoint":
-            # Reused only while the endpoint still serves what the step deployed.
+            # Reused only while the endpoint still serves what the step deployed, from a run
+            # on the same cluster (a Ray run puts its endpoint on the Ray cluster).
             source = self._endpoint_state(session, params["endpoint"])
             if source is None:
                 return None
+            source = {"serves": source, "run_cluster": cluster}
         doc = {"component": node["component"], "code": COMPONENT_CODE, "params": params,
                "inputs": inputs, "source": source}
         return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -431,14 +438,7 @@ class Orchestrator:
             from cumulo.lake import catalog
             from cumulo.lake.refs import parse_ref
 
-            ref = parse_ref(params["table"])
-            if ref.version is not None:
-                return ref.version
-            row = catalog.get_table(session, ref)
-            location = catalog.location(self.storage, row)
-            from deltalake import DeltaTable
-
-            return DeltaTable(location.uri, storage_options=location.options).version()
+            return catalog.current_version(session, self.storage, parse_ref(params["table"]))
         if params["source"] == "files":
             from cumulo.storage.service import list_objects
 
@@ -477,13 +477,13 @@ class Orchestrator:
         return out
 
     def _endpoint_state(self, session: Session, name: str) -> Any:
-        from cumulo.serving.models import Endpoint
+        from cumulo.serving.endpoints import live_variants
 
-        endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
-        if endpoint is None or endpoint.state not in ("in_service", "updating"):
+        variants = live_variants(session, name)
+        if variants is None:
             return None
         return sorted((v["model"], str(v["version"]), v["weight"], bool(v.get("shadow")))
-                      for v in endpoint.variants)
+                      for v in variants)
 
     def _from_retried(self, session: Session, retried: str, step: StepRun) -> bool:
         """In a retry: the step's outputs from the run it retries, if it succeeded there with
@@ -571,13 +571,9 @@ class Orchestrator:
 
 
 def _principal(session: Session, run: PipelineRun) -> Principal:
-    from cumulo.access.models import User
+    from cumulo.access.users import acting_as
 
-    user = session.get(User, run.created_by) if run.created_by is not None else None
-    if user is None:
-        raise Invalid("the user who started this run was deleted")
-    return Principal(user.id, user.name, user.is_admin, 0)
-
+    return acting_as(session, run.created_by, what="this run")
 
 def _output_table(pipeline: str, node: str, port: str) -> str:
     """The lake table a step's output is written to: ``pipelines.PIPELINE_NODE_PORT``."""

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid
 from cumulo.pipelines.models import RUN_ACTIVE, PipelineRun, PipelineSchedule
+from cumulo.pipelines.runs import parse_parameters, start_run
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
@@ -76,7 +77,6 @@ def create_schedule(session: Session, storage: Backend, principal: Principal, pi
                     table: str | None = None, parameters: dict[str, Any] | None = None,
                     cluster: str = "local", missed: str = "latest") -> PipelineSchedule:
     from cumulo.compute.clusters import get_cluster
-    from cumulo.pipelines.runs import parse_parameters
     from cumulo.pipelines.service import get_pipeline, get_version, may_change
 
     if (cron is None) == (table is None):
@@ -110,17 +110,13 @@ def create_schedule(session: Session, storage: Backend, principal: Principal, pi
 
 
 def _table_version(session: Session, storage: Backend, table: str) -> int:
-    from deltalake import DeltaTable
-
     from cumulo.lake import catalog
     from cumulo.lake.refs import parse_ref
 
     ref = parse_ref(table)
     if ref.version is not None or ref.as_of is not None:
         raise Invalid(f"--on-table {table!r}: name a table, not one of its versions")
-    row = catalog.get_table(session, ref)
-    location = catalog.location(storage, row)
-    return int(DeltaTable(location.uri, storage_options=location.options).version())
+    return catalog.current_version(session, storage, ref)
 
 
 def list_schedules(session: Session, pipeline: str | None = None) -> list[PipelineSchedule]:
@@ -159,8 +155,7 @@ def schedule_doc(schedule: PipelineSchedule) -> dict[str, Any]:
 
 def fire(session: Session, storage: Backend, now: datetime | None = None) -> list[str]:
     """Start the runs the schedules owe now; the runs' ids."""
-    from cumulo.access.models import User
-    from cumulo.pipelines.runs import start_run
+    from cumulo.access.users import acting_as
 
     now = now or utcnow()
     started = []
@@ -191,12 +186,9 @@ def fire(session: Session, storage: Backend, now: datetime | None = None) -> lis
         session.commit()  # the times or version handled: not fired again, whatever follows
         if not triggers:
             continue
-        user = session.get(User, schedule.created_by) if schedule.created_by else None
         try:
-            if user is None:
-                raise Invalid("the user who made this schedule was deleted")
-            run = start_run(session, Principal(user.id, user.name, user.is_admin, 0),
-                            schedule.pipeline, parameters=schedule.parameters,
+            owner = acting_as(session, schedule.created_by, what="this schedule")
+            run = start_run(session, owner, schedule.pipeline, parameters=schedule.parameters,
                             cluster=schedule.cluster, trigger=triggers[0])
         except CumuloError as exc:
             session.rollback()

@@ -296,6 +296,17 @@ class _Step:
         self.say(f"registered {p['name']} version {version.version}")
         return {"model": f"models:/{p['name']}/{version.version}"}
 
+    def _serving_cluster(self) -> tuple[str | None, str | None]:
+        """Where the endpoint is to run, as endpoints name it (a Ray cluster, or None for this
+        machine), and what asks for that place: the step's cluster parameter, or the run's
+        cluster when that is a Ray cluster. (None, None) when nothing does."""
+        named = self.params.get("cluster")
+        cluster = named or self.spec.get("cluster") or "local"
+        ray = self.client.clusters.show(cluster)["type"] == "ray"
+        if named:
+            return (cluster if ray else None), f"its cluster parameter, {cluster}"
+        return (cluster, f"the run's cluster, {cluster}") if ray else (None, None)
+
     def deploy_to_endpoint(self) -> dict[str, Any]:
         from cumulo.errors import NotFound
 
@@ -307,14 +318,26 @@ class _Step:
         name, version = uri[len("models:/"):].split("/")
         model = f"{name}:{version}"
         endpoint = p["endpoint"]
+        cluster, asked_by = self._serving_cluster()
         try:
-            self.client.endpoints[endpoint].show()
+            current = self.client.endpoints[endpoint].show()
         except NotFound:
             self.client.endpoints.create(endpoint, model, min_replicas=p["min_replicas"],
-                                         max_replicas=p["max_replicas"], wait=True,
-                                         timeout=300)
-            self.say(f"created endpoint {endpoint} serving {model}")
+                                         max_replicas=p["max_replicas"], cluster=cluster,
+                                         wait=True, timeout=300)
+            self.say(f"created endpoint {endpoint} serving {model}"
+                     + (f" on Ray cluster {cluster}" if cluster else ""))
         else:
+            if asked_by and current.get("cluster") != cluster:
+                # Moving an endpoint would take it out of service: that is for its owner.
+                _fail(f"endpoint {endpoint} runs on {current.get('cluster') or 'this machine'}; "
+                      f"this step deploys to {cluster or 'this machine'} ({asked_by}): remove "
+                      "the endpoint first, or set the step's cluster parameter to where it runs")
+            live = [(v["model"], str(v["version"])) for v in current.get("variants", [])
+                    if v.get("weight") and not v.get("shadow")]
+            if live == [(name, version)]:  # deployed already (by a run on another cluster)
+                self.say(f"endpoint {endpoint} serves {model} already")
+                return {"endpoint": endpoint}
             self.client.endpoints[endpoint].update(model=model, strategy=p["strategy"],
                                                    wait=True, timeout=600)
             self.say(f"endpoint {endpoint} now serves {model}")

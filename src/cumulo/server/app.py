@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -23,11 +24,12 @@ from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
 from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
-from cumulo.server.auth import require_token
+from cumulo.server.auth import require_token, require_token_or_login
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
 from cumulo.server.middleware import RequestContext
 from cumulo.server.status import router as status_router
+from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router
 from cumulo.storage.api import router as storage_router
 from cumulo.storage.backends import Backend
@@ -58,43 +60,49 @@ def _mount_docs(app: FastAPI) -> None:
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The background supervisors run while the server serves."""
+async def _running(settings: Settings, engine: Engine,
+                   storage: Backend) -> AsyncIterator[Services]:
+    """The services, with their background threads and HTTP clients; all stopped and closed on
+    the way out, in the reverse order."""
     from cumulo.compute.supervisor import Supervisor
     from cumulo.ml.tracking import TrackingServer
-
-    supervisor = Supervisor(app.state.settings, app.state.engine, app.state.storage)
-    app.state.compute = supervisor
-    app.state.tracking = TrackingServer(app.state.settings, app.state.storage.url)
+    from cumulo.pipelines import schedules
+    from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.manager import EndpointManager
 
-    endpoints = EndpointManager(app.state.settings, app.state.engine, app.state.tracking.ensure,
-                                app.state.storage)
-    app.state.endpoints = endpoints
-    from cumulo.pipelines.runs import Orchestrator
-
-    pipelines = Orchestrator(app.state.engine, app.state.storage, supervisor.notify)
-    app.state.pipelines = pipelines
-    supervisor.listeners.append(pipelines.notify)
-    supervisor.start()
-    endpoints.start()
-    pipelines.start()
-    try:
-        yield
-    finally:
-        pipelines.stop()
-        endpoints.stop()
-        supervisor.stop()
-        app.state.tracking.stop()
-        if getattr(app.state, "endpoints_http", None) is not None:
-            await app.state.endpoints_http.aclose()
-        if getattr(app.state, "mlflow_http", None) is not None:
-            await app.state.mlflow_http.aclose()
+    async with AsyncExitStack() as stack:
+        supervisor = Supervisor(settings, engine, storage)
+        tracking = TrackingServer(settings, storage.url)
+        stack.callback(tracking.stop)
+        endpoints = EndpointManager(settings, engine, tracking.ensure, storage)
+        pipelines = Orchestrator(engine, storage, supervisor.notify, fire_schedules=schedules.fire)
+        supervisor.listeners.append(pipelines.notify)
+        running = Services(
+            settings=settings, engine=engine,
+            sessions=sessionmaker(engine, expire_on_commit=False), storage=storage,
+            compute=supervisor, tracking=tracking, endpoints=endpoints, pipelines=pipelines,
+            mlflow_http=await stack.enter_async_context(
+                httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0))),
+            endpoints_http=await stack.enter_async_context(httpx.AsyncClient(timeout=120)),
+        )
+        supervisor.start()
+        stack.callback(supervisor.stop)
+        endpoints.start()
+        stack.callback(endpoints.stop)
+        pipelines.start()
+        stack.callback(pipelines.stop)
+        yield running
 
 
 def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _running(settings, engine, storage) as running:
+            app.state.services = running  # the one thing kept there: cumulo.services reads it
+            yield
+
     app = FastAPI(
-        lifespan=_lifespan,
+        lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
         title="Cumulo",
@@ -102,17 +110,15 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
         description="The ML cloud you run yourself. Every route under /api/v1 needs "
         "'Authorization: Bearer <token>'.",
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
-    app.state.storage = storage
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
-    app.include_router(mlflow_router)  # /mlflow: MLflow's own API, behind the same tokens
+    # /mlflow: MLflow's own API and web UI, behind the same tokens (a browser without one is
+    # sent to /login)
+    app.include_router(mlflow_router, dependencies=[Depends(require_token_or_login)])
     app.include_router(login_router)  # /login, /logout: a browser's token, as a cookie
     # /endpoints/NAME/invocations: forwarded to the endpoint's replicas, behind the same tokens
     app.include_router(invocations_router, dependencies=[Depends(require_token)])

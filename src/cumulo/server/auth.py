@@ -1,4 +1,5 @@
-"""The token check that guards every route under /api/v1 and /mlflow.
+"""The token checks that guard every route under /api/v1 and /mlflow, given as the routers
+are mounted (server/app.py).
 
 A token comes as ``Authorization: Bearer <token>`` (CLI, SDK, MLflow's client) or, from a
 browser, as the HttpOnly cookie that ``/login`` sets (MLflow's web UI). A browser sends a cookie
@@ -58,15 +59,15 @@ def require_token_or_login(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     session: Session = Depends(get_session),
-) -> bool:
-    """``require_token``, but False (send it to /login) for a browser that asks for a page
-    without a working token, where an API client gets 401."""
+) -> None:
+    """``require_token``, but a browser that asks for a page without a working token passes,
+    with no caller (``cumulo.auth.signed_in`` is None): the route sends it to /login, where an
+    API client gets 401."""
     try:
         require_token(request, credentials, session)
     except Unauthorized:
         page = (request.method in ("GET", "HEAD")
                 and "text/html" in request.headers.get("accept", ""))
         if credentials is None and page:
-            return False
+            return
         raise
-    return True

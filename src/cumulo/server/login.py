@@ -10,7 +10,7 @@ that accepts JSON (the console's) gets JSON instead of pages: the user, or the A
 from __future__ import annotations
 
 import html
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -22,7 +22,7 @@ from cumulo.db import get_session
 from cumulo.errors import Forbidden, Invalid, TooLarge, Unauthorized
 from cumulo.server.auth import LOGIN_COOKIE, same_origin
 
-__all__ = ["login_url", "router"]
+__all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 DEFAULT_NEXT = "/mlflow/"
@@ -56,12 +56,6 @@ def _safe_next(target: str | None) -> str:
         raise Invalid(f"next={target!r} is not a path on this site: after logging in, Cumulo "
                       "only goes back to one of its own pages (a path starting with one '/')")
     return target
-
-
-def login_url(request: Request) -> str:
-    """Where to send a browser that asked for this page without a token."""
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return f"/login?next={quote(here, safe='')}"
 
 
 def _page(next_: str, message: str = "", status: int = 200) -> HTMLResponse:

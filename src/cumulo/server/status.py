@@ -13,6 +13,7 @@ import cumulo
 from cumulo.access.models import Token, User
 from cumulo.compute.models import ACTIVE, Cluster, Job
 from cumulo.db import get_session, redact_url
+from cumulo.services import services
 from cumulo.storage import service as storage
 
 __all__ = ["router"]
@@ -51,7 +52,7 @@ class Status(BaseModel):
 
 @router.get("/status", response_model=Status, summary="Server version, state and contents")
 def status(request: Request, session: Annotated[Session, Depends(get_session)]) -> Status:
-    state = request.app.state
+    server = services(request)
     use = storage.usage(session)
     counts = dict(session.execute(select(Job.state, func.count()).where(
         Job.state.in_(ACTIVE)).group_by(Job.state)).tuples().all())
@@ -59,9 +60,9 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)]) 
             "queued": counts.get("queued", 0)}
     return Status(
         version=cumulo.__version__,
-        url=state.settings.url,
+        url=server.settings.url,
         database=DatabaseStatus(
-            url=redact_url(state.settings.database_url),
+            url=redact_url(server.settings.database_url),
             dialect=session.get_bind().dialect.name,
             users=session.scalar(select(func.count()).select_from(User)) or 0,
             tokens=session.scalar(
@@ -69,7 +70,7 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)]) 
                 .where(Token.revoked_at.is_(None), Token.kind == "user")
             ) or 0,
         ),
-        storage=StorageStatus(url=state.storage.url, kind=state.storage.kind, **use),
+        storage=StorageStatus(url=server.storage.url, kind=server.storage.kind, **use),
         compute=ComputeStatus(clusters=session.scalar(select(func.count()).select_from(Cluster))
                               or 0, **jobs),
     )

@@ -8,10 +8,20 @@ from typing import Any
 
 import orjson
 import typer
-from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, when
+from cumulo.cli.output import (
+    JsonOpt,
+    console,
+    err,
+    human_bytes,
+    print_json,
+    show_record,
+    show_result,
+    show_rows,
+    when,
+)
+from cumulo.units import format_duration, parse_size
 
 __all__ = ["endpoints_app"]
 
@@ -47,11 +57,12 @@ def create(
                                             help="default: --min-replicas (at least 1)"),
     target_in_flight: float = typer.Option(8.0, "--target-in-flight",
                                            help="requests in flight per replica to aim for"),
-    scale_in_cooldown: float = typer.Option(60.0, "--scale-in-cooldown",
-                                            help="seconds of lower load before scaling in"),
-    scale_to_zero_after: float = typer.Option(300.0, "--scale-to-zero-after",
-                                              help="idle seconds before the last replica "
-                                              "stops (with --min-replicas 0)"),
+    scale_in_cooldown: str = typer.Option("60s", "--scale-in-cooldown",
+                                          help="how long load stays lower before scaling in, "
+                                          "like 90s, 5m or 1h30m"),
+    scale_to_zero_after: str = typer.Option("5m", "--scale-to-zero-after",
+                                            help="how long idle before the last replica stops "
+                                            "(with --min-replicas 0), like 5m or 1h"),
     capture_percent: float = typer.Option(0.0, "--capture-percent",
                                           help="share of requests (0-100) written with their "
                                           "answers to --capture-table"),
@@ -63,7 +74,8 @@ def create(
                                        help="most rows combined into one model call"),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms",
                                       help="longest a request waits for others to join it"),
-    max_body: str = typer.Option("6M", "--max-body", help="largest request body"),
+    max_body: str = typer.Option("6M", "--max-body",
+                                 help="largest request body, like 6M, 512K or 1GiB"),
     wait: bool = typer.Option(False, "--wait", help="return when the endpoint answers"),
     json: bool = JsonOpt,
 ) -> None:
@@ -74,8 +86,9 @@ def create(
                             scale_in_cooldown=scale_in_cooldown,
                             scale_to_zero_after=scale_to_zero_after,
                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                            max_body=max_body, capture_percent=capture_percent,
-                            capture_table=capture_table, cluster=cluster, wait=wait)
+                            max_body=parse_size(max_body, what="--max-body"),
+                            capture_percent=capture_percent, capture_table=capture_table,
+                            cluster=cluster, wait=wait)
     if json:
         print_json(info)
         return
@@ -87,56 +100,44 @@ def create(
 @endpoints_app.command("ls")
 def list_endpoints(ctx: typer.Context, json: bool = JsonOpt) -> None:
     """List endpoints, with their state, variants and replicas."""
-    rows = client(ctx).endpoints.list()
-    if json:
-        print_json(rows)
-        return
-    table = Table(box=None)
-    for column in ("name", "state", "variants", "replicas", "url"):
-        table.add_column(column)
-    for e in rows:
-        ready = sum(1 for r in e["replicas"] if r["ready"])
-        table.add_row(e["name"], e["state"], _variants(e),
-                      f"{ready} ({e['min_replicas']}-{e['max_replicas']})", e["url"])
-    console.print(table)
+    show_rows(client(ctx).endpoints.list(), {
+        "name": "name", "state": "state", "variants": _variants,
+        "replicas": lambda e: f"{sum(1 for r in e['replicas'] if r['ready'])} "
+                              f"({e['min_replicas']}-{e['max_replicas']})",
+        "url": "url",
+    }, as_json=json)
 
 
 @endpoints_app.command("show")
 def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """One endpoint: state, variants, replicas, settings; why it failed, if it did."""
     e = client(ctx).endpoints.show(name)
-    if json:
-        print_json(e)
-        return
-    table = Table(box=None, show_header=False)
-    table.add_row("name", e["name"])
-    table.add_row("state", e["state"])
-    table.add_row("url", f"{e['url']}/invocations")
-    table.add_row("variants", _variants(e))
-    table.add_row("replicas", ", ".join(
-        f"{r['pid']} ({'ready' if r['ready'] else 'starting'}, {r['in_flight']} in flight)"
-        for r in e["replicas"]) or "none")
-    table.add_row("autoscaling", f"{e['min_replicas']}-{e['max_replicas']} replicas at "
-                  f"{e['target_in_flight']:g} in flight each; scale in after "
-                  f"{e['scale_in_cooldown']:g}s" + (
-                      f"; to zero after {e['scale_to_zero_after']:g}s idle"
-                      if e["min_replicas"] == 0 else ""))
-    if e["scaling"]:
-        last = e["scaling"][-1]
-        table.add_row("last scaling", f"{last['from']} -> {last['to']} ({last['reason']})")
-    table.add_row("restarts", str(e["restarts"]))
-    if e.get("cluster"):
-        table.add_row("runs on", f"Ray Serve, cluster {e['cluster']}")
-    if e["capture_percent"]:
-        table.add_row("data capture", f"{e['capture_percent']:g}% to {e['capture_table']}")
-    if e["rollout"]:
-        table.add_row("traffic shift", _rollout(e["rollout"]))
-    table.add_row("batching", f"up to {e['max_batch_size']} rows, waiting at most "
-                  f"{e['max_wait_ms']:g} ms")
-    table.add_row("body limit", human_bytes(e["max_body"]))
-    table.add_row("created", when(e["created_at"]))
-    console.print(table)
-    if e["message"]:
+    last = e["scaling"][-1] if e["scaling"] else None
+    show_record(e, [
+        ("name", e["name"]),
+        ("state", e["state"]),
+        ("url", f"{e['url']}/invocations"),
+        ("variants", _variants(e)),
+        ("replicas", ", ".join(
+            f"{r['pid']} ({'ready' if r['ready'] else 'starting'}, {r['in_flight']} in flight)"
+            for r in e["replicas"]) or "none"),
+        ("autoscaling", f"{e['min_replicas']}-{e['max_replicas']} replicas at "
+                        f"{e['target_in_flight']:g} in flight each; scale in after "
+                        f"{format_duration(e['scale_in_cooldown'])}" + (
+                            f"; to zero after {format_duration(e['scale_to_zero_after'])} idle"
+                            if e["min_replicas"] == 0 else "")),
+        ("last scaling", f"{last['from']} -> {last['to']} ({last['reason']})" if last else None),
+        ("restarts", e["restarts"]),
+        ("runs on", f"Ray Serve, cluster {e['cluster']}" if e.get("cluster") else None),
+        ("data capture", f"{e['capture_percent']:g}% to {e['capture_table']}"
+         if e["capture_percent"] else None),
+        ("traffic shift", _rollout(e["rollout"]) if e["rollout"] else None),
+        ("batching", f"up to {e['max_batch_size']} rows, waiting at most "
+                     f"{e['max_wait_ms']:g} ms"),
+        ("body limit", human_bytes(e["max_body"])),
+        ("created", when(e["created_at"])),
+    ], as_json=json)
+    if e["message"] and not json:
         console.print(f"\n[bold]why it failed[/bold]\n{e['message']}")
 
 
@@ -166,7 +167,8 @@ def update(
                                          help="canary: the first step's traffic share"),
     step_percent: float = typer.Option(25.0, "--step-percent",
                                        help="linear: the share added at each step"),
-    bake: float = typer.Option(60.0, "--bake", help="seconds to watch after each step"),
+    bake: str = typer.Option("60s", "--bake",
+                             help="how long to watch after each step, like 90s, 5m or 1h30m"),
     max_error_rate: float = typer.Option(0.01, "--max-error-rate",
                                          help="roll back above this share of 5xx answers"),
     max_p99_ms: float | None = typer.Option(None, "--max-p99-ms",
@@ -176,14 +178,20 @@ def update(
     min_replicas: int | None = typer.Option(None, "--min-replicas"),
     max_replicas: int | None = typer.Option(None, "--max-replicas"),
     capture_percent: float | None = typer.Option(None, "--capture-percent"),
+    scale_in_cooldown: str | None = typer.Option(None, "--scale-in-cooldown",
+                                                 help="like 90s, 5m or 1h30m"),
+    scale_to_zero_after: str | None = typer.Option(None, "--scale-to-zero-after",
+                                                   help="like 5m or 1h"),
     wait: bool = typer.Option(False, "--wait", help="return when the shift is done"),
     json: bool = JsonOpt,
 ) -> None:
     """Shift traffic to a new model safely, set weights, or change settings:
     cumulo endpoints update churn --model churn:4 --strategy canary --bake 300
     cumulo endpoints update churn --weight churn-3=1 --weight churn-4=3"""
-    settings = {k: v for k, v in {"min_replicas": min_replicas, "max_replicas": max_replicas,
-                                  "capture_percent": capture_percent}.items() if v is not None}
+    given = {"min_replicas": min_replicas, "max_replicas": max_replicas,
+             "capture_percent": capture_percent, "scale_in_cooldown": scale_in_cooldown,
+             "scale_to_zero_after": scale_to_zero_after}
+    settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     info = client(ctx).endpoints[name].update(
         model, strategy=strategy, variant=variant, canary_percent=canary_percent,
         step_percent=step_percent, bake_s=bake, max_error_rate=max_error_rate,
@@ -198,10 +206,10 @@ def update(
 
 
 @endpoints_app.command("rollback")
-def rollback(ctx: typer.Context, name: str) -> None:
+def rollback(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """Stop a traffic shift: the variants before it take the traffic again."""
     info = client(ctx).endpoints[name].rollback()
-    console.print(f"endpoint {name}: rolled back; {_variants(info)}")
+    show_result(info, f"endpoint {name}: rolled back; {_variants(info)}", as_json=json)
 
 
 @endpoints_app.command("batch")

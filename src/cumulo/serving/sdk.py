@@ -10,8 +10,21 @@ import orjson
 
 from cumulo.client.transport import Transport
 from cumulo.errors import CumuloError, Invalid, NotFound
+from cumulo.units import parse_duration
 
 __all__ = ["Endpoint", "EndpointsClient"]
+
+# Settings that are durations, by the option that sets them from the CLI; the API takes
+# seconds, so a duration such as "1h30m" is read here (cumulo.units' grammar).
+_DURATIONS = {"scale_in_cooldown": "--scale-in-cooldown",
+              "scale_to_zero_after": "--scale-to-zero-after", "bake_s": "--bake"}
+
+
+def _seconds(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with each duration in seconds."""
+    return {key: parse_duration(value, what=_DURATIONS[key], allow_zero=True)
+            if key in _DURATIONS and value is not None else value
+            for key, value in settings.items()}
 
 
 class Endpoint:
@@ -44,23 +57,24 @@ class Endpoint:
 
     def update(self, model: str | None = None, *, strategy: str = "all_at_once",
                variant: str | None = None, canary_percent: float = 10.0,
-               step_percent: float = 25.0, bake_s: float = 60.0,
+               step_percent: float = 25.0, bake_s: str | float = 60.0,
                max_error_rate: float | None = 0.01, max_p99_ms: float | None = None,
                weights: dict[str, float] | None = None,
                wait: bool = False, timeout: float = 600.0, **settings: Any) -> dict[str, Any]:
         """Shift traffic to ``model`` (``strategy``: all_at_once, canary or linear, baking
-        ``bake_s`` seconds after each step and rolling back when the new variant's error
-        rate or p99 latency crosses its limit), or set some variants' ``weights`` at once
-        (``{"a": 3, "b": 1}``), and/or change settings such as ``min_replicas``,
-        ``max_replicas`` or ``capture_percent``. With ``wait``, returns when the shift is
-        done or rolled back."""
-        body: dict[str, Any] = {**settings}
+        ``bake_s`` (seconds, or a duration like ``"5m"``) after each step and rolling back
+        when the new variant's error rate or p99 latency crosses its limit), or set some
+        variants' ``weights`` at once (``{"a": 3, "b": 1}``), and/or change settings such as
+        ``min_replicas``, ``max_replicas``, ``capture_percent`` or ``scale_in_cooldown``.
+        With ``wait``, returns when the shift is done or rolled back."""
+        body: dict[str, Any] = _seconds(settings)
         if weights is not None:
             body["weights"] = weights
         if model is not None:
-            body.update(model=model, strategy=strategy, variant=variant,
-                        canary_percent=canary_percent, step_percent=step_percent,
-                        bake_s=bake_s, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms)
+            body.update(_seconds(dict(
+                model=model, strategy=strategy, variant=variant, canary_percent=canary_percent,
+                step_percent=step_percent, bake_s=bake_s, max_error_rate=max_error_rate,
+                max_p99_ms=max_p99_ms)))
         info: dict[str, Any] = self._t.json("PATCH", f"/api/v1/endpoints/{self.name}",
                                             json=body)
         return self.wait(timeout) if wait else info
@@ -120,7 +134,7 @@ class EndpointsClient:
     def create(self, name: str, model: str | None = None, *,
                variants: builtins.list[dict[str, Any]] | None = None, min_replicas: int = 1,
                max_replicas: int | None = None, target_in_flight: float = 8.0,
-               scale_in_cooldown: float = 60.0, scale_to_zero_after: float = 300.0,
+               scale_in_cooldown: str | float = 60.0, scale_to_zero_after: str | float = 300.0,
                max_batch_size: int = 64, max_wait_ms: float = 2.0,
                max_body: str | int = "6M", capture_percent: float = 0.0,
                capture_table: str | None = None, cluster: str | None = None,
@@ -129,17 +143,20 @@ class EndpointsClient:
         ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
 
         Replicas scale between ``min_replicas`` (0: scale to zero after
-        ``scale_to_zero_after`` idle seconds) and ``max_replicas`` on requests in flight per
-        replica (``target_in_flight``). ``capture_percent`` of requests, with their answers,
-        go to the lake table ``capture_table`` (default ``endpoints.NAME_capture``).
+        ``scale_to_zero_after`` idle) and ``max_replicas`` on requests in flight per replica
+        (``target_in_flight``), scaling in after ``scale_in_cooldown`` of lower load; both
+        are seconds, or durations like ``"90s"``, ``"5m"`` or ``"1h30m"``.
+        ``capture_percent`` of requests, with their answers, go to the lake table
+        ``capture_table`` (default ``endpoints.NAME_capture``).
         ``cluster``: a Ray cluster's name, to run on Ray Serve there.
 
         >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
         """
         body = {"name": name, "model": model, "variants": variants,
                 "min_replicas": min_replicas, "max_replicas": max_replicas,
-                "target_in_flight": target_in_flight, "scale_in_cooldown": scale_in_cooldown,
-                "scale_to_zero_after": scale_to_zero_after,
+                "target_in_flight": target_in_flight,
+                **_seconds({"scale_in_cooldown": scale_in_cooldown,
+                            "scale_to_zero_after": scale_to_zero_after}),
                 "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
                 "max_body": max_body, "capture_percent": capture_percent,
                 "capture_table": capture_table, "cluster": cluster}

@@ -170,6 +170,12 @@ def _apply(app: Any, doc: dict[str, Any]) -> None:
     app.capture_share = float(doc.get("capture_percent", 0.0)) / 100
 
 
+def forked(args: dict[str, Any], fds: list[int]) -> int:
+    """The fork server's entry point for a replica (:mod:`cumulo.forkserver`): the listening
+    socket comes as the one descriptor, the config's path in ``args``."""
+    return main(["--fd", str(fds[0]), "--config", str(args["config"])])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cumulo.serving.worker")
     parser.add_argument("--fd", type=int, required=True, help="the listening socket")

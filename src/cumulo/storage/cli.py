@@ -11,10 +11,19 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, human_bytes, print_json, progress_bar, when
+from cumulo.cli.output import (
+    JsonOpt,
+    console,
+    human_bytes,
+    print_json,
+    progress_bar,
+    show_record,
+    show_result,
+    show_rows,
+    when,
+)
 from cumulo.cli.paths import is_local
 from cumulo.errors import Invalid
 from cumulo.storage.keys import split_path
@@ -29,7 +38,7 @@ RecursiveOpt = typer.Option(False, "--recursive", "-r", help="Apply to everythin
 def make_bucket(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """Make a bucket."""
     bucket = client(ctx).files.create_bucket(name)
-    print_json(bucket) if json else console.print(f"made bucket {name}")
+    show_result(bucket, f"made bucket {name}", as_json=json)
 
 
 @app.command("rb")
@@ -37,10 +46,9 @@ def remove_bucket(ctx: typer.Context, name: str, recursive: bool = RecursiveOpt,
                   json: bool = JsonOpt) -> None:
     """Remove a bucket (with --recursive, and everything in it)."""
     deleted = client(ctx).files.delete_bucket(name, recursive=recursive)
-    if json:
-        print_json({"bucket": name, "deleted": deleted})
-    else:
-        console.print(f"removed bucket {name}" + (f" and {deleted} object(s)" if deleted else ""))
+    show_result({"bucket": name, "deleted": deleted},
+                f"removed bucket {name}" + (f" and {deleted} object(s)" if deleted else ""),
+                as_json=json)
 
 
 @app.command("ls")
@@ -49,15 +57,10 @@ def list_(ctx: typer.Context, path: str = typer.Argument("", help="BUCKET or BUC
     """List buckets, or the objects and folders under BUCKET/PREFIX."""
     files = client(ctx).files
     if not path:
-        buckets = files.buckets()
-        if json:
-            print_json(buckets)
-            return
-        table = Table("bucket", "objects", "size", "created", "by", box=None)
-        for b in buckets:
-            table.add_row(b["name"], str(b["objects"]), human_bytes(b["bytes"]),
-                          when(b["created_at"]), b["created_by"] or "-")
-        console.print(table)
+        show_rows(files.buckets(), {
+            "bucket": "name", "objects": "objects", "size": lambda b: human_bytes(b["bytes"]),
+            "created": lambda b: when(b["created_at"]), "by": "created_by",
+        }, as_json=json)
         return
     if json:
         listing = files.list(path, recursive=recursive)
@@ -76,15 +79,12 @@ def list_(ctx: typer.Context, path: str = typer.Argument("", help="BUCKET or BUC
 def info(ctx: typer.Context, path: str, json: bool = JsonOpt) -> None:
     """Show an object's size, SHA-256, content type and times."""
     obj = client(ctx).files.head(path)
-    if json:
-        print_json(obj)
-        return
-    for name in ("path", "size", "sha256", "content_type", "modified_at", "modified_by",
-                 "created_at", "created_by"):
-        value = getattr(obj, name)
-        if name == "size":
-            value = f"{value} ({human_bytes(value)})"
-        console.print(f"{name:>13}: {value}")
+    show_record(obj, [
+        ("path", obj.path), ("size", f"{obj.size} ({human_bytes(obj.size)})"),
+        ("sha256", obj.sha256), ("content type", obj.content_type),
+        ("modified", when(obj.modified_at)), ("modified by", obj.modified_by or "-"),
+        ("created", when(obj.created_at)), ("created by", obj.created_by or "-"),
+    ], as_json=json)
 
 
 @app.command("cat")
@@ -193,9 +193,7 @@ def remove(ctx: typer.Context, path: str, recursive: bool = RecursiveOpt,
            json: bool = JsonOpt) -> None:
     """Remove an object, or with --recursive every object under a prefix."""
     deleted = client(ctx).files.delete(path, recursive=recursive)
-    if json:
-        print_json({"path": path, "deleted": deleted})
-    else:
-        console.print(f"deleted {deleted} object(s) under {path}" if recursive
-                      else f"deleted {path}")
+    show_result({"path": path, "deleted": deleted},
+                f"deleted {deleted} object(s) under {path}" if recursive else f"deleted {path}",
+                as_json=json)
 

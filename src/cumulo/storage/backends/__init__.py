@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from cumulo.config import Settings
 from cumulo.errors import Invalid
+from cumulo.services import services
 
 __all__ = ["Backend", "open_backend", "request_backend"]
 
@@ -31,7 +32,8 @@ class Backend(Protocol):
         """Make the finished upload at ``tmp`` visible at ``key``, all at once."""
 
     def open(self, key: str, *, offset: int = 0) -> BinaryIO:
-        """A reader of the blob at ``key`` from ``offset``."""
+        """A reader of the blob at ``key`` from ``offset``: it reads nothing when ``offset`` is
+        at or past the end, and FileNotFoundError says there is no such blob."""
 
     def delete(self, key: str) -> None:
         """Remove a blob; a missing blob is not an error."""
@@ -52,7 +54,7 @@ class Backend(Protocol):
 
 def request_backend(request: Request) -> Backend:
     """FastAPI dependency: the storage backend the server was started with."""
-    return request.app.state.storage  # type: ignore[no-any-return]
+    return services(request).storage
 
 
 def open_backend(settings: Settings) -> Backend:

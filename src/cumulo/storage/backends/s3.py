@@ -6,6 +6,7 @@ visible only when it completes: a cut-off upload never shows up half-written.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -84,8 +85,20 @@ class S3Backend:
             tmp.unlink(missing_ok=True)
 
     def open(self, key: str, *, offset: int = 0) -> BinaryIO:
+        from botocore.exceptions import ClientError
+
         extra = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") == "InvalidRange" or status == 416:
+                # A range from the end or past it: S3 refuses it, a file reads nothing.
+                return io.BytesIO(b"")
+            if error.get("Code") in ("NoSuchKey", "404") or status == 404:
+                raise FileNotFoundError(f"no blob {key!r} in {self.url}") from exc
+            raise
         return cast(BinaryIO, response["Body"])
 
     def delete(self, key: str) -> None:

@@ -1,0 +1,404 @@
+"""The local cluster: jobs as processes on this machine, started from a pool of warm workers.
+
+A warm worker is ``python -m cumulo.compute.runner`` already started and waiting on its stdin;
+handing it a job is one write. The pool keeps ``min_workers`` ready; a worker that finished a
+job is replaced, so after a burst the pool holds up to ``max_workers``, and those above
+``min_workers`` are let go once idle for ``idle_timeout``.
+
+Python jobs whose code imports the ML stack go to a fork server instead (:mod:`cumulo.forkserver`),
+once it is ready: a process that has imported that stack once and forks a child per job, so
+that a training job does not spend its first seconds importing pandas, scikit-learn and MLflow.
+Until it is ready, or if it dies, they go to the warm workers as before; so do jobs that import
+none of it, which a fresh interpreter starts sooner than a fork of a large process.
+
+Each job runs in a session (process group) of its own, writing straight to its log file: the
+control plane never carries a job's output, and a restart of the control plane leaves running
+jobs running, to be found again by pid and start time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from cumulo.compute.executors import Attempt, Found, Launch, Launched, ProcessExit, Resources
+from cumulo.config import child_env
+from cumulo.errors import Invalid
+from cumulo.forkserver import Forked, ForkServer, parse_preload
+
+__all__ = ["AUTO", "LocalExecutor", "detect_resources", "process_alive", "uses_preloaded"]
+
+log = logging.getLogger("cumulo.compute")
+
+# What built-in training and typical training scripts import, in dependency order: the
+# ``auto`` of the preload setting. Those not installed are skipped. torch is not among them:
+# it doubles the memory the fork server holds and is imported by few jobs; name it with
+# CUMULO_PRELOAD=auto,torch to preload it too.
+AUTO = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "pyarrow.dataset", "deltalake",
+        "sklearn", "sklearn.metrics", "sklearn.model_selection", "sklearn.ensemble",
+        "sklearn.linear_model", "sklearn.preprocessing", "sklearn.pipeline", "scipy.stats",
+        "lightgbm", "xgboost", "matplotlib.pyplot", "cloudpickle", "mlflow", "mlflow.sklearn",
+        "mlflow.models", "cumulo.job", "cumulo.client", "cumulo.ml.tabular",
+        "cumulo.pipelines.step")
+ENTRY = "cumulo.compute.runner:forked"  # what a forked job runs, preloaded with the rest
+_ENTRY_MODULE = ENTRY.partition(":")[0]
+
+
+def detect_resources() -> tuple[float, int, int]:
+    """This machine's CPUs, memory in bytes, and NVIDIA GPUs."""
+    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+    memory = int(psutil.virtual_memory().total)
+    return cpus, memory, _count_gpus()
+
+
+def _count_gpus() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``started`` (not a reused pid)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - started) < 0.5
+    except psutil.Error:
+        return False
+
+
+def _roots(modules: list[str]) -> list[str]:
+    """What a job's code must import to gain from the preloaded modules: their top-level
+    packages, but for Cumulo's own (every job imports ``cumulo.job``) a service's package
+    (``cumulo.ml``, ``cumulo.pipelines``)."""
+    roots: list[str] = []
+    for name in modules:
+        parts = name.split(".")
+        root = ".".join(parts[:2]) if parts[0] == "cumulo" else parts[0]
+        if root not in ("cumulo", "cumulo.job", "cumulo.client") and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def uses_preloaded(argv: list[str], workdir: str | None, modules: list[str],
+                   max_bytes: int = 4 << 20) -> bool:
+    """Whether a Python job's code imports any of ``modules`` (a static look at its ``-c``
+    code, its ``-m`` module and the ``.py`` files of its code folder). A job that does not
+    starts faster from a plain warm worker: forking the fork server and ending the child cost
+    some tens of milliseconds more than a fresh interpreter (its memory is larger). A folder
+    larger than ``max_bytes`` of Python is assumed to import them."""
+    roots = _roots(modules)
+    if not roots:
+        return False
+    names = "(?:" + "|".join(map(re.escape, roots)) + r")\b"
+    pattern = re.compile(r"(?:^|;)\s*(?:from\s+" + names + r"|import\s+(?:[\w.]+(?:\s+as\s+\w+)?"
+                         r"\s*,\s*)*" + names + ")", re.MULTILINE)
+    if len(argv) >= 3 and argv[1] == "-c" and pattern.search(argv[2]):
+        return True
+    if len(argv) >= 3 and argv[1] == "-m" and pattern.search(f"import {argv[2]}"):
+        return True
+    if not workdir:
+        return False
+    seen = 0
+    for path in Path(workdir).rglob("*.py"):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        seen += len(text)
+        if seen > max_bytes or pattern.search(text):
+            return True
+    return False
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    idle_since: float
+
+
+@dataclass
+class _Running:
+    proc: subprocess.Popen[bytes] | Forked | None  # None when adopted after a restart
+    pid: int
+    started: float
+    exit_file: Path
+
+    def ended(self) -> tuple[bool, int | None]:
+        """Whether it has ended, and its exit code when that is known."""
+        if self.proc is None:
+            return (not process_alive(self.pid, self.started)), None
+        code = self.proc.poll()
+        if code is None:
+            return False, None
+        return True, None if isinstance(self.proc, Forked) and self.proc.lost else code
+
+
+class LocalExecutor:
+    """Starts, watches and stops a local cluster's job processes."""
+
+    remote = False
+
+    def __init__(self, name: str, *, home: Path, wake: threading.Event,
+                 address: str | None = None, preload: str = "none") -> None:
+        self.name = name
+        self.home = home
+        self._wake = wake
+        self._idle: deque[_Worker] = deque()
+        self._running: dict[str, _Running] = {}
+        self.min_workers = 0
+        self.max_workers = 1
+        self.idle_timeout = 600.0
+        self._worker_log = home / "workers.log"
+        self.preload = parse_preload(preload, AUTO)
+        self._forks: ForkServer | None = None
+        self._fork_starts: deque[float] = deque(maxlen=3)
+        # (code snapshot, -c/-m head, preloaded modules) -> whether its code imports them
+        self._uses: dict[tuple[Any, ...], bool] = {}
+        home.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def probe(cls, address: str | None, *, python: str | None = None) -> Found:
+        if address:
+            raise Invalid("--address is for ray clusters; a local cluster runs on this machine")
+        if python:
+            raise Invalid("--python is for ray clusters; a local cluster runs Cumulo's own")
+        return Found(Resources(*detect_resources()))
+
+    def configure(self, cluster: Any) -> None:
+        self.min_workers, self.max_workers = cluster.min_workers, cluster.max_workers
+        self.idle_timeout = cluster.idle_timeout_s
+
+    # --- the warm pool ---------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        with open(self._worker_log, "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cumulo.compute.runner"], stdin=subprocess.PIPE,
+                stdout=err, stderr=err, cwd=self.home, env=child_env(),
+                start_new_session=True, close_fds=True,
+            )
+        return _Worker(proc, time.monotonic())
+
+    def _keep_forks(self) -> None:
+        """Start the fork server if one is wanted and none runs; a fork server that keeps
+        dying (three times in ten minutes) is not started again until the next restart."""
+        if not self.preload:
+            return
+        if self._forks is not None and self._forks.state in ("starting", "ready"):
+            return
+        now = time.monotonic()
+        if len(self._fork_starts) == 3 and now - self._fork_starts[0] < 600:
+            return
+        if self._forks is not None:
+            log.warning("fork server of cluster %s %s; starting another", self.name,
+                        self._forks.why)
+            self._forks.stop()
+        self._fork_starts.append(now)
+        self._forks = ForkServer([*self.preload, _ENTRY_MODULE], env=child_env(), cwd=self.home,
+                                 log_path=self._worker_log, name=f"fork server ({self.name})",
+                                 on_exit=self._wake.set)
+
+    @property
+    def preloaded(self) -> list[str]:
+        """The modules jobs start with, once the fork server is ready; else none."""
+        if self._forks is None or not self._forks.usable:
+            return []
+        return [m for m in self._forks.modules if m != _ENTRY_MODULE]
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def maintain(self, busy: int, *, ended: bool = False) -> None:
+        """After a job ended, put a fresh worker in its place (up to ``max_workers``); else top
+        the pool up to ``min_workers`` idle, and let surplus idle ones go after the timeout."""
+        if ended:
+            if busy + len(self._idle) < self.max_workers:
+                self._idle.append(self._spawn())
+            return
+        self._keep_forks()
+        alive = deque(w for w in self._idle if w.proc.poll() is None)
+        for gone in set(self._idle) - set(alive):  # pragma: no cover - a worker died while idle
+            log.warning("warm worker %s exited while idle (code %s)", gone.proc.pid,
+                        gone.proc.returncode)
+        self._idle = alive
+        while len(self._idle) < self.min_workers and busy + len(self._idle) < self.max_workers:
+            self._idle.append(self._spawn())
+        now = time.monotonic()
+        while len(self._idle) > self.min_workers and (
+                now - self._idle[0].idle_since > self.idle_timeout
+                or busy + len(self._idle) > self.max_workers):
+            self._retire(self._idle.popleft())
+
+    def _retire(self, worker: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            worker.proc.stdin.close()  # type: ignore[union-attr]  # EOF: the worker exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.proc.wait(2)
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> Launched:
+        """Make the attempt's folders, then hand it to the fork server, a warm worker or a
+        fresh one."""
+        workdir = launch.job_dir / "work"
+        if launch.code is not None:
+            shutil.copytree(launch.code, workdir)
+        else:
+            workdir.mkdir()
+        (launch.job_dir / "output").mkdir()
+        spec = {**launch.spec, "workdir": str(workdir), "log": str(launch.log)}
+        proc: subprocess.Popen[bytes] | Forked | None = None
+        if self._forks is not None and self._forks.usable:
+            from cumulo.compute.runner import runs_in_process
+
+            if runs_in_process(spec) and self._uses_preloaded(spec):
+                proc = self._forks.start(ENTRY, {"spec": spec}, env=spec.get("env"))
+        if proc is None:
+            proc = self._hand_to_worker(spec)
+            threading.Thread(target=self._await, args=(proc,), daemon=True,
+                             name=f"wait-{launch.job_id}").start()
+        started = getattr(proc, "started", None)
+        if started is None:
+            try:
+                started = psutil.Process(proc.pid).create_time()
+            except psutil.Error:  # it has ended already: its code is on its way
+                started = time.time()
+        self._running[launch.job_id] = _Running(proc, proc.pid, started, launch.exit_file)
+        return Launched(pid=proc.pid, pid_started=started)
+
+    def _hand_to_worker(self, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+        line = json.dumps(spec).encode() + b"\n"
+        while True:
+            worker = self._idle.popleft() if self._idle else self._spawn()
+            try:
+                assert worker.proc.stdin is not None
+                worker.proc.stdin.write(line)
+                worker.proc.stdin.close()
+                return worker.proc
+            except (BrokenPipeError, OSError):  # the worker died while idle: take another
+                worker.proc.wait()
+
+    def _uses_preloaded(self, spec: dict[str, Any]) -> bool:
+        """Whether the job's code imports what the fork server preloaded. A code snapshot
+        never changes, so its folder is read once per snapshot and command, not per job
+        (every trial of a tuning study runs the same one)."""
+        from cumulo.compute.runner import job_argv
+
+        modules = self.preloaded
+        argv = job_argv(spec)
+        # What is read: the folder, and the -c code or -m module (not the arguments after).
+        head = tuple(argv[1:3]) if len(argv) > 2 and argv[1] in ("-c", "-m") else ()
+        key = (spec.get("code"), head, tuple(modules))
+        if spec.get("code") and key in self._uses:
+            return self._uses[key]
+        found = uses_preloaded(argv, spec.get("workdir"), modules)
+        if spec.get("code"):
+            if len(self._uses) > 1000:
+                self._uses.clear()
+            self._uses[key] = found
+        return found
+
+    def _await(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self._wake.set()
+
+    def adopt(self, attempt: Attempt) -> bool:
+        if attempt.pid is None:  # handed to no process yet: it never ran
+            return False
+        self._running[attempt.job_id] = _Running(None, attempt.pid, attempt.pid_started or 0.0,
+                                                 attempt.exit_file)
+        return True
+
+    def poll(self, job_id: str) -> ProcessExit | None:
+        run = self._running.get(job_id)
+        if run is None:
+            return ProcessExit(None)
+        ended, code = run.ended()
+        if not ended:
+            return None
+        del self._running[job_id]
+        # What the job left running in its process group goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, signal.SIGKILL)
+        record = _read_exit(run.exit_file)
+        if record:
+            return ProcessExit(int(record["exit_code"]), record=record)
+        if code is not None and code < 0:
+            return ProcessExit(128 - code, signal=-code)
+        return ProcessExit(code)
+
+    def running(self, job_id: str) -> bool:
+        return job_id in self._running
+
+    def signal(self, job_id: str, sig: int) -> None:
+        run = self._running.get(job_id)
+        if run is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, sig)
+
+    def sample(self, job_id: str) -> tuple[float, int] | None:
+        """CPU-seconds and resident memory of the job's whole process tree, now."""
+        run = self._running.get(job_id)
+        if run is None:
+            return None
+        try:
+            root = psutil.Process(run.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        cpu, rss = 0.0, 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+        return cpu, rss
+
+    def logs(self, backend_ref: str) -> str | None:
+        return None  # the attempt writes its log file itself
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def shutdown(self) -> None:
+        """Let the idle workers go; running jobs keep running and are found again at start."""
+        while self._idle:
+            self._retire(self._idle.popleft())
+        if self._forks is not None:
+            self._forks.stop()
+            self._forks = None
+
+
+def _read_exit(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,251 @@
+"""The parent's side of a fork server: start it, ask it for processes, follow their ends.
+
+>>> forks = ForkServer(["numpy"], env=child_env(), log_path=Path("forks.log"))  # doctest: +SKIP
+>>> child = forks.start("cumulo.compute.runner:forked", {"spec": ...})          # doctest: +SKIP
+>>> child.wait()                                                                  # doctest: +SKIP
+
+A start is refused (``None``) until the server is ready and after it has died; the caller then
+starts a fresh process instead, so a fork server only ever makes things faster.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["ForkServer", "Forked"]
+
+log = logging.getLogger("cumulo.forkserver")
+ANSWER_TIMEOUT = 10.0  # seconds a start waits for the server to say the child's pid
+
+
+class Forked:
+    """A process the fork server forked, shaped like :class:`subprocess.Popen`: ``pid``,
+    ``poll()``, ``wait()``, ``send_signal()``, ``terminate()``, ``kill()``, ``returncode``
+    (minus the signal that ended it), and ``stdout`` when one was asked for.
+
+    Its exit code comes from the fork server, which is its parent. Should the server die
+    first, the child runs on unowned: ``lost`` is then True, and once the process is gone
+    ``returncode`` is -1, its real code unknown."""
+
+    def __init__(self, pid: int, stdout: IO[bytes] | None = None) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self.lost = False
+        self._ended = threading.Event()
+        try:
+            import psutil
+
+            self.started: float | None = psutil.Process(pid).create_time()
+        except Exception:  # it ended already: its code is on its way
+            self.started = None
+
+    def _end(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+    def _orphan(self) -> None:
+        """The fork server died: this child's end will not be said; watch its pid instead."""
+        if not self._ended.is_set():
+            self.lost = True
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.lost and not _alive(self.pid, self.started):
+            self._end(-1)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(f"process {self.pid}", timeout or 0)
+            self._ended.wait(0.05 if self.lost else left)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - started) < 0.5
+    except psutil.Error:
+        return False
+
+
+class ForkServer:
+    """Starts ``python -m cumulo.forkserver.server`` with ``modules`` to preload, and forks
+    processes from it. ``state`` is ``starting``, ``ready``, ``failed`` (``why`` says why) or
+    ``stopped``. ``on_exit`` is called, from a reader thread, whenever a child ends and when the
+    server itself does."""
+
+    def __init__(self, modules: Sequence[str], *, env: dict[str, str], log_path: Path,
+                 cwd: Path | None = None, name: str = "fork server",
+                 on_exit: Callable[[], None] | None = None) -> None:
+        self.name = name
+        self._on_exit = on_exit or (lambda: None)
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with contextlib.suppress(OSError):  # room for a large request (a job's environment)
+            self.control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cumulo.forkserver.server", str(theirs.fileno()),
+                 ",".join(modules)],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=log_file, env=env, cwd=cwd, start_new_session=True)
+        theirs.close()
+        self.state = "starting"
+        self.why: str | None = None
+        self.modules: list[str] = []
+        self.ready = threading.Event()
+        self._lock = threading.Lock()  # one start at a time: its answer is the next pid
+        self._answers: deque[int | str] = deque()
+        self._got = threading.Condition()
+        self._children: dict[int, Forked] = {}
+        self._early: dict[int, int] = {}  # ends said before their start returned
+        threading.Thread(target=self._read, daemon=True, name=f"{name}-reader").start()
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "ready"
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                message = json.loads(data)
+            except ValueError:  # pragma: no cover - the server sends only JSON
+                continue
+            with self._got:
+                if "ready" in message:
+                    self.state, self.modules = "ready", list(message["modules"])
+                    log.info("%s ready in %.2fs with %d modules preloaded", self.name,
+                             message["ready"], len(self.modules))
+                    self.ready.set()
+                elif "exit" in message:
+                    child = self._children.pop(int(message["exit"]), None)
+                    if child is None:
+                        self._early[int(message["exit"])] = int(message["code"])
+                    else:
+                        child._end(int(message["code"]))
+                elif "pid" in message or "error" in message:
+                    if self.state == "starting":  # it could not become ready
+                        self.state, self.why = "failed", str(message["error"])
+                        log.warning("%s: %s", self.name, self.why)
+                    self._answers.append(int(message["pid"]) if "pid" in message
+                                         else str(message["error"]))
+                    self._got.notify_all()
+            if "exit" in message:
+                self._on_exit()
+        with self._got:
+            if self.state != "stopped":
+                self.state, self.why = "failed", f"exited with code {self.proc.wait()}"
+                log.warning("%s %s; processes start afresh instead", self.name, self.why)
+            for child in self._children.values():
+                child._orphan()
+            self._children.clear()
+            self._got.notify_all()
+        self._on_exit()
+
+    def start(self, entry: str, args: dict[str, Any] | None = None, *,
+              env: dict[str, str] | None = None, stdout: int | None = None,
+              stderr: int | None = None, fds: Sequence[int] = (),
+              pipe_stdout: bool = False) -> Forked | None:
+        """Fork a process that calls ``entry`` (``"module:function"``) with ``args`` and the
+        descriptors ``fds`` (its own copies); ``stdout``/``stderr`` become its standard streams,
+        or with ``pipe_stdout`` its stdout is a pipe read from :attr:`Forked.stdout`. ``env``
+        is added to its environment. None if the server is not ready or could not do it."""
+        if self.state != "ready":
+            return None
+        read_end = write_end = -1
+        passed = list(fds)
+        request: dict[str, Any] = {"entry": entry, "args": args or {}, "env": env or {}}
+        if pipe_stdout:
+            read_end, write_end = os.pipe()
+            stdout = write_end
+        for stream, fd in (("stdout", stdout), ("stderr", stderr)):
+            if fd is not None:
+                request[stream] = len(passed)
+                passed.append(fd)
+        try:
+            with self._lock:
+                self.control.sendmsg([json.dumps(request).encode()], [(
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())]
+                    if passed else [])
+                with self._got:
+                    if not self._got.wait_for(lambda: self._answers or self.state != "ready",
+                                              ANSWER_TIMEOUT):
+                        raise TimeoutError(f"no answer in {ANSWER_TIMEOUT:g}s")
+                    if not self._answers:
+                        raise OSError(self.why or "it stopped")
+                    answer = self._answers.popleft()
+                    if isinstance(answer, str):
+                        raise OSError(answer)
+                    child = Forked(answer, os.fdopen(read_end, "rb") if pipe_stdout else None)
+                    read_end = -1
+                    if answer in self._early:
+                        child._end(self._early.pop(answer))
+                    else:
+                        self._children[answer] = child
+                    return child
+        except (OSError, TimeoutError) as exc:
+            log.warning("%s could not start %s (%s); starting a new process instead",
+                        self.name, entry, exc)
+            return None
+        finally:
+            for fd in (write_end, read_end):
+                if fd >= 0:
+                    os.close(fd)
+
+    def describe(self) -> dict[str, Any]:
+        return {"state": self.state, "pid": self.proc.pid, "modules": self.modules,
+                "why": self.why}
+
+    def stop(self) -> None:
+        """Let the server go; the processes it started run on."""
+        with self._got:
+            self.state = "stopped"
+        with contextlib.suppress(OSError):
+            self.control.shutdown(socket.SHUT_RDWR)
+        self.control.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

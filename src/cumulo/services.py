@@ -1,0 +1,54 @@
+"""The running services: built once when the server starts, read by the routes.
+
+``server/app.py`` makes one :class:`Services` as the server starts (its lifespan), keeps it on
+the app, and stops and closes what it started when the server stops. A route asks for it with
+``services(request)``, or as a parameter: ``running: Running``.
+
+Core imports no service, so the fields name the services' types for the type checker only
+(``TYPE_CHECKING``); scripts/check_layers.py allows exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends
+from starlette.requests import Request
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from cumulo.compute.supervisor import Supervisor
+    from cumulo.config import Settings
+    from cumulo.ml.tracking import TrackingServer
+    from cumulo.pipelines.runs import Orchestrator
+    from cumulo.serving.manager import EndpointManager
+    from cumulo.storage.backends import Backend
+
+__all__ = ["Running", "Services", "services"]
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]  # one session per request: cumulo.db.get_session
+    storage: Backend
+    compute: Supervisor  # clusters and jobs
+    tracking: TrackingServer  # MLflow's tracking server, started on first use
+    endpoints: EndpointManager  # serving: replicas, autoscaling, rollouts
+    pipelines: Orchestrator  # pipeline runs and schedules
+    mlflow_http: httpx.AsyncClient  # to the tracking server, for /mlflow
+    endpoints_http: httpx.AsyncClient  # to endpoints' replicas, for /endpoints/NAME/invocations
+
+
+def services(request: Request) -> Services:
+    """The server's running services (a FastAPI dependency, or a plain call)."""
+    found: Services = request.app.state.services
+    return found
+
+
+Running = Annotated[Services, Depends(services)]
