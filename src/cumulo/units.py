@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from cumulo.errors import Invalid
 
-__all__ = ["format_duration", "parse_duration", "parse_size", "parse_time"]
+__all__ = ["day_of", "format_duration", "parse_duration", "parse_size", "parse_time"]
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d|w)", re.IGNORECASE)
@@ -34,6 +34,7 @@ _DURATION_FORMS = "use forms like 90s, 30m, 1h30m, 7d, 2w"
 _SIZE = re.compile(rf"({_NUMBER})\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _BYTES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _SIZE_FORMS = "use forms like 512M, 8G, 1.5GiB or a number of bytes"
+_MAX_SIZE = 2**60  # 1024 PiB
 
 _TIME_FORMS = ("use a date like 2026-11-01, a time like 2026-11-01T12:00:00Z, or a span back "
                "from now like 7d or 1h30m")
@@ -61,7 +62,10 @@ def parse_duration(text: str | float, *, what: str = "duration", allow_zero: boo
     if isinstance(text, bool):  # a bool is an int to Python, never a duration to a person
         raise bad
     if isinstance(text, int | float):
-        seconds = float(text)
+        try:
+            seconds = float(text)
+        except OverflowError:  # an int past any float: too long by far
+            seconds = math.inf
     elif _BARE.fullmatch(stripped := str(text).strip()):
         seconds = float(stripped)
     elif _PARTS.fullmatch(stripped):
@@ -110,14 +114,16 @@ def parse_size(text: str | int, *, what: str = "size") -> int:
     if isinstance(text, bool):
         raise Invalid(f"{subject} is not a size: {_SIZE_FORMS}")
     if isinstance(text, int):
-        size = text
+        size: float = text
     elif match := _SIZE.fullmatch(str(text).strip()):
-        size = int(float(match.group(1)) * _BYTES[match.group(2).upper()])
+        size = float(match.group(1)) * _BYTES[match.group(2).upper()]
     else:
         raise Invalid(f"{subject} is not a size: {_SIZE_FORMS}")
     if size <= 0:
         raise Invalid(f"{subject} must be more than zero bytes")
-    return size
+    if size > _MAX_SIZE:  # inf included: past what any machine, or a BIGINT column, holds
+        raise Invalid(f"{subject} is too large: a size may not be over 1024P")
+    return int(size)
 
 
 def parse_time(text: str, *, now: datetime | None = None, what: str = "time") -> datetime:
@@ -138,6 +144,29 @@ def parse_time(text: str, *, now: datetime | None = None, what: str = "time") ->
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", stripped):
             return datetime.combine(date.fromisoformat(stripped), datetime.min.time(), UTC)
         moment = datetime.fromisoformat(stripped.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one past the calendar's ends in UTC
         raise Invalid(f"{_subject(what, 'time', text)} is not a time: {_TIME_FORMS}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def day_of(text: str, *, what: str = "time", now: datetime | None = None) -> date:
+    """The day (UTC) a ``--since``/``--until`` names: a date, the day of a time, or for a
+    span back from now the first day it covers, today counted: ``7d`` is the last seven
+    days (today and the six before), ``1h30m`` the day it was an hour and a half ago.
+
+    >>> day_of("7d", now=datetime(2026, 11, 26, 12, tzinfo=UTC))
+    datetime.date(2026, 11, 20)
+    >>> day_of("2026-11-01T23:30:00-01:00")
+    datetime.date(2026, 11, 2)
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    stripped = str(text).strip()
+    if _PARTS.fullmatch(stripped):
+        span = parse_duration(stripped, what=what, allow_zero=True)
+        days, rest = divmod(span, 86400)
+        if days >= 1 and rest == 0:
+            return now.date() - timedelta(days=days - 1)
+    try:
+        return parse_time(stripped, now=now, what=what).date()
+    except OverflowError:  # a span back past the calendar's start
+        raise Invalid(f"{_subject(what, 'time', text)} is too far back: {_TIME_FORMS}") from None

@@ -6,11 +6,13 @@ tests/serving/test_zygote.py) run it end to end. These pin the contract those re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,12 @@ def say(args: dict[str, Any], fds: list[int]) -> int:
     if args.get("sleep"):
         time.sleep(float(args["sleep"]))
     return int(args.get("code", 0))
+
+
+def mark(args: dict[str, Any], fds: list[int]) -> int:
+    """An entry point that leaves a file behind: whether it ran at all."""
+    Path(args["path"]).write_text(str(os.getpid()))
+    return 0
 
 
 def fail(args: dict[str, Any], fds: list[int]) -> int:
@@ -153,5 +161,46 @@ def test_a_server_whose_preload_starts_a_thread_refuses_to_fork(tmp_path: Path) 
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert server.state == "failed" and "forking is unsafe" in (server.why or "")
+    finally:
+        server.stop()
+
+
+def test_a_start_that_gives_up_never_runs_its_child_and_mixes_up_no_answers(
+        tmp_path: Path) -> None:
+    # The server is stopped (SIGSTOP) past the start's patience: the start gives up, and its
+    # caller runs the process elsewhere. The late child must not run too, and the next start
+    # must get its own child, not the late one.
+    server = _ready(ForkServer([HERE], env=child_env(), log_path=tmp_path / "forks.log",
+                               cwd=Path.cwd(), answer_timeout=0.5))
+    try:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        assert server.start(f"{HERE}:mark", {"path": str(tmp_path / "late")}) is None
+        os.kill(server.proc.pid, signal.SIGCONT)
+        child = server.start(f"{HERE}:mark", {"path": str(tmp_path / "next")})
+        assert child is not None and _end(child) == 0
+        assert (tmp_path / "next").read_text() == str(child.pid)
+        time.sleep(0.3)  # time enough for the late child to have run, had it been let go
+        assert not (tmp_path / "late").exists()
+        assert server.state == "ready"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_a_wait_without_timeout_wakes_when_the_server_dies(tmp_path: Path) -> None:
+    server = _ready(ForkServer([HERE], env=child_env(), log_path=tmp_path / "forks.log",
+                               cwd=Path.cwd()))
+    try:
+        child = server.start(f"{HERE}:say", {"sleep": 0.5}, pipe_stdout=True)
+        assert child is not None and _line(child)["pid"] == child.pid
+        codes: list[int] = []
+        waiter = threading.Thread(target=lambda: codes.append(child.wait()))
+        waiter.start()
+        server.proc.kill()  # its end will never be said: the waiter follows the pid
+        waiter.join(10)
+        assert codes == [-1] and child.lost
+        assert child.stdout is not None
+        child.stdout.close()
     finally:
         server.stop()

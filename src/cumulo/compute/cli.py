@@ -20,6 +20,7 @@ from cumulo.cli.output import (
     show_rows,
     when,
 )
+from cumulo.jobenv import input_ref
 from cumulo.units import format_duration
 
 __all__ = ["clusters_app", "jobs_app"]
@@ -236,8 +237,7 @@ def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
         ("asks", f"{i['cpus']:g} CPU" + (f", {human_bytes(i['memory'])}" if i["memory"] else "")
          + (f", {i['gpus']} GPU" if i["gpus"] else "")
          + (f", max {format_duration(i['max_runtime_s'])}" if i["max_runtime_s"] else "")),
-        *((f"input {name}", f"{spec['table']}@v{spec['version']}" if spec["kind"] == "table"
-           else f"{spec['bucket']}/{spec['prefix']}") for name, spec in i["inputs"].items()),
+        *((f"input {name}", input_ref(spec)) for name, spec in i["inputs"].items()),
         ("attempt", f"{i['attempt']} of {i['retries'] + 1}"),
         *((label, when(i[key])) for label, key in (
             ("queued", "created_at"), ("starting", "starting_at"), ("running", "running_at"),

@@ -38,6 +38,7 @@ from cumulo.compute.executors import Attempt, Executor, Launch, ProcessExit, new
 from cumulo.compute.models import Cluster, Job, JobArtifact
 from cumulo.config import Settings
 from cumulo.db import utcnow
+from cumulo.errors import CumuloError
 from cumulo.jobenv import JobEnv
 from cumulo.metering import usage
 from cumulo.storage.backends import Backend
@@ -169,14 +170,18 @@ class Supervisor:
             kind, executor = self._executors.get(name, (None, None))
             if executor is None or kind != cluster.type:  # new, or made again as another type
                 if executor is not None:
-                    executor.shutdown()
-                executor = new_executor(cluster, home=self.root / "clusters" / name,
-                                        wake=self.wake, preload=self.settings.preload)
+                    self._executors.pop(name)[1].shutdown()
+                try:
+                    executor = new_executor(cluster, home=self.root / "clusters" / name,
+                                            wake=self.wake, preload=self.settings.preload)
+                except CumuloError as exc:  # a row no executor here runs: its jobs wait
+                    log.warning("cluster %s: %s", name, exc.message)
+                    continue
                 self._executors[name] = (cluster.type, executor)
             executor.configure(cluster)
         for name in set(self._executors) - set(clusters):
             self._executors.pop(name)[1].shutdown()
-        return clusters
+        return {name: c for name, c in clusters.items() if name in self._executors}
 
     def _tick(self) -> None:
         with self.sessions() as session:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -74,7 +74,8 @@ class Forked:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(f"process {self.pid}", timeout or 0)
-            self._ended.wait(0.05 if self.lost else left)
+            # In slices: should the server die meanwhile, the end is watched by pid instead.
+            self._ended.wait(0.05 if self.lost else min(left or 0.5, 0.5))
         assert self.returncode is not None
         return self.returncode
 
@@ -110,8 +111,10 @@ class ForkServer:
 
     def __init__(self, modules: Sequence[str], *, env: dict[str, str], log_path: Path,
                  cwd: Path | None = None, name: str = "fork server",
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None,
+                 answer_timeout: float = ANSWER_TIMEOUT) -> None:
         self.name = name
+        self.answer_timeout = answer_timeout
         self._on_exit = on_exit or (lambda: None)
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with contextlib.suppress(OSError):  # room for a large request (a job's environment)
@@ -129,11 +132,14 @@ class ForkServer:
         self.why: str | None = None
         self.modules: list[str] = []
         self.ready = threading.Event()
-        self._lock = threading.Lock()  # one start at a time: its answer is the next pid
-        self._answers: deque[int | str] = deque()
-        self._got = threading.Condition()
+        self._got = threading.Condition()  # guards everything below, and state
+        self._ids = itertools.count(1)
+        self._waiting: set[int] = set()  # requests whose start waits for the answer
+        self._answers: dict[int, int | str] = {}  # request id -> pid, or why it failed
+        self._abandoned: set[int] = set()  # pids whose start gave up: their ends are not ours
         self._children: dict[int, Forked] = {}
         self._early: dict[int, int] = {}  # ends said before their start returned
+        self._closed = False  # the server is gone: children registered now are orphans
         threading.Thread(target=self._read, daemon=True, name=f"{name}-reader").start()
 
     @property
@@ -159,22 +165,21 @@ class ForkServer:
                              message["ready"], len(self.modules))
                     self.ready.set()
                 elif "exit" in message:
-                    child = self._children.pop(int(message["exit"]), None)
-                    if child is None:
-                        self._early[int(message["exit"])] = int(message["code"])
-                    else:
+                    pid = int(message["exit"])
+                    child = self._children.pop(pid, None)
+                    if child is not None:
                         child._end(int(message["code"]))
+                    elif pid in self._abandoned:
+                        self._abandoned.discard(pid)
+                    else:
+                        self._early[pid] = int(message["code"])
                 elif "pid" in message or "error" in message:
-                    if self.state == "starting":  # it could not become ready
-                        self.state, self.why = "failed", str(message["error"])
-                        log.warning("%s: %s", self.name, self.why)
-                    self._answers.append(int(message["pid"]) if "pid" in message
-                                         else str(message["error"]))
-                    self._got.notify_all()
+                    self._answer(message)
             if "exit" in message:
                 self._on_exit()
         with self._got:
-            if self.state != "stopped":
+            self._closed = True
+            if self.state not in ("stopped", "failed"):  # else why it failed is said already
                 self.state, self.why = "failed", f"exited with code {self.proc.wait()}"
                 log.warning("%s %s; processes start afresh instead", self.name, self.why)
             for child in self._children.values():
@@ -183,6 +188,20 @@ class ForkServer:
             self._got.notify_all()
         self._on_exit()
 
+    def _answer(self, message: dict[str, Any]) -> None:
+        """A start's answer (called holding ``_got``): to the start that waits for it, or,
+        when that start gave up, noted so that its child's end is not taken for another's."""
+        if self.state == "starting":  # it could not become ready
+            self.state, self.why = "failed", str(message.get("error"))
+            log.warning("%s: %s", self.name, self.why)
+        request_id = message.get("id")
+        if request_id in self._waiting:
+            self._answers[request_id] = (int(message["pid"]) if "pid" in message
+                                         else str(message["error"]))
+            self._got.notify_all()
+        elif "pid" in message:
+            self._abandoned.add(int(message["pid"]))  # it exits unrun: its go pipe is shut
+
     def start(self, entry: str, args: dict[str, Any] | None = None, *,
               env: dict[str, str] | None = None, stdout: int | None = None,
               stderr: int | None = None, fds: Sequence[int] = (),
@@ -190,12 +209,16 @@ class ForkServer:
         """Fork a process that calls ``entry`` (``"module:function"``) with ``args`` and the
         descriptors ``fds`` (its own copies); ``stdout``/``stderr`` become its standard streams,
         or with ``pipe_stdout`` its stdout is a pipe read from :attr:`Forked.stdout`. ``env``
-        is added to its environment. None if the server is not ready or could not do it."""
+        is added to its environment before anything of it runs (the thread-pool variables
+        size the preloaded pools). None if the server is not ready or could not do it: the
+        caller starts the process afresh, and this one never runs."""
         if self.state != "ready":
             return None
         read_end = write_end = -1
-        passed = list(fds)
-        request: dict[str, Any] = {"entry": entry, "args": args or {}, "env": env or {}}
+        go_read, go_write = os.pipe()
+        passed = [*fds, go_read]
+        request: dict[str, Any] = {"id": next(self._ids), "entry": entry, "args": args or {},
+                                   "env": env or {}, "go": len(passed) - 1}
         if pipe_stdout:
             read_end, write_end = os.pipe()
             stdout = write_end
@@ -204,32 +227,45 @@ class ForkServer:
                 request[stream] = len(passed)
                 passed.append(fd)
         try:
-            with self._lock:
+            with self._got:
+                self._waiting.add(request["id"])
+            try:
+                # Sent without the lock: the reader must be free to take answers meanwhile.
                 self.control.sendmsg([json.dumps(request).encode()], [(
-                    socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())]
-                    if passed else [])
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())])
                 with self._got:
-                    if not self._got.wait_for(lambda: self._answers or self.state != "ready",
-                                              ANSWER_TIMEOUT):
-                        raise TimeoutError(f"no answer in {ANSWER_TIMEOUT:g}s")
-                    if not self._answers:
+                    if not self._got.wait_for(
+                            lambda: request["id"] in self._answers or self.state != "ready",
+                            self.answer_timeout):
+                        raise TimeoutError(f"no answer in {self.answer_timeout:g}s")
+                    answer = self._answers.pop(request["id"], None)
+                    if answer is None:
                         raise OSError(self.why or "it stopped")
-                    answer = self._answers.popleft()
                     if isinstance(answer, str):
                         raise OSError(answer)
                     child = Forked(answer, os.fdopen(read_end, "rb") if pipe_stdout else None)
                     read_end = -1
                     if answer in self._early:
                         child._end(self._early.pop(answer))
+                    elif self._closed:  # the server died right after it answered
+                        child._orphan()
                     else:
                         self._children[answer] = child
-                    return child
+            finally:
+                with self._got:
+                    self._waiting.discard(request["id"])
+                    late = self._answers.pop(request["id"], None)  # came as it gave up
+                    if isinstance(late, int):
+                        self._abandoned.add(late)
+            with contextlib.suppress(OSError):  # it may have been killed already
+                os.write(go_write, b"x")
+            return child
         except (OSError, TimeoutError) as exc:
             log.warning("%s could not start %s (%s); starting a new process instead",
                         self.name, entry, exc)
             return None
         finally:
-            for fd in (write_end, read_end):
+            for fd in (go_read, go_write, write_end, read_end):
                 if fd >= 0:
                     os.close(fd)
 

@@ -9,13 +9,18 @@ It talks to its parent (:class:`cumulo.forkserver.client.ForkServer`) over the U
 ``SOCK_SEQPACKET`` socket ``FD`` (one message per packet, so that file descriptors travel with
 the message they belong to):
 
-- in: ``{"entry": "package.module:function", "args": {...}, "env": {...}, "stdout": i,
-  "stderr": i}`` with descriptors attached; ``stdout``/``stderr`` index the child's standard
-  streams among them, the rest go to the entry point, which is called as ``function(args,
-  fds)`` and returns the exit code.
-- out: ``{"ready": seconds, "modules": [...]}`` once; ``{"pid": N}`` for each request;
-  ``{"exit": N, "code": C}`` when a child ends (minus the signal that ended it); ``{"error":
-  "..."}`` for a request that could not be forked.
+- in: ``{"id": n, "entry": "package.module:function", "args": {...}, "env": {...}, "go": i,
+  "stdout": i, "stderr": i}`` with descriptors attached; ``go``, ``stdout`` and ``stderr``
+  index them, the rest go to the entry point, which is called as ``function(args, fds)`` and
+  returns the exit code.
+- out: ``{"ready": seconds, "modules": [...]}`` once; ``{"id": n, "pid": N}`` for each
+  request; ``{"exit": N, "code": C}`` when a child ends (minus the signal that ended it);
+  ``{"id": n, "error": "..."}`` for a request that could not be forked.
+
+A child waits for one byte on its ``go`` pipe before it runs anything: the parent writes it
+once it has taken the child's pid. A parent that gave up on the answer (it came too late)
+closes the pipe instead, and the child exits unrun, so that what the parent starts elsewhere
+in its place never runs twice.
 
 Fork safety, in one place. Forking is safe only from a process with one thread: Python threads
 are checked after the imports (none may run); the native pools that libraries start at import
@@ -109,15 +114,19 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
             return None
         if not data:
             return None  # the parent let us go: the children we started run on
+        request_id = None
         try:
             request = json.loads(data)
-            if not isinstance(request, dict) or ":" not in str(request.get("entry", "")):
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            request_id = request.get("id")
+            if ":" not in str(request.get("entry", "")):
                 raise ValueError("a request names its entry point as 'module:function'")
             pid = os.fork()
         except (ValueError, OSError) as exc:
             for fd in fds:
                 os.close(fd)
-            _send(control, {"error": f"cannot start a process: {exc}"})
+            _send(control, {"id": request_id, "error": f"cannot start a process: {exc}"})
             continue
         if pid == 0:
             signal.set_wakeup_fd(-1)
@@ -127,7 +136,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
             return request, fds
         for fd in fds:
             os.close(fd)
-        _send(control, {"pid": pid})
+        _send(control, {"id": request_id, "pid": pid})
 
 
 def _find_pools() -> None:
@@ -162,15 +171,23 @@ def _limit_threads(env: dict[str, str]) -> None:
 def _child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
     control.close()
     os.setsid()
-    standard = {}
+    taken = set()
+    if request.get("go") is not None:
+        taken.add(go := int(request["go"]))
+        try:
+            word = os.read(fds[go], 1)
+        except OSError:
+            word = b""
+        if not word:  # the parent gave up on this start: run nothing
+            os._exit(0)
     for stream, target in (("stdout", 1), ("stderr", 2)):
         index = request.get(stream)
         if index is not None:
             os.dup2(fds[int(index)], target)
-            standard[int(index)] = target
-    for index in standard:
+            taken.add(int(index))
+    for index in taken:
         os.close(fds[index])
-    passed = [fd for i, fd in enumerate(fds) if i not in standard]
+    passed = [fd for i, fd in enumerate(fds) if i not in taken]
     env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
     os.environ.update(env)
     random.seed()  # else every child would draw the same numbers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cumulo.client.transport import Transport
-from cumulo.units import parse_time
+from cumulo.units import day_of
 
 __all__ = ["CostsClient"]
 
@@ -13,7 +13,7 @@ __all__ = ["CostsClient"]
 def _day(text: str | None, what: str) -> str | None:
     # Usage is summed by day and the server reads days, so a time or a span back from now
     # goes as the day it falls on.
-    return None if text is None else parse_time(text, what=what).date().isoformat()
+    return None if text is None else day_of(text, what=what).isoformat()
 
 
 class CostsClient:

@@ -13,7 +13,7 @@ from cumulo.access.users import user_names
 from cumulo.config import Prices
 from cumulo.errors import Invalid
 from cumulo.metering.models import UsageRecord
-from cumulo.units import parse_time
+from cumulo.units import day_of
 
 __all__ = ["GroupBy", "price", "record", "summarize"]
 
@@ -47,7 +47,7 @@ def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: st
 
 def _day(text: str | None, what: str) -> str | None:
     """The day a ``--since``/``--until`` falls on: a date, a time, or a span back from now."""
-    return None if text is None else parse_time(text, what=what).date().isoformat()
+    return None if text is None else day_of(text, what=what).isoformat()
 
 
 def summarize(session: Session, *, by: str = "day", since: str | None = None,

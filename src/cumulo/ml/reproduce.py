@@ -13,16 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from cumulo.errors import Invalid, NotFound
+from cumulo.jobenv import input_ref
 
 __all__ = ["reproduce"]
 
 _OURS = (["python", "-m", "cumulo.ml.train"], ["python", "-m", "cumulo.ml.script"])
-
-
-def _input_ref(spec: dict[str, Any]) -> str:
-    if spec["kind"] == "table":
-        return f"{spec['table']}@v{spec['version']}"
-    return f"{spec['bucket']}/{spec['prefix']}"
 
 
 def rerun_body(job: dict[str, Any], *, label: str) -> dict[str, Any]:
@@ -33,7 +28,7 @@ def rerun_body(job: dict[str, Any], *, label: str) -> dict[str, Any]:
     return {"cluster": job["cluster"], "code": job["code"], "entry": job["entry"],
             "command": command, "args": job["args"], "cpus": job["cpus"],
             "memory": job["memory"], "gpus": job["gpus"], "env": job["env"],
-            "inputs": {k: _input_ref(v) for k, v in job["inputs"].items()},
+            "inputs": {k: input_ref(v) for k, v in job["inputs"].items()},
             "max_runtime": job["max_runtime_s"], "retries": 0, "priority": 0,
             "tags": [*job["tags"], "reproduce", f"reproduces={label}"],
             "name": f"reproduce {label}"}

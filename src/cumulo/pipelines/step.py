@@ -335,7 +335,8 @@ class _Step:
                       "the endpoint first, or set the step's cluster parameter to where it runs")
             live = [(v["model"], str(v["version"])) for v in current.get("variants", [])
                     if v.get("weight") and not v.get("shadow")]
-            if live == [(name, version)]:  # deployed already (by a run on another cluster)
+            if live == [(name, version)] and current.get("state") == "in_service":
+                # Deployed already (by a run on another cluster, or without the cache).
                 self.say(f"endpoint {endpoint} serves {model} already")
                 return {"endpoint": endpoint}
             self.client.endpoints[endpoint].update(model=model, strategy=p["strategy"],

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -34,14 +34,20 @@ DbSession = Annotated[Session, Depends(get_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-class VariantIn(BaseModel):
+class _Body(BaseModel):
+    # NaN or infinity in a setting would pass every range check (NaN compares false) and
+    # break the autoscaler's arithmetic later: refused here, with the field named.
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class VariantIn(_Body):
     model: str = Field(description="NAME:VERSION, NAME@ALIAS or NAME (its latest version)")
     name: str | None = Field(None, description="the variant's name; default NAME-VERSION")
     weight: float = Field(1.0, description="traffic share = weight / sum of weights")
     shadow: bool = Field(False, description="gets a copy of live traffic; answers not returned")
 
 
-class EndpointIn(BaseModel):
+class EndpointIn(_Body):
     name: str
     model: str | None = Field(None, description="one model: NAME:VERSION, NAME@ALIAS or NAME")
     variants: list[VariantIn] | None = Field(None, description="several models, with weights")
@@ -183,7 +189,7 @@ def replica_report(name: str, message: dict[str, Any], session: DbSession, calle
     return Response(status_code=204)
 
 
-class UpdateIn(BaseModel):
+class UpdateIn(_Body):
     model: str | None = Field(None, description="a new model to shift traffic to: NAME:VERSION, "
                               "NAME@ALIAS or NAME")
     variant: str | None = Field(None, description="the new variant's name; default "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 import socket
 import time
@@ -164,7 +165,7 @@ def _check_scaling(min_replicas: int, max_replicas: int, target: float, cooldown
     if min_replicas < 0 or max_replicas < max(1, min_replicas) or max_replicas > 64:
         raise Invalid(f"replicas: need 0 <= --min-replicas <= --max-replicas <= 64 and "
                       f"--max-replicas >= 1 (got {min_replicas} and {max_replicas})")
-    if target <= 0:
+    if not (math.isfinite(target) and target > 0):
         raise Invalid("--target-in-flight must be above 0 (requests in flight per replica)")
     if cooldown < 0 or to_zero < 0:
         raise Invalid("--scale-in-cooldown and --scale-to-zero-after are seconds, 0 or more")
@@ -176,7 +177,7 @@ def _seconds(value: float | str, what: str) -> float:
 
 
 def _check_batching(batch: int, wait: float) -> None:
-    if not 1 <= batch <= 100_000 or not 0 <= wait <= 10_000:
+    if not 1 <= batch <= 100_000 or not 0 <= wait <= 10_000:  # NaN fails these too
         raise Invalid("batching: --max-batch-size 1-100000 rows, --max-wait-ms 0-10000")
 
 

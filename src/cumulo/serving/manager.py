@@ -173,8 +173,13 @@ class EndpointManager:
             runtime = self._runtimes.get(name)
             if runtime is None:
                 runtime = self._open(session, endpoint)
-            if runtime is not None:
+            if runtime is None:
+                continue
+            try:
                 runtime.step(endpoint, session)
+            except Exception:  # one endpoint's trouble must not stop the others' steps
+                log.exception("endpoint %s: its step failed; the others go on", name)
+                session.expire(endpoint)  # what the step changed on it is not committed
         session.commit()
 
     def _open(self, session: Session, endpoint: Endpoint) -> Runtime | None:

@@ -57,6 +57,7 @@ AUTO = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "pyarrow.dataset", "del
         "cumulo.pipelines.step")
 ENTRY = "cumulo.compute.runner:forked"  # what a forked job runs, preloaded with the rest
 _ENTRY_MODULE = ENTRY.partition(":")[0]
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def detect_resources() -> tuple[float, int, int]:
@@ -278,7 +279,10 @@ class LocalExecutor:
             from cumulo.compute.runner import runs_in_process
 
             if runs_in_process(spec) and self._uses_preloaded(spec):
-                proc = self._forks.start(ENTRY, {"spec": spec}, env=spec.get("env"))
+                # The runner sets the job's whole environment; the fork server needs only what
+                # sizes the preloaded thread pools (the request stays small).
+                threads = {k: v for k, v in spec.get("env", {}).items() if k in _THREAD_VARS}
+                proc = self._forks.start(ENTRY, {"spec": spec}, env=threads)
         if proc is None:
             proc = self._hand_to_worker(spec)
             threading.Thread(target=self._await, args=(proc,), daemon=True,
