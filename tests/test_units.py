@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 
 import cumulo.units
 from cumulo.errors import Invalid
-from cumulo.units import format_duration, parse_duration, parse_size, parse_time
+from cumulo.units import day_of, format_duration, parse_duration, parse_size, parse_time
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 FORMS = "use forms like 90s, 30m, 1h30m, 7d, 2w"
 
 
 def test_exported_names() -> None:
-    assert cumulo.units.__all__ == ["format_duration", "parse_duration", "parse_size",
-                                    "parse_time"]
+    assert cumulo.units.__all__ == ["day_of", "format_duration", "parse_duration",
+                                    "parse_size", "parse_time"]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -149,3 +150,24 @@ def test_docstring_examples() -> None:
     import doctest
 
     assert doctest.testmod(cumulo.units).failed == 0
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: parse_size("9" * 400), "is too large"),
+    (lambda: parse_size("99999999999999T"), "is too large"),
+    (lambda: parse_duration(10**400), "is too long"),
+    (lambda: parse_time("0001-01-01T00:00:00+01:00"), "is not a time"),
+    (lambda: parse_time("9999-12-31T23:00:00-05:00"), "is not a time"),
+])
+def test_values_past_any_limit_are_refused_not_crashed_on(call: Any, message: str) -> None:
+    with pytest.raises(Invalid, match=message):
+        call()
+
+
+def test_the_day_a_since_names() -> None:
+    now = datetime(2026, 11, 26, 0, 30, tzinfo=UTC)
+    assert day_of("1d", now=now) == date(2026, 11, 26)  # today
+    assert day_of("7d", now=now) == date(2026, 11, 20)  # the last seven days
+    assert day_of("2w", now=now) == date(2026, 11, 13)
+    assert day_of("1h", now=now) == date(2026, 11, 25)  # an hour ago was yesterday
+    assert day_of("2026-11-01", now=now) == date(2026, 11, 1)
