@@ -54,6 +54,9 @@ SERVICES = frozenset({"access", "storage", "lake", "compute", "ml", "serving", "
 ROOT_CLIENT = "cumulo.client"
 _COMPOSER_PACKAGES = ("cumulo.server", "cumulo.cli")
 _COMPOSER_MODULES = frozenset({"cumulo.__main__", ROOT_CLIENT})
+# Core's packages; a package of cumulo in none of these lists is refused until it is named
+# (a new service left out of SERVICES would otherwise pass as core, checked as such).
+CORE_PACKAGES = frozenset({"db", "forkserver", "client"})
 # The CLI's toolkit, which each service's cli module uses: core, though it lives in cli/.
 _CLI_TOOLKIT = frozenset({"cumulo.cli.context", "cumulo.cli.output", "cumulo.cli.paths"})
 
@@ -288,7 +291,15 @@ def check(src: Path) -> list[Violation]:
     found: list[Violation] = []
     edges: dict[str, dict[str, int]] = {}  # module -> module imported at import time -> line
     lazy_edges: dict[str, dict[str, int]] = {}  # the same, counting imports in functions
+    named = SERVICES | CORE_PACKAGES | {p.split(".")[1] for p in _COMPOSER_PACKAGES}
+    unnamed: set[str] = set()
     for module, path in known.items():
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[1] not in named and parts[1] not in unnamed:
+            unnamed.add(parts[1])
+            found.append(Violation(files[module], 1, module, "-", (
+                f"package cumulo.{parts[1]} is in no layer: add it to SERVICES or "
+                "CORE_PACKAGES in scripts/check_layers.py")))
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except SyntaxError as exc:

@@ -98,6 +98,7 @@ _FILES = {
         def main():
             from cumulo.client import Client  # allowed: the root Client, lazily
         """,
+    "feeds/reader.py": "",  # a new package named in no layer
 }
 
 
@@ -110,6 +111,8 @@ def test_each_rule(tmp_path: Path) -> None:
         "(core imports no service)",
         "src/cumulo/errors.py:2: cumulo.errors imports cumulo.server.app.create_app "
         "(core imports no composer)",
+        "src/cumulo/feeds/reader.py:1: cumulo.feeds.reader imports - (package cumulo.feeds "
+        "is in no layer: add it to SERVICES or CORE_PACKAGES in scripts/check_layers.py)",
         "src/cumulo/job.py:1: cumulo.job imports cumulo.client.Client "
         "(core imports no composer)",
         "src/cumulo/ml/a.py:1: cumulo.ml.a imports cumulo.ml.b (import cycle at module level: "
