@@ -10,7 +10,7 @@ lives here, once.
 
 from __future__ import annotations
 
-from cumulo.forkserver.client import Forked, ForkServer
+from cumulo.forkserver.client import Forked, ForkServer, process_alive
 from cumulo.forkserver.preload import import_modules, parse_preload
 
-__all__ = ["ForkServer", "Forked", "import_modules", "parse_preload"]
+__all__ = ["ForkServer", "Forked", "import_modules", "parse_preload", "process_alive"]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ForkServer", "Forked"]
+__all__ = ["ForkServer", "Forked", "process_alive"]
 
 log = logging.getLogger("cumulo.forkserver")
 ANSWER_TIMEOUT = 10.0  # seconds a start waits for the server to say the child's pid
@@ -64,7 +64,7 @@ class Forked:
             self.lost = True
 
     def poll(self) -> int | None:
-        if self.returncode is None and self.lost and not _alive(self.pid, self.started):
+        if self.returncode is None and self.lost and not process_alive(self.pid, self.started):
             self._end(-1)
         return self.returncode
 
@@ -91,9 +91,13 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
-def _alive(pid: int, started: float | None) -> bool:
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``started`` (a time.time(), as
+    psutil gives it), not a zombie or a later process that reused the pid."""
     import psutil
 
+    if not pid:
+        return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

@@ -39,9 +39,9 @@ import psutil
 from cumulo.compute.executors import Attempt, Found, Launch, Launched, ProcessExit, Resources
 from cumulo.config import child_env
 from cumulo.errors import Invalid
-from cumulo.forkserver import Forked, ForkServer, parse_preload
+from cumulo.forkserver import Forked, ForkServer, parse_preload, process_alive
 
-__all__ = ["AUTO", "LocalExecutor", "detect_resources", "process_alive", "uses_preloaded"]
+__all__ = ["AUTO", "LocalExecutor", "detect_resources", "uses_preloaded"]
 
 log = logging.getLogger("cumulo.compute")
 
@@ -74,19 +74,6 @@ def _count_gpus() -> int:
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
-
-
-def process_alive(pid: int | None, started: float | None) -> bool:
-    """Whether ``pid`` is still the process that started at ``started`` (not a reused pid)."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(proc.create_time() - started) < 0.5
-    except psutil.Error:
-        return False
 
 
 def _roots(modules: list[str]) -> list[str]:
