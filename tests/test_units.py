@@ -171,3 +171,4 @@ def test_the_day_a_since_names() -> None:
     assert day_of("2w", now=now) == date(2026, 11, 13)
     assert day_of("1h", now=now) == date(2026, 11, 25)  # an hour ago was yesterday
     assert day_of("2026-11-01", now=now) == date(2026, 11, 1)
+    assert day_of("2d", now=now, start=False) == date(2026, 11, 24)  # --until 2d

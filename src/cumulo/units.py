@@ -149,10 +149,12 @@ def parse_time(text: str, *, now: datetime | None = None, what: str = "time") ->
         raise Invalid(f"{_subject(what, 'time', text)} is not a time: {_TIME_FORMS}") from None
 
 
-def day_of(text: str, *, what: str = "time", now: datetime | None = None) -> date:
-    """The day (UTC) a ``--since``/``--until`` names: a date, the day of a time, or for a
-    span back from now the first day it covers, today counted: ``7d`` is the last seven
-    days (today and the six before), ``1h30m`` the day it was an hour and a half ago.
+def day_of(text: str, *, what: str = "time", now: datetime | None = None,
+           start: bool = True) -> date:
+    """The day (UTC) a ``--since`` (``start``) or ``--until`` names: a date, the day of a
+    time, or the day a span back from now reaches. A ``--since`` of whole days counts today
+    among them: ``7d`` is the last seven days, today and the six before; ``--until 2d`` ends
+    on the day two days ago.
 
     >>> day_of("7d", now=datetime(2026, 11, 26, 12, tzinfo=UTC))
     datetime.date(2026, 11, 20)
@@ -164,7 +166,7 @@ def day_of(text: str, *, what: str = "time", now: datetime | None = None) -> dat
     if _PARTS.fullmatch(stripped):
         span = parse_duration(stripped, what=what, allow_zero=True)
         days, rest = divmod(span, 86400)
-        if days >= 1 and rest == 0:
+        if start and days >= 1 and rest == 0:
             return now.date() - timedelta(days=days - 1)
     try:
         return parse_time(stripped, now=now, what=what).date()

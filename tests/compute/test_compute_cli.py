@@ -129,7 +129,7 @@ def test_costs_take_dates_times_and_spans(compute: Cumulo, code: Path) -> None:
         summary = json.loads(out.stdout)
         assert any(r["tag"] == "spans" for r in summary["rows"]), since
     week = json.loads(compute.cli("costs", "--since", "7d", "--json").stdout)
-    assert week["since"] == str(today - timedelta(days=7))
+    assert week["since"] == str(today - timedelta(days=6))  # the last seven days, today's too
     gone = json.loads(compute.cli("costs", "--until", "2d", "--json").stdout)
     assert gone["until"] == str(today - timedelta(days=2)) and gone["rows"] == []
     for option in ("--since", "--until"):

@@ -125,13 +125,13 @@ def test_bad_endpoint_settings_are_refused(serving: Cumulo, churn: str) -> None:
     with pytest.raises(Invalid, match="two variants are named"):
         c.endpoints.create("bad", variants=[{"model": "churn:1"}, {"model": "churn:1"}])
     # NaN passes every range check (it compares false) and would break the autoscaler's
-    # arithmetic later: refused where the body is read, naming the field.
+    # arithmetic later: refused (400) where the body is read, naming the field.
     for field in ("target_in_flight", "max_wait_ms", "scale_in_cooldown"):
         answer = httpx.post(f"{serving.url}/api/v1/endpoints",
                             headers={"Authorization": f"Bearer {serving.token}",
                                      "Content-Type": "application/json"},
                             content=f'{{"name": "bad", "model": "churn:1", "{field}": NaN}}')
-        assert answer.status_code == 422 and field in answer.text, answer.text
+        assert answer.status_code == 400 and field in answer.text, answer.text
     assert c.endpoints.list() == []  # nothing half-made
     c.endpoints.create("twice", "churn:1")
     with pytest.raises(Conflict, match="already exists"):

@@ -13,7 +13,9 @@ __all__ = ["CostsClient"]
 def _day(text: str | None, what: str) -> str | None:
     # Usage is summed by day and the server reads days, so a time or a span back from now
     # goes as the day it falls on.
-    return None if text is None else day_of(text, what=what).isoformat()
+    if text is None:
+        return None
+    return day_of(text, what=what, start=what == "--since").isoformat()
 
 
 class CostsClient:

@@ -47,7 +47,9 @@ def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: st
 
 def _day(text: str | None, what: str) -> str | None:
     """The day a ``--since``/``--until`` falls on: a date, a time, or a span back from now."""
-    return None if text is None else day_of(text, what=what).isoformat()
+    if text is None:
+        return None
+    return day_of(text, what=what, start=what == "--since").isoformat()
 
 
 def summarize(session: Session, *, by: str = "day", since: str | None = None,
