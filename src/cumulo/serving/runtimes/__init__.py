@@ -10,6 +10,7 @@ failing, metering) is in :mod:`cumulo.serving.runtimes.base`.
 
 from __future__ import annotations
 
+import importlib
 import socket
 from typing import Any, Protocol
 
@@ -58,33 +59,39 @@ class Runtime(Protocol):
     def describe(self) -> dict[str, Any]:
         """Its replicas, restarts and recent scaling decisions, for ``show``."""
 
+    @classmethod
+    def open(cls, manager: Manager, session: Session, endpoint: Endpoint,
+             capture: CaptureBuffer, cluster: Any) -> Runtime:
+        """The runtime of ``endpoint`` on ``cluster`` (its row; None for this machine)."""
+        ...
+
     def close(self, session: Session | None = None, endpoint: Endpoint | None = None, *,
               delete: bool = False) -> None:
         """Stop its replicas, metering them when given the session and row; ``delete``: the
         endpoint is deleted, so remove what it left where it ran."""
 
 
+# Runtimes by the type of the cluster an endpoint runs on ("local": this machine, for an
+# endpoint with no cluster). A new backend is one module here and one line in this table.
+_RUNTIMES = {"local": "cumulo.serving.runtimes.local:LocalRuntime",
+             "ray": "cumulo.serving.runtimes.ray:RayRuntime"}
+
+
 def open_runtime(manager: Manager, session: Session, endpoint: Endpoint,
                  capture: CaptureBuffer) -> Runtime:
-    """The runtime for the endpoint, by its cluster's type; OSError says why it cannot run
-    (the port is taken, the cluster is gone)."""
-    if endpoint.cluster is None:
-        from cumulo.serving.runtimes.local import LocalRuntime
+    """The runtime for the endpoint, by its cluster's type, imported when first needed;
+    OSError says why it cannot run (the port is taken, the cluster is gone)."""
+    cluster = None
+    if endpoint.cluster is not None:
+        from cumulo.compute.clusters import get_cluster
 
-        return LocalRuntime(manager, endpoint, capture)
-    from cumulo.compute.clusters import get_cluster
-
-    try:
-        cluster = get_cluster(session, endpoint.cluster)
-    except NotFound:
-        cluster = None
-    if cluster is None or cluster.type != "ray":
-        raise OSError(f"cluster {endpoint.cluster!r} is not a Ray cluster any more")
-    if endpoint.created_by is None:  # its replicas' token would have no user
-        raise OSError("the user who created this endpoint was deleted; create it again")
-    from cumulo.compute.clusters import ray_python
-    from cumulo.serving.runtimes.ray import RayRuntime
-
-    return RayRuntime(manager, endpoint, capture, session=session,
-                      dashboard=str(cluster.endpoint or cluster.address),
-                      python=ray_python(cluster))
+        try:
+            cluster = get_cluster(session, endpoint.cluster)
+        except NotFound:
+            raise OSError(f"cluster {endpoint.cluster!r} is gone") from None
+    kind = cluster.type if cluster is not None else "local"
+    if kind not in _RUNTIMES:
+        raise OSError(f"endpoints do not run on {kind} clusters ({endpoint.cluster!r})")
+    module, _, name = _RUNTIMES[kind].partition(":")
+    runtime: type[Any] = getattr(importlib.import_module(module), name)
+    return runtime.open(manager, session, endpoint, capture, cluster)  # type: ignore[no-any-return]

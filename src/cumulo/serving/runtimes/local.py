@@ -150,6 +150,11 @@ class LocalRuntime(RuntimeBase):
         self._fetch: threading.Thread | None = None
         self.configure(endpoint)
 
+    @classmethod
+    def open(cls, manager: Manager, session: Session, endpoint: Endpoint,
+             capture: CaptureBuffer, cluster: Any) -> LocalRuntime:
+        return cls(manager, endpoint, capture)
+
     # --- models and configuration ----------------------------------------------------------
 
     def configure(self, endpoint: Endpoint) -> None:

@@ -58,6 +58,16 @@ class RayRuntime(RuntimeBase):
     """An endpoint as a Ray Serve application on the cluster whose job API is at
     ``dashboard``."""
 
+    @classmethod
+    def open(cls, manager: Manager, session: Session, endpoint: Endpoint,
+             capture: CaptureBuffer, cluster: Any) -> RayRuntime:
+        from cumulo.compute.clusters import ray_python
+
+        if endpoint.created_by is None:  # its replicas' token would have no user
+            raise OSError("the user who created this endpoint was deleted; create it again")
+        return cls(manager, endpoint, capture, session=session,
+                   dashboard=str(cluster.endpoint or cluster.address), python=ray_python(cluster))
+
     def __init__(self, manager: Manager, endpoint: Endpoint, capture: CaptureBuffer, *,
                  dashboard: str, session: Session, python: str = "python") -> None:
         super().__init__(manager, endpoint, capture)
