@@ -200,6 +200,7 @@ def test_endpoints_cli(serving: Cumulo, churn: str, tmp_path) -> None:  # type: 
     assert out.returncode != 0 and "column 'tenure'" in out.stderr
     out = serving.cli("endpoints", "show", "cli")
     assert "in_service" in out.stdout and "ready" in out.stdout
+    assert "1: pid " in out.stdout  # how many replicas, then each one's process
     assert serving.cli("endpoints", "ls").stdout.count("cli") >= 1
     out = serving.cli("endpoints", "update", "cli", "--scale-in-cooldown", "1h30m",
                       "--scale-to-zero-after", "2h", "--min-replicas", "0")

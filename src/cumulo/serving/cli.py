@@ -92,8 +92,7 @@ def create(
     if json:
         print_json(info)
         return
-    state = "in service" if info["state"] == "in_service" else info["state"]
-    console.print(f"endpoint {name}: {state}; {_variants(info)}")
+    console.print(f"endpoint {name}: {_state(info['state'])}; {_variants(info)}")
     console.print(f"invoke: POST {info['url']}/invocations (or cumulo endpoints invoke {name})")
 
 
@@ -118,9 +117,9 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         ("state", e["state"]),
         ("url", f"{e['url']}/invocations"),
         ("variants", _variants(e)),
-        ("replicas", ", ".join(
-            f"{r['pid']} ({'ready' if r['ready'] else 'starting'}, {r['in_flight']} in flight)"
-            for r in e["replicas"]) or "none"),
+        ("replicas", f"{len(e['replicas'])}: " + ", ".join(
+            f"pid {r['pid']} ({'ready' if r['ready'] else 'starting'}, "
+            f"{r['in_flight']} in flight)" for r in e["replicas"]) if e["replicas"] else "none"),
         ("autoscaling", f"{e['min_replicas']}-{e['max_replicas']} replicas at "
                         f"{e['target_in_flight']:g} in flight each; scale in after "
                         f"{format_duration(e['scale_in_cooldown'])}" + (
@@ -200,7 +199,7 @@ def update(
     if json:
         print_json(info)
         return
-    console.print(f"endpoint {name}: {info['state']}; {_variants(info)}")
+    console.print(f"endpoint {name}: {_state(info['state'])}; {_variants(info)}")
     if info["rollout"] and model is not None:
         console.print(f"traffic shift: {_rollout(info['rollout'])}")
 
@@ -271,3 +270,8 @@ def invoke(
         body = data.encode()
     answer = client(ctx).endpoints[name].invoke(body, content_type, variant=variant)
     sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+
+
+def _state(state: str) -> str:
+    """An endpoint's state as a person reads it: ``in service``, ``updating``."""
+    return state.replace("_", " ")
