@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -157,3 +158,28 @@ def test_errors_have_one_shape(local_server) -> None:  # type: ignore[no-untyped
         error = response.json()["error"]
         assert set(error) == {"code", "message", "details"}
         assert error["code"] == code and error["message"]
+
+
+def test_state_is_its_owners_alone_whatever_the_umask(home: Path) -> None:
+    # A home made before (by hand, world-readable) and a permissive umask: what Cumulo holds,
+    # tokens' database and stored objects included, is readable by its owner only.
+    home.mkdir(parents=True)
+    home.chmod(0o755)
+    previous = os.umask(0o022)
+    try:
+        server = start_cumulo(home)
+    finally:
+        os.umask(previous)
+    try:
+        c = server.client()
+        c.files.create_bucket("private")
+        c.files.upload(b"secret", "private/note.txt")
+    finally:
+        server.stop()
+    assert home.stat().st_mode & 0o777 == 0o700
+    stored = [p for p in (home / "storage").rglob("*") if p.is_file()]
+    assert stored and (home / "cumulo.db") in home.iterdir()
+    for path in [home / "cumulo.db", *stored]:
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+    for path in (p for p in home.rglob("*") if p.is_dir()):
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))

@@ -258,3 +258,28 @@ def test_concurrent_writers_to_one_key_stay_consistent(server: Cumulo, bucket: s
     data = files.read_bytes(f"{bucket}/contended.bin")
     assert data in bodies
     assert (head.size, head.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_stored_objects_never_run_in_the_consoles_origin(server: Cumulo, bucket: str) -> None:
+    # An uploaded page with script, opened from the console's origin, used to run there (and
+    # could mint a token): it downloads instead, and even opened it gets no origin to act in.
+    c = server.client()
+    auth = {"Authorization": f"Bearer {server.token}"}
+    page = b"<html><script>fetch('/api/v1/tokens', {method: 'POST'})</script></html>"
+    c.files.upload(page, f"{bucket}/site/évil page.html")
+    url = f"{server.url}/api/v1/files/buckets/{bucket}/objects/site/%C3%A9vil%20page.html"
+    for answer in (httpx.get(url, headers=auth), httpx.head(url, headers=auth)):
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["content-security-policy"] == "sandbox; default-src 'none'"
+        assert answer.headers["content-disposition"] == (
+            "attachment; filename*=UTF-8''%C3%A9vil%20page.html")
+    for name, body in (("notes.txt", b"plain"), ("shape.svg", b"<svg onload='x()'/>")):
+        c.files.upload(body, f"{bucket}/site/{name}")
+        answer = httpx.get(f"{server.url}/api/v1/files/buckets/{bucket}/objects/site/{name}",
+                           headers=auth)
+        # Plain text opens in place (sniffing off); SVG can carry script: a download.
+        expected = "inline" if name.endswith(".txt") else "attachment"
+        assert answer.headers["content-disposition"].startswith(expected + ";"), name
+        assert answer.content == body

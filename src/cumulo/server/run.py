@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,11 @@ class Prepared:
 
 def prepare(settings: Settings) -> Prepared:
     """Everything before serving; each failure is one CumuloError with a clear message."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    # What Cumulo writes is its owner's alone (databases, objects, logs, job files), whatever
+    # the umask it was started with; and so is its home, made before or not.
+    os.umask(0o077)
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.home.chmod(0o700)
     engine = make_engine(settings.database_url)
     check_database(engine)
     upgrade(engine)

@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -165,13 +166,27 @@ async def put_object(
     return (await run_in_threadpool(_object_out, session, bucket, [row]))[0]
 
 
+# Types a browser shows without running anything in the console's origin; every other object
+# (HTML, SVG, XML, scripts, anything unknown) downloads as a file instead of opening there.
+_INLINE = frozenset({"text/plain", "text/csv", "application/json", "application/pdf",
+                     "image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
 def _headers(row: StoredObject) -> dict[str, str]:
+    media = row.content_type.split(";")[0].strip().lower()
+    name = row.key.rsplit("/", 1)[-1]
     return {
         "content-type": row.content_type,
         "etag": f'"{row.sha256}"',
         "x-cumulo-sha256": row.sha256,
         "last-modified": format_datetime(row.modified_at, usegmt=True),
         "accept-ranges": "bytes",
+        # A stored object is user data served from the console's origin: never sniffed into
+        # something runnable, never given the origin's scripts or requests if opened.
+        "x-content-type-options": "nosniff",
+        "content-security-policy": "sandbox; default-src 'none'",
+        "content-disposition": ("inline" if media in _INLINE else "attachment")
+        + f"; filename*=UTF-8''{quote(name, safe='')}",
     }
 
 
