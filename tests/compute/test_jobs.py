@@ -309,12 +309,26 @@ def test_job_token_is_the_submitters_and_ends_with_the_job(compute: Cumulo, code
         "from cumulo.errors import Forbidden\n"
         "print(Client().whoami()['user'])\n"
         "(cumulo.job.output_dir / 'token').write_text(os.environ['CUMULO_TOKEN'])\n"
-        "try:\n    Client().tokens.create('sneaky')\nexcept Forbidden as e:\n    print(e)\n")
+        "c = Client()\n"
+        "for attempt in (lambda: c.tokens.create('sneaky'), lambda: c.tokens.list(),\n"
+        "                lambda: c.tokens.revoke('laptop'), lambda: c.files.create_bucket('x'),\n"
+        "                lambda: c.files.delete_bucket('kept')):\n"
+        "    try:\n        attempt()\n    except Forbidden as e:\n        print(e)\n")
     c = compute.client()
+    c.tokens.create("laptop")
+    c.files.create_bucket("kept")
     job = c.jobs.run("whoami.py", code=code)
     assert job.wait(60)["state"] == "succeeded"
-    assert list(job.logs()) == [
-        "admin", "a job's token cannot make tokens; it lives only as long as its job"]
+    # A job acts for itself: its token manages no credentials and no buckets, whatever its
+    # user (an admin here) may do.
+    tokens, buckets = ("a job's token cannot manage tokens; it acts only for its job, while "
+                       "the job runs"), ("a job's token cannot create or delete buckets; it "
+                                         "acts only for its job, while the job runs")
+    assert list(job.logs()) == ["admin", tokens, tokens, tokens, buckets, buckets]
+    assert [t["name"] for t in c.tokens.list() if t["revoked_at"] is None].count("laptop") == 1
+    assert "kept" in [b["name"] for b in c.files.buckets()]
+    c.tokens.revoke("laptop")
+    c.files.delete_bucket("kept")
     # The job's own token is not among the user's tokens, and it no longer works.
     assert all(not t["name"].startswith("job-") for t in c.tokens.list())
     job.download(tmp_path)

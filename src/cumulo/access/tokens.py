@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from cumulo import units
 from cumulo.access.models import Token, User
 from cumulo.db import utcnow
-from cumulo.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
 from cumulo.principal import Principal
 
 __all__ = [
@@ -107,8 +107,7 @@ def create_token(
     )
     if session.scalar(live) is not None:
         raise Conflict(f"you already have a token named {name!r}; revoke it or pick another name")
-    if principal.via_job:
-        raise Forbidden("a job's token cannot make tokens; it lives only as long as its job")
+    principal.require("tokens:manage")
     user = session.get(User, principal.user_id)
     if user is None:
         raise Unauthorized("the token's user no longer exists")
@@ -143,6 +142,7 @@ def revoke_token_id(session: Session, token_id: int) -> None:
 
 
 def list_tokens(session: Session, principal: Principal, *, all_users: bool = False) -> list[Token]:
+    principal.require("tokens:manage")
     query = select(Token).where(Token.kind == "user").order_by(Token.id)
     if not (all_users and principal.is_admin):
         query = query.where(Token.user_id == principal.user_id)
@@ -151,6 +151,7 @@ def list_tokens(session: Session, principal: Principal, *, all_users: bool = Fal
 
 def revoke_token(session: Session, principal: Principal, ref: str) -> Token:
     """Revoke a token by id or name. Admins may revoke anyone's; others only their own."""
+    principal.require("tokens:manage")
     query = select(Token)
     if ref.isdigit():
         query = query.where(Token.id == int(ref))

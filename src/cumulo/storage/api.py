@@ -109,8 +109,9 @@ def create_bucket(body: BucketIn, session: DbSession, caller: Caller) -> BucketO
 
 @router.delete("/buckets/{bucket}", response_model=Deleted, summary="Delete a bucket")
 def delete_bucket(
-    bucket: str, session: DbSession, storage: Storage, recursive: bool = False
+    bucket: str, session: DbSession, storage: Storage, caller: Caller, recursive: bool = False
 ) -> Deleted:
+    caller.require("buckets:manage")
     count = service.delete_bucket(session, storage, bucket, recursive=recursive)
     return Deleted(bucket=bucket, deleted=count)
 

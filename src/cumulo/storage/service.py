@@ -72,6 +72,7 @@ def get_bucket(session: Session, name: str) -> Bucket:
 
 
 def create_bucket(session: Session, principal: Principal, name: str) -> Bucket:
+    principal.require("buckets:manage")
     validate_bucket(name)
     bucket = Bucket(name=name, created_by=principal.user_id)
     session.add(bucket)
