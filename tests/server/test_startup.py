@@ -183,3 +183,35 @@ def test_state_is_its_owners_alone_whatever_the_umask(home: Path) -> None:
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
     for path in (p for p in home.rglob("*") if p.is_dir()):
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+
+
+def _raw(url: str, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection; all the server answers before it closes."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_request_heads_past_their_limits_are_refused_before_anything(  # type: ignore[no-untyped-def]
+        local_server) -> None:
+    # A 60 MiB request line used to hold the control plane for seconds, before its 401: now
+    # 414 once the target passes 8 KiB, and 431 for headers past 64 KiB or 100 fields; the
+    # connection closes, nothing else waits.
+    answer = _raw(local_server.url, b"GET /api/v1/" + b"a" * (64 << 10))
+    assert answer.startswith(b"HTTP/1.1 414 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"] == (
+        "the request's target is over 8192 bytes")
+    for headers in (b"x-big: " + b"v" * (80 << 10) + b"\r\n",
+                    b"".join(b"x-%d: v\r\n" % i for i in range(150))):
+        answer = _raw(local_server.url, b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + headers)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    # Within the limits, as before.
+    t0 = time.monotonic()
+    ok = httpx.get(f"{local_server.url}/healthz", headers={"x-fine": "v" * 4000})
+    assert ok.status_code == 200 and time.monotonic() - t0 < 2

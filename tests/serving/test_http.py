@@ -188,6 +188,33 @@ def test_malformed_http_gets_400_and_expect_continue_is_honoured() -> None:
     _run(go)
 
 
+def test_request_lines_and_headers_past_their_limits_are_refused_at_once() -> None:
+    # A 100 MiB request line used to get no answer at all: now 414 once it passes 8 KiB,
+    # before the rest is sent; headers past 64 KiB or 100 fields get 431.
+    app = ReplicaApp("e", [Variant("a", Doubler(), SCHEMA)])
+
+    async def go() -> None:
+        async with _serving(app) as (_, port), _clients(port) as raw:
+            reader, writer = await raw.open()
+            writer.write(b"GET /" + b"a" * (16 << 10))  # no end of line: refused mid-way
+            [(status, body)] = await _read_answers(reader, 1)
+            assert status == 414 and b"over 8192 bytes" in body
+            assert await reader.read() == b""
+            for headers in (b"x-big: " + b"v" * (70 << 10) + b"\r\n",
+                            b"".join(b"x-%d: v\r\n" % i for i in range(150))):
+                reader, writer = await raw.open()
+                writer.write(b"POST /invocations HTTP/1.1\r\nhost: x\r\n" + headers)
+                [(status, body)] = await _read_answers(reader, 1)
+                assert status == 431 and b"headers are over" in body
+                assert await reader.read() == b""
+            # Within the limits, the same connection's requests are served as before.
+            reader, writer = await raw.open()
+            writer.write(_post(_body(2), extra="x-fine: " + "v" * 4000 + "\r\n"))
+            assert await _read_answers(reader, 1) == [(200, b'{"predictions":[4.0]}')]
+
+    _run(go)
+
+
 def test_idle_connections_close_and_shutdown_answers_what_it_holds() -> None:
     app = ReplicaApp("e", [Variant("a", Slow(), SCHEMA)])
 

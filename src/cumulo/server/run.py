@@ -19,6 +19,7 @@ from cumulo.db import check_database, make_engine, redact_url, upgrade
 from cumulo.errors import Conflict
 from cumulo.logs import configure_logging
 from cumulo.server.app import create_app
+from cumulo.server.protocol import BoundedHttpToolsProtocol
 from cumulo.storage.backends import Backend, open_backend
 
 __all__ = ["Prepared", "prepare", "serve"]
@@ -75,7 +76,7 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
     sock = _bind(settings.host, settings.port)
     app = create_app(settings, prepared.engine, prepared.storage)
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, loop="auto", http="httptools",
+        app, log_config=None, access_log=False, loop="auto", http=BoundedHttpToolsProtocol,
         timeout_graceful_shutdown=5, server_header=False,
     )
     log.info(

@@ -10,9 +10,11 @@ too (Ray Serve runs it so).
 
 What it does of HTTP/1.1: keep-alive (closed after ``keep_alive`` idle seconds), pipelined
 requests (answered in order), ``Expect: 100-continue``, chunked request bodies, the body limit
-(413 as soon as the declared or received size is over it, then the connection closes),
-malformed requests (400, then close). On :meth:`Server.shutdown` it stops accepting, closes
-idle connections, and gives requests in flight ``grace`` seconds to be answered.
+(413 as soon as the declared or received size is over it, then the connection closes), a
+request line over 8 KiB (414) and headers over 64 KiB or 100 fields (431), refused as soon as
+they pass the limit, malformed requests (400, then close). On :meth:`Server.shutdown` it stops
+accepting, closes idle connections, and gives requests in flight ``grace`` seconds to be
+answered.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ from typing import cast
 
 import httptools
 
+from cumulo.httplimits import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_FIELDS,
+    MAX_URL,
+    TooLong,
+    headers_too_long,
+    url_too_long,
+)
 from cumulo.serving.replica import ReplicaApp, _error_body, _HTTPError, too_large
 
 __all__ = ["Server"]
@@ -35,7 +45,6 @@ __all__ = ["Server"]
 log = logging.getLogger("cumulo.serving")
 
 MAX_PIPELINED = 64  # answers a connection may owe before it is read again
-
 
 def _status_line(status: int) -> bytes:
     try:
@@ -133,11 +142,13 @@ class _Connection(asyncio.Protocol):
         self.closing = False  # no more requests are read: the last answer closes it
         self.paused = False
         self.writable = True
+        self.headers_done, self.head_bytes = True, 0  # of the request being read
         self._reset()
 
     def _reset(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
+        self.header_bytes = 0
         self.body: list[bytes] = []
         self.size = 0
         self.error: _HTTPError | None = None
@@ -160,10 +171,20 @@ class _Connection(asyncio.Protocol):
         self.last = time.monotonic()
         try:
             self.parser.feed_data(data)
+            if not self.headers_done:
+                # The parser holds a header until the next begins: count what it holds.
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEADER_BYTES:
+                    raise headers_too_long()
+        except TooLong as exc:
+            self._refuse(exc.status, str(exc))
         except httptools.HttpParserUpgrade:
             self._refuse(400, "protocol upgrades are not served here")
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed HTTP request: {exc}")
+            if isinstance(exc.__context__, TooLong):
+                self._refuse(exc.__context__.status, str(exc.__context__))
+            else:
+                self._refuse(400, f"malformed HTTP request: {exc}")
 
     def pause_writing(self) -> None:  # the client reads slowly: stop reading its requests
         self.writable = False
@@ -181,15 +202,22 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self.headers_done, self.head_bytes = False, 0
         self.started = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_URL:
+            raise url_too_long()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADER_FIELDS:
+            raise headers_too_long()
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
+        self.headers_done = True
         limit = self.app.max_body
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
