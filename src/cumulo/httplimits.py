@@ -1,20 +1,30 @@
-"""How large a request's head may be, on every socket Cumulo serves: the control plane
-(:mod:`cumulo.server.protocol`) and each replica (:mod:`cumulo.serving.http`).
+"""How large a request may be, on every socket Cumulo serves: the control plane
+(:mod:`cumulo.server.protocol`, :mod:`cumulo.server.middleware`) and each replica
+(:mod:`cumulo.serving.http`).
 
-Both parse with httptools, which hands a request's target and headers over in pieces: the
-callbacks count them and raise :class:`TooLong` past a limit, and the protocol answers its
-status (414 for the target, 431 for the headers) and closes the connection, before anything
-else reads the request.
+Heads: both servers parse with httptools, which hands a request's target and headers over in
+pieces: the callbacks count them and raise :class:`TooLong` past a limit, and the protocol
+answers its status (414 for the target, 431 for the headers) and closes the connection, before
+anything else reads the request.
+
+Bodies: on the control plane every body is read within ``MAX_BODY`` as it arrives, before
+authentication or parsing sees it (413 past it). A route that streams a body to storage lifts
+that limit for its request with :func:`lift_body_limit`, once it knows its caller: uploads,
+job code and outputs, MLflow's artifacts; an endpoint's invocations take the endpoint's own.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_HEADER_BYTES", "MAX_HEADER_FIELDS", "MAX_URL", "TooLong", "headers_too_long",
-           "url_too_long"]
+from typing import Any
+
+__all__ = ["BODY_LIMIT_KEY", "MAX_BODY", "MAX_HEADER_BYTES", "MAX_HEADER_FIELDS", "MAX_URL",
+           "TooLong", "headers_too_long", "lift_body_limit", "url_too_long"]
 
 MAX_URL = 8 << 10  # bytes of a request's target, as most servers take
 MAX_HEADER_BYTES = 64 << 10  # the request's head: its header fields together
 MAX_HEADER_FIELDS = 100
+MAX_BODY = 16 << 20  # a request body that is not streamed to storage (JSON, forms)
+BODY_LIMIT_KEY = "cumulo.body_limit"  # in the ASGI scope: {"limit": bytes or None}
 
 
 class TooLong(Exception):
@@ -32,3 +42,11 @@ def url_too_long() -> TooLong:
 def headers_too_long() -> TooLong:
     return TooLong(431, f"the request's headers are over {MAX_HEADER_BYTES} bytes or "
                         f"{MAX_HEADER_FIELDS} fields")
+
+
+def lift_body_limit(request: Any, limit: int | None = None) -> None:
+    """Let this request's body be read up to ``limit`` bytes (None: as much as comes), for a
+    route that streams it somewhere, once it knows who is calling."""
+    state = request.scope.get(BODY_LIMIT_KEY)
+    if state is not None:
+        state["limit"] = limit

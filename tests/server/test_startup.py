@@ -215,3 +215,26 @@ def test_request_heads_past_their_limits_are_refused_before_anything(  # type: i
     t0 = time.monotonic()
     ok = httpx.get(f"{local_server.url}/healthz", headers={"x-fine": "v" * 4000})
     assert ok.status_code == 200 and time.monotonic() - t0 < 2
+
+
+def test_bodies_are_bounded_before_authentication(local_server) -> None:  # type: ignore[no-untyped-def]
+    # A 1,000 MiB JSON body without a token took the server from 477 MiB to 3.5 GiB before its
+    # 401: now the declared size is refused at once, before a byte of it is read.
+    head = (b"POST /api/v1/tokens HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % (1000 << 20))
+    answer = _raw(local_server.url, head + b"{" + b" " * 65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+    assert b"is over 16777216 bytes" in answer
+    # Sent without a declared size (chunked), it is cut off as it passes the limit.
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"name": "'
+        for _ in range(20):
+            yield b"x" * (1 << 20)
+    refused = httpx.post(f"{local_server.url}/api/v1/tokens", content=chunks(),
+                         headers={"Authorization": f"Bearer {local_server.token}"})
+    assert refused.status_code == 413 and "is over 16777216 bytes" in refused.text
+    # Uploads stream past it, once the caller is known: a 20 MiB object goes in whole.
+    c = local_server.client()
+    c.files.create_bucket("bounded")
+    assert c.files.upload(b"z" * (20 << 20), "bounded/big.bin").size == 20 << 20
+    c.files.delete_bucket("bounded", recursive=True)

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.auth import login_url, signed_in
 from cumulo.db import get_session
 from cumulo.errors import Unavailable
+from cumulo.httplimits import lift_body_limit
 from cumulo.ml.registry import Registry
 from cumulo.ml.tracking import PREFIX
 from cumulo.principal import Principal, current_principal
@@ -46,6 +47,7 @@ async def proxy(path: str, request: Request, running: Running) -> Any:
     base = await run_in_threadpool(running.tracking.ensure)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
+    lift_body_limit(request)  # artifacts (models) stream through to MLflow
     query = f"?{request.url.query}" if request.url.query else ""
     upstream = running.mlflow_http.build_request(
         request.method, f"{base}/{path}{query}", headers=headers,

@@ -27,7 +27,7 @@ from cumulo.pipelines.api import router as pipelines_router
 from cumulo.server.auth import require_token, require_token_or_login
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
-from cumulo.server.middleware import RequestContext
+from cumulo.server.middleware import BodyLimit, RequestContext
 from cumulo.server.status import router as status_router
 from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router
@@ -130,5 +130,6 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     _mount_docs(app)
     console.mount(app, settings.console_dir)  # last: "/" and the console's pages
 
+    app.add_middleware(BodyLimit)
     app.add_middleware(RequestContext)
     return app

@@ -1,4 +1,5 @@
-"""Request ids and the access log, as plain ASGI middleware (no per-request task overhead)."""
+"""Request ids, the access log and the body limit, as plain ASGI middleware (no per-request
+task overhead)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.httplimits import BODY_LIMIT_KEY, MAX_BODY
 from cumulo.logs import request_id
 
-__all__ = ["RequestContext"]
+__all__ = ["BodyLimit", "RequestContext"]
 
 log = logging.getLogger("cumulo.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -52,3 +55,43 @@ class RequestContext:
                            "ms": round((time.perf_counter() - start) * 1000, 2)},
                 )
             request_id.reset(token)
+
+
+class BodyLimit:
+    """Read every request body within a limit as it arrives (:mod:`cumulo.httplimits`): a
+    declared or received size over it is refused with 413 before more is read, whatever reads
+    it (FastAPI reads a JSON body before the route's dependencies, authentication included).
+    Routes that stream a body to storage lift the limit for their request."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = {"limit": self.limit}
+        scope[BODY_LIMIT_KEY] = state
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        size = int(declared) if declared.isdigit() else None
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            limit = state["limit"]
+            if limit is not None and size is not None and size > limit:
+                raise _too_large(size, limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if limit is not None and seen > limit:
+                    raise _too_large(seen, limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(size: int, limit: int) -> HTTPException:
+    return HTTPException(413, f"the request body is over {limit} bytes (at least {size}); "
+                              "send large files as uploads ('cumulo files cp')")

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.db import get_session
 from cumulo.errors import Conflict, Invalid, Unavailable
+from cumulo.httplimits import lift_body_limit
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.serving import endpoints
@@ -247,15 +248,16 @@ def delete_endpoint(name: str, session: DbSession, request: Request) -> Response
 
 @invocations_router.post("/endpoints/{name}/invocations", summary="Score rows (forwarded)")
 async def invoke(name: str, request: Request) -> Response:
-    def find() -> tuple[str, str]:
+    def find() -> tuple[str, str, int]:
         with services(request).sessions() as session:
             endpoint = endpoints.get_endpoint(session, name)
             if endpoint.cluster is None:  # the replicas' own path for it
                 return endpoint.state, (f"http://{_manager(request).host}:{endpoint.port}"
-                                        f"/endpoints/{name}/invocations")
-            return endpoint.state, f"{_url(request, endpoint)}/invocations"
+                                        f"/endpoints/{name}/invocations"), endpoint.max_body
+            return endpoint.state, f"{_url(request, endpoint)}/invocations", endpoint.max_body
 
-    state, url = await run_in_threadpool(find)
+    state, url, max_body = await run_in_threadpool(find)
+    lift_body_limit(request, max_body)  # the endpoint's own limit: 413 here, as there
     if state == "failed":
         raise Unavailable(f"endpoint {name!r} failed; 'cumulo endpoints show {name}' says why")
     client = services(request).endpoints_http

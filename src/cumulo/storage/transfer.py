@@ -15,6 +15,7 @@ from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
 
 from cumulo.errors import Invalid, Unavailable
+from cumulo.httplimits import lift_body_limit
 
 __all__ = ["CHUNK", "read_range", "spool_body"]
 
@@ -31,6 +32,7 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
     short of its Content-Length, or a client that goes away, leaves nothing behind: the
     temporary file is removed and Invalid is raised.
     """
+    lift_body_limit(request)  # streamed to disk, by a caller its route has checked
     expected = request.headers.get("content-length")
     want = int(expected) if expected and expected.isdigit() else None
     fd, name = tempfile.mkstemp(dir=spool_dir, prefix="upload-")
