@@ -58,7 +58,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
 
     def _refuse(self, exc: TooLong) -> None:
-        body = json.dumps({"error": {"code": "request_too_large", "message": str(exc)}}).encode()
+        body = json.dumps({"error": {"code": "too_large", "message": str(exc)}}).encode()
         self.transport.write(b"".join([
             f"HTTP/1.1 {exc.status} {_REASONS[exc.status]}\r\n".encode(),
             b"content-type: application/json\r\n",

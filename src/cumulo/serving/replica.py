@@ -447,4 +447,4 @@ def _error_body(status: int, message: str, *, field: str | None = None,
 
 
 _CODES = {400: "invalid", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-          500: "model_error"}
+          414: "too_large", 431: "too_large", 500: "model_error"}
