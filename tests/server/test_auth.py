@@ -52,10 +52,12 @@ def test_token_lifecycle(local_server: Cumulo) -> None:
     listed = {t["name"]: t for t in admin.tokens.list()}
     assert "token" not in listed["ci-lifecycle"]
     assert listed["ci-lifecycle"]["revoked_at"] is None
+    assert listed["ci-lifecycle"]["state"] == "live"
     with pytest.raises(Conflict, match="already have a token named"):
         admin.tokens.create("ci-lifecycle")
 
     admin.tokens.revoke("ci-lifecycle")
+    assert {t["name"]: t for t in admin.tokens.list()}["ci-lifecycle"]["state"] == "revoked"
     with pytest.raises(Unauthorized, match="was revoked"):
         user.whoami()
     with pytest.raises(Conflict, match="already revoked"):
@@ -73,6 +75,10 @@ def test_expired_token(local_server: Cumulo) -> None:
     time.sleep(1.2)
     with pytest.raises(Unauthorized, match="expired"):
         local_server.client(token=secret).whoami()
+    # Listed as what it is: it used to show as "live" until revoked.
+    assert {t["name"]: t for t in admin.tokens.list()}["short-lived"]["state"] == "expired"
+    shown = local_server.cli("tokens", "ls")
+    assert any("short-lived" in line and "expired" in line for line in shown.stdout.splitlines())
 
 
 @pytest.mark.parametrize(("name", "expires", "match"), [

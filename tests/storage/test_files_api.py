@@ -212,6 +212,8 @@ def test_cut_off_upload_leaves_nothing(server: Cumulo, bucket: str) -> None:
         ("é" * 513, "1026 bytes long"),
         ("a//b", "empty segment"),
         ("dir/", "ends with '/'"),
+        ("report\u202etxt.exe", "bidirectional control character"),
+        ("a\x85b", "control character"),
     ],
 )
 def test_bad_keys_are_refused_by_the_server(server: Cumulo, bucket: str, key: str,
@@ -223,6 +225,17 @@ def test_bad_keys_are_refused_by_the_server(server: Cumulo, bucket: str, key: st
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid" and why in error["message"]
+    assert server.client().files.list(bucket, recursive=True).objects == []
+
+
+def test_keys_that_are_not_utf8_are_refused_not_merged(server: Cumulo, bucket: str) -> None:
+    # Decoded lossily, %FF and %FE would both become U+FFFD: two keys, one object.
+    auth = {"authorization": f"Bearer {server.token}"}
+    for raw in ("bad-%FF.csv", "bad-%FE.csv"):
+        response = httpx.put(f"{server.url}/api/v1/files/buckets/{bucket}/objects/{raw}",
+                             content=b"data", headers=auth)
+        assert response.status_code == 400, response.text
+        assert "not valid UTF-8" in response.json()["error"]["message"]
     assert server.client().files.list(bucket, recursive=True).objects == []
 
 

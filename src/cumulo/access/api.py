@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from cumulo.access import tokens
 from cumulo.access.models import Token
 from cumulo.access.users import user_names
-from cumulo.db import get_session
+from cumulo.db import get_session, utcnow
 from cumulo.principal import Principal, current_principal
 
 __all__ = ["router"]
@@ -42,6 +42,7 @@ class TokenOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    state: str = Field(description="live, revoked or expired: whether it works now")
 
 
 class NewToken(TokenOut):
@@ -57,7 +58,14 @@ def _out(token: Token, names: dict[int | None, str]) -> TokenOut:
         id=token.id, name=token.name, user=names.get(token.user_id), prefix=token.prefix,
         created_at=token.created_at, expires_at=token.expires_at, revoked_at=token.revoked_at,
         last_used_at=token.last_used_at,
+        state="revoked" if token.revoked_at is not None else "expired" if (
+            token.expires_at is not None and _aware(token.expires_at) <= utcnow()) else "live",
     )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive times: they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @router.get("/me", response_model=Me, summary="Who the token belongs to")

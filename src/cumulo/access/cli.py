@@ -42,7 +42,7 @@ def list_(ctx: typer.Context, all_users: bool = typer.Option(False, "--all",
         "created": lambda t: when(t["created_at"]),
         "expires": lambda t: when(t["expires_at"]),
         "last used": lambda t: when(t["last_used_at"]),
-        "state": lambda t: "revoked" if t["revoked_at"] else "live",
+        "state": "state",
     }, as_json=json)
 
 

@@ -22,6 +22,11 @@ def validate_bucket(name: str) -> str:
     return name
 
 
+# Unicode's bidirectional controls: they reorder how text is shown (U+202E shows 'txt.exe' for
+# 'exe.txt'), so a key could read as another.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def validate_key(key: str) -> str:
     """Refuse keys that could escape a folder or that no backend stores faithfully."""
 
@@ -43,8 +48,14 @@ def validate_key(key: str) -> str:
         raise bad("it has a '.' or '..' segment")
     if any(not s for s in segments):
         raise bad("it has an empty segment ('//')")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key):
         raise bad("it contains a control character")
+    if "\ufffd" in key:
+        # What a URL's invalid UTF-8 decodes to: two different keys would become one.
+        raise bad("it is not valid UTF-8 (or holds U+FFFD, the replacement character)")
+    if any(c in _BIDI for c in key):
+        raise bad("it contains a bidirectional control character, which makes a key read "
+                  "other than it is")
     if any(len(s.encode()) > 255 for s in segments):
         raise bad("a segment between '/' is over 255 bytes (file systems refuse longer names)")
     return key
