@@ -149,6 +149,19 @@ def test_shape_problems() -> None:
         check([1, 2])
 
 
+def test_definitions_are_bounded() -> None:
+    # No size limits used to let one definition (stored with every version and run) be as
+    # large as a body could be.
+    with pytest.raises(Invalid, match="bytes as JSON; at most 1048576"):
+        check(_with(lambda d: d.update(description="x" * (1 << 20))))
+    problems = {p["path"]: p["message"] for p in _problems(_with(lambda d: d.update(
+        description="x" * 5000, edges=d["edges"] * 300,
+        parameters={f"p{i}": {"type": "number", "default": 1} for i in range(101)})))}
+    assert problems["description"] == "5000 characters; at most 4096"
+    assert problems["edges"] == "2100 edges; a pipeline has at most 2000"
+    assert problems["parameters"] == "101 parameters; at most 100"
+
+
 def test_python_script_ports_come_from_its_parameters() -> None:
     doc = {"name": "p", "nodes": [
         {"id": "raw", "component": "import_data", "params": {"source": "table",

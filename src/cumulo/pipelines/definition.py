@@ -30,6 +30,7 @@ prints it::
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -43,6 +44,10 @@ NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 PARAMETER_TYPES = {"string": "string", "integer": "integer", "number": "number",
                    "boolean": "boolean"}
 MAX_NODES = 500
+MAX_EDGES = 2000
+MAX_PARAMETERS = 100
+MAX_BYTES = 1 << 20  # the whole definition as JSON: code in Python Script steps included
+MAX_DESCRIPTION = 4096
 
 
 def ports(node: dict[str, Any]) -> tuple[list[Port], list[Port]]:
@@ -68,6 +73,10 @@ def check(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise Invalid("a pipeline definition is a JSON object with 'name', 'nodes' and "
                       "'edges'")
+    size = len(json.dumps(doc, default=str))
+    if size > MAX_BYTES:
+        raise Invalid(f"the pipeline definition is {size} bytes as JSON; at most {MAX_BYTES} "
+                      "(keep large code in files and read them from a step)")
     known = {"name", "description", "parameters", "nodes", "edges", "version"}
     for key in doc:
         if key not in known:
@@ -79,6 +88,12 @@ def check(doc: Any) -> dict[str, Any]:
     if not isinstance(description, str):
         bad("description", "expected a string")
         description = ""
+    elif len(description) > MAX_DESCRIPTION:
+        bad("description", f"{len(description)} characters; at most {MAX_DESCRIPTION}")
+    if isinstance(doc.get("parameters"), dict) and len(doc["parameters"]) > MAX_PARAMETERS:
+        bad("parameters", f"{len(doc['parameters'])} parameters; at most {MAX_PARAMETERS}")
+    if isinstance(doc.get("edges"), list) and len(doc["edges"]) > MAX_EDGES:
+        bad("edges", f"{len(doc['edges'])} edges; a pipeline has at most {MAX_EDGES}")
     parameters = _parameters(doc.get("parameters", {}), bad)
     nodes = _nodes(doc.get("nodes"), parameters, bad)
     edges = _edges(doc.get("edges", []), nodes, bad)
