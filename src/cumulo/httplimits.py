@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["BODY_LIMIT_KEY", "MAX_BODY", "MAX_HEADER_BYTES", "MAX_HEADER_FIELDS", "MAX_URL",
-           "TooLong", "headers_too_long", "lift_body_limit", "url_too_long"]
+           "HeadCounter", "TooLong", "headers_too_long", "lift_body_limit", "limit_passed",
+           "url_too_long"]
 
 MAX_URL = 8 << 10  # bytes of a request's target, as most servers take
 MAX_HEADER_BYTES = 64 << 10  # the request's head: its header fields together
@@ -50,3 +51,49 @@ def lift_body_limit(request: Any, limit: int | None = None) -> None:
     state = request.scope.get(BODY_LIMIT_KEY)
     if state is not None:
         state["limit"] = limit
+
+
+class HeadCounter:
+    """One connection's count of the request head being read, fed by its parser's callbacks;
+    each method raises :class:`TooLong` once a limit is passed."""
+
+    __slots__ = ("done", "fields", "header_bytes", "held")
+
+    def __init__(self) -> None:
+        self.done, self.held, self.header_bytes, self.fields = True, 0, 0, 0
+
+    def begin(self) -> None:
+        """A request starts (``on_message_begin``)."""
+        self.done, self.held, self.header_bytes, self.fields = False, 0, 0, 0
+
+    def url(self, length: int) -> None:
+        """The target so far is ``length`` bytes (``on_url``)."""
+        if length > MAX_URL:
+            raise url_too_long()
+
+    def header(self, name: bytes, value: bytes) -> None:
+        """One whole header field (``on_header``)."""
+        self.header_bytes += len(name) + len(value)
+        self.fields += 1
+        if self.header_bytes > MAX_HEADER_BYTES or self.fields > MAX_HEADER_FIELDS:
+            raise headers_too_long()
+
+    def received(self, size: int) -> None:
+        """``size`` bytes were fed while the head is still incomplete: the parser holds a
+        header until the next begins, so what it holds is counted here."""
+        if not self.done:
+            self.held += size
+            if self.held > MAX_HEADER_BYTES:
+                raise headers_too_long()
+
+    def complete(self) -> None:
+        """The head has been read (``on_headers_complete``)."""
+        self.done = True
+
+
+def limit_passed(exc: BaseException) -> TooLong | None:
+    """The limit an error from the parser came from, if it did (httptools wraps what a
+    callback raises)."""
+    if isinstance(exc, TooLong):
+        return exc
+    return exc.__context__ if isinstance(exc.__context__, TooLong) else None

@@ -15,14 +15,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from cumulo.httplimits import (
-    MAX_HEADER_BYTES,
-    MAX_HEADER_FIELDS,
-    MAX_URL,
-    TooLong,
-    headers_too_long,
-    url_too_long,
-)
+from cumulo.httplimits import HeadCounter, TooLong, limit_passed
 
 __all__ = ["BoundedHttpToolsProtocol"]
 
@@ -32,23 +25,18 @@ _REASONS = {414: "URI Too Long", 431: "Request Header Fields Too Large"}
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._headers_done, self._head_bytes, self._header_bytes = True, 0, 0
+        self._head = HeadCounter()
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's own data_received, with the limits' answers.
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-            if not self._headers_done:
-                # The parser holds a header until the next begins: count what it holds.
-                self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEADER_BYTES:
-                    raise headers_too_long()
-        except TooLong as exc:
-            self._refuse(exc)
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, TooLong):
-                self._refuse(exc.__context__)
+            self._head.received(len(data))
+        except (TooLong, httptools.HttpParserError) as exc:
+            passed = limit_passed(exc)
+            if passed is not None:
+                self._refuse(passed)
             else:
                 self.send_400_response("Invalid HTTP request received.")
         except httptools.HttpParserUpgrade:
@@ -67,19 +55,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._headers_done, self._head_bytes, self._header_bytes = False, 0, 0
+        self._head.begin()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        if len(self.url) > MAX_URL:
-            raise url_too_long()
+        self._head.url(len(self.url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADER_FIELDS:
-            raise headers_too_long()
+        self._head.header(name, value)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._headers_done = True
+        self._head.complete()
         super().on_headers_complete()

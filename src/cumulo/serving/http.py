@@ -30,14 +30,7 @@ from typing import cast
 
 import httptools
 
-from cumulo.httplimits import (
-    MAX_HEADER_BYTES,
-    MAX_HEADER_FIELDS,
-    MAX_URL,
-    TooLong,
-    headers_too_long,
-    url_too_long,
-)
+from cumulo.httplimits import HeadCounter, TooLong, limit_passed
 from cumulo.serving.replica import ReplicaApp, _error_body, _HTTPError, too_large
 
 __all__ = ["Server"]
@@ -142,13 +135,12 @@ class _Connection(asyncio.Protocol):
         self.closing = False  # no more requests are read: the last answer closes it
         self.paused = False
         self.writable = True
-        self.headers_done, self.head_bytes = True, 0  # of the request being read
+        self.head = HeadCounter()  # the limits of the request being read
         self._reset()
 
     def _reset(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
-        self.header_bytes = 0
         self.body: list[bytes] = []
         self.size = 0
         self.error: _HTTPError | None = None
@@ -171,18 +163,13 @@ class _Connection(asyncio.Protocol):
         self.last = time.monotonic()
         try:
             self.parser.feed_data(data)
-            if not self.headers_done:
-                # The parser holds a header until the next begins: count what it holds.
-                self.head_bytes += len(data)
-                if self.head_bytes > MAX_HEADER_BYTES:
-                    raise headers_too_long()
-        except TooLong as exc:
-            self._refuse(exc.status, str(exc))
+            self.head.received(len(data))
         except httptools.HttpParserUpgrade:
             self._refuse(400, "protocol upgrades are not served here")
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, TooLong):
-                self._refuse(exc.__context__.status, str(exc.__context__))
+        except (TooLong, httptools.HttpParserError) as exc:
+            passed = limit_passed(exc)
+            if passed is not None:
+                self._refuse(passed.status, str(passed))
             else:
                 self._refuse(400, f"malformed HTTP request: {exc}")
 
@@ -202,22 +189,19 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
-        self.headers_done, self.head_bytes = False, 0
+        self.head.begin()
         self.started = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > MAX_URL:
-            raise url_too_long()
+        self.head.url(len(self.url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADER_FIELDS:
-            raise headers_too_long()
+        self.head.header(name, value)
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        self.head.complete()
         limit = self.app.max_body
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
