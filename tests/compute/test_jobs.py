@@ -478,3 +478,16 @@ def test_a_log_that_cannot_be_read_ends_with_a_line_saying_why(code: Path,
             assert any("streaming the log of job" in line for line in server.log_lines())
         finally:
             server.stop()
+
+
+def test_a_job_can_call_home_at_its_first_line(compute: Cumulo) -> None:
+    # A job's token was committed only after its process started: a job that called the API
+    # at once (a fork starts in milliseconds) could be told its token was not valid.
+    c = compute.client()
+    jobs = [c.jobs.run(command=["python", "-c", "from cumulo import Client; "
+                                                "print(Client().whoami()['user'])"])
+            for _ in range(10)]
+    for job in jobs:
+        info = job.wait(60)
+        assert info["state"] == "succeeded", (info, list(job.logs()))
+        assert list(job.logs()) == ["admin"]

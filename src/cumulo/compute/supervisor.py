@@ -342,6 +342,9 @@ class Supervisor:
         code = self._code_dir(job.code_digest) if job.code_digest else None
         # A remote job makes its folders on its node, and fetches its checkpoints there.
         env = self._env(session, job, None if executor.remote else jobdir)
+        # The job's token must be usable before the job can first call home with it (a fork
+        # starts in milliseconds): committed now, not with the launch.
+        session.commit()
         exit_file = self.exit_file(job.id, job.attempt)
         exit_file.unlink(missing_ok=True)
         if not executor.remote:
