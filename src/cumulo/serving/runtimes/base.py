@@ -83,6 +83,17 @@ class RuntimeBase(ABC):
     def _fail(self, endpoint: Endpoint, session: Session, message: str) -> None:
         endpoint.state, endpoint.message, endpoint.updated_at = "failed", message, utcnow()
 
+    def _settle(self, endpoint: Endpoint, session: Session) -> bool:
+        """The start of every step: False when the endpoint has failed (now, if the runtime
+        could not make it serve); else its current settings are applied."""
+        if endpoint.state == "failed":
+            return False
+        if self.error:
+            self._fail(endpoint, session, self.error)
+            return False
+        self.configure(endpoint)
+        return True
+
     def _shift(self, endpoint: Endpoint) -> None:
         """Carry a traffic shift one step further (:func:`cumulo.serving.rollout.check`), or
         roll it back when the new configuration could not be served."""

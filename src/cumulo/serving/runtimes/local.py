@@ -265,12 +265,8 @@ class LocalRuntime(RuntimeBase):
 
     def step(self, endpoint: Endpoint, session: Session) -> None:
         """Move the endpoint towards its settings; record its state on the row."""
-        if endpoint.state == "failed":
+        if not self._settle(endpoint, session):
             return
-        if self.error:
-            self._fail(endpoint, session, self.error)
-            return
-        self.configure(endpoint)
         if self.config_path is None:
             return  # still fetching the models
         if not self._tend(endpoint, session):

@@ -207,12 +207,8 @@ class RayRuntime(RuntimeBase):
 
     def step(self, endpoint: Endpoint, session: Session) -> None:
         self._meter_replicas(session, endpoint)
-        if endpoint.state == "failed":
+        if not self._settle(endpoint, session):
             return
-        if self.error:
-            self._fail(endpoint, session, self.error)
-            return
-        self.configure(endpoint)
         if endpoint.state == "creating" and self.deployed:
             endpoint.state, endpoint.updated_at = "in_service", utcnow()
         if endpoint.state == "updating" and endpoint.rollout:
