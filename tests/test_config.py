@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cumulo.config import load_client_settings, load_settings, save_credentials
+from cumulo.client.profiles import editing
+from cumulo.config import load_client_settings, load_settings
 from cumulo.errors import Invalid
 
 
@@ -72,14 +73,17 @@ def test_bad_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict
 
 
 def test_client_settings_precedence(tmp_path: Path) -> None:
+    # The saved logins' own rules (profiles, CUMULO_PROFILE) are in tests/client/.
     creds = tmp_path / "creds.toml"
     env = {"CUMULO_CREDENTIALS": str(creds)}
     assert load_client_settings(env=env).url == "http://127.0.0.1:8080"
     assert load_client_settings(env=env).token is None
-    save_credentials("http://saved:1", "saved-token", env)
+    with editing(creds) as logins:
+        logins.login("http://saved:1", "saved-token", user="admin")
     assert creds.stat().st_mode & 0o777 == 0o600
     saved = load_client_settings(env=env)
-    assert (saved.url, saved.token, saved.source) == ("http://saved:1", "saved-token", str(creds))
+    assert (saved.url, saved.token, saved.source) == ("http://saved:1", "saved-token",
+                                                      f"profile 'saved:1' in {creds}")
     from_env = load_client_settings(env={**env, "CUMULO_TOKEN": "t", "CUMULO_URL": "http://e:2/"})
     assert (from_env.url, from_env.token, from_env.source) == ("http://e:2", "t", "CUMULO_TOKEN")
     explicit = load_client_settings("http://arg:3", "a", env={**env, "CUMULO_TOKEN": "t"})

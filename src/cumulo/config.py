@@ -4,8 +4,10 @@ Server settings come from, in rising order of precedence: built-in defaults, a `
 file (``./cumulo.toml``, or the file named by ``CUMULO_CONFIG``), then ``CUMULO_*`` variables.
 
 Client settings (where the server is, and who you are) come from ``CUMULO_URL`` and
-``CUMULO_TOKEN``, else from the credentials file that ``cumulo login`` and the first
-``cumulo up`` write (``~/.config/cumulo/credentials.toml``, or ``CUMULO_CREDENTIALS``).
+``CUMULO_TOKEN``, else from a saved login: a profile of the credentials file that ``cumulo
+login`` and the first ``cumulo up`` write (``~/.config/cumulo/credentials.toml``, or
+``CUMULO_CREDENTIALS``), the one ``CUMULO_PROFILE`` names or the current one
+(``cumulo.client.profiles``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import tomli_w
 
 from cumulo.errors import Invalid
 
@@ -29,7 +29,6 @@ __all__ = [
     "child_env",
     "load_client_settings",
     "load_settings",
-    "save_credentials",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -88,6 +87,10 @@ class Settings:
     ray_serve_port: int = 8000
     # Another build of the web console to serve (the default is the one in the package).
     console_dir: str | None = None
+    # Whether URL loads may fetch from loopback, private, link-local and other internal
+    # addresses (cumulo.netguard), for every caller: off, so that a load cannot read the
+    # machine's or the network's internal services (MLflow's port, a cloud's metadata).
+    allow_internal_urls: bool = False
 
     @property
     def url(self) -> str:
@@ -100,6 +103,7 @@ class ClientSettings:
     url: str
     token: str | None
     source: str  # where the token came from, for error messages
+    profile: str | None = None  # the saved login whose token this is
 
 
 _ENV_KEYS = {
@@ -116,6 +120,7 @@ _ENV_KEYS = {
     "serving_preload": "CUMULO_SERVING_PRELOAD",
     "ray_serve_port": "CUMULO_RAY_SERVE_PORT",
     "console_dir": "CUMULO_CONSOLE_DIR",
+    "allow_internal_urls": "CUMULO_ALLOW_INTERNAL_URLS",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -206,13 +211,15 @@ def load_settings(
             raise Invalid(f"setting preload: {exc}") from exc
         values["preload"] = ",".join(preload) if isinstance(preload, list) else str(preload)
 
-    if "serving_preload" in values:
-        flag = values["serving_preload"]
+    for name in ("serving_preload", "allow_internal_urls"):
+        if name not in values:
+            continue
+        flag = values[name]
         if isinstance(flag, str):
             if flag.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise Invalid(f"setting serving_preload: {flag!r} is not true or false")
+                raise Invalid(f"setting {name}: {flag!r} is not true or false")
             flag = flag.lower() in ("1", "true", "yes", "on")
-        values["serving_preload"] = bool(flag)
+        values[name] = bool(flag)
 
     if "ray_serve_port" in values:
         try:
@@ -247,37 +254,45 @@ def credentials_path(env: dict[str, str] | None = None) -> Path:
 
 
 def load_client_settings(
-    url: str | None = None, token: str | None = None, env: dict[str, str] | None = None
+    url: str | None = None, token: str | None = None, env: dict[str, str] | None = None, *,
+    profile: str | None = None,
 ) -> ClientSettings:
-    """Find the server URL and token: arguments, then environment, then credentials file."""
+    """Find the server URL and token: arguments, then ``CUMULO_URL`` and ``CUMULO_TOKEN``, then
+    a saved login: the profile named by ``profile`` or ``CUMULO_PROFILE``, else the current
+    one for that URL, else one saved for it, else (no URL given) the current one.
+
+    A ``profile`` argument (``--profile``) wins over ``CUMULO_URL`` and ``CUMULO_TOKEN``, as an
+    option on the command line does; ``CUMULO_PROFILE`` does not. A saved token is only ever
+    sent to the server it was saved for.
+    """
+    from cumulo.client.profiles import read_logins, same_server
+
     env = dict(os.environ) if env is None else env
     source = "argument" if token else ""
-    url = url or env.get("CUMULO_URL")
-    if not token and env.get("CUMULO_TOKEN"):
-        token, source = env["CUMULO_TOKEN"], "CUMULO_TOKEN"
-    path = credentials_path(env)
-    if (not token or not url) and path.is_file():
-        doc = _read_toml(path)
-        url = url or doc.get("url")
-        if not token and doc.get("token"):
-            token, source = doc["token"], str(path)
+    if profile is None:
+        url = url or env.get("CUMULO_URL")
+        if not token and env.get("CUMULO_TOKEN"):
+            token, source = env["CUMULO_TOKEN"], "CUMULO_TOKEN"
+        profile = env.get("CUMULO_PROFILE") or None
+    used = None
+    if not (url and token):
+        path = credentials_path(env)
+        saved = read_logins(path).pick(profile, url)
+        if saved is not None and url and not same_server(url, saved.url):
+            raise Invalid(f"profile {saved.name!r} is a login to {saved.url}, not to {url}; "
+                          "drop --url or CUMULO_URL, or pick that server's profile "
+                          "('cumulo profiles ls')")
+        if saved is not None:
+            url = url or saved.url
+            if not token:
+                token, used = saved.token, saved.name
+                source = f"profile {saved.name!r} in {path}"
     return ClientSettings(
         url=(url or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/"),
         token=token,
         source=source,
+        profile=used,
     )
-
-
-def save_credentials(url: str, token: str, env: dict[str, str] | None = None) -> Path:
-    """Write the client credentials file, readable by its owner only."""
-    path = credentials_path(env)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        tomli_w.dump({"url": url, "token": token}, f)
-    os.replace(tmp, path)
-    return path
 
 
 # What a process Cumulo starts never inherits from the control plane: its settings (CUMULO_*),

@@ -22,6 +22,7 @@ class Principal:
     is_admin: bool
     token_id: int
     via_job: bool = False  # the caller is a job, with the token made for it
+    token_name: str = ""
 
     def require(self, action: str) -> None:
         """Refuse ``action`` (``tokens:manage``, ``buckets:manage``) to a caller that may not

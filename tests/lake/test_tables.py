@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,9 +12,19 @@ import pyarrow as pa
 import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound
-from tests.services import Cumulo
+from tests.services import Cumulo, start_cumulo
 
 ORDERS = "id,amount,region\n1,9.5,eu\n2,3.25,us\n3,1.0,eu\n"
+
+
+@pytest.fixture(scope="module")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    """The embedded defaults, but for internal URLs allowed: the URL loads here come from a
+    server on loopback (tests/lake/test_url_guard.py shows them refused by default)."""
+    cumulo = start_cumulo(tmp_path_factory.mktemp("cumulo") / ".cumulo",
+                          {"CUMULO_ALLOW_INTERNAL_URLS": "1"})
+    yield cumulo
+    cumulo.stop()
 
 
 @pytest.fixture
@@ -293,15 +304,15 @@ def test_vacuum_guards_retained_versions(local_server: Cumulo, db: str, tmp_path
 
 def test_url_hosts_are_checked() -> None:
     from cumulo.errors import Forbidden
-    from cumulo.lake.sources import check_url_host
+    from cumulo.netguard import check_url
 
     for url in ("http://127.0.0.1/x.csv", "http://169.254.169.254/latest/meta-data/",
                 "http://10.0.0.5/a.csv", "http://[::1]/a.csv", "http://localhost/a.csv"):
-        with pytest.raises(Forbidden, match="only an admin"):
-            check_url_host(url, allow_private=False)
-        check_url_host(url, allow_private=True)
+        with pytest.raises(Forbidden, match="unless its setting allow_internal_urls"):
+            check_url(url, allow_internal=False)
+        check_url(url, allow_internal=True)
     with pytest.raises(Invalid, match="not an http"):
-        check_url_host("file:///etc/passwd", allow_private=True)
+        check_url("file:///etc/passwd", allow_internal=True)
 
 
 def test_restore_to_the_current_version_and_bad_limits(local_server: Cumulo, db: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -10,7 +11,17 @@ import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound
 from tests.pipelines.conftest import customer_rows
-from tests.services import Cumulo
+from tests.services import Cumulo, start_cumulo
+
+
+@pytest.fixture(scope="module")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+    """The embedded defaults, but for internal URLs allowed: a URL import here comes from a
+    server on loopback."""
+    cumulo = start_cumulo(tmp_path_factory.mktemp("cumulo") / ".cumulo",
+                          {"CUMULO_ALLOW_INTERNAL_URLS": "1"})
+    yield cumulo
+    cumulo.stop()
 
 
 def _steps(run: dict[str, Any]) -> dict[str, dict[str, Any]]:

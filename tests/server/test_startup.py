@@ -29,7 +29,7 @@ def test_first_start_creates_admin_and_prints_token_once(home: Path) -> None:
     try:
         printed = first.log.read_text()
         creds = tomllib.loads((home.parent / "credentials.toml").read_text())
-        token = creds["token"]
+        token = creds["profiles"][creds["current"]]["token"]
         assert token in printed and "shown once" in printed
         assert oct((home.parent / "credentials.toml").stat().st_mode & 0o777) == "0o600"
         assert httpx.get(f"{first.url}/api/v1/me",

@@ -26,6 +26,8 @@ class Me(BaseModel):
     user: str
     is_admin: bool
     token_id: int
+    token_name: str
+    via_job: bool = Field(description="the token is a job's own, made for one run")
 
 
 class TokenIn(BaseModel):
@@ -70,7 +72,8 @@ def _aware(moment: datetime) -> datetime:
 
 @router.get("/me", response_model=Me, summary="Who the token belongs to")
 def me(caller: Caller) -> Me:
-    return Me(user=caller.user_name, is_admin=caller.is_admin, token_id=caller.token_id)
+    return Me(user=caller.user_name, is_admin=caller.is_admin, token_id=caller.token_id,
+              token_name=caller.token_name, via_job=caller.via_job)
 
 
 @router.post("/tokens", status_code=201, response_model=NewToken, summary="Create a token")

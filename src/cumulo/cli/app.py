@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import cumulo
 from cumulo.access.cli import app as tokens_app
 from cumulo.cli.context import client
+from cumulo.cli.logins import login, logout, profiles_app, save_first_login, whoami
 from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json
 from cumulo.compute.cli import clusters_app, jobs_app
 from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
@@ -43,6 +45,11 @@ app.add_typer(pipelines_app, name="pipelines")
 app.command("lineage")(lineage_command)
 app.command("train")(train_command)
 app.command("tune")(tune_command)
+# Saved logins: the CLI's own, not a service's.
+app.command("login")(login)
+app.command("logout")(logout)
+app.command("whoami")(whoami)
+app.add_typer(profiles_app, name="profiles")
 
 
 @app.callback()
@@ -50,8 +57,11 @@ def root(
     ctx: typer.Context,
     url: str | None = typer.Option(None, "--url", help="Server URL (default: CUMULO_URL)."),
     token: str | None = typer.Option(None, "--token", help="API token (default: CUMULO_TOKEN)."),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Saved login to use, over CUMULO_URL and CUMULO_TOKEN "
+        "(default: CUMULO_PROFILE, else the current one; 'cumulo profiles ls')."),
 ) -> None:
-    ctx.obj = {"url": url, "token": token}
+    ctx.obj = {"url": url, "token": token, "profile": profile}
 
 
 @app.command()
@@ -67,7 +77,8 @@ def up(
     home: str | None = typer.Option(None, "--home", help="State folder (default ./.cumulo)."),
 ) -> None:
     """Start the platform: API, storage and the rest, with embedded defaults."""
-    from cumulo.config import load_settings, save_credentials
+    from cumulo.config import load_settings
+    from cumulo.errors import CumuloError
     from cumulo.server.run import Prepared, serve
 
     settings = load_settings(overrides={"home": home, "port": port, "host": host})
@@ -83,34 +94,21 @@ def up(
         err.print(f"  API docs: {settings.url}/docs")
         err.print(f"  home: {settings.home}")
         if prepared.admin_token:
-            path = save_credentials(settings.url, prepared.admin_token)
             err.print("  first start: created user 'admin' with this token (shown once, "
                       "only its hash is kept):")
             err.print(f"  [bold]{prepared.admin_token}[/]", soft_wrap=True)
-            err.print(f"  the CLI and SDK on this machine will use it (saved to {path})")
+            try:
+                saved = save_first_login(settings.url, prepared.admin_token)
+            except (CumuloError, OSError) as exc:  # the token is printed: the server still runs
+                saved = f"not saved as a login ({exc}); keep it, 'cumulo login' saves it"
+            err.print(f"  {escape(saved)}")
         else:
-            from cumulo.config import credentials_path
-
-            err.print(f"  admin token: as printed when this home was created, kept in "
-                      f"{credentials_path()} ('cumulo tokens create NAME' makes another)")
+            err.print("  admin token: as printed when this home was created, and saved then "
+                      "as a login ('cumulo profiles ls'; 'cumulo tokens create NAME' makes "
+                      "another)")
         err.print("  stop with Ctrl+C")
 
     serve(settings, on_ready=ready)
-
-
-@app.command()
-def login(
-    token: str = typer.Option(..., "--token", prompt=True, hide_input=True),
-    url: str = typer.Option("http://127.0.0.1:8080", "--url"),
-) -> None:
-    """Save a server URL and token for the CLI and SDK, after checking them."""
-    from cumulo.client import Client
-    from cumulo.config import save_credentials
-
-    with Client(url, token=token) as c:
-        me = c.whoami()
-    path = save_credentials(url, token)
-    console.print(f"logged in to {url} as {me['user']}; saved to {path}")
 
 
 @app.command()

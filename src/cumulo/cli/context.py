@@ -19,5 +19,6 @@ def client(ctx: typer.Context) -> Client:
     if not isinstance(root.obj, dict):
         root.obj = {}
     if "client" not in root.obj:
-        root.obj["client"] = Client(root.obj.get("url"), token=root.obj.get("token"))
+        root.obj["client"] = Client(root.obj.get("url"), token=root.obj.get("token"),
+                                    profile=root.obj.get("profile"))
     return root.obj["client"]  # type: ignore[no-any-return]

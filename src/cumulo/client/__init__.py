@@ -24,17 +24,21 @@ __all__ = ["Client"]
 class Client:
     """A connection to a Cumulo server.
 
-    URL and token come from the arguments, else ``CUMULO_URL`` and ``CUMULO_TOKEN``, else the
-    credentials file written by ``cumulo login`` (or by the first ``cumulo up``).
+    URL and token come from the arguments, else ``CUMULO_URL`` and ``CUMULO_TOKEN``, else a
+    login saved by ``cumulo login`` (or by the first ``cumulo up``): the ``profile`` named here
+    (which wins over ``CUMULO_URL`` and ``CUMULO_TOKEN``) or by ``CUMULO_PROFILE``, else the
+    current one.
 
     >>> client = Client()                       # doctest: +SKIP
+    >>> prod = Client(profile="prod")           # doctest: +SKIP
     >>> client.files.upload("sales.csv", "data/raw/sales.csv")  # doctest: +SKIP
     """
 
     def __init__(self, url: str | None = None, *, token: str | None = None,
-                 timeout: float = 60.0) -> None:
-        settings = load_client_settings(url, token)
+                 profile: str | None = None, timeout: float = 60.0) -> None:
+        settings = load_client_settings(url, token, profile=profile)
         self.url = settings.url
+        self.profile = settings.profile  # the saved login in use, if the token is one
         self.transport = Transport(settings.url, settings.token, token_source=settings.source,
                                    timeout=timeout)
 
@@ -127,6 +131,7 @@ class Client:
         return self.transport.json("GET", "/api/v1/status")  # type: ignore[no-any-return]
 
     def whoami(self) -> dict[str, Any]:
+        """Who the token belongs to: ``user``, ``is_admin``, ``token_id``."""
         return self.transport.json("GET", "/api/v1/me")  # type: ignore[no-any-return]
 
     def close(self) -> None:

@@ -50,9 +50,13 @@ class Transport:
         error = error_from_payload(status, payload)
         if isinstance(error, Unauthorized) and not self._has_token:
             error = Unauthorized(
-                f"{error.message}. No token was found: set CUMULO_TOKEN, or run "
-                "'cumulo login --token TOKEN'"
+                f"{error.message}. No token was found for {self.url}: run 'cumulo login --url "
+                f"{self.url}', pick a saved login with --profile or CUMULO_PROFILE ('cumulo "
+                "profiles ls'), or set CUMULO_TOKEN"
             )
+        elif isinstance(error, Unauthorized) and self._token_source.startswith("profile"):
+            # Which saved login was refused: with several, the user cannot otherwise tell.
+            error = Unauthorized(f"{error.message} (the token of {self._token_source})")
         raise error
 
     def _unreachable(self, exc: httpx.TransportError) -> CumuloError:

@@ -223,10 +223,11 @@ class LoadIn(BaseModel):
 @tables_router.post("/{database}/{table}/load", response_model=WriteOut,
                     summary="Load files from storage or a URL into a managed table")
 def load_source(database: str, table: str, body: LoadIn, session: DbSession, storage: Storage,
-                caller: Caller) -> WriteOut:
+                caller: Caller, request: Request) -> WriteOut:
     ref = _ref(database, table)
     catalog.get_database(session, ref.database)
-    with sources.fetch(body.source, session, storage, allow_private=caller.is_admin) as files:
+    allow_internal = services(request).settings.allow_internal_urls  # for admins too
+    with sources.fetch(body.source, session, storage, allow_internal=allow_internal) as files:
         return _load(session, storage, caller, ref, lambda: sources.chain(files, body.format),
                      body.mode, body.keys, body.partition_by, body.evolve)
 

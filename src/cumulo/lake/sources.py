@@ -6,9 +6,7 @@ otherwise), read in bounded memory and written as one commit.
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +17,14 @@ import httpx
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
-from cumulo.errors import Forbidden, Invalid, NotFound, Unavailable
+from cumulo import netguard
+from cumulo.errors import Invalid, NotFound, Unavailable
 from cumulo.lake import ingest
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 from cumulo.storage.keys import split_path
 
-__all__ = ["SourceFile", "chain", "check_url_host", "fetch"]
+__all__ = ["SourceFile", "chain", "fetch"]
 
 
 @dataclass(frozen=True)
@@ -36,45 +35,27 @@ class SourceFile:
 
 @contextmanager
 def fetch(source: str, session: Session, backend: Backend, *,
-          allow_private: bool = False) -> Iterator[list[SourceFile]]:
-    """Local files for ``source``; temporary ones are removed afterwards."""
+          allow_internal: bool = False) -> Iterator[list[SourceFile]]:
+    """Local files for ``source``; temporary ones are removed afterwards. A URL on an internal
+    address is refused unless ``allow_internal`` (the server's setting)."""
     spool = Path(tempfile.mkdtemp(prefix="load-", dir=backend.spool_dir()))
     try:
         if source.startswith(("http://", "https://")):
-            yield [_download_url(source, spool, allow_private=allow_private)]
+            yield [_download_url(source, spool, allow_internal=allow_internal)]
         else:
             yield list(_from_storage(source, session, backend, spool))
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def check_url_host(url: str, *, allow_private: bool) -> None:
-    """Refuse URLs whose host resolves to a loopback, private, link-local or otherwise
-    internal address, unless the caller may reach those (an admin): a load must not turn the
-    server into a way to read the machine's or the network's internal services."""
-    parsed = httpx.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise Invalid(f"{url!r} is not an http(s) URL")
-    if allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parsed.host, parsed.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise Invalid(f"cannot resolve {parsed.host}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise Forbidden(f"{parsed.host} is an internal address ({address}); only an admin "
-                            "may load from loopback, private or link-local addresses")
-
-
-def _download_url(url: str, spool: Path, *, allow_private: bool) -> SourceFile:
+def _download_url(url: str, spool: Path, *, allow_internal: bool) -> SourceFile:
     suffix = PurePosixPath(url.split("?", 1)[0]).suffix[:16]
     target = spool / f"download{suffix}"
     try:
-        with httpx.Client(timeout=60, follow_redirects=False) as http:
+        # Each request, each redirect's hop included, is checked and sent to the address that
+        # was checked (cumulo.netguard).
+        with netguard.client(allow_internal=allow_internal, timeout=60) as http:
             for _ in range(6):
-                check_url_host(url, allow_private=allow_private)  # again after each redirect
                 with http.stream("GET", url) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = str(response.url.join(response.headers["location"]))
