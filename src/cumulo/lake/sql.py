@@ -2,8 +2,11 @@
 
 Each query gets a fresh in-memory DuckDB connection that can read only the files of the tables
 it names: tables become views over their Parquet files, then file access is switched off except
-for those folders, and the configuration is locked. Results stream to a Parquet file under the
-server's home, from which pages, CSV, Parquet and Arrow downloads are served.
+for those files, and the configuration is locked. Before that, the statement's parse tree is
+checked (``sqlguard``): it may name lake tables and make rows from values, nothing else. It runs
+on a worker thread that is stopped at its deadline (``sqlwatch``), in a database whose memory
+and spill to disk are capped. Results stream to a Parquet file under the server's home, from
+which pages, CSV, Parquet and Arrow downloads are served.
 
 Time travel reads naturally, as in Delta Lake's own SQL::
 
@@ -17,6 +20,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -36,15 +40,17 @@ from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
-from cumulo.lake import catalog, delta
+from cumulo.lake import catalog, delta, sqlguard
 from cumulo.lake.ingest import detect_format
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_timestamp, validate_name
+from cumulo.lake.sqlwatch import QueryCancelled, Watch, check_capacity
 from cumulo.principal import Principal
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
-__all__ = ["ATHENA_USD_PER_TB", "QueryOutcome", "cancel", "run", "unquote_name"]
+__all__ = ["ATHENA_USD_PER_TB", "SQL_MEMORY_LIMIT", "SQL_SPILL_LIMIT", "QueryCancelled",
+           "QueryOutcome", "cancel", "run", "unquote_name"]
 
 # What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
 ATHENA_USD_PER_TB = 5.0
@@ -57,7 +63,11 @@ _INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_IDENT})\.({_IDENT})\s+(.+?);?\s*$
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.+)$", re.IGNORECASE | re.DOTALL)
 _ALLOWED = ("SELECT queries (with WITH, JOIN, EXPLAIN, DESCRIBE), CREATE TABLE db.t AS SELECT, "
             "and INSERT INTO db.t SELECT")
-_MEMORY_LIMIT = f"{max(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**21, 256)}MiB"
+# What one sealed database (the queries on its connections, up to _Pool.connections at once)
+# may hold in memory, and spill to disk beyond that, before DuckDB fails the query. Several
+# sealed databases are open at once. To become settings (sql_memory_limit, sql_spill_limit).
+SQL_MEMORY_LIMIT = max(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4, 256 * 2**20)
+SQL_SPILL_LIMIT = 16 * 2**30
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -77,16 +87,22 @@ class _Running:
             self.runner = runner
         self.check()
 
+    def detach(self) -> None:
+        """Before the connection goes back to the pool: no interrupt may reach it after."""
+        with _RUNNING_LOCK:
+            self.runner = None
+
+    def interrupt(self) -> None:
+        with _RUNNING_LOCK:
+            if self.runner is not None:
+                self.runner.interrupt()
+
     def check(self) -> None:
         if self.cancelled:
             raise QueryCancelled("the query was cancelled")
 
 
 _RUNNING: dict[str, _Running] = {}
-
-
-class QueryCancelled(Conflict):
-    """Cancelled by a user, or stopped at its timeout."""
 
 
 @dataclass
@@ -100,6 +116,8 @@ class QueryOutcome:
 @dataclass
 class _Plan:
     sql: str  # what DuckDB runs: the SELECT part, time travel rewritten
+    body: str = ""  # the SELECT that sqlguard checks: sql, less EXPLAIN
+    explain: bool = False
     target: TableRef | None = None
     target_mode: delta.Mode | None = None
     travel: dict[str, TableRef] = field(default_factory=dict)
@@ -117,22 +135,23 @@ def _classify(sql: str, travel: dict[str, TableRef]) -> _Plan:
         raise Invalid(f"send one statement at a time, not {len(statements)}")
     kind = statements[0].type.name
     if kind == "SELECT":
-        return _Plan(sql=sql, travel=travel)
+        return _Plan(sql=sql, body=sql, travel=travel)
     if kind == "EXPLAIN" and (m := _EXPLAIN.match(sql)) and _is_select(m.group(1)):
         # EXPLAIN ANALYZE runs what it explains: only a SELECT may follow EXPLAIN.
-        return _Plan(sql=sql, travel=travel)
+        return _Plan(sql=sql, body=m.group(1), explain=True, travel=travel)
     if kind == "CREATE" and (m := _CTAS.match(sql)) and _is_select(m.group(4)):
         target = TableRef(validate_name(m.group(2).lower(), "database"),
                           validate_name(m.group(3).lower(), "table"))
-        return _Plan(sql=m.group(4), target=target, target_mode="create", travel=travel,
-                     if_not_exists=bool(m.group(1)))
+        return _Plan(sql=m.group(4), body=m.group(4), target=target, target_mode="create",
+                     travel=travel, if_not_exists=bool(m.group(1)))
     if kind == "INSERT" and (m := _INSERT.match(sql)):
         body = m.group(3)
         if body.lstrip().startswith("("):
             raise Invalid("INSERT INTO db.t (columns) is not supported; select the columns "
                           "by name: INSERT INTO db.t SELECT a, b FROM ...")
         if _is_select(body):
-            return _Plan(sql=body, target=TableRef(m.group(1).lower(), m.group(2).lower()),
+            return _Plan(sql=body, body=body,
+                         target=TableRef(m.group(1).lower(), m.group(2).lower()),
                          target_mode="append", travel=travel)
     raise Invalid(f"{kind} statements are not allowed here; Cumulo SQL runs {_ALLOWED}",
                   details={"statement": kind})
@@ -189,14 +208,6 @@ def _rewrite_time_travel(sql: str) -> tuple[str, dict[str, TableRef]]:
     return "".join(out), travel
 
 
-def _referenced(sql: str) -> set[str]:
-    try:
-        names = duckdb.get_table_names(sql, qualified=True)
-    except duckdb.Error as exc:
-        raise Invalid(f"SQL syntax error: {exc}".replace("Parser Error: ", "")) from exc
-    return {unquote_name(n) for n in names}
-
-
 _PART = re.compile(r'"((?:[^"]|"")*)"|([^."\s]+)')
 
 
@@ -227,9 +238,11 @@ def _duck_type(t: pa.DataType) -> str:
 
 class _Sandbox:
     """What one query may see: views over the files of the tables it names, and the folders
-    that hold them. ``open`` makes a sealed DuckDB database of it."""
+    that hold them. ``open`` makes a sealed DuckDB database of it, which spills to a folder of
+    its own under ``spill``."""
 
-    def __init__(self) -> None:
+    def __init__(self, spill: Path) -> None:
+        self.spill = spill
         self.allowed: list[str] = []
         self.views: list[tuple[str, str]] = []
         self.datasets: dict[str, Any] = {}
@@ -293,16 +306,33 @@ class _Sandbox:
         (Arrow datasets are registered per connection)."""
         if self.datasets:
             return None
-        return repr((sorted(set(self.allowed)), self.views))
+        return repr((sorted(set(self.allowed)), self.views, str(self.spill)))
+
+    def hidden(self) -> list[tuple[str, str]]:
+        """Absolute server paths a query's output and errors may show, and what stands for
+        them: the folder above the tables' files, and the spill folder."""
+        folders = {os.path.dirname(a) for a in self.allowed}
+        pairs = [(str(self.spill), "<spill>")]
+        if folders:
+            pairs.append((os.path.commonpath(sorted(folders)), "<lake>"))
+        return sorted(pairs, key=lambda p: -len(p[0]))
 
     def open(self, connections: int) -> tuple[duckdb.DuckDBPyConnection,
-                                               list[duckdb.DuckDBPyConnection]]:
-        """A sealed in-memory database, and ``connections`` connections to run queries on."""
-        # Several sealed databases can be open at once: each may use half the memory, not
-        # DuckDB's default 80%, before it spills or fails the query.
+                                               list[duckdb.DuckDBPyConnection], Path]:
+        """A sealed in-memory database, ``connections`` connections to run queries on, and
+        the folder it spills to (DuckDB makes it when it first spills, removes it on close)."""
+        self.spill.mkdir(parents=True, exist_ok=True)
+        spill = self.spill / uuid.uuid4().hex[:12]
+        # Paths are set here: once enable_external_access is off, DuckDB refuses to change
+        # them. Python replacement scans (a bare name read as a variable of the calling
+        # frame) are off: a query names lake tables only.
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False,
-                                     "memory_limit": _MEMORY_LIMIT})
+                                     "python_enable_replacements": False,
+                                     "memory_limit": f"{SQL_MEMORY_LIMIT // 2**20}MiB",
+                                     "temp_directory": str(spill),
+                                     "max_temp_directory_size":
+                                         f"{SQL_SPILL_LIMIT // 2**20}MiB"})
         try:
             for key, dataset in self.datasets.items():
                 con.register(key, dataset)
@@ -326,7 +356,7 @@ class _Sandbox:
         except BaseException:
             con.close()
             raise
-        return con, runners
+        return con, runners, spill
 
 
 @dataclass
@@ -334,12 +364,14 @@ class _Sealed:
     con: duckdb.DuckDBPyConnection
     free: queue.Queue[duckdb.DuckDBPyConnection]
     shared: bool
+    spill: Path
     users: int = 0
     evicted: bool = False
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
             self.con.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 class _Pool:
@@ -359,8 +391,8 @@ class _Pool:
                  wait_s: float) -> tuple[_Sealed, duckdb.DuckDBPyConnection]:
         key = sandbox.key()
         if key is None:
-            con, runners = sandbox.open(1)
-            entry = _Sealed(con, queue.Queue(), shared=False, users=1)
+            con, runners, spill = sandbox.open(1)
+            entry = _Sealed(con, queue.Queue(), shared=False, spill=spill, users=1)
             return entry, runners[0]
         with self.lock:
             found = self.entries.get(key)
@@ -389,8 +421,8 @@ class _Pool:
                               f"after {wait_s:.0f}s; try again") from None
 
     def _build(self, sandbox: _Sandbox) -> _Sealed:
-        con, runners = sandbox.open(self.connections)
-        sealed = _Sealed(con, queue.Queue(), shared=True)
+        con, runners, spill = sandbox.open(self.connections)
+        sealed = _Sealed(con, queue.Queue(), shared=True, spill=spill)
         for runner in runners:
             sealed.free.put(runner)
         return sealed
@@ -424,10 +456,51 @@ def _bytes_read(con: duckdb.DuckDBPyConnection, fallback: int) -> int:
         return fallback
 
 
-def _explain_error(exc: duckdb.Error, known: list[str]) -> CumuloError:
-    text = str(exc)
+def _size_text(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _hide(text: str, hidden: list[tuple[str, str]]) -> str:
+    for path, stand_in in hidden:
+        text = text.replace(path, stand_in)
+    return text
+
+
+def _hidden_in(reader: pa.RecordBatchReader,
+               hidden: list[tuple[str, str]]) -> pa.RecordBatchReader:
+    """EXPLAIN ANALYZE's plan names the files it read: with the server's paths hidden."""
+
+    def batches() -> Any:
+        for batch in reader:
+            columns = []
+            for column in batch.columns:
+                if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                    for path, stand_in in hidden:
+                        column = pc.replace_substring(column, path, stand_in)
+                columns.append(column)
+            yield pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _explain_error(exc: duckdb.Error, known: list[str],
+                   hidden: list[tuple[str, str]] | None = None) -> CumuloError:
+    text = _hide(str(exc), hidden or [])
     if isinstance(exc, duckdb.InterruptException):
         return QueryCancelled("the query was cancelled or ran past its timeout")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        # DuckDB's own advice (SET memory_limit, threads...) is not the user's to follow.
+        what = text.split("\n", 1)[0].removeprefix("Out of Memory Error: ").rstrip(".")
+        return Invalid(f"the query needs more memory than its limit: "
+                       f"{_size_text(SQL_MEMORY_LIMIT)} in memory and "
+                       f"{_size_text(SQL_SPILL_LIMIT)} spilled to disk ({what}); filter or "
+                       "aggregate before joining or sorting, select fewer columns, or ask an "
+                       "admin to raise the SQL memory limit",
+                       details={"memory_limit": SQL_MEMORY_LIMIT,
+                                "spill_limit": SQL_SPILL_LIMIT})
     if isinstance(exc, duckdb.PermissionException):
         return Invalid(f"the query tried to read outside the lake ({text.split(': ', 1)[-1]}); "
                        f"Cumulo SQL reads only catalog tables, named db.table, and runs "
@@ -448,7 +521,9 @@ def run(
     timeout_s: float = 300, scan_limit_bytes: int | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> QueryOutcome:
-    """Run one statement; record it in the query history whatever happens."""
+    """Run one statement; record it in the query history whatever happens. ``timeout_s``
+    counts from now: the wait for a connection is part of it."""
+    deadline = time.monotonic() + timeout_s
     _prune_results(results_dir)
     query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running",
                      created_by=principal.user_id, created_at=utcnow())
@@ -461,7 +536,7 @@ def run(
     outcome = QueryOutcome(query=query)
     try:
         _execute(session, backend, principal, sql, outcome, running, results_dir=results_dir,
-                 timeout_s=timeout_s, scan_limit_bytes=scan_limit_bytes)
+                 deadline=deadline, timeout_s=timeout_s, scan_limit_bytes=scan_limit_bytes)
         query.state = "succeeded"
     except CumuloError as exc:
         query.state = "cancelled" if isinstance(exc, QueryCancelled) else "failed"
@@ -486,84 +561,97 @@ def run(
 
 
 def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
-             outcome: QueryOutcome, running: _Running, *, results_dir: Path, timeout_s: float,
-             scan_limit_bytes: int | None) -> None:
+             outcome: QueryOutcome, running: _Running, *, results_dir: Path, deadline: float,
+             timeout_s: float, scan_limit_bytes: int | None) -> None:
     plan = _classify(*_rewrite_time_travel(sql))
     known = catalog.all_table_names(session)
-    sandbox = _Sandbox()
+    # Nothing is bound before this check: binding alone lists globs and opens files.
+    names = sqlguard.check(plan.body, aliases=plan.travel, known=known)
+    sandbox = _Sandbox(results_dir / "spill")
     input_bytes = 0
-    try:
-        for alias, ref in plan.travel.items():
-            table = catalog.get_table(session, ref)
-            dt = delta.open_table(catalog.location(backend, table), version=ref.version,
-                                  as_of=ref.as_of, name=str(ref))
-            sandbox.add_table(alias, dt, str(ref))
-            input_bytes += _size(dt)
-        for name in sorted(_referenced(plan.sql) - set(plan.travel)):
-            if "." not in name:
-                continue  # a CTE or a subquery alias; DuckDB says if it is neither
-            db, _, tname = name.lower().partition(".")
-            ref = TableRef(db, tname)
-            table = catalog.get_table(session, ref)
-            if table.kind != "managed":
-                files, sizes = _external_files(session, table)
-                input_bytes += sizes
-                if backend.kind == "local":
-                    local = [(str(backend.local_path(f)), folder) for f, folder in files]
-                    sandbox.add_external(name.lower(), local, fmt=table.format,
-                                         layout=table.options.get("layout", "flat"))
-                else:
-                    sandbox.add_dataset(name.lower(), _external_dataset(
-                        backend, table, [f for f, _ in files]))
-                continue
-            dt = delta.open_table(catalog.location(backend, table), name=ref.name)
-            sandbox.add_table(name.lower(), dt, ref.name)
-            input_bytes += _size(dt)
-        if scan_limit_bytes is not None and input_bytes > scan_limit_bytes:
-            raise Invalid(f"the query would scan up to {input_bytes} bytes, over its limit of "
-                          f"{scan_limit_bytes}; narrow it or raise scan_limit_bytes")
-        entry, runner = _POOL.checkout(sandbox, wait_s=timeout_s)
-        query_id = outcome.query.id
-        timer = threading.Timer(timeout_s, runner.interrupt)
-        timer.start()
-        reader = None
-        failed = True
-        try:
-            running.attach(runner)
-            relation = runner.sql(plan.sql)
-            reader = relation.to_arrow_reader(65536)
-            outcome.columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
-            if plan.target is not None:
-                outcome.written = _write_target(session, backend, principal, plan, reader)
-                outcome.query.rows = outcome.written.get("rows_added") or 0
+    for alias, ref in plan.travel.items():
+        table = catalog.get_table(session, ref)
+        dt = delta.open_table(catalog.location(backend, table), version=ref.version,
+                              as_of=ref.as_of, name=str(ref))
+        sandbox.add_table(alias, dt, str(ref))
+        input_bytes += _size(dt)
+    for name in sorted(names.tables):
+        db, _, tname = name.partition(".")
+        ref = TableRef(db, tname)
+        table = catalog.get_table(session, ref)
+        if table.kind != "managed":
+            files, sizes = _external_files(session, table)
+            input_bytes += sizes
+            if backend.kind == "local":
+                local = [(str(backend.local_path(f)), folder) for f, folder in files]
+                sandbox.add_external(name, local, fmt=table.format,
+                                     layout=table.options.get("layout", "flat"))
             else:
-                results_dir.mkdir(parents=True, exist_ok=True)
-                path = results_dir / f"{query_id}.parquet"
-                rows = 0
-                with pq.ParquetWriter(path, reader.schema) as out:
-                    for batch in reader:
-                        running.check()
-                        out.write_batch(batch)
-                        rows += batch.num_rows
-                outcome.result_path = path
-                outcome.query.rows = rows
-                outcome.query.result_location = str(path)
-            outcome.query.bytes_scanned = _bytes_read(runner, input_bytes)
-            failed = False
-        except duckdb.Error as exc:
-            raise _explain_error(exc, known) from exc
-        finally:
-            timer.cancel()
-            with _RUNNING_LOCK:  # before the connection goes back to the pool
-                running.runner = None
-            if reader is not None:
-                with contextlib.suppress(Exception):
-                    reader.close()
+                sandbox.add_dataset(name, _external_dataset(backend, table,
+                                                            [f for f, _ in files]))
+            continue
+        dt = delta.open_table(catalog.location(backend, table), name=ref.name)
+        sandbox.add_table(name, dt, ref.name)
+        input_bytes += _size(dt)
+    if scan_limit_bytes is not None and input_bytes > scan_limit_bytes:
+        raise Invalid(f"the query would scan up to {input_bytes} bytes, over its limit of "
+                      f"{scan_limit_bytes}; narrow it or raise scan_limit_bytes")
+    hidden = sandbox.hidden()
+    try:
+        check_capacity()
+        entry, runner = _POOL.checkout(sandbox, wait_s=max(deadline - time.monotonic(), 0.0))
+
+        def start() -> pa.RecordBatchReader:
+            running.attach(runner)
+            return runner.sql(plan.sql).to_arrow_reader(65536)
+
+        def finish(failed: bool) -> None:
+            running.detach()
             # After a failure the connection may hold a result or a state the next query
             # should not inherit: its database is retired instead of reused.
             _POOL.checkin(entry, runner, retire=failed)
+
+        watch = Watch(start, deadline=deadline, timeout_s=timeout_s,
+                      interrupt=running.interrupt, cancelled=lambda: running.cancelled,
+                      finish=finish, after=lambda: _bytes_read(runner, input_bytes))
+        try:
+            _consume(session, backend, principal, plan, watch, outcome, hidden,
+                     results_dir=results_dir)
+        except Exception as exc:
+            # Raised inside a consumer of the reader (delta's writer), the worker's own error
+            # comes back wrapped: what stopped the query is watch.failure.
+            if watch.failure is not None and watch.failure is not exc:
+                raise watch.failure from exc
+            raise
+        finally:
+            watch.close()
+        outcome.query.bytes_scanned = watch.after if watch.after is not None else input_bytes
     except duckdb.Error as exc:
-        raise _explain_error(exc, known) from exc
+        raise _explain_error(exc, known, hidden) from exc
+
+
+def _consume(session: Session, backend: Backend, principal: Principal, plan: _Plan,
+             watch: Watch, outcome: QueryOutcome, hidden: list[tuple[str, str]], *,
+             results_dir: Path) -> None:
+    """Read the statement's result into a table (CTAS, INSERT) or a result file."""
+    reader = watch.reader()
+    if plan.explain:
+        reader = _hidden_in(reader, hidden)
+    outcome.columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
+    if plan.target is not None:
+        outcome.written = _write_target(session, backend, principal, plan, reader)
+        outcome.query.rows = outcome.written.get("rows_added") or 0
+        return
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{outcome.query.id}.parquet"
+    rows = 0
+    with pq.ParquetWriter(path, reader.schema) as out:
+        for batch in reader:
+            out.write_batch(batch)
+            rows += batch.num_rows
+    outcome.result_path = path
+    outcome.query.rows = rows
+    outcome.query.result_location = str(path)
 
 
 _HIVE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=.*$")

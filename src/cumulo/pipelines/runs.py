@@ -455,18 +455,17 @@ class Orchestrator:
     def _sql_tables(self, session: Session, query: str) -> list[Any] | None:
         """(table, version) of each lake table a query names, other than t1-t3; None when
         that cannot be told (then the step is not cached)."""
-        import duckdb
-
         from cumulo.lake.refs import parse_ref
+        from cumulo.lake.sqlguard import table_names
 
         try:
-            names = duckdb.get_table_names(query, qualified=True)
-        except duckdb.Error:
+            # From the parse tree only: binding the user's SQL (duckdb.get_table_names) would
+            # run its table functions on an unsandboxed connection, opening files.
+            names = table_names(query)
+        except CumuloError:
             return None
-        from cumulo.lake.sql import unquote_name
-
         out = []
-        for name in sorted({unquote_name(n) for n in names}):
+        for name in sorted(names):
             if "." not in name:
                 continue  # t1-t3, or a name the query defines itself (a CTE)
             try:
