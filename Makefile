@@ -58,6 +58,12 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/pipelines.py
+	$(MAKE) bench-secure-invoke
+
+# An endpoint invoked with and without a token: the replicas' own check, the control plane's.
+.PHONY: bench-secure-invoke
+bench-secure-invoke: $(VENV)/.installed-test
+	$(BIN)/python bench/secure_invoke.py
 
 # The console's pictures in docs/screenshots, taken by its browser tests.
 screenshots: $(VENV)/.installed-test $(CONSOLE_BUILT)

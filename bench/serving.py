@@ -262,7 +262,8 @@ def run_cumulo(work: Path, model: Path, payloads: dict[str, dict[str, Path]],
                                      signature=Model.load(str(model)).signature)
         one = payloads["1"]["mlflow"].read_bytes()
         t0 = time.monotonic()
-        info = client.endpoints.create("churn", "churn:1", min_replicas=WORKERS)
+        info = client.endpoints.create("churn", "churn:1", min_replicas=WORKERS,
+                                        public=True)  # the same, open address as before
         created = wait_http(f"{info['url']}/invocations", None, 60, "POST", content=one,
                             headers={"content-type": "application/json"})
         created = time.monotonic() - t0
@@ -273,7 +274,7 @@ def run_cumulo(work: Path, model: Path, payloads: dict[str, dict[str, Path]],
         out: dict[str, Any] = {rows: load(endpoint, p["mlflow"], seconds)
                                for rows, p in payloads.items()}
         out["create_to_first_answer_s"] = round(created, 2)
-        sleepy = client.endpoints.create("sleepy", "churn:1", min_replicas=0,
+        sleepy = client.endpoints.create("sleepy", "churn:1", min_replicas=0, public=True,
                                          scale_to_zero_after=1, wait=True)
         while client.endpoints.show("sleepy")["replicas"]:
             time.sleep(0.1)

@@ -79,8 +79,16 @@ class Conflict(CumuloError):
 
 
 class Unavailable(CumuloError):
+    """Not now: a dependency is down, or the server is saturated. ``retry_after`` (seconds)
+    says when to try again; the server sends it as ``Retry-After``."""
+
     status = 503
     code = "unavailable"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
 
 
 _BY_CODE: dict[str, type[CumuloError]] = {

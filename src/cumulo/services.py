@@ -21,10 +21,12 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from cumulo.access.tokens import TokenCache
     from cumulo.compute.supervisor import Supervisor
     from cumulo.config import Settings
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines.runs import Orchestrator
+    from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
     from cumulo.storage.backends import Backend
 
@@ -37,12 +39,13 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]  # one session per request: cumulo.db.get_session
     storage: Backend
+    tokens: TokenCache  # who a token belongs to, checked against the database once a second
     compute: Supervisor  # clusters and jobs
     tracking: TrackingServer  # MLflow's tracking server, started on first use
     endpoints: EndpointManager  # serving: replicas, autoscaling, rollouts
     pipelines: Orchestrator  # pipeline runs and schedules
     mlflow_http: httpx.AsyncClient  # to the tracking server, for /mlflow
-    endpoints_http: httpx.AsyncClient  # to endpoints' replicas, for /endpoints/NAME/invocations
+    endpoints_forward: Forwarder  # to replicas, for /endpoints/NAME/invocations: kept-alive
 
 
 def services(request: Request) -> Services:

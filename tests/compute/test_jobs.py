@@ -491,3 +491,36 @@ def test_a_job_can_call_home_at_its_first_line(compute: Cumulo) -> None:
         info = job.wait(60)
         assert info["state"] == "succeeded", (info, list(job.logs()))
         assert list(job.logs()) == ["admin"]
+
+
+def test_numbers_past_what_the_columns_hold_are_400s(compute: Cumulo) -> None:
+    """Found by fuzzing the API (tests/server/test_openapi_fuzz.py): each was a 500 (an
+    OverflowError or a NOT NULL violation), or a log cut off after its 200."""
+    auth = {"authorization": f"Bearer {compute.token}", "content-type": "application/json"}
+    api = f"{compute.url}/api/v1"
+
+    def post(path: str, body: str) -> httpx.Response:
+        return httpx.post(api + path, content=body, headers=auth)
+
+    for body in ('{"name": "huge", "min_workers": 1180591620717411303424}',
+                 '{"name": "huge", "max_workers": 1180591620717411303424}',
+                 '{"name": "huge", "max_gpus": 1180591620717411303424}',
+                 '{"name": "huge", "max_cpus": NaN}'):
+        answer = post("/clusters", body)
+        assert answer.status_code == 400, answer.text
+        [field] = answer.json()["error"]["details"]["fields"]
+        assert field["field"] == "body." + body.split('"')[5]
+    assert "huge" not in [c["name"] for c in compute.client().clusters.list()]
+
+    job = compute.client().jobs.run(command=["true"])
+    assert job.wait(60)["state"] == "succeeded"
+    for metric, field in (('{"key": "m", "value": 1, "step": 1180591620717411303424}', "step"),
+                          ('{"key": "m", "value": 1, "timestamp": 1e308}', "timestamp"),
+                          ('{"key": "m", "value": NaN}', "value")):
+        answer = post(f"/jobs/{job.id}/metrics", f'{{"metrics": [{metric}]}}')
+        assert answer.status_code == 400, answer.text
+        [problem] = answer.json()["error"]["details"]["fields"]
+        assert problem["field"] == f"body.metrics.0.{field}"
+    assert httpx.get(f"{api}/jobs/{job.id}/metrics", headers=auth).json() == {}
+    answer = httpx.get(f"{api}/jobs/{job.id}/logs", params={"offset": 2**63}, headers=auth)
+    assert answer.status_code == 400 and "query.offset" in answer.text

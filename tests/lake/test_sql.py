@@ -309,3 +309,20 @@ def test_a_cancel_before_duckdb_starts_is_not_lost(tmp_path, monkeypatch) -> Non
         assert session.query(SqlQuery.state).scalar() == "cancelled"
         assert sql.cancel("no-such-query") is False
     engine.dispose()
+
+
+def test_pages_hold_bytes_and_times_python_cannot(local_server: Cumulo, lake: str) -> None:
+    """Found by probing the fuzzed API: a BLOB or a BIGNUM in a JSON page was a 500 (bytes
+    JSON cannot hold), and so was an infinite timestamp or date (past Python's datetime)."""
+    client = local_server.client()
+    result = client.sql("select '\\xFF'::blob as b, 9" + "9" * 49 + " as big, "
+                        "'infinity'::timestamp as t, '-infinity'::date as d, 1::hugeint as h")
+    [row] = result.page
+    assert row["b"] == "/w==" and row["h"] == 1  # base64; a whole 128-bit number as a number
+    assert isinstance(row["big"], str) and isinstance(row["t"], str) and isinstance(row["d"], str)
+    auth = {"authorization": f"Bearer {local_server.token}"}
+    again = httpx.get(f"{local_server.url}/api/v1/sql/queries/{result.id}/results",
+                      headers=auth).json()
+    assert again["rows"] == [row]
+    with pytest.raises(Invalid, match=r"column 'x' .* download the results as parquet or csv"):
+        client.sql("select ['-infinity'::date] as x")

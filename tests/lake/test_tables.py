@@ -325,6 +325,15 @@ def test_restore_to_the_current_version_and_bad_limits(local_server: Cumulo, db:
         tables.history(f"{db}.r", limit=-1)
     with pytest.raises(Invalid, match="over a hundred years"):
         tables.vacuum(f"{db}.r", retain="99999999999d")
+    # Found by fuzzing the API: a history limit past 64 bits was a 500, a read's limit past
+    # 2**63 a stream cut off after its 200, and a negative one an empty table.
+    with pytest.raises(Invalid, match=r"query\.limit"):
+        tables.history(f"{db}.r", limit=2**70)
+    for limit in (2**63, -1):
+        with pytest.raises(Invalid, match=r"query\.limit"):
+            tables.read(f"{db}.r", limit=limit)
+    assert tables.read(f"{db}.r", limit=2**63 - 1).num_rows == 3
+    assert tables.read(f"{db}.r", limit=0).num_rows == 0
 
 
 def test_read_as_json_for_previews(local_server: Cumulo, db: str, tmp_path: Path) -> None:
@@ -369,3 +378,25 @@ def test_first_requests_at_once_on_a_fresh_server(tmp_path: Path) -> None:
             [a.text for a in answers if a.status_code != 200][:1]
     finally:
         server.stop()
+
+
+def test_data_delta_cannot_hold_is_refused_and_nothing_is_registered(
+        local_server: Cumulo, db: str) -> None:
+    """Found by the OpenAPI fuzz (tests/server/test_openapi_fuzz.py) as 500s."""
+    import httpx
+
+    url = f"{local_server.url}/api/v1/tables/{db}"
+    auth = {"Authorization": f"Bearer {local_server.token}"}
+    huge = httpx.put(f"{url}/huge/data", params={"format": "json"}, headers=auth,
+                     content=b'[{"a": 99999999999999999999999}]')
+    assert huge.status_code == 400 and "too large for a 64-bit" in huge.text
+    twins = httpx.put(f"{url}/twins/data", params={"format": "json"}, headers=auth,
+                      content=b'[{"A": 1, "a": 2}]')
+    assert twins.status_code == 400 and "Nothing was written" in twins.text
+    sql = local_server.client().sql
+    with pytest.raises(Invalid, match="Interval"):
+        sql(f"create table {db}.spans as select interval 1 day as a")
+    tables = local_server.client().tables
+    for name in ("huge", "twins", "spans"):
+        with pytest.raises(NotFound):
+            tables.show(f"{db}.{name}")

@@ -171,3 +171,98 @@ def test_the_login_form_cannot_be_sent_from_another_site(tracked: Cumulo) -> Non
     forged = httpx.post(f"{tracked.url}/login", data={"token": tracked.token},
                         headers={"origin": "https://evil.example"})
     assert forged.status_code == 403 and "set-cookie" not in forged.headers
+
+
+# --- MLflow's own door -------------------------------------------------------------------------
+
+
+def _mlflow_group(home: Path) -> list[int]:
+    from cumulo.ml.tracking import _group_members
+
+    pgid = int((home / "mlflow.pid").read_text().split()[0])
+    return _group_members(pgid)
+
+
+def test_mlflow_has_no_port_and_dies_with_a_killed_control_plane(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """MLflow checks no tokens, so it listens on a socket only the home's owner can open, never
+    on a port; and a control plane killed without a chance to stop it takes it along."""
+    import signal
+    import stat
+    import time
+
+    import psutil
+
+    from tests.services import start_cumulo
+
+    server = start_cumulo(tmp_path_factory.mktemp("mlflow-door") / ".cumulo")
+    try:
+        r = httpx.get(f"{server.url}/mlflow/api/2.0/mlflow/experiments/search",
+                      params={"max_results": 5},
+                      headers={"Authorization": f"Bearer {server.token}"}, timeout=120)
+        assert r.status_code == 200, r.text
+        group = _mlflow_group(server.home)
+        assert len(group) >= 2  # the tied launcher and MLflow's uvicorn
+        for pid in group:
+            listening = [c for c in psutil.Process(pid).net_connections(kind="inet")
+                         if c.status == psutil.CONN_LISTEN]
+            assert listening == [], f"MLflow process {pid} listens on {listening}"
+        sock = server.home / "mlflow.sock"
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(server.home.stat().st_mode) == 0o700  # no one else gets to it
+        # Without a token, the only way in answers 401.
+        assert httpx.get(f"{server.url}/mlflow/api/2.0/mlflow/experiments/search").status_code \
+            == 401
+    finally:
+        server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while (alive := [p for p in group if psutil.pid_exists(p)
+                     and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive == [], f"MLflow outlived its control plane: {alive}"
+
+
+def test_an_mlflow_left_by_a_crash_is_stopped_at_the_next_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from cumulo.ml.tracking import reap_orphans
+
+    # What a control plane killed before its MLflow could notice leaves behind: a process
+    # group running MLflow, and the pid file naming it and its (now gone) control plane.
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                               "mlflow", "server"], start_new_session=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pidfile = tmp_path / "mlflow.pid"
+    pidfile.write_text(f"{orphan.pid} {gone.pid}\n")
+    # A group that is not MLflow's is left alone, whatever the file says.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                 start_new_session=True)
+    try:
+        (tmp_path / "other.pid").write_text(f"{bystander.pid} {gone.pid}\n")
+        assert reap_orphans(tmp_path / "other.pid") == []
+        assert bystander.poll() is None
+
+        assert reap_orphans(pidfile) == [orphan.pid]
+        assert orphan.wait(10) == -9
+        assert not pidfile.exists()
+        # Another control plane on this home, still running, keeps its MLflow.
+        live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                                 "mlflow"], start_new_session=True)
+        owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                                  "cumulo", "up"])
+        time.sleep(0.2)
+        pidfile.write_text(f"{live.pid} {owner.pid}\n")
+        assert reap_orphans(pidfile) == []
+        assert live.poll() is None
+        owner.kill()
+        owner.wait()
+        assert reap_orphans(pidfile) == [live.pid]
+        live.wait(10)
+    finally:
+        for proc in (bystander, orphan):
+            proc.kill()
+            proc.wait()

@@ -115,3 +115,34 @@ def test_run_timeouts_take_the_one_grammar(local_server: Cumulo) -> None:
         bad = local_server.cli("pipelines", *command, "--timeout", "5x")
         assert bad.returncode == 1 and bad.stderr.strip() == (
             "error: --timeout '5x' is not a duration: use forms like 90s, 30m, 1h30m, 7d, 2w")
+
+
+def test_numbers_past_what_a_pipeline_keeps_are_400s(local_server: Cumulo) -> None:
+    """Found by fuzzing the API (tests/server/test_openapi_fuzz.py): an integer past 64 bits in
+    a definition, a version or a list's limit was a 500; one in a run's parameters, or NaN or
+    infinity, was kept as null."""
+    api = f"{local_server.url}/api/v1/pipelines"
+    auth = {"authorization": f"Bearer {local_server.token}"}
+    doc = {"name": "numbers", "parameters": {"n": {"type": "integer", "default": 2**70},
+                                              "x": {"type": "number", "default": 0.5}},
+           "nodes": [{"id": "a", "component": "sql_transform", "params": {"query": "select 1"}}]}
+    refused = httpx.post(api, json=doc, headers=auth)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["details"]["problems"] == [
+        {"path": "parameters.n.default",
+         "message": f"{2**70} is past the 64-bit integers a pipeline keeps"}]
+    doc["parameters"]["n"]["default"] = 1
+    assert httpx.post(api, json=doc, headers=auth).status_code == 201
+    for parameters in ({"n": 2**70}, {"x": "inf"}, {"x": "nan"}):
+        answer = httpx.post(f"{api}/numbers/runs", json={"parameters": parameters},
+                            headers=auth)
+        assert answer.status_code == 400, answer.text
+        assert "is past the 64-bit" in answer.text or "is not a number JSON" in answer.text
+    for url, params in ((f"{api}/-/runs", {"limit": 2**127}),
+                        (f"{api}/numbers", {"version": 2**70})):
+        answer = httpx.get(url, params=params, headers=auth)
+        assert answer.status_code == 400, answer.text
+    answer = httpx.post(f"{api}/numbers/runs", json={"version": 2**70}, headers=auth)
+    assert answer.status_code == 400, answer.text
+    assert httpx.get(f"{api}/-/runs", params={"pipeline": "numbers"}, headers=auth).json() == []
+    httpx.delete(f"{api}/numbers", headers=auth).raise_for_status()

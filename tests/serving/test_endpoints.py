@@ -10,8 +10,11 @@ import httpx
 import pytest
 
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
-from tests.services import Cumulo
+from tests.services import ADMIN_TOKEN, Cumulo
 from tests.serving.conftest import ROWS
+
+# The endpoint's own address asks for a token (tests/serving/test_replica_auth.py).
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def test_create_predict_show_remove(serving: Cumulo, churn: str) -> None:
@@ -23,7 +26,7 @@ def test_create_predict_show_remove(serving: Cumulo, churn: str) -> None:
     assert len(info["replicas"]) == 1 and info["replicas"][0]["ready"]
     assert c.endpoints["churn"].predict(ROWS) == [1, 0]
     # The endpoint's own address, which the replicas answer directly.
-    direct = httpx.post(f"{info['url']}/invocations",
+    direct = httpx.post(f"{info['url']}/invocations", headers=AUTH,
                         json={"dataframe_records": ROWS.to_dict(orient="records")})
     assert direct.json() == {"predictions": [1, 0]}
     assert direct.headers["x-cumulo-variant"] == "churn-1"
@@ -55,7 +58,7 @@ def test_variants_share_traffic_and_a_shadow_gets_copies(serving: Cumulo, churn:
         ("blue", "1", False), ("green", "1", False), ("mirror", "1", True)]
     seen = set()
     for _ in range(40):
-        answer = httpx.post(f"{info['url']}/invocations",
+        answer = httpx.post(f"{info['url']}/invocations", headers=AUTH,
                             json={"dataframe_records": ROWS.to_dict(orient="records")})
         assert answer.json() == {"predictions": [1, 0]}
         seen.add(answer.headers["x-cumulo-variant"])
@@ -68,7 +71,8 @@ def test_variants_share_traffic_and_a_shadow_gets_copies(serving: Cumulo, churn:
     # The replicas take the new weights within moments: then every answer is blue's.
     deadline, run = time.monotonic() + 30, 0
     while run < 10:
-        answer = httpx.post(f"{info['url']}/invocations", json={"instances": [[1, 2.0]]})
+        answer = httpx.post(f"{info['url']}/invocations", headers=AUTH,
+                            json={"instances": [[1, 2.0]]})
         run = run + 1 if answer.headers["x-cumulo-variant"] == "blue" else 0
         assert time.monotonic() < deadline, "green still answers after its weight went to 0"
     with pytest.raises(Invalid, match="has no variant 'red'; its variants: blue, green"):
@@ -105,6 +109,25 @@ def test_bad_requests_through_the_control_plane(serving: Cumulo, churn: str) -> 
     # The token is checked on the forwarded path.
     assert httpx.post(f"{serving.url}/endpoints/checks/invocations",
                       json={"instances": [[1, 2.0]]}).status_code == 401
+    # A bearer token takes the server's short way (server/fastpath.py): the same checks.
+    token = c.tokens.create("short-way")["token"]
+    url = f"{serving.url}/endpoints/checks/invocations"
+    ok = httpx.post(url, json={"instances": [[1, 2.0]]}, headers={
+        "Authorization": f"Bearer {token}", "X-Request-ID": "short-way-1"})
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "short-way-1"
+    assert "predictions" in ok.json()
+    assert any('"short-way-1"' in line and "invocations" in line
+               for line in serving.log_lines())  # logged like any request
+    c.tokens.revoke("short-way")
+    refused = httpx.post(url, json={"instances": [[1, 2.0]]},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    assert refused.headers["www-authenticate"] == "Bearer"
+    # The console's cookie goes the long way, with its same-origin check.
+    cookie = {"cumulo_token": serving.token}
+    assert httpx.post(url, json={"instances": [[1, 2.0]]}, cookies=cookie).status_code == 403
+    assert httpx.post(url, json={"instances": [[1, 2.0]]}, cookies=cookie, headers={
+        "Origin": serving.url}).status_code == 200
     c.endpoints.delete("checks")
 
 
@@ -216,9 +239,10 @@ def test_metrics_per_variant_and_for_prometheus(serving: Cumulo, churn: str) -> 
     c = serving.client()
     info = c.endpoints.create("measured", "churn:1", wait=True)
     for _ in range(30):
-        httpx.post(f"{info['url']}/invocations",
+        httpx.post(f"{info['url']}/invocations", headers=AUTH,
                    json={"dataframe_records": ROWS.to_dict(orient="records")})
-    httpx.post(f"{info['url']}/invocations", json={"dataframe_records": [{"tenure": 1}]})
+    httpx.post(f"{info['url']}/invocations", headers=AUTH,
+               json={"dataframe_records": [{"tenure": 1}]})
     deadline = time.monotonic() + 10
     while (m := c.endpoints["measured"].metrics())["variants"].get("churn-1", {}).get(
             "requests", 0) < 31:

@@ -6,7 +6,10 @@ import httpx
 import pytest
 
 from tests.hf import tiny_bert
-from tests.services import Cumulo
+from tests.services import ADMIN_TOKEN, Cumulo
+
+# The endpoint's own address asks for a token (tests/serving/test_replica_auth.py).
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def sentiment(serving: Cumulo, tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_transformers_model_serves_text(serving: Cumulo, sentiment: str) -> None:
     c = serving.client()
     info = c.endpoints.create("sentiment", sentiment, wait=True, timeout=180)
-    answer = httpx.post(f"{info['url']}/invocations",
+    answer = httpx.post(f"{info['url']}/invocations", headers=AUTH,
                         json={"inputs": ["a good movie", "the movie was bad"]}, timeout=60)
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]

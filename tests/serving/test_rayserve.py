@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from cumulo.errors import CumuloError, Forbidden, Invalid, NotFound
-from tests.services import Cumulo, RayHead, free_port, ray_head, start_cumulo
+from tests.services import ADMIN_TOKEN, Cumulo, RayHead, free_port, ray_head, start_cumulo
 from tests.serving.conftest import ROWS
 
 pytest.importorskip("ray.serve")
@@ -67,13 +67,20 @@ def test_an_endpoint_on_ray_serve_answers_like_a_local_one(
                               max_replicas=2, capture_percent=100, wait=True, timeout=240)
     assert info["state"] == "in_service" and info["cluster"] == "ray1"
     assert info["url"].endswith("/onray")
-    # Its own address (Ray Serve's proxy), and through the control plane, with the token.
-    direct = httpx.post(f"{info['url']}/invocations", json={
-        "dataframe_records": ROWS.to_dict(orient="records")}, timeout=60)
+    # Its own address (Ray Serve's proxy), and through the control plane, with the token:
+    # the Serve replicas check it themselves, as local ones do.
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    rows = {"dataframe_records": ROWS.to_dict(orient="records")}
+    anonymous = httpx.post(f"{info['url']}/invocations", json=rows, timeout=60)
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    port = info["url"].split("/")[2].rsplit(":", 1)[1]
+    assert httpx.post(f"{info['url']}/invocations", json=rows, timeout=60, headers={
+        **auth, "Host": f"attacker.example:{port}"}).status_code == 421
+    direct = httpx.post(f"{info['url']}/invocations", json=rows, headers=auth, timeout=60)
     assert direct.status_code == 200 and direct.json() == {"predictions": [1, 0]}
     assert direct.headers["x-cumulo-variant"] == "churn-1"
     assert c.endpoints["onray"].predict(ROWS) == [1, 0]
-    bad = httpx.post(f"{info['url']}/invocations",
+    bad = httpx.post(f"{info['url']}/invocations", headers=auth,
                      json={"dataframe_records": [{"tenure": "x", "spend": 1.0}]}, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "tenure"
     deadline = time.monotonic() + 30

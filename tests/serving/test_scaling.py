@@ -12,8 +12,11 @@ import pandas as pd
 import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound
-from tests.services import Cumulo
+from tests.services import ADMIN_TOKEN, Cumulo
 from tests.serving.conftest import ROWS
+
+# The endpoint's own address asks for a token (tests/serving/test_replica_auth.py).
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 BODY = {"dataframe_records": ROWS.to_dict(orient="records")}
 
@@ -75,7 +78,7 @@ class _Load:
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
-        with httpx.Client(timeout=60) as http:
+        with httpx.Client(timeout=60, headers=AUTH) as http:
             while not self.stop.is_set():
                 try:
                     status = http.post(f"{self.url}/invocations", json=self.body).status_code
@@ -143,7 +146,7 @@ def test_scales_to_zero_a_request_wakes_it_and_replica_time_is_metered(
     assert again == costs
     # A request while at zero waits for a replica instead of failing.
     t0 = time.monotonic()
-    answer = httpx.post(f"{info['url']}/invocations", json=BODY, timeout=60)
+    answer = httpx.post(f"{info['url']}/invocations", headers=AUTH, json=BODY, timeout=60)
     woke = time.monotonic() - t0
     assert answer.status_code == 200 and answer.json() == {"predictions": [1, 0]}
     info = c.endpoints.show("sleepy")
@@ -168,7 +171,7 @@ def test_canary_shift_bakes_then_removes_the_old_variant(
         assert [(v["name"], v["weight"]) for v in info["variants"]] == [
             ("churn-1", 50.0), ("churn-2", 50.0)]
         while c.endpoints.show("canary")["state"] == "updating":
-            answer = httpx.post(f"{info['url']}/invocations", json=BODY)
+            answer = httpx.post(f"{info['url']}/invocations", headers=AUTH, json=BODY)
             seen.add(answer.headers["x-cumulo-variant"])
             time.sleep(0.05)
     assert set(load.statuses) == {200}, load.statuses  # no request failed during the shift
@@ -197,7 +200,8 @@ def test_a_failing_new_variant_is_rolled_back_during_its_bake(
     assert load.statuses.get(500, 0) > 0  # the canary's errors, until it was rolled back
     # Once rolled back, every request is served by the old variant again.
     for _ in range(10):
-        assert httpx.post(f"{info['url']}/invocations", json=BODY).status_code == 200
+        assert httpx.post(f"{info['url']}/invocations", headers=AUTH,
+                          json=BODY).status_code == 200
     c.endpoints.delete("guarded")
 
 
@@ -246,10 +250,11 @@ def test_data_capture_writes_sampled_requests_to_a_table(serving: Cumulo, churn:
     info = c.endpoints.create("taped", "churn:1", capture_percent=100, wait=True)
     assert info["capture_table"] == "endpoints.taped_capture"
     for _ in range(5):
-        httpx.post(f"{info['url']}/invocations", json=BODY)
+        httpx.post(f"{info['url']}/invocations", headers=AUTH, json=BODY)
     httpx.post(f"{info['url']}/invocations", content=b"tenure,spend\n50,80\n",
-               headers={"content-type": "text/csv"})
-    httpx.post(f"{info['url']}/invocations", json={"dataframe_records": [{"tenure": "x"}]})
+               headers={**AUTH, "content-type": "text/csv"})
+    httpx.post(f"{info['url']}/invocations", headers=AUTH,
+               json={"dataframe_records": [{"tenure": "x"}]})
 
     def captured() -> Any:
         try:

@@ -24,7 +24,8 @@ def _listener() -> socket.socket:
 
 def _start(sock: socket.socket, config: dict[str, Any], tmp: Path) -> subprocess.Popen[bytes]:
     path = tmp / f"config-{time.monotonic_ns()}.json"
-    path.write_text(json.dumps(config))
+    # Public: these tests call the replica without a token (test_replica_auth checks tokens).
+    path.write_text(json.dumps({"public": True, **config}))
     return subprocess.Popen(
         [sys.executable, "-m", "cumulo.serving.worker", "--fd", str(sock.fileno()),
          "--config", str(path)], pass_fds=[sock.fileno()], stdout=subprocess.PIPE)
@@ -123,7 +124,7 @@ def test_replica_reads_its_config_again_when_it_changes(model_dir: Path,
     takes the new weights and batching without a restart; a variant it cannot load is
     reported, and it keeps serving what it had."""
     path = tmp_path / "replica.json"
-    config = {"endpoint": "e", "stats_interval": 0.1, "generation": 1,
+    config = {"endpoint": "e", "stats_interval": 0.1, "generation": 1, "public": True,
               "variants": [{"name": "old", "model_dir": str(model_dir), "weight": 1}]}
     path.write_text(json.dumps(config))
     proc = subprocess.Popen(

@@ -46,7 +46,7 @@ def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
 def _config(folder: Path, model_dir: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "replica.json").write_text(json.dumps({
-        "endpoint": "e", "stats_interval": 0.2,
+        "endpoint": "e", "stats_interval": 0.2, "public": True,
         "variants": [{"name": "v1", "model_dir": str(model_dir)}]}))
     return folder / "replicas.log"
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo import units
 from cumulo.access.models import Token, User
@@ -17,11 +21,13 @@ from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
 from cumulo.principal import Principal
 
 __all__ = [
+    "TokenCache",
     "authenticate",
     "bootstrap_admin",
     "create_token",
     "issue_token",
     "list_tokens",
+    "live_token_hashes",
     "revoke_token",
     "revoke_token_id",
 ]
@@ -30,6 +36,9 @@ SECRET_PREFIX = "cml_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A token's last use is written at most this often, so reads do not turn into writes.
 _TOUCH_EVERY = timedelta(seconds=60)
+# Bumped when this process revokes a token, so that its TokenCache forgets at once what it knew;
+# another process's revoke reaches the cache within its ttl.
+_revoked = [0]
 
 
 def _hash(secret: str) -> str:
@@ -80,7 +89,7 @@ def authenticate(session: Session, secret: str) -> Principal:
             "The token 'cumulo up' printed at first start works, and its holder can make "
             "more with 'cumulo tokens create'"
         )
-    token, user = row.tuple()
+    token, user = row
     now = utcnow()
     if token.revoked_at is not None:
         raise Unauthorized(f"token {token.name!r} was revoked; use another token")
@@ -90,7 +99,7 @@ def authenticate(session: Session, secret: str) -> Principal:
         token.last_used_at = now
         session.commit()
     return Principal(user_id=user.id, user_name=user.name, is_admin=user.is_admin,
-                     token_id=token.id, via_job=token.kind == "job")
+                     token_id=token.id, via_job=token.kind == "job", token_name=token.name)
 
 
 def create_token(
@@ -139,6 +148,7 @@ def revoke_token_id(session: Session, token_id: int) -> None:
     token = session.get(Token, token_id)
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
+        _revoked[0] += 1
 
 
 def list_tokens(session: Session, principal: Principal, *, all_users: bool = False) -> list[Token]:
@@ -166,4 +176,82 @@ def revoke_token(session: Session, principal: Principal, ref: str) -> Token:
         raise Conflict(f"token {token.name!r} (id {token.id}) is already revoked")
     token.revoked_at = utcnow()
     session.commit()
+    _revoked[0] += 1
     return token
+
+
+def live_token_hashes(session: Session) -> dict[str, float | None]:
+    """Every token that works now, as its SHA-256 (hex) and when it expires (Unix seconds, or
+    None): what a process that checks tokens without the database (an endpoint's replica) is
+    given to check against. A secret's hash is ``hashlib.sha256(secret.encode()).hexdigest()``.
+    """
+    now = utcnow()
+    rows = session.execute(
+        select(Token.secret_hash, Token.expires_at).where(
+            Token.revoked_at.is_(None),
+            (Token.expires_at.is_(None)) | (Token.expires_at > now))
+    ).all()
+    return {h: (e.timestamp() if e is not None else None) for h, e in rows}
+
+
+class TokenCache:
+    """Who a secret belongs to, from memory: each token is looked up in the database at most
+    once per ``ttl`` seconds, in a session of its own held for that lookup only, so a request
+    holds no database connection for its authentication, and a token revoked anywhere stops
+    working within ``ttl`` (at once when this process revoked it).
+
+    ``cached`` is the fast path (no database; None when the answer must be looked up), and
+    ``authenticate`` the whole check: call it off the event loop.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, ttl: float = 1.0,
+                 size: int = 50_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sessions = sessions
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        # hash -> (principal or why it is refused, expires at (epoch s) or None, checked at,
+        # revokes seen then)
+        self._known: OrderedDict[str, tuple[Principal | str, float | None, float, int]] = \
+            OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, secret: str) -> Principal | None:
+        """The caller, when a fresh answer is at hand; raises the refusal the same way."""
+        entry = self._known.get(_hash(secret))
+        if entry is None:
+            return None
+        answer, expires, checked, revokes = entry
+        if self.clock() - checked >= self.ttl or revokes != _revoked[0]:
+            return None
+        if isinstance(answer, str):
+            raise Unauthorized(answer)
+        if expires is not None and expires <= time.time():
+            return None  # the full check says "expired"
+        return answer
+
+    def authenticate(self, secret: str) -> Principal:
+        """The caller, from memory or from one short database lookup; raises Unauthorized."""
+        found = self.cached(secret)
+        if found is not None:
+            return found
+        revokes = _revoked[0]
+        expires: float | None = None
+        with self.sessions() as session:
+            try:
+                principal = authenticate(session, secret)
+                answer: Principal | str = principal
+                token = session.get(Token, principal.token_id)
+                if token is not None and token.expires_at is not None:
+                    expires = token.expires_at.timestamp()
+            except Unauthorized as refused:
+                answer = refused.message
+        key = _hash(secret)
+        with self._lock:
+            self._known[key] = (answer, expires, self.clock(), revokes)
+            self._known.move_to_end(key)
+            while len(self._known) > self.size:
+                self._known.popitem(last=False)
+        if isinstance(answer, str):
+            raise Unauthorized(answer)
+        return answer

@@ -6,6 +6,7 @@ import http.client
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,26 @@ __all__ = ["Consume", "Transport"]
 
 Consume = Callable[[memoryview], None]
 _BUFFER = 4 << 20
+# A busy server answers 503 with Retry-After; a request that is safe to send again (it changes
+# nothing, or its effect is the same however often it is made) is sent again, this many times,
+# after the wait the server asks for (at most _LONGEST_WAIT seconds).
+_RETRIES = 3
+_LONGEST_WAIT = 10.0
+_IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+
+def _replayable(kwargs: dict[str, Any]) -> bool:
+    """Whether the request's body can be sent twice (bytes or JSON, not a stream or a file)."""
+    content = kwargs.get("content")
+    return content is None or isinstance(content, bytes | str)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """How long a 503 asks to wait, or None when it does not ask."""
+    value = response.headers.get("retry-after", "")
+    if response.status_code != 503 or not value.strip().isdigit():
+        return None
+    return min(float(value), _LONGEST_WAIT)
 
 
 class Transport:
@@ -68,10 +89,17 @@ class Transport:
         return Unavailable(f"the connection to Cumulo at {self.url} failed: {exc}")
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
+        again = _RETRIES if method.upper() in _IDEMPOTENT and _replayable(kwargs) else 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise self._unreachable(exc) from exc
+            wait = _retry_after(response)
+            if wait is None or again <= 0:
+                break
+            again -= 1
+            time.sleep(wait)
         self._raise_for(response)
         return response
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -42,6 +43,13 @@ _T = TypeVar("_T")
 Caller = Annotated[Principal, Depends(current_principal)]
 Storage = Annotated[Backend, Depends(request_backend)]
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# A file offset a seek takes; past it the log stream broke off with "cannot fit 'int' into an
+# offset-sized integer" after its 200 was sent.
+_MAX_OFFSET = 2**63 - 1
+# More GPUs or workers than any cluster has, and within the 32-bit integer columns that hold
+# them (past 2**63 a cluster was an OverflowError, a 500).
+_MAX_COUNT = 1_000_000
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a datetime holds
 
 
 def _supervisor(request: Request) -> Supervisor:
@@ -55,11 +63,11 @@ class ClusterIn(BaseModel):
     name: str
     type: str = "local"
     address: str | None = None
-    max_cpus: float | None = None
+    max_cpus: float | None = Field(None, allow_inf_nan=False)
     max_memory: str | int | None = Field(None, description="bytes, or a size like 8G")
-    max_gpus: int | None = None
-    min_workers: int = 0
-    max_workers: int | None = None
+    max_gpus: int | None = Field(None, ge=0, le=_MAX_COUNT)
+    min_workers: int = Field(0, ge=0, le=_MAX_COUNT)
+    max_workers: int | None = Field(None, ge=1, le=_MAX_COUNT)
     idle_timeout: str | float = Field("10m", description="like 90s, 10m or 1h")
     python: str | None = Field(None, description="ray: the head's interpreter that runs "
                                "Cumulo (default: the one its PATH finds, kept as its path)")
@@ -152,11 +160,23 @@ def code_exists(digest: str, session: DbSession) -> dict[str, Any]:
     return {"digest": snap.digest, "files": len(snap.files), "size": snap.size}
 
 
-@jobs_router.put(
-    "/code/{digest}", status_code=201, summary="Upload a code snapshot (a tar.gz)",
-    openapi_extra={"requestBody": {"content": {"application/gzip": {
-        "schema": {"type": "string", "format": "binary"}}}, "required": True}},
-)
+def _raw_body(what: str, *media_types: str) -> dict[str, Any]:
+    """The OpenAPI request body of a route that streams its raw body (FastAPI sees none):
+    declared, so that a client generated from the document sends one."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"description": what, "required": True,
+                            "content": {kind: binary for kind in media_types}}}
+
+
+_CODE_BODY = _raw_body("the snapshot's files as a tar, gzipped or not; the path names their "
+                       "digest: the SHA-256 of each file's path, SHA-256 and executable bit "
+                       "(compute/snapshot.py, digest_of)",
+                       "application/gzip", "application/octet-stream")
+_FILE_BODY = _raw_body("the file's bytes", "application/octet-stream")
+
+
+@jobs_router.put("/code/{digest}", status_code=201, summary="Upload a code snapshot (a tar.gz)",
+                 openapi_extra=_CODE_BODY)
 async def upload_code(digest: str, request: Request, session: DbSession,
                       storage: Storage) -> dict[str, Any]:
     from cumulo.compute import snapshot
@@ -345,9 +365,17 @@ def retry_job(job_id: str, session: DbSession, caller: Caller, request: Request)
 
 class MetricIn(BaseModel):
     key: str
-    value: float
-    step: int | None = None
-    timestamp: float | None = None
+    value: float = Field(description="any number but NaN, which the metrics cannot hold")
+    step: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    timestamp: float | None = Field(None, ge=0, le=_LAST_SECOND,
+                                    description="seconds since 1970, up to the year 9999")
+
+    @field_validator("value")
+    @classmethod
+    def _not_nan(cls, value: float) -> float:
+        if math.isnan(value):  # stored as NULL, against the column's NOT NULL: a 500
+            raise ValueError("a metric value must be a number, not NaN")
+        return value
 
 
 class MetricsIn(BaseModel):
@@ -385,7 +413,12 @@ def _file_response(reader: Any) -> StreamingResponse:
     return StreamingResponse(body(), media_type="application/octet-stream")
 
 
-@jobs_router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact")
+_BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                               "format": "binary"}}}}
+
+
+@jobs_router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact",
+                 response_class=StreamingResponse, responses={200: _BINARY})
 def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
                  caller: Caller) -> StreamingResponse:
     job_service.get_job(session, job_id, caller)
@@ -396,7 +429,8 @@ def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
 
 
 @jobs_router.put("/{job_id}/outputs/{path:path}", status_code=201,
-                 summary="Send an output file home (from a job on a remote cluster)")
+                 summary="Send an output file home (from a job on a remote cluster)",
+                 openapi_extra=_FILE_BODY)
 async def put_output(job_id: str, path: str, request: Request, session: DbSession,
                      storage: Storage, caller: Caller) -> dict[str, Any]:
     job = await run_in_threadpool(job_service.get_job, session, job_id)
@@ -448,7 +482,8 @@ def list_checkpoints(job_id: str, session: DbSession, storage: Storage,
     return [{"path": rel, "size": size} for rel, size in sorted(files.items())]
 
 
-@jobs_router.get("/{job_id}/checkpoints/{path:path}", summary="Download one checkpoint file")
+@jobs_router.get("/{job_id}/checkpoints/{path:path}", summary="Download one checkpoint file",
+                 response_class=StreamingResponse, responses={200: _BINARY})
 def get_checkpoint(job_id: str, path: str, session: DbSession, storage: Storage,
                    caller: Caller) -> StreamingResponse:
     job_service.get_job(session, job_id, caller)
@@ -458,7 +493,8 @@ def get_checkpoint(job_id: str, path: str, session: DbSession, storage: Storage,
 
 
 @jobs_router.put("/{job_id}/checkpoints/{path:path}", status_code=201,
-                 summary="Send a checkpoint file home (from a job on a remote cluster)")
+                 summary="Send a checkpoint file home (from a job on a remote cluster)",
+                 openapi_extra=_FILE_BODY)
 async def put_checkpoint(job_id: str, path: str, request: Request, session: DbSession,
                          storage: Storage, caller: Caller) -> dict[str, Any]:
     await run_in_threadpool(_job_itself, session, job_id, caller)
@@ -482,10 +518,12 @@ def commit_checkpoints(job_id: str, body: CheckpointsIn, session: DbSession, sto
     return {"files": len(body.files)}
 
 
-@jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live")
+@jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live",
+                 response_class=StreamingResponse,
+                 responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def job_logs(job_id: str, request: Request, session: DbSession, storage: Storage,
                    caller: Caller, attempt: int | None = None, follow: bool = False,
-                   offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+                   offset: Annotated[int, Query(ge=0, le=_MAX_OFFSET)] = 0) -> StreamingResponse:
     job = await run_in_threadpool(job_service.get_job, session, job_id, caller)
     number = attempt or job.attempt
     if not 1 <= number <= job.attempt:

@@ -6,7 +6,12 @@ runs milliseconds after it is handed over, not after an interpreter start. It ru
 exits. On a Ray cluster it is the Ray job's entrypoint, with the spec on the command line.
 
 It runs Python entry points in this process (``runpy``) and anything else as a child in the
-same process group, so that cancelling the group stops both. At the end it writes an exit
+same process group, so that cancelling the group stops both. It is a child subreaper
+(:mod:`cumulo.forkserver.reaper`): a process the job starts stays below it even after a double
+fork and setsid, where the executor meters and signals it, and whatever the job leaves running
+is killed and reaped before the runner exits. (Orphans of an in-process Python job that end
+before it does wait as zombies until then: reaping them sooner means waiting for any child,
+which would take the exit codes of the job's own subprocesses.) At the end it writes an exit
 record (code, CPU-seconds, peak memory) beside the log, which is how the supervisor learns the
 outcome even after a restart of its own. Only the standard library is imported before the job
 starts; the job's own imports are its own. What the runner itself needs to start a job is
@@ -34,6 +39,7 @@ from typing import Any
 
 import cumulo.job  # noqa: F401 - warm for the job's own 'import cumulo.job'
 from cumulo import jobenv
+from cumulo.forkserver import reaper
 
 _exit_code = 1
 _spec: dict[str, Any] = {}
@@ -67,10 +73,13 @@ def _own_peak(maxrss_kib: int) -> int:
 
 
 def _write_exit() -> None:
-    """Last of the atexit handlers (registered first): the job's code and use, atomically."""
+    """Last of the atexit handlers (registered first): what the job left running goes (its
+    CPU time then counts among this process's children's), then the job's code and use are
+    written, atomically."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
+    reaper.end_descendants()
     record = {"exit_code": _exit_code, "finished_at": time.time(), **_usage()}
     exit_file = _spec.get("exit_file")
     if exit_file:
@@ -149,6 +158,7 @@ def runs_in_process(spec: dict[str, Any]) -> bool:
 
 def _run(spec: dict[str, Any]) -> int:
     global _exit_code, _cpu_at_start
+    reaper.become_subreaper()
     _cpu_at_start = _usage()["cpu_seconds"]
     atexit.register(_write_exit)
     if spec.get("log"):
@@ -171,7 +181,8 @@ def _run(spec: dict[str, Any]) -> int:
             code = 0
         else:
             try:
-                code = subprocess.call(argv)
+                child = subprocess.Popen(argv)
+                code = child.returncode = reaper.wait_reaping(child.pid)
             except (FileNotFoundError, PermissionError) as exc:
                 print(f"cumulo: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
                 code = 127

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from cumulo.errors import Invalid, Unavailable
 from cumulo.services import services
 
-__all__ = ["check_database", "get_session", "make_engine", "redact_url"]
+__all__ = ["POOL_TIMEOUT_S", "check_database", "get_session", "make_engine", "redact_url"]
 
 
 def redact_url(url: str) -> str:
@@ -41,8 +41,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for a database URL; raise Invalid for a URL we cannot use."""
+# A request that finds every connection busy waits this long, then is answered 503 with
+# Retry-After (server/errors.py): a saturated server says so at once, not with a 500 after 30s.
+POOL_TIMEOUT_S = 5.0
+
+
+def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Engine:
+    """Create the engine for a database URL; raise Invalid for a URL we cannot use.
+
+    ``pool_size`` connections are kept, ``max_overflow`` more opened under load; a checkout
+    that waits :data:`POOL_TIMEOUT_S` raises SQLAlchemy's TimeoutError, which the server answers
+    503. The background loops get an engine of their own (server/app.py), so that requests
+    that fill this one never starve them."""
     try:
         parsed = make_url(_normalize(url))
     except ArgumentError as exc:
@@ -61,12 +71,14 @@ def make_engine(url: str) -> Engine:
                 from pathlib import Path
 
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(parsed, connect_args={"check_same_thread": False})
+            engine = create_engine(parsed, connect_args={"check_same_thread": False},
+                                   pool_size=pool_size, max_overflow=max_overflow,
+                                   pool_timeout=POOL_TIMEOUT_S)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(
-                parsed, pool_size=10, max_overflow=20, pool_pre_ping=True,
-                connect_args={"connect_timeout": 5},
+                parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
+                pool_timeout=POOL_TIMEOUT_S, connect_args={"connect_timeout": 5},
             )
     except NoSuchModuleError as exc:
         raise Invalid(f"no driver for {redact_url(url)}: pip install 'cumulo[postgres]'") from exc

@@ -5,7 +5,8 @@ what they need once (:mod:`cumulo.forkserver.server`) forks a child that calls t
 its caller names. The caller's side (:class:`ForkServer`) hands back a :class:`Forked` process
 shaped like :class:`subprocess.Popen`. What to preload and what the child runs belong to the
 caller (``compute/executors/local.py``, ``serving/runtimes/local.py``); how to fork safely
-lives here, once.
+lives here, once. So does how to find and end every process below one, even those that left
+its process group (:mod:`cumulo.forkserver.reaper`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fork server process: ``python -m cumulo.forkserver.server FD MODULES``.
+"""The fork server process: ``python -m cumulo.forkserver.server FD MODULES [--kill-orphans]``.
 
 Importing pandas, scikit-learn, LightGBM and MLflow costs a fresh Python process seconds, more
 than many jobs spend working and most of an endpoint replica's start. This process imports the
@@ -31,6 +31,12 @@ collecting it. Each child gets its own session (a signal to its group reaches al
 and never this server), default signal handlers, fresh random state, the environment the
 request gives, and the preloaded libraries' thread pools sized to it.
 
+With ``--kill-orphans`` the server is a child subreaper (:mod:`cumulo.forkserver.reaper`): a
+process whose parent died is given to it rather than to init, and it kills it, with all below
+it. That is for children that keep their own orphans while they live (the job runner): what
+reaches the server then is what a child left behind when it died without ending it. Only the
+ends of the children it started are said, never an orphan's.
+
 When the parent closes the socket the server exits; the children it started run on.
 """
 
@@ -52,6 +58,7 @@ import threading
 import time
 from typing import Any
 
+from cumulo.forkserver import reaper
 from cumulo.forkserver.preload import import_modules
 
 __all__ = ["main"]
@@ -60,6 +67,7 @@ MAX_MESSAGE = 1 << 20
 MAX_FDS = 16
 
 _pools: Any = None  # threadpoolctl's view of the preloaded libraries, found before forking
+_started: set[int] = set()  # the children this server forked and has not reaped yet
 
 
 def _send(control: socket.socket, message: dict[str, Any]) -> None:
@@ -68,7 +76,7 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
 
 
 def _reap(control: socket.socket) -> None:
-    """Collect ended children, saying each one's exit code."""
+    """Collect ended children, saying the exit code of each one this server started."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -76,7 +84,9 @@ def _reap(control: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(control, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        if pid in _started:  # else an orphan it was given: nobody asked for it
+            _started.discard(pid)
+            _send(control, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
@@ -89,7 +99,8 @@ def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
     return data, list(fds)
 
 
-def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+def _serve(control: socket.socket, *, kill_orphans: bool = False,
+           ) -> tuple[dict[str, Any], list[int]] | None:
     """Fork a child per request. Returns (request, fds) in a child; None when the parent
     closes the socket."""
     wake_r, wake_w = os.pipe()
@@ -104,6 +115,8 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
         _reap(control)
+        if kill_orphans and wake_r in ready:  # a death is when orphans arrive
+            reaper.kill_orphans(_started)
         if control not in ready:
             continue
         try:
@@ -134,6 +147,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
             os.close(wake_r)
             os.close(wake_w)
             return request, fds
+        _started.add(pid)
         for fd in fds:
             os.close(fd)
         _send(control, {"id": request_id, "pid": pid})
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     control = socket.socket(fileno=int(argv[0]))
     modules = [m for m in (argv[1] if len(argv) > 1 else "").split(",") if m]
+    kill_orphans = "--kill-orphans" in argv[2:] and reaper.become_subreaper()
     t0 = time.perf_counter()
     loaded = import_modules(modules)
     _find_pools()
@@ -230,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     _send(control, {"ready": round(time.perf_counter() - t0, 3), "modules": loaded})
-    served = _serve(control)
+    served = _serve(control, kill_orphans=kill_orphans)
     if served is None:
         return 0
     code = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import math
@@ -56,6 +57,11 @@ else:
 
 tables_router = APIRouter(prefix="/tables", tags=["tables"])
 sql_router = APIRouter(prefix="/sql", tags=["sql"])
+# The most versions one history answer lists: Delta's reader takes a machine-sized count, and
+# a number past it was an OverflowError (500).
+_MAX_HISTORY = 1_000_000
+# Arrow counts rows in 64 bits: a read's limit past it broke the stream off after its 200.
+_MAX_ROWS = 2**63 - 1
 DbSession = Annotated[Session, Depends(get_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
@@ -258,13 +264,19 @@ def _load(session: Session, storage: Backend, caller: Principal, ref: TableRef,
 ReadFormat = Literal["arrow", "parquet", "csv", "json"]
 _MEDIA = {"arrow": "application/vnd.apache.arrow.stream", "parquet": "application/x-parquet",
           "csv": "text/csv", "json": "application/json"}
+# What the OpenAPI document says a download is: one media type per format.
+_DOWNLOAD: dict[int | str, dict[str, Any]] = {200: {"content": {
+    media: {"schema": {"type": "array", "items": {"type": "object"}}} if fmt == "json"
+    else {"schema": {"type": "string", "format": "binary"}} for fmt, media in _MEDIA.items()}}}
 
 
 @tables_router.get("/{database}/{table}/data", summary="Read a table (at a version or time)",
-                   response_class=StreamingResponse)
+                   response_class=StreamingResponse, responses=_DOWNLOAD)
 def read_table(database: str, table: str, session: DbSession, storage: Storage,
                version: int | None = None, as_of: str | None = None,
-               format: ReadFormat = "arrow", limit: int | None = None) -> StreamingResponse:
+               format: ReadFormat = "arrow",
+               limit: Annotated[int | None, Query(ge=0, le=_MAX_ROWS)] = None
+               ) -> StreamingResponse:
     import pyarrow as pa
 
     ref = _ref(database, table, version, as_of)
@@ -361,7 +373,8 @@ def _finite(value: Any) -> Any:
 
 @tables_router.get("/{database}/{table}/history", summary="A table's versions")
 def table_history(database: str, table: str, session: DbSession, storage: Storage,
-                  limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+                  limit: Annotated[int | None, Query(ge=1, le=_MAX_HISTORY)] = None
+                  ) -> list[dict[str, Any]]:
     ref = _ref(database, table)
     row = catalog.get_table(session, ref)
     return delta.history(catalog.location(storage, row), name=ref.name, limit=limit)
@@ -469,15 +482,50 @@ class SqlResult(QueryOut):
 
 
 def _json_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows for JSON: whole decimals (DuckDB's sums of integers are 128-bit) as numbers."""
-    rows: list[dict[str, Any]] = table.to_pylist()
-    decimals = [f.name for f in table.schema if str(f.type).startswith("decimal")]
-    for row in rows if decimals else []:
-        for name in decimals:
-            value = row[name]
-            if isinstance(value, Decimal):
-                row[name] = int(value) if value == value.to_integral_value() else float(value)
-    return rows
+    """Rows for JSON: whole decimals (DuckDB's sums of integers are 128-bit) as numbers, bytes
+    (BLOB, BIT, DuckDB's BIGNUM) as base64, and times past Python's (DuckDB's ``'infinity'``)
+    as Arrow's text for them. Either of the last two was a 500."""
+    columns = [_json_values(field, column)
+               for field, column in zip(table.schema, table.columns, strict=True)]
+    return [dict(zip(table.column_names, values, strict=True))
+            for values in zip(*columns, strict=True)]
+
+
+def _json_values(field: pa.Field, column: pa.ChunkedArray) -> list[Any]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        values: list[Any] = column.to_pylist()
+    except (OverflowError, ValueError):  # a time Python's datetime cannot hold
+        try:
+            values = pc.cast(column, pa.string()).to_pylist()
+        except pa.ArrowException as exc:
+            raise Invalid(f"column {field.name!r} ({field.type}) holds values JSON cannot show; "
+                          "download the results as parquet or csv instead") from exc
+    kind = getattr(field.type, "storage_type", field.type)  # an extension type's values
+    if pa.types.is_decimal(kind) or pa.types.is_nested(kind) or _is_bytes(kind):
+        values = [_json_value(v) for v in values]
+    return values
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
 
 
 def _query_out(session: Session, q: SqlQuery) -> QueryOut:
@@ -534,7 +582,10 @@ def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
     return {"id": q.id, "cancelled": sql.cancel(query_id), "state": q.state}
 
 
-@sql_router.get("/queries/{query_id}/results", summary="A query's results: a page or a download")
+@sql_router.get("/queries/{query_id}/results", summary="A query's results: a page or a download",
+                responses={200: {"content": {
+                    media: {"schema": {"type": "string", "format": "binary"}}
+                    for fmt, media in _MEDIA.items() if fmt != "json"}}})
 def query_results(query_id: str, session: DbSession,
                   format: Literal["json", "csv", "parquet", "arrow"] = "json",
                   offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Any:

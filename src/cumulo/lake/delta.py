@@ -219,6 +219,12 @@ def write(
             )
         except (pa.ArrowInvalid, DeltaError) as exc:
             raise Invalid(f"cannot write {name}: {exc}. Nothing was written") from exc
+        except Exception as exc:
+            # deltalake raises a bare Exception for data Delta cannot hold: two columns whose
+            # names differ only in case, a type it has no counterpart for (an interval)
+            if type(exc) is not Exception:
+                raise
+            raise Invalid(f"cannot write {name}: {exc}. Nothing was written") from exc
         table = DeltaTable(loc.uri, storage_options=loc.options)
         metrics = table.history(1)[0].get("operationMetrics", {})
         return WriteResult(version=table.version(), rows_added=metrics.get("num_added_rows"),

@@ -148,4 +148,7 @@ def _json_document(path: Path, label: str) -> pa.RecordBatchReader:
         table = pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise Invalid(f"{label}: {exc}") from exc
+    except OverflowError as exc:
+        raise Invalid(f"{label}: a number is too large for a 64-bit column ({exc}); write it "
+                      "as a string, or as a float; nothing was written") from exc
     return table.to_reader()

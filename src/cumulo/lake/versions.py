@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from cumulo.errors import Invalid
+from cumulo.errors import Conflict, Invalid
 from cumulo.lake import delta
 from cumulo.lake.delta import quote_ident as _q
 
@@ -68,6 +68,12 @@ def diff(loc: delta.Location, *, name: str, start: int, end: int,
             out[f"sample_{label}"] = con.sql(f"{query}{order} LIMIT {SAMPLE}").to_arrow_table() \
                 .to_pylist()
         return out
+    except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+        if "not found" not in str(exc).lower() and "no files found" not in str(exc).lower():
+            raise
+        # a version's files went while they were read: the table was dropped or vacuumed
+        raise Conflict(f"{name} changed while it was compared (its files are gone: dropped or "
+                       "vacuumed); check it still exists and try again") from exc
     finally:
         con.close()
 
@@ -91,8 +97,10 @@ def vacuum(loc: delta.Location, *, name: str, retain: timedelta, dry_run: bool,
                 "would go, and those versions would stop being readable. Pass --force if that "
                 "is what you want"
             )
+        # full: data files no version references (a write that crashed before its commit)
+        # go too, once older than the retention, like those that versions stopped needing
         files = table.vacuum(retention_hours=hours, dry_run=dry_run,
-                             enforce_retention_duration=not force)
+                             enforce_retention_duration=not force, full=True)
         cutoff = time.time() * 1000 - retain.total_seconds() * 1000
         entries = table.history()
         kept = [e["version"] for e in entries if e["timestamp"] >= cutoff]

@@ -72,7 +72,7 @@ Caller = Annotated[Principal, Depends(current_principal)]
 
 
 def _registry(request: Request) -> Registry:
-    return Registry(services(request).tracking.ensure())
+    return Registry(services(request).tracking)
 
 
 class AliasIn(BaseModel):

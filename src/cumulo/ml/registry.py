@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import builtins
 import re
-from typing import Any
+from contextlib import AbstractContextManager
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from sqlalchemy import select
@@ -30,15 +33,27 @@ APPROVALS = ("pending", "approved", "rejected")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 
 
-class Registry:
-    def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/") + "/api/2.0/mlflow"
+class MlflowServer(Protocol):
+    """How the registry reaches MLflow (:class:`cumulo.ml.tracking.TrackingServer`)."""
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
+
+    def stream(self, method: str, path: str,
+               **kwargs: Any) -> AbstractContextManager[httpx.Response]: ...
+
+
+class Registry:
+    def __init__(self, mlflow: MlflowServer) -> None:
+        self.mlflow = mlflow
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = httpx.request(method, f"{self.base}/{path}", timeout=60, **kwargs)
+            return self.mlflow.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise CumuloError(f"MLflow's tracking server did not answer: {exc}") from exc
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._send(method, f"api/2.0/mlflow/{path}", **kwargs)
         body = response.json() if response.content else {}
         if response.status_code >= 400:
             code, message = body.get("error_code", ""), body.get("message", response.text)
@@ -48,6 +63,42 @@ class Registry:
                 raise Conflict(message)
             raise Invalid(message)
         return body
+
+    def download(self, model: str, version: str, dest: Path) -> None:
+        """A model version's files, written under ``dest`` (which must be empty): fetched
+        over MLflow's artifact API, the way MLflow's own client does."""
+        uri = self._call("GET", "model-versions/get-download-uri",
+                         params={"name": model, "version": version})["artifact_uri"]
+        root = _artifact_path(uri, model, version)
+        pending = [root]
+        while pending:
+            folder = pending.pop()
+            listing = self._artifacts("GET", "artifacts", params={"path": folder}).json()
+            for item in listing.get("files", []):
+                path = f"{folder}/{item['path'].rsplit('/', 1)[-1]}"
+                if item.get("is_dir"):
+                    pending.append(path)
+                    continue
+                relative = PurePosixPath(path).relative_to(root)
+                if ".." in relative.parts:
+                    raise Invalid(f"model {model} version {version} lists a file outside it: "
+                                  f"{path!r}")
+                target = dest.joinpath(*relative.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                url = f"api/2.0/mlflow-artifacts/artifacts/{quote(path)}"
+                with self.mlflow.stream("GET", url) as got, open(target, "wb") as out:
+                    if got.status_code >= 400:
+                        raise CumuloError(f"MLflow's artifact store answered {got.status_code} "
+                                          f"for {path}")
+                    for chunk in got.iter_bytes(1 << 20):
+                        out.write(chunk)
+
+    def _artifacts(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._send(method, f"api/2.0/mlflow-artifacts/{path}", **kwargs)
+        if response.status_code >= 400:
+            raise CumuloError(f"MLflow's artifact store answered {response.status_code} for "
+                              f"{path}: {response.text[:300]}")
+        return response
 
     # --- models ------------------------------------------------------------------------------
 
@@ -200,3 +251,17 @@ def _version(v: dict[str, Any]) -> dict[str, Any]:
         "aliases": v.get("aliases", []),
         "approval": tags.pop(APPROVAL_TAG, "pending"), "tags": tags,
     }
+
+
+def _artifact_path(uri: str, model: str, version: str) -> str:
+    """The path under MLflow's artifact store of an ``mlflow-artifacts:`` URI."""
+    prefix = "mlflow-artifacts:"
+    if not uri.startswith(prefix):
+        raise Invalid(f"model {model} version {version} is stored at {uri!r}, outside "
+                      "Cumulo's artifact store; register it from a run logged to Cumulo")
+    path = uri[len(prefix):].lstrip("/")
+    if "://" in path or not path:
+        raise Invalid(f"model {model} version {version} has an artifact URI Cumulo cannot "
+                      f"read: {uri!r}")
+    return path.split("/", 1)[1] if path.startswith("localhost") else path
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,9 @@ from cumulo.services import services
 __all__ = ["lineage_router", "router"]
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
+# A version is a 32-bit integer column (PostgreSQL's): one past it, asked for, was an
+# OverflowError (a 500) instead of a 400.
+_MAX_VERSION = 2**31 - 1
 DbSession = Annotated[Session, Depends(get_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
@@ -109,7 +112,8 @@ class RunIn(BaseModel):
                                        description="values of the pipeline's parameters; "
                                        "strings are converted to their declared types")
     cluster: str = Field("local", description="where the steps' jobs run")
-    version: int | None = Field(None, description="the pipeline version; default the latest")
+    version: int | None = Field(None, ge=1, le=_MAX_VERSION,
+                                description="the pipeline version; default the latest")
 
 
 def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dict[str, Any]:
@@ -136,7 +140,7 @@ def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dic
 
 @router.get("/-/runs", summary="List pipeline runs, newest first")
 def list_runs(session: DbSession, caller: Caller, pipeline: str | None = None,
-              limit: int = 50) -> list[dict[str, Any]]:
+              limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
     return [_run_out(session, r, with_steps=False)
             for r in runs.list_runs(session, caller, pipeline=pipeline, limit=limit)]
 
@@ -205,7 +209,8 @@ def start_run(name: str, body: RunIn, session: DbSession, caller: Caller,
 
 
 @router.get("/{name}", response_model=PipelineOut, summary="Show a pipeline")
-def show(name: str, session: DbSession, version: int | None = None) -> PipelineOut:
+def show(name: str, session: DbSession,
+         version: Annotated[int | None, Query(ge=1, le=_MAX_VERSION)] = None) -> PipelineOut:
     pipeline = service.get_pipeline(session, name)
     return _out(session, pipeline, service.get_version(session, pipeline, version))
 

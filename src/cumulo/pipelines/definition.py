@@ -31,13 +31,15 @@ prints it::
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from cumulo.errors import Invalid
 from cumulo.pipelines.components import AFTER, COMPONENTS, PORT_TYPES, Component, Param, Port
 
-__all__ = ["PARAMETER_TYPES", "check", "order", "ports", "schema"]
+__all__ = ["PARAMETER_TYPES", "check", "number_problem", "order", "ports", "schema"]
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
@@ -77,6 +79,8 @@ def check(doc: Any) -> dict[str, Any]:
     if size > MAX_BYTES:
         raise Invalid(f"the pipeline definition is {size} bytes as JSON; at most {MAX_BYTES} "
                       "(keep large code in files and read them from a step)")
+    for path, problem in _numbers_kept_badly(doc):
+        bad(path, problem)
     known = {"name", "description", "parameters", "nodes", "edges", "version"}
     for key in doc:
         if key not in known:
@@ -109,6 +113,32 @@ def check(doc: Any) -> dict[str, Any]:
                       details={"problems": [{"path": p, "message": m} for p, m in problems]})
     return {"name": name, "description": description, "parameters": parameters,
             "nodes": list(nodes.values()), "edges": edges}
+
+
+def number_problem(value: Any) -> str | None:
+    """Why a number cannot be kept in a definition or a run's parameters: an integer past 64
+    bits (digests and stores take no more: it was a 500) or NaN or infinity (not JSON)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return f"{value} is past the 64-bit integers a pipeline keeps"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a number JSON holds"
+    return None
+
+
+def _numbers_kept_badly(doc: Any) -> Iterator[tuple[str, str]]:
+    """Each number in the document that :func:`number_problem` refuses, with its path; walked
+    without recursion, so a deep document is no RecursionError."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        elif (problem := number_problem(value)) is not None:
+            yield path, problem
 
 
 def _parameters(raw: Any, bad: Any) -> dict[str, dict[str, Any]]:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
-from cumulo.pipelines.definition import PARAMETER_TYPES, check, order, ports
+from cumulo.pipelines.definition import PARAMETER_TYPES, check, number_problem, order, ports
 from cumulo.pipelines.models import (
     RUN_ACTIVE,
     RUN_FINISHED,
@@ -75,6 +75,8 @@ def parse_parameters(declared: dict[str, dict[str, Any]],
             raise Invalid(f"the pipeline has no parameter {name!r}; it has "
                           f"{', '.join(declared) or 'none'}")
         out[name] = _convert(name, spec["type"], value)
+        if (kept_badly := number_problem(out[name])) is not None:
+            raise Invalid(f"parameter {name!r}: {kept_badly}")
     for name, spec in declared.items():
         if name not in out:
             if "default" not in spec:

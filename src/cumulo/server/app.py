@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio.to_thread
 import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -16,8 +17,10 @@ from sqlalchemy.orm import sessionmaker
 import cumulo
 from cumulo import console
 from cumulo.access.api import router as access_router
+from cumulo.access.tokens import TokenCache
 from cumulo.compute.api import clusters_router, jobs_router
 from cumulo.config import Settings
+from cumulo.db import make_engine
 from cumulo.lake.api import sql_router, tables_router
 from cumulo.metering.api import router as costs_router
 from cumulo.ml.api import models_router
@@ -26,8 +29,10 @@ from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
 from cumulo.server.auth import require_token, require_token_or_login
 from cumulo.server.errors import install_error_handlers
+from cumulo.server.fastpath import InvokeFastPath
 from cumulo.server.login import router as login_router
 from cumulo.server.middleware import BodyLimit, RequestContext
+from cumulo.server.openapi import install_openapi
 from cumulo.server.status import router as status_router
 from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router
@@ -37,6 +42,7 @@ from cumulo.storage.backends import Backend
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
+ROUTE_THREADS = 128
 ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router,
            clusters_router, jobs_router, costs_router, models_router, endpoints_router,
            pipelines_router, lineage_router)
@@ -68,22 +74,31 @@ async def _running(settings: Settings, engine: Engine,
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines import schedules
     from cumulo.pipelines.runs import Orchestrator
+    from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
 
     async with AsyncExitStack() as stack:
-        supervisor = Supervisor(settings, engine, storage)
+        # The background loops' own connections: requests that fill the server's pool (16 slow
+        # SQL statements, a burst of uploads) must not make the job supervisor, the endpoint
+        # manager or the schedules fail.
+        loops = make_engine(settings.database_url, pool_size=4, max_overflow=8)
+        stack.callback(loops.dispose)
+        supervisor = Supervisor(settings, loops, storage)
         tracking = TrackingServer(settings, storage.url)
         stack.callback(tracking.stop)
-        endpoints = EndpointManager(settings, engine, tracking.ensure, storage)
-        pipelines = Orchestrator(engine, storage, supervisor.notify, fire_schedules=schedules.fire)
+        endpoints = EndpointManager(settings, loops, tracking, storage)
+        pipelines = Orchestrator(loops, storage, supervisor.notify, fire_schedules=schedules.fire)
         supervisor.listeners.append(pipelines.notify)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        forward = Forwarder()
+        stack.callback(forward.close)
         running = Services(
-            settings=settings, engine=engine,
-            sessions=sessionmaker(engine, expire_on_commit=False), storage=storage,
+            settings=settings, engine=engine, sessions=sessions, storage=storage,
+            tokens=TokenCache(sessions),
             compute=supervisor, tracking=tracking, endpoints=endpoints, pipelines=pipelines,
-            mlflow_http=await stack.enter_async_context(
-                httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0))),
-            endpoints_http=await stack.enter_async_context(httpx.AsyncClient(timeout=120)),
+            mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
+                transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
+            endpoints_forward=forward,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -97,6 +112,10 @@ async def _running(settings: Settings, engine: Engine,
 def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Plain (def) routes run on this many threads. Most of a thread's time is spent
+        # waiting (the database, storage, a SQL statement), so the default 40 would leave
+        # requests queued behind a few slow ones while the CPU idles.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = ROUTE_THREADS
         async with _running(settings, engine, storage) as running:
             app.state.services = running  # the one thing kept there: cumulo.services reads it
             yield
@@ -111,6 +130,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
         "'Authorization: Bearer <token>'.",
     )
     install_error_handlers(app)
+    install_openapi(app)  # /openapi.json declares the error answers, not FastAPI's 422
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
     for router in ROUTERS:
@@ -124,12 +144,13 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     app.include_router(invocations_router, dependencies=[Depends(require_token)])
 
     @app.get("/healthz", tags=["status"], summary="Liveness, without a token")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: a full thread pool can't delay it
         return {"status": "ok"}
 
     _mount_docs(app)
     console.mount(app, settings.console_dir)  # last: "/" and the console's pages
 
+    app.add_middleware(InvokeFastPath)  # inside the body limit and the request log
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestContext)
     return app

@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from cumulo.access.tokens import authenticate
-from cumulo.db import get_session
 from cumulo.errors import Forbidden, Unauthorized
+from cumulo.principal import Principal
+from cumulo.services import services
 
-__all__ = ["LOGIN_COOKIE", "require_token", "require_token_or_login", "same_origin"]
+__all__ = ["LOGIN_COOKIE", "caller", "require_token", "require_token_or_login", "same_origin"]
 
 LOGIN_COOKIE = "cumulo_token"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -33,10 +33,9 @@ def same_origin(request: Request) -> bool:
     return bool(source) and urlsplit(source).netloc == request.headers.get("host")
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    session: Session = Depends(get_session),
 ) -> None:
     if credentials is not None:
         secret = credentials.credentials
@@ -52,19 +51,26 @@ def require_token(
             "this route needs a token: send 'Authorization: Bearer <token>' "
             "(the CLI and SDK read CUMULO_TOKEN)"
         )
-    request.state.principal = authenticate(session, secret)
+    request.state.principal = await caller(request, secret)
 
 
-def require_token_or_login(
+async def caller(request: Request, secret: str) -> Principal:
+    """Who ``secret`` belongs to: from the server's token cache when it knows, else from one
+    short lookup off the event loop. No database session outlives this call."""
+    tokens = services(request).tokens
+    known = tokens.cached(secret)
+    return known if known is not None else await run_in_threadpool(tokens.authenticate, secret)
+
+
+async def require_token_or_login(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    session: Session = Depends(get_session),
 ) -> None:
     """``require_token``, but a browser that asks for a page without a working token passes,
     with no caller (``cumulo.auth.signed_in`` is None): the route sends it to /login, where an
     API client gets 401."""
     try:
-        require_token(request, credentials, session)
+        await require_token(request, credentials)
     except Unauthorized:
         page = (request.method in ("GET", "HEAD")
                 and "text/html" in request.headers.get("accept", ""))

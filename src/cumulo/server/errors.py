@@ -8,6 +8,8 @@ import uuid
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -19,25 +21,32 @@ from cumulo.errors import (
     NotFound,
     TooLarge,
     Unauthorized,
+    Unavailable,
 )
 
-__all__ = ["install_error_handlers"]
+__all__ = ["RETRY_AFTER_S", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("cumulo.server")
+# What a 503 says to wait: what is away (storage, a cluster, MLflow) or busy (the SQL
+# connections) is back, or not, within seconds, and a client that waits less only adds load.
+RETRY_AFTER_S = 5
 _BY_STATUS: dict[int, type[CumuloError]] = {
     400: Invalid, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
 }
 
 
-def _answer(exc: CumuloError) -> Response:
-    headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+def error_response(exc: CumuloError) -> Response:
+    """The HTTP answer for one of Cumulo's errors: its status and ``{"error": ...}`` body."""
+    wait = getattr(exc, "retry_after", None) or RETRY_AFTER_S  # Unavailable's own, if given
+    headers = ({"www-authenticate": "Bearer"} if exc.status == 401
+               else {"retry-after": str(max(1, round(wait)))} if exc.status == 503 else None)
     return Response(orjson.dumps(exc.to_payload()), status_code=exc.status, headers=headers,
                     media_type="application/json")
 
 
 async def _cumulo_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CumuloError)
-    return _answer(exc)
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -46,7 +55,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
     ]
     text = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-    return _answer(Invalid(f"the request is not valid: {text}", details={"fields": problems}))
+    return error_response(Invalid(f"the request is not valid: {text}",
+                                  details={"fields": problems}))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -58,15 +68,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = Invalid(f"{request.method} is not allowed on {request.url.path}")
     else:
         error = _BY_STATUS.get(exc.status_code, CumuloError)(str(exc.detail))
-    response = _answer(error)
+    response = error_response(error)
     response.status_code = exc.status_code
     return response
+
+
+async def _database_busy(request: Request, exc: Exception) -> Response:
+    """Every database connection in use past the pool's timeout, or SQLite's writer lock held
+    past its busy timeout: the server is saturated, which is not a bug. 503, and when to retry."""
+    if isinstance(exc, OperationalError) and "locked" not in str(exc.orig or exc):
+        return await _unexpected(request, exc)
+    log.warning("database saturated: %s", type(exc).__name__,
+                extra={"path": request.url.path})
+    return error_response(Unavailable("the server is busy: every database connection is in use; "
+                               "retry after the time in Retry-After", retry_after=1))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     error_id = uuid.uuid4().hex[:12]
     log.exception("unexpected error %s", error_id, extra={"error_id": error_id})
-    return _answer(CumuloError(
+    return error_response(CumuloError(
         f"internal error {error_id}: {type(exc).__name__}; the server log has the details",
         details={"error_id": error_id},
     ))
@@ -76,4 +97,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CumuloError, _cumulo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _database_busy)
+    app.add_exception_handler(OperationalError, _database_busy)
     app.add_exception_handler(Exception, _unexpected)

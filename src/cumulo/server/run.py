@@ -18,6 +18,7 @@ from cumulo.config import Settings
 from cumulo.db import check_database, make_engine, redact_url, upgrade
 from cumulo.errors import Conflict
 from cumulo.logs import configure_logging
+from cumulo.server import leftovers
 from cumulo.server.app import create_app
 from cumulo.server.protocol import BoundedHttpToolsProtocol
 from cumulo.storage.backends import Backend, open_backend
@@ -46,6 +47,7 @@ def prepare(settings: Settings) -> Prepared:
     upgrade(engine)
     storage = open_backend(settings)
     storage.check()
+    leftovers.sweep(settings, storage)  # what a crash left: temp uploads, partial results
     with Session(engine) as session:
         admin_token = bootstrap_admin(session, settings.admin_token)
     return Prepared(engine=engine, storage=storage, admin_token=admin_token)

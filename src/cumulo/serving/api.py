@@ -1,16 +1,25 @@
 """REST routes of serving: ``/api/v1/endpoints``, and ``/endpoints/NAME/invocations``.
 
 The invocation route here is a convenience that forwards to the endpoint's replicas; the fast
-path is the endpoint's own address (``url`` in ``show``), which the replicas answer directly.
+path is the endpoint's own address (``url`` in ``show``), which the replicas answer directly,
+each checking the caller's token itself (:mod:`cumulo.serving.gate`). This route has checked
+its caller already (a bearer token or the console's login cookie) and forwards with the
+control plane's own key, which every replica takes (:mod:`cumulo.serving.allowed`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
-import httpx
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -19,15 +28,16 @@ from cumulo.db import get_session
 from cumulo.errors import Conflict, Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
 from cumulo.principal import Principal, current_principal
-from cumulo.services import services
+from cumulo.services import Services, services
 from cumulo.serving import endpoints
+from cumulo.serving.forward import ReplicaGone
 from cumulo.serving.models import Endpoint
 
 if TYPE_CHECKING:
     from cumulo.ml.registry import Registry
     from cumulo.serving.manager import EndpointManager
 
-__all__ = ["endpoints_router", "invocations_router"]
+__all__ = ["endpoints_router", "forward_invocation", "invocations_router"]
 
 endpoints_router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 invocations_router = APIRouter(tags=["endpoints"])
@@ -70,6 +80,9 @@ class EndpointIn(_Body):
                                       "default endpoints.NAME_capture")
     cluster: str | None = Field(None, description="a Ray cluster's name to run on Ray Serve; "
                                 "default: this machine")
+    public: bool = Field(False, description="the replicas' own address takes invocations "
+                         "without a token; by default it asks for 'Authorization: Bearer "
+                         "<token>'")
 
 
 class EndpointOut(BaseModel):
@@ -88,6 +101,7 @@ class EndpointOut(BaseModel):
     capture_percent: float
     capture_table: str | None
     cluster: str | None = Field(description="the Ray cluster it runs on (Ray Serve), or none")
+    public: bool = Field(description="its own address takes invocations without a token")
     replicas: list[dict[str, Any]]
     restarts: int
     scaling: list[dict[str, Any]] = Field(description="recent scaling decisions, with reasons")
@@ -113,7 +127,7 @@ def _url(request: Request, e: Endpoint) -> str:
 def _registry(request: Request) -> Registry:
     from cumulo.ml.registry import Registry
 
-    return Registry(services(request).tracking.ensure())
+    return Registry(services(request).tracking)
 
 
 def _out(request: Request, e: Endpoint) -> EndpointOut:
@@ -125,7 +139,7 @@ def _out(request: Request, e: Endpoint) -> EndpointOut:
         scale_to_zero_after=e.scale_to_zero_after,
         max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
         capture_percent=e.capture_percent, capture_table=e.capture_table, cluster=e.cluster,
-        replicas=runtime["replicas"], restarts=runtime["restarts"],
+        public=e.public, replicas=runtime["replicas"], restarts=runtime["restarts"],
         scaling=runtime["scaling"], rollout=e.rollout, message=e.message,
         created_at=e.created_at, updated_at=e.updated_at)
 
@@ -190,6 +204,26 @@ def replica_report(name: str, message: dict[str, Any], session: DbSession, calle
     return Response(status_code=204)
 
 
+@endpoints_router.get("/{name}/tokens", include_in_schema=False)
+async def replica_tokens(name: str, caller: Caller, request: Request, since: str = "",
+                         wait: float = 0.0) -> Response:
+    """The live tokens, for the endpoint's own Ray Serve replicas (cumulo.serving.rayserve):
+    at once when they differ from the set with digest ``since``, else as soon as they change
+    within ``wait`` seconds (at most 30), else 204."""
+    def check() -> None:
+        with services(request).sessions() as session:
+            endpoints.check_reporter(session, caller, name)
+
+    await run_in_threadpool(check)
+    allowed = _manager(request).allowed
+    deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
+    while allowed.digest == since:
+        if time.monotonic() >= deadline:
+            return Response(status_code=204)
+        await asyncio.sleep(0.05)
+    return Response(orjson.dumps(allowed.doc()), media_type="application/json")
+
+
 class UpdateIn(_Body):
     model: str | None = Field(None, description="a new model to shift traffic to: NAME:VERSION, "
                               "NAME@ALIAS or NAME")
@@ -216,6 +250,8 @@ class UpdateIn(_Body):
     max_wait_ms: float | None = None
     capture_percent: float | None = None
     capture_table: str | None = None
+    public: bool | None = Field(None, description="true: the replicas' own address takes "
+                                "invocations without a token; false: only with one")
 
 
 @endpoints_router.patch("/{name}", response_model=EndpointOut,
@@ -246,29 +282,72 @@ def delete_endpoint(name: str, session: DbSession, request: Request) -> Response
     return Response(status_code=204)
 
 
-@invocations_router.post("/endpoints/{name}/invocations", summary="Score rows (forwarded)")
+@invocations_router.post(
+    "/endpoints/{name}/invocations", summary="Score rows (forwarded)",
+    openapi_extra={"requestBody": {"required": True, "description": (
+        "rows in one of MLflow's scoring formats (dataframe_split, dataframe_records, "
+        "instances, inputs), CSV with a header row, or an Arrow IPC stream"), "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": {"schema": {"type": "string"}},
+            "application/vnd.apache.arrow.stream": {"schema": {"type": "string",
+                                                               "format": "binary"}}}}},
+)
 async def invoke(name: str, request: Request) -> Response:
-    def find() -> tuple[str, str, int]:
-        with services(request).sessions() as session:
-            endpoint = endpoints.get_endpoint(session, name)
-            if endpoint.cluster is None:  # the replicas' own path for it
-                return endpoint.state, (f"http://{_manager(request).host}:{endpoint.port}"
-                                        f"/endpoints/{name}/invocations"), endpoint.max_body
-            return endpoint.state, f"{_url(request, endpoint)}/invocations", endpoint.max_body
+    async def body(limit: int) -> bytes:
+        lift_body_limit(request, limit)  # the endpoint's own limit: 413 here, as there
+        return await request.body()
 
-    state, url, max_body = await run_in_threadpool(find)
-    lift_body_limit(request, max_body)  # the endpoint's own limit: 413 here, as there
+    headers = [(k, v) for k, v in request.headers.items()
+               if k in ("content-type", "x-cumulo-variant")]
+    return await forward_invocation(services(request), name, headers, body)
+
+
+async def forward_invocation(running: Services, name: str, headers: list[tuple[str, str]],
+                             read_body: Callable[[int], Awaitable[bytes]]) -> Response:
+    """Send a caller's invocation to the endpoint's replicas (or Ray Serve route) and return
+    their answer: the one way there, for this route and the server's fast path
+    (server/fastpath.py), once the caller's token is checked. ``read_body(limit)`` reads the
+    request's body within the endpoint's own limit."""
+    manager = running.endpoints
+    known = manager.route(name)  # no database for an endpoint the manager runs
+    state, url, max_body = (known if known is not None
+                            else await run_in_threadpool(_find_route, running, name))
+    body = await read_body(max_body)
     if state == "failed":
         raise Unavailable(f"endpoint {name!r} failed; 'cumulo endpoints show {name}' says why")
-    client = services(request).endpoints_http
-    headers = {k: v for k, v in request.headers.items()
-               if k in ("content-type", "x-cumulo-variant")}
+    host, port, path = _target(url)
+    # The caller is checked already (a token, or the console's cookie, which the replicas
+    # would not know): the replicas take the control plane's own key.
+    sent = [*headers, ("authorization", f"Bearer {manager.allowed.key}")]
     try:
-        answer = await client.post(url, content=await request.body(), headers=headers)
-    except httpx.TransportError as exc:
-        raise Unavailable(f"endpoint {name!r} did not answer: {exc}") from exc
-    keep = {k: v for k, v in answer.headers.items() if k in ("content-type", "x-cumulo-variant")}
-    return Response(answer.content, status_code=answer.status_code, headers=keep)
+        status, answered, content = await running.endpoints_forward.post(host, port, path,
+                                                                         sent, body)
+    except ReplicaGone as exc:
+        raise Unavailable(f"endpoint {name!r} did not answer: {exc}", retry_after=1) from exc
+    keep = {k: v for k, v in answered if k in ("content-type", "x-cumulo-variant")}
+    return Response(content, status_code=status, headers=keep)
+
+
+def _find_route(running: Services, name: str) -> tuple[str, str, int]:
+    """``EndpointManager.route``, from the database: for an endpoint not stepped yet."""
+    host = running.endpoints.host
+    with running.sessions() as session:
+        endpoint = endpoints.get_endpoint(session, name)
+        if endpoint.cluster is None:  # the replicas' own path for it
+            return (endpoint.state, f"http://{host}:{endpoint.port}/endpoints/{name}/invocations",
+                    endpoint.max_body)
+        url = endpoints.endpoint_url(session, endpoint, host=host)
+        return endpoint.state, f"{url}/invocations", endpoint.max_body
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(url: str) -> tuple[str, int, str]:
+    """Host, port and path of a replica's invocation URL (http only: replicas speak plain
+    HTTP on this machine's or the Ray cluster's network)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise Unavailable(f"cannot forward to {url!r}: not an http:// address")
+    return parts.hostname, parts.port or 80, parts.path or "/"
 
 
 _PROMETHEUS = (
@@ -285,7 +364,9 @@ _QUANTILES = (("latency", "cumulo_endpoint_latency_seconds", "whole request"),
                "everything but the model's call"))
 
 
-@invocations_router.get("/metrics", summary="Every endpoint's metrics, for Prometheus")
+@invocations_router.get("/metrics", summary="Every endpoint's metrics, for Prometheus",
+                        response_class=PlainTextResponse,
+                        responses={200: {"content": {"text/plain": {}}}})
 def prometheus(request: Request) -> Response:
     manager = _manager(request)
     with services(request).sessions() as session:

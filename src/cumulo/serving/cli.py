@@ -76,6 +76,9 @@ def create(
                                       help="longest a request waits for others to join it"),
     max_body: str = typer.Option("6M", "--max-body",
                                  help="largest request body, like 6M, 512K or 1GiB"),
+    public: bool = typer.Option(False, "--public",
+                                help="its own address takes invocations without a token "
+                                "(anyone who can reach it may score rows)"),
     wait: bool = typer.Option(False, "--wait", help="return when the endpoint answers"),
     json: bool = JsonOpt,
 ) -> None:
@@ -88,12 +91,23 @@ def create(
                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                             max_body=parse_size(max_body, what="--max-body"),
                             capture_percent=capture_percent, capture_table=capture_table,
-                            cluster=cluster, wait=wait)
+                            cluster=cluster, public=public, wait=wait)
     if json:
         print_json(info)
         return
     console.print(f"endpoint {name}: {_state(info['state'])}; {_variants(info)}")
-    console.print(f"invoke: POST {info['url']}/invocations (or cumulo endpoints invoke {name})")
+    console.print(f"invoke: POST {info['url']}/invocations{_with_token(info)} (or cumulo "
+                  f"endpoints invoke {name})", highlight=False)
+
+
+def _with_token(e: dict[str, Any]) -> str:
+    return "" if e.get("public") else " with 'Authorization: Bearer <token>'"
+
+
+def _access(e: dict[str, Any]) -> str:
+    if e.get("public"):
+        return "public: its address takes invocations without a token"
+    return "token: 'Authorization: Bearer <token>' (a live Cumulo token)"
 
 
 @endpoints_app.command("ls")
@@ -116,6 +130,7 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         ("name", e["name"]),
         ("state", e["state"]),
         ("url", f"{e['url']}/invocations"),
+        ("access", _access(e)),
         ("variants", _variants(e)),
         ("replicas", f"{len(e['replicas'])}: " + ", ".join(
             f"pid {r['pid']} ({'ready' if r['ready'] else 'starting'}, "
@@ -181,6 +196,9 @@ def update(
                                                  help="like 90s, 5m or 1h30m"),
     scale_to_zero_after: str | None = typer.Option(None, "--scale-to-zero-after",
                                                    help="like 5m or 1h"),
+    public: bool | None = typer.Option(None, "--public/--private",
+                                       help="its own address takes invocations without a "
+                                       "token (--public), or only with one (--private)"),
     wait: bool = typer.Option(False, "--wait", help="return when the shift is done"),
     json: bool = JsonOpt,
 ) -> None:
@@ -189,7 +207,7 @@ def update(
     cumulo endpoints update churn --weight churn-3=1 --weight churn-4=3"""
     given = {"min_replicas": min_replicas, "max_replicas": max_replicas,
              "capture_percent": capture_percent, "scale_in_cooldown": scale_in_cooldown,
-             "scale_to_zero_after": scale_to_zero_after}
+             "scale_to_zero_after": scale_to_zero_after, "public": public}
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     info = client(ctx).endpoints[name].update(
         model, strategy=strategy, variant=variant, canary_percent=canary_percent,

@@ -67,6 +67,7 @@ class EndpointSpec:
     capture_percent: float = 0.0
     capture_table: str | None = None
     cluster: str | None = None  # a Ray cluster's name; default this machine
+    public: bool = False  # replicas take invocations without a token
 
     def __post_init__(self) -> None:
         if self.variants is not None:
@@ -97,6 +98,7 @@ class EndpointChange:
     max_wait_ms: float | None = None
     capture_percent: float | None = None
     capture_table: str | None = None
+    public: bool | None = None  # True: invocations without a token; False: with one only
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -284,7 +286,7 @@ def create_endpoint(session: Session, caller: Principal, spec: EndpointSpec, *,
         scale_to_zero_after=to_zero,
         max_batch_size=spec.max_batch_size, max_wait_ms=spec.max_wait_ms, max_body=max_body,
         capture_percent=spec.capture_percent, capture_table=capture_table,
-        created_by=caller.user_id, updated_at=utcnow())
+        public=spec.public, created_by=caller.user_id, updated_at=utcnow())
     session.add(endpoint)
     session.commit()
     return endpoint
@@ -343,6 +345,8 @@ def update_endpoint(session: Session, caller: Principal, name: str, change: Endp
     endpoint.scale_to_zero_after = to_zero
     endpoint.max_batch_size, endpoint.max_wait_ms = batch, wait
     endpoint.capture_percent, endpoint.capture_table = capture_percent, capture_table
+    if change.public is not None:
+        endpoint.public = change.public
     if new_rollout is not None and new_variants is not None:
         endpoint.variants, endpoint.rollout, endpoint.state = new_variants, new_rollout, "updating"
     elif new_variants is not None:

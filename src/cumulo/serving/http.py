@@ -64,6 +64,8 @@ class Server:
         head = self._heads.get(key)
         if head is None:
             head = _status_line(status) + b"content-type: application/json\r\n"
+            if status == 401:
+                head += b"www-authenticate: Bearer\r\n"
             if variant:
                 head += b"x-cumulo-variant: " + variant.encode("latin-1") + b"\r\n"
             if not keep:

@@ -9,9 +9,11 @@ endpoint's state on the row. While a local endpoint has no replica (scaled to ze
 also watches its socket, so that a request arriving then has a replica started at once.
 
 It also keeps what all endpoints share: the launcher of local replica processes (the serving
-fork server), each model version's files (:meth:`EndpointManager.fetch`), and the writer of
-captured requests (:mod:`cumulo.serving.capture`); and it answers the routes' questions
-(:meth:`~EndpointManager.runtime`, :meth:`~EndpointManager.metrics`).
+fork server), each model version's files (:meth:`EndpointManager.fetch`), the writer of
+captured requests (:mod:`cumulo.serving.capture`), and the live tokens every replica checks
+invocations against (:mod:`cumulo.serving.allowed`, read by a thread of its own, so that a
+revoke reaches the replicas within a second whatever the steps are doing); and it answers the
+routes' questions (:meth:`~EndpointManager.runtime`, :meth:`~EndpointManager.metrics`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -35,7 +37,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.forkserver import ForkServer
+from cumulo.ml.registry import MlflowServer, Registry
+from cumulo.serving.allowed import SERVED_NAMES, AllowedTokens
 from cumulo.serving.capture import Captures
+from cumulo.serving.endpoints import endpoint_url
 from cumulo.serving.metrics import summarize
 from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes import Runtime, open_runtime
@@ -80,18 +85,27 @@ class EndpointManager:
     once when told (a new endpoint, a replica ready or gone)."""
 
     def __init__(self, settings: Settings, engine: Engine,
-                 tracking_base: Callable[[], str], storage: Backend | None = None) -> None:
+                 tracking: MlflowServer, storage: Backend | None = None) -> None:
         self.settings = settings
         self.host = "127.0.0.1" if settings.host in ("", "localhost") else settings.host
         self.sessions = sessionmaker(engine, expire_on_commit=False)
-        self.tracking_base = tracking_base
+        self.registry = Registry(tracking)
         self.root = settings.home / "serving"
         self.wake = _Waker()
         self.launcher = Launcher(self.root)
         self.captures = Captures(self.sessions, storage)
+        self.allowed = AllowedTokens(self.sessions, self.root / "tokens.json")
+        # Names replicas answer under besides the address they are bound to (their Host
+        # check): the host as the settings name it (a DNS name binds as its address), and the
+        # public URL's.
+        public = urlsplit(settings.public_url).hostname if settings.public_url else None
+        self.served_names = [name for name in (self.host, public, *SERVED_NAMES)
+                             if name and name not in ("0.0.0.0", "::")]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._runtimes: dict[str, Runtime] = {}
+        # Where the control plane forwards each endpoint's invocations, as of the last step.
+        self._routes: dict[str, tuple[str, str, int]] = {}
         self._thread: threading.Thread | None = None
 
     @property
@@ -102,6 +116,7 @@ class EndpointManager:
     def start(self) -> None:
         if self.settings.serving_preload:
             self.launcher.start_fork_server()
+        self.allowed.start()  # before any replica: the first ones find the set
         self._thread = threading.Thread(target=self._run, daemon=True, name="endpoints")
         self._thread.start()
         self.captures.start()
@@ -111,6 +126,7 @@ class EndpointManager:
         self.wake.set()
         if self._thread is not None:
             self._thread.join(15)
+        self.allowed.stop()
         self.captures.stop()
         with self._lock, self.sessions() as session:
             rows = {e.name: e for e in session.scalars(select(Endpoint))}
@@ -130,6 +146,12 @@ class EndpointManager:
         runtime = self._runtimes.get(name)
         return runtime.describe() if runtime else {"replicas": [], "restarts": 0,
                                                    "scaling": []}
+
+    def route(self, name: str) -> tuple[str, str, int] | None:
+        """Where an endpoint's invocations go: its state, its replicas' invocation URL and its
+        body limit, as of the last step (half a second at most), so that forwarding needs no
+        database; None for one not stepped yet, or gone."""
+        return self._routes.get(name)
 
     def report(self, name: str, message: dict[str, Any]) -> bool:
         """A replica's report over HTTP (Ray Serve's); False if the endpoint does not run
@@ -181,6 +203,15 @@ class EndpointManager:
                 log.exception("endpoint %s: its step failed; the others go on", name)
                 session.expire(endpoint)  # what the step changed on it is not committed
         session.commit()
+        self._routes = {name: self._route(session, e) for name, e in rows.items()
+                        if name in self._runtimes}
+
+    def _route(self, session: Session, endpoint: Endpoint) -> tuple[str, str, int]:
+        if endpoint.cluster is None:  # the replicas' own path for it
+            url = f"http://{self.host}:{endpoint.port}/endpoints/{endpoint.name}/invocations"
+        else:
+            url = f"{endpoint_url(session, endpoint, host=self.host)}/invocations"
+        return endpoint.state, url, endpoint.max_body
 
     def _open(self, session: Session, endpoint: Endpoint) -> Runtime | None:
         """The endpoint's new runtime; None, with the endpoint failed, if it cannot run."""
@@ -211,16 +242,10 @@ class EndpointManager:
         dest = self.root / "models" / model / str(version)
         if (dest / "MLmodel").is_file():
             return dest
-        from mlflow import MlflowClient
-        from mlflow.artifacts import download_artifacts
-
-        base = self.tracking_base()
-        uri = MlflowClient(tracking_uri=base, registry_uri=base).get_model_version_download_uri(
-            model, str(version))
         tmp = dest.with_name(f".{dest.name}.{time.monotonic_ns()}")
         tmp.mkdir(parents=True)
         try:
-            download_artifacts(artifact_uri=uri, dst_path=str(tmp), tracking_uri=base)
+            self.registry.download(model, str(version), tmp)
             found = next(tmp.rglob("MLmodel"), None)
             if found is None:
                 raise FileNotFoundError(f"model {model} version {version} has no MLmodel file")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime, utcnow
@@ -27,6 +27,9 @@ class Endpoint(Created, Base):
     # Each variant: {"name", "model", "version", "weight", "shadow"}.
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     port: Mapped[int] = mapped_column(Integer)  # the replicas' own address, on this machine
+    # Its replicas take invocations without a token (created --public); else only with a
+    # live token, checked by each replica (cumulo.serving.gate).
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
     min_replicas: Mapped[int] = mapped_column(Integer, default=1)
     max_replicas: Mapped[int] = mapped_column(Integer, default=1)
     max_batch_size: Mapped[int] = mapped_column(Integer, default=64)

@@ -14,6 +14,13 @@ Each replica reports to the control plane every ``REPORT_INTERVAL`` seconds, as 
 replica does on its pipe (``POST /api/v1/endpoints/NAME/reports``, with the endpoint's token):
 per-variant requests, errors and latency histograms (metrics, and the automatic rollback of
 a traffic shift), its sampled requests (data capture), and its memory (metering).
+
+Each replica checks every invocation's Host header and token (:mod:`cumulo.serving.gate`), as a
+local replica does: it takes the live tokens from the control plane before it says it is
+ready, then waits on ``GET /api/v1/endpoints/NAME/tokens?since=DIGEST``, answered as soon as
+the set changes (a revoke), so a revoked token stops working within a second. If the control
+plane cannot be reached, the replica keeps the set it has. An endpoint created ``--public``
+asks for no token.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ __all__ = ["build", "main"]
 log = logging.getLogger("cumulo.serving")
 
 REPORT_INTERVAL = 1.0  # seconds between a replica's reports to the control plane
+TOKENS_WAIT = 20.0  # seconds the control plane holds a replica's ask for the tokens
+FIRST_TOKENS = 60.0  # seconds a new replica tries to get the tokens before serving without
 
 
 class _Replica:
@@ -57,17 +66,21 @@ class _Replica:
                                dst_path=str(dest))
             found = next(dest.rglob("MLmodel"))
             variants.append(load_variant({**spec, "model_dir": str(found.parent)}))
+        from cumulo.serving.gate import Gate, host_names
         from cumulo.serving.stats import Window
         from cumulo.serving.worker import _Capture
 
         # Requests are served on the replica's event loop, reports sent from a thread.
         self._lock = threading.Lock()
         self._window, self._capture = Window(), _Capture()
+        self.gate = Gate(host_names(str(config.get("address", "127.0.0.1")),
+                                    int(config["port"]), config.get("hosts", [])),
+                         public=bool(config.get("public", False)))
         self.app = ReplicaApp(config["endpoint"], variants,
                               max_batch_size=int(config.get("max_batch_size", 64)),
                               max_wait_ms=float(config.get("max_wait_ms", 2.0)),
                               max_body=int(config.get("max_body", 6 * 1024 * 1024)),
-                              on_result=self._locked(self._window.add))
+                              on_result=self._locked(self._window.add), gate=self.gate)
         self.app.capture_share = float(config.get("capture_percent", 0.0)) / 100
         self.app.on_capture = self._locked(self._capture.add)
         self.id = uuid.uuid4().hex[:12]
@@ -76,6 +89,11 @@ class _Replica:
         if self._report_url:
             threading.Thread(target=self._report_loop, daemon=True,
                              name="cumulo-report").start()
+        self._tokens_url = str(config.get("tokens_url") or "")
+        if self._tokens_url and not self.gate.public:
+            self._first_tokens()
+            threading.Thread(target=self._tokens_loop, daemon=True,
+                             name="cumulo-tokens").start()
 
     def _locked(self, add: Any) -> Any:
         def locked(record: dict[str, Any]) -> None:
@@ -106,6 +124,46 @@ class _Replica:
                 except httpx.HTTPError as exc:  # it restarts, say: this report is lost
                     log.warning("reporting to the control plane failed: %s", exc)
 
+    def _pull_tokens(self, client: Any, wait: float) -> None:
+        """Ask the control plane for the live tokens; it answers when they differ from the
+        set held, or after ``wait`` seconds with 204."""
+        answer = client.get(self._tokens_url,
+                            params={"since": self.gate.digest, "wait": wait})
+        if answer.status_code == 200:
+            doc = answer.json()
+            self.gate.allow(str(doc["digest"]), doc["tokens"])
+        elif answer.status_code != 204:
+            raise RuntimeError(f"{answer.status_code} {answer.text[:200]}")
+
+    def _first_tokens(self) -> None:
+        """The live tokens before the replica takes requests; without them it refuses every
+        token until the control plane answers (tokens_loop goes on asking)."""
+        import httpx
+
+        deadline = time.monotonic() + FIRST_TOKENS
+        with httpx.Client(timeout=10, headers=self._auth()) as client:
+            while time.monotonic() < deadline:
+                try:
+                    self._pull_tokens(client, 0)
+                    return
+                except Exception as exc:
+                    log.warning("getting the live tokens from the control plane failed: %s", exc)
+                    time.sleep(1.0)
+
+    def _tokens_loop(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=TOKENS_WAIT + 10, headers=self._auth()) as client:
+            while True:
+                try:
+                    self._pull_tokens(client, TOKENS_WAIT)
+                except Exception as exc:  # it restarts, say: keep the set held, ask again
+                    log.warning("getting the live tokens from the control plane failed: %s", exc)
+                    time.sleep(1.0)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import Response
 
@@ -126,6 +184,8 @@ class _Replica:
                             error=too_large(len(body), limit) if len(body) > limit else None)
             status, answer, variant = await answered
         headers = {"x-cumulo-variant": variant} if variant else {}
+        if status == 401:
+            headers["www-authenticate"] = "Bearer"
         return Response(answer, status_code=status, media_type="application/json",
                         headers=headers)
 
@@ -149,7 +209,8 @@ def build(config: dict[str, Any]) -> Any:
 def deploy(config: dict[str, Any]) -> None:
     from ray import serve
 
-    serve.start(http_options={"host": config.get("host", "0.0.0.0"),
+    # Serve's proxy keeps the options it first started with on the cluster.
+    serve.start(http_options={"host": config.get("host", "127.0.0.1"),
                               "port": int(config["port"])})
     serve.run(build(config), name=config["endpoint"], route_prefix=f"/{config['endpoint']}",
               blocking=False)

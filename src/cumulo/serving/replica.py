@@ -11,6 +11,10 @@ keeps serving.
 Routes: ``POST /invocations`` (SageMaker's path) and ``POST /endpoints/NAME/invocations``,
 ``GET /ping``. The header ``X-Cumulo-Variant`` pins a request to a variant; the answer names
 the variant that served it in the same header.
+
+An invocation passes the replica's :class:`~cumulo.serving.gate.Gate` first (its Host header,
+its token), whichever front it came by; a refused one is answered at once, and is neither
+counted nor captured.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import orjson
 
 from cumulo.serving.formats import SINGLE, BadInput, Column, Rows, parse
+from cumulo.serving.gate import Gate
 
 __all__ = ["ReplicaApp", "Variant", "too_large"]
 
@@ -65,8 +70,12 @@ class Variant:
 class ReplicaApp:
     def __init__(self, endpoint: str, variants: list[Variant], *, max_batch_size: int = 64,
                  max_wait_ms: float = 2.0, max_body: int = DEFAULT_MAX_BODY,
-                 on_result: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_result: Callable[[dict[str, Any]], None] | None = None,
+                 gate: Gate | None = None) -> None:
         self.endpoint = endpoint
+        # Who may invoke (Host, token). None checks nothing: for a ReplicaApp used in-process
+        # only; the replica's fronts (cumulo.serving.worker, rayserve) always give one.
+        self.gate = gate
         self.set_variants(variants)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -167,7 +176,13 @@ class ReplicaApp:
                error: Exception | None = None, started: float | None = None) -> None:
         """Score one request; ``reply(status, body, variant)`` is called once, now or when
         its batch has been scored. ``error`` is what reading the request found wrong (a body
-        over the limit): answered as such, and counted."""
+        over the limit): answered as such, and counted. A request the gate refuses is answered
+        with why, and not counted."""
+        gate = self.gate
+        if gate is not None and (refused := gate.check(headers)) is not None:
+            status, message = refused
+            reply(status, _error_body(status, message), None)
+            return
         request = _Request(self, headers, body, reply, started)
         try:
             variant = request.variant = self._choose(headers.get(b"x-cumulo-variant"))
@@ -430,6 +445,8 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) 
 async def _answer(send: Send, status: int, body: bytes, *, variant: str | None = None) -> None:
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
     if variant:
         headers.append((b"x-cumulo-variant", variant.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -446,5 +463,6 @@ def _error_body(status: int, message: str, *, field: str | None = None,
     return orjson.dumps(doc)
 
 
-_CODES = {400: "invalid", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-          414: "too_large", 431: "too_large", 500: "model_error"}
+_CODES = {400: "invalid", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          413: "too_large", 414: "too_large", 421: "misdirected", 431: "too_large",
+          500: "model_error"}

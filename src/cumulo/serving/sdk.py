@@ -65,7 +65,8 @@ class Endpoint:
         ``bake_s`` (seconds, or a duration like ``"5m"``) after each step and rolling back
         when the new variant's error rate or p99 latency crosses its limit), or set some
         variants' ``weights`` at once (``{"a": 3, "b": 1}``), and/or change settings such as
-        ``min_replicas``, ``max_replicas``, ``capture_percent`` or ``scale_in_cooldown``.
+        ``min_replicas``, ``max_replicas``, ``capture_percent``, ``scale_in_cooldown`` or
+        ``public`` (True: the replicas' address takes invocations without a token).
         With ``wait``, returns when the shift is done or rolled back."""
         body: dict[str, Any] = _seconds(settings)
         if weights is not None:
@@ -138,7 +139,8 @@ class EndpointsClient:
                max_batch_size: int = 64, max_wait_ms: float = 2.0,
                max_body: str | int = "6M", capture_percent: float = 0.0,
                capture_table: str | None = None, cluster: str | None = None,
-               wait: bool = False, timeout: float = 120.0) -> dict[str, Any]:
+               public: bool = False, wait: bool = False,
+               timeout: float = 120.0) -> dict[str, Any]:
         """Serve ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``), or several
         ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
 
@@ -149,6 +151,8 @@ class EndpointsClient:
         ``capture_percent`` of requests, with their answers, go to the lake table
         ``capture_table`` (default ``endpoints.NAME_capture``).
         ``cluster``: a Ray cluster's name, to run on Ray Serve there.
+        ``public``: the replicas' own address (``url``) takes invocations without a token; by
+        default it asks for ``Authorization: Bearer <token>``, as the control plane does.
 
         >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
         """
@@ -159,7 +163,7 @@ class EndpointsClient:
                             "scale_to_zero_after": scale_to_zero_after}),
                 "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
                 "max_body": max_body, "capture_percent": capture_percent,
-                "capture_table": capture_table, "cluster": cluster}
+                "capture_table": capture_table, "cluster": cluster, "public": public}
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
 

@@ -11,6 +11,12 @@ with :mod:`cumulo.serving.http`. On SIGTERM it stops accepting, answers the requ
 and exits 0. Every ``stats_interval`` seconds it writes one line of stats (requests in flight;
 per variant, requests, errors and latency histograms: :mod:`cumulo.serving.stats`) for the
 manager's autoscaler and metrics. Its stdout is the manager's pipe; its log goes to stderr.
+
+Every invocation passes the replica's gate (:mod:`cumulo.serving.gate`): a Host header naming
+an address the replica serves under (from the socket it was given, and the config's
+``hosts``), and, unless the config says ``public``, a live token from the set the manager
+writes to the config's ``tokens_file``, which the replica looks at every ``TOKENS_POLL``
+seconds. A config without either serves nobody but the public.
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
+
+    from cumulo.serving.gate import Gate
 
 __all__ = ["load_variant", "main"]
 
@@ -164,10 +175,50 @@ class _Config:
 
 
 def _apply(app: Any, doc: dict[str, Any]) -> None:
+    app.gate.public = bool(doc.get("public", False))
     app.max_batch_size = int(doc.get("max_batch_size", 64))
     app.max_wait = float(doc.get("max_wait_ms", 2.0)) / 1000
     app.max_body = int(doc.get("max_body", 6 * 1024 * 1024))
     app.capture_share = float(doc.get("capture_percent", 0.0)) / 100
+
+
+def _gate(listener: socket.socket, doc: dict[str, Any]) -> tuple[Gate, Path | None]:
+    """The replica's gate: the Host names of the address it listens on and the config's
+    ``hosts``; the token set from ``tokens_file``, read now so that the first requests find
+    it. Also that file's path (None: the config names none; only a public endpoint's replica
+    serves anyone then)."""
+    from cumulo.serving.gate import Gate, host_names, read_tokens
+
+    bound, port = listener.getsockname()[:2]
+    gate = Gate(host_names(bound, port, doc.get("hosts", [])),
+                public=bool(doc.get("public", False)))
+    path = Path(doc["tokens_file"]) if doc.get("tokens_file") else None
+    found = read_tokens(path) if path is not None else None
+    if found is not None:
+        gate.allow(*found)
+    return gate, path
+
+
+async def _watch_tokens(gate: Gate, path: Path | None) -> None:
+    """Take the token set the manager writes to ``path`` each time it is replaced."""
+    from cumulo.serving.gate import TOKENS_POLL, read_tokens
+
+    if path is None:
+        return
+    seen: tuple[int, int] | None = None
+    while True:
+        try:
+            stat = os.stat(path)
+            now: tuple[int, int] | None = (stat.st_ino, stat.st_mtime_ns)
+        except OSError:
+            now = None
+        if now is not None and now != seen:
+            found = read_tokens(path)
+            if found is not None:  # else it is being replaced: look again next time
+                seen = now
+                if found[0] != gate.digest:
+                    gate.allow(*found)
+        await asyncio.sleep(TOKENS_POLL)
 
 
 def forked(args: dict[str, Any], fds: list[int]) -> int:
@@ -187,13 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     sys.setswitchinterval(0.001)  # a model running in a thread hands the loop back sooner
     try:
+        import socket
+
+        listener = socket.socket(fileno=args.fd)
         config = _Config(Path(args.config))
+        gate, tokens_file = _gate(listener, config.doc)
         variants = config.variants(config.doc)
         from cumulo.serving.replica import ReplicaApp
         from cumulo.serving.stats import Window
 
         window, capture = Window(), _Capture()
-        app = ReplicaApp(config.doc["endpoint"], variants, on_result=window.add)
+        app = ReplicaApp(config.doc["endpoint"], variants, on_result=window.add, gate=gate)
         app.on_capture = capture.add
         _apply(app, config.doc)
     except Exception:
@@ -231,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
 
     async def serve() -> None:
         import signal
-        import socket
 
         from cumulo.serving.http import Server
 
@@ -240,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = Server(app, keep_alive=30.0)
-        await server.start(socket.socket(fileno=args.fd))
+        await server.start(listener)
         reporter = loop.create_task(report(stop))
+        watcher = loop.create_task(_watch_tokens(gate, tokens_file))
         _say({"ready": round(time.perf_counter() - started, 3), "pid": os.getpid(),
               "generation": generation})
         try:
@@ -249,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             await server.shutdown(grace=4.0)
         finally:
             reporter.cancel()
+            watcher.cancel()
 
     import uvloop
 

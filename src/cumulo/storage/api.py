@@ -216,10 +216,22 @@ class RangeNotSatisfiable(Invalid):
     code = "range_not_satisfiable"
 
 
+_OBJECT_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
 @router.get(
     "/buckets/{bucket}/objects/{key:path}", summary="Download an object (streamed)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"description": "the object, as its own content type", "content": _OBJECT_BYTES},
+        206: {"description": "the part the Range header asks for", "content": _OBJECT_BYTES},
+        416: {"description": f"{RangeNotSatisfiable.code}: the range lies outside the object",
+              "content": {"application/json": {  # the server's error body (server/openapi.py)
+                  "schema": {"$ref": "#/components/schemas/Error"}}}},
+    },
+    openapi_extra={"parameters": [{
+        "name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+        "description": "one range: bytes=START-END, bytes=START- or bytes=-LAST"}]},
 )
 def get_object(bucket: str, key: str, request: Request, session: DbSession,
                storage: Storage) -> StreamingResponse:
@@ -240,7 +252,9 @@ def get_object(bucket: str, key: str, request: Request, session: DbSession,
                              media_type=row.content_type)
 
 
-@router.head("/buckets/{bucket}/objects/{key:path}", summary="An object's headers")
+@router.head("/buckets/{bucket}/objects/{key:path}", summary="An object's headers",
+             responses={200: {"description": "the object's headers, its own content type "
+                                             "among them", "content": _OBJECT_BYTES}})
 def head_object(bucket: str, key: str, session: DbSession) -> Response:
     row = service.get_object(session, bucket, validate_key(key))
     return Response(headers={**_headers(row), "content-length": str(row.size)})

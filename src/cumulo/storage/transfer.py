@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from cumulo.errors import Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
+from cumulo.storage.leftovers import marked
 
 __all__ = ["CHUNK", "read_range", "spool_body"]
 
@@ -35,7 +36,9 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
     lift_body_limit(request)  # streamed to disk, by a caller its route has checked
     expected = request.headers.get("content-length")
     want = int(expected) if expected and expected.isdigit() else None
-    fd, name = tempfile.mkstemp(dir=spool_dir, prefix="upload-")
+    # Named for this process: a server starting beside a live one removes only the uploads
+    # of processes that ended (cumulo.storage.leftovers).
+    fd, name = tempfile.mkstemp(dir=spool_dir, prefix=marked("upload"))
     tmp = Path(name)
     digest = hashlib.sha256()
     size = 0

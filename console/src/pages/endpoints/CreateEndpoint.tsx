@@ -125,6 +125,7 @@ export default function CreateEndpoint() {
   const [name, setName] = useState("");
   const [named, setNamed] = useState(false);
   const [cluster, setCluster] = useState("");
+  const [open, setOpen] = useState(false);
   const [settings, setSettings] = useState<Settings>(DEFAULTS);
   const [tried, setTried] = useState(false);
   const clusters = useApi((signal) => get<Cluster[]>("/clusters", undefined, signal), []);
@@ -144,7 +145,7 @@ export default function CreateEndpoint() {
     event.preventDefault();
     setTried(true);
     if (invalid) return;
-    const body = { name: shownName, model: reference, ...settingsBody(settings), cluster: cluster || null };
+    const body = { name: shownName, model: reference, ...settingsBody(settings), cluster: cluster || null, public: open };
     const made = await create.run(body);
     if (made) navigate(`/endpoints/${encodeURIComponent(made.name)}`);
   };
@@ -153,7 +154,7 @@ export default function CreateEndpoint() {
     .filter((k) => settings[k] !== DEFAULTS[k] && !(k === "max_replicas" && settings[k] === settings.min_replicas))
     .map((k) => ` ${FLAGS[k]} ${settings[k]}`).join("");
   const command = `cumulo endpoints create ${shownName || "NAME"} --model ${reference || "MODEL:VERSION"}${flags}`
-    + `${cluster ? ` --cluster ${cluster}` : ""} --wait`;
+    + `${cluster ? ` --cluster ${cluster}` : ""}${open ? " --public" : ""} --wait`;
 
   return (
     <>
@@ -185,6 +186,11 @@ export default function CreateEndpoint() {
             </select>
           </div>
         </div>
+        <label style={{ display: "flex", gap: ".5rem", alignItems: "center", marginBottom: ".8rem" }}>
+          <input id="ep-public" type="checkbox" checked={open} style={{ margin: 0 }}
+                 onChange={(e) => setOpen(e.target.checked)} />
+          Public address: its replicas take requests without a token (anyone who can reach the address may score rows)
+        </label>
         <h2>Capacity</h2>
         <SettingsFields prefix="ep-new" settings={settings} onChange={setSettings}
                         errors={tried ? checkSettings(settings) : {}} />

@@ -187,6 +187,7 @@ function SettingsPanel({ endpoint: e, onDone }: { endpoint: Endpoint; onDone: ()
             after {seconds(e.scale_in_cooldown)}{e.min_replicas === 0 ? `, to zero after ${seconds(e.scale_to_zero_after)} idle` : ""}</dd>
           <dt>Batching</dt><dd>up to {e.max_batch_size} rows, waiting at most {number(e.max_wait_ms)} ms</dd>
           <dt>Largest body</dt><dd>{bytes(e.max_body)}</dd>
+          <dt>Access</dt><dd>{e.public ? "public: anyone who reaches its address may invoke it" : "a token is needed, on its own address too"}</dd>
           <dt>Data capture</dt>
           <dd>{e.capture_percent ? <>{number(e.capture_percent)}% of requests to{" "}
             <Link to={`/tables/${(e.capture_table ?? "").split(".").map(encodeURIComponent).join("/")}`}>{e.capture_table}</Link></> : "off"}</dd>

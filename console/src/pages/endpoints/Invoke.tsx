@@ -115,7 +115,7 @@ export function InvokePanel({ endpoint }: { endpoint: Endpoint }) {
   -H "Authorization: Bearer $CUMULO_TOKEN" -H "Content-Type: application/json" \\
   -d '${body.replace(/\s*\n\s*/g, " ").replace(/'/g, "'\\''")}'`}</pre>
         <p className="muted">Or from the CLI: <code>cumulo endpoints invoke {endpoint.name} -d @request.json</code>;
-          on this machine, the replicas answer directly (no token) at <code>{endpoint.url}/invocations</code>.</p>
+          on this machine, the replicas answer directly at <code>{endpoint.url}/invocations</code>, with the same token{endpoint.public ? " (or none: the endpoint is public)" : ""}.</p>
       </details>
     </section>
   );

@@ -62,6 +62,7 @@ export interface Endpoint {
   max_wait_ms: number;
   max_body: number;
   capture_percent: number;
+  public: boolean;
   capture_table: string | null;
   cluster: string | null;
   replicas: Replica[];

@@ -123,7 +123,8 @@ class Executor(Protocol):
         ...
 
     def signal(self, job_id: str, sig: int) -> None:
-        """Send ``sig`` to the attempt (all of it: its process group); SIGKILL ends it."""
+        """Send ``sig`` to the attempt (all of it: every process below its runner, in its
+        process group or not); SIGKILL ends it."""
         ...
 
     def sample(self, job_id: str) -> tuple[float, int] | None:

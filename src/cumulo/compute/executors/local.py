@@ -14,6 +14,11 @@ none of it, which a fresh interpreter starts sooner than a fork of a large proce
 Each job runs in a session (process group) of its own, writing straight to its log file: the
 control plane never carries a job's output, and a restart of the control plane leaves running
 jobs running, to be found again by pid and start time.
+
+A job is all the processes below its runner, which keeps them there even when they leave its
+process group (setsid, a double fork: see :mod:`cumulo.forkserver.reaper`). Each look at them
+(a sample, a signal) remembers those it finds, so that they are still found, and ended, if the
+runner is killed and they go to init; the fork server kills what reaches it that way itself.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,7 @@ import psutil
 from cumulo.compute.executors import Attempt, Found, Launch, Launched, ProcessExit, Resources
 from cumulo.config import child_env
 from cumulo.errors import Invalid
-from cumulo.forkserver import Forked, ForkServer, parse_preload, process_alive
+from cumulo.forkserver import Forked, ForkServer, parse_preload, process_alive, reaper
 
 __all__ = ["AUTO", "LocalExecutor", "detect_resources", "uses_preloaded"]
 
@@ -132,6 +137,49 @@ class _Running:
     pid: int
     started: float
     exit_file: Path
+    # Every process met below the runner, by pid: found again, to be ended, should the runner
+    # die first and they go to init.
+    seen: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def processes(self) -> list[psutil.Process]:
+        """The attempt's processes now: the runner while it lives, everything below it, and
+        what was met below it before and lives on elsewhere, with everything below that."""
+        top = self._top()
+        alive = {pid: p for pid, p in self.seen.items() if _same(p)}
+        roots = [*([top.pid] if top is not None else []), *alive]
+        self.seen = {}
+        if not roots:
+            return []
+        for pid in [*alive, *reaper.descendants(roots)]:
+            proc = alive.get(pid) or _process(pid)
+            if proc is not None:
+                self.seen[pid] = proc
+        return [*([top] if top is not None else []), *self.seen.values()]
+
+    def _top(self) -> psutil.Process | None:
+        if not process_alive(self.pid, self.started):
+            return None
+        return _process(self.pid)
+
+    def end(self) -> None:
+        """SIGKILL all of the attempt. The runner is stopped first, so that it can start
+        nothing more while what is below it is killed (their orphans come back to it)."""
+        top = self._top()
+        if top is not None:
+            with contextlib.suppress(psutil.Error):
+                top.suspend()
+        killed: set[int] = set()
+        for _ in range(5):  # again while killing turns up more (a fork as it was signalled)
+            below = [p for p in self.processes()
+                     if p.pid != self.pid and p.pid not in killed and _same(p)]
+            if not below:
+                break
+            killed.update(p.pid for p in below)
+            _send(below, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if top is not None:
+            _send([top], signal.SIGKILL)
 
     def ended(self) -> tuple[bool, int | None]:
         """Whether it has ended, and its exit code when that is known."""
@@ -206,7 +254,7 @@ class LocalExecutor:
         self._fork_starts.append(now)
         self._forks = ForkServer([*self.preload, _ENTRY_MODULE], env=child_env(), cwd=self.home,
                                  log_path=self._worker_log, name=f"fork server ({self.name})",
-                                 on_exit=self._wake.set)
+                                 on_exit=self._wake.set, kill_orphans=True)
 
     @property
     def preloaded(self) -> list[str]:
@@ -322,8 +370,9 @@ class LocalExecutor:
     def adopt(self, attempt: Attempt) -> bool:
         if attempt.pid is None:  # handed to no process yet: it never ran
             return False
-        self._running[attempt.job_id] = _Running(None, attempt.pid, attempt.pid_started or 0.0,
-                                                 attempt.exit_file)
+        run = _Running(None, attempt.pid, attempt.pid_started or 0.0, attempt.exit_file)
+        run.processes()  # remember them now, while they are below the runner
+        self._running[attempt.job_id] = run
         return True
 
     def poll(self, job_id: str) -> ProcessExit | None:
@@ -334,9 +383,7 @@ class LocalExecutor:
         if not ended:
             return None
         del self._running[job_id]
-        # What the job left running in its process group goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(run.pid, signal.SIGKILL)
+        run.end()  # what the job left running goes with it
         record = _read_exit(run.exit_file)
         if record:
             return ProcessExit(int(record["exit_code"]), record=record)
@@ -348,27 +395,33 @@ class LocalExecutor:
         return job_id in self._running
 
     def signal(self, job_id: str, sig: int) -> None:
+        """``sig`` to every process of the attempt, in its process group or not."""
         run = self._running.get(job_id)
         if run is None:
             return
+        if sig == signal.SIGKILL:
+            run.end()
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, sig)
+        # Those outside the group: a second signal could mean more to a process than one.
+        _send([p for p in run.processes() if _group(p) != run.pid], sig)
 
     def sample(self, job_id: str) -> tuple[float, int] | None:
-        """CPU-seconds and resident memory of the job's whole process tree, now."""
+        """CPU-seconds and resident memory of all of the job's processes, now. The CPU time
+        of a process that ended counts with the one that reaped it (its children's)."""
         run = self._running.get(job_id)
         if run is None:
             return None
-        try:
-            root = psutil.Process(run.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
+        procs = run.processes()
+        if not procs:
             return None
         cpu, rss = 0.0, 0
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                cpu += times.user + times.system
+                cpu += (times.user + times.system + getattr(times, "children_user", 0.0)
+                        + getattr(times, "children_system", 0.0))
                 rss += proc.memory_info().rss
         return cpu, rss
 
@@ -386,6 +439,34 @@ class LocalExecutor:
         if self._forks is not None:
             self._forks.stop()
             self._forks = None
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def _same(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs (its pid not taken by a later process)."""
+    try:
+        return bool(proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _group(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except OSError:
+        return None
+
+
+def _send(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
 
 
 def _read_exit(path: Path) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from cumulo.serving.metrics import summarize
 from cumulo.serving.models import Endpoint
 
 if TYPE_CHECKING:
+    from cumulo.serving.allowed import AllowedTokens
     from cumulo.serving.runtimes.local import Launcher
 
 __all__ = ["METER_INTERVAL", "Manager", "Metered", "RuntimeBase"]
@@ -42,6 +43,8 @@ class Manager(Protocol):
     host: str  # the address local endpoints listen on
     root: Path  # <home>/serving
     launcher: Launcher  # starts local replica processes
+    allowed: AllowedTokens  # the live tokens replicas check invocations against
+    served_names: list[str]  # Host names replicas answer under besides their own address
 
     def notify(self) -> None:
         """Step the endpoints now (a replica is ready or gone, a deploy ended)."""

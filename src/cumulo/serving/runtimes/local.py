@@ -11,6 +11,11 @@ Replicas start as forks of the serving fork server (:class:`Launcher`, on
 :mod:`cumulo.forkserver`), which imported ``PRELOAD`` once when the control plane started;
 until it is ready, or if it died, as new processes.
 
+The socket listens on the control plane's host (``host``: loopback unless ``cumulo up --host``
+says otherwise). Each replica checks every invocation's Host header and token itself
+(:mod:`cumulo.serving.gate`), against the live tokens the manager writes to one file for all
+replicas (:mod:`cumulo.serving.allowed`); an endpoint created ``--public`` skips the token.
+
 It scales the replicas as :func:`cumulo.serving.autoscaler.decide` says. The socket stays
 open with no replicas, so a request that arrives then waits in its queue while the manager,
 which watches the socket (:meth:`LocalRuntime.waiting`), has a replica started. A stopping
@@ -163,7 +168,7 @@ class LocalRuntime(RuntimeBase):
         settings = {"endpoint": endpoint.name, "variants": endpoint.variants,
                     "max_batch_size": endpoint.max_batch_size,
                     "max_wait_ms": endpoint.max_wait_ms, "max_body": endpoint.max_body,
-                    "capture_percent": endpoint.capture_percent}
+                    "capture_percent": endpoint.capture_percent, "public": endpoint.public}
         wanted = json.dumps(settings, sort_keys=True)
         self.capture.table = endpoint.capture_table
         if wanted == self.wanted or (self._fetch is not None and self._fetch.is_alive()):
@@ -180,6 +185,8 @@ class LocalRuntime(RuntimeBase):
             generation = self.generation + 1
             config = {
                 **settings, "stats_interval": 0.5, "generation": generation,
+                "tokens_file": str(self.manager.allowed.path),
+                "hosts": self.manager.served_names,
                 "variants": [{"name": v["name"], "model_dir": str(d), "weight": v["weight"],
                               "shadow": v.get("shadow", False)}
                              for v, d in zip(variants, dirs, strict=True)]}

@@ -8,6 +8,13 @@ behind ``POST /api/v1/endpoints/NAME/reports``), as a local replica does on its 
 rollbacks, data capture and metering work as they do for local endpoints. A replica's time is
 metered from a second before its first report to its last; one not heard from for
 ``REPLICA_LOST`` seconds has ended.
+
+Each replica checks every invocation's Host header and token itself, as a local one does
+(:mod:`cumulo.serving.gate`): it asks the control plane for the live tokens when it starts and
+then waits on ``GET /api/v1/endpoints/NAME/tokens``, which answers as soon as the set changes.
+Ray Serve's proxy listens on loopback when the cluster's head is on this machine and the
+control plane listens on loopback too; else on every interface (the control plane, on another
+machine, must reach it), where the tokens guard it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
 from cumulo.serving.capture import CaptureBuffer
+from cumulo.serving.gate import is_loopback
 from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes.base import Manager, RuntimeBase
 
@@ -77,6 +85,10 @@ class RayRuntime(RuntimeBase):
         self.python = shlex.quote(python)
         host = urlsplit(dashboard).hostname or "127.0.0.1"
         self.url = f"http://{host}:{endpoint.port}/{endpoint.name}"
+        self.address = host  # the name the replicas answer under (their Host check)
+        # Where Ray Serve's proxy listens (the module's docstring says why).
+        self.serve_host = ("127.0.0.1" if is_loopback(host) and is_loopback(manager.host)
+                           else "0.0.0.0")
         # Its Serve replicas, by the id each reports with; those gone, for their last reports.
         self.reporting: dict[str, ServeReplica] = {}
         self.ended: list[ServeReplica] = []
@@ -128,7 +140,9 @@ class RayRuntime(RuntimeBase):
                     "target_in_flight": endpoint.target_in_flight,
                     "scale_in_cooldown": endpoint.scale_in_cooldown,
                     "capture_percent": endpoint.capture_percent,
-                    "port": endpoint.port}
+                    "port": endpoint.port, "public": endpoint.public,
+                    "address": self.address, "hosts": self.manager.served_names,
+                    "host": self.serve_host}
         wanted = json.dumps(settings, sort_keys=True)
         self.capture.table = endpoint.capture_table
         with self._lock:
@@ -151,8 +165,10 @@ class RayRuntime(RuntimeBase):
         env = {"MLFLOW_TRACKING_URI": f"{base}/mlflow",
                "MLFLOW_TRACKING_TOKEN": self.secret, "MLFLOW_DISABLE_TELEMETRY": "true"}
         report_url = f"{base}/api/v1/endpoints/{self.name}/reports"
+        tokens_url = f"{base}/api/v1/endpoints/{self.name}/tokens"
         payload = base64.b64encode(json.dumps(
-            {**settings, "env": env, "report_url": report_url}).encode()).decode()
+            {**settings, "env": env, "report_url": report_url,
+             "tokens_url": tokens_url}).encode()).decode()
         return str(self.client.submit_job(
             entrypoint=f"{self.python} -m cumulo.serving.rayserve deploy --config {payload}",
             runtime_env={"env_vars": env}))
