@@ -59,11 +59,15 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/pipelines.py
 	$(MAKE) bench-secure-invoke
+	$(MAKE) bench-control-plane-load
 
 # An endpoint invoked with and without a token: the replicas' own check, the control plane's.
-.PHONY: bench-secure-invoke
+.PHONY: bench-secure-invoke bench-control-plane-load
 bench-secure-invoke: $(VENV)/.installed-test
 	$(BIN)/python bench/secure_invoke.py
+
+bench-control-plane-load: $(VENV)/.installed-test
+	$(BIN)/python bench/control_plane_load.py
 
 # The console's pictures in docs/screenshots, taken by its browser tests.
 screenshots: $(VENV)/.installed-test $(CONSOLE_BUILT)
