@@ -19,7 +19,8 @@ import httpx
 
 __all__ = [
     "DATA", "MIB", "REPO", "TOKEN", "cpu_seconds", "free_port", "own_cpu_seconds",
-    "proc_mem_mb", "reset_peak", "start_server", "stop_server", "wait_preloaded",
+    "proc_mem_mb", "register_model", "reset_peak", "start_server", "stop_server",
+    "wait_preloaded",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +68,24 @@ def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
             stop_server(proc)
             sys.exit(f"cumulo up did not answer in 60s:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+def register_model(url: str, model: Path, experiment: str, name: str = "churn") -> None:
+    """Log the MLflow model saved at ``model`` to the server's MLflow and register it as
+    ``name`` (version 1 on a fresh server), as a user's training script would."""
+    import mlflow
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = TOKEN
+    mlflow.set_tracking_uri(f"{url}/mlflow")
+    mlflow.set_registry_uri(f"{url}/mlflow")
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(model)), name="model",
+                                 registered_model_name=name, serialization_format="pickle",
+                                 signature=Model.load(str(model)).signature)
 
 
 def wait_preloaded(client: object, timeout: float = 180) -> list[str]:

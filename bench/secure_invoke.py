@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, TOKEN, start_server, stop_server
+from harness import REPO, TOKEN, register_model, start_server, stop_server
 
 REPLICAS = 2
 CONNECTIONS = 64
@@ -60,22 +59,6 @@ def make_model(work: Path) -> Path:
                               serialization_format="pickle",
                               signature=infer_signature(frame, labels))
     return path
-
-
-def register(url: str, model: Path) -> None:
-    import mlflow
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = TOKEN
-    mlflow.set_tracking_uri(f"{url}/mlflow")
-    mlflow.set_registry_uri(f"{url}/mlflow")
-    import mlflow.sklearn
-    from mlflow.models import Model
-
-    mlflow.set_experiment("bench-secure-invoke")
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(model)), name="model",
-                                 registered_model_name="churn", serialization_format="pickle",
-                                 signature=Model.load(str(model)).signature)
 
 
 def load(url: str, body: Path, seconds: float, headers: list[str]) -> dict[str, Any]:
@@ -125,7 +108,7 @@ def run(work: Path, seconds: float, rounds: int) -> dict[str, dict[str, Any]]:
         client = Client(url=url, token=TOKEN)
         until(lambda: client.endpoints.runtime()["fork_server"]["state"] != "starting", 120,
               "the serving fork server ready")
-        register(url, model)
+        register_model(url, model, "bench-secure-invoke")
         info = client.endpoints.create("churn", "churn:1", min_replicas=REPLICAS,
                                        public=True, wait=True, timeout=120)
         until(lambda: sum(r["ready"] for r in client.endpoints.show("churn")["replicas"])

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, TOKEN, free_port, start_server, stop_server
+from harness import REPO, TOKEN, free_port, register_model, start_server, stop_server
 
 WORKERS = 2
 CONNECTIONS = 64
@@ -246,20 +246,7 @@ def run_cumulo(work: Path, model: Path, payloads: dict[str, dict[str, Path]],
             if time.monotonic() > deadline:
                 raise TimeoutError("the serving fork server did not get ready")
             time.sleep(0.2)
-        import mlflow
-
-        os.environ["MLFLOW_TRACKING_TOKEN"] = TOKEN
-        mlflow.set_tracking_uri(f"{url}/mlflow")
-        mlflow.set_registry_uri(f"{url}/mlflow")
-        import mlflow.sklearn
-        from mlflow.models import Model
-
-        mlflow.set_experiment("bench-serving")
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(mlflow.sklearn.load_model(str(model)), name="model",
-                                     registered_model_name="churn",
-                                     serialization_format="pickle",
-                                     signature=Model.load(str(model)).signature)
+        register_model(url, model, "bench-serving")
         one = payloads["1"]["mlflow"].read_bytes()
         t0 = time.monotonic()
         info = client.endpoints.create("churn", "churn:1", min_replicas=WORKERS,

@@ -116,8 +116,11 @@ def test_bad_requests_through_the_control_plane(serving: Cumulo, churn: str) -> 
         "Authorization": f"Bearer {token}", "X-Request-ID": "short-way-1"})
     assert ok.status_code == 200 and ok.headers["x-request-id"] == "short-way-1"
     assert "predictions" in ok.json()
-    assert any('"short-way-1"' in line and "invocations" in line
-               for line in serving.log_lines())  # logged like any request
+    deadline = time.monotonic() + 5  # the access log's line is written after the answer
+    while not (logged := any('"short-way-1"' in line and "invocations" in line
+                             for line in serving.log_lines())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged  # logged like any request
     c.tokens.revoke("short-way")
     refused = httpx.post(url, json={"instances": [[1, 2.0]]},
                          headers={"Authorization": f"Bearer {token}"})

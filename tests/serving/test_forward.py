@@ -127,3 +127,27 @@ def test_a_replica_that_is_gone_or_silent_is_a_clear_error() -> None:
         await _stop(server, replica, forward)
 
     asyncio.run(go())
+
+
+def test_idle_connections_to_replicas_that_are_gone_are_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import cumulo.serving.forward as forward_module
+
+    monkeypatch.setattr(forward_module, "_IDLE_S", 0.1)
+
+    async def go() -> None:
+        old, new = Replica(), Replica()
+        old_server, old_port = await _serve(old)
+        new_server, new_port = await _serve(new)
+        forward = Forwarder()
+        assert (await forward.post("127.0.0.1", old_port, "/", [], b"1"))[0] == 200
+        kept = forward._idle[("127.0.0.1", old_port)][0]
+        await asyncio.sleep(0.2)
+        # The old replica is never asked again; a request elsewhere sweeps its connection.
+        assert (await forward.post("127.0.0.1", new_port, "/", [], b"2"))[0] == 200
+        assert ("127.0.0.1", old_port) not in forward._idle
+        assert kept.writer.is_closing()
+        await _stop(old_server, old, forward)
+        await _stop(new_server, new, forward)
+
+    asyncio.run(go())

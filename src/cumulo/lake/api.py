@@ -537,7 +537,7 @@ def _query_out(session: Session, q: SqlQuery) -> QueryOut:
 
 
 def _results_dir(request: Request) -> Path:
-    return services(request).settings.home / "results"
+    return sql.results_dir(services(request).settings.home)
 
 
 @sql_router.post("", response_model=SqlResult, summary="Run a SQL statement")

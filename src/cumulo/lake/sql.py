@@ -50,7 +50,12 @@ from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
 __all__ = ["ATHENA_USD_PER_TB", "SQL_MEMORY_LIMIT", "SQL_SPILL_LIMIT", "QueryCancelled",
-           "QueryOutcome", "cancel", "run", "unquote_name"]
+           "QueryOutcome", "cancel", "results_dir", "run", "unquote_name"]
+
+
+def results_dir(home: Path) -> Path:
+    """Where query results (and DuckDB's spill, under ``spill/``) are written."""
+    return home / "results"
 
 # What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
 ATHENA_USD_PER_TB = 5.0

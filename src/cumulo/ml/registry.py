@@ -14,7 +14,7 @@ import re
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -255,13 +255,13 @@ def _version(v: dict[str, Any]) -> dict[str, Any]:
 
 def _artifact_path(uri: str, model: str, version: str) -> str:
     """The path under MLflow's artifact store of an ``mlflow-artifacts:`` URI."""
-    prefix = "mlflow-artifacts:"
-    if not uri.startswith(prefix):
+    parts = urlsplit(uri)  # mlflow-artifacts:/1/models/m-…/artifacts, or with a //host
+    if parts.scheme != "mlflow-artifacts":
         raise Invalid(f"model {model} version {version} is stored at {uri!r}, outside "
                       "Cumulo's artifact store; register it from a run logged to Cumulo")
-    path = uri[len(prefix):].lstrip("/")
-    if "://" in path or not path:
+    path = parts.path.strip("/")
+    if not path:
         raise Invalid(f"model {model} version {version} has an artifact URI Cumulo cannot "
                       f"read: {uri!r}")
-    return path.split("/", 1)[1] if path.startswith("localhost") else path
+    return path
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cumulo.config import Settings
 from cumulo.lake.leftovers import sweep_results
+from cumulo.lake.sql import results_dir
 from cumulo.storage.backends import Backend
 from cumulo.storage.leftovers import sweep_spool
 
@@ -14,4 +15,4 @@ __all__ = ["sweep"]
 
 def sweep(settings: Settings, storage: Backend) -> None:
     sweep_spool(storage)  # uploads, loads, files on their way into storage
-    sweep_results(settings.home / "results")  # SQL results cut short, DuckDB's spill
+    sweep_results(results_dir(settings.home))  # SQL results cut short, DuckDB's spill

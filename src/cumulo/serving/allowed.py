@@ -47,9 +47,10 @@ class AllowedTokens:
     ``path`` for local replicas whenever they change."""
 
     def __init__(self, sessions: Callable[[], AbstractContextManager[Session]],
-                 path: Path) -> None:
+                 path: Path, *, wanted: Callable[[], bool] = lambda: True) -> None:
         self.sessions = sessions
         self.path = path
+        self.wanted = wanted  # False while no endpoint runs here: the tokens are not read
         self.key = "cml_" + secrets.token_urlsafe(32)  # this start's own key: never stored
         self._key_hash = hashlib.sha256(self.key.encode()).hexdigest()
         # (digest, tokens), replaced whole: read by the routes' threads and the event loop.
@@ -95,7 +96,7 @@ class AllowedTokens:
 
     def start(self) -> None:
         """Read the set now (replicas started next find it), then every REFRESH seconds."""
-        self._refresh_logged()
+        self.refresh_logged()
         self._thread = threading.Thread(target=self._run, daemon=True, name="endpoint-tokens")
         self._thread.start()
 
@@ -106,9 +107,11 @@ class AllowedTokens:
 
     def _run(self) -> None:
         while not self._stop.wait(REFRESH):
-            self._refresh_logged()
+            if self.wanted():
+                self.refresh_logged()
 
-    def _refresh_logged(self) -> None:
+    def refresh_logged(self) -> None:
+        """``refresh``, with a failure logged: the replicas keep the set they have."""
         try:
             self.refresh()
         except Exception:  # the database is away: the replicas keep the set they have

@@ -49,6 +49,7 @@ class Forwarder:
         self.connect_timeout = connect_timeout
         self.idle_per_address = idle_per_address
         self._idle: dict[tuple[str, int], deque[_Conn]] = {}
+        self._swept = time.monotonic()
 
     async def post(self, host: str, port: int, path: str, headers: list[tuple[str, str]],
                    body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -73,8 +74,10 @@ class Forwarder:
                               "answering") from exc
 
     def _take(self, address: tuple[str, int]) -> _Conn | None:
-        idle = self._idle.get(address)
         now = time.monotonic()
+        if now - self._swept > _IDLE_S:
+            self._sweep(now)
+        idle = self._idle.get(address)
         while idle:
             conn = idle.pop()
             if now - conn.used < _IDLE_S and not conn.reader.at_eof():
@@ -130,6 +133,16 @@ class Forwarder:
         else:
             conn.close()
         return status, headers, body
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle too long, those to replicas that are gone included (their
+        addresses are never asked for again)."""
+        self._swept = now
+        for address, idle in list(self._idle.items()):
+            while idle and now - idle[0].used >= _IDLE_S:
+                idle.popleft().close()
+            if not idle:
+                del self._idle[address]
 
     def close(self) -> None:
         for idle in self._idle.values():
