@@ -21,10 +21,16 @@ from pathlib import Path
 
 from cumulo.storage.leftovers import LOCK_NAME, claim, remove
 
-__all__ = ["sweep_results", "whole_parquet"]
+__all__ = ["results_dir", "sweep_results", "whole_parquet"]
 
 log = logging.getLogger("cumulo.lake")
 _MAGIC = b"PAR1"  # a Parquet file starts and ends with it; the end comes with the footer
+
+
+def results_dir(home: Path) -> Path:
+    """Where query results (and DuckDB's spill, under ``spill/``) are written. Here, not in
+    :mod:`cumulo.lake.sql`, so that the start-up sweep loads no DuckDB or Arrow."""
+    return home / "results"
 
 
 def whole_parquet(path: Path) -> bool:

@@ -42,6 +42,7 @@ from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
 from cumulo.lake import catalog, delta, sqlguard
 from cumulo.lake.ingest import detect_format
+from cumulo.lake.leftovers import results_dir
 from cumulo.lake.models import SqlQuery
 from cumulo.lake.refs import TableRef, parse_timestamp, validate_name
 from cumulo.lake.sqlwatch import QueryCancelled, Watch, check_capacity
@@ -52,10 +53,6 @@ from cumulo.storage.backends import Backend
 __all__ = ["ATHENA_USD_PER_TB", "SQL_MEMORY_LIMIT", "SQL_SPILL_LIMIT", "QueryCancelled",
            "QueryOutcome", "cancel", "results_dir", "run", "unquote_name"]
 
-
-def results_dir(home: Path) -> Path:
-    """Where query results (and DuckDB's spill, under ``spill/``) are written."""
-    return home / "results"
 
 # What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
 ATHENA_USD_PER_TB = 5.0

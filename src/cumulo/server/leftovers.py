@@ -5,8 +5,7 @@ server starting later beside this one leaves alone what this one writes."""
 from __future__ import annotations
 
 from cumulo.config import Settings
-from cumulo.lake.leftovers import sweep_results
-from cumulo.lake.sql import results_dir
+from cumulo.lake.leftovers import results_dir, sweep_results
 from cumulo.storage.backends import Backend
 from cumulo.storage.leftovers import sweep_spool
 
