@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,9 +42,52 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes its lines in batches: at once from a warning up, else
+    within ``interval`` seconds, from a thread of its own. A busy server's access log costs a
+    write a tenth of a second rather than one per request."""
+
+    def __init__(self, stream: Any, interval: float = 0.1) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self._lines: list[str] = []
+        self._wake = threading.Event()
+        self._start()
+        os.register_at_fork(after_in_child=self._start)  # a forked child has no such thread
+
+    def _start(self) -> None:
+        self._lines = []  # in a child: the parent's, written by the parent
+        threading.Thread(target=self._run, name="cumulo-log", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._lines:
+                lines, self._lines = self._lines, []
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass  # the stream is gone: nothing to tell it with
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.interval):
+            self.flush()
+
+
 def configure_logging(level: str = "info") -> None:
     """Send Cumulo's and uvicorn's logs to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = GatheredStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -130,3 +130,57 @@ def test_an_unknown_or_expired_token_is_refused_without_asking_each_time(
         with pytest.raises(Unauthorized):
             cache.authenticate(f"cml_stranger-{n}")
     assert len(cache._known) == 3
+
+
+def test_a_busy_token_is_looked_up_ahead_of_time_by_one_caller(engine: Engine) -> None:
+    clock = Clock()
+    cache = TokenCache(sessionmaker(engine), clock=clock)
+    assert not cache.refresh_due(SECRET)  # nothing known: the full check does it
+    admin = cache.authenticate(SECRET)
+    clock.now += 0.4
+    assert not cache.refresh_due(SECRET)  # young
+    clock.now += 0.1
+    # Half a second old: one caller is told to look it up again, the others are not, and the
+    # answer is still served from memory meanwhile.
+    assert [cache.refresh_due(SECRET) for _ in range(50)].count(True) == 1
+    assert cache.cached(SECRET) == admin
+    # The look-ahead that was claimed never came back (the database down): claimed again
+    # half a second later, while the old answer lasts its second and no longer.
+    clock.now += 0.49
+    assert not cache.refresh_due(SECRET) and cache.cached(SECRET) == admin
+    clock.now += 0.01
+    assert cache.cached(SECRET) is None
+    statements = _counting(engine)
+    assert cache.lookup(SECRET) == admin and statements  # asked, fresh again
+    assert not cache.refresh_due(SECRET) and cache.cached(SECRET) == admin
+    clock.now += 0.5
+    assert cache.refresh_due(SECRET)
+
+
+def test_requests_that_find_no_answer_share_one_lookup(engine: Engine) -> None:
+    """``caller`` (server/auth.py) as a burst of requests meets it: 64 at once for a token
+    nobody has asked about make one lookup between them; a refused one is refused to each."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from cumulo.server.auth import caller
+
+    cache = TokenCache(sessionmaker(engine))
+    running = SimpleNamespace(tokens=cache)
+    statements = _counting(engine)
+    TokenCache(sessionmaker(engine)).lookup(SECRET)
+    one = len(statements)  # what a single lookup asks
+    statements.clear()
+
+    async def burst(secret: str) -> list[object]:
+        return await asyncio.gather(*(caller(running, secret)  # type: ignore[arg-type]
+                                      for _ in range(64)), return_exceptions=True)
+
+    answers = asyncio.run(burst(SECRET))
+    assert all(a == answers[0] for a in answers) and answers[0].is_admin  # type: ignore[attr-defined]
+    assert 1 <= len(statements) <= one
+    statements.clear()
+    refused = asyncio.run(burst("cml_nobody"))
+    assert all(isinstance(a, Unauthorized) for a in refused)
+    assert 1 <= len(statements) <= one
+    assert not cache.pending

@@ -146,7 +146,7 @@ def test_idle_connections_to_replicas_that_are_gone_are_closed(
         # The old replica is never asked again; a request elsewhere sweeps its connection.
         assert (await forward.post("127.0.0.1", new_port, "/", [], b"2"))[0] == 200
         assert ("127.0.0.1", old_port) not in forward._idle
-        assert kept.writer.is_closing()
+        assert kept.transport is not None and kept.transport.is_closing()
         await _stop(old_server, old, forward)
         await _stop(new_server, new, forward)
 

@@ -201,7 +201,10 @@ class TokenCache:
     working within ``ttl`` (at once when this process revoked it).
 
     ``cached`` is the fast path (no database; None when the answer must be looked up), and
-    ``authenticate`` the whole check: call it off the event loop.
+    ``authenticate`` the whole check: call it off the event loop. ``refresh_due`` says, once per
+    half ``ttl``, that a busy token's answer should be looked up again ahead of time (``lookup``,
+    in the background), so that under steady use no request waits for the database: without
+    it, every request in flight when an answer turns a second old would look it up at once.
     """
 
     def __init__(self, sessions: sessionmaker[Session], *, ttl: float = 1.0,
@@ -215,6 +218,9 @@ class TokenCache:
         self._known: OrderedDict[str, tuple[Principal | str, float | None, float, int]] = \
             OrderedDict()
         self._lock = threading.Lock()
+        self._refreshing: dict[str, float] = {}  # hash -> when a look-ahead was claimed
+        # The async side's lookups in flight, one per token (server/auth.py).
+        self.pending: dict[str, object] = {}
 
     def cached(self, secret: str) -> Principal | None:
         """The caller, when a fresh answer is at hand; raises the refusal the same way."""
@@ -230,11 +236,31 @@ class TokenCache:
             return None  # the full check says "expired"
         return answer
 
+    def refresh_due(self, secret: str) -> bool:
+        """Whether the caller should look this token up again now, ahead of its answer going
+        stale: True for one caller once the answer is half ``ttl`` old (again after another
+        half ``ttl`` if that lookup never came back)."""
+        key = _hash(secret)
+        entry = self._known.get(key)
+        now = self.clock()
+        if entry is None or now - entry[2] < self.ttl / 2:
+            return False
+        with self._lock:
+            claimed = self._refreshing.get(key)
+            if claimed is not None and now - claimed < self.ttl / 2:
+                return False
+            self._refreshing[key] = now
+        return True
+
     def authenticate(self, secret: str) -> Principal:
         """The caller, from memory or from one short database lookup; raises Unauthorized."""
         found = self.cached(secret)
         if found is not None:
             return found
+        return self.lookup(secret)
+
+    def lookup(self, secret: str) -> Principal:
+        """The caller from the database, remembered for ``ttl``; raises Unauthorized."""
         revokes = _revoked[0]
         expires: float | None = None
         with self.sessions() as session:
@@ -250,6 +276,7 @@ class TokenCache:
         with self._lock:
             self._known[key] = (answer, expires, self.clock(), revokes)
             self._known.move_to_end(key)
+            self._refreshing.pop(key, None)
             while len(self._known) > self.size:
                 self._known.popitem(last=False)
         if isinstance(answer, str):

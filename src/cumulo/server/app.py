@@ -29,7 +29,6 @@ from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
 from cumulo.server.auth import require_token, require_token_or_login
 from cumulo.server.errors import install_error_handlers
-from cumulo.server.fastpath import InvokeFastPath
 from cumulo.server.login import router as login_router
 from cumulo.server.middleware import BodyLimit, RequestContext
 from cumulo.server.openapi import install_openapi
@@ -150,7 +149,6 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     _mount_docs(app)
     console.mount(app, settings.console_dir)  # last: "/" and the console's pages
 
-    app.add_middleware(InvokeFastPath)  # inside the body limit and the request log
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestContext)
     return app

@@ -9,17 +9,23 @@ something only when the request says it comes from this site's own pages (Origin
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access.tokens import TokenCache
 from cumulo.errors import Forbidden, Unauthorized
 from cumulo.principal import Principal
-from cumulo.services import services
+from cumulo.services import Services, services
 
 __all__ = ["LOGIN_COOKIE", "caller", "require_token", "require_token_or_login", "same_origin"]
+
+log = logging.getLogger("cumulo.auth")
 
 LOGIN_COOKIE = "cumulo_token"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -51,15 +57,52 @@ async def require_token(
             "this route needs a token: send 'Authorization: Bearer <token>' "
             "(the CLI and SDK read CUMULO_TOKEN)"
         )
-    request.state.principal = await caller(request, secret)
+    request.state.principal = await caller(services(request), secret)
 
 
-async def caller(request: Request, secret: str) -> Principal:
+async def caller(running: Services, secret: str) -> Principal:
     """Who ``secret`` belongs to: from the server's token cache when it knows, else from one
-    short lookup off the event loop. No database session outlives this call."""
-    tokens = services(request).tokens
+    short lookup off the event loop, shared by every request that asks meanwhile. A token in
+    use is looked up again in the background before its answer goes stale, so a busy token's
+    requests never wait for the database. No database session outlives this call."""
+    tokens = running.tokens
     known = tokens.cached(secret)
-    return known if known is not None else await run_in_threadpool(tokens.authenticate, secret)
+    if known is not None:
+        if tokens.refresh_due(secret):
+            _in_background(tokens, secret)
+        return known
+    key = hashlib.sha256(secret.encode()).hexdigest()
+    pending = tokens.pending.get(key)
+    loop = asyncio.get_running_loop()
+    if not isinstance(pending, asyncio.Future) or pending.get_loop() is not loop:
+        pending = asyncio.ensure_future(run_in_threadpool(tokens.lookup, secret))
+        tokens.pending[key] = pending
+        pending.add_done_callback(lambda done: _forget(tokens, key, done))
+    return await asyncio.shield(pending)
+
+
+def _forget(tokens: TokenCache, key: str, done: asyncio.Future[Principal]) -> None:
+    if tokens.pending.get(key) is done:
+        del tokens.pending[key]
+    if not done.cancelled():
+        done.exception()  # retrieved: each waiter has its own copy of the refusal
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _in_background(tokens: TokenCache, secret: str) -> None:
+    async def refresh() -> None:
+        try:
+            await run_in_threadpool(tokens.lookup, secret)
+        except Unauthorized:
+            pass  # remembered as a refusal: the next request gets it
+        except Exception:  # the database busy or down: the answer goes stale, then is asked
+            log.warning("looking a token up ahead of time failed", exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(refresh())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def require_token_or_login(

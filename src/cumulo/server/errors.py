@@ -24,7 +24,7 @@ from cumulo.errors import (
     Unavailable,
 )
 
-__all__ = ["RETRY_AFTER_S", "error_response", "install_error_handlers"]
+__all__ = ["RETRY_AFTER_S", "error_response", "install_error_handlers", "unexpected_response"]
 
 log = logging.getLogger("cumulo.server")
 # What a 503 says to wait: what is away (storage, a cluster, MLflow) or busy (the SQL
@@ -73,30 +73,35 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _database_busy(request: Request, exc: Exception) -> Response:
-    """Every database connection in use past the pool's timeout, or SQLite's writer lock held
-    past its busy timeout: the server is saturated, which is not a bug. 503, and when to retry."""
-    if isinstance(exc, OperationalError) and "locked" not in str(exc.orig or exc):
-        return await _unexpected(request, exc)
-    log.warning("database saturated: %s", type(exc).__name__,
-                extra={"path": request.url.path})
-    return error_response(Unavailable("the server is busy: every database connection is in use; "
-                               "retry after the time in Retry-After", retry_after=1))
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
+def unexpected_response(exc: BaseException, path: str) -> Response:
+    """The answer for an exception no route meant to raise: 503 when the database is saturated
+    (every pooled connection in use past the pool's timeout, or SQLite's writer lock held past
+    its busy timeout: not a bug), else a 500 that names an id the server log has the trace
+    under. For a caller that handles exceptions itself (server/fastpath.py); the routes' are
+    answered the same way through the handlers below."""
+    if isinstance(exc, PoolTimeout) or (
+            isinstance(exc, OperationalError) and "locked" in str(exc.orig or exc)):
+        log.warning("database saturated: %s", type(exc).__name__, extra={"path": path})
+        return error_response(Unavailable(
+            "the server is busy: every database connection is in use; retry after the time in "
+            "Retry-After", retry_after=1))
     error_id = uuid.uuid4().hex[:12]
-    log.exception("unexpected error %s", error_id, extra={"error_id": error_id})
+    log.error("unexpected error %s", error_id, extra={"error_id": error_id, "path": path},
+              exc_info=exc)
     return error_response(CumuloError(
         f"internal error {error_id}: {type(exc).__name__}; the server log has the details",
         details={"error_id": error_id},
     ))
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return unexpected_response(exc, request.url.path)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CumuloError, _cumulo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(PoolTimeout, _database_busy)
-    app.add_exception_handler(OperationalError, _database_busy)
+    app.add_exception_handler(PoolTimeout, _unexpected)
+    app.add_exception_handler(OperationalError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)

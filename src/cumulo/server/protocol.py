@@ -5,10 +5,16 @@ request line held the server for 11 s, and every other client with it, before an
 refuse it. Here a target over 8 KiB is answered 414 and headers over 64 KiB (or 100 fields)
 431, as soon as they pass the limit, before authentication or routing, and the connection is
 closed. The replicas' own server (:mod:`cumulo.serving.http`) keeps the same limits.
+
+And fewer writes: uvicorn writes a response's head and its body to the socket in two calls,
+two system calls and two packets for a small JSON answer. Writes are gathered while the event
+loop runs the request's code and go out in one when it is done (``_Gathered``), so the
+invocations the control plane forwards cost one write each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -20,6 +26,40 @@ from cumulo.httplimits import HeadCounter, TooLong, limit_passed
 __all__ = ["BoundedHttpToolsProtocol"]
 
 _REASONS = {414: "URI Too Long", 431: "Request Header Fields Too Large"}
+_GATHER_UNDER = 64 << 10  # larger writes (downloads) go out at once, uncopied
+
+
+class _Gathered:
+    """A transport whose small writes wait for the end of the event loop's current turn and
+    go out together; anything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if len(data) >= _GATHER_UNDER:
+            self.flush()
+            self._transport.write(data)
+            return
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -52,6 +92,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
         self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_Gathered(transport))  # type: ignore[arg-type]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

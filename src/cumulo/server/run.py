@@ -20,6 +20,7 @@ from cumulo.errors import Conflict
 from cumulo.logs import configure_logging
 from cumulo.server import leftovers
 from cumulo.server.app import create_app
+from cumulo.server.fastpath import InvokeFastPath
 from cumulo.server.protocol import BoundedHttpToolsProtocol
 from cumulo.storage.backends import Backend, open_backend
 
@@ -78,7 +79,8 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
     sock = _bind(settings.host, settings.port)
     app = create_app(settings, prepared.engine, prepared.storage)
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, loop="auto", http=BoundedHttpToolsProtocol,
+        InvokeFastPath(app, lambda: app.state.services),  # invocations: the short way
+        log_config=None, access_log=False, loop="auto", http=BoundedHttpToolsProtocol,
         timeout_graceful_shutdown=5, server_header=False,
     )
     log.info(

@@ -297,17 +297,23 @@ async def invoke(name: str, request: Request) -> Response:
         lift_body_limit(request, limit)  # the endpoint's own limit: 413 here, as there
         return await request.body()
 
-    headers = [(k, v) for k, v in request.headers.items()
-               if k in ("content-type", "x-cumulo-variant")]
-    return await forward_invocation(services(request), name, headers, body)
+    headers = [(k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS]
+    status, answered, content = await forward_invocation(services(request), name, headers, body)
+    return Response(content, status_code=status, headers=dict(answered))
 
 
-async def forward_invocation(running: Services, name: str, headers: list[tuple[str, str]],
-                             read_body: Callable[[int], Awaitable[bytes]]) -> Response:
+# What a caller's request and a replica's answer carry across the control plane.
+FORWARDED_HEADERS = ("content-type", "x-cumulo-variant")
+
+
+async def forward_invocation(
+        running: Services, name: str, headers: list[tuple[str, str]],
+        read_body: Callable[[int], Awaitable[bytes]],
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Send a caller's invocation to the endpoint's replicas (or Ray Serve route) and return
-    their answer: the one way there, for this route and the server's fast path
-    (server/fastpath.py), once the caller's token is checked. ``read_body(limit)`` reads the
-    request's body within the endpoint's own limit."""
+    their answer (status, the headers in ``FORWARDED_HEADERS``, body): the one way there, for
+    this route and the server's fast path (server/fastpath.py), once the caller's token is
+    checked. ``read_body(limit)`` reads the request's body within the endpoint's own limit."""
     manager = running.endpoints
     known = manager.route(name)  # no database for an endpoint the manager runs
     state, url, max_body = (known if known is not None
@@ -324,8 +330,7 @@ async def forward_invocation(running: Services, name: str, headers: list[tuple[s
                                                                          sent, body)
     except ReplicaGone as exc:
         raise Unavailable(f"endpoint {name!r} did not answer: {exc}", retry_after=1) from exc
-    keep = {k: v for k, v in answered if k in ("content-type", "x-cumulo-variant")}
-    return Response(content, status_code=status, headers=keep)
+    return status, [(k, v) for k, v in answered if k in FORWARDED_HEADERS], content
 
 
 def _find_route(running: Services, name: str) -> tuple[str, str, int]:

@@ -5,8 +5,10 @@ on plain asyncio streams.
 answers in well under a millisecond, so the hop must cost little: a general HTTP client spends
 more on a request (its models of URLs, headers and streams, its connection pool's bookkeeping)
 than the replica spends scoring it. A replica speaks a known, small HTTP/1.1 (one answer per
-request, with Content-Length), so this client writes one buffer and reads the head and the body
-(by its Content-Length, or chunked as Ray Serve's proxy may send it), no more.
+request, with Content-Length, or chunked as Ray Serve's proxy may send it), so this client is
+an asyncio protocol: it writes one buffer, httptools parses the answer as it arrives, and the
+request waits on one future. Deadlines are kept by one timer per forwarder that looks at the
+requests in flight a few times a second, not one timer per request.
 
 A connection that sat idle may have been closed by the replica (it closes idle ones after its
 keep-alive), so a request that fails on a reused connection before any answer came is sent
@@ -20,6 +22,8 @@ import contextlib
 import time
 from collections import deque
 
+import httptools
+
 __all__ = ["Forwarder", "ReplicaGone"]
 
 _IDLE_S = 15.0  # under the replicas' keep-alive (30 s), so they seldom close one under us
@@ -30,16 +34,99 @@ class ReplicaGone(Exception):
     """The replica could not be reached, or went away before it answered."""
 
 
-class _Conn:
-    __slots__ = ("reader", "used", "writer")
+class _Stale(Exception):
+    """The connection failed before any answer came."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+
+class _Conn(asyncio.Protocol):
+    """One kept-alive connection to a replica, one request at a time."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
         self.used = time.monotonic()
+        self.deadline = 0.0
+        self.waiter: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]] | None = None
+        self.lost = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.received = False
+        self.head_bytes = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            self._fail(exc.__context__ if isinstance(exc.__context__, ReplicaGone)
+                       else ReplicaGone(f"the replica's answer could not be read: {exc}"))
+        except httptools.HttpParserError as exc:
+            self._fail(ReplicaGone(f"the replica answered something that is not HTTP: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.received:
+            self._fail(_Stale())
+        else:
+            self._fail(ReplicaGone(f"the replica at {self.address[0]}:{self.address[1]} went "
+                                   f"away while answering: {exc or 'connection closed'}"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > _HEAD_LIMIT:
+            raise ReplicaGone("the replica's answer head is too large")
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            status = self.parser.get_status_code()
+            headers = [(k, v) for k, v in self.headers
+                       if k not in ("content-length", "transfer-encoding", "connection")]
+            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+            if not self.parser.should_keep_alive():
+                self.lost = True  # not to be used again
+            waiter.set_result((status, headers, body))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def send(self, request: bytes, deadline: float
+             ) -> asyncio.Future[tuple[int, list[tuple[str, str]], bytes]]:
+        assert self.transport is not None
+        self._reset()
+        self.deadline = deadline
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.waiter
+
+    def timed_out(self, timeout: float) -> None:
+        self._fail(ReplicaGone(f"the replica at {self.address[0]}:{self.address[1]} did not "
+                               f"answer in {timeout:.0f}s"))
+
+    def usable(self, now: float) -> bool:
+        return (not self.lost and self.transport is not None
+                and not self.transport.is_closing() and now - self.used < _IDLE_S)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        self.lost = True
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.close()
 
 
 class Forwarder:
@@ -49,6 +136,8 @@ class Forwarder:
         self.connect_timeout = connect_timeout
         self.idle_per_address = idle_per_address
         self._idle: dict[tuple[str, int], deque[_Conn]] = {}
+        self._busy: set[_Conn] = set()
+        self._watch: asyncio.TimerHandle | None = None
         self._swept = time.monotonic()
 
     async def post(self, host: str, port: int, path: str, headers: list[tuple[str, str]],
@@ -63,12 +152,12 @@ class Forwarder:
         conn = self._take(address)
         if conn is not None:
             try:
-                return await self._exchange(address, conn, request)
+                return await self._exchange(conn, request)
             except _Stale:
                 pass  # closed while idle: once more, on a new connection
         conn = await self._open(address)
         try:
-            return await self._exchange(address, conn, request)
+            return await self._exchange(conn, request)
         except _Stale as exc:
             raise ReplicaGone(f"the replica at {host}:{port} closed the connection before "
                               "answering") from exc
@@ -80,59 +169,55 @@ class Forwarder:
         idle = self._idle.get(address)
         while idle:
             conn = idle.pop()
-            if now - conn.used < _IDLE_S and not conn.reader.at_eof():
+            if conn.usable(now):
                 return conn
             conn.close()
         return None
 
     async def _open(self, address: tuple[str, int]) -> _Conn:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*address),
-                                                    self.connect_timeout)
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Conn(address), *address), self.connect_timeout)
         except (TimeoutError, OSError) as exc:
             raise ReplicaGone(f"cannot reach the replica at {address[0]}:{address[1]}: "
                               f"{exc or type(exc).__name__}") from exc
-        return _Conn(reader, writer)
+        return conn
 
-    async def _exchange(self, address: tuple[str, int], conn: _Conn,
-                        request: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        answered = False
+    async def _exchange(self, conn: _Conn, request: bytes
+                        ) -> tuple[int, list[tuple[str, str]], bytes]:
+        self._busy.add(conn)
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().call_later(self._tick, self._check)
         try:
-            async with asyncio.timeout(self.timeout):  # no task per read, unlike wait_for
-                conn.writer.write(request)
-                head = await conn.reader.readuntil(b"\r\n\r\n")
-                answered = True
-                status, headers, length, keep = _parse_head(head)
-                if length > 0:
-                    body = await conn.reader.readexactly(length)
-                elif length == 0:
-                    body = b""
-                else:
-                    body = await _read_chunked(conn.reader)
-        except ReplicaGone:
+            answer = await conn.send(request, time.monotonic() + self.timeout)
+        except BaseException:
             conn.close()
             raise
-        except TimeoutError as exc:  # before OSError, of which it is one
+        finally:
+            self._busy.discard(conn)
+        if conn.lost:
             conn.close()
-            raise ReplicaGone(f"the replica at {address[0]}:{address[1]} did not answer in "
-                              f"{self.timeout:.0f}s") from exc
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                OSError) as exc:
-            conn.close()
-            if not answered:
-                raise _Stale() from exc
-            raise ReplicaGone(f"the replica at {address[0]}:{address[1]} went away while "
-                              f"answering: {exc}") from exc
-        if keep:
+        else:
             conn.used = time.monotonic()
-            idle = self._idle.setdefault(address, deque())
+            idle = self._idle.setdefault(conn.address, deque())
             if len(idle) < self.idle_per_address:
                 idle.append(conn)
             else:
                 conn.close()
-        else:
-            conn.close()
-        return status, headers, body
+        return answer
+
+    @property
+    def _tick(self) -> float:
+        return min(1.0, self.timeout / 4)
+
+    def _check(self) -> None:
+        """Fail the requests past their deadline; look again while any are in flight."""
+        now = time.monotonic()
+        for conn in [c for c in self._busy if c.deadline <= now]:
+            conn.timed_out(self.timeout)
+        self._watch = (asyncio.get_running_loop().call_later(self._tick, self._check)
+                       if self._busy else None)
 
     def _sweep(self, now: float) -> None:
         """Close connections idle too long, those to replicas that are gone included (their
@@ -149,48 +234,6 @@ class Forwarder:
             while idle:
                 idle.pop().close()
         self._idle.clear()
-
-
-class _Stale(Exception):
-    """The connection failed before any answer came."""
-
-
-def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], int, bool]:
-    if len(head) > _HEAD_LIMIT:
-        raise ReplicaGone("the replica's answer head is too large")
-    lines = head.decode("latin-1").split("\r\n")
-    try:
-        version, code = lines[0].split(" ", 2)[:2]
-        status = int(code)
-    except ValueError as exc:
-        raise ReplicaGone(f"the replica answered something that is not HTTP: "
-                          f"{lines[0][:80]!r}") from exc
-    headers: list[tuple[str, str]] = []
-    length = 0
-    keep = version == "HTTP/1.1"
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, _, value = line.partition(":")
-        name, value = name.strip().lower(), value.strip()
-        if name == "content-length":
-            length = int(value)
-        elif name == "connection":
-            keep = value.lower() != "close" and (keep or value.lower() == "keep-alive")
-        elif name == "transfer-encoding":
-            length = -1 if "chunked" in value.lower() else length
-        else:
-            headers.append((name, value))
-    return status, headers, length, keep
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, if any
-                pass
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
