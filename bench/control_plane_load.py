@@ -64,7 +64,7 @@ async def _timed(tally: Tally, kind: str, request: object) -> None:
     try:
         response = await request  # type: ignore[misc]
     except httpx.HTTPError as exc:
-        tally.failures[f"{kind}: {type(exc).__name__}"] += 1
+        tally.failures[f"{kind}: {type(exc).__name__}: {str(exc)[:80]}"] += 1
         return
     tally.add(kind, response.status_code, time.perf_counter() - t0)
 

@@ -82,6 +82,9 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
         InvokeFastPath(app, lambda: app.state.services),  # invocations: the short way
         log_config=None, access_log=False, loop="auto", http=BoundedHttpToolsProtocol,
         timeout_graceful_shutdown=5, server_header=False,
+        # Longer than clients keep an idle connection (httpx: 5 s, as uvicorn's own default):
+        # the client closes first, so a request never meets a connection closing under it.
+        timeout_keep_alive=30,
     )
     log.info(
         "cumulo serving on %s", settings.url,
