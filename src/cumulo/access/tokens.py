@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo import units
-from cumulo.access.models import Token, User
+from cumulo.access.models import Binding, Token, User
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Invalid, NotFound, Unauthorized
 from cumulo.principal import Principal
@@ -72,6 +72,8 @@ def bootstrap_admin(session: Session, admin_token: str | None) -> str | None:
     admin = User(name="admin", is_admin=True)
     session.add(admin)
     session.flush()
+    session.add(Binding(subject_kind="user", subject_id=admin.id, role="admin",
+                        created_by=admin.id))
     _add_token(session, admin, "admin", secret, created_by=admin.id)
     session.commit()
     return secret
