@@ -217,12 +217,11 @@ class Cumulo:
         return self.log.read_text().splitlines()
 
     def add_user(self, name: str, token: str):  # type: ignore[no-untyped-def]
-        """A second, non-admin user with this token, and an SDK client as them. There is no
-        API to add users yet (the access-control issue brings it), so the user is added to
-        the server's SQLite database the way that API will."""
+        """A second user, a developer, with this very token (the API makes random ones), and
+        an SDK client as them: added to the server's SQLite database as the API adds them."""
         from sqlalchemy.orm import Session
 
-        from cumulo.access.models import User
+        from cumulo.access.models import Binding, User
         from cumulo.access.tokens import _add_token
         from cumulo.db import make_engine, utcnow
 
@@ -232,6 +231,8 @@ class Cumulo:
             session.add(user)
             session.flush()
             _add_token(session, user, name, token, created_by=user.id)
+            session.add(Binding(subject_kind="user", subject_id=user.id, role="developer",
+                                created_at=utcnow()))
             session.commit()
         engine.dispose()
         return self.client(token)

@@ -11,13 +11,15 @@ from cumulo.errors import (
     Invalid,
     NotFound,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     error_from_payload,
 )
 
 
-@pytest.mark.parametrize("cls", [CumuloError, Invalid, TooLarge, Unauthorized, Forbidden,
+@pytest.mark.parametrize("cls", [CumuloError, Invalid, TooLarge, TooManyRequests, Unauthorized,
+                                 Forbidden,
                                  NotFound, Conflict, Unavailable])
 def test_round_trip(cls: type[CumuloError]) -> None:
     original = cls("something is wrong", details={"field": "name"})

@@ -27,6 +27,7 @@ __all__ = [
     "S3Settings",
     "Settings",
     "child_env",
+    "client_password",
     "load_client_settings",
     "load_settings",
 ]
@@ -311,3 +312,9 @@ def child_env(extra: dict[str, str] | None = None, *, mlflow: bool = False) -> d
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.update(extra or {})
     return env
+
+
+def client_password(env: dict[str, str] | None = None) -> str | None:
+    """What 'cumulo login --user' signs in with instead of asking: ``CUMULO_PASSWORD``."""
+    env = dict(os.environ) if env is None else env
+    return env.get("CUMULO_PASSWORD") or None

@@ -9,6 +9,7 @@
      ├── Forbidden              403  forbidden   the token is fine but may not do this
      ├── NotFound               404  not_found   the thing named does not exist
      ├── Conflict               409  conflict    the thing exists, or its state forbids this
+     ├── TooManyRequests        429  too_many_requests  over a rate (sign-in attempts): wait
      └── Unavailable            503  unavailable a database, storage or cluster cannot be reached
 
 The server maps each class to its HTTP status and sends ``{"error": {"code", "message",
@@ -18,6 +19,7 @@ one line and exits with status 1.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "Invalid",
     "NotFound",
     "TooLarge",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "error_from_payload",
@@ -78,6 +81,25 @@ class Conflict(CumuloError):
     code = "conflict"
 
 
+class TooManyRequests(CumuloError):
+    """Over a rate (sign-in attempts from one address, say): ``retry_after`` (seconds) says
+    when the next try is let through. The server sends it as ``Retry-After`` and in
+    ``details``, so the SDK's copy has it too."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None,
+                 retry_after: float | None = None) -> None:
+        details = dict(details or {})
+        if retry_after is None and isinstance(details.get("retry_after"), int | float):
+            retry_after = float(details["retry_after"])
+        if retry_after is not None:
+            details["retry_after"] = math.ceil(retry_after)
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
 class Unavailable(CumuloError):
     """Not now: a dependency is down, or the server is saturated. ``retry_after`` (seconds)
     says when to try again; the server sends it as ``Retry-After``."""
@@ -94,7 +116,7 @@ class Unavailable(CumuloError):
 _BY_CODE: dict[str, type[CumuloError]] = {
     cls.code: cls
     for cls in (CumuloError, Invalid, TooLarge, Unauthorized, Forbidden, NotFound, Conflict,
-                Unavailable)
+                TooManyRequests, Unavailable)
 }
 
 

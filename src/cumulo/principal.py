@@ -1,18 +1,60 @@
-"""Who is calling: set by the server's auth dependency, read by every service's routes."""
+"""Who is calling, and the one question every part asks about them: may they do this?
+
+A ``Principal`` is set by the server's auth dependency and read by every service. Its
+``require(action, resource)`` asks the decision point, which the access service installs when
+the server starts (:mod:`cumulo.access.authz`): routes (through :mod:`cumulo.permissions`),
+the SQL engine, the job launcher, pipeline runs and the console all ask it the same way, so
+the decision is made in one place. Core code cannot import a service, hence the hook.
+"""
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.requests import Request
 
 from cumulo.errors import Forbidden, Unauthorized
 
-__all__ = ["Principal", "current_principal"]
+__all__ = ["NOT_FOR_JOBS", "Decider", "Principal", "current_principal", "decision_ready",
+           "install_decider", "source_address"]
+
+# The address the current request comes from (set by the server's auth dependency), for
+# conditions on source address; contextvars follow a request into its worker thread.
+source_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cumulo_source_address", default=None)
+
+
+class Decider(Protocol):
+    def check(self, principal: Principal, action: str, resource: str, *,
+              owner: str | None = None, project: str | None = None,
+              quiet: bool = False) -> str | None:
+        """None when allowed, else why not (one line, naming what decided). A refusal goes to
+        the audit log unless ``quiet`` (a list filtered to what the caller may see)."""
+
+    def ready(self, principal: Principal) -> bool:
+        """Whether ``check`` can answer without the database (safe on the event loop)."""
+
 
 # What a job's own token never does, whatever its user may: it acts for one job while that job
-# runs, on the job's data, models and tracking; managing credentials and buckets is for people.
-_NOT_FOR_JOBS = {"tokens:manage": "manage tokens", "buckets:manage": "create or delete buckets"}
+# runs, on the job's data, models and tracking; managing credentials, buckets and people is
+# for people. Used when no decider is installed (code run outside a server); the access
+# service's decider refuses the same.
+NOT_FOR_JOBS = {"tokens:Manage": "manage tokens", "files:CreateBucket": "create buckets",
+                "files:DeleteBucket": "delete buckets"}
+_decider: list[Decider] = []
+
+
+def install_decider(decider: Decider | None) -> None:
+    """Make ``decider`` the decision point of this process (None: none)."""
+    _decider[:] = [decider] if decider is not None else []
+
+
+def decision_ready(principal: Principal) -> bool:
+    """Whether asking about ``principal`` now needs no database (so it may be asked on the
+    event loop); True when no decider is installed."""
+    return not _decider or _decider[0].ready(principal)
 
 
 @dataclass(frozen=True)
@@ -24,12 +66,30 @@ class Principal:
     via_job: bool = False  # the caller is a job, with the token made for it
     token_name: str = ""
 
-    def require(self, action: str) -> None:
-        """Refuse ``action`` (``tokens:manage``, ``buckets:manage``) to a caller that may not
-        take it: the one place this is decided."""
-        if self.via_job and action in _NOT_FOR_JOBS:
-            raise Forbidden(f"a job's token cannot {_NOT_FOR_JOBS[action]}; it acts only for "
-                            "its job, while the job runs", details={"action": action})
+    def check(self, action: str, resource: str = "*", *, owner: str | None = None,
+              project: str | None = None, quiet: bool = False) -> str | None:
+        """None when this caller may take ``action`` (``tables:Read``) on ``resource``
+        (``table/sales/orders``), else why not."""
+        if _decider:
+            return _decider[0].check(self, action, resource, owner=owner, project=project,
+                                     quiet=quiet)
+        if self.via_job and action in NOT_FOR_JOBS:
+            return (f"a job's token cannot {NOT_FOR_JOBS[action]}; it acts only for its job, "
+                    "while the job runs")
+        return None
+
+    def can(self, action: str, resource: str = "*", *, owner: str | None = None,
+            project: str | None = None) -> bool:
+        """Whether this caller may; a no is not audited (for filtering what to show)."""
+        return self.check(action, resource, owner=owner, project=project, quiet=True) is None
+
+    def require(self, action: str, resource: str = "*", *, owner: str | None = None,
+                project: str | None = None) -> None:
+        """Refuse (Forbidden, saying which statement decided) what this caller may not do."""
+        why = self.check(action, resource, owner=owner, project=project)
+        if why is not None:
+            raise Forbidden(f"{self.user_name} may not {action} on {resource}: {why}",
+                            details={"action": action, "resource": resource})
 
 
 def current_principal(request: Request) -> Principal:

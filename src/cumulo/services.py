@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from cumulo.access.tokens import TokenCache
+    from cumulo.access.trail import Trail
     from cumulo.compute.supervisor import Supervisor
     from cumulo.config import Settings
     from cumulo.ml.tracking import TrackingServer
@@ -46,6 +47,7 @@ class Services:
     pipelines: Orchestrator  # pipeline runs and schedules
     mlflow_http: httpx.AsyncClient  # to the tracking server, for /mlflow
     endpoints_forward: Forwarder  # to replicas, for /endpoints/NAME/invocations: kept-alive
+    trail: Trail  # refusals and changes, on their way to the audit log
 
 
 def services(request: Request) -> Services:

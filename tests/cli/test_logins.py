@@ -1,5 +1,6 @@
 """Saved logins through the real CLI against real servers: a profile per server, --profile and
-CUMULO_PROFILE, whoami, logout, and what the first ``cumulo up`` of a new home saves."""
+CUMULO_PROFILE, whoami, logout, signing in with a password, and what the first ``cumulo up`` of
+a new home saves."""
 
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ def alice(local_server: Cumulo) -> str:
     return ALICE_TOKEN
 
 
-def cli(creds: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(creds: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it: no CUMULO_URL or CUMULO_TOKEN unless given, logins saved in
-    ``creds``."""
+    ``creds``, ``stdin`` on its standard input."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}
     return subprocess.run([CUMULO, *args], env={**base, "CUMULO_CREDENTIALS": str(creds), **env},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, input=stdin)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -179,6 +180,42 @@ def test_a_refused_saved_token_names_its_profile(local_server: Cumulo, tmp_path:
                                       f"token (the token of profile 'old' in {creds})")
     none = cli(creds, "files", "ls", CUMULO_URL=f"http://127.0.0.1:{free_port()}")
     assert "cannot reach Cumulo" in none.stderr
+
+
+def test_login_with_a_user_name_and_password(local_server: Cumulo, tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from cumulo.access.models import User
+    from cumulo.access.passwords import hash_password
+    from cumulo.db import make_engine, utcnow
+
+    password = "tangerine-otter-lamp-42"
+    with Session(make_engine(f"sqlite:///{local_server.home / 'cumulo.db'}")) as session:
+        session.add(User(name="dora", created_at=utcnow(), password_hash=hash_password(password)))
+        session.commit()
+    creds = tmp_path / "credentials.toml"
+    here = name(local_server)
+
+    wrong = cli(creds, "login", "--url", local_server.url, "--user", "dora", "--password-stdin",
+                stdin="not-her-password-at-all\n")
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("error: the user name or the password is wrong")
+    assert not creds.exists()  # nothing saved
+
+    out = ok(cli(creds, "login", "--url", local_server.url, "--user", "dora",
+                 "--password-stdin", stdin=password + "\n"))
+    assert out.startswith(f"logged in to {local_server.url} as dora; saved as profile "
+                          f"'{here}' (now current) in {creds}; the session ends at ")
+    assert out.rstrip().endswith("UTC, then 'cumulo login --user dora' again")
+    profile = saved(creds)["profiles"][here]
+    assert profile["user"] == "dora" and profile["token"].startswith("cml_")
+    me = whoami(creds)
+    assert me["user"] == "dora" and me["token_name"].startswith("signin-")
+
+    both = cli(creds, "login", "--user", "dora", "--token", ADMIN_TOKEN)
+    assert both.returncode == 1 and "--user (to sign in with a password) or --token" in both.stderr
+    empty = cli(creds, "login", "--user", "dora", "--password-stdin")
+    assert empty.returncode == 1 and "--password-stdin read no password" in empty.stderr
 
 
 def test_the_first_format_still_reads(local_server: Cumulo, other: Cumulo,

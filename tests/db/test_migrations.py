@@ -29,7 +29,7 @@ def test_upgrade_twice(url: str) -> None:
             "sql_queries", "clusters", "jobs", "job_metrics", "job_artifacts", "code_snapshots",
             "usage_records", "model_alias_events", "endpoints", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0010"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0011"
     engine.dispose()
 
 

@@ -13,6 +13,7 @@ from cumulo.access import tokens
 from cumulo.access.models import Token
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
+from cumulo.permissions import allow, any_caller
 from cumulo.principal import Principal, current_principal
 
 __all__ = ["router"]
@@ -32,6 +33,8 @@ class Me(BaseModel):
 
 class TokenIn(BaseModel):
     name: str
+    user: str | None = Field(None, description="another user's (a service account's): for "
+                                               "whoever may manage that user")
     expires_in: str | None = Field(None, description="e.g. 90s, 30m, 1h30m, 7d, 2w; none: never")
 
 
@@ -70,27 +73,35 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-@router.get("/me", response_model=Me, summary="Who the token belongs to")
+@router.get("/me",
+            dependencies=[any_caller()], response_model=Me, summary="Who the token belongs to")
 def me(caller: Caller) -> Me:
     return Me(user=caller.user_name, is_admin=caller.is_admin, token_id=caller.token_id,
               token_name=caller.token_name, via_job=caller.via_job)
 
 
-@router.post("/tokens", status_code=201, response_model=NewToken, summary="Create a token")
+@router.post("/tokens",
+             dependencies=[allow("tokens:Manage", "token/*")],
+             status_code=201, response_model=NewToken, summary="Create a token")
 def create_token(body: TokenIn, session: DbSession, caller: Caller) -> NewToken:
-    token, secret = tokens.create_token(session, caller, body.name, expires_in=body.expires_in)
-    out = _out(token, {caller.user_id: caller.user_name})
+    token, secret = tokens.create_token(session, caller, body.name, expires_in=body.expires_in,
+                                        user_name=body.user)
+    out = _out(token, user_names(session, {token.user_id}))
     return NewToken(**out.model_dump(), token=secret)
 
 
-@router.get("/tokens", response_model=TokenList, summary="List tokens")
+@router.get("/tokens",
+            dependencies=[allow("tokens:Manage", "token/*")],
+            response_model=TokenList, summary="List tokens")
 def list_tokens(session: DbSession, caller: Caller, all: bool = False) -> TokenList:
     rows = tokens.list_tokens(session, caller, all_users=all)
     names = user_names(session, {t.user_id for t in rows})
     return TokenList(tokens=[_out(t, names) for t in rows])
 
 
-@router.delete("/tokens/{ref}", response_model=TokenOut, summary="Revoke a token (id or name)")
+@router.delete("/tokens/{ref}",
+               dependencies=[allow("tokens:Manage", "token/{ref}")],
+               response_model=TokenOut, summary="Revoke a token (id or name)")
 def revoke_token(ref: str, session: DbSession, caller: Caller) -> TokenOut:
     token = tokens.revoke_token(session, caller, ref)
     return _out(token, user_names(session, {token.user_id}))

@@ -19,10 +19,13 @@ def create(
     expires_in: str | None = typer.Option(
         None, "--expires-in", help="how long it works, e.g. 12h, 1h30m, 30d; default forever"
     ),
+    user: str | None = typer.Option(
+        None, "--user", help="for another user (a service account): needs users:Manage on them"
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Create a token. Its secret is printed this once and never again."""
-    token = client(ctx).tokens.create(name, expires_in=expires_in)
+    token = client(ctx).tokens.create(name, expires_in=expires_in, user=user)
     if json:
         print_json(token)
         return

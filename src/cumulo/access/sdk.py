@@ -13,10 +13,13 @@ class TokensClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def create(self, name: str, *, expires_in: str | None = None) -> dict[str, Any]:
-        """A new token; the secret is in ``["token"]`` and is shown only this once."""
+    def create(self, name: str, *, expires_in: str | None = None,
+               user: str | None = None) -> dict[str, Any]:
+        """A new token (``user``: for another user, a service account say, when the caller
+        may manage them); the secret is in ``["token"]`` and is shown only this once."""
         return self._t.json(  # type: ignore[no-any-return]
-            "POST", "/api/v1/tokens", json={"name": name, "expires_in": expires_in}
+            "POST", "/api/v1/tokens",
+            json={"name": name, "expires_in": expires_in, "user": user}
         )
 
     def list(self, *, all_users: bool = False) -> list[dict[str, Any]]:

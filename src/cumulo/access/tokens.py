@@ -1,4 +1,5 @@
-"""API tokens: created with a random secret shown once, stored as its SHA-256, revocable."""
+"""API tokens: created with a random secret shown once, stored as its SHA-256, revocable; and
+whether a user may use theirs at all (a disabled user's tokens are refused)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ __all__ = [
     "authenticate",
     "bootstrap_admin",
     "create_token",
+    "disable_user",
+    "enable_user",
+    "forget_cached",
     "issue_token",
     "list_tokens",
     "live_token_hashes",
@@ -36,8 +40,8 @@ SECRET_PREFIX = "cml_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A token's last use is written at most this often, so reads do not turn into writes.
 _TOUCH_EVERY = timedelta(seconds=60)
-# Bumped when this process revokes a token, so that its TokenCache forgets at once what it knew;
-# another process's revoke reaches the cache within its ttl.
+# Bumped when this process revokes a token or disables a user, so that its TokenCache forgets at
+# once what it knew; another process's change reaches the cache within its ttl.
 _revoked = [0]
 
 
@@ -93,6 +97,9 @@ def authenticate(session: Session, secret: str) -> Principal:
         )
     token, user = row
     now = utcnow()
+    if user.disabled_at is not None:
+        raise Unauthorized(f"user {user.name} is disabled; an admin can enable it with "
+                           f"'cumulo users enable {user.name}'")
     if token.revoked_at is not None:
         raise Unauthorized(f"token {token.name!r} was revoked; use another token")
     if token.expires_at is not None and token.expires_at <= now:
@@ -105,23 +112,32 @@ def authenticate(session: Session, secret: str) -> Principal:
 
 
 def create_token(
-    session: Session, principal: Principal, name: str, *, expires_in: str | None = None
+    session: Session, principal: Principal, name: str, *, expires_in: str | None = None,
+    user_name: str | None = None,
 ) -> tuple[Token, str]:
-    """A new token for the caller; returns the row and the secret (shown once)."""
+    """A new token for the caller, or (``user_name``, for whoever may manage that user) for
+    another user: a service account's, say. Returns the row and the secret (shown once)."""
     if not _NAME.match(name):
         raise Invalid(
             f"token name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    principal.require("tokens:Manage", f"token/{name}")
+    if user_name is not None and user_name != principal.user_name:
+        principal.require("users:Manage", f"user/{user_name}")
+        user = session.scalar(select(User).where(User.name == user_name))
+        if user is None:
+            raise NotFound(f"no user {user_name!r}; 'cumulo users ls' lists them")
+    else:
+        user = session.get(User, principal.user_id)
+        if user is None:
+            raise Unauthorized("the token's user no longer exists")
     live = select(Token).where(
-        Token.user_id == principal.user_id, Token.name == name, Token.revoked_at.is_(None)
+        Token.user_id == user.id, Token.name == name, Token.revoked_at.is_(None)
     )
     if session.scalar(live) is not None:
-        raise Conflict(f"you already have a token named {name!r}; revoke it or pick another name")
-    principal.require("tokens:manage")
-    user = session.get(User, principal.user_id)
-    if user is None:
-        raise Unauthorized("the token's user no longer exists")
+        whose = "you already have" if user.id == principal.user_id else f"{user.name} has"
+        raise Conflict(f"{whose} a token named {name!r}; revoke it or pick another name")
     expires_at = (utcnow() + timedelta(seconds=units.parse_duration(expires_in,
                                                                     what="--expires-in"))
                   if expires_in else None)
@@ -133,15 +149,16 @@ def create_token(
 
 
 def issue_token(session: Session, user_id: int, name: str, *,
-                expires_at: datetime) -> tuple[Token, str]:
-    """A token made by the platform for work it runs as a user (a job's, say): added, not
-    committed, so it lands with the change that needs it."""
+                expires_at: datetime, kind: str = "job") -> tuple[Token, str]:
+    """A token made by the platform: for work it runs as a user (kind "job": a job's, say), or
+    for a user who signed in with a password (kind "session"). Added, not committed, so it
+    lands with the change that needs it."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFound(f"user {user_id} no longer exists")
     secret = _new_secret()
     token = _add_token(session, user, name, secret, created_by=user_id, expires_at=expires_at)
-    token.kind = "job"
+    token.kind = kind
     return token, secret
 
 
@@ -150,11 +167,34 @@ def revoke_token_id(session: Session, token_id: int) -> None:
     token = session.get(Token, token_id)
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
-        _revoked[0] += 1
+        forget_cached()
+
+
+def forget_cached() -> None:
+    """Make every TokenCache of this process look each token up again at its next use: for a
+    change that refuses tokens (a revoke, a user disabled), once it is committed."""
+    _revoked[0] += 1
+
+
+def disable_user(session: Session, user: User) -> None:
+    """Disable ``user``: their tokens are refused from now on (in this process at once, in
+    another within its cache's second), and they cannot sign in. Commits the session, with
+    whatever else it holds (the audit entry of the change, say)."""
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+    session.commit()
+    forget_cached()
+
+
+def enable_user(session: Session, user: User) -> None:
+    """Undo ``disable_user``: the tokens the user still has work again. Commits the session."""
+    user.disabled_at = None
+    session.commit()
+    forget_cached()
 
 
 def list_tokens(session: Session, principal: Principal, *, all_users: bool = False) -> list[Token]:
-    principal.require("tokens:manage")
+    principal.require("tokens:Manage", "token/*")
     query = select(Token).where(Token.kind == "user").order_by(Token.id)
     if not (all_users and principal.is_admin):
         query = query.where(Token.user_id == principal.user_id)
@@ -163,7 +203,7 @@ def list_tokens(session: Session, principal: Principal, *, all_users: bool = Fal
 
 def revoke_token(session: Session, principal: Principal, ref: str) -> Token:
     """Revoke a token by id or name. Admins may revoke anyone's; others only their own."""
-    principal.require("tokens:manage")
+    principal.require("tokens:Manage", f"token/{ref}")
     query = select(Token)
     if ref.isdigit():
         query = query.where(Token.id == int(ref))
@@ -178,7 +218,7 @@ def revoke_token(session: Session, principal: Principal, ref: str) -> Token:
         raise Conflict(f"token {token.name!r} (id {token.id}) is already revoked")
     token.revoked_at = utcnow()
     session.commit()
-    _revoked[0] += 1
+    forget_cached()
     return token
 
 
@@ -189,8 +229,8 @@ def live_token_hashes(session: Session) -> dict[str, float | None]:
     """
     now = utcnow()
     rows = session.execute(
-        select(Token.secret_hash, Token.expires_at).where(
-            Token.revoked_at.is_(None),
+        select(Token.secret_hash, Token.expires_at).join(User, Token.user_id == User.id).where(
+            Token.revoked_at.is_(None), User.disabled_at.is_(None),
             (Token.expires_at.is_(None)) | (Token.expires_at > now))
     ).all()
     return {h: (e.timestamp() if e is not None else None) for h, e in rows}
@@ -199,8 +239,8 @@ def live_token_hashes(session: Session) -> dict[str, float | None]:
 class TokenCache:
     """Who a secret belongs to, from memory: each token is looked up in the database at most
     once per ``ttl`` seconds, in a session of its own held for that lookup only, so a request
-    holds no database connection for its authentication, and a token revoked anywhere stops
-    working within ``ttl`` (at once when this process revoked it).
+    holds no database connection for its authentication, and a token revoked (or its user
+    disabled) anywhere stops working within ``ttl``: at once when this process did it.
 
     ``cached`` is the fast path (no database; None when the answer must be looked up), and
     ``authenticate`` the whole check: call it off the event loop. ``refresh_due`` says, once per

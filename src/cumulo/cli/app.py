@@ -7,7 +7,16 @@ from rich.markup import escape
 from rich.table import Table
 
 import cumulo
+from cumulo.access.audit_cli import app as audit_app
 from cumulo.access.cli import app as tokens_app
+from cumulo.access.iam_cli import (
+    access_app,
+    groups_app,
+    policies_app,
+    projects_app,
+    roles_app,
+    users_app,
+)
 from cumulo.cli.context import client
 from cumulo.cli.logins import login, logout, profiles_app, save_first_login, whoami
 from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json
@@ -32,6 +41,13 @@ app = typer.Typer(
 # One explicit list of the services' command groups.
 app.add_typer(files_app, name="files")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(users_app, name="users")
+app.add_typer(groups_app, name="groups")
+app.add_typer(roles_app, name="roles")
+app.add_typer(policies_app, name="policies")
+app.add_typer(access_app, name="access")
+app.add_typer(projects_app, name="projects")
+app.add_typer(audit_app, name="audit")
 app.add_typer(tables_app, name="tables")
 app.add_typer(queries_app, name="queries")
 app.command("sql")(sql_command)

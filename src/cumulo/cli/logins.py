@@ -6,15 +6,18 @@ The file and its rules are :mod:`cumulo.client.profiles`; which login a command 
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime
 from typing import Any
 
+import httpx
 import typer
 
 from cumulo.cli.output import JsonOpt, console, err, show_record, show_rows
 from cumulo.client import Client
 from cumulo.client.profiles import editing, normalize_url, read_logins
-from cumulo.config import credentials_path, load_client_settings
-from cumulo.errors import Invalid, Unauthorized
+from cumulo.config import client_password, credentials_path, load_client_settings
+from cumulo.errors import Invalid, Unauthorized, Unavailable, error_from_payload
 
 __all__ = ["login", "logout", "profiles_app", "save_first_login", "whoami"]
 
@@ -36,25 +39,71 @@ def login(
     ctx: typer.Context,
     url: str | None = typer.Option(None, "--url", help="The server (default: the profile's, "
                                    f"else {DEFAULT_URL})."),
-    token: str | None = typer.Option(None, "--token", help="An API token (asked if not given)."),
+    token: str | None = typer.Option(None, "--token", help="An API token (asked if neither "
+                                     "it nor --user is given)."),
+    user: str | None = typer.Option(None, "--user", help="Sign in as this user with their "
+                                    "password (asked), for a session token of 12 hours."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="With --user: read "
+                                        "the password from standard input (for scripts)."),
     profile: str | None = typer.Option(None, "--profile", help="Save as this name (default: "
                                        "the server's host:port)."),
     force: bool = typer.Option(False, "--force", help="Replace a profile of that name that "
                                "holds a login to another server or of another user."),
 ) -> None:
-    """Check a token with the server, save it as a profile, and make that profile current."""
+    """Sign in with a user name and password (--user), or check a token with the server; save
+    the token as a profile, and make that profile current."""
     root = _root(ctx)
     name = profile or root.get("profile")
     path = credentials_path()
     known = read_logins(path).profiles.get(name) if name else None
     target = normalize_url(url or root.get("url") or (known.url if known else DEFAULT_URL))
-    token = token or root.get("token") or typer.prompt("Token", hide_input=True)
-    with Client(target, token=token) as c:
-        me = c.whoami()
+    ends = ""
+    if user is not None:
+        if token or root.get("token"):
+            raise Invalid("give --user (to sign in with a password) or --token, not both")
+        signed = _sign_in(target, user, _password(user, from_stdin=password_stdin))
+        token, who = signed["token"], signed["user"]
+        until = datetime.fromisoformat(signed["expires_at"])
+        ends = (f"; the session ends at {until:%Y-%m-%d %H:%M} UTC, then 'cumulo login --user "
+                f"{who}' again")
+    else:
+        if password_stdin:
+            raise Invalid("--password-stdin goes with --user NAME")
+        token = token or root.get("token") or typer.prompt("Token", hide_input=True)
+        with Client(target, token=token) as c:
+            who = c.whoami()["user"]
     with editing(path) as logins:
-        saved = logins.login(target, token, user=me["user"], name=name, force=force)
-    console.print(f"logged in to {target} as {me['user']}; saved as profile {saved.name!r} "
-                  f"(now current) in {path}")
+        saved = logins.login(target, token, user=who, name=name, force=force)
+    console.print(f"logged in to {target} as {who}; saved as profile {saved.name!r} "
+                  f"(now current) in {path}{ends}")
+
+
+def _password(user: str, *, from_stdin: bool) -> str:
+    if not from_stdin:
+        return client_password() or str(typer.prompt(f"Password for {user}", hide_input=True))
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise Invalid("--password-stdin read no password: send it on standard input, e.g. "
+                      "'cumulo login --user NAME --password-stdin < file'")
+    return password
+
+
+def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
+    """A session token for a user name and password: ``{"token", "user", "expires_at"}``.
+    Sent without the SDK, which would take a refusal for a missing token."""
+    try:
+        answer = httpx.post(f"{url}/login", json={"user": user, "password": password},
+                            headers={"accept": "application/json"}, timeout=60)
+    except httpx.TransportError as exc:
+        raise Unavailable(f"cannot reach Cumulo at {url}: {exc}. Is it running? Start it with "
+                          "'cumulo up', or give its address with --url") from exc
+    try:
+        payload: Any = answer.json()
+    except ValueError:
+        payload = answer.text
+    if answer.status_code >= 400 or not isinstance(payload, dict):
+        raise error_from_payload(answer.status_code, payload)
+    return payload
 
 
 def logout(

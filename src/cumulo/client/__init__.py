@@ -9,6 +9,8 @@ from cumulo.client.transport import Transport
 from cumulo.config import load_client_settings
 
 if TYPE_CHECKING:
+    from cumulo.access.audit_sdk import AuditClient
+    from cumulo.access.iam_sdk import Access, Groups, Policies, Projects, Roles, Users
     from cumulo.access.sdk import TokensClient
     from cumulo.compute.sdk import ClustersClient, JobsClient
     from cumulo.lake.sdk import SqlClient, TablesClient
@@ -54,6 +56,49 @@ class Client:
         from cumulo.access.sdk import TokensClient
 
         return TokensClient(self.transport)
+
+    @cached_property
+    def audit(self) -> AuditClient:
+        """The audit log: ``list(user=, action=, since=)``, ``verify()``."""
+        from cumulo.access.audit_sdk import AuditClient
+
+        return AuditClient(self.transport)
+
+    @cached_property
+    def users(self) -> Users:
+        from cumulo.access.iam_sdk import Users
+
+        return Users(self.transport)
+
+    @cached_property
+    def groups(self) -> Groups:
+        from cumulo.access.iam_sdk import Groups
+
+        return Groups(self.transport)
+
+    @cached_property
+    def roles(self) -> Roles:
+        from cumulo.access.iam_sdk import Roles
+
+        return Roles(self.transport)
+
+    @cached_property
+    def policies(self) -> Policies:
+        from cumulo.access.iam_sdk import Policies
+
+        return Policies(self.transport)
+
+    @cached_property
+    def access(self) -> Access:
+        from cumulo.access.iam_sdk import Access
+
+        return Access(self.transport)
+
+    @cached_property
+    def projects(self) -> Projects:
+        from cumulo.access.iam_sdk import Projects
+
+        return Projects(self.transport)
 
     @cached_property
     def tables(self) -> TablesClient:

@@ -13,7 +13,13 @@ from typing import Any
 
 import httpx
 
-from cumulo.errors import CumuloError, Unauthorized, Unavailable, error_from_payload
+from cumulo.errors import (
+    CumuloError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    error_from_payload,
+)
 
 __all__ = ["Consume", "Transport"]
 
@@ -61,14 +67,20 @@ class Transport:
 
     def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code >= 400:
-            self._raise(response.status_code, response.content)
+            self._raise(response.status_code, response.content,
+                        response.headers.get("retry-after"))
 
-    def _raise(self, status: int, body: bytes) -> None:
+    def _raise(self, status: int, body: bytes, retry_after: str | None = None) -> None:
         try:
             payload: Any = json.loads(body)
         except ValueError:
             payload = body.decode("utf-8", "replace")
         error = error_from_payload(status, payload)
+        wait = (retry_after or "").strip()
+        if isinstance(error, TooManyRequests) and error.retry_after is None and wait.isdigit():
+            # Raised, not waited out as a 503 is: the wait is long, and the request may be a
+            # sign-in, which is not for sending twice.
+            error.retry_after = float(wait)
         if isinstance(error, Unauthorized) and not self._has_token:
             error = Unauthorized(
                 f"{error.message}. No token was found for {self.url}: run 'cumulo login --url "
@@ -124,7 +136,7 @@ class Transport:
             except OSError as exc:
                 raise self._unreachable(httpx.ConnectError(str(exc))) from exc
             if response.status >= 400:
-                self._raise(response.status, response.read())
+                self._raise(response.status, response.read(), response.getheader("retry-after"))
             with _Fanout(consumers) as fanout:
                 while True:
                     buf = fanout.free_buffer()

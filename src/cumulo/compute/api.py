@@ -25,6 +25,7 @@ from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
 from cumulo.compute.spec import MAX_DURATION
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
+from cumulo.permissions import allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -50,6 +51,15 @@ _MAX_OFFSET = 2**63 - 1
 # them (past 2**63 a cluster was an OverflowError, a 500).
 _MAX_COUNT = 1_000_000
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a datetime holds
+
+
+def job_owner(request: Request) -> str | None:
+    """Who submitted the route's job (for rights on one's own jobs); None: no such job."""
+    with services(request).sessions() as session:
+        job = job_service.find_job(session, request.path_params["job_id"])
+        if job is None:
+            return None
+        return user_names(session, {job.created_by}).get(job.created_by, "")
 
 
 def _supervisor(request: Request) -> Supervisor:
@@ -109,12 +119,16 @@ def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut
     )
 
 
-@clusters_router.get("", response_model=list[ClusterOut], summary="List clusters")
+@clusters_router.get("",
+    dependencies=[allow("clusters:List", "cluster/*")],
+    response_model=list[ClusterOut], summary="List clusters")
 def list_clusters(session: DbSession, request: Request) -> list[ClusterOut]:
     return [_cluster_out(session, request, c) for c in cluster_service.list_clusters(session)]
 
 
-@clusters_router.post("", status_code=201, response_model=ClusterOut, summary="Create a cluster")
+@clusters_router.post("",
+    dependencies=[allow("clusters:Create", "cluster/*")],
+    status_code=201, response_model=ClusterOut, summary="Create a cluster")
 def create_cluster(body: ClusterIn, session: DbSession, caller: Caller,
                    request: Request) -> ClusterOut:
     cluster = cluster_service.create_cluster(
@@ -131,12 +145,16 @@ def create_cluster(body: ClusterIn, session: DbSession, caller: Caller,
     return _cluster_out(session, request, cluster)
 
 
-@clusters_router.get("/{name}", response_model=ClusterOut, summary="Show a cluster")
+@clusters_router.get("/{name}",
+    dependencies=[allow("clusters:Read", "cluster/{name}")],
+    response_model=ClusterOut, summary="Show a cluster")
 def show_cluster(name: str, session: DbSession, request: Request) -> ClusterOut:
     return _cluster_out(session, request, cluster_service.get_cluster(session, name))
 
 
-@clusters_router.delete("/{name}", summary="Remove a cluster")
+@clusters_router.delete("/{name}",
+    dependencies=[allow("clusters:Delete", "cluster/{name}")],
+    summary="Remove a cluster")
 def delete_cluster(name: str, session: DbSession, request: Request) -> dict[str, str]:
     cluster_service.delete_cluster(session, name)
     _supervisor(request).notify()
@@ -152,7 +170,9 @@ def _digest(digest: str) -> str:
     return digest
 
 
-@jobs_router.get("/code/{digest}", summary="Whether a code snapshot is already uploaded")
+@jobs_router.get("/code/{digest}",
+                 dependencies=[allow("jobs:Submit", "job/*")],
+                 summary="Whether a code snapshot is already uploaded")
 def code_exists(digest: str, session: DbSession) -> dict[str, Any]:
     snap = session.get(CodeSnapshot, _digest(digest))
     if snap is None:
@@ -175,7 +195,9 @@ _CODE_BODY = _raw_body("the snapshot's files as a tar, gzipped or not; the path 
 _FILE_BODY = _raw_body("the file's bytes", "application/octet-stream")
 
 
-@jobs_router.put("/code/{digest}", status_code=201, summary="Upload a code snapshot (a tar.gz)",
+@jobs_router.put("/code/{digest}",
+                 dependencies=[allow("jobs:Submit", "job/*")],
+                 status_code=201, summary="Upload a code snapshot (a tar.gz)",
                  openapi_extra=_CODE_BODY)
 async def upload_code(digest: str, request: Request, session: DbSession,
                       storage: Storage) -> dict[str, Any]:
@@ -271,7 +293,9 @@ def job_out(job: Job, names: dict[int | None, str]) -> JobOut:
     )
 
 
-@jobs_router.post("", status_code=201, response_model=JobOut, summary="Submit a job")
+@jobs_router.post("",
+                  dependencies=[allow("jobs:Submit", "job/*")],
+                  status_code=201, response_model=JobOut, summary="Submit a job")
 def submit_job(body: JobIn, session: DbSession, storage: Storage, caller: Caller,
                request: Request) -> JobOut:
     job = job_service.submit_job(session, storage, caller,
@@ -280,7 +304,9 @@ def submit_job(body: JobIn, session: DbSession, storage: Storage, caller: Caller
     return job_out(job, {caller.user_id: caller.user_name})
 
 
-@jobs_router.get("", response_model=list[JobOut], summary="List jobs, newest first")
+@jobs_router.get("",
+                 dependencies=[allow("jobs:List", "job/*")],
+                 response_model=list[JobOut], summary="List jobs, newest first")
 async def list_jobs(request: Request, caller: Caller, state: str | None = None,
                     cluster: str | None = None, tag: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
@@ -308,7 +334,9 @@ async def list_jobs(request: Request, caller: Caller, state: str | None = None,
                             wait)
 
 
-@jobs_router.get("/{job_id}", response_model=JobOut, summary="Show a job")
+@jobs_router.get("/{job_id}",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 response_model=JobOut, summary="Show a job")
 async def show_job(job_id: str, request: Request, caller: Caller,
                    wait: Annotated[float, Query(ge=0, le=60, description=(
                        "seconds to wait for the job to end before answering"))] = 0) -> JobOut:
@@ -347,14 +375,18 @@ async def _long_poll(request: Request, read: Callable[[], _T], done: Callable[[_
     return out
 
 
-@jobs_router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job")
+@jobs_router.post("/{job_id}/cancel",
+                  dependencies=[allow("jobs:Cancel", "job/{job_id}", owner=job_owner)],
+                  response_model=JobOut, summary="Cancel a job")
 def cancel_job(job_id: str, session: DbSession, caller: Caller, request: Request) -> JobOut:
     job = job_service.cancel_job(session, caller, job_id)
     _supervisor(request).notify()
     return job_out(job, user_names(session, [job.created_by]))
 
 
-@jobs_router.post("/{job_id}/retry", response_model=JobOut,
+@jobs_router.post("/{job_id}/retry",
+                  dependencies=[allow("jobs:Retry", "job/{job_id}", owner=job_owner)],
+                  response_model=JobOut,
                   summary="Run a job that failed, was cancelled or timed out again, as its next "
                           "attempt (with its checkpoints)")
 def retry_job(job_id: str, session: DbSession, caller: Caller, request: Request) -> JobOut:
@@ -382,7 +414,9 @@ class MetricsIn(BaseModel):
     metrics: list[MetricIn]
 
 
-@jobs_router.post("/{job_id}/metrics", summary="Record metrics (from inside the job)")
+@jobs_router.post("/{job_id}/metrics",
+                  dependencies=[allow("jobs:Write", "job/{job_id}", owner=job_owner)],
+                  summary="Record metrics (from inside the job)")
 def post_metrics(job_id: str, body: MetricsIn, session: DbSession,
                  caller: Caller) -> dict[str, int]:
     count = job_service.record_metrics(session, caller, job_id,
@@ -390,14 +424,18 @@ def post_metrics(job_id: str, body: MetricsIn, session: DbSession,
     return {"recorded": count}
 
 
-@jobs_router.get("/{job_id}/metrics", summary="A job's metrics, by name, in step order")
+@jobs_router.get("/{job_id}/metrics",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 summary="A job's metrics, by name, in step order")
 def get_metrics(job_id: str, session: DbSession,
                 caller: Caller) -> dict[str, list[dict[str, Any]]]:
     job_service.get_job(session, job_id, caller)
     return job_service.metrics_of(session, job_id)
 
 
-@jobs_router.get("/{job_id}/artifacts", summary="Files the job left in its output folder")
+@jobs_router.get("/{job_id}/artifacts",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 summary="Files the job left in its output folder")
 def list_artifacts(job_id: str, session: DbSession, caller: Caller) -> list[dict[str, Any]]:
     job_service.get_job(session, job_id, caller)
     return [{"path": a.path, "size": a.size} for a in job_service.artifacts_of(session, job_id)]
@@ -417,7 +455,9 @@ _BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string",
                                                                "format": "binary"}}}}
 
 
-@jobs_router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact",
+@jobs_router.get("/{job_id}/artifacts/{path:path}",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 summary="Download one artifact",
                  response_class=StreamingResponse, responses={200: _BINARY})
 def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
                  caller: Caller) -> StreamingResponse:
@@ -428,7 +468,9 @@ def get_artifact(job_id: str, path: str, session: DbSession, storage: Storage,
     return _file_response(storage.open(f"jobs/{job_id}/outputs/{path}"))
 
 
-@jobs_router.put("/{job_id}/outputs/{path:path}", status_code=201,
+@jobs_router.put("/{job_id}/outputs/{path:path}",
+                 dependencies=[allow("jobs:Write", "job/{job_id}", owner=job_owner)],
+                 status_code=201,
                  summary="Send an output file home (from a job on a remote cluster)",
                  openapi_extra=_FILE_BODY)
 async def put_output(job_id: str, path: str, request: Request, session: DbSession,
@@ -474,7 +516,9 @@ def _job_itself(session: Session, job_id: str, caller: Principal) -> Job:
     return job
 
 
-@jobs_router.get("/{job_id}/checkpoints", summary="The checkpoint files kept for the next attempt")
+@jobs_router.get("/{job_id}/checkpoints",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 summary="The checkpoint files kept for the next attempt")
 def list_checkpoints(job_id: str, session: DbSession, storage: Storage,
                      caller: Caller) -> list[dict[str, Any]]:
     job_service.get_job(session, job_id, caller)
@@ -482,7 +526,9 @@ def list_checkpoints(job_id: str, session: DbSession, storage: Storage,
     return [{"path": rel, "size": size} for rel, size in sorted(files.items())]
 
 
-@jobs_router.get("/{job_id}/checkpoints/{path:path}", summary="Download one checkpoint file",
+@jobs_router.get("/{job_id}/checkpoints/{path:path}",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 summary="Download one checkpoint file",
                  response_class=StreamingResponse, responses={200: _BINARY})
 def get_checkpoint(job_id: str, path: str, session: DbSession, storage: Storage,
                    caller: Caller) -> StreamingResponse:
@@ -492,7 +538,9 @@ def get_checkpoint(job_id: str, path: str, session: DbSession, storage: Storage,
     return _file_response(storage.open(checkpoints.file_key(job_id, path)))
 
 
-@jobs_router.put("/{job_id}/checkpoints/{path:path}", status_code=201,
+@jobs_router.put("/{job_id}/checkpoints/{path:path}",
+                 dependencies=[allow("jobs:Write", "job/{job_id}", owner=job_owner)],
+                 status_code=201,
                  summary="Send a checkpoint file home (from a job on a remote cluster)",
                  openapi_extra=_FILE_BODY)
 async def put_checkpoint(job_id: str, path: str, request: Request, session: DbSession,
@@ -507,7 +555,9 @@ async def put_checkpoint(job_id: str, path: str, request: Request, session: DbSe
     return {"path": path, "size": size}
 
 
-@jobs_router.post("/{job_id}/checkpoints", summary="Name the checkpoint folder's files, once "
+@jobs_router.post("/{job_id}/checkpoints",
+                  dependencies=[allow("jobs:Write", "job/{job_id}", owner=job_owner)],
+                  summary="Name the checkpoint folder's files, once "
                                                    "sent (from a job on a remote cluster)")
 def commit_checkpoints(job_id: str, body: CheckpointsIn, session: DbSession, storage: Storage,
                        caller: Caller) -> dict[str, int]:
@@ -518,7 +568,9 @@ def commit_checkpoints(job_id: str, body: CheckpointsIn, session: DbSession, sto
     return {"files": len(body.files)}
 
 
-@jobs_router.get("/{job_id}/logs", summary="A job's output; follow=true streams it live",
+@jobs_router.get("/{job_id}/logs",
+                 dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)],
+                 summary="A job's output; follow=true streams it live",
                  response_class=StreamingResponse,
                  responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def job_logs(job_id: str, request: Request, session: DbSession, storage: Storage,
@@ -627,13 +679,16 @@ def _ray_log(supervisor: Any, sessions: Any, job_id: str, attempt: int,
     return [data] if data else []
 
 
-@jobs_router.head("/{job_id}", include_in_schema=False)
+@jobs_router.head("/{job_id}", include_in_schema=False,
+                  dependencies=[allow("jobs:Read", "job/{job_id}", owner=job_owner)])
 def head_job(job_id: str, session: DbSession, caller: Caller) -> Response:
     job_service.get_job(session, job_id, caller)
     return Response()
 
 
-@jobs_router.delete("/{job_id}", summary="Forget a finished job (its logs and outputs too)")
+@jobs_router.delete("/{job_id}",
+    dependencies=[allow("jobs:Delete", "job/{job_id}", owner=job_owner)],
+    summary="Forget a finished job (its logs and outputs too)")
 def delete_job(job_id: str, session: DbSession, storage: Storage,
                caller: Caller) -> dict[str, str]:
     job = job_service.get_job(session, job_id, caller)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from cumulo.access.users import user_names
 from cumulo.compute.clusters import get_cluster
 from cumulo.compute.models import ACTIVE, FINISHED, CodeSnapshot, Job, JobArtifact, JobMetric
 from cumulo.compute.spec import MAX_DURATION, InputRef, parse_env, parse_inputs
@@ -180,10 +181,16 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
 def get_job(session: Session, job_id: str, principal: Principal | None = None) -> Job:
     """A job by id; with ``principal``, only one it may see (its own, or any for an admin)."""
     job = session.get(Job, job_id)
-    if job is None or (principal is not None and not principal.is_admin
-                       and job.created_by != principal.user_id):
+    if job is None or (principal is not None and not _may_read(session, principal, job)):
         raise NotFound(f"no job {job_id!r}; 'cumulo jobs ls' lists jobs", details={"job": job_id})
     return job
+
+
+def _may_read(session: Session, principal: Principal, job: Job) -> bool:
+    if job.created_by == principal.user_id:
+        return True
+    owner = user_names(session, {job.created_by}).get(job.created_by, "")
+    return principal.can("jobs:Read", f"job/{job.id}", owner=owner)
 
 
 def find_job(session: Session, job_id: str) -> Job | None:
@@ -196,7 +203,7 @@ def list_jobs(session: Session, principal: Principal, *, state: str | None = Non
               limit: int = 100) -> list[Job]:
     """Jobs, newest first: the caller's own, or everyone's for an admin."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
-    if not principal.is_admin:
+    if not principal.can("jobs:Read", "job/*", owner=""):  # not everyone's: one's own
         query = query.where(Job.created_by == principal.user_id)
     if state:
         states = state.split(",")

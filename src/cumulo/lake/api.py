@@ -24,6 +24,7 @@ from cumulo.db import get_session, utcnow
 from cumulo.errors import Invalid, NotFound
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
+from cumulo.permissions import allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -94,7 +95,9 @@ class DatabaseOut(BaseModel):
     created_by: str | None
 
 
-@tables_router.get("/databases", response_model=list[DatabaseOut], summary="List databases")
+@tables_router.get("/databases",
+                   dependencies=[allow("tables:List", "database/*")],
+                   response_model=list[DatabaseOut], summary="List databases")
 def list_databases(session: DbSession) -> list[DatabaseOut]:
     rows = catalog.list_databases(session)
     names = user_names(session, {db.created_by for db, _ in rows})
@@ -103,7 +106,9 @@ def list_databases(session: DbSession) -> list[DatabaseOut]:
             for db, n in rows]
 
 
-@tables_router.post("/databases", status_code=201, response_model=DatabaseOut,
+@tables_router.post("/databases",
+    dependencies=[allow("tables:CreateDatabase", "database/*")],
+    status_code=201, response_model=DatabaseOut,
                     summary="Create a database")
 def create_database(body: DatabaseIn, session: DbSession, caller: Caller) -> DatabaseOut:
     db = catalog.create_database(session, caller, body.name, body.description)
@@ -111,7 +116,9 @@ def create_database(body: DatabaseIn, session: DbSession, caller: Caller) -> Dat
                        created_at=db.created_at, created_by=caller.user_name)
 
 
-@tables_router.delete("/databases/{database}", summary="Drop a database")
+@tables_router.delete("/databases/{database}",
+    dependencies=[allow("tables:DropDatabase", "database/{database}")],
+    summary="Drop a database")
 def drop_database(database: str, session: DbSession, storage: Storage,
                   cascade: bool = False) -> dict[str, Any]:
     return {"database": database,
@@ -133,7 +140,9 @@ class TableSummary(BaseModel):
 TableOut = TableInfo
 
 
-@tables_router.get("", response_model=list[TableSummary], summary="List tables")
+@tables_router.get("",
+                   dependencies=[allow("tables:List", "table/*")],
+                   response_model=list[TableSummary], summary="List tables")
 def list_tables(session: DbSession, database: str | None = None) -> list[TableSummary]:
     return [TableSummary(name=f"{d}.{t.name}", kind=t.kind, format=t.format,
                          description=t.description, created_at=t.created_at,
@@ -141,7 +150,9 @@ def list_tables(session: DbSession, database: str | None = None) -> list[TableSu
             for d, t in catalog.list_tables(session, database)]
 
 
-@tables_router.get("/{database}/{table}", response_model=TableOut, summary="Show a table")
+@tables_router.get("/{database}/{table}",
+                   dependencies=[allow("tables:Read", "table/{database}/{table}")],
+                   response_model=TableOut, summary="Show a table")
 def show_table(database: str, table: str, session: DbSession, storage: Storage,
                version: int | None = None, as_of: str | None = None) -> TableOut:
     return catalog.table_info(session, storage, _ref(database, table, version, as_of))
@@ -152,7 +163,9 @@ class TablePatch(BaseModel):
     tags: dict[str, str] | None = None
 
 
-@tables_router.patch("/{database}/{table}", response_model=TableOut,
+@tables_router.patch("/{database}/{table}",
+    dependencies=[allow("tables:Write", "table/{database}/{table}")],
+    response_model=TableOut,
                      summary="Set a table's description or tags")
 def patch_table(database: str, table: str, body: TablePatch, session: DbSession,
                 storage: Storage) -> TableOut:
@@ -167,7 +180,9 @@ def patch_table(database: str, table: str, body: TablePatch, session: DbSession,
     return catalog.table_info(session, storage, ref)
 
 
-@tables_router.delete("/{database}/{table}", summary="Drop a table (and a managed one's data)")
+@tables_router.delete("/{database}/{table}",
+    dependencies=[allow("tables:Drop", "table/{database}/{table}")],
+    summary="Drop a table (and a managed one's data)")
 def drop_table(database: str, table: str, session: DbSession,
                storage: Storage) -> dict[str, str]:
     ref = _ref(database, table)
@@ -187,7 +202,9 @@ LoadMode = Literal["append", "overwrite", "merge"]
 
 
 @tables_router.put(
-    "/{database}/{table}/data", response_model=WriteOut,
+    "/{database}/{table}/data",
+    dependencies=[allow("tables:Write", "table/{database}/{table}")],
+    response_model=WriteOut,
     summary="Load a file into a managed table (the raw body, streamed)",
     openapi_extra={"requestBody": {"content": {"application/octet-stream": {
         "schema": {"type": "string", "format": "binary"}}}, "required": True}},
@@ -226,7 +243,9 @@ class LoadIn(BaseModel):
     evolve: bool = False
 
 
-@tables_router.post("/{database}/{table}/load", response_model=WriteOut,
+@tables_router.post("/{database}/{table}/load",
+    dependencies=[allow("tables:Write", "table/{database}/{table}")],
+    response_model=WriteOut,
                     summary="Load files from storage or a URL into a managed table")
 def load_source(database: str, table: str, body: LoadIn, session: DbSession, storage: Storage,
                 caller: Caller, request: Request) -> WriteOut:
@@ -270,7 +289,9 @@ _DOWNLOAD: dict[int | str, dict[str, Any]] = {200: {"content": {
     else {"schema": {"type": "string", "format": "binary"}} for fmt, media in _MEDIA.items()}}}
 
 
-@tables_router.get("/{database}/{table}/data", summary="Read a table (at a version or time)",
+@tables_router.get("/{database}/{table}/data",
+                   dependencies=[allow("tables:Read", "table/{database}/{table}")],
+                   summary="Read a table (at a version or time)",
                    response_class=StreamingResponse, responses=_DOWNLOAD)
 def read_table(database: str, table: str, session: DbSession, storage: Storage,
                version: int | None = None, as_of: str | None = None,
@@ -371,7 +392,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-@tables_router.get("/{database}/{table}/history", summary="A table's versions")
+@tables_router.get("/{database}/{table}/history",
+                   dependencies=[allow("tables:Read", "table/{database}/{table}")],
+                   summary="A table's versions")
 def table_history(database: str, table: str, session: DbSession, storage: Storage,
                   limit: Annotated[int | None, Query(ge=1, le=_MAX_HISTORY)] = None
                   ) -> list[dict[str, Any]]:
@@ -385,7 +408,9 @@ class RestoreIn(BaseModel):
     as_of: str | None = None
 
 
-@tables_router.post("/{database}/{table}/restore", response_model=WriteOut,
+@tables_router.post("/{database}/{table}/restore",
+    dependencies=[allow("tables:Write", "table/{database}/{table}")],
+    response_model=WriteOut,
                     summary="Make a new version equal to an old one")
 def restore_table(database: str, table: str, body: RestoreIn, session: DbSession,
                   storage: Storage, caller: Caller) -> WriteOut:
@@ -404,7 +429,9 @@ def restore_table(database: str, table: str, body: RestoreIn, session: DbSession
                     rows_removed=None)
 
 
-@tables_router.get("/{database}/{table}/diff", summary="Compare two versions")
+@tables_router.get("/{database}/{table}/diff",
+                   dependencies=[allow("tables:Read", "table/{database}/{table}")],
+                   summary="Compare two versions")
 def table_diff(database: str, table: str, session: DbSession, storage: Storage,
                start: Annotated[int, Query(alias="from")],
                end: Annotated[int | None, Query(alias="to")] = None,
@@ -422,7 +449,9 @@ class VacuumIn(BaseModel):
     force: bool = False
 
 
-@tables_router.post("/{database}/{table}/vacuum", summary="Remove files old versions needed")
+@tables_router.post("/{database}/{table}/vacuum",
+    dependencies=[allow("tables:Write", "table/{database}/{table}")],
+    summary="Remove files old versions needed")
 def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
                  storage: Storage) -> dict[str, Any]:
     from datetime import timedelta
@@ -442,7 +471,9 @@ class CrawlIn(BaseModel):
     policy: CrawlPolicy = "log"
 
 
-@tables_router.post("/crawl", summary="Crawl files into external tables")
+@tables_router.post("/crawl",
+    dependencies=[allow("tables:Create", "table/*")],
+    summary="Crawl files into external tables")
 def crawl(body: CrawlIn, session: DbSession, storage: Storage, caller: Caller) -> dict[str, Any]:
     report = crawler.crawl(session, storage, caller, body.path, database=body.database,
                            policy=body.policy)
@@ -540,7 +571,9 @@ def _results_dir(request: Request) -> Path:
     return sql.results_dir(services(request).settings.home)
 
 
-@sql_router.post("", response_model=SqlResult, summary="Run a SQL statement")
+@sql_router.post("",
+                 dependencies=[allow("sql:Run", "sql")],
+                 response_model=SqlResult, summary="Run a SQL statement")
 def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
             caller: Caller) -> SqlResult:
     outcome = sql.run(session, storage, caller, body.sql, results_dir=_results_dir(request),
@@ -555,7 +588,9 @@ def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
                      written=outcome.written)
 
 
-@sql_router.get("/queries", response_model=list[QueryOut], summary="Query history")
+@sql_router.get("/queries",
+                dependencies=[allow("sql:Run", "sql")],
+                response_model=list[QueryOut], summary="Query history")
 def query_history(session: DbSession, limit: int = Query(50, ge=1, le=1000),
                   state: str | None = None) -> list[QueryOut]:
     query = select(SqlQuery).order_by(SqlQuery.created_at.desc()).limit(limit)
@@ -571,18 +606,23 @@ def _get_query(session: Session, query_id: str) -> SqlQuery:
     return q
 
 
-@sql_router.get("/queries/{query_id}", response_model=QueryOut, summary="One query")
+@sql_router.get("/queries/{query_id}",
+                dependencies=[allow("sql:Run", "sql")],
+                response_model=QueryOut, summary="One query")
 def get_query(query_id: str, session: DbSession) -> QueryOut:
     return _query_out(session, _get_query(session, query_id))
 
 
-@sql_router.delete("/queries/{query_id}", summary="Cancel a running query")
+@sql_router.delete("/queries/{query_id}",
+                   dependencies=[allow("sql:Run", "sql")], summary="Cancel a running query")
 def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
     q = _get_query(session, query_id)
     return {"id": q.id, "cancelled": sql.cancel(query_id), "state": q.state}
 
 
-@sql_router.get("/queries/{query_id}/results", summary="A query's results: a page or a download",
+@sql_router.get("/queries/{query_id}/results",
+                dependencies=[allow("sql:Run", "sql")],
+                summary="A query's results: a page or a download",
                 responses={200: {"content": {
                     media: {"schema": {"type": "string", "format": "binary"}}
                     for fmt, media in _MEDIA.items() if fmt != "json"}}})

@@ -569,6 +569,7 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
     known = catalog.all_table_names(session)
     # Nothing is bound before this check: binding alone lists globs and opens files.
     names = sqlguard.check(plan.body, aliases=plan.travel, known=known)
+    _authorize(principal, plan, names.tables)  # before DuckDB sees a table
     sandbox = _Sandbox(results_dir / "spill")
     input_bytes = 0
     for alias, ref in plan.travel.items():
@@ -722,6 +723,19 @@ def _external_dataset(backend: Backend, table: Any, files: list[str]) -> Any:
 def _size(table: Any) -> int:
     actions = pa.table(table.get_add_actions(flatten=True))
     return int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+
+
+def _authorize(principal: Principal, plan: _Plan, tables: set[str]) -> None:
+    """Each table the statement reads needs tables:Read, the one it writes tables:Write (or
+    tables:Create for CREATE TABLE ... AS): asked of the decision point, as every route asks."""
+    for ref in plan.travel.values():
+        principal.require("tables:Read", f"table/{ref.database}/{ref.table}")
+    for name in sorted(tables):
+        database, _, table = name.partition(".")
+        principal.require("tables:Read", f"table/{database}/{table}")
+    if plan.target is not None:
+        action = "tables:Create" if plan.target_mode == "create" else "tables:Write"
+        principal.require(action, f"table/{plan.target.database}/{plan.target.table}")
 
 
 def _write_target(session: Session, backend: Backend, principal: Principal, plan: _Plan,

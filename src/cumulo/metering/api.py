@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.db import get_session
 from cumulo.metering import usage
+from cumulo.permissions import allow
 from cumulo.services import services
 
 __all__ = ["router"]
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/costs", tags=["costs"])
 DbSession = Annotated[Session, Depends(get_session)]
 
 
-@router.get("", summary="Usage and cost, grouped")
+@router.get("", dependencies=[allow("costs:Read")], summary="Usage and cost, grouped")
 def costs(session: DbSession, request: Request, by: str = "day", since: str | None = None,
           until: str | None = None, kind: str | None = None) -> dict[str, Any]:
     summary = usage.summarize(session, by=by, since=since, until=until, kind=kind)

@@ -24,6 +24,7 @@ from cumulo.errors import Unavailable
 from cumulo.httplimits import lift_body_limit
 from cumulo.ml.registry import Registry
 from cumulo.ml.tracking import PREFIX
+from cumulo.permissions import Permission, allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import Running, services
 
@@ -38,7 +39,38 @@ _NOT_FORWARDED = _HOP | {"cookie", "origin"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-@router.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
+class _TrackingPermission(Permission):
+    """MLflow's API through /mlflow: its registry's calls are the registry's actions (so
+    that nobody approves or moves an alias through MLflow's own API without the right), the
+    rest reads or writes tracking. A browser not signed in yet is sent to /login by the
+    route, before any of this is asked."""
+
+    def action_for(self, request: Request) -> str | None:
+        path = request.path_params.get("path", "")
+        method = request.method
+        if "registered-models" in path or "model-versions" in path:
+            if method in ("GET", "HEAD") or path.endswith(("/search", "/get")):
+                return "models:Read"
+            if method == "DELETE" or "/delete" in path:
+                return "models:Delete"
+            return "models:Register" if path.endswith("/create") else "models:Update"
+        if method in ("GET", "HEAD", "OPTIONS") or path.endswith(("/search", "/get",
+                                                                  "/get-history")):
+            return "tracking:Read"
+        return "tracking:Write"
+
+    def resource_for(self, path_params: dict[str, Any]) -> str:
+        path = path_params.get("path", "")
+        registry = "registered-models" in path or "model-versions" in path
+        return "model/*" if registry else "experiment/*"
+
+    async def __call__(self, request: Request) -> None:
+        if signed_in(request) is not None:
+            await super().__call__(request)
+
+
+@router.api_route("/{path:path}", methods=METHODS, include_in_schema=False,
+                  dependencies=[Depends(_TrackingPermission(None, "experiment/*"))])
 async def proxy(path: str, request: Request, running: Running) -> Any:
     # The server mounts this router behind its token check, which lets a browser's request for
     # a page through without a caller: that browser logs in first.
@@ -94,56 +126,74 @@ class DescriptionIn(BaseModel):
     version: str | None = None
 
 
-@models_router.get("", summary="Registered models")
+@models_router.get("", dependencies=[allow("models:List", "model/*")], summary="Registered models")
 def list_models(request: Request) -> list[dict[str, Any]]:
     return _registry(request).list()
 
 
-@models_router.get("/{name}", summary="A model: aliases, tags, latest version")
+@models_router.get("/{name}",
+                   dependencies=[allow("models:Read", "model/{name}")],
+                   summary="A model: aliases, tags, latest version")
 def show_model(name: str, request: Request) -> dict[str, Any]:
     return _registry(request).get(name)
 
 
-@models_router.get("/{name}/versions", summary="A model's versions, with approval status")
+@models_router.get("/{name}/versions",
+                   dependencies=[allow("models:Read", "model/{name}")],
+                   summary="A model's versions, with approval status")
 def model_versions(name: str, request: Request) -> list[dict[str, Any]]:
     return _registry(request).versions(name)
 
 
-@models_router.get("/{name}/versions/{version}", summary="One version, with its lineage")
+@models_router.get("/{name}/versions/{version}",
+                   dependencies=[allow("models:Read", "model/{name}")],
+                   summary="One version, with its lineage")
 def model_version(name: str, version: str, request: Request) -> dict[str, Any]:
     return _registry(request).version(name, version)
 
 
-@models_router.put("/{name}/aliases/{alias}", summary="Point an alias at a version")
+@models_router.put("/{name}/aliases/{alias}",
+                   dependencies=[allow("models:Update", "model/{name}")],
+                   summary="Point an alias at a version")
 def set_alias(name: str, alias: str, body: AliasIn, request: Request, session: DbSession,
               caller: Caller) -> dict[str, Any]:
     return _registry(request).set_alias(session, caller, name, alias, body.version)
 
 
-@models_router.delete("/{name}/aliases/{alias}", summary="Remove an alias")
+@models_router.delete("/{name}/aliases/{alias}",
+    dependencies=[allow("models:Update", "model/{name}")],
+    summary="Remove an alias")
 def remove_alias(name: str, alias: str, request: Request, session: DbSession,
                  caller: Caller) -> dict[str, Any]:
     return _registry(request).remove_alias(session, caller, name, alias)
 
 
-@models_router.get("/{name}/aliases/history", summary="Every alias move, oldest first")
+@models_router.get("/{name}/aliases/history",
+                   dependencies=[allow("models:Read", "model/{name}")],
+                   summary="Every alias move, oldest first")
 def alias_history(name: str, request: Request, session: DbSession) -> list[dict[str, Any]]:
     return _registry(request).history(session, name)
 
 
-@models_router.put("/{name}/versions/{version}/approval", summary="Approve or reject a version")
+@models_router.put("/{name}/versions/{version}/approval",
+                   dependencies=[allow("models:Approve", "model/{name}")],
+                   summary="Approve or reject a version")
 def set_approval(name: str, version: str, body: ApprovalIn,
                  request: Request) -> dict[str, Any]:
     return _registry(request).set_approval(name, version, body.status)
 
 
-@models_router.post("/{name}/tags", summary="Tag a model or one of its versions")
+@models_router.post("/{name}/tags",
+    dependencies=[allow("models:Update", "model/{name}")],
+    summary="Tag a model or one of its versions")
 def set_tag(name: str, body: TagIn, request: Request) -> dict[str, str]:
     _registry(request).set_tag(name, body.key, body.value, version=body.version)
     return {"tagged": name}
 
 
-@models_router.patch("/{name}", summary="Describe a model or one of its versions")
+@models_router.patch("/{name}",
+    dependencies=[allow("models:Update", "model/{name}")],
+    summary="Describe a model or one of its versions")
 def describe(name: str, body: DescriptionIn, request: Request) -> dict[str, str]:
     _registry(request).describe(name, body.description, version=body.version)
     return {"described": name}

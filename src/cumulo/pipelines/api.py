@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
+from cumulo.permissions import allow
 from cumulo.pipelines import runs, schedules, service
 from cumulo.pipelines.components import COMPONENTS, component_doc
 from cumulo.pipelines.definition import check, schema
@@ -61,25 +62,32 @@ def _out(session: Session, pipeline: Pipeline, row: PipelineVersion,
                        created_at=pipeline.created_at, updated_at=pipeline.updated_at)
 
 
-@router.get("/schema", summary="The JSON Schema of a pipeline definition")
+@router.get("/schema",
+            dependencies=[allow("pipelines:List", "pipeline/*")],
+            summary="The JSON Schema of a pipeline definition")
 def definition_schema() -> dict[str, Any]:
     return schema()
 
 
-@router.get("/components", summary="The component library")
+@router.get("/components",
+            dependencies=[allow("pipelines:List", "pipeline/*")], summary="The component library")
 def components() -> list[dict[str, Any]]:
     """Each component's typed inputs, outputs and parameters: the designer's palette."""
     return [component_doc(c) for c in COMPONENTS.values()]
 
 
-@router.post("/-/validate", summary="Check a definition without storing it")
+@router.post("/-/validate",
+             dependencies=[allow("pipelines:List", "pipeline/*")],
+             summary="Check a definition without storing it")
 def validate(doc: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """The definition in its canonical form (defaults filled in), or 400 listing each problem
     with its path in the document (``details.problems``)."""
     return check(doc)
 
 
-@router.post("", response_model=PipelineOut, status_code=201,
+@router.post("",
+             dependencies=[allow("pipelines:Create", "pipeline/*")],
+             response_model=PipelineOut, status_code=201,
              summary="Create a pipeline, or a new version of one")
 def create(doc: Annotated[dict[str, Any], Body()], session: DbSession, caller: Caller,
            response: Response, source: str = "json") -> PipelineOut:
@@ -91,7 +99,9 @@ def create(doc: Annotated[dict[str, Any], Body()], session: DbSession, caller: C
     return _out(session, pipeline, row, created)
 
 
-@router.get("", response_model=list[PipelineRow], summary="List pipelines")
+@router.get("",
+            dependencies=[allow("pipelines:List", "pipeline/*")],
+            response_model=list[PipelineRow], summary="List pipelines")
 def list_all(session: DbSession) -> list[PipelineRow]:
     rows = service.list_pipelines(session)
     names = user_names(session, [p.created_by for p in rows])
@@ -138,19 +148,24 @@ def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dic
     return out
 
 
-@router.get("/-/runs", summary="List pipeline runs, newest first")
+@router.get("/-/runs",
+            dependencies=[allow("pipelines:List", "pipeline/*")],
+            summary="List pipeline runs, newest first")
 def list_runs(session: DbSession, caller: Caller, pipeline: str | None = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
     return [_run_out(session, r, with_steps=False)
             for r in runs.list_runs(session, caller, pipeline=pipeline, limit=limit)]
 
 
-@router.get("/-/runs/{run_id}", summary="Show a run: each step's state, time and outputs")
+@router.get("/-/runs/{run_id}",
+            dependencies=[allow("pipelines:Read", "pipeline/*")],
+            summary="Show a run: each step's state, time and outputs")
 def show_run(run_id: str, session: DbSession, caller: Caller) -> dict[str, Any]:
     return _run_out(session, runs.get_run(session, run_id, caller))
 
 
-@router.post("/-/runs/{run_id}/retry", status_code=201,
+@router.post("/-/runs/{run_id}/retry",
+             dependencies=[allow("pipelines:Run", "pipeline/*")], status_code=201,
              summary="Run again from the step that failed")
 def retry_run(run_id: str, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
@@ -159,7 +174,8 @@ def retry_run(run_id: str, session: DbSession, caller: Caller,
     return _run_out(session, run)
 
 
-@router.post("/-/runs/{run_id}/cancel", summary="Cancel a run")
+@router.post("/-/runs/{run_id}/cancel",
+             dependencies=[allow("pipelines:Run", "pipeline/*")], summary="Cancel a run")
 def cancel_run(run_id: str, session: DbSession, caller: Caller,
                request: Request) -> dict[str, Any]:
     run = runs.cancel_run(session, caller, run_id)
@@ -176,18 +192,23 @@ class ScheduleIn(BaseModel):
     missed: str = Field("latest", description="missed cron times: skip, latest or all")
 
 
-@router.get("/-/schedules", summary="List schedules and table triggers")
+@router.get("/-/schedules",
+            dependencies=[allow("pipelines:List", "pipeline/*")],
+            summary="List schedules and table triggers")
 def list_schedules(session: DbSession, pipeline: str | None = None) -> list[dict[str, Any]]:
     return [schedules.schedule_doc(s) for s in schedules.list_schedules(session, pipeline)]
 
 
-@router.delete("/-/schedules/{schedule}", status_code=204, summary="Remove a schedule")
+@router.delete("/-/schedules/{schedule}",
+               dependencies=[allow("pipelines:Schedule", "pipeline/*")],
+               status_code=204, summary="Remove a schedule")
 def delete_schedule(schedule: str, session: DbSession, caller: Caller) -> Response:
     schedules.delete_schedule(session, caller, schedule)
     return Response(status_code=204)
 
 
-@router.post("/{name}/schedules", status_code=201,
+@router.post("/{name}/schedules",
+             dependencies=[allow("pipelines:Schedule", "pipeline/{name}")], status_code=201,
              summary="Run a pipeline on a cron schedule, or when a table changes")
 def create_schedule(name: str, body: ScheduleIn, session: DbSession, caller: Caller,
                     request: Request) -> dict[str, Any]:
@@ -199,7 +220,9 @@ def create_schedule(name: str, body: ScheduleIn, session: DbSession, caller: Cal
     return schedules.schedule_doc(row)
 
 
-@router.post("/{name}/runs", status_code=201, summary="Run a pipeline")
+@router.post("/{name}/runs",
+             dependencies=[allow("pipelines:Run", "pipeline/{name}")],
+             status_code=201, summary="Run a pipeline")
 def start_run(name: str, body: RunIn, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
     run = runs.start_run(session, caller, name, parameters=body.parameters,
@@ -208,14 +231,18 @@ def start_run(name: str, body: RunIn, session: DbSession, caller: Caller,
     return _run_out(session, run)
 
 
-@router.get("/{name}", response_model=PipelineOut, summary="Show a pipeline")
+@router.get("/{name}",
+            dependencies=[allow("pipelines:Read", "pipeline/{name}")],
+            response_model=PipelineOut, summary="Show a pipeline")
 def show(name: str, session: DbSession,
          version: Annotated[int | None, Query(ge=1, le=_MAX_VERSION)] = None) -> PipelineOut:
     pipeline = service.get_pipeline(session, name)
     return _out(session, pipeline, service.get_version(session, pipeline, version))
 
 
-@router.get("/{name}/versions", summary="A pipeline's versions, newest first")
+@router.get("/{name}/versions",
+            dependencies=[allow("pipelines:Read", "pipeline/{name}")],
+            summary="A pipeline's versions, newest first")
 def versions(name: str, session: DbSession) -> list[dict[str, Any]]:
     pipeline = service.get_pipeline(session, name)
     rows = service.list_versions(session, pipeline)
@@ -226,7 +253,9 @@ def versions(name: str, session: DbSession) -> list[dict[str, Any]]:
             for r in rows]
 
 
-@router.delete("/{name}", status_code=204, summary="Delete a pipeline and its versions")
+@router.delete("/{name}",
+               dependencies=[allow("pipelines:Delete", "pipeline/{name}")],
+               status_code=204, summary="Delete a pipeline and its versions")
 def delete(name: str, session: DbSession, caller: Caller) -> Response:
     service.delete_pipeline(session, caller, name)
     return Response(status_code=204)
@@ -235,7 +264,9 @@ def delete(name: str, session: DbSession, caller: Caller) -> Response:
 lineage_router = APIRouter(prefix="/lineage", tags=["pipelines"])
 
 
-@lineage_router.get("/{kind}/{ref}", summary="What produced a table, model or endpoint, and "
+@lineage_router.get("/{kind}/{ref}",
+    dependencies=[allow("pipelines:Read", "pipeline/*")],
+    summary="What produced a table, model or endpoint, and "
                     "what used it")
 def lineage(kind: str, ref: str, session: DbSession) -> dict[str, Any]:
     """``/lineage/table/sales.orders`` (or ``sales.orders@v3``), ``/lineage/model/churn:3``,

@@ -17,7 +17,12 @@ from sqlalchemy.orm import sessionmaker
 import cumulo
 from cumulo import console
 from cumulo.access.api import router as access_router
+from cumulo.access.audit import AuditExporter, AuditLog
+from cumulo.access.audit_api import router as audit_router
+from cumulo.access.authz import Authorizer
+from cumulo.access.iam_api import router as iam_router
 from cumulo.access.tokens import TokenCache
+from cumulo.access.trail import Trail
 from cumulo.compute.api import clusters_router, jobs_router
 from cumulo.config import Settings
 from cumulo.db import make_engine
@@ -27,10 +32,11 @@ from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
 from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
+from cumulo.principal import install_decider
 from cumulo.server.auth import require_token, require_token_or_login
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
-from cumulo.server.middleware import BodyLimit, RequestContext
+from cumulo.server.middleware import AuditChanges, BodyLimit, RequestContext
 from cumulo.server.openapi import install_openapi
 from cumulo.server.status import router as status_router
 from cumulo.services import Services
@@ -42,9 +48,9 @@ __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
 ROUTE_THREADS = 128
-ROUTERS = (status_router, access_router, storage_router, tables_router, sql_router,
+ROUTERS = (status_router, access_router, iam_router, storage_router, tables_router, sql_router,
            clusters_router, jobs_router, costs_router, models_router, endpoints_router,
-           pipelines_router, lineage_router)
+           pipelines_router, lineage_router, audit_router)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -89,6 +95,11 @@ async def _running(settings: Settings, engine: Engine,
         pipelines = Orchestrator(loops, storage, supervisor.notify, fire_schedules=schedules.fire)
         supervisor.listeners.append(pipelines.notify)
         sessions = sessionmaker(engine, expire_on_commit=False)
+        trail = Trail(AuditLog(sessions))  # the audit log's entries, written off the requests
+        stack.callback(trail.stop)
+        # who may do what: decided in one place, and each refusal written to the audit log
+        install_decider(Authorizer(sessions, on_denied=trail.denied))
+        stack.callback(install_decider, None)
         forward = Forwarder()
         stack.callback(forward.close)
         running = Services(
@@ -97,7 +108,7 @@ async def _running(settings: Settings, engine: Engine,
             compute=supervisor, tracking=tracking, endpoints=endpoints, pipelines=pipelines,
             mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
-            endpoints_forward=forward,
+            endpoints_forward=forward, trail=trail,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -105,6 +116,9 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(endpoints.stop)
         pipelines.start()
         stack.callback(pipelines.stop)
+        audit_export = AuditExporter(sessionmaker(loops, expire_on_commit=False), storage)
+        audit_export.start()  # audit entries, copied to the lake table audit.events
+        stack.callback(audit_export.stop)
         yield running
 
 
@@ -149,6 +163,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     _mount_docs(app)
     console.mount(app, settings.console_dir)  # last: "/" and the console's pages
 
+    app.add_middleware(AuditChanges)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestContext)
     return app

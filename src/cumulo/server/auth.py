@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.access.tokens import TokenCache
 from cumulo.errors import Forbidden, Unauthorized
-from cumulo.principal import Principal
+from cumulo.principal import Principal, source_address
 from cumulo.services import Services, services
 
 __all__ = ["LOGIN_COOKIE", "caller", "require_token", "require_token_or_login", "same_origin"]
@@ -58,6 +58,8 @@ async def require_token(
             "(the CLI and SDK read CUMULO_TOKEN)"
         )
     request.state.principal = await caller(services(request), secret)
+    if request.client is not None:
+        source_address.set(request.client.host)
 
 
 async def caller(running: Services, secret: str) -> Principal:

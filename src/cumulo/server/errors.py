@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 
 import orjson
@@ -20,6 +21,7 @@ from cumulo.errors import (
     Invalid,
     NotFound,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -32,14 +34,18 @@ log = logging.getLogger("cumulo.server")
 RETRY_AFTER_S = 5
 _BY_STATUS: dict[int, type[CumuloError]] = {
     400: Invalid, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
+    429: TooManyRequests,
 }
 
 
 def error_response(exc: CumuloError) -> Response:
     """The HTTP answer for one of Cumulo's errors: its status and ``{"error": ...}`` body."""
-    wait = getattr(exc, "retry_after", None) or RETRY_AFTER_S  # Unavailable's own, if given
+    # Unavailable's and TooManyRequests' own wait, if given; rounded up, so that a client
+    # that waits what it is told is let through
+    wait = getattr(exc, "retry_after", None) or RETRY_AFTER_S
     headers = ({"www-authenticate": "Bearer"} if exc.status == 401
-               else {"retry-after": str(max(1, round(wait)))} if exc.status == 503 else None)
+               else {"retry-after": str(max(1, math.ceil(wait)))} if exc.status in (429, 503)
+               else None)
     return Response(orjson.dumps(exc.to_payload()), status_code=exc.status, headers=headers,
                     media_type="application/json")
 

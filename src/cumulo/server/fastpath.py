@@ -7,11 +7,10 @@ dependencies, request and response objects) costs several times that on the one 
 control plane's event loop has, and the control plane then serves a fifth of what the
 replicas do. So this layer answers that one kind of request itself, with the same parts the
 route uses: the caller from the token cache (:func:`cumulo.server.auth.caller`), the
-forwarding of :func:`cumulo.serving.api.forward_invocation`, the body read within the
-endpoint's own limit, errors answered by :mod:`cumulo.server.errors`. The request id is kept
-or made and echoed as everywhere; the request is logged like any other when it fails, and
-otherwise counted in the endpoint's own metrics (``cumulo endpoints metrics``) rather than
-logged one line per row scored, as SageMaker's invocations are metrics, not log lines.
+caller's right to ``endpoints:Invoke`` the endpoint (the decision point, as the route
+declares it), the forwarding of :func:`cumulo.serving.api.forward_invocation`, the body
+read within the endpoint's own limit, errors answered by :mod:`cumulo.server.errors`. The
+request id is kept or made and echoed, and the request logged, as everywhere.
 
 Anything else, a browser's cookie or a request without a token included, goes on to the app,
 whose route says what is wrong the usual way.
@@ -26,10 +25,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cumulo.errors import CumuloError, TooLarge
 from cumulo.logs import request_id
+from cumulo.principal import decision_ready, source_address
 from cumulo.server.auth import caller
 from cumulo.server.errors import error_response, unexpected_response
 from cumulo.serving.api import FORWARDED_HEADERS, forward_invocation
@@ -89,7 +90,15 @@ class InvokeFastPath:
         start = time.perf_counter()
         running = self.services()
         try:
-            await caller(running, secret)
+            principal = await caller(running, secret)
+            client = scope.get("client")
+            if client:
+                source_address.set(client[0])
+            if decision_ready(principal):  # as the route's allow("endpoints:Invoke", ...)
+                principal.require("endpoints:Invoke", f"endpoint/{name}")
+            else:
+                await run_in_threadpool(principal.require, "endpoints:Invoke",
+                                        f"endpoint/{name}")
             status, answered, content = await forward_invocation(
                 running, name, headers, _body_reader(receive, declared))
         except _Disconnected:

@@ -1,15 +1,24 @@
-"""``/login`` and ``/logout``: how a browser holds a token, for the web console and MLflow's UI.
+"""``/login`` and ``/logout``: signing in with a password, and how a browser holds a token, for
+the web console and MLflow's UI.
 
-A browser cannot send ``Authorization: Bearer``, so the user pastes a token into a form once. It
-is checked, then kept in an HttpOnly (out of reach of scripts), SameSite=Strict (not sent from
+A browser cannot send ``Authorization: Bearer``, so the user signs in once with a user name
+and password (``cumulo.access.signin``: a session token of 12 hours), or pastes a token. The
+token is then kept in an HttpOnly (out of reach of scripts), SameSite=Strict (not sent from
 other sites) cookie that ``require_token`` accepts. After logging in the browser goes back to
 ``next``, which must be a path on this site: never another site (no open redirect). A request
 that accepts JSON (the console's) gets JSON instead of pages: the user, or the API's error.
+
+The CLI signs in with a JSON body, ``{"user", "password"}``, and gets the session token back in
+JSON (``{"token", "user", "expires_at"}``), with no cookie. Sign-in needs no token, so it is
+here and not under /api/v1, where every route does.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import math
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, Request
@@ -17,33 +26,46 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access.signin import RateLimiter, SignedIn, sign_in
 from cumulo.access.tokens import authenticate
 from cumulo.db import get_session
-from cumulo.errors import Forbidden, Invalid, TooLarge, Unauthorized
+from cumulo.errors import CumuloError, Forbidden, Invalid, TooLarge, TooManyRequests, Unauthorized
 from cumulo.server.auth import LOGIN_COOKIE, same_origin
+from cumulo.server.errors import RETRY_AFTER_S
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 DEFAULT_NEXT = "/mlflow/"
 MAX_FORM = 4096
+# Sign-in attempts per client address, for this process: 10 a minute (a person mistyping
+# gets through; a guesser gets 14,400 tries a day per address, against a lock after 5).
+LIMITER = RateLimiter()
 # The page loads nothing, runs no script and may not be framed (no clickjacking of the form).
 _HEADERS = {"cache-control": "no-store", "content-security-policy":
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'"}
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Log in - Cumulo</title>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in - Cumulo</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:30rem;margin:4rem auto;padding:0 1rem}}
 input{{width:100%;padding:.5rem;margin:.5rem 0 1rem;box-sizing:border-box}}
-.message{{color:#b00020}}</style></head>
+details{{margin-top:2rem}} .message{{color:#b00020}}</style></head>
 <body><h1>Cumulo</h1>
-<p>Paste a Cumulo token to open MLflow's web UI. <code>cumulo tokens create browser</code>
-makes one; it is kept in this browser until you <a href="/logout">log out</a>.</p>
+<p>Sign in to open MLflow's web UI. You stay signed in in this browser for 12 hours, or until
+you <a href="/logout">log out</a>.</p>
 {message}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
-<label>Token <input type="password" name="token" required autofocus></label>
-<button type="submit">Log in</button></form></body></html>
+<label>User name <input name="user" value="{user}" autocomplete="username" required
+{focus_user}></label>
+<label>Password <input type="password" name="password" autocomplete="current-password"
+required></label>
+<button type="submit">Sign in</button></form>
+<details{token_open}><summary>Sign in with a token instead</summary>
+<p>Paste a Cumulo token: <code>cumulo tokens create browser</code> makes one.</p>
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<label>Token <input type="password" name="token" required></label>
+<button type="submit">Log in</button></form></details></body></html>
 """
 
 
@@ -58,23 +80,60 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _page(next_: str, message: str = "", status: int = 200) -> HTMLResponse:
-    shown = f'<p class="message">{html.escape(message)}</p>' if message else ""
-    return HTMLResponse(_PAGE.format(message=shown, next=html.escape(next_)),
-                        status_code=status, headers=_HEADERS)
+def _page(next_: str, message: str = "", status: int = 200, *, user: str = "",
+          with_token: bool = False, retry_after: float | None = None) -> HTMLResponse:
+    shown = f'<p class="message" role="alert">{html.escape(message)}</p>' if message else ""
+    headers = dict(_HEADERS)
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    return HTMLResponse(
+        _PAGE.format(message=shown, next=html.escape(next_), user=html.escape(user),
+                     focus_user="" if with_token else "autofocus",
+                     token_open=" open" if with_token else ""),
+        status_code=status, headers=headers)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _body(request: Request, what: str) -> bytes:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM:
-            raise TooLarge(f"the login form is over {MAX_FORM} bytes")
+            raise TooLarge(f"the {what} is over {MAX_FORM} bytes")
+    return body
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await _body(request, "login form")
     try:
         fields = parse_qs(body.decode(), max_num_fields=10)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Invalid(f"the login form could not be read: {exc}") from exc
     return {key: values[0] for key, values in fields.items()}
+
+
+async def _credentials(request: Request) -> tuple[str, str]:
+    body = await _body(request, "sign-in request")
+    try:
+        sent: Any = json.loads(body)
+    except ValueError as exc:
+        raise Invalid(f"the sign-in request is not JSON: {exc}") from exc
+    if not (isinstance(sent, dict) and isinstance(sent.get("user"), str)
+            and isinstance(sent.get("password"), str)):
+        raise Invalid('a sign-in is {"user": "NAME", "password": "..."}, both strings')
+    return sent["user"], sent["password"]
+
+
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _sign_in(request: Request, session: Session, user: str, password: str) -> SignedIn:
+    return await run_in_threadpool(sign_in, session, user, password, source=_source(request),
+                                   limiter=LIMITER)
 
 
 def _wants_json(request: Request) -> bool:
@@ -92,21 +151,44 @@ async def login(request: Request, session: Session = Depends(get_session)) -> Re
     sent_by_a_page = "origin" in request.headers or "referer" in request.headers
     if sent_by_a_page and not same_origin(request):
         raise Forbidden("the login form was sent from a page of another site")
+    if _is_json(request):  # the CLI: the token in the answer, no cookie
+        signed = await _sign_in(request, session, *await _credentials(request))
+        return JSONResponse({"token": signed.secret, "user": signed.user,
+                             "expires_at": signed.expires_at.isoformat()},
+                            headers={"cache-control": "no-store"})
     form = await _form(request)
     next_ = _safe_next(form.get("next"))
-    token = form.get("token", "").strip()
     wants_json = _wants_json(request)  # the web console signs in with fetch()
-    try:
-        principal = await run_in_threadpool(authenticate, session, token)
-    except Unauthorized as exc:
-        if wants_json:
-            raise
-        return _page(next_, f"That token was refused: {exc.message}", status=401)
-    response: Response = (JSONResponse({"user": principal.user_name}) if wants_json
+    if "user" in form or "password" in form:
+        user = form.get("user", "").strip()
+        try:
+            signed = await _sign_in(request, session, user, form.get("password", ""))
+        except (Invalid, Unauthorized, TooManyRequests) as exc:
+            if wants_json:
+                raise
+            return _refused(next_, exc, user=user)
+        token, user_name = signed.secret, signed.user
+    else:
+        token = form.get("token", "").strip()
+        try:
+            principal = await run_in_threadpool(authenticate, session, token)
+        except Unauthorized as exc:
+            if wants_json:
+                raise
+            return _page(next_, f"That token was refused: {exc.message}", status=401,
+                         with_token=True)
+        user_name = principal.user_name
+    response: Response = (JSONResponse({"user": user_name}) if wants_json
                           else RedirectResponse(next_, status_code=303))
     response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     return response
+
+
+def _refused(next_: str, exc: CumuloError, *, user: str) -> HTMLResponse:
+    wait = (exc.retry_after or RETRY_AFTER_S) if isinstance(exc, TooManyRequests) else None
+    return _page(next_, f"Sign-in refused: {exc.message}", status=exc.status, user=user,
+                 retry_after=wait)
 
 
 @router.api_route("/logout", methods=["GET", "POST"])

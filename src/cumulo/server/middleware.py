@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.httplimits import BODY_LIMIT_KEY, MAX_BODY
 from cumulo.logs import request_id
+from cumulo.permissions import PERMISSION_KEY
 
-__all__ = ["BodyLimit", "RequestContext"]
+__all__ = ["AuditChanges", "BodyLimit", "RequestContext"]
 
 log = logging.getLogger("cumulo.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -95,3 +96,42 @@ class BodyLimit:
 def _too_large(size: int, limit: int) -> HTTPException:
     return HTTPException(413, f"the request body is over {limit} bytes (at least {size}); "
                               "send large files as uploads ('cumulo files cp')")
+
+
+_READS = ("GET", "HEAD", "OPTIONS")
+
+
+class AuditChanges:
+    """Write each request that changes something to the audit log once it is answered: who,
+    the action and resource its route declared, the outcome. Refusals are written by the
+    decision point itself; requests that only read (whatever their method: MLflow searches
+    by POST) are not changes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in _READS:
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            permission = scope.get(PERMISSION_KEY)
+            principal = scope.get("state", {}).get("principal")
+            code = status["code"]
+            if (permission is not None and permission[0] is not None and principal is not None
+                    and code not in (401, 403)
+                    and not permission[0].endswith((":Read", ":List"))):
+                client = scope.get("client")
+                scope["app"].state.services.trail.change(
+                    user=principal.user_name, action=permission[0], resource=permission[1],
+                    status=code, method=scope["method"], path=scope["path"],
+                    source=client[0] if client else None)

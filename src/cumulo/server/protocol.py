@@ -26,7 +26,8 @@ from cumulo.httplimits import HeadCounter, TooLong, limit_passed
 __all__ = ["BoundedHttpToolsProtocol"]
 
 _REASONS = {414: "URI Too Long", 431: "Request Header Fields Too Large"}
-_GATHER_UNDER = 64 << 10  # larger writes (downloads) go out at once, uncopied
+_GATHER_UNDER = 64 << 10
+_LINGER_S = 1.0  # larger writes (downloads) go out at once, uncopied
 
 
 class _Gathered:
@@ -95,6 +96,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_Gathered(transport))  # type: ignore[arg-type]
+
+    def on_response_complete(self) -> None:
+        answered_early = self.cycle is not None and self.cycle.more_body
+        super().on_response_complete()
+        if answered_early and not self.transport.is_closing():
+            # Answered (413, 401) before its body was read: the rest of the body is not worth
+            # reading. Close, but a moment later, so that the answer is read before the
+            # unread body makes the close a reset.
+            self.loop.call_later(_LINGER_S, self.transport.close)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -13,6 +13,7 @@ import cumulo
 from cumulo.access.models import Token, User
 from cumulo.compute.models import ACTIVE, Cluster, Job
 from cumulo.db import get_session, redact_url
+from cumulo.permissions import any_caller
 from cumulo.services import services
 from cumulo.storage import service as storage
 
@@ -50,7 +51,9 @@ class Status(BaseModel):
     compute: ComputeStatus
 
 
-@router.get("/status", response_model=Status, summary="Server version, state and contents")
+@router.get("/status",
+            dependencies=[any_caller()],
+            response_model=Status, summary="Server version, state and contents")
 def status(request: Request, session: Annotated[Session, Depends(get_session)]) -> Status:
     server = services(request)
     use = storage.usage(session)

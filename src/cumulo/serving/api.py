@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.db import get_session
 from cumulo.errors import Conflict, Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
+from cumulo.permissions import allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import Services, services
 from cumulo.serving import endpoints
@@ -144,7 +145,9 @@ def _out(request: Request, e: Endpoint) -> EndpointOut:
         created_at=e.created_at, updated_at=e.updated_at)
 
 
-@endpoints_router.post("", status_code=201, response_model=EndpointOut,
+@endpoints_router.post("",
+    dependencies=[allow("endpoints:Create", "endpoint/*")],
+    status_code=201, response_model=EndpointOut,
                        summary="Create an endpoint")
 def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
                     request: Request) -> EndpointOut:
@@ -157,12 +160,16 @@ def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
     return _out(request, endpoint)
 
 
-@endpoints_router.get("", response_model=list[EndpointOut], summary="List endpoints")
+@endpoints_router.get("",
+    dependencies=[allow("endpoints:List", "endpoint/*")],
+    response_model=list[EndpointOut], summary="List endpoints")
 def list_endpoints(session: DbSession, request: Request) -> list[EndpointOut]:
     return [_out(request, e) for e in endpoints.list_endpoints(session)]
 
 
-@endpoints_router.get("/-/runtime", summary="The serving runtime: its fork server")
+@endpoints_router.get("/-/runtime",
+    dependencies=[allow("endpoints:List", "endpoint/*")],
+    summary="The serving runtime: its fork server")
 def serving_runtime(request: Request) -> dict[str, Any]:
     """Whether replicas start as forks of a process with the serving stack imported (well
     under a second) or as new processes (seconds): ``starting`` while it imports, then
@@ -171,12 +178,16 @@ def serving_runtime(request: Request) -> dict[str, Any]:
     return {"fork_server": forks.describe() if forks is not None else {"state": "off"}}
 
 
-@endpoints_router.get("/{name}", response_model=EndpointOut, summary="Show an endpoint")
+@endpoints_router.get("/{name}",
+    dependencies=[allow("endpoints:Read", "endpoint/{name}")],
+    response_model=EndpointOut, summary="Show an endpoint")
 def show_endpoint(name: str, session: DbSession, request: Request) -> EndpointOut:
     return _out(request, endpoints.get_endpoint(session, name))
 
 
-@endpoints_router.get("/{name}/metrics", summary="Live metrics of an endpoint")
+@endpoints_router.get("/{name}/metrics",
+    dependencies=[allow("endpoints:Read", "endpoint/{name}")],
+    summary="Live metrics of an endpoint")
 def endpoint_metrics(name: str, session: DbSession, request: Request,
                      window: float = 60.0) -> dict[str, Any]:
     """Per variant over the last ``window`` seconds (at most 120): requests a second, 4xx and
@@ -193,7 +204,9 @@ def endpoint_metrics(name: str, session: DbSession, request: Request,
             **manager.metrics(name, window)}
 
 
-@endpoints_router.post("/{name}/reports", status_code=204, include_in_schema=False)
+@endpoints_router.post("/{name}/reports",
+    dependencies=[allow("endpoints:Read", "endpoint/{name}")],
+    status_code=204, include_in_schema=False)
 def replica_report(name: str, message: dict[str, Any], session: DbSession, caller: Caller,
                    request: Request) -> Response:
     """What a Ray Serve replica of the endpoint served (cumulo.serving.rayserve): only with
@@ -204,7 +217,9 @@ def replica_report(name: str, message: dict[str, Any], session: DbSession, calle
     return Response(status_code=204)
 
 
-@endpoints_router.get("/{name}/tokens", include_in_schema=False)
+@endpoints_router.get("/{name}/tokens",
+    dependencies=[allow("endpoints:Read", "endpoint/{name}")],
+    include_in_schema=False)
 async def replica_tokens(name: str, caller: Caller, request: Request, since: str = "",
                          wait: float = 0.0) -> Response:
     """The live tokens, for the endpoint's own Ray Serve replicas (cumulo.serving.rayserve):
@@ -254,7 +269,9 @@ class UpdateIn(_Body):
                                 "invocations without a token; false: only with one")
 
 
-@endpoints_router.patch("/{name}", response_model=EndpointOut,
+@endpoints_router.patch("/{name}",
+    dependencies=[allow("endpoints:Update", "endpoint/{name}")],
+    response_model=EndpointOut,
                         summary="Update an endpoint: shift traffic to a new model, or change "
                         "its settings")
 def update_endpoint(name: str, body: UpdateIn, session: DbSession, caller: Caller,
@@ -266,7 +283,9 @@ def update_endpoint(name: str, body: UpdateIn, session: DbSession, caller: Calle
     return _out(request, endpoint)
 
 
-@endpoints_router.post("/{name}/rollback", response_model=EndpointOut,
+@endpoints_router.post("/{name}/rollback",
+    dependencies=[allow("endpoints:Update", "endpoint/{name}")],
+    response_model=EndpointOut,
                        summary="Stop a traffic shift and go back to the variants before it")
 def rollback_endpoint(name: str, session: DbSession, caller: Caller,
                       request: Request) -> EndpointOut:
@@ -275,7 +294,9 @@ def rollback_endpoint(name: str, session: DbSession, caller: Caller,
     return _out(request, endpoint)
 
 
-@endpoints_router.delete("/{name}", status_code=204, summary="Delete an endpoint")
+@endpoints_router.delete("/{name}",
+    dependencies=[allow("endpoints:Delete", "endpoint/{name}")],
+    status_code=204, summary="Delete an endpoint")
 def delete_endpoint(name: str, session: DbSession, request: Request) -> Response:
     endpoints.delete_endpoint(session, name)
     _manager(request).notify()
@@ -283,7 +304,9 @@ def delete_endpoint(name: str, session: DbSession, request: Request) -> Response
 
 
 @invocations_router.post(
-    "/endpoints/{name}/invocations", summary="Score rows (forwarded)",
+    "/endpoints/{name}/invocations",
+    dependencies=[allow("endpoints:Invoke", "endpoint/{name}")],
+    summary="Score rows (forwarded)",
     openapi_extra={"requestBody": {"required": True, "description": (
         "rows in one of MLflow's scoring formats (dataframe_split, dataframe_records, "
         "instances, inputs), CSV with a header row, or an Arrow IPC stream"), "content": {
@@ -369,7 +392,9 @@ _QUANTILES = (("latency", "cumulo_endpoint_latency_seconds", "whole request"),
                "everything but the model's call"))
 
 
-@invocations_router.get("/metrics", summary="Every endpoint's metrics, for Prometheus",
+@invocations_router.get("/metrics",
+    dependencies=[allow("endpoints:List", "endpoint/*")],
+    summary="Every endpoint's metrics, for Prometheus",
                         response_class=PlainTextResponse,
                         responses={200: {"content": {"text/plain": {}}}})
 def prometheus(request: Request) -> Response:

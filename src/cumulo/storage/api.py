@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.access.users import user_names
 from cumulo.db import get_session
 from cumulo.errors import CumuloError, Invalid
+from cumulo.permissions import allow
 from cumulo.principal import Principal, current_principal
 from cumulo.storage import service
 from cumulo.storage.backends import Backend, request_backend
@@ -89,7 +90,9 @@ def _object_out(session: Session, bucket: str, rows: list[StoredObject]) -> list
     ]
 
 
-@router.get("/buckets", response_model=BucketList, summary="List buckets")
+@router.get("/buckets",
+            dependencies=[allow("files:ListBuckets", "bucket/*")],
+            response_model=BucketList, summary="List buckets")
 def list_buckets(session: DbSession) -> BucketList:
     infos = service.list_buckets(session)
     names = user_names(session, {i.bucket.created_by for i in infos})
@@ -100,23 +103,28 @@ def list_buckets(session: DbSession) -> BucketList:
     ])
 
 
-@router.post("/buckets", status_code=201, response_model=BucketOut, summary="Create a bucket")
+@router.post("/buckets",
+             dependencies=[allow("files:CreateBucket", "bucket/*")],
+             status_code=201, response_model=BucketOut, summary="Create a bucket")
 def create_bucket(body: BucketIn, session: DbSession, caller: Caller) -> BucketOut:
     bucket = service.create_bucket(session, caller, body.name)
     return BucketOut(name=bucket.name, objects=0, bytes=0, created_at=bucket.created_at,
                      created_by=caller.user_name)
 
 
-@router.delete("/buckets/{bucket}", response_model=Deleted, summary="Delete a bucket")
+@router.delete("/buckets/{bucket}",
+               dependencies=[allow("files:DeleteBucket", "bucket/{bucket}")],
+               response_model=Deleted, summary="Delete a bucket")
 def delete_bucket(
     bucket: str, session: DbSession, storage: Storage, caller: Caller, recursive: bool = False
 ) -> Deleted:
-    caller.require("buckets:manage")
     count = service.delete_bucket(session, storage, bucket, recursive=recursive)
     return Deleted(bucket=bucket, deleted=count)
 
 
-@router.get("/buckets/{bucket}/objects", response_model=ObjectList, summary="List objects")
+@router.get("/buckets/{bucket}/objects",
+            dependencies=[allow("files:List", "bucket/{bucket}")],
+            response_model=ObjectList, summary="List objects")
 def list_objects(
     bucket: str,
     session: DbSession,
@@ -134,7 +142,8 @@ def list_objects(
     )
 
 
-@router.delete("/buckets/{bucket}/objects", response_model=Deleted,
+@router.delete("/buckets/{bucket}/objects",
+               dependencies=[allow("files:Delete", "bucket/{bucket}/*")], response_model=Deleted,
                summary="Delete every object under a prefix")
 def delete_prefix(
     bucket: str, session: DbSession, storage: Storage, prefix: Annotated[str, Query()]
@@ -143,7 +152,10 @@ def delete_prefix(
 
 
 @router.put(
-    "/buckets/{bucket}/objects/{key:path}", status_code=201, response_model=ObjectOut,
+    "/buckets/{bucket}/objects/{key:path}",
+    dependencies=[allow("files:Put", "bucket/{bucket}/{key}")],
+    status_code=201,
+                                                                response_model=ObjectOut,
     summary="Upload an object (the raw request body, streamed)",
     openapi_extra={"requestBody": {"content": {"application/octet-stream": {
         "schema": {"type": "string", "format": "binary"}}}, "required": True}},
@@ -220,7 +232,9 @@ _OBJECT_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
 @router.get(
-    "/buckets/{bucket}/objects/{key:path}", summary="Download an object (streamed)",
+    "/buckets/{bucket}/objects/{key:path}",
+    dependencies=[allow("files:Get", "bucket/{bucket}/{key}")],
+    summary="Download an object (streamed)",
     response_class=StreamingResponse,
     responses={
         200: {"description": "the object, as its own content type", "content": _OBJECT_BYTES},
@@ -252,7 +266,9 @@ def get_object(bucket: str, key: str, request: Request, session: DbSession,
                              media_type=row.content_type)
 
 
-@router.head("/buckets/{bucket}/objects/{key:path}", summary="An object's headers",
+@router.head("/buckets/{bucket}/objects/{key:path}",
+             dependencies=[allow("files:Get", "bucket/{bucket}/{key}")],
+             summary="An object's headers",
              responses={200: {"description": "the object's headers, its own content type "
                                              "among them", "content": _OBJECT_BYTES}})
 def head_object(bucket: str, key: str, session: DbSession) -> Response:
@@ -260,14 +276,17 @@ def head_object(bucket: str, key: str, session: DbSession) -> Response:
     return Response(headers={**_headers(row), "content-length": str(row.size)})
 
 
-@router.get("/buckets/{bucket}/info/{key:path}", response_model=ObjectOut,
+@router.get("/buckets/{bucket}/info/{key:path}",
+            dependencies=[allow("files:Get", "bucket/{bucket}/{key}")], response_model=ObjectOut,
             summary="An object's metadata as JSON")
 def object_info(bucket: str, key: str, session: DbSession) -> ObjectOut:
     row = service.get_object(session, bucket, validate_key(key))
     return _object_out(session, bucket, [row])[0]
 
 
-@router.delete("/buckets/{bucket}/objects/{key:path}", response_model=Deleted,
+@router.delete("/buckets/{bucket}/objects/{key:path}",
+               dependencies=[allow("files:Delete", "bucket/{bucket}/{key}")],
+               response_model=Deleted,
                summary="Delete an object")
 def delete_object(bucket: str, key: str, session: DbSession, storage: Storage) -> Deleted:
     service.delete_object(session, storage, bucket, key)

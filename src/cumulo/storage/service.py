@@ -72,8 +72,8 @@ def get_bucket(session: Session, name: str) -> Bucket:
 
 
 def create_bucket(session: Session, principal: Principal, name: str) -> Bucket:
-    principal.require("buckets:manage")
     validate_bucket(name)
+    principal.require("files:CreateBucket", f"bucket/{name}")
     bucket = Bucket(name=name, created_by=principal.user_id)
     session.add(bucket)
     try:

@@ -1,0 +1,153 @@
+"""The decision point: may this caller take this action on this resource?
+
+Every part asks through ``Principal.require`` / ``can`` (:mod:`cumulo.principal`), which the
+server points here at start. A caller's rights are the statements of every role and policy
+bound to them or to one of their groups (everywhere, or in one project); they are read from
+the database once a second per user at most, and at once after a change made here
+(:func:`changed`), as tokens are (:class:`cumulo.access.tokens.TokenCache`). A decision is
+then pure (:mod:`cumulo.access.policy`): an explicit deny wins, else an allow, else no.
+
+A job's token acts with its submitter's rights, never to manage credentials, buckets, people
+or policies, nor to read the audit log. A refusal is written to the audit log with the
+statement that decided, through ``on_denied``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cumulo.access.models import Binding, Group, GroupMember, Policy, Project, User
+from cumulo.access.policy import Context, PolicySet, parse_policy
+from cumulo.access.policy import Policy as Document
+from cumulo.access.roles import role
+from cumulo.principal import NOT_FOR_JOBS, Principal, source_address
+
+__all__ = ["SYSTEM", "Authorizer", "changed", "policy_set_for"]
+
+# Bumped by every change to bindings, groups, policies or users made in this process, so that
+# the next decision reads them again; another process's change is felt within the ttl.
+_generation = [0]
+# Beyond NOT_FOR_JOBS: whole services a job's token never uses.
+_NOT_FOR_JOBS_SERVICES = {"users", "groups", "policies", "projects", "audit", "access"}
+
+Denied = Callable[[Principal, str, str, str], None]  # principal, action, resource, why
+# Denies that hold for everyone, admins included: the audit log's lake copy is written by the
+# server alone (access/audit.py), never through the API or SQL.
+SYSTEM = parse_policy({"statements": [{
+    "sid": "audit-append-only", "effect": "deny",
+    "actions": ["tables:Write", "tables:Drop", "tables:Create", "tables:Grant"],
+    "resources": ["table/audit/*"]}, {
+    "sid": "audit-database", "effect": "deny",
+    "actions": ["tables:DropDatabase", "tables:CreateDatabase", "tables:Create"],
+    "resources": ["database/audit"]}]}, name="system")
+
+
+def changed() -> None:
+    """Say that who-may-do-what changed: decisions in this process read it again at once."""
+    _generation[0] += 1
+
+
+@dataclass(frozen=True)
+class _Rights:
+    policies: PolicySet
+    disabled: bool
+    loaded_at: float
+    generation: int
+
+
+def policy_set_for(session: Session, user_id: int) -> tuple[PolicySet, bool]:
+    """A user's rights from the database: every role and policy bound to them or their groups
+    (each labelled with where it came from), and whether the user is disabled."""
+    user = session.get(User, user_id)
+    if user is None:
+        return PolicySet([]), True
+    groups = dict(session.execute(
+        select(Group.id, Group.name).join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.user_id == user_id)).tuples().all())
+    rows = session.execute(
+        select(Binding, Policy, Project.name)
+        .outerjoin(Policy, Binding.policy_id == Policy.id)
+        .outerjoin(Project, Binding.project_id == Project.id)
+        .where(or_((Binding.subject_kind == "user") & (Binding.subject_id == user_id),
+                   (Binding.subject_kind == "group") & Binding.subject_id.in_(groups or [-1])))
+        .order_by(Binding.id)).tuples().all()
+    entries: list[tuple[str, Document, str | None]] = [
+        ("the platform (the audit log is append-only)", SYSTEM, None)]
+    for binding, policy, project in rows:
+        if binding.role is not None:
+            label, parsed = f"role {binding.role}", role(binding.role)
+        elif policy is not None:
+            label, parsed = f"policy {policy.name}", parse_policy(policy.document,
+                                                                  name=policy.name)
+        else:
+            continue
+        if binding.subject_kind == "group":
+            label += f" (group {groups.get(binding.subject_id, binding.subject_id)})"
+        if project is not None:
+            label += f" in project {project}"
+        entries.append((label, parsed, project))
+    return PolicySet(entries), user.disabled_at is not None
+
+
+class Authorizer:
+    """The decider the server installs (``cumulo.principal.install_decider``)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, ttl: float = 1.0,
+                 on_denied: Denied | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sessions = sessions
+        self.ttl = ttl
+        self.on_denied = on_denied
+        self.clock = clock
+        self._rights: dict[int, _Rights] = {}
+        self._lock = threading.Lock()
+
+    def ready(self, principal: Principal) -> bool:
+        known = self._rights.get(principal.user_id)
+        return known is not None and self._fresh(known)
+
+    def _fresh(self, known: _Rights) -> bool:
+        return (known.generation == _generation[0]
+                and self.clock() - known.loaded_at < self.ttl)
+
+    def rights(self, user_id: int) -> _Rights:
+        known = self._rights.get(user_id)
+        if known is not None and self._fresh(known):
+            return known
+        generation = _generation[0]
+        with self.sessions() as session:
+            policies, disabled = policy_set_for(session, user_id)
+        fresh = _Rights(policies, disabled, self.clock(), generation)
+        with self._lock:
+            if len(self._rights) > 10_000:
+                self._rights.clear()
+            self._rights[user_id] = fresh
+        return fresh
+
+    def check(self, principal: Principal, action: str, resource: str, *,
+              owner: str | None = None, project: str | None = None,
+              quiet: bool = False) -> str | None:
+        why = self._why_not(principal, action, resource, owner=owner, project=project)
+        if why is not None and not quiet and self.on_denied is not None:
+            self.on_denied(principal, action, resource, why)
+        return why
+
+    def _why_not(self, principal: Principal, action: str, resource: str, *,
+                 owner: str | None, project: str | None) -> str | None:
+        if principal.via_job and (action in NOT_FOR_JOBS
+                                  or action.split(":", 1)[0] in _NOT_FOR_JOBS_SERVICES):
+            return (f"a job's token cannot {NOT_FOR_JOBS.get(action, action)}; it acts only "
+                    "for its job, while the job runs")
+        rights = self.rights(principal.user_id)
+        if rights.disabled:
+            return f"user {principal.user_name} is disabled"
+        decision = rights.policies.decide(action, resource, Context(
+            user=principal.user_name, source_ip=source_address.get(), owner=owner,
+            project=project))
+        return None if decision.allowed else decision.reason
