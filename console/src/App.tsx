@@ -2,6 +2,7 @@ import { lazy, Suspense, useEffect, useMemo, useState } from "react";
 import { createBrowserRouter, NavLink, Route, RouterProvider, Routes, useLocation } from "react-router-dom";
 import { ApiError, get, Me, onSignedOut, signIn, signOut } from "./api";
 import { ErrorBox, Loading } from "./components/ErrorBox";
+import { allowedEntries, Menu } from "./components/Menu";
 import { PageBoundary } from "./components/PageBoundary";
 
 // Each page is its own chunk: the first load carries only the shell and the page asked for.
@@ -14,37 +15,47 @@ const Models = lazy(() => import("./pages/Models"));
 const Endpoints = lazy(() => import("./pages/Endpoints"));
 const Costs = lazy(() => import("./pages/Costs"));
 const Pipelines = lazy(() => import("./pages/Pipelines"));
+const Users = lazy(() => import("./pages/Users"));
+const Groups = lazy(() => import("./pages/Groups"));
+const Roles = lazy(() => import("./pages/Roles"));
+const Policies = lazy(() => import("./pages/Policies"));
+const Access = lazy(() => import("./pages/Access"));
+const Projects = lazy(() => import("./pages/Projects"));
+const Audit = lazy(() => import("./pages/Audit"));
 
-const NAV: [string, string][] = [
-  ["/", "Home"], ["/files", "Files"], ["/tables", "Tables"], ["/sql", "SQL"], ["/jobs", "Jobs"],
-  ["/models", "Models"], ["/endpoints", "Endpoints"], ["/pipelines", "Pipelines"], ["/costs", "Costs"],
-];
+/** Who is signed in, and the menu entries they may open. */
+interface Session { me: Me; shown: Set<string> }
+
+async function startSession(): Promise<Session> {
+  const [me, shown] = await Promise.all([get<Me>("/me"), allowedEntries()]);
+  return { me, shown };
+}
 
 export default function App() {
-  const [me, setMe] = useState<Me | null>();
+  const [session, setSession] = useState<Session | null>();
   const [error, setError] = useState<unknown>();
 
   useEffect(() => {
-    get<Me>("/me").then(setMe, (exc) => {
-      if (exc instanceof ApiError && exc.status === 401) setMe(null);
+    startSession().then(setSession, (exc) => {
+      if (exc instanceof ApiError && exc.status === 401) setSession(null);
       else setError(exc);
     });
-    return onSignedOut(() => setMe(null));
+    return onSignedOut(() => setSession(null));
   }, []);
 
   // A data router (not <BrowserRouter>), so that a page may hold the user back from leaving
   // it with unsaved work (useBlocker); the pages' own <Routes> work below its one route.
-  const router = useMemo(() => me ? createBrowserRouter([
-    { path: "*", element: <Shell me={me} onSignOut={() => signOut().finally(() => setMe(null))} /> },
-  ]) : null, [me]);
+  const router = useMemo(() => session ? createBrowserRouter([
+    { path: "*", element: <Shell session={session} onSignOut={() => signOut().finally(() => setSession(null))} /> },
+  ]) : null, [session]);
 
   if (error) return <main className="center"><ErrorBox error={error} /></main>;
-  if (me === undefined) return <main className="center"><Loading /></main>;
-  if (me === null || !router) return <SignIn onSignedIn={setMe} />;
+  if (session === undefined) return <main className="center"><Loading /></main>;
+  if (session === null || !router) return <SignIn onSignedIn={setSession} />;
   return <RouterProvider router={router} />;
 }
 
-function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
+function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
   const [token, setToken] = useState("");
   const [error, setError] = useState<unknown>();
   const [busy, setBusy] = useState(false);
@@ -54,7 +65,7 @@ function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
     setError(undefined);
     try {
       await signIn(token.trim());
-      onSignedIn(await get<Me>("/me"));
+      onSignedIn(await startSession());
     } catch (exc) {
       setError(exc);
     } finally {
@@ -79,7 +90,7 @@ function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
   );
 }
 
-function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
+function Shell({ session: { me, shown }, onSignOut }: { session: Session; onSignOut: () => void }) {
   const [menu, setMenu] = useState(false);
   const location = useLocation();
   useEffect(() => setMenu(false), [location.pathname]);
@@ -94,11 +105,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
         <span className="who" title={me.is_admin ? "administrator" : "user"}>{me.user}</span>
         <button className="link" onClick={onSignOut}>Sign out</button>
       </header>
-      <nav className={menu ? "sidebar open" : "sidebar"} aria-label="Services">
-        {NAV.map(([to, label]) => (
-          <NavLink key={to} to={to} end={to === "/"}>{label}</NavLink>
-        ))}
-      </nav>
+      <Menu shown={shown} open={menu} />
       <main id="main" className="content" tabIndex={-1}>
         <PageBoundary address={location.pathname}>
         <Suspense fallback={<Loading />}>
@@ -112,6 +119,13 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
             <Route path="/endpoints/*" element={<Endpoints />} />
             <Route path="/pipelines/*" element={<Pipelines />} />
             <Route path="/costs" element={<Costs />} />
+            <Route path="/users/*" element={<Users />} />
+            <Route path="/groups/*" element={<Groups />} />
+            <Route path="/roles" element={<Roles />} />
+            <Route path="/policies/*" element={<Policies />} />
+            <Route path="/access" element={<Access />} />
+            <Route path="/projects/*" element={<Projects />} />
+            <Route path="/audit" element={<Audit />} />
             <Route path="*" element={<ErrorBox error={`No page at ${location.pathname}`} />} />
           </Routes>
         </Suspense>

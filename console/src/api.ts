@@ -121,7 +121,20 @@ export async function signOut(): Promise<void> {
 export interface Me {
   user: string;
   is_admin: boolean;
-  token_id: string;
+  token_id: number;
+  token_name: string;
+  via_job: boolean;
+}
+
+/** An action and the resource it would be taken on: ["users:Manage", "user/*"]. */
+export type Check = [action: string, resource: string];
+
+/** Whether the signed-in caller may take each action (one request for many: the console asks
+ *  before it shows a button or a section, and shows only what would work). */
+export async function can(checks: Check[], signal?: AbortSignal): Promise<boolean[]> {
+  if (checks.length === 0) return [];
+  const answer = await api<{ allowed: boolean[] }>("POST", "/me/can", { json: { checks }, signal });
+  return answer.allowed;
 }
 
 /** Upload with progress (fetch cannot report upload progress; XMLHttpRequest can). */

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { ApiError } from "./api";
+import { ApiError, can, Check } from "./api";
 
 export interface Loaded<T> {
   data: T | undefined;
@@ -59,4 +59,13 @@ export function useAction<A extends unknown[], R>(action: (...args: A) => Promis
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [action]);
   return { run, error, busy, clear: () => setError(undefined) };
+}
+
+/** Whether the signed-in caller may take each of `checks`, asked once for the page
+ *  (POST /me/can). Until the answer comes, and when asking fails, each is false: a button for
+ *  something the caller may not do is never drawn, not even for a moment. */
+export function useCan(checks: Check[]): boolean[] {
+  const key = JSON.stringify(checks);
+  const answer = useApi((signal) => can(checks, signal), [key]);
+  return answer.data?.length === checks.length ? answer.data : checks.map(() => false);
 }

@@ -32,4 +32,5 @@ def test_every_route_declares_one_permission_naming_a_real_action() -> None:
 def test_open_routes_are_few_and_known() -> None:
     routes = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
     open_ = sorted(r.path for r in routes if _declared(r)[0].action is None)
-    assert open_ == ["/me", "/status", "/users/{name}"]  # one's own password
+    # who am I, what may I do, the server's state, one's own password
+    assert open_ == ["/me", "/me/can", "/status", "/users/{name}"]

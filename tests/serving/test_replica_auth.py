@@ -146,6 +146,29 @@ def test_a_revoked_token_stops_working_within_a_second(serving: Cumulo,
     print(f"revoked token refused after {time.monotonic() - t0:.3f}s")
 
 
+def test_only_holders_of_endpoints_invoke_are_answered(serving: Cumulo,
+                                                       guarded: dict[str, Any]) -> None:
+    """A replica answers a token only if its holder may endpoints:Invoke the endpoint, as the
+    control plane's route decides; a right taken back stops working within about a second."""
+    admin = serving.client()
+    for name, role in (("reader-a", "analyst"), ("caller-i", "invoker")):
+        admin.users.create(name, kind="service", role=role)
+    analyst = admin.tokens.create("t", user="reader-a")["token"]
+    invoker = admin.tokens.create("t", user="caller-i")["token"]
+    _until(lambda: _post(guarded, _bearer(invoker)).status_code == 200, 2.0, "the invoker")
+    refused = _post(guarded, _bearer(analyst))
+    assert refused.status_code == 401 and "endpoints:Invoke" in refused.text
+    # The same decision on the control plane's route: 403, naming what is missing.
+    through = httpx.post(f"{serving.url}/endpoints/guarded/invocations",
+                         json=BODY, headers=_bearer(analyst))
+    assert through.status_code == 403 and "endpoints:Invoke" in through.text
+    admin.access.revoke(user="caller-i", role="invoker")
+    t0 = time.monotonic()
+    _until(lambda: _post(guarded, _bearer(invoker)).status_code == 401, 2.5,
+           "the invoker's right taken back")
+    print(f"a right taken back was refused by the replica after {time.monotonic() - t0:.3f}s")
+
+
 def test_an_expired_token_is_refused(serving: Cumulo, guarded: dict[str, Any]) -> None:
     made = time.time()
     secret = serving.client().tokens.create("three-seconds", expires_in="3s")["token"]

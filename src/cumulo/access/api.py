@@ -80,6 +80,22 @@ def me(caller: Caller) -> Me:
               token_name=caller.token_name, via_job=caller.via_job)
 
 
+class CanIn(BaseModel):
+    checks: list[tuple[str, str]] = Field(
+        max_length=500, description='[["tables:Write", "table/sales/orders"], ...]: what the '
+        "console asks before it shows a button")
+
+
+class CanOut(BaseModel):
+    allowed: list[bool]
+
+
+@router.post("/me/can", dependencies=[any_caller()], response_model=CanOut,
+             summary="Whether the caller may take these actions (for showing only what works)")
+def can(body: CanIn, caller: Caller) -> CanOut:
+    return CanOut(allowed=[caller.can(action, resource) for action, resource in body.checks])
+
+
 @router.post("/tokens",
              dependencies=[allow("tokens:Manage", "token/*")],
              status_code=201, response_model=NewToken, summary="Create a token")

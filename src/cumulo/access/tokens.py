@@ -32,6 +32,7 @@ __all__ = [
     "issue_token",
     "list_tokens",
     "live_token_hashes",
+    "live_tokens",
     "revoke_token",
     "revoke_token_id",
 ]
@@ -227,13 +228,23 @@ def live_token_hashes(session: Session) -> dict[str, float | None]:
     None): what a process that checks tokens without the database (an endpoint's replica) is
     given to check against. A secret's hash is ``hashlib.sha256(secret.encode()).hexdigest()``.
     """
+    return {h: expires for h, (expires, _) in live_tokens(session).items()}
+
+
+def live_tokens(session: Session) -> dict[str, tuple[float | None, Principal]]:
+    """Every token that works now: its SHA-256 (hex), when it expires, and who it is (to ask
+    what it may do: which endpoints it may invoke, say)."""
     now = utcnow()
     rows = session.execute(
-        select(Token.secret_hash, Token.expires_at).join(User, Token.user_id == User.id).where(
+        select(Token.secret_hash, Token.expires_at, Token.id, Token.name, Token.kind, User.id,
+               User.name, User.is_admin).join(User, Token.user_id == User.id).where(
             Token.revoked_at.is_(None), User.disabled_at.is_(None),
             (Token.expires_at.is_(None)) | (Token.expires_at > now))
     ).all()
-    return {h: (e.timestamp() if e is not None else None) for h, e in rows}
+    return {h: (e.timestamp() if e is not None else None,
+                Principal(user_id=uid, user_name=uname, is_admin=admin, token_id=tid,
+                          via_job=kind == "job", token_name=tname))
+            for h, e, tid, tname, kind, uid, uname, admin in rows}
 
 
 class TokenCache:

@@ -67,6 +67,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head = HeadCounter()
+        self._body_done = True
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's own data_received, with the limits' answers.
@@ -98,17 +99,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(_Gathered(transport))  # type: ignore[arg-type]
 
     def on_response_complete(self) -> None:
-        answered_early = self.cycle is not None and self.cycle.more_body
+        cycle = self.cycle
+        answered_early = cycle is not None and cycle.more_body and not self._body_done
         super().on_response_complete()
         if answered_early and not self.transport.is_closing():
-            # Answered (413, 401) before its body was read: the rest of the body is not worth
-            # reading. Close, but a moment later, so that the answer is read before the
+            # Answered (413, 401) before its body came: unless the rest of it arrives in a
+            # moment (a client that sends its head and body apart), it is not worth reading.
+            # Closed a moment later, not at once, so that the answer is read before the
             # unread body makes the close a reset.
-            self.loop.call_later(_LINGER_S, self.transport.close)
+            self.loop.call_later(_LINGER_S, self._close_if_unread, cycle)
+
+    def _close_if_unread(self, cycle: Any) -> None:
+        if self.cycle is cycle and not self._body_done and not self.transport.is_closing():
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head.begin()
+        self._body_done = False
+
+    def on_message_complete(self) -> None:
+        self._body_done = True
+        super().on_message_complete()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

@@ -1,17 +1,21 @@
-"""The live tokens, as the endpoint manager keeps them for the replicas' gates
-(:mod:`cumulo.serving.gate`).
+"""The tokens each endpoint's replicas take, as the endpoint manager keeps them for the
+replicas' gates (:mod:`cumulo.serving.gate`).
 
-:class:`AllowedTokens` reads every live token's SHA-256 and expiry
-(:func:`cumulo.access.tokens.live_token_hashes`) every ``REFRESH`` seconds, in a thread of the
-manager, and when the set changed writes it to ``<home>/serving/tokens.json`` (0600, replaced
-whole), which every local replica looks at ten times a second; Ray Serve replicas ask for it
-over HTTP and are answered as soon as it changes (``GET /api/v1/endpoints/NAME/tokens``). So a
-revoked token stops working on the replicas within a second, and a new one starts working as
-soon.
+:class:`AllowedTokens` reads every live token (:func:`cumulo.access.tokens.live_tokens`) every
+``REFRESH`` seconds, in a thread of the manager, and keeps, for each endpoint running here, the
+SHA-256 and expiry of those whose holder may ``endpoints:Invoke`` it (asked of the decision
+point, as the control plane's route asks). When an endpoint's set changes it is written to
+``<home>/serving/tokens/<endpoint>.json`` (0600, replaced whole), which the endpoint's local
+replicas look at ten times a second; Ray Serve replicas ask for it over HTTP and are answered
+as soon as it changes (``GET /api/v1/endpoints/NAME/tokens``). So a revoked token, or a right
+taken back, stops working on the replicas within about a second, and a new one starts working
+as soon. Conditions on the caller's source address cannot be known ahead of a request: a
+statement that holds only for some addresses does not count here (the control plane's route
+checks them per request).
 
-The set also holds the control plane's own key, made at each start: the control plane's
-``/endpoints/NAME/invocations`` has authenticated its caller already (with a bearer token or
-the console's login cookie) and forwards the request to the replicas with this key.
+Each set also holds the control plane's own key, made at each start: the control plane's
+``/endpoints/NAME/invocations`` has authorized its caller already (with a bearer token or the
+console's login cookie) and forwards the request to the replicas with this key.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
-from cumulo.access.tokens import live_token_hashes
+from cumulo.access.tokens import live_tokens
 
 __all__ = ["REFRESH", "SERVED_NAMES", "AllowedTokens"]
 
@@ -43,51 +47,71 @@ SERVED_NAMES: tuple[str, ...] = ()
 
 
 class AllowedTokens:
-    """The live tokens' hashes and expiries, and the control plane's own key; written to
-    ``path`` for local replicas whenever they change."""
+    """Per endpoint: the hashes and expiries of the tokens that may invoke it, and the
+    control plane's own key; written under ``root`` for local replicas whenever they change.
+    ``endpoints`` names the endpoints running here (nothing is read while there are none)."""
 
     def __init__(self, sessions: Callable[[], AbstractContextManager[Session]],
-                 path: Path, *, wanted: Callable[[], bool] = lambda: True) -> None:
+                 root: Path, *, endpoints: Callable[[], Iterable[str]] = tuple) -> None:
         self.sessions = sessions
-        self.path = path
-        self.wanted = wanted  # False while no endpoint runs here: the tokens are not read
+        self.root = root
+        self.endpoints = endpoints
         self.key = "cml_" + secrets.token_urlsafe(32)  # this start's own key: never stored
         self._key_hash = hashlib.sha256(self.key.encode()).hexdigest()
-        # (digest, tokens), replaced whole: read by the routes' threads and the event loop.
-        self.current: tuple[str, dict[str, float | None]] = ("", {})
+        # endpoint -> (digest, tokens); each value replaced whole: read by the routes'
+        # threads and the event loop.
+        self.current: dict[str, tuple[str, dict[str, float | None]]] = {}
         self._writes = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def digest(self) -> str:
-        return self.current[0]
+    def path_for(self, endpoint: str) -> Path:
+        return self.root / f"{endpoint}.json"
 
-    def doc(self) -> dict[str, Any]:
-        """The set as replicas take it: ``{"digest", "tokens"}``."""
-        digest, tokens = self.current
+    def digest(self, endpoint: str) -> str:
+        return self.current.get(endpoint, ("", {}))[0]
+
+    def doc(self, endpoint: str) -> dict[str, Any]:
+        """An endpoint's set as replicas take it: ``{"digest", "tokens"}``."""
+        digest, tokens = self.current.get(endpoint, ("", {}))
         return {"digest": digest, "tokens": tokens}
 
-    def refresh(self) -> bool:
-        """Read the live tokens; True, with the file rewritten, if the set changed."""
-        with self.sessions() as session:
-            live = live_token_hashes(session)
-        live[self._key_hash] = None
-        if self.current[0] and live == self.current[1]:
+    def refresh(self, names: Iterable[str] | None = None) -> bool:
+        """Read the live tokens and who may invoke what, for ``names`` (default: every
+        endpoint running here); True, with files rewritten, if a set changed."""
+        wanted = sorted(set(self.endpoints() if names is None else names))
+        if not wanted:
             return False
-        digest = hashlib.sha256(orjson.dumps(live, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        self.current = (digest[:24], live)
-        self._write()
-        return True
+        with self.sessions() as session:
+            live = live_tokens(session)
+        changed = False
+        for name in wanted:
+            resource = f"endpoint/{name}"
+            tokens = {h: expires for h, (expires, who) in live.items()
+                      if who.can("endpoints:Invoke", resource)}
+            tokens[self._key_hash] = None
+            known = self.current.get(name)
+            if known is not None and known[1] == tokens:
+                continue
+            digest = hashlib.sha256(orjson.dumps(tokens, option=orjson.OPT_SORT_KEYS))
+            self.current[name] = (digest.hexdigest()[:24], tokens)
+            self._write(name)
+            changed = True
+        if names is None:  # endpoints gone from here: their sets go too
+            for gone in set(self.current) - set(wanted):
+                del self.current[gone]
+                self.path_for(gone).unlink(missing_ok=True)
+        return changed
 
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{next(self._writes)}")
+    def _write(self, endpoint: str) -> None:
+        path = self.path_for(endpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(self._writes)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(orjson.dumps(self.doc()))
-            os.replace(tmp, self.path)  # a replica reads the whole new set or the old one
+                out.write(orjson.dumps(self.doc(endpoint)))
+            os.replace(tmp, path)  # a replica reads the whole new set or the old one
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -107,12 +131,11 @@ class AllowedTokens:
 
     def _run(self) -> None:
         while not self._stop.wait(REFRESH):
-            if self.wanted():
-                self.refresh_logged()
+            self.refresh_logged()
 
-    def refresh_logged(self) -> None:
+    def refresh_logged(self, names: Iterable[str] | None = None) -> None:
         """``refresh``, with a failure logged: the replicas keep the set they have."""
         try:
-            self.refresh()
+            self.refresh(names)
         except Exception:  # the database is away: the replicas keep the set they have
             log.exception("reading the live tokens for the endpoints failed")

@@ -232,11 +232,11 @@ async def replica_tokens(name: str, caller: Caller, request: Request, since: str
     await run_in_threadpool(check)
     allowed = _manager(request).allowed
     deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
-    while allowed.digest == since:
+    while allowed.digest(name) == since:
         if time.monotonic() >= deadline:
             return Response(status_code=204)
         await asyncio.sleep(0.05)
-    return Response(orjson.dumps(allowed.doc()), media_type="application/json")
+    return Response(orjson.dumps(allowed.doc(name)), media_type="application/json")
 
 
 class UpdateIn(_Body):

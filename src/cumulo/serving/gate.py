@@ -138,8 +138,9 @@ class Gate:
         if expires == _MISSING:
             expires = self._learn(auth, tokens, seen)
             if expires == _MISSING:
-                return 401, ("the token is not valid: it is unknown, revoked or expired, or "
-                             "not a bearer token ('Authorization: Bearer <token>')")
+                return 401, ("the token is not valid here: it is unknown, revoked or "
+                             "expired, its holder may not endpoints:Invoke this endpoint, or "
+                             "it is not a bearer token ('Authorization: Bearer <token>')")
         if expires is not None and expires <= time.time():
             return 401, "the token expired; use another token"
         return None

@@ -94,8 +94,8 @@ class EndpointManager:
         self.wake = _Waker()
         self.launcher = Launcher(self.root)
         self.captures = Captures(self.sessions, storage)
-        self.allowed = AllowedTokens(self.sessions, self.root / "tokens.json",
-                                     wanted=lambda: bool(self._runtimes))
+        self.allowed = AllowedTokens(self.sessions, self.root / "tokens",
+                                     endpoints=lambda: list(self._runtimes))
         # Names replicas answer under besides the address they are bound to (their Host
         # check): the host as the settings name it (a DNS name binds as its address), and the
         # public URL's.
@@ -216,8 +216,7 @@ class EndpointManager:
 
     def _open(self, session: Session, endpoint: Endpoint) -> Runtime | None:
         """The endpoint's new runtime; None, with the endpoint failed, if it cannot run."""
-        if not self._runtimes:  # the token set was not kept fresh while nothing ran
-            self.allowed.refresh_logged()
+        self.allowed.refresh_logged([endpoint.name])  # its replicas find their token set
         try:
             runtime = open_runtime(self, session, endpoint,
                                    self.captures.buffer(endpoint.name))

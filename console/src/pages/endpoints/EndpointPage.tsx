@@ -5,7 +5,7 @@ import { Link, useNavigate, useParams } from "react-router-dom";
 import { del, get, patch } from "../../api";
 import { ErrorBox, Loading, State } from "../../components/ErrorBox";
 import { bytes, number, seconds, when } from "../../format";
-import { useAction, useApi } from "../../hooks";
+import { useAction, useApi, useCan } from "../../hooks";
 import { checkSettings, Settings, SettingsFields, settingsBody } from "./CreateEndpoint";
 import { InvokePanel } from "./Invoke";
 import { LiveCharts, Totals, useLiveMetrics, WINDOW_S } from "./LiveMetrics";
@@ -26,6 +26,7 @@ export default function EndpointPage() {
   const live = useLiveMetrics(name);
   const [updating, setUpdating] = useState(false);
   const [deleting, setDeleting] = useState(false);
+  const [mayUpdate, mayDelete] = useCan([["endpoints:Update", `endpoint/${name}`], ["endpoints:Delete", `endpoint/${name}`]]);
 
   const header = (
     <div className="breadcrumbs"><Link to="/endpoints">Endpoints</Link> / {name}</div>
@@ -48,12 +49,14 @@ export default function EndpointPage() {
         <h1>{e.name}</h1>
         <State state={e.state} />
         <div className="actions">
-          <button type="button" onClick={() => setUpdating(!updating)} aria-expanded={updating}
-                  disabled={e.state !== "in_service"}
-                  title={e.state !== "in_service" ? "Once it is in service, and no shift is under way" : undefined}>
-            Update traffic
-          </button>
-          <button type="button" className="danger" onClick={() => setDeleting(true)}>Delete</button>
+          {mayUpdate && (
+            <button type="button" onClick={() => setUpdating(!updating)} aria-expanded={updating}
+                    disabled={e.state !== "in_service"}
+                    title={e.state !== "in_service" ? "Once it is in service, and no shift is under way" : undefined}>
+              Update traffic
+            </button>
+          )}
+          {mayDelete && <button type="button" className="danger" onClick={() => setDeleting(true)}>Delete</button>}
         </div>
       </div>
       <ErrorBox error={endpoint.error} />

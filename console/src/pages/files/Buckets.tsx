@@ -1,8 +1,8 @@
 import { useState } from "react";
 import { Link } from "react-router-dom";
-import { del, get, post } from "../../api";
+import { Check, del, get, post } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
-import { useAction, useApi } from "../../hooks";
+import { useAction, useApi, useCan } from "../../hooks";
 import { bytes, number, when } from "../../format";
 import { Confirm, Notice } from "../../components/Dialogs";
 import { browseLink, Bucket, bucketPath } from "./paths";
@@ -20,13 +20,16 @@ export function Buckets() {
   });
 
   const list = buckets.data?.buckets;
+  // Asked once the buckets are known: one question for the page, each bucket's delete in it.
+  const [mayCreate, ...mayDelete] = useCan(list ? [["files:CreateBucket", "bucket/*"],
+    ...list.map((b): Check => ["files:DeleteBucket", `bucket/${b.name}`])] : []);
   return (
     <>
       <PageHeader title="Files">
         <button type="button" onClick={buckets.reload} disabled={buckets.loading}>Refresh</button>
       </PageHeader>
       <p className="muted lead">Buckets of objects, like S3. Open a bucket to browse its folders, upload and download.</p>
-      <form className="panel create-form" aria-label="Create a bucket"
+      {mayCreate && <form className="panel create-form" aria-label="Create a bucket"
             onSubmit={(event) => { event.preventDefault(); void create.run(name.trim()); }}>
         <label htmlFor="bucket-name">Bucket name</label>
         <input id="bucket-name" value={name} onChange={(e) => setName(e.target.value)} required
@@ -36,7 +39,7 @@ export function Buckets() {
           {create.busy ? "Creating…" : "Create bucket"}
         </button>
         <span id="bucket-rules" className="muted hint">3-63 characters: a-z, 0-9, “.” and “-”</span>
-      </form>
+      </form>}
       <ErrorBox error={create.error} onClose={create.clear} />
       <Notice onClose={() => setNotice(undefined)}>{notice}</Notice>
       <ErrorBox error={buckets.error} />
@@ -56,7 +59,7 @@ export function Buckets() {
               </tr>
             </thead>
             <tbody>
-              {list.map((b) => (
+              {list.map((b, i) => (
                 <tr key={b.name}>
                   <td><Link to={browseLink(b.name)} className="entry"><span className="icon bucket" aria-hidden />{b.name}</Link></td>
                   <td className="num">{number(b.objects)}</td>
@@ -64,8 +67,8 @@ export function Buckets() {
                   <td>{when(b.created_at)}</td>
                   <td>{b.created_by ?? "—"}</td>
                   <td className="actions-cell">
-                    <button type="button" className="link danger" onClick={() => setDeleting(b)}
-                            aria-label={`Delete bucket ${b.name}`}>Delete</button>
+                    {mayDelete[i] && <button type="button" className="link danger" onClick={() => setDeleting(b)}
+                            aria-label={`Delete bucket ${b.name}`}>Delete</button>}
                   </td>
                 </tr>
               ))}

@@ -3,7 +3,7 @@ import { Link, useNavigate } from "react-router-dom";
 import { del, get, post } from "../../api";
 import { Empty, ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { number, when } from "../../format";
-import { useAction, useApi } from "../../hooks";
+import { useAction, useApi, useCan } from "../../hooks";
 import { Confirm, Notice } from "../../components/Dialogs";
 import { Database, loadLink, splitName, tableLink, TableSummary } from "./types";
 
@@ -20,6 +20,8 @@ export function Catalog({ database }: { database?: string }) {
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
   const [dropping, setDropping] = useState(false);
+  const [mayDrop, mayCreate] = useCan([["tables:DropDatabase", `database/${database ?? "*"}`],
+                                       ["tables:CreateDatabase", "database/*"]]);
   const [notice, setNotice] = useState<string>();
   const create = useAction(async () => {
     const made = await post<Database>("/tables/databases", { name: name.trim(), description: description.trim() });
@@ -67,7 +69,7 @@ export function Catalog({ database }: { database?: string }) {
             </ul>
           )}
           {databases.data?.length === 0 && <p className="muted">No databases yet.</p>}
-          <form className="stack new-db" aria-label="Create a database"
+          {mayCreate && <form className="stack new-db" aria-label="Create a database"
                 onSubmit={(event) => { event.preventDefault(); void create.run(); }}>
             <h3>New database</h3>
             <label htmlFor="db-name">Database name</label>
@@ -80,7 +82,7 @@ export function Catalog({ database }: { database?: string }) {
             <button type="submit" className="primary" disabled={create.busy || !name.trim()}>
               {create.busy ? "Creating…" : "Create database"}
             </button>
-          </form>
+          </form>}
         </section>
 
         <section className="panel" aria-label={database ? `Tables in ${database}` : "All tables"}>
@@ -91,7 +93,7 @@ export function Catalog({ database }: { database?: string }) {
                 <dt>Created</dt><dd>{when(current.created_at)}{current.created_by ? ` by ${current.created_by}` : ""}</dd>
                 <dt>Tables</dt><dd>{number(current.tables)}</dd>
               </dl>
-              <button type="button" className="danger" onClick={() => setDropping(true)}>Drop database</button>
+              {mayDrop && <button type="button" className="danger" onClick={() => setDropping(true)}>Drop database</button>}
             </div>
           )}
           <div className="row">

@@ -3,7 +3,7 @@ import { Link, useLocation, useNavigate, useSearchParams } from "react-router-do
 import { del, get, patch } from "../../api";
 import { ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { bytes, number, when } from "../../format";
-import { useAction, useApi } from "../../hooks";
+import { useAction, useApi, useCan } from "../../hooks";
 import { Confirm, Notice } from "../../components/Dialogs";
 import { History } from "./History";
 import { Sample } from "./Sample";
@@ -19,6 +19,7 @@ export function TablePage({ database, table }: { database: string; table: string
   const [params, setParams] = useSearchParams();
   const info = useApi((signal) => get<TableInfo>(tablePath(database, table), undefined, signal), [database, table]);
   const [dropping, setDropping] = useState(false);
+  const [mayDrop] = useCan([["tables:Drop", `table/${database}/${table}`]]);
   const loaded = (location.state as { loaded?: WriteOut; file?: string } | null)?.loaded;
   const loadedFrom = (location.state as { file?: string } | null)?.file;
   const [notice, setNotice] = useState<string | undefined>(loaded
@@ -53,7 +54,7 @@ export function TablePage({ database, table }: { database: string; table: string
         <button type="button" onClick={info.reload} disabled={info.loading}>Refresh</button>
         {managed && <Link className="button" to={loadLink(database, table)}>Load data</Link>}
         <Link className="button primary" to={sqlLink(database, table)}>Query in SQL</Link>
-        {data && <button type="button" className="danger" onClick={() => setDropping(true)}>Drop table</button>}
+        {data && mayDrop && <button type="button" className="danger" onClick={() => setDropping(true)}>Drop table</button>}
       </PageHeader>
       <Notice onClose={() => setNotice(undefined)}>{notice}</Notice>
       <ErrorBox error={info.error} />

@@ -185,7 +185,7 @@ class LocalRuntime(RuntimeBase):
             generation = self.generation + 1
             config = {
                 **settings, "stats_interval": 0.5, "generation": generation,
-                "tokens_file": str(self.manager.allowed.path),
+                "tokens_file": str(self.manager.allowed.path_for(self.name)),
                 "hosts": self.manager.served_names,
                 "variants": [{"name": v["name"], "model_dir": str(d), "weight": v["weight"],
                               "shadow": v.get("shadow", False)}
