@@ -31,6 +31,12 @@ console/node_modules/.installed: console/package.json console/package-lock.json
 	npm ci --prefix console --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The OpenID Connect provider the single sign-on tests sign in with (tests/oidc/).
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the single sign-on tests need Node.js 20 or newer (and npm): install it with your package manager" >&2; exit 1; }
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+	@touch $@
+
 $(CONSOLE_BUILT): console/node_modules/.installed $(CONSOLE_SRC)
 	npm run --prefix console --silent build -- --logLevel warn
 
@@ -39,7 +45,7 @@ console: $(CONSOLE_BUILT)
 up: $(VENV)/.installed $(CONSOLE_BUILT)
 	$(BIN)/cumulo up
 
-test: $(VENV)/.installed-test $(CONSOLE_BUILT)
+test: $(VENV)/.installed-test $(CONSOLE_BUILT) tests/oidc/node_modules/.installed
 	@scripts/install-test-services
 	$(BIN)/pytest -n 2 --dist loadfile
 
@@ -79,4 +85,5 @@ lock: $(VENV)/.installed-test
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache console/node_modules src/cumulo/console/dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache console/node_modules src/cumulo/console/dist \
+	       tests/oidc/node_modules

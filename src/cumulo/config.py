@@ -12,17 +12,20 @@ login`` and the first ``cumulo up`` write (``~/.config/cumulo/credentials.toml``
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cumulo.errors import Invalid
 
 __all__ = [
     "DEFAULT_PORT",
     "ClientSettings",
+    "OidcSettings",
     "Prices",
     "S3Settings",
     "Settings",
@@ -61,6 +64,24 @@ class Prices:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Single sign-on with an OpenID Connect provider (``[oidc]``, ``CUMULO_OIDC_*``; used by
+    :mod:`cumulo.access.oidc`). Set when ``issuer`` is."""
+
+    issuer: str  # e.g. https://login.example.com/realms/staff, as the provider names itself
+    client_id: str
+    client_secret: str = field(repr=False)
+    name: str = "single sign-on"  # on the sign-in page's button: "Sign in with <name>"
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "groups")
+    groups_claim: str = "groups"  # the claim that lists the user's groups at the provider
+    # A provider group -> the Cumulo groups its members are put in; other groups are ignored.
+    group_map: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default_role: str | None = None  # a built-in role given to a user SSO creates
+    # Whether the issuer (and its endpoints) may be plain http: a local or test provider only.
+    allow_http: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the control plane needs to start."""
 
@@ -92,6 +113,8 @@ class Settings:
     # addresses (cumulo.netguard), for every caller: off, so that a load cannot read the
     # machine's or the network's internal services (MLflow's port, a cloud's metadata).
     allow_internal_urls: bool = False
+    # Single sign-on (``[oidc]``): None unless an issuer is set.
+    oidc: OidcSettings | None = None
 
     @property
     def url(self) -> str:
@@ -129,6 +152,17 @@ _S3_ENV_KEYS = {
     "secret_access_key": "CUMULO_S3_SECRET_ACCESS_KEY",
     "region": "CUMULO_S3_REGION",
 }
+_OIDC_ENV_KEYS = {
+    "issuer": "CUMULO_OIDC_ISSUER",
+    "client_id": "CUMULO_OIDC_CLIENT_ID",
+    "client_secret": "CUMULO_OIDC_CLIENT_SECRET",
+    "name": "CUMULO_OIDC_NAME",
+    "scopes": "CUMULO_OIDC_SCOPES",
+    "groups_claim": "CUMULO_OIDC_GROUPS_CLAIM",
+    "group_map": "CUMULO_OIDC_GROUP_MAP",
+    "default_role": "CUMULO_OIDC_DEFAULT_ROLE",
+    "allow_http": "CUMULO_OIDC_ALLOW_HTTP",
+}
 _PRICE_ENV_KEYS = {
     "vcpu_hour": "CUMULO_PRICE_VCPU_HOUR",
     "gb_hour": "CUMULO_PRICE_GB_HOUR",
@@ -158,6 +192,87 @@ def _section(doc: dict[str, Any], name: str, env: dict[str, str], keys: dict[str
         if env.get(var):
             values[key] = env[var]
     return values
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise Invalid(f"setting {name}: {value!r} is not true or false")
+        return value.lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _text(name: str, value: Any, *, longest: int = 1024) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"setting {name} must be a non-empty string, got {value!r}")
+    if len(value) > longest:
+        raise Invalid(f"setting {name} is over {longest} characters")
+    return value.strip()
+
+
+def _group_map(value: Any) -> dict[str, tuple[str, ...]]:
+    """``{"ml-team": "data-science"}`` or ``{"ml-team": ["data-science", "analysts"]}``: a
+    TOML table, or JSON in CUMULO_OIDC_GROUP_MAP."""
+    example = 'e.g. {"ml-team": "data-science"} (JSON in CUMULO_OIDC_GROUP_MAP)'
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise Invalid(f"setting oidc.group_map is not JSON ({exc}): {example}") from exc
+    if not isinstance(value, dict):
+        raise Invalid(f"setting oidc.group_map maps provider groups to Cumulo groups: {example}")
+    mapped: dict[str, tuple[str, ...]] = {}
+    for outside, inside in value.items():
+        names = [inside] if isinstance(inside, str) else inside
+        if not (isinstance(names, list) and names and all(isinstance(n, str) and n
+                                                           for n in names)):
+            raise Invalid(f"setting oidc.group_map: {outside!r} must map to a Cumulo group "
+                          f"name or a list of them, not {inside!r}: {example}")
+        mapped[str(outside)] = tuple(names)
+    return mapped
+
+
+def _oidc(values: dict[str, Any]) -> OidcSettings | None:
+    """The ``[oidc]`` settings, checked for shape (the roles and group names are checked
+    against the directory at start: ``cumulo.access.oidc.check_settings``)."""
+    if not values:
+        return None
+    missing = [k for k in ("issuer", "client_id", "client_secret") if not values.get(k)]
+    if missing:
+        raise Invalid("single sign-on needs oidc.issuer, oidc.client_id and "
+                      f"oidc.client_secret; missing: {', '.join(missing)} (in [oidc] of the "
+                      "settings file, or CUMULO_OIDC_ISSUER, CUMULO_OIDC_CLIENT_ID, "
+                      "CUMULO_OIDC_CLIENT_SECRET)")
+    allow_http = _flag("oidc.allow_http", values.get("allow_http", False))
+    issuer = _text("oidc.issuer", values["issuer"])
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise Invalid(f"setting oidc.issuer {issuer!r} is not a URL like "
+                      "'https://login.example.com'")
+    if parts.scheme == "http" and not allow_http:
+        raise Invalid(f"setting oidc.issuer {issuer!r} must be https: tokens and secrets "
+                      "would cross the network in the clear (oidc.allow_http = true allows "
+                      "http, for a local test provider only)")
+    if parts.query or parts.fragment:
+        raise Invalid(f"setting oidc.issuer {issuer!r} must have no query or fragment")
+    scopes = values.get("scopes", OidcSettings.scopes)
+    scopes = tuple(scopes.replace(",", " ").split() if isinstance(scopes, str) else scopes)
+    if "openid" not in scopes or not all(isinstance(s, str) for s in scopes):
+        raise Invalid(f"setting oidc.scopes {' '.join(map(str, scopes))!r} must include "
+                      "'openid', e.g. 'openid email profile groups'")
+    role = values.get("default_role") or None
+    return OidcSettings(
+        issuer=issuer,
+        client_id=_text("oidc.client_id", values["client_id"]),
+        client_secret=_text("oidc.client_secret", values["client_secret"]),
+        name=_text("oidc.name", values.get("name", OidcSettings.name), longest=64),
+        scopes=scopes,
+        groups_claim=_text("oidc.groups_claim",
+                           values.get("groups_claim", OidcSettings.groups_claim), longest=256),
+        group_map=_group_map(values.get("group_map", {})),
+        default_role=None if role is None else _text("oidc.default_role", role, longest=64),
+        allow_http=allow_http,
+    )
 
 
 def _config_file(env: dict[str, str]) -> Path | None:
@@ -192,12 +307,14 @@ def load_settings(
         raise Invalid(
             f"{path} has unknown settings {sorted(unknown)}; known ones are {sorted(known)}"
         )
-    values: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("s3", "prices")}
+    values: dict[str, Any] = {k: v for k, v in doc.items()
+                              if k not in ("s3", "prices", "oidc")}
     for name, var in _ENV_KEYS.items():
         if env.get(var):
             values[name] = env[var]
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     s3_values = _section(doc, "s3", env, _S3_ENV_KEYS, path)
+    oidc = _oidc(_section(doc, "oidc", env, _OIDC_ENV_KEYS, path))
     prices = {k: _number(f"prices.{k}", v)
               for k, v in _section(doc, "prices", env, _PRICE_ENV_KEYS, path).items()}
     if "job_grace_seconds" in values:
@@ -242,6 +359,7 @@ def load_settings(
         port=port,
         s3=S3Settings(**s3_values),
         prices=Prices(**prices),
+        oidc=oidc,
         **values,
     )
 

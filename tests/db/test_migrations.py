@@ -26,10 +26,11 @@ def test_upgrade_twice(url: str) -> None:
     upgrade(engine)
     tables = set(inspect(engine).get_table_names())
     assert {"users", "tokens", "buckets", "objects", "lake_databases", "lake_tables",
-            "sql_queries", "clusters", "jobs", "job_metrics", "job_artifacts", "code_snapshots",
-            "usage_records", "model_alias_events", "endpoints", "alembic_version"} <= tables
+            "sql_queries", "table_masks", "table_row_filters", "clusters", "jobs", "job_metrics",
+            "job_artifacts", "code_snapshots", "usage_records", "model_alias_events", "endpoints",
+            "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0011"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0012"
     engine.dispose()
 
 

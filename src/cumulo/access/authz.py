@@ -69,14 +69,14 @@ def policy_set_for(session: Session, user_id: int) -> tuple[PolicySet, bool]:
         return PolicySet([]), True
     groups = dict(session.execute(
         select(Group.id, Group.name).join(GroupMember, GroupMember.group_id == Group.id)
-        .where(GroupMember.user_id == user_id)).tuples().all())
+        .where(GroupMember.user_id == user_id)).all())
     rows = session.execute(
         select(Binding, Policy, Project.name)
         .outerjoin(Policy, Binding.policy_id == Policy.id)
         .outerjoin(Project, Binding.project_id == Project.id)
         .where(or_((Binding.subject_kind == "user") & (Binding.subject_id == user_id),
                    (Binding.subject_kind == "group") & Binding.subject_id.in_(groups or [-1])))
-        .order_by(Binding.id)).tuples().all()
+        .order_by(Binding.id)).all()
     entries: list[tuple[str, Document, str | None]] = [
         ("the platform (the audit log is append-only)", SYSTEM, None)]
     for binding, policy, project in rows:

@@ -7,17 +7,25 @@ The file and its rules are :mod:`cumulo.client.profiles`; which login a command 
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime
 from typing import Any
 
 import httpx
 import typer
+from rich.markup import escape
 
 from cumulo.cli.output import JsonOpt, console, err, show_record, show_rows
 from cumulo.client import Client
 from cumulo.client.profiles import editing, normalize_url, read_logins
 from cumulo.config import client_password, credentials_path, load_client_settings
-from cumulo.errors import Invalid, Unauthorized, Unavailable, error_from_payload
+from cumulo.errors import (
+    Invalid,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    error_from_payload,
+)
 
 __all__ = ["login", "logout", "profiles_app", "save_first_login", "whoami"]
 
@@ -45,20 +53,32 @@ def login(
                                     "password (asked), for a session token of 12 hours."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="With --user: read "
                                         "the password from standard input (for scripts)."),
+    sso: bool = typer.Option(False, "--sso", help="Sign in with the server's single sign-on "
+                             "provider, in a browser (on any machine), for a session token of "
+                             "12 hours."),
     profile: str | None = typer.Option(None, "--profile", help="Save as this name (default: "
                                        "the server's host:port)."),
     force: bool = typer.Option(False, "--force", help="Replace a profile of that name that "
                                "holds a login to another server or of another user."),
 ) -> None:
-    """Sign in with a user name and password (--user), or check a token with the server; save
-    the token as a profile, and make that profile current."""
+    """Sign in with a user name and password (--user) or single sign-on (--sso), or check a
+    token with the server; save the token as a profile, and make that profile current."""
     root = _root(ctx)
     name = profile or root.get("profile")
     path = credentials_path()
     known = read_logins(path).profiles.get(name) if name else None
     target = normalize_url(url or root.get("url") or (known.url if known else DEFAULT_URL))
     ends = ""
-    if user is not None:
+    if sso:
+        if user is not None or token or root.get("token") or password_stdin:
+            raise Invalid("give --sso alone: it signs in in a browser, with no --user, "
+                          "--password-stdin or --token")
+        signed = _sso_sign_in(target)
+        token, who = signed["token"], signed["user"]
+        until = datetime.fromisoformat(signed["expires_at"])
+        ends = (f"; the session ends at {until:%Y-%m-%d %H:%M} UTC, then 'cumulo login --sso' "
+                "again")
+    elif user is not None:
         if token or root.get("token"):
             raise Invalid("give --user (to sign in with a password) or --token, not both")
         signed = _sign_in(target, user, _password(user, from_stdin=password_stdin))
@@ -88,12 +108,12 @@ def _password(user: str, *, from_stdin: bool) -> str:
     return password
 
 
-def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
-    """A session token for a user name and password: ``{"token", "user", "expires_at"}``.
-    Sent without the SDK, which would take a refusal for a missing token."""
+def _post(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST JSON to a sign-in route, sent without the SDK (which would take a refusal for a
+    missing token); the status and the JSON answer, or the server's error raised."""
     try:
-        answer = httpx.post(f"{url}/login", json={"user": user, "password": password},
-                            headers={"accept": "application/json"}, timeout=60)
+        answer = httpx.post(f"{url}{path}", json=body, headers={"accept": "application/json"},
+                            timeout=60)
     except httpx.TransportError as exc:
         raise Unavailable(f"cannot reach Cumulo at {url}: {exc}. Is it running? Start it with "
                           "'cumulo up', or give its address with --url") from exc
@@ -103,7 +123,39 @@ def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
         payload = answer.text
     if answer.status_code >= 400 or not isinstance(payload, dict):
         raise error_from_payload(answer.status_code, payload)
-    return payload
+    return answer.status_code, payload
+
+
+def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
+    """A session token for a user name and password: ``{"token", "user", "expires_at"}``."""
+    return _post(url, "/login", {"user": user, "password": password})[1]
+
+
+def _sso_sign_in(url: str) -> dict[str, Any]:
+    """A session token by single sign-on: the server's device flow (RFC 8628). The person
+    opens the page shown, checks the code and signs in with the provider; meanwhile this
+    polls the server until it answers ``{"token", "user", "expires_at"}``, or a refusal."""
+    _, started = _post(url, "/login/sso/device", {})
+    interval = float(started.get("interval", 5))
+    err.print(f"To sign in, open this page in a browser (on any machine) and check that it "
+              f"shows the code [bold]{escape(started['user_code'])}[/]:\n"
+              f"  {escape(started['verification_uri_complete'])}\n"
+              f"(or open {escape(started['verification_uri'])} and enter the code). Waiting...",
+              soft_wrap=True)
+    deadline = time.monotonic() + float(started.get("expires_in", 600))
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        try:
+            status, answer = _post(url, "/login/sso/device/token",
+                                   {"device_code": started["device_code"]})
+        except TooManyRequests as exc:  # slow_down: RFC 8628 says wait 5 s longer each time
+            interval = float(exc.details.get("interval", interval + 5))
+            continue
+        if status == 200:
+            return answer
+        interval = float(answer.get("interval", interval))
+    raise Unauthorized("the sign-in in the browser did not happen in time; run 'cumulo login "
+                       "--sso' again")
 
 
 def logout(

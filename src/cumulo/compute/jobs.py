@@ -82,9 +82,13 @@ def _check_entry(session: Session, req: JobRequest) -> tuple[str | None, list[st
     return None, command
 
 
-def _resolve_inputs(session: Session, storage: Backend, refs: list[InputRef],
-                    local: bool) -> dict[str, Any]:
-    """Pin each input now: a table to its current (or named) version, files to their prefix."""
+def _resolve_inputs(session: Session, storage: Backend, principal: Principal,
+                    refs: list[InputRef], local: bool) -> dict[str, Any]:
+    """Pin each input now: a table to its current (or named) version, files to their prefix.
+    The submitter must be able to read each (the job reads as them). A table with masks or
+    row filters for them is read through the lake's API, which applies them, never from its
+    files."""
+    from cumulo.lake.access import restricted
     from cumulo.lake.catalog import get_table, table_info
     from cumulo.lake.refs import parse_ref
     from cumulo.storage.service import blob_key, list_objects
@@ -100,13 +104,17 @@ def _resolve_inputs(session: Session, storage: Backend, refs: list[InputRef],
             spec: dict[str, Any] = {"kind": "table", "table": f"{table_ref.database}."
                                     f"{table_ref.table}", "version": info.version}
             row = get_table(session, table_ref)
-            if local and info.version is not None:
+            principal.require("tables:Read", f"table/{table_ref.database}/{table_ref.table}")
+            if (local and info.version is not None
+                    and not restricted(session, principal.user_id, row.id)):
                 path = storage.local_path(row.location)
                 if path is not None:
                     spec["uri"] = str(path)
             resolved[ref.name] = spec
             continue
         bucket, _, prefix = ref.ref.partition("/")
+        principal.require("files:List", f"bucket/{bucket}")
+        principal.require("files:Get", f"bucket/{bucket}/{prefix}")
         try:
             page = list_objects(session, bucket, prefix=prefix, limit=1)
         except NotFound as exc:
@@ -162,7 +170,7 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
     env = parse_env(req.env)
     max_runtime = (parse_duration(req.max_runtime, what="--max-runtime", maximum=MAX_DURATION)
                    if req.max_runtime is not None else None)
-    inputs = _resolve_inputs(session, storage, parse_inputs(req.inputs),
+    inputs = _resolve_inputs(session, storage, principal, parse_inputs(req.inputs),
                              local=cluster.type == "local")
     name = req.name or (entry or os.path.basename((command or ["job"])[0]))
     job = Job(

@@ -21,10 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
-from cumulo.errors import Invalid, NotFound
+from cumulo.errors import Forbidden, Invalid, NotFound
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
-from cumulo.permissions import allow
+from cumulo.permissions import PERMISSION_KEY, allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -49,11 +49,11 @@ class _Lazy:
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from cumulo.lake import catalog, crawler, delta, ingest, sources, sql, versions
+    from cumulo.lake import access, catalog, crawler, delta, ingest, sources, sql, versions
 else:
-    catalog, crawler, delta, ingest, sources, sql, versions = (
-        _Lazy(f"cumulo.lake.{m}")
-        for m in ("catalog", "crawler", "delta", "ingest", "sources", "sql", "versions")
+    access, catalog, crawler, delta, ingest, sources, sql, versions = (
+        _Lazy(f"cumulo.lake.{m}") for m in
+        ("access", "catalog", "crawler", "delta", "ingest", "sources", "sql", "versions")
     )
 
 tables_router = APIRouter(prefix="/tables", tags=["tables"])
@@ -294,7 +294,7 @@ _DOWNLOAD: dict[int | str, dict[str, Any]] = {200: {"content": {
                    summary="Read a table (at a version or time)",
                    response_class=StreamingResponse, responses=_DOWNLOAD)
 def read_table(database: str, table: str, session: DbSession, storage: Storage,
-               version: int | None = None, as_of: str | None = None,
+               caller: Caller, version: int | None = None, as_of: str | None = None,
                format: ReadFormat = "arrow",
                limit: Annotated[int | None, Query(ge=0, le=_MAX_ROWS)] = None
                ) -> StreamingResponse:
@@ -305,8 +305,12 @@ def read_table(database: str, table: str, session: DbSession, storage: Storage,
     dt = delta.open_table(catalog.location(storage, row), version=ref.version, as_of=ref.as_of,
                           name=str(ref))
     dataset = dt.to_pyarrow_dataset()
-    scanner = dataset.scanner(batch_size=65536)
-    batches = scanner.to_reader()
+    # What the caller's masks and row filters let them see (jobs read their inputs here too).
+    rules = access.rules_for(session, caller.user_id, [row.id]).get(row.id)
+    if rules:
+        batches = access.read_restricted(dataset, rules, dataset.schema.names)
+    else:
+        batches = dataset.scanner(batch_size=65536).to_reader()
     if limit is not None:
         batches = pa.RecordBatchReader.from_batches(batches.schema, _limited(batches, limit))
     return StreamingResponse(_encode(batches, format), media_type=_MEDIA[format],
@@ -433,11 +437,18 @@ def restore_table(database: str, table: str, body: RestoreIn, session: DbSession
                    dependencies=[allow("tables:Read", "table/{database}/{table}")],
                    summary="Compare two versions")
 def table_diff(database: str, table: str, session: DbSession, storage: Storage,
-               start: Annotated[int, Query(alias="from")],
+               caller: Caller, start: Annotated[int, Query(alias="from")],
                end: Annotated[int | None, Query(alias="to")] = None,
                keys: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
     ref = _ref(database, table)
-    loc = catalog.location(storage, catalog.get_table(session, ref))
+    row = catalog.get_table(session, ref)
+    if access.rules_for(session, caller.user_id, [row.id]).get(row.id):
+        raise Forbidden(f"the diff of {ref.name} shows rows and values that your column masks "
+                        "and row filters on it hide; compare its versions with SQL instead "
+                        f"(SELECT * FROM {ref.name} VERSION AS OF {end if end is not None else 1}"
+                        f" EXCEPT SELECT * FROM {ref.name} VERSION AS OF {start})",
+                        details={"table": ref.name})
+    loc = catalog.location(storage, row)
     if end is None:
         end = delta.open_table(loc, name=ref.name).version()
     return versions.diff(loc, name=ref.name, start=start, end=end, keys=keys)
@@ -465,6 +476,104 @@ def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
                            force=body.force)
 
 
+# --- who sees what: column masks and row filters ----------------------------------------------
+
+
+class MaskIn(BaseModel):
+    expression: str = Field(description="an SQL expression over the row: '***', NULL, "
+                            "left(email, 2) || '***'")
+    user: str | None = None
+    group: str | None = None
+
+
+class MaskOut(BaseModel):
+    table: str
+    column: str
+    expression: str
+    subject: str = Field(description="user:alice or group:analysts")
+    created_by: str | None
+    created_at: datetime
+
+
+class FilterIn(BaseModel):
+    predicate: str = Field(description="an SQL condition over the row: region = 'EU'")
+    user: str | None = None
+    group: str | None = None
+
+
+class FilterOut(BaseModel):
+    table: str
+    predicate: str
+    subject: str
+    created_by: str | None
+    created_at: datetime
+
+
+def _subject(user: str | None, group: str | None) -> access.Subject:
+    return access.Subject.of(user=user, group=group)
+
+
+@tables_router.get("/{database}/{table}/masks",
+                   dependencies=[allow("tables:Read", "table/{database}/{table}")],
+                   response_model=list[MaskOut], summary="A table's column masks")
+def list_masks(database: str, table: str, session: DbSession, caller: Caller) -> list[MaskOut]:
+    return [MaskOut(**m) for m in access.list_masks(session, caller, _ref(database, table))]
+
+
+@tables_router.put("/{database}/{table}/masks/{column}",
+                   dependencies=[allow("tables:Grant", "table/{database}/{table}")],
+                   response_model=MaskOut,
+                   summary="Set a user's or group's mask on a column (replacing theirs)")
+def set_mask(database: str, table: str, column: str, body: MaskIn, session: DbSession,
+             storage: Storage, caller: Caller) -> MaskOut:
+    ref, subject = _ref(database, table), _subject(body.user, body.group)
+    row = access.set_mask(session, storage, caller, ref, column, body.expression, subject)
+    return MaskOut(table=ref.name, column=row.column, expression=row.expression,
+                   subject=f"{subject.kind}:{subject.name}", created_by=caller.user_name,
+                   created_at=row.created_at)
+
+
+@tables_router.delete("/{database}/{table}/masks/{column}",
+                      dependencies=[allow("tables:Grant", "table/{database}/{table}")],
+                      summary="Take a user's or group's mask on a column away")
+def drop_mask(database: str, table: str, column: str, session: DbSession, caller: Caller,
+              user: str | None = None, group: str | None = None) -> dict[str, str]:
+    ref, subject = _ref(database, table), _subject(user, group)
+    dropped = access.drop_mask(session, caller, ref, column, subject)
+    return {"table": ref.name, "column": dropped, "unmasked": f"{subject.kind}:{subject.name}"}
+
+
+@tables_router.get("/{database}/{table}/filters",
+                   dependencies=[allow("tables:Read", "table/{database}/{table}")],
+                   response_model=list[FilterOut], summary="A table's row filters")
+def list_filters(database: str, table: str, session: DbSession,
+                 caller: Caller) -> list[FilterOut]:
+    return [FilterOut(**f) for f in access.list_filters(session, caller, _ref(database, table))]
+
+
+@tables_router.put("/{database}/{table}/filters",
+                   dependencies=[allow("tables:Grant", "table/{database}/{table}")],
+                   response_model=FilterOut,
+                   summary="Set a user's or group's row filter (replacing theirs)")
+def set_filter(database: str, table: str, body: FilterIn, session: DbSession,
+               storage: Storage, caller: Caller) -> FilterOut:
+    ref, subject = _ref(database, table), _subject(body.user, body.group)
+    row = access.set_filter(session, storage, caller, ref, body.predicate, subject)
+    return FilterOut(table=ref.name, predicate=row.predicate,
+                     subject=f"{subject.kind}:{subject.name}", created_by=caller.user_name,
+                     created_at=row.created_at)
+
+
+@tables_router.delete("/{database}/{table}/filters",
+                      dependencies=[allow("tables:Grant", "table/{database}/{table}")],
+                      summary="Take a user's or group's row filter away")
+def drop_filter(database: str, table: str, session: DbSession, caller: Caller,
+                user: str | None = None, group: str | None = None) -> dict[str, str]:
+    ref, subject = _ref(database, table), _subject(user, group)
+    access.drop_filter(session, caller, ref, subject)
+    return {"table": ref.name, "unfiltered": f"{subject.kind}:{subject.name}"}
+
+
 class CrawlIn(BaseModel):
     path: str = Field(description="BUCKET/PREFIX to scan")
     database: str
@@ -484,8 +593,9 @@ def crawl(body: CrawlIn, session: DbSession, storage: Storage, caller: Caller) -
 
 
 class SqlIn(BaseModel):
-    sql: str = Field(description="one statement: SELECT, CREATE TABLE db.t AS SELECT, or "
-                     "INSERT INTO db.t SELECT; time travel: db.t VERSION AS OF 3")
+    sql: str = Field(description="one statement: SELECT, CREATE TABLE db.t AS SELECT, "
+                     "INSERT INTO db.t SELECT, GRANT, REVOKE, SHOW GRANTS, or ALTER TABLE's "
+                     "masks and row filters; time travel: db.t VERSION AS OF 3")
     timeout_s: float = Field(300, gt=0, le=24 * 3600)
     scan_limit_bytes: int | None = Field(None, gt=0)
     page_size: int = Field(1000, ge=0, le=100_000)
@@ -576,6 +686,13 @@ def _results_dir(request: Request) -> Path:
                  response_model=SqlResult, summary="Run a SQL statement")
 def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
             caller: Caller) -> SqlResult:
+    try:
+        command = access.parse_command(body.sql)
+    except Invalid:  # refused, and recorded in the history, by sql.run
+        command = None
+    if command is not None and command.permission is not None:
+        # The audit log records a GRANT or a mask as what it is, not as a query.
+        request.scope[PERMISSION_KEY] = command.permission
     outcome = sql.run(session, storage, caller, body.sql, results_dir=_results_dir(request),
                       timeout_s=body.timeout_s, scan_limit_bytes=body.scan_limit_bytes)
     page: list[dict[str, Any]] = []
@@ -591,45 +708,63 @@ def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
 @sql_router.get("/queries",
                 dependencies=[allow("sql:Run", "sql")],
                 response_model=list[QueryOut], summary="Query history")
-def query_history(session: DbSession, limit: int = Query(50, ge=1, le=1000),
+def query_history(session: DbSession, caller: Caller, limit: int = Query(50, ge=1, le=1000),
                   state: str | None = None) -> list[QueryOut]:
     query = select(SqlQuery).order_by(SqlQuery.created_at.desc()).limit(limit)
     if state:
         query = query.where(SqlQuery.state == state)
+    if not caller.can("sql:Read", "query/*", owner=""):  # not everyone's: one's own
+        query = query.where(SqlQuery.created_by == caller.user_id)
     return [_query_out(session, q) for q in session.scalars(query)]
 
 
 def _get_query(session: Session, query_id: str) -> SqlQuery:
     q = session.get(SqlQuery, query_id)
     if q is None:
-        raise NotFound(f"no query {query_id!r}; 'cumulo sql history' lists recent ones")
+        raise NotFound(f"no query {query_id!r}; 'cumulo queries ls' lists recent ones")
     return q
 
 
+def query_owner(request: Request) -> str | None:
+    """Who ran the route's query (for rights on one's own queries); None: no such query."""
+    with services(request).sessions() as session:
+        q = session.get(SqlQuery, request.path_params["query_id"])
+        if q is None:
+            return None
+        return user_names(session, {q.created_by}).get(q.created_by, "")
+
+
 @sql_router.get("/queries/{query_id}",
-                dependencies=[allow("sql:Run", "sql")],
+                dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner)],
                 response_model=QueryOut, summary="One query")
 def get_query(query_id: str, session: DbSession) -> QueryOut:
     return _query_out(session, _get_query(session, query_id))
 
 
 @sql_router.delete("/queries/{query_id}",
-                   dependencies=[allow("sql:Run", "sql")], summary="Cancel a running query")
+                   dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner)],
+                   summary="Cancel a running query")
 def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
     q = _get_query(session, query_id)
     return {"id": q.id, "cancelled": sql.cancel(query_id), "state": q.state}
 
 
 @sql_router.get("/queries/{query_id}/results",
-                dependencies=[allow("sql:Run", "sql")],
+                dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner)],
                 summary="A query's results: a page or a download",
                 responses={200: {"content": {
                     media: {"schema": {"type": "string", "format": "binary"}}
                     for fmt, media in _MEDIA.items() if fmt != "json"}}})
-def query_results(query_id: str, session: DbSession,
+def query_results(query_id: str, session: DbSession, caller: Caller,
                   format: Literal["json", "csv", "parquet", "arrow"] = "json",
                   offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Any:
     q = _get_query(session, query_id)
+    if q.created_by != caller.user_id:
+        # Its rows were computed under its author's grants, column masks and row filters:
+        # served to anyone else, they could show what that caller's own rules hide.
+        raise Forbidden(f"the results of query {query_id} are its author's: they were computed "
+                        "under their column masks and row filters. Run the query yourself",
+                        details={"query": query_id})
     if q.state != "succeeded" or not q.result_location:
         raise Invalid(f"query {query_id} has no results ({q.state})")
     path = Path(q.result_location)

@@ -247,6 +247,83 @@ def head(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN
     _print_rows(data.column_names, data.to_pylist(), as_json=json)
 
 
+# --- who sees what: column masks and row filters (grants: cumulo sql "GRANT ...") -------------
+
+_USER = typer.Option(None, "--user", help="the user it holds for")
+_GROUP = typer.Option(None, "--group", help="the group it holds for (its members)")
+
+
+def _who(out: dict[str, Any]) -> str:
+    return str(out.get("subject") or "").replace(":", " ", 1)
+
+
+@tables_app.command("mask")
+def mask(ctx: typer.Context, table: str = typer.Argument(..., help="db.table"),
+         column: str = typer.Argument(..., help="the column to mask"),
+         expression: str = typer.Option(..., "--with", help="what they see instead: an SQL "
+                                        "expression over the row, like '***', NULL or "
+                                        "left(email, 2) || '***'"),
+         user: str | None = _USER, group: str | None = _GROUP, json: bool = JsonOpt) -> None:
+    """Make a user or a group see an expression instead of a column's values."""
+    out = client(ctx).tables.mask(table, column, expression, user=user, group=group)
+    show_result(out, f"masked {out['table']}.{out['column']} for {_who(out)}: "
+                     f"{escape(out['expression'])}", as_json=json)
+
+
+@tables_app.command("unmask")
+def unmask(ctx: typer.Context, table: str = typer.Argument(..., help="db.table"),
+           column: str = typer.Argument(...), user: str | None = _USER,
+           group: str | None = _GROUP, json: bool = JsonOpt) -> None:
+    """Take a user's or group's mask on a column away."""
+    out = client(ctx).tables.unmask(table, column, user=user, group=group)
+    show_result(out, f"unmasked {out['table']}.{out['column']} for "
+                     f"{out['unmasked'].replace(':', ' ', 1)}", as_json=json)
+
+
+@tables_app.command("filter")
+def filter_(ctx: typer.Context, table: str = typer.Argument(..., help="db.table"),
+            predicate: str = typer.Option(..., "--where", help="the rows they see: an SQL "
+                                          "condition over the row, like region = 'EU'"),
+            user: str | None = _USER, group: str | None = _GROUP,
+            json: bool = JsonOpt) -> None:
+    """Make a user or a group see only the rows where a condition holds."""
+    out = client(ctx).tables.filter(table, predicate, user=user, group=group)
+    show_result(out, f"filtered {out['table']} for {_who(out)}: rows where "
+                     f"{escape(out['predicate'])}", as_json=json)
+
+
+@tables_app.command("unfilter")
+def unfilter(ctx: typer.Context, table: str = typer.Argument(..., help="db.table"),
+             user: str | None = _USER, group: str | None = _GROUP,
+             json: bool = JsonOpt) -> None:
+    """Take a user's or group's row filter away."""
+    out = client(ctx).tables.unfilter(table, user=user, group=group)
+    show_result(out, f"unfiltered {out['table']} for "
+                     f"{out['unfiltered'].replace(':', ' ', 1)}", as_json=json)
+
+
+@tables_app.command("policies")
+def policies(ctx: typer.Context, table: str = typer.Argument(..., help="db.table"),
+             json: bool = JsonOpt) -> None:
+    """A table's column masks and row filters, and whom each holds for."""
+    found = client(ctx).tables.policies(table)
+    if json:
+        print_json(found)
+        return
+    if not found["masks"] and not found["filters"]:
+        console.print(f"{table} has no column masks and no row filters: everyone who may read "
+                      "it sees all of it")
+        return
+    show_rows(found["masks"], {
+        "column": "column", "mask": lambda m: escape(m["expression"]), "for": "subject",
+        "set by": "created_by", "set": lambda m: when(m["created_at"]),
+    }, as_json=False)
+    show_rows(found["filters"], {
+        "row filter": lambda f: escape(f["predicate"]), "for": "subject",
+        "set by": "created_by", "set": lambda f: when(f["created_at"]),
+    }, as_json=False)
+
+
 def _print_rows(names: list[str], rows: list[dict[str, Any]], *, as_json: bool) -> None:
     def value(name: str) -> Any:
         return lambda row: "NULL" if row[name] is None else escape(str(row[name]))
@@ -295,7 +372,9 @@ def sql_command(
     """Run SQL over the lake: SELECT, CREATE TABLE db.t AS SELECT, INSERT INTO db.t SELECT.
 
     Tables are named db.table; time travel: db.table VERSION AS OF 3, or
-    db.table TIMESTAMP AS OF '2026-11-26T10:00:00Z'.
+    db.table TIMESTAMP AS OF '2026-11-26T10:00:00Z'. Who sees what: GRANT SELECT ON
+    db.t TO GROUP g, REVOKE, SHOW GRANTS ON db.t, and ALTER TABLE db.t ALTER COLUMN c
+    SET MASK '***' FOR GROUP g, ALTER TABLE db.t SET ROW FILTER region = 'EU' FOR GROUP g.
     """
     if query == "-":
         query = sys.stdin.read()

@@ -1,4 +1,5 @@
-"""Catalog rows: databases, tables, and the history of SQL queries."""
+"""Catalog rows: databases, tables, the history of SQL queries, and who sees what of a table
+(column masks and row filters)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime
 
-__all__ = ["CrawlPolicy", "LakeDatabase", "LakeTable", "SqlQuery", "TableInfo"]
+__all__ = ["ColumnMask", "CrawlPolicy", "LakeDatabase", "LakeTable", "RowFilter", "SqlQuery",
+           "TableInfo"]
 
 CrawlPolicy = Literal["log", "update"]
 
@@ -69,6 +71,38 @@ class SqlQuery(Created, Base):
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result_location: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+
+
+class ColumnMask(Created, Base):
+    """What one user or group sees of a column instead of its values: an SQL expression over
+    the row (lake/access.py). Goes with its table."""
+
+    __tablename__ = "table_masks"
+    __table_args__ = (UniqueConstraint("table_id", "column", "subject_kind", "subject_id",
+                                       name="uq_table_masks_subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_id: Mapped[int] = mapped_column(ForeignKey("lake_tables.id", ondelete="CASCADE"),
+                                          index=True)
+    column: Mapped[str] = mapped_column(String(255))
+    expression: Mapped[str] = mapped_column(Text)  # as DuckDB's parser writes it back
+    subject_kind: Mapped[str] = mapped_column(String(8))  # "user" or "group"
+    subject_id: Mapped[int] = mapped_column(Integer)
+
+
+class RowFilter(Created, Base):
+    """Which rows of a table one user or group sees: those where the predicate holds."""
+
+    __tablename__ = "table_row_filters"
+    __table_args__ = (UniqueConstraint("table_id", "subject_kind", "subject_id",
+                                       name="uq_table_row_filters_subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_id: Mapped[int] = mapped_column(ForeignKey("lake_tables.id", ondelete="CASCADE"),
+                                          index=True)
+    predicate: Mapped[str] = mapped_column(Text)
+    subject_kind: Mapped[str] = mapped_column(String(8))
+    subject_id: Mapped[int] = mapped_column(Integer)
 
 
 @dataclass

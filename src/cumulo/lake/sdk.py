@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 from cumulo.client.transport import Transport
 from cumulo.errors import Invalid
@@ -32,6 +33,21 @@ def _as_of(text: str) -> str:
     """A time in :mod:`cumulo.units`' grammar (a date, a timestamp, or a span back from now
     like ``1h30m``) as the ISO timestamp the API reads."""
     return parse_time(text, what="--as-of").isoformat().replace("+00:00", "Z")
+
+
+def _plain(table: str) -> str:
+    """``db.table``'s path; masks and filters belong to a table, not to one of its versions."""
+    ref = parse_ref(table)
+    if ref.version is not None or ref.as_of is not None:
+        raise Invalid(f"masks and row filters belong to the table: name it without @ "
+                      f"({ref.name}), they hold for all its versions")
+    return _path(ref)
+
+
+def _subject(user: str | None, group: str | None) -> dict[str, str]:
+    if (user is None) == (group is None):
+        raise Invalid("name one user or one group (user= or group=)")
+    return {"user": user} if user is not None else {"group": group or ""}
 
 
 def _version_params(ref: TableRef) -> dict[str, Any]:
@@ -238,6 +254,44 @@ class TablesClient:
         return self._t.json("POST", _path(parse_ref(table)) + "/restore",  # type: ignore[no-any-return]
                             json={"version": version,
                                   "as_of": None if as_of is None else _as_of(as_of)})
+
+
+    # who sees what: column masks and row filters (grants: client.sql("GRANT ..."))
+    def masks(self, table: str) -> builtins.list[dict[str, Any]]:
+        """The table's column masks: column, expression, subject, who set it and when."""
+        return self._t.json("GET", _plain(table) + "/masks")  # type: ignore[no-any-return]
+
+    def mask(self, table: str, column: str, expression: str, *, user: str | None = None,
+             group: str | None = None) -> dict[str, Any]:
+        """Make a user or a group see ``expression`` (``'***'``, ``NULL``,
+        ``left(email, 2) || '***'``) instead of ``column``'s values."""
+        return self._t.json("PUT", f"{_plain(table)}/masks/{quote(column, safe='')}",  # type: ignore[no-any-return]
+                            json={"expression": expression, **_subject(user, group)})
+
+    def unmask(self, table: str, column: str, *, user: str | None = None,
+               group: str | None = None) -> dict[str, Any]:
+        return self._t.json("DELETE", f"{_plain(table)}/masks/{quote(column, safe='')}",  # type: ignore[no-any-return]
+                            params=_subject(user, group))
+
+    def filters(self, table: str) -> builtins.list[dict[str, Any]]:
+        """The table's row filters: predicate, subject, who set it and when."""
+        return self._t.json("GET", _plain(table) + "/filters")  # type: ignore[no-any-return]
+
+    def filter(self, table: str, predicate: str, *, user: str | None = None,
+               group: str | None = None) -> dict[str, Any]:
+        """Make a user or a group see only the rows where ``predicate`` holds
+        (``region = 'EU'``); several filters on one caller are ANDed."""
+        return self._t.json("PUT", _plain(table) + "/filters",  # type: ignore[no-any-return]
+                            json={"predicate": predicate, **_subject(user, group)})
+
+    def unfilter(self, table: str, *, user: str | None = None,
+                 group: str | None = None) -> dict[str, Any]:
+        return self._t.json("DELETE", _plain(table) + "/filters",  # type: ignore[no-any-return]
+                            params=_subject(user, group))
+
+    def policies(self, table: str) -> dict[str, builtins.list[dict[str, Any]]]:
+        """The table's masks and row filters together."""
+        return {"masks": self.masks(table), "filters": self.filters(table)}
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """SQL over the lake on DuckDB, sandboxed, with time travel, CTAS and INSERT as the ETL path.
 
 Each query gets a fresh in-memory DuckDB connection that can read only the files of the tables
-it names: tables become views over their Parquet files, then file access is switched off except
-for those files, and the configuration is locked. Before that, the statement's parse tree is
-checked (``sqlguard``): it may name lake tables and make rows from values, nothing else. It runs
+it names: tables become views over their Parquet files (of what the caller's column masks and
+row filters let them see: ``access``), then file access is switched off except for those files,
+and the configuration is locked. Before that, the statement's parse tree is checked
+(``sqlguard``): it may name lake tables and make rows from values, nothing else. It runs
 on a worker thread that is stopped at its deadline (``sqlwatch``), in a database whose memory
 and spill to disk are capped. Results stream to a Parquet file under the server's home, from
 which pages, CSV, Parquet and Arrow downloads are served.
@@ -40,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
-from cumulo.lake import catalog, delta, sqlguard
+from cumulo.lake import access, catalog, delta, sqlguard
 from cumulo.lake.ingest import detect_format
 from cumulo.lake.leftovers import results_dir
 from cumulo.lake.models import SqlQuery
@@ -64,7 +65,8 @@ _INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_IDENT})\.({_IDENT})\s+(.+?);?\s*$
                      re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.+)$", re.IGNORECASE | re.DOTALL)
 _ALLOWED = ("SELECT queries (with WITH, JOIN, EXPLAIN, DESCRIBE), CREATE TABLE db.t AS SELECT, "
-            "and INSERT INTO db.t SELECT")
+            "INSERT INTO db.t SELECT, and GRANT, REVOKE, SHOW GRANTS and ALTER TABLE's masks and "
+            "row filters")
 # What one sealed database (the queries on its connections, up to _Pool.connections at once)
 # may hold in memory, and spill to disk beyond that, before DuckDB fails the query. Several
 # sealed databases are open at once. To become settings (sql_memory_limit, sql_spill_limit).
@@ -113,6 +115,7 @@ class QueryOutcome:
     columns: list[dict[str, str]] = field(default_factory=list)
     result_path: Path | None = None
     written: dict[str, Any] | None = None
+    answered: bool = False  # by Cumulo itself (GRANT, SHOW GRANTS...): nothing scanned or billed
 
 
 @dataclass
@@ -249,7 +252,14 @@ class _Sandbox:
         self.views: list[tuple[str, str]] = []
         self.datasets: dict[str, Any] = {}
 
-    def add_table(self, view: str, table: Any, name: str) -> None:
+    def _view(self, view: str, body: str, rules: access.Rules | None,
+              columns: list[str] | None) -> None:
+        """A view; with the caller's masks and row filters on the table, of what they let
+        the caller see, so no query over it meets a value they hide."""
+        self.views.append((view, access.restrict(body, rules, columns) if rules else body))
+
+    def add_table(self, view: str, table: Any, name: str,
+                  rules: access.Rules | None = None) -> None:
         """A view named ``view`` over a DeltaTable's files at its loaded version."""
         schema = delta._delta_schema_to_arrow(table)
         cols = ", ".join(delta.quote_ident(f.name) for f in schema)
@@ -257,7 +267,7 @@ class _Sandbox:
         if not files:
             empty = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {delta.quote_ident(f.name)}"
                               for f in schema)
-            self.views.append((view, f"SELECT {empty} WHERE false"))
+            self._view(view, f"SELECT {empty} WHERE false", rules, schema.names)
             return
         if all(f.startswith("/") for f in files):
             self.allowed.extend(files)
@@ -270,15 +280,17 @@ class _Sandbox:
                 types = ", hive_types = {" + ", ".join(
                     f"{_literal(k)}: '{v}'" for k, v in typed.items()) + "}"
             listed = "[" + ", ".join(_literal(f) for f in files) + "]"
-            self.views.append((view, f"SELECT {cols} FROM read_parquet({listed}{hive}{types})"))
+            self._view(view, f"SELECT {cols} FROM read_parquet({listed}{hive}{types})", rules,
+                       schema.names)
         else:
             # Object-store tables are read through Arrow: DuckDB cannot reach S3 offline.
-            self.add_dataset(view, table.to_pyarrow_dataset())
+            self.add_dataset(view, table.to_pyarrow_dataset(), rules, schema.names)
 
     def add_external(self, view: str, files: list[tuple[str, str]], *, fmt: str,
-                     layout: str) -> None:
+                     layout: str, rules: access.Rules | None = None) -> None:
         """A view over the raw files of an external (crawled) table: (path, folder) pairs,
-        the folder being the file's first folder under the table's prefix."""
+        the folder being the file's first folder under the table's prefix. Its columns are
+        the files' (not known here): every mask applies, and a missing column fails."""
         self.allowed.extend(path for path, _ in files)
         reader = {"csv": "read_csv", "parquet": "read_parquet"}.get(fmt, "read_json_auto")
 
@@ -288,20 +300,22 @@ class _Sandbox:
 
         paths = [path for path, _ in files]
         if layout == "hive":
-            self.views.append((view, f"SELECT * FROM {scan(paths, ', hive_partitioning = true')}"))
+            body = f"SELECT * FROM {scan(paths, ', hive_partitioning = true')}"
         elif layout == "folders":
             parts = []
             for folder in sorted({f for _, f in files}):
                 mine = [path for path, f in files if f == folder]
                 parts.append(f"SELECT *, {_literal(folder)} AS partition_0 FROM {scan(mine)}")
-            self.views.append((view, " UNION ALL BY NAME ".join(parts)))
+            body = " UNION ALL BY NAME ".join(parts)
         else:
-            self.views.append((view, f"SELECT * FROM {scan(paths)}"))
+            body = f"SELECT * FROM {scan(paths)}"
+        self._view(view, body, rules, None)
 
-    def add_dataset(self, view: str, dataset: Any) -> None:
+    def add_dataset(self, view: str, dataset: Any, rules: access.Rules | None = None,
+                    columns: list[str] | None = None) -> None:
         key = f"__ds_{len(self.datasets)}"
         self.datasets[key] = dataset
-        self.views.append((view, f"SELECT * FROM {key}"))
+        self._view(view, f"SELECT * FROM {key}", rules, columns)
 
     def key(self) -> str | None:
         """Identifies the sealed database this plan makes; None when it cannot be shared
@@ -556,7 +570,7 @@ def run(
             _RUNNING.pop(query.id, None)
         query.duration_ms = round((time.perf_counter() - start) * 1000, 2)
         query.finished_at = utcnow()
-        billed = max(query.bytes_scanned or 0, _MIN_BILLED)
+        billed = 0 if outcome.answered else max(query.bytes_scanned or 0, _MIN_BILLED)
         query.cost_usd = billed / 1e12 * ATHENA_USD_PER_TB
         session.commit()
     return outcome
@@ -565,36 +579,48 @@ def run(
 def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
              outcome: QueryOutcome, running: _Running, *, results_dir: Path, deadline: float,
              timeout_s: float, scan_limit_bytes: int | None) -> None:
+    command = access.parse_command(sql)
+    if command is not None:  # GRANT, REVOKE, SHOW GRANTS, a mask, a row filter
+        outcome.answered = True
+        outcome.query.bytes_scanned = 0
+        _answer(outcome, access.run_command(session, backend, principal, command),
+                results_dir=results_dir)
+        return
     plan = _classify(*_rewrite_time_travel(sql))
     known = catalog.all_table_names(session)
     # Nothing is bound before this check: binding alone lists globs and opens files.
     names = sqlguard.check(plan.body, aliases=plan.travel, known=known)
     _authorize(principal, plan, names.tables)  # before DuckDB sees a table
+    refs = {**plan.travel, **{name: TableRef(*name.partition(".")[::2])
+                              for name in names.tables}}
+    rows = {view: catalog.get_table(session, TableRef(ref.database, ref.table))
+            for view, ref in refs.items()}
+    # The caller's masks and row filters on every table named: one query for them all.
+    rules = access.rules_for(session, principal.user_id, {row.id for row in rows.values()})
     sandbox = _Sandbox(results_dir / "spill")
     input_bytes = 0
     for alias, ref in plan.travel.items():
-        table = catalog.get_table(session, ref)
+        table = rows[alias]
         dt = delta.open_table(catalog.location(backend, table), version=ref.version,
                               as_of=ref.as_of, name=str(ref))
-        sandbox.add_table(alias, dt, str(ref))
+        sandbox.add_table(alias, dt, str(ref), rules.get(table.id))
         input_bytes += _size(dt)
     for name in sorted(names.tables):
-        db, _, tname = name.partition(".")
-        ref = TableRef(db, tname)
-        table = catalog.get_table(session, ref)
+        ref, table = refs[name], rows[name]
+        mine = rules.get(table.id)
         if table.kind != "managed":
             files, sizes = _external_files(session, table)
             input_bytes += sizes
             if backend.kind == "local":
                 local = [(str(backend.local_path(f)), folder) for f, folder in files]
                 sandbox.add_external(name, local, fmt=table.format,
-                                     layout=table.options.get("layout", "flat"))
+                                     layout=table.options.get("layout", "flat"), rules=mine)
             else:
                 sandbox.add_dataset(name, _external_dataset(backend, table,
-                                                            [f for f, _ in files]))
+                                                            [f for f, _ in files]), mine)
             continue
         dt = delta.open_table(catalog.location(backend, table), name=ref.name)
-        sandbox.add_table(name, dt, ref.name)
+        sandbox.add_table(name, dt, ref.name, mine)
         input_bytes += _size(dt)
     if scan_limit_bytes is not None and input_bytes > scan_limit_bytes:
         raise Invalid(f"the query would scan up to {input_bytes} bytes, over its limit of "
@@ -654,6 +680,18 @@ def _consume(session: Session, backend: Backend, principal: Principal, plan: _Pl
             rows += batch.num_rows
     outcome.result_path = path
     outcome.query.rows = rows
+    outcome.query.result_location = str(path)
+
+
+def _answer(outcome: QueryOutcome, table: pa.Table, *, results_dir: Path) -> None:
+    """A statement answered by Cumulo itself (GRANT...): its small result, kept as any
+    query's is, for paging and downloads."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{outcome.query.id}.parquet"
+    pq.write_table(table, path)
+    outcome.columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    outcome.result_path = path
+    outcome.query.rows = table.num_rows
     outcome.query.result_location = str(path)
 
 

@@ -29,7 +29,8 @@ import orjson
 
 from cumulo.errors import Invalid, NotFound
 
-__all__ = ["REFUSED_FUNCTIONS", "TABLE_FUNCTIONS", "Names", "check", "table_names"]
+__all__ = ["REFUSED_FUNCTIONS", "TABLE_FUNCTIONS", "Names", "check", "check_expression",
+           "table_names"]
 
 # Table functions that make rows from their arguments alone: no file, no catalog, no setting.
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "json_each", "json_tree",
@@ -77,10 +78,16 @@ def _system_names() -> frozenset[str]:
     return frozenset(name.lower() for (name,) in rows)
 
 
-def _tree(sql: str) -> dict[str, Any]:
+def _parse(sql: str) -> dict[str, Any]:
+    """The statement's tree; ``{"error": True, "error_message": ...}`` when it does not parse."""
     with _PARSER_LOCK:
         row = _parser().execute("SELECT json_serialize_sql($1::VARCHAR)", [sql]).fetchone()
     tree: dict[str, Any] = orjson.loads(row[0]) if row else {"error": True}
+    return tree
+
+
+def _tree(sql: str) -> dict[str, Any]:
+    tree = _parse(sql)
     if tree.get("error"):
         reason = str(tree.get("error_message") or "it cannot be parsed")
         raise Invalid(f"Cumulo SQL cannot check this statement ({reason}); write it as one "
@@ -175,3 +182,117 @@ def check(sql: str, *, aliases: Collection[str] = (), known: Collection[str] = (
             raise NotFound(f"there is no table {name}. Tables are named database.table{hint}",
                            details={"table": name})
     return names
+
+
+# --- one expression over one row: column masks and row filters --------------------------------
+
+_ROW = "__cumulo_row"
+# What a SELECT made around the expression may hold besides it: nothing.
+_EMPTY_CLAUSES = ("where_clause", "having", "qualify", "sample")
+
+
+@cache
+def _functions(kind: str) -> frozenset[str]:
+    """The names of DuckDB's functions of one type: aggregate, scalar, table..."""
+    with _PARSER_LOCK:
+        rows = _parser().execute("SELECT DISTINCT function_name FROM duckdb_functions() "
+                                 "WHERE function_type = $1", [kind]).fetchall()
+    return frozenset(str(name).lower() for (name,) in rows)
+
+
+def _expression_tree(text: str, what: str) -> dict[str, Any]:
+    """The parse tree of ``SELECT <text> FROM <row>``, refused unless it is exactly that."""
+    tree = _parse(f"SELECT {text}\nFROM {_ROW}")
+    if tree.get("error"):
+        reason = str(tree.get("error_message") or "it cannot be parsed")
+        raise Invalid(f"{what} is not one SQL expression ({reason})",
+                      details={"expression": text})
+    statements = tree.get("statements") or []
+    node = statements[0].get("node", {}) if len(statements) == 1 else {}
+    source = node.get("from_table") or {}
+    if (node.get("type") != "SELECT_NODE" or len(node.get("select_list") or []) != 1
+            or source.get("type") != "BASE_TABLE" or source.get("table_name") != _ROW
+            or source.get("alias") or source.get("schema_name") or node.get("modifiers")
+            or node.get("group_expressions") or (node.get("cte_map") or {}).get("map")
+            or any(node.get(key) for key in _EMPTY_CLAUSES)):
+        raise Invalid(f"{what} must be one expression over the row's columns, e.g. '***', "
+                      "left(email, 2) || '***' or region = 'EU'; not a query or a list",
+                      details={"expression": text})
+    return tree
+
+
+def _check_nodes(expression: dict[str, Any], columns: Collection[str], what: str) -> None:
+    known = {c.lower() for c in columns}
+    params = {str(n).lower() for node in _nodes(expression) if node.get("class") == "LAMBDA"
+              for ref in _nodes(node.get("lhs")) if ref.get("class") == "COLUMN_REF"
+              for n in ref.get("column_names") or []}
+    for node in _nodes(expression):
+        kind = node.get("class")
+        if kind == "SUBQUERY" or node.get("type") in ("BASE_TABLE", "TABLE_FUNCTION"):
+            raise Invalid(f"{what} may not hold a subquery or name a table: it is computed "
+                          "from one row's own columns")
+        if kind == "STAR":
+            raise Invalid(f"{what} may not use * or COLUMNS(...): name the columns")
+        if kind == "PARAMETER":
+            raise Invalid(f"{what} may not hold a parameter ($1, ?): write the value")
+        if kind == "WINDOW":
+            raise Invalid(f"{what} may not use a window function "
+                          f"({node.get('function_name')} OVER ...): it sees one row")
+        if kind == "FUNCTION":
+            name = str(node.get("function_name") or "").lower()
+            if name in REFUSED_FUNCTIONS:
+                raise Invalid(f"{name}() is not allowed in {what}: {REFUSED_FUNCTIONS[name]}",
+                              details={"function": name})
+            if name in _functions("aggregate"):
+                raise Invalid(f"{what} may not use the aggregate {name}(): it is computed "
+                              "from one row", details={"function": name})
+            if name in _functions("table") and name not in _functions("scalar"):
+                raise Invalid(f"{what} may not call the table function {name}(): it is "
+                              "computed from one row's own columns", details={"function": name})
+        if kind == "COLUMN_REF":
+            parts = [str(p) for p in node.get("column_names") or []]
+            first = parts[0].lower() if parts else ""
+            if first not in known and first not in params:
+                listed = ", ".join(columns) or "none"
+                raise Invalid(f"{what} names {'.'.join(parts)}, which is not a column of the "
+                              f"table (its columns: {listed})",
+                              details={"column": ".".join(parts)})
+
+
+def _without_locations(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_locations(v) for k, v in node.items()
+                if k not in ("query_location", "query_location_length")}
+    if isinstance(node, list):
+        return [_without_locations(v) for v in node]
+    return node
+
+
+def check_expression(text: str, *, columns: Collection[str], what: str) -> str:
+    """``text`` as one SQL expression over one row of a table whose columns are ``columns``
+    (a column mask, a row filter), written back by DuckDB's own parser: comments and layout
+    gone, so it can be put inside a larger statement as it is. Invalid, naming ``what`` and
+    what is wrong, for a query, a list, a subquery, a table or table function, a column the
+    table lacks, an aggregate, a window, a parameter, or a refused function."""
+    if not text.strip():
+        raise Invalid(f"{what} is empty: give an SQL expression, e.g. '***' or region = 'EU'")
+    tree = _expression_tree(text, what)
+    node = tree["statements"][0]["node"]
+    expression = node["select_list"][0]
+    _check_nodes(expression, columns, what)
+    expression["alias"] = ""
+    with _PARSER_LOCK:
+        row = _parser().execute("SELECT json_deserialize_sql($1::JSON)",
+                                [orjson.dumps(tree).decode()]).fetchone()
+    written = str(row[0]) if row else ""
+    head, tail = "SELECT ", f" FROM {_ROW}"
+    canonical = written[len(head):-len(tail)] if (
+        written.startswith(head) and written.endswith(tail)) else ""
+    # What is stored must mean what was checked: parsed again, the same tree.
+    again = _expression_tree(canonical, what) if canonical else {}
+    if not canonical or _without_locations(again) != _without_locations(
+            {**tree, "statements": [{**tree["statements"][0], "node": {
+                **node, "select_list": [expression]}}]}):
+        raise Invalid(f"{what} cannot be written back as it was parsed; write it more plainly",
+                      details={"expression": text})
+    return canonical

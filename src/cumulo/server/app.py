@@ -38,6 +38,7 @@ from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
 from cumulo.server.middleware import AuditChanges, BodyLimit, RequestContext
 from cumulo.server.openapi import install_openapi
+from cumulo.server.sso import router as sso_router
 from cumulo.server.status import router as status_router
 from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router
@@ -153,6 +154,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     # sent to /login)
     app.include_router(mlflow_router, dependencies=[Depends(require_token_or_login)])
     app.include_router(login_router)  # /login, /logout: a browser's token, as a cookie
+    app.include_router(sso_router)  # /login/sso...: single sign-on ([oidc]), the CLI's device flow
     # /endpoints/NAME/invocations: forwarded to the endpoint's replicas, behind the same tokens
     app.include_router(invocations_router, dependencies=[Depends(require_token)])
 

@@ -19,7 +19,7 @@ import html
 import json
 import math
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -32,6 +32,7 @@ from cumulo.db import get_session
 from cumulo.errors import CumuloError, Forbidden, Invalid, TooLarge, TooManyRequests, Unauthorized
 from cumulo.server.auth import LOGIN_COOKIE, same_origin
 from cumulo.server.errors import RETRY_AFTER_S
+from cumulo.services import services
 
 __all__ = ["router"]
 
@@ -54,7 +55,7 @@ details{{margin-top:2rem}} .message{{color:#b00020}}</style></head>
 <body><h1>Cumulo</h1>
 <p>Sign in to open MLflow's web UI. You stay signed in in this browser for 12 hours, or until
 you <a href="/logout">log out</a>.</p>
-{message}
+{message}{sso}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
 <label>User name <input name="user" value="{user}" autocomplete="username" required
 {focus_user}></label>
@@ -80,14 +81,23 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _sso_name(request: Request) -> str | None:
+    """The single sign-on provider's name for the page's button, when ``[oidc]`` is set."""
+    oidc = services(request).settings.oidc
+    return oidc.name if oidc is not None else None
+
+
 def _page(next_: str, message: str = "", status: int = 200, *, user: str = "",
-          with_token: bool = False, retry_after: float | None = None) -> HTMLResponse:
+          with_token: bool = False, retry_after: float | None = None,
+          sso: str | None = None) -> HTMLResponse:
     shown = f'<p class="message" role="alert">{html.escape(message)}</p>' if message else ""
+    link = (f'\n<p><a href="/login/sso?next={html.escape(quote(next_, safe="/"))}">Sign in '
+            f"with {html.escape(sso)}</a></p>" if sso else "")
     headers = dict(_HEADERS)
     if retry_after is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     return HTMLResponse(
-        _PAGE.format(message=shown, next=html.escape(next_), user=html.escape(user),
+        _PAGE.format(message=shown, sso=link, next=html.escape(next_), user=html.escape(user),
                      focus_user="" if with_token else "autofocus",
                      token_open=" open" if with_token else ""),
         status_code=status, headers=headers)
@@ -142,8 +152,8 @@ def _wants_json(request: Request) -> bool:
 
 
 @router.get("/login")
-def login_page(next: str | None = None) -> HTMLResponse:
-    return _page(_safe_next(next))
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+    return _page(_safe_next(next), sso=_sso_name(request))
 
 
 @router.post("/login")
@@ -166,7 +176,7 @@ async def login(request: Request, session: Session = Depends(get_session)) -> Re
         except (Invalid, Unauthorized, TooManyRequests) as exc:
             if wants_json:
                 raise
-            return _refused(next_, exc, user=user)
+            return _refused(next_, exc, user=user, sso=_sso_name(request))
         token, user_name = signed.secret, signed.user
     else:
         token = form.get("token", "").strip()
@@ -176,7 +186,7 @@ async def login(request: Request, session: Session = Depends(get_session)) -> Re
             if wants_json:
                 raise
             return _page(next_, f"That token was refused: {exc.message}", status=401,
-                         with_token=True)
+                         with_token=True, sso=_sso_name(request))
         user_name = principal.user_name
     response: Response = (JSONResponse({"user": user_name}) if wants_json
                           else RedirectResponse(next_, status_code=303))
@@ -185,10 +195,10 @@ async def login(request: Request, session: Session = Depends(get_session)) -> Re
     return response
 
 
-def _refused(next_: str, exc: CumuloError, *, user: str) -> HTMLResponse:
+def _refused(next_: str, exc: CumuloError, *, user: str, sso: str | None) -> HTMLResponse:
     wait = (exc.retry_after or RETRY_AFTER_S) if isinstance(exc, TooManyRequests) else None
     return _page(next_, f"Sign-in refused: {exc.message}", status=exc.status, user=user,
-                 retry_after=wait)
+                 retry_after=wait, sso=sso)
 
 
 @router.api_route("/logout", methods=["GET", "POST"])

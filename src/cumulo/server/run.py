@@ -13,6 +13,7 @@ import uvicorn
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from cumulo.access.oidc import check_settings
 from cumulo.access.tokens import bootstrap_admin
 from cumulo.config import Settings
 from cumulo.db import check_database, make_engine, redact_url, upgrade
@@ -51,6 +52,8 @@ def prepare(settings: Settings) -> Prepared:
     leftovers.sweep(settings, storage)  # what a crash left: temp uploads, partial results
     with Session(engine) as session:
         admin_token = bootstrap_admin(session, settings.admin_token)
+    if settings.oidc is not None:  # a role or group the [oidc] settings name must exist
+        check_settings(settings.oidc)
     return Prepared(engine=engine, storage=storage, admin_token=admin_token)
 
 

@@ -58,7 +58,7 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)]) 
     server = services(request)
     use = storage.usage(session)
     counts = dict(session.execute(select(Job.state, func.count()).where(
-        Job.state.in_(ACTIVE)).group_by(Job.state)).tuples().all())
+        Job.state.in_(ACTIVE)).group_by(Job.state)).all())
     jobs = {"running": counts.get("running", 0) + counts.get("starting", 0),
             "queued": counts.get("queued", 0)}
     return Status(

@@ -1,0 +1,131 @@
+"""What authorization costs a read: the same request as an admin (one role, one statement)
+and as a user in 100 groups that hold 1,000 custom policies between them (3 statements each,
+conditions included), in one run against one server.
+
+The read is ``GET /api/v1/tables/<db>/<table>`` (``tables:Read`` on the table), sent back to
+back on one kept-alive connection, the two callers interleaved in rounds so that the machine's
+noise falls on both. Printed: each caller's median and p99, and the median added latency.
+
+Goal (issue 19): the median added latency under 1 ms.
+
+    python bench/authz.py [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import TOKEN, start_server, stop_server
+
+GROUPS = 100
+POLICIES = 1_000
+GOAL_MS = 1.0
+
+
+def _policy(n: int) -> dict[str, Any]:
+    """A policy like people write: reads on some databases, a deny, a condition."""
+    return {"statements": [
+        {"sid": "read", "effect": "allow", "actions": ["tables:Read", "tables:List"],
+         "resources": [f"table/db{n % 50}/*", f"table/shared{n % 7}/t{n % 13}"]},
+        {"sid": "no-drop", "effect": "deny", "actions": ["tables:Drop"],
+         "resources": [f"table/db{n % 50}/*"]},
+        {"sid": "office", "effect": "allow", "actions": ["sql:Run"], "resources": ["sql"],
+         "conditions": {"source_ip": ["10.0.0.0/8", "127.0.0.0/8"],
+                        "hours_utc": "00:00-24:00"}},
+    ]}
+
+
+def setup(http: httpx.Client) -> str:
+    """The user in 100 groups with 1,000 policies; a table to read. Returns their token."""
+    def call(method: str, path: str, **kwargs: Any) -> Any:
+        answer = http.request(method, f"/api/v1{path}", **kwargs)
+        if answer.status_code >= 400:
+            sys.exit(f"{method} {path}: {answer.status_code} {answer.text}")
+        return answer.json() if answer.content else None
+
+    call("POST", "/tables/databases", json={"name": "db7"})
+    call("PUT", "/tables/db7/orders/data", params={"format": "csv"},
+         content=b"id,amount\n1,2.5\n2,3.0\n",
+         headers={"content-type": "text/csv"})
+    call("POST", "/users", json={"name": "bench-reader", "kind": "service"})
+    for g in range(GROUPS):
+        call("POST", "/groups", json={"name": f"team-{g}"})
+        call("PUT", f"/groups/team-{g}/members/bench-reader")
+    for p in range(POLICIES):
+        call("POST", "/policies", json={"name": f"policy-{p}", "document": _policy(p)})
+        call("POST", "/bindings", json={"group": f"team-{p % GROUPS}", "policy": f"policy-{p}"})
+    return str(call("POST", "/tokens", json={"name": "bench", "user": "bench-reader"})["token"])
+
+
+def measure(url: str, tokens: dict[str, str], requests: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in tokens}
+    clients = {name: httpx.Client(base_url=url, timeout=30,
+                                  headers={"Authorization": f"Bearer {token}"})
+               for name, token in tokens.items()}
+    try:
+        for client in clients.values():  # warm: connections, caches, the rights' first read
+            for _ in range(50):
+                client.get("/api/v1/tables/db7/orders").raise_for_status()
+        rounds, per = 20, max(1, requests // 20)
+        for _ in range(rounds):
+            for name, client in clients.items():
+                for _ in range(per):
+                    t0 = time.perf_counter()
+                    answer = client.get("/api/v1/tables/db7/orders")
+                    times[name].append(time.perf_counter() - t0)
+                    if answer.status_code != 200:
+                        sys.exit(f"{name}: {answer.status_code} {answer.text}")
+    finally:
+        for client in clients.values():
+            client.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cumulo-bench-authz-"))
+    server, url = start_server(work)
+    try:
+        with httpx.Client(base_url=url, timeout=60,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
+            t0 = time.perf_counter()
+            reader = setup(admin)
+            print(f"set up {GROUPS} groups and {POLICIES} policies in "
+                  f"{time.perf_counter() - t0:.1f}s")
+        times = measure(url, {"admin": TOKEN, "1,000 policies": reader}, args.requests)
+    finally:
+        stop_server(server)
+        shutil.rmtree(work, ignore_errors=True)
+    stats = {}
+    for name, seconds in times.items():
+        ms = sorted(s * 1000 for s in seconds)
+        stats[name] = {"median_ms": round(statistics.median(ms), 3),
+                       "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 3), "requests": len(ms)}
+        print(f"{name:16} median {stats[name]['median_ms']:7.3f} ms   "
+              f"p99 {stats[name]['p99_ms']:7.3f} ms   ({len(ms)} reads)")
+    added = stats["1,000 policies"]["median_ms"] - stats["admin"]["median_ms"]
+    print(f"\nadded by 1,000 policies across {GROUPS} groups: {added:.3f} ms at the median "
+          f"(goal < {GOAL_MS} ms)")
+    print(json.dumps({"bench": "authz", "added_median_ms": round(added, 3),
+                      "goal": f"< {GOAL_MS} ms", "met": added < GOAL_MS,
+                      "ratio": round(stats["1,000 policies"]["median_ms"]
+                                     / stats["admin"]["median_ms"], 3),
+                      "admin": stats["admin"], "policies": stats["1,000 policies"],
+                      "groups": GROUPS, "policy_count": POLICIES}))
+
+
+if __name__ == "__main__":
+    main()
