@@ -75,3 +75,49 @@ def test_bad_urls() -> None:
     with pytest.raises(Unavailable, match="cannot reach") as caught:
         check_database(engine)
     assert "secret" not in caught.value.message
+
+
+def test_a_single_user_home_upgrades_in_place_and_admin_keeps_everything(url: str) -> None:
+    """A home made before identity and access (revision 0010: one admin, a user added by
+    hand, their tokens) upgrades to the newest schema: the admin holds the admin role
+    everywhere, the other user a developer's rights, every token still works."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from cumulo.access.authz import Authorizer
+    from cumulo.access.tokens import authenticate
+    from cumulo.db import migrate
+
+    engine = make_engine(url)
+    check_database(engine)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate._SCRIPTS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0010")
+        for uid, name, admin in ((1, "admin", True), (2, "bob", False)):
+            conn.execute(text("insert into users (id, name, is_admin, created_at) values "
+                              "(:id, :name, :admin, current_timestamp)"),
+                         {"id": uid, "name": name, "admin": admin})
+            conn.execute(text(
+                "insert into tokens (user_id, name, prefix, secret_hash, created_at) values "
+                "(:uid, :name, 'cml_', :hash, current_timestamp)"),
+                {"uid": uid, "name": name, "hash": _sha(f"cml_{name}-secret-0123456789")})
+    upgrade(engine)
+    with Session(engine) as session:
+        admin = authenticate(session, "cml_admin-secret-0123456789")
+        bob = authenticate(session, "cml_bob-secret-0123456789")
+    decider = Authorizer(sessionmaker(engine))
+    for action, resource in (("users:Manage", "user/bob"), ("policies:Manage", "policy/x"),
+                             ("tables:Drop", "table/sales/orders"), ("audit:Read", "audit")):
+        assert decider.check(admin, action, resource) is None, action
+    assert decider.check(bob, "jobs:Submit", "job/*") is None
+    assert decider.check(bob, "users:Manage", "user/admin") is not None
+    engine.dispose()
+
+
+def _sha(text_: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text_.encode()).hexdigest()

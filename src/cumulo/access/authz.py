@@ -14,6 +14,7 @@ statement that decided, through ``on_denied``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from cumulo.access.roles import role
 from cumulo.principal import NOT_FOR_JOBS, Principal, source_address
 
 __all__ = ["SYSTEM", "Authorizer", "changed", "policy_set_for"]
+
+log = logging.getLogger("cumulo.access")
 
 # Bumped by every change to bindings, groups, policies or users made in this process, so that
 # the next decision reads them again; another process's change is felt within the ttl.
@@ -61,6 +64,21 @@ class _Rights:
     generation: int
 
 
+# Parsed documents by (policy, when it last changed): a user's rights are read again each
+# second, and parsing a thousand policies each time would cost more than the reading.
+_PARSED: dict[tuple[int, object], Document] = {}
+
+
+def _parsed(policy: Policy) -> Document:
+    key = (policy.id, policy.updated_at)
+    found = _PARSED.get(key)
+    if found is None:
+        if len(_PARSED) > 20_000:
+            _PARSED.clear()
+        found = _PARSED[key] = parse_policy(policy.document, name=policy.name)
+    return found
+
+
 def policy_set_for(session: Session, user_id: int) -> tuple[PolicySet, bool]:
     """A user's rights from the database: every role and policy bound to them or their groups
     (each labelled with where it came from), and whether the user is disabled."""
@@ -83,8 +101,7 @@ def policy_set_for(session: Session, user_id: int) -> tuple[PolicySet, bool]:
         if binding.role is not None:
             label, parsed = f"role {binding.role}", role(binding.role)
         elif policy is not None:
-            label, parsed = f"policy {policy.name}", parse_policy(policy.document,
-                                                                  name=policy.name)
+            label, parsed = f"policy {policy.name}", _parsed(policy)
         else:
             continue
         if binding.subject_kind == "group":
@@ -106,6 +123,7 @@ class Authorizer:
         self.on_denied = on_denied
         self.clock = clock
         self._rights: dict[int, _Rights] = {}
+        self._loading: set[int] = set()
         self._lock = threading.Lock()
 
     def ready(self, principal: Principal) -> bool:
@@ -119,7 +137,31 @@ class Authorizer:
     def rights(self, user_id: int) -> _Rights:
         known = self._rights.get(user_id)
         if known is not None and self._fresh(known):
+            if self.clock() - known.loaded_at >= self.ttl / 2:
+                self._look_ahead(user_id)
             return known
+        return self._load(user_id)
+
+    def _look_ahead(self, user_id: int) -> None:
+        """Read a busy user's rights again in the background, half a ttl early, so that no
+        request of theirs waits for it (as the token cache does)."""
+        with self._lock:
+            if user_id in self._loading:
+                return
+            self._loading.add(user_id)
+
+        def load() -> None:
+            try:
+                self._load(user_id)
+            except Exception:  # the database is away: the answer goes stale, then is asked
+                log.warning("reading a user's rights ahead of time failed", exc_info=True)
+            finally:
+                with self._lock:
+                    self._loading.discard(user_id)
+
+        threading.Thread(target=load, name="cumulo-rights", daemon=True).start()
+
+    def _load(self, user_id: int) -> _Rights:
         generation = _generation[0]
         with self.sessions() as session:
             policies, disabled = policy_set_for(session, user_id)

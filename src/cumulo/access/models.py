@@ -7,7 +7,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, UTCDateTime
@@ -32,7 +41,9 @@ class User(Created, Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The OpenID Connect subject ("<issuer>|<sub>") a single sign-on user is known by.
-    oidc_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+    __table_args__ = (Index("uq_users_oidc_subject", "oidc_subject", unique=True),)
 
 
 class Token(Created, Base):

@@ -40,7 +40,9 @@ def upgrade() -> None:
                                    server_default="0"))
         batch.add_column(sa.Column("locked_until", UTCDateTime(), nullable=True))
         batch.add_column(sa.Column("oidc_subject", sa.String(512), nullable=True))
-        batch.create_unique_constraint("uq_users_oidc_subject", ["oidc_subject"])
+    # A unique index, not a constraint: on SQLite a new constraint means copying the table,
+    # and dropping the old users table would take every token with it (ON DELETE CASCADE).
+    op.create_index("uq_users_oidc_subject", "users", ["oidc_subject"], unique=True)
     op.create_table(
         "groups",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -118,8 +120,8 @@ def downgrade() -> None:
     for table in ("audit_events", "bindings", "projects", "policies", "group_members",
                   "groups"):
         op.drop_table(table)
+    op.drop_index("uq_users_oidc_subject", "users")
     with op.batch_alter_table("users") as batch:
-        batch.drop_constraint("uq_users_oidc_subject", type_="unique")
         for column in ("oidc_subject", "locked_until", "failed_logins", "disabled_at",
                        "password_hash", "email", "kind"):
             batch.drop_column(column)
