@@ -131,6 +131,22 @@ def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(
     assert answers[0] == answers[1] and answers[0]["error"]["message"].startswith(WRONG)
 
 
+def test_sign_ins_are_in_the_audit_log(people: Cumulo, browser: httpx.Client) -> None:
+    assert browser.post("/login", json={"user": "alice", "password": PASSWORD}).status_code == 200
+    assert browser.post("/login", json={"user": "nobody", "password": "x"}).status_code == 401
+    audit = people.client().audit
+    deadline = time.monotonic() + 10  # written off the request, by the server's audit thread
+    while time.monotonic() < deadline:
+        entries = audit.list(action="auth:SignIn", limit=50)["events"]
+        seen = {(e["user"], e["outcome"]) for e in entries}
+        if {("alice", "allowed"), ("nobody", "denied")} <= seen:
+            break
+        time.sleep(0.1)
+    assert {("alice", "allowed"), ("nobody", "denied")} <= seen, entries
+    refused = next(e for e in entries if e["user"] == "nobody")
+    assert refused["source"] and refused["details"]["how"] == "password"
+
+
 def test_the_sixth_try_after_five_wrong_passwords_is_locked(browser: httpx.Client) -> None:
     for _ in range(5):
         refused = browser.post("/login", json={"user": "bob", "password": "not-his-at-all"})

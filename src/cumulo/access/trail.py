@@ -1,6 +1,6 @@
 """What goes to the audit log as requests are served: every refusal the decision point makes,
-and every request that changes something (any method but GET, HEAD and OPTIONS), with who,
-what, the resource, the source address, the request id and the outcome.
+every request that changes something (any method but GET, HEAD and OPTIONS) and every sign-in,
+with who, what, the resource, the source address, the request id and the outcome.
 
 Entries are written by a thread of their own, in order, so a request never waits for the
 audit log's writes (nor does the event loop, where a decision may be made). The queue is
@@ -42,6 +42,12 @@ class Trail:
         outcome: Outcome = "allowed" if status < 400 else "failed"
         self._put(user=user, action=action, resource=resource, outcome=outcome,
                   source=source, details={"method": method, "path": path, "status": status})
+
+    def event(self, *, user: str | None, action: str, resource: str, outcome: Outcome,
+              source: str | None, details: dict[str, Any]) -> None:
+        """Anything else worth an entry: a sign-in, with its outcome."""
+        self._put(user=user, action=action, resource=resource, outcome=outcome, source=source,
+                  details=details)
 
     def _put(self, **entry: Any) -> None:
         entry.setdefault("source", source_address.get())

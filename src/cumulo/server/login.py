@@ -142,8 +142,20 @@ def _source(request: Request) -> str:
 
 
 async def _sign_in(request: Request, session: Session, user: str, password: str) -> SignedIn:
-    return await run_in_threadpool(sign_in, session, user, password, source=_source(request),
-                                   limiter=LIMITER)
+    """Sign in with a password; each attempt, its outcome and source go to the audit log."""
+    trail = services(request).trail
+    try:
+        signed = await run_in_threadpool(sign_in, session, user, password,
+                                         source=_source(request), limiter=LIMITER)
+    except CumuloError as exc:
+        trail.event(user=user[:64] or None, action="auth:SignIn", resource=f"user/{user[:64]}",
+                    outcome="denied", source=_source(request),
+                    details={"how": "password", "why": exc.message, "status": exc.status})
+        raise
+    trail.event(user=signed.user, action="auth:SignIn", resource=f"user/{signed.user}",
+                outcome="allowed", source=_source(request),
+                details={"how": "password", "token_id": signed.token_id})
+    return signed
 
 
 def _wants_json(request: Request) -> bool:

@@ -45,7 +45,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from cumulo.access.audit import AuditLog, Outcome
+from cumulo.access.audit import Outcome
 from cumulo.access.oidc import (
     FLOW_TTL_S,
     DeviceFlows,
@@ -130,13 +130,9 @@ def _source(request: Request) -> str:
 
 def _audit(request: Request, *, user: str | None, outcome: Outcome,
            details: dict[str, Any]) -> None:
-    try:
-        AuditLog(services(request).sessions).record(
-            user=user, action=ACTION, resource=f"user/{user}" if user else "sso",
-            outcome=outcome, source=_source(request), details=details)
-    except CumuloError:  # the sign-in's answer still goes out; the loss is in the log
-        log.exception("writing the audit entry of a single sign-on failed",
-                      extra={"entry": details})
+    services(request).trail.event(  # written off the request, in order
+        user=user, action=ACTION, resource=f"user/{user}" if user else "sso",
+        outcome=outcome, source=_source(request), details=details)
 
 
 # --- pages -------------------------------------------------------------------------------------
