@@ -54,14 +54,20 @@ def _policy(n: int) -> dict[str, Any]:
     ]}
 
 
-def setup(http: httpx.Client) -> str:
-    """The user in 100 groups with 1,000 policies; a table to read. Returns their token."""
+def _caller(http: httpx.Client) -> Any:
+    """A call to the API that stops the bench, saying why, on any refusal."""
     def call(method: str, path: str, **kwargs: Any) -> Any:
         answer = http.request(method, f"/api/v1{path}", **kwargs)
         if answer.status_code >= 400:
             sys.exit(f"{method} {path}: {answer.status_code} {answer.text}")
         return answer.json() if answer.content else None
 
+    return call
+
+
+def setup(http: httpx.Client) -> str:
+    """The user in 100 groups with 1,000 policies; a table to read. Returns their token."""
+    call = _caller(http)
     call("POST", "/tables/databases", json={"name": "db7"})
     call("PUT", "/tables/db7/orders/data", params={"format": "csv"},
          content=b"id,amount\n1,2.5\n2,3.0\n",
@@ -79,12 +85,7 @@ def setup(http: httpx.Client) -> str:
 def setup_sql(http: httpx.Client) -> tuple[str, str]:
     """Ten tables; a user who reads them all with a mask and a row filter on each. Returns
     that user's token and the statement."""
-    def call(method: str, path: str, **kwargs: Any) -> Any:
-        answer = http.request(method, f"/api/v1{path}", **kwargs)
-        if answer.status_code >= 400:
-            sys.exit(f"{method} {path}: {answer.status_code} {answer.text}")
-        return answer.json() if answer.content else None
-
+    call = _caller(http)
     call("POST", "/tables/databases", json={"name": "masked"})
     call("POST", "/users", json={"name": "bench-masked", "kind": "service", "role": "analyst"})
     rows = "".join(f"{i},{i % 3},user{i}@example.com\n" for i in range(100)).encode()

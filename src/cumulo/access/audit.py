@@ -367,14 +367,14 @@ class AuditExporter:
                     return total
 
     def _export_batch(self) -> tuple[int, bool]:
-        from cumulo.lake import catalog, delta
-
         with self.sessions() as session, self.sessions() as lake_session:
             rows = list(session.scalars(
                 select(AuditEvent).where(AuditEvent.exported.is_(False))
                 .order_by(AuditEvent.seq).limit(self.batch).with_for_update()))
             if not rows:
                 return 0, False
+            from cumulo.lake import catalog, delta  # not before: an idle server loads no lake
+
             table = self._table(lake_session)
             loc = catalog.location(self.storage, table)
             done = _lake_max_seq(loc)
