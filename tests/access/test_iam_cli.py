@@ -160,9 +160,13 @@ def test_a_weak_password_is_refused_and_no_user_is_made(iam: Cumulo) -> None:
 def test_passwords_are_changed_by_their_owner_or_an_admin(iam: Cumulo) -> None:
     ok(iam, "users", "create", "pat", "--password-stdin", stdin=PASSWORD)
     token = sign_in(iam, "pat", PASSWORD).json()["token"]
-    # pat has no role at all, yet changes their own password (no name: their own).
+    # pat has no role at all, yet changes their own password (no name: their own), with
+    # the current one: a token alone (perhaps leaked) cannot take the account over.
     mine = "violet-harbour-kettle-9"
-    assert ok(iam, "users", "passwd", "--password-stdin", stdin=mine + "\n",
+    assert "needs your current one" in refused(iam, "users", "passwd", "--password-stdin",
+                                               stdin=f"wrong-guess-1234\n{mine}\n",
+                                               token=token)
+    assert ok(iam, "users", "passwd", "--password-stdin", stdin=f"{PASSWORD}\n{mine}\n",
               token=token).strip() == "changed the password of pat"
     assert sign_in(iam, "pat", mine).status_code == 200
     # ...but no one else's, and makes no users.
@@ -456,7 +460,11 @@ def test_the_sdk_manages_users_and_groups(iam: Cumulo) -> None:
     token = sign_in(iam, "sam", "maple-glacier-trumpet-5").json()["token"]
     with pytest.raises(Forbidden):
         iam.client(token).users.create("not-allowed")
-    assert iam.client(token).users.passwd(password=PASSWORD)["name"] == "sam"
+    with pytest.raises(Forbidden, match="needs your current one"):
+        iam.client(token).users.passwd(password=PASSWORD)
+    assert iam.client(token).users.passwd(password=PASSWORD,
+                                          current_password="maple-glacier-trumpet-5")[
+        "name"] == "sam"
 
 
 def test_the_sdk_manages_policies_grants_and_projects(iam: Cumulo) -> None:

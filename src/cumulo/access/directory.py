@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from cumulo.access import authz, grants
 from cumulo.access.models import Binding, Group, GroupMember, Token, User
-from cumulo.access.passwords import set_password
+from cumulo.access.passwords import set_password, verify_password
 from cumulo.access.tokens import disable_user, enable_user, forget_cached
 from cumulo.db import utcnow
-from cumulo.errors import Conflict, Invalid, NotFound
+from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal
 
 __all__ = ["KINDS", "UserInfo", "add_member", "create_group", "create_user", "delete_group",
@@ -112,11 +112,20 @@ def create_user(session: Session, caller: Principal, name: str, *, kind: str = "
 
 def update_user(session: Session, caller: Principal, name: str, *,
                 email: str | None = None, password: str | None = None,
-                disabled: bool | None = None) -> User:
+                disabled: bool | None = None, current_password: str | None = None) -> User:
+    """Change a user. Anyone may change their own password, with their current one (a token
+    alone, perhaps leaked, must not be enough to take the account over); the rest, and
+    another's password, asks users:Manage."""
     self_service = name == caller.user_name and disabled is None and email is None
-    if not self_service:  # anyone may change their own password; asked first: nothing is
-        caller.require("users:Manage", f"user/{name}")  # said of who exists to others
+    if not self_service:  # asked first: nothing is said of who exists to others
+        caller.require("users:Manage", f"user/{name}")
     user = find_user(session, name)
+    if (self_service and password is not None and user.password_hash is not None
+            and not caller.can("users:Manage", f"user/{name}")
+            and not verify_password(user.password_hash, current_password or "")):
+        raise Forbidden("changing your own password needs your current one "
+                        "('current_password'; 'cumulo users passwd' asks for it)",
+                        details={"field": "current_password"})
     if email is not None:
         if email and not _EMAIL.match(email):
             raise Invalid(f"email {email!r} is not an address like 'alice@example.com'",

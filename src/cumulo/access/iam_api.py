@@ -36,6 +36,8 @@ class UserIn(BaseModel):
 class UserPatch(BaseModel):
     email: str | None = None
     password: str | None = None
+    current_password: str | None = Field(
+        None, description="changing one's own password: the current one (if there is one)")
     disabled: bool | None = None
 
 
@@ -87,7 +89,8 @@ def update_user(name: str, body: UserPatch, session: DbSession, caller: Caller) 
     # Open at the door: anyone may change their own password; anything else asks
     # users:Manage (access/directory.py)
     user = directory.update_user(session, caller, name, email=body.email,
-                                 password=body.password, disabled=body.disabled)
+                                 password=body.password, disabled=body.disabled,
+                                 current_password=body.current_password)
     return _user(session, user)
 
 

@@ -157,11 +157,22 @@ def passwd(
     name: str | None = typer.Argument(None, help="whose password (default: your own)"),
     password_stdin: bool = PasswordStdinOpt,
 ) -> None:
-    """Set a password: your own, or (as an admin) another user's. Asked twice, hidden."""
-    who = name or str(client(ctx).whoami()["user"])
-    password = (_password_from_stdin() if password_stdin
-                else _ask_password(f"New password for {who}"))
-    _users(ctx).passwd(who, password=password)
+    """Set a password: your own (your current one is asked first), or (as an admin) another
+    user's. Asked twice, hidden. With --password-stdin, your own takes two lines: the current
+    password, then the new one."""
+    me = str(client(ctx).whoami()["user"])
+    who = name or me
+    current = None
+    if password_stdin:
+        if who == me:
+            current = _password_from_stdin()
+        password = _password_from_stdin()
+    else:
+        if who == me:
+            current = str(typer.prompt("Current password (empty if you have none)",
+                                       hide_input=True, default="", show_default=False))
+        password = _ask_password(f"New password for {who}")
+    _users(ctx).passwd(who, password=password, current_password=current or None)
     console.print(f"changed the password of {who}")
 
 

@@ -59,9 +59,11 @@ class Users:
         return self._t.json("POST", _path("users"), json=body)  # type: ignore[no-any-return]
 
     def update(self, name: str, *, email: str | None = None, password: str | None = None,
-               disabled: bool | None = None) -> Record:
-        """Change what is given; an email of ``""`` removes it."""
-        body = _given(email=email, password=password, disabled=disabled)
+               disabled: bool | None = None, current_password: str | None = None) -> Record:
+        """Change what is given; an email of ``""`` removes it. Changing one's own password
+        takes the current one."""
+        body = _given(email=email, password=password, disabled=disabled,
+                      current_password=current_password)
         return self._t.json("PATCH", _path("users", name),  # type: ignore[no-any-return]
                             json=body)
 
@@ -72,11 +74,13 @@ class Users:
     def enable(self, name: str) -> Record:
         return self.update(name, disabled=False)
 
-    def passwd(self, name: str | None = None, *, password: str) -> Record:
-        """Set a password: ``name``'s (which takes ``users:Manage``), or the caller's own."""
+    def passwd(self, name: str | None = None, *, password: str,
+               current_password: str | None = None) -> Record:
+        """Set a password: ``name``'s (which takes ``users:Manage``), or the caller's own
+        (with ``current_password``, when they have one)."""
         if name is None:
             name = str(self._t.json("GET", _path("me"))["user"])
-        return self.update(name, password=password)
+        return self.update(name, password=password, current_password=current_password)
 
     def delete(self, name: str) -> None:
         """Remove a user, their tokens and what was given to them."""
