@@ -120,12 +120,17 @@ def update_user(session: Session, caller: Principal, name: str, *,
     if not self_service:  # asked first: nothing is said of who exists to others
         caller.require("users:Manage", f"user/{name}")
     user = find_user(session, name)
-    if (self_service and password is not None and user.password_hash is not None
-            and not caller.can("users:Manage", f"user/{name}")
-            and not verify_password(user.password_hash, current_password or "")):
-        raise Forbidden("changing your own password needs your current one "
-                        "('current_password'; 'cumulo users passwd' asks for it)",
-                        details={"field": "current_password"})
+    if self_service and password is not None and not caller.can("users:Manage",
+                                                                 f"user/{name}"):
+        if caller.via_job:
+            raise Forbidden("a job's token cannot change passwords; it acts only for its job")
+        if user.password_hash is None:  # a token alone must not add a way to sign in
+            raise Forbidden(f"{name} has no password: an admin sets the first one "
+                            f"('cumulo users passwd {name}')")
+        if not verify_password(user.password_hash, current_password or ""):
+            raise Forbidden("changing your own password needs your current one "
+                            "('current_password'; 'cumulo users passwd' asks for it)",
+                            details={"field": "current_password"})
     if email is not None:
         if email and not _EMAIL.match(email):
             raise Invalid(f"email {email!r} is not an address like 'alice@example.com'",

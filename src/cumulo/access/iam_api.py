@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,7 @@ from cumulo.access import directory, grants, projects
 from cumulo.access.actions import ACTIONS
 from cumulo.access.models import Binding, Group, Policy, Project, User
 from cumulo.db import get_session
-from cumulo.permissions import allow, any_caller
+from cumulo.permissions import PERMISSION_KEY, allow, any_caller
 from cumulo.principal import Principal, current_principal
 
 __all__ = ["router"]
@@ -85,12 +85,16 @@ def show_user(name: str, session: DbSession) -> UserOut:
 @router.patch("/users/{name}", dependencies=[any_caller()],
               response_model=UserOut,
               summary="Change a user's email or password, disable or enable them")
-def update_user(name: str, body: UserPatch, session: DbSession, caller: Caller) -> UserOut:
+def update_user(name: str, body: UserPatch, session: DbSession, caller: Caller,
+                request: Request) -> UserOut:
     # Open at the door: anyone may change their own password; anything else asks
     # users:Manage (access/directory.py)
     user = directory.update_user(session, caller, name, email=body.email,
                                  password=body.password, disabled=body.disabled,
                                  current_password=body.current_password)
+    # For the audit log (server/middleware.py AuditChanges), which skips open routes: what
+    # this change was, on whom.
+    request.scope[PERMISSION_KEY] = ("users:Manage", f"user/{name}")
     return _user(session, user)
 
 

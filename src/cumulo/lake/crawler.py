@@ -160,14 +160,14 @@ def crawl(session: Session, backend: Backend, principal: Principal, path: str, *
     bucket, prefix = split_path(path)
     if prefix and not prefix.endswith("/"):
         prefix += "/"
+    # The crawler reads as its caller and makes what they could make themselves: each
+    # object it reads, the database, each table (the decision point, as the routes ask).
+    principal.require("files:List", f"bucket/{bucket}")
     rows = _list(session, bucket, prefix)
     if not rows:
         raise NotFound(f"no files under {bucket}/{prefix}")
-    try:
-        db = catalog.get_database(session, database)
-    except NotFound:
-        db = catalog.create_database(session, principal, database,
-                                     f"crawled from {bucket}/{prefix}")
+    for row in rows:
+        principal.require("files:Get", f"bucket/{bucket}/{row.key}")
     report = CrawlReport(database=database, path=f"{bucket}/{prefix}")
     folders = _folders(report, rows, prefix)
     for folder in folders:
@@ -212,6 +212,20 @@ def crawl(session: Session, backend: Backend, principal: Principal, path: str, *
             name = spec["name"][: 63 - len(suffix)] + suffix
         spec["name"] = name
         seen.add(name)
+    # Every right asked before anything is made: a refusal leaves nothing half done.
+    try:
+        db = catalog.get_database(session, database)
+    except NotFound:
+        principal.require("tables:CreateDatabase", f"database/{database}")
+        db = None
+    for spec in tables:
+        principal.require("tables:Create", f"table/{database}/{spec['name']}")
+        if policy == "update":
+            principal.require("tables:Write", f"table/{database}/{spec['name']}")
+    if db is None:
+        db = catalog.create_database(session, principal, database,
+                                     f"crawled from {bucket}/{prefix}")
+    for spec in sorted(tables, key=lambda t: (t["name"], t["location"], t["format"])):
         _register(session, principal, db.id, database, spec, policy, report)
     session.commit()
     return report

@@ -21,6 +21,7 @@ import contextlib
 import os
 import queue
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -313,7 +314,9 @@ class _Sandbox:
 
     def add_dataset(self, view: str, dataset: Any, rules: access.Rules | None = None,
                     columns: list[str] | None = None) -> None:
-        key = f"__ds_{len(self.datasets)}"
+        # An unguessable name: the raw dataset under its masked view is never named by a
+        # statement (sqlguard also refuses bare names starting with "__").
+        key = f"__ds_{secrets.token_hex(12)}"
         self.datasets[key] = dataset
         self._view(view, f"SELECT * FROM {key}", rules, columns)
 

@@ -171,6 +171,13 @@ def check(sql: str, *, aliases: Collection[str] = (), known: Collection[str] = (
         raise Invalid(f"{name} names a DuckDB catalog: {_LAKE}", details={"table": name})
     system = _system_names()
     for name in sorted(names.bare - set(aliases)):
+        if name.startswith("__") or not name.replace("_", "a").isalnum():
+            # Cumulo's own names in the sandbox (a dataset under a masked view) and paths
+            # are never a CTE's to shadow: a CTE of that name elsewhere in the statement
+            # would otherwise let the bare name through, and reach the raw data.
+            raise Invalid(f"{name!r} is not allowed here. Tables are named database.table, "
+                          "and a CTE's name is plain letters, digits and '_', not starting "
+                          "with '__'", details={"table": name})
         if name in system:
             raise Invalid(f"{name} is one of DuckDB's own catalog views: {_LAKE}",
                           details={"table": name})

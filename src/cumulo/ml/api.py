@@ -8,6 +8,8 @@ artifacts of any size pass in bounded memory.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Annotated, Any
 
 import httpx
@@ -22,9 +24,9 @@ from cumulo.auth import login_url, signed_in
 from cumulo.db import get_session
 from cumulo.errors import Unavailable
 from cumulo.httplimits import lift_body_limit
-from cumulo.ml.registry import Registry
+from cumulo.ml.registry import APPROVAL_TAG, Registry
 from cumulo.ml.tracking import PREFIX
-from cumulo.permissions import Permission, allow
+from cumulo.permissions import PERMISSION_KEY, Permission, allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import Running, services
 
@@ -37,6 +39,9 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
 # MLflow's own check would refuse any Origin but loopback, the UI's requests included.
 _NOT_FORWARDED = _HOP | {"cookie", "origin"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+_REGISTRY_BODY = 1 << 20  # a registry call's JSON; more is not a registry call's
 
 
 class _TrackingPermission(Permission):
@@ -65,8 +70,31 @@ class _TrackingPermission(Permission):
         return "model/*" if registry else "experiment/*"
 
     async def __call__(self, request: Request) -> None:
-        if signed_in(request) is not None:
+        principal = signed_in(request)
+        if principal is None:
+            return
+        path = request.path_params.get("path", "")
+        registry = "registered-models" in path or "model-versions" in path
+        if not registry or request.method in ("GET", "HEAD", "OPTIONS") \
+                or path.endswith(("/search", "/get")):
             await super().__call__(request)
+            return
+        # A registry change: decided on the model it names (in its JSON body, small), and
+        # an approval set through MLflow's own tag or stage calls is models:Approve.
+        body: Any = {}
+        if int(request.headers.get("content-length") or 0) <= _REGISTRY_BODY:
+            with contextlib.suppress(ValueError):
+                body = json.loads(await request.body() or b"{}")
+        if not isinstance(body, dict):
+            body = {}
+        name = body.get("name") or request.query_params.get("name")
+        action = self.action_for(request) or "models:Update"
+        if path.endswith("/transition-stage") or (
+                path.endswith("/set-tag") and body.get("key") == APPROVAL_TAG):
+            action = "models:Approve"
+        resource = f"model/{name}" if isinstance(name, str) and name else "model/*"
+        request.scope[PERMISSION_KEY] = (action, resource)
+        await run_in_threadpool(principal.require, action, resource)
 
 
 @router.api_route("/{path:path}", methods=METHODS, include_in_schema=False,

@@ -23,9 +23,11 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access.models import User
 from cumulo.access.signin import RateLimiter, SignedIn, sign_in
 from cumulo.access.tokens import authenticate
 from cumulo.db import get_session
@@ -148,9 +150,14 @@ async def _sign_in(request: Request, session: Session, user: str, password: str)
         signed = await run_in_threadpool(sign_in, session, user, password,
                                          source=_source(request), limiter=LIMITER)
     except CumuloError as exc:
-        trail.event(user=user[:64] or None, action="auth:SignIn", resource=f"user/{user[:64]}",
+        # A name that is no user's is not kept: it is often a password typed in the wrong box.
+        known = await run_in_threadpool(
+            lambda: session.scalar(select(User.id).where(User.name == user)) is not None)
+        shown = user[:64] if known else None
+        trail.event(user=shown, action="auth:SignIn", resource=f"user/{shown or '?'}",
                     outcome="denied", source=_source(request),
-                    details={"how": "password", "why": exc.message, "status": exc.status})
+                    details={"how": "password", "why": exc.message, "status": exc.status,
+                             "known_user": known})
         raise
     trail.event(user=signed.user, action="auth:SignIn", resource=f"user/{signed.user}",
                 outcome="allowed", source=_source(request),

@@ -88,6 +88,10 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
         # Longer than clients keep an idle connection (httpx: 5 s, as uvicorn's own default):
         # the client closes first, so a request never meets a connection closing under it.
         timeout_keep_alive=30,
+        # Not X-Forwarded-For from loopback: any local process (a job) could then choose its
+        # source address: past the sign-in rate limit, through source-address conditions,
+        # into the audit log. (A reverse proxy in front needs a trusted-proxies setting.)
+        proxy_headers=False,
     )
     log.info(
         "cumulo serving on %s", settings.url,

@@ -1,0 +1,130 @@
+"""Gaps a security review of identity and access found, each closed and kept closed: model
+approval through MLflow's own API, the audit log's lake copy read as a table, the crawler
+making tables its caller could not, the sandbox's internal names, forwarded source addresses,
+and a token alone adding a password to an account."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cumulo.errors import NotFound
+from tests.services import Cumulo
+
+
+@pytest.fixture(scope="module")
+def people(local_server: Cumulo) -> Iterator[dict[str, str]]:
+    admin = local_server.client()
+    tokens = {}
+    for name, role in (("dev-r", "developer"), ("ana-r", "analyst"), ("view-r", "viewer")):
+        admin.users.create(name, kind="service", role=role)
+        tokens[name] = admin.tokens.create("t", user=name)["token"]
+    admin.users.create("tok-only", role="developer")
+    tokens["tok-only"] = admin.tokens.create("t", user="tok-only")["token"]
+    yield tokens
+
+
+def _as(server: Cumulo, token: str, method: str, path: str, *,
+        headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, f"{server.url}{path}", timeout=60, **kwargs,
+                         headers={"Authorization": f"Bearer {token}", **(headers or {})})
+
+
+def test_approving_a_model_through_mlflows_api_is_models_approve(
+        local_server: Cumulo, people: dict[str, str]) -> None:
+    dev = people["dev-r"]
+    tag = _as(local_server, dev, "POST", "/mlflow/api/2.0/mlflow/model-versions/set-tag",
+              json={"name": "churn", "version": "1", "key": "cumulo.approval",
+                    "value": "approved"})
+    assert tag.status_code == 403 and "models:Approve on model/churn" in tag.text
+    stage = _as(local_server, dev, "POST",
+                "/mlflow/api/2.0/mlflow/model-versions/transition-stage",
+                json={"name": "churn", "version": "1", "stage": "Production"})
+    assert stage.status_code == 403
+    # Registering stays a developer's right (MLflow answers; Cumulo does not refuse).
+    made = _as(local_server, dev, "POST", "/mlflow/api/2.0/mlflow/registered-models/create",
+               json={"name": "dev-model"})
+    assert made.status_code != 403, made.text
+
+
+def test_the_audit_copy_is_read_only_with_audit_read(local_server: Cumulo,
+                                                     people: dict[str, str]) -> None:
+    admin = local_server.client()
+    admin.files.create_bucket("audited")  # a change: an entry, copied within seconds
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if admin.tables.show("audit.events"):
+                break
+        except NotFound:  # not copied yet
+            time.sleep(0.3)
+    sql = _as(local_server, people["ana-r"], "POST", "/api/v1/sql",
+              json={"sql": "select count(*) from audit.events"})
+    assert sql.status_code == 403 and "audit:Read" in sql.text, sql.text
+    for who in ("ana-r", "view-r"):  # both read every table, but this one is the audit log
+        data = _as(local_server, people[who], "GET", "/api/v1/tables/audit/events/data")
+        assert data.status_code == 403 and "audit:Read" in data.text
+    assert admin.sql("select count(*) n from audit.events").page[0]["n"] >= 1
+
+
+def test_the_crawler_makes_only_what_its_caller_could(local_server: Cumulo,
+                                                      people: dict[str, str]) -> None:
+    admin = local_server.client()
+    admin.files.create_bucket("payroll")
+    admin.files.upload(b"name,salary\nann,250000\n", "payroll/salaries/2026.csv")
+    # A developer who may not read the payroll bucket: tables:Create is not enough.
+    admin.users.create("crawl-r", kind="service", role="developer")
+    admin.policies.create("no-payroll", document={"statements": [{
+        "effect": "deny", "actions": ["files:*"], "resources": ["bucket/payroll*"]}]})
+    admin.access.grant(user="crawl-r", policy="no-payroll")
+    token = admin.tokens.create("t", user="crawl-r")["token"]
+    crawled = _as(local_server, token, "POST", "/api/v1/tables/crawl",
+                  json={"path": "payroll/salaries", "database": "loot"})
+    assert crawled.status_code == 403 and "files:" in crawled.text
+    assert "loot" not in [d["name"] for d in admin.tables.databases()]
+    into_audit = _as(local_server, local_server.token, "POST", "/api/v1/tables/crawl",
+                     json={"path": "payroll/salaries", "database": "audit"})
+    assert into_audit.status_code == 403 and "audit" in into_audit.text
+
+
+def test_the_sandboxs_own_names_cannot_be_named(local_server: Cumulo,
+                                                people: dict[str, str]) -> None:
+    sneaky = ("SELECT d.* FROM (WITH __ds_0 AS (SELECT 1 AS x) SELECT 1) t, __ds_0 d, "
+              "sales_nope.t")
+    answer = _as(local_server, people["ana-r"], "POST", "/api/v1/sql", json={"sql": sneaky})
+    assert answer.status_code == 400 and "'__ds_0' is not allowed here" in answer.text
+
+
+def test_a_forwarded_address_is_not_taken_from_the_caller(local_server: Cumulo,
+                                                          people: dict[str, str]) -> None:
+    admin = local_server.client()
+    answer = _as(local_server, people["view-r"], "DELETE", "/api/v1/files/buckets/audited",
+                 headers={"X-Forwarded-For": "10.9.9.9"})
+    assert answer.status_code == 403
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        entries = admin.audit.list(user="view-r", outcome="denied")["events"]
+        if entries:
+            break
+        time.sleep(0.2)
+    assert entries and all(e["source"] != "10.9.9.9" for e in entries)
+
+
+def test_a_token_alone_cannot_give_an_account_a_password(local_server: Cumulo,
+                                                         people: dict[str, str]) -> None:
+    answer = _as(local_server, people["tok-only"], "PATCH", "/api/v1/users/tok-only",
+                 json={"password": "a-brand-new-password-9"})
+    assert answer.status_code == 403 and "has no password" in answer.text
+    # An admin sets the first one; the change is in the audit log.
+    local_server.client().users.passwd("tok-only", password="a-brand-new-password-9")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        changed = local_server.client().audit.list(action="users:Manage")["events"]
+        if any(e["resource"] == "user/tok-only" for e in changed):
+            break
+        time.sleep(0.2)
+    assert any(e["resource"] == "user/tok-only" for e in changed)
