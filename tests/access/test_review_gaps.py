@@ -23,8 +23,10 @@ def people(local_server: Cumulo) -> Iterator[dict[str, str]]:
     for name, role in (("dev-r", "developer"), ("ana-r", "analyst"), ("view-r", "viewer")):
         admin.users.create(name, kind="service", role=role)
         tokens[name] = admin.tokens.create("t", user=name)["token"]
-    admin.users.create("tok-only", role="developer")
-    tokens["tok-only"] = admin.tokens.create("t", user="tok-only")["token"]
+    # A person with a token and no password (as after single sign-on): made as the API
+    # would, with this token, since tokens are made for others only for service accounts.
+    local_server.add_user("tok-only", "cml_tok-only-token-0123456789abcd")
+    tokens["tok-only"] = "cml_tok-only-token-0123456789abcd"
     yield tokens
 
 
@@ -128,3 +130,20 @@ def test_a_token_alone_cannot_give_an_account_a_password(local_server: Cumulo,
             break
         time.sleep(0.2)
     assert any(e["resource"] == "user/tok-only" for e in changed)
+
+
+def test_tokens_for_others_are_for_service_accounts_only(local_server: Cumulo) -> None:
+    """Else whoever may manage users could mint an admin's token and be admin."""
+    made = _as(local_server, local_server.token, "POST", "/api/v1/tokens",
+               json={"name": "mine-now", "user": "tok-only"})
+    assert made.status_code == 400 and "is a person" in made.text
+
+
+def test_developers_do_not_manage_who_sees_what(local_server: Cumulo,
+                                                people: dict[str, str]) -> None:
+    admin = local_server.client()
+    admin.tables.create_database("hr")
+    admin.tables.load("hr.emp", b"name,ssn\nann,123-45-6789\n", format="csv")
+    drop = _as(local_server, people["dev-r"], "POST", "/api/v1/sql",
+               json={"sql": "ALTER TABLE hr.emp ALTER COLUMN ssn DROP MASK FOR GROUP devs"})
+    assert drop.status_code == 403 and "tables:Grant" in drop.text, drop.text

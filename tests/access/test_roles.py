@@ -50,12 +50,13 @@ def test_admin_may_do_everything() -> None:
 
 
 def test_developer() -> None:
-    for action in ["tables:Write", "tables:Grant", "files:CreateBucket", "clusters:Delete",
+    for action in ["tables:Write", "files:CreateBucket", "clusters:Delete",
                    "endpoints:Update", "pipelines:Schedule", "models:Register", "models:Delete",
                    "tracking:Write", "sql:Run", "jobs:Submit", "jobs:List", "costs:Read",
                    "tokens:Manage", "users:List", "groups:List", "projects:Read"]:
         assert allowed("developer", action), action
     for action in ["users:Manage", "users:Read", "models:Approve", "policies:Manage",
+                   "tables:Grant",
                    "policies:Read", "groups:Manage", "projects:Manage", "audit:Read",
                    "audit:Verify", "costs:ReadAll", "access:Check"]:
         assert not allowed("developer", action), action

@@ -29,6 +29,7 @@ def _allow(actions: list[str], *, sid: str, own: bool = False) -> dict[str, Any]
     return statement
 
 
+_TABLES_BUT_GRANT = sorted(a for a in ACTIONS if a.startswith("tables:") and a != "tables:Grant")
 _OWN_JOBS = ["jobs:Read", "jobs:Cancel", "jobs:Retry", "jobs:Write", "jobs:Delete"]
 
 # A query's results were computed under its author's row filters and column masks, so even a
@@ -43,8 +44,12 @@ _DOCUMENTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
         _allow(["*"], sid="everything"),
     ]),
     "developer": ("builds and runs data and ML work; no user, policy or audit administration, "
-                  "no model approval, only their own jobs and queries", [
-        _allow(["files:*", "tables:*", "sql:Run", "clusters:*", "models:List", "models:Read",
+                  "no model approval, no grants, masks or row filters, only their own jobs "
+                  "and queries", [
+        # Tables, all but tables:Grant: who sees what (grants, masks, row filters) is the
+        # business of whoever manages policies, or a developer could drop a mask set for them.
+        _allow(["files:*", *_TABLES_BUT_GRANT, "sql:Run", "clusters:*", "models:List",
+                "models:Read",
                 "models:Register", "models:Update", "models:Delete", "tracking:*",
                 "endpoints:*", "pipelines:*", "jobs:Submit", "jobs:List", "costs:Read",
                 "tokens:Manage", "users:List", "groups:List", "projects:List",

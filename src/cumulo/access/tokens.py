@@ -129,6 +129,10 @@ def create_token(
         user = session.scalar(select(User).where(User.name == user_name))
         if user is None:
             raise NotFound(f"no user {user_name!r}; 'cumulo users ls' lists them")
+        if user.kind != "service":  # a person's token would be that person, admin or not
+            raise Invalid(f"{user_name} is a person: tokens are made for others only for "
+                          "service accounts; a person makes their own", details={"user":
+                                                                                 user_name})
     else:
         user = session.get(User, principal.user_id)
         if user is None:
