@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cumulo.errors import NotFound
+from cumulo.errors import Conflict, NotFound
 from tests.services import Cumulo
 
 
@@ -147,3 +147,19 @@ def test_developers_do_not_manage_who_sees_what(local_server: Cumulo,
     drop = _as(local_server, people["dev-r"], "POST", "/api/v1/sql",
                json={"sql": "ALTER TABLE hr.emp ALTER COLUMN ssn DROP MASK FOR GROUP devs"})
     assert drop.status_code == 403 and "tables:Grant" in drop.text, drop.text
+
+
+def test_a_conditional_deny_cannot_lock_the_last_admin_out(local_server: Cumulo) -> None:
+    """The last-admin rule reads conditions against the admins: a deny that holds only from
+    some addresses, or at some hours, counts as holding. (Last in this module: were it to
+    fail, the server's admin would be locked out.)"""
+    admin = local_server.client()
+    for name, conditions in (("everywhere-but-nowhere", {"source_ip": ["0.0.0.0/0", "::/0"]}),
+                             ("at-night", {"hours_utc": "00:00-23:59"})):
+        admin.policies.create(name, document={"statements": [{
+            "effect": "deny", "actions": ["*"], "resources": ["*"],
+            "conditions": conditions}]})
+        with pytest.raises(Conflict, match="last admin would be locked out"):
+            admin.access.grant(user="admin", policy=name)
+    assert admin.users.show("admin")["is_admin"]
+    assert admin.users.list()  # still administrable

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +29,7 @@ from cumulo.access.policy import Policy as Document
 from cumulo.access.roles import role
 from cumulo.principal import NOT_FOR_JOBS, Principal, source_address
 
-__all__ = ["SYSTEM", "Authorizer", "changed", "policy_set_for"]
+__all__ = ["SYSTEM", "Authorizer", "changed", "policy_set_for", "worst_case"]
 
 log = logging.getLogger("cumulo.access")
 
@@ -79,9 +79,21 @@ def _parsed(policy: Policy) -> Document:
     return found
 
 
-def policy_set_for(session: Session, user_id: int) -> tuple[PolicySet, bool]:
+def worst_case(policy: Document) -> Document:
+    """``policy`` as it stands when its conditions go against the user: each conditional
+    deny applies, each conditional allow does not (for checks that must hold at any time and
+    from any address: the last admin's rights)."""
+    kept = tuple(replace(s, conditions=None) if s.effect == "deny" else s
+                 for s in policy.statements
+                 if s.conditions is None or s.effect == "deny")
+    return replace(policy, statements=kept)
+
+
+def policy_set_for(session: Session, user_id: int, *,
+                   worst: bool = False) -> tuple[PolicySet, bool]:
     """A user's rights from the database: every role and policy bound to them or their groups
-    (each labelled with where it came from), and whether the user is disabled."""
+    (each labelled with where it came from), and whether the user is disabled; ``worst``:
+    each as :func:`worst_case` reads it."""
     user = session.get(User, user_id)
     if user is None:
         return PolicySet([]), True
@@ -108,7 +120,7 @@ def policy_set_for(session: Session, user_id: int) -> tuple[PolicySet, bool]:
             label += f" (group {groups.get(binding.subject_id, binding.subject_id)})"
         if project is not None:
             label += f" in project {project}"
-        entries.append((label, parsed, project))
+        entries.append((label, worst_case(parsed) if worst else parsed, project))
     return PolicySet(entries), user.disabled_at is not None
 
 
