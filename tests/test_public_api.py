@@ -12,7 +12,8 @@ import cumulo.errors
 def test_exported_names() -> None:
     assert cumulo.__all__ == ["Client", "__version__"]
     assert cumulo.errors.__all__ == ["Conflict", "CumuloError", "Forbidden", "Invalid",
-                                     "NotFound", "TooLarge", "TooManyRequests", "Unauthorized",
+                                     "NotFound", "QuotaExceeded", "TooLarge",
+                                     "TooManyRequests", "Unauthorized",
                                      "Unavailable",
                                      "error_from_payload"]
     from cumulo.client import Client

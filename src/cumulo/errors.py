@@ -9,6 +9,7 @@
      ├── Forbidden              403  forbidden   the token is fine but may not do this
      ├── NotFound               404  not_found   the thing named does not exist
      ├── Conflict               409  conflict    the thing exists, or its state forbids this
+     │    └── QuotaExceeded     409  quota_exceeded  a project's quota would be passed
      ├── TooManyRequests        429  too_many_requests  over a rate (sign-in attempts): wait
      └── Unavailable            503  unavailable a database, storage or cluster cannot be reached
 
@@ -28,6 +29,7 @@ __all__ = [
     "Forbidden",
     "Invalid",
     "NotFound",
+    "QuotaExceeded",
     "TooLarge",
     "TooManyRequests",
     "Unauthorized",
@@ -81,6 +83,13 @@ class Conflict(CumuloError):
     code = "conflict"
 
 
+class QuotaExceeded(Conflict):
+    """The work would take a project past one of its quotas (``cumulo projects show``):
+    ``details`` names the project, the quota, its limit, what is in use and what was asked."""
+
+    code = "quota_exceeded"
+
+
 class TooManyRequests(CumuloError):
     """Over a rate (sign-in attempts from one address, say): ``retry_after`` (seconds) says
     when the next try is let through. The server sends it as ``Retry-After`` and in
@@ -116,7 +125,7 @@ class Unavailable(CumuloError):
 _BY_CODE: dict[str, type[CumuloError]] = {
     cls.code: cls
     for cls in (CumuloError, Invalid, TooLarge, Unauthorized, Forbidden, NotFound, Conflict,
-                TooManyRequests, Unavailable)
+                QuotaExceeded, TooManyRequests, Unavailable)
 }
 
 
@@ -128,6 +137,6 @@ def error_from_payload(status: int, payload: Any) -> CumuloError:
         details = body.get("details") if isinstance(body.get("details"), dict) else None
         return cls(str(body["message"]), details=details)
     for cls in _BY_CODE.values():
-        if cls.status == status and cls is not TooLarge:
+        if cls.status == status and cls not in (TooLarge, QuotaExceeded):
             return cls(f"server answered {status}: {str(payload)[:200]}")
     return CumuloError(f"server answered {status}: {str(payload)[:200]}")

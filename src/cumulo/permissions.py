@@ -12,11 +12,20 @@ so (404) itself: nothing is told about a resource that does not exist. ``any_cal
 a route that every signed-in caller may use (``/me``). Finer checks that need what the route
 reads (each table a SQL statement names, a job's owner) are asked inside the service with
 ``principal.require``: the same decision point (:mod:`cumulo.principal`).
+
+Rights bound in a project (``cumulo access grant developer --user bob --project team-a``) hold
+only on that project's resources. The decision point finds an existing resource's project
+itself (each service registers how, :mod:`cumulo.access.holders`); a route that makes or lists
+resources names the project the request names: ``project=body_project`` for
+``{"project": "team-a"}`` in a JSON body, ``project=query_project`` for ``?project=team-a``. An
+``owner`` function answers a :class:`Holder`, owner and project at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
@@ -24,21 +33,53 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.principal import current_principal, decision_ready
 
-__all__ = ["PERMISSION_KEY", "Owner", "Permission", "allow", "any_caller"]
+__all__ = ["PERMISSION_KEY", "Holder", "NamedProject", "Owner", "Permission", "allow",
+           "any_caller", "body_project", "query_project"]
 
 PERMISSION_KEY = "cumulo.permission"  # in the ASGI scope: (action or None, resource)
-# A resource's owner's user name ("" for none), or None when there is no such resource.
-Owner = Callable[[Request], "str | None"]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whose a resource is: its owner's user name ("" for none) and its project (None: the
+    platform's own)."""
+
+    owner: str = ""
+    project: str | None = None
+
+
+# A resource's holder, or None when there is no such resource.
+Owner = Callable[[Request], "Holder | None"]
+# The project a request names for what it makes or lists.
+NamedProject = Callable[[Request], Awaitable["str | None"]]
+
+
+async def query_project(request: Request) -> str | None:
+    """The project named by ``?project=NAME`` (a listing of one project's resources)."""
+    return request.query_params.get("project") or None
+
+
+async def body_project(request: Request) -> str | None:
+    """The project named by the JSON body's ``project`` field (a resource being made in it)."""
+    if "json" not in request.headers.get("content-type", ""):
+        return None
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return None  # the route's own parsing says what is wrong
+    project = body.get("project") if isinstance(body, dict) else None
+    return project if isinstance(project, str) and project else None
 
 
 class Permission:
     """A route's declared permission, as a FastAPI dependency."""
 
     def __init__(self, action: str | None, resource: str = "*", *,
-                 owner: Owner | None = None) -> None:
+                 owner: Owner | None = None, project: NamedProject | None = None) -> None:
         self.action = action
         self.resource = resource
         self.owner = owner
+        self.project = project
 
     def action_for(self, request: Request) -> str | None:
         """The action this request needs: the declared one (a proxy's may depend on the
@@ -57,23 +98,29 @@ class Permission:
         request.scope[PERMISSION_KEY] = (action, resource)
         if action is None:
             return
+        owner: str | None = None
+        project: str | None = None
         if self.owner is not None:
-            owner = await run_in_threadpool(self.owner, request)
-            if owner is None:
+            holder = await run_in_threadpool(self.owner, request)
+            if holder is None:
                 return  # no such resource: the route answers 404
-            await run_in_threadpool(principal.require, action, resource, owner=owner)
-        elif decision_ready(principal):
-            principal.require(action, resource)
+            owner, project = holder.owner, holder.project
+        if self.project is not None:
+            project = await self.project(request)
+        if decision_ready(principal):
+            principal.require(action, resource, owner=owner, project=project)
         else:  # the caller's policies are looked up: off the event loop
-            await run_in_threadpool(principal.require, action, resource)
+            await run_in_threadpool(principal.require, action, resource, owner=owner,
+                                    project=project)
 
     def __repr__(self) -> str:
         return f"Permission({self.action!r}, {self.resource!r})"
 
 
-def allow(action: str, resource: str = "*", *, owner: Owner | None = None) -> Any:
+def allow(action: str, resource: str = "*", *, owner: Owner | None = None,
+          project: NamedProject | None = None) -> Any:
     """The dependency that declares (and checks) ``action`` on ``resource``."""
-    return Depends(Permission(action, resource, owner=owner))
+    return Depends(Permission(action, resource, owner=owner, project=project))
 
 
 def any_caller() -> Any:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cumulo.access import holders
 from cumulo.access.models import Binding, Group, GroupMember, Policy, Project, User
 from cumulo.access.policy import Context, PolicySet, parse_policy
 from cumulo.access.policy import Policy as Document
@@ -137,10 +138,14 @@ class Authorizer:
         self._rights: dict[int, _Rights] = {}
         self._loading: set[int] = set()
         self._lock = threading.Lock()
+        # resource -> (its project, when read): for callers with rights bound in a project
+        self._projects: dict[str, tuple[str | None, float]] = {}
 
     def ready(self, principal: Principal) -> bool:
         known = self._rights.get(principal.user_id)
-        return known is not None and self._fresh(known)
+        # rights bound in a project may need the resource's project: from the database
+        return (known is not None and self._fresh(known)
+                and not known.policies.in_projects)
 
     def _fresh(self, known: _Rights) -> bool:
         return (known.generation == _generation[0]
@@ -184,6 +189,20 @@ class Authorizer:
             self._rights[user_id] = fresh
         return fresh
 
+    def project_of(self, resource: str) -> str | None:
+        """The resource's project (:mod:`cumulo.access.holders`), read at most once a ttl."""
+        known = self._projects.get(resource)
+        now = self.clock()
+        if known is not None and now - known[1] < self.ttl:
+            return known[0]
+        with self.sessions() as session:
+            project = holders.project_of(session, resource)
+        with self._lock:
+            if len(self._projects) > 50_000:
+                self._projects.clear()
+            self._projects[resource] = (project, now)
+        return project
+
     def check(self, principal: Principal, action: str, resource: str, *,
               owner: str | None = None, project: str | None = None,
               quiet: bool = False) -> str | None:
@@ -205,6 +224,8 @@ class Authorizer:
         rights = self.rights(principal.user_id)
         if rights.disabled:
             return f"user {principal.user_name} is disabled"
+        if project is None and rights.policies.in_projects:
+            project = self.project_of(resource)
         decision = rights.policies.decide(action, resource, Context(
             user=principal.user_name, source_ip=source_address.get(), owner=owner,
             project=project))

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from cumulo.access import authz
+from cumulo.access import authz, holders
 from cumulo.access.actions import ACTIONS, known
 from cumulo.access.models import Binding, Group, GroupMember, Policy, Project, User
 from cumulo.access.policy import Context, parse_policy
@@ -300,6 +300,8 @@ def check(session: Session, caller: Principal, user: str, action: str, resource:
     policies, disabled = authz.policy_set_for(session, found.id)
     if disabled:
         return Check(user, action, target, False, f"user {user} is disabled")
+    if project is None:  # the resource's own, as the decision point would find it
+        project = holders.project_of(session, target)
     context = Context(user=user, source_ip=source_ip, owner=owner, project=project,
                       **({"now": at} if at is not None else {}))
     decision = policies.decide(action, target, context)

@@ -341,6 +341,10 @@ class ProjectOut(BaseModel):
     description: str
     quotas: dict[str, float]
     created_at: datetime
+    usage: dict[str, float] | None = Field(
+        default=None, description="what the project uses now of each quota (show only)")
+    holds: dict[str, int] | None = Field(
+        default=None, description="how many of each kind of resource belong to it (show only)")
 
 
 def _project(project: Project) -> ProjectOut:
@@ -362,10 +366,16 @@ def create_project(body: ProjectIn, session: DbSession, caller: Caller) -> Proje
                                             quotas=body.quotas))
 
 
-@router.get("/projects/{name}", dependencies=[allow("projects:Read", "project/{name}")],
-            response_model=ProjectOut, summary="Show a project")
+@router.get("/projects/{name}",
+            dependencies=[allow("projects:Read", "project/{name}")],
+            response_model=ProjectOut, summary="Show a project, its use of each quota and "
+                                               "what belongs to it")
 def show_project(name: str, session: DbSession) -> ProjectOut:
-    return _project(projects.find_project(session, name))
+    project = projects.find_project(session, name)
+    out = _project(project)
+    out.usage = projects.usage(session, project.id)
+    out.holds = projects.owned(session, project.id)
+    return out
 
 
 @router.patch("/projects/{name}", dependencies=[allow("projects:Manage", "project/{name}")],

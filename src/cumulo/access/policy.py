@@ -534,7 +534,9 @@ class PolicySet:
         self._exact: dict[str, list[_Entry]] = {}
         by_pattern: dict[str, list[_Entry]] = {}
         order = 0
+        self.in_projects = False  # whether some statement holds only in one project
         for label, policy, project in entries:
+            self.in_projects = self.in_projects or project is not None
             for statement in policy.statements:
                 entry = _Entry(order, label, project, statement, statement.effect == "deny")
                 order += 1

@@ -32,6 +32,7 @@ from rich.table import Table
 __all__ = [
     "Cell",
     "JsonOpt",
+    "ProjectOpt",
     "console",
     "err",
     "human_bytes",
@@ -49,6 +50,11 @@ if not console.is_terminal:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+# The project (workspace) a command works in: what it makes belongs to it, what it lists is
+# that project's, and rights bound in the project apply.
+ProjectOpt = typer.Option(None, "--project", envvar="CUMULO_PROJECT", show_envvar=True,
+                          help="The project to work in: what is made belongs to it, what is "
+                               "listed is its.")
 
 # A table column: the key (or attribute) of each row to show, or a function of the row giving
 # the text (Rich markup allowed, for colours).

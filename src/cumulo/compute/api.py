@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access import projects
 from cumulo.access.users import user_names
 from cumulo.compute import checkpoints
 from cumulo.compute import clusters as cluster_service
@@ -25,7 +26,7 @@ from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
 from cumulo.compute.spec import MAX_DURATION
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
-from cumulo.permissions import allow
+from cumulo.permissions import Holder, allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -53,13 +54,15 @@ _MAX_COUNT = 1_000_000
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a datetime holds
 
 
-def job_owner(request: Request) -> str | None:
-    """Who submitted the route's job (for rights on one's own jobs); None: no such job."""
+def job_owner(request: Request) -> Holder | None:
+    """Who submitted the route's job (for rights on one's own jobs) and its project; None: no
+    such job."""
     with services(request).sessions() as session:
         job = job_service.find_job(session, request.path_params["job_id"])
         if job is None:
             return None
-        return user_names(session, {job.created_by}).get(job.created_by, "")
+        return Holder(user_names(session, {job.created_by}).get(job.created_by, ""),
+                      projects.name_of(session, job.project_id))
 
 
 def _supervisor(request: Request) -> Supervisor:

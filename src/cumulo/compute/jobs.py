@@ -48,6 +48,7 @@ class JobRequest:
     priority: int = 0
     tags: list[str] = field(default_factory=list)
     name: str | None = None
+    project: str | None = None  # the project it belongs to (its quotas count it)
 
 
 def _new_id() -> str:

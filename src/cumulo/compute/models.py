@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cumulo.db import Base, Created, UTCDateTime, binary_text
+from cumulo.db import Base, Created, InProject, UTCDateTime, binary_text
 
 __all__ = ["ACTIVE", "FINISHED", "Cluster", "CodeSnapshot", "Job", "JobArtifact", "JobMetric"]
 
@@ -17,7 +17,7 @@ ACTIVE = ("queued", "starting", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
 
 
-class Cluster(Created, Base):
+class Cluster(Created, InProject, Base):
     """Where jobs run: this machine's processes (``local``) or a Ray cluster (``ray``)."""
 
     __tablename__ = "clusters"
@@ -49,7 +49,7 @@ class CodeSnapshot(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class Job(Created, Base):
+class Job(Created, InProject, Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_state_cluster", "state", "cluster"),)
 

@@ -8,7 +8,7 @@ from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Created", "UTCDateTime", "binary_text", "utcnow"]
+__all__ = ["Base", "Created", "InProject", "UTCDateTime", "binary_text", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -61,3 +61,11 @@ class Created:
     created_by: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
+
+
+class InProject:
+    """The project (workspace) a resource belongs to, or None for the platform's own: rights
+    bound in that project apply to it, and its quotas count it (:mod:`cumulo.access.projects`).
+    No foreign key: a project is deleted only once nothing belongs to it any more."""
+
+    project_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

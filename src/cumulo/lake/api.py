@@ -24,7 +24,7 @@ from cumulo.db import get_session, utcnow
 from cumulo.errors import Forbidden, Invalid, NotFound
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
-from cumulo.permissions import PERMISSION_KEY, allow
+from cumulo.permissions import PERMISSION_KEY, Holder, allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -725,13 +725,13 @@ def _get_query(session: Session, query_id: str) -> SqlQuery:
     return q
 
 
-def query_owner(request: Request) -> str | None:
+def query_owner(request: Request) -> Holder | None:
     """Who ran the route's query (for rights on one's own queries); None: no such query."""
     with services(request).sessions() as session:
         q = session.get(SqlQuery, request.path_params["query_id"])
         if q is None:
             return None
-        return user_names(session, {q.created_by}).get(q.created_by, "")
+        return Holder(user_names(session, {q.created_by}).get(q.created_by, ""))
 
 
 @sql_router.get("/queries/{query_id}",

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cumulo.db import Base, Created, UTCDateTime
+from cumulo.db import Base, Created, InProject, UTCDateTime
 
 __all__ = ["ColumnMask", "CrawlPolicy", "LakeDatabase", "LakeTable", "RowFilter", "SqlQuery",
            "TableInfo"]
@@ -28,7 +28,7 @@ __all__ = ["ColumnMask", "CrawlPolicy", "LakeDatabase", "LakeTable", "RowFilter"
 CrawlPolicy = Literal["log", "update"]
 
 
-class LakeDatabase(Created, Base):
+class LakeDatabase(Created, InProject, Base):
     __tablename__ = "lake_databases"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -36,7 +36,7 @@ class LakeDatabase(Created, Base):
     description: Mapped[str] = mapped_column(Text, default="")
 
 
-class LakeTable(Created, Base):
+class LakeTable(Created, InProject, Base):
     """A managed table is a Delta table under the storage root; an external one (made by the
     crawler) points at files in object storage, with the schema the crawler inferred."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cumulo.cli.context import client
-from cumulo.cli.output import Cell, JsonOpt, console, show_rows
+from cumulo.cli.output import Cell, JsonOpt, ProjectOpt, console, show_rows
 
 __all__ = ["costs_command"]
 
@@ -20,7 +20,8 @@ def _hours(key: str) -> Cell:
 def costs_command(
     ctx: typer.Context,
     by: str = typer.Option("day", "--by",
-                           help="day, cluster, user, tag, kind or item (each job or endpoint)"),
+                           help="day, cluster, user, project, tag, kind or item (each "
+                           "job or endpoint)"),
     since: str | None = typer.Option(None, "--since",
                                      help="first day to count: a date (2026-11-01), a time "
                                      "(2026-11-01T12:00:00Z) or a span back from now (7d, "
@@ -28,10 +29,11 @@ def costs_command(
     until: str | None = typer.Option(None, "--until",
                                      help="last day to count, in the same forms"),
     kind: str | None = typer.Option(None, "--kind", help="only job or endpoint"),
+    project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:
     """What work used and cost, by the price sheet in the settings."""
-    summary = client(ctx).costs(by=by, since=since, until=until, kind=kind)
+    summary = client(ctx).costs(by=by, since=since, until=until, kind=kind, project=project)
     rows = [*summary["rows"], {by: "total", **summary["total"]}]
     columns: dict[str, Cell] = {
         by: by, "items": lambda r: int(r.get("count", 0)),

@@ -24,6 +24,8 @@ class UsageRecord(Base):
     cluster: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    # The project the work belonged to, by name (kept when the project is gone), or None.
+    project: Mapped[str | None] = mapped_column(String(64), nullable=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     day: Mapped[str] = mapped_column(String(10))  # UTC date the work ended, YYYY-MM-DD
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())

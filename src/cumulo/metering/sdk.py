@@ -23,11 +23,13 @@ class CostsClient:
         self._t = transport
 
     def __call__(self, *, by: str = "day", since: str | None = None, until: str | None = None,
-                 kind: str | None = None) -> dict[str, Any]:
-        """Usage and cost summed ``by`` day, cluster, user, tag or kind, from the day of
+                 kind: str | None = None, project: str | None = None) -> dict[str, Any]:
+        """Usage and cost summed ``by`` day, cluster, user, project, tag or kind (of one
+        project's work with ``project``), from the day of
         ``since`` to the day of ``until`` (both counted): dates like ``2026-11-26``, times
         like ``2026-11-26T10:00:00Z``, or spans back from now like ``7d`` or ``1h30m``."""
         params = {k: v for k, v in {"by": by, "since": _day(since, "--since"),
                                     "until": _day(until, "--until"),
-                                    "kind": kind}.items() if v is not None}
+                                    "kind": kind, "project": project}.items()
+                  if v is not None}
         return self._t.json("GET", "/api/v1/costs", params=params)  # type: ignore[no-any-return]

@@ -17,8 +17,8 @@ from cumulo.units import day_of
 
 __all__ = ["GroupBy", "price", "record", "summarize"]
 
-GroupBy = Literal["day", "cluster", "user", "tag", "kind", "item"]
-GROUPS = ("day", "cluster", "user", "tag", "kind", "item")
+GroupBy = Literal["day", "cluster", "user", "project", "tag", "kind", "item"]
+GROUPS = ("day", "cluster", "user", "project", "tag", "kind", "item")
 
 
 def price(prices: Prices, *, cpu_seconds: float, memory_gb_seconds: float,
@@ -31,10 +31,10 @@ def price(prices: Prices, *, cpu_seconds: float, memory_gb_seconds: float,
 def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: str | None,
            user_id: int | None, tags: list[str], started_at: datetime, ended_at: datetime,
            cpu_seconds: float, memory_gb_seconds: float, gpu_seconds: float,
-           wall_seconds: float) -> UsageRecord:
-    """Add (not commit) one usage record, priced now."""
+           wall_seconds: float, project: str | None = None) -> UsageRecord:
+    """Add (not commit) one usage record, priced now; ``project``: the work's project's name."""
     row = UsageRecord(
-        kind=kind, ref=ref, cluster=cluster, user_id=user_id, tags=list(tags),
+        kind=kind, ref=ref, cluster=cluster, user_id=user_id, project=project, tags=list(tags),
         day=ended_at.date().isoformat(), started_at=started_at, ended_at=ended_at,
         cpu_seconds=cpu_seconds, memory_gb_seconds=memory_gb_seconds, gpu_seconds=gpu_seconds,
         wall_seconds=wall_seconds,
@@ -53,8 +53,10 @@ def _day(text: str | None, what: str) -> str | None:
 
 
 def summarize(session: Session, *, by: str = "day", since: str | None = None,
-              until: str | None = None, kind: str | None = None) -> dict[str, Any]:
-    """Usage and cost summed by day, cluster, user, tag or kind, between two dates."""
+              until: str | None = None, kind: str | None = None,
+              project: str | None = None) -> dict[str, Any]:
+    """Usage and cost summed by day, cluster, user, project, tag or kind, between two dates
+    (of one project's work only, when ``project`` is given)."""
     if by not in GROUPS:
         raise Invalid(f"cannot group costs by {by!r}; use one of {', '.join(GROUPS)}")
     query = select(UsageRecord)
@@ -65,6 +67,8 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
         query = query.where(UsageRecord.day <= end)
     if kind:
         query = query.where(UsageRecord.kind == kind)
+    if project:
+        query = query.where(UsageRecord.project == project)
     records = list(session.scalars(query))
     names = user_names(session, (r.user_id for r in records))
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -92,4 +96,5 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
         return {k: int(v) if k == "count" else round(v, 6) for k, v in values.items()}
 
     rows = [{by: key, **tidy(g)} for key, g in sorted(groups.items())]
-    return {"by": by, "since": start, "until": end, "rows": rows, "total": tidy(total)}
+    return {"by": by, "since": start, "until": end, "project": project, "rows": rows,
+            "total": tidy(total)}

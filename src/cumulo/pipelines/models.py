@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cumulo.db import Base, Created, UTCDateTime, utcnow
+from cumulo.db import Base, Created, InProject, UTCDateTime, utcnow
 
 __all__ = [
     "RUN_ACTIVE",
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class Pipeline(Created, Base):
+class Pipeline(Created, InProject, Base):
     """A named pipeline; what it does is its latest version's definition."""
 
     __tablename__ = "pipelines"

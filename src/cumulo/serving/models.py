@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cumulo.db import Base, Created, UTCDateTime, utcnow
+from cumulo.db import Base, Created, InProject, UTCDateTime, utcnow
 
 __all__ = ["STATES", "Endpoint"]
 
@@ -18,7 +18,7 @@ __all__ = ["STATES", "Endpoint"]
 STATES = ("creating", "in_service", "updating", "failed", "deleting")
 
 
-class Endpoint(Created, Base):
+class Endpoint(Created, InProject, Base):
     __tablename__ = "endpoints"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

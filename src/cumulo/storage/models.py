@@ -8,12 +8,12 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cumulo.db import Base, Created, UTCDateTime, binary_text, utcnow
+from cumulo.db import Base, Created, InProject, UTCDateTime, binary_text, utcnow
 
 __all__ = ["Bucket", "StoredObject"]
 
 
-class Bucket(Created, Base):
+class Bucket(Created, InProject, Base):
     __tablename__ = "buckets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
