@@ -127,6 +127,45 @@ def up(
     serve(settings, on_ready=ready)
 
 
+@app.command("break-glass")
+def break_glass_command(
+    user: str = typer.Option("admin", "--user", help="Who becomes an admin again."),
+    home: str | None = typer.Option(None, "--home", help="State folder (default ./.cumulo)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Give the platform an admin back when nobody can act as one (run on the server's
+    machine, with its settings: it opens the database directly, no server or token needed)."""
+    from sqlalchemy.orm import sessionmaker
+
+    from cumulo.access import audit
+    from cumulo.access.breakglass import break_glass
+    from cumulo.config import load_settings
+    from cumulo.db import check_database, make_engine, upgrade
+
+    settings = load_settings(overrides={"home": home})
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        check_database(engine)
+        upgrade(engine)
+        sessions = sessionmaker(engine)
+        with sessions() as session:
+            done = break_glass(session, user)
+        audit.record(sessions, user=done.user, action="access:BreakGlass",
+                     resource=f"user/{done.user}", outcome="allowed", source="break-glass",
+                     details={"changes": done.changes, "token": done.token_name})
+    finally:
+        engine.dispose()
+    if json:
+        print_json({"user": done.user, "token": done.token, "token_name": done.token_name,
+                    "changes": done.changes})
+        return
+    for change in done.changes or ["nothing to repair: the user was an admin already"]:
+        err.print(f"  {change}")
+    err.print(f"{done.user} is an admin; a new token, {done.token_name} (shown once; "
+              "recorded in the audit log):")
+    console.print(done.token, soft_wrap=True)
+
+
 @app.command()
 def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
     """Show the server's version, its database and storage, and what each holds."""
