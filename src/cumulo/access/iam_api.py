@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from cumulo.access import directory, grants, projects
 from cumulo.access.actions import ACTIONS
 from cumulo.access.models import Binding, Group, Policy, Project, User
-from cumulo.db import get_session
+from cumulo.db import get_session, utcnow
 from cumulo.permissions import PERMISSION_KEY, allow, any_caller
 from cumulo.principal import Principal, current_principal
 
@@ -52,6 +52,9 @@ class UserOut(BaseModel):
     roles: list[str] = Field(description="roles and policies given to the user directly")
     tokens: int = Field(description="live API tokens")
     created_at: datetime
+    locked_until: datetime | None = Field(
+        default=None, description="sign-in with a password is locked until then (after wrong "
+                                  "passwords in a row); a new password set by an admin unlocks")
 
 
 def _user(session: Session, user: User) -> UserOut:
@@ -59,7 +62,9 @@ def _user(session: Session, user: User) -> UserOut:
     return UserOut(name=user.name, kind=user.kind, email=user.email, is_admin=user.is_admin,
                    disabled=user.disabled_at is not None,
                    has_password=user.password_hash is not None, groups=info.groups,
-                   roles=info.roles, tokens=info.tokens, created_at=user.created_at)
+                   roles=info.roles, tokens=info.tokens, created_at=user.created_at,
+                   locked_until=(user.locked_until if user.locked_until is not None
+                                 and user.locked_until > utcnow() else None))
 
 
 @router.get("/users", dependencies=[allow("users:List", "user/*")], response_model=list[UserOut],

@@ -47,7 +47,12 @@ def _joined(values: list[str]) -> str:
 
 
 def _state(user: dict[str, Any]) -> str:
-    return "disabled" if user["disabled"] else "enabled"
+    if user["disabled"]:
+        return "disabled"
+    if user.get("locked_until"):
+        return (f"enabled; password sign-in locked until {when(user['locked_until'])} (a new "
+                f"password unlocks it: 'cumulo users passwd {user['name']}')")
+    return "enabled"
 
 
 # --- users ---------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ Three decisions, each made here and nowhere else: whether an address may try now
 passwords (``Lockout``, kept on the user's row), and what each refusal says. ``sign_in`` puts
 them together against the database; the policies are pure, with clocks a test controls.
 
-A refusal does not tell whether a user exists: an unknown name and a wrong password get the
-same message, after the same argon2 work. A locked account says until when, whatever the
-password sent; a disabled one says so only to whoever knows its password.
+A refusal does not tell whether a user exists: an unknown name, a wrong password, a locked
+account and a service account (which has no password) get the same message, after the same
+argon2 work; a disabled account says so only to whoever knows its password. Whoever is locked
+out learns it from the message's mention of the lock, and an admin sees until when
+(``cumulo users show``).
 """
 
 from __future__ import annotations
@@ -131,17 +133,12 @@ class SignedIn:
 
 
 def _wrong(lockout: Lockout) -> Unauthorized:
+    minutes = math.ceil(lockout.first.total_seconds() / 60)
     return Unauthorized(
-        f"the user name or the password is wrong (after {lockout.after} wrong passwords in a "
-        "row an account is locked for a while); an admin can set a new password")
-
-
-def _locked(user: User, until: datetime, now: datetime) -> Unauthorized:
-    minutes = math.ceil((until - now).total_seconds() / 60)
-    return Unauthorized(
-        f"sign-in as {user.name} is locked until {until:%Y-%m-%d %H:%M} UTC (in {minutes} min) "
-        f"after {user.failed_logins} wrong passwords in a row; try again then, or ask an admin "
-        "to set a new password, which unlocks it", details={"locked_until": until.isoformat()})
+        f"the user name or the password is wrong, or the account is locked (after "
+        f"{lockout.after} wrong passwords in a row, for {minutes} minutes and longer each time "
+        "after); try again later, or ask an admin to set a new password, which unlocks it. "
+        "Service accounts sign in with tokens ('cumulo login --token')")
 
 
 def _count_failure(session: Session, user: User, lockout: Lockout, now: datetime) -> None:
@@ -167,14 +164,11 @@ def sign_in(session: Session, user_name: str, password: str, *, source: str,
     limiter.check(source)
     now = clock()
     user = session.scalar(select(User).where(User.name == user_name))
-    if user is not None and user.kind == "service":
-        raise Unauthorized(f"{user.name} is a service account: service accounts sign in with "
-                           "tokens, not passwords ('cumulo login --token')")
-    if user is not None and (until := lockout.locked_until(user, now)) is not None:
-        raise _locked(user, until, now)
+    locked = user is not None and lockout.locked_until(user, now) is not None
+    # The same work whoever it is, so that time tells nothing either.
     right = verify_password(user.password_hash if user is not None else None, password)
-    if user is None:
-        raise _wrong(lockout)
+    if user is None or user.kind == "service" or locked:
+        raise _wrong(lockout)  # tries while locked are not counted
     if not right:
         _count_failure(session, user, lockout, now)
         raise _wrong(lockout)
