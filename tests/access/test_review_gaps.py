@@ -163,3 +163,20 @@ def test_a_conditional_deny_cannot_lock_the_last_admin_out(local_server: Cumulo)
             admin.access.grant(user="admin", policy=name)
     assert admin.users.show("admin")["is_admin"]
     assert admin.users.list()  # still administrable
+
+
+def test_a_creation_is_audited_with_the_name_of_what_it_made(local_server: Cumulo) -> None:
+    # The route declares users:Manage on user/* (the name is in the body, not the path): the
+    # audit entry names the user made, from the answer.
+    admin = local_server.client()
+    admin.users.create("made-here", kind="service", role="viewer")
+    admin.groups.create("made-group")
+    deadline = time.monotonic() + 10
+    wanted = {("users:Manage", "user/made-here"), ("groups:Manage", "group/made-group")}
+    seen: set[tuple[str, str]] = set()
+    while time.monotonic() < deadline and not wanted <= seen:
+        seen = {(e["action"], e["resource"]) for e in admin.audit.list(limit=100)["events"]}
+        time.sleep(0.2)
+    assert wanted <= seen, seen
+    assert not any(resource.endswith("/*") for _, resource in seen
+                   if resource.startswith(("user/", "group/")))

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -101,6 +102,32 @@ def _too_large(size: int, limit: int) -> HTTPException:
 _READS = ("GET", "HEAD", "OPTIONS")
 
 
+_NAMED_WITHIN = 64 * 1024  # bytes of a creation's answer read for the name of what it made
+
+
+def _creates(scope: Scope) -> bool:
+    """Whether the route declared a pattern (``user/*``): it makes something whose name the
+    path does not hold, so its answer says it."""
+    permission = scope.get(PERMISSION_KEY)
+    return (permission is not None and isinstance(permission[1], str)
+            and permission[1].endswith("/*"))
+
+
+def _named(pattern: str, answer: bytes) -> str:
+    """``user/*`` and an answer ``{"name": "ana", ...}`` -> ``user/ana`` (or the ``id`` of a
+    job); the pattern as it was when the answer names nothing."""
+    try:
+        body = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return pattern
+    if not isinstance(body, dict):
+        return pattern
+    name = body.get("name") if isinstance(body.get("name"), str) else body.get("id")
+    if not isinstance(name, str | int) or not str(name) or "/" in str(name):
+        return pattern
+    return f"{pattern[:-1]}{name}"
+
+
 class AuditChanges:
     """Write each request that changes something to the audit log once it is answered: who,
     the action and resource its route declared, the outcome. Refusals are written by the
@@ -115,10 +142,14 @@ class AuditChanges:
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        made = bytearray()  # a creation's answer, which names what was made
 
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif (message["type"] == "http.response.body" and 200 <= status["code"] < 300
+                  and len(made) < _NAMED_WITHIN and _creates(scope)):
+                made.extend(message.get("body", b"")[:_NAMED_WITHIN])
             await send(message)
 
         try:
@@ -131,7 +162,10 @@ class AuditChanges:
                     and code not in (401, 403)
                     and not permission[0].endswith((":Read", ":List"))):
                 client = scope.get("client")
+                resource = permission[1]
+                if made:
+                    resource = _named(resource, bytes(made))
                 scope["app"].state.services.trail.change(
-                    user=principal.user_name, action=permission[0], resource=permission[1],
+                    user=principal.user_name, action=permission[0], resource=resource,
                     status=code, method=scope["method"], path=scope["path"],
                     source=client[0] if client else None)
