@@ -47,6 +47,15 @@ def test_serving_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert load_settings({}).serving_preload is False
 
 
+def test_trusted_proxies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({}).trusted_proxies == ()
+    assert load_settings({"CUMULO_TRUSTED_PROXIES": " 10.0.0.5, 10.1.0.0/16 ,"}
+                         ).trusted_proxies == ("10.0.0.5", "10.1.0.0/16")
+    (tmp_path / "cumulo.toml").write_text('trusted_proxies = ["192.168.4.2", "fd00::/8"]\n')
+    assert load_settings({}).trusted_proxies == ("192.168.4.2", "fd00::/8")
+
+
 def test_named_config_file(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere.toml"
     path.write_text('host = "0.0.0.0"\n')
@@ -62,6 +71,8 @@ def test_named_config_file(tmp_path: Path) -> None:
     ({"CUMULO_CONFIG": "/nonexistent.toml"}, None, "not a file"),
     ({"CUMULO_SERVING_PRELOAD": "maybe"}, None, "serving_preload: 'maybe' is not true or false"),
     ({"CUMULO_RAY_SERVE_PORT": "eighty"}, None, "ray_serve_port must be a whole number"),
+    ({"CUMULO_TRUSTED_PROXIES": "10.0.0.5,proxy.local"}, None,
+     "trusted_proxies: 'proxy.local' is not an IP address or network"),
 ])
 def test_bad_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                       content: str | None, match: str) -> None:

@@ -12,6 +12,7 @@ login`` and the first ``cumulo up`` write (``~/.config/cumulo/credentials.toml``
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -115,6 +116,11 @@ class Settings:
     allow_internal_urls: bool = False
     # Single sign-on (``[oidc]``): None unless an issuer is set.
     oidc: OidcSettings | None = None
+    # Reverse proxies in front of the server (addresses or networks, "10.0.0.5",
+    # "10.1.0.0/16"): a request from one of them is taken to come from the address its
+    # X-Forwarded-For names, for source-address conditions, sign-in rate limits and the audit
+    # log. Empty (the default): X-Forwarded-For is ignored, from everyone.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -145,6 +151,7 @@ _ENV_KEYS = {
     "ray_serve_port": "CUMULO_RAY_SERVE_PORT",
     "console_dir": "CUMULO_CONSOLE_DIR",
     "allow_internal_urls": "CUMULO_ALLOW_INTERNAL_URLS",
+    "trusted_proxies": "CUMULO_TRUSTED_PROXIES",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -168,6 +175,23 @@ _PRICE_ENV_KEYS = {
     "gb_hour": "CUMULO_PRICE_GB_HOUR",
     "gpu_hour": "CUMULO_PRICE_GPU_HOUR",
 }
+
+
+def _proxies(raw: Any) -> tuple[str, ...]:
+    """``"10.0.0.5, 10.1.0.0/16"`` (or a TOML list) -> each checked as an address or network."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    proxies = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError as exc:
+            raise Invalid(f"trusted_proxies: {text!r} is not an IP address or network (like "
+                          "10.0.0.5 or 10.1.0.0/16)") from exc
+        proxies.append(text)
+    return tuple(proxies)
 
 
 def _number(name: str, value: Any) -> float:
@@ -338,6 +362,9 @@ def load_settings(
                 raise Invalid(f"setting {name}: {flag!r} is not true or false")
             flag = flag.lower() in ("1", "true", "yes", "on")
         values[name] = bool(flag)
+
+    if "trusted_proxies" in values:
+        values["trusted_proxies"] = _proxies(values["trusted_proxies"])
 
     if "ray_serve_port" in values:
         try:

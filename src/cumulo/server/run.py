@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -57,6 +58,11 @@ def prepare(settings: Settings) -> Prepared:
     return Prepared(engine=engine, storage=storage, admin_token=admin_token)
 
 
+def _loopback(proxy: str) -> bool:
+    return ipaddress.ip_network(proxy, strict=False).overlaps(
+        ipaddress.ip_network("127.0.0.0/8" if ":" not in proxy else "::1/128"))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -88,11 +94,16 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
         # Longer than clients keep an idle connection (httpx: 5 s, as uvicorn's own default):
         # the client closes first, so a request never meets a connection closing under it.
         timeout_keep_alive=30,
-        # Not X-Forwarded-For from loopback: any local process (a job) could then choose its
-        # source address: past the sign-in rate limit, through source-address conditions,
-        # into the audit log. (A reverse proxy in front needs a trusted-proxies setting.)
-        proxy_headers=False,
+        # X-Forwarded-For only from the reverse proxies named in trusted_proxies: from anyone
+        # else (loopback included: any local process, a job, could then choose its source
+        # address) it would let callers pass the sign-in rate limit and source-address
+        # conditions and write what they like into the audit log.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
+    if any(_loopback(proxy) for proxy in settings.trusted_proxies):
+        log.warning("trusted_proxies includes a loopback address: any process on this machine "
+                    "(a job) can choose the source address it is seen from")
     log.info(
         "cumulo serving on %s", settings.url,
         extra={"database": redact_url(settings.database_url), "storage": prepared.storage.url},
