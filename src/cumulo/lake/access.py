@@ -45,7 +45,8 @@ from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
 __all__ = ["PRIVILEGES", "Command", "Rules", "Subject", "Target", "drop_filter", "drop_mask",
-           "grant", "list_filters", "list_masks", "parse_command", "policy_name",
+           "grant", "list_filters", "list_masks", "masks_missing", "parse_command",
+           "policy_name",
            "read_restricted", "restrict", "restricted", "revoke", "rules_for", "run_command",
            "set_filter", "set_mask", "show_grants"]
 
@@ -689,6 +690,9 @@ class Rules:
 
     masks: tuple[tuple[str, str], ...] = ()  # (column, expression)
     filters: tuple[str, ...] = ()
+    # The table's columns now (the masks name these): a version read from before a column was
+    # renamed holds it under its old name, which no mask names.
+    current: tuple[str, ...] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.masks or self.filters)
@@ -722,7 +726,25 @@ def rules_for(session: Session, user_id: int, table_ids: Collection[int]) -> dic
             mine[0].append((column, text))
         else:
             mine[1].append(text)
-    return {table_id: Rules(tuple(m), tuple(f)) for table_id, (m, f) in found.items()}
+    masked = [table_id for table_id, (m, _) in found.items() if m]
+    # An external table's columns are in the catalog; a managed table's are its Delta log's
+    # (:func:`masks_missing`, read only when a version lacks a masked column).
+    current = {table_id: tuple(str(c.get("name", "")) for c in columns)
+               for table_id, columns in session.execute(
+                   select(LakeTable.id, LakeTable.columns).where(LakeTable.id.in_(masked)))
+               if columns} if masked else {}
+    return {table_id: Rules(tuple(m), tuple(f), current.get(table_id))
+            for table_id, (m, f) in found.items()}
+
+
+def masks_missing(rules: Rules | None, columns: Sequence[str]) -> bool:
+    """Whether a version with ``columns`` lacks a column a mask names, while the table's
+    columns now are not known: give them (``dataclasses.replace(rules, current=...)``) before
+    :func:`restrict`, or every column the version has is shown NULL."""
+    if not rules or rules.current is not None:
+        return False
+    have = {c.lower() for c in columns}
+    return any(column.lower() not in have for column, _ in rules.masks)
 
 
 def restricted(session: Session, user_id: int, table_id: int) -> bool:
@@ -740,13 +762,20 @@ def restrict(body: str, rules: Rules, columns: Sequence[str] | None = None) -> s
     filters keep (tested on the stored values), masked; masks on one column apply in turn.
     With ``columns`` (the table's, at the version read), a mask on a column the
     version lacks is left out; without, every mask applies (a missing column fails the query:
-    nothing is shown unmasked)."""
+    nothing is shown unmasked). A masked column the version lacks may be there under an older
+    name (renamed since): then every column of the version that the table no longer has is
+    shown as NULL, since any of them may be it."""
     if not rules:
         return body
     where = " WHERE " + " AND ".join(f"({p})" for p in rules.filters) if rules.filters else ""
     present = None if columns is None else {c.lower(): c for c in columns}
+    masks = list(rules.masks)
+    if present is not None and any(c.lower() not in present for c, _ in masks):
+        now = None if rules.current is None else {c.lower() for c in rules.current}
+        masks += [(column, "NULL") for key, column in present.items()
+                  if now is None or key not in now]
     layers: list[dict[str, tuple[str, str]]] = []
-    for column, expression in rules.masks:
+    for column, expression in masks:
         key = column.lower()
         if present is not None:
             if key not in present:

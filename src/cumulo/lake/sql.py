@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
 from cumulo.lake import access, catalog, delta, sqlguard
 from cumulo.lake.ingest import detect_format
 from cumulo.lake.leftovers import results_dir
-from cumulo.lake.models import SqlQuery
+from cumulo.lake.models import LakeTable, SqlQuery
 from cumulo.lake.refs import TableRef, parse_timestamp, validate_name
 from cumulo.lake.sqlwatch import QueryCancelled, Watch, check_capacity
 from cumulo.principal import Principal
@@ -53,7 +53,7 @@ from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
 __all__ = ["ATHENA_USD_PER_TB", "SQL_MEMORY_LIMIT", "SQL_SPILL_LIMIT", "QueryCancelled",
-           "QueryOutcome", "cancel", "results_dir", "run", "unquote_name"]
+           "QueryOutcome", "cancel", "results_dir", "run", "unquote_name", "with_current"]
 
 
 # What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
@@ -606,7 +606,8 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
         table = rows[alias]
         dt = delta.open_table(catalog.location(backend, table), version=ref.version,
                               as_of=ref.as_of, name=str(ref))
-        sandbox.add_table(alias, dt, str(ref), rules.get(table.id))
+        sandbox.add_table(alias, dt, str(ref),
+                          with_current(backend, table, dt, rules.get(table.id)))
         input_bytes += _size(dt)
     for name in sorted(names.tables):
         ref, table = refs[name], rows[name]
@@ -764,6 +765,17 @@ def _external_dataset(backend: Backend, table: Any, files: list[str]) -> Any:
 def _size(table: Any) -> int:
     actions = pa.table(table.get_add_actions(flatten=True))
     return int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+
+
+def with_current(backend: Backend, table: LakeTable, version: Any,
+                 rules: access.Rules | None) -> access.Rules | None:
+    """``rules`` knowing the table's columns now, when ``version`` (an older one) lacks a
+    column a mask names: renamed since, it is there under a name no mask names."""
+    names = delta._delta_schema_to_arrow(version).names
+    if rules is None or not access.masks_missing(rules, names):
+        return rules
+    latest = delta.open_table(catalog.location(backend, table), name=table.name)
+    return replace(rules, current=tuple(delta._delta_schema_to_arrow(latest).names))
 
 
 def _authorize(principal: Principal, plan: _Plan, tables: set[str]) -> None:
