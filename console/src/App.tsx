@@ -1,6 +1,6 @@
 import { lazy, Suspense, useEffect, useMemo, useState } from "react";
 import { createBrowserRouter, NavLink, Route, RouterProvider, Routes, useLocation } from "react-router-dom";
-import { ApiError, get, Me, onSignedOut, signIn, signOut } from "./api";
+import { ApiError, get, Me, onSignedOut, signIn, signInOptions, signOut } from "./api";
 import { ErrorBox, Loading } from "./components/ErrorBox";
 import { allowedEntries, Menu } from "./components/Menu";
 import { PageBoundary } from "./components/PageBoundary";
@@ -56,15 +56,23 @@ export default function App() {
 }
 
 function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
+  const [user, setUser] = useState("");
+  const [password, setPassword] = useState("");
   const [token, setToken] = useState("");
+  const [withToken, setWithToken] = useState(false);
+  const [sso, setSso] = useState<string | null>(null);
   const [error, setError] = useState<unknown>();
   const [busy, setBusy] = useState(false);
+  useEffect(() => {
+    signInOptions().then((options) => setSso(options.sso), () => setSso(null));
+  }, []);
+  const ready = withToken ? token.trim() !== "" : user.trim() !== "" && password !== "";
   const submit = async (event: React.FormEvent) => {
     event.preventDefault();
     setBusy(true);
     setError(undefined);
     try {
-      await signIn(token.trim());
+      await signIn(withToken ? { token: token.trim() } : { user: user.trim(), password });
       onSignedIn(await startSession());
     } catch (exc) {
       setError(exc);
@@ -76,15 +84,34 @@ function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
     <main className="signin">
       <form onSubmit={submit} aria-label="Sign in">
         <h1><span className="logo">☁</span> Cumulo</h1>
-        <p>Sign in with a Cumulo token. <code>make up</code> printed the admin token;
-          {" "}<code>cumulo tokens create console</code> makes another.</p>
-        <label htmlFor="token">Token</label>
-        <input id="token" type="password" value={token} autoFocus required autoComplete="current-password"
-               onChange={(e) => setToken(e.target.value)} />
+        {withToken ? (
+          <>
+            <p>Sign in with a Cumulo token. <code>make up</code> printed the admin token;
+              {" "}<code>cumulo tokens create console</code> makes another.</p>
+            <label htmlFor="token">Token</label>
+            <input id="token" type="password" value={token} autoFocus required autoComplete="off"
+                   onChange={(e) => setToken(e.target.value)} />
+          </>
+        ) : (
+          <>
+            <label htmlFor="user">User name</label>
+            <input id="user" value={user} autoFocus required autoComplete="username"
+                   onChange={(e) => setUser(e.target.value)} />
+            <label htmlFor="password">Password</label>
+            <input id="password" type="password" value={password} required
+                   autoComplete="current-password" onChange={(e) => setPassword(e.target.value)} />
+          </>
+        )}
         <ErrorBox error={error} />
-        <button type="submit" className="primary" disabled={busy || !token.trim()}>
+        <button type="submit" className="primary" disabled={busy || !ready}>
           {busy ? "Signing in…" : "Sign in"}
         </button>
+        {sso && <p><a href="/login/sso?next=/">Sign in with {sso}</a></p>}
+        <p>
+          <button type="button" className="link" onClick={() => { setWithToken(!withToken); setError(undefined); }}>
+            {withToken ? "Sign in with a user name and password" : "Sign in with a token instead"}
+          </button>
+        </p>
       </form>
     </main>
   );

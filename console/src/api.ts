@@ -36,7 +36,7 @@ const INVOCATIONS = /^\/endpoints\/[^/]+\/invocations$/;
 
 export function url(path: string, query?: Query): string {
   const base = path.startsWith("/api/") || path.startsWith("/mlflow/") || INVOCATIONS.test(path)
-    || path === "/login" || path === "/logout" ? path : `/api/v1${path}`;
+    || path.startsWith("/login") || path === "/logout" ? path : `/api/v1${path}`;
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query ?? {})) {
     if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
@@ -106,13 +106,21 @@ export const put = <T = unknown>(path: string, json?: unknown) => api<T>("PUT", 
 export const patch = <T = unknown>(path: string, json?: unknown) => api<T>("PATCH", path, { json });
 export const del = <T = unknown>(path: string, query?: Query) => api<T>("DELETE", path, { query });
 
-/** Sign in: the server checks the token and keeps it in an HttpOnly cookie for this site. */
-export async function signIn(token: string): Promise<void> {
+/** What one signs in with: a user name and password, or a token. */
+export type Credentials = { user: string; password: string } | { token: string };
+
+/** Sign in: the server checks the password (or the token) and keeps a session token in an
+ *  HttpOnly cookie for this site. */
+export async function signIn(credentials: Credentials): Promise<void> {
   await api("POST", "/login", {
-    body: new URLSearchParams({ token, next: "/" }),
+    body: new URLSearchParams({ ...credentials, next: "/" }),
     headers: { "content-type": "application/x-www-form-urlencoded" },
   });
 }
+
+/** How one may sign in here (single sign-on: the provider's name, when the server has one). */
+export interface SignInOptions { password: boolean; token: boolean; sso: string | null }
+export const signInOptions = () => get<SignInOptions>("/login/options");
 
 export async function signOut(): Promise<void> {
   await api("POST", "/logout");

@@ -10,26 +10,44 @@ from playwright.sync_api import expect
 from tests.services import Cumulo, start_cumulo
 
 
-def test_sign_in_with_a_token_and_out(fresh_page, console_server: Cumulo, shot) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_with_a_password_or_a_token_and_out(fresh_page, console_server: Cumulo, shot) -> None:  # type: ignore[no-untyped-def]
+    console_server.client().users.create("pat-console", role="viewer",
+                                         password="a-long-console-passphrase-7")
     page = fresh_page
     page.goto("/")
     expect(page.get_by_role("heading", name="Cumulo")).to_be_visible()
     shot(page, "sign-in")
-    page.get_by_label("Token").fill("cml_not-a-real-token")
-    page.get_by_role("button", name="Sign in").click()
+    # A user name and a password, first.
+    page.get_by_label("User name").fill("pat-console")
+    page.get_by_label("Password").fill("not-the-passphrase-at-all")
+    page.get_by_role("button", name="Sign in", exact=True).click()
     # The API's own message, in the page.
+    expect(page.get_by_role("alert")).to_contain_text("the user name or the password is wrong")
+    page.get_by_label("Password").fill("a-long-console-passphrase-7")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator(".who")).to_have_text("pat-console")
+    page.get_by_role("button", name="Sign out").click()
+
+    # Or a token.
+    page.get_by_role("button", name="Sign in with a token instead").click()
+    page.get_by_label("Token").fill("cml_not-a-real-token")
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("401")
     page.get_by_label("Token").fill(console_server.token)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("navigation", name="Services")).to_be_visible()
     expect(page.locator(".who")).to_have_text("admin")
     # The cookie lasts: a reload stays signed in.
     page.reload()
     expect(page.locator(".who")).to_have_text("admin")
     page.get_by_role("button", name="Sign out").click()
-    expect(page.get_by_label("Token")).to_be_visible()
+    expect(page.get_by_label("User name")).to_be_visible()
     page.reload()
-    expect(page.get_by_label("Token")).to_be_visible()
+    expect(page.get_by_label("User name")).to_be_visible()
+    # No single sign-on on this server: no button for it.
+    expect(page.get_by_text("Sign in with", exact=False)).to_have_count(1)  # the switch
+    assert httpx.get(console_server.url + "/login/options").json() == {
+        "password": True, "token": True, "sso": None}
 
 
 def test_every_section_opens_without_errors(page, console_server: Cumulo) -> None:  # type: ignore[no-untyped-def]

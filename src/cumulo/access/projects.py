@@ -83,7 +83,9 @@ def enforce(session: Session, project_id: int | None, adding: dict[str, float], 
     the project uses would pass one of its quotas. Nothing to check outside a project."""
     if project_id is None:
         return
-    project = session.get(Project, project_id)
+    # The project's row stays locked (PostgreSQL) until the caller commits what it adds, so
+    # that two submits at once cannot both pass a quota only one of them fits under.
+    project = session.get(Project, project_id, with_for_update=True)
     if project is None:
         return
     for quota, amount in adding.items():

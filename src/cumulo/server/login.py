@@ -170,6 +170,13 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+@router.get("/login/options")
+def login_options(request: Request) -> JSONResponse:
+    """How one may sign in here, for the web console's own sign-in form (asked before anyone
+    is signed in): with a password or a token always, and with single sign-on when set."""
+    return JSONResponse({"password": True, "token": True, "sso": _sso_name(request)})
+
+
 @router.get("/login")
 def login_page(request: Request, next: str | None = None) -> HTMLResponse:
     return _page(_safe_next(next), sso=_sso_name(request))
