@@ -216,12 +216,15 @@ class Cumulo:
     def log_lines(self) -> list[str]:
         return self.log.read_text().splitlines()
 
-    def add_user(self, name: str, token: str):  # type: ignore[no-untyped-def]
-        """A second user, a developer, with this very token (the API makes random ones), and
-        an SDK client as them: added to the server's SQLite database as the API adds them."""
+    def add_user(self, name: str, token: str, *, role: str = "developer",  # type: ignore[no-untyped-def]
+                 project: str | None = None):
+        """A second user with this very token (the API makes random ones), and an SDK client
+        as them: added to the server's SQLite database as the API adds them. They hold
+        ``role`` everywhere, or only in ``project`` (made if there is none) when one is given."""
+        from sqlalchemy import select
         from sqlalchemy.orm import Session
 
-        from cumulo.access.models import Binding, User
+        from cumulo.access.models import Binding, Project, User
         from cumulo.access.tokens import _add_token
         from cumulo.db import make_engine, utcnow
 
@@ -231,8 +234,17 @@ class Cumulo:
             session.add(user)
             session.flush()
             _add_token(session, user, name, token, created_by=user.id)
-            session.add(Binding(subject_kind="user", subject_id=user.id, role="developer",
-                                created_at=utcnow()))
+            project_id = None
+            if project is not None:
+                found = session.scalar(select(Project).where(Project.name == project))
+                if found is None:
+                    found = Project(name=project, description="", quotas={},
+                                    created_at=utcnow())
+                    session.add(found)
+                    session.flush()
+                project_id = found.id
+            session.add(Binding(subject_kind="user", subject_id=user.id, role=role,
+                                project_id=project_id, created_at=utcnow()))
             session.commit()
         engine.dispose()
         return self.client(token)

@@ -91,9 +91,14 @@ class Permission:
             return self.resource
         return self.resource.format_map(path_params)
 
+    def resource_of(self, request: Request) -> str:
+        """The resource this request acts on: the template filled from the path (a route
+        whose resource the query names too overrides this)."""
+        return self.resource_for(request.path_params)
+
     async def __call__(self, request: Request) -> None:
         principal = current_principal(request)
-        resource = self.resource_for(request.path_params)
+        resource = self.resource_of(request)
         action = self.action_for(request)
         request.scope[PERMISSION_KEY] = (action, resource)
         if action is None:

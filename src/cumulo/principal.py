@@ -10,6 +10,7 @@ the decision is made in one place. Core code cannot import a service, hence the 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from cumulo.errors import Forbidden, Unauthorized
 
 __all__ = ["NOT_FOR_JOBS", "Decider", "Principal", "current_principal", "decision_ready",
-           "install_decider", "source_address"]
+           "install_decider", "require_each", "source_address"]
 
 # The address the current request comes from (set by the server's auth dependency), for
 # conditions on source address; contextvars follow a request into its worker thread.
@@ -90,6 +91,15 @@ class Principal:
         if why is not None:
             raise Forbidden(f"{self.user_name} may not {action} on {resource}: {why}",
                             details={"action": action, "resource": resource})
+
+
+def require_each(principal: Principal, action: str, resources: Iterable[str]) -> None:
+    """``action`` on every one of ``resources`` (each object under a prefix that a job reads or
+    a delete removes): a deny on some of them refuses the whole, naming the first refused; only
+    that refusal is audited, not one entry per object."""
+    for resource in resources:
+        if not principal.can(action, resource):
+            principal.require(action, resource)
 
 
 def current_principal(request: Request) -> Principal:

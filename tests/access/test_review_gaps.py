@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cumulo.errors import Conflict, NotFound
+from cumulo.errors import Conflict, Forbidden, NotFound
 from tests.services import Cumulo
 
 
@@ -180,3 +180,34 @@ def test_a_creation_is_audited_with_the_name_of_what_it_made(local_server: Cumul
     assert wanted <= seen, seen
     assert not any(resource.endswith("/*") for _, resource in seen
                    if resource.startswith(("user/", "group/")))
+
+
+def test_a_job_reading_a_prefix_is_decided_on_each_object_under_it(
+        local_server: Cumulo) -> None:
+    admin = local_server.client()
+    admin.files.create_bucket("gapfiles")
+    admin.files.upload(b"x\n1\n", "gapfiles/open/a.csv")
+    admin.files.upload(b"x\n2\n", "gapfiles/private/pay.csv")
+    admin.users.create("prefix-r", kind="service", role="developer")
+    admin.policies.create("no-private-files", document={"statements": [
+        {"effect": "deny", "actions": ["files:Get"],
+         "resources": ["bucket/gapfiles/private/*"]}]})
+    admin.access.grant(user="prefix-r", policy="no-private-files")
+    dev = local_server.client(admin.tokens.create("t", user="prefix-r")["token"])
+    # The prefix itself is allowed; an object under it is not: the job is refused.
+    with pytest.raises(Forbidden, match=r"bucket/gapfiles/private/pay\.csv"):
+        dev.jobs.run(command="true", inputs={"raw": "gapfiles/"})
+    job = dev.jobs.run(command="true", inputs={"raw": "gapfiles/open/"})
+    assert job.wait(timeout=60)["state"] == "succeeded"
+
+    # Deleting by prefix: the same, for files:Delete; nothing is deleted when one is refused.
+    admin.policies.create("keep-private-files", document={"statements": [
+        {"effect": "deny", "actions": ["files:Delete"],
+         "resources": ["bucket/gapfiles/private/*"]}]})
+    admin.access.grant(user="prefix-r", policy="keep-private-files")
+    time.sleep(1.1)  # rights are read again within a second
+    with pytest.raises(Forbidden, match=r"files:Delete on bucket/gapfiles/private/pay\.csv"):
+        dev.files.delete("gapfiles/", recursive=True)
+    assert admin.files.exists("gapfiles/open/a.csv")
+    assert dev.files.delete("gapfiles/open/", recursive=True) == 1
+    assert admin.files.exists("gapfiles/private/pay.csv")

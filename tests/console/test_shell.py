@@ -10,7 +10,8 @@ from playwright.sync_api import expect
 from tests.services import Cumulo, start_cumulo
 
 
-def test_sign_in_with_a_password_or_a_token_and_out(fresh_page, console_server: Cumulo, shot) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_with_a_password_or_a_token_and_out(  # type: ignore[no-untyped-def]
+        fresh_page, console_server: Cumulo, shot) -> None:
     console_server.client().users.create("pat-console", role="viewer",
                                          password="a-long-console-passphrase-7")
     page = fresh_page

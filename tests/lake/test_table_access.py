@@ -240,7 +240,8 @@ def test_a_version_from_before_a_rename_keeps_the_masked_column_hidden(guarded: 
     _eventually(masked)
     old = w.sql(w.ana_token, f"select * from {db}.contacts VERSION AS OF 0")
     assert old == [{"id": 1, "mail": None, "city": "Oslo"}]
-    assert ana.tables.read(f"{db}.contacts", version=0).column("mail").to_pylist() == [None]
+    read = ana.tables.read(f"{db}.contacts", version=0)
+    assert read.to_pylist() == [{"id": 1, "mail": None, "city": "Oslo"}]
     # Whoever no mask holds for sees the old version as it was.
     assert w.sql(w.ben_token, f"select mail from {db}.contacts VERSION AS OF 0") == [
         {"mail": "ann@x.com"}]

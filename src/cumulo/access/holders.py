@@ -30,10 +30,11 @@ def kinds() -> set[str]:
 
 
 def project_of(session: Session, resource: str) -> str | None:
-    """The project of the resource named (``table/sales/orders``), None when it has none, is a
-    pattern (``job/*``) or is of a kind no service placed in projects."""
+    """The project of the resource named (``table/sales/orders``), None when it has none, is
+    of a kind no service placed in projects, or names none (a pattern, ``job/*``, finds no
+    such resource: an object's key may hold ``*``, so no name is taken for a pattern here)."""
     kind, _, rest = resource.partition("/")
     locator = _LOCATORS.get(kind)
-    if locator is None or not rest or "*" in rest or "?" in rest:
+    if locator is None or not rest:
         return None
     return locator(session, rest)

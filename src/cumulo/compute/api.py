@@ -26,7 +26,7 @@ from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
 from cumulo.compute.spec import MAX_DURATION
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
-from cumulo.permissions import Holder, allow
+from cumulo.permissions import Holder, allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -84,6 +84,7 @@ class ClusterIn(BaseModel):
     idle_timeout: str | float = Field("10m", description="like 90s, 10m or 1h")
     python: str | None = Field(None, description="ray: the head's interpreter that runs "
                                "Cumulo (default: the one its PATH finds, kept as its path)")
+    project: str | None = Field(None, description="the project it belongs to")
 
 
 class ClusterOut(BaseModel):
@@ -105,6 +106,7 @@ class ClusterOut(BaseModel):
         description="modules a Python job on this cluster starts with already imported (the "
                     "fork server's, once it is ready; the server's preload setting)")
     created_at: datetime
+    project: str | None = None
 
 
 def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut:
@@ -118,19 +120,21 @@ def _cluster_out(session: Session, request: Request, cluster: Any) -> ClusterOut
         idle_timeout_s=cluster.idle_timeout_s, in_use=in_use,
         workers={"busy": in_use["running"], "idle": executor.idle if executor else 0},
         preloaded=executor.preloaded if executor else [],
-        created_at=cluster.created_at,
+        created_at=cluster.created_at, project=projects.name_of(session, cluster.project_id),
     )
 
 
 @clusters_router.get("",
-    dependencies=[allow("clusters:List", "cluster/*")],
-    response_model=list[ClusterOut], summary="List clusters")
-def list_clusters(session: DbSession, request: Request) -> list[ClusterOut]:
-    return [_cluster_out(session, request, c) for c in cluster_service.list_clusters(session)]
+    dependencies=[allow("clusters:List", "cluster/*", project=query_project)],
+    response_model=list[ClusterOut], summary="List clusters (of one project, with ?project=)")
+def list_clusters(session: DbSession, request: Request,
+                  project: str | None = None) -> list[ClusterOut]:
+    return [_cluster_out(session, request, c)
+            for c in cluster_service.list_clusters(session, project=project)]
 
 
 @clusters_router.post("",
-    dependencies=[allow("clusters:Create", "cluster/*")],
+    dependencies=[allow("clusters:Create", "cluster/*", project=body_project)],
     status_code=201, response_model=ClusterOut, summary="Create a cluster")
 def create_cluster(body: ClusterIn, session: DbSession, caller: Caller,
                    request: Request) -> ClusterOut:
@@ -142,7 +146,7 @@ def create_cluster(body: ClusterIn, session: DbSession, caller: Caller,
         max_gpus=body.max_gpus, min_workers=body.min_workers, max_workers=body.max_workers,
         idle_timeout_s=parse_duration(body.idle_timeout, what="--idle-timeout",
                                       maximum=MAX_DURATION),
-        python=body.python,
+        python=body.python, project=body.project,
     )
     _supervisor(request).notify()
     return _cluster_out(session, request, cluster)
@@ -174,7 +178,7 @@ def _digest(digest: str) -> str:
 
 
 @jobs_router.get("/code/{digest}",
-                 dependencies=[allow("jobs:Submit", "job/*")],
+                 dependencies=[allow("jobs:Submit", "job/*", project=query_project)],
                  summary="Whether a code snapshot is already uploaded")
 def code_exists(digest: str, session: DbSession) -> dict[str, Any]:
     snap = session.get(CodeSnapshot, _digest(digest))
@@ -199,7 +203,7 @@ _FILE_BODY = _raw_body("the file's bytes", "application/octet-stream")
 
 
 @jobs_router.put("/code/{digest}",
-                 dependencies=[allow("jobs:Submit", "job/*")],
+                 dependencies=[allow("jobs:Submit", "job/*", project=query_project)],
                  status_code=201, summary="Upload a code snapshot (a tar.gz)",
                  openapi_extra=_CODE_BODY)
 async def upload_code(digest: str, request: Request, session: DbSession,
@@ -244,6 +248,8 @@ class JobIn(BaseModel):
     priority: int = 0
     tags: list[str] = []
     name: str | None = None
+    project: str | None = Field(None, description="the project it belongs to (its quotas "
+                                "count it)")
 
 
 class JobOut(BaseModel):
@@ -277,9 +283,18 @@ class JobOut(BaseModel):
     pid: int | None = Field(None, description="the running attempt's process (local clusters)")
     ray_job: str | None = Field(None, description="the latest attempt's Ray submission id")
     usage: dict[str, float | int]
+    project: str | None = None
 
 
-def job_out(job: Job, names: dict[int | None, str]) -> JobOut:
+def jobs_out(session: Session, jobs: list[Job]) -> list[JobOut]:
+    """Jobs as answered, their submitters' and projects' names read in one query each."""
+    names = user_names(session, (j.created_by for j in jobs))
+    places = projects.names_of(session, (j.project_id for j in jobs))
+    return [job_out(j, names, places) for j in jobs]
+
+
+def job_out(job: Job, names: dict[int | None, str],
+            places: dict[int, str] | None = None) -> JobOut:
     return JobOut(
         id=job.id, name=job.name, cluster=job.cluster, state=job.state, priority=job.priority,
         tags=job.tags, code=job.code_digest, entry=job.entry, command=job.command,
@@ -293,25 +308,28 @@ def job_out(job: Job, names: dict[int | None, str]) -> JobOut:
                "peak_memory_bytes": job.peak_memory_bytes,
                "gpu_seconds": round(job.gpu_seconds, 3),
                "wall_seconds": round(job.wall_seconds, 3), "cost_usd": job.cost_usd},
+        project=(places or {}).get(job.project_id) if job.project_id is not None else None,
     )
 
 
 @jobs_router.post("",
-                  dependencies=[allow("jobs:Submit", "job/*")],
+                  dependencies=[allow("jobs:Submit", "job/*", project=body_project)],
                   status_code=201, response_model=JobOut, summary="Submit a job")
 def submit_job(body: JobIn, session: DbSession, storage: Storage, caller: Caller,
                request: Request) -> JobOut:
     job = job_service.submit_job(session, storage, caller,
                                  job_service.JobRequest(**body.model_dump()))
     _supervisor(request).notify()
-    return job_out(job, {caller.user_id: caller.user_name})
+    return jobs_out(session, [job])[0]
 
 
 @jobs_router.get("",
-                 dependencies=[allow("jobs:List", "job/*")],
-                 response_model=list[JobOut], summary="List jobs, newest first")
+                 dependencies=[allow("jobs:List", "job/*", project=query_project)],
+                 response_model=list[JobOut],
+                 summary="List jobs, newest first (of one project, with ?project=)")
 async def list_jobs(request: Request, caller: Caller, state: str | None = None,
                     cluster: str | None = None, tag: str | None = None,
+                    project: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
                     ids: Annotated[str | None, Query(description=(
                         "only these jobs, in this order: ids separated by commas"))] = None,
@@ -327,11 +345,16 @@ async def list_jobs(request: Request, caller: Caller, state: str | None = None,
         with sessions() as session:
             if wanted:
                 jobs = [job_service.get_job(session, i, caller) for i in wanted]
+                place = projects.project_id_for(session, project)
+                if project and any(j.project_id != place for j in jobs):
+                    # The request was decided in that project: it answers for its jobs only.
+                    other = next(j.id for j in jobs if j.project_id != place)
+                    raise NotFound(f"no job {other!r} in project {project}",
+                                   details={"job": other})
             else:
                 jobs = job_service.list_jobs(session, caller, state=state, cluster=cluster,
-                                             tag=tag, limit=limit)
-            names = user_names(session, (j.created_by for j in jobs))
-            return [job_out(j, names) for j in jobs]
+                                             tag=tag, project=project, limit=limit)
+            return jobs_out(session, jobs)
 
     return await _long_poll(request, read, lambda out: any(j.state in FINISHED for j in out),
                             wait)
@@ -347,8 +370,7 @@ async def show_job(job_id: str, request: Request, caller: Caller,
 
     def read() -> JobOut:
         with sessions() as session:
-            job = job_service.get_job(session, job_id, caller)
-            return job_out(job, user_names(session, [job.created_by]))
+            return jobs_out(session, [job_service.get_job(session, job_id, caller)])[0]
 
     return await _long_poll(request, read, lambda out: out.state in FINISHED, wait)
 
@@ -384,7 +406,7 @@ async def _long_poll(request: Request, read: Callable[[], _T], done: Callable[[_
 def cancel_job(job_id: str, session: DbSession, caller: Caller, request: Request) -> JobOut:
     job = job_service.cancel_job(session, caller, job_id)
     _supervisor(request).notify()
-    return job_out(job, user_names(session, [job.created_by]))
+    return jobs_out(session, [job])[0]
 
 
 @jobs_router.post("/{job_id}/retry",
@@ -395,7 +417,7 @@ def cancel_job(job_id: str, session: DbSession, caller: Caller, request: Request
 def retry_job(job_id: str, session: DbSession, caller: Caller, request: Request) -> JobOut:
     job = job_service.retry_job(session, caller, job_id)
     _supervisor(request).notify()
-    return job_out(job, user_names(session, [job.created_by]))
+    return jobs_out(session, [job])[0]
 
 
 class MetricIn(BaseModel):

@@ -11,6 +11,7 @@ import typer
 from cumulo.cli.context import client
 from cumulo.cli.output import (
     JsonOpt,
+    ProjectOpt,
     console,
     err,
     human_bytes,
@@ -49,10 +50,12 @@ def _in_use(c: dict[str, Any]) -> str:
 
 
 @clusters_app.command("ls")
-def list_clusters(ctx: typer.Context, json: bool = JsonOpt) -> None:
+def list_clusters(ctx: typer.Context, project: str | None = ProjectOpt,
+                  json: bool = JsonOpt) -> None:
     """List clusters: capacity, what is in use, and queued work."""
-    show_rows(client(ctx).clusters.list(), {
-        "name": "name", "type": "type", "capacity": _capacity, "in use": _in_use,
+    show_rows(client(ctx).clusters.list(project=project), {
+        "name": "name", "type": "type", "project": "project",
+        "capacity": _capacity, "in use": _in_use,
         "running": lambda c: c["in_use"]["running"], "queued": lambda c: c["in_use"]["queued"],
         "workers": lambda c: f"{c['workers']['idle']} idle, "
                              f"{c['min_workers']}-{c['max_workers']}",
@@ -66,6 +69,7 @@ def show_cluster(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     preloaded = c.get("preloaded") or []
     show_record(c, [
         ("name", f"{c['name']} ({c['type']})"),
+        ("project", c["project"]),
         ("address", c["address"]),
         ("capacity", _capacity(c)),
         ("in use", _in_use(c)),
@@ -96,13 +100,14 @@ def create_cluster(
     python: str | None = typer.Option(None, "--python",
                                       help="ray: the head's interpreter with Cumulo and Ray, "
                                       "like /opt/venv/bin/python (default: its PATH's)"),
+    project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Create a cluster."""
     c = client(ctx).clusters.create(
         name, type=type, address=address, max_cpus=max_cpus, max_memory=max_memory,
         max_gpus=max_gpus, min_workers=min_workers, max_workers=max_workers,
-        idle_timeout=idle_timeout, python=python)
+        idle_timeout=idle_timeout, python=python, project=project)
     show_result(c, f"created cluster {c['name']} ({c['type']}): {_capacity(c)}", as_json=json)
 
 
@@ -139,6 +144,7 @@ def run_job(
     name: str | None = typer.Option(None, "--name"),
     wait: bool = typer.Option(False, "--wait", "-w",
                               help="follow the job's log to its end and exit with its outcome"),
+    project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Run code on a cluster: --code ./src --entry train.py -- --lr 0.1"""
@@ -152,7 +158,7 @@ def run_job(
         inputs={r.name: r.ref for r in parse_inputs(input)},
         max_runtime=None if max_runtime is None else parse_duration(
             max_runtime, what="--max-runtime", maximum=MAX_DURATION),
-        retries=retries, priority=priority, tags=tag, name=name,
+        retries=retries, priority=priority, tags=tag, name=name, project=project,
     )
     if not wait:
         if json:
@@ -199,10 +205,12 @@ def list_jobs(
     cluster: str | None = typer.Option(None, "--cluster", "-c"),
     tag: str | None = typer.Option(None, "--tag", "-t"),
     limit: int = typer.Option(50, "--limit", "-n"),
+    project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:
     """List jobs, newest first."""
-    jobs = client(ctx).jobs.list(state=state, cluster=cluster, tag=tag, limit=limit)
+    jobs = client(ctx).jobs.list(state=state, cluster=cluster, tag=tag, project=project,
+                                 limit=limit)
     now = datetime.now(UTC)
 
     def wall(i: dict[str, Any]) -> str:
@@ -211,7 +219,8 @@ def list_jobs(
         return f"{i['usage']['wall_seconds']:.1f}s"
 
     show_rows([j.info for j in jobs], {
-        "id": "id", "name": "name", "cluster": "cluster", "state": "state",
+        "id": "id", "name": "name", "project": "project",
+        "cluster": "cluster", "state": "state",
         "attempt": lambda i: f"{i['attempt']}/{i['retries'] + 1}",
         "created": lambda i: when(i["created_at"]), "wall": wall,
         "cost": lambda i: f"${i['usage']['cost_usd']:.6f}",
@@ -230,6 +239,7 @@ def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
     u = i["usage"]
     fields: list[tuple[str, object]] = [
         ("job", f"{i['id']} ({i['name']}) on {i['cluster']}"),
+        ("project", i["project"]),
         ("state", i["state"] + (f" (exit code {i['exit_code']})"
                                 if i["exit_code"] is not None else "")),
         ("reason", i["reason"] or None),

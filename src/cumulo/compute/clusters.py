@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cumulo.access import holders, projects
 from cumulo.compute.models import ACTIVE, Cluster, Job
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Invalid, NotFound
@@ -44,8 +45,12 @@ def get_cluster(session: Session, name: str) -> Cluster:
     return cluster
 
 
-def list_clusters(session: Session) -> list[Cluster]:
-    return list(session.scalars(select(Cluster).order_by(Cluster.name)))
+def list_clusters(session: Session, *, project: str | None = None) -> list[Cluster]:
+    """Every cluster, or those of one project."""
+    query = select(Cluster).order_by(Cluster.name)
+    if project:
+        query = query.where(Cluster.project_id == projects.project_id_for(session, project))
+    return list(session.scalars(query))
 
 
 def ray_python(cluster: Cluster) -> str:
@@ -63,7 +68,11 @@ def create_cluster(session: Session, principal: Principal, name: str, *, type: s
                    address: str | None = None, max_cpus: float | None = None,
                    max_memory: int | None = None, max_gpus: int | None = None,
                    min_workers: int = 0, max_workers: int | None = None,
-                   idle_timeout_s: float = 600.0, python: str | None = None) -> Cluster:
+                   idle_timeout_s: float = 600.0, python: str | None = None,
+                   project: str | None = None) -> Cluster:
+    """Register a cluster (in ``project``: rights bound there hold on it; its jobs may be
+    any project's, and count toward their own)."""
+    project_id = projects.project_id_for(session, project)
     if not _NAME.match(name):
         raise Invalid(f"cluster name {name!r} must be 1-63 lower-case letters, digits or '-', "
                       "starting with a letter or digit")
@@ -97,6 +106,7 @@ def create_cluster(session: Session, principal: Principal, name: str, *, type: s
         min_workers=min_workers,
         max_workers=max_workers if max_workers is not None else max(2, int(cpus) * 2, min_workers),
         idle_timeout_s=idle_timeout_s, created_by=principal.user_id, created_at=utcnow(),
+        project_id=project_id,
     )
     session.add(cluster)
     session.commit()
@@ -133,3 +143,11 @@ def usage(session: Session, name: str) -> dict[str, Any]:
         out["memory"] += int(memory or 0)
         out["gpus"] += int(gpus or 0)
     return out
+
+
+def _cluster_project(session: Session, rest: str) -> str | None:
+    project_id = session.scalar(select(Cluster.project_id).where(Cluster.name == rest))
+    return projects.name_of(session, project_id)
+
+
+holders.register("cluster", _cluster_project)

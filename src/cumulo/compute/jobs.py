@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from cumulo.access import holders, projects
 from cumulo.access.users import user_names
 from cumulo.compute.clusters import get_cluster
 from cumulo.compute.models import ACTIVE, FINISHED, CodeSnapshot, Job, JobArtifact, JobMetric
 from cumulo.compute.spec import MAX_DURATION, InputRef, parse_env, parse_inputs
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
-from cumulo.principal import Principal
+from cumulo.principal import Principal, require_each
 from cumulo.storage.backends import Backend
 from cumulo.units import parse_duration, parse_size
 
@@ -123,6 +125,10 @@ def _resolve_inputs(session: Session, storage: Backend, principal: Principal,
         if not page.objects:
             raise NotFound(f"input {ref.name!r}: nothing is stored under {ref.ref!r} "
                            "('cumulo files ls' shows what is)")
+        # The job reads every object under the prefix: each is decided (a deny on some of
+        # them, bucket/raw/secret/*, holds although the prefix raw/ is allowed).
+        require_each(principal, "files:Get",
+                     (f"bucket/{bucket}/{key}" for key in _keys_under(session, bucket, prefix)))
         spec = {"kind": "files", "bucket": bucket, "prefix": prefix}
         if local and (not prefix or prefix.endswith("/") or _exists(session, bucket, prefix)):
             # A folder, or one object: the job reads the stored files in place.
@@ -131,6 +137,17 @@ def _resolve_inputs(session: Session, storage: Backend, principal: Principal,
                 spec["path"] = str(path)
         resolved[ref.name] = spec
     return resolved
+
+
+def _keys_under(session: Session, bucket: str, prefix: str) -> Iterator[str]:
+    """Every key stored under ``prefix`` in ``bucket``, streamed from the database."""
+    from cumulo.storage.models import Bucket, StoredObject
+
+    query = (select(StoredObject.key).join(Bucket, Bucket.id == StoredObject.bucket_id)
+             .where(Bucket.name == bucket))
+    if prefix:
+        query = query.where(StoredObject.key.startswith(prefix, autoescape=True))
+    yield from session.scalars(query.execution_options(yield_per=10_000))
 
 
 def _exists(session: Session, bucket: str, key: str) -> bool:
@@ -146,6 +163,7 @@ def _exists(session: Session, bucket: str, key: str) -> bool:
 def submit_job(session: Session, storage: Backend, principal: Principal,
                req: JobRequest) -> Job:
     """Check everything a job needs, then queue it; nothing is written if a check fails."""
+    project_id = projects.project_id_for(session, req.project)
     cluster = get_cluster(session, req.cluster)
     entry, command = _check_entry(session, req)
     if not req.cpus > 0:
@@ -174,17 +192,30 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
     inputs = _resolve_inputs(session, storage, principal, parse_inputs(req.inputs),
                              local=cluster.type == "local")
     name = req.name or (entry or os.path.basename((command or ["job"])[0]))
+    _enforce_quotas(session, project_id, name, float(req.cpus), int(req.gpus), memory)
     job = Job(
         id=_new_id(), name=name[:128], cluster=cluster.name, state="queued",
         priority=req.priority, tags=list(dict.fromkeys(req.tags)), code_digest=req.code,
         entry=entry, command=command, args=[str(a) for a in req.args], env=env, inputs=inputs,
         cpus=float(req.cpus), memory=memory, gpus=int(req.gpus), max_runtime_s=max_runtime,
         retries=req.retries, attempt=1, attempts=[], gpu_ids=[],
-        created_by=principal.user_id, created_at=utcnow(),
+        created_by=principal.user_id, created_at=utcnow(), project_id=project_id,
     )
     session.add(job)
     session.commit()
     return job
+
+
+def _enforce_quotas(session: Session, project_id: int | None, name: str, cpus: float,
+                    gpus: int, memory: int | None) -> None:
+    """Refuse, before it is queued, a job that would take its project past a quota (as
+    SageMaker's ResourceLimitExceeded): a queued job counts, so a quota caps what a project can
+    ask for at once, not only what runs."""
+    asks = f"{cpus:g} CPU" + (f", {gpus} GPU" if gpus else "") + \
+        (f", {projects.gigabytes(memory):g} GB" if memory else "")
+    projects.enforce(session, project_id, {"cpus": cpus, "gpus": float(gpus),
+                                           "memory_gb": projects.gigabytes(memory or 0)},
+                     what=f"job {name} ({asks})")
 
 
 def get_job(session: Session, job_id: str, principal: Principal | None = None) -> Job:
@@ -209,10 +240,13 @@ def find_job(session: Session, job_id: str) -> Job | None:
 
 def list_jobs(session: Session, principal: Principal, *, state: str | None = None,
               cluster: str | None = None, tag: str | None = None,
-              limit: int = 100) -> list[Job]:
-    """Jobs, newest first: the caller's own, or everyone's for an admin."""
+              project: str | None = None, limit: int = 100) -> list[Job]:
+    """Jobs, newest first: the caller's own, or everyone's for an admin (of one project with
+    ``project``, where rights bound in it count)."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
-    if not principal.can("jobs:Read", "job/*", owner=""):  # not everyone's: one's own
+    if project:
+        query = query.where(Job.project_id == projects.project_id_for(session, project))
+    if not principal.can("jobs:Read", "job/*", owner="", project=project):  # one's own only
         query = query.where(Job.created_by == principal.user_id)
     if state:
         states = state.split(",")
@@ -260,6 +294,8 @@ def retry_job(session: Session, principal: Principal, job_id: str) -> Job:
     except NotFound as exc:  # said now, not as a failure once queued
         raise Conflict(f"job {job_id} ran on cluster {job.cluster!r}, which was removed; submit "
                        "it again on another cluster") from exc
+    # Queued again, it counts toward its project's quotas again.
+    _enforce_quotas(session, job.project_id, job.name, job.cpus, job.gpus, job.memory)
     # Conditional on the attempt it ended with, so two retries at once make one attempt.
     retried = session.execute(  # type: ignore[attr-defined]
         update(Job).where(Job.id == job_id, Job.state == job.state, Job.attempt == job.attempt)
@@ -312,3 +348,31 @@ def artifacts_of(session: Session, job_id: str) -> list[JobArtifact]:
 def count_active(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Job)
                           .where(Job.state.in_(ACTIVE))) or 0
+
+
+def _active_sum(column: Any) -> projects.Meter:
+    """A quota meter: ``column`` summed over the project's queued, starting and running jobs.
+    A job that named no memory counts none toward ``memory_gb`` (it reserved none)."""
+    def meter(session: Session, project_id: int) -> float:
+        return float(session.scalar(select(func.coalesce(func.sum(column), 0)).where(
+            Job.project_id == project_id, Job.state.in_(ACTIVE))) or 0)
+    return meter
+
+
+_memory_bytes = _active_sum(Job.memory)
+
+
+def _memory_gb(session: Session, project_id: int) -> float:
+    return projects.gigabytes(_memory_bytes(session, project_id))
+
+
+def _job_project(session: Session, rest: str) -> str | None:
+    job_id = rest.split("/", 1)[0]
+    project_id = session.scalar(select(Job.project_id).where(Job.id == job_id))
+    return projects.name_of(session, project_id)
+
+
+holders.register("job", _job_project)
+projects.register_meter("cpus", _active_sum(Job.cpus))
+projects.register_meter("gpus", _active_sum(Job.gpus))
+projects.register_meter("memory_gb", _memory_gb)

@@ -22,8 +22,11 @@ class ClustersClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def list(self) -> list[dict[str, Any]]:
-        return self._t.json("GET", "/api/v1/clusters")  # type: ignore[no-any-return]
+    def list(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """Every cluster, or those of ``project``."""
+        params = {"project": project} if project else {}
+        return self._t.json("GET", "/api/v1/clusters",  # type: ignore[no-any-return]
+                            params=params)
 
     def show(self, name: str) -> dict[str, Any]:
         return self._t.json("GET", f"/api/v1/clusters/{name}")  # type: ignore[no-any-return]
@@ -32,12 +35,15 @@ class ClustersClient:
                max_cpus: float | None = None, max_memory: str | int | None = None,
                max_gpus: int | None = None, min_workers: int = 0,
                max_workers: int | None = None, idle_timeout: str | float = "10m",
-               python: str | None = None, timeout: float = 120) -> dict[str, Any]:
-        """Register a cluster. A ray cluster's ``python`` is the interpreter on its head that
-        has Cumulo and Ray (default: the ``python`` its PATH finds, kept as its path)."""
+               python: str | None = None, project: str | None = None,
+               timeout: float = 120) -> dict[str, Any]:
+        """Register a cluster (in ``project``). A ray cluster's ``python`` is the interpreter
+        on its head that has Cumulo and Ray (default: the ``python`` its PATH finds, kept as
+        its path)."""
         body = {"name": name, "type": type, "address": address, "max_cpus": max_cpus,
                 "max_memory": max_memory, "max_gpus": max_gpus, "min_workers": min_workers,
-                "max_workers": max_workers, "idle_timeout": idle_timeout, "python": python}
+                "max_workers": max_workers, "idle_timeout": idle_timeout, "python": python,
+                "project": project}
         return self._t.json("POST", "/api/v1/clusters", json=body,  # type: ignore[no-any-return]
                             timeout=timeout)
 
@@ -148,15 +154,17 @@ class JobsClient:
         self._t = transport
         self._uploaded: set[str] = set()  # digests this server is known to hold
 
-    def upload_code(self, folder: str | os.PathLike[str]) -> str:
-        """Upload a code folder as a snapshot, unless the server has it already; its digest."""
+    def upload_code(self, folder: str | os.PathLike[str], *, project: str | None = None) -> str:
+        """Upload a code folder as a snapshot, unless the server has it already; its digest.
+        ``project``: the project of the job it is for (where the caller may submit jobs)."""
         from cumulo.compute.snapshot import scan
 
         snap = scan(folder)
         if snap.digest in self._uploaded:
             return snap.digest
+        params = {"project": project} if project else {}
         try:
-            self._t.json("GET", f"/api/v1/jobs/code/{snap.digest}")
+            self._t.json("GET", f"/api/v1/jobs/code/{snap.digest}", params=params)
             self._uploaded.add(snap.digest)
             return snap.digest
         except NotFound:
@@ -164,7 +172,7 @@ class JobsClient:
         with tempfile.TemporaryFile() as tmp:
             snap.write_tar(tmp)
             tmp.seek(0)
-            self._t.json("PUT", f"/api/v1/jobs/code/{snap.digest}", content=tmp,
+            self._t.json("PUT", f"/api/v1/jobs/code/{snap.digest}", content=tmp, params=params,
                          headers={"content-type": "application/gzip"}, timeout=None)
         self._uploaded.add(snap.digest)
         return snap.digest
@@ -175,8 +183,11 @@ class JobsClient:
             memory: str | int | None = None, gpus: int = 0,
             env: dict[str, str] | None = None, inputs: dict[str, str] | None = None,
             max_runtime: str | float | None = None, retries: int = 0, priority: int = 0,
-            tags: builtins.list[str] | None = None, name: str | None = None) -> Job:
-        """Submit a job: ``entry`` (a file in ``code``) or ``command``; returns a handle.
+            tags: builtins.list[str] | None = None, name: str | None = None,
+            project: str | None = None) -> Job:
+        """Submit a job: ``entry`` (a file in ``code``) or ``command``; returns a handle. In
+        ``project``, it counts toward that project's quotas and is refused past one
+        (:class:`~cumulo.errors.QuotaExceeded`).
 
         >>> job = client.jobs.run("train.py", code="./src", args=["--lr", "0.1"])  # doctest: +SKIP
         >>> job.wait()["state"]                                     # doctest: +SKIP
@@ -190,21 +201,23 @@ class JobsClient:
                               f"holds {', '.join(held) or 'no Python files'}")
         if entry is not None and code is None:
             raise Invalid("an entry point needs a code folder: code='./src'")
-        digest = self.upload_code(code) if code is not None else None
+        digest = self.upload_code(code, project=project) if code is not None else None
         body = {"cluster": cluster, "code": digest, "entry": entry, "command": command,
                 "args": [str(a) for a in (args or [])], "cpus": cpus, "memory": memory,
                 "gpus": gpus, "env": env or {}, "inputs": inputs or {},
                 "max_runtime": max_runtime, "retries": retries, "priority": priority,
-                "tags": tags or [], "name": name}
+                "tags": tags or [], "name": name, "project": project}
         return Job(self._t, self._t.json("POST", "/api/v1/jobs", json=body))
 
     def get(self, job_id: str) -> Job:
         return Job(self._t, self._t.json("GET", f"/api/v1/jobs/{job_id}"))
 
     def list(self, *, state: str | None = None, cluster: str | None = None,
-             tag: str | None = None, limit: int = 100) -> builtins.list[Job]:
+             tag: str | None = None, project: str | None = None,
+             limit: int = 100) -> builtins.list[Job]:
         params = {k: v for k, v in {"state": state, "cluster": cluster, "tag": tag,
-                                    "limit": limit}.items() if v is not None}
+                                    "project": project, "limit": limit}.items()
+                  if v is not None}
         return [Job(self._t, info) for info in self._t.json("GET", "/api/v1/jobs",
                                                             params=params)]
 
@@ -217,11 +230,16 @@ class JobsClient:
         if not jobs:
             return []
         deadline = time.monotonic() + timeout
+        # Jobs of one project are asked for in it, where a member's rights hold.
+        places = {j.info.get("project") for j in jobs}
+        project = places.pop() if len(places) == 1 else None
         while True:
             left = deadline - time.monotonic()
-            infos = self._t.json("GET", "/api/v1/jobs", params={
-                "ids": ",".join(j.id for j in jobs), "wait": max(0.0, min(30.0, left))},
-                timeout=60)
+            params: dict[str, Any] = {"ids": ",".join(j.id for j in jobs),
+                                      "wait": max(0.0, min(30.0, left))}
+            if project:
+                params["project"] = project
+            infos = self._t.json("GET", "/api/v1/jobs", params=params, timeout=60)
             for job, info in zip(jobs, infos, strict=True):
                 job.info = info
             ended = [j for j in jobs if j.done]

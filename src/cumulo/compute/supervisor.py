@@ -31,6 +31,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cumulo.access import projects
 from cumulo.access.tokens import issue_token, revoke_token_id
 from cumulo.compute import checkpoints, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
@@ -441,7 +442,7 @@ class Supervisor:
                            cluster=job.cluster, user_id=job.created_by, tags=job.tags,
                            started_at=began, ended_at=ended, cpu_seconds=cpu,
                            memory_gb_seconds=memory_gb_seconds, gpu_seconds=gpu_seconds,
-                           wall_seconds=wall)
+                           wall_seconds=wall, project=projects.name_of(session, job.project_id))
         job.cpu_seconds += cpu
         job.peak_memory_bytes = max(job.peak_memory_bytes, peak)
         job.gpu_seconds += gpu_seconds

@@ -19,12 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access.projects import names_of
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Forbidden, Invalid, NotFound
+from cumulo.lake import projects as _projects  # noqa: F401 - places tables in projects
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
-from cumulo.permissions import PERMISSION_KEY, Holder, allow
+from cumulo.permissions import PERMISSION_KEY, Holder, allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage.backends import Backend, request_backend
@@ -85,35 +87,41 @@ def _ref(database: str, table: str, version: int | None = None,
 class DatabaseIn(BaseModel):
     name: str
     description: str = ""
+    project: str | None = Field(None, description="the project it (and its tables) is in")
 
 
 class DatabaseOut(BaseModel):
     name: str
     description: str
+    project: str | None
     tables: int
     created_at: datetime
     created_by: str | None
 
 
 @tables_router.get("/databases",
-                   dependencies=[allow("tables:List", "database/*")],
-                   response_model=list[DatabaseOut], summary="List databases")
-def list_databases(session: DbSession) -> list[DatabaseOut]:
-    rows = catalog.list_databases(session)
+                   dependencies=[allow("tables:List", "database/*", project=query_project)],
+                   response_model=list[DatabaseOut],
+                   summary="List databases (of one project: ?project=)")
+def list_databases(session: DbSession, project: str | None = None) -> list[DatabaseOut]:
+    rows = catalog.list_databases(session, project=project)
     names = user_names(session, {db.created_by for db, _ in rows})
+    homes = names_of(session, {db.project_id for db, _ in rows})
     return [DatabaseOut(name=db.name, description=db.description, tables=n,
+                        project=homes.get(db.project_id) if db.project_id else None,
                         created_at=db.created_at, created_by=names.get(db.created_by))
             for db, n in rows]
 
 
 @tables_router.post("/databases",
-    dependencies=[allow("tables:CreateDatabase", "database/*")],
+    dependencies=[allow("tables:CreateDatabase", "database/*", project=body_project)],
     status_code=201, response_model=DatabaseOut,
                     summary="Create a database")
 def create_database(body: DatabaseIn, session: DbSession, caller: Caller) -> DatabaseOut:
-    db = catalog.create_database(session, caller, body.name, body.description)
-    return DatabaseOut(name=db.name, description=db.description, tables=0,
-                       created_at=db.created_at, created_by=caller.user_name)
+    db = catalog.create_database(session, caller, body.name, body.description,
+                                 project=body.project)
+    return DatabaseOut(name=db.name, description=db.description, project=body.project,
+                       tables=0, created_at=db.created_at, created_by=caller.user_name)
 
 
 @tables_router.delete("/databases/{database}",
@@ -133,6 +141,7 @@ class TableSummary(BaseModel):
     kind: str
     format: str
     description: str
+    project: str | None
     created_at: datetime
     updated_at: datetime | None
 
@@ -141,13 +150,18 @@ TableOut = TableInfo
 
 
 @tables_router.get("",
-                   dependencies=[allow("tables:List", "table/*")],
-                   response_model=list[TableSummary], summary="List tables")
-def list_tables(session: DbSession, database: str | None = None) -> list[TableSummary]:
+                   dependencies=[allow("tables:List", "table/*", project=query_project)],
+                   response_model=list[TableSummary],
+                   summary="List tables (of a database, of a project: ?project=)")
+def list_tables(session: DbSession, database: str | None = None,
+                project: str | None = None) -> list[TableSummary]:
+    rows = catalog.list_tables(session, database, project=project)
+    homes = names_of(session, {t.project_id for _, t in rows})
     return [TableSummary(name=f"{d}.{t.name}", kind=t.kind, format=t.format,
-                         description=t.description, created_at=t.created_at,
-                         updated_at=t.updated_at)
-            for d, t in catalog.list_tables(session, database)]
+                         description=t.description,
+                         project=homes.get(t.project_id) if t.project_id else None,
+                         created_at=t.created_at, updated_at=t.updated_at)
+            for d, t in rows]
 
 
 @tables_router.get("/{database}/{table}",
@@ -308,6 +322,7 @@ def read_table(database: str, table: str, session: DbSession, storage: Storage,
     # What the caller's masks and row filters let them see (jobs read their inputs here too).
     rules = access.rules_for(session, caller.user_id, [row.id]).get(row.id)
     if rules:
+        rules = sql.with_current(storage, row, dt, rules)  # a version from before a rename
         batches = access.read_restricted(dataset, rules, dataset.schema.names)
     else:
         batches = dataset.scanner(batch_size=65536).to_reader()
@@ -578,14 +593,16 @@ class CrawlIn(BaseModel):
     path: str = Field(description="BUCKET/PREFIX to scan")
     database: str
     policy: CrawlPolicy = "log"
+    project: str | None = Field(None, description="the project of the database, if it is new "
+                                "(an existing one must be in it)")
 
 
 @tables_router.post("/crawl",
-    dependencies=[allow("tables:Create", "table/*")],
+    dependencies=[allow("tables:Create", "table/*", project=body_project)],
     summary="Crawl files into external tables")
 def crawl(body: CrawlIn, session: DbSession, storage: Storage, caller: Caller) -> dict[str, Any]:
     report = crawler.crawl(session, storage, caller, body.path, database=body.database,
-                           policy=body.policy)
+                           policy=body.policy, project=body.project)
     return vars(report)
 
 
@@ -681,8 +698,10 @@ def _results_dir(request: Request) -> Path:
     return sql.results_dir(services(request).settings.home)
 
 
+# Running SQL is asked where the caller works (``?project=team-a``: rights bound in team-a
+# hold); each table a statement names is then asked on its own, in its own project.
 @sql_router.post("",
-                 dependencies=[allow("sql:Run", "sql")],
+                 dependencies=[allow("sql:Run", "sql", project=query_project)],
                  response_model=SqlResult, summary="Run a SQL statement")
 def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
             caller: Caller) -> SqlResult:
@@ -706,7 +725,7 @@ def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
 
 
 @sql_router.get("/queries",
-                dependencies=[allow("sql:Run", "sql")],
+                dependencies=[allow("sql:Run", "sql", project=query_project)],
                 response_model=list[QueryOut], summary="Query history")
 def query_history(session: DbSession, caller: Caller, limit: int = Query(50, ge=1, le=1000),
                   state: str | None = None) -> list[QueryOut]:
@@ -735,14 +754,16 @@ def query_owner(request: Request) -> Holder | None:
 
 
 @sql_router.get("/queries/{query_id}",
-                dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner)],
+                dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner,
+                                    project=query_project)],
                 response_model=QueryOut, summary="One query")
 def get_query(query_id: str, session: DbSession) -> QueryOut:
     return _query_out(session, _get_query(session, query_id))
 
 
 @sql_router.delete("/queries/{query_id}",
-                   dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner)],
+                   dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner,
+                                       project=query_project)],
                    summary="Cancel a running query")
 def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
     q = _get_query(session, query_id)
@@ -750,7 +771,8 @@ def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
 
 
 @sql_router.get("/queries/{query_id}/results",
-                dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner)],
+                dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner,
+                                    project=query_project)],
                 summary="A query's results: a page or a download",
                 responses={200: {"content": {
                     media: {"schema": {"type": "string", "format": "binary"}}

@@ -11,10 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cumulo.access import projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, NotFound
 from cumulo.lake import delta
 from cumulo.lake.models import LakeDatabase, LakeTable, TableInfo
+from cumulo.lake.projects import table_project
 from cumulo.lake.refs import TableRef, validate_name
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
@@ -63,10 +65,13 @@ def get_database(session: Session, name: str) -> LakeDatabase:
 
 
 def create_database(session: Session, principal: Principal, name: str,
-                    description: str = "") -> LakeDatabase:
+                    description: str = "", *, project: str | None = None) -> LakeDatabase:
+    """Make a database, in ``project`` when one is named: the tables made in it are the
+    project's too."""
     validate_name(name, "database")
+    project_id = projects.project_id_for(session, project)
     db = LakeDatabase(name=name, description=description, created_by=principal.user_id,
-                      created_at=utcnow())
+                      created_at=utcnow(), project_id=project_id)
     session.add(db)
     try:
         session.commit()
@@ -76,12 +81,17 @@ def create_database(session: Session, principal: Principal, name: str,
     return db
 
 
-def list_databases(session: Session) -> list[tuple[LakeDatabase, int]]:
+def list_databases(session: Session, *,
+                   project: str | None = None) -> list[tuple[LakeDatabase, int]]:
+    """Every database with its count of tables, or those of ``project``."""
+    project_id = projects.project_id_for(session, project)
     counts = (select(LakeTable.database_id, func.count().label("n"))
               .group_by(LakeTable.database_id).subquery())
-    rows = session.execute(select(LakeDatabase, counts.c.n)
-                           .outerjoin(counts, counts.c.database_id == LakeDatabase.id)
-                           .order_by(LakeDatabase.name))
+    query = select(LakeDatabase, counts.c.n).outerjoin(
+        counts, counts.c.database_id == LakeDatabase.id)
+    if project is not None:
+        query = query.where(LakeDatabase.project_id == project_id)
+    rows = session.execute(query.order_by(LakeDatabase.name))
     return [(db, int(n or 0)) for db, n in rows]
 
 
@@ -101,10 +111,16 @@ def drop_database(session: Session, backend: Backend, name: str, *, cascade: boo
 # --- tables ------------------------------------------------------------------------------------
 
 
-def list_tables(session: Session, database: str | None = None) -> list[tuple[str, LakeTable]]:
+def list_tables(session: Session, database: str | None = None, *,
+                project: str | None = None) -> list[tuple[str, LakeTable]]:
+    """Every table (of ``database``, of ``project``) with its database's name."""
+    project_id = projects.project_id_for(session, project)
     query = select(LakeDatabase.name, LakeTable).join(LakeDatabase)
     if database:
         query = query.where(LakeDatabase.id == get_database(session, database).id)
+    if project is not None:
+        query = query.where(func.coalesce(LakeTable.project_id, LakeDatabase.project_id)
+                            == project_id)
     return [(d, t) for d, t in session.execute(query.order_by(LakeDatabase.name, LakeTable.name))]
 
 
@@ -125,7 +141,8 @@ def get_table(session: Session, ref: TableRef) -> LakeTable:
 
 
 def ensure_managed_table(session: Session, principal: Principal, ref: TableRef) -> LakeTable:
-    """The managed table ``ref``, registered now if it is new (its data comes with the load)."""
+    """The managed table ``ref``, registered now if it is new (its data comes with the load),
+    in its database's project."""
     db = get_database(session, ref.database)
     table = session.scalar(select(LakeTable).where(LakeTable.database_id == db.id,
                                                    LakeTable.name == ref.table))
@@ -138,6 +155,7 @@ def ensure_managed_table(session: Session, principal: Principal, ref: TableRef) 
         database_id=db.id, name=ref.table, kind="managed", format="delta",
         location=f"lake/{ref.database}/{ref.table}", description="", tags={}, columns=[],
         partition_columns=[], options={}, created_by=principal.user_id, created_at=utcnow(),
+        project_id=db.project_id,
     )
     session.add(table)
     try:
@@ -170,6 +188,7 @@ def table_info(session: Session, backend: Backend, ref: TableRef) -> TableInfo:
         description=table.description, tags=table.tags, columns=table.columns,
         partition_columns=table.partition_columns, version=None, rows=None, bytes=None,
         files=None, created_at=table.created_at, updated_at=table.updated_at,
+        project=table_project(session, f"{ref.database}/{ref.table}"),
     )
     if table.kind == "managed" and delta.exists(location(backend, table)):
         dt = delta.open_table(location(backend, table), version=ref.version, as_of=ref.as_of,

@@ -14,6 +14,7 @@ from rich.markup import escape
 from cumulo.cli.context import client
 from cumulo.cli.output import (
     JsonOpt,
+    ProjectOpt,
     console,
     err,
     human_bytes,
@@ -38,10 +39,11 @@ queries_app = typer.Typer(help="SQL query history: list, show, cancel.", no_args
 @tables_app.command("create-db")
 def create_db(ctx: typer.Context, name: str,
               description: str = typer.Option("", help="What the database holds."),
-              json: bool = JsonOpt) -> None:
-    """Create a database (a namespace of tables)."""
-    db = client(ctx).tables.create_database(name, description=description)
-    show_result(db, f"created database {name}", as_json=json)
+              project: str | None = ProjectOpt, json: bool = JsonOpt) -> None:
+    """Create a database (a namespace of tables); in a project, its tables are the project's."""
+    db = client(ctx).tables.create_database(name, description=description, project=project)
+    show_result(db, f"created database {name}" + (f" in project {project}" if project else ""),
+                as_json=json)
 
 
 @tables_app.command("drop-db")
@@ -56,17 +58,17 @@ def drop_db(ctx: typer.Context, name: str,
 
 @tables_app.command("ls")
 def list_(ctx: typer.Context, database: str = typer.Argument("", help="a database"),
-          json: bool = JsonOpt) -> None:
-    """List databases, or the tables of one."""
+          project: str | None = ProjectOpt, json: bool = JsonOpt) -> None:
+    """List databases, or the tables of one (a project's with --project)."""
     tables = client(ctx).tables
     if not database:
-        show_rows(tables.databases(), {
-            "database": "name", "tables": "tables", "description": "description",
-            "created": lambda d: when(d["created_at"]),
+        show_rows(tables.databases(project=project), {
+            "database": "name", "project": "project", "tables": "tables",
+            "description": "description", "created": lambda d: when(d["created_at"]),
         }, as_json=json)
         return
-    show_rows(tables.list(database), {
-        "table": "name", "kind": "kind", "format": "format",
+    show_rows(tables.list(database, project=project), {
+        "table": "name", "project": "project", "kind": "kind", "format": "format",
         "updated": lambda t: when(t["updated_at"] or t["created_at"]),
         "description": "description",
     }, as_json=json)
@@ -82,7 +84,7 @@ def show(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN
         return
     console.print(f"[bold]{escape(info['name'])}[/] ({info['kind']}, {info['format']})")
     show_record(info, [
-        ("version", info["version"]), ("rows", info["rows"]),
+        ("project", info.get("project")), ("version", info["version"]), ("rows", info["rows"]),
         ("size", human_bytes(info["bytes"]) if info["bytes"] is not None else "-"),
         ("files", info["files"]), ("location", info["location"]),
         ("partitioned by", ", ".join(info["partition_columns"]) or "-"),
@@ -337,10 +339,12 @@ def crawl_command(
     database: str = typer.Option(..., "--db", help="the database to register tables in"),
     policy: str = typer.Option("log", "--policy",
                                help="on a schema change: log it, or update the catalog"),
+    project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Scan files in storage and register them as external tables (like a Glue crawler)."""
-    report = client(ctx).tables.crawl(path, database=database, policy=policy)  # type: ignore[arg-type]
+    report = client(ctx).tables.crawl(path, database=database, policy=policy,  # type: ignore[arg-type]
+                                      project=project)
     if json:
         print_json(report)
         return
@@ -367,6 +371,7 @@ def sql_command(
     timeout: str = typer.Option("5m", "--timeout",
                                 help="How long before the query stops, like 90s, 5m or 1h."),
     scan_limit: int | None = typer.Option(None, "--scan-limit", help="Refuse above N bytes."),
+    project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Run SQL over the lake: SELECT, CREATE TABLE db.t AS SELECT, INSERT INTO db.t SELECT.
@@ -380,7 +385,7 @@ def sql_command(
         query = sys.stdin.read()
     timeout_s = parse_duration(timeout, what="--timeout")
     result = client(ctx).sql(query, timeout_s=timeout_s, scan_limit_bytes=scan_limit,
-                             page_size=0 if output else max(rows, 0))
+                             page_size=0 if output else max(rows, 0), project=project)
     if output:
         fmt = "csv" if output.suffix.lower() == ".csv" else "parquet"
         result.download(output, format=fmt)
@@ -405,9 +410,10 @@ def sql_command(
 
 @queries_app.command("ls")
 def queries_ls(ctx: typer.Context, limit: int = typer.Option(20, "--limit"),
-               state: str | None = typer.Option(None, "--state"), json: bool = JsonOpt) -> None:
+               state: str | None = typer.Option(None, "--state"),
+               project: str | None = ProjectOpt, json: bool = JsonOpt) -> None:
     """Recent queries with user, duration, rows, bytes scanned and cost."""
-    show_rows(client(ctx).sql.history(limit=limit, state=state), {
+    show_rows(client(ctx).sql.history(limit=limit, state=state, project=project), {
         "id": "id", "when": lambda q: when(q["created_at"]), "user": "created_by",
         "state": "state", "ms": lambda q: f"{q['duration_ms'] or 0:.0f}",
         "rows": lambda q: q["rows"] or 0,
@@ -418,8 +424,9 @@ def queries_ls(ctx: typer.Context, limit: int = typer.Option(20, "--limit"),
 
 
 @queries_app.command("cancel")
-def queries_cancel(ctx: typer.Context, query_id: str, json: bool = JsonOpt) -> None:
+def queries_cancel(ctx: typer.Context, query_id: str, project: str | None = ProjectOpt,
+                   json: bool = JsonOpt) -> None:
     """Cancel a running query."""
-    out = client(ctx).sql.cancel(query_id)
+    out = client(ctx).sql.cancel(query_id, project=project)
     show_result(out, f"cancelled {query_id}" if out["cancelled"]
                 else f"{query_id} is not running ({out['state']})", as_json=json)

@@ -22,10 +22,11 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cumulo.access import projects
 from cumulo.db import utcnow
-from cumulo.errors import Invalid, NotFound
+from cumulo.errors import Conflict, Invalid, NotFound
 from cumulo.lake import catalog, ingest
-from cumulo.lake.models import CrawlPolicy, LakeTable
+from cumulo.lake.models import CrawlPolicy, LakeDatabase, LakeTable
 from cumulo.lake.refs import validate_name
 from cumulo.principal import Principal
 from cumulo.storage import service as storage
@@ -152,11 +153,13 @@ def _folders(report: CrawlReport, rows: list[StoredObject], prefix: str) -> list
 
 
 def crawl(session: Session, backend: Backend, principal: Principal, path: str, *,
-          database: str, policy: Policy = "log") -> CrawlReport:
-    """Scan ``BUCKET/PREFIX`` and register what it holds as tables of ``database``."""
+          database: str, policy: Policy = "log", project: str | None = None) -> CrawlReport:
+    """Scan ``BUCKET/PREFIX`` and register what it holds as tables of ``database`` (made in
+    ``project`` if it is new; its tables are in its project)."""
     if policy not in ("log", "update"):
         raise Invalid(f"policy must be 'log' or 'update', not {policy!r}")
     validate_name(database, "database")
+    project_id = projects.project_id_for(session, project)
     bucket, prefix = split_path(path)
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -213,20 +216,29 @@ def crawl(session: Session, backend: Backend, principal: Principal, path: str, *
         spec["name"] = name
         seen.add(name)
     # Every right asked before anything is made: a refusal leaves nothing half done.
+    # A new database and its tables are decided in the project named; an existing one's
+    # tables in its own (the decision point finds it).
+    home: str | None = None
     try:
         db = catalog.get_database(session, database)
     except NotFound:
-        principal.require("tables:CreateDatabase", f"database/{database}")
-        db = None
+        principal.require("tables:CreateDatabase", f"database/{database}", project=project)
+        db, home = None, project
     for spec in tables:
-        principal.require("tables:Create", f"table/{database}/{spec['name']}")
+        principal.require("tables:Create", f"table/{database}/{spec['name']}", project=home)
         if policy == "update":
-            principal.require("tables:Write", f"table/{database}/{spec['name']}")
+            principal.require("tables:Write", f"table/{database}/{spec['name']}",
+                              project=home)
+    if db is not None and project is not None and db.project_id != project_id:
+        raise Conflict(f"database {database} is not in project {project}: its tables stay in "
+                       f"{projects.name_of(session, db.project_id) or 'no project'}; crawl "
+                       "into it without a project, or into a new database",
+                       details={"database": database, "project": project})
     if db is None:
         db = catalog.create_database(session, principal, database,
-                                     f"crawled from {bucket}/{prefix}")
+                                     f"crawled from {bucket}/{prefix}", project=project)
     for spec in sorted(tables, key=lambda t: (t["name"], t["location"], t["format"])):
-        _register(session, principal, db.id, database, spec, policy, report)
+        _register(session, principal, db, spec, policy, report)
     session.commit()
     return report
 
@@ -243,17 +255,17 @@ def _spec(folder: _Folder, prefix: str, bucket: str) -> dict[str, Any]:
     }
 
 
-def _register(session: Session, principal: Principal, database_id: int, database: str,
-              spec: dict[str, Any], policy: Policy, report: CrawlReport) -> None:
-    full = f"{database}.{spec['name']}"
-    table = session.scalar(select(LakeTable).where(LakeTable.database_id == database_id,
+def _register(session: Session, principal: Principal, db: LakeDatabase, spec: dict[str, Any],
+              policy: Policy, report: CrawlReport) -> None:
+    full = f"{db.name}.{spec['name']}"
+    table = session.scalar(select(LakeTable).where(LakeTable.database_id == db.id,
                                                    LakeTable.name == spec["name"]))
     if table is None:
         session.add(LakeTable(
-            database_id=database_id, name=spec["name"], kind="external", format=spec["format"],
+            database_id=db.id, name=spec["name"], kind="external", format=spec["format"],
             location=spec["location"], description="", tags={}, columns=spec["columns"],
             partition_columns=spec["partitions"], options=spec["options"],
-            created_by=principal.user_id, created_at=utcnow(),
+            created_by=principal.user_id, created_at=utcnow(), project_id=db.project_id,
         ))
         report.created.append(full)
         return

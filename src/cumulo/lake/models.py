@@ -123,3 +123,4 @@ class TableInfo:
     files: int | None
     created_at: datetime
     updated_at: datetime | None
+    project: str | None = None

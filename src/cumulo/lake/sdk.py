@@ -50,6 +50,11 @@ def _subject(user: str | None, group: str | None) -> dict[str, str]:
     return {"user": user} if user is not None else {"group": group or ""}
 
 
+def _project(project: str | None) -> dict[str, str]:
+    """The query parameter naming the project a call works in, if any."""
+    return {"project": project} if project else {}
+
+
 def _version_params(ref: TableRef) -> dict[str, Any]:
     if ref.version is not None:
         return {"version": ref.version}
@@ -93,21 +98,29 @@ class TablesClient:
         self._t = transport
 
     # databases
-    def create_database(self, name: str, *, description: str = "") -> dict[str, Any]:
+    def create_database(self, name: str, *, description: str = "",
+                        project: str | None = None) -> dict[str, Any]:
+        """Make a database, in ``project`` when one is named: its tables are the project's."""
         return self._t.json("POST", "/api/v1/tables/databases",  # type: ignore[no-any-return]
-                            json={"name": name, "description": description})
+                            json={"name": name, "description": description,
+                                  "project": project})
 
-    def databases(self) -> list[dict[str, Any]]:
-        return self._t.json("GET", "/api/v1/tables/databases")  # type: ignore[no-any-return]
+    def databases(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """Every database, or those of ``project``."""
+        return self._t.json("GET", "/api/v1/tables/databases",  # type: ignore[no-any-return]
+                            params=_project(project))
 
     def drop_database(self, name: str, *, cascade: bool = False) -> dict[str, Any]:
         return self._t.json("DELETE", f"/api/v1/tables/databases/{name}",  # type: ignore[no-any-return]
                             params={"cascade": cascade})
 
     # tables
-    def list(self, database: str | None = None) -> list[dict[str, Any]]:
+    def list(self, database: str | None = None, *,
+             project: str | None = None) -> list[dict[str, Any]]:
+        """Every table, or those of ``database``, of ``project``."""
         params = {"database": database} if database else {}
-        return self._t.json("GET", "/api/v1/tables", params=params)  # type: ignore[no-any-return]
+        return self._t.json("GET", "/api/v1/tables",  # type: ignore[no-any-return]
+                            params={**params, **_project(project)})
 
     def show(self, table: str) -> dict[str, Any]:
         """Schema, partitions, version, rows, size and location of ``db.table[@version]``."""
@@ -221,12 +234,13 @@ class TablesClient:
         return self._t.json("GET", _path(parse_ref(table)) + "/history",  # type: ignore[no-any-return]
                             params=params)
 
-    def crawl(self, path: str, *, database: str,
-              policy: Literal["log", "update"] = "log") -> dict[str, Any]:
-        """Scan ``BUCKET/PREFIX`` and register its files as external tables of ``database``."""
+    def crawl(self, path: str, *, database: str, policy: Literal["log", "update"] = "log",
+              project: str | None = None) -> dict[str, Any]:
+        """Scan ``BUCKET/PREFIX`` and register its files as external tables of ``database``
+        (made in ``project`` if it is new)."""
         return self._t.json("POST", "/api/v1/tables/crawl",  # type: ignore[no-any-return]
                             timeout=None, json={"path": path, "database": database,
-                                                "policy": policy})
+                                                "policy": policy, "project": project})
 
     def diff(self, table: str, *, start: int, end: int | None = None,
              keys: builtins.list[str] | None = None) -> dict[str, Any]:
@@ -308,6 +322,7 @@ class QueryResult:
     duration_ms: float | None
     written: dict[str, Any] | None
     _transport: Transport = field(repr=False)
+    _project: str | None = field(default=None, repr=False)
 
     def to_arrow(self) -> pa.Table:
         import pyarrow as pa
@@ -316,7 +331,8 @@ class QueryResult:
             return pa.table({})
         buf = io.BytesIO()
         with self._transport.stream("GET", f"/api/v1/sql/queries/{self.id}/results",
-                                    params={"format": "arrow"}, timeout=None) as response:
+                                    params={"format": "arrow", **_project(self._project)},
+                                    timeout=None) as response:
             for chunk in response.iter_raw(CHUNK):
                 buf.write(chunk)
         buf.seek(0)
@@ -332,7 +348,8 @@ class QueryResult:
         """Save the whole result as CSV or Parquet."""
         path = Path(dest)
         with self._transport.stream("GET", f"/api/v1/sql/queries/{self.id}/results",
-                                    params={"format": format}, timeout=None) as response, \
+                                    params={"format": format, **_project(self._project)},
+                                    timeout=None) as response, \
                 open(path, "wb") as out:
             for chunk in response.iter_raw(CHUNK):
                 out.write(chunk)
@@ -343,7 +360,8 @@ class QueryResult:
         offset: int | None = 0
         while offset is not None:
             body = self._transport.json("GET", f"/api/v1/sql/queries/{self.id}/results",
-                                        params={"offset": offset, "limit": page_size})
+                                        params={"offset": offset, "limit": page_size,
+                                                **_project(self._project)})
             yield body["rows"]
             offset = body["next_offset"]
 
@@ -355,21 +373,28 @@ class SqlClient:
         self._t = transport
 
     def __call__(self, query: str, *, timeout_s: float = 300,
-                 scan_limit_bytes: int | None = None, page_size: int = 1000) -> QueryResult:
-        body = self._t.json("POST", "/api/v1/sql", timeout=timeout_s + 30, json={
-            "sql": query, "timeout_s": timeout_s, "scan_limit_bytes": scan_limit_bytes,
-            "page_size": page_size})
+                 scan_limit_bytes: int | None = None, page_size: int = 1000,
+                 project: str | None = None) -> QueryResult:
+        """Run ``query``; ``project`` is where the caller works (rights bound there let them
+        run SQL), while each table named is decided in its own project."""
+        body = self._t.json("POST", "/api/v1/sql", timeout=timeout_s + 30,
+                            params=_project(project), json={
+                                "sql": query, "timeout_s": timeout_s,
+                                "scan_limit_bytes": scan_limit_bytes, "page_size": page_size})
         return QueryResult(
             id=body["id"], state=body["state"], columns=body["columns"], rows=body["rows"] or 0,
             page=body["page"], bytes_scanned=body["bytes_scanned"], cost_usd=body["cost_usd"],
             duration_ms=body["duration_ms"], written=body["written"], _transport=self._t,
+            _project=project,
         )
 
-    def history(self, *, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
+    def history(self, *, limit: int = 50, state: str | None = None,
+                project: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **_project(project)}
         if state:
             params["state"] = state
         return self._t.json("GET", "/api/v1/sql/queries", params=params)  # type: ignore[no-any-return]
 
-    def cancel(self, query_id: str) -> dict[str, Any]:
-        return self._t.json("DELETE", f"/api/v1/sql/queries/{query_id}")  # type: ignore[no-any-return]
+    def cancel(self, query_id: str, *, project: str | None = None) -> dict[str, Any]:
+        return self._t.json("DELETE", f"/api/v1/sql/queries/{query_id}",  # type: ignore[no-any-return]
+                            params=_project(project))

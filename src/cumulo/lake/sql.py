@@ -606,8 +606,9 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
         table = rows[alias]
         dt = delta.open_table(catalog.location(backend, table), version=ref.version,
                               as_of=ref.as_of, name=str(ref))
+        mine = rules.get(table.id)
         sandbox.add_table(alias, dt, str(ref),
-                          with_current(backend, table, dt, rules.get(table.id)))
+                          with_current(backend, table, dt, mine) if mine else None)
         input_bytes += _size(dt)
     for name in sorted(names.tables):
         ref, table = refs[name], rows[name]
@@ -768,11 +769,11 @@ def _size(table: Any) -> int:
 
 
 def with_current(backend: Backend, table: LakeTable, version: Any,
-                 rules: access.Rules | None) -> access.Rules | None:
+                 rules: access.Rules) -> access.Rules:
     """``rules`` knowing the table's columns now, when ``version`` (an older one) lacks a
     column a mask names: renamed since, it is there under a name no mask names."""
     names = delta._delta_schema_to_arrow(version).names
-    if rules is None or not access.masks_missing(rules, names):
+    if not access.masks_missing(rules, names):
         return rules
     latest = delta.open_table(catalog.location(backend, table), name=table.name)
     return replace(rules, current=tuple(delta._delta_schema_to_arrow(latest).names))

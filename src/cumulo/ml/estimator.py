@@ -53,7 +53,8 @@ class Estimator:
                  name: str | None = None, hyperparameters: dict[str, Any] | None = None,
                  cluster: str = "local", cpus: float = 1, memory: str | int | None = None,
                  gpus: int = 0, retries: int = 0, max_runtime: str | float | None = None,
-                 env: dict[str, str] | None = None, tags: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, tags: list[str] | None = None,
+                 project: str | None = None) -> None:
         folder = Path(code)
         if not folder.is_dir():
             raise Invalid(f"code folder {folder} does not exist")
@@ -67,7 +68,8 @@ class Estimator:
         self.hyperparameters = check_hyperparameters(hyperparameters)
         self.options: dict[str, Any] = {"cluster": cluster, "cpus": cpus, "memory": memory,
                                         "gpus": gpus, "retries": retries,
-                                        "max_runtime": max_runtime, "env": env or {}}
+                                        "max_runtime": max_runtime, "env": env or {},
+                                        "project": project}  # its jobs' project
         self.tags = list(tags or [])
         self.job: Any = None
 

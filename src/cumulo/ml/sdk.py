@@ -137,9 +137,11 @@ def tune(client: Any, *, objective: str, search_space: dict[str, Any], name: str
          hyperparameters: dict[str, Any] | None = None, validation_split: float = 0.2,
          estimator: Any = None, inputs: dict[str, str] | None = None,
          cluster: str = "local", cpus: float = 1, memory: str | None = None,
-         register: bool = True, on_event: Any = None) -> dict[str, Any]:
+         register: bool = True, on_event: Any = None,
+         project: str | None = None) -> dict[str, Any]:
     """Tune a built-in algorithm (``table``, ``target``, ``algorithm``) or a script
-    (``estimator``, ``inputs``); trials run as jobs. Returns the trials, the best one and the
+    (``estimator``, ``inputs``); trials run as jobs (in ``project``, when given: for an
+    estimator, its own project unless it has none). Returns the trials, the best one and the
     model version registered from it. See :mod:`cumulo.ml.tune`."""
     from cumulo.errors import Invalid
     from cumulo.ml.estimator import check_model_name
@@ -152,6 +154,8 @@ def tune(client: Any, *, objective: str, search_space: dict[str, Any], name: str
                           "(table=..., target=...), not both")
         model = check_model_name(name or estimator.name)
         estimator.name = model
+        if project is not None and getattr(estimator, "project", None) is None:
+            estimator.project = project
 
         def launch(params: dict[str, Any], parent: str, number: int) -> Any:
             return estimator.submit(inputs, hyperparameters=params, register=False,
@@ -182,7 +186,7 @@ def tune(client: Any, *, objective: str, search_space: dict[str, Any], name: str
             return client.jobs.run(command=command, inputs={"train": pinned},
                                    cluster=cluster, cpus=cpus, memory=memory,
                                    name=f"tune {model} trial {number}",
-                                   tags=["tune", f"model={model}"])
+                                   tags=["tune", f"model={model}"], project=project)
     tuner = Tuner(client, name=model, launch=launch, space=search_space, objective=objective,
                   direction=direction, strategy=strategy, max_trials=max_trials,
                   max_parallel=max_parallel, early_stopping=early_stopping, seed=seed,

@@ -7,15 +7,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cumulo.access import projects
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
-from cumulo.permissions import allow
+from cumulo.permissions import Holder, allow, query_project
 from cumulo.pipelines import runs, schedules, service
 from cumulo.pipelines.components import COMPONENTS, component_doc
 from cumulo.pipelines.definition import check, schema
-from cumulo.pipelines.models import Pipeline, PipelineRun, PipelineVersion
+from cumulo.pipelines.models import Pipeline, PipelineRun, PipelineSchedule, PipelineVersion
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 
@@ -37,6 +39,7 @@ class PipelineOut(BaseModel):
     source: str = Field(description="json (a document, or the designer) or python")
     definition: dict[str, Any]
     created: bool = Field(False, description="on create: whether this is a new version")
+    project: str | None = Field(None, description="the project it belongs to, or none")
     created_by: str | None
     created_at: datetime
     updated_at: datetime
@@ -47,6 +50,7 @@ class PipelineRow(BaseModel):
     latest_version: int
     description: str
     nodes: int
+    project: str | None
     created_by: str | None
     updated_at: datetime
 
@@ -58,6 +62,7 @@ def _out(session: Session, pipeline: Pipeline, row: PipelineVersion,
                        latest_version=pipeline.latest_version,
                        description=pipeline.description, source=row.source,
                        definition=row.definition, created=created,
+                       project=projects.name_of(session, pipeline.project_id),
                        created_by=names.get(pipeline.created_by),
                        created_at=pipeline.created_at, updated_at=pipeline.updated_at)
 
@@ -86,31 +91,37 @@ def validate(doc: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
 
 
 @router.post("",
-             dependencies=[allow("pipelines:Create", "pipeline/*")],
+             dependencies=[allow("pipelines:Create", "pipeline/*", project=query_project)],
              response_model=PipelineOut, status_code=201,
              summary="Create a pipeline, or a new version of one")
 def create(doc: Annotated[dict[str, Any], Body()], session: DbSession, caller: Caller,
-           response: Response, source: str = "json") -> PipelineOut:
+           response: Response, source: str = "json",
+           project: str | None = None) -> PipelineOut:
     """A definition whose name exists becomes that pipeline's next version, unless it is the
-    same as the latest (then the latest is returned, with 200 and ``created`` false)."""
-    pipeline, row, created = service.create_pipeline(session, caller, doc, source=source)
+    same as the latest (then the latest is returned, with 200 and ``created`` false). The body
+    is the definition itself: a new pipeline's project is named by ``?project=NAME``."""
+    pipeline, row, created = service.create_pipeline(session, caller, doc, source=source,
+                                                     project=project)
     if not created:
         response.status_code = 200
     return _out(session, pipeline, row, created)
 
 
 @router.get("",
-            dependencies=[allow("pipelines:List", "pipeline/*")],
+            dependencies=[allow("pipelines:List", "pipeline/*", project=query_project)],
             response_model=list[PipelineRow], summary="List pipelines")
-def list_all(session: DbSession) -> list[PipelineRow]:
-    rows = service.list_pipelines(session)
+def list_all(session: DbSession, project: str | None = None) -> list[PipelineRow]:
+    """Every pipeline, or one project's (``?project=NAME``)."""
+    rows = service.list_pipelines(session, project=project)
     names = user_names(session, [p.created_by for p in rows])
+    held = projects.names_of(session, (p.project_id for p in rows))
     out = []
     for p in rows:
         latest = service.get_version(session, p)
         out.append(PipelineRow(name=p.name, latest_version=p.latest_version,
                                description=p.description,
                                nodes=len(latest.definition.get("nodes", [])),
+                               project=held.get(p.project_id) if p.project_id else None,
                                created_by=names.get(p.created_by), updated_at=p.updated_at))
     return out
 
@@ -124,6 +135,28 @@ class RunIn(BaseModel):
     cluster: str = Field("local", description="where the steps' jobs run")
     version: int | None = Field(None, ge=1, le=_MAX_VERSION,
                                 description="the pipeline version; default the latest")
+
+
+def run_holder(request: Request) -> Holder | None:
+    """Who started the route's run and its pipeline's project (rights bound there hold on
+    its runs); None: no such run."""
+    with services(request).sessions() as session:
+        run = session.get(PipelineRun, request.path_params["run_id"])
+        if run is None:
+            return None
+        return Holder(user_names(session, {run.created_by}).get(run.created_by, ""),
+                      service.project_of(session, run.pipeline))
+
+
+def schedule_holder(request: Request) -> Holder | None:
+    """Who made the route's schedule and its pipeline's project; None: no such schedule."""
+    with services(request).sessions() as session:
+        schedule = session.scalar(select(PipelineSchedule).where(
+            PipelineSchedule.name == request.path_params["schedule"]))
+        if schedule is None:
+            return None
+        return Holder(user_names(session, {schedule.created_by}).get(schedule.created_by, ""),
+                      service.project_of(session, schedule.pipeline))
 
 
 def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dict[str, Any]:
@@ -149,24 +182,27 @@ def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dic
 
 
 @router.get("/-/runs",
-            dependencies=[allow("pipelines:List", "pipeline/*")],
+            dependencies=[allow("pipelines:List", "pipeline/*", project=query_project)],
             summary="List pipeline runs, newest first")
 def list_runs(session: DbSession, caller: Caller, pipeline: str | None = None,
+              project: str | None = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+    """The caller's runs (everyone's for an admin), of one pipeline or one project's."""
     return [_run_out(session, r, with_steps=False)
-            for r in runs.list_runs(session, caller, pipeline=pipeline, limit=limit)]
+            for r in runs.list_runs(session, caller, pipeline=pipeline, project=project,
+                                    limit=limit)]
 
 
 @router.get("/-/runs/{run_id}",
-            dependencies=[allow("pipelines:Read", "pipeline/*")],
+            dependencies=[allow("pipelines:Read", "pipeline/*", owner=run_holder)],
             summary="Show a run: each step's state, time and outputs")
 def show_run(run_id: str, session: DbSession, caller: Caller) -> dict[str, Any]:
     return _run_out(session, runs.get_run(session, run_id, caller))
 
 
 @router.post("/-/runs/{run_id}/retry",
-             dependencies=[allow("pipelines:Run", "pipeline/*")], status_code=201,
-             summary="Run again from the step that failed")
+             dependencies=[allow("pipelines:Run", "pipeline/*", owner=run_holder)],
+             status_code=201, summary="Run again from the step that failed")
 def retry_run(run_id: str, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
     run = runs.retry_run(session, caller, run_id)
@@ -175,7 +211,8 @@ def retry_run(run_id: str, session: DbSession, caller: Caller,
 
 
 @router.post("/-/runs/{run_id}/cancel",
-             dependencies=[allow("pipelines:Run", "pipeline/*")], summary="Cancel a run")
+             dependencies=[allow("pipelines:Run", "pipeline/*", owner=run_holder)],
+             summary="Cancel a run")
 def cancel_run(run_id: str, session: DbSession, caller: Caller,
                request: Request) -> dict[str, Any]:
     run = runs.cancel_run(session, caller, run_id)
@@ -193,14 +230,17 @@ class ScheduleIn(BaseModel):
 
 
 @router.get("/-/schedules",
-            dependencies=[allow("pipelines:List", "pipeline/*")],
+            dependencies=[allow("pipelines:List", "pipeline/*", project=query_project)],
             summary="List schedules and table triggers")
-def list_schedules(session: DbSession, pipeline: str | None = None) -> list[dict[str, Any]]:
-    return [schedules.schedule_doc(s) for s in schedules.list_schedules(session, pipeline)]
+def list_schedules(session: DbSession, pipeline: str | None = None,
+                   project: str | None = None) -> list[dict[str, Any]]:
+    """Every schedule, of one pipeline or of one project's pipelines."""
+    return [schedules.schedule_doc(s)
+            for s in schedules.list_schedules(session, pipeline, project=project)]
 
 
 @router.delete("/-/schedules/{schedule}",
-               dependencies=[allow("pipelines:Schedule", "pipeline/*")],
+               dependencies=[allow("pipelines:Schedule", "pipeline/*", owner=schedule_holder)],
                status_code=204, summary="Remove a schedule")
 def delete_schedule(schedule: str, session: DbSession, caller: Caller) -> Response:
     schedules.delete_schedule(session, caller, schedule)

@@ -10,7 +10,15 @@ import typer
 from rich.table import Table
 
 from cumulo.cli.context import client
-from cumulo.cli.output import JsonOpt, console, print_json, show_result, show_rows, when
+from cumulo.cli.output import (
+    JsonOpt,
+    ProjectOpt,
+    console,
+    print_json,
+    show_result,
+    show_rows,
+    when,
+)
 from cumulo.units import parse_duration
 
 __all__ = ["lineage_command", "pipelines_app"]
@@ -126,12 +134,13 @@ def validate(ctx: typer.Context, file: str = typer.Argument(
 @pipelines_app.command("create")
 def create(ctx: typer.Context,
            file: str = typer.Argument(..., help="FILE.py[:NAME], FILE.json or FILE.yaml"),
-           as_json: bool = JsonOpt) -> None:
+           project: str | None = ProjectOpt, as_json: bool = JsonOpt) -> None:
     """Store a pipeline; a changed definition of an existing one is its next version."""
-    out = client(ctx).pipelines.create(file)
+    out = client(ctx).pipelines.create(file, project=project)
     what = "created" if out["created"] else "unchanged"
+    where = f", project {out['project']}" if out.get("project") else ""
     show_result(out, f"pipeline {out['name']} version {out['version']} ({what}, "
-                     f"{len(out['definition']['nodes'])} nodes)", as_json=as_json)
+                     f"{len(out['definition']['nodes'])} nodes{where})", as_json=as_json)
 
 
 @pipelines_app.command("export")
@@ -159,10 +168,11 @@ def export(ctx: typer.Context,
 
 
 @pipelines_app.command("ls")
-def list_pipelines(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
-    """List pipelines."""
-    show_rows(client(ctx).pipelines.list(), {
-        "name": "name", "version": "latest_version", "nodes": "nodes",
+def list_pipelines(ctx: typer.Context, project: str | None = ProjectOpt,
+                   as_json: bool = JsonOpt) -> None:
+    """List pipelines (of one project with --project)."""
+    show_rows(client(ctx).pipelines.list(project=project), {
+        "name": "name", "project": "project", "version": "latest_version", "nodes": "nodes",
         "description": lambda p: p["description"][:60], "by": "created_by",
         "updated": lambda p: when(p["updated_at"]),
     }, as_json=as_json)
@@ -178,8 +188,10 @@ def show(ctx: typer.Context, name: str,
         print_json(out)
         return
     definition = out["definition"]
+    where = f", project {out['project']}" if out.get("project") else ""
     console.print(f"[bold]{out['name']}[/bold] version {out['version']} of "
-                  f"{out['latest_version']} ({out['source']}), by {out['created_by'] or '-'}")
+                  f"{out['latest_version']} ({out['source']}), by {out['created_by'] or '-'}"
+                  f"{where}")
     if out["description"]:
         console.print(out["description"])
     for pname, spec in definition["parameters"].items():
@@ -266,9 +278,10 @@ def _follow(c: Any, started: dict[str, Any], wait: bool, timeout: str,
 @runs_app.command("ls")
 def list_runs(ctx: typer.Context,
               pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
-              limit: int = typer.Option(50, "--limit"), as_json: bool = JsonOpt) -> None:
-    """List runs, newest first."""
-    show_rows(client(ctx).pipelines.runs(pipeline, limit), {
+              limit: int = typer.Option(50, "--limit"), project: str | None = ProjectOpt,
+              as_json: bool = JsonOpt) -> None:
+    """List runs, newest first (of one project's pipelines with --project)."""
+    show_rows(client(ctx).pipelines.runs(pipeline, limit, project=project), {
         "run": "id", "pipeline": "pipeline", "version": "version", "state": _state,
         "trigger": "trigger",
         "took": lambda r: f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else None,
@@ -330,9 +343,9 @@ def schedule(ctx: typer.Context, name: str,
 @schedules_app.command("ls")
 def list_schedules(ctx: typer.Context,
                    pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
-                   as_json: bool = JsonOpt) -> None:
-    """List schedules and table triggers."""
-    show_rows(client(ctx).pipelines.schedules(pipeline), {
+                   project: str | None = ProjectOpt, as_json: bool = JsonOpt) -> None:
+    """List schedules and table triggers (of one project's pipelines with --project)."""
+    show_rows(client(ctx).pipelines.schedules(pipeline, project=project), {
         "schedule": "name", "pipeline": "pipeline",
         "on": lambda r: f"cron {r['cron']}" if r["cron"] else f"table {r['table']}",
         "missed": "missed", "next": lambda r: when(r["next_at"]), "last run": "last_run",

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cumulo.access import projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
 from cumulo.pipelines.definition import PARAMETER_TYPES, check, number_problem, order, ports
@@ -41,9 +42,11 @@ from cumulo.pipelines.models import (
     RUN_ACTIVE,
     RUN_FINISHED,
     STEP_DONE,
+    Pipeline,
     PipelineRun,
     StepRun,
 )
+from cumulo.pipelines.service import project_of
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
@@ -163,12 +166,17 @@ def get_run(session: Session, run_id: str, principal: Principal | None = None) -
 
 
 def list_runs(session: Session, principal: Principal, *, pipeline: str | None = None,
-              limit: int = 50) -> list[PipelineRun]:
+              project: str | None = None, limit: int = 50) -> list[PipelineRun]:
+    """Runs, newest first: the caller's own (everyone's for an admin), of one pipeline or of
+    one project's pipelines."""
     query = select(PipelineRun).order_by(PipelineRun.created_at.desc(), PipelineRun.id.desc())
     if not principal.is_admin:
         query = query.where(PipelineRun.created_by == principal.user_id)
     if pipeline:
         query = query.where(PipelineRun.pipeline == pipeline)
+    if project:
+        query = query.where(PipelineRun.pipeline.in_(select(Pipeline.name).where(
+            Pipeline.project_id == projects.project_id_for(session, project))))
     return list(session.scalars(query.limit(limit)))
 
 
@@ -313,7 +321,7 @@ class Orchestrator:
                 self._condition(step, params, inputs)
                 continue
             try:
-                key = self._cache_key(session, node, params, inputs, cluster=run.cluster)
+                key = self._cache_key(session, run, node, params, inputs)
             except CumuloError as exc:  # its source table or files are gone, say
                 self._end(step, "failed", exc.message)
                 continue
@@ -367,8 +375,7 @@ class Orchestrator:
                        params)
         if step.component == "deploy_to_endpoint":
             # Keyed by what the endpoint serves now: the next run reuses it.
-            step.cache_key = self._cache_key(session, node, params, step.inputs,
-                                             cluster=run.cluster)
+            step.cache_key = self._cache_key(session, run, node, params, step.inputs)
 
     def _end(self, step: StepRun, state: str, message: str | None = None) -> None:
         now = utcnow()
@@ -410,8 +417,8 @@ class Orchestrator:
                   f"{'true' if held else 'false'}")
         step.seconds = 0.0
 
-    def _cache_key(self, session: Session, node: dict[str, Any], params: dict[str, Any],
-                   inputs: dict[str, Any], *, cluster: str) -> str | None:
+    def _cache_key(self, session: Session, run: PipelineRun, node: dict[str, Any],
+                   params: dict[str, Any], inputs: dict[str, Any]) -> str | None:
         source: Any = None
         if node["component"] == "import_data":
             source = self._source_version(session, params)
@@ -428,9 +435,12 @@ class Orchestrator:
             source = self._endpoint_state(session, params["endpoint"])
             if source is None:
                 return None
-            source = {"serves": source, "run_cluster": cluster}
+            source = {"serves": source, "run_cluster": run.cluster}
         doc = {"component": node["component"], "code": COMPONENT_CODE, "params": params,
                "inputs": inputs, "source": source}
+        project = project_of(session, run.pipeline)
+        if project is not None:  # a project's steps reuse only its own work (and quota)
+            doc["project"] = project
         return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def _source_version(self, session: Session, params: dict[str, Any]) -> Any:
@@ -522,18 +532,22 @@ class Orchestrator:
         outputs = {p.name: {"type": p.type,
                             "table": _output_table(run.pipeline, step.node, p.name)}
                    for p in out_ports}
+        project = project_of(session, run.pipeline)
         spec = {"run": run.id, "pipeline": run.pipeline, "node": step.node,
-                "cluster": run.cluster,
+                "cluster": run.cluster, "project": project,
                 "component": node["component"], "params": params, "inputs": inputs,
                 "outputs": outputs}
         session.commit()  # what this pass decided so far stays, whatever the submit does
         try:
             principal = _principal(session, run)
+            # The pipeline's project's: its quotas count the job (past one, the step fails
+            # saying so), rights bound there hold for it.
             job = submit_job(session, self.storage, principal, JobRequest(
                 cluster=run.cluster, command=list(STEP_COMMAND), name=f"{run.pipeline}/"
                 f"{step.node}", env={"PIPELINE_STEP": json.dumps(spec)}, inputs=tables,
-                tags=[f"pipeline:{run.pipeline}", f"pipeline-run:{run.id}"]))
-        except Exception as exc:  # an input table gone, the cluster removed: this step fails
+                tags=[f"pipeline:{run.pipeline}", f"pipeline-run:{run.id}"],
+                project=project))
+        except Exception as exc:  # an input table gone, the cluster removed, a quota: it fails
             session.rollback()
             self._end(step, "failed", f"its job could not be submitted: {exc}")
             return

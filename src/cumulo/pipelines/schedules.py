@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cumulo.access import projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid
-from cumulo.pipelines.models import RUN_ACTIVE, PipelineRun, PipelineSchedule
+from cumulo.pipelines.models import RUN_ACTIVE, Pipeline, PipelineRun, PipelineSchedule
 from cumulo.pipelines.runs import parse_parameters, start_run
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
@@ -119,10 +120,15 @@ def _table_version(session: Session, storage: Backend, table: str) -> int:
     return catalog.current_version(session, storage, ref)
 
 
-def list_schedules(session: Session, pipeline: str | None = None) -> list[PipelineSchedule]:
+def list_schedules(session: Session, pipeline: str | None = None, *,
+                   project: str | None = None) -> list[PipelineSchedule]:
+    """Schedules, of one pipeline or of one project's pipelines."""
     query = select(PipelineSchedule).order_by(PipelineSchedule.name)
     if pipeline:
         query = query.where(PipelineSchedule.pipeline == pipeline)
+    if project:
+        query = query.where(PipelineSchedule.pipeline.in_(select(Pipeline.name).where(
+            Pipeline.project_id == projects.project_id_for(session, project))))
     return list(session.scalars(query))
 
 

@@ -16,9 +16,10 @@ class PipelinesClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def create(self, pipeline: Any) -> dict[str, Any]:
+    def create(self, pipeline: Any, *, project: str | None = None) -> dict[str, Any]:
         """Store a pipeline: a ``@pipeline`` function, a definition (dict), or a file
         (``.py``, ``.json``, ``.yaml``). A changed definition becomes a new version.
+        ``project``: the project a new pipeline belongs to (its runs' jobs too).
 
         >>> client.pipelines.create(churn)  # doctest: +SKIP
         """
@@ -30,16 +31,20 @@ class PipelinesClient:
             doc, source = load(str(pipeline))
         else:
             doc, source = pipeline, "json"
+        params = {"source": source, **({"project": project} if project else {})}
         return self._t.json("POST", "/api/v1/pipelines", json=doc,  # type: ignore[no-any-return]
-                            params={"source": source})
+                            params=params)
 
     def validate(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The definition's canonical form, or Invalid naming each problem and its path."""
         return self._t.json("POST", "/api/v1/pipelines/-/validate",  # type: ignore[no-any-return]
                             json=doc)
 
-    def list(self) -> builtins.list[dict[str, Any]]:
-        return self._t.json("GET", "/api/v1/pipelines")  # type: ignore[no-any-return]
+    def list(self, *, project: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Every pipeline, or one ``project``'s."""
+        params = {"project": project} if project else {}
+        return self._t.json("GET", "/api/v1/pipelines",  # type: ignore[no-any-return]
+                            params=params)
 
     def show(self, name: str, version: int | None = None) -> dict[str, Any]:
         params = {"version": version} if version is not None else {}
@@ -75,11 +80,15 @@ class PipelinesClient:
         return self._t.json("GET",  # type: ignore[no-any-return]
                             f"/api/v1/pipelines/-/runs/{run_id}")
 
-    def runs(self, pipeline: str | None = None,
-             limit: int = 50) -> builtins.list[dict[str, Any]]:
+    def runs(self, pipeline: str | None = None, limit: int = 50, *,
+             project: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Your runs (everyone's for an admin), newest first: of one pipeline, or of one
+        ``project``'s pipelines."""
         params: dict[str, Any] = {"limit": limit}
         if pipeline:
             params["pipeline"] = pipeline
+        if project:
+            params["project"] = project
         return self._t.json("GET", "/api/v1/pipelines/-/runs",  # type: ignore[no-any-return]
                             params=params)
 
@@ -116,8 +125,9 @@ class PipelinesClient:
                                   "parameters": parameters or {}, "cluster": cluster,
                                   "missed": missed})
 
-    def schedules(self, pipeline: str | None = None) -> builtins.list[dict[str, Any]]:
-        params = {"pipeline": pipeline} if pipeline else {}
+    def schedules(self, pipeline: str | None = None, *,
+                  project: str | None = None) -> builtins.list[dict[str, Any]]:
+        params = {k: v for k, v in (("pipeline", pipeline), ("project", project)) if v}
         return self._t.json("GET", "/api/v1/pipelines/-/schedules",  # type: ignore[no-any-return]
                             params=params)
 

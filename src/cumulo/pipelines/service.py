@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cumulo.access import holders, projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.pipelines.definition import check
@@ -18,7 +19,7 @@ from cumulo.pipelines.models import Pipeline, PipelineVersion
 from cumulo.principal import Principal
 
 __all__ = ["create_pipeline", "delete_pipeline", "digest", "get_pipeline", "get_version",
-           "list_pipelines", "list_versions", "may_change"]
+           "list_pipelines", "list_versions", "may_change", "project_of"]
 
 
 def digest(definition: dict[str, Any]) -> str:
@@ -29,23 +30,27 @@ def digest(definition: dict[str, Any]) -> str:
 
 
 def create_pipeline(session: Session, principal: Principal, doc: Any, *,
-                    source: str = "json") -> tuple[Pipeline, PipelineVersion, bool]:
-    """Store a definition: a new pipeline, or a new version of one when it changed. Returns
-    the pipeline, the version, and whether the version is new."""
+                    source: str = "json",
+                    project: str | None = None) -> tuple[Pipeline, PipelineVersion, bool]:
+    """Store a definition: a new pipeline in ``project``, or a new version of one when it
+    changed (it stays in its project). Returns the pipeline, the version, and whether the
+    version is new."""
     if source not in ("json", "python"):
         raise Invalid(f"source {source!r}: json or python")
     definition = check(doc)
     name = definition["name"]
     key = digest(definition)
+    project_id = projects.project_id_for(session, project)  # NotFound names it
     pipeline = session.scalar(select(Pipeline).where(Pipeline.name == name))
     if pipeline is not None:
         may_change(pipeline, principal)
+        _same_project(session, pipeline, project_id)
         latest = get_version(session, pipeline)
         if latest.digest == key:
             return pipeline, latest, False
         version = pipeline.latest_version + 1
     else:
-        pipeline = Pipeline(name=name, latest_version=1, description="",
+        pipeline = Pipeline(name=name, latest_version=1, description="", project_id=project_id,
                             created_by=principal.user_id, created_at=utcnow())
         session.add(pipeline)
         version = 1
@@ -64,6 +69,17 @@ def create_pipeline(session: Session, principal: Principal, doc: Any, *,
         raise Conflict(f"pipeline {name!r} was changed by another request at the same time; "
                        "try again") from exc
     return pipeline, row, True
+
+
+def _same_project(session: Session, pipeline: Pipeline, project_id: int | None) -> None:
+    """A new version names the pipeline's own project, or none (it keeps its own): a
+    pipeline does not move between projects."""
+    if project_id is not None and project_id != pipeline.project_id:
+        held = projects.name_of(session, pipeline.project_id)
+        raise Conflict(f"pipeline {pipeline.name!r} belongs to "
+                       + (f"project {held}" if held else "no project")
+                       + "; a new version stays there (name another pipeline to make one in "
+                       "another project)", details={"pipeline": pipeline.name, "project": held})
 
 
 def may_change(pipeline: Pipeline, principal: Principal) -> None:
@@ -91,8 +107,12 @@ def get_version(session: Session, pipeline: Pipeline,
     return row
 
 
-def list_pipelines(session: Session) -> list[Pipeline]:
-    return list(session.scalars(select(Pipeline).order_by(Pipeline.name)))
+def list_pipelines(session: Session, *, project: str | None = None) -> list[Pipeline]:
+    """Every pipeline, or one project's (an unknown project is NotFound)."""
+    query = select(Pipeline).order_by(Pipeline.name)
+    if project:
+        query = query.where(Pipeline.project_id == projects.project_id_for(session, project))
+    return list(session.scalars(query))
 
 
 def list_versions(session: Session, pipeline: Pipeline) -> list[PipelineVersion]:
@@ -118,3 +138,13 @@ def delete_pipeline(session: Session, principal: Principal, name: str) -> None:
         session.delete(row)
     session.delete(pipeline)
     session.commit()
+
+
+def project_of(session: Session, name: str) -> str | None:
+    """The project of the pipeline named (None: none, or no such pipeline), for rights bound
+    in a project: ``pipeline/NAME``, its runs and schedules, its steps' jobs."""
+    project_id = session.scalar(select(Pipeline.project_id).where(Pipeline.name == name))
+    return projects.name_of(session, project_id)
+
+
+holders.register("pipeline", project_of)

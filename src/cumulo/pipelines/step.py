@@ -66,8 +66,9 @@ class _Step:
         name = table.split(".")[0]
         if name in self.databases:
             return
-        with contextlib.suppress(Conflict):
-            self.client.tables.create_database(name, description="tables written by pipelines")
+        with contextlib.suppress(Conflict):  # in the pipeline's project, as its tables
+            self.client.tables.create_database(name, description="tables written by pipelines",
+                                               project=self.spec.get("project"))
         self.databases.add(name)
 
     def write(self, port: str, data: Any) -> str:
@@ -235,7 +236,7 @@ class _Step:
                       name=f"pipeline-{self.spec['pipeline']}", table=self.inputs["train"],
                       target=p["target"], algorithm=p["algorithm"], max_trials=p["trials"],
                       seed=p["seed"], cluster=self.spec.get("cluster", "local"),
-                      register=False)
+                      register=False, project=self.spec.get("project"))
         best = result["best"]
         tags = MlflowClient().get_run(best["run_id"]).data.tags
         self.say(f"best trial {best['number']}: {objective} {best['value']}")
@@ -324,7 +325,8 @@ class _Step:
         except NotFound:
             self.client.endpoints.create(endpoint, model, min_replicas=p["min_replicas"],
                                          max_replicas=p["max_replicas"], cluster=cluster,
-                                         wait=True, timeout=300)
+                                         wait=True, timeout=300,
+                                         project=self.spec.get("project"))
             self.say(f"created endpoint {endpoint} serving {model}"
                      + (f" on Ray cluster {cluster}" if cluster else ""))
         else:

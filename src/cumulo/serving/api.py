@@ -24,10 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access import projects
 from cumulo.db import get_session
 from cumulo.errors import Conflict, Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
-from cumulo.permissions import allow
+from cumulo.permissions import allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import Services, services
 from cumulo.serving import endpoints
@@ -84,6 +85,8 @@ class EndpointIn(_Body):
     public: bool = Field(False, description="the replicas' own address takes invocations "
                          "without a token; by default it asks for 'Authorization: Bearer "
                          "<token>'")
+    project: str | None = Field(None, description="the project it belongs to: rights bound "
+                                "there hold on it, its endpoints quota counts it")
 
 
 class EndpointOut(BaseModel):
@@ -103,6 +106,7 @@ class EndpointOut(BaseModel):
     capture_table: str | None
     cluster: str | None = Field(description="the Ray cluster it runs on (Ray Serve), or none")
     public: bool = Field(description="its own address takes invocations without a token")
+    project: str | None = Field(description="the project it belongs to, or none")
     replicas: list[dict[str, Any]]
     restarts: int
     scaling: list[dict[str, Any]] = Field(description="recent scaling decisions, with reasons")
@@ -131,7 +135,8 @@ def _registry(request: Request) -> Registry:
     return Registry(services(request).tracking)
 
 
-def _out(request: Request, e: Endpoint) -> EndpointOut:
+def _out(request: Request, e: Endpoint, project: str | None) -> EndpointOut:
+    """The endpoint as the API shows it; ``project``: its project's name."""
     runtime = _manager(request).runtime(e.name)
     return EndpointOut(
         name=e.name, state=e.state, url=_url(request, e), variants=e.variants,
@@ -140,13 +145,17 @@ def _out(request: Request, e: Endpoint) -> EndpointOut:
         scale_to_zero_after=e.scale_to_zero_after,
         max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
         capture_percent=e.capture_percent, capture_table=e.capture_table, cluster=e.cluster,
-        public=e.public, replicas=runtime["replicas"], restarts=runtime["restarts"],
-        scaling=runtime["scaling"], rollout=e.rollout, message=e.message,
-        created_at=e.created_at, updated_at=e.updated_at)
+        public=e.public, project=project, replicas=runtime["replicas"],
+        restarts=runtime["restarts"], scaling=runtime["scaling"], rollout=e.rollout,
+        message=e.message, created_at=e.created_at, updated_at=e.updated_at)
+
+
+def _shown(request: Request, session: Session, e: Endpoint) -> EndpointOut:
+    return _out(request, e, projects.name_of(session, e.project_id))
 
 
 @endpoints_router.post("",
-    dependencies=[allow("endpoints:Create", "endpoint/*")],
+    dependencies=[allow("endpoints:Create", "endpoint/*", project=body_project)],
     status_code=201, response_model=EndpointOut,
                        summary="Create an endpoint")
 def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
@@ -157,14 +166,19 @@ def create_endpoint(body: EndpointIn, session: DbSession, caller: Caller,
         registry=lambda: _registry(request), host=manager.host,
         ray_serve_port=int(services(request).settings.ray_serve_port))
     manager.notify()
-    return _out(request, endpoint)
+    return _out(request, endpoint, body.project or None)
 
 
 @endpoints_router.get("",
-    dependencies=[allow("endpoints:List", "endpoint/*")],
+    dependencies=[allow("endpoints:List", "endpoint/*", project=query_project)],
     response_model=list[EndpointOut], summary="List endpoints")
-def list_endpoints(session: DbSession, request: Request) -> list[EndpointOut]:
-    return [_out(request, e) for e in endpoints.list_endpoints(session)]
+def list_endpoints(session: DbSession, request: Request,
+                   project: str | None = None) -> list[EndpointOut]:
+    """Every endpoint, or one project's (``?project=NAME``)."""
+    rows = endpoints.list_endpoints(session, project=project)
+    names = projects.names_of(session, (e.project_id for e in rows))
+    return [_out(request, e, names.get(e.project_id) if e.project_id is not None else None)
+            for e in rows]
 
 
 @endpoints_router.get("/-/runtime",
@@ -182,7 +196,7 @@ def serving_runtime(request: Request) -> dict[str, Any]:
     dependencies=[allow("endpoints:Read", "endpoint/{name}")],
     response_model=EndpointOut, summary="Show an endpoint")
 def show_endpoint(name: str, session: DbSession, request: Request) -> EndpointOut:
-    return _out(request, endpoints.get_endpoint(session, name))
+    return _shown(request, session, endpoints.get_endpoint(session, name))
 
 
 @endpoints_router.get("/{name}/metrics",
@@ -280,7 +294,7 @@ def update_endpoint(name: str, body: UpdateIn, session: DbSession, caller: Calle
                                          endpoints.EndpointChange(**body.model_dump()),
                                          registry=lambda: _registry(request))
     _manager(request).notify()
-    return _out(request, endpoint)
+    return _shown(request, session, endpoint)
 
 
 @endpoints_router.post("/{name}/rollback",
@@ -291,7 +305,7 @@ def rollback_endpoint(name: str, session: DbSession, caller: Caller,
                       request: Request) -> EndpointOut:
     endpoint = endpoints.rollback_endpoint(session, caller, name)
     _manager(request).notify()
-    return _out(request, endpoint)
+    return _shown(request, session, endpoint)
 
 
 @endpoints_router.delete("/{name}",

@@ -12,6 +12,7 @@ import typer
 from cumulo.cli.context import client
 from cumulo.cli.output import (
     JsonOpt,
+    ProjectOpt,
     console,
     err,
     human_bytes,
@@ -79,6 +80,7 @@ def create(
     public: bool = typer.Option(False, "--public",
                                 help="its own address takes invocations without a token "
                                 "(anyone who can reach it may score rows)"),
+    project: str | None = ProjectOpt,
     wait: bool = typer.Option(False, "--wait", help="return when the endpoint answers"),
     json: bool = JsonOpt,
 ) -> None:
@@ -91,7 +93,7 @@ def create(
                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                             max_body=parse_size(max_body, what="--max-body"),
                             capture_percent=capture_percent, capture_table=capture_table,
-                            cluster=cluster, public=public, wait=wait)
+                            cluster=cluster, public=public, project=project, wait=wait)
     if json:
         print_json(info)
         return
@@ -111,10 +113,12 @@ def _access(e: dict[str, Any]) -> str:
 
 
 @endpoints_app.command("ls")
-def list_endpoints(ctx: typer.Context, json: bool = JsonOpt) -> None:
-    """List endpoints, with their state, variants and replicas."""
-    show_rows(client(ctx).endpoints.list(), {
-        "name": "name", "state": "state", "variants": _variants,
+def list_endpoints(ctx: typer.Context, project: str | None = ProjectOpt,
+                   json: bool = JsonOpt) -> None:
+    """List endpoints (of one project with --project), with their state, variants and
+    replicas."""
+    show_rows(client(ctx).endpoints.list(project=project), {
+        "name": "name", "project": "project", "state": "state", "variants": _variants,
         "replicas": lambda e: f"{sum(1 for r in e['replicas'] if r['ready'])} "
                               f"({e['min_replicas']}-{e['max_replicas']})",
         "url": "url",
@@ -129,6 +133,7 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     show_record(e, [
         ("name", e["name"]),
         ("state", e["state"]),
+        ("project", e.get("project")),
         ("url", f"{e['url']}/invocations"),
         ("access", _access(e)),
         ("variants", _variants(e)),

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cumulo.access import holders, projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal
@@ -68,6 +69,7 @@ class EndpointSpec:
     capture_table: str | None = None
     cluster: str | None = None  # a Ray cluster's name; default this machine
     public: bool = False  # replicas take invocations without a token
+    project: str | None = None  # the project it belongs to (its endpoints quota counts it)
 
     def __post_init__(self) -> None:
         if self.variants is not None:
@@ -112,9 +114,12 @@ def get_endpoint(session: Session, name: str) -> Endpoint:
     return endpoint
 
 
-def list_endpoints(session: Session) -> list[Endpoint]:
-    return list(session.scalars(select(Endpoint).where(Endpoint.state != "deleting")
-                                .order_by(Endpoint.name)))
+def list_endpoints(session: Session, *, project: str | None = None) -> list[Endpoint]:
+    """Every endpoint, or one project's (an unknown project is NotFound)."""
+    query = select(Endpoint).where(Endpoint.state != "deleting").order_by(Endpoint.name)
+    if project:
+        query = query.where(Endpoint.project_id == projects.project_id_for(session, project))
+    return list(session.scalars(query))
 
 
 def live_variants(session: Session, name: str) -> list[dict[str, Any]] | None:
@@ -184,8 +189,10 @@ def _check_batching(batch: int, wait: float) -> None:
 
 
 def _check_capture(session: Session, caller: Principal, endpoint: str, percent: float,
-                   table: str | None) -> str | None:
-    """The capture table's name, if capture is on; its database must exist."""
+                   table: str | None, project: str | None = None) -> str | None:
+    """The capture table's name, if capture is on; its database must exist. The default one
+    is ``endpoints`` (``endpoints_<project>`` for an endpoint in a project, made in it, so
+    that its captured requests are the project's)."""
     if not 0 <= percent <= 100:
         raise Invalid(f"--capture-percent must be 0-100, not {percent}")
     if not percent:
@@ -195,7 +202,8 @@ def _check_capture(session: Session, caller: Principal, endpoint: str, percent: 
     from cumulo.lake import catalog
     from cumulo.lake.refs import parse_ref
 
-    name = table or f"endpoints.{endpoint.replace('-', '_')}_capture"
+    database = "endpoints" if project is None else f"endpoints_{project.replace('-', '_')}"
+    name = table or f"{database}.{endpoint.replace('-', '_')}_capture"
     ref = parse_ref(name)
     if ref.version is not None or ref.as_of is not None:
         raise Invalid(f"--capture-table {name!r}: name a table, not a version of one")
@@ -205,7 +213,8 @@ def _check_capture(session: Session, caller: Principal, endpoint: str, percent: 
                 catalog.get_database(session, ref.database)
             except NotFound:
                 catalog.create_database(session, caller, ref.database,
-                                        description="data captured by endpoints")
+                                        description="data captured by endpoints",
+                                        project=project)
     else:
         catalog.get_database(session, ref.database)  # NotFound says how to make it
     return ref.name
@@ -248,9 +257,9 @@ def _free_port(host: str) -> int:
 def create_endpoint(session: Session, caller: Principal, spec: EndpointSpec, *,
                     registry: Callable[[], Registry], host: str,
                     ray_serve_port: int) -> Endpoint:
-    """Check everything the endpoint needs, then add it (``creating``); nothing is made if a
-    check fails. ``registry`` gives the model registry, ``host`` the address local endpoints
-    listen on."""
+    """Check everything the endpoint needs, then add it (``creating``), in ``spec.project``
+    within its ``endpoints`` quota; nothing is made if a check fails. ``registry`` gives the
+    model registry, ``host`` the address local endpoints listen on."""
     if not _NAME.match(spec.name):
         raise Invalid(f"endpoint name {spec.name!r} must be 1-63 lower-case letters, digits or "
                       "'-', starting with a letter or digit")
@@ -270,14 +279,16 @@ def create_endpoint(session: Session, caller: Principal, spec: EndpointSpec, *,
                 else spec.max_body)
     if max_body is None or max_body < 1024:
         raise Invalid("--max-body must be at least 1K")
+    project_id = projects.project_id_for(session, spec.project)  # NotFound names it
     if session.scalar(select(Endpoint).where(Endpoint.name == spec.name)) is not None:
         raise Conflict(f"endpoint {spec.name!r} already exists; 'cumulo endpoints rm "
                        f"{spec.name}' first, or pick another name")
+    projects.enforce(session, project_id, {"endpoints": 1}, what=f"endpoint {spec.name}")
     variants = _resolve_variants(registry(), wanted)
     cluster, port = _cluster(session, spec.cluster, ray_serve_port)
     # Last, as it may make the default capture database: nothing is made for a refused request.
     capture_table = _check_capture(session, caller, spec.name, spec.capture_percent,
-                                   spec.capture_table)
+                                   spec.capture_table, spec.project)
     endpoint = Endpoint(
         name=spec.name, state="creating", variants=variants, cluster=cluster,
         port=port if port is not None else _free_port(host),
@@ -286,7 +297,8 @@ def create_endpoint(session: Session, caller: Principal, spec: EndpointSpec, *,
         scale_to_zero_after=to_zero,
         max_batch_size=spec.max_batch_size, max_wait_ms=spec.max_wait_ms, max_body=max_body,
         capture_percent=spec.capture_percent, capture_table=capture_table,
-        public=spec.public, created_by=caller.user_id, updated_at=utcnow())
+        public=spec.public, project_id=project_id, created_by=caller.user_id,
+        updated_at=utcnow())
     session.add(endpoint)
     session.commit()
     return endpoint
@@ -339,7 +351,8 @@ def update_endpoint(session: Session, caller: Principal, name: str, change: Endp
     capture_table = endpoint.capture_table
     if change.capture_table is not None or capture_percent:  # turned off: the table is kept
         capture_table = _check_capture(session, caller, name, capture_percent,
-                                       change.capture_table or endpoint.capture_table)
+                                       change.capture_table or endpoint.capture_table,
+                                       projects.name_of(session, endpoint.project_id))
     endpoint.min_replicas, endpoint.max_replicas = min_r, max_r
     endpoint.target_in_flight, endpoint.scale_in_cooldown = target, cooldown
     endpoint.scale_to_zero_after = to_zero
@@ -434,3 +447,21 @@ def delete_endpoint(session: Session, name: str) -> None:
     endpoint = get_endpoint(session, name)
     endpoint.state, endpoint.updated_at = "deleting", utcnow()
     session.commit()
+
+
+# --- projects ----------------------------------------------------------------------------------
+
+def _project_of(session: Session, name: str) -> str | None:
+    """The project of ``endpoint/NAME``, for rights bound in a project (invoking included)."""
+    project_id = session.scalar(select(Endpoint.project_id).where(Endpoint.name == name))
+    return projects.name_of(session, project_id)
+
+
+def _endpoints_in(session: Session, project_id: int) -> float:
+    """The project's endpoints, one being deleted included until its replicas are gone."""
+    return float(session.scalar(select(func.count()).select_from(Endpoint)
+                                .where(Endpoint.project_id == project_id)) or 0)
+
+
+holders.register("endpoint", _project_of)
+projects.register_meter("endpoints", _endpoints_in)

@@ -139,7 +139,7 @@ class EndpointsClient:
                max_batch_size: int = 64, max_wait_ms: float = 2.0,
                max_body: str | int = "6M", capture_percent: float = 0.0,
                capture_table: str | None = None, cluster: str | None = None,
-               public: bool = False, wait: bool = False,
+               public: bool = False, project: str | None = None, wait: bool = False,
                timeout: float = 120.0) -> dict[str, Any]:
         """Serve ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``), or several
         ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
@@ -153,6 +153,8 @@ class EndpointsClient:
         ``cluster``: a Ray cluster's name, to run on Ray Serve there.
         ``public``: the replicas' own address (``url``) takes invocations without a token; by
         default it asks for ``Authorization: Bearer <token>``, as the control plane does.
+        ``project``: the project it belongs to (rights bound there hold on it; its
+        ``endpoints`` quota counts it).
 
         >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
         """
@@ -163,7 +165,8 @@ class EndpointsClient:
                             "scale_to_zero_after": scale_to_zero_after}),
                 "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
                 "max_body": max_body, "capture_percent": capture_percent,
-                "capture_table": capture_table, "cluster": cluster, "public": public}
+                "capture_table": capture_table, "cluster": cluster, "public": public,
+                "project": project}
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
 
@@ -211,8 +214,11 @@ class EndpointsClient:
         """The serving runtime: whether replicas start from its fork server yet."""
         return self._t.json("GET", "/api/v1/endpoints/-/runtime")  # type: ignore[no-any-return]
 
-    def list(self) -> builtins.list[dict[str, Any]]:
-        return self._t.json("GET", "/api/v1/endpoints")  # type: ignore[no-any-return]
+    def list(self, *, project: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Every endpoint, or one ``project``'s."""
+        params = {"project": project} if project else {}
+        return self._t.json("GET", "/api/v1/endpoints",  # type: ignore[no-any-return]
+                            params=params)
 
     def show(self, name: str) -> dict[str, Any]:
         return self[name].show()

@@ -12,18 +12,21 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cumulo.access.projects import name_of, names_of
 from cumulo.access.users import user_names
 from cumulo.db import get_session
 from cumulo.errors import CumuloError, Invalid
-from cumulo.permissions import allow
+from cumulo.permissions import Holder, Permission, allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
+from cumulo.services import services
 from cumulo.storage import service
 from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.keys import validate_key
-from cumulo.storage.models import StoredObject
+from cumulo.storage.models import Bucket, StoredObject
 from cumulo.storage.transfer import read_range, spool_body
 
 __all__ = ["router"]
@@ -38,10 +41,12 @@ Storage = Annotated[Backend, Depends(request_backend)]
 
 class BucketIn(BaseModel):
     name: str
+    project: str | None = None
 
 
 class BucketOut(BaseModel):
     name: str
+    project: str | None
     objects: int
     bytes: int
     created_at: datetime
@@ -90,26 +95,39 @@ def _object_out(session: Session, bucket: str, rows: list[StoredObject]) -> list
     ]
 
 
+def bucket_holder(request: Request) -> Holder | None:
+    """The project of the route's bucket, for routes whose resource is a pattern
+    (``bucket/raw/*``), which the decision point does not place in a project itself."""
+    with services(request).sessions() as session:
+        bucket = session.scalar(select(Bucket).where(
+            Bucket.name == request.path_params["bucket"]))
+        if bucket is None:
+            return None
+        return Holder(project=name_of(session, bucket.project_id))
+
+
 @router.get("/buckets",
-            dependencies=[allow("files:ListBuckets", "bucket/*")],
-            response_model=BucketList, summary="List buckets")
-def list_buckets(session: DbSession) -> BucketList:
-    infos = service.list_buckets(session)
+            dependencies=[allow("files:ListBuckets", "bucket/*", project=query_project)],
+            response_model=BucketList, summary="List buckets (of one project: ?project=)")
+def list_buckets(session: DbSession, project: str | None = None) -> BucketList:
+    infos = service.list_buckets(session, project=project)
     names = user_names(session, {i.bucket.created_by for i in infos})
+    homes = names_of(session, {i.bucket.project_id for i in infos})
     return BucketList(buckets=[
         BucketOut(name=i.bucket.name, objects=i.objects, bytes=i.bytes,
+                  project=homes.get(i.bucket.project_id) if i.bucket.project_id else None,
                   created_at=i.bucket.created_at, created_by=names.get(i.bucket.created_by))
         for i in infos
     ])
 
 
 @router.post("/buckets",
-             dependencies=[allow("files:CreateBucket", "bucket/*")],
+             dependencies=[allow("files:CreateBucket", "bucket/*", project=body_project)],
              status_code=201, response_model=BucketOut, summary="Create a bucket")
 def create_bucket(body: BucketIn, session: DbSession, caller: Caller) -> BucketOut:
-    bucket = service.create_bucket(session, caller, body.name)
-    return BucketOut(name=bucket.name, objects=0, bytes=0, created_at=bucket.created_at,
-                     created_by=caller.user_name)
+    bucket = service.create_bucket(session, caller, body.name, project=body.project)
+    return BucketOut(name=bucket.name, project=body.project, objects=0, bytes=0,
+                     created_at=bucket.created_at, created_by=caller.user_name)
 
 
 @router.delete("/buckets/{bucket}",
@@ -142,13 +160,26 @@ def list_objects(
     )
 
 
+class _UnderPrefix(Permission):
+    """``files:Delete`` on what is under the query's prefix (``bucket/raw/tmp/*``): whoever may
+    delete there may ask; each object is then decided too (a deny on some of them holds)."""
+
+    def resource_of(self, request: Request) -> str:
+        prefix = request.query_params.get("prefix", "")
+        return f"bucket/{request.path_params['bucket']}/{prefix}*"
+
+
 @router.delete("/buckets/{bucket}/objects",
-               dependencies=[allow("files:Delete", "bucket/{bucket}/*")], response_model=Deleted,
+               dependencies=[Depends(_UnderPrefix("files:Delete", "bucket/{bucket}/*",
+                                                  owner=bucket_holder))],
+               response_model=Deleted,
                summary="Delete every object under a prefix")
 def delete_prefix(
-    bucket: str, session: DbSession, storage: Storage, prefix: Annotated[str, Query()]
+    bucket: str, session: DbSession, storage: Storage, caller: Caller,
+    prefix: Annotated[str, Query()]
 ) -> Deleted:
-    return Deleted(bucket=bucket, deleted=service.delete_prefix(session, storage, bucket, prefix))
+    return Deleted(bucket=bucket, deleted=service.delete_prefix(session, storage, bucket, prefix,
+                                                                principal=caller))
 
 
 @router.put(
@@ -164,7 +195,10 @@ async def put_object(
     bucket: str, key: str, request: Request, session: DbSession, storage: Storage, caller: Caller
 ) -> ObjectOut:
     validate_key(key)
-    await run_in_threadpool(service.get_bucket, session, bucket)  # fail before reading the body
+    announced = request.headers.get("content-length", "")
+    # A missing bucket, or a size past the project's quota, fails before the body is read.
+    await run_in_threadpool(service.ready_for_upload, session, bucket, key,
+                            int(announced) if announced.isdigit() else None)
     tmp, size, sha = await spool_body(request, storage.spool_dir())
     content_type = request.headers.get("content-type") or ""
     if not content_type or content_type == "application/octet-stream":

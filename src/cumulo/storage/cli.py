@@ -15,6 +15,7 @@ import typer
 from cumulo.cli.context import client
 from cumulo.cli.output import (
     JsonOpt,
+    ProjectOpt,
     console,
     human_bytes,
     print_json,
@@ -35,10 +36,12 @@ RecursiveOpt = typer.Option(False, "--recursive", "-r", help="Apply to everythin
 
 
 @app.command("mb")
-def make_bucket(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
-    """Make a bucket."""
-    bucket = client(ctx).files.create_bucket(name)
-    show_result(bucket, f"made bucket {name}", as_json=json)
+def make_bucket(ctx: typer.Context, name: str, project: str | None = ProjectOpt,
+                json: bool = JsonOpt) -> None:
+    """Make a bucket (in a project with --project)."""
+    bucket = client(ctx).files.create_bucket(name, project=project)
+    show_result(bucket, f"made bucket {name}" + (f" in project {project}" if project else ""),
+                as_json=json)
 
 
 @app.command("rb")
@@ -53,12 +56,15 @@ def remove_bucket(ctx: typer.Context, name: str, recursive: bool = RecursiveOpt,
 
 @app.command("ls")
 def list_(ctx: typer.Context, path: str = typer.Argument("", help="BUCKET or BUCKET/PREFIX"),
-          recursive: bool = RecursiveOpt, json: bool = JsonOpt) -> None:
-    """List buckets, or the objects and folders under BUCKET/PREFIX."""
+          recursive: bool = RecursiveOpt, project: str | None = ProjectOpt,
+          json: bool = JsonOpt) -> None:
+    """List buckets (a project's with --project), or the objects and folders under
+    BUCKET/PREFIX."""
     files = client(ctx).files
     if not path:
-        show_rows(files.buckets(), {
-            "bucket": "name", "objects": "objects", "size": lambda b: human_bytes(b["bytes"]),
+        show_rows(files.buckets(project=project), {
+            "bucket": "name", "project": "project", "objects": "objects",
+            "size": lambda b: human_bytes(b["bytes"]),
             "created": lambda b: when(b["created_at"]), "by": "created_by",
         }, as_json=json)
         return

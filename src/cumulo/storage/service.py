@@ -20,9 +20,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cumulo.access import holders, projects
+from cumulo.access.models import Project
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Invalid, NotFound
-from cumulo.principal import Principal
+from cumulo.principal import Principal, require_each
 from cumulo.storage.backends import Backend
 from cumulo.storage.keys import validate_bucket, validate_key
 from cumulo.storage.models import Bucket, StoredObject
@@ -39,6 +41,7 @@ __all__ = [
     "list_buckets",
     "list_objects",
     "put_object",
+    "ready_for_upload",
     "usage",
 ]
 
@@ -71,10 +74,14 @@ def get_bucket(session: Session, name: str) -> Bucket:
     return bucket
 
 
-def create_bucket(session: Session, principal: Principal, name: str) -> Bucket:
+def create_bucket(session: Session, principal: Principal, name: str, *,
+                  project: str | None = None) -> Bucket:
+    """Make a bucket, in ``project`` when one is named: its objects count toward the
+    project's ``storage_gb`` quota, and rights bound in the project hold on it."""
     validate_bucket(name)
-    principal.require("files:CreateBucket", f"bucket/{name}")
-    bucket = Bucket(name=name, created_by=principal.user_id)
+    project_id = projects.project_id_for(session, project)
+    principal.require("files:CreateBucket", f"bucket/{name}", project=project)
+    bucket = Bucket(name=name, created_by=principal.user_id, project_id=project_id)
     session.add(bucket)
     try:
         session.commit()
@@ -91,16 +98,19 @@ class BucketInfo:
     bytes: int
 
 
-def list_buckets(session: Session) -> list[BucketInfo]:
+def list_buckets(session: Session, *, project: str | None = None) -> list[BucketInfo]:
+    """Every bucket, or those of ``project``."""
+    project_id = projects.project_id_for(session, project)
     counts = (
         select(StoredObject.bucket_id, func.count().label("n"),
                func.coalesce(func.sum(StoredObject.size), 0).label("b"))
         .group_by(StoredObject.bucket_id).subquery()
     )
-    rows = session.execute(
-        select(Bucket, counts.c.n, counts.c.b)
-        .outerjoin(counts, counts.c.bucket_id == Bucket.id).order_by(Bucket.name)
-    )
+    query = select(Bucket, counts.c.n, counts.c.b).outerjoin(
+        counts, counts.c.bucket_id == Bucket.id)
+    if project is not None:
+        query = query.where(Bucket.project_id == project_id)
+    rows = session.execute(query.order_by(Bucket.name))
     return [BucketInfo(b, int(n or 0), int(size or 0)) for b, n, size in rows]
 
 
@@ -139,17 +149,43 @@ def get_object(session: Session, bucket: str, key: str) -> StoredObject:
     return row
 
 
+def ready_for_upload(session: Session, bucket: str, key: str, size: int | None) -> Bucket:
+    """The bucket an upload goes to, asked before its body is read: a missing bucket, or a
+    size (Content-Length) that would pass the project's quota, is refused without a byte
+    received. A body of unknown size is measured again by :func:`put_object`."""
+    owner = get_bucket(session, bucket)
+    if size is not None and owner.project_id is not None:
+        _check_room(session, owner, key, size, _stored_size(session, owner, key))
+    return owner
+
+
+def _stored_size(session: Session, bucket: Bucket, key: str) -> int:
+    size = session.scalar(select(StoredObject.size).where(StoredObject.bucket_id == bucket.id,
+                                                          StoredObject.key == key))
+    return int(size or 0)
+
+
+def _check_room(session: Session, bucket: Bucket, key: str, size: int, replaced: int) -> None:
+    """Refuse an object that would take its bucket's project past ``storage_gb``: what it
+    adds is its size less that of the version it replaces."""
+    projects.enforce(session, bucket.project_id,
+                     {"storage_gb": projects.gigabytes(size - replaced)},
+                     what=f"upload of {bucket.name}/{key} ({size} bytes)")
+
+
 def put_object(
     session: Session, backend: Backend, principal: Principal, *, bucket: str, key: str,
     tmp: Path, size: int, sha256: str, content_type: str,
 ) -> StoredObject:
-    """Publish a finished upload: move its bytes into place, then record it."""
+    """Publish a finished upload: move its bytes into place, then record it. The quota is
+    asked before the bytes move, so a refused upload leaves the key as it was."""
     validate_key(key)
     owner = get_bucket(session, bucket)
     with _key_lock(bucket, key):
         row = session.scalar(
             select(StoredObject).where(StoredObject.bucket_id == owner.id, StoredObject.key == key)
         )
+        _check_room(session, owner, key, size, row.size if row is not None else 0)
         backend.commit(tmp, blob_key(bucket, key))
         now = utcnow()
         if row is None:
@@ -177,9 +213,17 @@ def delete_object(session: Session, backend: Backend, bucket: str, key: str) -> 
         backend.delete(blob_key(bucket, key))
 
 
-def delete_prefix(session: Session, backend: Backend, bucket: str, prefix: str) -> int:
-    """Delete every object whose key starts with ``prefix``; returns how many."""
+def delete_prefix(session: Session, backend: Backend, bucket: str, prefix: str, *,
+                  principal: Principal | None = None) -> int:
+    """Delete every object whose key starts with ``prefix``; returns how many. With
+    ``principal``, nothing is deleted unless they may delete each object (a deny on some keys
+    under the prefix refuses the whole)."""
     owner = get_bucket(session, bucket)
+    if principal is not None:
+        require_each(principal, "files:Delete", (
+            f"bucket/{bucket}/{key}" for key in session.scalars(
+                _under(select(StoredObject.key), owner.id, prefix)
+                .execution_options(yield_per=10_000))))
     total = 0
     while True:
         rows = list(session.scalars(
@@ -278,3 +322,24 @@ def usage(session: Session) -> dict[str, int]:
     ).one()
     return {"buckets": int(buckets), "objects": int(objects), "bytes": int(size)}
 
+
+
+# --- projects ----------------------------------------------------------------------------------
+
+
+def _bucket_project(session: Session, rest: str) -> str | None:
+    """The project of ``bucket/NAME/KEY``: its bucket's."""
+    return session.scalar(select(Project.name).join(Bucket, Bucket.project_id == Project.id)
+                          .where(Bucket.name == rest.split("/", 1)[0]))
+
+
+def _stored_gb(session: Session, project_id: int) -> float:
+    """What the project's buckets hold, in GB: one sum over their objects."""
+    size = session.scalar(select(func.coalesce(func.sum(StoredObject.size), 0))
+                          .join(Bucket, Bucket.id == StoredObject.bucket_id)
+                          .where(Bucket.project_id == project_id))
+    return projects.gigabytes(int(size or 0))
+
+
+holders.register("bucket", _bucket_project)
+projects.register_meter("storage_gb", _stored_gb)

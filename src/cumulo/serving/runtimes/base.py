@@ -3,7 +3,8 @@ failing an endpoint, and metering a replica's time.
 
 Metering: each replica's life is a usage record of kind ``endpoint`` (one vCPU reserved, and
 its resident memory), written when it stops and every ``METER_INTERVAL`` seconds while it runs,
-so ``cumulo costs`` shows what each endpoint cost and an endpoint scaled to zero costs nothing.
+so ``cumulo costs`` shows what each endpoint (and each project's endpoints) cost and an endpoint
+scaled to zero costs nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from cumulo.access import projects
 from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.metering import usage
@@ -146,5 +148,5 @@ class RuntimeBase(ABC):
                      tags=[], started_at=datetime.fromtimestamp(replica.metered_until, UTC),
                      ended_at=datetime.fromtimestamp(end, UTC), cpu_seconds=wall,
                      memory_gb_seconds=replica.memory / 1e9 * wall, gpu_seconds=0.0,
-                     wall_seconds=wall)
+                     wall_seconds=wall, project=projects.name_of(session, endpoint.project_id))
         replica.metered_until = end
