@@ -59,7 +59,9 @@ def test_a_member_works_with_buckets_of_their_project(member: Any) -> None:
 def test_a_member_is_refused_outside_their_project(admin: Any, member: Any,
                                                    team_b: str) -> None:
     files = member.files
-    with pytest.raises(Forbidden):
+    # Refused with a hint: their rights are in team-a, and no project was named.
+    with pytest.raises(Forbidden, match="rights given in project team-a hold only on that "
+                                        "project's resources: name it with --project"):
         files.create_bucket(_name("nowhere"))
     with pytest.raises(Forbidden):
         files.create_bucket(_name("theirs"), project=team_b)

@@ -229,4 +229,10 @@ class Authorizer:
         decision = rights.policies.decide(action, resource, Context(
             user=principal.user_name, source_ip=source_address.get(), owner=owner,
             project=project))
-        return None if decision.allowed else decision.reason
+        if decision.allowed:
+            return None
+        if project is None and rights.policies.projects:
+            held = ", ".join(sorted(rights.policies.projects))
+            return (f"{decision.reason} (rights given in project {held} hold only on that "
+                    "project's resources: name it with --project, or CUMULO_PROJECT)")
+        return decision.reason

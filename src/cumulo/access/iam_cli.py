@@ -514,12 +514,20 @@ projects_app.command("list", hidden=True)(list_projects)
 
 @projects_app.command("show")
 def show_project(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
-    """One project and its quotas."""
+    """One project: its quotas and what is in use of each, and what belongs to it."""
     p = _projects(ctx).show(name)
+    quotas, usage = p["quotas"], p.get("usage") or {}
+    in_use = ", ".join(
+        f"{k} {v:g}" + (f" of {quotas[k]:g}" if k in quotas else "")
+        for k, v in sorted(usage.items())) or "-"
+    holds = ", ".join(f"{count} {kind.replace('_', ' ')}"
+                      for kind, count in sorted((p.get("holds") or {}).items())) or "nothing"
     show_record(p, [
         ("name", p["name"]),
         ("description", p["description"] or None),
         ("quotas", _quota_text(p)),
+        ("in use", in_use),
+        ("holds", holds),
         ("created", when(p["created_at"])),
     ], as_json=json)
 

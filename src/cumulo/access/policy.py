@@ -534,9 +534,10 @@ class PolicySet:
         self._exact: dict[str, list[_Entry]] = {}
         by_pattern: dict[str, list[_Entry]] = {}
         order = 0
-        self.in_projects = False  # whether some statement holds only in one project
+        self.projects: set[str] = set()  # the projects some statement holds in only
         for label, policy, project in entries:
-            self.in_projects = self.in_projects or project is not None
+            if project is not None:
+                self.projects.add(project)
             for statement in policy.statements:
                 entry = _Entry(order, label, project, statement, statement.effect == "deny")
                 order += 1
@@ -546,6 +547,11 @@ class PolicySet:
         self._patterns = [(wildcard(p), group) for p, group in by_pattern.items()]
         self._indexes: dict[str, _Index] = {}
         self.statements = order
+
+    @property
+    def in_projects(self) -> bool:
+        """Whether some statement holds only in one project."""
+        return bool(self.projects)
 
     def _index(self, action: str) -> _Index:
         index = self._indexes.get(action)
