@@ -1,6 +1,6 @@
 import { lazy, Suspense, useEffect, useMemo, useState } from "react";
 import { createBrowserRouter, NavLink, Route, RouterProvider, Routes, useLocation } from "react-router-dom";
-import { ApiError, get, Me, onSignedOut, signIn, signInOptions, signOut } from "./api";
+import { ApiError, chooseProject, currentProject, get, Me, onSignedOut, signIn, signInOptions, signOut } from "./api";
 import { ErrorBox, Loading } from "./components/ErrorBox";
 import { allowedEntries, Menu } from "./components/Menu";
 import { PageBoundary } from "./components/PageBoundary";
@@ -27,8 +27,15 @@ const Audit = lazy(() => import("./pages/Audit"));
 interface Session { me: Me; shown: Set<string> }
 
 async function startSession(): Promise<Session> {
-  const [me, shown] = await Promise.all([get<Me>("/me"), allowedEntries()]);
-  return { me, shown };
+  const me = await get<Me>("/me");
+  // A project chosen here before that is no longer theirs is forgotten; whoever holds rights
+  // only in projects starts in the first of them.
+  if (currentProject() && !me.projects.includes(currentProject())) chooseProject("");
+  if (!currentProject() && !me.is_admin && me.projects.length > 0) {
+    const everywhere = await allowedEntries();
+    if (everywhere.size <= 1) chooseProject(me.projects[0]);  // Home alone: nothing outside
+  }
+  return { me, shown: await allowedEntries() };
 }
 
 export default function App() {
@@ -128,6 +135,16 @@ function Shell({ session: { me, shown }, onSignOut }: { session: Session; onSign
         <button className="menu-button" aria-label="Menu" aria-expanded={menu} onClick={() => setMenu(!menu)}>☰</button>
         <NavLink to="/" className="brand"><span className="logo">☁</span> Cumulo</NavLink>
         <span className="spacer" />
+        {me.projects.length > 0 && (
+          <label className="project-picker">
+            <span className="muted">Project</span>{" "}
+            <select value={currentProject()} aria-label="Project"
+                    onChange={(e) => { chooseProject(e.target.value); window.location.reload(); }}>
+              <option value="">{me.is_admin ? "All" : "None"}</option>
+              {me.projects.map((name) => <option key={name} value={name}>{name}</option>)}
+            </select>
+          </label>
+        )}
         <a href="/docs" className="muted">API</a>
         <span className="who" title={me.is_admin ? "administrator" : "user"}>{me.user}</span>
         <button className="link" onClick={onSignOut}>Sign out</button>

@@ -31,6 +31,21 @@ export function onSignedOut(listener: () => void): () => void {
   return () => signedOut.delete(listener);
 }
 
+/** The project the console works in ("" for none: everything the caller may see), kept in
+ *  this browser. While one is chosen, every API request names it (?project=): lists show the
+ *  project's own, and what is made belongs to it (its JSON body says so too). */
+const PROJECT_KEY = "cumulo.project";
+let project = localStorage.getItem(PROJECT_KEY) ?? "";
+export const currentProject = () => project;
+export function chooseProject(name: string): void {
+  project = name;
+  if (name) localStorage.setItem(PROJECT_KEY, name);
+  else localStorage.removeItem(PROJECT_KEY);
+}
+/** The routes that make something in a project from a JSON body. */
+const MADE_IN_PROJECT = new Set(["/files/buckets", "/tables/databases", "/tables/crawl",
+  "/clusters", "/jobs", "/endpoints"]);
+
 /** An endpoint's invocation route, the one path under /endpoints/ that is not the console's. */
 const INVOCATIONS = /^\/endpoints\/[^/]+\/invocations$/;
 
@@ -41,6 +56,7 @@ export function url(path: string, query?: Query): string {
   for (const [key, value] of Object.entries(query ?? {})) {
     if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
   }
+  if (project && base.startsWith("/api/v1/") && !params.has("project")) params.set("project", project);
   const text = params.toString();
   return text ? `${base}?${text}` : base;
 }
@@ -67,7 +83,12 @@ export async function send(method: string, path: string, options: RequestOptions
   let body = options.body;
   if (options.json !== undefined) {
     headers["content-type"] = "application/json";
-    body = JSON.stringify(options.json);
+    let json = options.json;
+    if (project && method === "POST" && MADE_IN_PROJECT.has(path) && json !== null
+        && typeof json === "object" && !Array.isArray(json) && !("project" in json)) {
+      json = { ...json, project };
+    }
+    body = JSON.stringify(json);
   }
   let response: Response;
   try {
@@ -132,6 +153,7 @@ export interface Me {
   token_id: number;
   token_name: string;
   via_job: boolean;
+  projects: string[];
 }
 
 /** An action and the resource it would be taken on: ["users:Manage", "user/*"]. */
@@ -141,7 +163,8 @@ export type Check = [action: string, resource: string];
  *  before it shows a button or a section, and shows only what would work). */
 export async function can(checks: Check[], signal?: AbortSignal): Promise<boolean[]> {
   if (checks.length === 0) return [];
-  const answer = await api<{ allowed: boolean[] }>("POST", "/me/can", { json: { checks }, signal });
+  const answer = await api<{ allowed: boolean[] }>("POST", "/me/can", {
+    json: { checks, project: project || null }, signal });
   return answer.allowed;
 }
 

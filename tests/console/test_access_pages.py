@@ -359,3 +359,49 @@ def test_a_viewer_sees_no_administration_entries_or_destructive_buttons(  # type
     expect(page.get_by_role("alert")).to_contain_text("403")
     expect(page.get_by_role("alert")).to_contain_text("audit:Read")
     expect(page.get_by_role("button", name="Verify chain")).to_have_count(0)
+
+
+def test_a_project_member_works_in_their_project(  # type: ignore[no-untyped-def]
+        browser, console_server: Cumulo, rest: httpx.Client) -> None:
+    """Someone whose rights are all in one project starts in it: the menu shows what they may
+    do there, lists are the project's, and a bucket made from the console is the project's."""
+    project, name = _name("proj"), _name("pm")
+    assert rest.post("/projects", json={"name": project}).status_code == 201
+    made = rest.post("/users", json={"name": name, "kind": "person", "password": PASSWORD})
+    assert made.status_code == 201, made.text
+    granted = rest.post("/bindings", json={"user": name, "role": "developer",
+                                           "project": project})
+    assert granted.status_code in (200, 201), granted.text
+    signed = httpx.post(console_server.url + "/login", json={"user": name, "password": PASSWORD})
+    context = browser.new_context(base_url=console_server.url,
+                                  viewport={"width": 1366, "height": 860})
+    context.set_default_timeout(20_000)
+    context.add_cookies([{"name": "cumulo_token", "value": signed.json()["token"],
+                          "url": console_server.url, "httpOnly": True, "sameSite": "Strict"}])
+    page = context.new_page()
+    watched = Watched(page, console_server)
+    refused: list[str] = []
+    page.on("response", lambda r: r.status == 403 and refused.append(r.url))
+    try:
+        page.goto("/")
+        expect(page.get_by_label("Project")).to_have_value(project)
+        nav = page.get_by_role("navigation", name="Services")
+        expect(nav.get_by_role("link", name="Files", exact=True)).to_be_visible()
+        expect(nav.get_by_role("link", name="Users", exact=True)).to_have_count(0)
+        bucket = "b-" + uuid.uuid4().hex[:10]
+        page.goto("/files")
+        page.get_by_label("Bucket name").fill(bucket)
+        page.get_by_role("button", name="Create bucket").click()
+        expect(page.get_by_role("link", name=bucket, exact=True).first).to_be_visible()
+        theirs = rest.get("/files/buckets", params={"project": project}).json()["buckets"]
+        assert [b["name"] for b in theirs] == [bucket]
+        # Every page the menu shows opens without a refusal or an error.
+        for link in nav.get_by_role("link").all():
+            target = link.get_attribute("href")
+            page.goto(target)
+            expect(page.locator("main h1")).to_be_visible()
+            expect(page.get_by_role("alert")).to_have_count(0)
+        assert refused == []
+    finally:
+        context.close()
+    watched.check()

@@ -154,7 +154,7 @@ def test_schema_sidebar_inserts_names(page, lake: Lake) -> None:  # type: ignore
     editor.fill("select ")
     # Arrow keys move through the suggestions; a function comes with its parentheses.
     editor.press_sequentially("co")
-    options = page.get_by_role("option")
+    options = page.locator("main").get_by_role("option")  # not the top bar's project picker
     expect(options.first).to_have_attribute("aria-selected", "true")
     count = options.filter(has_text=re.compile(r"^f?count")).first
     for _ in range(10):

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cumulo.access import tokens
-from cumulo.access.models import Token
+from cumulo.access import authz, tokens
+from cumulo.access.models import Project, Token
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.permissions import allow, any_caller
@@ -29,6 +30,9 @@ class Me(BaseModel):
     token_id: int
     token_name: str
     via_job: bool = Field(description="the token is a job's own, made for one run")
+    projects: list[str] = Field(
+        default_factory=list, description="the projects the caller may work in: those they "
+        "hold rights in, or every one for whoever may list projects")
 
 
 class TokenIn(BaseModel):
@@ -75,15 +79,28 @@ def _aware(moment: datetime) -> datetime:
 
 @router.get("/me",
             dependencies=[any_caller()], response_model=Me, summary="Who the token belongs to")
-def me(caller: Caller) -> Me:
+def me(caller: Caller, session: DbSession) -> Me:
+    if caller.can("projects:List", "project/*"):
+        names = sorted(session.scalars(select(Project.name)))
+    else:
+        names = sorted(authz.policy_set_for(session, caller.user_id)[0].projects)
     return Me(user=caller.user_name, is_admin=caller.is_admin, token_id=caller.token_id,
-              token_name=caller.token_name, via_job=caller.via_job)
+              token_name=caller.token_name, via_job=caller.via_job, projects=names)
 
 
 class CanIn(BaseModel):
     checks: list[tuple[str, str]] = Field(
         max_length=500, description='[["tables:Write", "table/sales/orders"], ...]: what the '
         "console asks before it shows a button")
+    project: str | None = Field(None, description=(
+        "the project the console works in: what is made or listed (a resource with '*', or "
+        "none: 'sql') is asked in it; a named resource is asked in its own project"))
+
+
+# The kinds of resource a project holds (and SQL's queries): listing or making them is asked
+# in the console's project.
+_IN_PROJECTS = {"bucket", "database", "table", "job", "cluster", "endpoint", "pipeline",
+                "query"}
 
 
 class CanOut(BaseModel):
@@ -93,7 +110,17 @@ class CanOut(BaseModel):
 @router.post("/me/can", dependencies=[any_caller()], response_model=CanOut,
              summary="Whether the caller may take these actions (for showing only what works)")
 def can(body: CanIn, caller: Caller) -> CanOut:
-    return CanOut(allowed=[caller.can(action, resource) for action, resource in body.checks])
+    def within(resource: str) -> str | None:
+        # What is made or listed in a project (a pattern of a kind projects hold, and the
+        # routes that take ?project=: SQL, its queries, costs); a named resource is asked in
+        # its own project, found by the decision point.
+        kind = resource.split("/", 1)[0]
+        if resource in ("sql", "*") or (kind in _IN_PROJECTS and "*" in resource):
+            return body.project
+        return None
+
+    return CanOut(allowed=[caller.can(action, resource, project=within(resource))
+                           for action, resource in body.checks])
 
 
 @router.post("/tokens",
