@@ -18,13 +18,21 @@ from starlette.requests import Request
 
 from cumulo.errors import Forbidden, Unauthorized
 
-__all__ = ["NOT_FOR_JOBS", "Decider", "Principal", "current_principal", "decision_ready",
-           "install_decider", "require_each", "source_address"]
+__all__ = ["NOT_FOR_JOBS", "PROJECT_HEADER", "Decider", "Principal", "current_principal",
+           "decision_ready", "install_decider", "request_project", "require_each",
+           "source_address"]
 
 # The address the current request comes from (set by the server's auth dependency), for
 # conditions on source address; contextvars follow a request into its worker thread.
 source_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cumulo_source_address", default=None)
+# The project the current request says it works in (``X-Cumulo-Project``: the CLI's and SDK's
+# CUMULO_PROJECT, a job's own project): what is decided in it when the resource itself belongs
+# to no project's kind (MLflow's experiments and models). It can give no more than the
+# caller's own rights in that project.
+request_project: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cumulo_request_project", default=None)
+PROJECT_HEADER = "x-cumulo-project"
 
 
 class Decider(Protocol):

@@ -142,3 +142,30 @@ def test_clusters_in_a_project(compute: Cumulo, team: dict[str, Any]) -> None:
     table = compute.cli("jobs", "ls", "--project", "team-a").stdout
     assert "PROJECT" in table.upper() and job["id"] in table
     assert compute.cli("clusters", "rm", "cli-box").returncode == 0
+
+
+def test_a_jobs_mlflow_works_in_its_project(compute: Cumulo, team: dict[str, Any]) -> None:
+    """Experiments and models belong to no project: a request names the one it works in
+    (X-Cumulo-Project), and a job in a project names its own, through MLflow's plugin."""
+    import httpx
+
+    token = "cml_ana-token-0123456789abcdef012"
+    url = f"{compute.url}/mlflow/api/2.0/mlflow/experiments/create"
+    bare = httpx.post(url, json={"name": "ana-bare"}, timeout=30,
+                      headers={"Authorization": f"Bearer {token}"})
+    assert bare.status_code == 403 and "name it with --project" in bare.text
+    named = httpx.post(url, json={"name": "ana-in-team-a"}, timeout=30,
+                       headers={"Authorization": f"Bearer {token}",
+                                "X-Cumulo-Project": "team-a"})
+    assert named.status_code == 200, named.text
+    elsewhere = httpx.post(url, json={"name": "ana-in-team-b"}, timeout=30,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "X-Cumulo-Project": "team-b"})
+    assert elsewhere.status_code == 403
+
+    script = ("import os, mlflow; assert os.environ['CUMULO_PROJECT'] == 'team-a'; "
+              "mlflow.set_experiment('team-a-job'); "
+              "mlflow.start_run(); mlflow.log_metric('loss', 0.5); mlflow.end_run()")
+    job = team["ana"].jobs.run(command=["python", "-c", script], project="team-a")
+    done = job.wait(120)
+    assert done["state"] == "succeeded", "\n".join(job.logs())

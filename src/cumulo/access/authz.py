@@ -28,7 +28,7 @@ from cumulo.access.models import Binding, Group, GroupMember, Policy, Project, U
 from cumulo.access.policy import Context, PolicySet, parse_policy
 from cumulo.access.policy import Policy as Document
 from cumulo.access.roles import role
-from cumulo.principal import NOT_FOR_JOBS, Principal, source_address
+from cumulo.principal import NOT_FOR_JOBS, Principal, request_project, source_address
 
 __all__ = ["SYSTEM", "Authorizer", "changed", "policy_set_for", "worst_case"]
 
@@ -39,6 +39,10 @@ log = logging.getLogger("cumulo.access")
 _generation = [0]
 # Beyond NOT_FOR_JOBS: whole services a job's token never uses.
 _NOT_FOR_JOBS_SERVICES = {"users", "groups", "policies", "projects", "audit", "access"}
+
+# What no project holds but a project's members use, in the project a request names
+# (X-Cumulo-Project): MLflow's experiments and registered models, running SQL, costs.
+_USED_IN_A_PROJECT = {"experiment", "model", "sql", "query", "*"}
 
 Denied = Callable[[Principal, str, str, str], None]  # principal, action, resource, why
 # Denies that hold for everyone, admins included: the audit log's lake copy is written by the
@@ -226,6 +230,10 @@ class Authorizer:
             return f"user {principal.user_name} is disabled"
         if project is None and rights.policies.in_projects:
             project = self.project_of(resource)
+            if project is None and resource.split("/", 1)[0] in _USED_IN_A_PROJECT:
+                # MLflow's experiments and models, SQL and costs belong to no project: they
+                # are used in the one the request works in.
+                project = request_project.get()
         decision = rights.policies.decide(action, resource, Context(
             user=principal.user_name, source_ip=source_address.get(), owner=owner,
             project=project))

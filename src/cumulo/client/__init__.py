@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +38,17 @@ class Client:
     """
 
     def __init__(self, url: str | None = None, *, token: str | None = None,
-                 profile: str | None = None, timeout: float = 60.0) -> None:
+                 profile: str | None = None, timeout: float = 60.0,
+                 project: str | None = None) -> None:
         settings = load_client_settings(url, token, profile=profile)
         self.url = settings.url
         self.profile = settings.profile  # the saved login in use, if the token is one
+        # The project this client works in, said on every request (X-Cumulo-Project): MLflow's
+        # experiments and models, SQL and costs are used in it (CUMULO_PROJECT by default; a
+        # job's is its own project). What is made or listed still names its project itself.
+        self.project = project or os.environ.get("CUMULO_PROJECT") or None
         self.transport = Transport(settings.url, settings.token, token_source=settings.source,
-                                   timeout=timeout)
+                                   timeout=timeout, project=self.project)
 
     # Each service's sub-client is imported on first use; this list is the SDK's whole surface.
     @cached_property

@@ -49,11 +49,13 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 class Transport:
     def __init__(self, url: str, token: str | None, *, token_source: str = "",
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, project: str | None = None) -> None:
         self.url = url
         self.token = token  # for clients of the same server that are not this one (MLflow's)
         self._token_source = token_source
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        if project:
+            headers["x-cumulo-project"] = project
         self._headers = headers
         self._timeout = timeout
         self._http = httpx.Client(

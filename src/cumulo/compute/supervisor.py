@@ -391,6 +391,9 @@ class Supervisor:
             job.token_id = token.id
         env.update(JobEnv(job.id, job.attempt, url=url, token=secret, job_dir=jobdir,
                           inputs=job.inputs, code=job.code_digest or "").variables())
+        project = projects.name_of(session, job.project_id)
+        if project is not None:  # the CLI, SDK and MLflow in the job work in its project
+            env["CUMULO_PROJECT"] = project
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in job.gpu_ids)
         if secret is not None:
             # MLflow in the job logs to Cumulo's tracking server, as the job's user.

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.access.tokens import TokenCache
 from cumulo.errors import Forbidden, Unauthorized
-from cumulo.principal import Principal, source_address
+from cumulo.principal import PROJECT_HEADER, Principal, request_project, source_address
 from cumulo.services import Services, services
 
 __all__ = ["LOGIN_COOKIE", "caller", "require_token", "require_token_or_login", "same_origin"]
@@ -60,6 +60,7 @@ async def require_token(
     request.state.principal = await caller(services(request), secret)
     if request.client is not None:
         source_address.set(request.client.host)
+    request_project.set(request.headers.get(PROJECT_HEADER) or None)
 
 
 async def caller(running: Services, secret: str) -> Principal:
