@@ -21,6 +21,17 @@ def test_exported_names() -> None:
     assert cumulo.Client is Client
 
 
+def test_deploy_and_batch_handles() -> None:
+    # SageMaker's shapes: a model version deploys to an endpoint's handle (the predictor);
+    # a transformer scores tables.
+    import cumulo.ml.sdk
+    import cumulo.serving.sdk
+
+    assert cumulo.ml.sdk.__all__ == ["Model", "ModelVersion", "ModelsClient"]
+    assert cumulo.serving.sdk.__all__ == ["Endpoint", "EndpointsClient", "Transformer"]
+    assert all(callable(getattr(cumulo.Client, name)) for name in ("estimator", "transformer"))
+
+
 def test_import_and_help_load_no_server_or_heavy_modules() -> None:
     code = ("import sys, cumulo, cumulo.cli.app; "
             "print(' '.join(m for m in ('sqlalchemy', 'fastapi', 'uvicorn', 'boto3', 'torch', "

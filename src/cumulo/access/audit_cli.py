@@ -10,6 +10,7 @@ from rich.markup import escape
 from cumulo.access.audit_sdk import AuditClient
 from cumulo.cli.context import client
 from cumulo.cli.output import JsonOpt, console, err, print_json, show_rows, when
+from cumulo.units import parse_time
 
 __all__ = ["app"]
 
@@ -46,8 +47,11 @@ def list_(
     json: bool = JsonOpt,
 ) -> None:
     """List audit entries, newest first."""
-    page = _audit(ctx).list(user=user, action=action, outcome=outcome, since=since,
-                            until=until, limit=limit, before=before)
+    # Read here, not by the SDK, so that a wrong one is named as the option it came in.
+    page = _audit(ctx).list(user=user, action=action, outcome=outcome,
+                            since=parse_time(since, what="--since") if since else None,
+                            until=parse_time(until, what="--until") if until else None,
+                            limit=limit, before=before)
     show_rows(page["events"], {
         "seq": "seq",
         "at": lambda e: when(e["at"]),

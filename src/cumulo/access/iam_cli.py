@@ -24,6 +24,7 @@ from cumulo.cli.output import (
     when,
 )
 from cumulo.errors import Invalid
+from cumulo.units import parse_time
 
 __all__ = ["access_app", "groups_app", "policies_app", "projects_app", "roles_app",
            "users_app"]
@@ -447,7 +448,8 @@ def check(
     """Would USER be allowed ACTION on RESOURCE, and which statement decides? Exits with
     status 0 when allowed and 1 when denied."""
     result = _access(ctx).check(user, action, resource, source_ip=source_ip, owner=owner,
-                                project=project, at=at)
+                                project=project,
+                                at=parse_time(at, what="--at") if at is not None else None)
     if json:
         print_json(result)
     else:

@@ -17,9 +17,17 @@ from cumulo.access.iam_cli import (
     roles_app,
     users_app,
 )
-from cumulo.cli.context import client
+from cumulo.cli.context import RootGroup, client
 from cumulo.cli.logins import login, logout, profiles_app, save_first_login, whoami
-from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json
+from cumulo.cli.output import (
+    OUTPUTS,
+    JsonOpt,
+    console,
+    err,
+    human_bytes,
+    print_json,
+    use_format,
+)
 from cumulo.compute.cli import clusters_app, jobs_app
 from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
 from cumulo.metering.cli import costs_command
@@ -35,7 +43,7 @@ app = typer.Typer(
     help="Cumulo: the ML cloud you run yourself.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    cls=RootGroup,  # --query after the command too, as the aws command takes it
 )
 
 # One explicit list of the services' command groups.
@@ -76,8 +84,15 @@ def root(
     profile: str | None = typer.Option(
         None, "--profile", help="Saved login to use, over CUMULO_URL and CUMULO_TOKEN "
         "(default: CUMULO_PROFILE, else the current one; 'cumulo profiles ls')."),
+    output: str | None = typer.Option(
+        None, "--output", autocompletion=lambda: list(OUTPUTS),
+        help="json, table or csv: how commands print (--json is --output json)."),
+    query: str | None = typer.Option(
+        None, "--query", help="A JMESPath expression picking from the JSON a command prints, "
+        "like '[].id'; it may follow the command too."),
 ) -> None:
     ctx.obj = {"url": url, "token": token, "profile": profile}
+    ctx.call_on_close(use_format(output=output, query=query))
 
 
 @app.command()

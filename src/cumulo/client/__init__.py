@@ -171,6 +171,15 @@ class Client:
 
         return Estimator(self, entry_point=entry_point, code=code, **options)
 
+    def transformer(self, *, model: str, **options: Any) -> Any:
+        """Batch predictions, shaped like the SageMaker SDK's Transformer:
+        ``client.transformer(model="churn:3").transform("sales.orders@v5",
+        output="sales.scored")`` scores the table as a job. ``model``: ``NAME:VERSION``,
+        ``NAME@ALIAS`` or ``NAME``. Options: prediction_column, cluster, cpus, memory."""
+        from cumulo.serving.sdk import Transformer
+
+        return Transformer(self.transport, model, **options)
+
     def tune(self, *, objective: str, search_space: dict[str, Any], **options: Any) -> Any:
         """Hyperparameter tuning on Optuna, trials as jobs; see :func:`cumulo.ml.sdk.tune`."""
         from cumulo.ml.sdk import tune

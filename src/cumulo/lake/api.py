@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -146,7 +147,17 @@ class TableSummary(BaseModel):
     updated_at: datetime | None
 
 
-TableOut = TableInfo
+@dataclass
+class TableOut(TableInfo):
+    """A table as ``show`` answers it, with the full URI of its data (``file:///...`` or
+    ``s3://...``), so that other tools (deltalake, DuckDB, Spark) can open it."""
+
+    uri: str = ""
+
+
+def _table_out(session: Session, storage: Backend, ref: TableRef) -> TableOut:
+    info = catalog.table_info(session, storage, ref)
+    return TableOut(**vars(info), uri=catalog.full_uri(storage, info.location))
 
 
 @tables_router.get("",
@@ -169,7 +180,7 @@ def list_tables(session: DbSession, database: str | None = None,
                    response_model=TableOut, summary="Show a table")
 def show_table(database: str, table: str, session: DbSession, storage: Storage,
                version: int | None = None, as_of: str | None = None) -> TableOut:
-    return catalog.table_info(session, storage, _ref(database, table, version, as_of))
+    return _table_out(session, storage, _ref(database, table, version, as_of))
 
 
 class TablePatch(BaseModel):
@@ -191,7 +202,7 @@ def patch_table(database: str, table: str, body: TablePatch, session: DbSession,
         row.tags = body.tags
     row.updated_at = utcnow()
     session.commit()
-    return catalog.table_info(session, storage, ref)
+    return _table_out(session, storage, ref)
 
 
 @tables_router.delete("/{database}/{table}",
@@ -294,9 +305,9 @@ def _load(session: Session, storage: Backend, caller: Principal, ref: TableRef,
                     rows_updated=result.rows_updated, rows_removed=result.rows_removed)
 
 
-ReadFormat = Literal["arrow", "parquet", "csv", "json"]
+ReadFormat = Literal["arrow", "parquet", "csv", "json", "jsonl"]
 _MEDIA = {"arrow": "application/vnd.apache.arrow.stream", "parquet": "application/x-parquet",
-          "csv": "text/csv", "json": "application/json"}
+          "csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
 # What the OpenAPI document says a download is: one media type per format.
 _DOWNLOAD: dict[int | str, dict[str, Any]] = {200: {"content": {
     media: {"schema": {"type": "array", "items": {"type": "object"}}} if fmt == "json"
@@ -369,6 +380,9 @@ def _encode(reader: pa.RecordBatchReader, fmt: str) -> Any:
     if fmt == "json":
         yield from _encode_json(reader)
         return
+    if fmt == "jsonl":
+        yield from _encode_jsonl(reader)
+        return
     sink = _Sink()
     if fmt == "arrow":
         writer: Any = pa.ipc.new_stream(sink, reader.schema)
@@ -399,6 +413,18 @@ def _encode_json(reader: pa.RecordBatchReader) -> Any:
             yield separator + json.dumps(rows, default=str, allow_nan=False)[1:-1].encode()
             separator = b","
     yield b"]"
+
+
+def _encode_jsonl(reader: pa.RecordBatchReader) -> Any:
+    """Rows as JSON Lines, an object a line, batch by batch: the whole-table download in JSON
+    (``cumulo tables read --format jsonl``), with the same values as ``json``."""
+    import pyarrow as pa
+
+    for batch in reader:
+        rows = _finite(_json_rows(pa.Table.from_batches([batch], schema=reader.schema)))
+        if rows:
+            yield "".join(json.dumps(row, default=str, allow_nan=False) + "\n"
+                          for row in rows).encode()
 
 
 def _finite(value: Any) -> Any:
@@ -630,6 +656,8 @@ class QueryOut(BaseModel):
     created_at: datetime
     created_by: str | None
     finished_at: datetime | None
+    results: bool = Field(False, description="whether its rows are still kept (a day) to page "
+                          "through or download")
 
 
 class SqlResult(QueryOut):
@@ -688,10 +716,13 @@ def _json_value(value: Any) -> Any:
 
 def _query_out(session: Session, q: SqlQuery) -> QueryOut:
     names = user_names(session, {q.created_by})
+    kept = q.state == "succeeded" and bool(q.result_location) and Path(
+        q.result_location or "").exists()
     return QueryOut(id=q.id, sql=q.sql, state=q.state, error=q.error, rows=q.rows,
                     bytes_scanned=q.bytes_scanned, cost_usd=q.cost_usd,
                     duration_ms=q.duration_ms, created_at=q.created_at,
-                    created_by=names.get(q.created_by), finished_at=q.finished_at)
+                    created_by=names.get(q.created_by), finished_at=q.finished_at,
+                    results=kept)
 
 
 def _results_dir(request: Request) -> Path:
@@ -778,7 +809,7 @@ def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
                     media: {"schema": {"type": "string", "format": "binary"}}
                     for fmt, media in _MEDIA.items() if fmt != "json"}}})
 def query_results(query_id: str, session: DbSession, caller: Caller,
-                  format: Literal["json", "csv", "parquet", "arrow"] = "json",
+                  format: Literal["json", "csv", "parquet", "arrow", "jsonl"] = "json",
                   offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Any:
     q = _get_query(session, query_id)
     if q.created_by != caller.user_id:
@@ -794,6 +825,7 @@ def query_results(query_id: str, session: DbSession, caller: Caller,
         page = sql.read_results(path, offset=offset, limit=limit)
         more = offset + page.num_rows < (q.rows or 0)
         return {"id": q.id, "offset": offset, "rows": _json_rows(page),
+                "columns": [{"name": f.name, "type": str(f.type)} for f in page.schema],
                 "next_offset": offset + page.num_rows if more else None}
     if not path.exists():
         raise NotFound("the results of this query are gone; run it again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +28,7 @@ __all__ = [
     "drop_database",
     "drop_table",
     "ensure_managed_table",
+    "full_uri",
     "get_database",
     "get_table",
     "list_databases",
@@ -39,6 +41,13 @@ __all__ = [
 def location(backend: Backend, table: LakeTable) -> delta.Location:
     uri, options = backend.table_uri(table.location)
     return delta.Location(uri, options)
+
+
+def full_uri(backend: Backend, key: str) -> str:
+    """The full URI of what lies under the storage key ``key``, for tools outside Cumulo:
+    ``file:///abs/path`` on local storage, ``s3://bucket/prefix/...`` on S3."""
+    uri, _ = backend.table_uri(key)
+    return uri if "://" in uri else Path(uri).as_uri()
 
 
 def current_version(session: Session, backend: Backend, ref: TableRef) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.markup import escape
@@ -26,14 +27,15 @@ from cumulo.cli.output import (
     when,
 )
 from cumulo.cli.paths import is_local
-from cumulo.errors import Invalid
+from cumulo.errors import Forbidden, Invalid
+from cumulo.lake.sdk import FORMATS, Format, no_results
 from cumulo.units import parse_duration
 
 __all__ = ["crawl_command", "queries_app", "sql_command", "tables_app"]
 
 tables_app = typer.Typer(help="The data lake: databases, tables, loads and versions.",
                          no_args_is_help=True)
-queries_app = typer.Typer(help="SQL query history: list, show, cancel.", no_args_is_help=True)
+queries_app = typer.Typer(help="SQL query history: ls, show, cancel.", no_args_is_help=True)
 
 
 @tables_app.command("create-db")
@@ -86,7 +88,7 @@ def show(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN
     show_record(info, [
         ("project", info.get("project")), ("version", info["version"]), ("rows", info["rows"]),
         ("size", human_bytes(info["bytes"]) if info["bytes"] is not None else "-"),
-        ("files", info["files"]), ("location", info["location"]),
+        ("files", info["files"]), ("location", info["location"]), ("uri", info.get("uri")),
         ("partitioned by", ", ".join(info["partition_columns"]) or "-"),
         ("description", info["description"] or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in info["tags"].items()) or "-"),
@@ -182,13 +184,14 @@ def history(ctx: typer.Context, table: str, limit: int | None = typer.Option(Non
     }, as_json=json)
 
 
+_AS_OF_HELP = ("the version current then: a time like 2026-11-26T10:00:00Z, a date, or a span "
+               "back from now like 2h or 1h30m")
+
+
 @tables_app.command("restore")
 def restore(ctx: typer.Context, table: str,
             version: int | None = typer.Option(None, "--version"),
-            as_of: str | None = typer.Option(None, "--as-of",
-                                             help="the version current then: a time like "
-                                             "2026-11-26T10:00:00Z, a date, or a span back "
-                                             "from now like 2h or 1h30m"),
+            as_of: str | None = typer.Option(None, "--as-of", help=_AS_OF_HELP),
             json: bool = JsonOpt) -> None:
     """Make a new version equal to an old one (nothing is lost: history keeps both)."""
     out = client(ctx).tables.restore(table, version=version, as_of=as_of)
@@ -247,6 +250,57 @@ def head(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN
     """The first rows of a table (at a version or time)."""
     data = client(ctx).tables.read(table, limit=n)
     _print_rows(data.column_names, data.to_pylist(), as_json=json)
+
+
+# A download's format by its file's name, when --format does not say.
+_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+             ".ndjson": "jsonl", ".arrow": "arrow", ".arrows": "arrow"}
+
+
+def _format_for(output: Path | None, given: str | None) -> Format:
+    """--format, else the output file's suffix, else CSV."""
+    if given is not None:
+        if given not in FORMATS:
+            raise Invalid(f"--format must be one of {', '.join(FORMATS)}, not {given!r}")
+        return cast(Format, given)
+    if output is not None:
+        return cast(Format, _SUFFIXES.get(output.suffix.lower(), "csv"))
+    return "csv"
+
+
+@tables_app.command("read")
+def read(ctx: typer.Context, table: str = typer.Argument(..., help="db.table[@vN|@TIME]"),
+         format: str | None = typer.Option(None, "--format", "-f",
+                                           help="csv (the default), parquet, jsonl or arrow; "
+                                           "with -o, by the file's name"),
+         output: Path | None = typer.Option(None, "--output", "-o",
+                                            help="Save to this file instead of standard "
+                                            "output."),
+         version: int | None = typer.Option(None, "--version", min=0),
+         as_of: str | None = typer.Option(None, "--as-of", help=_AS_OF_HELP),
+         limit: int | None = typer.Option(None, "--limit", min=0, help="At most N rows.")
+         ) -> None:
+    """Write a table (at a version or time) as CSV, Parquet or JSON Lines, streamed.
+
+    To standard output, or to a file with -o. Your column masks and row filters apply.
+    """
+    fmt = _format_for(output, format)
+    tables = client(ctx).tables
+    if output is not None:
+        out = tables.download(table, output, format=fmt, version=version, as_of=as_of, limit=limit)
+        err.print(f"saved {out['table']} version {out['version']} to {output} "
+                  f"({fmt}, {human_bytes(out['bytes'])})")
+        return
+    if fmt in ("parquet", "arrow") and sys.stdout.isatty():
+        raise Invalid(f"{fmt} is binary: save it with -o FILE, or pipe it to a program that "
+                      "reads it")
+    try:
+        tables.download(table, sys.stdout.buffer, format=fmt, version=version, as_of=as_of,
+                        limit=limit)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): it had all it wanted. Nothing more goes to the pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # --- who sees what: column masks and row filters (grants: cumulo sql "GRANT ...") -------------
@@ -366,7 +420,8 @@ def sql_command(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="SQL; '-' reads it from standard input"),
     output: Path | None = typer.Option(None, "--output", "-o",
-                                       help="Save all rows to a .csv or .parquet file."),
+                                       help="Save all rows to a .csv, .parquet, .jsonl or "
+                                       ".arrow file."),
     rows: int = typer.Option(100, "--rows", help="Rows to print (a page; the rest is paged)."),
     timeout: str = typer.Option("5m", "--timeout",
                                 help="How long before the query stops, like 90s, 5m or 1h."),
@@ -387,8 +442,8 @@ def sql_command(
     result = client(ctx).sql(query, timeout_s=timeout_s, scan_limit_bytes=scan_limit,
                              page_size=0 if output else max(rows, 0), project=project)
     if output:
-        fmt = "csv" if output.suffix.lower() == ".csv" else "parquet"
-        result.download(output, format=fmt)
+        result.download(output, format=cast(Format, _SUFFIXES.get(output.suffix.lower(),
+                                                                 "parquet")))
     if json:
         print_json({"id": result.id, "columns": result.columns, "rows": result.rows,
                     "page": result.page, "bytes_scanned": result.bytes_scanned,
@@ -421,6 +476,56 @@ def queries_ls(ctx: typer.Context, limit: int = typer.Option(20, "--limit"),
         "cost $": lambda q: f"{q['cost_usd'] or 0:.6f}",
         "sql": lambda q: escape(" ".join(q["sql"].split())[:60]),
     }, as_json=json, right=("ms", "rows", "scanned", "cost $"))
+
+
+@queries_app.command("show")
+def queries_show(ctx: typer.Context, query_id: str,
+                 limit: int = typer.Option(20, "--limit", min=0,
+                                           help="Rows of its result to show."),
+                 output: Path | None = typer.Option(None, "--output", "-o",
+                                                    help="Save its whole result to a .csv, "
+                                                    ".parquet, .jsonl or .arrow file."),
+                 project: str | None = ProjectOpt, json: bool = JsonOpt) -> None:
+    """A query: its SQL, user, state, times, rows, bytes scanned, cost and first rows.
+
+    Results are kept a day, for their author only; -o saves all of them.
+    """
+    sql = client(ctx).sql
+    q = sql.get(query_id, project=project)
+    result, note = None, None
+    if output is not None:
+        result = sql.result(query_id, page_size=0, project=project)
+        result.download(output, format=_format_for(output, None))
+    elif limit and q["results"]:
+        try:
+            result = sql.result(query_id, page_size=limit, project=project)
+        except Forbidden as exc:  # someone else's: the history is theirs to see, not the rows
+            note = exc.message
+    elif not q["results"] and q["state"] != "failed":  # a failure shows its error above
+        note = f"no results: {no_results(q)}"
+    if json:
+        print_json({**q, "columns": result.columns if result else [],
+                    "page": result.page if result and output is None else [],
+                    "saved": str(output) if output else None})
+        return
+    show_record(q, [
+        ("query", q["id"]), ("state", q["state"]), ("error", q["error"]),
+        ("user", q["created_by"] or "-"), ("started", when(q["created_at"])),
+        ("finished", when(q["finished_at"])),
+        ("duration", f"{q['duration_ms'] or 0:.0f} ms"), ("rows", q["rows"] or 0),
+        ("scanned", human_bytes(q["bytes_scanned"] or 0)),
+        ("cost", f"${q['cost_usd'] or 0:.6f} at Athena's price"),
+    ], as_json=False)
+    console.print(escape(q["sql"].strip()), soft_wrap=True)
+    if output is not None:
+        err.print(f"saved {q['rows'] or 0} row(s) to {output}")
+    elif result is not None:
+        _print_rows([c["name"] for c in result.columns], result.page, as_json=False)
+        more = (q["rows"] or 0) - len(result.page)
+        if more > 0:
+            err.print(f"{more} more row(s) not shown (use --limit N, or --output FILE)")
+    if note:
+        err.print(note)
 
 
 @queries_app.command("cancel")

@@ -19,10 +19,13 @@ from cumulo.units import parse_duration, parse_time
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["QueryResult", "SqlClient", "TablesClient"]
+__all__ = ["FORMATS", "QueryResult", "SqlClient", "TablesClient", "no_results"]
 
 CHUNK = 1 << 20
 As = Literal["arrow", "pandas", "polars"]
+# What a table or a query result downloads as (the route's ``format``).
+Format = Literal["csv", "parquet", "jsonl", "arrow"]
+FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl", "arrow")
 
 
 def _path(ref: TableRef) -> str:
@@ -61,6 +64,52 @@ def _version_params(ref: TableRef) -> dict[str, Any]:
     if ref.as_of is not None:
         return {"as_of": ref.as_of.isoformat()}
     return {}
+
+
+def _read_params(ref: TableRef, version: int | None, as_of: str | None,
+                 limit: int | None) -> dict[str, Any]:
+    """The read route's version and limit, named once: by ``@`` in the name or by an option."""
+    if version is not None and as_of is not None:
+        raise Invalid("give a version or a time (as_of, --as-of), not both")
+    pinned = ref.version is not None or ref.as_of is not None
+    if pinned and (version is not None or as_of is not None):
+        raise Invalid(f"{ref} names its version already; drop the @ or the version option")
+    params = _version_params(ref)
+    if version is not None:
+        params = {"version": version}
+    elif as_of is not None:
+        params = {"as_of": _as_of(as_of)}
+    if limit is not None:  # the server says what a limit may be
+        params["limit"] = limit
+    return params
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise Invalid(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+
+
+def _save(transport: Transport, url: str, params: dict[str, Any],
+          dest: str | os.PathLike[str] | IO[bytes]) -> tuple[dict[str, str], int]:
+    """Stream a download into a binary file object, or into a local file (written whole under
+    a temporary name, then renamed, so a cut-off download leaves no partial file behind).
+    Returns the response's headers and the bytes written."""
+    if isinstance(dest, (str, os.PathLike)):
+        target = Path(dest)
+        tmp = target.with_name(f".{target.name}.cumulo-partial")
+        try:
+            with open(tmp, "wb") as out:
+                got = _save(transport, url, params, out)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return got
+    written = 0
+    with transport.stream("GET", url, params=params, timeout=None) as response:
+        for chunk in response.iter_bytes(CHUNK):
+            dest.write(chunk)
+            written += len(chunk)
+        return dict(response.headers), written
 
 
 def _convert(table: pa.Table, to: As) -> Any:
@@ -214,13 +263,7 @@ class TablesClient:
         import pyarrow as pa
 
         ref = parse_ref(table)
-        params = _version_params(ref)
-        if version is not None:
-            params = {"version": version}
-        elif as_of is not None:
-            params = {"as_of": _as_of(as_of)}
-        if limit is not None:
-            params["limit"] = limit
+        params = _read_params(ref, version, as_of, limit)
         buf = io.BytesIO()
         with self._t.stream("GET", _path(ref) + "/data", params={**params, "format": "arrow"},
                             timeout=None) as response:
@@ -228,6 +271,20 @@ class TablesClient:
                 buf.write(chunk)
         buf.seek(0)
         return _convert(pa.ipc.open_stream(buf).read_all(), to)
+
+    def download(self, table: str, dest: str | os.PathLike[str] | IO[bytes], *,
+                 format: Format = "csv", version: int | None = None, as_of: str | None = None,
+                 limit: int | None = None) -> dict[str, Any]:
+        """Save ``db.table`` (or ``db.table@v3``) as CSV, Parquet, JSON Lines or Arrow to a
+        local file or a binary file object, streamed: the table is never held in memory here.
+        Masks and row filters apply as in :meth:`read`. Returns the table, the version read,
+        the format and the bytes written."""
+        _check_format(format)
+        ref = parse_ref(table)
+        params = {**_read_params(ref, version, as_of, limit), "format": format}
+        headers, written = _save(self._t, _path(ref) + "/data", params, dest)
+        return {"table": ref.name, "version": int(headers.get("x-cumulo-version", -1)),
+                "format": format, "bytes": written}
 
     def history(self, table: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         params = {"limit": limit} if limit else {}
@@ -308,6 +365,16 @@ class TablesClient:
         return {"masks": self.masks(table), "filters": self.filters(table)}
 
 
+def no_results(query: dict[str, Any]) -> str:
+    """Why a query of the history has no results to show or download."""
+    return {
+        "running": "it is still running; 'cumulo queries show' it again when it ends",
+        "failed": f"it failed: {query.get('error') or 'no reason recorded'}",
+        "cancelled": "it was cancelled",
+    }.get(query["state"], "it wrote a table, or its results are gone (they are kept a day); "
+                          "run it again")
+
+
 @dataclass
 class QueryResult:
     """A finished query: its first page, and the whole result on demand."""
@@ -344,15 +411,13 @@ class QueryResult:
     def to_polars(self) -> Any:
         return _convert(self.to_arrow(), "polars")
 
-    def download(self, dest: str | os.PathLike[str], *, format: str = "parquet") -> Path:
-        """Save the whole result as CSV or Parquet."""
+    def download(self, dest: str | os.PathLike[str], *, format: Format = "parquet") -> Path:
+        """Save the whole result as CSV, Parquet, JSON Lines or Arrow, streamed (a cut-off
+        download leaves no partial file)."""
+        _check_format(format)
         path = Path(dest)
-        with self._transport.stream("GET", f"/api/v1/sql/queries/{self.id}/results",
-                                    params={"format": format, **_project(self._project)},
-                                    timeout=None) as response, \
-                open(path, "wb") as out:
-            for chunk in response.iter_raw(CHUNK):
-                out.write(chunk)
+        _save(self._transport, f"/api/v1/sql/queries/{self.id}/results",
+              {"format": format, **_project(self._project)}, path)
         return path
 
     def pages(self, page_size: int = 1000) -> Any:
@@ -386,6 +451,31 @@ class SqlClient:
             page=body["page"], bytes_scanned=body["bytes_scanned"], cost_usd=body["cost_usd"],
             duration_ms=body["duration_ms"], written=body["written"], _transport=self._t,
             _project=project,
+        )
+
+    def get(self, query_id: str, *, project: str | None = None) -> dict[str, Any]:
+        """One query of the history: its SQL, user, state, error, times, rows, bytes scanned,
+        cost, and whether its results are still kept (``results``)."""
+        query: dict[str, Any] = self._t.json(
+            "GET", f"/api/v1/sql/queries/{quote(query_id, safe='')}", params=_project(project))
+        return query
+
+    def result(self, query_id: str, *, page_size: int = 1000,
+               project: str | None = None) -> QueryResult:
+        """A finished query's result, again: its first ``page_size`` rows, and the whole of it
+        on demand (``download``, ``to_arrow``...). Only its author may read it, for a day."""
+        q = self.get(query_id, project=project)
+        if not q["results"]:
+            raise Invalid(f"query {query_id} has no results: {no_results(q)}",
+                          details={"query": query_id, "state": q["state"]})
+        body = self._t.json("GET", f"/api/v1/sql/queries/{quote(query_id, safe='')}/results",
+                            params={"offset": 0, "limit": max(page_size, 1),
+                                    **_project(project)})
+        return QueryResult(
+            id=q["id"], state=q["state"], columns=body["columns"], rows=q["rows"] or 0,
+            page=body["rows"][:page_size], bytes_scanned=q["bytes_scanned"],
+            cost_usd=q["cost_usd"], duration_ms=q["duration_ms"], written=None,
+            _transport=self._t, _project=project,
         )
 
     def history(self, *, limit: int = 50, state: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cumulo.cli.context import client
-from cumulo.cli.output import Cell, JsonOpt, ProjectOpt, console, show_rows
+from cumulo.cli.output import Cell, JsonOpt, ProjectOpt, console, prints_tables, show_rows
 
 __all__ = ["costs_command"]
 
@@ -41,7 +41,7 @@ def costs_command(
         "cost (USD)": lambda r: f"{r.get('cost_usd', 0):.6f}",
     }
     show_rows(rows, columns, as_json=json, data=summary, right=list(columns)[1:])
-    if not json:
+    if not json and prints_tables():  # not under --output csv's rows
         p = summary["prices"]
         console.print(f"prices: ${p['vcpu_hour']}/vCPU-hour, ${p['gb_hour']}/GB-hour, "
                       f"${p['gpu_hour']}/GPU-hour", style="dim")

@@ -5,6 +5,8 @@
 >>> est.fit(inputs={"train": "sales.orders@v3"})                    # doctest: +SKIP
 >>> est.model_version                                               # doctest: +SKIP
 {'name': 'churn', 'version': '4', 'run_id': '...', 'model_uri': 'models:/m-...'}
+>>> predictor = est.deploy(endpoint_name="churn", min_replicas=1)    # doctest: +SKIP
+>>> predictor.predict(frame)                                        # doctest: +SKIP
 
 The script runs as a job through :mod:`cumulo.ml.script`, which registers what it saves or
 logs as a version of ``name``.
@@ -18,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cumulo.errors import CumuloError, Invalid, NotFound
+from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
 
 __all__ = ["Estimator", "check_model_name"]
 
@@ -126,3 +128,29 @@ class Estimator:
         except NotFound:
             return None
         return json.loads(body.content)  # type: ignore[no-any-return]
+
+    def deploy(self, endpoint_name: str | None = None, *, min_replicas: int = 1,
+               max_replicas: int | None = None, cluster: str | None = None,
+               public: bool = False, project: str | None = None, wait: bool = True,
+               timeout: float = 120.0, **options: Any) -> Any:
+        """Serve the version the last ``fit`` registered on a new endpoint; returns its
+        handle (``predict``, ``update``, ``delete``). See :meth:`ModelVersion.deploy
+        <cumulo.ml.sdk.ModelVersion.deploy>`; ``project`` defaults to the estimator's."""
+        if self.job is None:
+            raise Invalid("deploy() serves the model fit() registers: call fit() first")
+        info = self.job.refresh()
+        if info["state"] != "succeeded":
+            raise Conflict(f"training job {self.job.id} is {info['state']}: deploy() serves the "
+                           "version it registers once it has succeeded (est.job.wait())",
+                           details={"job": self.job.id, "state": info["state"]})
+        version = self.model_version
+        if version is None:
+            raise Conflict(f"training job {self.job.id} registered no model version, so there "
+                           "is nothing to deploy: the script must log a model or save one in "
+                           "cumulo.job.model_dir (its log says what it found)",
+                           details={"job": self.job.id})
+        return self._client.models[version["name"]].version(version["version"]).deploy(
+            endpoint_name, min_replicas=min_replicas, max_replicas=max_replicas,
+            cluster=cluster, public=public,
+            project=project if project is not None else self.options["project"], wait=wait,
+            timeout=timeout, **options)

@@ -1,23 +1,113 @@
-"""``client.models``: the model registry."""
+"""``client.models``: the model registry, and handles on a model and one of its versions
+that deploy it (shaped like the SageMaker SDK's ``Model.deploy``).
+
+>>> predictor = client.models["churn"].version(3).deploy(endpoint_name="churn")  # doctest: +SKIP
+>>> predictor.predict(frame)                                          # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import builtins
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cumulo.client.transport import Transport
 
-__all__ = ["ModelsClient"]
+if TYPE_CHECKING:
+    from cumulo.serving.sdk import Endpoint, Transformer
+
+__all__ = ["Model", "ModelVersion", "ModelsClient"]
 
 
 def _p(name: str) -> str:
     return "/api/v1/models/" + quote(name, safe="")
 
 
+def _endpoint_name(model: str) -> str:
+    """An endpoint's name made from a model's: endpoints take lower-case letters, digits and
+    '-' only (``Churn_v2`` serves as ``churn-v2``)."""
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:63].rstrip("-")
+
+
+class ModelVersion:
+    """One version of a registered model: ``deploy`` serves it, ``transformer`` scores
+    tables with it. Made without a request; a version that does not exist is refused by
+    what is done with it (:class:`~cumulo.errors.NotFound`)."""
+
+    def __init__(self, transport: Transport, name: str, version: str | int) -> None:
+        self._t = transport
+        self.name, self.version = name, str(version)
+
+    def __repr__(self) -> str:
+        return f"ModelVersion({self.name!r}, {self.version!r})"
+
+    @property
+    def ref(self) -> str:
+        """``NAME:VERSION``, as endpoints and batch predictions name it."""
+        return f"{self.name}:{self.version}"
+
+    def show(self) -> dict[str, Any]:
+        """The version with its lineage: run, job, code snapshot, hyperparameters, inputs."""
+        return self._t.json(  # type: ignore[no-any-return]
+            "GET", f"{_p(self.name)}/versions/{self.version}")
+
+    def deploy(self, endpoint_name: str | None = None, *, min_replicas: int = 1,
+               max_replicas: int | None = None, cluster: str | None = None,
+               public: bool = False, project: str | None = None, wait: bool = True,
+               timeout: float = 120.0, **options: Any) -> Endpoint:
+        """Serve this version on a new endpoint (``endpoint_name``, by default the model's
+        name in lower case, '-' for other characters) and return its handle, the
+        "predictor": ``predict(frame)``, ``update(...)``, ``delete()``. ``options`` are the
+        rest of :meth:`EndpointsClient.create`'s (``target_in_flight``, ``capture_percent``,
+        ...). With ``wait``, returns once a replica answers; a version that fails to load
+        raises :class:`~cumulo.errors.Conflict` with the replica's own error, and the failed
+        endpoint stays to be read (``show()``) and removed (``delete()``)."""
+        from cumulo.serving.sdk import EndpointsClient
+
+        endpoints = EndpointsClient(self._t)
+        name = endpoint_name or _endpoint_name(self.name)
+        endpoints.create(name, self.ref, min_replicas=min_replicas,
+                         max_replicas=max_replicas, cluster=cluster, public=public,
+                         project=project, wait=wait, timeout=timeout, **options)
+        return endpoints[name]
+
+    def transformer(self, *, prediction_column: str = "prediction", cluster: str = "local",
+                    cpus: float = 1, memory: str | None = None) -> Transformer:
+        """Batch predictions with this version: ``.transform(table, output=...)``."""
+        from cumulo.serving.sdk import Transformer
+
+        return Transformer(self._t, self.ref, prediction_column=prediction_column,
+                           cluster=cluster, cpus=cpus, memory=memory)
+
+
+class Model:
+    """A registered model by name: ``version(n)`` is a handle on one of its versions."""
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        self._t = transport
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r})"
+
+    def show(self) -> dict[str, Any]:
+        return self._t.json("GET", _p(self.name), timeout=180)  # type: ignore[no-any-return]
+
+    def versions(self) -> builtins.list[dict[str, Any]]:
+        return self._t.json("GET", _p(self.name) + "/versions")  # type: ignore[no-any-return]
+
+    def version(self, version: str | int) -> ModelVersion:
+        return ModelVersion(self._t, self.name, version)
+
+
 class ModelsClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
+
+    def __getitem__(self, name: str) -> Model:
+        """A handle on the model ``name``: ``client.models["churn"].version(3).deploy()``."""
+        return Model(self._t, name)
 
     def import_model(self, path: str, *, name: str, task: str | None = None) -> dict[str, Any]:
         """Register an MLflow model folder, a pickled scikit-learn model (a pickle runs code
@@ -44,14 +134,14 @@ class ModelsClient:
         return self._t.json("GET", "/api/v1/models", timeout=180)  # type: ignore[no-any-return]
 
     def show(self, name: str) -> dict[str, Any]:
-        return self._t.json("GET", _p(name), timeout=180)  # type: ignore[no-any-return]
+        return self[name].show()
 
     def versions(self, name: str) -> builtins.list[dict[str, Any]]:
-        return self._t.json("GET", _p(name) + "/versions")  # type: ignore[no-any-return]
+        return self[name].versions()
 
     def version(self, name: str, version: str | int) -> dict[str, Any]:
         """One version with its lineage: run, job, code snapshot, hyperparameters, inputs."""
-        return self._t.json("GET", f"{_p(name)}/versions/{version}")  # type: ignore[no-any-return]
+        return self[name].version(version).show()
 
     def set_alias(self, name: str, alias: str, version: str | int) -> dict[str, Any]:
         return self._t.json("PUT", f"{_p(name)}/aliases/{alias}",  # type: ignore[no-any-return]
@@ -154,8 +244,8 @@ def tune(client: Any, *, objective: str, search_space: dict[str, Any], name: str
                           "(table=..., target=...), not both")
         model = check_model_name(name or estimator.name)
         estimator.name = model
-        if project is not None and getattr(estimator, "project", None) is None:
-            estimator.project = project
+        if project is not None and estimator.options.get("project") is None:
+            estimator.options["project"] = project  # its trials run in the project
 
         def launch(params: dict[str, Any], parent: str, number: int) -> Any:
             return estimator.submit(inputs, hyperparameters=params, register=False,

@@ -9,11 +9,15 @@ residual plot and feature importances to MLflow, and registers the model with it
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from typing import Any
 
 __all__ = ["ALGORITHMS", "is_classification", "main", "score_metrics"]
@@ -207,6 +211,52 @@ def _skip_requirement_check() -> None:
         environment.warn_dependency_requirement_mismatches = lambda requirements: None
 
 
+def _quiet_mlflow() -> None:
+    """MLflow's own console output, off: the job's log (which ``cumulo train --wait`` prints)
+    shows this module's steps and one link to the run instead of MLflow's emoji run links,
+    its hint that the signature has integer columns (they are the table's own, on purpose:
+    see the signature below) and INFO lines such as "Creating a new experiment". MLflow reads
+    these variables when it prints, so they hold in this process only."""
+    import logging
+
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read when MLflow is first imported
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # where it was imported already
+
+
+# What MLflow prints to stderr itself (not through a logger) while it registers a version:
+# the step that follows says what was registered.
+_REGISTRATION_CHATTER = ("Successfully registered model ", "Registered model ",
+                         "Created version ")
+
+
+@contextmanager
+def _registration_chatter_dropped() -> Iterator[None]:
+    """Hold stderr while MLflow logs and registers the model; write it out again without
+    MLflow's registration messages (a warning or an error still shows). MLflow's own switch
+    for these messages is turned back on by MLflow itself part way through."""
+    held = io.StringIO()
+    try:
+        with redirect_stderr(held):
+            yield
+    finally:
+        for line in held.getvalue().splitlines(keepends=True):
+            if not line.startswith(_REGISTRATION_CHATTER):
+                sys.stderr.write(line)
+
+
+def _run_link(run: Any) -> str:
+    """The run's page in MLflow's UI behind Cumulo, or its id where tracking is not HTTP."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri().rstrip("/")
+    if not uri.startswith(("http://", "https://")):
+        return f"run {run.info.run_id}"
+    return f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
 def _progress(args: argparse.Namespace, model: Any, classification: bool, x_val: Any,
               y_val: Any) -> dict[str, Any]:
     """For early stopping in tuning: a LightGBM callback that scores the model so far on (a
@@ -271,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
+    _quiet_mlflow()
     # MLflow takes seconds to import and is not needed until the model is fitted: import it
     # beside the fit (LightGBM and XGBoost fit outside the GIL).
     warm = threading.Thread(target=_warm_imports, args=(args.algorithm,), daemon=True)
@@ -341,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow.set_experiment(args.name)
     parent = {"mlflow.parentRunId": args.parent_run} if args.parent_run else {}
-    with mlflow.start_run(run_name=f"{args.algorithm} {args.target}", tags=parent):
+    with mlflow.start_run(run_name=f"{args.algorithm} {args.target}", tags=parent) as run:
         mlflow.log_params({"algorithm": args.algorithm, "target": args.target, "task": task,
                            "seed": args.seed, "validation_split": args.validation_split,
                            **{f"hp.{k}": v for k, v in params.items()}})
@@ -372,10 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         # Requirements named here, not inferred: MLflow infers them by loading the model in a
         # subprocess, which costs seconds. The registry's SQL store makes a version ready at
         # once, so there is nothing to wait for either.
-        info = mlflow.sklearn.log_model(model, name="model", signature=signature,
-                                registered_model_name=None if args.no_register else args.name,
-                                await_registration_for=0,
-                                pip_requirements=_requirements(args.algorithm), **extra)
+        with _registration_chatter_dropped():
+            info = mlflow.sklearn.log_model(
+                model, name="model", signature=signature,
+                registered_model_name=None if args.no_register else args.name,
+                await_registration_for=0, pip_requirements=_requirements(args.algorithm),
+                **extra)
         plots.join()
         mlflow.set_tag("cumulo.model_uri", f"models:/{info.model_id}")  # what tuning registers
         if args.no_register:
@@ -383,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             step(f"scored; plots logged; registered {args.name} version "
                  f"{info.registered_model_version}")
+    print(f"MLflow run: {_run_link(run)}", flush=True)
     return 0
 
 

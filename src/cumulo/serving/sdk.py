@@ -1,18 +1,20 @@
-"""``client.endpoints``: create real-time endpoints and score rows with them."""
+"""``client.endpoints``: create real-time endpoints and score rows with them;
+``client.transformer``: batch predictions, shaped like the SageMaker SDK's Transformer."""
 
 from __future__ import annotations
 
 import builtins
 import time
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
 from cumulo.client.transport import Transport
-from cumulo.errors import CumuloError, Invalid, NotFound
+from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
 from cumulo.units import parse_duration
 
-__all__ = ["Endpoint", "EndpointsClient"]
+__all__ = ["Endpoint", "EndpointsClient", "Transformer"]
 
 # Settings that are durations, by the option that sets them from the CLI; the API takes
 # seconds, so a duration such as "1h30m" is read here (cumulo.units' grammar).
@@ -41,15 +43,18 @@ class Endpoint:
         return self._t.json("GET", f"/api/v1/endpoints/{self.name}")  # type: ignore[no-any-return]
 
     def wait(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Block until the endpoint answers (in service) and no traffic shift is under way;
-        raises when it failed."""
+        """Block until the endpoint answers (in service) and no traffic shift is under way.
+        An endpoint that failed (its model would not load, say) raises
+        :class:`~cumulo.errors.Conflict` with the replica's own message; the endpoint is
+        left as it is, to be read with ``show()`` and removed with ``delete()``."""
         deadline = time.monotonic() + timeout
         while True:
             info = self.show()
             if info["state"] == "in_service":
                 return info
             if info["state"] == "failed":
-                raise CumuloError(f"endpoint {self.name!r} failed: {info['message']}")
+                raise Conflict(f"endpoint {self.name!r} failed: {info['message']}",
+                               details={"endpoint": self.name, "state": "failed"})
             if time.monotonic() > deadline:
                 raise TimeoutError(f"endpoint {self.name!r} still {info['state']} after "
                                    f"{timeout}s")
@@ -79,6 +84,10 @@ class Endpoint:
         info: dict[str, Any] = self._t.json("PATCH", f"/api/v1/endpoints/{self.name}",
                                             json=body)
         return self.wait(timeout) if wait else info
+
+    def delete(self) -> None:
+        """Remove the endpoint: its replicas stop, its address closes."""
+        self._t.request("DELETE", f"/api/v1/endpoints/{self.name}")
 
     def rollback(self) -> dict[str, Any]:
         """Stop the traffic shift under way; the variants before it take the traffic again."""
@@ -119,10 +128,19 @@ class Endpoint:
 
 
 class _RegistryView:
-    """The two registry lookups resolve_model makes, over the API."""
+    """The two registry lookups resolve_model makes, over the API (asked here, not through
+    ``cumulo.ml.sdk``, which builds endpoints from model versions: no import cycle)."""
 
-    def __init__(self, models: Any) -> None:
-        self.get, self.version = models.show, models.version
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._t.json(  # type: ignore[no-any-return]
+            "GET", "/api/v1/models/" + quote(name, safe=""), timeout=180)
+
+    def version(self, name: str, version: str) -> dict[str, Any]:
+        return self._t.json(  # type: ignore[no-any-return]
+            "GET", f"/api/v1/models/{quote(name, safe='')}/versions/{version}")
 
 
 class EndpointsClient:
@@ -188,9 +206,7 @@ class EndpointsClient:
         target = parse_ref(output)
         if target.version is not None or target.as_of is not None:
             raise Invalid(f"--output {output!r}: name a table to write, not a version of one")
-        from cumulo.ml.sdk import ModelsClient
-
-        name, version = resolve_model(_RegistryView(ModelsClient(self._t)), model)
+        name, version = resolve_model(_RegistryView(self._t), model)
         source = parse_ref(table)
         info = self._t.json("GET", f"/api/v1/tables/{source.database}/{source.table}",
                             params={"version": source.version} if source.version is not None
@@ -205,9 +221,12 @@ class EndpointsClient:
                    prediction_column]
         from cumulo.compute.sdk import JobsClient
 
+        # MLflow draws a progress bar while it downloads the model: in a job's log it is a
+        # line of carriage returns. The job's own steps say the same.
         return JobsClient(self._t).run(
             command=command, inputs={"data": pinned}, cluster=cluster, cpus=cpus,
-            memory=memory, name=f"batch {name}:{version} {source.name}",
+            memory=memory, env={"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"},
+            name=f"batch {name}:{version} {source.name}",
             tags=["batch-predictions", f"model={name}"])
 
     def runtime(self) -> dict[str, Any]:
@@ -224,4 +243,42 @@ class EndpointsClient:
         return self[name].show()
 
     def delete(self, name: str) -> None:
-        self._t.request("DELETE", f"/api/v1/endpoints/{name}")
+        self[name].delete()
+
+
+class Transformer:
+    """Batch predictions with one model, shaped like the SageMaker SDK's Transformer: made
+    once with the model and resources, ``transform`` scores a table into another, as a job
+    (a thin layer over :meth:`EndpointsClient.batch`).
+
+    >>> t = client.transformer(model="churn:3", cpus=2)                   # doctest: +SKIP
+    >>> t.transform("sales.orders@v5", output="sales.scored")             # doctest: +SKIP
+    """
+
+    def __init__(self, transport: Transport, model: str, *,
+                 prediction_column: str = "prediction", cluster: str = "local",
+                 cpus: float = 1, memory: str | None = None) -> None:
+        self._endpoints = EndpointsClient(transport)
+        self.model = model
+        self.options: dict[str, Any] = {"prediction_column": prediction_column,
+                                        "cluster": cluster, "cpus": cpus, "memory": memory}
+        self.job: Any = None  # the last transform's job
+
+    def __repr__(self) -> str:
+        return f"Transformer({self.model!r})"
+
+    def transform(self, table: str, *, output: str, mode: str = "overwrite",
+                  wait: bool = True) -> Any:
+        """Score every row of ``table`` (``db.table`` or ``db.table@vN``) into ``output``
+        (``mode``: overwrite or append). Returns the job; with ``wait``, once it ends, and
+        a job that failed raises :class:`~cumulo.errors.CumuloError` with its reason and
+        last log lines (a failed job writes nothing)."""
+        self.job = self._endpoints.batch(model=self.model, table=table, output=output,
+                                         mode=mode, **self.options)
+        if wait:
+            info = self.job.wait()
+            if info["state"] != "succeeded":
+                raise CumuloError(f"batch prediction job {self.job.id} {info['state']}: "
+                                  f"{info['reason']}; its last lines:\n"
+                                  f"{info.get('log_tail') or ''}", details={"job": self.job.id})
+        return self.job

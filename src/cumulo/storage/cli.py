@@ -8,9 +8,13 @@ that exists here.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperCommand
 
 from cumulo.cli.context import client
 from cumulo.cli.output import (
@@ -28,11 +32,13 @@ from cumulo.cli.output import (
 from cumulo.cli.paths import is_local
 from cumulo.errors import Invalid
 from cumulo.storage.keys import split_path
+from cumulo.storage.sync import Action, Rule, SyncPlan, apply, plan
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Object storage: buckets and files (like S3).", no_args_is_help=True)
 RecursiveOpt = typer.Option(False, "--recursive", "-r", help="Apply to everything under it.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
 @app.command("mb")
@@ -203,3 +209,163 @@ def remove(ctx: typer.Context, path: str, recursive: bool = RecursiveOpt,
                 f"deleted {deleted} object(s) under {path}" if recursive else f"deleted {path}",
                 as_json=json)
 
+
+
+@app.command("mv")
+def move(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="BUCKET/KEY, or a local file"),
+    dest: str = typer.Argument(..., help="BUCKET/KEY (ending in / for a folder), or a local "
+                               "path"),
+    recursive: bool = RecursiveOpt, quiet: bool = QuietOpt, json: bool = JsonOpt,
+) -> None:
+    """Move an object (to another key or bucket, or to here), or a local file to Cumulo.
+
+    The source is deleted only once the copy is stored whole and its SHA-256 checked.
+    """
+    files = client(ctx).files
+    if "-" in (source, dest):
+        raise Invalid("mv moves files and objects; standard input or output cannot be moved "
+                      "(use 'cumulo files cp')")
+    src_local, dst_local = is_local(source), is_local(dest)
+    if src_local and dst_local:
+        raise Invalid(f"both {source!r} and {dest!r} are local paths; one side must be a "
+                      f"Cumulo path BUCKET/KEY (write cumulo://{dest.lstrip('./')} if a local "
+                      "folder has the bucket's name)")
+    if not src_local and not recursive and "/" not in source.removeprefix("cumulo://"):
+        raise Invalid(f"{source} does not exist here; a Cumulo path is BUCKET/KEY, e.g. "
+                      f"data/{source}")
+    pairs: list[tuple[Any, Any]]
+    if src_local:
+        pairs = _upload_plan(source, dest, recursive)
+    elif dst_local:
+        pairs = _download_plan(files, source, dest, recursive)
+    else:
+        pairs = _object_plan(files, source, dest, recursive)
+    done = []
+    for src, dst in pairs:
+        size = src.stat().st_size if isinstance(src, Path) else files.head(src).size
+        if isinstance(dst, Path):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        name = src.name if isinstance(src, Path) else src.rsplit("/", 1)[-1]
+        with progress_bar(f"move {name}", size, quiet=quiet or json) as advance:
+            info = files.move(src, dst, progress=advance)
+        done.append(info)
+        if not json:
+            console.print(escape(f"move: {src} to {dst if isinstance(dst, Path) else info.path}"))
+    if json:
+        print_json(done)
+
+
+def _object_plan(files: object, source: str, dest: str, recursive: bool) -> list[tuple[str, str]]:
+    """Object to object: one, or with ``recursive`` every one under SOURCE's prefix, to the
+    same paths under DEST's."""
+    from cumulo.storage.sdk import FilesClient
+
+    assert isinstance(files, FilesClient)
+    if not recursive:
+        return [(source, dest)]
+    bucket, key = split_path(source)
+    prefix = key if not key or key.endswith("/") else key + "/"
+    to_bucket, to_key = split_path(dest)
+    to_prefix = to_key if not to_key or to_key.endswith("/") else to_key + "/"
+    if (bucket, prefix) == (to_bucket, to_prefix):
+        raise Invalid(f"{source} and {dest} are the same place; nothing to move")
+    listing = files.list(f"{bucket}/{prefix}", recursive=True)
+    if not listing.objects:
+        raise Invalid(f"nothing under {bucket}/{prefix}")
+    return [(o.path, f"{to_bucket}/{to_prefix}{o.key[len(prefix):]}") for o in listing.objects]
+
+
+class _InOrder(TyperCommand):
+    """A command that remembers the order its options were given in: aws applies
+    --exclude and --include rules in that order, which their two lists alone lose."""
+
+    def make_parser(self, ctx: Any) -> Any:
+        parser = super().make_parser(ctx)
+        parse = parser.parse_args
+
+        def parse_args(args: list[str]) -> Any:
+            opts, rest, order = parse(args)
+            ctx.meta["cumulo.option_order"] = [p.name for p in order]
+            return opts, rest, order
+
+        parser.parse_args = parse_args  # type: ignore[method-assign]
+        return parser
+
+
+def _rules(ctx: typer.Context, exclude: list[str], include: list[str]) -> list[Rule]:
+    given = {"exclude": list(exclude), "include": list(include)}
+    order = [n for n in ctx.meta.get("cumulo.option_order", []) if n in given]
+    if sorted(order) != sorted(["exclude"] * len(exclude) + ["include"] * len(include)):
+        order = ["exclude"] * len(exclude) + ["include"] * len(include)
+    return [(kind, given[kind].pop(0)) for kind in order]
+
+
+def _line(action: Action) -> str:
+    if action.op == "delete":
+        return f"delete: {action.dest}"
+    return f"{action.op}: {action.source} to {action.dest}"
+
+
+def _summary(todo: SyncPlan) -> str:
+    copied, deleted = len(todo.copies), len(todo.deletes)
+    if todo.dryrun:
+        return (f"(dryrun) {todo.source} to {todo.dest}: would {todo.direction} {copied} "
+                f"file(s) ({human_bytes(todo.bytes)}) and delete {deleted}; "
+                f"{todo.unchanged} unchanged; nothing was changed")
+    return (f"synced {todo.source} to {todo.dest}: {copied} {todo.direction}ed "
+            f"({human_bytes(todo.bytes)}), {deleted} deleted, {todo.unchanged} unchanged")
+
+
+@app.command("sync", cls=_InOrder)
+def sync(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="a local folder, or BUCKET/PREFIX"),
+    dest: str = typer.Argument(..., help="BUCKET/PREFIX, or a local folder"),
+    delete: bool = typer.Option(False, "--delete", help="Remove what DEST holds and SOURCE "
+                                "does not."),
+    exclude: list[str] | None = typer.Option(None, "--exclude", help="Leave out paths (below "
+                                             "SOURCE) matching this glob; repeat for more."),
+    include: list[str] | None = typer.Option(None, "--include", help="Take paths matching "
+                                             "this glob back in; the last rule that matches "
+                                             "a path decides."),
+    dryrun: bool = typer.Option(False, "--dryrun", "--dry-run", help="Print what it would do; "
+                                "change nothing."),
+    quiet: bool = QuietOpt, json: bool = JsonOpt,
+) -> None:
+    """Make DEST hold what SOURCE holds (a local folder and BUCKET/PREFIX), like aws s3 sync.
+
+    A file is copied when DEST lacks it or its size or SHA-256 differs; --delete removes what
+    SOURCE lacks. A missing bucket stops it before anything is copied.
+    """
+    files = client(ctx).files
+    src_local, dst_local = is_local(source), is_local(dest)
+    if src_local and dst_local:
+        raise Invalid(f"both {source!r} and {dest!r} are local folders; one side must be a "
+                      f"Cumulo path BUCKET/PREFIX (write cumulo://{dest.lstrip('./')} if a "
+                      "local folder has the bucket's name)")
+    if not src_local and not dst_local:
+        raise Invalid(f"both {source!r} and {dest!r} are Cumulo paths (a local folder must "
+                      f"exist here, or be written ./{dest}); syncing between buckets is not "
+                      "supported yet")
+    todo = plan(files, Path(source) if src_local else source,
+                Path(dest) if dst_local else dest, delete=delete,
+                rules=_rules(ctx, exclude or [], include or []), dryrun=dryrun)
+    if dryrun:
+        if not json:
+            for action in todo.actions:
+                console.print(escape(f"(dryrun) {_line(action)}"))
+    else:
+        def done(action: Action) -> None:
+            if not json:
+                console.print(escape(_line(action)))
+
+        with progress_bar(f"sync {len(todo.copies)} file(s)", todo.bytes,
+                          quiet=quiet or json) as advance:
+            apply(files, todo, progress=advance, on_action=done)
+    if json:
+        print_json({**asdict(todo), "copied": len(todo.copies), "deleted": len(todo.deletes),
+                    "bytes": todo.bytes})
+        return
+    console.print(escape(_summary(todo)))

@@ -14,7 +14,7 @@ import mimetypes
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +26,11 @@ import httpx
 from cumulo.client.transport import Transport
 from cumulo.errors import CumuloError, Invalid
 from cumulo.storage.keys import split_path, validate_key
+from cumulo.storage.sync import Rule, SyncPlan, sha256_of
+from cumulo.storage.sync import apply as apply_sync
+from cumulo.storage.sync import plan as plan_sync
 
-__all__ = ["FilesClient", "Listing", "ObjectInfo", "ObjectWriter"]
+__all__ = ["FilesClient", "Listing", "ObjectInfo", "ObjectWriter", "SyncPlan"]
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
@@ -77,6 +80,12 @@ def _needs_key(path: str) -> tuple[str, str]:
     if not key:
         raise Invalid(f"{path!r} names a bucket, not an object; use BUCKET/KEY, e.g. data/a.csv")
     return bucket, key
+
+
+def _into(dest: str, name: str) -> str:
+    """``dest``, or ``dest`` + ``name`` when it names a bucket or a folder (ends in '/')."""
+    bucket, key = split_path(dest)
+    return f"{bucket}/{key + name if not key or key.endswith('/') else key}"
 
 
 class FilesClient:
@@ -230,6 +239,59 @@ class FilesClient:
                            content_type or mimetypes.guess_type(key)[0]
                            or "application/octet-stream")
         raise Invalid(f"mode must be 'rb' or 'wb', not {mode!r}")
+
+    def move(self, source: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+             progress: Progress | None = None) -> ObjectInfo:
+        """Move one object: to another key or bucket, from a local file (a ``pathlib.Path``)
+        to ``BUCKET/KEY``, or from ``BUCKET/KEY`` to a local path. The source is deleted only
+        once the copy is stored whole (its SHA-256 checked). A ``dest`` that is a bucket, ends
+        in ``/`` or is a local folder keeps the source's name. Returns the object's info."""
+        local_src, local_dst = isinstance(source, os.PathLike), isinstance(dest, os.PathLike)
+        if local_src and local_dst:
+            raise Invalid(f"both {os.fspath(source)!r} and {os.fspath(dest)!r} are local; one "
+                          "side must be a Cumulo path BUCKET/KEY (a str)")
+        if local_src:
+            path = Path(os.fspath(source)).expanduser()
+            if not path.is_file():
+                raise Invalid(f"{path} is not a file here")
+            target = _into(str(dest), path.name)
+            expected = sha256_of(path)
+            info = self.upload(path, target, progress=progress)
+            if info.sha256 != expected:
+                raise CumuloError(f"{path} changed while it was uploaded to {target}; it was "
+                                  "kept: move it again")
+            path.unlink()
+            return info
+        _needs_key(str(source))
+        if local_dst:  # checked against the SHA-256 and renamed into place by download()
+            info = self.download(str(source), dest, progress=progress)
+            self.delete(str(source))
+            return info
+        bucket, key = _needs_key(str(source))
+        target = _into(str(dest), key.rsplit("/", 1)[-1])
+        if split_path(target) == (bucket, key):
+            raise Invalid(f"{source} and {target} are the same object; nothing to move")
+        head = self.head(str(source))
+        with self.open(str(source)) as reader:
+            info = self.upload(reader, target, content_type=head.content_type,
+                               progress=progress)
+        if info.sha256 != head.sha256:
+            raise CumuloError(f"{source} changed while it was copied to {target}; it was "
+                              "kept: move it again")
+        self.delete(str(source))
+        return info
+
+    def sync(self, source: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+             delete: bool = False, filters: Sequence[Rule] = (), dryrun: bool = False,
+             progress: Progress | None = None) -> SyncPlan:
+        """Make ``dest`` hold what ``source`` holds, as ``aws s3 sync`` does: a local folder
+        (a ``pathlib.Path``) to ``BUCKET/PREFIX`` (a ``str``), or back. A file is copied when
+        ``dest`` lacks it or its size or SHA-256 differs; ``delete`` removes what ``source``
+        lacks; ``filters`` are aws's ``--exclude``/``--include`` in order, the last match
+        deciding: ``[("exclude", "*"), ("include", "*.csv")]``. Returns the plan, carried
+        out unless ``dryrun``; a missing bucket is NotFound before anything is copied."""
+        todo = plan_sync(self, source, dest, delete=delete, rules=filters, dryrun=dryrun)
+        return todo if dryrun else apply_sync(self, todo, progress=progress)
 
     def delete(self, path: str, *, recursive: bool = False) -> int:
         """Delete one object, or with ``recursive`` every object under the prefix."""
