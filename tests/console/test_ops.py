@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pandas as pd
 from playwright.sync_api import expect
 
 from tests.services import Cumulo
@@ -93,9 +94,31 @@ print("training done", flush=True)
     shot(page, "jobs")
 
 
+def _stored(server: Cumulo) -> dict[str, int | None]:
+    """What /status says storage holds, once it counts a table: the count is reused a while
+    (server/status.py's USE_TTL, 30 s), so one made before a table was written is waited out."""
+    deadline = time.monotonic() + 45
+    while True:
+        status = _rest(server, "/status")
+        assert isinstance(status, dict)
+        used: dict[str, int | None] = status["storage"]["used"]
+        if used["tables"] or time.monotonic() > deadline:
+            assert used["buckets"] == status["storage"]["bytes"]
+            return used
+        time.sleep(0.5)
+
+
 def test_home_counts_and_a_running_job_cancelled_from_its_page(page, console_server: Cumulo,  # type: ignore[no-untyped-def]
                                                                shot) -> None:
     name = _unique("sleeper")
+    # Storage used counts the lake's tables (and models, jobs' files), not bucket objects only.
+    database = name.replace("-", "_")
+    c = console_server.client()
+    c.tables.create_database(database)
+    c.tables.write(f"{database}.rows", pd.DataFrame({"n": range(1000)}))
+    used = _stored(console_server)
+    assert used["tables"] and used["tables"] > 1000
+    assert used["total"] == sum(used[k] or 0 for k in ("buckets", "tables", "models", "jobs"))
     job = _long_job(console_server, name)
     try:
         deadline = time.monotonic() + 60
@@ -114,7 +137,10 @@ def test_home_counts_and_a_running_job_cancelled_from_its_page(page, console_ser
         expect(cards.get_by_role("link", name=re.compile(r"^Endpoints"))).to_have_accessible_name(
             f"Endpoints: {len(endpoints)}")
         expect(cards.get_by_role("link", name=re.compile(r"^Cost this week"))).to_be_visible()
-        expect(cards.get_by_role("link", name=re.compile(r"^Storage"))).to_be_visible()
+        storage = cards.get_by_role("link", name=re.compile(r"^Storage"))
+        expect(storage).to_have_accessible_name(re.compile(
+            r"^Storage: [\d.]+ [KMG]?B used \(tables [\d.]+ [KMG]?B, files [\d.]+ [KMG]?B, "
+            r"models [\d.]+ [KMG]?B, jobs [\d.]+ [KMG]?B\)$"))
         recent = page.get_by_role("table", name="Recent jobs")
         expect(recent.get_by_role("row").filter(has_text=name)).to_contain_text("running")
         shot(page, "home")

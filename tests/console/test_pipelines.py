@@ -1,20 +1,21 @@
 """The pipeline designer: draw by dragging from the palette, connect typed ports, set
 parameters, save, run and watch each step on the canvas; refused connections and bad
-parameters; a pipeline written in Python opens drawn."""
+parameters; a pipeline written in Python opens drawn top to bottom, readable."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
 from playwright.sync_api import expect
 
-from cumulo.pipelines import pipeline
-from cumulo.pipelines.library import evaluate_model, import_data, split_data, train_model
 from tests.services import Cumulo
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "churn"
 
 
 def _handle(page, node: str, port: str, kind: str):  # type: ignore[no-untyped-def]
@@ -199,45 +200,103 @@ def test_bad_connections_and_parameters_are_refused(page, console_server: Cumulo
     expect(page).to_have_url(re.compile(r"/jobs$"))
 
 
-def test_a_python_pipeline_opens_drawn(page, phone_page, console_server: Cumulo) -> None:  # type: ignore[no-untyped-def]
-    name = f"python-{uuid.uuid4().hex[:6]}"
+def _boxes(page) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Each step's box on the screen, all read in one frame (the view may be moving)."""
+    return page.evaluate("""() => Object.fromEntries(
+        [...document.querySelectorAll('.step-node')].map((el) => {
+            const r = el.getBoundingClientRect();
+            return [el.dataset.testid.slice(5), {x: r.x, y: r.y, width: r.width, height: r.height}];
+        }))""")
 
-    def trained(threshold: float = 0.5) -> None:
-        raw = import_data(source="table", table="sales.customers")
-        parts = split_data(raw, fraction=0.75)
-        model = train_model(parts.train, target="churned")
-        evaluate_model(model.model, parts.test, target="churned")
 
+def _reads_downward(page, definition: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """Every edge goes down the canvas: a step below each step it takes input from (waited
+    for: a layout reaches the screen a frame after the page says it is done)."""
+    pairs = [[e["from"].rsplit(".", 1)[0], e["to"].rsplit(".", 1)[0]] for e in definition["edges"]]
+    page.wait_for_function("""(pairs) => pairs.every(([above, below]) => {
+        const box = (id) => document.querySelector(`[data-testid="step-${id}"]`)
+            .getBoundingClientRect();
+        return box(above).bottom < box(below).top;
+    })""", arg=pairs, timeout=5000)
+
+
+def test_a_python_pipeline_opens_drawn_top_to_bottom_and_readable(  # type: ignore[no-untyped-def]
+        page, phone_page, console_server: Cumulo, shot) -> None:
+    # The example of docs/pipelines.md: ten steps in one chain, which fit-to-view used to show
+    # as a row of boxes too small to read.
+    created = console_server.cli("pipelines", "create", str(EXAMPLE / "pipeline.py"))
+    assert created.returncode == 0, created.stderr
     c = console_server.client()
-    assert c.pipelines.create(pipeline(trained, name=name))["source"] == "python"
+    definition = c.pipelines.show("churn")["definition"]
+    assert len(definition["nodes"]) == 10 and not any("position" in n for n in definition["nodes"])
 
-    page.goto(f"/pipelines/{name}")
-    expect(page.get_by_role("heading", name=name)).to_be_visible()
-    expect(page.locator(".react-flow__node")).to_have_count(4)
-    expect(page.locator(".react-flow__edge")).to_have_count(4)
-    # Laid out by depth: each step right of the one it takes input from.
-    xs = [page.get_by_test_id(f"step-{n}").bounding_box()["x"]
-          for n in ("import_data", "split_data", "train_model", "evaluate_model")]
-    assert xs == sorted(xs) and len(set(xs)) == 4
-    panel = _step_panel(page, "train_model")
-    expect(panel.get_by_label(re.compile(r"^target"))).to_have_value("churned")
+    page.goto("/pipelines/churn")
+    expect(page.get_by_role("heading", name="churn", exact=True)).to_be_visible()
+    expect(page.locator(".react-flow__node")).to_have_count(10)
+    expect(page.locator(".react-flow__edge")).to_have_count(len(definition["edges"]))
+    viewport = page.locator(".react-flow__viewport")
+    expect(viewport).not_to_have_attribute("style", re.compile(r"scale\(1\)"))  # fitted
+    canvas = page.locator(".canvas").bounding_box()
+    # Laid out in layers, top to bottom; each step drawn big enough to read (220 px wide at
+    # full size); the view opens on the first steps, the rest a scroll away.
+    _reads_downward(page, definition)
+    boxes = _boxes(page)
+    assert len(boxes) == 10 and all(box["width"] >= 120 for box in boxes.values()), boxes
+    first = boxes["import_data"]
+    assert canvas["y"] <= first["y"]
+    assert first["y"] + first["height"] <= canvas["y"] + canvas["height"]
+    shot(page, "pipeline-python")
+    # The last steps a scroll away (scrolling moves the canvas, as a page); Fit view goes back.
+    opened = viewport.get_attribute("style")
+    page.mouse.move(canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2)
+    for _ in range(20):  # scrolled down a little at a time, until the last step shows
+        last = _boxes(page)["deploy_to_endpoint"]
+        if last["y"] + last["height"] <= canvas["y"] + canvas["height"]:
+            break
+        page.mouse.wheel(0, 200)
+        page.wait_for_timeout(50)
+    assert canvas["y"] <= last["y"] and last["y"] + last["height"] <= canvas["y"] + canvas["height"]
+    assert last["width"] == boxes["deploy_to_endpoint"]["width"]  # moved, not zoomed
+    page.get_by_role("button", name="Fit view").click()
+    expect(viewport).to_have_attribute("style", opened or "")
+
+    # A step out of view is reached from the keyboard: focused, Enter selects it.
+    page.locator('.react-flow__node[data-id="train_model"]').focus()
+    page.keyboard.press("Enter")
+    panel = page.get_by_role("region", name="Step train_model")
+    expect(panel.get_by_role("textbox", name=re.compile(r"^target"))).to_have_value("churned")
     expect(panel.get_by_label("train", exact=False).first).to_have_value("split_data.train")
     # Its parameters are asked for when it runs.
     page.get_by_role("button", name="Run", exact=True).click()
     dialog = page.get_by_role("dialog", name="Run the pipeline")
-    expect(dialog.get_by_label("threshold")).to_have_value("0.5")
+    expect(dialog.get_by_label("threshold")).to_have_value("0.75")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_have_count(0)
     # Saved from the designer, it is the same definition, now with where its nodes are drawn.
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".status-line")).to_have_text("Saved version 2.")
-    again = c.pipelines.show(name)["definition"]
+    again = c.pipelines.show("churn")["definition"]
     assert all("position" in n for n in again["nodes"])
-    assert _without_positions(again) == _without_positions(c.pipelines.show(name, 1)["definition"])
+    assert _without_positions(again) == _without_positions(definition)
+
+    # One drawn before (a row, left to right) keeps where it was drawn; Arrange lays it out
+    # top to bottom.
+    row = {**{k: v for k, v in again.items() if k != "version"},
+           "nodes": [{**n, "position": {"x": 280 * i, "y": 0}}
+                     for i, n in enumerate(again["nodes"])]}
+    assert c.pipelines.create(row)["version"] == 3
+    page.reload()
+    expect(page.locator(".react-flow__node")).to_have_count(10)
+    assert len({round(box["y"]) for box in _boxes(page).values()}) == 1
+    page.get_by_role("button", name="Arrange top to bottom").click()
+    expect(page.locator(".status-line")).to_have_text("Arranged top to bottom.")
+    _reads_downward(page, definition)
+    expect(page.get_by_text("unsaved changes")).to_be_visible()
+    shot(page, "pipeline-arranged")
 
     # On a phone: the palette folds above the canvas, and nothing is wider than the screen.
-    phone_page.goto(f"/pipelines/{name}")
-    expect(phone_page.locator(".react-flow__node")).to_have_count(4)
+    phone_page.goto("/pipelines/churn")
+    expect(phone_page.locator(".react-flow__node")).to_have_count(10)
     toggle = phone_page.get_by_role("button", name=re.compile("^Components"))
     expect(phone_page.get_by_label("Search components")).to_be_hidden()
     toggle.click()

@@ -115,6 +115,11 @@ def test_status(local_server: Cumulo) -> None:
     assert status["compute"] == {"clusters": 1, "running": 0, "queued": 0}
     text = local_server.cli("status").stdout
     assert "database" in text and "storage" in text and "bucket(s)" in text
+    used = status["storage"]["used"]
+    assert used["buckets"] == status["storage"]["bytes"]
+    assert used["total"] == used["buckets"] + sum(used[a] or 0 for a in ("tables", "models",
+                                                                          "jobs"))
+    assert "used in all (tables" in text
     assert "1 cluster(s), 0 job(s) running, 0 queued" in text
 
 

@@ -8,9 +8,18 @@ import { duration, isActive, isAwsList, Job, Prices, Table, useNow } from "./job
 import { apiPath } from "./endpoints/shared";
 import "./Home.css";
 
+/** Bytes stored by area; an area is null when the storage could not list it. */
+interface StorageUse {
+  buckets: number;
+  tables: number | null;
+  models: number | null;
+  jobs: number | null;
+  total: number;
+  counted_at: string;
+}
 interface Status {
   version: string;
-  storage: { kind: string; buckets: number; objects: number; bytes: number };
+  storage: { kind: string; buckets: number; objects: number; bytes: number; used: StorageUse };
   compute: { clusters: number; running: number; queued: number };
 }
 interface Endpoint {
@@ -21,6 +30,15 @@ interface Endpoint {
 }
 interface Traffic { replicas: number; in_flight: number; variants: Record<string, { requests: number; requests_per_s: number; errors_5xx: number }> }
 interface Costs { total: { cost_usd: number; count: number }; prices: Prices }
+
+// What "Storage used" adds up, in the order shown: the Files page's buckets, the lake's tables,
+// MLflow's artifact store (models and runs' files), jobs' code, logs and outputs.
+const AREAS: [Exclude<keyof StorageUse, "total" | "counted_at">, string][] = [
+  ["tables", "tables"], ["buckets", "files"], ["models", "models"], ["jobs", "jobs"]];
+const areas = (used: StorageUse) => AREAS.map(([key, label]) => {
+  const n = used[key];
+  return n === null ? `${label} not counted` : `${label} ${bytes(n)}`;
+});
 
 const MOST_ENDPOINTS = 20; // endpoints whose traffic is asked for on each refresh
 const live = (e: Endpoint) => e.variants.filter((v) => !v.shadow);
@@ -66,10 +84,11 @@ export default function Home() {
       </PageHeader>
       <ErrorBox error={home.error} />
       <div className="cards home-cards">
-        <Link className="card" to="/files" aria-label={`Storage: ${bytes(status.storage.bytes)} used`}>
+        <Link className="card" to="/files" title={`Counted at ${when(status.storage.used.counted_at)}, at most every 30 s`}
+              aria-label={`Storage: ${bytes(status.storage.used.total)} used (${areas(status.storage.used).join(", ")})`}>
           <div className="label">Storage used</div>
-          <div className="value">{bytes(status.storage.bytes)}</div>
-          <div className="sub">{number(status.storage.objects)} objects in {status.storage.buckets} bucket{status.storage.buckets === 1 ? "" : "s"}</div>
+          <div className="value">{bytes(status.storage.used.total)}</div>
+          <div className="sub home-areas">{areas(status.storage.used).map((a) => <span key={a}>{a}</span>)}</div>
         </Link>
         <Link className="card" to="/tables" aria-label={`Tables: ${tables}`}>
           <div className="label">Tables</div>

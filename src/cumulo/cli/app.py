@@ -195,7 +195,12 @@ def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
     table.add_row("", f"{db['users']} user(s), {db['tokens']} live token(s)")
     table.add_row("storage", f"{st['url']} ({st['kind']})")
     table.add_row("", f"{st['buckets']} bucket(s), {st['objects']} object(s), "
-                      f"{human_bytes(st['bytes'])}")
+                      f"{human_bytes(st['bytes'])} in buckets")
+    used = st.get("used") or {}
+    if used:
+        areas = ", ".join(f"{area} {human_bytes(used[area])}"
+                          for area in ("tables", "models", "jobs") if used.get(area) is not None)
+        table.add_row("", f"{human_bytes(used['total'])} used in all ({areas})")
     cp = s["compute"]
     table.add_row("compute", f"{cp['clusters']} cluster(s), {cp['running']} job(s) running, "
                              f"{cp['queued']} queued")

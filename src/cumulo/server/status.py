@@ -1,7 +1,18 @@
-"""``GET /api/v1/status``: what this server is, where its state lives, and what it holds."""
+"""``GET /api/v1/status``: what this server is, where its state lives, and what it holds.
+
+What storage holds is counted by area: bucket objects from the database (their sizes are kept
+there), and the tables, MLflow's artifact store and jobs' files by listing their prefixes of the
+storage root, at most every ``USE_TTL`` seconds (Home asks every 5 s; a listing of a big root
+is not free).
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -16,6 +27,7 @@ from cumulo.db import get_session, redact_url
 from cumulo.permissions import any_caller
 from cumulo.services import services
 from cumulo.storage import service as storage
+from cumulo.storage.backends import Backend
 
 __all__ = ["router"]
 
@@ -29,12 +41,24 @@ class DatabaseStatus(BaseModel):
     tokens: int
 
 
+class StorageUse(BaseModel):
+    """Bytes stored, by what holds them; an area is None when its prefix could not be listed."""
+
+    buckets: int  # bucket objects (the Files page)
+    tables: int | None  # managed lake tables (lake/), every version their files still hold
+    models: int | None  # MLflow's artifact store (mlflow/): models and runs' files
+    jobs: int | None  # jobs' code snapshots, logs, outputs and checkpoints (jobs/)
+    total: int  # the sum of what was counted
+    counted_at: datetime  # when the listed areas were counted
+
+
 class StorageStatus(BaseModel):
     url: str
     kind: str
     buckets: int
     objects: int
-    bytes: int
+    bytes: int  # what bucket objects hold; ``used`` counts the rest too
+    used: StorageUse
 
 
 class ComputeStatus(BaseModel):
@@ -73,7 +97,61 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)]) 
                 .where(Token.revoked_at.is_(None), Token.kind == "user")
             ) or 0,
         ),
-        storage=StorageStatus(url=server.storage.url, kind=server.storage.kind, **use),
+        storage=StorageStatus(url=server.storage.url, kind=server.storage.kind, **use,
+                              used=_used(server.storage, use["bytes"])),
         compute=ComputeStatus(clusters=session.scalar(select(func.count()).select_from(Cluster))
                               or 0, **jobs),
     )
+
+
+# --- what the storage root's areas hold -------------------------------------------------------
+
+USE_TTL = 30.0  # seconds a count of the listed areas is reused
+AREAS = {"tables": "lake", "models": "mlflow", "jobs": "jobs"}
+_counted: dict[str, tuple[float, datetime, dict[str, int | None]]] = {}  # by storage URL
+_counting = threading.Lock()  # one count at a time; the others wait for it and reuse it
+
+
+def _used(backend: Backend, buckets: int) -> StorageUse:
+    with _counting:
+        found = _counted.get(backend.url)
+        if found is None or time.monotonic() - found[0] > USE_TTL:
+            areas = {area: _size(backend, prefix) for area, prefix in AREAS.items()}
+            found = _counted[backend.url] = (time.monotonic(), datetime.now(UTC), areas)
+    _, at, areas = found
+    total = buckets + sum(n for n in areas.values() if n is not None)
+    return StorageUse(buckets=buckets, **areas, total=total, counted_at=at)
+
+
+def _size(backend: Backend, prefix: str) -> int | None:
+    """What the blobs under ``prefix/`` hold: a walk of the folder when the backend keeps
+    files, else a listing of the prefix (S3). None when it cannot be listed."""
+    try:
+        folder = backend.local_path(prefix)
+        if folder is not None:
+            return _folder_size(folder)
+        from pyarrow import fs  # S3's listing: pyarrow comes with the lake, loaded on use
+
+        filesystem, path = backend.arrow_path(prefix)
+        infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True,
+                                                         allow_not_found=True))
+        return sum(i.size or 0 for i in infos if i.type == fs.FileType.File)
+    except (OSError, ValueError, ImportError):  # unreachable, refused, or no pyarrow here
+        return None
+
+
+def _folder_size(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (links not followed: nothing counted twice)."""
+    total = 0
+    stack = [str(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not made yet, or removed while counted
+    return total

@@ -4,8 +4,8 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import {
-  applyEdgeChanges, applyNodeChanges, Background, Controls, type Edge, type EdgeChange,
-  type NodeChange, ReactFlow, ReactFlowProvider, useReactFlow, type FinalConnectionState,
+  applyEdgeChanges, applyNodeChanges, Background, ControlButton, Controls, type Edge, type EdgeChange,
+  type NodeChange, ReactFlow, ReactFlowProvider, useNodesInitialized, useReactFlow, type FinalConnectionState,
   type Connection, type IsValidConnection,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
@@ -14,14 +14,14 @@ import { ErrorBox, Loading, PageHeader } from "../../components/ErrorBox";
 import { LeaveGuard } from "../../components/LeaveGuard";
 import { useApi } from "../../hooks";
 import {
-  type ComponentDoc, type Definition, makeEdge, NAME, newId, NODE_WIDTH, type ParameterSpec,
-  type PipelineOut, type Problem, problemTargets, refusal, portType, RUN_FINISHED, type RunOut,
-  stableKey, type StepNode, toDefinition, toGraph,
+  type ComponentDoc, type Definition, layout, makeEdge, NAME, newId, nodeSize, NODE_WIDTH, type ParameterSpec,
+  type PipelineOut, type Problem, problemTargets, portsOf, refusal, portType, readableView, RUN_FINISHED,
+  type RunOut, stableKey, type StepNode, toDefinition, toGraph,
 } from "./model";
 import { DRAG_TYPE, Palette } from "./Palette";
 import { EdgePanel, type FieldChange, NodePanel, PipelinePanel } from "./Panels";
 import { RunDialog, RunHistory, RunPanel } from "./RunPanel";
-import { LibraryContext, NODE_TYPES } from "./StepNode";
+import { LibraryContext, NODE_TYPES, OverlayContext } from "./StepNode";
 
 export default function Designer() {
   const components = useApi((signal) => get<ComponentDoc[]>("/pipelines/components", undefined, signal), []);
@@ -55,6 +55,7 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
   const flow = useReactFlow<StepNode, Edge>();
   const canvas = useRef<HTMLDivElement>(null);
   const fitOnOpen = useRef<boolean | null>(null);
+  const measured = useNodesInitialized();
 
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
@@ -195,12 +196,7 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
     return { nodeIds, edgeIds };
   }, [problems, sent]);
   const states = useMemo(() => new Map((run?.steps ?? []).map((s) => [s.node, s.state])), [run]);
-  const shownNodes = useMemo(() => nodes.map((n) => {
-    const state = states.get(n.id);
-    const problem = targets.nodeIds.has(n.id);
-    if (!state && !problem && !n.data.state && !n.data.problem) return n;
-    return { ...n, data: { ...n.data, state, problem } };
-  }), [nodes, states, targets]);
+  const overlay = useMemo(() => ({ states, problems: targets.nodeIds }), [states, targets]);
   const shownEdges = useMemo(() => edges.map((e) => {
     const bad = targets.edgeIds.has(e.id);
     const running = states.get(e.target) === "running" || (states.get(e.source) === "running");
@@ -325,6 +321,37 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
     }
   };
 
+  // --- the view ------------------------------------------------------------------------------------
+  /** Fit the pipeline to the canvas, but no smaller than can be read: a long one shows its
+   *  first steps, the rest a scroll away (scrolling moves the canvas, as a page; Ctrl+scroll
+   *  or a pinch zooms). */
+  const showReadable = useCallback((duration = 0) => {
+    const box = canvas.current?.getBoundingClientRect();
+    const drawn = flow.getNodes();
+    if (!box || !drawn.length) return;
+    flow.setViewport(readableView(flow.getNodesBounds(drawn), box), { duration });
+  }, [flow]);
+
+  // As a pipeline opens, once its steps are measured; not for the first step dropped on an
+  // empty canvas.
+  useEffect(() => {
+    if (!measured || !fitOnOpen.current || !flow.getNodes().every((n) => n.measured?.width)) return;
+    fitOnOpen.current = false;
+    showReadable();
+  }, [measured, loaded, flow, showReadable]);
+
+  /** Lay every step out again, top to bottom, at the sizes they are drawn. */
+  const arrange = () => {
+    const placed = layout(nodes.map((n) => {
+      const ports = portsOf(library.get(n.data.component), n.data.params);
+      const size = nodeSize(ports.inputs.length, ports.outputs.length);
+      return { id: n.id, width: n.measured?.width ?? size.width, height: n.measured?.height ?? size.height };
+    }), edges);
+    setNodes((ns) => ns.map((n) => placed.has(n.id) ? { ...n, position: placed.get(n.id)! } : n));
+    setNotice("Arranged top to bottom.");
+    window.setTimeout(() => showReadable(200), 50);
+  };
+
   // --- validate, save, run ----------------------------------------------------------------------
   const localProblems = (): Problem[] => {
     const out: Problem[] = [];
@@ -416,8 +443,8 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
       setNotice(`Started run ${started.id}.`);
       setLoaded(stored.name);
       go(`/pipelines/${stored.name}/runs/${started.id}`);
-      // The canvas is shorter beside the run's panel: show every step in it.
-      window.setTimeout(() => flow.fitView({ padding: 0.15, maxZoom: 1, duration: 200 }), 100);
+      // The canvas is shorter above the run's panel: fit the steps to it again.
+      window.setTimeout(() => showReadable(200), 100);
     } catch (exc) {
       setError(exc);
     } finally {
@@ -522,16 +549,27 @@ function DesignerBody({ components }: { components: ComponentDoc[] }) {
         <Palette components={components} onAdd={(c) => addNode(c)} />
         <div className="canvas" ref={canvas} onDrop={onDrop}
              onDragOver={(e) => { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; }}>
-          <ReactFlow<StepNode, Edge>
-            nodes={shownNodes} edges={shownEdges} nodeTypes={NODE_TYPES}
-            onNodesChange={onNodesChange} onEdgesChange={onEdgesChange} onConnect={onConnect}
-            onConnectEnd={onConnectEnd} isValidConnection={isValidConnection}
-            deleteKeyCode={["Delete", "Backspace"]} fitView={fitOnOpen.current} fitViewOptions={{ padding: 0.2, maxZoom: 1 }}
-            minZoom={0.2} maxZoom={2} proOptions={{ hideAttribution: true }}
-            aria-label="Pipeline canvas">
-            <Background gap={16} />
-            <Controls />
-          </ReactFlow>
+          <OverlayContext.Provider value={overlay}>
+            <ReactFlow<StepNode, Edge>
+              nodes={nodes} edges={shownEdges} nodeTypes={NODE_TYPES}
+              onNodesChange={onNodesChange} onEdgesChange={onEdgesChange} onConnect={onConnect}
+              onConnectEnd={onConnectEnd} isValidConnection={isValidConnection}
+              deleteKeyCode={["Delete", "Backspace"]} panOnScroll
+              minZoom={0.2} maxZoom={2} proOptions={{ hideAttribution: true }}
+              aria-label="Pipeline canvas">
+              <Background gap={16} />
+              <Controls showFitView={false}>
+                <ControlButton onClick={() => showReadable(200)} title="Fit view (no smaller than readable)"
+                               aria-label="Fit view">
+                  <svg viewBox="0 0 32 30" aria-hidden="true"><path d="M3.7 11.8v-6.4c0-.9.7-1.7 1.7-1.7h6.4V0H5.3C2.4 0 0 2.4 0 5.3v6.4h3.7zM0 18.1v6.4C0 27.5 2.4 30 5.3 30h6.4v-3.7H5.3c-.9 0-1.7-.8-1.7-1.7v-6.4H0zM26.7 3.7c.9 0 1.7.7 1.7 1.7v6.4H32V5.3C32 2.4 29.6 0 26.7 0h-6.4v3.7h6.4zM28.3 24.6c0 .9-.7 1.7-1.7 1.7h-6.4V30h6.4c2.9 0 5.3-2.4 5.3-5.3v-6.4h-3.7v6.3z" /></svg>
+                </ControlButton>
+                <ControlButton onClick={arrange} disabled={nodes.length === 0} title="Arrange the steps top to bottom"
+                               aria-label="Arrange top to bottom">
+                  <svg viewBox="0 0 24 24" aria-hidden="true"><path d="M9 2h6v5H9zM2 17h6v5H2zM16 17h6v5h-6zM11 7h2v4h6v6h-2v-4H7v4H5v-6h6z" /></svg>
+                </ControlButton>
+              </Controls>
+            </ReactFlow>
+          </OverlayContext.Provider>
           {nodes.length === 0 && (
             <div className="canvas-empty muted">Drag components here from the palette, or select one and press Enter.</div>
           )}

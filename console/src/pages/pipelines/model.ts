@@ -1,5 +1,6 @@
 // The pipelines API's shapes, and the pure logic of the designer: a definition to a graph and
-// back, ports, connection rules, parameter checks and the layered auto-layout.
+// back, ports, connection rules, parameter checks, the layered auto-layout and the view it opens at.
+import { graphlib, layout as dagreLayout } from "@dagrejs/dagre";
 import type { Edge, Node } from "@xyflow/react";
 
 export interface PortDoc {
@@ -122,8 +123,8 @@ export const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const PORT_TYPES = ["table", "model", "metrics", "endpoint", "signal"];
 export const NODE_WIDTH = 220;
 
-/** What a node carries: its definition's fields, the raw text of fields being typed, and
- *  what the designer shows on it (a run's state, a problem). */
+/** What a node carries: its definition's fields and the raw text of fields being typed (a
+ *  run's states and the problems are shown beside it: StepNode's OverlayContext). */
 export interface StepData extends Record<string, unknown> {
   component: string;
   params: Record<string, unknown>;
@@ -133,8 +134,6 @@ export interface StepData extends Record<string, unknown> {
   texts: Record<string, string>;
   /** What is wrong with each parameter, as typed. */
   errors: Record<string, string>;
-  state?: string;
-  problem?: boolean;
 }
 
 export type StepNode = Node<StepData, "step">;
@@ -222,39 +221,50 @@ export function newId(base: string, taken: Set<string>): string {
   return id;
 }
 
-/** Columns by depth (the longest path from a source), rows within a column. */
-export function layout(ids: string[], edges: { source: string; target: string }[]): Map<string, { x: number; y: number }> {
-  const before = new Map(ids.map((id) => [id, [] as string[]]));
-  for (const e of edges) before.get(e.target)?.push(e.source);
-  const depth = new Map<string, number>();
-  const visiting = new Set<string>();
-  const depthOf = (id: string): number => {
-    if (depth.has(id)) return depth.get(id)!;
-    if (visiting.has(id)) return 0; // a cycle: the check refuses it; do not loop here
-    visiting.add(id);
-    const d = Math.max(-1, ...(before.get(id) ?? []).filter((s) => before.has(s)).map(depthOf)) + 1;
-    visiting.delete(id);
-    depth.set(id, d);
-    return d;
+/** Room at the top right of a step for its "after" port, beside its inputs. */
+export const AFTER_ROOM = 24;
+const HEAD_HEIGHT = 54; // the title, the id and the border (StepNode.css)
+const PORT_ROW = 18; // a row of port names, above or below them
+
+/** How big a step is drawn, to lay it out before the canvas has measured it. */
+export function nodeSize(inputs: number, outputs: number): { width: number; height: number } {
+  return { width: NODE_WIDTH, height: HEAD_HEIGHT + (inputs ? PORT_ROW : 0) + (outputs ? PORT_ROW : 0) };
+}
+
+/** Layers top to bottom (dagre): each step below every step it takes input from, the steps
+ *  of a layer side by side in the order that crosses fewest edges. Top-left corners. */
+export function layout(nodes: { id: string; width: number; height: number }[],
+                       edges: { source: string; target: string }[]): Map<string, { x: number; y: number }> {
+  const graph = new graphlib.Graph();
+  graph.setGraph({ rankdir: "TB", nodesep: 48, ranksep: 40, edgesep: 16 });
+  graph.setDefaultEdgeLabel(() => ({}));
+  for (const n of nodes) graph.setNode(n.id, { width: n.width, height: n.height });
+  for (const e of edges) if (graph.hasNode(e.source) && graph.hasNode(e.target)) graph.setEdge(e.source, e.target);
+  dagreLayout(graph);
+  return new Map(nodes.map((n) => {
+    const { x, y } = graph.node(n.id) as { x: number; y: number };
+    return [n.id, { x: Math.round(x - n.width / 2), y: Math.round(y - n.height / 2) }];
+  }));
+}
+
+/** The smallest zoom at which a step's text can be read (13 px titles at about 9 px). */
+export const READABLE_ZOOM = 0.7;
+
+/** The view a pipeline opens at: all of it when that can be read, up to full size; else as
+ *  much as can be read, from its first steps (the top), the rest a scroll away. */
+export function readableView(bounds: { x: number; y: number; width: number; height: number },
+                             canvas: { width: number; height: number }, padding = 24): { x: number; y: number; zoom: number } {
+  const room = { width: Math.max(canvas.width - 2 * padding, 1), height: Math.max(canvas.height - 2 * padding, 1) };
+  const fit = Math.min(room.width / Math.max(bounds.width, 1), room.height / Math.max(bounds.height, 1), 1);
+  const zoom = Math.max(fit, READABLE_ZOOM);
+  const place = (size: number, space: number, at: number, start: number) => size * zoom <= space
+    ? start + (space - size * zoom) / 2 - at * zoom // it fits: centred
+    : start - at * zoom; // it does not: from its start
+  return {
+    x: place(bounds.width, room.width, bounds.x, padding),
+    y: place(bounds.height, room.height, bounds.y, padding),
+    zoom,
   };
-  const layers: string[][] = [];
-  for (const id of ids) (layers[depthOf(id)] ??= []).push(id);
-  // Rows within a layer: in the order of what feeds them (fewer crossings), centred.
-  const row = new Map<string, number>();
-  const out = new Map<string, { x: number; y: number }>();
-  layers.forEach((layer, d) => {
-    const key = (id: string) => {
-      const fed = (before.get(id) ?? []).map((s) => row.get(s)).filter((r): r is number => r !== undefined);
-      return fed.length ? fed.reduce((a, b) => a + b, 0) / fed.length : 0;
-    };
-    const sorted = d === 0 ? layer : [...layer].sort((a, b) => key(a) - key(b));
-    sorted.forEach((id, i) => {
-      const y = i - (sorted.length - 1) / 2;
-      row.set(id, y);
-      out.set(id, { x: d * (NODE_WIDTH + 60), y: y * 160 });
-    });
-  });
-  return out;
 }
 
 /** A definition as the canvas's nodes and edges (positions from the definition, else laid out). */
@@ -269,7 +279,10 @@ export function toGraph(definition: Definition, library: Map<string, ComponentDo
     const type = portsOf(library.get(node.component), node.params).outputs.find((p) => p.name === sourceHandle)?.type;
     edges.push(makeEdge(source, sourceHandle, target, targetHandle, type));
   }
-  const placed = layout(definition.nodes.map((n) => n.id), edges);
+  const placed = definition.nodes.every((n) => n.position) ? new Map() : layout(definition.nodes.map((n) => {
+    const ports = portsOf(library.get(n.component), n.params ?? {});
+    return { id: n.id, ...nodeSize(ports.inputs.length, ports.outputs.length) };
+  }), edges);
   const nodes: StepNode[] = definition.nodes.map((n) => ({
     id: n.id,
     type: "step",
