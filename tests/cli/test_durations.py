@@ -61,6 +61,7 @@ OPTIONS = [
     Opt(("tables", "restore", "none.t"), "--as-of", TIME, then="database 'none'"),
     Opt(("tables", "read", "none.t"), "--as-of", TIME, then="database 'none'"),
     Opt(("access", "check", "admin", "tables:Read"), "--at", TIME),
+    Opt(("envs", "prune", "--dryrun"), "--unused", DURATION),
 ]
 
 

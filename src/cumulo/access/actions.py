@@ -57,6 +57,10 @@ ACTIONS: dict[str, str] = {
     "jobs:Retry": "retry a job",
     "jobs:Write": "report a job's metrics, outputs and checkpoints (what a job's token does)",
     "jobs:Delete": "delete an ended job and its files",
+    "envs:List": "list environments",
+    "envs:Read": "show an environment, its packages and build log",
+    "envs:Create": "create a named environment",
+    "envs:Delete": "remove a named environment, or prune unused ones",
     "models:List": "list registered models",
     "models:Read": "show a model and its versions",
     "models:Register": "register a model or a new version",
@@ -101,7 +105,7 @@ ACTIONS: dict[str, str] = {
 SERVICES: frozenset[str] = frozenset(name.split(":", 1)[0] for name in ACTIONS)
 
 RESOURCE_KINDS: tuple[str, ...] = (
-    "bucket", "table", "database", "sql", "query", "cluster", "job", "model", "experiment",
+    "bucket", "table", "database", "sql", "query", "cluster", "job", "env", "model", "experiment",
     "endpoint", "pipeline", "user", "group", "policy", "project", "token", "audit",
 )
 

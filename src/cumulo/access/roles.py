@@ -52,7 +52,7 @@ _DOCUMENTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "models:Read",
                 "models:Register", "models:Update", "models:Delete", "tracking:*",
                 "endpoints:*", "pipelines:*", "jobs:Submit", "jobs:List", "costs:Read",
-                "tokens:Manage", "users:List", "groups:List", "projects:List",
+                "envs:*", "tokens:Manage", "users:List", "groups:List", "projects:List",
                 "projects:Read"], sid="build"),
         _allow(["jobs:*", "sql:Read"], sid="own-work", own=True),
     ]),
@@ -63,7 +63,8 @@ _DOCUMENTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "models:List", "models:Read", "models:Register", "models:Update",
                 "endpoints:List", "endpoints:Read", "endpoints:Invoke", "clusters:List",
                 "clusters:Read", "pipelines:List", "pipelines:Read", "pipelines:Run",
-                "costs:Read", "tokens:Manage"], sid="explore"),
+                "envs:List", "envs:Read", "envs:Create", "costs:Read", "tokens:Manage"],
+               sid="explore"),
         _allow([*_OWN_JOBS, "sql:Read"], sid="own-work", own=True),
     ]),
     "analyst": ("reads tables and runs SQL", [

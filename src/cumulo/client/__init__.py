@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from cumulo.access.audit_sdk import AuditClient
     from cumulo.access.iam_sdk import Access, Groups, Policies, Projects, Roles, Users
     from cumulo.access.sdk import TokensClient
+    from cumulo.compute.environments.sdk import EnvsClient
     from cumulo.compute.sdk import ClustersClient, JobsClient
     from cumulo.lake.sdk import SqlClient, TablesClient
     from cumulo.metering.sdk import CostsClient
@@ -123,6 +124,12 @@ class Client:
         from cumulo.compute.sdk import ClustersClient
 
         return ClustersClient(self.transport)
+
+    @cached_property
+    def envs(self) -> EnvsClient:
+        from cumulo.compute.environments.sdk import EnvsClient
+
+        return EnvsClient(self.transport)
 
     @cached_property
     def jobs(self) -> JobsClient:

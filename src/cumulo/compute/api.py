@@ -250,6 +250,14 @@ class JobIn(BaseModel):
     name: str | None = None
     project: str | None = Field(None, description="the project it belongs to (its quotas "
                                 "count it)")
+    requirements: str | None = Field(None, description="a requirements file's text: the job "
+                                     "runs in an environment built from it")
+    requirements_file: str | None = Field(None, description="that file's name, for errors")
+    environment: str | None = Field(None, description="a named environment, or 'pyproject' "
+                                    "(the code folder's pyproject.toml and uv.lock)")
+    python: str | None = Field(None, description="the environment's Python: 3.12 or a path")
+    isolated: bool = Field(False, description="nothing of the server's packages in it")
+    image: str | None = Field(None, description="a container image (Podman or Docker)")
 
 
 class JobOut(BaseModel):
@@ -284,6 +292,10 @@ class JobOut(BaseModel):
     ray_job: str | None = Field(None, description="the latest attempt's Ray submission id")
     usage: dict[str, float | int]
     project: str | None = None
+    environment: str | None = Field(None, description="the digest of its environment; None: "
+                                    "the server's own")
+    environment_label: str | None = None
+    env_ready_at: datetime | None = None
 
 
 def jobs_out(session: Session, jobs: list[Job]) -> list[JobOut]:
@@ -309,6 +321,8 @@ def job_out(job: Job, names: dict[int | None, str],
                "gpu_seconds": round(job.gpu_seconds, 3),
                "wall_seconds": round(job.wall_seconds, 3), "cost_usd": job.cost_usd},
         project=(places or {}).get(job.project_id) if job.project_id is not None else None,
+        environment=job.environment, environment_label=job.environment_label,
+        env_ready_at=job.env_ready_at,
     )
 
 

@@ -132,7 +132,19 @@ def run_job(
     cpus: float = typer.Option(1, "--cpus"),
     memory: str | None = typer.Option(None, "--memory", help="limit, like 4G (default: none)"),
     gpus: int = typer.Option(0, "--gpus"),
-    env: list[str] = typer.Option([], "--env", "-e", help="K=V, repeatable"),
+    env: list[str] = typer.Option([], "--env", "-e",
+                                  help="K=V sets a variable (repeatable); NAME (no '=') runs "
+                                  "it in that environment, 'pyproject' in --code's "
+                                  "pyproject.toml/uv.lock"),
+    requirements: str | None = typer.Option(None, "--requirements", "-r",
+                                            help="a requirements file: the job runs in an "
+                                            "environment built from it (once per set of pins)"),
+    python: str | None = typer.Option(None, "--python",
+                                      help="the environment's Python: 3.12, or a path"),
+    isolated: bool = typer.Option(False, "--isolated",
+                                  help="the environment sees nothing of the server's packages"),
+    image: str | None = typer.Option(None, "--image",
+                                     help="run in this container image (Podman or Docker)"),
     input: list[str] = typer.Option([], "--input", "-i",
                                     help="NAME=db.table[@vN] or NAME=bucket/prefix/"),
     max_runtime: str | None = typer.Option(None, "--max-runtime",
@@ -152,9 +164,16 @@ def run_job(
     from cumulo.units import parse_duration
 
     c = client(ctx)
+    variables = [e for e in env if "=" in e]
+    named = [e for e in env if "=" not in e]
+    if len(named) > 1:
+        raise typer.BadParameter(f"one environment at a time, not {', '.join(named)}",
+                                 param_hint="--env")
     job = c.jobs.run(  # what it can, checked here before the code is uploaded
         entry, code=code, command=command, args=args or [], cluster=cluster, cpus=cpus,
-        memory=memory, gpus=gpus, env=parse_env(env),
+        memory=memory, gpus=gpus, env=parse_env(variables),
+        requirements=requirements, environment=named[0] if named else None, python=python,
+        isolated=isolated, image=image,
         inputs={r.name: r.ref for r in parse_inputs(input)},
         max_runtime=None if max_runtime is None else parse_duration(
             max_runtime, what="--max-runtime", maximum=MAX_DURATION),

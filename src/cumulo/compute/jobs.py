@@ -51,6 +51,14 @@ class JobRequest:
     tags: list[str] = field(default_factory=list)
     name: str | None = None
     project: str | None = None  # the project it belongs to (its quotas count it)
+    # Its environment: a requirements file's text, or a named one, or "pyproject" (the code
+    # folder's pyproject.toml and uv.lock); an interpreter; nothing of the server's packages.
+    requirements: str | None = None
+    requirements_file: str | None = None  # the file's name, for errors
+    environment: str | None = None
+    python: str | None = None
+    isolated: bool = False
+    image: str | None = None  # a container image: Podman or Docker, where one runs
 
 
 def _new_id() -> str:
@@ -193,6 +201,7 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
                              local=cluster.type == "local")
     name = req.name or (entry or os.path.basename((command or ["job"])[0]))
     _enforce_quotas(session, project_id, name, float(req.cpus), int(req.gpus), memory)
+    digest, label = environment_for(session, storage, principal, req, project_id)
     job = Job(
         id=_new_id(), name=name[:128], cluster=cluster.name, state="queued",
         priority=req.priority, tags=list(dict.fromkeys(req.tags)), code_digest=req.code,
@@ -200,10 +209,74 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
         cpus=float(req.cpus), memory=memory, gpus=int(req.gpus), max_runtime_s=max_runtime,
         retries=req.retries, attempt=1, attempts=[], gpu_ids=[],
         created_by=principal.user_id, created_at=utcnow(), project_id=project_id,
+        environment=digest, environment_label=label,
     )
     session.add(job)
     session.commit()
     return job
+
+
+def environment_for(session: Session, storage: Backend, principal: Principal,
+                    req: JobRequest, project_id: int | None) -> tuple[str | None, str | None]:
+    """The environment a job asks for, resolved now (a requirement that cannot be met is
+    refused before anything is queued): its digest and how it was asked, or (None, None) for
+    the server's own."""
+    from cumulo.compute.environments import containers, service, spec
+
+    if req.image:
+        containers.refuse_or_engine(req.image)
+    asked = [what for what, given in (("--requirements", req.requirements),
+                                      ("--env", req.environment)) if given]
+    if len(asked) > 1:
+        raise Invalid("give --requirements FILE or --env NAME|pyproject, not both")
+    if not asked:
+        if req.python or req.isolated:
+            raise Invalid("--python and --isolated need --requirements FILE or --env "
+                          "NAME|pyproject: they say how to build an environment")
+        return None, None
+    if req.environment and req.environment not in ("pyproject",):
+        if req.python or req.isolated:
+            raise Invalid(f"environment {req.environment!r} was built with its own Python; "
+                          "--python and --isolated go with --requirements or --env pyproject")
+        require_each(principal, "envs:Read", [f"env/{req.environment}"])
+        env = service.get_by_name(session, req.environment)
+        return env.digest, req.environment
+    lock_text = None
+    if req.environment == "pyproject":
+        files = _project_files(session, storage, req.code)
+        parsed, lock_text = spec.from_pyproject(files, python=req.python, isolated=req.isolated)
+        label = "pyproject (uv.lock)" if lock_text else "pyproject"
+    else:
+        source = os.path.basename(req.requirements_file or "requirements.txt")
+        parsed = spec.parse_requirements(req.requirements or "", source=source,
+                                         python=req.python, isolated=req.isolated)
+        label = source
+    env = service.request(session, parsed, principal=principal, project_id=project_id,
+                          lock_text=lock_text)
+    return env.digest, label
+
+
+def _project_files(session: Session, storage: Backend, code: str | None) -> dict[str, str]:
+    """The code folder's pyproject.toml and uv.lock, read from its snapshot."""
+    import tarfile
+
+    from cumulo.compute.supervisor import snapshot_key
+
+    if not code:
+        raise Invalid("--env pyproject needs --code: the folder whose pyproject.toml (and "
+                      "uv.lock) say what to install")
+    snap = session.get(CodeSnapshot, code)
+    wanted = [f for f in ("pyproject.toml", "uv.lock") if snap is not None and f in snap.files]
+    found: dict[str, str] = {}
+    if wanted:
+        with storage.open(snapshot_key(code)) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if name in wanted and member.isfile():
+                    data = tar.extractfile(member)
+                    if data is not None:
+                        found[name] = data.read(4 << 20).decode(errors="replace")
+    return found
 
 
 def _enforce_quotas(session: Session, project_id: int | None, name: str, cpus: float,

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.db import Base, Created, InProject, UTCDateTime, binary_text
 
-__all__ = ["ACTIVE", "FINISHED", "Cluster", "CodeSnapshot", "Job", "JobArtifact", "JobMetric"]
+__all__ = ["ACTIVE", "FINISHED", "Cluster", "CodeSnapshot", "Environment", "EnvironmentName",
+           "EnvironmentRequest", "Job", "JobArtifact", "JobMetric"]
 
 # A job's life: queued -> starting -> running -> one of FINISHED.
 ACTIVE = ("queued", "starting", "running")
@@ -71,6 +72,11 @@ class Job(Created, InProject, Base):
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     retries: Mapped[int] = mapped_column(Integer, default=0)
+    # The environment it runs in (a digest; None: the server's), what it was asked as (a name,
+    # "pyproject", a requirements file's name), and when it was ready for the job.
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    environment_label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    env_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The current attempt, and what became of earlier ones.
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
@@ -118,3 +124,50 @@ class JobArtifact(Base):
                                         primary_key=True)
     path: Mapped[str] = mapped_column(binary_text(1024), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class Environment(Created, InProject, Base):
+    """A Python environment, named by the digest of what it resolved to (its pins, its Python,
+    and for a layer the server's versions it reuses): built once per machine, shared by every
+    job, step and endpoint that resolves to it. Its folder on a machine is a cache, rebuilt from
+    ``lock`` where it is missing (:mod:`cumulo.compute.environments`)."""
+
+    __tablename__ = "environments"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    python: Mapped[str] = mapped_column(String(16))  # major.minor
+    interpreter: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # as asked
+    isolated: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(128))  # what its requirements came from
+    requirements: Mapped[str] = mapped_column(Text)  # as first asked
+    lock: Mapped[str] = mapped_column(Text)  # what they resolved to: name==version a line
+    packages: Mapped[int] = mapped_column(Integer)
+    # resolved (never built yet) | building | ready | failed: its last build's outcome
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes, as built
+    installed: Mapped[int | None] = mapped_column(Integer, nullable=True)  # into the layer
+    build_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    built_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EnvironmentName(Created, InProject, Base):
+    """A name for an environment (``cumulo envs create NAME``), as jobs and endpoints use it."""
+
+    __tablename__ = "environment_names"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(ForeignKey("environments.digest"), index=True)
+
+
+class EnvironmentRequest(Base):
+    """What an environment was asked as (the digest of the requirements, Python and the
+    server's packages), to the environment it resolved to: the same request again is a lookup."""
+
+    __tablename__ = "environment_requests"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(ForeignKey("environments.digest", ondelete="CASCADE"),
+                                        index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -149,6 +149,21 @@ class Job:
         return written
 
 
+def read_requirements(
+        requirements: str | os.PathLike[str] | builtins.list[str] | None,
+) -> tuple[str | None, str | None]:
+    """A requirements file's text and name, from its path or from a list of requirements."""
+    if requirements is None:
+        return None, None
+    if isinstance(requirements, list):
+        return "".join(f"{r}\n" for r in requirements), "requirements"
+    path = Path(requirements)
+    try:
+        return path.read_text(), path.name
+    except OSError as exc:
+        raise Invalid(f"cannot read the requirements file {path}: {exc.strerror or exc}") from exc
+
+
 class JobsClient:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
@@ -184,10 +199,20 @@ class JobsClient:
             env: dict[str, str] | None = None, inputs: dict[str, str] | None = None,
             max_runtime: str | float | None = None, retries: int = 0, priority: int = 0,
             tags: builtins.list[str] | None = None, name: str | None = None,
-            project: str | None = None) -> Job:
+            project: str | None = None,
+            requirements: str | os.PathLike[str] | builtins.list[str] | None = None,
+            environment: str | None = None, python: str | None = None,
+            isolated: bool = False, image: str | None = None) -> Job:
         """Submit a job: ``entry`` (a file in ``code``) or ``command``; returns a handle. In
         ``project``, it counts toward that project's quotas and is refused past one
         (:class:`~cumulo.errors.QuotaExceeded`).
+
+        Its own packages: ``requirements`` (a requirements file's path, or a list of
+        requirements), or ``environment`` (a named one from ``client.envs``, or
+        ``"pyproject"`` for the code folder's pyproject.toml and uv.lock); ``python`` (3.12,
+        or an interpreter's path) and ``isolated`` (nothing of the server's packages) say how
+        it is built. The first job to ask for an environment waits for its build; the rest
+        find it built.
 
         >>> job = client.jobs.run("train.py", code="./src", args=["--lr", "0.1"])  # doctest: +SKIP
         >>> job.wait()["state"]                                     # doctest: +SKIP
@@ -201,12 +226,16 @@ class JobsClient:
                               f"holds {', '.join(held) or 'no Python files'}")
         if entry is not None and code is None:
             raise Invalid("an entry point needs a code folder: code='./src'")
+        reqs_text, reqs_file = read_requirements(requirements)
         digest = self.upload_code(code, project=project) if code is not None else None
         body = {"cluster": cluster, "code": digest, "entry": entry, "command": command,
                 "args": [str(a) for a in (args or [])], "cpus": cpus, "memory": memory,
                 "gpus": gpus, "env": env or {}, "inputs": inputs or {},
                 "max_runtime": max_runtime, "retries": retries, "priority": priority,
-                "tags": tags or [], "name": name, "project": project}
+                "tags": tags or [], "name": name, "project": project,
+                "requirements": reqs_text, "requirements_file": reqs_file,
+                "environment": environment, "python": python, "isolated": isolated,
+                "image": image}
         return Job(self._t, self._t.json("POST", "/api/v1/jobs", json=body))
 
     def get(self, job_id: str) -> Job:

@@ -35,8 +35,9 @@ from cumulo.access import projects
 from cumulo.access.tokens import issue_token, revoke_token_id
 from cumulo.compute import checkpoints, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
+from cumulo.compute.environments import service as environments
 from cumulo.compute.executors import Attempt, Executor, Launch, ProcessExit, new_executor
-from cumulo.compute.models import Cluster, Job, JobArtifact
+from cumulo.compute.models import Cluster, Environment, Job, JobArtifact
 from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.errors import CumuloError
@@ -97,6 +98,9 @@ class Supervisor:
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         # Called after each step, from the supervisor's thread (the pipeline orchestrator).
         self.listeners: list[Callable[[], None]] = []
+        # Environments built on this machine, for jobs (and endpoints) that ask for one.
+        self.envs = environments.Builder(settings.home, self.sessions, storage, settings.prices)
+        self.envs.listeners.append(lambda digest, state: self.wake.set())
 
     # --- life --------------------------------------------------------------------------------
 
@@ -115,6 +119,7 @@ class Supervisor:
             self._thread.join(15)
         for _, executor in self._executors.values():
             executor.shutdown()
+        self.envs.shutdown()
         running = len(self._live)
         if running:
             log.info("%d job(s) still running; they are picked up again on the next start",
@@ -278,6 +283,7 @@ class Supervisor:
             cap.workers += 1
             cap.gpus.update(job.gpu_ids)
         blocked: set[str] = set()
+        failed_envs: dict[str, str] = {}
         for job in queued:
             cluster = clusters.get(job.cluster)
             if cluster is None:
@@ -293,6 +299,9 @@ class Supervisor:
                 continue
             if cluster.name in blocked:
                 continue
+            if job.environment and not self._env_ready(session, job, clusters[job.cluster],
+                                                       failed_envs):
+                continue  # its environment is being built: it holds back no other job
             cap = held[cluster.name]
             free_gpus = sorted(set(range(cluster.max_gpus)) - cap.gpus)
             fits = (cap.cpus + job.cpus <= cluster.max_cpus + 1e-9
@@ -327,6 +336,38 @@ class Supervisor:
                 session.commit()
                 self._tidy(job)
 
+    def _env_ready(self, session: Session, job: Job, cluster: Cluster,
+                   failed: dict[str, str]) -> bool:
+        """Whether the job's environment is ready for its cluster: built on this machine for
+        a local one (a build is started if it is not), known by its pins for a remote one
+        (which builds it there). A job whose environment failed to build fails with why."""
+        digest = job.environment
+        assert digest is not None
+        executor = self._executors[cluster.name][1]
+        if not executor.remote and digest not in failed:
+            if self.envs.ready(digest):
+                state = "ready"
+            else:
+                future = self.envs.ensure(digest)
+                state = future.result() if future.done() else "building"
+                if state == "failed":
+                    env = session.get(Environment, digest)
+                    failed[digest] = (env.error if env is not None and env.error
+                                      else "the build failed")
+            if state == "building":
+                return False
+        if digest in failed:
+            self._end(session, job, "failed",
+                      reason=f"its environment ({job.environment_label or digest[:12]}) could "
+                      f"not be built: {failed[digest]} (the build log: cumulo envs show "
+                      f"{digest[:12]} --log)")
+            session.commit()
+            return False
+        if job.env_ready_at is None:
+            job.env_ready_at = utcnow()
+            session.commit()
+        return True
+
     def _code_dir(self, digest: str) -> Path:
         dest = self.root / "code" / digest
         if not dest.is_dir():
@@ -353,9 +394,20 @@ class Supervisor:
         spec: dict[str, Any] = {"entry": job.entry, "command": job.command, "args": job.args,
                                 "env": env, "exit_file": str(exit_file),
                                 "code": job.code_digest}
+        python, environment = None, None
+        if job.environment:
+            found = session.get(Environment, job.environment)
+            if found is None:
+                raise CumuloError(f"its environment {job.environment[:12]} was removed")
+            found.last_used_at = utcnow()
+            environment = {"digest": found.digest, "lock": found.lock, "python": found.python,
+                           "isolated": found.isolated}
+            if not executor.remote:
+                python = self.envs.python(found.digest)
         launched = executor.launch(Launch(
             job.id, job.attempt, spec, jobdir, code, self.log_file(job.id, job.attempt),
-            exit_file, cpus=job.cpus, memory=job.memory, gpus=job.gpus))
+            exit_file, cpus=job.cpus, memory=job.memory, gpus=job.gpus, python=python,
+            environment=environment))
         job.pid, job.pid_started = launched.pid, launched.pid_started
         job.backend_ref = launched.backend_ref
         if launched.running:

@@ -113,12 +113,15 @@ class ForkServer:
     ``stopped``. ``on_exit`` is called, from a reader thread, whenever a child ends and when the
     server itself does. With ``kill_orphans`` the server kills every process whose parent died
     and that would have gone to init: for children that keep their own orphans while they live
-    (:mod:`cumulo.forkserver.reaper`), so that what one leaves when it is killed dies too."""
+    (:mod:`cumulo.forkserver.reaper`), so that what one leaves when it is killed dies too.
+    ``python``: the interpreter it runs in (an environment's; the control plane's by default):
+    it preloads what of ``modules`` that environment has."""
 
     def __init__(self, modules: Sequence[str], *, env: dict[str, str], log_path: Path,
                  cwd: Path | None = None, name: str = "fork server",
                  on_exit: Callable[[], None] | None = None,
-                 answer_timeout: float = ANSWER_TIMEOUT, kill_orphans: bool = False) -> None:
+                 answer_timeout: float = ANSWER_TIMEOUT, kill_orphans: bool = False,
+                 python: str | None = None) -> None:
         self.name = name
         self.answer_timeout = answer_timeout
         self._on_exit = on_exit or (lambda: None)
@@ -129,7 +132,8 @@ class ForkServer:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cumulo.forkserver.server", str(theirs.fileno()),
+                [python or sys.executable, "-m", "cumulo.forkserver.server",
+                 str(theirs.fileno()),
                  ",".join(modules), *(["--kill-orphans"] if kill_orphans else [])],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log_file,
                 stderr=log_file, env=env, cwd=cwd, start_new_session=True)

@@ -24,6 +24,7 @@ from cumulo.access.iam_api import router as iam_router
 from cumulo.access.tokens import TokenCache
 from cumulo.access.trail import Trail
 from cumulo.compute.api import clusters_router, jobs_router
+from cumulo.compute.environments.api import router as envs_router
 from cumulo.config import Settings
 from cumulo.db import make_engine
 from cumulo.lake.api import sql_router, tables_router
@@ -50,7 +51,8 @@ __all__ = ["API_PREFIX", "create_app"]
 API_PREFIX = "/api/v1"
 ROUTE_THREADS = 128
 ROUTERS = (status_router, access_router, iam_router, storage_router, tables_router, sql_router,
-           clusters_router, jobs_router, costs_router, models_router, endpoints_router,
+           clusters_router, jobs_router, envs_router, costs_router, models_router,
+           endpoints_router,
            pipelines_router, lineage_router, audit_router)
 
 

@@ -62,6 +62,11 @@ class Launch:
     cpus: float
     memory: int | None
     gpus: int
+    # Its environment (None: the server's own): the interpreter of its build on this machine
+    # (for executors that run jobs here), and what it is (for those that build it elsewhere,
+    # as Ray does from the pins: digest, lock, python, isolated).
+    python: str | None = None
+    environment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -132,11 +132,23 @@ class _Worker:
 
 
 @dataclass
+class _EnvPool:
+    """Warm capacity for one environment's interpreter: workers, and a fork server that has
+    preloaded what of the ML stack it holds; kept while jobs in it come, let go once idle."""
+
+    python: str
+    idle: deque[_Worker] = field(default_factory=deque)
+    forks: ForkServer | None = None
+    used: float = 0.0  # when a job in it last started or ended (time.monotonic())
+
+
+@dataclass
 class _Running:
     proc: subprocess.Popen[bytes] | Forked | None  # None when adopted after a restart
     pid: int
     started: float
     exit_file: Path
+    python: str | None = None  # the environment's interpreter; None: the server's
     # Every process met below the runner, by pid: found again, to be ended, should the runner
     # die first and they go to init.
     seen: dict[int, psutil.Process] = field(default_factory=dict)
@@ -212,6 +224,8 @@ class LocalExecutor:
         self._fork_starts: deque[float] = deque(maxlen=3)
         # (code snapshot, -c/-m head, preloaded modules) -> whether its code imports them
         self._uses: dict[tuple[Any, ...], bool] = {}
+        self._envs: dict[str, _EnvPool] = {}  # by interpreter: environments used recently
+        self._refill: list[str] = []  # environments a job just ended in
         home.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -228,10 +242,10 @@ class LocalExecutor:
 
     # --- the warm pool ---------------------------------------------------------------------
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, python: str | None = None) -> _Worker:
         with open(self._worker_log, "ab") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cumulo.compute.runner"], stdin=subprocess.PIPE,
+                [python or sys.executable, "-m", "cumulo.compute.runner"], stdin=subprocess.PIPE,
                 stdout=err, stderr=err, cwd=self.home, env=child_env(),
                 start_new_session=True, close_fds=True,
             )
@@ -265,15 +279,26 @@ class LocalExecutor:
 
     @property
     def idle(self) -> int:
-        return len(self._idle)
+        return len(self._idle) + sum(len(p.idle) for p in self._envs.values())
 
     def maintain(self, busy: int, *, ended: bool = False) -> None:
-        """After a job ended, put a fresh worker in its place (up to ``max_workers``); else top
-        the pool up to ``min_workers`` idle, and let surplus idle ones go after the timeout."""
+        """After a job ended, put a fresh worker in its place (up to ``max_workers``), in the
+        environment it ran in; else top the pool up to ``min_workers`` idle, and let surplus
+        idle ones go after the timeout (an environment's all go: it was not used)."""
         if ended:
-            if busy + len(self._idle) < self.max_workers:
-                self._idle.append(self._spawn())
+            refill, self._refill = self._refill, []
+            for python in refill or [None]:  # type: ignore[list-item]
+                if busy + self.idle >= self.max_workers:
+                    break
+                if python is None:
+                    self._idle.append(self._spawn())
+                else:
+                    pool = self._envs.setdefault(python, _EnvPool(python))
+                    pool.idle.append(self._spawn(python))
+                    pool.used = time.monotonic()
+                    self._keep_env_forks(pool)
             return
+        self._tend_envs(busy)
         self._keep_forks()
         alive = deque(w for w in self._idle if w.proc.poll() is None)
         for gone in set(self._idle) - set(alive):  # pragma: no cover - a worker died while idle
@@ -287,6 +312,32 @@ class LocalExecutor:
                 now - self._idle[0].idle_since > self.idle_timeout
                 or busy + len(self._idle) > self.max_workers):
             self._retire(self._idle.popleft())
+
+    def _keep_env_forks(self, pool: _EnvPool) -> None:
+        """An environment used again gets a fork server of its own, preloading what of the
+        ML stack it holds (its own versions), so that its next jobs start warm."""
+        if not self.preload or (pool.forks is not None and pool.forks.state in ("starting",
+                                                                             "ready")):
+            return
+        if pool.forks is not None:
+            pool.forks.stop()
+        pool.forks = ForkServer([*self.preload, _ENTRY_MODULE], env=child_env(), cwd=self.home,
+                                log_path=self._worker_log, python=pool.python,
+                                name=f"fork server ({self.name}, {Path(pool.python).parts[-3]})",
+                                on_exit=self._wake.set, kill_orphans=True)
+
+    def _tend_envs(self, busy: int) -> None:
+        now = time.monotonic()
+        for python, pool in list(self._envs.items()):
+            pool.idle = deque(w for w in pool.idle if w.proc.poll() is None)
+            running_here = any(r.python == python for r in self._running.values())
+            if running_here or now - pool.used <= self.idle_timeout:
+                continue
+            while pool.idle:
+                self._retire(pool.idle.popleft())
+            if pool.forks is not None:
+                pool.forks.stop()
+            del self._envs[python]
 
     def _retire(self, worker: _Worker) -> None:
         with contextlib.suppress(OSError):
@@ -310,16 +361,22 @@ class LocalExecutor:
         (launch.job_dir / "output").mkdir()
         spec = {**launch.spec, "workdir": str(workdir), "log": str(launch.log)}
         proc: subprocess.Popen[bytes] | Forked | None = None
-        if self._forks is not None and self._forks.usable:
+        pool = None
+        forks = self._forks
+        if launch.python is not None:  # a job in an environment: that environment's capacity
+            pool = self._envs.setdefault(launch.python, _EnvPool(launch.python))
+            pool.used = time.monotonic()
+            forks = pool.forks
+        if forks is not None and forks.usable:
             from cumulo.compute.runner import runs_in_process
 
-            if runs_in_process(spec) and self._uses_preloaded(spec):
+            if runs_in_process(spec) and self._uses_preloaded(spec, forks):
                 # The runner sets the job's whole environment; the fork server needs only what
                 # sizes the preloaded thread pools (the request stays small).
                 threads = {k: v for k, v in spec.get("env", {}).items() if k in _THREAD_VARS}
-                proc = self._forks.start(ENTRY, {"spec": spec}, env=threads)
+                proc = forks.start(ENTRY, {"spec": spec}, env=threads)
         if proc is None:
-            proc = self._hand_to_worker(spec)
+            proc = self._hand_to_worker(spec, pool)
             threading.Thread(target=self._await, args=(proc,), daemon=True,
                              name=f"wait-{launch.job_id}").start()
         started = getattr(proc, "started", None)
@@ -328,13 +385,16 @@ class LocalExecutor:
                 started = psutil.Process(proc.pid).create_time()
             except psutil.Error:  # it has ended already: its code is on its way
                 started = time.time()
-        self._running[launch.job_id] = _Running(proc, proc.pid, started, launch.exit_file)
+        self._running[launch.job_id] = _Running(proc, proc.pid, started, launch.exit_file,
+                                                python=launch.python)
         return Launched(pid=proc.pid, pid_started=started)
 
-    def _hand_to_worker(self, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    def _hand_to_worker(self, spec: dict[str, Any],
+                        pool: _EnvPool | None = None) -> subprocess.Popen[bytes]:
         line = json.dumps(spec).encode() + b"\n"
+        idle = self._idle if pool is None else pool.idle
         while True:
-            worker = self._idle.popleft() if self._idle else self._spawn()
+            worker = idle.popleft() if idle else self._spawn(pool.python if pool else None)
             try:
                 assert worker.proc.stdin is not None
                 worker.proc.stdin.write(line)
@@ -343,13 +403,13 @@ class LocalExecutor:
             except (BrokenPipeError, OSError):  # the worker died while idle: take another
                 worker.proc.wait()
 
-    def _uses_preloaded(self, spec: dict[str, Any]) -> bool:
+    def _uses_preloaded(self, spec: dict[str, Any], forks: ForkServer) -> bool:
         """Whether the job's code imports what the fork server preloaded. A code snapshot
         never changes, so its folder is read once per snapshot and command, not per job
         (every trial of a tuning study runs the same one)."""
         from cumulo.compute.runner import job_argv
 
-        modules = self.preloaded
+        modules = [m for m in forks.modules if m != _ENTRY_MODULE]
         argv = job_argv(spec)
         # What is read: the folder, and the -c code or -m module (not the arguments after).
         head = tuple(argv[1:3]) if len(argv) > 2 and argv[1] in ("-c", "-m") else ()
@@ -383,6 +443,8 @@ class LocalExecutor:
         if not ended:
             return None
         del self._running[job_id]
+        if run.python is not None:
+            self._refill.append(run.python)
         run.end()  # what the job left running goes with it
         record = _read_exit(run.exit_file)
         if record:
@@ -439,6 +501,12 @@ class LocalExecutor:
         if self._forks is not None:
             self._forks.stop()
             self._forks = None
+        for pool in self._envs.values():
+            while pool.idle:
+                self._retire(pool.idle.popleft())
+            if pool.forks is not None:
+                pool.forks.stop()
+        self._envs.clear()
 
 
 def _process(pid: int) -> psutil.Process | None:
