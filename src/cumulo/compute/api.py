@@ -296,6 +296,7 @@ class JobOut(BaseModel):
                                     "the server's own")
     environment_label: str | None = None
     env_ready_at: datetime | None = None
+    image: str | None = Field(None, description="the container image it runs in")
 
 
 def jobs_out(session: Session, jobs: list[Job]) -> list[JobOut]:
@@ -322,7 +323,7 @@ def job_out(job: Job, names: dict[int | None, str],
                "wall_seconds": round(job.wall_seconds, 3), "cost_usd": job.cost_usd},
         project=(places or {}).get(job.project_id) if job.project_id is not None else None,
         environment=job.environment, environment_label=job.environment_label,
-        env_ready_at=job.env_ready_at,
+        env_ready_at=job.env_ready_at, image=job.image,
     )
 
 

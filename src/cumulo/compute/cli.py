@@ -247,6 +247,15 @@ def list_jobs(
     }, as_json=json)
 
 
+def _environment(i: dict[str, Any]) -> str | None:
+    """Where the job's Python comes from: an environment (how it was asked), or an image."""
+    if i.get("image"):
+        return f"container image {i['image']}"
+    if not i.get("environment"):
+        return None
+    return f"{i['environment'][:12]} ({i.get('environment_label') or 'requirements'})"
+
+
 @jobs_app.command("show")
 def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
     """A job in full: its spec, timeline, use and cost, metrics and outputs."""
@@ -266,11 +275,13 @@ def show_job(ctx: typer.Context, job_id: str, json: bool = JsonOpt) -> None:
         ("asks", f"{i['cpus']:g} CPU" + (f", {human_bytes(i['memory'])}" if i["memory"] else "")
          + (f", {i['gpus']} GPU" if i["gpus"] else "")
          + (f", max {format_duration(i['max_runtime_s'])}" if i["max_runtime_s"] else "")),
+        ("environment", _environment(i)),
         *((f"input {name}", input_ref(spec)) for name, spec in i["inputs"].items()),
         ("attempt", f"{i['attempt']} of {i['retries'] + 1}"),
         *((label, when(i[key])) for label, key in (
-            ("queued", "created_at"), ("starting", "starting_at"), ("running", "running_at"),
-            ("finished", "finished_at"))),
+            ("queued", "created_at"), ("environment ready", "env_ready_at"),
+            ("starting", "starting_at"), ("running", "running_at"),
+            ("finished", "finished_at")) if i.get(key) or key != "env_ready_at"),
         ("usage", f"{u['cpu_seconds']:.2f} CPU-s, peak {human_bytes(u['peak_memory_bytes'])}, "
                   f"{u['gpu_seconds']:.1f} GPU-s, {u['wall_seconds']:.2f}s wall"),
         ("cost", f"${u['cost_usd']:.6f}"),

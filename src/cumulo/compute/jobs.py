@@ -201,7 +201,8 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
                              local=cluster.type == "local")
     name = req.name or (entry or os.path.basename((command or ["job"])[0]))
     _enforce_quotas(session, project_id, name, float(req.cpus), int(req.gpus), memory)
-    digest, label = environment_for(session, storage, principal, req, project_id)
+    digest, label = environment_for(session, storage, principal, req, project_id,
+                                    cluster_type=cluster.type)
     job = Job(
         id=_new_id(), name=name[:128], cluster=cluster.name, state="queued",
         priority=req.priority, tags=list(dict.fromkeys(req.tags)), code_digest=req.code,
@@ -209,7 +210,7 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
         cpus=float(req.cpus), memory=memory, gpus=int(req.gpus), max_runtime_s=max_runtime,
         retries=req.retries, attempt=1, attempts=[], gpu_ids=[],
         created_by=principal.user_id, created_at=utcnow(), project_id=project_id,
-        environment=digest, environment_label=label,
+        environment=digest, environment_label=label, image=req.image,
     )
     session.add(job)
     session.commit()
@@ -217,16 +218,22 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
 
 
 def environment_for(session: Session, storage: Backend, principal: Principal,
-                    req: JobRequest, project_id: int | None) -> tuple[str | None, str | None]:
+                    req: JobRequest, project_id: int | None, *,
+                    cluster_type: str = "local") -> tuple[str | None, str | None]:
     """The environment a job asks for, resolved now (a requirement that cannot be met is
     refused before anything is queued): its digest and how it was asked, or (None, None) for
     the server's own."""
     from cumulo.compute.environments import containers, service, spec
 
-    if req.image:
-        containers.refuse_or_engine(req.image)
     asked = [what for what, given in (("--requirements", req.requirements),
                                       ("--env", req.environment)) if given]
+    if req.image:
+        if asked or req.python or req.isolated:
+            raise Invalid("--image brings its own Python and packages; give it alone, not "
+                          "with --requirements, --env NAME, --python or --isolated (install "
+                          "the packages into the image)")
+        containers.refuse_or_engine(req.image, cluster_type=cluster_type)
+        return None, f"image {req.image}"
     if len(asked) > 1:
         raise Invalid("give --requirements FILE or --env NAME|pyproject, not both")
     if not asked:

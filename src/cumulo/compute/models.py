@@ -76,6 +76,7 @@ class Job(Created, InProject, Base):
     # "pyproject", a requirements file's name), and when it was ready for the job.
     environment: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     environment_label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    image: Mapped[str | None] = mapped_column(String(512), nullable=True)  # a container image
     env_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The current attempt, and what became of earlier ones.
     attempt: Mapped[int] = mapped_column(Integer, default=1)

@@ -407,7 +407,7 @@ class Supervisor:
         launched = executor.launch(Launch(
             job.id, job.attempt, spec, jobdir, code, self.log_file(job.id, job.attempt),
             exit_file, cpus=job.cpus, memory=job.memory, gpus=job.gpus, python=python,
-            environment=environment))
+            environment=environment, image=job.image))
         job.pid, job.pid_started = launched.pid, launched.pid_started
         job.backend_ref = launched.backend_ref
         if launched.running:

@@ -67,6 +67,7 @@ class Launch:
     # as Ray does from the pins: digest, lock, python, isolated).
     python: str | None = None
     environment: dict[str, Any] | None = None
+    image: str | None = None  # a container image to run the runner in (local clusters)
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ class _Running:
     started: float
     exit_file: Path
     python: str | None = None  # the environment's interpreter; None: the server's
+    container: tuple[str, str] | None = None  # (engine, name) of a job run in an image
     # Every process met below the runner, by pid: found again, to be ended, should the runner
     # die first and they go to init.
     seen: dict[int, psutil.Process] = field(default_factory=dict)
@@ -192,6 +193,10 @@ class _Running:
             os.killpg(self.pid, signal.SIGKILL)
         if top is not None:
             _send([top], signal.SIGKILL)
+        if self.container is not None:  # the engine's client is not the container
+            from cumulo.compute.environments import containers
+
+            containers.remove(*self.container)
 
     def ended(self) -> tuple[bool, int | None]:
         """Whether it has ended, and its exit code when that is known."""
@@ -363,6 +368,8 @@ class LocalExecutor:
         proc: subprocess.Popen[bytes] | Forked | None = None
         pool = None
         forks = self._forks
+        if launch.image is not None:
+            return self._launch_container(launch, spec)
         if launch.python is not None:  # a job in an environment: that environment's capacity
             pool = self._envs.setdefault(launch.python, _EnvPool(launch.python))
             pool.used = time.monotonic()
@@ -387,6 +394,33 @@ class LocalExecutor:
                 started = time.time()
         self._running[launch.job_id] = _Running(proc, proc.pid, started, launch.exit_file,
                                                 python=launch.python)
+        return Launched(pid=proc.pid, pid_started=started)
+
+    def _launch_container(self, launch: Launch, spec: dict[str, Any]) -> Launched:
+        """The runner inside ``ENGINE run IMAGE`` (:mod:`cumulo.compute.environments.
+        containers`), its spec on stdin, as a warm worker's would come."""
+        from cumulo.compute.environments import containers
+
+        assert launch.image is not None
+        engine = containers.refuse_or_engine(launch.image)
+        name = containers.container_name(launch.job_id, launch.attempt)
+        cmd = containers.run_command(engine, launch.image, name=name, job_dir=launch.job_dir,
+                                     env=spec.get("env", {}), cpus=launch.cpus,
+                                     memory=launch.memory, gpus=[])
+        with open(self._worker_log, "ab") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=err, stderr=err,
+                                    cwd=self.home, env=child_env(), start_new_session=True,
+                                    close_fds=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        proc.stdin.close()
+        threading.Thread(target=self._await, args=(proc,), daemon=True,
+                         name=f"wait-{launch.job_id}").start()
+        started = time.time()
+        with contextlib.suppress(psutil.Error):
+            started = psutil.Process(proc.pid).create_time()
+        self._running[launch.job_id] = _Running(proc, proc.pid, started, launch.exit_file,
+                                                container=(engine, name))
         return Launched(pid=proc.pid, pid_started=started)
 
     def _hand_to_worker(self, spec: dict[str, Any],
@@ -466,6 +500,10 @@ class LocalExecutor:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, sig)
+        if run.container is not None:
+            from cumulo.compute.environments import containers
+
+            containers.send_signal(run.container[0], run.container[1], sig)
         # Those outside the group: a second signal could mean more to a process than one.
         _send([p for p in run.processes() if _group(p) != run.pid], sig)
 

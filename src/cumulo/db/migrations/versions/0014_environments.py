@@ -65,9 +65,11 @@ def upgrade() -> None:
     op.create_index("ix_jobs_environment", "jobs", ["environment"])
     op.add_column("jobs", sa.Column("environment_label", sa.String(128), nullable=True))
     op.add_column("jobs", sa.Column("env_ready_at", UTCDateTime(), nullable=True))
+    op.add_column("jobs", sa.Column("image", sa.String(512), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("jobs", "image")
     op.drop_column("jobs", "env_ready_at")
     op.drop_column("jobs", "environment_label")
     op.drop_index("ix_jobs_environment", table_name="jobs")
