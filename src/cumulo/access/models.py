@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, Created, UTCDateTime
 
 __all__ = ["AuditEvent", "Binding", "Group", "GroupMember", "Policy", "Project", "Token",
@@ -140,3 +141,7 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     exported: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0",
                                            index=True)
+
+
+state.declare("access", tables=("users", "tokens", "groups", "group_members", "policies",
+                                "projects", "bindings", "audit_events"))

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, Created, InProject, UTCDateTime, binary_text
 
 __all__ = ["ACTIVE", "FINISHED", "Cluster", "CodeSnapshot", "Environment", "EnvironmentName",
@@ -172,3 +173,13 @@ class EnvironmentRequest(Base):
     digest: Mapped[str] = mapped_column(ForeignKey("environments.digest", ondelete="CASCADE"),
                                         index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+state.declare("compute", tables=("clusters", "code_snapshots", "jobs", "job_metrics",
+                                 "job_artifacts", "environments", "environment_names",
+                                 "environment_requests"),
+              # code snapshots, logs, outputs and checkpoints; environments' build logs
+              prefixes=("jobs/", "envs/"),
+              # running jobs' folders (their outputs go to jobs/ when they end), and built
+              # environments (rebuilt from their pins where missing)
+              caches=("compute", "envs"))

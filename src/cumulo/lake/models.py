@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, Created, InProject, UTCDateTime
 
 __all__ = ["ColumnMask", "CrawlPolicy", "LakeDatabase", "LakeTable", "RowFilter", "SqlQuery",
@@ -124,3 +125,9 @@ class TableInfo:
     created_at: datetime
     updated_at: datetime | None
     project: str | None = None
+
+
+state.declare("lake", tables=("lake_databases", "lake_tables", "sql_queries", "table_masks",
+                              "table_row_filters"),
+              prefixes=("lake/",),
+              caches=("results",))  # SQL results kept for download: a query run again

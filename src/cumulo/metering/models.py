@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, UTCDateTime
 
 __all__ = ["UsageRecord"]
@@ -35,3 +36,6 @@ class UsageRecord(Base):
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+state.declare("metering", tables=("usage_records",))

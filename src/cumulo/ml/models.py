@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, UTCDateTime
 
 __all__ = ["ModelAliasEvent"]
@@ -26,3 +27,8 @@ class ModelAliasEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+
+
+state.declare("ml", tables=("model_alias_events",),
+              prefixes=("mlflow/",),  # MLflow's artifact store: models and runs' files
+              databases=("mlflow.db",))  # MLflow's own tracking database (SQLite)

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, Created, InProject, UTCDateTime, utcnow
 
 __all__ = [
@@ -145,3 +146,7 @@ class PipelineSchedule(Created, Base):
     last_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # table
     last_run: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # the last firing's
+
+
+state.declare("pipelines", tables=("pipelines", "pipeline_versions", "pipeline_runs",
+                                   "pipeline_steps", "lineage", "pipeline_schedules"))

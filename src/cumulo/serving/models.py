@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, Created, InProject, UTCDateTime, utcnow
 
 __all__ = ["STATES", "Endpoint"]
@@ -52,3 +53,7 @@ class Endpoint(Created, InProject, Base):
     rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it failed
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+state.declare("serving", tables=("endpoints",),
+              caches=("serving",))  # replicas' sockets, configs and fetched models

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cumulo import state
 from cumulo.db import Base, Created, InProject, UTCDateTime, binary_text, utcnow
 
 __all__ = ["Bucket", "StoredObject"]
@@ -34,3 +35,8 @@ class StoredObject(Created, Base):
     modified_by: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
+
+
+state.declare("storage", tables=("buckets", "objects"), prefixes=("buckets/",),
+              # uploads in flight: S3 storage's spool in the home, local storage's in its root
+              caches=("tmp", "storage/.tmp"))
