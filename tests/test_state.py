@@ -53,3 +53,20 @@ def test_what_a_server_keeps_is_all_declared(tmp_path: Path, local_server: Cumul
     for entry in local_server.home.iterdir():
         assert _covered(entry.name), \
             f"{entry.name} in the home is held by no service (cumulo.state.declare)"
+
+
+def test_backups_load_every_services_declarations() -> None:
+    """``cumulo backup`` imports the services' models itself (it runs without a server): a new
+    service's models must be in its list, or its state would not be backed up."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import json\n"
+             "from cumulo.dr.backup import load_declarations\n"
+             "from cumulo.state import declared\n"
+             "load_declarations()\n"
+             "print(json.dumps(sorted(declared())))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == sorted(declared())

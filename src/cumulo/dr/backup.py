@@ -1,0 +1,324 @@
+"""Backing up a Cumulo home, checking a backup, and restoring it.
+
+A backup is one moment: the metadata database and MLflow's are copied first, each with SQLite's
+online backup (a consistent copy while the server keeps writing), and that moment is the
+backup's time. Then every storage prefix a service declares (:mod:`cumulo.state`) is copied,
+cut into chunks that are stored once (:mod:`cumulo.dr.repo`). What was written after the moment
+is left out where it would disagree with the databases: a Delta table's log entries past the
+version it had at the moment (the table is restored as it was then; data files only a later
+version names are harmless extras). A file seen in the previous backup with the same size and
+modification time is taken from it without being read again, as restic does.
+
+Restore writes a home: the databases, and the storage root's files, each piece checked against
+its checksum. A missing or corrupt piece does not stop the rest: the files it belongs to are
+named, and the restore says it is incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cumulo.config import Settings
+from cumulo.dr.repo import CHUNK_SIZE, CorruptChunk, Repository
+from cumulo.errors import Conflict, Invalid
+
+__all__ = ["Problem", "Progress", "create_backup", "restore_backup", "verify_backup"]
+
+_LOG_ENTRY = re.compile(r"^(\d{20})\.json$")
+
+Progress = Callable[[str, int, int], None]  # (what, files done, bytes done)
+
+
+def _quiet(what: str, files: int, size: int) -> None:
+    return None
+
+
+@dataclass
+class Problem:
+    item: str  # the file or database the piece belongs to
+    chunk: str
+    why: str
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _copy_sqlite(source: Path, dest: Path) -> None:
+    """SQLite's online backup: a consistent copy while others write."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst, pages=4096)
+    finally:
+        dst.close()
+        src.close()
+
+
+def load_declarations() -> None:
+    """Import every service's models, and so their declarations (cumulo.state).
+    tests/test_state.py checks that these are all there are: a new service is added here, or
+    its state is not backed up."""
+    import cumulo.access.models
+    import cumulo.compute.models
+    import cumulo.lake.models
+    import cumulo.metering.models
+    import cumulo.ml.models
+    import cumulo.pipelines.models
+    import cumulo.serving.models
+    import cumulo.storage.models  # noqa: F401
+
+
+def _store_file(repo: Repository, path: Path, stats: dict[str, int]) -> list[str]:
+    chunks: list[str] = []
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(CHUNK_SIZE)
+            if not data and chunks:
+                break
+            chunk, written = repo.put(data)
+            chunks.append(chunk)
+            stats["stored"] += written
+            stats["new_chunks"] += 1 if written else 0
+            if len(data) < CHUNK_SIZE:
+                break
+    return chunks
+
+
+def _walk(root: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Files under ``root/prefix`` (relative paths from ``root``), links not followed."""
+    base = root / prefix
+    if not base.is_dir():
+        return
+    for dirpath, dirs, files in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".tmp"))
+        for name in sorted(files):
+            full = Path(dirpath) / name
+            try:
+                st = full.lstat()
+            except FileNotFoundError:
+                continue  # removed while walked
+            if not os.path.islink(full):
+                yield str(full.relative_to(root)), st
+
+
+def _lake_cutoffs(db: Path, storage: Path) -> dict[str, int]:
+    """Each Delta table's latest log version at the moment of the backup (by location)."""
+    cutoffs: dict[str, int] = {}
+    con = sqlite3.connect(db)
+    try:
+        locations = [row[0] for row in con.execute("select location from lake_tables")]
+    except sqlite3.Error:
+        locations = []
+    finally:
+        con.close()
+    for location in locations:
+        log = storage / location / "_delta_log"
+        versions = [int(m.group(1)) for p in (log.iterdir() if log.is_dir() else [])
+                    if (m := _LOG_ENTRY.match(p.name))]
+        cutoffs[location.rstrip("/")] = max(versions) if versions else -1
+    return cutoffs
+
+
+def _after_cutoff(path: str, cutoffs: dict[str, int]) -> bool:
+    head, sep, name = path.rpartition("/_delta_log/")
+    if not sep:
+        return False
+    match = _LOG_ENTRY.match(name)
+    return match is not None and head in cutoffs and int(match.group(1)) > cutoffs[head]
+
+
+def create_backup(settings: Settings, repo: Repository, *,
+                  progress: Progress = _quiet) -> dict[str, Any]:
+    """Back up the home ``settings`` describe into ``repo``; the snapshot's manifest."""
+    import cumulo
+    from cumulo.state import declared
+
+    load_declarations()
+
+    started = time.monotonic()
+    db_path = _sqlite_path(settings.database_url)
+    if db_path is None:
+        raise Invalid("backups of a PostgreSQL metadata database are not built yet; back up "
+                      "PostgreSQL with pg_dump (or its point-in-time recovery) beside "
+                      "'cumulo backup create' of the storage")
+    if not settings.storage_url.startswith(("file://", "/")) and "://" in settings.storage_url:
+        raise Invalid("backups of s3:// storage are not built yet; this backs up a home whose "
+                      "storage is a local folder")
+    storage = Path(settings.storage_url.removeprefix("file://"))
+    if not db_path.is_file():
+        raise Invalid(f"no Cumulo database at {db_path}; is --home the server's home?")
+    holdings = declared()
+    stats = {"stored": 0, "new_chunks": 0, "files": 0, "bytes": 0, "reused": 0}
+    previous = _previous_files(repo)
+    databases: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cumulo-backup-") as tmp:
+        # The moment: every database copied at once, one after the other, first.
+        copies = {"cumulo.db": db_path}
+        for h in holdings.values():
+            for name in h.databases:
+                found = settings.home / name
+                if name != "cumulo.db" and found.is_file():
+                    copies[name] = found
+        for name, source in copies.items():
+            _copy_sqlite(source, Path(tmp) / name)
+        moment = datetime.now(UTC)
+        progress("databases", 0, 0)
+        cutoffs = _lake_cutoffs(Path(tmp) / "cumulo.db", storage)
+        for name in copies:
+            copy = Path(tmp) / name
+            size = copy.stat().st_size
+            databases[name] = {"size": size, "chunks": _store_file(repo, copy, stats)}
+    files: list[dict[str, Any]] = []
+    prefixes = sorted({p for h in holdings.values() for p in h.prefixes})
+    for prefix in prefixes:
+        for rel, st in _walk(storage, prefix):
+            if _after_cutoff(rel, cutoffs):
+                continue  # committed after the moment: not in this backup
+            entry = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            before = previous.get(rel)
+            if before and before["size"] == st.st_size and before["mtime_ns"] == st.st_mtime_ns \
+                    and all(repo.has(c) for c in before["chunks"]):
+                entry["chunks"] = before["chunks"]
+                stats["reused"] += 1
+            else:
+                try:
+                    entry["chunks"] = _store_file(repo, storage / rel, stats)
+                except FileNotFoundError:
+                    continue  # removed while backed up: it was not there at the end
+            files.append(entry)
+            stats["files"] += 1
+            stats["bytes"] += st.st_size
+            if stats["files"] % 200 == 0:
+                progress("files", stats["files"], stats["bytes"])
+    snapshot_id = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z-" + \
+        secrets.token_hex(3)
+    manifest = {
+        "id": snapshot_id, "created_at": moment.isoformat(), "complete": True,
+        "cumulo": getattr(cumulo, "__version__", "unknown"),
+        "source": {"home": str(settings.home), "database": "sqlite",
+                   "storage": settings.storage_url},
+        "databases": databases, "prefixes": prefixes, "files": files,
+        "lake_versions": cutoffs,
+        "totals": {"files": stats["files"], "bytes": stats["bytes"]
+                   + sum(d["size"] for d in databases.values()),
+                   "stored_bytes": stats["stored"], "new_chunks": stats["new_chunks"],
+                   "reused_files": stats["reused"],
+                   "seconds": round(time.monotonic() - started, 3)},
+    }
+    repo.write_snapshot(manifest)  # last: only now is the backup listed
+    progress("done", stats["files"], stats["bytes"])
+    return manifest
+
+
+def _previous_files(repo: Repository) -> dict[str, dict[str, Any]]:
+    ids = repo.snapshot_ids()
+    if not ids:
+        return {}
+    try:
+        last = repo.snapshot(ids[-1])
+    except Exception:
+        return {}
+    return {f["path"]: f for f in last.get("files", [])}
+
+
+def _items(manifest: dict[str, Any]) -> Iterator[tuple[str, list[str], int | None]]:
+    """Each database and file of the backup: its place in the home, its pieces, its time."""
+    for name, db in manifest["databases"].items():
+        yield name, db["chunks"], None
+    for f in manifest["files"]:
+        yield f"storage/{f['path']}", f["chunks"], f["mtime_ns"]
+
+
+def verify_backup(repo: Repository, snapshot_id: str = "latest") -> tuple[dict[str, Any],
+                                                                          list[Problem]]:
+    """Read every piece the backup names and check it: the problems, by file."""
+    manifest = repo.snapshot(snapshot_id)
+    problems: list[Problem] = []
+    checked: dict[str, str | None] = {}
+    for item, chunks, _ in _items(manifest):
+        for chunk in chunks:
+            if chunk not in checked:
+                try:
+                    repo.get(chunk)
+                    checked[chunk] = None
+                except FileNotFoundError:
+                    checked[chunk] = "missing"
+                except CorruptChunk:
+                    checked[chunk] = "corrupt"
+            why = checked[chunk]
+            if why is not None:
+                problems.append(Problem(item, chunk, why))
+    return manifest, problems
+
+
+@dataclass
+class Restored:
+    manifest: dict[str, Any]
+    home: Path
+    files: int = 0
+    bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def restore_backup(repo: Repository, snapshot_id: str, home: Path, *,
+                   force: bool = False) -> Restored:
+    """Write the backup into ``home`` (its databases and its storage folder). Refused into a
+    home that holds anything, unless ``force`` (then what the backup holds replaces it)."""
+    manifest = repo.snapshot(snapshot_id)
+    home = home.expanduser().resolve()
+    if home.exists() and any(home.iterdir()) and not force:
+        raise Conflict(f"{home} is not empty; restore into an empty folder, or give --force to "
+                       "replace what it holds (stop the server that uses it first)")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    done = Restored(manifest, home)
+    storage = home / "storage"
+    if force:
+        import shutil
+
+        for prefix in manifest.get("prefixes", []):
+            shutil.rmtree(storage / prefix, ignore_errors=True)
+        for name in manifest["databases"]:
+            for suffix in ("", "-wal", "-shm"):
+                (home / f"{name}{suffix}").unlink(missing_ok=True)
+    for item, chunks, mtime_ns in _items(manifest):
+        dest = home / item
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.restore")
+        failed = False
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                try:
+                    data = repo.get(chunk)
+                except FileNotFoundError:
+                    done.problems.append(Problem(item, chunk, "missing"))
+                    failed = True
+                    break
+                except CorruptChunk:
+                    done.problems.append(Problem(item, chunk, "corrupt"))
+                    failed = True
+                    break
+                out.write(data)
+                done.bytes += len(data)
+        if failed:
+            tmp.unlink(missing_ok=True)
+            continue
+        os.replace(tmp, dest)
+        done.files += 1
+        if mtime_ns is not None:  # as it was: the next backup of this home reuses the pieces
+            with contextlib.suppress(OSError):
+                os.utime(dest, ns=(mtime_ns, mtime_ns))
+    return done

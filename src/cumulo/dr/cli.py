@@ -1,0 +1,159 @@
+"""``cumulo backup``: back up a home, list and check backups, restore one.
+
+These run on the server's machine, with its settings (``--home``), as ``cumulo break-glass``
+does: they read the databases and the storage folder directly (SQLite's online backup copies a
+database the server is writing), and restore into a home no server uses.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cumulo.cli.output import JsonOpt, console, err, human_bytes, print_json, show_record, show_rows
+
+__all__ = ["backup_app"]
+
+backup_app = typer.Typer(help="Backups: the whole platform at one moment, stored once per "
+                         "piece; checked, listed, restored.", no_args_is_help=True)
+
+ToOpt = typer.Option(..., "--to", help="the backup folder (made on first use)")
+KeyOpt = typer.Option(None, "--key-file",
+                      help="encrypt (or open) the backups with this key file (32 random bytes: "
+                      "head -c 32 /dev/urandom > backup.key; keep it apart from the backups)")
+HomeOpt = typer.Option(None, "--home", help="the server's state folder (default ./.cumulo)")
+
+
+def _settings(home: str | None) -> Any:
+    from cumulo.config import load_settings
+
+    return load_settings(overrides={"home": home})
+
+
+@backup_app.command("create")
+def create(to: str = ToOpt, key_file: str | None = KeyOpt, home: str | None = HomeOpt,
+           json: bool = JsonOpt) -> None:
+    """Back up the whole platform at one moment: its databases and every service's files."""
+    from cumulo.dr.backup import create_backup
+    from cumulo.dr.repo import open_repository
+
+    repo = open_repository(to, key_file=key_file, create=True)
+    with err.status("backing up ...") as status:
+        def progress(what: str, files: int, size: int) -> None:
+            status.update(f"backing up: {what}, {files} file(s), {human_bytes(size)}")
+
+        manifest = create_backup(_settings(home), repo, progress=progress)
+    if json:
+        print_json(_summary(manifest))
+        return
+    t = manifest["totals"]
+    console.print(f"backup {manifest['id']}: {t['files']} file(s) and "
+                  f"{len(manifest['databases'])} database(s), {human_bytes(t['bytes'])}; "
+                  f"{human_bytes(t['stored_bytes'])} new in {to} ({t['reused_files']} file(s) "
+                  f"unchanged since the last backup), {t['seconds']:.1f}s")
+
+
+def _summary(m: dict[str, Any]) -> dict[str, Any]:
+    return {"id": m["id"], "created_at": m["created_at"], "totals": m["totals"],
+            "databases": {k: v["size"] for k, v in m["databases"].items()},
+            "prefixes": m["prefixes"], "source": m["source"]}
+
+
+@backup_app.command("ls")
+def list_backups(to: str = ToOpt, key_file: str | None = KeyOpt, json: bool = JsonOpt) -> None:
+    """List the complete backups in a backup folder, oldest first."""
+    from cumulo.dr.repo import open_repository
+
+    repo = open_repository(to, key_file=key_file)
+    rows = [_summary(repo.snapshot(i)) for i in repo.snapshot_ids()]
+    show_rows(rows, {
+        "id": "id", "time": "created_at", "files": lambda r: r["totals"]["files"],
+        "size": lambda r: human_bytes(r["totals"]["bytes"]),
+        "new": lambda r: human_bytes(r["totals"]["stored_bytes"]),
+        "took": lambda r: f"{r['totals']['seconds']:.1f}s",
+    }, as_json=json, right=("files", "size", "new"))
+
+
+@backup_app.command("show")
+def show(backup: str = typer.Argument("latest", help="a backup's id (or its start), or latest"),
+         to: str = ToOpt, key_file: str | None = KeyOpt, json: bool = JsonOpt) -> None:
+    """A backup in full: what it holds, by database and storage prefix."""
+    from cumulo.dr.repo import open_repository
+
+    m = open_repository(to, key_file=key_file).snapshot(backup)
+    by_prefix: dict[str, list[int]] = {}
+    for f in m["files"]:
+        top = f["path"].split("/", 1)[0] + "/"
+        by_prefix.setdefault(top, [0, 0])
+        by_prefix[top][0] += 1
+        by_prefix[top][1] += f["size"]
+    t = m["totals"]
+    show_record(_summary(m), [
+        ("backup", m["id"]), ("moment", m["created_at"]), ("from", m["source"]["home"]),
+        *((f"database {name}", human_bytes(db["size"])) for name, db in m["databases"].items()),
+        *((f"storage {p}", f"{n} file(s), {human_bytes(size)}")
+          for p, (n, size) in sorted(by_prefix.items())),
+        ("tables", f"{len(m['lake_versions'])} at the versions they had at the moment"),
+        ("total", f"{human_bytes(t['bytes'])}; {human_bytes(t['stored_bytes'])} new when made, "
+                  f"in {t['seconds']:.1f}s"),
+    ], as_json=json)
+
+
+@backup_app.command("verify")
+def verify(backup: str = typer.Argument("latest", help="a backup's id, or latest"),
+           to: str = ToOpt, key_file: str | None = KeyOpt, json: bool = JsonOpt) -> None:
+    """Read every piece of a backup and check its checksum; name what is missing or corrupt."""
+    from cumulo.dr.backup import verify_backup
+    from cumulo.dr.repo import open_repository
+
+    started = time.monotonic()
+    manifest, problems = verify_backup(open_repository(to, key_file=key_file), backup)
+    if json:
+        print_json({"id": manifest["id"], "ok": not problems,
+                    "problems": [p.__dict__ for p in problems]})
+    elif problems:
+        for p in problems:
+            err.print(f"{p.why}: {p.item} (piece {p.chunk[:12]})")
+        err.print(f"backup {manifest['id']}: {len(problems)} piece(s) missing or corrupt",
+                  style="red")
+    else:
+        console.print(f"backup {manifest['id']}: every piece checked "
+                      f"({human_bytes(manifest['totals']['bytes'])}, "
+                      f"{time.monotonic() - started:.1f}s)")
+    if problems:
+        raise typer.Exit(1)
+
+
+@backup_app.command("restore")
+def restore(backup: str = typer.Argument(..., help="a backup's id (or its start), or latest"),
+            to: str = ToOpt, key_file: str | None = KeyOpt,
+            to_home: str = typer.Option(..., "--to-home", help="the home to write (empty, or "
+                                        "--force)"),
+            force: bool = typer.Option(False, "--force",
+                                       help="replace what a non-empty home holds"),
+            json: bool = JsonOpt) -> None:
+    """Restore a backup into a home; start a server on it with 'cumulo up --home DIR'."""
+    from cumulo.dr.backup import restore_backup
+    from cumulo.dr.repo import open_repository
+
+    started = time.monotonic()
+    with err.status("restoring ..."):
+        done = restore_backup(open_repository(to, key_file=key_file), backup, Path(to_home),
+                              force=force)
+    took = time.monotonic() - started
+    if json:
+        print_json({"id": done.manifest["id"], "home": str(done.home), "files": done.files,
+                    "bytes": done.bytes, "seconds": round(took, 3),
+                    "problems": [p.__dict__ for p in done.problems]})
+    else:
+        for p in done.problems:
+            err.print(f"not restored: {p.item} (piece {p.chunk[:12]} {p.why})")
+        console.print(f"restored backup {done.manifest['id']} into {done.home}: {done.files} "
+                      f"file(s), {human_bytes(done.bytes)}, {took:.1f}s"
+                      + (f"; {len(done.problems)} item(s) could not be restored"
+                         if done.problems else ""))
+    if done.problems:
+        raise typer.Exit(1)

@@ -1,0 +1,248 @@
+"""A backup repository: content-addressed chunks and the snapshots that name them.
+
+Layout at the target (a folder; ``s3://`` later), in the manner of restic and borg::
+
+    cumulo-backup.json        what this is: format version, whether chunks are encrypted
+    chunks/ab/<id>            one piece of a file: zstd-compressed, then encrypted if keyed
+    snapshots/<id>.json       one backup: what it holds and which chunks make each file
+
+A chunk's id is the SHA-256 of its plain bytes (an HMAC-SHA-256 keyed from the key file when
+the repository is encrypted, so that names say nothing of contents), so a piece stored once is
+never stored again: a second backup after a small change writes only what changed. Every
+chunk and snapshot is written to a temporary name and renamed into place, and a snapshot is
+written last: a backup killed halfway leaves chunks no snapshot names (``prune`` removes them)
+and never a snapshot that is incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from cumulo.errors import Conflict, Invalid, NotFound
+
+__all__ = ["CHUNK_SIZE", "CorruptChunk", "Repository", "open_repository"]
+
+FORMAT = 1
+CHUNK_SIZE = 4 << 20  # files are cut into pieces of this size
+MARKER = "cumulo-backup.json"
+_LEVEL = 3  # zstd's default: fast, and most of the gain
+
+
+class CorruptChunk(Exception):
+    """A chunk whose bytes do not match its id (or do not decrypt)."""
+
+
+@dataclass
+class Repository:
+    root: Path
+    key: bytes | None = None  # 32 bytes from the key file: chunks and snapshots encrypted
+
+    # --- chunks --------------------------------------------------------------------------
+
+    def chunk_id(self, data: bytes) -> str:
+        if self.key is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+
+    def _chunk_path(self, chunk: str) -> Path:
+        return self.root / "chunks" / chunk[:2] / chunk
+
+    def has(self, chunk: str) -> bool:
+        return self._chunk_path(chunk).is_file()
+
+    def put(self, data: bytes) -> tuple[str, int]:
+        """Store ``data`` unless a chunk of the same content is there: its id, and the bytes
+        written (0 when it was there)."""
+        chunk = self.chunk_id(data)
+        path = self._chunk_path(chunk)
+        if path.is_file():
+            return chunk, 0
+        body = self._seal(zstandard.ZstdCompressor(level=_LEVEL).compress(data))
+        _write_atomic(path, body)
+        return chunk, len(body)
+
+    def get(self, chunk: str) -> bytes:
+        """The plain bytes of a chunk; FileNotFoundError if missing, CorruptChunk if they do
+        not match its id."""
+        body = self._chunk_path(chunk).read_bytes()
+        try:
+            data = zstandard.ZstdDecompressor().decompress(self._open(body))
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise CorruptChunk(f"chunk {chunk[:12]} does not decompress: {exc}") from exc
+        if self.chunk_id(data) != chunk:
+            raise CorruptChunk(f"chunk {chunk[:12]} does not match its checksum")
+        return data
+
+    def chunks(self) -> Iterator[str]:
+        base = self.root / "chunks"
+        if not base.is_dir():
+            return
+        for sub in base.iterdir():
+            if sub.is_dir():
+                for path in sub.iterdir():
+                    if not path.name.startswith("."):
+                        yield path.name
+
+    def remove_chunk(self, chunk: str) -> int:
+        path = self._chunk_path(chunk)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+    # --- encryption --------------------------------------------------------------------------
+
+    def _seal(self, data: bytes) -> bytes:
+        if self.key is None:
+            return data
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = secrets.token_bytes(12)
+        return b"CMB1" + nonce + AESGCM(self.key).encrypt(nonce, data, None)
+
+    def _open(self, body: bytes) -> bytes:
+        if self.key is None:
+            if body.startswith(b"CMB1"):
+                raise Invalid("this backup is encrypted: give its --key-file")
+            return body
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if not body.startswith(b"CMB1"):
+            raise CorruptChunk("a piece is not encrypted, though the backup is")
+        try:
+            return AESGCM(self.key).decrypt(body[4:16], body[16:], None)
+        except InvalidTag as exc:
+            raise Invalid("the key file does not open this backup (wrong key, or a piece "
+                          "was changed)") from exc
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def write_snapshot(self, manifest: dict[str, Any]) -> None:
+        body = json.dumps(manifest, sort_keys=True).encode()
+        _write_atomic(self.root / "snapshots" / f"{manifest['id']}.json",
+                      self._seal(zstandard.ZstdCompressor(level=_LEVEL).compress(body)))
+
+    def snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        """A snapshot by id, or by a prefix of it, or ``latest``."""
+        ids = self.snapshot_ids()
+        if snapshot_id == "latest":
+            if not ids:
+                raise NotFound(f"the backup at {self.root} holds no backup yet")
+            snapshot_id = ids[-1]
+        found = [i for i in ids if i.startswith(snapshot_id)]
+        if len(found) != 1:
+            raise NotFound(f"no backup {snapshot_id!r} at {self.root}; 'cumulo backup ls --to "
+                           f"{self.root}' lists them") if not found else Invalid(
+                f"{snapshot_id!r} is the start of more than one backup's id; give more of it")
+        body = (self.root / "snapshots" / f"{found[0]}.json").read_bytes()
+        data = zstandard.ZstdDecompressor().decompress(self._open(body))
+        manifest: dict[str, Any] = json.loads(data)
+        return manifest
+
+    def snapshot_ids(self) -> list[str]:
+        """Complete backups, oldest first (ids sort by time)."""
+        folder = self.root / "snapshots"
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.json"))
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        (self.root / "snapshots" / f"{snapshot_id}.json").unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def read_key(key_file: str | os.PathLike[str] | None) -> bytes | None:
+    """32 bytes of key from a key file (its SHA-256, whatever the file holds), or None."""
+    if key_file is None:
+        return None
+    try:
+        data = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise Invalid(f"cannot read the key file {key_file}: {exc.strerror or exc}") from exc
+    if len(data) < 16:
+        raise Invalid(f"the key file {key_file} holds {len(data)} bytes; give at least 16 "
+                      "random bytes (head -c 32 /dev/urandom > backup.key)")
+    return hashlib.sha256(data).digest()
+
+
+def open_repository(target: str | os.PathLike[str], *, key_file: str | None = None,
+                    create: bool = False) -> Repository:
+    """The repository at ``target`` (a folder), made when ``create`` and it has none."""
+    text = str(target)
+    if text.startswith("s3://"):
+        raise Invalid("backups to s3:// are not built yet; back up to a folder (which may be "
+                      "a mounted bucket) and copy it")
+    root = Path(text).expanduser()
+    key = read_key(key_file)
+    marker = root / MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("format") != FORMAT:
+            raise Invalid(f"{root} holds backups of format {info.get('format')}; this Cumulo "
+                          f"reads format {FORMAT}")
+        if info.get("encrypted") and key is None:
+            raise Invalid(f"the backups at {root} are encrypted: give --key-file")
+        if not info.get("encrypted") and key is not None:
+            raise Invalid(f"the backups at {root} are not encrypted; leave out --key-file (or "
+                          "back up to a new folder to encrypt)")
+        if key is not None and info.get("key_check") != hmac.new(
+                key, b"cumulo-backup", hashlib.sha256).hexdigest():
+            raise Invalid(f"the key file does not open the backups at {root}")
+        return Repository(root, key)
+    if not create:
+        raise NotFound(f"{root} holds no Cumulo backup ('cumulo backup create --to {root}' "
+                       "makes one)")
+    if root.exists() and any(root.iterdir()):
+        raise Conflict(f"{root} is not empty and holds no Cumulo backup; back up to an empty or "
+                       "new folder")
+    root.mkdir(parents=True, exist_ok=True)
+    info = {"format": FORMAT, "encrypted": key is not None}
+    if key is not None:
+        info["key_check"] = hmac.new(key, b"cumulo-backup", hashlib.sha256).hexdigest()
+    _write_atomic(marker, json.dumps(info).encode())
+    return Repository(root, key)
+
+
+def folder_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def free_bytes(root: Path) -> int:
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
