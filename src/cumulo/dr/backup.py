@@ -322,3 +322,55 @@ def restore_backup(repo: Repository, snapshot_id: str, home: Path, *,
             with contextlib.suppress(OSError):
                 os.utime(dest, ns=(mtime_ns, mtime_ns))
     return done
+
+
+def retained(ids: list[str], created: dict[str, datetime], *, keep_last: int = 0,
+             keep_daily: int = 0, keep_weekly: int = 0) -> set[str]:
+    """Which backups a retention policy keeps (restic's rules): the ``keep_last`` newest, the
+    newest of each of the ``keep_daily`` latest days that have one, and the newest of each of
+    the ``keep_weekly`` latest ISO weeks that have one. Pure: tested with made-up times."""
+    newest_first = sorted(ids, key=lambda i: created[i], reverse=True)
+    keep = set(newest_first[:keep_last])
+    for count, bucket in ((keep_daily, lambda t: t.date().isoformat()),
+                          (keep_weekly, lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2]))):
+        seen: list[str] = []
+        for i in newest_first:
+            key = bucket(created[i])
+            if key in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.append(key)
+            keep.add(i)
+    return keep
+
+
+@dataclass
+class Pruned:
+    removed: list[str]
+    kept: list[str]
+    chunks_removed: int
+    bytes_freed: int
+
+
+def prune_backups(repo: Repository, *, keep_last: int = 0, keep_daily: int = 0,
+                  keep_weekly: int = 0, dry_run: bool = False) -> Pruned:
+    """Forget the backups the policy does not keep, then remove the pieces no kept backup
+    names (also those a killed backup left). At least one rule must be given."""
+    if keep_last <= 0 and keep_daily <= 0 and keep_weekly <= 0:
+        raise Invalid("say what to keep: --keep-last N, --keep-daily N and/or --keep-weekly N")
+    ids = repo.snapshot_ids()
+    manifests = {i: repo.snapshot(i) for i in ids}
+    created = {i: datetime.fromisoformat(m["created_at"]) for i, m in manifests.items()}
+    keep = retained(ids, created, keep_last=keep_last, keep_daily=keep_daily,
+                    keep_weekly=keep_weekly)
+    removed = [i for i in ids if i not in keep]
+    used = {c for i in keep for _, chunks, _ in _items(manifests[i]) for c in chunks}
+    unused = [c for c in repo.chunks() if c not in used]
+    freed = 0
+    if not dry_run:
+        for i in removed:  # forgotten first: a piece is never removed from under a backup
+            repo.remove_snapshot(i)
+        for chunk in unused:
+            freed += repo.remove_chunk(chunk)
+    return Pruned(removed, sorted(keep), len(unused), freed)

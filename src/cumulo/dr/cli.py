@@ -33,11 +33,18 @@ def _settings(home: str | None) -> Any:
     return load_settings(overrides={"home": home})
 
 
+KeepLast = typer.Option(0, "--keep-last", help="keep the N newest backups")
+KeepDaily = typer.Option(0, "--keep-daily", help="keep the newest backup of each of N days")
+KeepWeekly = typer.Option(0, "--keep-weekly", help="keep the newest backup of each of N weeks")
+
+
 @backup_app.command("create")
 def create(to: str = ToOpt, key_file: str | None = KeyOpt, home: str | None = HomeOpt,
+           keep_last: int = KeepLast, keep_daily: int = KeepDaily, keep_weekly: int = KeepWeekly,
            json: bool = JsonOpt) -> None:
-    """Back up the whole platform at one moment: its databases and every service's files."""
-    from cumulo.dr.backup import create_backup
+    """Back up the whole platform at one moment: its databases and every service's files;
+    with --keep-*, then prune the backups that policy does not keep."""
+    from cumulo.dr.backup import create_backup, prune_backups
     from cumulo.dr.repo import open_repository
 
     repo = open_repository(to, key_file=key_file, create=True)
@@ -46,6 +53,12 @@ def create(to: str = ToOpt, key_file: str | None = KeyOpt, home: str | None = Ho
             status.update(f"backing up: {what}, {files} file(s), {human_bytes(size)}")
 
         manifest = create_backup(_settings(home), repo, progress=progress)
+    if keep_last or keep_daily or keep_weekly:
+        pruned = prune_backups(repo, keep_last=keep_last, keep_daily=keep_daily,
+                               keep_weekly=keep_weekly)
+        if pruned.removed and not json:
+            err.print(f"pruned {len(pruned.removed)} backup(s), freed "
+                      f"{human_bytes(pruned.bytes_freed)}")
     if json:
         print_json(_summary(manifest))
         return
@@ -157,3 +170,25 @@ def restore(backup: str = typer.Argument(..., help="a backup's id (or its start)
                          if done.problems else ""))
     if done.problems:
         raise typer.Exit(1)
+
+
+@backup_app.command("prune")
+def prune(to: str = ToOpt, key_file: str | None = KeyOpt, keep_last: int = KeepLast,
+          keep_daily: int = KeepDaily, keep_weekly: int = KeepWeekly,
+          dry_run: bool = typer.Option(False, "--dryrun", "--dry-run",
+                                       help="say what would go, remove nothing"),
+          json: bool = JsonOpt) -> None:
+    """Forget backups a retention policy does not keep, and free the pieces only they held."""
+    from cumulo.dr.backup import prune_backups
+    from cumulo.dr.repo import open_repository
+
+    done = prune_backups(open_repository(to, key_file=key_file), keep_last=keep_last,
+                         keep_daily=keep_daily, keep_weekly=keep_weekly, dry_run=dry_run)
+    if json:
+        print_json(done.__dict__)
+        return
+    verb = "would forget" if dry_run else "forgot"
+    for i in done.removed:
+        console.print(f"{verb} {i}")
+    console.print(f"kept {len(done.kept)} backup(s); {done.chunks_removed} unused piece(s)"
+                  + ("" if dry_run else f" removed, {human_bytes(done.bytes_freed)} freed"))
