@@ -17,6 +17,7 @@ named, and the restore says it is incomplete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -82,20 +83,63 @@ def load_declarations() -> None:
     import cumulo.storage.models  # noqa: F401
 
 
-def _store_file(repo: Repository, path: Path, stats: dict[str, int]) -> list[str]:
+def _store_file(repo: Repository, path: Path, stats: dict[str, int], *,
+                digest: bool = False) -> tuple[list[str], str | None]:
+    """Store a file's pieces: their ids, and (``digest``) the SHA-256 of the whole."""
     chunks: list[str] = []
+    whole = hashlib.sha256() if digest else None
     with open(path, "rb") as f:
         while True:
             data = f.read(CHUNK_SIZE)
             if not data and chunks:
                 break
+            if whole is not None:
+                whole.update(data)
             chunk, written = repo.put(data)
             chunks.append(chunk)
             stats["stored"] += written
             stats["new_chunks"] += 1 if written else 0
             if len(data) < CHUNK_SIZE:
                 break
-    return chunks
+    return chunks, whole.hexdigest() if whole is not None else None
+
+
+def _objects(db: Path) -> dict[str, tuple[int, str]]:
+    """Bucket objects as the catalog copy has them: blob path -> (size, SHA-256)."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("select b.name, o.key, o.size, o.sha256 from objects o "
+                           "join buckets b on b.id = o.bucket_id")
+        return {f"buckets/{bucket}/{key}": (size, sha) for bucket, key, size, sha in rows}
+    except sqlite3.Error:
+        return {}
+    finally:
+        con.close()
+
+
+def _reconcile(db: Path, objects: dict[str, tuple[int, str]],
+               stored: dict[str, dict[str, Any]]) -> int:
+    """Make the catalog copy agree with the objects' bytes the backup read: an object read
+    with other bytes than the catalog had at the moment (written again since) is recorded as
+    read; one whose blob was gone (deleted since) is left out. The number changed."""
+    changed = 0
+    con = sqlite3.connect(db)
+    try:
+        for path, (size, sha) in objects.items():
+            found = stored.get(path)
+            bucket, _, key = path.removeprefix("buckets/").partition("/")
+            where = ("where key = ? and bucket_id = (select id from buckets where name = ?)")
+            if found is None:
+                con.execute(f"delete from objects {where}", (key, bucket))
+                changed += 1
+            elif found.get("sha256") not in (None, sha) or found["size"] != size:
+                con.execute(f"update objects set size = ?, sha256 = ? {where}",
+                            (found["size"], found.get("sha256") or sha, key, bucket))
+                changed += 1
+        con.commit()
+    finally:
+        con.close()
+    return changed
 
 
 def _walk(root: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
@@ -165,6 +209,8 @@ def create_backup(settings: Settings, repo: Repository, *,
     stats = {"stored": 0, "new_chunks": 0, "files": 0, "bytes": 0, "reused": 0}
     previous = _previous_files(repo)
     databases: dict[str, Any] = {}
+    files: list[dict[str, Any]] = []
+    prefixes = sorted({p for h in holdings.values() for p in h.prefixes})
     with tempfile.TemporaryDirectory(prefix="cumulo-backup-") as tmp:
         # The moment: every database copied at once, one after the other, first.
         copies = {"cumulo.db": db_path}
@@ -177,33 +223,44 @@ def create_backup(settings: Settings, repo: Repository, *,
             _copy_sqlite(source, Path(tmp) / name)
         moment = datetime.now(UTC)
         progress("databases", 0, 0)
-        cutoffs = _lake_cutoffs(Path(tmp) / "cumulo.db", storage)
+        meta = Path(tmp) / "cumulo.db"
+        cutoffs = _lake_cutoffs(meta, storage)
+        objects = _objects(meta)
+        for prefix in prefixes:
+            for rel, st in _walk(storage, prefix):
+                if _after_cutoff(rel, cutoffs):
+                    continue  # committed after the moment: not in this backup
+                if rel.startswith("buckets/") and rel not in objects:
+                    continue  # an object made after the moment (or an upload's leftover)
+                entry: dict[str, Any] = {"path": rel, "size": st.st_size,
+                                         "mtime_ns": st.st_mtime_ns}
+                before = previous.get(rel)
+                if before and before["size"] == st.st_size and \
+                        before["mtime_ns"] == st.st_mtime_ns and \
+                        all(repo.has(c) for c in before["chunks"]):
+                    entry["chunks"] = before["chunks"]
+                    if "sha256" in before:
+                        entry["sha256"] = before["sha256"]
+                    stats["reused"] += 1
+                else:
+                    try:
+                        entry["chunks"], entry["sha256"] = _store_file(
+                            repo, storage / rel, stats, digest=True)
+                    except FileNotFoundError:
+                        continue  # removed while backed up: it was not there at the end
+                files.append(entry)
+                stats["files"] += 1
+                stats["bytes"] += st.st_size
+                if stats["files"] % 200 == 0:
+                    progress("files", stats["files"], stats["bytes"])
+        # An object written again (or deleted) after the moment: the backup holds the bytes
+        # it read, and its copy of the catalog says so, so that the two agree.
+        changed = _reconcile(meta, objects, {f["path"]: f for f in files
+                                             if f["path"].startswith("buckets/")})
         for name in copies:
             copy = Path(tmp) / name
             size = copy.stat().st_size
-            databases[name] = {"size": size, "chunks": _store_file(repo, copy, stats)}
-    files: list[dict[str, Any]] = []
-    prefixes = sorted({p for h in holdings.values() for p in h.prefixes})
-    for prefix in prefixes:
-        for rel, st in _walk(storage, prefix):
-            if _after_cutoff(rel, cutoffs):
-                continue  # committed after the moment: not in this backup
-            entry = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-            before = previous.get(rel)
-            if before and before["size"] == st.st_size and before["mtime_ns"] == st.st_mtime_ns \
-                    and all(repo.has(c) for c in before["chunks"]):
-                entry["chunks"] = before["chunks"]
-                stats["reused"] += 1
-            else:
-                try:
-                    entry["chunks"] = _store_file(repo, storage / rel, stats)
-                except FileNotFoundError:
-                    continue  # removed while backed up: it was not there at the end
-            files.append(entry)
-            stats["files"] += 1
-            stats["bytes"] += st.st_size
-            if stats["files"] % 200 == 0:
-                progress("files", stats["files"], stats["bytes"])
+            databases[name] = {"size": size, "chunks": _store_file(repo, copy, stats)[0]}
     snapshot_id = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z-" + \
         secrets.token_hex(3)
     manifest = {
@@ -212,7 +269,7 @@ def create_backup(settings: Settings, repo: Repository, *,
         "source": {"home": str(settings.home), "database": "sqlite",
                    "storage": settings.storage_url},
         "databases": databases, "prefixes": prefixes, "files": files,
-        "lake_versions": cutoffs,
+        "lake_versions": cutoffs, "objects_changed_during_backup": changed,
         "totals": {"files": stats["files"], "bytes": stats["bytes"]
                    + sum(d["size"] for d in databases.values()),
                    "stored_bytes": stats["stored"], "new_chunks": stats["new_chunks"],
