@@ -192,3 +192,33 @@ def prune(to: str = ToOpt, key_file: str | None = KeyOpt, keep_last: int = KeepL
         console.print(f"{verb} {i}")
     console.print(f"kept {len(done.kept)} backup(s); {done.chunks_removed} unused piece(s)"
                   + ("" if dry_run else f" removed, {human_bytes(done.bytes_freed)} freed"))
+
+
+@backup_app.command("drill")
+def drill(backup: str = typer.Argument("latest", help="a backup's id, or latest"),
+          to: str = ToOpt, key_file: str | None = KeyOpt,
+          keep: str | None = typer.Option(None, "--keep",
+                                          help="restore into this folder and keep it"),
+          json: bool = JsonOpt) -> None:
+    """Restore a backup into a scratch home, serve it, check every object, table version and
+    model through the API, and print the recovery point and time (RPO, RTO)."""
+    from cumulo.dr.drill import run_drill
+    from cumulo.dr.repo import open_repository
+
+    with err.status("drill ...") as status:
+        done = run_drill(open_repository(to, key_file=key_file), backup,
+                         keep=Path(keep) if keep else None, say=status.update)
+    if json:
+        print_json({**done.__dict__, "ok": done.ok})
+    else:
+        for problem in done.problems:
+            err.print(problem)
+        c = done.checked
+        console.print(f"drill of backup {done.backup}: {'passed' if done.ok else 'FAILED'}; "
+                      f"{c.get('objects', 0)} object(s), {c.get('table_versions', 0)} table "
+                      f"version(s), {c.get('model_versions', 0)} model version(s) checked; "
+                      f"RPO {done.rpo_seconds:.0f}s (the backup's age), RTO "
+                      f"{done.rto_seconds:.1f}s (restore {done.restore_seconds:.1f}s, then "
+                      "serving)")
+    if not done.ok:
+        raise typer.Exit(1)
