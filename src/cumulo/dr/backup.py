@@ -23,8 +23,10 @@ import re
 import secrets
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,7 @@ from cumulo.errors import Conflict, Invalid
 __all__ = ["Problem", "Progress", "create_backup", "restore_backup", "verify_backup"]
 
 _LOG_ENTRY = re.compile(r"^(\d{20})\.json$")
+WORKERS = max(2, min(4, os.cpu_count() or 2))  # files backed up or restored at once
 
 Progress = Callable[[str, int, int], None]  # (what, files done, bytes done)
 
@@ -226,33 +229,53 @@ def create_backup(settings: Settings, repo: Repository, *,
         meta = Path(tmp) / "cumulo.db"
         cutoffs = _lake_cutoffs(meta, storage)
         objects = _objects(meta)
+        wanted: list[tuple[str, os.stat_result]] = []
         for prefix in prefixes:
             for rel, st in _walk(storage, prefix):
                 if _after_cutoff(rel, cutoffs):
                     continue  # committed after the moment: not in this backup
                 if rel.startswith("buckets/") and rel not in objects:
                     continue  # an object made after the moment (or an upload's leftover)
-                entry: dict[str, Any] = {"path": rel, "size": st.st_size,
-                                         "mtime_ns": st.st_mtime_ns}
-                before = previous.get(rel)
-                if before and before["size"] == st.st_size and \
-                        before["mtime_ns"] == st.st_mtime_ns and \
-                        all(repo.has(c) for c in before["chunks"]):
-                    entry["chunks"] = before["chunks"]
-                    if "sha256" in before:
-                        entry["sha256"] = before["sha256"]
-                    stats["reused"] += 1
-                else:
-                    try:
-                        entry["chunks"], entry["sha256"] = _store_file(
-                            repo, storage / rel, stats, digest=True)
-                    except FileNotFoundError:
-                        continue  # removed while backed up: it was not there at the end
-                files.append(entry)
+                wanted.append((rel, st))
+        lock = threading.Lock()
+
+        def one(item: tuple[str, os.stat_result]) -> dict[str, Any] | None:
+            rel, st = item
+            entry: dict[str, Any] = {"path": rel, "size": st.st_size,
+                                     "mtime_ns": st.st_mtime_ns}
+            before = previous.get(rel)
+            mine = {"stored": 0, "new_chunks": 0, "reused": 0}
+            if before and before["size"] == st.st_size and \
+                    before["mtime_ns"] == st.st_mtime_ns and \
+                    all(repo.has(c) for c in before["chunks"]):
+                entry["chunks"] = before["chunks"]
+                if "sha256" in before:
+                    entry["sha256"] = before["sha256"]
+                mine["reused"] = 1
+            else:
+                # An object's whole SHA-256 is needed only if it was written after the
+                # moment (then the catalog copy is made to agree): else it is the catalog's.
+                later = rel.startswith("buckets/") and st.st_mtime > moment.timestamp() - 1
+                try:
+                    entry["chunks"], sha = _store_file(repo, storage / rel, mine, digest=later)
+                except FileNotFoundError:
+                    return None  # removed while backed up: it was not there at the end
+                if sha is not None:
+                    entry["sha256"] = sha
+                elif rel in objects and objects[rel][0] == st.st_size:
+                    entry["sha256"] = objects[rel][1]
+            with lock:
+                for k, v in mine.items():
+                    stats[k] += v
                 stats["files"] += 1
                 stats["bytes"] += st.st_size
                 if stats["files"] % 200 == 0:
                     progress("files", stats["files"], stats["bytes"])
+            return entry
+
+        # Hashing, compressing and writing pieces release the GIL: a few files at a time.
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            files = [e for e in pool.map(one, wanted) if e is not None]
         # An object written again (or deleted) after the moment: the backup holds the bytes
         # it read, and its copy of the catalog says so, so that the two agree.
         changed = _reconcile(meta, objects, {f["path"]: f for f in files
@@ -351,33 +374,43 @@ def restore_backup(repo: Repository, snapshot_id: str, home: Path, *,
         for name in manifest["databases"]:
             for suffix in ("", "-wal", "-shm"):
                 (home / f"{name}{suffix}").unlink(missing_ok=True)
-    for item, chunks, mtime_ns in _items(manifest):
+    lock = threading.Lock()
+
+    def one(item: str, chunks: list[str], mtime_ns: int | None) -> None:
         dest = home / item
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.restore")
-        failed = False
+        written = 0
+        problem = None
         with open(tmp, "wb") as out:
             for chunk in chunks:
                 try:
                     data = repo.get(chunk)
                 except FileNotFoundError:
-                    done.problems.append(Problem(item, chunk, "missing"))
-                    failed = True
+                    problem = Problem(item, chunk, "missing")
                     break
                 except CorruptChunk:
-                    done.problems.append(Problem(item, chunk, "corrupt"))
-                    failed = True
+                    problem = Problem(item, chunk, "corrupt")
                     break
                 out.write(data)
-                done.bytes += len(data)
-        if failed:
+                written += len(data)
+        if problem is not None:
             tmp.unlink(missing_ok=True)
-            continue
+            with lock:
+                done.problems.append(problem)
+            return
         os.replace(tmp, dest)
-        done.files += 1
         if mtime_ns is not None:  # as it was: the next backup of this home reuses the pieces
             with contextlib.suppress(OSError):
                 os.utime(dest, ns=(mtime_ns, mtime_ns))
+        with lock:
+            done.files += 1
+            done.bytes += written
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for future in [pool.submit(one, *item) for item in _items(manifest)]:
+            future.result()
+    done.problems.sort(key=lambda p: p.item)
     return done
 
 
