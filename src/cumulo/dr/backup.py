@@ -36,7 +36,8 @@ from cumulo.config import Settings
 from cumulo.dr.repo import CHUNK_SIZE, CorruptChunk, Repository
 from cumulo.errors import Conflict, Invalid
 
-__all__ = ["Problem", "Progress", "create_backup", "restore_backup", "verify_backup"]
+__all__ = ["Problem", "Progress", "create_backup", "restore_backup", "restore_manifest",
+           "verify_backup"]
 
 _LOG_ENTRY = re.compile(r"^(\d{20})\.json$")
 WORKERS = max(2, min(4, os.cpu_count() or 2))  # files backed up or restored at once
@@ -358,7 +359,12 @@ def restore_backup(repo: Repository, snapshot_id: str, home: Path, *,
                    force: bool = False) -> Restored:
     """Write the backup into ``home`` (its databases and its storage folder). Refused into a
     home that holds anything, unless ``force`` (then what the backup holds replaces it)."""
-    manifest = repo.snapshot(snapshot_id)
+    return restore_manifest(repo, repo.snapshot(snapshot_id), home, force=force)
+
+
+def restore_manifest(repo: Repository, manifest: dict[str, Any], home: Path, *,
+                     force: bool = False) -> Restored:
+    """Write what ``manifest`` names (a backup's, or one made for a point in time)."""
     home = home.expanduser().resolve()
     if home.exists() and any(home.iterdir()) and not force:
         raise Conflict(f"{home} is not empty; restore into an empty folder, or give --force to "
@@ -456,9 +462,18 @@ def prune_backups(repo: Repository, *, keep_last: int = 0, keep_daily: int = 0,
                     keep_weekly=keep_weekly)
     removed = [i for i in ids if i not in keep]
     used = {c for i in keep for _, chunks, _ in _items(manifests[i]) for c in chunks}
+    # Points of continuous protection live as long as the backup they start from.
+    points = {i: repo.point(i) for i in repo.point_ids()}
+    dropped = [i for i, p in points.items() if p["base"] not in keep]
+    for i, p in points.items():
+        if i not in dropped:
+            used.update(c for db in p["databases"].values() for c in db["chunks"])
+            used.update(c for f in p["changed"] for c in f["chunks"])
     unused = [c for c in repo.chunks() if c not in used]
     freed = 0
     if not dry_run:
+        for i in dropped:
+            repo.remove_point(i)
         for i in removed:  # forgotten first: a piece is never removed from under a backup
             repo.remove_snapshot(i)
         for chunk in unused:

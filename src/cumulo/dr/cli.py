@@ -141,35 +141,88 @@ def verify(backup: str = typer.Argument("latest", help="a backup's id, or latest
 
 
 @backup_app.command("restore")
-def restore(backup: str = typer.Argument(..., help="a backup's id (or its start), or latest"),
+def restore(backup: str = typer.Argument("latest", help="a backup's id (or its start), or "
+                                         "latest"),
             to: str = ToOpt, key_file: str | None = KeyOpt,
             to_home: str = typer.Option(..., "--to-home", help="the home to write (empty, or "
                                         "--force)"),
+            at: str | None = typer.Option(None, "--at",
+                                          help="the platform as it was at this time (UTC), "
+                                          "like 2026-12-03T10:15:30Z, from the backups and "
+                                          "the points 'backup stream' took"),
             force: bool = typer.Option(False, "--force",
                                        help="replace what a non-empty home holds"),
             json: bool = JsonOpt) -> None:
-    """Restore a backup into a home; start a server on it with 'cumulo up --home DIR'."""
-    from cumulo.dr.backup import restore_backup
+    """Restore a backup (or the platform at a time) into a home; then 'cumulo up --home DIR'."""
+    from cumulo.dr.backup import restore_manifest
     from cumulo.dr.repo import open_repository
+    from cumulo.dr.stream import at_time, reconcile_restored
 
+    repo = open_repository(to, key_file=key_file)
+    if at is not None:
+        if backup != "latest":
+            raise typer.BadParameter("give a backup or --at TIME, not both", param_hint="--at")
+        manifest = at_time(repo, _parse_time(at))
+    else:
+        manifest = repo.snapshot(backup)
     started = time.monotonic()
     with err.status("restoring ..."):
-        done = restore_backup(open_repository(to, key_file=key_file), backup, Path(to_home),
-                              force=force)
+        done = restore_manifest(repo, manifest, Path(to_home), force=force)
+        if at is not None:
+            reconcile_restored(done.home, manifest)
     took = time.monotonic() - started
     if json:
-        print_json({"id": done.manifest["id"], "home": str(done.home), "files": done.files,
-                    "bytes": done.bytes, "seconds": round(took, 3),
-                    "problems": [p.__dict__ for p in done.problems]})
+        print_json({"id": manifest["id"], "moment": manifest["created_at"],
+                    "home": str(done.home), "files": done.files, "bytes": done.bytes,
+                    "seconds": round(took, 3), "problems": [p.__dict__ for p in done.problems]})
     else:
         for p in done.problems:
             err.print(f"not restored: {p.item} (piece {p.chunk[:12]} {p.why})")
-        console.print(f"restored backup {done.manifest['id']} into {done.home}: {done.files} "
-                      f"file(s), {human_bytes(done.bytes)}, {took:.1f}s"
+        console.print(f"restored the platform as it was at {manifest['created_at']} "
+                      f"({manifest['id']}) into {done.home}: {done.files} file(s), "
+                      f"{human_bytes(done.bytes)}, {took:.1f}s"
                       + (f"; {len(done.problems)} item(s) could not be restored"
                          if done.problems else ""))
     if done.problems:
         raise typer.Exit(1)
+
+
+def _parse_time(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        found = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a time; give it like 2026-12-03T10:15:30Z",
+                                 param_hint="--at") from exc
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+@backup_app.command("stream")
+def stream(to: str = ToOpt, key_file: str | None = KeyOpt, home: str | None = HomeOpt,
+           interval: float = typer.Option(1.0, "--interval",
+                                          help="seconds between looks at the databases"),
+           files_every: float = typer.Option(5.0, "--files-every",
+                                             help="look at storage at least this often "
+                                             "(seconds)"),
+           full_every: float = typer.Option(3600.0, "--full-every",
+                                            help="seconds between base backups")) -> None:
+    """Keep the backup folder seconds behind the home (until Ctrl-C): a base backup, then a
+    point each time the databases change; restore one with 'backup restore --at TIME'."""
+    import signal as signals
+    import threading
+
+    from cumulo.dr.repo import open_repository
+    from cumulo.dr.stream import stream as follow
+
+    stop = threading.Event()
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(sig, lambda *_: stop.set())
+    repo = open_repository(to, key_file=key_file, create=True)
+    err.print(f"streaming {home or '.cumulo'} to {to} (Ctrl-C stops)")
+    taken = follow(_settings(home), repo, interval=interval, files_every=files_every,
+                   full_every=full_every, stop=stop, say=lambda m: err.print(m, style="dim"))
+    err.print(f"stopped after {taken} point(s)")
 
 
 @backup_app.command("prune")

@@ -165,6 +165,28 @@ class Repository:
     def remove_snapshot(self, snapshot_id: str) -> None:
         (self.root / "snapshots" / f"{snapshot_id}.json").unlink(missing_ok=True)
 
+    # --- points in time (continuous protection) ---------------------------------------------
+
+    def write_point(self, point: dict[str, Any]) -> None:
+        """A point of ``cumulo backup stream``: the databases at a moment, and what changed in
+        storage since the point before it (of the same base backup)."""
+        body = json.dumps(point, sort_keys=True).encode()
+        _write_atomic(self.root / "points" / f"{point['id']}.json",
+                      self._seal(zstandard.ZstdCompressor(level=_LEVEL).compress(body)))
+
+    def point_ids(self) -> list[str]:
+        folder = self.root / "points"
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+    def point(self, point_id: str) -> dict[str, Any]:
+        body = (self.root / "points" / f"{point_id}.json").read_bytes()
+        found: dict[str, Any] = json.loads(
+            zstandard.ZstdDecompressor().decompress(self._open(body)))
+        return found
+
+    def remove_point(self, point_id: str) -> None:
+        (self.root / "points" / f"{point_id}.json").unlink(missing_ok=True)
+
 
 def _write_atomic(path: Path, body: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
