@@ -30,7 +30,7 @@ from cumulo.cli.output import (
 )
 from cumulo.compute.cli import clusters_app, jobs_app
 from cumulo.compute.environments.cli import envs_app
-from cumulo.dr.cli import backup_app
+from cumulo.dr.cli import backup_app, standby_app
 from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
 from cumulo.metering.cli import costs_command
 from cumulo.ml.cli import models_app, train_command, tune_command
@@ -66,6 +66,7 @@ app.add_typer(clusters_app, name="clusters")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(envs_app, name="envs")
 app.add_typer(backup_app, name="backup")
+app.add_typer(standby_app, name="standby")
 app.command("costs")(costs_command)
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")

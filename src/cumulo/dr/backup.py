@@ -363,16 +363,22 @@ def restore_backup(repo: Repository, snapshot_id: str, home: Path, *,
 
 
 def restore_manifest(repo: Repository, manifest: dict[str, Any], home: Path, *,
-                     force: bool = False) -> Restored:
-    """Write what ``manifest`` names (a backup's, or one made for a point in time)."""
+                     force: bool = False, sync: bool = False,
+                     _skip: set[str] | None = None) -> Restored:
+    """Write what ``manifest`` names (a backup's, or one made for a point in time). With
+    ``sync`` (a standby keeping a home current), files already there as the manifest has them
+    (size and time) are left alone, and files of the backed-up prefixes it does not name go."""
     home = home.expanduser().resolve()
+    if sync:
+        return _sync(repo, manifest, home)
     if home.exists() and any(home.iterdir()) and not force:
         raise Conflict(f"{home} is not empty; restore into an empty folder, or give --force to "
                        "replace what it holds (stop the server that uses it first)")
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     done = Restored(manifest, home)
     storage = home / "storage"
-    if force:
+    skip = _skip or set()
+    if force and _skip is None:
         import shutil
 
         for prefix in manifest.get("prefixes", []):
@@ -414,10 +420,33 @@ def restore_manifest(repo: Repository, manifest: dict[str, Any], home: Path, *,
             done.bytes += written
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for future in [pool.submit(one, *item) for item in _items(manifest)]:
+        for future in [pool.submit(one, *item) for item in _items(manifest)
+                       if item[0] not in skip]:
             future.result()
     done.problems.sort(key=lambda p: p.item)
     return done
+
+
+def _sync(repo: Repository, manifest: dict[str, Any], home: Path) -> Restored:
+    """Bring ``home`` to what ``manifest`` names, writing only what differs."""
+    storage = home / "storage"
+    named = {f"storage/{f['path']}": f for f in manifest["files"]}
+    skip: set[str] = set()
+    for item, f in named.items():
+        try:
+            st = (home / item).stat()
+        except FileNotFoundError:
+            continue
+        if st.st_size == f["size"] and st.st_mtime_ns == f["mtime_ns"]:
+            skip.add(item)
+    for prefix in manifest.get("prefixes", []):
+        for rel, _ in list(_walk(storage, prefix)):
+            if f"storage/{rel}" not in named:
+                (storage / rel).unlink(missing_ok=True)
+    for name in manifest["databases"]:
+        for suffix in ("-wal", "-shm"):
+            (home / f"{name}{suffix}").unlink(missing_ok=True)
+    return restore_manifest(repo, manifest, home, force=True, _skip=skip)
 
 
 def retained(ids: list[str], created: dict[str, datetime], *, keep_last: int = 0,

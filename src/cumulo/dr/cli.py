@@ -275,3 +275,66 @@ def drill(backup: str = typer.Argument("latest", help="a backup's id, or latest"
                       "serving)")
     if not done.ok:
         raise typer.Exit(1)
+
+
+standby_app = typer.Typer(help="Warm standby: a second home kept current from a backup "
+                          "folder, promoted to serve when the first is lost.",
+                          no_args_is_help=True)
+FromOpt = typer.Option(..., "--from", help="the backup folder 'cumulo backup stream' keeps")
+StandbyHome = typer.Option(..., "--home", help="the standby's home (made on first use)")
+
+
+@standby_app.command("start")
+def standby_start(source: str = FromOpt, home: str = StandbyHome, key_file: str | None = KeyOpt,
+                  interval: float = typer.Option(2.0, "--interval",
+                                                 help="seconds between looks at the folder")
+                  ) -> None:
+    """Keep a home current from a backup folder (until Ctrl-C or 'standby promote')."""
+    import signal as signals
+    import threading
+
+    from cumulo.dr.repo import open_repository
+    from cumulo.dr.standby import follow
+
+    stop = threading.Event()
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(sig, lambda *_: stop.set())
+    err.print(f"keeping {home} current from {source} (Ctrl-C stops; 'cumulo standby promote "
+              f"--home {home} --from {source}' makes it ready to serve)")
+    last = follow(open_repository(source, key_file=key_file), Path(home), interval=interval,
+                  stop=stop, say=lambda m: err.print(m, style="dim"))
+    err.print(f"stopped; {home} holds the platform as it was at {last.get('moment', '-')}")
+
+
+@standby_app.command("promote")
+def standby_promote(home: str = StandbyHome, source: str = FromOpt,
+                    key_file: str | None = KeyOpt, json: bool = JsonOpt) -> None:
+    """Stop following, apply the newest moment once more, and leave the home ready for
+    'cumulo up --home DIR'."""
+    from cumulo.dr.repo import open_repository
+    from cumulo.dr.standby import promote
+
+    record = promote(open_repository(source, key_file=key_file), Path(home))
+    if json:
+        print_json(record)
+        return
+    console.print(f"{home} holds the platform as it was at {record.get('moment', '-')}; start "
+                  f"it with: cumulo up --home {home}")
+
+
+@standby_app.command("status")
+def standby_status(home: str = StandbyHome, json: bool = JsonOpt) -> None:
+    """What a standby home applied last, and how far behind its source it is."""
+    from cumulo.dr.standby import status
+
+    s = status(Path(home))
+    if json:
+        print_json(s)
+        return
+    if not s["standby"]:
+        console.print(f"{home} is not a standby home")
+        return
+    show_record(s, [("following", s["following"]), ("now", "following" if s["following_now"]
+                                                     else "not followed (promoted or stopped)"),
+                    ("applied", f"{s['moment']} ({s['applied']})"),
+                    ("lag", f"{s['lag_seconds']:.1f}s behind that moment")], as_json=False)
