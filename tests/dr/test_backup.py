@@ -170,6 +170,7 @@ def test_a_backup_killed_halfway_is_never_listed(source: Cumulo, tmp_path: Path)
                              "--json").stdout)
     assert len(listed) in (1, 2)  # the first; the second only if it finished before the kill
     assert _cli(source.home, "backup", "verify", "--to", str(target)).returncode == 0
+    source.client().files.delete("raw/big.bin")
 
 
 def test_writes_during_a_backup_restore_consistent(source: Cumulo, tmp_path: Path) -> None:
@@ -243,3 +244,31 @@ def test_drill_restores_serves_checks_and_measures(source: Cumulo, tmp_path: Pat
     (target / "chunks" / entry["chunks"][0][:2] / entry["chunks"][0]).write_bytes(b"x")
     failed = _cli(source.home, "backup", "drill", "--to", str(target))
     assert failed.returncode == 1 and "raw/blob.bin" in failed.stderr
+
+
+def test_a_target_that_fills_up_leaves_the_earlier_backups_whole(source: Cumulo,
+                                                                 tmp_path: Path) -> None:
+    target = tmp_path / "small"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(target)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a small file system is needed, and mounting one is not permitted here: "
+                    f"{mounted.stderr.strip()}")
+    try:
+        first = _cli(source.home, "backup", "create", "--to", str(target), "--home",
+                     str(source.home))
+        assert first.returncode == 0, first.stderr
+        source.client().files.upload(os.urandom(4_000_000), "raw/too-big.bin")
+        full = _cli(source.home, "backup", "create", "--to", str(target), "--home",
+                    str(source.home))
+        assert full.returncode == 1
+        assert "is full" in full.stderr and "ones before it are whole" in full.stderr
+        assert "Traceback" not in full.stderr
+        listed = json.loads(_cli(source.home, "backup", "ls", "--to", str(target),
+                                 "--json").stdout)
+        assert len(listed) == 1
+        assert _cli(source.home, "backup", "verify", "--to", str(target)).returncode == 0
+    finally:
+        source.client().files.delete("raw/too-big.bin")
+        subprocess.run(["umount", str(target)], check=False)

@@ -17,6 +17,7 @@ named, and the restore says it is incomplete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -34,7 +35,7 @@ from typing import Any
 
 from cumulo.config import Settings
 from cumulo.dr.repo import CHUNK_SIZE, CorruptChunk, Repository
-from cumulo.errors import Conflict, Invalid
+from cumulo.errors import Conflict, Invalid, Unavailable
 
 __all__ = ["Problem", "Progress", "create_backup", "restore_backup", "restore_manifest",
            "verify_backup"]
@@ -191,7 +192,24 @@ def _after_cutoff(path: str, cutoffs: dict[str, int]) -> bool:
 
 def create_backup(settings: Settings, repo: Repository, *,
                   progress: Progress = _quiet) -> dict[str, Any]:
-    """Back up the home ``settings`` describe into ``repo``; the snapshot's manifest."""
+    """Back up the home ``settings`` describe into ``repo``; the snapshot's manifest. A target
+    that fills up stops it with a clear error; the backups before it stay whole."""
+    try:
+        return _create_backup(settings, repo, progress=progress)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        from cumulo.dr.repo import free_bytes
+
+        raise Unavailable(
+            f"the backup target {repo.root} is full ({free_bytes(repo.root) / 2**20:.0f} MiB "
+            "free): this backup was not made, and the ones before it are whole. Free space "
+            "('cumulo backup prune --keep-last N' frees what older backups alone hold) or back "
+            "up to a bigger target") from exc
+
+
+def _create_backup(settings: Settings, repo: Repository, *,
+                   progress: Progress = _quiet) -> dict[str, Any]:
     import cumulo
     from cumulo.state import declared
 
