@@ -152,8 +152,16 @@ def restore(backup: str = typer.Argument("latest", help="a backup's id (or its s
                                           "the points 'backup stream' took"),
             force: bool = typer.Option(False, "--force",
                                        help="replace what a non-empty home holds"),
+            database_url: str | None = typer.Option(
+                None, "--database-url", help="restore the metadata onto this (empty) "
+                "PostgreSQL database instead of the home's SQLite file"),
+            storage_url: str | None = typer.Option(
+                None, "--storage-url", help="restore the files onto this storage, like "
+                "s3://bucket/prefix (credentials from the [s3] settings)"),
             json: bool = JsonOpt) -> None:
-    """Restore a backup (or the platform at a time) into a home; then 'cumulo up --home DIR'."""
+    """Restore a backup (or the platform at a time) into a home; then 'cumulo up --home DIR'.
+    With --database-url and/or --storage-url, onto PostgreSQL and S3 (a laptop's home moved
+    to a server)."""
     from cumulo.dr.backup import restore_manifest
     from cumulo.dr.repo import open_repository
     from cumulo.dr.stream import at_time, reconcile_restored
@@ -166,10 +174,19 @@ def restore(backup: str = typer.Argument("latest", help="a backup's id (or its s
     else:
         manifest = repo.snapshot(backup)
     started = time.monotonic()
-    with err.status("restoring ..."):
-        done = restore_manifest(repo, manifest, Path(to_home), force=force)
-        if at is not None:
-            reconcile_restored(done.home, manifest)
+    with err.status("restoring ...") as status:
+        if database_url or storage_url:
+            from cumulo.dr.onto import restore_onto
+
+            if at is not None:
+                raise typer.BadParameter("--at restores into a home; restore that home onto "
+                                         "other backends from a backup", param_hint="--at")
+            done = restore_onto(repo, manifest, _settings_for(to_home, database_url,
+                                                              storage_url), say=status.update)
+        else:
+            done = restore_manifest(repo, manifest, Path(to_home), force=force)
+            if at is not None:
+                reconcile_restored(done.home, manifest)
     took = time.monotonic() - started
     if json:
         print_json({"id": manifest["id"], "moment": manifest["created_at"],
@@ -185,6 +202,14 @@ def restore(backup: str = typer.Argument("latest", help="a backup's id (or its s
                          if done.problems else ""))
     if done.problems:
         raise typer.Exit(1)
+
+
+def _settings_for(home: str, database_url: str | None, storage_url: str | None) -> Any:
+    from cumulo.config import load_settings
+
+    Path(home).mkdir(parents=True, exist_ok=True, mode=0o700)
+    return load_settings(overrides={"home": home, "database_url": database_url,
+                                    "storage_url": storage_url})
 
 
 def _parse_time(text: str) -> Any:
