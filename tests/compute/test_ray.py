@@ -233,6 +233,51 @@ def test_user_output_of_a_real_ray_jobs_log(ray: RayHead, tmp_path: Path) -> Non
     assert user_output(log) == "hello 3 hi\nto stderr\nno newline at the end"
 
 
+# --- a job's environment on Ray ----------------------------------------------------------------
+
+
+def test_a_jobs_environment_becomes_its_ray_runtime_env(compute: Cumulo, ray: RayHead,
+                                                         ray_cluster: str,
+                                                         tmp_path: Path) -> None:
+    """A job's pins go to Ray as its runtime_env's pip packages: Ray builds the environment on
+    the node over its own interpreter, where the pinned six comes first (the server has a
+    newer one) and Cumulo's runtime is still importable. An isolated environment cannot be
+    honoured there: it is refused, saying why, before Ray is asked for anything."""
+    import six
+    from ray.job_submission import JobSubmissionClient
+
+    assert six.__version__ != "1.15.0"
+    (tmp_path / "which.py").write_text(
+        "import sys, six, cumulo.job, cumulo.client\n"
+        "print('six', six.__version__, flush=True)\n"
+        "print('python', sys.executable, flush=True)\n")
+    c = compute.client()
+    job = c.jobs.run("which.py", code=tmp_path, cluster=ray_cluster,
+                     requirements=["six==1.15.0"])
+    info = job.wait(600)  # Ray copies its own virtualenv for the environment: a while
+    lines = list(job.logs())
+    python = next((line.split(" ", 1)[1] for line in lines if line.startswith("python ")), "")
+    try:
+        assert info["state"] == "succeeded", (info["reason"], lines)
+        assert "six 1.15.0" in lines
+        assert "/runtime_resources/pip/" in python  # the environment Ray built
+        submitted = JobSubmissionClient(ray.dashboard).get_job_info(info["ray_job"])
+        assert submitted.runtime_env["pip"]["packages"] == ["six==1.15.0"]
+        assert submitted.metadata["cumulo_environment"] == info["environment"][:12]
+        refused = c.jobs.run("which.py", code=tmp_path, cluster=ray_cluster,
+                             requirements=["six==1.15.0"], isolated=True).wait(300)
+        assert refused["state"] == "failed" and refused["ray_job"] is None, refused
+        assert "a Ray cluster cannot run an isolated environment" in refused["reason"]
+        assert "Leave --isolated out" in refused["reason"]
+    finally:
+        # Ray keeps a runtime environment in its session folder, which outlives the head:
+        # here a copy of the test virtualenv (gigabytes).
+        if "/runtime_resources/pip/" in python:
+            import shutil
+
+            shutil.rmtree(Path(python).parents[2], ignore_errors=True)
+
+
 # --- logs of Ray jobs kept in S3 ---------------------------------------------------------------
 
 

@@ -27,7 +27,9 @@ from typing import Any
 __all__ = ["COMPONENTS", "PORT_TYPES", "Component", "Param", "Port", "component_doc"]
 
 PORT_TYPES = ("table", "model", "metrics", "endpoint", "signal")
-PARAM_TYPES = ("string", "integer", "number", "boolean", "string_list", "object")
+# ``requirements``: a list of requirements (``["six==1.15.0"]``) or a requirements file's text.
+PARAM_TYPES = ("string", "integer", "number", "boolean", "string_list", "object",
+               "requirements")
 AFTER = "after"  # every node's control input: runs after (and only on the branch of) a signal
 
 
@@ -60,6 +62,8 @@ class Param:
             "boolean": isinstance(value, bool),
             "string_list": isinstance(value, list) and all(isinstance(v, str) for v in value),
             "object": isinstance(value, dict),
+            "requirements": isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)),
         }[kind]
         if not ok:
             return f"expected {_A[kind]}, got {type(value).__name__} {value!r:.60}"
@@ -73,7 +77,8 @@ class Param:
 
 
 _A = {"string": "a string", "integer": "an integer", "number": "a number",
-      "boolean": "true or false", "string_list": "a list of strings", "object": "an object"}
+      "boolean": "true or false", "string_list": "a list of strings", "object": "an object",
+      "requirements": "a list of requirements or a requirements file's text"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,19 @@ _TABLE_IN = Port("table", "table", "the rows to work on")
 _TABLE_OUT = Port("table", "table", "the result, a new version of the step's table")
 _ALGORITHMS = ("lightgbm", "xgboost", "random_forest", "logistic_regression", "linear", "mlp")
 _COLUMNS = _p("columns", "string_list", "the columns to work on; default: all that apply")
+# A step that runs in its own environment (a job's --requirements or --env NAME): a layer
+# over the server's packages, so the step's own code (pandas, the lake) still runs in it.
+_ENVIRONMENT = _p("environment", "string", "a named environment to run in ('cumulo envs ls'); "
+                  "not with requirements")
+_ENV_DOC = (" It runs in the server's environment, or in its own: 'requirements' (built "
+            "once, layered over the server's packages) or a named 'environment'.")
+
+
+def _requirements(default: Any = None) -> Param:
+    return _p("requirements", "requirements", "packages to install for it, one a line "
+              "(six==1.15.0): resolved and built once, its pins before the server's",
+              default=default)
+
 
 COMPONENTS: dict[str, Component] = {c.name: c for c in (
     Component(
@@ -175,7 +193,7 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
     Component(
         "train_model", "Train Model", "model",
         "Train a built-in algorithm on a table: classification or regression, from the "
-        "target's values. Logs its run to the tracking server.",
+        "target's values. Logs its run to the tracking server." + _ENV_DOC,
         inputs=(Port("train", "table", "the training rows"),),
         outputs=(Port("model", "model", "the trained model"),
                  Port("metrics", "metrics", "its validation metrics")),
@@ -187,7 +205,8 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
                    "target"),
                 _p("validation_split", "number", "the share held out for its metrics",
                    default=0.2, minimum=0.0, maximum=0.9),
-                _p("seed", "integer", "the random seed", default=0))),
+                _p("seed", "integer", "the random seed", default=0),
+                _requirements(), _ENVIRONMENT)),
     Component(
         "tune_hyperparameters", "Tune Hyperparameters", "model",
         "Search an algorithm's settings (Optuna) and keep the best model.",
@@ -256,7 +275,7 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
         "Run your own Python function. Its inputs and outputs are declared in 'inputs' and "
         "'outputs' ({name: type}); it is called with a table's rows as a pandas DataFrame, a "
         "model as its URI and metrics as a dict, and returns its outputs the same way (a "
-        "dict when it has several).",
+        "dict when it has several)." + _ENV_DOC,
         params=(_p("code", "string", "the Python source that defines the function",
                    required=True),
                 _p("function", "string", "the function's name", required=True),
@@ -266,8 +285,7 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
                    default={}),
                 _p("args", "object", "other keyword arguments it is called with",
                    default={}),
-                _p("requirements", "string_list", "packages it imports, for the record",
-                   default=[]))),
+                _requirements(default=[]), _ENVIRONMENT)),
 )}
 
 

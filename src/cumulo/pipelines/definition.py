@@ -39,7 +39,8 @@ from typing import Any
 from cumulo.errors import Invalid
 from cumulo.pipelines.components import AFTER, COMPONENTS, PORT_TYPES, Component, Param, Port
 
-__all__ = ["PARAMETER_TYPES", "check", "number_problem", "order", "ports", "schema"]
+__all__ = ["PARAMETER_TYPES", "check", "number_problem", "order", "ports",
+           "requirements_text", "schema"]
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
@@ -272,6 +273,8 @@ def _params(component: Component, params: dict[str, Any],
         need = {"files": "path", "url": "url", "table": "table"}.get(out["source"])
         if need and need not in out:
             bad(f"{path}.{need}", f"source {out['source']} needs parameter {need!r}")
+    if component.param("environment") is not None:
+        _environment_params(component, out, path, bad)
     if component.name == "python_script":
         for side in ("inputs", "outputs"):
             declared = out.get(side) or {}
@@ -290,6 +293,34 @@ def _params(component: Component, params: dict[str, Any],
             except SyntaxError as exc:
                 bad(f"{path}.code", f"not valid Python: {exc.msg} (line {exc.lineno})")
     return out
+
+
+def requirements_text(value: Any) -> str:
+    """A step's ``requirements`` parameter (a list, or a requirements file's text) as text."""
+    return "".join(f"{line}\n" for line in value) if isinstance(value, list) else str(value)
+
+
+def _environment_params(component: Component, params: dict[str, Any], path: str,
+                        bad: Any) -> None:
+    """A step's own environment: its requirements must parse (each bad line named), and it
+    has them or a named environment, not both. That the environment exists is checked where
+    the pipeline is stored and run (:func:`cumulo.pipelines.service.check_environments`)."""
+    from cumulo.compute.environments.spec import parse_requirements
+
+    requirements = params.get("requirements")
+    environment = params.get("environment")
+    if requirements and environment:
+        bad(f"{path}.environment", "give requirements or a named environment, not both")
+    spec = component.param("requirements")
+    if requirements and spec is not None and spec.check(requirements) is None:
+        try:
+            parse_requirements(requirements_text(requirements), source="requirements")
+        except Invalid as exc:
+            bad(f"{path}.requirements", exc.message)
+    if isinstance(environment, str) and environment in ("pyproject", "server", "model"):
+        bad(f"{path}.environment", f"{environment!r} is not a named environment: a step "
+            "has no code folder or model of its own; give an environment's name ('cumulo "
+            "envs ls'), or requirements")
 
 
 def _fits(parameter_type: str, param_type: str) -> bool:
@@ -452,7 +483,9 @@ def _param_schema(p: Param) -> dict[str, Any]:
         "string": {"type": "string"}, "integer": {"type": "integer"},
         "number": {"type": "number"}, "boolean": {"type": "boolean"},
         "string_list": {"type": "array", "items": {"type": "string"}},
-        "object": {"type": "object"}}
+        "object": {"type": "object"},
+        "requirements": {"oneOf": [{"type": "string"},
+                                   {"type": "array", "items": {"type": "string"}}]}}
     out = dict(kinds[p.type])
     if p.choices is not None:
         out = {**out, "enum": list(p.choices)}

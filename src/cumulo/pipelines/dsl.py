@@ -34,7 +34,10 @@ A ``@step`` function becomes a Python Script node. It must be self-contained, as
 other pipeline tools are: it imports what it uses in its own body, since its source is what
 runs. Its inputs' types are those of the outputs passed to it; its outputs come from
 ``@step(outputs={"name": "type"})``, or from its return annotation (a DataFrame: one table
-called ``table``; a dict: ``metrics``), else one ``table``.
+called ``table``; a dict: ``metrics``), else one ``table``. ``@step(requirements=[...])`` (or a
+requirements file's text) runs it in an environment of its own, layered over the server's
+packages; ``@step(environment="NAME")`` in a named one; Train Model takes the same two
+parameters (``train_model(parts.train, target="churned", environment="NAME")``).
 """
 
 from __future__ import annotations
@@ -252,11 +255,12 @@ class Step:
     one, the plain function (to test it)."""
 
     def __init__(self, func: Callable[..., Any], outputs: dict[str, str] | None,
-                 requirements: list[str]) -> None:
+                 requirements: list[str] | str, environment: str | None = None) -> None:
         self.func = func
         self.name = func.__name__
         self.outputs = _outputs_of(func, outputs)
         self.requirements = requirements
+        self.environment = environment
         self.code = _source(func)
         self.signature = inspect.signature(func)
         self.__doc__ = func.__doc__
@@ -284,6 +288,8 @@ class Step:
                                   "inputs": inputs, "outputs": self.outputs, "args": extra}
         if self.requirements:
             params["requirements"] = self.requirements
+        if self.environment is not None:
+            params["environment"] = self.environment
         node: dict[str, Any] = {"id": node_id, "component": "python_script", "params": params}
         if not cache:
             node["cache"] = False
@@ -292,10 +298,15 @@ class Step:
 
 
 def step(func: Callable[..., Any] | None = None, *, outputs: dict[str, str] | None = None,
-         requirements: list[str] | None = None) -> Any:
-    """Make a function a pipeline step (a Python Script node)."""
+         requirements: list[str] | str | None = None,
+         environment: str | None = None) -> Any:
+    """Make a function a pipeline step (a Python Script node). It runs in its own
+    environment with ``requirements`` (a list, or a requirements file's text: the packages
+    it imports, installed over the server's) or ``environment`` (a named one, 'cumulo envs
+    ls'); else in the server's."""
     def wrap(f: Callable[..., Any]) -> Step:
-        return Step(f, outputs, list(requirements or []))
+        reqs = requirements if isinstance(requirements, str) else list(requirements or [])
+        return Step(f, outputs, reqs, environment)
 
     return wrap(func) if func is not None else wrap
 

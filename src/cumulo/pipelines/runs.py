@@ -37,7 +37,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from cumulo.access import projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
-from cumulo.pipelines.definition import PARAMETER_TYPES, check, number_problem, order, ports
+from cumulo.pipelines.definition import (
+    PARAMETER_TYPES,
+    check,
+    number_problem,
+    order,
+    ports,
+    requirements_text,
+)
 from cumulo.pipelines.models import (
     RUN_ACTIVE,
     RUN_FINISHED,
@@ -134,7 +141,7 @@ def start_run(session: Session, principal: Principal, name: str, *,
               retry_of: str | None = None) -> PipelineRun:
     """Check and queue a run of the pipeline; nothing is made when a check fails."""
     from cumulo.compute.clusters import get_cluster
-    from cumulo.pipelines.service import get_pipeline, get_version
+    from cumulo.pipelines.service import check_environments, get_pipeline, get_version
 
     pipeline = get_pipeline(session, name)
     row = get_version(session, pipeline, version)
@@ -144,6 +151,7 @@ def start_run(session: Session, principal: Principal, name: str, *,
         check({**definition, "nodes": [{**n, "params": _resolve(n["params"], values)}
                                        for n in definition["nodes"]]})
     get_cluster(session, cluster)  # NotFound names the clusters there are
+    check_environments(session, definition, parameters=values, when="run")
     run = PipelineRun(id=_new_id(), pipeline=name, version=row.version,
                       definition=definition, parameters=values, cluster=cluster,
                       state="queued", trigger=trigger[:128], retry_of=retry_of,
@@ -438,6 +446,10 @@ class Orchestrator:
             source = {"serves": source, "run_cluster": run.cluster}
         doc = {"component": node["component"], "code": COMPONENT_CODE, "params": params,
                "inputs": inputs, "source": source}
+        if params.get("environment"):  # what the name means now: it can be moved
+            from cumulo.compute.environments.service import get_by_name
+
+            doc["environment"] = get_by_name(session, params["environment"]).digest
         project = project_of(session, run.pipeline)
         if project is not None:  # a project's steps reuse only its own work (and quota)
             doc["project"] = project
@@ -546,7 +558,7 @@ class Orchestrator:
                 cluster=run.cluster, command=list(STEP_COMMAND), name=f"{run.pipeline}/"
                 f"{step.node}", env={"PIPELINE_STEP": json.dumps(spec)}, inputs=tables,
                 tags=[f"pipeline:{run.pipeline}", f"pipeline-run:{run.id}"],
-                project=project))
+                project=project, **_environment(step.node, params)))
         except Exception as exc:  # an input table gone, the cluster removed, a quota: it fails
             session.rollback()
             self._end(step, "failed", f"its job could not be submitted: {exc}")
@@ -589,6 +601,18 @@ def _principal(session: Session, run: PipelineRun) -> Principal:
     from cumulo.access.users import acting_as
 
     return acting_as(session, run.created_by, what="this run")
+
+
+def _environment(node: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A step's own environment as its job asks for it: its requirements (named as the step's,
+    in errors and as the job's environment label), or a named environment."""
+    if params.get("requirements"):
+        return {"requirements": requirements_text(params["requirements"]),
+                "requirements_file": f"step {node}'s requirements"}
+    if params.get("environment"):
+        return {"environment": params["environment"]}
+    return {}
+
 
 def _output_table(pipeline: str, node: str, port: str) -> str:
     """The lake table a step's output is written to: ``pipelines.PIPELINE_NODE_PORT``."""

@@ -18,8 +18,8 @@ from cumulo.pipelines.definition import check
 from cumulo.pipelines.models import Pipeline, PipelineVersion
 from cumulo.principal import Principal
 
-__all__ = ["create_pipeline", "delete_pipeline", "digest", "get_pipeline", "get_version",
-           "list_pipelines", "list_versions", "may_change", "project_of"]
+__all__ = ["check_environments", "create_pipeline", "delete_pipeline", "digest", "get_pipeline",
+           "get_version", "list_pipelines", "list_versions", "may_change", "project_of"]
 
 
 def digest(definition: dict[str, Any]) -> str:
@@ -38,6 +38,7 @@ def create_pipeline(session: Session, principal: Principal, doc: Any, *,
     if source not in ("json", "python"):
         raise Invalid(f"source {source!r}: json or python")
     definition = check(doc)
+    check_environments(session, definition)
     name = definition["name"]
     key = digest(definition)
     project_id = projects.project_id_for(session, project)  # NotFound names it
@@ -69,6 +70,44 @@ def create_pipeline(session: Session, principal: Principal, doc: Any, *,
         raise Conflict(f"pipeline {name!r} was changed by another request at the same time; "
                        "try again") from exc
     return pipeline, row, True
+
+
+def check_environments(session: Session, definition: dict[str, Any], *,
+                       parameters: dict[str, Any] | None = None, when: str = "stored") -> None:
+    """Refuse a definition whose steps name an environment that does not exist, or one a step
+    cannot run in, naming each such step: when it is stored (the environments written in it),
+    and again when it runs (``parameters``: the run's values, for an environment given by a
+    pipeline parameter; one may have been removed since). A step runs Cumulo's own step code
+    (pandas, the lake), so its environment must be a layer over the server's packages."""
+    import sys
+
+    from cumulo.compute.environments.service import get_by_name
+
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    problems: list[tuple[str, str]] = []
+    for i, node in enumerate(definition["nodes"]):
+        name = node.get("params", {}).get("environment")
+        if isinstance(name, dict) and set(name) == {"$param"}:
+            name = (parameters or {}).get(name["$param"])
+        if not isinstance(name, str) or not name:
+            continue
+        path = f"nodes[{i}] ({node['id']}).params.environment"
+        try:
+            env = get_by_name(session, name)
+        except NotFound as exc:
+            problems.append((path, exc.message))
+            continue
+        if env.isolated or env.python != here:
+            kind = "isolated" if env.isolated else f"on Python {env.python}"
+            problems.append((path, f"environment {name!r} is {kind}, and a step runs "
+                             "Cumulo's own step code (pandas, the lake) in it, which needs "
+                             f"the server's packages and Python {here}: name a layered "
+                             "environment (made without --isolated and --python), or give "
+                             "the step requirements"))
+    if problems:
+        lines = [f"{path}: {message}" for path, message in problems]
+        raise Invalid(f"pipeline {definition['name']!r} cannot be {when}: " + "; ".join(lines),
+                      details={"problems": [{"path": p, "message": m} for p, m in problems]})
 
 
 def _same_project(session: Session, pipeline: Pipeline, project_id: int | None) -> None:

@@ -60,7 +60,8 @@ function ParamField({ param, data, parameters, serverMessage, onChange }: {
         {param.choices.map((c) => <option key={String(c)} value={String(c)}>{String(c)}</option>)}
       </select>
     );
-  } else if (param.type === "object" || param.name === "code" || param.name === "query") {
+  } else if (param.type === "object" || param.type === "requirements" || param.name === "code"
+             || param.name === "query") {
     input = (
       <textarea {...common} className="mono" rows={param.name === "code" ? 8 : 3} value={text}
                 spellCheck={false} onChange={(e) => typed(e.target.value)} />
@@ -77,7 +78,7 @@ function ParamField({ param, data, parameters, serverMessage, onChange }: {
   const label = (
     <label htmlFor={id}>
       {param.name}{param.required && <span className="required" aria-hidden="true"> *</span>}
-      <span className="muted field-type"> {param.type === "string_list" ? "comma-separated" : param.type}{range && ` ${range}`}</span>
+      <span className="muted field-type"> {param.type === "string_list" ? "comma-separated" : param.type === "requirements" ? "one a line" : param.type}{range && ` ${range}`}</span>
     </label>
   );
   return (

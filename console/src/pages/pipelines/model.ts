@@ -12,7 +12,7 @@ export interface PortDoc {
 
 export interface ParamDoc {
   name: string;
-  type: "string" | "integer" | "number" | "boolean" | "string_list" | "object";
+  type: "string" | "integer" | "number" | "boolean" | "string_list" | "object" | "requirements";
   description?: string;
   required: boolean;
   default?: unknown;
@@ -328,6 +328,7 @@ export function stableKey(value: unknown): string {
 const A: Record<string, string> = {
   string: "a string", integer: "an integer", number: "a number", boolean: "true or false",
   string_list: "a list of strings", object: "an object",
+  requirements: "a list of requirements or a requirements file's text",
 };
 
 /** A field's text as the parameter's value, or what is wrong with it (as the server says it). */
@@ -349,6 +350,9 @@ export function parseField(param: ParamDoc, text: string): { value?: unknown; er
     value = n;
   } else if (param.type === "string_list") {
     value = trimmed.split(",").map((s) => s.trim()).filter(Boolean);
+  } else if (param.type === "requirements") {
+    // One a line, as in a requirements file: a specifier may hold commas (pandas>=2,<3).
+    value = trimmed.split("\n").map((s) => s.trim()).filter(Boolean);
   } else if (param.type === "object") {
     try {
       value = JSON.parse(trimmed);
@@ -383,6 +387,7 @@ export function checkValue(param: ParamDoc, value: unknown): string | null {
 export function fieldText(param: ParamDoc, value: unknown): string {
   if (value === undefined || value === null) return "";
   if (param.type === "string_list" && Array.isArray(value)) return value.join(", ");
+  if (param.type === "requirements" && Array.isArray(value)) return value.join("\n");
   if (param.type === "object") return JSON.stringify(value, null, 2);
   return String(value);
 }

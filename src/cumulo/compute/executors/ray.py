@@ -3,6 +3,14 @@
 The entrypoint is Cumulo's runner (so Ray's nodes need ``pip install cumulo``); the code
 snapshot is the job's ``working_dir``. The runner sends the output folder and its exit record
 back to the control plane over HTTP with the job's own token.
+
+A job with an environment (``--requirements``, ``--env NAME``) takes its resolved pins to Ray
+as the job's ``runtime_env`` ``pip`` field: Ray builds a virtual environment over the
+interpreter it runs on, on each node that runs the job (once per node and set of pins), and
+the runner starts in it, as do the Ray tasks the job starts itself. Ray's ``pip`` plugin is
+used rather than its ``uv`` one because pip reads the node's own pip configuration (its
+indexes, find-links, constraints and certificate), as Cumulo's local builds do; uv would need
+index options worked out on the control plane, the wrong machine for a remote cluster.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any, NamedTuple
 from cumulo.compute.executors import Attempt, Found, Launch, Launched, ProcessExit, Resources
 from cumulo.errors import Invalid, Unavailable
 
-__all__ = ["RayExecutor", "RayProbe", "probe_ray_head"]
+__all__ = ["RayExecutor", "RayProbe", "pip_runtime_env", "probe_ray_head"]
 
 log = logging.getLogger("cumulo.compute")
 
@@ -109,6 +117,30 @@ def probe_ray_head(address: str, *, python: str | None = None,
                     found[0]["python"] or python or "python")
 
 
+def pip_runtime_env(environment: dict[str, Any]) -> dict[str, Any]:
+    """The ``pip`` field of a Ray ``runtime_env`` that installs a job's environment
+    (``Launch.environment``: its digest, lock, python and isolated).
+
+    The lock is a complete resolution, so it is installed as it is (``--no-deps``), as a local
+    build installs it; pins the node's interpreter already meets are left as they are. pip's
+    cache is kept (Ray turns it off by default): a second node, or the same pins after Ray
+    forgot them, installs from it. Ray's virtual environment always sees the packages of the
+    interpreter it is made from (it is cloned from it, or made with
+    ``--system-site-packages``), which is what keeps Cumulo and Ray importable in a layered
+    environment; for the same reason an isolated one cannot be honoured, and is refused."""
+    digest = str(environment.get("digest", ""))[:12]
+    if environment.get("isolated"):
+        raise Invalid(f"environment {digest} is isolated, and a Ray cluster cannot run an "
+                      "isolated environment: Ray installs a job's packages over the "
+                      "interpreter it runs on, whose own packages (Ray's, Cumulo's) stay "
+                      "visible. Leave --isolated out (the pins still come first), or run the "
+                      "job on a local cluster")
+    pins = [line.strip() for line in str(environment.get("lock") or "").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    return {"packages": pins, "pip_check": False,
+            "pip_install_options": ["--no-deps", "--disable-pip-version-check"]}
+
+
 class RayExecutor:
     remote = True
 
@@ -170,12 +202,20 @@ class RayExecutor:
         payload = base64.b64encode(json.dumps({**spec, "env": {}}).encode()).decode()
         # The spec rides on the command line; the environment (with the job's token) in
         # runtime_env, where the runner merges it in.
+        runtime_env: dict[str, Any] = {"working_dir": str(code), "env_vars": env}
+        python = shlex.quote(self.python)
+        metadata = {"cumulo_job": launch.job_id}
+        if launch.environment is not None:
+            runtime_env["pip"] = pip_runtime_env(launch.environment)
+            # Ray activates the environment it built for the entrypoint: its `python` is
+            # first on PATH (the cluster's named interpreter would bypass it).
+            python = "python"
+            metadata["cumulo_environment"] = launch.environment["digest"][:12]
         self.client.submit_job(
-            entrypoint=f"{shlex.quote(self.python)} -m cumulo.compute.runner --spec {payload}",
-            submission_id=submission_id,
-            runtime_env={"working_dir": str(code), "env_vars": env},
+            entrypoint=f"{python} -m cumulo.compute.runner --spec {payload}",
+            submission_id=submission_id, runtime_env=runtime_env,
             entrypoint_num_cpus=launch.cpus, entrypoint_num_gpus=launch.gpus or None,
-            entrypoint_memory=launch.memory, metadata={"cumulo_job": launch.job_id},
+            entrypoint_memory=launch.memory, metadata=metadata,
         )
         self._running[launch.job_id] = submission_id
         self._exit_files[launch.job_id] = launch.exit_file
