@@ -272,3 +272,39 @@ def test_a_target_that_fills_up_leaves_the_earlier_backups_whole(source: Cumulo,
     finally:
         source.client().files.delete("raw/too-big.bin")
         subprocess.run(["umount", str(target)], check=False)
+
+
+def test_partial_restores_through_the_running_server(source: Cumulo, tmp_path: Path) -> None:
+    c = source.client()
+    c.pipelines.create({"name": "daily", "nodes": [
+        {"id": "a", "component": "sql_transform", "params": {"query": "select 1 as x"}}]})
+    target = tmp_path / "parts"
+    assert _cli(source.home, "backup", "create", "--to", str(target), "--home",
+                str(source.home)).returncode == 0
+    # Things go wrong: an object deleted, a table overwritten, a pipeline deleted.
+    c.files.delete("raw/data.csv")
+    c.sql("insert into sales.orders select 3 as id, 'z' as item")
+    c.pipelines.delete("daily")
+
+    def restore(*args: str) -> dict:  # type: ignore[type-arg]
+        out = subprocess.run([CUMULO, "backup", "restore", "latest", "--to", str(target),
+                              *args, "--json"], capture_output=True, text=True, timeout=300,
+                             env={**base_env(source.home), "CUMULO_URL": source.url,
+                                  "CUMULO_TOKEN": source.token})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    done = restore("--bucket", "raw")
+    assert done["restored"] == 1 and done["unchanged"] >= 1
+    assert c.files.read_bytes("raw/data.csv") == b"id,v\n1,a\n2,b\n"
+    done = restore("--table", "sales.orders", "--version", "0", "--as", "sales.orders_v0")
+    assert done["rows"] == 1
+    assert c.sql("select count(*) as n from sales.orders_v0").to_arrow().column("n")[0].as_py() == 1
+    assert c.sql("select count(*) as n from sales.orders").to_arrow().column("n")[0].as_py() == 3
+    done = restore("--pipeline", "daily", "--as", "daily")
+    assert c.pipelines.show("daily")["name"] == "daily"
+    bad = subprocess.run([CUMULO, "backup", "restore", "latest", "--to", str(target), "--table",
+                          "sales.orders", "--version", "9"], capture_output=True, text=True,
+                         env={**base_env(source.home), "CUMULO_URL": source.url,
+                              "CUMULO_TOKEN": source.token}, timeout=120)
+    assert bad.returncode == 1 and "version 9 is not one of them" in bad.stderr

@@ -141,11 +141,28 @@ def verify(backup: str = typer.Argument("latest", help="a backup's id, or latest
 
 
 @backup_app.command("restore")
-def restore(backup: str = typer.Argument("latest", help="a backup's id (or its start), or "
+def restore(ctx: typer.Context,
+            backup: str = typer.Argument("latest", help="a backup's id (or its start), or "
                                          "latest"),
             to: str = ToOpt, key_file: str | None = KeyOpt,
-            to_home: str = typer.Option(..., "--to-home", help="the home to write (empty, or "
-                                        "--force)"),
+            to_home: str | None = typer.Option(None, "--to-home",
+                                               help="the home to write (empty, or --force)"),
+            bucket: str | None = typer.Option(None, "--bucket",
+                                              help="put back one bucket's objects, through the "
+                                              "running server"),
+            table: str | None = typer.Option(None, "--table",
+                                             help="put back one table (db.table), at --version"),
+            version: int | None = typer.Option(None, "--version",
+                                               help="the table's version (default: its last "
+                                               "in the backup)"),
+            pipeline: str | None = typer.Option(None, "--pipeline",
+                                                help="put back one pipeline's definition"),
+            into: str | None = typer.Option(None, "--as",
+                                            help="the name to restore it as (default: the "
+                                            "bucket's own; db.table_restored; "
+                                            "NAME-restored)"),
+            replace: bool = typer.Option(False, "--replace",
+                                         help="a table: overwrite the live one"),
             at: str | None = typer.Option(None, "--at",
                                           help="the platform as it was at this time (UTC), "
                                           "like 2026-12-03T10:15:30Z, from the backups and "
@@ -167,6 +184,20 @@ def restore(backup: str = typer.Argument("latest", help="a backup's id (or its s
     from cumulo.dr.stream import at_time, reconcile_restored
 
     repo = open_repository(to, key_file=key_file)
+    partial = [flag for flag, given in (("--bucket", bucket), ("--table", table),
+                                        ("--pipeline", pipeline)) if given]
+    if partial:
+        if len(partial) > 1 or to_home or at or database_url or storage_url:
+            raise typer.BadParameter("one of --bucket, --table or --pipeline at a time, put "
+                                     "back through the running server (no --to-home, --at "
+                                     "or --database-url)", param_hint=partial[0])
+        _restore_part(ctx, repo, backup, bucket=bucket, table=table, version=version,
+                      pipeline=pipeline, into=into, replace=replace, json=json)
+        return
+    if to_home is None:
+        raise typer.BadParameter("say where: --to-home DIR (a whole platform), or --bucket, "
+                                 "--table or --pipeline (one thing, into the running server)",
+                                 param_hint="--to-home")
     if at is not None:
         if backup != "latest":
             raise typer.BadParameter("give a backup or --at TIME, not both", param_hint="--at")
@@ -202,6 +233,32 @@ def restore(backup: str = typer.Argument("latest", help="a backup's id (or its s
                          if done.problems else ""))
     if done.problems:
         raise typer.Exit(1)
+
+
+def _restore_part(ctx: typer.Context, repo: Any, backup: str, *, bucket: str | None,
+                  table: str | None, version: int | None, pipeline: str | None,
+                  into: str | None, replace: bool, json: bool) -> None:
+    from cumulo.cli.context import client
+    from cumulo.dr import partial
+
+    c = client(ctx)
+    with err.status("restoring ...") as status:
+        if bucket:
+            done = partial.restore_bucket(repo, backup, c, bucket, into=into, say=status.update)
+            line = (f"restored {done['restored']} object(s) of bucket {done['from']} into "
+                    f"{done['bucket']} ({done['unchanged']} already as they were)")
+        elif table:
+            done = partial.restore_table(repo, backup, c, table, version=version, into=into,
+                                         replace=replace)
+            line = f"restored {done['from']} as {done['table']} ({done['rows']} row(s))"
+        else:
+            assert pipeline is not None
+            done = partial.restore_pipeline(repo, backup, c, pipeline, into=into)
+            line = f"restored pipeline {done['from']} as {done['pipeline']}"
+    if json:
+        print_json(done)
+    else:
+        console.print(f"{line}, from backup {done['backup']}")
 
 
 def _settings_for(home: str, database_url: str | None, storage_url: str | None) -> Any:
