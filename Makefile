@@ -60,6 +60,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/sql.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/envs.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/serving.py

@@ -27,8 +27,8 @@ const awsCost = (f: Figures) => (f.cpu_seconds * AWS_LIST.vcpu_hour + f.memory_g
 
 const WINDOWS = [["7", "Last 7 days"], ["30", "Last 30 days"], ["90", "Last 90 days"]];
 const GROUPS: [string, string][] = [["day", "Day"], ["kind", "Service"], ["tag", "Tag"], ["cluster", "Cluster"],
-                                    ["user", "User"], ["item", "Job or endpoint"]];
-const SERVICE: Record<string, string> = { job: "Jobs", endpoint: "Endpoints" };
+                                    ["user", "User"], ["item", "Job, endpoint or build"]];
+const SERVICE: Record<string, string> = { job: "Jobs", endpoint: "Endpoints", environment: "Environment builds" };
 const hours = (s: number) => number(s / 3600, 3);
 
 export default function Costs() {
@@ -76,6 +76,7 @@ export default function Costs() {
             <option value="">all</option>
             <option value="job">jobs</option>
             <option value="endpoint">endpoints</option>
+            <option value="environment">environment builds</option>
           </select>
         </label>
       </form>

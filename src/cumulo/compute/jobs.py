@@ -248,18 +248,18 @@ def environment_for(session: Session, storage: Backend, principal: Principal,
         require_each(principal, "envs:Read", [f"env/{req.environment}"])
         env = service.get_by_name(session, req.environment)
         return env.digest, req.environment
-    lock_text = None
+    locked = None
     if req.environment == "pyproject":
         files = _project_files(session, storage, req.code)
-        parsed, lock_text = spec.from_pyproject(files, python=req.python, isolated=req.isolated)
-        label = "pyproject (uv.lock)" if lock_text else "pyproject"
+        parsed, locked = spec.from_pyproject(files, python=req.python, isolated=req.isolated)
+        label = "pyproject (uv.lock)" if locked else "pyproject"
     else:
         source = os.path.basename(req.requirements_file or "requirements.txt")
         parsed = spec.parse_requirements(req.requirements or "", source=source,
                                          python=req.python, isolated=req.isolated)
         label = source
     env = service.request(session, parsed, principal=principal, project_id=project_id,
-                          lock_text=lock_text)
+                          locked=locked)
     return env.digest, label
 
 

@@ -283,7 +283,6 @@ class Supervisor:
             cap.workers += 1
             cap.gpus.update(job.gpu_ids)
         blocked: set[str] = set()
-        failed_envs: dict[str, str] = {}
         for job in queued:
             cluster = clusters.get(job.cluster)
             if cluster is None:
@@ -299,8 +298,7 @@ class Supervisor:
                 continue
             if cluster.name in blocked:
                 continue
-            if job.environment and not self._env_ready(session, job, clusters[job.cluster],
-                                                       failed_envs):
+            if job.environment and not self._env_ready(session, job, clusters[job.cluster]):
                 continue  # its environment is being built: it holds back no other job
             cap = held[cluster.name]
             free_gpus = sorted(set(range(cluster.max_gpus)) - cap.gpus)
@@ -336,33 +334,28 @@ class Supervisor:
                 session.commit()
                 self._tidy(job)
 
-    def _env_ready(self, session: Session, job: Job, cluster: Cluster,
-                   failed: dict[str, str]) -> bool:
+    def _env_ready(self, session: Session, job: Job, cluster: Cluster) -> bool:
         """Whether the job's environment is ready for its cluster: built on this machine for
         a local one (a build is started if it is not), known by its pins for a remote one
-        (which builds it there). A job whose environment failed to build fails with why."""
+        (which builds it there). A job whose environment failed to build, in a build asked
+        for since the job was submitted, fails with why (it does not ask for another)."""
         digest = job.environment
         assert digest is not None
         executor = self._executors[cluster.name][1]
-        if not executor.remote and digest not in failed:
-            if self.envs.ready(digest):
-                state = "ready"
-            else:
-                future = self.envs.ensure(digest)
-                state = future.result() if future.done() else "building"
-                if state == "failed":
-                    env = session.get(Environment, digest)
-                    failed[digest] = (env.error if env is not None and env.error
-                                      else "the build failed")
-            if state == "building":
+        if not executor.remote:
+            submitted = job.created_at.replace(tzinfo=job.created_at.tzinfo or UTC)
+            future = self.envs.ensure(digest, since=submitted.timestamp())
+            if not future.done():
                 return False
-        if digest in failed:
-            self._end(session, job, "failed",
-                      reason=f"its environment ({job.environment_label or digest[:12]}) could "
-                      f"not be built: {failed[digest]} (the build log: cumulo envs show "
-                      f"{digest[:12]} --log)")
-            session.commit()
-            return False
+            if future.result() == "failed":
+                env = session.get(Environment, digest)
+                why = env.error if env is not None and env.error else "the build failed"
+                self._end(session, job, "failed",
+                          reason=f"its environment ({job.environment_label or digest[:12]}) "
+                          f"could not be built: {why} (the build log: cumulo envs show "
+                          f"{digest[:12]} --log)")
+                session.commit()
+                return False
         if job.env_ready_at is None:
             job.env_ready_at = utcnow()
             session.commit()

@@ -21,14 +21,15 @@ def costs_command(
     ctx: typer.Context,
     by: str = typer.Option("day", "--by",
                            help="day, cluster, user, project, tag, kind or item (each "
-                           "job or endpoint)"),
+                           "job, endpoint or environment build)"),
     since: str | None = typer.Option(None, "--since",
                                      help="first day to count: a date (2026-11-01), a time "
                                      "(2026-11-01T12:00:00Z) or a span back from now (7d, "
                                      "1h30m); the day it falls on counts whole"),
     until: str | None = typer.Option(None, "--until",
                                      help="last day to count, in the same forms"),
-    kind: str | None = typer.Option(None, "--kind", help="only job or endpoint"),
+    kind: str | None = typer.Option(None, "--kind",
+                                    help="only job, endpoint or environment (its builds)"),
     project: str | None = ProjectOpt,
     json: bool = JsonOpt,
 ) -> None:

@@ -26,22 +26,24 @@ import functools
 import hashlib
 import json
 import os
-import re
-import resource
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from cumulo.compute.environments import reasons
 from cumulo.compute.environments.spec import EnvSpec
 from cumulo.config import child_env
 from cumulo.errors import Conflict, CumuloError, Invalid
@@ -232,68 +234,108 @@ def lock_entries(lock: str) -> dict[str, str]:
     return entries
 
 
-def _run_uv(args: list[str], *, log: list[str], timeout: float,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    log.append("$ uv " + " ".join(args))
-    try:
-        out = subprocess.run([uv_bin(), *args], input=stdin, capture_output=True, text=True,
-                             timeout=timeout, env=_uv_env())
-    except subprocess.TimeoutExpired as exc:
-        log.append(str(exc.stderr or ""))
-        raise BuildFailed(f"uv took longer than {timeout:.0f}s; see the build log",
-                          "\n".join(log)) from exc
-    log.append(out.stderr)
-    return out
+def _drain(stream: IO[bytes] | None, into: dict[str, bytes], key: str) -> None:
+    if stream is not None:
+        into[key] = stream.read()
 
 
-def resolve(spec: EnvSpec, python: Interpreter, *, lock_text: str | None = None) -> str:
+class _Uv:
+    """uv's runs for one resolution or build: what they said (the build log), and the CPU
+    time their processes used (uv's own rusage, so that a job's process the server reaps
+    meanwhile is not counted as the build's)."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.cpu_seconds = 0.0
+
+    def __call__(self, args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+        self.log.append("$ uv " + " ".join(args))
+        proc = subprocess.Popen([uv_bin(), *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_uv_env())
+        said: dict[str, bytes] = {}
+        readers = [threading.Thread(target=_drain, args=(stream, said, name), daemon=True)
+                   for name, stream in (("out", proc.stdout), ("err", proc.stderr))]
+        for reader in readers:
+            reader.start()
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        try:
+            _, status, used = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for reader in readers:
+            reader.join()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        self.cpu_seconds += used.ru_utime + used.ru_stime
+        stdout = said.get("out", b"").decode(errors="replace")
+        stderr = said.get("err", b"").decode(errors="replace")
+        self.log.append(stderr)
+        if expired.is_set() and proc.returncode == -signal.SIGKILL:
+            raise BuildFailed(f"uv took longer than {timeout:.0f}s; see the build log",
+                              self.text)
+        return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.log)
+
+
+def resolve(spec: EnvSpec, python: Interpreter, *,
+            locked: dict[str, str] | None = None) -> str:
     """The pinned set ``spec`` resolves to (one ``name==version`` a line), preferring the
-    server's versions where the requirements allow them. Raises BuildFailed naming the line
-    of a requirement that cannot be met, and Conflict for a pin Cumulo's runtime cannot use."""
+    server's versions where the requirements allow them; with a project's ``uv.lock``
+    (``locked``: its ``pyproject.toml`` and ``uv.lock`` by name), the lock's pins, with
+    Cumulo's runtime resolved beside them where the environment is isolated. Raises
+    BuildFailed naming the line of a requirement that cannot be met, and Conflict for a pin
+    Cumulo's runtime cannot use."""
     import tempfile
 
-    log: list[str] = []
+    uv = _Uv()
+    isolated = spec.isolated or not python.is_servers
     with tempfile.TemporaryDirectory(prefix="cumulo-resolve-") as tmp:
-        if lock_text is not None:  # a uv.lock: its pins, exported
-            (Path(tmp) / "uv.lock").write_text(lock_text)
-            (Path(tmp) / "pyproject.toml").write_text(_pyproject_for(spec))
-            out = _run_uv(["export", "--frozen", "--no-hashes", "--no-header",
-                           "--no-emit-project", "--format", "requirements-txt",
-                           "--project", tmp, "--python", python.path],
-                          log=log, timeout=RESOLVE_TIMEOUT)
-            if out.returncode != 0:
-                raise BuildFailed(_explain(out.stderr, spec), "\n".join(log))
-            return _clean(out.stdout)
-        reqs = Path(tmp) / "requirements.in"
         body = spec.text
-        isolated = spec.isolated or not python.is_servers
+        if locked is not None:  # the lock's pins, exported, are what is asked
+            for name in ("pyproject.toml", "uv.lock"):
+                (Path(tmp) / name).write_text(locked[name])
+            out = uv(["export", "--frozen", "--no-hashes", "--no-header", "--no-emit-project",
+                      "--format", "requirements-txt", "--project", tmp, "--python", python.path],
+                     timeout=RESOLVE_TIMEOUT)
+            if out.returncode != 0:
+                raise BuildFailed(reasons.explain_resolve(out.stderr, spec), uv.text)
+            body = _clean(out.stdout)
         if isolated:  # Cumulo's runtime is installed with it: resolved together
             wanted = _cumulo_specifiers()
             body += "".join(f"{name}{wanted.get(canonicalize_name(name), '')}\n"
                             for name in RUNTIME_PACKAGES)
+        reqs = Path(tmp) / "requirements.in"
         reqs.write_text(body)
         output = Path(tmp) / "resolved.txt"
         if python.is_servers:  # an existing output's pins are uv's preferences: the server's
             output.write_text("".join(f"{n}=={v}\n" for n, v in sorted(base_packages().items())))
-        out = _run_uv(["pip", "compile", str(reqs), "--python", python.path, "--no-header",
-                       "--no-annotate", "--quiet", "-o", str(output), *index_args()],
-                      log=log, timeout=RESOLVE_TIMEOUT)
+        out = uv(["pip", "compile", str(reqs), "--python", python.path, "--no-header",
+                  "--no-annotate", "--quiet", "-o", str(output), *index_args()],
+                 timeout=RESOLVE_TIMEOUT)
         if out.returncode != 0:
-            message = _explain(out.stderr, spec)
+            message = reasons.explain_resolve(out.stderr, spec)
             if isolated and any(canonicalize_name(p) in message.lower()
                                 for p in RUNTIME_PACKAGES):
                 message += " (Cumulo's own runtime needs " + ", ".join(
                     f"{n}{s}" for n, s in _cumulo_specifiers().items() if str(s)) + ")"
-            raise BuildFailed(message, "\n".join(log))
+            raise BuildFailed(message, uv.text)
         lock = _clean(output.read_text())
     if not isolated:
         _check_runtime(spec, lock)
     return lock
-
-
-def _pyproject_for(spec: EnvSpec) -> str:
-    deps = ", ".join(json.dumps(line.text) for line in spec.lines)
-    return f'[project]\nname = "cumulo-env"\nversion = "0"\ndependencies = [{deps}]\n'
 
 
 def _clean(text: str) -> str:
@@ -325,46 +367,12 @@ def _check_runtime(spec: EnvSpec, lock: str) -> None:
                                     "cumulo_needs": str(wanted)})
 
 
-# What uv draws around its messages (a cross, tree lines, arrows), stripped from each line.
-_DECORATION = re.compile("^[\\s\u00d7\u2570\u2500\u25b6\u2502\u251c]+")
-_NO_VERSION = re.compile(r"(?:there is no version of|no versions of|not found in the package "
-                         r"registry|was not found in the package|only .* is available|"
-                         r"depends on) ?([A-Za-z0-9_.\-\[\]]+)", re.I)
-_PACKAGE = re.compile(r"\b(?:of|for|require[sd]?|build|building|Failed to build|"
-                      r"Failed to download|Failed to fetch)\s+`?([A-Za-z0-9_.\-]+)", re.I)
-
-
-def _explain(stderr: str, spec: EnvSpec) -> str:
-    """uv's error, less its decoration, led by the requirement line it is about."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
-    lines = [_DECORATION.sub("", line).strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("help:", "hint:"))]
-    core = " ".join(lines) or "uv failed without saying why"
-    named = None
-    for match in _PACKAGE.finditer(core):
-        candidate = spec.line_of(match.group(1).split("==")[0].strip("`"))
-        if candidate is not None:
-            named = candidate
-            break
-    if named is None:
-        for line in spec.lines:
-            if re.search(rf"\b{re.escape(line.name)}\b", core.lower().replace("_", "-")):
-                named = line
-                break
-    if "no version of" in core.lower() or "not found in the package" in core.lower():
-        lead = "has no version matching it on the configured indexes"
-    elif "failed to build" in core.lower():
-        lead = "failed to build"
-    else:
-        lead = "could not be installed"
-    if named is not None:
-        return f"{spec.source} line {named.number}: {named.text} {lead}: {core[:1500]}"
-    return f"{spec.source} could not be resolved: {core[:1500]}"
-
-
 def clean_partial(root: Path, building: set[str] = frozenset()) -> int:  # type: ignore[assignment]
-    """Remove what builds that died halfway left: ``.tmp-*`` folders whose process is gone,
-    or this process's that no build of it (``building``: digests) is making now."""
+    """Remove what builds that died halfway left, so that nothing half-built is ever taken
+    for an environment (only a finished build is renamed to its digest): ``.tmp-DIGEST-PID``
+    folders whose process is gone (or is another process, started after the folder was
+    made, that was given the same pid), or this process's that no build of it
+    (``building``: digests) is making now; and ``.tmp-rm-*`` folders a removal left."""
     removed = 0
     if not root.is_dir():
         return 0
@@ -372,13 +380,26 @@ def clean_partial(root: Path, building: set[str] = frozenset()) -> int:  # type:
         _, _, short_pid = path.name.partition("-")
         short, _, pid = short_pid.rpartition("-")
         alive = False
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-            os.kill(int(pid), 0)
-            alive = int(pid) != os.getpid() or any(d.startswith(short) for d in building)
+        if not short.startswith("rm-") and pid.isdigit() and int(pid) > 0:
+            alive = _made_by(int(pid), path)
+            if int(pid) == os.getpid():
+                alive = any(d.startswith(short) for d in building)
         if not alive:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
+
+
+def _made_by(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` lives and is old enough to have made ``path``."""
+    import psutil
+
+    try:
+        started = float(psutil.Process(pid).create_time())
+        made = path.stat().st_mtime
+    except (psutil.Error, OSError):
+        return False
+    return started <= made + 1.0
 
 
 def _site_packages(env: Path) -> Path:
@@ -402,12 +423,13 @@ def build(lock: str, python: Interpreter, dest: Path, *, isolated: bool, log_pat
           digest: str) -> Built:
     """Build the environment ``lock`` pins at ``dest`` (made afresh beside it and renamed
     there when complete). Raises BuildFailed with uv's log on failure (disk full named)."""
-    started, cpu0 = time.monotonic(), _children_cpu()
+    started = time.monotonic()
     root = dest.parent
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{digest[:16]}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    log: list[str] = []
+    free = shutil.disk_usage(root).free  # for a message, should the disk fill up
+    uv = _Uv()
     layered = not isolated and python.is_servers
     base = base_packages() if layered else {}
     entries = lock_entries(lock)
@@ -417,19 +439,22 @@ def build(lock: str, python: Interpreter, dest: Path, *, isolated: bool, log_pat
     else:
         wanted = lock.splitlines()
     try:
-        out = _run_uv(["venv", "--relocatable", "--quiet", "--python", python.path, str(tmp)],
-                      log=log, timeout=120)
+        out = uv(["venv", "--relocatable", "--quiet", "--python", python.path, str(tmp)],
+                 timeout=120)
         if out.returncode != 0:
-            raise BuildFailed(_failure(out.stderr, "making the virtual environment"),
-                              "\n".join(log))
+            raise BuildFailed(reasons.explain_build(
+                out.stderr, doing="making the virtual environment", pins=[], root=root,
+                free=free), uv.text)
         if wanted:
             reqs = tmp / "cumulo-layer.txt"
             reqs.write_text("".join(f"{line}\n" for line in wanted))
-            out = _run_uv(["pip", "install", "--no-deps", "--quiet", "--python",
-                           str(tmp / "bin" / "python"), "-r", str(reqs), *index_args()],
-                          log=log, timeout=BUILD_TIMEOUT)
+            out = uv(["pip", "install", "--no-deps", "--quiet", "--python",
+                      str(tmp / "bin" / "python"), "-r", str(reqs), *index_args()],
+                     timeout=BUILD_TIMEOUT)
             if out.returncode != 0:
-                raise BuildFailed(_failure(out.stderr, "installing"), "\n".join(log))
+                raise BuildFailed(reasons.explain_build(
+                    out.stderr, doing="installing", pins=wanted, root=root, free=free),
+                    uv.text)
         site = _site_packages(tmp)
         _link_runtime(site, layered=layered)
         size = _size(tmp)
@@ -442,16 +467,16 @@ def build(lock: str, python: Interpreter, dest: Path, *, isolated: bool, log_pat
             os.replace(tmp, dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        _write_log(log_path, log)
+        _write_log(log_path, [*uv.log, f"error: {exc}"])
         if exc.errno == errno.ENOSPC:
-            raise BuildFailed(_disk_full(root), "\n".join(log)) from exc
-        raise BuildFailed(f"building the environment failed: {exc}", "\n".join(log)) from exc
+            raise BuildFailed(reasons.disk_full(root, free=free), uv.text) from exc
+        raise BuildFailed(f"building the environment failed: {exc}", uv.text) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        _write_log(log_path, log)
+        _write_log(log_path, uv.log)
         raise
-    _write_log(log_path, log)
-    return Built(size=size, installed=len(wanted), cpu_seconds=_children_cpu() - cpu0,
+    _write_log(log_path, uv.log)
+    return Built(size=size, installed=len(wanted), cpu_seconds=uv.cpu_seconds,
                  seconds=time.monotonic() - started)
 
 
@@ -491,27 +516,6 @@ def _size(folder: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _failure(stderr: str, doing: str) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
-    if "No space left on device" in text or "os error 28" in text:
-        return "the disk is full: " + " ".join(text.split())[-600:]
-    lines = [_DECORATION.sub("", line).strip() for line in text.splitlines()]
-    core = " ".join(line for line in lines if line and not line.startswith("help:"))
-    return f"{doing} failed: {core[:1500] or 'uv failed without saying why'}"
-
-
-def _disk_full(root: Path) -> str:
-    free = shutil.disk_usage(root).free if root.exists() else 0
-    return (f"the disk is full: building the environment in {root} ran out of space "
-            f"({free / 2**20:.0f} MiB free now); free some space ('cumulo envs prune "
-            "--unused 30d' removes environments not used in 30 days) and try again")
 
 
 def _write_log(path: Path, log: list[str]) -> None:

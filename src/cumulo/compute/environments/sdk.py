@@ -38,12 +38,14 @@ class EnvsClient:
         if not wait:
             return env
         deadline = time.monotonic() + timeout
+        delay = 0.05  # a build from a warm cache takes about a second: look soon, then less
         while env["state"] in ("resolved", "building") or (
                 env["state"] == "ready" and name not in env["names"]):
             if time.monotonic() > deadline:
                 raise Invalid(f"environment {name} was still building after {timeout:g}s; "
                               f"follow it with 'cumulo envs show {env['digest'][:12]}'")
-            time.sleep(0.25)
+            time.sleep(delay)
+            delay = min(1.0, delay * 1.5)
             env = self.show(env["digest"])
         if env["state"] == "failed":
             raise Conflict(f"environment {name} could not be built: {env['error']} (the "

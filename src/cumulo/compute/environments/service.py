@@ -63,7 +63,8 @@ def _base_fingerprint() -> str:
 
 
 def request(session: Session, spec: EnvSpec, *, principal: Principal | None,
-            project_id: int | None = None, lock_text: str | None = None) -> Environment:
+            project_id: int | None = None,
+            locked: dict[str, str] | None = None) -> Environment:
     """The environment ``spec`` resolves to: found by the request's digest (a lookup), or
     resolved now (uv; raises with the failing line named) and recorded, not yet built."""
     key = hashlib.sha256(f"{spec.key()}:{_base_fingerprint()}".encode()).hexdigest()
@@ -73,7 +74,7 @@ def request(session: Session, spec: EnvSpec, *, principal: Principal | None,
         if env is not None:
             return env
     python = builds.find_python(spec.python)
-    lock = builds.resolve(spec, python, lock_text=lock_text)
+    lock = builds.resolve(spec, python, locked=locked)
     digest = builds.digest_of(lock, python, isolated=spec.isolated)
     env = session.get(Environment, digest)
     if env is None:
@@ -243,7 +244,8 @@ class Builder:
         self.storage = storage
         self.prices = prices
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cumulo-envs")
-        self._building: dict[str, Future[str]] = {}
+        self._building: dict[str, Future[str]] = {}  # each environment's last build here
+        self._asked: dict[str, float] = {}  # when it was asked for (time.time())
         self._lock = threading.Lock()
         self.listeners: list[Callable[[str, str], None]] = []  # (digest, state) when one ends
         self._once: dict[str, list[Callable[[str, str], None]]] = {}  # for one build only
@@ -264,9 +266,12 @@ class Builder:
             future = self._building.get(digest)
             return future is not None and not future.done()
 
-    def ensure(self, digest: str) -> Future[str]:
+    def ensure(self, digest: str, *, since: float | None = None) -> Future[str]:
         """Start building ``digest`` here unless it is built or being built; the future's
-        result is ``ready`` or ``failed``."""
+        result is ``ready`` or ``failed``. A build that failed is tried again, unless it was
+        asked for at or after ``since`` (a Unix time): then its failure is the answer. A
+        job passes the time it was submitted, so that it fails with the build it waited for
+        rather than start another, and another (a new job, or ``envs create``, tries again)."""
         with self._lock:
             future = self._building.get(digest)
             if future is not None and not future.done():
@@ -275,8 +280,12 @@ class Builder:
                 done: Future[str] = Future()
                 done.set_result("ready")
                 return done
+            if (future is not None and since is not None and future.result() == "failed"
+                    and self._asked.get(digest, 0.0) >= since):
+                return future
             future = self._pool.submit(self._build, digest)
             self._building[digest] = future
+            self._asked[digest] = time.time()
             return future
 
     def on_ready(self, digest: str, call: Callable[[str, str], None]) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from cumulo.errors import Invalid
@@ -114,10 +116,11 @@ def parse_requirements(text: str, *, source: str = "requirements.txt",
 
 
 def from_pyproject(files: dict[str, str], *, python: str | None = None,
-                   isolated: bool = False) -> tuple[EnvSpec, str | None]:
+                   isolated: bool = False) -> tuple[EnvSpec, dict[str, str] | None]:
     """The spec a code folder's ``pyproject.toml`` asks for (its ``[project].dependencies``),
-    and the folder's ``uv.lock`` if it has one (its pins are then what is installed).
-    ``files`` maps those names to their text."""
+    and, when the folder has a ``uv.lock``, the project's files (``pyproject.toml`` and
+    ``uv.lock``, by name): the lock's pins are then what is installed. ``files`` maps those
+    names to their text. A ``requires-python`` the interpreter does not meet is refused."""
     if "pyproject.toml" not in files:
         raise Invalid("--env pyproject needs a pyproject.toml at the top of --code; there is "
                       "none (or give --requirements FILE)")
@@ -128,17 +131,41 @@ def from_pyproject(files: dict[str, str], *, python: str | None = None,
     deps = project.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise Invalid("pyproject.toml: [project].dependencies must be a list of strings")
-    wanted = python
-    if wanted is None and isinstance(project.get("requires-python"), str):
-        wanted = None  # the server's, if it satisfies requires-python: checked at resolution
-    spec = parse_requirements("\n".join(deps), source="pyproject.toml", python=wanted,
+    _check_requires_python(project.get("requires-python"), check_python(python))
+    spec = parse_requirements("\n".join(deps), source="pyproject.toml", python=python,
                               isolated=isolated)
     lock = files.get("uv.lock")
-    if lock is not None:
-        spec = EnvSpec(spec.lines, source="uv.lock", python=spec.python,
-                       isolated=isolated,
-                       extra={"uv.lock": hashlib.sha256(lock.encode()).hexdigest()})
-    return spec, lock
+    if lock is None:
+        return spec, None
+    # The lock's pins depend on the whole project file (its sources, its groups): both count.
+    extra = {name: hashlib.sha256(files[name].encode()).hexdigest()
+             for name in ("pyproject.toml", "uv.lock")}
+    spec = EnvSpec(spec.lines, source="uv.lock", python=spec.python, isolated=isolated,
+                   extra=extra)
+    return spec, {"pyproject.toml": files["pyproject.toml"], "uv.lock": lock}
+
+
+def _check_requires_python(requires: object, python: str | None) -> None:
+    """Refuse a project whose ``requires-python`` the environment's Python (``--python``'s
+    version, or the server's) does not meet; an interpreter given by path is checked when
+    it is resolved."""
+    if requires is None:
+        return
+    if not isinstance(requires, str):
+        raise Invalid("pyproject.toml: [project].requires-python must be a string like >=3.11")
+    try:
+        allowed = SpecifierSet(requires)
+    except InvalidSpecifier as exc:
+        raise Invalid(f"pyproject.toml: requires-python {requires!r} is not a version "
+                      "specifier like >=3.11") from exc
+    if python is not None and python.startswith("/"):
+        return
+    version = python or ".".join(map(str, sys.version_info[:3]))
+    if not allowed.contains(version, prereleases=True):
+        whose = "the server's Python is" if python is None else "--python asks for"
+        raise Invalid(f"pyproject.toml says requires-python {requires}, and {whose} "
+                      f"{version}; give --python with a version that meets it (like "
+                      f"--python 3.12)")
 
 
 def from_model(folder: Path, *, isolated: bool = False) -> EnvSpec:

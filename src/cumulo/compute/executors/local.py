@@ -231,6 +231,7 @@ class LocalExecutor:
         self._uses: dict[tuple[Any, ...], bool] = {}
         self._envs: dict[str, _EnvPool] = {}  # by interpreter: environments used recently
         self._refill: list[str] = []  # environments a job just ended in
+        self._topup: list[str] = []  # environments a job just took the last idle worker of
         home.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -288,13 +289,19 @@ class LocalExecutor:
 
     def maintain(self, busy: int, *, ended: bool = False) -> None:
         """After a job ended, put a fresh worker in its place (up to ``max_workers``), in the
-        environment it ran in; else top the pool up to ``min_workers`` idle, and let surplus
-        idle ones go after the timeout (an environment's all go: it was not used)."""
+        environment it ran in; else top the pool up to ``min_workers`` idle, start one for
+        each environment whose job just took its last idle worker (as ``min_workers`` does
+        for the server's own: a worker started when the last job ended may still be starting
+        when the next job comes), and let surplus idle ones go after the timeout (an
+        environment's all go: it was not used)."""
         if ended:
             refill, self._refill = self._refill, []
             for python in refill or [None]:  # type: ignore[list-item]
-                if busy + self.idle >= self.max_workers:
-                    break
+                # Full: room is made only for an environment with no worker ready, from the
+                # environment used longest ago.
+                if busy + self.idle >= self.max_workers and (
+                        self._ready_in(python) or not self._evict(keep=python)):
+                    continue
                 if python is None:
                     self._idle.append(self._spawn())
                 else:
@@ -304,6 +311,11 @@ class LocalExecutor:
                     self._keep_env_forks(pool)
             return
         self._tend_envs(busy)
+        topup, self._topup = self._topup, []
+        for python in topup:
+            used = self._envs.get(python)
+            if used is not None and not used.idle and busy + self.idle < self.max_workers:
+                used.idle.append(self._spawn(python))
         self._keep_forks()
         alive = deque(w for w in self._idle if w.proc.poll() is None)
         for gone in set(self._idle) - set(alive):  # pragma: no cover - a worker died while idle
@@ -317,6 +329,25 @@ class LocalExecutor:
                 now - self._idle[0].idle_since > self.idle_timeout
                 or busy + len(self._idle) > self.max_workers):
             self._retire(self._idle.popleft())
+
+    def _ready_in(self, python: str | None) -> bool:
+        """Whether a worker of that environment (None: the server's own) is idle."""
+        if python is None:
+            return bool(self._idle)
+        pool = self._envs.get(python)
+        return pool is not None and bool(pool.idle)
+
+    def _evict(self, *, keep: str | None) -> bool:
+        """Let go of an idle worker of the environment used longest ago (not ``keep``'s), to
+        make room for one where a job just ended: that is where the next job is likeliest.
+        Without this, the idle workers of a few environments used once would hold the pool
+        full until their idle timeout, and no other would start warm. False if none."""
+        pools = [p for python, p in self._envs.items() if python != keep and p.idle]
+        if not pools:
+            return False
+        oldest = min(pools, key=lambda p: p.used)
+        self._retire(oldest.idle.popleft())
+        return True
 
     def _keep_env_forks(self, pool: _EnvPool) -> None:
         """An environment used again gets a fork server of its own, preloading what of the
@@ -384,6 +415,8 @@ class LocalExecutor:
                 proc = forks.start(ENTRY, {"spec": spec}, env=threads)
         if proc is None:
             proc = self._hand_to_worker(spec, pool)
+            if pool is not None and not pool.idle:
+                self._topup.append(pool.python)
             threading.Thread(target=self._await, args=(proc,), daemon=True,
                              name=f"wait-{launch.job_id}").start()
         started = getattr(proc, "started", None)

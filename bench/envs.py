@@ -1,0 +1,179 @@
+"""Environments: building one, finding it again, and starting a job in it.
+
+Three measurements, each beside its baseline in the same run (sides alternating, so both see
+the same machine load):
+
+- build: ``client.envs.create(NAME, ["pandas", "scikit-learn"], isolated=True)`` on a fresh
+  server home each round (so it is resolved and built, not found), uv's package cache warm;
+  against the same work by hand: ``uv venv`` then ``uv pip install pandas scikit-learn`` with
+  the same indexes. Isolated, so that every package is installed (a layer over the server's
+  packages would install nothing here: it has pandas and scikit-learn). Goal (issue 21): under
+  15 s.
+- lookup: the same requirements again, through the API (``envs create`` of a second name for
+  them: the request's digest is looked up, nothing resolved or built); against a read of the
+  environment (``GET /envs/DIGEST``), the floor of an API call. Goal: under 50 ms.
+- start: submission to the first line of user code (as bench/jobs.py measures it) of a job in
+  that environment, warm (the jobs before it in the environment leave a worker of it), against
+  the same job in the server's own environment. Goal: within 2x the server's own.
+
+    python bench/envs.py [--builds 3] [--lookups 30] [--jobs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import TOKEN, start_server, stop_server, wait_preloaded
+
+REQUIREMENTS = ["pandas", "scikit-learn"]
+GOAL_BUILD_S = 15.0
+GOAL_LOOKUP_MS = 50.0
+GOAL_START_RATIO = 2.0
+STAMP = "import time; print(repr(time.time()), flush=True)\n"
+
+
+def by_hand(folder: Path) -> float:
+    """What a user would run for the same environment: uv venv, then uv pip install."""
+    from cumulo.compute.environments.build import index_args, uv_bin
+
+    shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "UV_NO_PROGRESS": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    t0 = time.perf_counter()
+    subprocess.run([uv_bin(), "venv", "--quiet", "--python", sys.executable, str(folder)],
+                   check=True, env=env)
+    subprocess.run([uv_bin(), "pip", "install", "--quiet", "--python",
+                    str(folder / "bin" / "python"), *REQUIREMENTS, *index_args()],
+                   check=True, env=env)
+    took = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
+    return took
+
+
+def cumulo_build(work: Path) -> tuple[float, Any, str]:
+    """A fresh server home, then envs create (resolved and built): its time, and the server
+    (left running) with its URL."""
+    work.mkdir()
+    proc, url = start_server(work)
+    from cumulo import Client
+
+    client = Client(url, token=TOKEN)
+    wait_preloaded(client)  # its fork server's imports are not the build's
+    t0 = time.perf_counter()
+    env = client.envs.create("ml", REQUIREMENTS, isolated=True)
+    took = time.perf_counter() - t0
+    client.close()
+    if env["state"] != "ready":
+        raise SystemExit(f"the environment did not build: {env['error']}")
+    return took, proc, url
+
+
+def start_latency(client: Any, code: Path, environment: str | None) -> float:
+    t0 = time.time()
+    job = client.jobs.run("stamp.py", code=code, environment=environment)
+    info = job.wait(60)
+    if info["state"] != "succeeded":
+        raise SystemExit(f"job {job.id} {info['state']}: {info['reason']}")
+    return float(next(iter(job.logs()))) - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=int, default=3)
+    parser.add_argument("--lookups", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cumulo-bench-envs-") as tmp:
+        work = Path(tmp)
+        code = work / "src"
+        code.mkdir()
+        (code / "stamp.py").write_text(STAMP)
+        by_hand(work / "warm")  # uv's cache holds every package from here on
+        builds: dict[str, list[float]] = {"by hand": [], "cumulo": []}
+        proc = None
+        try:
+            for i in range(args.builds + 1):  # the first round warms both, untimed
+                if proc is not None:
+                    stop_server(proc)
+                hand = by_hand(work / "by-hand")
+                took, proc, url = cumulo_build(work / f"round-{i}")
+                if i:
+                    builds["by hand"].append(hand)
+                    builds["cumulo"].append(took)
+            from cumulo import Client
+
+            with Client(url, token=TOKEN) as client:
+                digest = client.envs.show("ml")["digest"]
+                lookups: dict[str, list[float]] = {"read": [], "cumulo": []}
+                for i in range(args.lookups + 3):
+                    t0 = time.perf_counter()
+                    client.envs.show(digest)
+                    read = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    again = client.envs.create("ml-again", REQUIREMENTS, isolated=True)
+                    lookup = time.perf_counter() - t0
+                    if again["digest"] != digest or again["state"] != "ready":
+                        raise SystemExit(f"the same requirements gave {again}")
+                    if i >= 3:
+                        lookups["read"].append(read)
+                        lookups["cumulo"].append(lookup)
+                starts: dict[str, list[float]] = {"own": [], "environment": []}
+                for i in range(args.jobs + 3):  # the first ones leave warm workers
+                    own = start_latency(client, code, None)
+                    env = start_latency(client, code, "ml")
+                    if i >= 3:
+                        starts["own"].append(own)
+                        starts["environment"].append(env)
+        finally:
+            if proc is not None:
+                stop_server(proc)
+    build = {k: statistics.median(v) for k, v in builds.items()}
+    lookup = {k: statistics.median(v) * 1000 for k, v in lookups.items()}
+    start = {k: statistics.median(v) * 1000 for k, v in starts.items()}
+    build_ratio = build["cumulo"] / build["by hand"]
+    lookup_ratio = lookup["cumulo"] / lookup["read"]
+    start_ratio = start["environment"] / start["own"]
+    met = {"build": build["cumulo"] < GOAL_BUILD_S, "lookup": lookup["cumulo"] < GOAL_LOOKUP_MS,
+           "start": start_ratio < GOAL_START_RATIO}
+    print(f"on {os.cpu_count()} CPUs; medians")
+    print(f"  build  ({args.builds}x, isolated pandas + scikit-learn, warm uv cache): "
+          f"by hand {build['by hand']:.2f} s, cumulo {build['cumulo']:.2f} s "
+          f"({build_ratio:.2f}x); goal < {GOAL_BUILD_S:g} s -> "
+          f"{'met' if met['build'] else 'NOT met'}")
+    print(f"  lookup ({args.lookups}x, the same requirements again): read {lookup['read']:.1f} "
+          f"ms, cumulo {lookup['cumulo']:.1f} ms ({lookup_ratio:.2f}x); goal < "
+          f"{GOAL_LOOKUP_MS:g} ms -> {'met' if met['lookup'] else 'NOT met'}")
+    print(f"  start  ({args.jobs} jobs each, submission to user code): server's own "
+          f"{start['own']:.1f} ms, "
+          f"in the environment {start['environment']:.1f} ms ({start_ratio:.2f}x); goal < "
+          f"{GOAL_START_RATIO:g}x -> {'met' if met['start'] else 'NOT met'}")
+    print(json.dumps({
+        "bench": "envs", "ratio": round(start_ratio, 3),
+        "goal": f"build < {GOAL_BUILD_S:g} s, lookup < {GOAL_LOOKUP_MS:g} ms, start < "
+                f"{GOAL_START_RATIO:g}x the server's own environment",
+        "met": all(met.values()),
+        "build_s": round(build["cumulo"], 2), "build_by_hand_s": round(build["by hand"], 2),
+        "build_ratio": round(build_ratio, 3),
+        "lookup_ms": round(lookup["cumulo"], 1), "read_ms": round(lookup["read"], 1),
+        "lookup_ratio": round(lookup_ratio, 3),
+        "start_env_ms": round(start["environment"], 1),
+        "start_default_ms": round(start["own"], 1), "start_ratio": round(start_ratio, 3),
+        "builds": args.builds, "lookups": args.lookups, "jobs": args.jobs,
+        "cpus": os.cpu_count(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
