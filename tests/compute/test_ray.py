@@ -264,11 +264,10 @@ def test_a_jobs_environment_becomes_its_ray_runtime_env(compute: Cumulo, ray: Ra
         submitted = JobSubmissionClient(ray.dashboard).get_job_info(info["ray_job"])
         assert submitted.runtime_env["pip"]["packages"] == ["six==1.15.0"]
         assert submitted.metadata["cumulo_environment"] == info["environment"][:12]
-        refused = c.jobs.run("which.py", code=tmp_path, cluster=ray_cluster,
-                             requirements=["six==1.15.0"], isolated=True).wait(300)
-        assert refused["state"] == "failed" and refused["ray_job"] is None, refused
-        assert "a Ray cluster cannot run an isolated environment" in refused["reason"]
-        assert "Leave --isolated out" in refused["reason"]
+        # Refused at submission, before anything is queued.
+        with pytest.raises(Invalid, match="--isolated and --python cannot be honoured there"):
+            c.jobs.run("which.py", code=tmp_path, cluster=ray_cluster,
+                       requirements=["six==1.15.0"], isolated=True)
     finally:
         # Ray keeps a runtime environment in its session folder, which outlives the head:
         # here a copy of the test virtualenv (gigabytes).

@@ -241,12 +241,20 @@ def environment_for(session: Session, storage: Backend, principal: Principal,
             raise Invalid("--python and --isolated need --requirements FILE or --env "
                           "NAME|pyproject: they say how to build an environment")
         return None, None
+    if cluster_type != "local" and (req.isolated or req.python):
+        raise Invalid(f"a {cluster_type} cluster builds a job's environment over its own "
+                      "interpreter (Ray's runtime_env): --isolated and --python cannot be "
+                      "honoured there; leave them out, or run on a local cluster")
     if req.environment and req.environment not in ("pyproject",):
         if req.python or req.isolated:
             raise Invalid(f"environment {req.environment!r} was built with its own Python; "
                           "--python and --isolated go with --requirements or --env pyproject")
         require_each(principal, "envs:Read", [f"env/{req.environment}"])
         env = service.get_by_name(session, req.environment)
+        if cluster_type != "local" and env.isolated:
+            raise Invalid(f"environment {req.environment!r} is isolated; a {cluster_type} "
+                          "cluster builds environments over its own interpreter and cannot "
+                          "run it; use one made without --isolated")
         return env.digest, req.environment
     locked = None
     if req.environment == "pyproject":
