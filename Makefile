@@ -65,6 +65,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/pipelines.py
+	$(BIN)/python bench/dr.py
 	$(MAKE) bench-secure-invoke
 	$(MAKE) bench-control-plane-load
 	$(MAKE) bench-authz
