@@ -308,3 +308,30 @@ def test_partial_restores_through_the_running_server(source: Cumulo, tmp_path: P
                          env={**base_env(source.home), "CUMULO_URL": source.url,
                               "CUMULO_TOKEN": source.token}, timeout=120)
     assert bad.returncode == 1 and "version 9 is not one of them" in bad.stderr
+
+
+def test_backups_to_an_s3_bucket(source: Cumulo, tmp_path: Path, s3) -> None:  # type: ignore[no-untyped-def]
+    s3.client().create_bucket(Bucket="backups")
+    env = {**base_env(source.home), **s3.env()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CUMULO, *args], capture_output=True, text=True, timeout=300,
+                              env=env)
+
+    target = "s3://backups/cumulo"
+    made = cli("backup", "create", "--to", target, "--home", str(source.home), "--json")
+    assert made.returncode == 0, made.stderr
+    again = json.loads(cli("backup", "create", "--to", target, "--home", str(source.home),
+                           "--json").stdout)
+    assert again["totals"]["stored_bytes"] < json.loads(made.stdout)["totals"]["stored_bytes"]
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="backups")["Contents"]]
+    assert "cumulo/cumulo-backup.json" in keys and any(k.startswith("cumulo/chunks/")
+                                                        for k in keys)
+    assert len(json.loads(cli("backup", "ls", "--to", target, "--json").stdout)) == 2
+    assert cli("backup", "verify", "--to", target).returncode == 0
+    home = tmp_path / "from-s3"
+    out = cli("backup", "restore", "latest", "--to", target, "--to-home", str(home), "--json")
+    assert out.returncode == 0, out.stderr
+    assert (home / "storage/buckets/raw/blob.bin").is_file()
+    pruned = cli("backup", "prune", "--to", target, "--keep-last", "1", "--json")
+    assert pruned.returncode == 0 and len(json.loads(pruned.stdout)["removed"]) == 1

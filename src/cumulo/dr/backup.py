@@ -201,9 +201,11 @@ def create_backup(settings: Settings, repo: Repository, *,
             raise
         from cumulo.dr.repo import free_bytes
 
+        free = (f" ({free_bytes(repo.root) / 2**20:.0f} MiB free)"
+                if isinstance(repo.root, Path) else "")
         raise Unavailable(
-            f"the backup target {repo.root} is full ({free_bytes(repo.root) / 2**20:.0f} MiB "
-            "free): this backup was not made, and the ones before it are whole. Free space "
+            f"the backup target {repo.root} is full{free}: this backup was not made, and the "
+            "ones before it are whole. Free space "
             "('cumulo backup prune --keep-last N' frees what older backups alone hold) or back "
             "up to a bigger target") from exc
 

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zstandard
 
@@ -45,10 +45,118 @@ class CorruptChunk(Exception):
     """A chunk whose bytes do not match its id (or do not decrypt)."""
 
 
+class Store(Protocol):
+    """Where a repository's files are: a folder, or a bucket's prefix. Keys are relative
+    (``chunks/ab/abcd...``); a write is whole or absent."""
+
+    def exists(self, key: str) -> bool: ...
+    def read(self, key: str) -> bytes: ...  # FileNotFoundError when absent
+    def write(self, key: str, body: bytes) -> None: ...
+    def list(self, prefix: str) -> Iterator[str]: ...  # keys under prefix/
+    def delete(self, key: str) -> int: ...  # the bytes freed (0 when absent)
+
+
+@dataclass
+class FolderStore:
+    root: Path
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def write(self, key: str, body: bytes) -> None:
+        _write_atomic(self.root / key, body)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if not name.startswith("."):
+                    yield str((Path(dirpath) / name).relative_to(self.root))
+
+    def delete(self, key: str) -> int:
+        path = self.root / key
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+
+@dataclass
+class BucketStore:
+    """A prefix of an S3 bucket (the [s3] settings say where and with which keys)."""
+
+    bucket: str
+    prefix: str
+    client: Any
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def read(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket,
+                                                 Key=self._key(key))["Body"].read()
+            return body
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(key) from exc
+            raise
+
+    def write(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/") + "/"))
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"][cut:]
+
+    def delete(self, key: str) -> int:
+        try:
+            size = int(self.client.head_object(Bucket=self.bucket,
+                                               Key=self._key(key))["ContentLength"])
+        except Exception:
+            return 0
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        return size
+
+
 @dataclass
 class Repository:
-    root: Path
+    root: Path | str  # the folder, or s3://bucket/prefix: what users named
     key: bytes | None = None  # 32 bytes from the key file: chunks and snapshots encrypted
+    store: Store | None = None
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = FolderStore(Path(self.root))
+
+    @property
+    def _s(self) -> Store:
+        assert self.store is not None
+        return self.store
 
     # --- chunks --------------------------------------------------------------------------
 
@@ -57,27 +165,27 @@ class Repository:
             return hashlib.sha256(data).hexdigest()
         return hmac.new(self.key, data, hashlib.sha256).hexdigest()
 
-    def _chunk_path(self, chunk: str) -> Path:
-        return self.root / "chunks" / chunk[:2] / chunk
+    @staticmethod
+    def _chunk_key(chunk: str) -> str:
+        return f"chunks/{chunk[:2]}/{chunk}"
 
     def has(self, chunk: str) -> bool:
-        return self._chunk_path(chunk).is_file()
+        return self._s.exists(self._chunk_key(chunk))
 
     def put(self, data: bytes) -> tuple[str, int]:
         """Store ``data`` unless a chunk of the same content is there: its id, and the bytes
         written (0 when it was there)."""
         chunk = self.chunk_id(data)
-        path = self._chunk_path(chunk)
-        if path.is_file():
+        if self.has(chunk):
             return chunk, 0
         body = self._seal(zstandard.ZstdCompressor(level=_LEVEL).compress(data))
-        _write_atomic(path, body)
+        self._s.write(self._chunk_key(chunk), body)
         return chunk, len(body)
 
     def get(self, chunk: str) -> bytes:
         """The plain bytes of a chunk; FileNotFoundError if missing, CorruptChunk if they do
         not match its id."""
-        body = self._chunk_path(chunk).read_bytes()
+        body = self._s.read(self._chunk_key(chunk))
         try:
             data = zstandard.ZstdDecompressor().decompress(self._open(body))
         except (zstandard.ZstdError, ValueError) as exc:
@@ -87,23 +195,11 @@ class Repository:
         return data
 
     def chunks(self) -> Iterator[str]:
-        base = self.root / "chunks"
-        if not base.is_dir():
-            return
-        for sub in base.iterdir():
-            if sub.is_dir():
-                for path in sub.iterdir():
-                    if not path.name.startswith("."):
-                        yield path.name
+        for key in self._s.list("chunks"):
+            yield key.rsplit("/", 1)[-1]
 
     def remove_chunk(self, chunk: str) -> int:
-        path = self._chunk_path(chunk)
-        try:
-            size = path.stat().st_size
-            path.unlink()
-            return size
-        except FileNotFoundError:
-            return 0
+        return self._s.delete(self._chunk_key(chunk))
 
     # --- encryption --------------------------------------------------------------------------
 
@@ -135,7 +231,7 @@ class Repository:
 
     def write_snapshot(self, manifest: dict[str, Any]) -> None:
         body = json.dumps(manifest, sort_keys=True).encode()
-        _write_atomic(self.root / "snapshots" / f"{manifest['id']}.json",
+        self._s.write(f"snapshots/{manifest['id']}.json",
                       self._seal(zstandard.ZstdCompressor(level=_LEVEL).compress(body)))
 
     def snapshot(self, snapshot_id: str) -> dict[str, Any]:
@@ -150,20 +246,18 @@ class Repository:
             raise NotFound(f"no backup {snapshot_id!r} at {self.root}; 'cumulo backup ls --to "
                            f"{self.root}' lists them") if not found else Invalid(
                 f"{snapshot_id!r} is the start of more than one backup's id; give more of it")
-        body = (self.root / "snapshots" / f"{found[0]}.json").read_bytes()
+        body = self._s.read(f"snapshots/{found[0]}.json")
         data = zstandard.ZstdDecompressor().decompress(self._open(body))
         manifest: dict[str, Any] = json.loads(data)
         return manifest
 
     def snapshot_ids(self) -> list[str]:
         """Complete backups, oldest first (ids sort by time)."""
-        folder = self.root / "snapshots"
-        if not folder.is_dir():
-            return []
-        return sorted(p.stem for p in folder.glob("*.json"))
+        return sorted(k.rsplit("/", 1)[-1].removesuffix(".json")
+                      for k in self._s.list("snapshots") if k.endswith(".json"))
 
     def remove_snapshot(self, snapshot_id: str) -> None:
-        (self.root / "snapshots" / f"{snapshot_id}.json").unlink(missing_ok=True)
+        self._s.delete(f"snapshots/{snapshot_id}.json")
 
     # --- points in time (continuous protection) ---------------------------------------------
 
@@ -171,21 +265,21 @@ class Repository:
         """A point of ``cumulo backup stream``: the databases at a moment, and what changed in
         storage since the point before it (of the same base backup)."""
         body = json.dumps(point, sort_keys=True).encode()
-        _write_atomic(self.root / "points" / f"{point['id']}.json",
+        self._s.write(f"points/{point['id']}.json",
                       self._seal(zstandard.ZstdCompressor(level=_LEVEL).compress(body)))
 
     def point_ids(self) -> list[str]:
-        folder = self.root / "points"
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        return sorted(k.rsplit("/", 1)[-1].removesuffix(".json")
+                      for k in self._s.list("points") if k.endswith(".json"))
 
     def point(self, point_id: str) -> dict[str, Any]:
-        body = (self.root / "points" / f"{point_id}.json").read_bytes()
+        body = self._s.read(f"points/{point_id}.json")
         found: dict[str, Any] = json.loads(
             zstandard.ZstdDecompressor().decompress(self._open(body)))
         return found
 
     def remove_point(self, point_id: str) -> None:
-        (self.root / "points" / f"{point_id}.json").unlink(missing_ok=True)
+        self._s.delete(f"points/{point_id}.json")
 
 
 def _write_atomic(path: Path, body: bytes) -> None:
@@ -219,16 +313,23 @@ def read_key(key_file: str | os.PathLike[str] | None) -> bytes | None:
 
 def open_repository(target: str | os.PathLike[str], *, key_file: str | None = None,
                     create: bool = False) -> Repository:
-    """The repository at ``target`` (a folder), made when ``create`` and it has none."""
+    """The repository at ``target`` (a folder, or s3://bucket/prefix), made when ``create``
+    and it has none."""
     text = str(target)
-    if text.startswith("s3://"):
-        raise Invalid("backups to s3:// are not built yet; back up to a folder (which may be "
-                      "a mounted bucket) and copy it")
-    root = Path(text).expanduser()
     key = read_key(key_file)
-    marker = root / MARKER
-    if marker.is_file():
-        info = json.loads(marker.read_text())
+    root: Path | str
+    store: Store
+    if text.startswith("s3://"):
+        root = text.rstrip("/")
+        bucket, _, prefix = text.removeprefix("s3://").partition("/")
+        store = BucketStore(bucket, prefix.strip("/"), _s3_client())
+        empty = next(iter(store.list("")), None) is None
+    else:
+        root = Path(text).expanduser()
+        store = FolderStore(root)
+        empty = not root.exists() or not any(root.iterdir())
+    if store.exists(MARKER):
+        info = json.loads(store.read(MARKER))
         if info.get("format") != FORMAT:
             raise Invalid(f"{root} holds backups of format {info.get('format')}; this Cumulo "
                           f"reads format {FORMAT}")
@@ -240,19 +341,32 @@ def open_repository(target: str | os.PathLike[str], *, key_file: str | None = No
         if key is not None and info.get("key_check") != hmac.new(
                 key, b"cumulo-backup", hashlib.sha256).hexdigest():
             raise Invalid(f"the key file does not open the backups at {root}")
-        return Repository(root, key)
+        return Repository(root, key, store)
     if not create:
         raise NotFound(f"{root} holds no Cumulo backup ('cumulo backup create --to {root}' "
                        "makes one)")
-    if root.exists() and any(root.iterdir()):
+    if not empty:
         raise Conflict(f"{root} is not empty and holds no Cumulo backup; back up to an empty or "
                        "new folder")
-    root.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT, "encrypted": key is not None}
     if key is not None:
         info["key_check"] = hmac.new(key, b"cumulo-backup", hashlib.sha256).hexdigest()
-    _write_atomic(marker, json.dumps(info).encode())
-    return Repository(root, key)
+    store.write(MARKER, json.dumps(info).encode())
+    return Repository(root, key, store)
+
+
+def _s3_client() -> Any:
+    """boto3's S3 client with the [s3] settings (endpoint, keys, region) the server uses."""
+    try:
+        import boto3
+    except ImportError as exc:
+        raise Invalid("backups to s3:// need boto3: pip install 'cumulo[s3]'") from exc
+    from cumulo.config import load_settings
+
+    s3 = load_settings().s3
+    return boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
+                        aws_access_key_id=s3.access_key_id,
+                        aws_secret_access_key=s3.secret_access_key)
 
 
 def folder_size(root: Path) -> int:
