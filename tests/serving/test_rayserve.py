@@ -140,4 +140,8 @@ def test_bad_ray_endpoints_are_refused(serving: Cumulo, churn: str, ray_cluster:
         c.endpoints.create("x", "churn:1", cluster="nope")
     with pytest.raises(Invalid, match="capture"):
         c.endpoints.create("x", "churn:1", cluster=ray_cluster, capture_percent=101)
+    # Ray Serve's replicas run in the cluster's own Python: no environment built here.
+    with pytest.raises(Invalid, match="--env model: an endpoint on a Ray cluster runs in the "
+                                      "cluster's own Python environment"):
+        c.endpoints.create("x", "churn:1", cluster=ray_cluster, env="model")
     assert [e["name"] for e in c.endpoints.list()] == []

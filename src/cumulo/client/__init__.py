@@ -182,7 +182,7 @@ class Client:
         """Batch predictions, shaped like the SageMaker SDK's Transformer:
         ``client.transformer(model="churn:3").transform("sales.orders@v5",
         output="sales.scored")`` scores the table as a job. ``model``: ``NAME:VERSION``,
-        ``NAME@ALIAS`` or ``NAME``. Options: prediction_column, cluster, cpus, memory."""
+        ``NAME@ALIAS`` or ``NAME``. Options: prediction_column, cluster, cpus, memory, env."""
         from cumulo.serving.sdk import Transformer
 
         return Transformer(self.transport, model, **options)

@@ -73,12 +73,15 @@ class ModelVersion:
         return endpoints[name]
 
     def transformer(self, *, prediction_column: str = "prediction", cluster: str = "local",
-                    cpus: float = 1, memory: str | None = None) -> Transformer:
-        """Batch predictions with this version: ``.transform(table, output=...)``."""
+                    cpus: float = 1, memory: str | None = None,
+                    env: str | None = None) -> Transformer:
+        """Batch predictions with this version: ``.transform(table, output=...)``; ``env``:
+        where it runs (server, model or an environment's name; default: chosen from its
+        requirements)."""
         from cumulo.serving.sdk import Transformer
 
         return Transformer(self._t, self.ref, prediction_column=prediction_column,
-                           cluster=cluster, cpus=cpus, memory=memory)
+                           cluster=cluster, cpus=cpus, memory=memory, env=env)
 
 
 class Model:

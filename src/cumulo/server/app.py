@@ -94,7 +94,8 @@ async def _running(settings: Settings, engine: Engine,
         supervisor = Supervisor(settings, loops, storage)
         tracking = TrackingServer(settings, storage.url)
         stack.callback(tracking.stop)
-        endpoints = EndpointManager(settings, loops, tracking, storage)
+        # Endpoints' environments are built by the supervisor's builder: one per machine.
+        endpoints = EndpointManager(settings, loops, tracking, storage, envs=supervisor.envs)
         pipelines = Orchestrator(loops, storage, supervisor.notify, fire_schedules=schedules.fire)
         supervisor.listeners.append(pipelines.notify)
         sessions = sessionmaker(engine, expire_on_commit=False)

@@ -58,6 +58,14 @@ class VariantIn(_Body):
     name: str | None = Field(None, description="the variant's name; default NAME-VERSION")
     weight: float = Field(1.0, description="traffic share = weight / sum of weights")
     shadow: bool = Field(False, description="gets a copy of live traffic; answers not returned")
+    env: str | None = Field(None, description="server, model or an environment's name; "
+                            "default: the endpoint's env")
+
+
+_ENV = ('where the models run: "server" (the server\'s packages), "model" (the requirements '
+        "each model's MLflow flavor recorded, built once into an environment) or a named "
+        "environment (cumulo envs); default: the model's when the server's packages do not "
+        "meet its requirements, else the server's")
 
 
 class EndpointIn(_Body):
@@ -87,13 +95,17 @@ class EndpointIn(_Body):
                          "<token>'")
     project: str | None = Field(None, description="the project it belongs to: rights bound "
                                 "there hold on it, its endpoints quota counts it")
+    env: str | None = Field(None, description=_ENV)
 
 
 class EndpointOut(BaseModel):
     name: str
     state: str
     url: str = Field(description="the replicas' own address: POST {url}/invocations")
-    variants: list[dict[str, Any]]
+    variants: list[dict[str, Any]] = Field(description="name, model, version, weight, shadow, "
+                                           "env (as asked; null: the default) and, once "
+                                           "chosen, environment (the digest it runs in; "
+                                           "null: the server's)")
     min_replicas: int
     max_replicas: int
     target_in_flight: float
@@ -187,9 +199,51 @@ def list_endpoints(session: DbSession, request: Request,
 def serving_runtime(request: Request) -> dict[str, Any]:
     """Whether replicas start as forks of a process with the serving stack imported (well
     under a second) or as new processes (seconds): ``starting`` while it imports, then
-    ``ready``; ``failed`` with why, or ``off`` (setting serving_preload)."""
-    forks = _manager(request).forks
-    return {"fork_server": forks.describe() if forks is not None else {"state": "off"}}
+    ``ready``; ``failed`` with why, or ``off`` (setting serving_preload). ``environments``:
+    the fork servers of the environments endpoints run in, by digest."""
+    manager = _manager(request)
+    forks = manager.forks
+    return {"fork_server": forks.describe() if forks is not None else {"state": "off"},
+            "environments": manager.launcher.describe_envs()}
+
+
+class ModelEnvIn(_Body):
+    env: str | None = Field(None, description=_ENV)
+
+
+class ModelEnvOut(BaseModel):
+    model: str
+    version: str
+    env: str = Field(description="where it runs: server, model or an environment's name")
+    environment: str | None = Field(description="the digest of its environment; null: the "
+                                    "server's")
+    requirements: str | None = Field(description="with env model: the requirements the model "
+                                     "recorded, as a job asks for them")
+    python: str | None = Field(description="with env model: the Python they are for")
+    note: str | None = Field(description="what to know about the choice, if anything")
+
+
+@endpoints_router.post("/-/environment/{model}/{version}",
+    dependencies=[allow("models:Read", "model/{model}")], response_model=ModelEnvOut,
+    summary="Where a model version runs: its environment, chosen and resolved")
+def model_environment(model: str, version: str, body: ModelEnvIn, session: DbSession,
+                      caller: Caller, request: Request) -> ModelEnvOut:
+    """What an endpoint or a batch prediction with ``env`` (server, model, a name, or null
+    for the default) runs the model in: resolved now, so that a requirement that cannot be
+    met is refused naming its line of the model's requirements.txt. Batch predictions ask
+    this before they submit their job."""
+    from cumulo.serving import environments
+    from cumulo.serving.refs import resolve_model
+
+    resolve_model(_registry(request), f"{model}:{version}")  # NotFound names what exists
+    env, digest = environments.check_env(session, caller, body.env)
+    folder = _manager(request).fetch(model, version)
+    choice = environments.choose(session, folder, env=env, digest=digest, principal=caller)
+    wanted = choice.spec if choice.env == environments.MODEL else None
+    return ModelEnvOut(model=model, version=version, env=choice.env,
+                       environment=choice.digest,
+                       requirements=wanted.text if wanted is not None else None,
+                       python=wanted.python if wanted is not None else None, note=choice.note)
 
 
 @endpoints_router.get("/{name}",
@@ -281,6 +335,8 @@ class UpdateIn(_Body):
     capture_table: str | None = None
     public: bool | None = Field(None, description="true: the replicas' own address takes "
                                 "invocations without a token; false: only with one")
+    env: str | None = Field(None, description="with model: where the new variant runs; it "
+                            "must be the environment the endpoint's replicas run in")
 
 
 @endpoints_router.patch("/{name}",

@@ -40,6 +40,35 @@ def _variants(e: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+_ENV_HELP = ("where the model runs: server (the server's packages), model (the requirements "
+             "its MLflow flavor recorded, built once) or an environment's name (cumulo envs); "
+             "default: model when the server's packages do not meet its requirements, else "
+             "server")
+
+
+def _environment(e: dict[str, Any]) -> str | None:
+    """Where the variants run, as a person reads it: one line, or one part per variant when
+    they are not all chosen yet."""
+    if e.get("cluster"):
+        return f"the Ray cluster's ({e['cluster']})"
+
+    def where(v: dict[str, Any]) -> str:
+        if "environment" not in v:
+            return "being chosen"
+        if v["environment"] is None:
+            return "the server's" + (" (it meets the model's requirements)"
+                                     if v.get("env") is None else "")
+        digest = v["environment"][:12]
+        if v.get("env") in (None, "model"):
+            return f"the model's requirements, {digest} (cumulo envs show {digest})"
+        return f"{v['env']}, {digest}"
+
+    places = [where(v) for v in e["variants"]]
+    if len(set(places)) == 1:
+        return places[0]
+    return ", ".join(f"{v['name']}: {p}" for v, p in zip(e["variants"], places, strict=True))
+
+
 def _rollout(r: dict[str, Any]) -> str:
     text = f"{r['state']}: {r['strategy']} to {r['variant']}"
     if r["state"] in ("shifting", "baking"):
@@ -81,6 +110,7 @@ def create(
                                 help="its own address takes invocations without a token "
                                 "(anyone who can reach it may score rows)"),
     project: str | None = ProjectOpt,
+    env: str | None = typer.Option(None, "--env", help=_ENV_HELP),
     wait: bool = typer.Option(False, "--wait", help="return when the endpoint answers"),
     json: bool = JsonOpt,
 ) -> None:
@@ -93,7 +123,8 @@ def create(
                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                             max_body=parse_size(max_body, what="--max-body"),
                             capture_percent=capture_percent, capture_table=capture_table,
-                            cluster=cluster, public=public, project=project, wait=wait)
+                            cluster=cluster, public=public, project=project, env=env,
+                            wait=wait)
     if json:
         print_json(info)
         return
@@ -137,6 +168,7 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         ("url", f"{e['url']}/invocations"),
         ("access", _access(e)),
         ("variants", _variants(e)),
+        ("environment", _environment(e)),
         ("replicas", f"{len(e['replicas'])}: " + ", ".join(
             f"pid {r['pid']} ({'ready' if r['ready'] else 'starting'}, "
             f"{r['in_flight']} in flight)" for r in e["replicas"]) if e["replicas"] else "none"),
@@ -154,9 +186,10 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         ("batching", f"up to {e['max_batch_size']} rows, waiting at most "
                      f"{e['max_wait_ms']:g} ms"),
         ("body limit", human_bytes(e["max_body"])),
+        ("waiting for", e["message"] if e["state"] == "creating" else None),
         ("created", when(e["created_at"])),
     ], as_json=json)
-    if e["message"] and not json:
+    if e["message"] and e["state"] != "creating" and not json:
         console.print(f"\n[bold]why it failed[/bold]\n{e['message']}")
 
 
@@ -204,6 +237,9 @@ def update(
     public: bool | None = typer.Option(None, "--public/--private",
                                        help="its own address takes invocations without a "
                                        "token (--public), or only with one (--private)"),
+    env: str | None = typer.Option(None, "--env", help="with --model: where the new variant "
+                                   "runs (server, model or an environment's name); it must "
+                                   "be the environment the endpoint runs in"),
     wait: bool = typer.Option(False, "--wait", help="return when the shift is done"),
     json: bool = JsonOpt,
 ) -> None:
@@ -217,8 +253,8 @@ def update(
     info = client(ctx).endpoints[name].update(
         model, strategy=strategy, variant=variant, canary_percent=canary_percent,
         step_percent=step_percent, bake_s=bake, max_error_rate=max_error_rate,
-        max_p99_ms=max_p99_ms, weights=_weights(weight) if weight else None, wait=wait,
-        **settings)
+        max_p99_ms=max_p99_ms, weights=_weights(weight) if weight else None, env=env,
+        wait=wait, **settings)
     if json:
         print_json(info)
         return
@@ -244,13 +280,14 @@ def batch(
     prediction_column: str = typer.Option("prediction", "--prediction-column"),
     cluster: str = typer.Option("local", "--cluster", "-c"),
     cpus: float = typer.Option(1, "--cpus"),
+    env: str | None = typer.Option(None, "--env", help=_ENV_HELP),
     wait: bool = typer.Option(False, "--wait", "-w", help="follow it and exit with its outcome"),
 ) -> None:
     """Score a whole table as a job and write a table:
     cumulo endpoints batch --model churn:3 --table sales.orders@v5 --output sales.scored"""
     job = client(ctx).endpoints.batch(model=model, table=table, output=output, mode=mode,
                                       prediction_column=prediction_column, cluster=cluster,
-                                      cpus=cpus)
+                                      cpus=cpus, env=env)
     if not wait:
         console.print(job.id)
         return

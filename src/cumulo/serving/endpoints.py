@@ -48,6 +48,7 @@ class VariantSpec:
     name: str | None = None  # default NAME-VERSION
     weight: float = 1.0
     shadow: bool = False
+    env: str | None = None  # server, model or a named environment; default: the endpoint's
 
 
 @dataclass
@@ -70,6 +71,9 @@ class EndpointSpec:
     cluster: str | None = None  # a Ray cluster's name; default this machine
     public: bool = False  # replicas take invocations without a token
     project: str | None = None  # the project it belongs to (its endpoints quota counts it)
+    # Where the models run (cumulo.serving.environments): server, model, or a named
+    # environment; None: chosen from each model's requirements.
+    env: str | None = None
 
     def __post_init__(self) -> None:
         if self.variants is not None:
@@ -101,6 +105,7 @@ class EndpointChange:
     capture_percent: float | None = None
     capture_table: str | None = None
     public: bool | None = None  # True: invocations without a token; False: with one only
+    env: str | None = None  # with model: where the new variant runs (server, model or a name)
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -286,6 +291,9 @@ def create_endpoint(session: Session, caller: Principal, spec: EndpointSpec, *,
     projects.enforce(session, project_id, {"endpoints": 1}, what=f"endpoint {spec.name}")
     variants = _resolve_variants(registry(), wanted)
     cluster, port = _cluster(session, spec.cluster, ray_serve_port)
+    for variant, asked in zip(variants, wanted, strict=True):
+        _set_env(session, caller, variant, asked.env or spec.env, cluster=cluster)
+    _check_envs_agree(variants)
     # Last, as it may make the default capture database: nothing is made for a refused request.
     capture_table = _check_capture(session, caller, spec.name, spec.capture_percent,
                                    spec.capture_table, spec.project)
@@ -302,6 +310,41 @@ def create_endpoint(session: Session, caller: Principal, spec: EndpointSpec, *,
     session.add(endpoint)
     session.commit()
     return endpoint
+
+
+def _set_env(session: Session, caller: Principal, variant: dict[str, Any], env: str | None, *,
+             cluster: str | None) -> None:
+    """Check a variant's ``--env`` and set it on the variant (``env``, and a named
+    environment's digest as ``environment``)."""
+    from cumulo.serving import environments
+
+    env, digest = environments.check_env(session, caller, env)
+    if cluster is not None and env not in (None, environments.SERVER):
+        raise Invalid(f"--env {env}: an endpoint on a Ray cluster runs in the cluster's own "
+                      "Python environment (Ray Serve's replicas), not in one built here; "
+                      "install the model's requirements on the cluster and leave --env out, "
+                      "or serve it on this machine (leave out --cluster)",
+                      details={"env": env, "cluster": cluster})
+    variant["env"] = env
+    if digest is not None:
+        variant["environment"] = digest
+
+
+def _check_envs_agree(variants: list[dict[str, Any]]) -> None:
+    """Variants that ask for environments known to differ are refused (the server's and a
+    model's own, or two named ones): a replica process loads every variant of its endpoint.
+    Where a model's own environment lands is known once it is resolved, by the runtime."""
+    asked = [(v["name"], v["env"], v.get("environment")) for v in variants
+             if v["env"] is not None]
+    for i, (name_a, env_a, digest_a) in enumerate(asked):
+        for name_b, env_b, digest_b in asked[i + 1:]:
+            differ = ({env_a, env_b} == {"model", "server"} if "model" in (env_a, env_b)
+                      else digest_a != digest_b)
+            if differ:
+                raise Invalid(f"variant {name_a} asks for --env {env_a} and variant {name_b} "
+                              f"for --env {env_b}: one replica process serves every variant "
+                              "of an endpoint, so they must share one environment",
+                              details={"variants": [name_a, name_b]})
 
 
 def _resolve_variants(registry: Registry, wanted: list[VariantSpec]) -> list[dict[str, Any]]:
@@ -341,10 +384,14 @@ def update_endpoint(session: Session, caller: Principal, name: str, change: Endp
     wait = endpoint.max_wait_ms if change.max_wait_ms is None else change.max_wait_ms
     _check_batching(batch, wait)
     new_rollout = new_variants = None
+    if change.env is not None and change.model is None:
+        raise Invalid("--env goes with --model: it says where the new variant runs. An "
+                      "endpoint's replicas keep the environment they were created with; to "
+                      f"serve {name}'s model in another, create a new endpoint with --env")
     if change.weights is not None:
         new_variants = _reweigh(endpoint, change.weights, shift=change.model is not None)
     if change.model is not None:
-        new_variants, new_rollout = _begin_shift(endpoint, change, registry)
+        new_variants, new_rollout = _begin_shift(session, caller, endpoint, change, registry)
         new_rollout["by"] = caller.user_name
     capture_percent = (endpoint.capture_percent if change.capture_percent is None
                        else change.capture_percent)
@@ -369,7 +416,8 @@ def update_endpoint(session: Session, caller: Principal, name: str, change: Endp
     return endpoint
 
 
-def _begin_shift(endpoint: Endpoint, change: EndpointChange,
+def _begin_shift(session: Session, caller: Principal, endpoint: Endpoint,
+                 change: EndpointChange,
                  registry: Callable[[], Registry]) -> tuple[list[dict[str, Any]],
                                                             dict[str, Any]]:
     """The first step's variants and the rollout's state, for a shift to ``change.model``."""
@@ -393,10 +441,28 @@ def _begin_shift(endpoint: Endpoint, change: EndpointChange,
     if any(v["name"] == variant for v in endpoint.variants):
         raise Conflict(f"endpoint {name!r} has a variant {variant!r} already; name the "
                        "new one with --variant")
+    new: dict[str, Any] = {"name": variant, "model": model, "version": version}
+    _set_env(session, caller, new, change.env, cluster=endpoint.cluster)
+    _check_same_environment(endpoint, new)
     return rollout.begin(
-        endpoint.variants, {"name": variant, "model": model, "version": version},
+        endpoint.variants, new,
         change.strategy, steps, bake_s=bake, max_error_rate=change.max_error_rate,
         max_p99_ms=change.max_p99_ms)
+
+
+def _check_same_environment(endpoint: Endpoint, new: dict[str, Any]) -> None:
+    """A new variant named to run elsewhere than the endpoint's replicas is refused now
+    (one that asks for its model's environment is checked once that is resolved)."""
+    if new["env"] in (None, "model"):
+        return
+    running = {v["environment"] for v in endpoint.variants if "environment" in v}
+    if running and new.get("environment") not in running:
+        where = next(iter(running))
+        now = f"environment {where[:12]}" if where else "the server's environment"
+        raise Conflict(f"endpoint {endpoint.name!r} runs in {now}, and --env {new['env']} is "
+                       "another: one replica process serves every variant of an endpoint; "
+                       "serve the new model on a new endpoint with --env",
+                       details={"endpoint": endpoint.name, "env": new["env"]})
 
 
 def _reweigh(endpoint: Endpoint, weights: dict[str, float], *,

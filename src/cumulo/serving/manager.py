@@ -9,11 +9,13 @@ endpoint's state on the row. While a local endpoint has no replica (scaled to ze
 also watches its socket, so that a request arriving then has a replica started at once.
 
 It also keeps what all endpoints share: the launcher of local replica processes (the serving
-fork server), each model version's files (:meth:`EndpointManager.fetch`), the writer of
-captured requests (:mod:`cumulo.serving.capture`), and the live tokens every replica checks
-invocations against (:mod:`cumulo.serving.allowed`, read by a thread of its own, so that a
-revoke reaches the replicas within a second whatever the steps are doing); and it answers the
-routes' questions (:meth:`~EndpointManager.runtime`, :meth:`~EndpointManager.metrics`).
+fork server, and one per environment endpoints run in), the builder of environments (the
+compute service's, :mod:`cumulo.serving.environments`), each model version's files
+(:meth:`EndpointManager.fetch`), the writer of captured requests
+(:mod:`cumulo.serving.capture`), and the live tokens every replica checks invocations against
+(:mod:`cumulo.serving.allowed`, read by a thread of its own, so that a revoke reaches the
+replicas within a second whatever the steps are doing); and it answers the routes' questions
+(:meth:`~EndpointManager.runtime`, :meth:`~EndpointManager.metrics`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -46,6 +48,9 @@ from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes import Runtime, open_runtime
 from cumulo.serving.runtimes.local import Launcher
 from cumulo.storage.backends import Backend
+
+if TYPE_CHECKING:
+    from cumulo.compute.environments.service import Builder
 
 __all__ = ["EndpointManager", "summarize"]
 
@@ -85,8 +90,10 @@ class EndpointManager:
     once when told (a new endpoint, a replica ready or gone)."""
 
     def __init__(self, settings: Settings, engine: Engine,
-                 tracking: MlflowServer, storage: Backend | None = None) -> None:
+                 tracking: MlflowServer, storage: Backend | None = None, *,
+                 envs: Builder | None = None) -> None:
         self.settings = settings
+        self.envs = envs  # builds the environments models run in (None: the server's only)
         self.host = "127.0.0.1" if settings.host in ("", "localhost") else settings.host
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.registry = Registry(tracking)
@@ -183,6 +190,7 @@ class EndpointManager:
                 watched[sock].request_waits()  # a request waits: start a replica now
 
     def _tick(self, session: Session) -> None:
+        self.launcher.tend()
         rows = {e.name: e for e in session.scalars(select(Endpoint))}
         for name in set(self._runtimes) - set(rows):
             self._retire(self._runtimes.pop(name))

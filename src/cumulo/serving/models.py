@@ -25,7 +25,9 @@ class Endpoint(Created, InProject, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(16))
-    # Each variant: {"name", "model", "version", "weight", "shadow"}.
+    # Each variant: {"name", "model", "version", "weight", "shadow", "env"} and, once chosen,
+    # "environment": the digest of the environment it runs in, None for the server's
+    # (cumulo.serving.environments; read by cumulo.compute.environments.service.env_in_use).
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     port: Mapped[int] = mapped_column(Integer)  # the replicas' own address, on this machine
     # Its replicas take invocations without a token (created --public); else only with a

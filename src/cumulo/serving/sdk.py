@@ -64,7 +64,7 @@ class Endpoint:
                variant: str | None = None, canary_percent: float = 10.0,
                step_percent: float = 25.0, bake_s: str | float = 60.0,
                max_error_rate: float | None = 0.01, max_p99_ms: float | None = None,
-               weights: dict[str, float] | None = None,
+               weights: dict[str, float] | None = None, env: str | None = None,
                wait: bool = False, timeout: float = 600.0, **settings: Any) -> dict[str, Any]:
         """Shift traffic to ``model`` (``strategy``: all_at_once, canary or linear, baking
         ``bake_s`` (seconds, or a duration like ``"5m"``) after each step and rolling back
@@ -72,10 +72,14 @@ class Endpoint:
         variants' ``weights`` at once (``{"a": 3, "b": 1}``), and/or change settings such as
         ``min_replicas``, ``max_replicas``, ``capture_percent``, ``scale_in_cooldown`` or
         ``public`` (True: the replicas' address takes invocations without a token).
+        ``env`` (with ``model``): where the new variant runs, ``"server"``, ``"model"`` or
+        an environment's name; it must be the environment the endpoint's replicas run in.
         With ``wait``, returns when the shift is done or rolled back."""
         body: dict[str, Any] = _seconds(settings)
         if weights is not None:
             body["weights"] = weights
+        if env is not None:
+            body["env"] = env
         if model is not None:
             body.update(_seconds(dict(
                 model=model, strategy=strategy, variant=variant, canary_percent=canary_percent,
@@ -157,8 +161,8 @@ class EndpointsClient:
                max_batch_size: int = 64, max_wait_ms: float = 2.0,
                max_body: str | int = "6M", capture_percent: float = 0.0,
                capture_table: str | None = None, cluster: str | None = None,
-               public: bool = False, project: str | None = None, wait: bool = False,
-               timeout: float = 120.0) -> dict[str, Any]:
+               public: bool = False, project: str | None = None, env: str | None = None,
+               wait: bool = False, timeout: float = 120.0) -> dict[str, Any]:
         """Serve ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``), or several
         ``variants`` (``[{"model": ..., "weight": ..., "name": ..., "shadow": ...}]``).
 
@@ -173,6 +177,12 @@ class EndpointsClient:
         default it asks for ``Authorization: Bearer <token>``, as the control plane does.
         ``project``: the project it belongs to (rights bound there hold on it; its
         ``endpoints`` quota counts it).
+        ``env``: where the models run: ``"server"`` (the server's packages), ``"model"`` (the
+        requirements each model's MLflow flavor recorded, built once into an environment) or
+        a named environment (``client.envs``); by default the model's own when the server's
+        packages do not meet its requirements, else the server's. A variant may say its own
+        (``{"model": ..., "env": ...}``). The endpoint is ``creating`` while its environment
+        is built (its ``message`` says so).
 
         >>> client.endpoints.create("churn", "churn@champion", wait=True)  # doctest: +SKIP
         """
@@ -184,16 +194,18 @@ class EndpointsClient:
                 "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
                 "max_body": max_body, "capture_percent": capture_percent,
                 "capture_table": capture_table, "cluster": cluster, "public": public,
-                "project": project}
+                "project": project, "env": env}
         info: dict[str, Any] = self._t.json("POST", "/api/v1/endpoints", json=body)
         return self[name].wait(timeout) if wait else info
 
     def batch(self, *, model: str, table: str, output: str, mode: str = "overwrite",
               prediction_column: str = "prediction", cluster: str = "local", cpus: float = 1,
-              memory: str | None = None) -> Any:
+              memory: str | None = None, env: str | None = None) -> Any:
         """Score every row of ``table`` with ``model`` (``NAME:VERSION``, ``NAME@ALIAS`` or
         ``NAME``) as a job, writing the table's columns and the predictions to ``output``.
         The model and the table are pinned to versions now. Returns the job (``.wait()``).
+        ``env``: where the model runs, as for :meth:`create` (the job runs in that
+        environment; a requirement of the model that cannot be met is refused now).
 
         >>> client.endpoints.batch(model="churn:3", table="sales.orders@v5",
         ...                        output="sales.scored").wait()  # doctest: +SKIP
@@ -221,13 +233,24 @@ class EndpointsClient:
                    prediction_column]
         from cumulo.compute.sdk import JobsClient
 
+        packages: dict[str, Any] = {}  # the job's environment: the server's by default
+        if env is None or env == "model":  # chosen (and resolved) by the server
+            chosen = self._t.json(
+                "POST", f"/api/v1/endpoints/-/environment/{quote(name, safe='')}/{version}",
+                json={"env": env}, timeout=600)
+            if chosen["env"] == "model":
+                packages = {"requirements": chosen["requirements"].splitlines(),
+                            "python": chosen["python"]}
+        elif env != "server":
+            packages = {"environment": env}
+
         # MLflow draws a progress bar while it downloads the model: in a job's log it is a
         # line of carriage returns. The job's own steps say the same.
         return JobsClient(self._t).run(
             command=command, inputs={"data": pinned}, cluster=cluster, cpus=cpus,
             memory=memory, env={"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"},
             name=f"batch {name}:{version} {source.name}",
-            tags=["batch-predictions", f"model={name}"])
+            tags=["batch-predictions", f"model={name}"], **packages)
 
     def runtime(self) -> dict[str, Any]:
         """The serving runtime: whether replicas start from its fork server yet."""
@@ -257,11 +280,12 @@ class Transformer:
 
     def __init__(self, transport: Transport, model: str, *,
                  prediction_column: str = "prediction", cluster: str = "local",
-                 cpus: float = 1, memory: str | None = None) -> None:
+                 cpus: float = 1, memory: str | None = None, env: str | None = None) -> None:
         self._endpoints = EndpointsClient(transport)
         self.model = model
         self.options: dict[str, Any] = {"prediction_column": prediction_column,
-                                        "cluster": cluster, "cpus": cpus, "memory": memory}
+                                        "cluster": cluster, "cpus": cpus, "memory": memory,
+                                        "env": env}
         self.job: Any = None  # the last transform's job
 
     def __repr__(self) -> str:

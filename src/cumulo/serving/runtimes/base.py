@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.access import projects
 from cumulo.config import Settings
@@ -28,6 +28,7 @@ from cumulo.serving.metrics import summarize
 from cumulo.serving.models import Endpoint
 
 if TYPE_CHECKING:
+    from cumulo.compute.environments.service import Builder
     from cumulo.serving.allowed import AllowedTokens
     from cumulo.serving.runtimes.local import Launcher
 
@@ -47,6 +48,8 @@ class Manager(Protocol):
     launcher: Launcher  # starts local replica processes
     allowed: AllowedTokens  # the live tokens replicas check invocations against
     served_names: list[str]  # Host names replicas answer under besides their own address
+    sessions: sessionmaker[Session]  # for work off the manager's thread (an environment's)
+    envs: Builder | None  # builds the environments models run in; None: the server's only
 
     def notify(self) -> None:
         """Step the endpoints now (a replica is ready or gone, a deploy ended)."""

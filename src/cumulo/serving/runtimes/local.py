@@ -11,6 +11,12 @@ Replicas start as forks of the serving fork server (:class:`Launcher`, on
 :mod:`cumulo.forkserver`), which imported ``PRELOAD`` once when the control plane started;
 until it is ready, or if it died, as new processes.
 
+An endpoint whose models run in an environment of their own (:mod:`cumulo.serving.
+environments`: the model's recorded requirements, or a named environment) has it resolved and
+built in the fetch thread, while the endpoint stays ``creating`` and says so; its replicas then
+start with that environment's interpreter: forked from the environment's own fork server
+(started then, and kept while endpoints use it) once it is ready, as new processes until then.
+
 The socket listens on the control plane's host (``host``: loopback unless ``cumulo up --host``
 says otherwise). Each replica checks every invocation's Host header and token itself
 (:mod:`cumulo.serving.gate`), against the live tokens the manager writes to one file for all
@@ -35,6 +41,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -43,9 +50,11 @@ from sqlalchemy.orm import Session
 
 from cumulo.config import child_env
 from cumulo.db import utcnow
+from cumulo.errors import Conflict, CumuloError
 from cumulo.forkserver import Forked, ForkServer
 from cumulo.serving import autoscaler
 from cumulo.serving.capture import CaptureBuffer
+from cumulo.serving.environments import Choice
 from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes.base import Manager, RuntimeBase
 
@@ -54,6 +63,7 @@ __all__ = ["PRELOAD", "Launcher", "LocalRuntime"]
 log = logging.getLogger("cumulo.serving")
 
 STOP_GRACE = 30.0  # seconds a stopping replica has to finish its requests before SIGKILL
+ENV_FORKS_IDLE = 600.0  # seconds an environment's fork server outlives its last endpoint
 MEMORY_SAMPLE = 10.0  # seconds between reads of a replica's resident memory, for metering
 # What a replica imports before its model, preloaded by the serving fork server: its own
 # stack, MLflow's pyfunc loader and the libraries of the usual models. Those not installed are
@@ -68,7 +78,9 @@ PRELOAD = ("numpy", "pandas", "pyarrow", "sklearn", "sklearn.linear_model", "skl
 
 class Launcher:
     """Starts replica processes, for every local endpoint: forked from the serving fork
-    server when it is ready (:meth:`start_fork_server`), else as new processes."""
+    server when it is ready (:meth:`start_fork_server`), else as new processes. A replica in
+    an environment of its own starts with that environment's interpreter, forked from the
+    environment's fork server once it has one (:meth:`hold`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -76,33 +88,90 @@ class Launcher:
         self.env = child_env({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                               "MKL_NUM_THREADS": "1"})
         self.forks: ForkServer | None = None
+        self.preload = False  # replicas fork from fork servers (setting serving_preload)
+        self._lock = threading.Lock()
+        self._env_forks: dict[str, ForkServer] = {}  # by an environment's interpreter
+        self._holders: dict[str, int] = {}  # endpoints whose replicas run in it
+        self._unheld: dict[str, float] = {}  # since when none has (time.monotonic())
 
     def start_fork_server(self) -> None:
+        self.preload = True
         self.forks = ForkServer(PRELOAD, env=self.env, log_path=self.root / "zygote.log",
                                 name="serving fork server")
 
-    def launch(self, sock: socket.socket, config: Path) -> subprocess.Popen[bytes] | Forked:
-        """A replica serving ``sock`` with the configuration at ``config``; its stderr goes to
-        ``replicas.log`` beside it, its stdout (ready, failed, stats) to a pipe."""
+    def launch(self, sock: socket.socket, config: Path, *,
+               python: str | None = None) -> subprocess.Popen[bytes] | Forked:
+        """A replica serving ``sock`` with the configuration at ``config``, in the
+        environment of ``python`` (None: the server's); its stderr goes to ``replicas.log``
+        beside it, its stdout (ready, failed, stats) to a pipe."""
         log_path = config.parent / "replicas.log"
         proc: subprocess.Popen[bytes] | Forked | None = None
-        if self.forks is not None and self.forks.usable:
+        with self._lock:
+            forks = self.forks if python is None else self._env_forks.get(python)
+        if forks is not None and forks.usable:
             with open(log_path, "ab") as err:
-                proc = self.forks.start("cumulo.serving.worker:forked",
-                                        {"config": str(config)}, fds=[sock.fileno()],
-                                        stderr=err.fileno(), pipe_stdout=True)
+                proc = forks.start("cumulo.serving.worker:forked",
+                                   {"config": str(config)}, fds=[sock.fileno()],
+                                   stderr=err.fileno(), pipe_stdout=True)
         if proc is None:
             with open(log_path, "ab") as err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "cumulo.serving.worker", "--fd",
+                    [python or sys.executable, "-m", "cumulo.serving.worker", "--fd",
                      str(sock.fileno()), "--config", str(config)],
                     pass_fds=[sock.fileno()], stdout=subprocess.PIPE, stderr=err,
                     env=self.env, start_new_session=True)
         return proc
 
+    def hold(self, python: str) -> None:
+        """An endpoint's replicas run in the environment of ``python``: it gets a fork server
+        of its own (when replicas fork at all), kept until no endpoint has used it for
+        ``ENV_FORKS_IDLE`` seconds, so that its replicas, and the next endpoint in it, start
+        in well under a second."""
+        with self._lock:
+            self._holders[python] = self._holders.get(python, 0) + 1
+            self._unheld.pop(python, None)
+            forks = self._env_forks.get(python)
+            if not self.preload or (forks is not None and forks.state in ("starting", "ready")):
+                return
+            if forks is not None:
+                forks.stop()
+            self._env_forks[python] = ForkServer(
+                PRELOAD, env=self.env, log_path=self.root / "zygote.log", python=python,
+                name=f"serving fork server (environment {Path(python).parts[-3][:12]})")
+
+    def release(self, python: str) -> None:
+        """One endpoint fewer runs in the environment of ``python``."""
+        with self._lock:
+            left = self._holders.get(python, 0) - 1
+            if left > 0:
+                self._holders[python] = left
+                return
+            self._holders.pop(python, None)
+            self._unheld[python] = time.monotonic()
+
+    def tend(self) -> None:
+        """Let go of the fork servers of environments no endpoint has used for a while."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [p for p, since in self._unheld.items() if now - since > ENV_FORKS_IDLE]
+            gone = [self._env_forks.pop(p) for p in idle if p in self._env_forks]
+            for python in idle:
+                del self._unheld[python]
+        for forks in gone:
+            forks.stop()
+
+    def describe_envs(self) -> dict[str, Any]:
+        """The environments' fork servers, by environment (a digest's first 12 characters)."""
+        with self._lock:
+            return {Path(p).parts[-3][:12]: f.describe() for p, f in self._env_forks.items()}
+
     def stop(self) -> None:
-        if self.forks is not None:
-            self.forks.stop()
+        with self._lock:
+            servers = [self.forks, *self._env_forks.values()]
+            self._env_forks.clear()
+        for forks in servers:
+            if forks is not None:
+                forks.stop()
 
 
 @dataclass(eq=False)
@@ -153,6 +222,16 @@ class LocalRuntime(RuntimeBase):
         self.config_path: Path | None = None
         self.generation = 0  # of the replica config written last
         self._fetch: threading.Thread | None = None
+        self.project_id = endpoint.project_id  # environments it resolves are the project's
+        # Where each variant runs, by what decides it (_choice_key); the environment the
+        # replicas run in (None: the server's) and its interpreter.
+        self.choices: dict[tuple[Any, ...], Choice] = {}
+        self.environment: str | None = None
+        self.interpreter: str | None = None
+        self.note: str | None = None  # what the endpoint waits for while it is created
+        self._held: str | None = None  # the interpreter whose fork server is kept for it
+        self._closed = False  # guarded by _hold, with _held: the fetch thread may hold late
+        self._hold = threading.Lock()
         self.configure(endpoint)
 
     @classmethod
@@ -169,7 +248,12 @@ class LocalRuntime(RuntimeBase):
                     "max_batch_size": endpoint.max_batch_size,
                     "max_wait_ms": endpoint.max_wait_ms, "max_body": endpoint.max_body,
                     "capture_percent": endpoint.capture_percent, "public": endpoint.public}
-        wanted = json.dumps(settings, sort_keys=True)
+        # The environment each variant runs in is recorded on the row as it is chosen
+        # (_record): not a change of settings.
+        asked = {**settings, "variants": [{k: v for k, v in variant.items()
+                                           if k != "environment"}
+                                          for variant in endpoint.variants]}
+        wanted = json.dumps(asked, sort_keys=True)
         self.capture.table = endpoint.capture_table
         if wanted == self.wanted or (self._fetch is not None and self._fetch.is_alive()):
             return
@@ -178,10 +262,69 @@ class LocalRuntime(RuntimeBase):
                                        daemon=True, name=f"fetch-{endpoint.name}")
         self._fetch.start()
 
+    def _environment(self, variants: list[dict[str, Any]],
+                     dirs: list[Path]) -> tuple[str | None, str | None]:
+        """The environment every variant runs in and its interpreter (None, None: the
+        server's), chosen, resolved and built now (this is the fetch thread: it may take the
+        build's time, while the endpoint says what it waits for)."""
+        from cumulo.serving import environments
+
+        def waiting(what: str) -> None:
+            self.note = what
+            self.manager.notify()
+
+        def resolving(name: str) -> Callable[[str], None]:
+            return lambda what: waiting(f"variant {name}: {what}")
+
+        alongside = self.environment if self.config_path is not None else None
+        chosen: dict[str, Choice] = {}
+        with self.manager.sessions() as session:
+            for variant, folder in zip(variants, dirs, strict=True):
+                key = _choice_key(variant)
+                if key not in self.choices:
+                    named = variant.get("env") not in (None, environments.SERVER,
+                                                       environments.MODEL)
+                    self.choices[key] = environments.choose(
+                        session, folder, env=variant.get("env"),
+                        digest=variant.get("environment") if named else None,
+                        alongside=alongside or next(
+                            (c.digest for c in chosen.values() if c.digest), None),
+                        project_id=self.project_id,
+                        waiting=resolving(variant["name"]))
+                chosen[variant["name"]] = self.choices[key]
+        digest = environments.endpoint_environment(chosen)
+        if self.config_path is not None and digest != self.environment:
+            now = (f"environment {self.environment[:12]}" if self.environment
+                   else "the server's environment")
+            raise Conflict(f"the endpoint's replicas run in {now} and this configuration needs "
+                           f"{environments.describe(next(iter(chosen.values())))}: an "
+                           "endpoint's environment stays what it was created with; serve "
+                           "the new model on a new endpoint")
+        if digest is None:
+            return None, None
+        if self.manager.envs is None:
+            raise Conflict("this control plane builds no environments; serve the model with "
+                           "--env server")
+        for name, choice in chosen.items():
+            if choice.note:
+                log.warning("endpoint %s, variant %s: %s", self.name, name, choice.note)
+        python = environments.interpreter(self.manager.envs, self.manager.sessions, digest,
+                                          waiting=waiting)
+        with self._hold:
+            if self._held is None and not self._closed:
+                # Its replicas fork from the environment's own fork server once that is ready
+                # (in a fraction of a second); it starts now, and is not waited for: on a busy
+                # machine importing its whole preload takes longer than a first replica
+                # started afresh.
+                self.manager.launcher.hold(python)
+                self._held = python
+        return digest, python
+
     def _write_config(self, settings: dict[str, Any], wanted: str) -> None:
         try:
             variants = settings["variants"]
             dirs = [self.manager.fetch(v["model"], v["version"]) for v in variants]
+            environment, interpreter = self._environment(variants, dirs)
             generation = self.generation + 1
             config = {
                 **settings, "stats_interval": 0.5, "generation": generation,
@@ -196,10 +339,15 @@ class LocalRuntime(RuntimeBase):
             tmp = folder / f".replica.json.{generation}"
             tmp.write_text(json.dumps(config, indent=1))
             tmp.replace(path)  # replicas see the whole new file or the old one
+            self.environment, self.interpreter, self.note = environment, interpreter, None
             self.variants, self.generation, self.config_path = variants, generation, path
         except Exception as exc:
-            log.warning("endpoint %s: fetching its models failed: %s", self.name, exc)
-            message = f"fetching the models failed: {exc}\n{traceback.format_exc()}"
+            if isinstance(exc, CumuloError):  # said for a person: no traceback
+                log.warning("endpoint %s: %s", self.name, exc.message)
+                message = exc.message
+            else:
+                log.warning("endpoint %s: fetching its models failed: %s", self.name, exc)
+                message = f"fetching the models failed: {exc}\n{traceback.format_exc()}"
             if self.config_path is None:
                 self.error = message
             else:
@@ -220,7 +368,8 @@ class LocalRuntime(RuntimeBase):
 
     def _spawn(self) -> Replica:
         assert self.config_path is not None
-        proc = self.manager.launcher.launch(self.sock, self.config_path)
+        proc = self.manager.launcher.launch(self.sock, self.config_path,
+                                            python=self.interpreter)
         now = time.time()
         replica = Replica(proc, now, metered_until=now, forked=isinstance(proc, Forked))
         replica.reader = threading.Thread(target=self._read, args=(replica,), daemon=True,
@@ -274,15 +423,32 @@ class LocalRuntime(RuntimeBase):
         """Move the endpoint towards its settings; record its state on the row."""
         if not self._settle(endpoint, session):
             return
-        if self.config_path is None:
-            return  # still fetching the models
+        self._record(endpoint)
+        if self.config_path is None:  # still fetching the models, or building their environment
+            if endpoint.state == "creating" and self.note and endpoint.message != self.note:
+                endpoint.message, endpoint.updated_at = self.note, utcnow()
+            return
         if not self._tend(endpoint, session):
             return  # it failed
         self._scale(endpoint)
         if endpoint.state == "creating" and any(r.ready.is_set() for r in self.replicas):
             endpoint.state, endpoint.updated_at = "in_service", utcnow()
+            endpoint.message = None  # what it waited for
         if endpoint.state == "updating" and endpoint.rollout:
             self._shift(endpoint)
+
+    def _record(self, endpoint: Endpoint) -> None:
+        """Write on each variant the environment it runs in, once chosen (``environment``:
+        a digest, or None for the server's), for show and for ``cumulo envs rm``."""
+        variants, changed = [], False
+        for variant in endpoint.variants:
+            choice = self.choices.get(_choice_key(variant))
+            if choice is not None and ("environment" not in variant
+                                       or variant["environment"] != choice.digest):
+                variant, changed = {**variant, "environment": choice.digest}, True
+            variants.append(variant)
+        if changed:
+            endpoint.variants = variants
 
     def _tend(self, endpoint: Endpoint, session: Session) -> bool:
         """Look at each replica: count those that ended, meter those that run, kill those
@@ -410,6 +576,11 @@ class LocalRuntime(RuntimeBase):
         a local endpoint leaves nothing behind)."""
         self.stop_replicas(session, endpoint)
         self.sock.close()
+        with self._hold:
+            self._closed = True
+            if self._held is not None:
+                self.manager.launcher.release(self._held)
+                self._held = None
 
     def reports(self, since: float) -> list[dict[str, Any]]:
         """What every replica, running or gone, reported after ``since`` (a time.time())."""
@@ -423,3 +594,12 @@ class LocalRuntime(RuntimeBase):
                               "started_at": r.started}
                              for r in self.replicas if r.proc.poll() is None],
                 "restarts": self.restarts, "scaling": list(self.scaling)}
+
+
+def _choice_key(variant: dict[str, Any]) -> tuple[Any, ...]:
+    """What decides where a variant runs: its model version and its env as asked (with a
+    named environment's digest)."""
+    env = variant.get("env")
+    named = env not in (None, "server", "model")
+    return (variant["name"], variant["model"], str(variant["version"]), env,
+            variant.get("environment") if named else None)
