@@ -55,7 +55,8 @@ def test_refusals_are_one_line(compute: Cumulo, code: Path) -> None:
         (["--entry", "ok.py", "--cpus", "999"], "at most"),
         (["--entry", "ok.py", "--max-runtime", "later"], "duration"),
         (["--entry", "ok.py", "--input", "x=nodb.t"], "input 'x'"),
-        (["--entry", "ok.py", "--env", "bad"], "NAME=VALUE"),
+        (["--entry", "ok.py", "--env", "=bad"], "NAME=VALUE"),
+        (["--entry", "ok.py", "--env", "bad"], "no environment 'bad'"),  # NAME: an environment
         (["--entry", "ok.py", "--cluster", "nowhere"], "no cluster"),
     ]:
         out = compute.cli("jobs", "run", "--code", str(code), *args)

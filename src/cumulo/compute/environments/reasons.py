@@ -29,6 +29,9 @@ _PACKAGE = re.compile(r"\b(?:of|for|require[sd]?|build|building|Failed to build|
                       r"Failed to download|Failed to fetch|Failed to install:?)\s+`?"
                       r"([A-Za-z0-9_.\-]+)", re.I)
 _TRACEBACK = "Traceback (most recent call last):"
+# What ends a traceback: its exception's line (``RuntimeError: ...``, ``KeyboardInterrupt``).
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)"
+                        r"\b(?::|$)|^[A-Za-z_][\w.]*: ")
 MAX_CHARS = 1500
 BLOCK_LINES = 3  # of a build's output: its last lines (a traceback counts as its exception)
 
@@ -55,8 +58,9 @@ def reason(stderr: str) -> str:
             block, block_indent, traceback_indent = [], indent, -1
             continue
         if block is not None and (not stripped or indent >= block_indent):
-            if traceback_indent >= 0 and (not stripped or indent > traceback_indent):
-                continue  # a frame of the traceback
+            if traceback_indent >= 0 and (not stripped or indent > traceback_indent
+                                          or not _EXCEPTION.match(stripped)):
+                continue  # a frame of the traceback (uv may wrap a frame's long lines)
             traceback_indent = -1
             if stripped == _TRACEBACK:
                 traceback_indent = indent
