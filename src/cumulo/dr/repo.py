@@ -369,15 +369,6 @@ def _s3_client() -> Any:
                         aws_secret_access_key=s3.secret_access_key)
 
 
-def folder_size(root: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
-
-
 def free_bytes(root: Path) -> int:
     probe = root
     while not probe.exists():
