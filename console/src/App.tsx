@@ -22,6 +22,7 @@ const Policies = lazy(() => import("./pages/Policies"));
 const Access = lazy(() => import("./pages/Access"));
 const Projects = lazy(() => import("./pages/Projects"));
 const Audit = lazy(() => import("./pages/Audit"));
+const Backups = lazy(() => import("./pages/Backups"));
 
 /** Who is signed in, and the menu entries they may open. */
 interface Session { me: Me; shown: Set<string> }
@@ -170,6 +171,7 @@ function Shell({ session: { me, shown }, onSignOut }: { session: Session; onSign
             <Route path="/access" element={<Access />} />
             <Route path="/projects/*" element={<Projects />} />
             <Route path="/audit" element={<Audit />} />
+            <Route path="/backups" element={<Backups />} />
             <Route path="*" element={<ErrorBox error={`No page at ${location.pathname}`} />} />
           </Routes>
         </Suspense>

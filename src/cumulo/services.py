@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cumulo.access.trail import Trail
     from cumulo.compute.supervisor import Supervisor
     from cumulo.config import Settings
+    from cumulo.dr.schedules import BackupScheduler
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.forward import Forwarder
@@ -48,6 +49,7 @@ class Services:
     mlflow_http: httpx.AsyncClient  # to the tracking server, for /mlflow
     endpoints_forward: Forwarder  # to replicas, for /endpoints/NAME/invocations: kept-alive
     trail: Trail  # refusals and changes, on their way to the audit log
+    backups: BackupScheduler  # backup schedules, and backups run now
 
 
 def services(request: Request) -> Services:

@@ -73,7 +73,7 @@ def test_a_phone_sized_screen_has_a_menu(phone_page, shot) -> None:  # type: ign
 
 
 def test_the_server_serves_the_app_with_a_strict_policy(console_server: Cumulo) -> None:
-    for path in ("/", "/tables/sales/orders", "/pipelines/churn"):
+    for path in ("/", "/tables/sales/orders", "/pipelines/churn", "/backups"):
         answer = httpx.get(console_server.url + path)
         assert answer.status_code == 200
         assert '<div id="root">' in answer.text

@@ -1,34 +1,16 @@
-"""Schedules and table triggers: the missed-run policies, and real runs they start."""
+"""Schedules and table triggers: the runs they start (missed-run policies: tests/test_cron.py)."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from cumulo.errors import Conflict, Invalid, NotFound
-from cumulo.pipelines.schedules import due_times
 from tests.pipelines.conftest import customer_rows
 from tests.pipelines.test_runs import DATA_PIPELINE
 from tests.services import Cumulo
-
-T = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-
-
-def test_missed_cron_times_follow_the_policy() -> None:
-    hourly = "0 * * * *"
-    assert due_times(hourly, T, T.replace(minute=59), "latest") == []
-    # Down from 10:00 to 13:30: three times were missed.
-    now = T.replace(hour=13, minute=30)
-    assert due_times(hourly, T, now, "latest") == [T.replace(hour=13)]
-    assert due_times(hourly, T, now, "all") == [T.replace(hour=h) for h in (11, 12, 13)]
-    assert due_times(hourly, T, now, "skip") == []  # 13:00 is 30 minutes late
-    on_time = T.replace(hour=13, second=20)
-    assert due_times(hourly, T, on_time, "skip") == [T.replace(hour=13)]
-    every_minute = due_times("* * * * *", T, T.replace(hour=14), "all")
-    assert len(every_minute) == 10 and every_minute[-1] == T.replace(hour=14)  # capped
 
 
 def _until(check: Any, seconds: float, what: str) -> Any:

@@ -27,6 +27,7 @@ const ADMINISTRATION: Entry[] = [
   { to: "/access", label: "Access", needs: [["policies:List", "policy/*"], ["access:Check", "user/*"]] },
   { to: "/projects", label: "Projects", needs: [["projects:List", "project/*"]] },
   { to: "/audit", label: "Audit log", needs: [["audit:Read", "audit"]] },
+  { to: "/backups", label: "Backups", needs: [["backups:List", "backup/*"]] },
 ];
 
 /** The addresses of the entries the caller may open. */

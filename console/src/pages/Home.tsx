@@ -2,10 +2,11 @@
 import { Link } from "react-router-dom";
 import { get } from "../api";
 import { Empty, ErrorBox, Loading, PageHeader, State } from "../components/ErrorBox";
-import { bytes, dollars, number, when } from "../format";
+import { bytes, dollars, number, seconds, when } from "../format";
 import { useApi } from "../hooks";
 import { duration, isActive, isAwsList, Job, Prices, Table, useNow } from "./jobs/shared";
 import { apiPath } from "./endpoints/shared";
+import type { BackupRun } from "./Backups";
 import "./Home.css";
 
 /** Bytes stored by area; an area is null when the storage could not list it. */
@@ -21,6 +22,14 @@ interface Status {
   version: string;
   storage: { kind: string; buckets: number; objects: number; bytes: number; used: StorageUse };
   compute: { clusters: number; running: number; queued: number };
+  backups?: Backups | null;  // null for callers who may not list backups
+}
+/** The backup schedules' standing: each failing one's latest failed backup or drill. */
+interface Backups {
+  schedules: number;
+  last_backup_at: string | null;
+  last_drill: BackupRun | null;
+  failing: { schedule: string; kind: string; error: string; at: string }[];
 }
 interface Endpoint {
   name: string;
@@ -40,12 +49,31 @@ const areas = (used: StorageUse) => AREAS.map(([key, label]) => {
   return n === null ? `${label} not counted` : `${label} ${bytes(n)}`;
 });
 
+/** How long ago: "4 min ago", "3 h ago", "2 d ago". */
+function ago(iso: string): string {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+const backupsOf = (schedule: string) => `/backups?schedule=${encodeURIComponent(schedule)}`;
+
 const MOST_ENDPOINTS = 20; // endpoints whose traffic is asked for on each refresh
 const live = (e: Endpoint) => e.variants.filter((v) => !v.shadow);
 const share = (e: Endpoint, weight: number) => {
   const total = live(e).reduce((sum, v) => sum + v.weight, 0);
   return total ? `${Math.round((weight / total) * 100)}%` : "0%";
 };
+
+function drillText(b: Backups): string {
+  const schedules = `${b.schedules} schedule${b.schedules === 1 ? "" : "s"}`;
+  const d = b.last_drill;
+  if (!d) return `${schedules} · no drill yet`;
+  if (d.state !== "succeeded") return `${schedules} · last drill ${d.state}`;
+  return `${schedules} · last drill RPO ${seconds(d.rpo_seconds)}, RTO ${seconds(d.rto_seconds)}`;
+}
 
 export default function Home() {
   const home = useApi(async (signal) => {
@@ -83,6 +111,19 @@ export default function Home() {
         <span className="muted ops-small">Cumulo {status.version} · refreshes every 5 s</span>
       </PageHeader>
       <ErrorBox error={home.error} />
+      {!!status.backups?.failing.length && (
+        <div className="error home-backups" role="alert" aria-label="Backups failing">
+          <strong>Backups failing</strong>
+          <ul>
+            {status.backups.failing.map((f) => (
+              <li key={`${f.schedule} ${f.kind}`}>
+                The last {f.kind} of schedule <Link to={backupsOf(f.schedule)}>{f.schedule}</Link> failed
+                {f.at && <> {ago(f.at)}</>}: <span className="home-backups-error">{f.error || "no reason given"}</span>
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
       <div className="cards home-cards">
         <Link className="card" to="/files" title={`Counted at ${when(status.storage.used.counted_at)}, at most every 30 s`}
               aria-label={`Storage: ${bytes(status.storage.used.total)} used (${areas(status.storage.used).join(", ")})`}>
@@ -110,6 +151,14 @@ export default function Home() {
           <div className="value">{dollars(costs.total.cost_usd)}</div>
           <div className="sub">{isAwsList(costs.prices) ? "at AWS on-demand list prices" : "at this server's price sheet"}</div>
         </Link>
+        {!!status.backups?.schedules && (
+          <Link className="card" to="/backups" title={status.backups.last_backup_at ? when(status.backups.last_backup_at) : undefined}
+                aria-label={`Last backup: ${status.backups.last_backup_at ? ago(status.backups.last_backup_at) : "none yet"}`}>
+            <div className="label">Last backup</div>
+            <div className="value">{status.backups.last_backup_at ? ago(status.backups.last_backup_at) : "none yet"}</div>
+            <div className="sub">{drillText(status.backups)}</div>
+          </Link>
+        )}
       </div>
 
       <div className="columns">

@@ -98,6 +98,11 @@ ACTIONS: dict[str, str] = {
     "projects:Read": "show a project",
     "projects:Manage": "create, change and remove projects and their members",
     "access:Check": "simulate a decision with the policy simulator",
+    "backups:List": "list backup schedules, their runs and the backups they made",
+    "backups:Read": "show what a backup holds",
+    "backups:Schedule": "create or remove a backup schedule",
+    "backups:Run": "back up (or drill) now",
+    "backups:Restore": "put one bucket, table, model version or pipeline back from a backup",
     "audit:Read": "read the audit log",
     "audit:Verify": "verify the audit log's hash chain",
 }
@@ -107,6 +112,7 @@ SERVICES: frozenset[str] = frozenset(name.split(":", 1)[0] for name in ACTIONS)
 RESOURCE_KINDS: tuple[str, ...] = (
     "bucket", "table", "database", "sql", "query", "cluster", "job", "env", "model", "experiment",
     "endpoint", "pipeline", "user", "group", "policy", "project", "token", "audit",
+    "backup",
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -209,4 +211,27 @@ def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
     cp = s["compute"]
     table.add_row("compute", f"{cp['clusters']} cluster(s), {cp['running']} job(s) running, "
                              f"{cp['queued']} queued")
+    _backups_rows(table, s.get("backups"))
     console.print(table)
+
+
+def _backups_rows(table: Table, b: dict[str, Any] | None) -> None:
+    """The backups' lines of ``cumulo status``: when the last one succeeded, the last drill's
+    figures, and each failing schedule in red."""
+    from cumulo.cli.output import when
+
+    if b is None:
+        return
+    if not b["schedules"]:
+        table.add_row("backups", "no schedule ('cumulo backup schedule --cron ... --to ...')")
+        return
+    last = when(b["last_backup_at"]) if b["last_backup_at"] else "none yet"
+    table.add_row("backups", f"{b['schedules']} schedule(s); last backup {last}")
+    drill = b.get("last_drill")
+    if drill:
+        figures = (f"RPO {drill['rpo_seconds']:.0f}s, RTO {drill['rto_seconds']:.1f}s"
+                   if drill["rto_seconds"] is not None else "")
+        table.add_row("", f"last drill {drill['state']} {when(drill['finished_at'])} {figures}")
+    for f in b["failing"]:
+        table.add_row("", f"[red]FAILING: {escape(f['schedule'])}: {f['kind']} at "
+                          f"{when(f['at'])}: {escape(f['error'])}[/red]")

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cumulo.access.sdk import TokensClient
     from cumulo.compute.environments.sdk import EnvsClient
     from cumulo.compute.sdk import ClustersClient, JobsClient
+    from cumulo.dr.sdk import BackupsClient
     from cumulo.lake.sdk import SqlClient, TablesClient
     from cumulo.metering.sdk import CostsClient
     from cumulo.ml.sdk import ModelsClient
@@ -130,6 +131,12 @@ class Client:
         from cumulo.compute.environments.sdk import EnvsClient
 
         return EnvsClient(self.transport)
+
+    @cached_property
+    def backups(self) -> BackupsClient:
+        from cumulo.dr.sdk import BackupsClient
+
+        return BackupsClient(self.transport)
 
     @cached_property
     def jobs(self) -> JobsClient:

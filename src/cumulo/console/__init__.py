@@ -6,9 +6,9 @@ talks to nothing but the public REST API of the server that served it: its Conte
 forbids requests to any other host.
 
 Pages live at ``/``, ``/files``, ``/tables``, ``/sql``, ``/jobs``, ``/models``, ``/endpoints``,
-``/pipelines``, ``/costs``, and for identity and access ``/users``, ``/groups``, ``/roles``,
-``/policies``, ``/access``, ``/projects`` and ``/audit`` (and paths below them): each answers
-the app's ``index.html``, and the app's router shows the page. Built files are under
+``/pipelines``, ``/costs``, ``/backups``, and for identity and access ``/users``, ``/groups``,
+``/roles``, ``/policies``, ``/access``, ``/projects`` and ``/audit`` (and paths below them): each
+answers the app's ``index.html``, and the app's router shows the page. Built files are under
 ``/assets``, named by their content, so a browser may keep them for good.
 """
 
@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 __all__ = ["SECTIONS", "built_dir", "mount"]
 
 SECTIONS = ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "costs", "users",
-            "groups", "roles", "policies", "access", "projects", "audit")
+            "groups", "roles", "policies", "access", "projects", "audit", "backups")
 BUILT = Path(__file__).parent / "dist"
 # Scripts and styles from this server only, requests to this server only, never framed.
 # Inline styles are allowed: the pipeline designer's canvas positions its nodes with them.

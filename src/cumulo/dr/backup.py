@@ -1,13 +1,17 @@
 """Backing up a Cumulo home, checking a backup, and restoring it.
 
-A backup is one moment: the metadata database and MLflow's are copied first, each with SQLite's
-online backup (a consistent copy while the server keeps writing), and that moment is the
-backup's time. Then every storage prefix a service declares (:mod:`cumulo.state`) is copied,
-cut into chunks that are stored once (:mod:`cumulo.dr.repo`). What was written after the moment
-is left out where it would disagree with the databases: a Delta table's log entries past the
-version it had at the moment (the table is restored as it was then; data files only a later
-version names are harmless extras). A file seen in the previous backup with the same size and
-modification time is taken from it without being read again, as restic does.
+A backup is one moment: the metadata database and MLflow's are copied first, and that moment is
+the backup's time. SQLite files are copied with SQLite's online backup (a consistent copy while
+the server keeps writing); a PostgreSQL database is read in one read-only snapshot into SQLite
+files of the same shape (:mod:`cumulo.dr.sources`), so that a backup is the same whatever the
+home runs on. Then every storage prefix a service declares (:mod:`cumulo.state`) is copied from
+the storage root (a folder, or an S3 bucket's prefix), cut into chunks that are stored once
+(:mod:`cumulo.dr.repo`). What was written after the moment is left out where it would disagree
+with the databases: a Delta table's log entries past the version it had at the moment (the table
+is restored as it was then; data files only a later version names are harmless extras), and a
+bucket's object the catalog copy does not name. A file seen in the previous backup with the same
+size and modification time (and, for an object, ETag) is taken from it without being read
+again, as restic does.
 
 Restore writes a home: the databases, and the storage root's files, each piece checked against
 its checksum. A missing or corrupt piece does not stop the rest: the files it belongs to are
@@ -20,7 +24,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import secrets
 import sqlite3
 import tempfile
@@ -35,12 +38,20 @@ from typing import Any
 
 from cumulo.config import Settings
 from cumulo.dr.repo import CHUNK_SIZE, CorruptChunk, Repository
+from cumulo.dr.sources import (
+    LOG_ENTRY,
+    Reader,
+    Source,
+    copy_postgres,
+    open_source,
+    walk_files,
+)
 from cumulo.errors import Conflict, Invalid, Unavailable
+from cumulo.storage.backends import Blob
 
 __all__ = ["Problem", "Progress", "create_backup", "restore_backup", "restore_manifest",
            "verify_backup"]
 
-_LOG_ENTRY = re.compile(r"^(\d{20})\.json$")
 WORKERS = max(2, min(4, os.cpu_count() or 2))  # files backed up or restored at once
 
 Progress = Callable[[str, int, int], None]  # (what, files done, bytes done)
@@ -80,6 +91,7 @@ def load_declarations() -> None:
     its state is not backed up."""
     import cumulo.access.models
     import cumulo.compute.models
+    import cumulo.dr.models
     import cumulo.lake.models
     import cumulo.metering.models
     import cumulo.ml.models
@@ -88,25 +100,32 @@ def load_declarations() -> None:
     import cumulo.storage.models  # noqa: F401
 
 
+def _store(repo: Repository, f: Reader, stats: dict[str, int], *,
+           digest: bool = False) -> tuple[list[str], str | None]:
+    """Store what ``f`` reads, in pieces: their ids, and (``digest``) the SHA-256 of the
+    whole."""
+    chunks: list[str] = []
+    whole = hashlib.sha256() if digest else None
+    while True:
+        data = f.read(CHUNK_SIZE)
+        if not data and chunks:
+            break
+        if whole is not None:
+            whole.update(data)
+        chunk, written = repo.put(data)
+        chunks.append(chunk)
+        stats["stored"] += written
+        stats["new_chunks"] += 1 if written else 0
+        if len(data) < CHUNK_SIZE:
+            break
+    return chunks, whole.hexdigest() if whole is not None else None
+
+
 def _store_file(repo: Repository, path: Path, stats: dict[str, int], *,
                 digest: bool = False) -> tuple[list[str], str | None]:
     """Store a file's pieces: their ids, and (``digest``) the SHA-256 of the whole."""
-    chunks: list[str] = []
-    whole = hashlib.sha256() if digest else None
     with open(path, "rb") as f:
-        while True:
-            data = f.read(CHUNK_SIZE)
-            if not data and chunks:
-                break
-            if whole is not None:
-                whole.update(data)
-            chunk, written = repo.put(data)
-            chunks.append(chunk)
-            stats["stored"] += written
-            stats["new_chunks"] += 1 if written else 0
-            if len(data) < CHUNK_SIZE:
-                break
-    return chunks, whole.hexdigest() if whole is not None else None
+        return _store(repo, f, stats, digest=digest)
 
 
 def _objects(db: Path) -> dict[str, tuple[int, str]]:
@@ -147,24 +166,7 @@ def _reconcile(db: Path, objects: dict[str, tuple[int, str]],
     return changed
 
 
-def _walk(root: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
-    """Files under ``root/prefix`` (relative paths from ``root``), links not followed."""
-    base = root / prefix
-    if not base.is_dir():
-        return
-    for dirpath, dirs, files in os.walk(base):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".tmp"))
-        for name in sorted(files):
-            full = Path(dirpath) / name
-            try:
-                st = full.lstat()
-            except FileNotFoundError:
-                continue  # removed while walked
-            if not os.path.islink(full):
-                yield str(full.relative_to(root)), st
-
-
-def _lake_cutoffs(db: Path, storage: Path) -> dict[str, int]:
+def _lake_cutoffs(db: Path, source: Source) -> dict[str, int]:
     """Each Delta table's latest log version at the moment of the backup (by location)."""
     cutoffs: dict[str, int] = {}
     con = sqlite3.connect(db)
@@ -175,10 +177,7 @@ def _lake_cutoffs(db: Path, storage: Path) -> dict[str, int]:
     finally:
         con.close()
     for location in locations:
-        log = storage / location / "_delta_log"
-        versions = [int(m.group(1)) for p in (log.iterdir() if log.is_dir() else [])
-                    if (m := _LOG_ENTRY.match(p.name))]
-        cutoffs[location.rstrip("/")] = max(versions) if versions else -1
+        cutoffs[location.rstrip("/")] = max(source.log_versions(location), default=-1)
     return cutoffs
 
 
@@ -186,7 +185,7 @@ def _after_cutoff(path: str, cutoffs: dict[str, int]) -> bool:
     head, sep, name = path.rpartition("/_delta_log/")
     if not sep:
         return False
-    match = _LOG_ENTRY.match(name)
+    match = LOG_ENTRY.match(name)
     return match is not None and head in cutoffs and int(match.group(1)) > cutoffs[head]
 
 
@@ -210,98 +209,58 @@ def create_backup(settings: Settings, repo: Repository, *,
             "up to a bigger target") from exc
 
 
+def _copy_databases(settings: Settings, dest: Path) -> tuple[list[str], datetime]:
+    """The moment: every database copied into ``dest``, first, one after the other (from
+    SQLite files with SQLite's online backup; from PostgreSQL in one snapshot). The names
+    copied, and the moment."""
+    from cumulo.state import declared
+
+    db_path = _sqlite_path(settings.database_url)
+    moment = None
+    if db_path is None:
+        names, moment = copy_postgres(settings.database_url, dest)
+        covered = {"cumulo.db", "mlflow.db"}  # MLflow's is on PostgreSQL too
+    else:
+        if not db_path.is_file():
+            raise Invalid(f"no Cumulo database at {db_path}; is --home the server's home?")
+        _copy_sqlite(db_path, dest / "cumulo.db")
+        names, covered = ["cumulo.db"], {"cumulo.db"}
+    for name in sorted({n for h in declared().values() for n in h.databases} - covered):
+        found = settings.home / name
+        if found.is_file():
+            _copy_sqlite(found, dest / name)
+            names.append(name)
+    # SQLite's online backup copies a database as it is when the copy ends: the moment is
+    # after the last one.
+    return names, moment or datetime.now(UTC)
+
+
 def _create_backup(settings: Settings, repo: Repository, *,
                    progress: Progress = _quiet) -> dict[str, Any]:
     import cumulo
     from cumulo.state import declared
 
     load_declarations()
-
     started = time.monotonic()
-    db_path = _sqlite_path(settings.database_url)
-    if db_path is None:
-        raise Invalid("backups of a PostgreSQL metadata database are not built yet; back up "
-                      "PostgreSQL with pg_dump (or its point-in-time recovery) beside "
-                      "'cumulo backup create' of the storage")
-    if not settings.storage_url.startswith(("file://", "/")) and "://" in settings.storage_url:
-        raise Invalid("backups of s3:// storage are not built yet; this backs up a home whose "
-                      "storage is a local folder")
-    storage = Path(settings.storage_url.removeprefix("file://"))
-    if not db_path.is_file():
-        raise Invalid(f"no Cumulo database at {db_path}; is --home the server's home?")
-    holdings = declared()
+    source = open_source(settings)
+    prefixes = sorted({p for h in declared().values() for p in h.prefixes})
     stats = {"stored": 0, "new_chunks": 0, "files": 0, "bytes": 0, "reused": 0}
-    previous = _previous_files(repo)
     databases: dict[str, Any] = {}
-    files: list[dict[str, Any]] = []
-    prefixes = sorted({p for h in holdings.values() for p in h.prefixes})
     with tempfile.TemporaryDirectory(prefix="cumulo-backup-") as tmp:
-        # The moment: every database copied at once, one after the other, first.
-        copies = {"cumulo.db": db_path}
-        for h in holdings.values():
-            for name in h.databases:
-                found = settings.home / name
-                if name != "cumulo.db" and found.is_file():
-                    copies[name] = found
-        for name, source in copies.items():
-            _copy_sqlite(source, Path(tmp) / name)
-        moment = datetime.now(UTC)
+        names, moment = _copy_databases(settings, Path(tmp))
         progress("databases", 0, 0)
         meta = Path(tmp) / "cumulo.db"
-        cutoffs = _lake_cutoffs(meta, storage)
+        cutoffs = _lake_cutoffs(meta, source)
         objects = _objects(meta)
-        wanted: list[tuple[str, os.stat_result]] = []
-        for prefix in prefixes:
-            for rel, st in _walk(storage, prefix):
-                if _after_cutoff(rel, cutoffs):
-                    continue  # committed after the moment: not in this backup
-                if rel.startswith("buckets/") and rel not in objects:
-                    continue  # an object made after the moment (or an upload's leftover)
-                wanted.append((rel, st))
-        lock = threading.Lock()
-
-        def one(item: tuple[str, os.stat_result]) -> dict[str, Any] | None:
-            rel, st = item
-            entry: dict[str, Any] = {"path": rel, "size": st.st_size,
-                                     "mtime_ns": st.st_mtime_ns}
-            before = previous.get(rel)
-            mine = {"stored": 0, "new_chunks": 0, "reused": 0}
-            if before and before["size"] == st.st_size and \
-                    before["mtime_ns"] == st.st_mtime_ns and \
-                    all(repo.has(c) for c in before["chunks"]):
-                entry["chunks"] = before["chunks"]
-                if "sha256" in before:
-                    entry["sha256"] = before["sha256"]
-                mine["reused"] = 1
-            else:
-                # An object's whole SHA-256 is needed only if it was written after the
-                # moment (then the catalog copy is made to agree): else it is the catalog's.
-                later = rel.startswith("buckets/") and st.st_mtime > moment.timestamp() - 1
-                try:
-                    entry["chunks"], sha = _store_file(repo, storage / rel, mine, digest=later)
-                except FileNotFoundError:
-                    return None  # removed while backed up: it was not there at the end
-                if sha is not None:
-                    entry["sha256"] = sha
-                elif rel in objects and objects[rel][0] == st.st_size:
-                    entry["sha256"] = objects[rel][1]
-            with lock:
-                for k, v in mine.items():
-                    stats[k] += v
-                stats["files"] += 1
-                stats["bytes"] += st.st_size
-                if stats["files"] % 200 == 0:
-                    progress("files", stats["files"], stats["bytes"])
-            return entry
-
-        # Hashing, compressing and writing pieces release the GIL: a few files at a time.
-        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            files = [e for e in pool.map(one, wanted) if e is not None]
+        wanted = [found for prefix in prefixes for found in source.walk(prefix)
+                  if _in_backup(found.key, cutoffs, objects)]
+        files = _store_files(repo, source, wanted, _Context(
+            _previous_files(repo), objects, (moment.timestamp() - 1) * 1e9), stats, progress)
         # An object written again (or deleted) after the moment: the backup holds the bytes
         # it read, and its copy of the catalog says so, so that the two agree.
         changed = _reconcile(meta, objects, {f["path"]: f for f in files
                                              if f["path"].startswith("buckets/")})
-        for name in copies:
+        for name in names:
             copy = Path(tmp) / name
             size = copy.stat().st_size
             databases[name] = {"size": size, "chunks": _store_file(repo, copy, stats)[0]}
@@ -310,7 +269,8 @@ def _create_backup(settings: Settings, repo: Repository, *,
     manifest = {
         "id": snapshot_id, "created_at": moment.isoformat(), "complete": True,
         "cumulo": getattr(cumulo, "__version__", "unknown"),
-        "source": {"home": str(settings.home), "database": "sqlite",
+        "source": {"home": str(settings.home),
+                   "database": "sqlite" if _sqlite_path(settings.database_url) else "postgresql",
                    "storage": settings.storage_url},
         "databases": databases, "prefixes": prefixes, "files": files,
         "lake_versions": cutoffs, "objects_changed_during_backup": changed,
@@ -323,6 +283,81 @@ def _create_backup(settings: Settings, repo: Repository, *,
     repo.write_snapshot(manifest)  # last: only now is the backup listed
     progress("done", stats["files"], stats["bytes"])
     return manifest
+
+
+def _in_backup(path: str, cutoffs: dict[str, int], objects: dict[str, tuple[int, str]]) -> bool:
+    if _after_cutoff(path, cutoffs):
+        return False  # committed after the moment: not in this backup
+    # A bucket's file the catalog copy does not name: an object made after the moment (or an
+    # upload's leftover).
+    return not path.startswith("buckets/") or path in objects
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What deciding how to back up one file needs to know."""
+
+    previous: dict[str, dict[str, Any]]  # the last backup's files, by path
+    objects: dict[str, tuple[int, str]]  # the catalog copy's objects: path -> (size, SHA-256)
+    later_ns: float  # written after this (the moment less a second's slack): maybe changed
+
+
+def _store_files(repo: Repository, source: Source, wanted: list[Blob], ctx: _Context,
+                 stats: dict[str, int], progress: Progress) -> list[dict[str, Any]]:
+    """Back up each file (a few at a time: hashing, compressing and writing pieces release the
+    GIL); the manifest's entries, less files removed since they were listed."""
+    lock = threading.Lock()
+
+    def one(found: Blob) -> dict[str, Any] | None:
+        mine = {"stored": 0, "new_chunks": 0, "reused": 0}
+        entry = _back_up_file(repo, source, found, ctx, mine)
+        if entry is None:
+            return None
+        with lock:
+            for k, v in mine.items():
+                stats[k] += v
+            stats["files"] += 1
+            stats["bytes"] += found.size
+            if stats["files"] % 200 == 0:
+                progress("files", stats["files"], stats["bytes"])
+        return entry
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return [e for e in pool.map(one, wanted) if e is not None]
+
+
+def _back_up_file(repo: Repository, source: Source, found: Blob, ctx: _Context,
+                  mine: dict[str, int]) -> dict[str, Any] | None:
+    """One file's manifest entry: the previous backup's pieces when the file is unchanged
+    since (same size, time and ETag, as restic does), else its pieces stored now."""
+    entry: dict[str, Any] = {"path": found.key, "size": found.size, "mtime_ns": found.mtime_ns}
+    if found.etag is not None:
+        entry["etag"] = found.etag
+    before = ctx.previous.get(found.key)
+    if before and before["size"] == found.size and before["mtime_ns"] == found.mtime_ns and \
+            before.get("etag") == found.etag and all(repo.has(c) for c in before["chunks"]):
+        entry["chunks"] = before["chunks"]
+        if "sha256" in before:
+            entry["sha256"] = before["sha256"]
+        mine["reused"] = 1
+        return entry
+    # An object's whole SHA-256 is needed only if it was written after the moment (then the
+    # catalog copy is made to agree): else it is the catalog's.
+    # An object listed with an ETag (S3) is always hashed: its LastModified is the storage's
+    # clock, not this machine's, so "after the moment" cannot be told from it.
+    later = found.key.startswith("buckets/") and (found.etag is not None or
+                                                   found.mtime_ns > ctx.later_ns)
+    try:
+        f = source.open(found.key)
+    except FileNotFoundError:
+        return None  # removed while backed up: it was not there at the end
+    with contextlib.closing(f):
+        entry["chunks"], sha = _store(repo, f, mine, digest=later)
+    if sha is not None:
+        entry["sha256"] = sha
+    elif found.key in ctx.objects and ctx.objects[found.key][0] == found.size:
+        entry["sha256"] = ctx.objects[found.key][1]
+    return entry
 
 
 def _previous_files(repo: Repository) -> dict[str, dict[str, Any]]:
@@ -460,7 +495,7 @@ def _sync(repo: Repository, manifest: dict[str, Any], home: Path) -> Restored:
         if st.st_size == f["size"] and st.st_mtime_ns == f["mtime_ns"]:
             skip.add(item)
     for prefix in manifest.get("prefixes", []):
-        for rel, _ in list(_walk(storage, prefix)):
+        for rel, *_ in list(walk_files(storage, prefix)):
             if f"storage/{rel}" not in named:
                 (storage / rel).unlink(missing_ok=True)
     for name in manifest["databases"]:

@@ -1,8 +1,10 @@
-"""``cumulo backup``: back up a home, list and check backups, restore one.
+"""``cumulo backup``: back up a home, list and check backups, restore one; and the schedules
+the server runs (``schedule``, ``schedules``, ``run``, ``runs``: through its API).
 
-These run on the server's machine, with its settings (``--home``), as ``cumulo break-glass``
-does: they read the databases and the storage folder directly (SQLite's online backup copies a
-database the server is writing), and restore into a home no server uses.
+``create``, ``restore --to-home``, ``drill`` and ``stream`` run on the server's machine, with
+its settings (``--home``), as ``cumulo break-glass`` does: they read the databases and storage
+directly (SQLite's online backup, or one PostgreSQL transaction, copies a database the server
+is writing), and restore into a home no server uses.
 """
 
 from __future__ import annotations
@@ -152,9 +154,12 @@ def restore(ctx: typer.Context,
                                               "running server"),
             table: str | None = typer.Option(None, "--table",
                                              help="put back one table (db.table), at --version"),
+            model: str | None = typer.Option(None, "--model",
+                                             help="put back one model's version (at "
+                                             "--version) as a new version"),
             version: int | None = typer.Option(None, "--version",
-                                               help="the table's version (default: its last "
-                                               "in the backup)"),
+                                               help="the table's or model's version "
+                                               "(default: its last in the backup)"),
             pipeline: str | None = typer.Option(None, "--pipeline",
                                                 help="put back one pipeline's definition"),
             into: str | None = typer.Option(None, "--as",
@@ -185,18 +190,21 @@ def restore(ctx: typer.Context,
 
     repo = open_repository(to, key_file=key_file)
     partial = [flag for flag, given in (("--bucket", bucket), ("--table", table),
-                                        ("--pipeline", pipeline)) if given]
+                                        ("--model", model), ("--pipeline", pipeline)) if given]
     if partial:
         if len(partial) > 1 or to_home or at or database_url or storage_url:
-            raise typer.BadParameter("one of --bucket, --table or --pipeline at a time, put "
-                                     "back through the running server (no --to-home, --at "
-                                     "or --database-url)", param_hint=partial[0])
-        _restore_part(ctx, repo, backup, bucket=bucket, table=table, version=version,
-                      pipeline=pipeline, into=into, replace=replace, json=json)
+            raise typer.BadParameter("one of --bucket, --table, --model or --pipeline at a "
+                                     "time, put back through the running server (no "
+                                     "--to-home, --at or --database-url)",
+                                     param_hint=partial[0])
+        _restore_part(ctx, repo, backup, bucket=bucket, table=table, model=model,
+                      version=version, pipeline=pipeline, into=into, replace=replace,
+                      json=json)
         return
     if to_home is None:
         raise typer.BadParameter("say where: --to-home DIR (a whole platform), or --bucket, "
-                                 "--table or --pipeline (one thing, into the running server)",
+                                 "--table, --model or --pipeline (one thing, into the running "
+                                 "server)",
                                  param_hint="--to-home")
     if at is not None:
         if backup != "latest":
@@ -236,7 +244,8 @@ def restore(ctx: typer.Context,
 
 
 def _restore_part(ctx: typer.Context, repo: Any, backup: str, *, bucket: str | None,
-                  table: str | None, version: int | None, pipeline: str | None,
+                  table: str | None, model: str | None, version: int | None,
+                  pipeline: str | None,
                   into: str | None, replace: bool, json: bool) -> None:
     from cumulo.cli.context import client
     from cumulo.dr import partial
@@ -251,6 +260,9 @@ def _restore_part(ctx: typer.Context, repo: Any, backup: str, *, bucket: str | N
             done = partial.restore_table(repo, backup, c, table, version=version, into=into,
                                          replace=replace)
             line = f"restored {done['from']} as {done['table']} ({done['rows']} row(s))"
+        elif model:
+            done = partial.restore_model(repo, backup, c, model, version=version, into=into)
+            line = f"restored {done['from']} as version {done['version']} of {done['model']}"
         else:
             assert pipeline is not None
             done = partial.restore_pipeline(repo, backup, c, pipeline, into=into)
@@ -357,6 +369,137 @@ def drill(backup: str = typer.Argument("latest", help="a backup's id, or latest"
                       "serving)")
     if not done.ok:
         raise typer.Exit(1)
+
+
+# --- schedules: backups the server runs -------------------------------------------------------
+
+
+def _server_target(to: str) -> str:
+    """A folder given here names the same folder on the server: an absolute path (the server
+    runs the backups; s3:// targets are given as they are)."""
+    return to if to.startswith("s3://") else str(Path(to).expanduser().resolve())
+
+
+def _run_cells() -> dict[str, Any]:
+    from cumulo.cli.output import when
+
+    return {
+        "id": "id", "kind": "kind", "schedule": "schedule", "state": "state",
+        "started": lambda r: when(r["started_at"]), "backup": "backup_id",
+        "size": lambda r: human_bytes(r["bytes"]) if r["bytes"] is not None else None,
+        "new": lambda r: human_bytes(r["stored_bytes"]) if r["stored_bytes"] is not None
+        else None,
+        "rpo/rto": lambda r: (f"{r['rpo_seconds']:.0f}s/{r['rto_seconds']:.1f}s"
+                              if r["rto_seconds"] is not None else None),
+        "error": "error",
+    }
+
+
+@backup_app.command("schedule")
+def schedule(ctx: typer.Context,
+             cron: str = typer.Option(..., "--cron", help="when, in UTC: five fields, like "
+                                      "'0 2 * * *' (02:00 every day)"),
+             to: str = typer.Option(..., "--to", help="the backup folder on the server's "
+                                    "machine, or s3://bucket/prefix"),
+             name: str = typer.Option("nightly", "--name", help="the schedule's name"),
+             key_file: str | None = typer.Option(None, "--key-file",
+                                                 help="encrypt with this key file (a path "
+                                                 "on the server's machine)"),
+             keep_last: int = KeepLast, keep_daily: int = KeepDaily,
+             keep_weekly: int = KeepWeekly,
+             drill: bool = typer.Option(False, "--drill",
+                                        help="drill each new backup: restore it into a scratch "
+                                        "home, serve it and check it"),
+             missed: str = typer.Option("latest", "--missed",
+                                        help="cron times missed while the server was down: "
+                                        "skip, latest (one backup) or all"),
+             json: bool = JsonOpt) -> None:
+    """Have the server back itself up on a schedule (and prune, and drill); failures show in
+    'cumulo status' and the console's Backups page."""
+    from cumulo.cli.context import client
+
+    found = client(ctx).backups.schedule(
+        name, target=_server_target(to), cron=cron,
+        key_file=str(Path(key_file).expanduser().resolve()) if key_file else None,
+        keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly, drill=drill,
+        missed=missed)
+    if json:
+        print_json(found)
+        return
+    console.print(f"schedule {found['name']}: back up to {found['target']} at '{found['cron']}'"
+                  f" (UTC); next at {found['next_at']}"
+                  + ("; each backup drilled" if found["drill"] else ""))
+
+
+@backup_app.command("schedules")
+def schedules(ctx: typer.Context, json: bool = JsonOpt) -> None:
+    """The server's backup schedules, with their latest backup and drill."""
+    from cumulo.cli.context import client
+    from cumulo.cli.output import when
+
+    def last(run: dict[str, Any] | None) -> str | None:
+        if run is None:
+            return None
+        return f"{run['state']} {when(run['finished_at'] or run['started_at'])}"
+
+    show_rows(client(ctx).backups.schedules(), {
+        "name": "name", "cron": "cron", "target": "target",
+        "next": lambda r: when(r["next_at"]),
+        "last backup": lambda r: last(r["last_backup"]),
+        "last drill": lambda r: last(r["last_drill"]),
+        "status": lambda r: "FAILING" if r["failing"] else "ok",
+    }, as_json=json)
+
+
+@backup_app.command("unschedule")
+def unschedule(ctx: typer.Context, name: str = typer.Argument(..., help="the schedule"),
+               json: bool = JsonOpt) -> None:
+    """Stop a backup schedule; the backups it made stay in its target."""
+    from cumulo.cli.context import client
+
+    client(ctx).backups.unschedule(name)
+    if json:
+        print_json({"name": name, "removed": True})
+    else:
+        console.print(f"schedule {name} removed; its backups stay where they are")
+
+
+@backup_app.command("run")
+def run_now(ctx: typer.Context, name: str = typer.Argument(..., help="the schedule"),
+            drill: bool = typer.Option(False, "--drill", help="then drill the new backup"),
+            wait: bool = typer.Option(True, "--wait/--no-wait",
+                                      help="wait for it (and the drill) to finish"),
+            json: bool = JsonOpt) -> None:
+    """Have the server back up now, with a schedule's target and rules."""
+    from cumulo.cli.context import client
+
+    with err.status(f"backing up ({name}) ..."):
+        found = client(ctx).backups.run(name, drill=drill, wait=wait)
+    if json:
+        print_json(found)
+        return
+    if not wait:
+        console.print(f"backup run {found['id']} of {name} started; 'cumulo backup runs' "
+                      "follows it")
+        return
+    console.print(f"backup {found['backup_id']} of {name}: {human_bytes(found['bytes'] or 0)}, "
+                  f"{human_bytes(found['stored_bytes'] or 0)} new")
+    if found.get("drill"):
+        d = found["drill"]
+        console.print(f"drill: passed; {d['checked']}; RPO {d['rpo_seconds']:.0f}s, "
+                      f"RTO {d['rto_seconds']:.1f}s")
+
+
+@backup_app.command("runs")
+def runs(ctx: typer.Context,
+         name: str | None = typer.Option(None, "--schedule", help="only this schedule's"),
+         limit: int = typer.Option(20, "--limit", help="at most this many, newest first"),
+         json: bool = JsonOpt) -> None:
+    """The backups and drills the server ran: state, sizes, RPO/RTO, errors."""
+    from cumulo.cli.context import client
+
+    show_rows(client(ctx).backups.runs(schedule=name, limit=limit), _run_cells(), as_json=json,
+              right=("size", "new"))
 
 
 standby_app = typer.Typer(help="Warm standby: a second home kept current from a backup "

@@ -1,11 +1,12 @@
-"""Restoring onto other backends: a backup of a SQLite + local-folder home onto PostgreSQL and S3
-(the documented way to move from a laptop to a server).
+"""Restoring onto other backends: a backup onto PostgreSQL and S3 (the documented way to move
+from a laptop to a server, or to a new server). Every backup holds SQLite files and plain files,
+whatever its home ran on (:mod:`cumulo.dr.sources`), so this is one path for all of them.
 
 The backup is restored into a scratch folder first (every piece checked). Then:
 - Cumulo's metadata: the target database gets Cumulo's schema (its migrations), and every
-  table's rows are copied in the order their foreign keys need, through the same models the
-  server uses (so times and flags convert as they do there); each id sequence then starts
-  after the largest id copied.
+  table's rows are copied (a batch at a time) in the order their foreign keys need, through
+  the same models the server uses (so times and flags convert as they do there); each id
+  sequence then starts after the largest id copied.
 - MLflow's database: MLflow makes its own schema in the target (its ``mlflow`` schema), and the
   rows are copied table by table, each value converted to the target column's type.
 - Storage: every file is put under the target storage URL, as the server would write it.
@@ -18,12 +19,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, MetaData, create_engine, func, inspect, select, text
+from sqlalchemy import MetaData, create_engine, func, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from cumulo.config import Settings
 from cumulo.dr.backup import Restored, load_declarations, restore_manifest
 from cumulo.dr.repo import Repository
+from cumulo.dr.sources import copy_rows
 from cumulo.errors import Conflict, Invalid
 
 __all__ = ["restore_onto"]
@@ -68,9 +70,7 @@ def _copy_metadata(source: Path, url: str) -> None:
                                    f"{table.name}); restore onto an empty database")
         with src.connect() as read, dst.begin() as write:
             for table in Base.metadata.sorted_tables:
-                rows = [dict(r._mapping) for r in read.execute(select(table))]
-                for start in range(0, len(rows), 1000):
-                    write.execute(table.insert(), rows[start:start + 1000])
+                copy_rows(read, table, write, table)
             _reset_sequences(write, [t.name for t in Base.metadata.sorted_tables], None)
     finally:
         src.dispose()
@@ -130,18 +130,8 @@ def _copy_rows(src: Engine, dst: Engine, *, schema: str) -> None:
             if write.execute(select(func.count()).select_from(table)).scalar():
                 write.execute(table.delete())  # what opening the store seeded (defaults)
         for name, table in targets.items():
-            if name == "alembic_version" or name not in read_meta.tables:
-                continue
-            flags = {c.name for c in table.columns if isinstance(c.type, Boolean)}
-            rows = []
-            for r in read.execute(select(read_meta.tables[name])):
-                row = dict(r._mapping)
-                for column in flags & row.keys():
-                    if row[column] is not None:
-                        row[column] = bool(row[column])
-                rows.append({k: v for k, v in row.items() if k in table.columns})
-            for start in range(0, len(rows), 1000):
-                write.execute(table.insert(), rows[start:start + 1000])
+            if name != "alembic_version" and name in read_meta.tables:
+                copy_rows(read, read_meta.tables[name], write, table)
         _reset_sequences(write, [n for n in targets if n != "alembic_version"], schema)
 
 

@@ -1,7 +1,8 @@
-"""Partial restores: one bucket, one table at a version, one pipeline, taken from a backup and
-put back into a *running* platform through its API, as the caller (their rights decide, and the
-audit log records what they put back). Nothing of the live platform is touched but what is
-named; a restored table or pipeline goes under a new name unless told to replace.
+"""Partial restores: one bucket, one table at a version, one model version, one pipeline, taken
+from a backup and put back into a *running* platform through its API, as the caller (their
+rights decide, and the audit log records what they put back). Nothing of the live platform is
+touched but what is named; a restored table or pipeline goes under a new name unless told to
+replace, and a model version comes back as a new version.
 
 The backup's pieces are read into a scratch folder first (every piece checked), and the
 backup's own copy of the catalog says what each thing was.
@@ -20,7 +21,7 @@ from cumulo.dr.backup import restore_manifest
 from cumulo.dr.repo import Repository
 from cumulo.errors import Invalid, NotFound
 
-__all__ = ["restore_bucket", "restore_pipeline", "restore_table"]
+__all__ = ["contents", "restore_bucket", "restore_model", "restore_pipeline", "restore_table"]
 
 
 def _subset(repo: Repository, manifest: dict[str, Any], folder: Path,
@@ -124,3 +125,105 @@ def restore_pipeline(repo: Repository, snapshot_id: str, client: Any, pipeline: 
     stored = client.pipelines.create(definition)
     return {"pipeline": definition["name"], "from": f"{pipeline} v{rows[0][1]}",
             "backup": manifest["id"], "version": stored.get("version")}
+
+
+def _mlflow(home: Path, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(home / "mlflow.db")
+    try:
+        return list(con.execute(query, args))
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+
+
+_ARTIFACTS = "mlflow-artifacts:/"  # MLflow's served artifacts: the storage root's mlflow/
+
+
+def restore_model(repo: Repository, snapshot_id: str, client: Any, model: str, *,
+                  version: int | None = None, into: str | None = None) -> dict[str, Any]:
+    """Register ``model``'s version (its last in the backup by default) from the backup's copy
+    of its files, as a new version of ``into`` (the same model by default): a registry's
+    versions only grow, so what comes back is the old model under a new number."""
+    manifest = repo.snapshot(snapshot_id)
+    with tempfile.TemporaryDirectory(prefix="cumulo-partial-") as tmp:
+        home = _subset(repo, manifest, Path(tmp), lambda p: False)
+        rows = _mlflow(home, "select version, coalesce(storage_location, source) from "
+                             "model_versions where name = ? order by version", (model,))
+        if not rows:
+            raise NotFound(f"backup {manifest['id']} holds no model {model!r}")
+        found = {int(v): where for v, where in rows}
+        wanted = max(found) if version is None else version
+        if wanted not in found:
+            raise Invalid(f"backup {manifest['id']} holds versions "
+                          f"{', '.join(map(str, sorted(found)))} of model {model!r}, not "
+                          f"{wanted}")
+        where = found[wanted] or ""
+        if not where.startswith(_ARTIFACTS):
+            raise Invalid(f"version {wanted} of {model!r} was registered from {where!r}, which "
+                          "is not in Cumulo's artifact store: the backup does not hold its "
+                          "files")
+        prefix = "mlflow/" + where.removeprefix(_ARTIFACTS).strip("/") + "/"
+        home = _subset(repo, manifest, Path(tmp) / "m", lambda p: p.startswith(prefix))
+        folder = home / "storage" / prefix
+        if not (folder / "MLmodel").is_file():
+            raise Invalid(f"backup {manifest['id']} holds no model files for version {wanted} "
+                          f"of {model!r} (nothing at {prefix}MLmodel)")
+        stored = _import(client, folder, into or model)
+    return {"model": into or model, "from": f"{model} v{wanted}", "backup": manifest["id"],
+            "version": stored.get("version")}
+
+
+def _import(client: Any, folder: Path, name: str) -> dict[str, Any]:
+    """Register ``folder`` as a new version of ``name`` as the client's caller, in a process of
+    its own: MLflow's client keeps its server and token process-wide, which a server (where a
+    one-thing restore may run, for the console) must not change for everyone."""
+    import subprocess
+    import sys
+
+    from cumulo.config import child_env
+    from cumulo.errors import CumuloError
+
+    t = client.transport
+    done = subprocess.run(
+        [sys.executable, "-m", "cumulo", "models", "import", str(folder), "--name", name,
+         "--json"], capture_output=True, text=True, timeout=900,
+        env=child_env({"CUMULO_URL": t.url, "CUMULO_TOKEN": t.token or ""}))
+    if done.returncode != 0:
+        raise CumuloError(f"registering the restored files as a version of {name!r} failed: "
+                          f"{done.stderr.strip()[-1500:]}")
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
+def contents(repo: Repository, snapshot_id: str) -> dict[str, Any]:
+    """What a backup holds that can be put back one at a time: buckets (objects, bytes),
+    tables (the last version in the backup), models (versions) and pipelines."""
+    manifest = repo.snapshot(snapshot_id)
+    buckets: dict[str, list[int]] = {}
+    for f in manifest["files"]:
+        if f["path"].startswith("buckets/"):
+            name = f["path"].split("/", 2)[1]
+            counts = buckets.setdefault(name, [0, 0])
+            counts[0] += 1
+            counts[1] += f["size"]
+    with tempfile.TemporaryDirectory(prefix="cumulo-partial-") as tmp:
+        home = _subset(repo, manifest, Path(tmp), lambda p: False)
+        tables = _catalog(home, "select d.name || '.' || t.name, t.location from lake_tables t "
+                                "join lake_databases d on d.id = t.database_id order by 1", ())
+        pipelines = _catalog(home, "select name, latest_version from pipelines order by name",
+                             ())
+        models = _mlflow(home, "select name, version from model_versions order by name, "
+                               "version", ())
+    cutoffs = manifest.get("lake_versions", {})
+    by_model: dict[str, list[int]] = {}
+    for name, v in models:
+        by_model.setdefault(name, []).append(int(v))
+    return {
+        "buckets": [{"name": n, "objects": c[0], "bytes": c[1]}
+                    for n, c in sorted(buckets.items())],
+        "tables": [{"name": n, "version": cutoffs.get(loc.rstrip("/"), -1)}
+                   for n, loc in tables],
+        "models": [{"name": n, "versions": v} for n, v in sorted(by_model.items())],
+        "pipelines": [{"name": n, "version": v} for n, v in pipelines],
+    }

@@ -314,8 +314,15 @@ def read_key(key_file: str | os.PathLike[str] | None) -> bytes | None:
 def open_repository(target: str | os.PathLike[str], *, key_file: str | None = None,
                     create: bool = False) -> Repository:
     """The repository at ``target`` (a folder, or s3://bucket/prefix), made when ``create``
-    and it has none."""
-    text = str(target)
+    and it has none. A target that cannot be used (a file, a folder not readable) is refused
+    naming it."""
+    try:
+        return _open(str(target), key_file=key_file, create=create)
+    except OSError as exc:
+        raise Invalid(f"cannot use {target} as a backup folder: {exc.strerror or exc}") from exc
+
+
+def _open(text: str, *, key_file: str | None, create: bool) -> Repository:
     key = read_key(key_file)
     root: Path | str
     store: Store

@@ -33,12 +33,13 @@ from cumulo.dr.backup import (
     _objects,
     _sqlite_path,
     _store_file,
-    _walk,
     create_backup,
     load_declarations,
 )
 from cumulo.dr.repo import Repository
+from cumulo.dr.sources import Source, walk_files
 from cumulo.errors import Invalid, NotFound
+from cumulo.storage.backends.local import LocalBackend
 
 __all__ = ["at_time", "stream"]
 
@@ -95,6 +96,10 @@ def stream(settings: Settings, repo: Repository, *, interval: float = 1.0,
     """Follow the home until ``stop`` is set; the number of points taken."""
     stop = stop or threading.Event()
     dbs = _db_files(settings)
+    if settings.storage_url.startswith("s3://"):
+        raise Invalid("'cumulo backup stream' follows a local storage folder; for s3:// storage "
+                      "run 'cumulo backup create' on a schedule, beside the bucket's own "
+                      "versioning")
     storage = Path(settings.storage_url.removeprefix("file://"))
     taken = 0
     while not stop.is_set():
@@ -130,7 +135,7 @@ def _point(repo: Repository, dbs: dict[str, Path], storage: Path, base: dict[str
             _copy_sqlite(path, Path(tmp) / name)
         moment = datetime.now(UTC)
         meta = Path(tmp) / "cumulo.db"
-        cutoffs = _lake_cutoffs(meta, storage)
+        cutoffs = _lake_cutoffs(meta, Source(LocalBackend(storage)))
         for name in dbs:
             copy = Path(tmp) / name
             databases[name] = {"size": copy.stat().st_size,
@@ -139,13 +144,12 @@ def _point(repo: Repository, dbs: dict[str, Path], storage: Path, base: dict[str
     seen: set[str] = set()
     prefixes = sorted({p for h in declared().values() for p in h.prefixes})
     for prefix in prefixes:
-        for rel, st in _walk(storage, prefix):
+        for rel, size, mtime_ns, _ in walk_files(storage, prefix):
             seen.add(rel)
             known = state.get(rel)
-            if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            if known and known["size"] == size and known["mtime_ns"] == mtime_ns:
                 continue
-            entry: dict[str, Any] = {"path": rel, "size": st.st_size,
-                                     "mtime_ns": st.st_mtime_ns}
+            entry: dict[str, Any] = {"path": rel, "size": size, "mtime_ns": mtime_ns}
             try:
                 entry["chunks"], entry["sha256"] = _store_file(
                     repo, storage / rel, stats, digest=rel.startswith("buckets/"))

@@ -134,12 +134,16 @@ def import_(ctx: typer.Context,
             name: str = typer.Option(..., "--name", help="the registered model's name"),
             task: str | None = typer.Option(None, "--task",
                                             help="a transformers model's pipeline task, e.g. "
-                                            "text-classification (default: inferred)")) -> None:
+                                            "text-classification (default: inferred)"),
+            json: bool = JsonOpt) -> None:
     """Register a model made elsewhere: an MLflow model folder, a pickled scikit-learn model,
     or a transformers model (a save_pretrained folder, or one from the Hugging Face Hub).
 
     A pickle runs code when it is loaded: import only files you trust."""
     v = client(ctx).models.import_model(path, name=name, task=task)
+    if json:
+        print_json(v)
+        return
     console.print(f"registered {v['name']} v{v['version']} (run {v['run_id'][:12]})")
 
 

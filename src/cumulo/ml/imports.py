@@ -88,6 +88,8 @@ def import_model(url: str, token: str, path: str | os.PathLike[str], *, name: st
         source = Path(text).expanduser()
         origin, label = str(source.resolve()), source.name
     log_model = _prepare(source, task)
+    # What this says is the version it returns: not MLflow's emoji links to the run.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ["MLFLOW_TRACKING_TOKEN"] = token
     mlflow.set_tracking_uri(f"{url}/mlflow")
     mlflow.set_registry_uri(f"{url}/mlflow")

@@ -2,11 +2,9 @@
 when a table gets a new version (like an S3 event rule), checked by the orchestrator on each
 of its steps.
 
-- ``cron``: five fields (minute hour day month weekday), or six with seconds last, in UTC.
-  Cron times missed while the control plane was down, or while the schedule's previous run
-  was still going, follow ``missed``: ``skip`` them (only a time less than a minute late
-  runs), run once for the ``latest`` (the default), or run ``all`` of them, one after
-  another, at most ``MAX_CATCH_UP``.
+- ``cron``: five fields (minute hour day month weekday), or six with seconds last, in UTC;
+  cron times missed while the control plane was down, or while the schedule's previous run
+  was still going, follow ``missed`` (:mod:`cumulo.cron`: ``skip``, ``latest``, ``all``).
 - ``table``: each new version of the table starts a run, once: versions written while one
   was going, or while the control plane was down, start one run for the newest. Versions
   written before the trigger was made do not count.
@@ -18,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cumulo.access import projects
+from cumulo.cron import MISSED, check_cron, due_times
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid
 from cumulo.pipelines.models import RUN_ACTIVE, Pipeline, PipelineRun, PipelineSchedule
@@ -32,45 +31,12 @@ from cumulo.pipelines.runs import parse_parameters, start_run
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
-__all__ = ["MISSED", "create_schedule", "delete_schedule", "due_times", "fire",
+__all__ = ["create_schedule", "delete_schedule", "fire",
            "list_schedules", "schedule_doc"]
 
 log = logging.getLogger("cumulo.pipelines")
 
-MISSED = ("skip", "latest", "all")
-MAX_CATCH_UP = 10
-ON_TIME = timedelta(seconds=60)  # a cron time this late still runs under missed=skip
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-
-
-def _check_cron(cron: str) -> None:
-    from croniter import croniter
-
-    fields = cron.split()
-    if len(fields) not in (5, 6) or not croniter.is_valid(cron):
-        raise Invalid(f"cron {cron!r} is not a cron expression: five fields, minute hour "
-                      "day-of-month month day-of-week (and seconds, a sixth), like "
-                      "'0 3 * * *' for 03:00 UTC every day")
-
-
-def due_times(cron: str, last: datetime, now: datetime, missed: str) -> list[datetime]:
-    """The cron times to run for, after ``last`` up to ``now``, under the missed policy."""
-    from croniter import croniter
-
-    times: list[datetime] = []
-    it = croniter(cron, last)
-    while len(times) < 10_000:
-        t = it.get_next(datetime)
-        if t > now:
-            break
-        times.append(t)
-    if not times:
-        return []
-    if missed == "all":
-        return times[-MAX_CATCH_UP:]
-    if missed == "skip":
-        return [times[-1]] if now - times[-1] <= ON_TIME else []
-    return [times[-1]]
 
 
 def create_schedule(session: Session, storage: Backend, principal: Principal, pipeline: str, *,
@@ -97,7 +63,7 @@ def create_schedule(session: Session, storage: Backend, principal: Principal, pi
         raise Conflict(f"schedule {name!r} exists; remove it first, or pick another --name")
     version = None
     if cron is not None:
-        _check_cron(cron)
+        check_cron(cron)
     else:
         assert table is not None
         version = _table_version(session, storage, table)  # NotFound: no such table

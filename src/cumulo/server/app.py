@@ -27,6 +27,7 @@ from cumulo.compute.api import clusters_router, jobs_router
 from cumulo.compute.environments.api import router as envs_router
 from cumulo.config import Settings
 from cumulo.db import make_engine
+from cumulo.dr.api import router as backups_router
 from cumulo.lake.api import sql_router, tables_router
 from cumulo.metering.api import router as costs_router
 from cumulo.ml.api import models_router
@@ -53,7 +54,7 @@ ROUTE_THREADS = 128
 ROUTERS = (status_router, access_router, iam_router, storage_router, tables_router, sql_router,
            clusters_router, jobs_router, envs_router, costs_router, models_router,
            endpoints_router,
-           pipelines_router, lineage_router, audit_router)
+           pipelines_router, lineage_router, audit_router, backups_router)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -79,6 +80,7 @@ async def _running(settings: Settings, engine: Engine,
     """The services, with their background threads and HTTP clients; all stopped and closed on
     the way out, in the reverse order."""
     from cumulo.compute.supervisor import Supervisor
+    from cumulo.dr.schedules import BackupScheduler
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines import schedules
     from cumulo.pipelines.runs import Orchestrator
@@ -106,13 +108,14 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(install_decider, None)
         forward = Forwarder()
         stack.callback(forward.close)
+        backups = BackupScheduler(settings, loops)
         running = Services(
             settings=settings, engine=engine, sessions=sessions, storage=storage,
             tokens=TokenCache(sessions),
             compute=supervisor, tracking=tracking, endpoints=endpoints, pipelines=pipelines,
             mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
-            endpoints_forward=forward, trail=trail,
+            endpoints_forward=forward, trail=trail, backups=backups,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -123,6 +126,8 @@ async def _running(settings: Settings, engine: Engine,
         audit_export = AuditExporter(sessionmaker(loops, expire_on_commit=False), storage)
         audit_export.start()  # audit entries, copied to the lake table audit.events
         stack.callback(audit_export.stop)
+        backups.start()
+        stack.callback(backups.stop)
         yield running
 
 

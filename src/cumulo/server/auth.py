@@ -58,6 +58,9 @@ async def require_token(
             "(the CLI and SDK read CUMULO_TOKEN)"
         )
     request.state.principal = await caller(services(request), secret)
+    # Kept for the request only: what acts as the caller on the server's own API (a backup's
+    # one-thing restore) signs in with it.
+    request.state.credential = secret
     if request.client is not None:
         source_address.set(request.client.host)
     request_project.set(request.headers.get(PROJECT_HEADER) or None)

@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
@@ -24,7 +24,10 @@ import cumulo
 from cumulo.access.models import Token, User
 from cumulo.compute.models import ACTIVE, Cluster, Job
 from cumulo.db import get_session, redact_url
+from cumulo.dr.models import BackupRun, BackupSchedule
+from cumulo.dr.schedules import failing, run_doc
 from cumulo.permissions import any_caller
+from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
@@ -67,18 +70,34 @@ class ComputeStatus(BaseModel):
     queued: int
 
 
+class BackupFailure(BaseModel):
+    schedule: str
+    kind: str  # backup | drill
+    error: str
+    at: datetime
+
+
+class BackupsStatus(BaseModel):
+    schedules: int
+    last_backup_at: datetime | None  # the latest backup that succeeded
+    last_drill: dict[str, Any] | None  # the latest drill, as GET /backups/runs gives it
+    failing: list[BackupFailure]  # schedules whose latest backup or drill failed
+
+
 class Status(BaseModel):
     version: str
     url: str
     database: DatabaseStatus
     storage: StorageStatus
     compute: ComputeStatus
+    backups: BackupsStatus | None  # None for callers who may not list backups
 
 
 @router.get("/status",
             dependencies=[any_caller()],
             response_model=Status, summary="Server version, state and contents")
-def status(request: Request, session: Annotated[Session, Depends(get_session)]) -> Status:
+def status(request: Request, session: Annotated[Session, Depends(get_session)],
+           caller: Annotated[Principal, Depends(current_principal)]) -> Status:
     server = services(request)
     use = storage.usage(session)
     counts = dict(session.execute(select(Job.state, func.count()).where(
@@ -101,7 +120,22 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)]) 
                               used=_used(server.storage, use["bytes"])),
         compute=ComputeStatus(clusters=session.scalar(select(func.count()).select_from(Cluster))
                               or 0, **jobs),
+        backups=_backups(session) if caller.can("backups:List", "backup/*") else None,
     )
+
+
+def _backups(session: Session) -> BackupsStatus:
+    last = session.scalar(select(BackupRun.finished_at).where(
+        BackupRun.kind == "backup", BackupRun.state == "succeeded")
+        .order_by(BackupRun.id.desc()).limit(1))
+    drill = session.scalar(select(BackupRun).where(BackupRun.kind == "drill",
+                                                   BackupRun.state != "running")
+                           .order_by(BackupRun.id.desc()).limit(1))
+    return BackupsStatus(
+        schedules=session.scalar(select(func.count()).select_from(BackupSchedule)) or 0,
+        last_backup_at=last, last_drill=run_doc(drill) if drill else None,
+        failing=[BackupFailure(schedule=r.schedule or "", kind=r.kind, error=r.error or "",
+                               at=r.finished_at or r.started_at) for r in failing(session)])
 
 
 # --- what the storage root's areas hold -------------------------------------------------------

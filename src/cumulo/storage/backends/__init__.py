@@ -6,6 +6,7 @@ of the metadata database; :mod:`cumulo.storage.service` keeps the two in step.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -14,8 +15,9 @@ from starlette.requests import Request
 from cumulo.config import Settings
 from cumulo.errors import Invalid
 from cumulo.services import services
+from cumulo.storage.backends.blob import Blob
 
-__all__ = ["Backend", "open_backend", "request_backend"]
+__all__ = ["Backend", "Blob", "open_backend", "request_backend"]
 
 
 class Backend(Protocol):
@@ -40,6 +42,10 @@ class Backend(Protocol):
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every blob under a prefix ending in '/'."""
+
+    def walk(self, prefix: str) -> Iterator[Blob]:
+        """Every blob under a prefix ending in '/' (uploads in flight left out), in key order
+        within each folder; blobs removed while walked are left out."""
 
     def local_path(self, key: str) -> Path | None:
         """The blob's file, when the backend keeps blobs as local files; else None."""

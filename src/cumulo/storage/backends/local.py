@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from cumulo.errors import Conflict, Unavailable
+from cumulo.storage.backends.blob import Blob
 
 __all__ = ["LocalBackend"]
 
@@ -83,6 +85,21 @@ class LocalBackend:
         if path.is_dir():
             shutil.rmtree(path)
         self._prune(path.parent)
+
+    def walk(self, prefix: str) -> Iterator[Blob]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return
+        for dirpath, dirs, files in os.walk(base):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".tmp"))  # uploads in flight
+            for name in sorted(files):
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(full)
+                except FileNotFoundError:
+                    continue  # removed while walked
+                if not os.path.islink(full):
+                    yield Blob(os.path.relpath(full, self.root), st.st_size, st.st_mtime_ns)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

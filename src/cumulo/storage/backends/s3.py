@@ -7,11 +7,13 @@ visible only when it completes: a cut-off upload never shows up half-written.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from cumulo.config import S3Settings
 from cumulo.errors import Invalid, Unavailable
+from cumulo.storage.backends.blob import Blob
 
 __all__ = ["S3Backend"]
 
@@ -131,6 +133,26 @@ class S3Backend:
         # Writes to one table are serialized by the control plane, which is the one writer.
         options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
         return f"s3://{self.bucket}/{self._key(key)}", options
+
+    def walk(self, prefix: str) -> Iterator[Blob]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        cut = len(self._key(""))
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix))
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key: str = item["Key"]
+                    if key.endswith("/"):
+                        continue  # a folder marker some tools write: no blob
+                    modified = item["LastModified"]
+                    yield Blob(key[cut:], int(item["Size"]),
+                               int(modified.timestamp()) * 10**9 + modified.microsecond * 1000,
+                               str(item.get("ETag", "")).strip('"') or None)
+        except (BotoCoreError, ClientError) as exc:
+            raise Unavailable(f"cannot list the storage {self.url}: {exc} (check the [s3] "
+                              "settings: endpoint, keys, region)") from exc
 
     def delete_prefix(self, prefix: str) -> None:
         paginator = self._client.get_paginator("list_objects_v2")
