@@ -61,8 +61,12 @@ def _free_port() -> int:
 
 
 def run_drill(repo: Repository, snapshot_id: str = "latest", *, keep: Path | None = None,
-              say: Callable[[str], None] = lambda _: None) -> Drill:
-    """Restore, serve, check; the figures and any problem found."""
+              say: Callable[[str], None] = lambda _: None,
+              serving: Callable[[subprocess.Popen[bytes] | None], None] = lambda _: None
+              ) -> Drill:
+    """Restore, serve, check; the figures and any problem found. ``serving`` is told the
+    scratch server's process when it starts and None when it is stopped (so that a control
+    plane that stops meanwhile can stop it too)."""
     manifest = repo.snapshot(snapshot_id)
     began = time.monotonic()
     moment = datetime.fromisoformat(manifest["created_at"])
@@ -78,6 +82,7 @@ def run_drill(repo: Repository, snapshot_id: str = "latest", *, keep: Path | Non
         port = _free_port()
         say("starting a server on the restored home")
         proc, url = _serve(home, port)
+        serving(proc)
         try:
             rto = time.monotonic() - began
             drill = Drill(manifest["id"], manifest["created_at"], round(rpo, 3), round(rto, 3),
@@ -91,6 +96,7 @@ def run_drill(repo: Repository, snapshot_id: str = "latest", *, keep: Path | Non
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            serving(None)
     finally:
         if keep is None:
             shutil.rmtree(scratch, ignore_errors=True)

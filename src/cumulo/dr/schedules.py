@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -147,6 +148,7 @@ class BackupScheduler:
         self._threads: list[threading.Thread] = []
         self._queued: set[str] = set()  # schedules with a run queued or running
         self._lock = threading.Lock()
+        self._drill_server: subprocess.Popen[bytes] | None = None  # a drill's, while it runs
 
     def start(self) -> None:
         self._fail_leftovers()
@@ -159,6 +161,9 @@ class BackupScheduler:
     def stop(self) -> None:
         self._stop.set()
         self._work.put(None)
+        server = self._drill_server
+        if server is not None:  # a drill's scratch server goes with the control plane
+            server.kill()
         for thread in self._threads:
             thread.join(timeout=5)  # a backup halfway stays unlisted: the target stays whole
 
@@ -293,7 +298,7 @@ class BackupScheduler:
         session.commit()
         try:
             drill = run_drill(open_repository(schedule.target, key_file=schedule.key_file),
-                              backup_id)
+                              backup_id, serving=self._serving)
         except Exception as exc:
             _finish(session, run, error=_why(exc))
             return
@@ -301,6 +306,12 @@ class BackupScheduler:
         run.checked = ", ".join(f"{n} {what.replace('_', ' ')}"
                                 for what, n in drill.checked.items())
         _finish(session, run, error="; ".join(drill.problems[:20]) or None)
+
+
+    def _serving(self, server: subprocess.Popen[bytes] | None) -> None:
+        self._drill_server = server
+        if server is not None and self._stop.is_set():
+            server.kill()  # stopped while it started
 
 
 def _why(exc: Exception) -> str:

@@ -40,13 +40,16 @@ class BackupsClient:
 
     def run(self, name: str, *, drill: bool = False, wait: bool = True,
             timeout: float = 3600) -> dict[str, Any]:
-        """Back up now with schedule ``name``'s target and rules (then drill, with ``drill``);
-        waited for unless ``wait=False``. A failed backup raises Conflict with its error."""
+        """Back up now with schedule ``name``'s target and rules (then drill, with ``drill`` or
+        when the schedule drills); waited for unless ``wait=False``. A failed backup or drill
+        raises Conflict with its error."""
         run: dict[str, Any] = self._t.json(
             "POST", f"/api/v1/backups/schedules/{quote(name, safe='')}/run",
             json={"drill": drill})
         if not wait:
             return run
+        # A schedule that drills its backups drills this one too: wait for that as well.
+        drill = drill or any(s["name"] == name and s["drill"] for s in self.schedules())
         deadline = time.monotonic() + timeout
         while True:
             runs = self.runs(schedule=name, limit=10)
