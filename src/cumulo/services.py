@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cumulo.compute.supervisor import Supervisor
     from cumulo.config import Settings
     from cumulo.dr.schedules import BackupScheduler
+    from cumulo.leases import Membership
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.forward import Forwarder
@@ -50,6 +51,7 @@ class Services:
     endpoints_forward: Forwarder  # to replicas, for /endpoints/NAME/invocations: kept-alive
     trail: Trail  # refusals and changes, on their way to the audit log
     backups: BackupScheduler  # backup schedules, and backups run now
+    plane: Membership  # this control plane's row and lease among those sharing the database
 
 
 def services(request: Request) -> Services:

@@ -45,7 +45,9 @@ def declared() -> dict[str, Holdings]:
     return dict(_DECLARED)
 
 
-# The platform's own: the metadata database (SQLite's file, when that is the database; its -wal
-# and -shm go with it), the local storage root (what is in it is the services' prefixes), and
-# the logs and pid files of the processes it runs.
-declare("platform", databases=("cumulo.db",), caches=("storage", "*.log", "*.pid"))
+# The platform's own: the control planes that share the database (cumulo.leases), the metadata
+# database (SQLite's file, when that is the database; its -wal and -shm go with it), the local
+# storage root (what is in it is the services' prefixes), and the logs and pid files of the
+# processes it runs.
+declare("platform", tables=("control_planes",), databases=("cumulo.db",),
+        caches=("storage", "*.log", "*.pid"))

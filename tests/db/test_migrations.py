@@ -30,7 +30,7 @@ def test_upgrade_twice(url: str) -> None:
             "job_artifacts", "code_snapshots", "usage_records", "model_alias_events", "endpoints",
             "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0015"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0016"
     engine.dispose()
 
 
@@ -41,7 +41,9 @@ def test_models_match_the_migrations(url: str) -> None:
 
     import cumulo.access.models
     import cumulo.compute.models
+    import cumulo.dr.models
     import cumulo.lake.models
+    import cumulo.leases
     import cumulo.metering.models
     import cumulo.ml.models
     import cumulo.pipelines.models

@@ -258,17 +258,35 @@ def test_failures_of_the_engines_are_400s_and_recorded(local_server: Cumulo, lak
     assert quiet.written == {"table": f"{lake}.orders", "version": None, "rows_added": 0}
 
 
-def test_old_result_files_are_pruned(local_server: Cumulo, lake: str) -> None:
-    import os as _os
+def test_results_live_in_storage_and_age_out(local_server: Cumulo, lake: str) -> None:
+    """A result is a blob of the storage (so any control plane serves it), its storage key in
+    the history; a day after its query finished it is not served any more."""
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    import cumulo.access.models  # noqa: F401 - the users that sql_queries refers to
+    from cumulo.db import make_engine
+    from cumulo.lake.models import SqlQuery
 
     client = local_server.client()
-    old = client.sql("select 1 as x")
-    path = local_server.home / "results" / f"{old.id}.parquet"
-    assert path.exists()
-    day_ago = time.time() - 25 * 3600
-    _os.utime(path, (day_ago, day_ago))
-    client.sql("select 2 as x")
-    assert not path.exists()
+    old = client.sql("select range as x from range(3)")
+    key = f"sql/results/{old.id}.parquet"
+    assert pq.read_table(local_server.home / "storage" / key).num_rows == 3
+    assert not list((local_server.home / "results").glob("*.parquet"))
+    engine = make_engine(f"sqlite:///{local_server.home / 'cumulo.db'}")
+    try:
+        with Session(engine) as session:
+            row = session.get(SqlQuery, old.id)
+            assert row is not None and row.finished_at is not None
+            assert row.result_location == key  # a key, not a path of this machine
+            assert client.sql.get(old.id)["results"] is True
+            row.created_at -= timedelta(hours=25)
+            row.finished_at -= timedelta(hours=25)
+            session.commit()
+    finally:
+        engine.dispose()
+    assert client.sql.get(old.id)["results"] is False
     with pytest.raises(NotFound, match="results of this query are gone"):
         list(old.pages())
 

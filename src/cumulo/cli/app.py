@@ -212,7 +212,24 @@ def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
     table.add_row("compute", f"{cp['clusters']} cluster(s), {cp['running']} job(s) running, "
                              f"{cp['queued']} queued")
     _backups_rows(table, s.get("backups"))
+    _planes_rows(table, s.get("control_planes") or [])
     console.print(table)
+
+
+def _planes_rows(table: Table, planes: list[dict[str, Any]]) -> None:
+    """The control planes sharing the database: each one's lease and the jobs it owns."""
+    from cumulo.cli.output import when
+
+    live = [p for p in planes if p["live"]]
+    for i, p in enumerate(planes):
+        label = "control planes" if i == 0 else ""
+        mark = " (this one)" if p["this"] else ""
+        lease = (f"lease renewed {when(p['renewed_at'])}" if p["live"] else
+                 f"[red]lease ran out {when(p['lease_expires_at'])}[/red]")
+        table.add_row(label, f"{p['id'][:8]} {escape(p['host'])} {escape(p['url'])}{mark}: "
+                             f"{lease}, {p['jobs']} job(s)")
+    if len(planes) > 1:
+        table.add_row("", f"{len(live)} of {len(planes)} live")
 
 
 def _backups_rows(table: Table, b: dict[str, Any] | None) -> None:

@@ -521,13 +521,14 @@ async def put_output(job_id: str, path: str, request: Request, session: DbSessio
     parts = path.split("/")
     if not path or path.startswith("/") or ".." in parts or "" in parts:
         raise Invalid(f"output path {path!r} must be relative, without '..'")
-    supervisor = _supervisor(request)
     tmp, size, _ = await spool_body(request, storage.spool_dir())
     try:
         if path == ".cumulo/exit.json":  # the runner's exit record, read when Ray says done
-            dest = supervisor.exit_file(job_id, job.attempt)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp.replace(dest)
+            from cumulo.compute.supervisor import exit_record_key
+
+            # In storage: the control plane that watches the job may not be this one.
+            await run_in_threadpool(storage.commit, tmp,
+                                    exit_record_key(job_id, job.attempt))
             return {"path": path, "size": size}
 
         def store() -> None:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cumulo.access import holders, projects
@@ -33,7 +34,10 @@ def ensure_local_cluster(session: Session) -> None:
         min_workers=1, max_workers=max(2, int(cpus) * 2), idle_timeout_s=600.0,
         created_at=utcnow(),
     ))
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # another control plane made it at the same moment
+        session.rollback()
 
 
 def get_cluster(session: Session, name: str) -> Cluster:

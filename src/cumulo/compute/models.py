@@ -38,6 +38,9 @@ class Cluster(Created, InProject, Base):
     min_workers: Mapped[int] = mapped_column(Integer, default=0)
     max_workers: Mapped[int] = mapped_column(Integer)
     idle_timeout_s: Mapped[float] = mapped_column(Float, default=600.0)
+    # Moved on by each dispatch that starts jobs here: two control planes that read the same
+    # capacity cannot both start jobs on it (the second's update finds it moved, and retries).
+    dispatch_epoch: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CodeSnapshot(Base):
@@ -93,7 +96,8 @@ class Job(Created, InProject, Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
     backend_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    # Which control plane runs the attempt (host and home): only it watches the job.
+    # Which control plane runs the attempt (its id in control_planes, cumulo.leases): only it
+    # watches the job; when its lease runs out another takes the job over.
     owner: Mapped[str | None] = mapped_column(String(512), nullable=True)
     gpu_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

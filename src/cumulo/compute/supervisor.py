@@ -1,12 +1,22 @@
 """The job supervisor: a thread of the control plane that starts, watches and ends jobs.
 
-Every decision is read from and written to the database, so a restart loses nothing: on start
-it finds the jobs that were running (by pid and start time, or by Ray submission id), adopts
-those still alive, finishes those that ended meanwhile (from the exit record the runner left),
-and puts jobs that never got going back in the queue.
+Every decision is read from and written to the database, so a restart loses nothing, and
+several control planes can share one database (:mod:`cumulo.leases`). Each job attempt is owned
+by the control plane that started it. When an owner's lease runs out (it was killed, its machine
+is gone), another control plane takes its jobs over within the lease's time: a job on a Ray
+cluster is adopted (by its submission id); a local job is adopted by a control plane of the same
+machine (by pid and start time, finishing those that ended meanwhile from the exit record the
+runner left; from another home, its folder is linked here); a local job of another machine is
+failed (and retried, by its ``--retries``): that machine is taken for gone. Jobs that never got
+going go back in the queue.
 
 Dispatch is by priority, then age, one cluster at a time; a job that does not fit yet holds back
-the jobs behind it on its cluster, so a big job is never starved by a stream of small ones.
+the jobs behind it on its cluster, so a big job is never starved by a stream of small ones. What
+a cluster holds is read under a lock of its row (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: a
+control plane that finds it locked dispatches elsewhere) and the claim moves the cluster's
+dispatch epoch on where it still holds the value read, so two control planes never both fill
+the same free capacity. A local cluster is each machine's own: what it holds counts the jobs of
+the control planes on this machine.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,10 +52,11 @@ from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.errors import CumuloError
 from cumulo.jobenv import JobEnv
+from cumulo.leases import ControlPlane, Membership, live_planes
 from cumulo.metering import usage
 from cumulo.storage.backends import Backend
 
-__all__ = ["Supervisor", "snapshot_key"]
+__all__ = ["Supervisor", "exit_record_key", "snapshot_key"]
 
 log = logging.getLogger("cumulo.compute")
 LOG_TAIL_LINES = 30
@@ -54,6 +65,14 @@ LOG_TAIL_BYTES = 8192
 
 def snapshot_key(digest: str) -> str:
     return f"jobs/snapshots/{digest}.tar.gz"
+
+
+def exit_record_key(job_id: str, attempt: int) -> str:
+    """Where a remote job's runner leaves its exit record (through any control plane)."""
+    return f"jobs/{job_id}/exits/attempt-{attempt}.json"
+
+
+ACTIVE_STATES = ("starting", "running")
 
 
 @dataclass
@@ -77,7 +96,8 @@ class _Capacity:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, engine: Engine, storage: Backend) -> None:
+    def __init__(self, settings: Settings, engine: Engine, storage: Backend,
+                 plane: Membership) -> None:
         self.settings = settings
         self.storage = storage
         self.sessions = sessionmaker(engine, expire_on_commit=False)
@@ -90,9 +110,11 @@ class Supervisor:
         self._lock = threading.Lock()
         # Exits seen but not yet recorded (a storage or database error): tried again next step.
         self._exits: dict[str, ProcessExit] = {}
-        # This control plane: it watches only the attempts it started (or one of its earlier
-        # lives on this machine, with this home, started).
-        self.owner = f"{socket.gethostname()}:{settings.home}"
+        # This control plane: it watches the attempts it started or took over.
+        self.plane = plane
+        self.host = socket.gethostname()
+        # What owned jobs before control planes had ids (an upgrade finds them running).
+        self._legacy_owner = f"{self.host}:{settings.home}"
         # Requests waiting for a job to end (long polls): woken after each step, which is when
         # a job's end is recorded, instead of each reading the database every few milliseconds.
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -104,11 +126,16 @@ class Supervisor:
 
     # --- life --------------------------------------------------------------------------------
 
+    @property
+    def owner(self) -> str:
+        return self.plane.id
+
     def start(self) -> None:
+        self.plane.on_fenced.append(self._drop_all)
         with self.sessions() as session:
             ensure_local_cluster(session)
             self._sync(session)
-            self._recover(session)
+            self._take_over(session)
         self._thread = threading.Thread(target=self._run, name="cumulo-jobs", daemon=True)
         self._thread.start()
 
@@ -190,10 +217,13 @@ class Supervisor:
         return {name: c for name, c in clusters.items() if name in self._executors}
 
     def _tick(self) -> None:
+        if not self.plane.valid():
+            return  # the lease is not renewed: our jobs may be another's now; act on none
         with self.sessions() as session:
             clusters = self._sync(session)
+            self._take_over(session)
             active = list(session.scalars(select(Job).where(
-                Job.state.in_(("starting", "running")), Job.owner == self.owner)))
+                Job.state.in_(ACTIVE_STATES), Job.owner == self.owner)))
             for job in active:
                 try:
                     self._check(session, job)
@@ -204,21 +234,96 @@ class Supervisor:
             for _, executor in self._executors.values():
                 executor.maintain(executor.busy)
 
-    def _recover(self, session: Session) -> None:
-        for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")),
-                                                     Job.owner == self.owner)):
-            executor = self.executor(job.cluster)
-            if executor is None:
-                self._end(session, job, "failed", reason=f"cluster {job.cluster!r} is gone")
-                continue
-            attempt = Attempt(job.id, job.pid, job.pid_started, job.backend_ref,
-                              self.exit_file(job.id, job.attempt))
+    def _take_over(self, session: Session) -> None:
+        """Claim the active jobs no live control plane owns (their owner's lease ran out, or
+        they predate control planes' ids), one claim each, naming the old owner: of control
+        planes that look at the same moment, exactly one gets each job."""
+        live = [p.id for p in live_planes(session)]
+        orphans = list(session.scalars(select(Job).where(
+            Job.state.in_(ACTIVE_STATES),
+            or_(Job.owner.is_(None), Job.owner.not_in(live or [""])))))
+        if not orphans:
+            return
+        owners = {p.id: p for p in session.scalars(select(ControlPlane).where(
+            ControlPlane.id.in_([j.owner for j in orphans if j.owner])))}
+        for job in orphans:
+            old = job.owner
+            claimed = session.execute(  # type: ignore[attr-defined]
+                update(Job).where(Job.id == job.id, Job.state.in_(ACTIVE_STATES),
+                                  Job.owner.is_(None) if old is None else Job.owner == old)
+                .values(owner=self.owner)).rowcount
+            session.commit()
+            if not claimed:
+                continue  # another control plane took it, or it ended
+            session.refresh(job)
+            try:
+                self._adopt(session, job, owners.get(old or ""), old)
+            except Exception:
+                log.exception("taking job %s over failed", job.id)
+                session.rollback()
+            session.commit()
+
+    def _adopt(self, session: Session, job: Job, previous: ControlPlane | None,
+               old: str | None) -> None:
+        executor = self.executor(job.cluster)
+        if executor is None:
+            self._end(session, job, "failed", reason=f"cluster {job.cluster!r} is gone")
+            return
+        here = (previous is not None and previous.host == self.host) or \
+            old == self._legacy_owner
+        if here and previous is not None and previous.home != str(self.settings.home):
+            self._borrow_job_dir(job, Path(previous.home))
+        attempt = Attempt(job.id, job.pid, job.pid_started, job.backend_ref,
+                          self.exit_file(job.id, job.attempt))
+        if executor.remote or here:
+            # A Ray job runs on whatever control plane watches it; a local one of this machine
+            # is watched from here as its own was (by pid, its records in its folder).
             if not executor.adopt(attempt):  # handed to no process yet: it never ran
                 self._requeue(session, job, count_attempt=False)
-                continue
+                return
             self._live[job.id] = _Live()
-            log.info("found job %s again after a restart", job.id)
-        session.commit()
+            log.info("job %s taken over (its control plane %s stopped)", job.id, old)
+            return
+        gone = (f"its control plane {old} on {previous.host if previous else 'another machine'}"
+                " stopped answering (its lease ran out)")
+        log.warning("job %s: %s; its attempt is failed", job.id, gone)
+        self._close_attempt(session, job, "failed", exit_code=None,
+                            reason=f"{gone}: its machine is taken for gone", live=_Live())
+
+    def _borrow_job_dir(self, job: Job, home: Path) -> None:
+        """A job of this machine's control plane with another home: its folder (log, exit
+        record, outputs) becomes this one's, linked, so that it is watched and kept as if it
+        had started here."""
+        theirs = home / "compute" / "jobs" / job.id
+        mine = self.job_dir(job.id)
+        if theirs.is_dir() and not mine.exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            mine.symlink_to(theirs, target_is_directory=True)
+
+    def _drop_all(self) -> None:
+        """Fenced: the jobs we watched may be another control plane's now. Local processes
+        are stopped (they would run beside the retries); Ray jobs are only forgotten (the new
+        owner adopts them)."""
+        with self._lock:
+            for job_id in list(self._live):
+                for _, executor in self._executors.values():
+                    if not executor.remote:
+                        with contextlib.suppress(Exception):
+                            executor.signal(job_id, signal.SIGKILL)
+            self._live.clear()
+            self._exits.clear()
+
+    def _with_exit_record(self, job: Job, result: ProcessExit) -> ProcessExit:
+        """A remote job's end, with the exit record its runner left in storage (through
+        whichever control plane it reached): its exit code, CPU time and peak memory."""
+        import json
+
+        try:
+            with self.storage.open(exit_record_key(job.id, job.attempt)) as found:
+                record = json.loads(found.read())
+        except (FileNotFoundError, ValueError):
+            return result
+        return ProcessExit(record.get("exit_code", result.exit_code), record=record)
 
     def _check(self, session: Session, job: Job) -> None:
         executor = self.executor(job.cluster)
@@ -226,6 +331,8 @@ class Supervisor:
             return
         live = self._live.setdefault(job.id, _Live())
         result = self._exits.pop(job.id, None) or executor.poll(job.id)
+        if result is not None and executor.remote and not result.record:
+            result = self._with_exit_record(job, result)
         if result is not None:
             try:
                 self._finish(session, job, result, live)
@@ -273,16 +380,7 @@ class Supervisor:
         queued = list(session.scalars(
             select(Job).where(Job.state == "queued")
             .order_by(Job.priority.desc(), Job.created_at, Job.id)))
-        if not queued:
-            return
-        held: dict[str, _Capacity] = {name: _Capacity() for name in clusters}
-        for job in session.scalars(select(Job).where(Job.state.in_(("starting", "running")))):
-            cap = held.setdefault(job.cluster, _Capacity())
-            cap.cpus += job.cpus
-            cap.memory += job.memory or 0
-            cap.workers += 1
-            cap.gpus.update(job.gpu_ids)
-        blocked: set[str] = set()
+        waiting: dict[str, list[Job]] = {}
         for job in queued:
             cluster = clusters.get(job.cluster)
             if cluster is None:
@@ -296,43 +394,88 @@ class Supervisor:
                 self._end(session, job, "cancelled", reason="cancelled")
                 session.commit()
                 continue
-            if cluster.name in blocked:
-                continue
-            if job.environment and not self._env_ready(session, job, clusters[job.cluster]):
+            if job.environment and not self._env_ready(session, job, cluster):
                 continue  # its environment is being built: it holds back no other job
-            cap = held[cluster.name]
+            waiting.setdefault(cluster.name, []).append(job)
+        for name, jobs in waiting.items():
+            for job in self._claim(session, clusters[name], jobs):
+                self._start(session, job, clusters[name])
+
+    def _claim(self, session: Session, cluster: Cluster, jobs: list[Job]) -> list[Job]:
+        """Claim the jobs that fit, in order, the first that does not fit holding back those
+        behind it: under the cluster row's lock (skipped when another control plane holds it),
+        and only if no one moved the cluster's dispatch epoch since it was read."""
+        row = session.scalar(select(Cluster).where(Cluster.id == cluster.id)
+                             .with_for_update(skip_locked=True)
+                             .execution_options(populate_existing=True))
+        if row is None:  # another control plane is dispatching on it now
+            session.rollback()
+            return []
+        epoch = row.dispatch_epoch
+        cap = self._held(session, cluster)
+        chosen: list[tuple[Job, list[int]]] = []
+        for job in jobs:
             free_gpus = sorted(set(range(cluster.max_gpus)) - cap.gpus)
             fits = (cap.cpus + job.cpus <= cluster.max_cpus + 1e-9
                     and cap.memory + (job.memory or 0) <= cluster.max_memory
                     and cap.workers < cluster.max_workers and len(free_gpus) >= job.gpus)
             if not fits:
-                blocked.add(cluster.name)
-                continue
-            claimed = session.execute(  # type: ignore[attr-defined]
+                break
+            gpu_ids = free_gpus[:job.gpus]
+            cap.cpus += job.cpus
+            cap.memory += job.memory or 0
+            cap.workers += 1
+            cap.gpus.update(gpu_ids)
+            chosen.append((job, gpu_ids))
+        if not chosen:
+            session.rollback()
+            return []
+        moved = session.execute(  # type: ignore[attr-defined]
+            update(Cluster).where(Cluster.id == cluster.id, Cluster.dispatch_epoch == epoch)
+            .values(dispatch_epoch=epoch + 1)).rowcount
+        if not moved:  # another control plane filled it meanwhile: look again next step
+            session.rollback()
+            return []
+        claimed: list[Job] = []
+        for job, gpu_ids in chosen:
+            done = session.execute(  # type: ignore[attr-defined]
                 update(Job).where(Job.id == job.id, Job.state == "queued")
-                .values(state="starting", starting_at=utcnow(), gpu_ids=free_gpus[:job.gpus],
-                        owner=self.owner)
-            ).rowcount
-            session.commit()
-            if not claimed:  # cancelled meanwhile, or another control plane took it
-                continue
-            session.refresh(job)
+                .values(state="starting", starting_at=utcnow(), gpu_ids=gpu_ids,
+                        owner=self.owner)).rowcount
+            if done:  # else cancelled meanwhile
+                claimed.append(job)
+        session.commit()
+        return claimed
+
+    def _held(self, session: Session, cluster: Cluster) -> _Capacity:
+        """What the cluster's starting and running jobs hold. A local cluster is each
+        machine's own: only the jobs of control planes on this machine count."""
+        query = select(Job).where(Job.cluster == cluster.name, Job.state.in_(ACTIVE_STATES))
+        if not self._executors[cluster.name][1].remote:
+            mine = select(ControlPlane.id).where(ControlPlane.host == self.host)
+            query = query.where(or_(Job.owner.in_(mine), Job.owner == self._legacy_owner))
+        cap = _Capacity()
+        for job in session.scalars(query.execution_options(populate_existing=True)):
             cap.cpus += job.cpus
             cap.memory += job.memory or 0
             cap.workers += 1
             cap.gpus.update(job.gpu_ids)
-            try:
-                self._launch(session, job, cluster)
-            except Exception as exc:
-                log.warning("job %s could not start: %s", job.id, exc)
-                session.rollback()
-                job = session.get(Job, job.id)  # type: ignore[assignment]
-                self._live.pop(job.id, None)
-                self._close_attempt(session, job, "failed", exit_code=None,
-                                    reason=f"could not start: {getattr(exc, 'message', exc)}",
-                                    live=_Live())
-                session.commit()
-                self._tidy(job)
+        return cap
+
+    def _start(self, session: Session, job: Job, cluster: Cluster) -> None:
+        session.refresh(job)
+        try:
+            self._launch(session, job, cluster)
+        except Exception as exc:
+            log.warning("job %s could not start: %s", job.id, exc)
+            session.rollback()
+            job = session.get(Job, job.id)  # type: ignore[assignment]
+            self._live.pop(job.id, None)
+            self._close_attempt(session, job, "failed", exit_code=None,
+                                reason=f"could not start: {getattr(exc, 'message', exc)}",
+                                live=_Live())
+            session.commit()
+            self._tidy(job)
 
     def _env_ready(self, session: Session, job: Job, cluster: Cluster) -> bool:
         """Whether the job's environment is ready for its cluster: built on this machine for
@@ -521,7 +664,11 @@ class Supervisor:
         """Once a job has ended (and that is committed), its log and outputs are in storage:
         nothing of it stays on this disk."""
         if job.state in ("succeeded", "failed", "cancelled", "timed_out"):
-            shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
+            folder = self.job_dir(job.id)
+            if folder.is_symlink():  # taken over from another home of this machine
+                shutil.rmtree(folder.resolve(), ignore_errors=True)
+                folder.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _requeue(self, session: Session, job: Job, *, count_attempt: bool) -> None:
         if count_attempt:

@@ -52,11 +52,22 @@ class _Lazy:
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from cumulo.lake import access, catalog, crawler, delta, ingest, sources, sql, versions
+    from cumulo.lake import (
+        access,
+        catalog,
+        crawler,
+        delta,
+        ingest,
+        results,
+        sources,
+        sql,
+        versions,
+    )
 else:
-    access, catalog, crawler, delta, ingest, sources, sql, versions = (
+    access, catalog, crawler, delta, ingest, results, sources, sql, versions = (
         _Lazy(f"cumulo.lake.{m}") for m in
-        ("access", "catalog", "crawler", "delta", "ingest", "sources", "sql", "versions")
+        ("access", "catalog", "crawler", "delta", "ingest", "results", "sources", "sql",
+         "versions")
     )
 
 tables_router = APIRouter(prefix="/tables", tags=["tables"])
@@ -716,13 +727,11 @@ def _json_value(value: Any) -> Any:
 
 def _query_out(session: Session, q: SqlQuery) -> QueryOut:
     names = user_names(session, {q.created_by})
-    kept = q.state == "succeeded" and bool(q.result_location) and Path(
-        q.result_location or "").exists()
     return QueryOut(id=q.id, sql=q.sql, state=q.state, error=q.error, rows=q.rows,
                     bytes_scanned=q.bytes_scanned, cost_usd=q.cost_usd,
                     duration_ms=q.duration_ms, created_at=q.created_at,
                     created_by=names.get(q.created_by), finished_at=q.finished_at,
-                    results=kept)
+                    results=results.kept(q, utcnow()))
 
 
 def _results_dir(request: Request) -> Path:
@@ -746,10 +755,11 @@ def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
     outcome = sql.run(session, storage, caller, body.sql, results_dir=_results_dir(request),
                       timeout_s=body.timeout_s, scan_limit_bytes=body.scan_limit_bytes)
     page: list[dict[str, Any]] = []
-    if outcome.result_path is not None and body.page_size:
-        page = _json_rows(sql.read_results(outcome.result_path, offset=0, limit=body.page_size))
+    if outcome.result_key is not None and body.page_size:
+        page = _json_rows(results.read_page(storage, outcome.result_key, offset=0,
+                                            limit=body.page_size))
     rows = outcome.query.rows or 0
-    more = outcome.result_path is not None and rows > len(page)
+    more = outcome.result_key is not None and rows > len(page)
     return SqlResult(**_query_out(session, outcome.query).model_dump(), columns=outcome.columns,
                      page=page, next_offset=len(page) if more else None,
                      written=outcome.written)
@@ -808,7 +818,7 @@ def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
                 responses={200: {"content": {
                     media: {"schema": {"type": "string", "format": "binary"}}
                     for fmt, media in _MEDIA.items() if fmt != "json"}}})
-def query_results(query_id: str, session: DbSession, caller: Caller,
+def query_results(query_id: str, session: DbSession, storage: Storage, caller: Caller,
                   format: Literal["json", "csv", "parquet", "arrow", "jsonl"] = "json",
                   offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Any:
     q = _get_query(session, query_id)
@@ -820,21 +830,15 @@ def query_results(query_id: str, session: DbSession, caller: Caller,
                         details={"query": query_id})
     if q.state != "succeeded" or not q.result_location:
         raise Invalid(f"query {query_id} has no results ({q.state})")
-    path = Path(q.result_location)
+    if not results.kept(q, utcnow()):
+        raise NotFound(results.GONE)
     if format == "json":
-        page = sql.read_results(path, offset=offset, limit=limit)
+        page = results.read_page(storage, q.result_location, offset=offset, limit=limit)
         more = offset + page.num_rows < (q.rows or 0)
         return {"id": q.id, "offset": offset, "rows": _json_rows(page),
                 "columns": [{"name": f.name, "type": str(f.type)} for f in page.schema],
                 "next_offset": offset + page.num_rows if more else None}
-    if not path.exists():
-        raise NotFound("the results of this query are gone; run it again")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    source = pq.ParquetFile(path)
-    reader = pa.RecordBatchReader.from_batches(source.schema_arrow,
-                                               source.iter_batches(batch_size=65536))
+    reader = results.stream(storage, q.result_location)
     return StreamingResponse(_encode(reader, format), media_type=_MEDIA[format],
                              headers={"content-disposition":
                                       f'attachment; filename="{query_id}.{format}"'})

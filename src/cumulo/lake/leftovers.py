@@ -1,10 +1,12 @@
 """What a crashed server left of the lake's own files, removed when a server next starts alone
 (:mod:`cumulo.storage.leftovers` says when that is, and claims the folder meanwhile).
 
-In the SQL results folder: result files that a query was writing when the server died (a
-Parquet file without its footer: unreadable), and DuckDB's spill folders (``spill/…``), which
-DuckDB removes when it closes a database and a crash never lets it. Whole result files stay:
-they are the cache that pages and downloads read, pruned by age by the SQL service itself.
+In the home's ``results`` folder: result files a query was writing when the server died (a
+Parquet file without its footer: unreadable; earlier versions kept results there, now they are
+in storage's ``sql/results/``), and DuckDB's spill folders
+(``spill/…``), which DuckDB removes when it closes a database and a crash never lets it. Whole
+result files of earlier versions stay: pages and downloads still read them until the SQL
+service prunes them by age.
 
 Not swept: a Delta table's data files that no commit references (a write killed before its
 commit). Readers never see them (they follow the log), so they cost only space; and telling
@@ -28,7 +30,7 @@ _MAGIC = b"PAR1"  # a Parquet file starts and ends with it; the end comes with t
 
 
 def results_dir(home: Path) -> Path:
-    """Where query results (and DuckDB's spill, under ``spill/``) are written. Here, not in
+    """Where DuckDB spills (under ``spill/``) and where earlier versions kept results. Here, not in
     :mod:`cumulo.lake.sql`, so that the start-up sweep loads no DuckDB or Arrow."""
     return home / "results"
 

@@ -129,5 +129,8 @@ class TableInfo:
 
 state.declare("lake", tables=("lake_databases", "lake_tables", "sql_queries", "table_masks",
                               "table_row_filters"),
-              prefixes=("lake/",),
-              caches=("results",))  # SQL results kept for download: a query run again
+              # sql/results/: SQL results, kept a day for paging and downloads (results.py).
+              # They could be computed again, but a storage prefix is backed up or not held:
+              # they are backed up with the rest.
+              prefixes=("lake/", "sql/"),
+              caches=("results",))  # DuckDB's spill, and the results older versions kept

@@ -6,8 +6,8 @@ row filters let them see: ``access``), then file access is switched off except f
 and the configuration is locked. Before that, the statement's parse tree is checked
 (``sqlguard``): it may name lake tables and make rows from values, nothing else. It runs
 on a worker thread that is stopped at its deadline (``sqlwatch``), in a database whose memory
-and spill to disk are capped. Results stream to a Parquet file under the server's home, from
-which pages, CSV, Parquet and Arrow downloads are served.
+and spill to disk are capped. Results stream to a Parquet file in the server's storage
+(``results``), from which any control plane serves pages, CSV, Parquet and Arrow downloads.
 
 Time travel reads naturally, as in Delta Lake's own SQL::
 
@@ -18,6 +18,7 @@ Time travel reads naturally, as in Delta Lake's own SQL::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -42,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
-from cumulo.lake import access, catalog, delta, sqlguard
+from cumulo.lake import access, catalog, delta, results, sqlguard
 from cumulo.lake.ingest import detect_format
 from cumulo.lake.leftovers import results_dir
 from cumulo.lake.models import LakeTable, SqlQuery
@@ -53,7 +54,10 @@ from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
 __all__ = ["ATHENA_USD_PER_TB", "SQL_MEMORY_LIMIT", "SQL_SPILL_LIMIT", "QueryCancelled",
-           "QueryOutcome", "cancel", "results_dir", "run", "unquote_name", "with_current"]
+           "QueryOutcome", "cancel", "read_results", "results_dir", "run", "unquote_name",
+           "with_current"]
+
+log = logging.getLogger("cumulo.lake")
 
 
 # What Athena charges per TB scanned (10 MB minimum per query); shown beside every query.
@@ -114,7 +118,8 @@ _RUNNING: dict[str, _Running] = {}
 class QueryOutcome:
     query: SqlQuery
     columns: list[dict[str, str]] = field(default_factory=list)
-    result_path: Path | None = None
+    result_key: str | None = None  # in storage (results.py), as the history row has it
+    result_path: Path | None = None  # its file, where the storage keeps files on this machine
     written: dict[str, Any] | None = None
     answered: bool = False  # by Cumulo itself (GRANT, SHOW GRANTS...): nothing scanned or billed
 
@@ -541,9 +546,11 @@ def run(
     on_progress: Callable[[str], None] | None = None,
 ) -> QueryOutcome:
     """Run one statement; record it in the query history whatever happens. ``timeout_s``
-    counts from now: the wait for a connection is part of it."""
+    counts from now: the wait for a connection is part of it. Its result goes to ``backend``
+    (results.py); ``results_dir``, of the home, holds DuckDB's spill (and older versions'
+    results)."""
     deadline = time.monotonic() + timeout_s
-    _prune_results(results_dir)
+    _prune_results(session, backend, results_dir)
     query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running",
                      created_by=principal.user_id, created_at=utcnow())
     running = _Running()
@@ -586,8 +593,7 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
     if command is not None:  # GRANT, REVOKE, SHOW GRANTS, a mask, a row filter
         outcome.answered = True
         outcome.query.bytes_scanned = 0
-        _answer(outcome, access.run_command(session, backend, principal, command),
-                results_dir=results_dir)
+        _answer(backend, outcome, access.run_command(session, backend, principal, command))
         return
     plan = _classify(*_rewrite_time_travel(sql))
     known = catalog.all_table_names(session)
@@ -649,8 +655,7 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
                       interrupt=running.interrupt, cancelled=lambda: running.cancelled,
                       finish=finish, after=lambda: _bytes_read(runner, input_bytes))
         try:
-            _consume(session, backend, principal, plan, watch, outcome, hidden,
-                     results_dir=results_dir)
+            _consume(session, backend, principal, plan, watch, outcome, hidden)
         except Exception as exc:
             # Raised inside a consumer of the reader (delta's writer), the worker's own error
             # comes back wrapped: what stopped the query is watch.failure.
@@ -665,8 +670,7 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
 
 
 def _consume(session: Session, backend: Backend, principal: Principal, plan: _Plan,
-             watch: Watch, outcome: QueryOutcome, hidden: list[tuple[str, str]], *,
-             results_dir: Path) -> None:
+             watch: Watch, outcome: QueryOutcome, hidden: list[tuple[str, str]]) -> None:
     """Read the statement's result into a table (CTAS, INSERT) or a result file."""
     reader = watch.reader()
     if plan.explain:
@@ -676,28 +680,22 @@ def _consume(session: Session, backend: Backend, principal: Principal, plan: _Pl
         outcome.written = _write_target(session, backend, principal, plan, reader)
         outcome.query.rows = outcome.written.get("rows_added") or 0
         return
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{outcome.query.id}.parquet"
-    rows = 0
-    with pq.ParquetWriter(path, reader.schema) as out:
-        for batch in reader:
-            out.write_batch(batch)
-            rows += batch.num_rows
-    outcome.result_path = path
-    outcome.query.rows = rows
-    outcome.query.result_location = str(path)
+    _keep_result(backend, outcome, *results.write(backend, outcome.query.id, reader))
 
 
-def _answer(outcome: QueryOutcome, table: pa.Table, *, results_dir: Path) -> None:
+def _answer(backend: Backend, outcome: QueryOutcome, table: pa.Table) -> None:
     """A statement answered by Cumulo itself (GRANT...): its small result, kept as any
     query's is, for paging and downloads."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{outcome.query.id}.parquet"
-    pq.write_table(table, path)
     outcome.columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
-    outcome.result_path = path
-    outcome.query.rows = table.num_rows
-    outcome.query.result_location = str(path)
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    _keep_result(backend, outcome, *results.write(backend, outcome.query.id, reader))
+
+
+def _keep_result(backend: Backend, outcome: QueryOutcome, key: str, rows: int) -> None:
+    outcome.result_key = key
+    outcome.result_path = backend.local_path(key)
+    outcome.query.rows = rows
+    outcome.query.result_location = key
 
 
 _HIVE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=.*$")
@@ -826,18 +824,25 @@ def _write_target(session: Session, backend: Backend, principal: Principal, plan
     return {"table": ref.name, "version": result.version, "rows_added": result.rows_added}
 
 
-RESULTS_KEPT_S = 24 * 3600
+# The last prune of results, by storage: at most one a minute, since it lists the results.
+_PRUNE_EVERY_S = 60.0
+_PRUNED: dict[str, float] = {}
+_PRUNE_LOCK = threading.Lock()
 
 
-def _prune_results(results_dir: Path) -> None:
-    """Result files are a cache for paging and downloads: drop those older than a day."""
-    if not results_dir.is_dir():
-        return
-    cutoff = time.time() - RESULTS_KEPT_S
-    for path in results_dir.glob("*.parquet"):
-        with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
+def _prune_results(session: Session, backend: Backend, results_dir: Path) -> None:
+    """Results are kept a day for paging and downloads (results.py): drop older ones. Never
+    a reason for the query that does it to fail."""
+    now = time.monotonic()
+    with _PRUNE_LOCK:
+        if now - _PRUNED.get(backend.url, -_PRUNE_EVERY_S) < _PRUNE_EVERY_S:
+            return
+        _PRUNED[backend.url] = now
+    try:
+        results.prune(session, backend, legacy=results_dir, now=utcnow())
+    except Exception as exc:  # the storage or the database unreachable: next time, then
+        session.rollback()
+        log.warning("cannot prune old SQL results: %s: %s", type(exc).__name__, exc)
 
 
 def cancel(query_id: str) -> bool:
@@ -853,24 +858,7 @@ def cancel(query_id: str) -> bool:
 
 
 def read_results(path: Path, *, offset: int, limit: int) -> pa.Table:
-    """One page of a finished query's results."""
+    """One page of a result file on this machine (``QueryOutcome.result_path``)."""
     if not path.exists():
-        raise NotFound("the results of this query are gone; run it again")
-    source = pq.ParquetFile(path)
-    return _slice(source, offset, limit)
-
-
-def _slice(source: pq.ParquetFile, offset: int, limit: int) -> pa.Table:
-    """Rows [offset, offset + limit), reading only the row groups that hold them."""
-    pieces: list[pa.Table] = []
-    taken = seen = 0
-    for group in range(source.num_row_groups):
-        n = source.metadata.row_group(group).num_rows
-        if seen + n > offset and taken < limit:
-            piece = source.read_row_group(group).slice(max(offset - seen, 0), limit - taken)
-            pieces.append(piece)
-            taken += piece.num_rows
-        seen += n
-        if taken >= limit:
-            break
-    return pa.concat_tables(pieces) if pieces else source.schema_arrow.empty_table()
+        raise NotFound(results.GONE)
+    return results.page(pq.ParquetFile(path), offset=offset, limit=limit)

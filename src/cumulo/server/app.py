@@ -29,6 +29,7 @@ from cumulo.config import Settings
 from cumulo.db import make_engine
 from cumulo.dr.api import router as backups_router
 from cumulo.lake.api import sql_router, tables_router
+from cumulo.leases import Membership
 from cumulo.metering.api import router as costs_router
 from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
@@ -93,7 +94,12 @@ async def _running(settings: Settings, engine: Engine,
         # manager or the schedules fail.
         loops = make_engine(settings.database_url, pool_size=4, max_overflow=8)
         stack.callback(loops.dispose)
-        supervisor = Supervisor(settings, loops, storage)
+        # This control plane's lease: what it runs is its own while the lease is renewed.
+        plane = Membership(loops, home=str(settings.home),
+                           url=settings.public_url or settings.url, version=cumulo.__version__)
+        plane.start()
+        stack.callback(plane.stop)
+        supervisor = Supervisor(settings, loops, storage, plane)
         tracking = TrackingServer(settings, storage.url)
         stack.callback(tracking.stop)
         # Endpoints' environments are built by the supervisor's builder: one per machine.
@@ -115,7 +121,7 @@ async def _running(settings: Settings, engine: Engine,
             compute=supervisor, tracking=tracking, endpoints=endpoints, pipelines=pipelines,
             mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
-            endpoints_forward=forward, trail=trail, backups=backups,
+            endpoints_forward=forward, trail=trail, backups=backups, plane=plane,
         )
         supervisor.start()
         stack.callback(supervisor.stop)

@@ -26,6 +26,7 @@ from cumulo.compute.models import ACTIVE, Cluster, Job
 from cumulo.db import get_session, redact_url
 from cumulo.dr.models import BackupRun, BackupSchedule
 from cumulo.dr.schedules import failing, run_doc
+from cumulo.leases import ControlPlane, db_now
 from cumulo.permissions import any_caller
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
@@ -84,6 +85,19 @@ class BackupsStatus(BaseModel):
     failing: list[BackupFailure]  # schedules whose latest backup or drill failed
 
 
+class ControlPlaneStatus(BaseModel):
+    id: str
+    host: str
+    url: str
+    version: str
+    started_at: datetime
+    renewed_at: datetime
+    lease_expires_at: datetime
+    live: bool  # its lease is current: it runs what it owns
+    this: bool  # the control plane that answered
+    jobs: int  # starting or running jobs it owns
+
+
 class Status(BaseModel):
     version: str
     url: str
@@ -91,6 +105,7 @@ class Status(BaseModel):
     storage: StorageStatus
     compute: ComputeStatus
     backups: BackupsStatus | None  # None for callers who may not list backups
+    control_planes: list[ControlPlaneStatus]  # those that share this database, live or lately
 
 
 @router.get("/status",
@@ -121,7 +136,19 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)],
         compute=ComputeStatus(clusters=session.scalar(select(func.count()).select_from(Cluster))
                               or 0, **jobs),
         backups=_backups(session) if caller.can("backups:List", "backup/*") else None,
+        control_planes=_planes(session, server.plane.id),
     )
+
+
+def _planes(session: Session, me: str) -> list[ControlPlaneStatus]:
+    now = db_now(session)
+    owned = dict(session.execute(select(Job.owner, func.count()).where(
+        Job.state.in_(("starting", "running"))).group_by(Job.owner)).all())
+    return [ControlPlaneStatus(
+        id=p.id, host=p.host, url=p.url, version=p.version, started_at=p.started_at,
+        renewed_at=p.renewed_at, lease_expires_at=p.lease_expires_at,
+        live=p.lease_expires_at > now, this=p.id == me, jobs=owned.get(p.id, 0))
+        for p in session.scalars(select(ControlPlane).order_by(ControlPlane.started_at))]
 
 
 def _backups(session: Session) -> BackupsStatus:

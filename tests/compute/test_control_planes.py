@@ -1,0 +1,109 @@
+"""Two control planes on one PostgreSQL database and one S3 bucket (on loopback ports of this
+machine, each with a home of its own): both listed with their leases; a cluster's capacity is
+never overcommitted by the two together; and when one is SIGKILLed mid-job, the other takes
+its job over within 15 s and watches it to its end, so the job runs and ends exactly once.
+
+(A local job of a control plane on *another* machine is failed and retried instead: that
+machine is taken for gone. One machine cannot show that here; the decision is the same code
+path as a legacy owner's, covered by tests/compute/test_restart.py for adoption.)"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import backend_env
+from tests.services import Cumulo, start_cumulo
+
+JOB = """\
+import os, sys, time
+from pathlib import Path
+log = Path(sys.argv[1])
+attempt = os.environ["CUMULO_JOB_ATTEMPT"]
+with log.open("a") as f:
+    f.write(f"start {os.environ['CUMULO_JOB_ID']} {attempt}\\n")
+time.sleep(float(sys.argv[2]))
+with log.open("a") as f:
+    f.write(f"end {os.environ['CUMULO_JOB_ID']} {attempt}\\n")
+"""
+
+
+@pytest.fixture(scope="module")
+def planes(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cumulo, Cumulo]]:
+    env = backend_env("postgres+s3", request)
+    root = tmp_path_factory.mktemp("planes")
+    a = start_cumulo(root / "a" / ".cumulo", env)
+    b = start_cumulo(root / "b" / ".cumulo", env)
+    try:
+        yield a, b
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop()
+
+
+def _running(c, jobs) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for j in jobs if c.jobs.get(j.id).state in ("starting", "running"))
+
+
+def test_both_are_listed_and_together_never_overcommit(planes: tuple[Cumulo, Cumulo],
+                                                       tmp_path: Path) -> None:
+    a, b = planes
+    ca, cb = a.client(), b.client()
+    listed = ca.status()["control_planes"]
+    assert len([p for p in listed if p["live"]]) == 2
+    assert [p["this"] for p in listed].count(True) == 1
+    assert "control planes" in a.cli("status").stdout
+    ca.clusters.create("pair", max_cpus=2, max_workers=8)
+    (tmp_path / "job.py").write_text(JOB)
+    marks = tmp_path / "marks.log"
+    jobs = [(ca if i % 2 else cb).jobs.run("job.py", code=tmp_path, cluster="pair",
+                                           args=[str(marks), "1.5"]) for i in range(6)]
+    most = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states = [ca.jobs.get(j.id).state for j in jobs]
+        most = max(most, sum(s in ("starting", "running") for s in states))
+        if all(s in ("succeeded", "failed") for s in states):
+            break
+        time.sleep(0.2)
+    assert all(ca.jobs.get(j.id).state == "succeeded" for j in jobs)
+    assert most <= 2, f"{most} one-CPU jobs at once on a 2-CPU cluster"
+    # Never more than two between a start and its end, by the jobs' own marks.
+    at_once = peak = 0
+    for line in marks.read_text().splitlines():
+        at_once += 1 if line.startswith("start") else -1
+        peak = max(peak, at_once)
+    assert peak <= 2
+
+
+def test_a_killed_planes_job_is_taken_over_and_ends_once(planes: tuple[Cumulo, Cumulo],
+                                                         tmp_path: Path) -> None:
+    a, b = planes
+    ca, cb = a.client(), b.client()
+    (tmp_path / "job.py").write_text(JOB)
+    marks = tmp_path / "marks.log"
+    job = ca.jobs.run("job.py", code=tmp_path, args=[str(marks), "18"], retries=1)
+    deadline = time.monotonic() + 60
+    while ca.jobs.get(job.id).state != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    owner = next(p for p in ca.status()["control_planes"] if p["live"] and p["jobs"])
+    if owner["url"] != a.url:  # b started it: kill b instead
+        a, b, ca, cb = b, a, cb, ca
+    a.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    while not next(p for p in cb.status()["control_planes"] if p["this"])["jobs"]:
+        assert time.monotonic() - killed < 15, "not taken over within 15 s"
+        time.sleep(0.2)
+    listed = cb.status()["control_planes"]
+    assert not any(p["live"] for p in listed if p["url"] == a.url)
+    assert "lease ran out" in b.cli("status").stdout
+    done = cb.jobs.get(job.id).wait(90)
+    assert done["state"] == "succeeded", done
+    assert [x["state"] for x in done["attempts"]] == ["succeeded"]  # watched to its end
+    assert marks.read_text().splitlines() == [f"start {job.id} 1", f"end {job.id} 1"]
