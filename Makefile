@@ -69,9 +69,10 @@ bench: $(VENV)/.installed-test
 	$(MAKE) bench-secure-invoke
 	$(MAKE) bench-control-plane-load
 	$(MAKE) bench-authz
+	$(MAKE) bench-scale
 
 # An endpoint invoked with and without a token: the replicas' own check, the control plane's.
-.PHONY: bench-secure-invoke bench-control-plane-load bench-authz
+.PHONY: bench-secure-invoke bench-control-plane-load bench-authz bench-scale
 bench-secure-invoke: $(VENV)/.installed-test
 	$(BIN)/python bench/secure_invoke.py
 
@@ -94,3 +95,8 @@ clean:
 # What authorization adds: a read with 1,000 policies across 100 groups; SQL with masks.
 bench-authz: $(VENV)/.installed-test
 	$(BIN)/python bench/authz.py
+
+# Jobs per second through one control plane and through two on one PostgreSQL and S3 (needs
+# PostgreSQL's initdb, as the tests do).
+bench-scale: $(VENV)/.installed-test
+	$(BIN)/python bench/scale.py

@@ -27,7 +27,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, String, delete, func, select, update
@@ -36,8 +35,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from cumulo.db import Base, UTCDateTime, utcnow
 
-__all__ = ["RENEW_EVERY", "TTL", "ControlPlane", "Membership", "PlaneView", "db_now",
-           "expired_planes", "live_planes"]
+__all__ = ["RENEW_EVERY", "TTL", "ControlPlane", "Membership", "advertised_url", "db_now",
+           "expired_planes", "live_key_hashes", "live_planes"]
 
 log = logging.getLogger("cumulo.leases")
 
@@ -61,6 +60,9 @@ class ControlPlane(Base):
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     lease_expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The SHA-256 of its key: what it sends to another control plane's endpoint replicas when
+    # it forwards an invocation to them (they take any live control plane's).
+    key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def db_now(session: Session) -> datetime:
@@ -72,19 +74,25 @@ def db_now(session: Session) -> datetime:
     return utcnow()
 
 
-@dataclass(frozen=True)
-class PlaneView:
-    id: str
-    host: str
-    home: str
-    url: str
-    live: bool
+def advertised_url(host: str, port: int) -> str:
+    """Where the other control planes reach this one: its own address (not a load balancer's
+    public URL); this machine's name when it listens on every address."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
 
 
 def live_planes(session: Session) -> list[ControlPlane]:
     now = db_now(session)
     return list(session.scalars(select(ControlPlane).where(
         ControlPlane.lease_expires_at > now).order_by(ControlPlane.started_at)))
+
+
+def live_key_hashes(session: Session) -> list[str]:
+    """The key hashes of the live control planes."""
+    now = db_now(session)
+    return [h for h in session.scalars(select(ControlPlane.key_hash).where(
+        ControlPlane.lease_expires_at > now)) if h]
 
 
 def expired_planes(session: Session) -> dict[str, ControlPlane]:
@@ -107,6 +115,7 @@ class Membership:
         self.ttl = ttl
         self.renew_every = renew_every
         self.id = uuid.uuid4().hex
+        self.key = ""  # made with each registration: see ControlPlane.key_hash
         self.fenced = threading.Event()  # set when the lease ran out: our work is not ours
         self.on_fenced: list[Callable[[], None]] = []
         self._stop = threading.Event()
@@ -141,14 +150,18 @@ class Membership:
         return not self.fenced.is_set() and time.monotonic() - self._renewed < self.ttl
 
     def _register(self) -> None:
+        import hashlib
+        import secrets
         import time
 
+        key = "cml_" + secrets.token_urlsafe(32)
         with self.sessions() as session:
             now = db_now(session)
             session.add(ControlPlane(
                 id=self.id, host=self.host, home=self.home, url=self.url, pid=os.getpid(),
                 version=self.version, started_at=now, renewed_at=now,
-                lease_expires_at=now + timedelta(seconds=self.ttl)))
+                lease_expires_at=now + timedelta(seconds=self.ttl),
+                key_hash=hashlib.sha256(key.encode()).hexdigest()))
             # An earlier life of this control plane (this machine, this home) whose process is
             # gone was killed: its lease ends now, so that its work is taken over at once.
             for earlier in session.scalars(select(ControlPlane).where(
@@ -160,6 +173,7 @@ class Membership:
             session.execute(delete(ControlPlane).where(
                 ControlPlane.lease_expires_at < now - FORGET_AFTER))
             session.commit()
+        self.key = key
         self._renewed = time.monotonic()
 
     def renew(self) -> bool:

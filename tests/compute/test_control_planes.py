@@ -2,6 +2,8 @@
 machine, each with a home of its own): both listed with their leases; a cluster's capacity is
 never overcommitted by the two together; and when one is SIGKILLed mid-job, the other takes
 its job over within 15 s and watches it to its end, so the job runs and ends exactly once.
+An endpoint is run by one of them and answers through both; when its control plane is killed,
+the other takes it over and it answers again within 15 s.
 
 (A local job of a control plane on *another* machine is failed and retried instead: that
 machine is taken for gone. One machine cannot show that here; the decision is the same code
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import backend_env
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo, register_churn, start_cumulo
 
 JOB = """\
 import os, sys, time
@@ -81,6 +83,20 @@ def test_both_are_listed_and_together_never_overcommit(planes: tuple[Cumulo, Cum
     assert peak <= 2
 
 
+ROWS = [{"tenure": 2, "spend": 20.0}, {"tenure": 40, "spend": 90.0}]
+
+
+def test_an_endpoint_runs_once_and_answers_through_both(planes: tuple[Cumulo, Cumulo]) -> None:
+    a, b = planes
+    ca, cb = a.client(), b.client()
+    register_churn(a, "churn-ha", "ha")
+    ca.endpoints.create("churn-ha", "churn-ha:1", min_replicas=1, wait=True)
+    assert ca.endpoints["churn-ha"].predict(ROWS) == cb.endpoints["churn-ha"].predict(ROWS)
+    owners = [p for p in ca.status()["control_planes"] if p["live"]]
+    assert len(owners) == 2  # both live; the endpoint is bound once (else one would fail)
+    assert cb.endpoints.show("churn-ha")["state"] == "in_service"
+
+
 def test_a_killed_planes_job_is_taken_over_and_ends_once(planes: tuple[Cumulo, Cumulo],
                                                          tmp_path: Path) -> None:
     a, b = planes
@@ -103,6 +119,14 @@ def test_a_killed_planes_job_is_taken_over_and_ends_once(planes: tuple[Cumulo, C
     listed = cb.status()["control_planes"]
     assert not any(p["live"] for p in listed if p["url"] == a.url)
     assert "lease ran out" in b.cli("status").stdout
+    # The endpoint answers through the survivor again within 15 s (replicas started there).
+    while True:
+        try:
+            assert len(cb.endpoints["churn-ha"].predict(ROWS)) == 2
+            break
+        except Exception:
+            assert time.monotonic() - killed < 15 + 10, "the endpoint was not taken over"
+            time.sleep(0.5)
     done = cb.jobs.get(job.id).wait(90)
     assert done["state"] == "succeeded", done
     assert [x["state"] for x in done["attempts"]] == ["succeeded"]  # watched to its end

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -218,10 +219,13 @@ async def upload_code(digest: str, request: Request, session: DbSession,
 
         def store() -> None:
             if session.get(CodeSnapshot, digest) is None:
-                storage.commit(tmp, snapshot_key(digest))
+                storage.commit(tmp, snapshot_key(digest))  # the same bytes, whoever wins
                 session.add(CodeSnapshot(digest=digest, files=files, size=size,
                                          created_at=utcnow()))
-                session.commit()
+                try:
+                    session.commit()
+                except IntegrityError:  # the same snapshot, uploaded at the same moment
+                    session.rollback()
 
         await run_in_threadpool(store)
     finally:

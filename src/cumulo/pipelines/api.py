@@ -166,6 +166,7 @@ def _run_out(session: Session, run: PipelineRun, with_steps: bool = True) -> dic
         "id": run.id, "pipeline": run.pipeline, "version": run.version, "state": run.state,
         "parameters": run.parameters, "cluster": run.cluster, "trigger": run.trigger,
         "retry_of": run.retry_of, "message": run.message,
+        "owner": run.owner,  # the control plane that moves it on
         "created_by": names.get(run.created_by), "created_at": run.created_at,
         "started_at": run.started_at, "finished_at": run.finished_at,
         "duration_s": (end - run.started_at).total_seconds() if end and run.started_at
@@ -205,7 +206,8 @@ def show_run(run_id: str, session: DbSession, caller: Caller) -> dict[str, Any]:
              status_code=201, summary="Run again from the step that failed")
 def retry_run(run_id: str, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
-    run = runs.retry_run(session, caller, run_id)
+    # Owned (moved on) by this control plane, whose orchestrator is woken now.
+    run = runs.retry_run(session, caller, run_id, owner=services(request).plane.id)
     services(request).pipelines.notify()
     return _run_out(session, run)
 
@@ -265,8 +267,10 @@ def create_schedule(name: str, body: ScheduleIn, session: DbSession, caller: Cal
              status_code=201, summary="Run a pipeline")
 def start_run(name: str, body: RunIn, session: DbSession, caller: Caller,
               request: Request) -> dict[str, Any]:
+    # Owned (moved on) by this control plane, whose orchestrator is woken now.
     run = runs.start_run(session, caller, name, parameters=body.parameters,
-                         cluster=body.cluster, version=body.version)
+                         cluster=body.cluster, version=body.version,
+                         owner=services(request).plane.id)
     services(request).pipelines.notify()
     return _run_out(session, run)
 

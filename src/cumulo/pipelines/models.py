@@ -83,6 +83,9 @@ class PipelineRun(Created, Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The control plane that moves it on (cumulo.leases): the one that started it, or the one
+    # that took it over when that one's lease ran out. None: from before control planes.
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 class StepRun(Base):

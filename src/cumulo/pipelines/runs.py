@@ -1,7 +1,7 @@
 """Pipeline runs: each step a job, independent steps at once, cached steps skipped.
 
 :func:`start_run` checks the parameters and makes the run's rows; the :class:`Orchestrator`,
-a thread of the control plane, moves every active run on whenever the job supervisor has
+a thread of the control plane, moves the active runs it owns on whenever the job supervisor has
 stepped (a job started or ended) or a run was started:
 
 - a step whose inputs are all ready runs: as a job (``python -m cumulo.pipelines.step``), or
@@ -15,6 +15,13 @@ stepped (a job started or ended) or a run was started:
 
 :func:`retry_run` starts a new run of the same version and parameters whose steps that
 succeeded before are reused, so it goes on from the step that failed.
+
+Several control planes can share one database (:mod:`cumulo.leases`). Each run is owned by
+one of them, which alone moves it on: the one that started it (or fired its schedule). A run
+whose owner's lease ran out (or that predates control planes) is claimed by the first other
+control plane to look, with a claim that names the old owner, so exactly one gets it; the
+orchestrator keeps nothing of a run in memory, so the claim is the whole takeover. A control
+plane whose lease is not renewed acts on no run.
 """
 
 from __future__ import annotations
@@ -27,16 +34,17 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.access import projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
+from cumulo.leases import Membership, live_planes
 from cumulo.pipelines.definition import (
     PARAMETER_TYPES,
     check,
@@ -57,8 +65,8 @@ from cumulo.pipelines.service import project_of
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
-__all__ = ["Orchestrator", "cancel_run", "get_run", "list_runs", "parse_parameters",
-           "retry_run", "start_run"]
+__all__ = ["FireSchedules", "Orchestrator", "cancel_run", "claim_run", "get_run", "list_runs",
+           "new_run", "parse_parameters", "retry_run", "start_run"]
 
 log = logging.getLogger("cumulo.pipelines")
 
@@ -138,8 +146,23 @@ def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
 def start_run(session: Session, principal: Principal, name: str, *,
               parameters: dict[str, Any] | None = None, cluster: str = "local",
               version: int | None = None, trigger: str = "manual",
-              retry_of: str | None = None) -> PipelineRun:
-    """Check and queue a run of the pipeline; nothing is made when a check fails."""
+              retry_of: str | None = None, owner: str | None = None) -> PipelineRun:
+    """Check and queue a run of the pipeline, owned by control plane ``owner`` (None: the
+    first to look takes it); nothing is made when a check fails."""
+    run, steps = new_run(session, principal, name, parameters=parameters, cluster=cluster,
+                         version=version, trigger=trigger, retry_of=retry_of, owner=owner)
+    session.add(run)
+    session.add_all(steps)
+    session.commit()
+    return run
+
+
+def new_run(session: Session, principal: Principal, name: str, *,
+            parameters: dict[str, Any] | None = None, cluster: str = "local",
+            version: int | None = None, trigger: str = "manual", retry_of: str | None = None,
+            owner: str | None = None) -> tuple[PipelineRun, list[StepRun]]:
+    """A run's rows, checked, not yet added to the session: for a caller that writes them in
+    the same transaction as something else (a schedule's claim of its firing)."""
     from cumulo.compute.clusters import get_cluster
     from cumulo.pipelines.service import check_environments, get_pipeline, get_version
 
@@ -155,13 +178,10 @@ def start_run(session: Session, principal: Principal, name: str, *,
     run = PipelineRun(id=_new_id(), pipeline=name, version=row.version,
                       definition=definition, parameters=values, cluster=cluster,
                       state="queued", trigger=trigger[:128], retry_of=retry_of,
-                      created_by=principal.user_id, created_at=utcnow())
-    session.add(run)
-    for node in definition["nodes"]:
-        session.add(StepRun(run_id=run.id, node=node["id"], component=node["component"],
-                            state="pending", inputs={}, outputs={}))
-    session.commit()
-    return run
+                      created_by=principal.user_id, created_at=utcnow(), owner=owner)
+    steps = [StepRun(run_id=run.id, node=node["id"], component=node["component"],
+                     state="pending", inputs={}, outputs={}) for node in definition["nodes"]]
+    return run, steps
 
 
 def get_run(session: Session, run_id: str, principal: Principal | None = None) -> PipelineRun:
@@ -193,7 +213,8 @@ def steps_of(session: Session, run: PipelineRun) -> list[StepRun]:
     return [rows[n] for n in order(run.definition) if n in rows]
 
 
-def retry_run(session: Session, principal: Principal, run_id: str) -> PipelineRun:
+def retry_run(session: Session, principal: Principal, run_id: str, *,
+              owner: str | None = None) -> PipelineRun:
     """A new run of the same version, parameters and cluster: the steps that succeeded are
     taken from the cache (even those that opted out of it), the rest run."""
     old = get_run(session, run_id, principal)
@@ -204,7 +225,7 @@ def retry_run(session: Session, principal: Principal, run_id: str) -> PipelineRu
                        f"{old.pipeline}'")
     return start_run(session, principal, old.pipeline, parameters=old.parameters,
                      cluster=old.cluster, version=old.version, trigger=f"retry of {run_id}",
-                     retry_of=run_id)
+                     retry_of=run_id, owner=owner)
 
 
 def cancel_run(session: Session, principal: Principal, run_id: str) -> PipelineRun:
@@ -216,22 +237,41 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> PipelineR
     return run
 
 
+def claim_run(session: Session, run_id: str, *, old: str | None, owner: str) -> bool:
+    """Make an active run ``owner``'s where it is still ``old``'s (None: no one's); whether
+    it was. Of control planes that claim it from the same old owner, exactly one gets it."""
+    claimed = session.execute(  # type: ignore[attr-defined]
+        update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.state.in_(RUN_ACTIVE),
+                                  PipelineRun.owner.is_not_distinct_from(old))
+        .values(owner=owner)).rowcount
+    session.commit()
+    return bool(claimed)
+
+
 # --- the orchestrator ----------------------------------------------------------------------------
 
+class FireSchedules(Protocol):
+    """Starts the runs the schedules owe, owned by control plane ``owner``."""
+
+    def __call__(self, session: Session, storage: Backend, *, owner: str | None) -> object: ...
+
+
 class Orchestrator:
-    """A thread of the control plane that moves every active run on.
+    """A thread of the control plane that moves the active runs it owns on.
 
     ``fire_schedules`` starts the runs the schedules owe (``schedules.fire``, which starts them
-    with this module's :func:`start_run`: given here, so that the two modules do not import
-    each other)."""
+    with this module's :func:`new_run`: given here, so that the two modules do not import
+    each other). ``plane`` is this control plane: its id owns runs, and while its lease is not
+    renewed the orchestrator acts on none."""
 
     def __init__(self, engine: Engine, storage: Backend,
                  notify_jobs: Callable[[], None] = lambda: None, *,
-                 fire_schedules: Callable[[Session, Backend], object]) -> None:
+                 fire_schedules: FireSchedules, plane: Membership) -> None:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.storage = storage
         self.notify_jobs = notify_jobs
         self.fire_schedules = fire_schedules
+        self.plane = plane
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -263,19 +303,26 @@ class Orchestrator:
             self.wake.wait(1.0 if busy else 5.0)
 
     def tick(self, session: Session) -> bool:
-        """Start what the schedules owe; move each active run on; whether any is active."""
+        """Start what the schedules owe; take over the runs no live control plane owns; move
+        each active run of ours on; whether any is active."""
+        if not self.plane.valid():
+            return False  # the lease is not renewed: our runs may be another's now
         # Once a second at most: the job supervisor wakes this thread four times a second
         # while jobs run, and a table trigger reads its table's log each time it is checked.
         if time.monotonic() - self._fired >= 1.0:
             self._fired = time.monotonic()
             try:
-                self.fire_schedules(session, self.storage)
+                self.fire_schedules(session, self.storage, owner=self.plane.id)
             except Exception:  # a broken schedule must not stop the runs
                 log.exception("pipeline schedules failed")
                 session.rollback()
+        self._take_over(session)
         runs = list(session.scalars(select(PipelineRun).where(
-            PipelineRun.state.in_(RUN_ACTIVE)).order_by(PipelineRun.created_at)))
+            PipelineRun.state.in_(RUN_ACTIVE), PipelineRun.owner == self.plane.id)
+            .order_by(PipelineRun.created_at)))
         for run in runs:
+            if not self.plane.valid():
+                break  # it ran out while we worked: the rest may be another's
             try:
                 self._advance(session, run)
             except Exception as exc:  # one broken run must not stall the others
@@ -283,6 +330,20 @@ class Orchestrator:
                 session.rollback()
                 self._abandon(session, run.id, f"the orchestrator failed on this run: {exc!r}")
         return bool(runs)
+
+    def _take_over(self, session: Session) -> None:
+        """Claim the active runs no live control plane owns (their owner's lease ran out, or
+        they predate control planes), one claim each, naming the old owner: of control
+        planes that look at the same moment, exactly one gets each run. Nothing of a run is
+        kept in memory, so the claim is all there is to taking it over."""
+        live = [p.id for p in live_planes(session)] + [self.plane.id]
+        orphans = session.execute(select(PipelineRun.id, PipelineRun.owner).where(
+            PipelineRun.state.in_(RUN_ACTIVE),
+            or_(PipelineRun.owner.is_(None), PipelineRun.owner.not_in(live)))).all()
+        for run_id, old in orphans:
+            if claim_run(session, run_id, old=old, owner=self.plane.id):
+                log.info("pipeline run %s taken over (its control plane %s stopped)",
+                         run_id, old)
 
     def _advance(self, session: Session, run: PipelineRun) -> None:
         from cumulo.compute.jobs import find_job

@@ -9,7 +9,10 @@ of its steps.
   was going, or while the control plane was down, start one run for the newest. Versions
   written before the trigger was made do not count.
 
-A schedule's run has the trigger ``schedule NAME at TIME`` or ``table DB.T@vN``.
+A schedule's run has the trigger ``schedule NAME at TIME`` or ``table DB.T@vN``. Several
+control planes on one database look at the same schedules; each firing is claimed in the
+database (a compare-and-set of what was read), so exactly one of them starts the run, and it
+owns that run.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cumulo.access import projects
 from cumulo.cron import MISSED, check_cron, due_times
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, Invalid
-from cumulo.pipelines.models import RUN_ACTIVE, Pipeline, PipelineRun, PipelineSchedule
-from cumulo.pipelines.runs import parse_parameters, start_run
+from cumulo.pipelines.models import (
+    RUN_ACTIVE,
+    Pipeline,
+    PipelineRun,
+    PipelineSchedule,
+    StepRun,
+)
+from cumulo.pipelines.runs import new_run, parse_parameters
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
 
@@ -125,51 +134,97 @@ def schedule_doc(schedule: PipelineSchedule) -> dict[str, Any]:
             "created_at": schedule.created_at}
 
 
-def fire(session: Session, storage: Backend, now: datetime | None = None) -> list[str]:
-    """Start the runs the schedules owe now; the runs' ids."""
-    from cumulo.access.users import acting_as
+def fire(session: Session, storage: Backend, now: datetime | None = None, *,
+         owner: str | None = None) -> list[str]:
+    """Start the runs the schedules owe now, owned by control plane ``owner``; the runs' ids.
 
+    Each firing is claimed: the schedule's ``last_at`` (or ``last_version``) and ``last_run``
+    are moved on where they still hold what was read, in the transaction that makes the run.
+    Of control planes that look at the same moment exactly one starts it, and one that read
+    the schedule before another's run was made cannot start a second beside it."""
     now = now or utcnow()
     started = []
     for schedule in list_schedules(session):
         if not schedule.enabled:
             continue
-        if schedule.last_run is not None:
-            previous = session.get(PipelineRun, schedule.last_run)
-            if previous is not None and previous.state in RUN_ACTIVE:
-                continue  # one run of a schedule at a time; missed times wait for it
-        triggers: list[str] = []
+        if schedule.last_run is not None and session.scalar(select(PipelineRun.state).where(
+                PipelineRun.id == schedule.last_run)) in RUN_ACTIVE:
+            continue  # one run of a schedule at a time; missed times wait for it
+        last_at, last_version, trigger = schedule.last_at, schedule.last_version, None
         if schedule.cron:
             times = due_times(schedule.cron, schedule.last_at, now, schedule.missed)
-            if not times and schedule.missed == "skip":
-                schedule.last_at = max(schedule.last_at, now)  # the missed ones are dropped
-            triggers = [f"schedule {schedule.name} at {t.isoformat()}" for t in times[:1]]
             if times:
-                schedule.last_at = times[0]  # the rest (missed=all) run after this one
+                last_at = times[0]  # the rest (missed=all) run after this one
+                trigger = f"schedule {schedule.name} at {times[0].isoformat()}"
+            elif schedule.missed == "skip" and _next_time(schedule, schedule.last_at) <= now:
+                last_at = now  # the missed ones are dropped
         elif schedule.table:
             try:
                 version = _table_version(session, storage, schedule.table)
             except CumuloError as exc:
-                schedule.message = f"cannot read table {schedule.table}: {exc.message}"
+                _note(session, schedule, f"cannot read table {schedule.table}: {exc.message}")
                 continue
             if schedule.last_version is None or version > schedule.last_version:
-                triggers = [f"table {schedule.table}@v{version}"]
-                schedule.last_version = version
-        session.commit()  # the times or version handled: not fired again, whatever follows
-        if not triggers:
+                last_version, trigger = version, f"table {schedule.table}@v{version}"
+        if (last_at, last_version) == (schedule.last_at, schedule.last_version):
             continue
-        try:
-            owner = acting_as(session, schedule.created_by, what="this schedule")
-            run = start_run(session, owner, schedule.pipeline, parameters=schedule.parameters,
-                            cluster=schedule.cluster, trigger=triggers[0])
-        except CumuloError as exc:
-            session.rollback()
-            schedule = session.get(PipelineSchedule, schedule.id)  # type: ignore[assignment]
-            schedule.message = f"{triggers[0]}: not started: {exc.message}"
-            log.warning("schedule %s: %s", schedule.name, schedule.message)
-            session.commit()
-            continue
-        schedule.last_run, schedule.message = run.id, f"{triggers[0]}: started {run.id}"
-        session.commit()
-        started.append(run.id)
+        run_id = _claim(session, schedule, last_at=last_at, last_version=last_version,
+                        trigger=trigger, owner=owner)
+        if run_id is not None:
+            started.append(run_id)
     return started
+
+
+def _claim(session: Session, schedule: PipelineSchedule, *, last_at: datetime,
+           last_version: int | None, trigger: str | None, owner: str | None) -> str | None:
+    """Move the schedule on from what was read, starting the run it owes (when ``trigger``)
+    in the same transaction; the run's id, or None (not claimed, or it could not start:
+    the schedule's message says why, and the time or version is not fired again)."""
+    from cumulo.access.users import acting_as
+
+    run: PipelineRun | None = None
+    steps: list[StepRun] = []
+    message: str | None = None
+    if trigger is not None:
+        try:
+            maker = acting_as(session, schedule.created_by, what="this schedule")
+            run, steps = new_run(session, maker, schedule.pipeline,
+                                 parameters=schedule.parameters, cluster=schedule.cluster,
+                                 trigger=trigger, owner=owner)
+            message = f"{trigger}: started {run.id}"
+        except CumuloError as exc:
+            message = f"{trigger}: not started: {exc.message}"
+    values: dict[str, Any] = {"last_at": last_at, "last_version": last_version}
+    if message is not None:
+        values["message"] = message
+    if run is not None:
+        values["last_run"] = run.id
+    claimed = session.execute(update(PipelineSchedule).where(
+        PipelineSchedule.id == schedule.id,
+        PipelineSchedule.last_at == schedule.last_at,
+        PipelineSchedule.last_version.is_not_distinct_from(schedule.last_version),
+        PipelineSchedule.last_run.is_not_distinct_from(schedule.last_run),
+    ).values(**values)).rowcount  # type: ignore[attr-defined]
+    if claimed and run is not None:
+        session.add(run)
+        session.add_all(steps)
+    session.commit()
+    if not claimed:
+        return None  # another control plane fired it (or it was removed)
+    if run is None and message is not None:
+        log.warning("schedule %s: %s", schedule.name, message)
+    return run.id if run is not None else None
+
+
+def _next_time(schedule: PipelineSchedule, after: datetime) -> datetime:
+    from croniter import croniter
+
+    assert schedule.cron is not None
+    found: datetime = croniter(schedule.cron, after).get_next(datetime)
+    return found
+
+
+def _note(session: Session, schedule: PipelineSchedule, message: str) -> None:
+    session.execute(update(PipelineSchedule).where(PipelineSchedule.id == schedule.id)
+                    .values(message=message))
+    session.commit()

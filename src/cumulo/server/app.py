@@ -29,7 +29,7 @@ from cumulo.config import Settings
 from cumulo.db import make_engine
 from cumulo.dr.api import router as backups_router
 from cumulo.lake.api import sql_router, tables_router
-from cumulo.leases import Membership
+from cumulo.leases import Membership, advertised_url
 from cumulo.metering.api import router as costs_router
 from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
@@ -96,15 +96,18 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(loops.dispose)
         # This control plane's lease: what it runs is its own while the lease is renewed.
         plane = Membership(loops, home=str(settings.home),
-                           url=settings.public_url or settings.url, version=cumulo.__version__)
+                           url=advertised_url(settings.host, settings.port),
+                           version=cumulo.__version__)
         plane.start()
         stack.callback(plane.stop)
         supervisor = Supervisor(settings, loops, storage, plane)
         tracking = TrackingServer(settings, storage.url)
         stack.callback(tracking.stop)
         # Endpoints' environments are built by the supervisor's builder: one per machine.
-        endpoints = EndpointManager(settings, loops, tracking, storage, envs=supervisor.envs)
-        pipelines = Orchestrator(loops, storage, supervisor.notify, fire_schedules=schedules.fire)
+        endpoints = EndpointManager(settings, loops, tracking, storage, envs=supervisor.envs,
+                                    plane=plane)
+        pipelines = Orchestrator(loops, storage, supervisor.notify, fire_schedules=schedules.fire,
+                                 plane=plane)
         supervisor.listeners.append(pipelines.notify)
         sessions = sessionmaker(engine, expire_on_commit=False)
         trail = Trail(AuditLog(sessions))  # the audit log's entries, written off the requests

@@ -13,9 +13,10 @@ as soon. Conditions on the caller's source address cannot be known ahead of a re
 statement that holds only for some addresses does not count here (the control plane's route
 checks them per request).
 
-Each set also holds the control plane's own key, made at each start: the control plane's
-``/endpoints/NAME/invocations`` has authorized its caller already (with a bearer token or the
-console's login cookie) and forwards the request to the replicas with this key.
+Each set also holds the keys of the live control planes (:mod:`cumulo.leases`; each made
+when its control plane registers): a control plane's ``/endpoints/NAME/invocations`` has
+authorized its caller already (with a bearer token or the console's login cookie) and forwards
+the request to the replicas with its key, whichever control plane runs them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import orjson
 from sqlalchemy.orm import Session
 
 from cumulo.access.tokens import live_tokens
+from cumulo.leases import live_key_hashes
 
 __all__ = ["REFRESH", "SERVED_NAMES", "AllowedTokens"]
 
@@ -52,18 +54,24 @@ class AllowedTokens:
     ``endpoints`` names the endpoints running here (nothing is read while there are none)."""
 
     def __init__(self, sessions: Callable[[], AbstractContextManager[Session]],
-                 root: Path, *, endpoints: Callable[[], Iterable[str]] = tuple) -> None:
+                 root: Path, *, endpoints: Callable[[], Iterable[str]] = tuple,
+                 key: Callable[[], str] | None = None) -> None:
         self.sessions = sessions
         self.root = root
         self.endpoints = endpoints
-        self.key = "cml_" + secrets.token_urlsafe(32)  # this start's own key: never stored
-        self._key_hash = hashlib.sha256(self.key.encode()).hexdigest()
+        # This control plane's key (its lease's, where there is one): only its hash is stored.
+        own = "cml_" + secrets.token_urlsafe(32)
+        self._key = key or (lambda: own)
         # endpoint -> (digest, tokens); each value replaced whole: read by the routes'
         # threads and the event loop.
         self.current: dict[str, tuple[str, dict[str, float | None]]] = {}
         self._writes = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def key(self) -> str:
+        return self._key()
 
     def path_for(self, endpoint: str) -> Path:
         return self.root / f"{endpoint}.json"
@@ -76,6 +84,19 @@ class AllowedTokens:
         digest, tokens = self.current.get(endpoint, ("", {}))
         return {"digest": digest, "tokens": tokens}
 
+    def read(self, endpoint: str) -> dict[str, Any]:
+        """An endpoint's set as replicas take it, read now and kept nowhere: for the replicas
+        of an endpoint another control plane runs."""
+        with self.sessions() as session:
+            live = live_tokens(session)
+            planes = {h: None for h in live_key_hashes(session)}
+        tokens: dict[str, float | None] = {
+            h: expires for h, (expires, who) in live.items()
+            if who.can("endpoints:Invoke", f"endpoint/{endpoint}")}
+        tokens.update(planes)
+        digest = hashlib.sha256(orjson.dumps(tokens, option=orjson.OPT_SORT_KEYS))
+        return {"digest": digest.hexdigest()[:24], "tokens": tokens}
+
     def refresh(self, names: Iterable[str] | None = None) -> bool:
         """Read the live tokens and who may invoke what, for ``names`` (default: every
         endpoint running here); True, with files rewritten, if a set changed."""
@@ -84,12 +105,14 @@ class AllowedTokens:
             return False
         with self.sessions() as session:
             live = live_tokens(session)
+            planes = {h: None for h in live_key_hashes(session)}
+        planes[hashlib.sha256(self.key.encode()).hexdigest()] = None
         changed = False
         for name in wanted:
             resource = f"endpoint/{name}"
             tokens = {h: expires for h, (expires, who) in live.items()
                       if who.can("endpoints:Invoke", resource)}
-            tokens[self._key_hash] = None
+            tokens.update(planes)
             known = self.current.get(name)
             if known is not None and known[1] == tokens:
                 continue

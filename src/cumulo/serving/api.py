@@ -28,11 +28,13 @@ from cumulo.access import projects
 from cumulo.db import get_session
 from cumulo.errors import Conflict, Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
+from cumulo.leases import ControlPlane, live_planes
 from cumulo.permissions import allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import Services, services
 from cumulo.serving import endpoints
 from cumulo.serving.forward import ReplicaGone
+from cumulo.serving.manager import owner_host
 from cumulo.serving.models import Endpoint
 
 if TYPE_CHECKING:
@@ -280,9 +282,32 @@ def replica_report(name: str, message: dict[str, Any], session: DbSession, calle
     """What a Ray Serve replica of the endpoint served (cumulo.serving.rayserve): only with
     the token made for the endpoint."""
     endpoints.check_reporter(session, caller, name)
-    if not _manager(request).report(name, message):
+    if _manager(request).report(name, message):
+        return Response(status_code=204)
+    owner = _owner_elsewhere(request, session, name)
+    if owner is None:
         raise Conflict(f"endpoint {name!r} does not run on a Ray cluster from here")
-    return Response(status_code=204)
+    # Its replicas reached this control plane (a load balancer's choice): to the one that
+    # runs the endpoint, with the replica's own token.
+    import httpx
+
+    try:
+        answer = httpx.post(f"{owner.url}/api/v1/endpoints/{name}/reports", json=message,
+                            headers={"authorization": request.headers.get("authorization", "")},
+                            timeout=5)
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"endpoint {name!r} runs on control plane {owner.id[:8]}, which did "
+                          f"not answer: {exc}", retry_after=1) from exc
+    return Response(status_code=answer.status_code, content=answer.content,
+                    media_type=answer.headers.get("content-type"))
+
+
+def _owner_elsewhere(request: Request, session: Session, name: str) -> ControlPlane | None:
+    """The live control plane that runs endpoint ``name``, when it is not this one."""
+    endpoint = endpoints.get_endpoint(session, name)
+    if endpoint.owner is None or endpoint.owner == services(request).plane.id:
+        return None
+    return next((p for p in live_planes(session) if p.id == endpoint.owner), None)
 
 
 @endpoints_router.get("/{name}/tokens",
@@ -299,6 +324,14 @@ async def replica_tokens(name: str, caller: Caller, request: Request, since: str
 
     await run_in_threadpool(check)
     allowed = _manager(request).allowed
+    if name not in allowed.current:
+        # Run by another control plane (its replicas reached this one): the set as it is
+        # now, read for this request; asked again, it is read again.
+        doc = await run_in_threadpool(allowed.read, name)
+        if doc["digest"] == since:
+            await asyncio.sleep(min(max(wait, 0.0), 1.0))
+            return Response(status_code=204)
+        return Response(orjson.dumps(doc), media_type="application/json")
     deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
     while allowed.digest(name) == since:
         if time.monotonic() >= deadline:
@@ -427,10 +460,14 @@ async def forward_invocation(
 
 
 def _find_route(running: Services, name: str) -> tuple[str, str, int]:
-    """``EndpointManager.route``, from the database: for an endpoint not stepped yet."""
+    """``EndpointManager.route``, from the database: for an endpoint not stepped yet (its
+    owner's address, where another control plane runs it)."""
     host = running.endpoints.host
     with running.sessions() as session:
         endpoint = endpoints.get_endpoint(session, name)
+        owner = next((p for p in live_planes(session) if p.id == endpoint.owner), None)
+        if owner is not None and owner.id != running.plane.id:
+            host = owner_host(owner)
         if endpoint.cluster is None:  # the replicas' own path for it
             return (endpoint.state, f"http://{host}:{endpoint.port}/endpoints/{name}/invocations",
                     endpoint.max_body)

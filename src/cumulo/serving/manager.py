@@ -1,6 +1,12 @@
-"""The endpoint manager: runs every endpoint, and keeps it running.
+"""The endpoint manager: runs the endpoints this control plane owns, and keeps them running.
 
-A thread in the control plane steps each endpoint twice a second, and at once when told (a
+Each endpoint is run by one control plane, its ``owner`` (:mod:`cumulo.leases`): a control
+plane claims endpoints no live control plane owns (new ones, or those of one whose lease ran
+out: their replicas are started again here, a Ray Serve application adopted), and closes its
+runtime of any endpoint another one owns. Every control plane knows where every endpoint's
+replicas answer (its owner's address), so an invocation reaches them through any of them.
+
+A thread in the control plane steps each endpoint it owns twice a second, and at once when told (a
 new endpoint, a replica ready or gone). For each endpoint row it keeps a runtime
 (:mod:`cumulo.serving.runtimes`: replica processes on this machine, or a Ray Serve
 application), made when the endpoint appears and closed when it is deleted, and steps it: the
@@ -32,13 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.config import Settings
 from cumulo.db import utcnow
 from cumulo.forkserver import ForkServer
+from cumulo.leases import ControlPlane, Membership, live_planes
 from cumulo.ml.registry import MlflowServer, Registry
 from cumulo.serving.allowed import SERVED_NAMES, AllowedTokens
 from cumulo.serving.capture import Captures
@@ -52,9 +59,14 @@ from cumulo.storage.backends import Backend
 if TYPE_CHECKING:
     from cumulo.compute.environments.service import Builder
 
-__all__ = ["EndpointManager", "summarize"]
+__all__ = ["EndpointManager", "owner_host", "summarize"]
 
 log = logging.getLogger("cumulo.serving")
+
+
+def owner_host(plane: ControlPlane) -> str:
+    """Where an endpoint's replicas answer when ``plane`` runs them: its address."""
+    return urlsplit(plane.url).hostname or plane.host
 
 
 class _Waker:
@@ -91,8 +103,9 @@ class EndpointManager:
 
     def __init__(self, settings: Settings, engine: Engine,
                  tracking: MlflowServer, storage: Backend | None = None, *,
-                 envs: Builder | None = None) -> None:
+                 envs: Builder | None = None, plane: Membership | None = None) -> None:
         self.settings = settings
+        self.plane = plane  # None: the only control plane (tests of the manager alone)
         self.envs = envs  # builds the environments models run in (None: the server's only)
         self.host = "127.0.0.1" if settings.host in ("", "localhost") else settings.host
         self.sessions = sessionmaker(engine, expire_on_commit=False)
@@ -102,7 +115,8 @@ class EndpointManager:
         self.launcher = Launcher(self.root)
         self.captures = Captures(self.sessions, storage)
         self.allowed = AllowedTokens(self.sessions, self.root / "tokens",
-                                     endpoints=lambda: list(self._runtimes))
+                                     endpoints=lambda: list(self._runtimes),
+                                     key=(lambda: plane.key) if plane is not None else None)
         # Names replicas answer under besides the address they are bound to (their Host
         # check): the host as the settings name it (a DNS name binds as its address), and the
         # public URL's.
@@ -122,6 +136,8 @@ class EndpointManager:
         return self.launcher.forks
 
     def start(self) -> None:
+        if self.plane is not None:
+            self.plane.on_fenced.append(self._drop_all)
         if self.settings.serving_preload:
             self.launcher.start_fork_server()
         self.allowed.start()  # before any replica: the first ones find the set
@@ -191,9 +207,16 @@ class EndpointManager:
 
     def _tick(self, session: Session) -> None:
         self.launcher.tend()
-        rows = {e.name: e for e in session.scalars(select(Endpoint))}
+        if self.plane is not None and not self.plane.valid():
+            return  # the lease is not renewed: our endpoints may be another's now
+        every = {e.name: e for e in session.scalars(select(Endpoint))}
+        planes = {p.id: p for p in live_planes(session)} if self.plane is not None else {}
+        rows = {name: e for name, e in every.items() if self._mine(session, e, planes)}
         for name in set(self._runtimes) - set(rows):
-            self._retire(self._runtimes.pop(name))
+            if name in every:  # another control plane runs it now: stop ours, keep it
+                self._runtimes.pop(name).close(session, None)
+            else:
+                self._retire(self._runtimes.pop(name))
         for name, endpoint in rows.items():
             if endpoint.state == "deleting":
                 runtime = self._runtimes.pop(name, None)
@@ -212,14 +235,53 @@ class EndpointManager:
                 log.exception("endpoint %s: its step failed; the others go on", name)
                 session.expire(endpoint)  # what the step changed on it is not committed
         session.commit()
-        self._routes = {name: self._route(session, e) for name, e in rows.items()
-                        if name in self._runtimes}
+        routes = {name: self._route(session, e) for name, e in rows.items()
+                  if name in self._runtimes}
+        for name, endpoint in every.items():  # run elsewhere: at its owner's address
+            owner = planes.get(endpoint.owner or "")
+            if name not in routes and owner is not None and endpoint.state != "deleting":
+                routes[name] = self._route(session, endpoint, host=owner_host(owner))
+        self._routes = routes
 
-    def _route(self, session: Session, endpoint: Endpoint) -> tuple[str, str, int]:
+    def _mine(self, session: Session, endpoint: Endpoint,
+              planes: dict[str, ControlPlane]) -> bool:
+        """Whether this control plane runs ``endpoint``: it owns it, or claims it now because
+        no live control plane does (one claim naming the old owner: one of those that look at
+        once gets it)."""
+        if self.plane is None or endpoint.owner == self.plane.id:
+            return True
+        if endpoint.owner in planes:
+            return False
+        old = endpoint.owner
+        claimed = session.execute(  # type: ignore[attr-defined]
+            update(Endpoint).where(Endpoint.id == endpoint.id,
+                                   Endpoint.owner.is_(None) if old is None
+                                   else Endpoint.owner == old)
+            .values(owner=self.plane.id)).rowcount
+        session.commit()
+        if claimed:
+            session.refresh(endpoint)
+            if old is not None:
+                log.info("endpoint %s taken over from control plane %s", endpoint.name, old)
+        return bool(claimed)
+
+    def _drop_all(self) -> None:
+        """Fenced: the endpoints we ran may be another control plane's now; their replicas
+        here stop (the new owner starts its own), their rows stay."""
+        with self._lock, self.sessions() as session:
+            for runtime in self._runtimes.values():
+                with contextlib.suppress(Exception):
+                    runtime.close(session, None)
+            self._runtimes.clear()
+            self._routes = {}
+
+    def _route(self, session: Session, endpoint: Endpoint, *,
+               host: str | None = None) -> tuple[str, str, int]:
+        host = host or self.host
         if endpoint.cluster is None:  # the replicas' own path for it
-            url = f"http://{self.host}:{endpoint.port}/endpoints/{endpoint.name}/invocations"
+            url = f"http://{host}:{endpoint.port}/endpoints/{endpoint.name}/invocations"
         else:
-            url = f"{endpoint_url(session, endpoint, host=self.host)}/invocations"
+            url = f"{endpoint_url(session, endpoint, host=host)}/invocations"
         return endpoint.state, url, endpoint.max_body
 
     def _open(self, session: Session, endpoint: Endpoint) -> Runtime | None:

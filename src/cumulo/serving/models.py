@@ -29,7 +29,10 @@ class Endpoint(Created, InProject, Base):
     # "environment": the digest of the environment it runs in, None for the server's
     # (cumulo.serving.environments; read by cumulo.compute.environments.service.env_in_use).
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    port: Mapped[int] = mapped_column(Integer)  # the replicas' own address, on this machine
+    port: Mapped[int] = mapped_column(Integer)  # the replicas' own address, on its owner's machine
+    # The control plane that runs it (cumulo.leases): the others forward to its replicas, and
+    # take it over when its lease runs out.
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     # Its replicas take invocations without a token (created --public); else only with a
     # live token, checked by each replica (cumulo.serving.gate).
     public: Mapped[bool] = mapped_column(Boolean, default=False)
