@@ -39,13 +39,19 @@ def test_a_cron_time_is_claimed_once_across_control_planes(tmp_path: Path) -> No
     from cumulo.db import make_engine, upgrade
     from cumulo.dr.models import BackupRun, BackupSchedule
     from cumulo.dr.schedules import BackupScheduler, create_schedule
+    from cumulo.leases import ControlPlane, Membership
 
     settings = load_settings(overrides={"home": str(tmp_path / "home")})
     engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
     upgrade(engine)
-    # Two control planes on one database; their workers are not started: only the claims
-    # are under test here (the backups they would run are tested on a server below).
-    one, two = BackupScheduler(settings, engine), BackupScheduler(settings, engine)
+    # Two control planes on one database, registered (their lease threads are not started,
+    # nor their workers: only the claims are under test here; the backups they would run are
+    # tested on a server below).
+    planes = [Membership(engine, home=f"/h{i}", url=f"http://p{i}", version="t")
+              for i in (1, 2)]
+    for plane in planes:
+        plane._register()
+    one, two = (BackupScheduler(settings, engine, plane=p) for p in planes)
     t = datetime(2026, 12, 4, 1, 30, tzinfo=UTC)
     with one.sessions() as session:
         schedule = create_schedule(session, name="nightly", target=str(tmp_path / "b"),
@@ -58,22 +64,26 @@ def test_a_cron_time_is_claimed_once_across_control_planes(tmp_path: Path) -> No
     assert len(fired) == 1
     assert two.fire(at_two) == []  # claimed by the first: never both
     assert one.fire(at_two + timedelta(minutes=1)) == []  # one backup per cron time
-    # Down for three days: missed=latest makes one backup, not three.
+    # One running backup per schedule, whichever control plane is asked.
+    with pytest.raises(Conflict, match="already queued or running"):
+        two.run_now("nightly", by="ana")
     with one.sessions() as session:
         session.get(BackupRun, fired[0]).state = "succeeded"  # type: ignore[union-attr]
         session.commit()
-    one._queued.clear()  # what the worker does when a run ends
+    # Down for three days: missed=latest makes one backup, not three.
     assert len(two.fire(at_two + timedelta(days=3))) == 1
     with one.sessions() as session:
         runs = session.scalars(select(BackupRun).order_by(BackupRun.id)).all()
         assert [r.trigger for r in runs] == [
             "schedule nightly at 2026-12-04T02:00:00+00:00",
             "schedule nightly at 2026-12-07T02:00:00+00:00"]
+        assert [r.owner for r in runs] == [planes[0].id, planes[1].id]
         assert session.scalar(select(BackupSchedule.last_at)) == datetime(2026, 12, 7, 2,
                                                                           tzinfo=UTC)
-    # A control plane that starts again marks its runs left 'running' as failed.
-    three = BackupScheduler(settings, engine)
-    three._fail_leftovers()
+        # The second control plane's lease runs out: the first fails its running backup.
+        session.get(ControlPlane, planes[1].id).lease_expires_at = t  # type: ignore[union-attr]
+        session.commit()
+    one.fire(at_two + timedelta(days=3))
     with one.sessions() as session:
         left = session.get(BackupRun, runs[-1].id)
         assert left is not None and left.state == "failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo import state
@@ -40,6 +40,10 @@ class BackupRun(Base):
     """One backup or drill, as it ran: its outcome, figures, and the error that stopped it."""
 
     __tablename__ = "backup_runs"
+    # One running backup (and one running drill) per schedule, whichever control plane runs it.
+    __table_args__ = (Index("uq_backup_runs_running", "schedule", "kind", unique=True,
+                            sqlite_where=text("state = 'running'"),
+                            postgresql_where=text("state = 'running'")),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))  # RUN_KINDS
@@ -48,6 +52,7 @@ class BackupRun(Base):
     target: Mapped[str] = mapped_column(String(1024))
     state: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed
     host: Mapped[str] = mapped_column(String(255))  # the control plane's machine that ran it
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True)  # its control plane
     backup_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     files: Mapped[int | None] = mapped_column(Integer, nullable=True)
     bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

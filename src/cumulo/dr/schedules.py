@@ -6,12 +6,13 @@ control plane looks at the schedules every ``LOOK_EVERY`` seconds; a schedule wh
 has come is claimed in the database (its ``last_at`` moved on where it still holds the value
 read, so two control planes on one database never both run it) and queued. One backup runs at a
 time, on a worker thread of its own: a backup reads the whole home, and two at once would only
-compete for the disk.
+compete for the disk. A schedule has at most one running backup (and one running drill)
+whichever control plane is asked: a unique index over the running runs says so.
 
 Each backup and each drill is a :class:`~cumulo.dr.models.BackupRun`: its figures, or the error
 that stopped it. A schedule whose latest backup (or drill) failed is *failing*: ``cumulo
 status``, Home and the Backups page say so until a later one succeeds. A run left ``running`` by
-a control plane that stopped is marked failed when one starts again on that machine.
+a control plane whose lease ran out (:mod:`cumulo.leases`) is marked failed by the others.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.config import Settings
@@ -34,6 +36,7 @@ from cumulo.cron import MISSED, check_cron, due_times
 from cumulo.db import utcnow
 from cumulo.dr.models import BackupRun, BackupSchedule
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
+from cumulo.leases import Membership, live_planes
 
 __all__ = ["BackupScheduler", "create_schedule", "delete_schedule", "failing", "get_schedule",
            "last_runs", "next_time"]
@@ -137,21 +140,21 @@ class _Work:
 class BackupScheduler:
     """The control plane's backup loop: fires due schedules, runs one backup at a time."""
 
-    def __init__(self, settings: Settings, engine: Engine, *,
+    def __init__(self, settings: Settings, engine: Engine, *, plane: Membership,
                  look_every: float = LOOK_EVERY) -> None:
         self.settings = settings
+        self.plane = plane
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.look_every = look_every
         self.host = socket.gethostname()
         self._work: queue.Queue[_Work | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._queued: set[str] = set()  # schedules with a run queued or running
-        self._lock = threading.Lock()
         self._drill_server: subprocess.Popen[bytes] | None = None  # a drill's, while it runs
 
     def start(self) -> None:
-        self._fail_leftovers()
+        with self.sessions() as session:
+            self._fail_orphans(session)
         for target, name in ((self._look, "cumulo-backup-schedules"),
                              (self._work_loop, "cumulo-backups")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -177,27 +180,30 @@ class BackupScheduler:
 
     def _queue(self, session: Session, schedule: BackupSchedule, trigger: str, *,
                drill: bool, user_id: int | None = None) -> BackupRun:
-        with self._lock:
-            if schedule.name in self._queued:
-                raise Conflict(f"a backup of schedule {schedule.name!r} is already queued or "
-                               "running; 'cumulo backup runs' follows it")
-            self._queued.add(schedule.name)
         run = BackupRun(kind="backup", schedule=schedule.name, trigger=trigger,
                         target=schedule.target, state="running", host=self.host,
-                        started_by=user_id)
+                        owner=self.plane.id, started_by=user_id)
         session.add(run)
-        session.commit()
+        try:
+            session.commit()
+        except IntegrityError:  # the unique index over running runs: one at a time
+            session.rollback()
+            raise Conflict(f"a backup of schedule {schedule.name!r} is already queued or "
+                           "running; 'cumulo backup runs' follows it") from None
         self._work.put(_Work(schedule.name, trigger, drill, run.id))
         return run
 
-    def _fail_leftovers(self) -> None:
-        with self.sessions() as session:
-            session.execute(update(BackupRun).where(BackupRun.state == "running",
-                                                    BackupRun.host == self.host)
-                            .values(state="failed", finished_at=utcnow(),
-                                    error="the control plane stopped while it ran; the "
-                                    "backups before it are whole"))
-            session.commit()
+    def _fail_orphans(self, session: Session) -> None:
+        """Runs left running by a control plane whose lease ran out (or from before control
+        planes had ids): failed, so that their schedules can run again."""
+        live = [p.id for p in live_planes(session)]
+        session.execute(update(BackupRun).where(
+            BackupRun.state == "running",
+            or_(BackupRun.owner.is_(None), BackupRun.owner.not_in(live or [""])))
+            .values(state="failed", finished_at=utcnow(),
+                    error="the control plane stopped while it ran; the backups before it "
+                    "are whole"))
+        session.commit()
 
     def _look(self) -> None:
         while not self._stop.wait(self.look_every):
@@ -210,7 +216,10 @@ class BackupScheduler:
         """Queue the backups the schedules owe now; their runs' ids."""
         now = now or utcnow()
         queued: list[int] = []
+        if not self.plane.valid():
+            return queued  # the lease is not renewed: another control plane fires them
         with self.sessions() as session:
+            self._fail_orphans(session)
             for schedule in session.scalars(select(BackupSchedule)
                                             .where(BackupSchedule.enabled.is_(True))):
                 times = due_times(schedule.cron, schedule.last_at, now, schedule.missed)
@@ -246,9 +255,6 @@ class BackupScheduler:
                 self._do(work)
             except Exception:
                 log.exception("backup schedule %s: run failed", work.schedule)
-            finally:
-                with self._lock:
-                    self._queued.discard(work.schedule)
 
     def _do(self, work: _Work) -> None:
         with self.sessions() as session:
@@ -293,7 +299,7 @@ class BackupScheduler:
 
         run = BackupRun(kind="drill", schedule=schedule.name, trigger=trigger,
                         target=schedule.target, state="running", host=self.host,
-                        backup_id=backup_id, started_by=user_id)
+                        owner=self.plane.id, backup_id=backup_id, started_by=user_id)
         session.add(run)
         session.commit()
         try:

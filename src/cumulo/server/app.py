@@ -117,7 +117,7 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(install_decider, None)
         forward = Forwarder()
         stack.callback(forward.close)
-        backups = BackupScheduler(settings, loops)
+        backups = BackupScheduler(settings, loops, plane=plane)
         running = Services(
             settings=settings, engine=engine, sessions=sessions, storage=storage,
             tokens=TokenCache(sessions),
