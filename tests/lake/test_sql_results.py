@@ -136,7 +136,65 @@ def test_a_query_run_on_one_control_plane_is_read_on_another(
             saved = again.download(tmp_path / "out.csv", format="csv")
             lines = saved.read_text().splitlines()
             assert len(lines) == 70001 and lines[:2] == ['"n"', "0"] and lines[-1] == "69999"
+            # A long query running on A is cancelled through B (the cancel goes to A).
+            _cancel_through_the_other(a, b)
         finally:
             b.stop()
     finally:
         a.stop()
+
+
+def _cancel_through_the_other(a, b) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from cumulo.errors import CumuloError
+
+    slow = "select sum(x.range * y.range) from range(200000) x, range(200000) y"
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(a.client().sql(slow, timeout_s=120))
+        except CumuloError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    cb = b.client()
+    deadline = time.monotonic() + 30
+    running = []
+    while not running:
+        assert time.monotonic() < deadline, "the slow query never showed as running"
+        running = [q for q in cb.sql.history(state="running") if q["sql"] == slow]
+        time.sleep(0.1)
+    assert cb.sql.cancel(running[0]["id"])["cancelled"] is True
+    thread.join(60)
+    assert not thread.is_alive()
+    assert cb.sql.get(running[0]["id"])["state"] == "cancelled"
+
+
+def test_a_query_whose_control_plane_is_gone_is_failed(tmp_path: Path) -> None:
+    """A query left running by a control plane whose lease ran out never finishes: it is
+    failed, saying so, when it is next looked at."""
+    from sqlalchemy.orm import Session
+
+    import cumulo.access.models  # noqa: F401 - users, whom queries name
+    from cumulo.db import make_engine, upgrade, utcnow
+    from cumulo.lake import sql
+    from cumulo.lake.models import SqlQuery
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    upgrade(engine)
+    with Session(engine) as session:
+        left = SqlQuery(id="q1", sql="select 1", state="running", owner="gone-plane",
+                        created_at=utcnow())
+        mine = SqlQuery(id="q2", sql="select 2", state="running", owner="live-plane",
+                        created_at=utcnow())
+        session.add_all([left, mine])
+        session.commit()
+        for q in (left, mine):
+            sql.fail_orphaned(session, q, ["live-plane"])
+        assert (left.state, left.error) == ("failed", sql.ORPHANED)
+        assert mine.state == "running"
+    engine.dispose()

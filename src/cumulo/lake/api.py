@@ -23,10 +23,11 @@ from starlette.concurrency import run_in_threadpool
 from cumulo.access.projects import names_of
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
-from cumulo.errors import Forbidden, Invalid, NotFound
+from cumulo.errors import Forbidden, Invalid, NotFound, Unavailable
 from cumulo.lake import projects as _projects  # noqa: F401 - places tables in projects
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
+from cumulo.leases import live_planes
 from cumulo.permissions import PERMISSION_KEY, Holder, allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
@@ -753,7 +754,8 @@ def run_sql(body: SqlIn, request: Request, session: DbSession, storage: Storage,
         # The audit log records a GRANT or a mask as what it is, not as a query.
         request.scope[PERMISSION_KEY] = command.permission
     outcome = sql.run(session, storage, caller, body.sql, results_dir=_results_dir(request),
-                      timeout_s=body.timeout_s, scan_limit_bytes=body.scan_limit_bytes)
+                      timeout_s=body.timeout_s, scan_limit_bytes=body.scan_limit_bytes,
+                      owner=services(request).plane.id)
     page: list[dict[str, Any]] = []
     if outcome.result_key is not None and body.page_size:
         page = _json_rows(results.read_page(storage, outcome.result_key, offset=0,
@@ -799,16 +801,38 @@ def query_owner(request: Request) -> Holder | None:
                                     project=query_project)],
                 response_model=QueryOut, summary="One query")
 def get_query(query_id: str, session: DbSession) -> QueryOut:
-    return _query_out(session, _get_query(session, query_id))
+    q = _get_query(session, query_id)
+    sql.fail_orphaned(session, q, (p.id for p in live_planes(session)))
+    return _query_out(session, q)
 
 
 @sql_router.delete("/queries/{query_id}",
                    dependencies=[allow("sql:Read", "query/{query_id}", owner=query_owner,
                                        project=query_project)],
                    summary="Cancel a running query")
-def cancel_query(query_id: str, session: DbSession) -> dict[str, Any]:
+def cancel_query(query_id: str, request: Request, session: DbSession) -> dict[str, Any]:
     q = _get_query(session, query_id)
-    return {"id": q.id, "cancelled": sql.cancel(query_id), "state": q.state}
+    if sql.cancel(query_id):
+        return {"id": q.id, "cancelled": True, "state": q.state}
+    live = {p.id: p for p in live_planes(session)}
+    sql.fail_orphaned(session, q, live)
+    owner = live.get(q.owner or "")
+    if q.state != "running" or owner is None or owner.id == services(request).plane.id:
+        return {"id": q.id, "cancelled": False, "state": q.state}
+    # Running on another control plane (a load balancer sent this here): the cancel goes
+    # there, as the caller.
+    import httpx
+
+    try:
+        answer = httpx.delete(f"{owner.url}/api/v1/sql/queries/{query_id}", timeout=10,
+                              headers={"authorization": "Bearer "
+                                       + getattr(request.state, "credential", "")})
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"query {query_id} runs on control plane {owner.id[:8]}, which did "
+                          f"not answer the cancel: {exc}", retry_after=1) from exc
+    found: dict[str, Any] = answer.json()
+    return found
 
 
 @sql_router.get("/queries/{query_id}/results",

@@ -72,6 +72,8 @@ class SqlQuery(Created, Base):
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result_location: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # The control plane that runs it (cumulo.leases): where a cancel goes.
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ColumnMask(Created, Base):

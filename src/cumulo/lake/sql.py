@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake.exceptions import DeltaError
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
@@ -543,7 +544,7 @@ def _explain_error(exc: duckdb.Error, known: list[str],
 def run(
     session: Session, backend: Backend, principal: Principal, sql: str, *, results_dir: Path,
     timeout_s: float = 300, scan_limit_bytes: int | None = None,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: Callable[[str], None] | None = None, owner: str | None = None,
 ) -> QueryOutcome:
     """Run one statement; record it in the query history whatever happens. ``timeout_s``
     counts from now: the wait for a connection is part of it. Its result goes to ``backend``
@@ -551,7 +552,7 @@ def run(
     results)."""
     deadline = time.monotonic() + timeout_s
     _prune_results(session, backend, results_dir)
-    query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running",
+    query = SqlQuery(id=uuid.uuid4().hex[:16], sql=sql, state="running", owner=owner,
                      created_by=principal.user_id, created_at=utcnow())
     running = _Running()
     with _RUNNING_LOCK:
@@ -843,6 +844,21 @@ def _prune_results(session: Session, backend: Backend, results_dir: Path) -> Non
     except Exception as exc:  # the storage or the database unreachable: next time, then
         session.rollback()
         log.warning("cannot prune old SQL results: %s: %s", type(exc).__name__, exc)
+
+
+ORPHANED = "its control plane stopped while it ran; run it again"
+
+
+def fail_orphaned(session: Session, query: SqlQuery, live: Iterable[str]) -> None:
+    """A query left running by a control plane whose lease ran out: failed (it will never
+    finish). ``live`` are the live control planes' ids."""
+    if query.state == "running" and query.owner is not None and query.owner not in set(live):
+        done = session.execute(  # type: ignore[attr-defined]
+            update(SqlQuery).where(SqlQuery.id == query.id, SqlQuery.state == "running")
+            .values(state="failed", error=ORPHANED, finished_at=utcnow())).rowcount
+        session.commit()
+        if done:
+            session.refresh(query)
 
 
 def cancel(query_id: str) -> bool:
