@@ -23,6 +23,20 @@ interface Status {
   storage: { kind: string; buckets: number; objects: number; bytes: number; used: StorageUse };
   compute: { clusters: number; running: number; queued: number };
   backups?: Backups | null;  // null for callers who may not list backups
+  control_planes: Plane[];  // those sharing this Cumulo's database, live or lately
+}
+/** A control plane (a `cumulo up`): its lease, and the starting or running jobs it owns. */
+interface Plane {
+  id: string;
+  host: string;
+  url: string;
+  version: string;
+  started_at: string;
+  renewed_at: string;
+  lease_expires_at: string;
+  live: boolean;  // its lease is current: it runs what it owns
+  this: boolean;  // the control plane that answered
+  jobs: number;
 }
 /** The backup schedules' standing: each failing one's latest failed backup or drill. */
 interface Backups {
@@ -58,6 +72,12 @@ function ago(iso: string): string {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
+/** How long ago, to the second within a minute (a lease is renewed every 2 s): "3 s ago". */
+function agoExactly(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 60 ? `${s} s ago` : ago(iso);
+}
+
 const backupsOf = (schedule: string) => `/backups?schedule=${encodeURIComponent(schedule)}`;
 
 const MOST_ENDPOINTS = 20; // endpoints whose traffic is asked for on each refresh
@@ -73,6 +93,57 @@ function drillText(b: Backups): string {
   if (!d) return `${schedules} · no drill yet`;
   if (d.state !== "succeeded") return `${schedules} · last drill ${d.state}`;
   return `${schedules} · last drill RPO ${seconds(d.rpo_seconds)}, RTO ${seconds(d.rto_seconds)}`;
+}
+
+/** A control plane's lease: when it was last renewed, or, in red, when it ran out (its work
+ *  is taken over by the live ones). */
+function Lease({ plane }: { plane: Plane }) {
+  return plane.live
+    ? <span title={`Renewed at ${when(plane.renewed_at)}`}>renewed {agoExactly(plane.renewed_at)}</span>
+    : <span className="home-lease-out" title={`Ran out at ${when(plane.lease_expires_at)}`}>
+        lease ran out {ago(plane.lease_expires_at)}</span>;
+}
+
+const jobsText = (n: number) => `${n} job${n === 1 ? "" : "s"}`;
+const ThisOne = ({ plane }: { plane: Plane }) =>
+  plane.this ? <span className="ops-chip" title="The control plane that answered">this one</span> : null;
+
+/** The control planes sharing this Cumulo's database: one line for one, a table for several. */
+function Planes({ planes }: { planes: Plane[] }) {
+  const live = planes.filter((p) => p.live).length;
+  const summary = <span className="muted ops-small">{live} of {planes.length} live</span>;
+  if (planes.length === 1) {
+    const [p] = planes;
+    return (
+      <section className="panel ops-panel home-planes home-planes-one" aria-labelledby="home-planes">
+        <div className="row">
+          <h2 id="home-planes">Control planes</h2>
+          <span className="home-plane">
+            <code title={p.id}>{p.id.slice(0, 8)}</code> {p.host} <span className="muted">{p.url}</span>
+            {" "}Cumulo {p.version} <ThisOne plane={p} />· <Lease plane={p} /> · {jobsText(p.jobs)}
+          </span>
+          <span className="spacer" />{summary}
+        </div>
+      </section>
+    );
+  }
+  return (
+    <section className="panel ops-panel home-planes" aria-labelledby="home-planes">
+      <div className="row"><h2 id="home-planes">Control planes</h2><span className="spacer" />{summary}</div>
+      <Table label="Control planes" head={["Control plane", "Host", "URL", "Version", "Lease", "Jobs"]}>
+        {planes.map((p) => (
+          <tr key={p.id}>
+            <td><code title={p.id}>{p.id.slice(0, 8)}</code> <ThisOne plane={p} /></td>
+            <td>{p.host}</td>
+            <td className="home-plane-url">{p.url}</td>
+            <td>{p.version}</td>
+            <td><Lease plane={p} /></td>
+            <td className="num">{p.jobs}</td>
+          </tr>
+        ))}
+      </Table>
+    </section>
+  );
 }
 
 export default function Home() {
@@ -202,6 +273,7 @@ export default function Home() {
           )}
         </section>
       </div>
+      {status.control_planes.length > 0 && <Planes planes={status.control_planes} />}
     </>
   );
 }
