@@ -127,6 +127,13 @@ class Settings:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def public_urls(self) -> list[str]:
+        """Where jobs and replicas reach the control planes: ``public_url`` (a load balancer's
+        URL, or several control planes' separated by commas, tried in turn), else this one."""
+        found = [u.strip().rstrip("/") for u in (self.public_url or "").split(",") if u.strip()]
+        return found or [self.url]
+
 
 @dataclass(frozen=True)
 class ClientSettings:

@@ -74,3 +74,29 @@ def test_an_unsafe_request_or_a_long_busy_spell_is_an_error(busy: Transport) -> 
     with pytest.raises(Unavailable):
         busy.json("GET", "/api/v1/tables")
     assert len(Busy.seen) == 4  # the first try and three more
+
+
+def test_a_list_of_control_planes_is_tried_in_turn(busy: Transport) -> None:
+    """CUMULO_URL naming several control planes: one that cannot be reached (nothing was
+    sent, so even a POST is safe to send to the next) is passed over, and the next one is
+    kept for the requests after."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    live = busy.url
+    Busy.busy_for, Busy.seen = 0, []
+    both = Transport(f"{dead}, {live}/", "cml_x")
+    try:
+        assert both.json("POST", "/api/v1/jobs", json={}) == {"ok": True}
+        assert both.url == live and Busy.seen == ["POST"]
+        assert both.json("GET", "/api/v1/tables") == {"ok": True}
+    finally:
+        both.close()
+    alone = Transport(dead, "cml_x")
+    try:
+        with pytest.raises(Unavailable, match="cannot reach Cumulo"):
+            alone.json("GET", "/api/v1/tables")
+    finally:
+        alone.close()

@@ -48,9 +48,15 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class Transport:
+    """HTTP to one Cumulo server. ``url`` may name several control planes of one Cumulo,
+    separated by commas (``CUMULO_URL=http://a:8080,http://b:8080``; what a job gets where the
+    server's ``public_url`` is such a list): a request that cannot connect (so nothing was
+    sent) goes to the next, which is kept for the requests after it."""
+
     def __init__(self, url: str, token: str | None, *, token_source: str = "",
                  timeout: float = 60.0, project: str | None = None) -> None:
-        self.url = url
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [url]
+        self.url = self.urls[0]
         self.token = token  # for clients of the same server that are not this one (MLflow's)
         self._token_source = token_source
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -58,11 +64,23 @@ class Transport:
             headers["x-cumulo-project"] = project
         self._headers = headers
         self._timeout = timeout
-        self._http = httpx.Client(
-            base_url=url, headers=headers,
-            timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=False,
-        )
+        self._http = self._client(self.url)
         self._has_token = bool(token)
+
+    def _client(self, url: str) -> httpx.Client:
+        return httpx.Client(base_url=url, headers=self._headers,
+                            timeout=httpx.Timeout(self._timeout, connect=5.0),
+                            follow_redirects=False)
+
+    def _next_url(self) -> bool:
+        """Move on to the next control plane of the list; False when there is none."""
+        if len(self.urls) < 2:
+            return False
+        at = self.urls.index(self.url)
+        self.url = self.urls[(at + 1) % len(self.urls)]
+        self._http.close()
+        self._http = self._client(self.url)
+        return True
 
     def close(self) -> None:
         self._http.close()
@@ -104,9 +122,15 @@ class Transport:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         again = _RETRIES if method.upper() in _IDEMPOTENT and _replayable(kwargs) else 0
+        others = len(self.urls) - 1  # control planes still to try when one cannot be reached
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if others > 0 and _replayable(kwargs) and self._next_url():
+                    others -= 1
+                    continue  # nothing was sent: the next control plane
+                raise self._unreachable(exc) from exc
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from exc
             wait = _retry_after(response)

@@ -120,8 +120,8 @@ class EndpointManager:
         # Names replicas answer under besides the address they are bound to (their Host
         # check): the host as the settings name it (a DNS name binds as its address), and the
         # public URL's.
-        public = urlsplit(settings.public_url).hostname if settings.public_url else None
-        self.served_names = [name for name in (self.host, public, *SERVED_NAMES)
+        public = [urlsplit(u).hostname for u in settings.public_urls]
+        self.served_names = [name for name in (self.host, *public, *SERVED_NAMES)
                              if name and name not in ("0.0.0.0", "::")]
         self._stop = threading.Event()
         self._lock = threading.Lock()

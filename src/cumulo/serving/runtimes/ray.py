@@ -161,7 +161,8 @@ class RayRuntime(RuntimeBase):
                     self.error = message
 
     def _submit_deploy(self, settings: dict[str, Any]) -> str:
-        base = self.manager.settings.public_url or self.manager.settings.url
+        # Its replicas call back through the first public URL (a load balancer's, best).
+        base = self.manager.settings.public_urls[0]
         env = {"MLFLOW_TRACKING_URI": f"{base}/mlflow",
                "MLFLOW_TRACKING_TOKEN": self.secret, "MLFLOW_DISABLE_TELEMETRY": "true"}
         report_url = f"{base}/api/v1/endpoints/{self.name}/reports"
