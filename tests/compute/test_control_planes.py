@@ -2,6 +2,7 @@
 machine, each with a home of its own): both listed with their leases; a cluster's capacity is
 never overcommitted by the two together; and when one is SIGKILLed mid-job, the other takes
 its job over within 15 s and watches it to its end, so the job runs and ends exactly once.
+A running local job's log is followed live through the control plane that does not run it.
 An endpoint is run by one of them and answers through both; when its control plane is killed,
 the other takes it over and it answers again within 15 s.
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import backend_env
-from tests.services import Cumulo, register_churn, start_cumulo
+from tests.services import Cumulo, S3Server, register_churn, start_cumulo
 
 JOB = """\
 import os, sys, time
@@ -95,6 +97,56 @@ def test_an_endpoint_runs_once_and_answers_through_both(planes: tuple[Cumulo, Cu
     owners = [p for p in ca.status()["control_planes"] if p["live"]]
     assert len(owners) == 2  # both live; the endpoint is bound once (else one would fail)
     assert cb.endpoints.show("churn-ha")["state"] == "in_service"
+
+
+def _timestamp(iso: str) -> float:
+    at = datetime.fromisoformat(iso)
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+LINES = """\
+import time
+for i in range(8):
+    print(f"line {i} {time.time():.3f}", flush=True)
+    time.sleep(0.5)
+"""
+
+
+def test_a_running_jobs_log_is_followed_through_the_other_plane(
+        planes: tuple[Cumulo, Cumulo], s3: S3Server, tmp_path: Path) -> None:
+    """The control plane that runs a local job ships its log to storage about every second:
+    followed through the other one, its lines arrive while it runs, and the whole log after
+    (then the parts are gone from storage)."""
+    a, b = planes
+    ca, cb = a.client(), b.client()
+    (tmp_path / "lines.py").write_text(LINES)
+    job = ca.jobs.run("lines.py", code=tmp_path)
+    deadline = time.monotonic() + 60
+    while ca.jobs.get(job.id).state != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    owner = next(p for p in ca.status()["control_planes"] if p["live"] and p["jobs"])
+    other = cb if owner["url"] == a.url else ca
+    lines, arrived = [], []
+    for line in other.jobs.get(job.id).logs(follow=True):
+        lines.append(line)
+        arrived.append(time.time())
+    info = other.jobs.get(job.id).wait(30)
+    assert info["state"] == "succeeded", info
+    assert [line.split()[:2] for line in lines] == [["line", str(i)] for i in range(8)]
+    printed = [float(line.split()[2]) for line in lines]
+    ended = _timestamp(info["finished_at"])
+    assert arrived[0] < ended - 1, "the first line came only when the job ended"
+    assert sum(t < ended for t in arrived) >= 4, "few lines came while the job ran"
+    # From print to read through the other control plane: the lines printed once following.
+    delays = [got - put for got, put in zip(arrived, printed, strict=True)][2:]
+    assert max(delays) < 3.5, delays
+    print(f"live log delay through the other control plane: {min(delays):.2f}-"
+          f"{max(delays):.2f} s")
+    assert list(other.jobs.get(job.id).logs()) == lines
+    bucket, _, prefix = a.env["CUMULO_STORAGE_URL"].removeprefix("s3://").partition("/")
+    stored = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/jobs/{job.id}/logs/")
+    assert [o["Key"].rsplit("/", 1)[1] for o in stored.get("Contents", [])] == ["attempt-1.log"]
 
 
 def test_a_killed_planes_job_is_taken_over_and_ends_once(planes: tuple[Cumulo, Cumulo],

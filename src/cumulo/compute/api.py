@@ -7,9 +7,9 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.access import projects
 from cumulo.access.users import user_names
-from cumulo.compute import checkpoints
+from cumulo.compute import checkpoints, logparts
 from cumulo.compute import clusters as cluster_service
 from cumulo.compute import jobs as job_service
 from cumulo.compute.models import FINISHED, CodeSnapshot, Job, JobArtifact
@@ -661,53 +661,96 @@ async def _log_stream(supervisor: Any, sessions: Any, storage: Backend, job_id: 
 
 async def _log_chunks(supervisor: Any, sessions: Any, storage: Backend, job_id: str,
                       attempt: int, follow: bool, offset: int) -> AsyncIterator[bytes]:
-    """The attempt's log from ``offset``: from the live file while the job runs, from storage
-    after. Memory stays at one chunk whatever the log's size, and a follower waiting for
-    more holds no worker thread, so many can follow at once."""
-    key = f"jobs/{job_id}/logs/attempt-{attempt}.log"
+    """The attempt's log from ``offset``. While the job runs: from the live file on the control
+    plane that runs it; through any other, from the parts it ships to storage about every
+    second (:mod:`cumulo.compute.logparts`), or from Ray for a Ray job. After: the whole log
+    from storage. Memory stays at one chunk whatever the log's size, and a follower waiting
+    for more holds no worker thread, so many can follow at once."""
+    key = logparts.log_key(job_id, attempt)
     path = supervisor.log_file(job_id, attempt)
     sent = offset
-    while True:
-        over = await run_in_threadpool(_attempt_over, sessions, job_id, attempt)
-        if over:
-            try:
-                reader = await run_in_threadpool(storage.open, key, offset=sent)
-            except (NotFound, OSError):
-                reader = None
-            if reader is not None:
-                try:
-                    while chunk := await run_in_threadpool(reader.read, CHUNK):
+    remote: bool | None = None
+    parts: logparts.PartReader | None = None
+    try:
+        while True:
+            over = await run_in_threadpool(_attempt_over, sessions, job_id, attempt)
+            stored = await run_in_threadpool(_open_stored, storage, key, sent) if over else None
+            if stored is not None:
+                async with contextlib.aclosing(_drain(stored)) as chunks:
+                    async for chunk in chunks:
                         yield chunk
-                finally:
-                    reader.close()
                 return
-        try:
-            live = open(path, "rb")  # noqa: SIM115 - read while it grows, closed below
-        except FileNotFoundError:
-            live = None
-        if live is not None:
-            with live:
-                live.seek(sent)
-                while True:
-                    chunk = await run_in_threadpool(live.read, CHUNK)
-                    if chunk:
+            try:
+                live = open(path, "rb")  # noqa: SIM115 - read while it grows, closed there
+            except FileNotFoundError:
+                live = None
+            if live is not None:  # this control plane runs it
+                async with contextlib.aclosing(
+                        _read_live(live, sent, follow, sessions, job_id, attempt)) as chunks:
+                    async for chunk in chunks:
                         yield chunk
-                        continue
-                    if not follow:
-                        return
-                    if await run_in_threadpool(_attempt_over, sessions, job_id, attempt):
-                        # The writer is gone: what is left is all there is.
-                        while chunk := await run_in_threadpool(live.read, CHUNK):
-                            yield chunk
-                        return
-                    await asyncio.sleep(0.2)
-        for chunk in await run_in_threadpool(_ray_log, supervisor, sessions, job_id, attempt,
-                                             sent):
-            sent += len(chunk)
+                return
+            if remote is None:
+                remote = await run_in_threadpool(_runs_remotely, supervisor, sessions, job_id)
+            if remote:
+                for chunk in await run_in_threadpool(_ray_log, supervisor, sessions, job_id,
+                                                     attempt, sent):
+                    sent += len(chunk)
+                    yield chunk
+            else:  # a local job of another control plane: what it shipped so far
+                parts = parts or logparts.PartReader(storage, job_id, attempt, sent)
+                while chunk := await run_in_threadpool(parts.read, CHUNK):
+                    sent += len(chunk)
+                    yield chunk
+            if over or not follow:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        if parts is not None:
+            parts.close()
+
+
+def _open_stored(storage: Backend, key: str, offset: int) -> BinaryIO | None:
+    try:
+        return storage.open(key, offset=offset)
+    except (NotFound, OSError):
+        return None
+
+
+async def _drain(reader: BinaryIO) -> AsyncGenerator[bytes, None]:
+    try:
+        while chunk := await run_in_threadpool(reader.read, CHUNK):
             yield chunk
-        if over or not follow:
-            return
-        await asyncio.sleep(0.5)
+    finally:
+        reader.close()
+
+
+async def _read_live(live: BinaryIO, offset: int, follow: bool, sessions: Any, job_id: str,
+                     attempt: int) -> AsyncGenerator[bytes, None]:
+    """The live log file from ``offset``; followed, until its writer is gone."""
+    with live:
+        live.seek(offset)
+        while True:
+            chunk = await run_in_threadpool(live.read, CHUNK)
+            if chunk:
+                yield chunk
+                continue
+            if not follow:
+                return
+            if await run_in_threadpool(_attempt_over, sessions, job_id, attempt):
+                # The writer is gone: what is left is all there is.
+                while chunk := await run_in_threadpool(live.read, CHUNK):
+                    yield chunk
+                return
+            await asyncio.sleep(0.2)
+
+
+def _runs_remotely(supervisor: Any, sessions: Any, job_id: str) -> bool:
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        cluster = job.cluster if job is not None else None
+    executor = supervisor.executor(cluster) if cluster is not None else None
+    return executor is not None and bool(executor.remote)
 
 
 def _ray_log(supervisor: Any, sessions: Any, job_id: str, attempt: int,

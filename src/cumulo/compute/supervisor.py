@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.access import projects
 from cumulo.access.tokens import issue_token, revoke_token_id
-from cumulo.compute import checkpoints, snapshot
+from cumulo.compute import checkpoints, logparts, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
 from cumulo.compute.environments import service as environments
 from cumulo.compute.executors import Attempt, Executor, Launch, ProcessExit, new_executor
@@ -85,6 +85,11 @@ class _Live:
     cpu: float = 0.0
     peak: int = 0
     sampled_at: float = 0.0
+    # How much of a local job's log is in storage (None: not known yet; asked of storage the
+    # first time, for an attempt taken over), and when it was last shipped.
+    shipped: int | None = None
+    shipped_at: float = 0.0
+    ship_failing: bool = False
 
 
 @dataclass
@@ -355,6 +360,8 @@ class Supervisor:
                     live.reason = (f"out of memory: used {sample[1] / 2**20:.0f} MiB, over its "
                                    f"--memory of {job.memory / 2**20:.0f} MiB")
                     executor.signal(job.id, signal.SIGKILL)
+        if not executor.remote:  # a Ray job's log is read from Ray, through any control plane
+            self._ship_log(job, live, now)
         since = job.running_at or job.starting_at
         if live.outcome is None:
             if job.cancel_requested_at is not None:
@@ -366,6 +373,33 @@ class Supervisor:
         elif live.kill_at is not None and now >= live.kill_at:
             live.kill_at = None
             executor.signal(job.id, signal.SIGKILL)
+
+    def _ship_log(self, job: Job, live: _Live, now: float) -> None:
+        """Put what the job wrote to its log since the last time into storage, at most about
+        once a second, for the control planes that do not have the file
+        (:mod:`cumulo.compute.logparts`). A storage failure is said once, and tried again."""
+        if now - live.shipped_at < logparts.SHIP_EVERY_S:
+            return
+        path = self.log_file(job.id, job.attempt)
+        try:
+            size = path.stat().st_size
+        except OSError:  # not made yet
+            return
+        if size <= (live.shipped or 0):
+            return
+        live.shipped_at = now
+        try:
+            if live.shipped is None:
+                live.shipped = logparts.stored_end(self.storage, job.id, job.attempt)
+            live.shipped = logparts.ship(self.storage, path, job.id, job.attempt,
+                                         live.shipped, upto=size)
+            live.ship_failing = False
+        except Exception as exc:
+            live.shipped = None  # where the stored parts end is asked of storage again
+            if not live.ship_failing:
+                log.warning("job %s: its live log could not be put into storage (only this "
+                            "control plane shows it until it ends): %s", job.id, exc)
+            live.ship_failing = True
 
     def _stop_job(self, executor: Executor, job: Job, live: _Live,
                   outcome: str, reason: str) -> None:
@@ -704,17 +738,25 @@ class Supervisor:
             tmp.unlink(missing_ok=True)
 
     def _keep_log(self, job: Job) -> str | None:
-        """Put the attempt's log into storage; return its last lines."""
+        """Put the attempt's log into storage, whole, in place of the parts shipped while it
+        ran; return its last lines. A local job whose machine is gone keeps what was shipped."""
         path = self.log_file(job.id, job.attempt)
         executor = self.executor(job.cluster)
+        remote = executor is not None and executor.remote
         if executor is not None and job.backend_ref and not path.is_file():
             text = executor.logs(job.backend_ref)
             if text is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
+        if not remote and not path.is_file():
+            logparts.gather(self.storage, job.id, job.attempt, path)
         if not path.is_file():
             return None
-        self._store(path, f"jobs/{job.id}/logs/attempt-{job.attempt}.log")
+        self._store(path, logparts.log_key(job.id, job.attempt))
+        if not remote:
+            # A reader that finds no part now finds the attempt ended (once committed), and
+            # reads the whole log from where it was.
+            logparts.drop(self.storage, job.id, job.attempt)
         return read_tail(path)
 
     def _keep_outputs(self, session: Session, job: Job) -> None:
