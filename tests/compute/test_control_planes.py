@@ -183,3 +183,59 @@ def test_a_killed_planes_job_is_taken_over_and_ends_once(planes: tuple[Cumulo, C
     assert done["state"] == "succeeded", done
     assert [x["state"] for x in done["attempts"]] == ["succeeded"]  # watched to its end
     assert marks.read_text().splitlines() == [f"start {job.id} 1", f"end {job.id} 1"]
+
+
+@pytest.fixture
+def fresh_planes(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cumulo, Cumulo]]:
+    env = backend_env("postgres+s3", request)
+    root = tmp_path_factory.mktemp("drill")
+    a = start_cumulo(root / "a" / ".cumulo", env)
+    b = start_cumulo(root / "b" / ".cumulo", env)
+    try:
+        yield a, b
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop()
+
+
+def test_drill_a_hundred_jobs_across_both_one_killed(fresh_planes: tuple[Cumulo, Cumulo],
+                                                     tmp_path: Path) -> None:
+    """The issue's drill, on a local cluster of this machine (a Ray head would make it
+    minutes): 100 jobs submitted across both control planes; one is SIGKILLed mid-run. Every
+    job ends exactly once (none lost, none run twice), the queue keeps flowing through the
+    survivor, and the killed one's lease is seen run out within 15 s."""
+    a, b = fresh_planes
+    ca, cb = a.client(), b.client()
+    ca.clusters.create("drill", max_cpus=2, max_workers=16)
+    (tmp_path / "job.py").write_text(JOB)
+    marks = tmp_path / "marks.log"
+    code = ca.jobs.upload_code(tmp_path)  # once: the hundred jobs share it
+    assert code
+    jobs = [(ca if i % 2 else cb).jobs.run("job.py", code=tmp_path, cluster="drill",
+                                           cpus=0.25, args=[str(marks), "0.5"], retries=1)
+            for i in range(100)]
+    deadline = time.monotonic() + 60
+    while sum(1 for line in _lines(marks) if line.startswith("end")) < 20:
+        assert time.monotonic() < deadline, "the drill's jobs did not get going"
+        time.sleep(0.2)
+    a.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    while next(p for p in cb.status()["control_planes"] if p["url"] == a.url)["live"]:
+        assert time.monotonic() - killed < 15, "the killed control plane still looks live"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 240
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        states = [j.state for j in cb.jobs.list(cluster="drill", limit=200)]
+        if len(states) == 100 and all(s in ("succeeded", "failed") for s in states):
+            break
+        time.sleep(0.5)
+    assert sorted(set(states)) == ["succeeded"], states
+    ends = [line.split()[1] for line in _lines(marks) if line.startswith("end")]
+    assert sorted(ends) == sorted(j.id for j in jobs)  # each job ended once: none twice
+    assert next(p for p in cb.status()["control_planes"] if p["this"])["jobs"] == 0
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

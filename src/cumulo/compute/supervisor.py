@@ -603,7 +603,9 @@ class Supervisor:
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                "OPENBLAS_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
                "MLFLOW_DISABLE_TELEMETRY": "true", **job.env}
-        url = self.settings.public_url or self.settings.url
+        # Every public URL, tried in turn by the job's SDK; MLflow's client takes one.
+        urls = self.settings.public_urls
+        url = ",".join(urls)
         secret = None
         if job.created_by is not None:
             lifetime = timedelta(seconds=(job.max_runtime_s or 7 * 86400) + 3600)
@@ -619,7 +621,7 @@ class Supervisor:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in job.gpu_ids)
         if secret is not None:
             # MLflow in the job logs to Cumulo's tracking server, as the job's user.
-            env.setdefault("MLFLOW_TRACKING_URI", url + "/mlflow")
+            env.setdefault("MLFLOW_TRACKING_URI", urls[0] + "/mlflow")
             # Named too, so that one the control plane's own environment holds never leaks in.
             env.setdefault("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
             env["MLFLOW_TRACKING_TOKEN"] = secret
