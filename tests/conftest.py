@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,26 @@ def backend_env(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
         s3: S3Server = request.getfixturevalue("s3")
         env.update(s3.env(), CUMULO_STORAGE_URL=s3.create_bucket(name))
     return env
+
+
+@contextmanager
+def two_control_planes(request: pytest.FixtureRequest,
+                       root: Path) -> Iterator[tuple[Cumulo, Cumulo]]:
+    """Two control planes, each with a home and a port of its own, on one fresh PostgreSQL
+    database and S3 bucket: several machines' Cumulo, on this one. The first is SIGKILLed at
+    the end (a test may have killed it already), the second stopped."""
+    env = backend_env("postgres+s3", request)
+    a = start_cumulo(root / "a" / ".cumulo", env)
+    try:
+        b = start_cumulo(root / "b" / ".cumulo", env)
+    except BaseException:
+        a.stop(signal.SIGKILL)
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

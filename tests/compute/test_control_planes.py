@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import backend_env
-from tests.services import Cumulo, S3Server, register_churn, start_cumulo
+from tests.conftest import two_control_planes
+from tests.services import Cumulo, S3Server, register_churn
 
 JOB = """\
 import os, sys, time
@@ -39,15 +39,8 @@ with log.open("a") as f:
 @pytest.fixture(scope="module")
 def planes(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cumulo, Cumulo]]:
-    env = backend_env("postgres+s3", request)
-    root = tmp_path_factory.mktemp("planes")
-    a = start_cumulo(root / "a" / ".cumulo", env)
-    b = start_cumulo(root / "b" / ".cumulo", env)
-    try:
-        yield a, b
-    finally:
-        a.stop(signal.SIGKILL)
-        b.stop()
+    with two_control_planes(request, tmp_path_factory.mktemp("planes")) as pair:
+        yield pair
 
 
 def _running(c, jobs) -> int:  # type: ignore[no-untyped-def]
@@ -188,15 +181,8 @@ def test_a_killed_planes_job_is_taken_over_and_ends_once(planes: tuple[Cumulo, C
 @pytest.fixture
 def fresh_planes(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cumulo, Cumulo]]:
-    env = backend_env("postgres+s3", request)
-    root = tmp_path_factory.mktemp("drill")
-    a = start_cumulo(root / "a" / ".cumulo", env)
-    b = start_cumulo(root / "b" / ".cumulo", env)
-    try:
-        yield a, b
-    finally:
-        a.stop(signal.SIGKILL)
-        b.stop()
+    with two_control_planes(request, tmp_path_factory.mktemp("drill")) as pair:
+        yield pair
 
 
 def test_drill_a_hundred_jobs_across_both_one_killed(fresh_planes: tuple[Cumulo, Cumulo],

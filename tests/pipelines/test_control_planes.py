@@ -25,8 +25,8 @@ from cumulo.pipelines.models import PipelineRun, PipelineSchedule, StepRun
 from cumulo.pipelines.runs import Orchestrator, claim_run, start_run
 from cumulo.principal import Principal
 from cumulo.storage.backends.local import LocalBackend
-from tests.conftest import backend_env
-from tests.services import Cumulo, start_cumulo
+from tests.conftest import two_control_planes
+from tests.services import Cumulo
 
 ADMIN = Principal(1, "admin", True, 1)
 
@@ -228,15 +228,8 @@ def test_a_control_plane_whose_lease_is_not_renewed_acts_on_no_run(scratch: Scra
 @pytest.fixture(scope="module")
 def planes(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cumulo, Cumulo]]:
-    env = backend_env("postgres+s3", request)
-    root = tmp_path_factory.mktemp("planes")
-    a = start_cumulo(root / "a" / ".cumulo", env)
-    b = start_cumulo(root / "b" / ".cumulo", env)
-    try:
-        yield a, b
-    finally:
-        a.stop(signal.SIGKILL)
-        b.stop()
+    with two_control_planes(request, tmp_path_factory.mktemp("planes")) as pair:
+        yield pair
 
 
 def test_a_run_whose_control_plane_is_killed_finishes_through_another(
