@@ -120,6 +120,7 @@ class Supervisor:
         self.host = socket.gethostname()
         # What owned jobs before control planes had ids (an upgrade finds them running).
         self._legacy_owner = f"{self.host}:{settings.home}"
+        self._planes = 1  # live control planes, as of the last step
         # Requests waiting for a job to end (long polls): woken after each step, which is when
         # a job's end is recorded, instead of each reading the database every few milliseconds.
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -244,6 +245,7 @@ class Supervisor:
         they predate control planes' ids), one claim each, naming the old owner: of control
         planes that look at the same moment, exactly one gets each job."""
         live = [p.id for p in live_planes(session)]
+        self._planes = max(1, len(live))
         orphans = list(session.scalars(select(Job).where(
             Job.state.in_(ACTIVE_STATES),
             or_(Job.owner.is_(None), Job.owner.not_in(live or [""])))))
@@ -448,7 +450,10 @@ class Supervisor:
         epoch = row.dispatch_epoch
         cap = self._held(session, cluster)
         chosen: list[tuple[Job, list[int]]] = []
-        for job in jobs:
+        # With other control planes live, a fair share of the queue a step: the others take
+        # the rest at their next step (a quarter of a second), so work spreads between them.
+        share = -(-len(jobs) // self._planes)
+        for job in jobs[:share]:
             free_gpus = sorted(set(range(cluster.max_gpus)) - cap.gpus)
             fits = (cap.cpus + job.cpus <= cluster.max_cpus + 1e-9
                     and cap.memory + (job.memory or 0) <= cluster.max_memory
