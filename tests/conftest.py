@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.services import Cumulo, Postgres, S3Server, postgres, s3_server, start_cumulo
+from tests.services import (
+    Cumulo,
+    Postgres,
+    S3Server,
+    free_port,
+    postgres,
+    s3_server,
+    start_cumulo,
+)
 
 # `make test` runs the suite on two xdist workers (`-n 2 --dist loadfile`), a module at a time
 # on one worker, so module fixtures (a server, a trained model) are made once. Some modules go
@@ -88,15 +96,20 @@ def backend_env(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @contextmanager
-def two_control_planes(request: pytest.FixtureRequest,
-                       root: Path) -> Iterator[tuple[Cumulo, Cumulo]]:
+def two_control_planes(request: pytest.FixtureRequest, root: Path,
+                       extra_env: dict[str, str] | None = None) -> Iterator[tuple[Cumulo, Cumulo]]:
     """Two control planes, each with a home and a port of its own, on one fresh PostgreSQL
     database and S3 bucket: several machines' Cumulo, on this one. The first is SIGKILLed at
-    the end (a test may have killed it already), the second stopped."""
-    env = backend_env("postgres+s3", request)
-    a = start_cumulo(root / "a" / ".cumulo", env)
+    the end (a test may have killed it already), the second stopped. Both have the two's URLs
+    as their public URL (as docs/deployment.md says, without a load balancer): what jobs and
+    replicas call back through, in turn."""
+    ports = free_port(), free_port()
+    env = {**backend_env("postgres+s3", request),
+           "CUMULO_PUBLIC_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports),
+           **(extra_env or {})}
+    a = start_cumulo(root / "a" / ".cumulo", env, port=ports[0])
     try:
-        b = start_cumulo(root / "b" / ".cumulo", env)
+        b = start_cumulo(root / "b" / ".cumulo", env, port=ports[1])
     except BaseException:
         a.stop(signal.SIGKILL)
         raise

@@ -21,10 +21,13 @@ everything else the platform keeps.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -145,15 +148,9 @@ class Membership:
     def valid(self) -> bool:
         """Whether this control plane may act on its work: its lease was renewed within the
         last ``ttl`` seconds (by this machine's monotonic clock, which no one can set back)."""
-        import time
-
         return not self.fenced.is_set() and time.monotonic() - self._renewed < self.ttl
 
     def _register(self) -> None:
-        import hashlib
-        import secrets
-        import time
-
         key = "cml_" + secrets.token_urlsafe(32)
         with self.sessions() as session:
             now = db_now(session)
@@ -178,8 +175,6 @@ class Membership:
 
     def renew(self) -> bool:
         """Extend the lease; False if it had run out already (then we are fenced)."""
-        import time
-
         started = time.monotonic()
         with self.sessions() as session:
             now = db_now(session)
@@ -195,8 +190,6 @@ class Membership:
         return False
 
     def _run(self) -> None:
-        import time
-
         while not self._stop.wait(self.renew_every):
             try:
                 if self.renew():

@@ -1,20 +1,30 @@
 """Backups the server runs: schedules claimed once per cron time (a controlled clock, two
-control planes on one database), backups and drills run now through the API and the CLI,
-failures shown by ``cumulo status`` until a later backup succeeds, one-thing restores (a
-bucket through the API, a model version through the CLI), and bad input refused by name."""
+control planes on one database), a folder target run only on its machine, backups and drills
+run now through the API and the CLI, failures shown by ``cumulo status`` until a later backup
+succeeds, one-thing restores (a bucket through the API, a model version through the CLI), and
+bad input refused by name."""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select
 
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
-from tests.services import Cumulo, register_churn, start_cumulo
+from tests.services import Cumulo, S3Server, register_churn, start_cumulo
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from cumulo.dr.schedules import BackupScheduler
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +101,104 @@ def test_a_cron_time_is_claimed_once_across_control_planes(tmp_path: Path) -> No
     engine.dispose()
 
 
+def _machines(tmp_path: Path, *hosts: str) -> tuple[Engine, list[BackupScheduler]]:
+    """A scratch database and one registered control plane's scheduler per machine name (its
+    lease and worker threads not started: only the claims are under test)."""
+    import cumulo.access.models  # noqa: F401 - users, whom schedules name as their makers
+    from cumulo.config import load_settings
+    from cumulo.db import make_engine, upgrade
+    from cumulo.dr.schedules import BackupScheduler
+    from cumulo.leases import Membership
+
+    settings = load_settings(overrides={"home": str(tmp_path / "home")})
+    engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    upgrade(engine)
+    schedulers: list[BackupScheduler] = []
+    for i, host in enumerate(hosts):
+        plane = Membership(engine, home=f"/h{i}", url=f"http://p{i}", version="t")
+        plane.host = host
+        plane._register()
+        scheduler = BackupScheduler(settings, engine, plane=plane)
+        scheduler.host = host  # machines of their own, on this one
+        schedulers.append(scheduler)
+    return engine, schedulers
+
+
+T = datetime(2026, 12, 4, 1, 30, tzinfo=UTC)  # half an hour before "0 2 * * *"
+
+
+def test_a_folder_target_runs_only_on_the_machine_that_made_it(tmp_path: Path) -> None:
+    from cumulo.dr.models import BackupRun, BackupSchedule
+    from cumulo.dr.schedules import create_schedule
+
+    engine, (a, b) = _machines(tmp_path, "machine-a", "machine-b")
+    with a.sessions() as session:
+        made = create_schedule(session, name="nightly", target=str(tmp_path / "b"),
+                               cron="0 2 * * *", host=a.host)
+        assert made.host == "machine-a"
+        made.last_at = T
+        session.commit()
+    at_two = T + timedelta(minutes=30, seconds=5)
+    assert b.fire(at_two) == []  # machine-b's folder of that name is another place
+    assert b.fire(at_two + timedelta(days=2)) == []
+    with b.sessions() as session:
+        assert session.scalar(select(BackupSchedule.last_at)) == T  # not claimed: it waits
+    # Asked on machine-b to run it now: refused, naming the schedule, the machine and the fix.
+    with pytest.raises(Conflict, match=re.escape(
+            "backup schedule 'nightly' backs up to a folder of machine 'machine-a'")) as refused:
+        b.run_now("nightly", by="ana")
+    assert ("this control plane runs on 'machine-b': run it through a control plane on "
+            "machine-a, or give the schedule an s3:// target") in refused.value.message
+    assert refused.value.details == {"schedule": "nightly", "host": "machine-a",
+                                     "here": "machine-b"}
+    # machine-a's control plane comes back two days later: missed=latest, one backup, there.
+    fired = a.fire(at_two + timedelta(days=2))
+    assert len(fired) == 1
+    with a.sessions() as session:
+        runs = session.scalars(select(BackupRun)).all()
+        assert [(r.id, r.host, r.trigger) for r in runs] == [
+            (fired[0], "machine-a", "schedule nightly at 2026-12-06T02:00:00+00:00")]
+    engine.dispose()
+
+
+def test_a_schedule_made_without_a_host_is_this_machines(tmp_path: Path) -> None:
+    from cumulo.dr.schedules import create_schedule
+
+    engine, (here,) = _machines(tmp_path, socket.gethostname())
+    with here.sessions() as session:
+        made = create_schedule(session, name="nightly", target=str(tmp_path / "b"),
+                               cron="0 2 * * *")
+        assert made.host == socket.gethostname() == here.host
+    assert here.run_now("nightly", by="ana").host == here.host
+    engine.dispose()
+
+
+def test_an_s3_target_runs_on_any_machine(tmp_path: Path, s3: S3Server,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cumulo.dr.models import BackupRun
+    from cumulo.dr.schedules import create_schedule
+
+    for name, value in s3.env().items():  # the [s3] settings the backups' client reads
+        monkeypatch.setenv(name, value)
+    target = s3.create_bucket("b" + uuid.uuid4().hex[:10])
+    engine, (a, b) = _machines(tmp_path, "machine-a", "machine-b")
+    with a.sessions() as session:
+        made = create_schedule(session, name="offsite", target=target, cron="0 2 * * *",
+                               host=a.host)
+        assert made.host is None
+        made.last_at = T
+        session.commit()
+    fired = b.fire(T + timedelta(minutes=30, seconds=5))
+    assert len(fired) == 1  # the bucket is the same place from any machine
+    with b.sessions() as session:
+        run = session.get(BackupRun, fired[0])
+        assert run is not None and run.host == "machine-b"
+        run.state = "succeeded"
+        session.commit()
+    assert b.run_now("offsite", by="ana").host == "machine-b"
+    engine.dispose()
+
+
 # --- a real server --------------------------------------------------------------------------
 
 def test_backup_and_drill_now_then_status(server: Cumulo, tmp_path: Path) -> None:
@@ -119,6 +227,8 @@ def test_backup_and_drill_now_then_status(server: Cumulo, tmp_path: Path) -> Non
     assert "last backup" in out.stdout and "last drill succeeded" in out.stdout
     listed = json.loads(server.cli("backup", "schedules", "--json").stdout)
     assert listed[0]["last_backup"]["backup_id"] == second["backup_id"]
+    assert listed[0]["host"] == socket.gethostname()  # a folder: run on the server's machine
+    assert f"{target} on {socket.gethostname()}" in server.cli("backup", "schedules").stdout
     # A bucket put back through the API, as the caller, from the first backup.
     restored = c.backups.restore("nightly", done["backup_id"], bucket="raw", into="raw-back")
     assert restored["restored"] == 2

@@ -25,7 +25,8 @@ interface Status {
   backups?: Backups | null;  // null for callers who may not list backups
   control_planes: Plane[];  // those sharing this Cumulo's database, live or lately
 }
-/** A control plane (a `cumulo up`): its lease, and the starting or running jobs it owns. */
+/** A control plane (a `cumulo up`): its lease, the starting or running jobs it owns and the
+ * endpoints it runs. */
 interface Plane {
   id: string;
   host: string;
@@ -37,6 +38,7 @@ interface Plane {
   live: boolean;  // its lease is current: it runs what it owns
   this: boolean;  // the control plane that answered
   jobs: number;
+  endpoints: number;  // endpoints it runs
 }
 /** The backup schedules' standing: each failing one's latest failed backup or drill. */
 interface Backups {
@@ -105,6 +107,7 @@ function Lease({ plane }: { plane: Plane }) {
 }
 
 const jobsText = (n: number) => `${n} job${n === 1 ? "" : "s"}`;
+const endpointsText = (n: number) => `${n} endpoint${n === 1 ? "" : "s"}`;
 const ThisOne = ({ plane }: { plane: Plane }) =>
   plane.this ? <span className="ops-chip" title="The control plane that answered">this one</span> : null;
 
@@ -120,7 +123,7 @@ function Planes({ planes }: { planes: Plane[] }) {
           <h2 id="home-planes">Control planes</h2>
           <span className="home-plane">
             <code title={p.id}>{p.id.slice(0, 8)}</code> {p.host} <span className="muted">{p.url}</span>
-            {" "}Cumulo {p.version} <ThisOne plane={p} />· <Lease plane={p} /> · {jobsText(p.jobs)}
+            {" "}Cumulo {p.version} <ThisOne plane={p} />· <Lease plane={p} /> · {jobsText(p.jobs)} · {endpointsText(p.endpoints)}
           </span>
           <span className="spacer" />{summary}
         </div>
@@ -130,7 +133,7 @@ function Planes({ planes }: { planes: Plane[] }) {
   return (
     <section className="panel ops-panel home-planes" aria-labelledby="home-planes">
       <div className="row"><h2 id="home-planes">Control planes</h2><span className="spacer" />{summary}</div>
-      <Table label="Control planes" head={["Control plane", "Host", "URL", "Version", "Lease", "Jobs"]}>
+      <Table label="Control planes" head={["Control plane", "Host", "URL", "Version", "Lease", "Jobs", "Endpoints"]}>
         {planes.map((p) => (
           <tr key={p.id}>
             <td><code title={p.id}>{p.id.slice(0, 8)}</code> <ThisOne plane={p} /></td>
@@ -139,6 +142,7 @@ function Planes({ planes }: { planes: Plane[] }) {
             <td>{p.version}</td>
             <td><Lease plane={p} /></td>
             <td className="num">{p.jobs}</td>
+            <td className="num">{p.endpoints}</td>
           </tr>
         ))}
       </Table>

@@ -217,7 +217,8 @@ def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
 
 
 def _planes_rows(table: Table, planes: list[dict[str, Any]]) -> None:
-    """The control planes sharing the database: each one's lease and the jobs it owns."""
+    """The control planes sharing the database: each one's lease and the jobs and endpoints
+    it owns."""
     from cumulo.cli.output import when
 
     live = [p for p in planes if p["live"]]

@@ -61,6 +61,7 @@ __all__ = ["Supervisor", "exit_record_key", "snapshot_key"]
 log = logging.getLogger("cumulo.compute")
 LOG_TAIL_LINES = 30
 LOG_TAIL_BYTES = 8192
+TAKE_OVER_EVERY = 1.0  # seconds between looks for jobs whose control plane is gone
 
 
 def snapshot_key(digest: str) -> str:
@@ -121,6 +122,7 @@ class Supervisor:
         # What owned jobs before control planes had ids (an upgrade finds them running).
         self._legacy_owner = f"{self.host}:{settings.home}"
         self._planes = 1  # live control planes, as of the last step
+        self._looked_at = -TAKE_OVER_EVERY  # when jobs to take over were last looked for
         # Requests waiting for a job to end (long polls): woken after each step, which is when
         # a job's end is recorded, instead of each reading the database every few milliseconds.
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -227,7 +229,10 @@ class Supervisor:
             return  # the lease is not renewed: our jobs may be another's now; act on none
         with self.sessions() as session:
             clusters = self._sync(session)
-            self._take_over(session)
+            now = time.monotonic()
+            if now - self._looked_at >= TAKE_OVER_EVERY:
+                self._looked_at = now
+                self._take_over(session)
             active = list(session.scalars(select(Job).where(
                 Job.state.in_(ACTIVE_STATES), Job.owner == self.owner)))
             for job in active:
@@ -349,6 +354,8 @@ class Supervisor:
             return
         now = time.monotonic()
         if job.state == "starting" and executor.running(job.id):
+            if not self._still_mine(session, job):
+                return
             job.state, job.running_at = "running", utcnow()
             session.commit()
         # A job with a memory limit is watched more closely, so it is stopped nearer the limit.
@@ -634,7 +641,21 @@ class Supervisor:
 
     # --- endings ----------------------------------------------------------------------------
 
+    def _still_mine(self, session: Session, job: Job) -> bool:
+        """Whether the job is still this control plane's, its row locked until the commit
+        (on PostgreSQL): one fenced while its step ran (its lease ran out and the job was
+        taken over) must not record what the new owner records too."""
+        owner = session.scalar(select(Job.owner).where(Job.id == job.id).with_for_update())
+        if owner == self.owner:
+            return True
+        session.rollback()
+        self._live.pop(job.id, None)
+        log.warning("job %s is control plane %s's now; this one leaves it", job.id, owner)
+        return False
+
     def _finish(self, session: Session, job: Job, result: ProcessExit, live: _Live) -> None:
+        if not self._still_mine(session, job):
+            return
         if live.outcome:
             state, reason = live.outcome, live.reason
         elif result.exit_code == 0:

@@ -2,9 +2,11 @@
 schedule`` use.
 
 Schedules are run by the control plane (:mod:`cumulo.dr.schedules`), so their targets are
-places the *server* reaches: a folder of its machine, or ``s3://``. Backups are listed and
-read through a schedule (its target and key file), never from a path the caller names: what a
-caller may reach is what an administrator scheduled. A one-thing restore runs as the caller,
+places the *server* reaches: a folder of its machine, or ``s3://``. A folder target belongs to
+the machine whose control plane made the schedule: control planes of other machines (several
+on one database) neither run it nor read its backups. Backups are listed and read through a
+schedule (its target and key file), never from a path the caller names: what a caller may
+reach is what an administrator scheduled. A one-thing restore runs as the caller,
 through the server's own API with the caller's credential, so their rights decide and the audit
 log records what they put back.
 """
@@ -26,6 +28,7 @@ from cumulo.dr import partial
 from cumulo.dr.models import BackupRun, BackupSchedule
 from cumulo.dr.schedules import (
     BackupScheduler,
+    check_here,
     create_schedule,
     delete_schedule,
     get_schedule,
@@ -89,6 +92,7 @@ class ScheduleIn(BaseModel):
 class ScheduleOut(BaseModel):
     name: str
     target: str
+    host: str | None  # the machine whose folder the target is (None for s3://): it runs there
     encrypted: bool
     cron: str
     missed: str
@@ -149,8 +153,8 @@ def _schedules_out(session: Session, rows: list[BackupSchedule]) -> list[Schedul
         backup, drill = latest.get((s.name, "backup")), latest.get((s.name, "drill"))
         finished = [r for r in (backup, drill) if r is not None and r.state != "running"]
         out.append(ScheduleOut(
-            name=s.name, target=s.target, encrypted=s.key_file is not None, cron=s.cron,
-            missed=s.missed, keep_last=s.keep_last, keep_daily=s.keep_daily,
+            name=s.name, target=s.target, host=s.host, encrypted=s.key_file is not None,
+            cron=s.cron, missed=s.missed, keep_last=s.keep_last, keep_daily=s.keep_daily,
             keep_weekly=s.keep_weekly, drill=s.drill, enabled=s.enabled,
             next_at=next_time(s), failing=any(r.state == "failed" for r in finished),
             last_backup=RunOut(**run_doc(backup)) if backup else None,
@@ -169,11 +173,13 @@ def list_schedules(session: DbSession) -> list[ScheduleOut]:
 @router.post("/schedules", status_code=201,
              dependencies=[allow("backups:Schedule", "backup/*")],
              summary="Back the platform up on a cron schedule")
-def add_schedule(body: ScheduleIn, session: DbSession, caller: Caller) -> ScheduleOut:
+def add_schedule(body: ScheduleIn, request: Request, session: DbSession,
+                 caller: Caller) -> ScheduleOut:
     schedule = create_schedule(
         session, name=body.name, target=body.target, cron=body.cron, key_file=body.key_file,
         missed=body.missed, keep_last=body.keep_last, keep_daily=body.keep_daily,
-        keep_weekly=body.keep_weekly, drill=body.drill, created_by=caller.user_id)
+        keep_weekly=body.keep_weekly, drill=body.drill, created_by=caller.user_id,
+        host=_scheduler(request).host)
     return _schedules_out(session, [schedule])[0]
 
 
@@ -204,10 +210,11 @@ def list_runs(session: DbSession, schedule: str | None = None,
     return [RunOut(**run_doc(r)) for r in session.scalars(query)]
 
 
-def _repository(session: Session, name: str) -> Any:
+def _repository(request: Request, session: Session, name: str) -> Any:
     from cumulo.dr.repo import open_repository
 
     schedule = get_schedule(session, name)
+    check_here(schedule, _scheduler(request).host, doing="read its backups")
     return open_repository(schedule.target, key_file=schedule.key_file)
 
 
@@ -219,16 +226,17 @@ def _backup_out(m: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/schedules/{name}/backups", dependencies=[allow("backups:List", "backup/{name}")],
             summary="The complete backups in a schedule's target, newest first")
-def list_backups(name: str, session: DbSession) -> list[BackupOut]:
-    repo = _repository(session, name)
+def list_backups(name: str, request: Request, session: DbSession) -> list[BackupOut]:
+    repo = _repository(request, session, name)
     return [BackupOut(**_backup_out(repo.snapshot(i))) for i in reversed(repo.snapshot_ids())]
 
 
 @router.get("/schedules/{name}/backups/{backup}",
             dependencies=[allow("backups:Read", "backup/{name}")],
             summary="What a backup holds: sizes by area, and the things it can put back")
-def show_backup(name: str, backup: str, session: DbSession) -> BackupDetail:
-    repo = _repository(session, name)
+def show_backup(name: str, backup: str, request: Request,
+                session: DbSession) -> BackupDetail:
+    repo = _repository(request, session, name)
     m = repo.snapshot(backup)
     prefixes: dict[str, PrefixUse] = {}
     for f in m["files"]:
@@ -259,7 +267,7 @@ def restore_one(body: RestoreIn, request: Request, session: DbSession) -> dict[s
     named = [k for k in ("bucket", "table", "model", "pipeline") if getattr(body, k)]
     if len(named) != 1:
         raise Invalid("name one thing to restore: bucket, table, model or pipeline")
-    repo = _repository(session, body.schedule)
+    repo = _repository(request, session, body.schedule)
     settings = services(request).settings
     with Client(settings.url, token=_caller_secret(request)) as client:
         if body.bucket:

@@ -426,8 +426,9 @@ def schedule(ctx: typer.Context,
     if json:
         print_json(found)
         return
-    console.print(f"schedule {found['name']}: back up to {found['target']} at '{found['cron']}'"
-                  f" (UTC); next at {found['next_at']}"
+    where = f" on {found['host']}" if found.get("host") else ""
+    console.print(f"schedule {found['name']}: back up to {found['target']}{where} at "
+                  f"'{found['cron']}' (UTC); next at {found['next_at']}"
                   + ("; each backup drilled" if found["drill"] else ""))
 
 
@@ -443,7 +444,9 @@ def schedules(ctx: typer.Context, json: bool = JsonOpt) -> None:
         return f"{run['state']} {when(run['finished_at'] or run['started_at'])}"
 
     show_rows(client(ctx).backups.schedules(), {
-        "name": "name", "cron": "cron", "target": "target",
+        "name": "name", "cron": "cron",
+        # a folder is its machine's: the schedule runs only there
+        "target": lambda r: f"{r['target']} on {r['host']}" if r.get("host") else r["target"],
         "next": lambda r: when(r["next_at"]),
         "last backup": lambda r: last(r["last_backup"]),
         "last drill": lambda r: last(r["last_drill"]),

@@ -25,6 +25,9 @@ class BackupSchedule(Created, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     target: Mapped[str] = mapped_column(String(1024))  # a folder of the server, or s3://...
+    # The machine whose folder the target is (None for s3://): only control planes there run
+    # it, as another machine's folder of that name is not the same place.
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     key_file: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     cron: Mapped[str] = mapped_column(String(128))
     missed: Mapped[str] = mapped_column(String(8), default="latest")  # cumulo.cron.MISSED

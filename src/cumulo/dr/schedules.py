@@ -1,7 +1,10 @@
 """Backups on a schedule, run by the control plane (AWS Backup's plans).
 
 A schedule names a target (a folder of the server's machine, or ``s3://bucket/prefix``), a cron
-expression (:mod:`cumulo.cron`), a retention policy, and whether to drill each new backup. The
+expression (:mod:`cumulo.cron`), a retention policy, and whether to drill each new backup. A
+folder is a place on one machine: a schedule with a folder target keeps the name of the machine
+whose control plane made it (``host``), and only control planes on that machine run it (another
+machine's folder of that name is not the same place). An ``s3://`` target is run by any. The
 control plane looks at the schedules every ``LOOK_EVERY`` seconds; a schedule whose cron time
 has come is claimed in the database (its ``last_at`` moved on where it still holds the value
 read, so two control planes on one database never both run it) and queued. One backup runs at a
@@ -38,8 +41,8 @@ from cumulo.dr.models import BackupRun, BackupSchedule
 from cumulo.errors import Conflict, CumuloError, Invalid, NotFound
 from cumulo.leases import Membership, live_planes
 
-__all__ = ["BackupScheduler", "create_schedule", "delete_schedule", "failing", "get_schedule",
-           "last_runs", "next_time"]
+__all__ = ["BackupScheduler", "check_here", "create_schedule", "delete_schedule", "failing",
+           "get_schedule", "last_runs", "next_time"]
 
 log = logging.getLogger("cumulo.dr")
 
@@ -50,9 +53,11 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 def create_schedule(session: Session, *, name: str, target: str, cron: str,
                     key_file: str | None = None, missed: str = "latest", keep_last: int = 0,
                     keep_daily: int = 0, keep_weekly: int = 0, drill: bool = False,
-                    created_by: int | None = None) -> BackupSchedule:
+                    created_by: int | None = None, host: str | None = None) -> BackupSchedule:
     """Check and store a schedule; the target is opened (and made) at once, so that a target
-    the server cannot write is refused now, not at 2 a.m."""
+    the server cannot write is refused now, not at 2 a.m. ``host`` is the machine of the
+    control plane that makes it (its :attr:`BackupScheduler.host`; default this machine's
+    name): a folder target is a folder of that machine, run only by control planes there."""
     from cumulo.dr.repo import open_repository
 
     if not name or len(name) > 64 or not set(name) <= _NAME_CHARS or name[0] == "-":
@@ -73,7 +78,9 @@ def create_schedule(session: Session, *, name: str, target: str, cron: str,
     schedule = BackupSchedule(name=name, target=target, key_file=key_file, cron=cron,
                               missed=missed, keep_last=keep_last, keep_daily=keep_daily,
                               keep_weekly=keep_weekly, drill=drill, last_at=utcnow(),
-                              created_by=created_by)
+                              created_by=created_by,
+                              host=None if target.startswith("s3://")
+                              else host or socket.gethostname())
     session.add(schedule)
     session.commit()
     return schedule
@@ -87,6 +94,19 @@ def get_schedule(session: Session, name: str) -> BackupSchedule:
                        + (f"; there are: {', '.join(names)}" if names else
                           "; make one with 'cumulo backup schedule --cron ... --to ...'"))
     return found
+
+
+def check_here(schedule: BackupSchedule, host: str, *, doing: str = "run it") -> None:
+    """Refuse (Conflict) to use a schedule's folder target from a control plane on another
+    machine than the one whose folder it is: it would write, or read, another place."""
+    if schedule.host is None or schedule.host == host:
+        return
+    raise Conflict(f"backup schedule {schedule.name!r} backs up to a folder of machine "
+                   f"{schedule.host!r} ({schedule.target}), and this control plane runs on "
+                   f"{host!r}: {doing} through a control plane on {schedule.host}, or give the "
+                   "schedule an s3:// target (unschedule it and schedule it again with "
+                   "--to s3://bucket/prefix)",
+                   details={"schedule": schedule.name, "host": schedule.host, "here": host})
 
 
 def delete_schedule(session: Session, name: str) -> None:
@@ -175,6 +195,7 @@ class BackupScheduler:
         """Queue a backup of schedule ``name`` now (then a drill, with ``drill``)."""
         with self.sessions() as session:
             schedule = get_schedule(session, name)
+            check_here(schedule, self.host)
             return self._queue(session, schedule, f"by {by}", drill=drill or schedule.drill,
                                user_id=user_id)
 
@@ -220,8 +241,11 @@ class BackupScheduler:
             return queued  # the lease is not renewed: another control plane fires them
         with self.sessions() as session:
             self._fail_orphans(session)
-            for schedule in session.scalars(select(BackupSchedule)
-                                            .where(BackupSchedule.enabled.is_(True))):
+            # A folder target's schedule waits for a control plane of its machine (its missed
+            # cron times then go by its ``missed`` policy); an s3:// one is anyone's.
+            for schedule in session.scalars(select(BackupSchedule).where(
+                    BackupSchedule.enabled.is_(True),
+                    or_(BackupSchedule.host.is_(None), BackupSchedule.host == self.host))):
                 times = due_times(schedule.cron, schedule.last_at, now, schedule.missed)
                 new_last = times[-1] if times else (now if schedule.missed == "skip" and
                                                     schedule.last_at < now else None)

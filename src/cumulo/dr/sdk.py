@@ -24,7 +24,8 @@ class BackupsClient:
                  drill: bool = False, missed: str = "latest") -> dict[str, Any]:
         """Back the platform up to ``target`` (a folder of the server's machine, or
         s3://bucket/prefix) on ``cron`` (UTC), pruned by the keep rules, each backup drilled
-        when ``drill``."""
+        when ``drill``. A folder target is run only by control planes of the machine that
+        made the schedule (its ``host``); an s3:// one by any."""
         body = {"name": name, "target": target, "cron": cron, "key_file": key_file,
                 "keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
                 "drill": drill, "missed": missed}

@@ -30,6 +30,7 @@ from cumulo.leases import ControlPlane, db_now
 from cumulo.permissions import any_caller
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
+from cumulo.serving.models import Endpoint
 from cumulo.storage import service as storage
 from cumulo.storage.backends import Backend
 
@@ -96,6 +97,7 @@ class ControlPlaneStatus(BaseModel):
     live: bool  # its lease is current: it runs what it owns
     this: bool  # the control plane that answered
     jobs: int  # starting or running jobs it owns
+    endpoints: int = 0  # endpoints it runs
 
 
 class Status(BaseModel):
@@ -144,10 +146,13 @@ def _planes(session: Session, me: str) -> list[ControlPlaneStatus]:
     now = db_now(session)
     owned = dict(session.execute(select(Job.owner, func.count()).where(
         Job.state.in_(("starting", "running"))).group_by(Job.owner)).all())
+    served = dict(session.execute(select(Endpoint.owner, func.count())
+                                  .group_by(Endpoint.owner)).all())
     return [ControlPlaneStatus(
         id=p.id, host=p.host, url=p.url, version=p.version, started_at=p.started_at,
         renewed_at=p.renewed_at, lease_expires_at=p.lease_expires_at,
-        live=p.lease_expires_at > now, this=p.id == me, jobs=owned.get(p.id, 0))
+        live=p.lease_expires_at > now, this=p.id == me, jobs=owned.get(p.id, 0),
+        endpoints=served.get(p.id, 0))
         for p in session.scalars(select(ControlPlane).order_by(ControlPlane.started_at))]
 
 

@@ -119,6 +119,8 @@ class EndpointOut(BaseModel):
     capture_percent: float
     capture_table: str | None
     cluster: str | None = Field(description="the Ray cluster it runs on (Ray Serve), or none")
+    owner: str | None = Field(default=None,
+                              description="the id of the control plane that runs it")
     public: bool = Field(description="its own address takes invocations without a token")
     project: str | None = Field(description="the project it belongs to, or none")
     replicas: list[dict[str, Any]]
@@ -159,7 +161,7 @@ def _out(request: Request, e: Endpoint, project: str | None) -> EndpointOut:
         scale_to_zero_after=e.scale_to_zero_after,
         max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
         capture_percent=e.capture_percent, capture_table=e.capture_table, cluster=e.cluster,
-        public=e.public, project=project, replicas=runtime["replicas"],
+        owner=e.owner, public=e.public, project=project, replicas=runtime["replicas"],
         restarts=runtime["restarts"], scaling=runtime["scaling"], rollout=e.rollout,
         message=e.message, created_at=e.created_at, updated_at=e.updated_at)
 
@@ -286,6 +288,10 @@ def replica_report(name: str, message: dict[str, Any], session: DbSession, calle
         return Response(status_code=204)
     owner = _owner_elsewhere(request, session, name)
     if owner is None:
+        if endpoints.get_endpoint(session, name).cluster is not None:
+            # Its control plane stopped: another takes it over within seconds.
+            raise Unavailable(f"endpoint {name!r} is being taken over by another control "
+                              "plane; report again", retry_after=2)
         raise Conflict(f"endpoint {name!r} does not run on a Ray cluster from here")
     # Its replicas reached this control plane (a load balancer's choice): to the one that
     # runs the endpoint, with the replica's own token.

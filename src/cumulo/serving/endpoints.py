@@ -165,7 +165,12 @@ def endpoint_url(session: Session, endpoint: Endpoint, *, host: str) -> str:
 def check_reporter(session: Session, caller: Principal, name: str) -> Endpoint:
     """The endpoint a replica reports for; only its own replicas (with its token) may."""
     endpoint = get_endpoint(session, name)
-    if endpoint.token_id is None or caller.token_id != endpoint.token_id:
+    # Its current token, or while an adopted application is deployed again with a new one
+    # (cumulo.serving.runtimes.ray), the one the replicas being replaced hold, until revoked.
+    own = caller.token_id == endpoint.token_id or (
+        caller.via_job and caller.user_id == endpoint.created_by
+        and caller.token_name == f"endpoint {name}")
+    if endpoint.token_id is None or not own:
         raise Forbidden(f"only endpoint {name!r}'s own replicas report its stats")
     return endpoint
 

@@ -239,8 +239,14 @@ class EndpointManager:
                   if name in self._runtimes}
         for name, endpoint in every.items():  # run elsewhere: at its owner's address
             owner = planes.get(endpoint.owner or "")
-            if name not in routes and owner is not None and endpoint.state != "deleting":
+            if name in routes or endpoint.state == "deleting":
+                continue
+            if owner is not None:
                 routes[name] = self._route(session, endpoint, host=owner_host(owner))
+            elif endpoint.cluster is not None and name in self._routes:
+                # On Ray Serve it answers whoever runs it: while its owner is taken over, its
+                # invocations go on to the cluster.
+                routes[name] = self._routes[name]
         self._routes = routes
 
     def _mine(self, session: Session, endpoint: Endpoint,

@@ -54,6 +54,9 @@ class Endpoint(Created, InProject, Base):
     # and the token its replicas read the registry with.
     cluster: Mapped[str | None] = mapped_column(String(64), nullable=True)
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A Ray endpoint's settings as last deployed (JSON), by whichever control plane: the one
+    # that takes it over adopts the running application when its settings are these.
+    deployed: Mapped[str | None] = mapped_column(Text, nullable=True)
     # A traffic shift in progress or the last one: see cumulo.serving.rollout.
     rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it failed

@@ -49,6 +49,55 @@ TOKENS_WAIT = 20.0  # seconds the control plane holds a replica's ask for the to
 FIRST_TOKENS = 60.0  # seconds a new replica tries to get the tokens before serving without
 
 
+class _Bases:
+    """The control planes' public URLs (``bases`` in the config: a load balancer's, or each
+    control plane's), tried in turn: a replica keeps using the one that answered last, and
+    moves to the next when it cannot be reached or answers 5xx (its control plane stopped; the
+    one that took the endpoint over is reached through any other)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.endpoint = str(config["endpoint"])
+        urls = config.get("bases") or []
+        if not urls and config.get("report_url"):  # deployed by an earlier version
+            urls = [str(config["report_url"]).split("/api/v1/")[0]]
+        self.urls = [str(u).rstrip("/") for u in urls]
+        self.at = 0
+
+    def first_live(self) -> str | None:
+        import httpx
+
+        for url in self.urls:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=3).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                continue
+        return self.urls[0] if self.urls else None
+
+    def call(self, client: Any, method: str, what: str, **kwargs: Any) -> Any:
+        """``what`` (reports, tokens) of the endpoint, through the first control plane that
+        answers, starting from the last one that did."""
+        import httpx
+
+        failure: Exception | None = None
+        answer = None
+        for i in range(len(self.urls)):
+            at = (self.at + i) % len(self.urls)
+            url = f"{self.urls[at]}/api/v1/endpoints/{self.endpoint}/{what}"
+            try:
+                answer = client.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                failure = exc
+                continue
+            if answer.status_code < 500:
+                self.at = at
+                return answer
+        if answer is not None:
+            return answer
+        assert failure is not None
+        raise failure
+
+
 class _Replica:
     """A Serve replica: every variant's model, behind ReplicaApp."""
 
@@ -58,6 +107,9 @@ class _Replica:
         from cumulo.serving.replica import ReplicaApp
         from cumulo.serving.worker import load_variant
 
+        live = _Bases(config).first_live()
+        if live:  # the registry through a control plane that answers
+            os.environ["MLFLOW_TRACKING_URI"] = f"{live}/mlflow"
         folder = Path(tempfile.mkdtemp(prefix=f"cumulo-{config['endpoint']}-"))
         variants = []
         for spec in config["variants"]:
@@ -84,13 +136,12 @@ class _Replica:
         self.app.capture_share = float(config.get("capture_percent", 0.0)) / 100
         self.app.on_capture = self._locked(self._capture.add)
         self.id = uuid.uuid4().hex[:12]
-        self._report_url = str(config.get("report_url") or "")
         self._token = config["env"].get("MLFLOW_TRACKING_TOKEN", "")
-        if self._report_url:
+        self._bases = _Bases(config)
+        if self._bases.urls:
             threading.Thread(target=self._report_loop, daemon=True,
                              name="cumulo-report").start()
-        self._tokens_url = str(config.get("tokens_url") or "")
-        if self._tokens_url and not self.gate.public:
+        if self._bases.urls and not self.gate.public:
             self._first_tokens()
             threading.Thread(target=self._tokens_loop, daemon=True,
                              name="cumulo-tokens").start()
@@ -117,7 +168,7 @@ class _Replica:
                               "in_flight": self.app.in_flight, "load": self.app.load(),
                               "variants": self._window.take(), **self._capture.take()}
                 try:
-                    answer = client.post(self._report_url, json=report)
+                    answer = self._bases.call(client, "POST", "reports", json=report)
                     if answer.status_code >= 400:
                         log.warning("the control plane refused a report: %s %s",
                                     answer.status_code, answer.text[:200])
@@ -127,8 +178,8 @@ class _Replica:
     def _pull_tokens(self, client: Any, wait: float) -> None:
         """Ask the control plane for the live tokens; it answers when they differ from the
         set held, or after ``wait`` seconds with 204."""
-        answer = client.get(self._tokens_url,
-                            params={"since": self.gate.digest, "wait": wait})
+        answer = self._bases.call(client, "GET", "tokens",
+                                  params={"since": self.gate.digest, "wait": wait})
         if answer.status_code == 200:
             doc = answer.json()
             self.gate.allow(str(doc["digest"]), doc["tokens"])

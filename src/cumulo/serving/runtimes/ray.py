@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import shlex
 import socket
 import threading
@@ -41,6 +42,8 @@ from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes.base import Manager, RuntimeBase
 
 __all__ = ["REPLICA_LOST", "RayRuntime"]
+
+log = logging.getLogger("cumulo.serving")
 
 REPLICA_LOST = 15.0  # a Ray Serve replica not heard from for this long has ended
 
@@ -96,7 +99,18 @@ class RayRuntime(RuntimeBase):
         self.job: str | None = None  # the deploy job under way
         self._deploying: list[dict[str, Any]] = []  # the variants it deploys
         self.app_state: dict[str, Any] = {}
-        self.secret = self._issue_token(endpoint, session)
+        # The secret the deploys give the replicas; None while serving an application
+        # another control plane deployed (adopted: only its replicas know theirs).
+        self.secret: str | None = None
+        self._retired_token: int | None = None  # revoked once the next deploy serves
+        self._revoke: int | None = None  # that token, to revoke at the next step
+        self._saved = ""  # the deployed settings as the row has them
+        if self._adoptable(endpoint, session):
+            assert endpoint.deployed is not None
+            self.deployed = self.wanted = self._saved = endpoint.deployed
+            self.variants = json.loads(endpoint.deployed)["variants"]
+        else:
+            self.secret = self._issue_token(endpoint, session)
         self._client: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -107,12 +121,27 @@ class RayRuntime(RuntimeBase):
             self.configure(endpoint)
 
     @staticmethod
-    def _issue_token(endpoint: Endpoint, session: Session) -> str:
+    def _adoptable(endpoint: Endpoint, session: Session) -> bool:
+        """Whether the endpoint's application, deployed by another control plane (or an
+        earlier life of this one), serves on the cluster with replicas that can still report:
+        its deployed settings are known and its token is live. Then it is adopted as it is
+        (no deploy, no new token), and a later change of settings deploys with a new one."""
+        from cumulo.access.models import Token
+
+        if endpoint.deployed is None or endpoint.token_id is None or endpoint.state not in (
+                "in_service", "updating"):
+            return False
+        token = session.get(Token, endpoint.token_id)
+        return token is not None and token.revoked_at is None and (
+            token.expires_at is None or token.expires_at > utcnow())
+
+    @staticmethod
+    def _issue_token(endpoint: Endpoint, session: Session, *, revoke: bool = True) -> str:
         """A new token of the endpoint's creator, which the replicas read the registry and
-        report with; the endpoint's previous one is revoked."""
+        report with; the endpoint's previous one is revoked (with ``revoke``)."""
         from cumulo.access.tokens import issue_token, revoke_token_id
 
-        if endpoint.token_id is not None:
+        if endpoint.token_id is not None and revoke:
             revoke_token_id(session, endpoint.token_id)
         assert endpoint.created_by is not None
         token, secret = issue_token(session, endpoint.created_by, f"endpoint {endpoint.name}",
@@ -148,6 +177,8 @@ class RayRuntime(RuntimeBase):
         with self._lock:
             if wanted == self.wanted or self.job is not None:
                 return
+            if self.secret is None and not self._new_secret(endpoint):
+                return  # the database did not answer: the next step tries again
             self.wanted = wanted
             try:
                 self.job = self._submit_deploy(settings)
@@ -160,16 +191,31 @@ class RayRuntime(RuntimeBase):
                 else:
                     self.error = message
 
+    def _new_secret(self, endpoint: Endpoint) -> bool:
+        """An adopted application's settings change: its deploy gives the replicas a new
+        token; the one the running replicas hold is revoked once the new ones serve."""
+        old = endpoint.token_id
+        try:
+            with self.manager.sessions() as session:
+                # (sets the row's token_id, committed with the manager's step)
+                secret = self._issue_token(endpoint, session, revoke=False)
+                session.commit()
+        except Exception:
+            log.exception("endpoint %s: a token for its deploy could not be made", self.name)
+            endpoint.token_id = old
+            return False
+        self._retired_token, self.secret = old, secret
+        return True
+
     def _submit_deploy(self, settings: dict[str, Any]) -> str:
-        # Its replicas call back through the first public URL (a load balancer's, best).
+        # Its replicas call back through the public URLs (a load balancer's, best), the
+        # first that answers.
         base = self.manager.settings.public_urls[0]
         env = {"MLFLOW_TRACKING_URI": f"{base}/mlflow",
                "MLFLOW_TRACKING_TOKEN": self.secret, "MLFLOW_DISABLE_TELEMETRY": "true"}
-        report_url = f"{base}/api/v1/endpoints/{self.name}/reports"
-        tokens_url = f"{base}/api/v1/endpoints/{self.name}/tokens"
         payload = base64.b64encode(json.dumps(
-            {**settings, "env": env, "report_url": report_url,
-             "tokens_url": tokens_url}).encode()).decode()
+            {**settings, "env": env,
+             "bases": self.manager.settings.public_urls}).encode()).decode()
         return str(self.client.submit_job(
             entrypoint=f"{self.python} -m cumulo.serving.rayserve deploy --config {payload}",
             runtime_env={"env_vars": env}))
@@ -199,6 +245,7 @@ class RayRuntime(RuntimeBase):
             self.job = None
             if status.endswith("SUCCEEDED"):
                 self.deployed, self.variants = wanted, self._deploying
+                self._revoke, self._retired_token = self._retired_token, None
             else:
                 message = f"the Ray Serve deploy job {job} {status.lower()}:\n{logs}"
                 if self.deployed:
@@ -224,6 +271,15 @@ class RayRuntime(RuntimeBase):
 
     def step(self, endpoint: Endpoint, session: Session) -> None:
         self._meter_replicas(session, endpoint)
+        with self._lock:
+            deployed, retired = self.deployed, self._revoke
+            self._revoke = None
+        if deployed and deployed != self._saved:  # for whoever takes it over
+            endpoint.deployed = self._saved = deployed
+        if retired is not None:  # the replicas that held it are replaced
+            from cumulo.access.tokens import revoke_token_id
+
+            revoke_token_id(session, retired)
         if not self._settle(endpoint, session):
             return
         if endpoint.state == "creating" and self.deployed:
