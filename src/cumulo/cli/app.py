@@ -228,7 +228,8 @@ def _planes_rows(table: Table, planes: list[dict[str, Any]]) -> None:
         lease = (f"lease renewed {when(p['renewed_at'])}" if p["live"] else
                  f"[red]lease ran out {when(p['lease_expires_at'])}[/red]")
         table.add_row(label, f"{p['id'][:8]} {escape(p['host'])} {escape(p['url'])}{mark}: "
-                             f"{lease}, {p['jobs']} job(s)")
+                             f"{lease}, {p['jobs']} job(s), {p.get('endpoints', 0)} "
+                             "endpoint(s)")
     if len(planes) > 1:
         table.add_row("", f"{len(live)} of {len(planes)} live")
 
