@@ -26,6 +26,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test]'
 	@touch $@
 
+# The S3 clients the S3 API is tested with (the aws command, s3fs), as users install them: a
+# virtualenv of their own, since their botocore is not the one Cumulo pins.
+.venv-s3tools/.installed: constraints-s3tools.txt
+	$(PYTHON) -m venv .venv-s3tools
+	.venv-s3tools/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints-s3tools.txt awscli s3fs
+	@touch $@
+
 console/node_modules/.installed: console/package.json console/package-lock.json
 	@command -v npm >/dev/null || { echo "error: the web console needs Node.js 20 or newer (and npm): install it with your package manager" >&2; exit 1; }
 	npm ci --prefix console --no-audit --no-fund --loglevel=error
@@ -45,7 +53,8 @@ console: $(CONSOLE_BUILT)
 up: $(VENV)/.installed $(CONSOLE_BUILT)
 	$(BIN)/cumulo up
 
-test: $(VENV)/.installed-test $(CONSOLE_BUILT) tests/oidc/node_modules/.installed
+test: $(VENV)/.installed-test $(CONSOLE_BUILT) tests/oidc/node_modules/.installed \
+		.venv-s3tools/.installed
 	@scripts/install-test-services
 	$(BIN)/pytest -n 2 --dist loadfile
 

@@ -121,6 +121,9 @@ class Settings:
     # X-Forwarded-For names, for source-address conditions, sign-in rate limits and the audit
     # log. Empty (the default): X-Forwarded-For is ignored, from everyone.
     trusted_proxies: tuple[str, ...] = ()
+    # The S3 API's domain for virtual-host-style addressing (``BUCKET.s3.example.com``); None:
+    # path-style only (``/BUCKET/KEY`` on the server's own URL).
+    s3_domain: str | None = None
 
     @property
     def url(self) -> str:
@@ -159,6 +162,7 @@ _ENV_KEYS = {
     "console_dir": "CUMULO_CONSOLE_DIR",
     "allow_internal_urls": "CUMULO_ALLOW_INTERNAL_URLS",
     "trusted_proxies": "CUMULO_TRUSTED_PROXIES",
+    "s3_domain": "CUMULO_S3_DOMAIN",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",

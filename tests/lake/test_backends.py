@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import write_deltalake
 
 from tests.services import Cumulo
 
@@ -42,3 +46,22 @@ def test_crawl_and_query_raw_files(server: Cumulo) -> None:
     assert page == [{"year": 2025, "s": 2.5}, {"year": 2026, "s": 4.0}]
     events = client.sql(f"select partition_0, k from {db}.events order by k").page
     assert events == [{"partition_0": "d1", "k": 1}, {"partition_0": "d2", "k": 2}]
+
+
+def test_crawl_a_delta_table_another_tool_wrote(server: Cumulo, tmp_path: Path) -> None:
+    client = server.client()
+    bucket = "crawl-" + uuid.uuid4().hex[:8]
+    db = "cr_" + uuid.uuid4().hex[:6]
+    client.files.create_bucket(bucket)
+    folder = tmp_path / "orders"
+    write_deltalake(str(folder), pa.table({"id": [1, 2], "v": ["a", "b"]}), partition_by=["v"])
+    write_deltalake(str(folder), pa.table({"id": [3], "v": ["a"]}), mode="append")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        client.files.upload(path, f"{bucket}/lake/orders/{path.relative_to(folder).as_posix()}")
+    report = client.tables.crawl(f"{bucket}/lake/", database=db)
+    assert report["created"] == [f"{db}.orders"] and report["skipped"] == []
+    assert client.tables.show(f"{db}.orders")["rows"] == 3
+    page = client.sql(f"select v, count(*) n from {db}.orders group by v order by v").page
+    assert page == [{"v": "a", "n": 2}, {"v": "b", "n": 1}]
+    old = client.sql(f"select count(*) n from {db}.orders version as of 0")
+    assert old.page == [{"n": 2}]

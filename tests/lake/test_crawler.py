@@ -1,14 +1,19 @@
-"""The crawler over files in storage: formats, Hive partitions, folder groups, re-runs."""
+"""The crawler over files in storage: formats, Hive partitions, folder groups, re-runs, and
+Delta tables that other tools wrote."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import write_deltalake
 
 from cumulo.errors import Invalid, NotFound
 from tests.services import Cumulo
@@ -119,3 +124,141 @@ def test_flat_tables_do_not_read_sub_folders_and_names_do_not_collide(
     assert sorted(report["created"]) == [f"{db}.top", f"{db}.top_jsonl", f"{db}.top_sub"]
     assert client.sql(f"select sum(a) s from {db}.top").page == [{"s": 2}]
     assert client.sql(f"select sum(a) s from {db}.top_sub").page == [{"s": 4}]
+
+
+# --- Delta tables written by another tool (issue 24) -------------------------------------------
+
+
+def _upload_folder(files: Any, folder: Path, dest: str, *, skip: str = "") -> None:
+    """Every file under ``folder`` to ``dest``, as a tool that syncs a folder would put them
+    (``skip``: files whose name ends so stay behind)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not (skip and path.name.endswith(skip)):
+            files.upload(path, f"{dest}/{path.relative_to(folder).as_posix()}")
+
+
+def _orders(folder: Path) -> Path:
+    """A Delta table with two versions, written by deltalake as another tool would."""
+    write_deltalake(str(folder), pa.table({"id": [1, 2], "amount": [9.5, 3.0]}))
+    write_deltalake(str(folder), pa.table({"id": [3], "amount": [1.5]}), mode="append")
+    return folder
+
+
+def test_a_delta_table_folder_is_one_external_table(local_server: Cumulo,
+                                                    tmp_path: Path) -> None:
+    client = local_server.client()
+    bucket = "dl-" + uuid.uuid4().hex[:8]
+    client.files.create_bucket(bucket)
+    _upload_folder(client.files, _orders(tmp_path / "orders"), f"{bucket}/lake/orders")
+    write_deltalake(str(tmp_path / "visits"),
+                    pa.table({"n": [1, 2, 3], "country": ["fr", "fr", "jp"]}),
+                    partition_by=["country"])
+    _upload_folder(client.files, tmp_path / "visits", f"{bucket}/lake/visits")
+    client.files.upload(b"a,b\n1,x\n", f"{bucket}/lake/notes/n.csv")
+    db = "crawl_" + uuid.uuid4().hex[:6]
+
+    # Before the fix: "lake/orders/_delta_log/00000000000000000000.json, line 2: not valid JSON".
+    report = client.tables.crawl(f"{bucket}/lake/", database=db)
+    assert sorted(report["created"]) == [f"{db}.notes", f"{db}.orders", f"{db}.visits"]
+    assert report["skipped"] == []
+    assert report["files"] == 2 + 2 + 1  # each table's data files (its latest version's)
+
+    orders = client.tables.show(f"{db}.orders")
+    assert (orders["kind"], orders["format"]) == ("external", "delta")
+    assert (orders["version"], orders["rows"]) == (1, 3)
+    assert [c["name"] for c in orders["columns"]] == ["id", "amount"]
+    assert client.sql(f"select id, amount from {db}.orders order by id").page == [
+        {"id": 1, "amount": 9.5}, {"id": 2, "amount": 3.0}, {"id": 3, "amount": 1.5}]
+    # Time travel, as on managed tables: the log's versions.
+    assert client.sql(f"select count(*) n from {db}.orders version as of 0").page == [{"n": 2}]
+    assert client.tables.read(f"{db}.orders@v0").num_rows == 2
+    assert [h["version"] for h in client.tables.history(f"{db}.orders")] == [1, 0]
+    visits = client.tables.show(f"{db}.visits")
+    assert visits["partition_columns"] == ["country"]
+    by_country = client.sql(f"select country, sum(n) s from {db}.visits group by 1 order by 1")
+    assert by_country.page == [{"country": "fr", "s": 3}, {"country": "jp", "s": 3}]
+    client.sql(f"create table {db}.orders_copy as select * from {db}.orders")
+    assert client.tables.show(f"{db}.orders_copy")["rows"] == 3
+
+    # The other tool writes on: a later crawl sees the new version (and logs the new column).
+    write_deltalake(str(tmp_path / "orders"), pa.table({"id": [4], "amount": [2.0],
+                                                        "note": ["late"]}),
+                    mode="append", schema_mode="merge")
+    _upload_folder(client.files, tmp_path / "orders", f"{bucket}/lake/orders")
+    again = client.tables.crawl(f"{bucket}/lake/", database=db)
+    assert again["created"] == [] and again["skipped"] == []
+    change = next(c for c in again["schema_changes"] if c["table"] == f"{db}.orders")
+    assert change["added"] == ["note"] and change["applied"] is False
+    assert client.sql(f"select count(*) n from {db}.orders").page == [{"n": 4}]
+    assert client.sql(f"select count(*) n from {db}.orders version as of 1").page == [{"n": 3}]
+
+
+def test_a_delta_table_at_the_crawled_prefix(local_server: Cumulo, tmp_path: Path) -> None:
+    client = local_server.client()
+    bucket = "dl-" + uuid.uuid4().hex[:8]
+    client.files.create_bucket(bucket)
+    _upload_folder(client.files, _orders(tmp_path / "orders"), f"{bucket}/orders")
+    db = "crawl_" + uuid.uuid4().hex[:6]
+    report = client.tables.crawl(f"{bucket}/orders/", database=db)
+    assert report["created"] == [f"{db}.orders"]
+    assert client.sql(f"select sum(amount) s from {db}.orders").page == [{"s": 14.0}]
+    # Inside the table's folder are its log and its files, never tables of their own.
+    for inside in ("orders/_delta_log/", "orders/sub/"):
+        with pytest.raises(Invalid, match=f"inside the Delta table {bucket}/orders/; crawl"):
+            client.tables.crawl(f"{bucket}/{inside}", database=db + "_in")
+    assert [t["name"] for t in client.tables.list(db)] == [f"{db}.orders"]
+
+
+def _protocol(log: Path, protocol: dict[str, Any]) -> None:
+    """Rewrite the protocol action of a table's first commit, as a newer writer would."""
+    first = log / "00000000000000000000.json"
+    actions = [json.loads(line) for line in first.read_text().splitlines()]
+    first.write_text("".join(json.dumps({"protocol": protocol} if "protocol" in a else a) + "\n"
+                             for a in actions))
+
+
+def test_a_delta_folder_cumulo_cannot_read_is_reported_and_the_rest_crawled(
+        local_server: Cumulo, tmp_path: Path) -> None:
+    client = local_server.client()
+    bucket = "dl-" + uuid.uuid4().hex[:8]
+    client.files.create_bucket(bucket)
+    _upload_folder(client.files, _orders(tmp_path / "orders"), f"{bucket}/lake/orders")
+    broken = shutil.copytree(tmp_path / "orders", tmp_path / "broken")
+    (broken / "_delta_log" / "00000000000000000001.json").write_text("{not json\n")
+    _upload_folder(client.files, broken, f"{bucket}/lake/broken")
+    client.files.upload(b"", f"{bucket}/lake/empty/_delta_log/00000000000000000000.json")
+    client.files.upload(b"", f"{bucket}/lake/empty/part-0.parquet")
+    # The log without its data files: a copy cut short.
+    partial = _orders(tmp_path / "partial")
+    _upload_folder(client.files, partial, f"{bucket}/lake/partial", skip=".parquet")
+    vectors = _orders(tmp_path / "vectors")
+    _protocol(vectors / "_delta_log", {"minReaderVersion": 3, "minWriterVersion": 7,
+                                       "readerFeatures": ["deletionVectors"],
+                                       "writerFeatures": ["deletionVectors"]})
+    _upload_folder(client.files, vectors, f"{bucket}/lake/vectors")
+    db = "crawl_" + uuid.uuid4().hex[:6]
+
+    report = client.tables.crawl(f"{bucket}/lake/", database=db)
+    assert report["created"] == [f"{db}.orders"]
+    reasons = {s["key"]: s["reason"] for s in report["skipped"]}
+    assert sorted(reasons) == ["lake/broken/", "lake/empty/", "lake/partial/", "lake/vectors/"]
+    assert reasons["lake/broken/"].startswith(
+        f"{bucket}/lake/broken/ has a _delta_log/ but is not a readable Delta table: ")
+    assert "Json error" in reasons["lake/broken/"] and "<unknown>" not in reasons["lake/broken/"]
+    assert "not a readable Delta table" in reasons["lake/empty/"]
+    assert f"{bucket}/lake/partial/ is a Delta table whose version 1 reads 2 file(s) that are " \
+           "not in storage, such as part-" in reasons["lake/partial/"]
+    assert "uses deletion vectors, which Cumulo cannot read yet" in reasons["lake/vectors/"]
+    assert all(r.endswith("registered for it") for r in reasons.values())
+    # Nothing half registered: no table of their logs or their Parquet files.
+    assert [t["name"] for t in client.tables.list(db)] == [f"{db}.orders"]
+
+    result = local_server.cli("crawl", f"{bucket}/lake/", "--db", db)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped lake/partial/: {bucket}/lake/partial/ is a Delta table" in result.stdout
+
+    # Once the rest of the folder is there, the next crawl registers it.
+    _upload_folder(client.files, partial, f"{bucket}/lake/partial")
+    later = client.tables.crawl(f"{bucket}/lake/", database=db)
+    assert later["created"] == [f"{db}.partial"]
+    assert client.sql(f"select count(*) n from {db}.partial").page == [{"n": 3}]

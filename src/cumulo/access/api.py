@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cumulo.access import authz, tokens
-from cumulo.access.models import Project, Token
+from cumulo.access import authz, keys, tokens
+from cumulo.access.models import AccessKey, Project, Token
 from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.permissions import allow, any_caller
@@ -148,3 +148,63 @@ def list_tokens(session: DbSession, caller: Caller, all: bool = False) -> TokenL
 def revoke_token(ref: str, session: DbSession, caller: Caller) -> TokenOut:
     token = tokens.revoke_token(session, caller, ref)
     return _out(token, user_names(session, {token.user_id}))
+
+
+# --- S3 access keys ----------------------------------------------------------------------------
+
+
+class KeyIn(BaseModel):
+    name: str = Field("s3", description="a name to recognise it by")
+    expires_in: str | None = Field(None, description="e.g. 30d; none: never")
+
+
+class KeyOut(BaseModel):
+    access_key_id: str
+    name: str
+    user: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    state: str
+
+
+class NewKey(KeyOut):
+    secret_access_key: str = Field(description="shown this once")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+def _key_out(key: AccessKey, names: dict[int | None, str]) -> KeyOut:
+    return KeyOut(access_key_id=key.access_key_id, name=key.name, user=names.get(key.user_id),
+                  created_at=key.created_at, last_used_at=key.last_used_at,
+                  revoked_at=key.revoked_at,
+                  state="revoked" if key.revoked_at is not None else "active")
+
+
+@router.post("/keys", dependencies=[allow("tokens:Manage", "key/*")], status_code=201,
+             response_model=NewKey, summary="Create an S3 access key")
+def create_key(body: KeyIn, session: DbSession, caller: Caller) -> NewKey:
+    from cumulo.units import parse_duration
+
+    seconds = int(parse_duration(body.expires_in, what="expires_in")) if body.expires_in \
+        else None
+    key, secret = keys.create_key(session, caller, body.name, expires_in=seconds)
+    out = _key_out(key, user_names(session, {key.user_id}))
+    return NewKey(**out.model_dump(), secret_access_key=secret)
+
+
+@router.get("/keys", dependencies=[allow("tokens:Manage", "key/*")], response_model=KeyList,
+            summary="List S3 access keys (never their secrets)")
+def list_keys(session: DbSession, caller: Caller, all: bool = False) -> KeyList:
+    rows = keys.list_keys(session, caller, all_users=all)
+    names = user_names(session, {k.user_id for k in rows})
+    return KeyList(keys=[_key_out(k, names) for k in rows])
+
+
+@router.delete("/keys/{key_id}", dependencies=[allow("tokens:Manage", "key/{key_id}")],
+               response_model=KeyOut, summary="Revoke an S3 access key")
+def revoke_key(key_id: str, session: DbSession, caller: Caller) -> KeyOut:
+    key = keys.revoke_key(session, caller, key_id)
+    return _key_out(key, user_names(session, {key.user_id}))

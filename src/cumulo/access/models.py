@@ -22,8 +22,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cumulo import state
 from cumulo.db import Base, Created, UTCDateTime
 
-__all__ = ["AuditEvent", "Binding", "Group", "GroupMember", "Policy", "Project", "Token",
-           "User"]
+__all__ = ["AccessKey", "AuditEvent", "Binding", "Group", "GroupMember", "Policy", "Project",
+           "Token", "User"]
 
 
 class User(Created, Base):
@@ -62,6 +62,25 @@ class Token(Created, Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # "user": made by a person; "job": made by the platform for one job attempt, and not listed.
     kind: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
+
+
+class AccessKey(Created, Base):
+    """An S3 access key (``cumulo keys``): it acts as its token, so as the token's user with
+    the user's grants, and stops with it (a job's key ends with its job). SigV4 signs with the
+    secret itself, so the server keeps it (as every S3 server does): guard the database as
+    the credentials it holds."""
+
+    __tablename__ = "access_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    access_key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"),
+                                          index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Group(Created, Base):
@@ -143,5 +162,5 @@ class AuditEvent(Base):
                                            index=True)
 
 
-state.declare("access", tables=("users", "tokens", "groups", "group_members", "policies",
-                                "projects", "bindings", "audit_events"))
+state.declare("access", tables=("users", "tokens", "access_keys", "groups", "group_members",
+                                "policies", "projects", "bindings", "audit_events"))

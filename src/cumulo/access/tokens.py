@@ -33,6 +33,7 @@ __all__ = [
     "list_tokens",
     "live_token_hashes",
     "live_tokens",
+    "revocations",
     "revoke_token",
     "revoke_token_id",
 ]
@@ -173,6 +174,12 @@ def revoke_token_id(session: Session, token_id: int) -> None:
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
         forget_cached()
+
+
+def revocations() -> int:
+    """How many revokes this process has made: a cache of callers (tokens', access keys')
+    forgets what it knew when this moves."""
+    return _revoked[0]
 
 
 def forget_cached() -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 import cumulo
 from cumulo.access.audit_cli import app as audit_app
 from cumulo.access.cli import app as tokens_app
+from cumulo.access.cli import keys_app
 from cumulo.access.iam_cli import (
     access_app,
     groups_app,
@@ -53,6 +54,7 @@ app = typer.Typer(
 # One explicit list of the services' command groups.
 app.add_typer(files_app, name="files")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(groups_app, name="groups")
 app.add_typer(roles_app, name="roles")

@@ -12,7 +12,7 @@ from cumulo.config import load_client_settings
 if TYPE_CHECKING:
     from cumulo.access.audit_sdk import AuditClient
     from cumulo.access.iam_sdk import Access, Groups, Policies, Projects, Roles, Users
-    from cumulo.access.sdk import TokensClient
+    from cumulo.access.sdk import KeysClient, TokensClient
     from cumulo.compute.environments.sdk import EnvsClient
     from cumulo.compute.sdk import ClustersClient, JobsClient
     from cumulo.dr.sdk import BackupsClient
@@ -64,6 +64,13 @@ class Client:
         from cumulo.access.sdk import TokensClient
 
         return TokensClient(self.transport)
+
+    @cached_property
+    def keys(self) -> KeysClient:
+        """S3 access keys: ``create()``, ``list()``, ``revoke(id)``."""
+        from cumulo.access.sdk import KeysClient
+
+        return KeysClient(self.transport)
 
     @cached_property
     def audit(self) -> AuditClient:

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cumulo.access import projects
+from cumulo.access.keys import job_key
 from cumulo.access.tokens import issue_token, revoke_token_id
 from cumulo.compute import checkpoints, logparts, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
@@ -637,6 +638,15 @@ class Supervisor:
             # Named too, so that one the control plane's own environment holds never leaks in.
             env.setdefault("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
             env["MLFLOW_TRACKING_TOKEN"] = secret
+            if not any(k.startswith(("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL"))
+                       for k in job.env):
+                # S3 clients in the job (boto3, the aws command, s3fs, rclone's env) reach
+                # Cumulo's S3 API as the job: a key acting as its token, gone when it ends.
+                # (A job given AWS credentials of its own keeps them.)
+                key_id, key_secret = job_key(session, token)
+                env.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=key_secret,
+                           AWS_ENDPOINT_URL_S3=urls[0])
+                env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         return env
 
     # --- endings ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from cumulo.access.users import user_names
 from cumulo.db import get_session, utcnow
 from cumulo.errors import Forbidden, Invalid, NotFound, Unavailable
 from cumulo.lake import projects as _projects  # noqa: F401 - places tables in projects
+from cumulo.lake import s3view as _s3view  # noqa: F401 - the lake bucket of the S3 API
 from cumulo.lake.models import CrawlPolicy, SqlQuery, TableInfo
 from cumulo.lake.refs import TableRef, parse_ref, parse_timestamp
 from cumulo.leases import live_planes
@@ -469,10 +470,20 @@ class RestoreIn(BaseModel):
     dependencies=[allow("tables:Write", "table/{database}/{table}")],
     response_model=WriteOut,
                     summary="Make a new version equal to an old one")
+def _managed_only(row: Any, doing: str) -> None:
+    """An external table's files are another tool's (a Delta folder crawled in): Cumulo reads
+    them, and does not write or delete them behind that tool's back."""
+    if row.kind != "managed":
+        raise Invalid(f"table {row.name!r} is external (crawled from {row.location}): "
+                      f"Cumulo does not {doing} it; {doing} it with the tool that writes it, "
+                      "or copy it into a managed table (CREATE TABLE ... AS SELECT)")
+
+
 def restore_table(database: str, table: str, body: RestoreIn, session: DbSession,
                   storage: Storage, caller: Caller) -> WriteOut:
     ref = _ref(database, table)
     row = catalog.get_table(session, ref)
+    _managed_only(row, "restore")
     loc = catalog.location(storage, row)
     target = body.version
     if target is None:
@@ -524,7 +535,9 @@ def table_vacuum(database: str, table: str, body: VacuumIn, session: DbSession,
 
     retain = timedelta(seconds=parse_duration(body.retain, what="--retain", allow_zero=True))
     ref = _ref(database, table)
-    loc = catalog.location(storage, catalog.get_table(session, ref))
+    row = catalog.get_table(session, ref)
+    _managed_only(row, "vacuum")
+    loc = catalog.location(storage, row)
     return versions.vacuum(loc, name=ref.name, retain=retain, dry_run=body.dry_run,
                            force=body.force)
 

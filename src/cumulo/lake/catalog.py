@@ -199,7 +199,8 @@ def table_info(session: Session, backend: Backend, ref: TableRef) -> TableInfo:
         files=None, created_at=table.created_at, updated_at=table.updated_at,
         project=table_project(session, f"{ref.database}/{ref.table}"),
     )
-    if table.kind == "managed" and delta.exists(location(backend, table)):
+    # A Delta table's facts come from its log, a managed one's or one another tool wrote
+    if table.format == "delta" and delta.exists(location(backend, table)):
         dt = delta.open_table(location(backend, table), version=ref.version, as_of=ref.as_of,
                               name=ref.name)
         add = pa.table(dt.get_add_actions(flatten=True))

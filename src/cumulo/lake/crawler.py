@@ -2,7 +2,8 @@
 
 It reads a prefix, detects each file's format, infers a schema from a sample of files, finds
 Hive-style partitions (``year=2026/month=11/``), groups sibling folders with compatible schemas
-into one partitioned table, and registers or updates tables by a schema-change policy.
+into one partitioned table, and registers or updates tables by a schema-change policy. A folder
+with a ``_delta_log/`` (a Delta table another tool wrote) is one table, read through its log.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cumulo.access import projects
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Invalid, NotFound
-from cumulo.lake import catalog, ingest
+from cumulo.lake import catalog, delta, ingest
 from cumulo.lake.models import CrawlPolicy, LakeDatabase, LakeTable
 from cumulo.lake.refs import validate_name
 from cumulo.principal import Principal
@@ -39,6 +43,7 @@ __all__ = ["Policy", "crawl"]
 Policy = CrawlPolicy
 SAMPLE_FILES = 5
 _HIVE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_DELTA_LOG = "_delta_log"
 
 
 @dataclass
@@ -166,19 +171,30 @@ def crawl(session: Session, backend: Backend, principal: Principal, path: str, *
     # The crawler reads as its caller and makes what they could make themselves: each
     # object it reads, the database, each table (the decision point, as the routes ask).
     principal.require("files:List", f"bucket/{bucket}")
+    _refuse_inside_delta(session, bucket, prefix)
     rows = _list(session, bucket, prefix)
     if not rows:
         raise NotFound(f"no files under {bucket}/{prefix}")
     for row in rows:
         principal.require("files:Get", f"bucket/{bucket}/{row.key}")
     report = CrawlReport(database=database, path=f"{bucket}/{prefix}")
+    deltas, rows = _split_delta(rows)
+    tables: list[dict[str, Any]] = []
+    for root, keys in sorted(deltas.items()):
+        try:
+            spec, files = _delta_spec(backend, bucket, root, prefix, keys)
+        except Invalid as exc:
+            # Like a file of no known format: reported, and the rest of the crawl goes on.
+            report.skipped.append({"key": f"{root}/", "reason": exc.message})
+            continue
+        tables.append(spec)
+        report.files += files
     folders = _folders(report, rows, prefix)
     for folder in folders:
         folder.schema = _sample_schema(backend, bucket, folder)
 
     # Sibling folders (same parent, same format, compatible schemas, no partitions of their
     # own) become one table, partitioned by the folder name.
-    tables: list[dict[str, Any]] = []
     by_parent: dict[tuple[str, str], list[_Folder]] = defaultdict(list)
     for folder in folders:
         parent = folder.base.rsplit("/", 1)[0] if "/" in folder.base else ""
@@ -243,16 +259,116 @@ def crawl(session: Session, backend: Backend, principal: Principal, path: str, *
     return report
 
 
+def _name_for(base: str, prefix: str, bucket: str) -> str:
+    """A table's name: its folder's path under the crawled prefix (the prefix's own name, or
+    the bucket's, for the prefix itself)."""
+    rel = base[len(prefix):] if base.startswith(prefix) else base
+    return _table_name(rel or PurePosixPath(prefix.rstrip("/")).name or bucket)
+
+
 def _spec(folder: _Folder, prefix: str, bucket: str) -> dict[str, Any]:
     assert folder.schema is not None
-    rel = folder.base[len(prefix):] if folder.base.startswith(prefix) else folder.base
-    name = _table_name(rel or PurePosixPath(prefix.rstrip("/")).name or bucket)
+    name = _name_for(folder.base, prefix, bucket)
     return {
         "name": name, "format": folder.fmt, "location": f"buckets/{bucket}/{folder.base}",
         "columns": _columns(folder.schema, folder.partitions), "partitions": folder.partitions,
         "options": {"layout": "hive" if folder.partitions else "flat", "bucket": bucket,
                     "prefix": folder.base + "/" if folder.base else ""},
     }
+
+
+# --- Delta tables written by other tools --------------------------------------------------------
+
+
+def _under(key: str, folder: str) -> bool:
+    return folder == "" or key.startswith(folder + "/")
+
+
+def _split_delta(rows: list[StoredObject]) -> tuple[dict[str, set[str]], list[StoredObject]]:
+    """The Delta tables among ``rows`` (each folder with a ``_delta_log/``, with the keys of
+    everything under it: log, data and any other file of the table), and the other objects.
+    A Delta table inside another one's folder is part of the outer one."""
+    roots = set()
+    for row in rows:
+        parts = row.key.split("/")
+        if _DELTA_LOG in parts[:-1]:
+            roots.add("/".join(parts[:parts.index(_DELTA_LOG)]))
+    outer = [r for r in roots if not any(o != r and _under(r, o) for o in roots)]
+    tables: dict[str, set[str]] = {root: set() for root in outer}
+    rest = []
+    for row in rows:
+        root = next((r for r in outer if _under(row.key, r)), None)
+        if root is None:
+            rest.append(row)
+        else:
+            tables[root].add(row.key)
+    return tables, rest
+
+
+def _refuse_inside_delta(session: Session, bucket: str, prefix: str) -> None:
+    """A prefix inside a Delta table's folder holds its log or some of its data files (old
+    versions' too): never a table of their own."""
+    parts = prefix.rstrip("/").split("/") if prefix else []
+    for n in range(len(parts)):
+        folder = "/".join(parts[:n])
+        page = storage.list_objects(session, bucket, limit=1,
+                                    prefix=f"{folder}/{_DELTA_LOG}/" if folder else
+                                    f"{_DELTA_LOG}/")
+        if page.objects:
+            where = f"{bucket}/{folder}/" if folder else f"{bucket}/"
+            raise Invalid(f"{bucket}/{prefix} is inside the Delta table {where}; crawl {where} "
+                          "(or a folder above it) to register that table")
+
+
+def _delta_spec(backend: Backend, bucket: str, root: str, prefix: str,
+                keys: set[str]) -> tuple[dict[str, Any], int]:
+    """The external table over the Delta table in ``bucket/root``, and the count of data
+    files its latest version reads. Invalid, naming the folder, when Cumulo cannot read it."""
+    where = f"{bucket}/{root}/" if root else f"{bucket}/"
+    location = f"buckets/{bucket}/{root}".rstrip("/")
+    uri, options = backend.table_uri(location)
+    try:
+        table = DeltaTable(uri, storage_options=options)
+        schema = delta._delta_schema_to_arrow(table)
+        metadata, protocol = table.metadata(), table.protocol()
+        paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+    except Exception as exc:
+        # deltalake raises DeltaError for a log it cannot read, and a bare Exception for some
+        # contents it has no counterpart for; anything else is a bug, and goes up as one.
+        if not isinstance(exc, (DeltaError, OSError, pa.ArrowException)) \
+                and type(exc) is not Exception:
+            raise
+        # Only the first line: the Rust core appends a backtrace of unnamed frames.
+        text = str(exc).strip()
+        detail = text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+        raise Invalid(f"{where} has a {_DELTA_LOG}/ but is not a readable Delta table: "
+                      f"{detail}; nothing was registered for it") from exc
+    version = table.version()
+    # SQL reads the Parquet files the log lists: a table whose files hold other column names
+    # than its schema (column mapping) or rows that a deletion vector removes would read wrong.
+    unreadable = []
+    if (metadata.configuration or {}).get("delta.columnMapping.mode", "none") != "none":
+        unreadable.append("column mapping")
+    if "deletionVectors" in (protocol.reader_features or []):
+        unreadable.append("deletion vectors")
+    if unreadable:
+        raise Invalid(f"{where} is a Delta table that uses {' and '.join(unreadable)}, which "
+                      "Cumulo cannot read yet; nothing was registered for it")
+    # Paths in the log are URI-encoded and relative to the table, unless absolute.
+    missing = [p for p in map(unquote, paths) if "://" not in p
+               and (f"{root}/{p}" if root else p) not in keys]
+    if missing:
+        raise Invalid(f"{where} is a Delta table whose version {version} reads {len(missing)} "
+                      f"file(s) that are not in storage, such as {missing[0]}; upload the whole "
+                      "folder, then crawl again. Nothing was registered for it")
+    partitions = list(metadata.partition_columns)
+    columns = [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
+                **({"partition": True} if f.name in partitions else {})} for f in schema]
+    return {
+        "name": _name_for(root, prefix, bucket), "format": "delta", "location": location,
+        "columns": columns, "partitions": partitions,
+        "options": {"layout": "delta", "bucket": bucket, "prefix": f"{root}/" if root else ""},
+    }, len(paths)
 
 
 def _register(session: Session, principal: Principal, db: LakeDatabase, spec: dict[str, Any],

@@ -620,7 +620,7 @@ def _execute(session: Session, backend: Backend, principal: Principal, sql: str,
     for name in sorted(names.tables):
         ref, table = refs[name], rows[name]
         mine = rules.get(table.id)
-        if table.kind != "managed":
+        if table.format != "delta":  # raw files (crawled); a Delta table is read by its log
             files, sizes = _external_files(session, table)
             input_bytes += sizes
             if backend.kind == "local":

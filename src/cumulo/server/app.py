@@ -47,6 +47,7 @@ from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router
 from cumulo.storage.api import router as storage_router
 from cumulo.storage.backends import Backend
+from cumulo.storage.s3api.app import S3Dispatch
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -184,5 +185,8 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
 
     app.add_middleware(AuditChanges)
     app.add_middleware(BodyLimit)
+    # S3's requests (signed with SigV4, whatever their path) to the S3 API, with limits of
+    # its own (5 GiB a PUT); the rest to the routes above.
+    app.add_middleware(S3Dispatch, domain=settings.s3_domain)
     app.add_middleware(RequestContext)
     return app

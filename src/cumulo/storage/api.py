@@ -325,3 +325,50 @@ def object_info(bucket: str, key: str, session: DbSession) -> ObjectOut:
 def delete_object(bucket: str, key: str, session: DbSession, storage: Storage) -> Deleted:
     service.delete_object(session, storage, bucket, key)
     return Deleted(bucket=bucket, deleted=1)
+
+
+class PresignIn(BaseModel):
+    method: str = "GET"  # GET (download) or PUT (upload)
+    expires_in: str = "1h"
+
+
+class Presigned(BaseModel):
+    url: str
+    method: str
+    expires_at: datetime
+
+
+@router.post("/buckets/{bucket}/presign/{key:path}",
+             dependencies=[allow("files:Get", "bucket/{bucket}/{key}")],
+             response_model=Presigned,
+             summary="A presigned S3 URL for one object (GET, or PUT with files:Put)")
+def presign(bucket: str, key: str, body: PresignIn, request: Request, session: DbSession,
+            caller: Caller) -> Presigned:
+    """A URL anyone holding it may GET (or PUT) the object with, until it expires: signed
+    with an S3 key acting as the caller's token, so it stops working when that does."""
+    from datetime import UTC, timedelta
+
+    from cumulo.access.keys import key_of_token
+    from cumulo.storage.s3api.sigv4 import SignatureError
+    from cumulo.storage.s3api.sigv4 import presign as sign
+    from cumulo.units import parse_duration
+
+    validate_key(key)
+    method = body.method.upper()
+    if method not in ("GET", "PUT"):
+        raise Invalid(f"a presigned URL is for GET or PUT, not {body.method!r}")
+    if method == "PUT":
+        caller.require("files:Put", f"bucket/{bucket}/{key}")
+        service.get_bucket(session, bucket)
+    else:
+        service.get_object(session, bucket, key)
+    seconds = int(parse_duration(body.expires_in, what="expires_in"))
+    key_id, secret = key_of_token(session, caller)
+    now = datetime.now(UTC)
+    base = services(request).settings.public_urls[0]
+    try:
+        url = sign(method, f"{base}/{quote(bucket)}/{quote(key)}", access_key=key_id,
+                   secret=secret, expires=seconds, now=now)
+    except SignatureError as exc:
+        raise Invalid(exc.message) from None
+    return Presigned(url=url, method=method, expires_at=now + timedelta(seconds=seconds))

@@ -99,6 +99,19 @@ def info(ctx: typer.Context, path: str, json: bool = JsonOpt) -> None:
     ], as_json=json)
 
 
+@app.command("presign")
+def presign(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help="BUCKET/KEY"),
+    expires: str = typer.Option("1h", "--expires", help="how long it works: 30m, 1h, 7d"),
+    put: bool = typer.Option(False, "--put", help="a URL to upload the object with (curl -T)"),
+) -> None:
+    """Print a presigned S3 URL: anyone holding it may download (or, with --put, upload)
+    the object until it expires, with your rights."""
+    console.print(client(ctx).files.presign(path, expires_in=expires,
+                                            method="PUT" if put else "GET"), soft_wrap=True)
+
+
 @app.command("cat")
 def cat(ctx: typer.Context, path: str) -> None:
     """Write an object to standard output."""

@@ -145,6 +145,16 @@ class FilesClient:
             "GET", f"/api/v1/files/buckets/{bucket}/info/{quote(validate_key(key), safe='/')}"
         ))
 
+    def presign(self, path: str, *, expires_in: str = "1h", method: str = "GET") -> str:
+        """A presigned S3 URL for ``BUCKET/KEY``: anyone holding it may GET it (or, with
+        ``method="PUT"``, upload it, say with ``curl -T``) until it expires (up to 7 days),
+        with the caller's rights; it stops working with the caller's token."""
+        bucket, key = _needs_key(path)
+        doc = self._t.json(
+            "POST", f"/api/v1/files/buckets/{bucket}/presign/{quote(validate_key(key), safe='/')}",
+            json={"method": method, "expires_in": expires_in})
+        return str(doc["url"])
+
     def exists(self, path: str) -> bool:
         from cumulo.errors import NotFound
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, select
@@ -33,6 +34,7 @@ __all__ = [
     "BucketInfo",
     "ListPage",
     "create_bucket",
+    "cursor_after",
     "delete_bucket",
     "delete_object",
     "delete_prefix",
@@ -175,16 +177,23 @@ def _check_room(session: Session, bucket: Bucket, key: str, size: int, replaced:
 
 def put_object(
     session: Session, backend: Backend, principal: Principal, *, bucket: str, key: str,
-    tmp: Path, size: int, sha256: str, content_type: str,
+    tmp: Path, size: int, sha256: str, content_type: str, etag: str | None = None,
+    meta: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+    checksums: dict[str, Any] | None = None,
+    expect: Callable[[StoredObject | None], None] | None = None,
 ) -> StoredObject:
     """Publish a finished upload: move its bytes into place, then record it. The quota is
-    asked before the bytes move, so a refused upload leaves the key as it was."""
+    asked before the bytes move, so a refused upload leaves the key as it was. ``expect`` is
+    called with the object the key holds now (or None), under the key's lock, and may refuse
+    the write by raising (a conditional write: S3's If-None-Match and If-Match)."""
     validate_key(key)
     owner = get_bucket(session, bucket)
     with _key_lock(bucket, key):
         row = session.scalar(
             select(StoredObject).where(StoredObject.bucket_id == owner.id, StoredObject.key == key)
         )
+        if expect is not None:
+            expect(row)
         _check_room(session, owner, key, size, row.size if row is not None else 0)
         backend.commit(tmp, blob_key(bucket, key))
         now = utcnow()
@@ -193,6 +202,7 @@ def put_object(
                                created_at=now)
             session.add(row)
         row.size, row.sha256, row.content_type = size, sha256, content_type
+        row.etag, row.meta, row.tags, row.checksums = etag, meta, tags, checksums
         row.modified_by, row.modified_at = principal.user_id, now
         try:
             session.commit()
@@ -261,6 +271,11 @@ class ListPage:
 
 def _encode_cursor(op: str, value: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([op, value])).decode()
+
+
+def cursor_after(key: str) -> str:
+    """A cursor that lists from just after ``key`` (S3's start-after and marker)."""
+    return _encode_cursor("gt", key)
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
