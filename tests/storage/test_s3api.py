@@ -35,7 +35,8 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    cumulo = start_cumulo(tmp_path_factory.mktemp("s3api") / ".cumulo")
+    cumulo = start_cumulo(tmp_path_factory.mktemp("s3api") / ".cumulo",
+                          {"CUMULO_S3_DOMAIN": "s3.test"})
     yield cumulo
     cumulo.stop()
 
@@ -352,13 +353,14 @@ def test_bad_credentials(server: Cumulo, key: dict[str, Any]) -> None:
 
 
 def _raw(server: Cumulo, key: dict[str, Any], method: str, path: str, *,
-         at: datetime | None = None, body: bytes = b"",
+         at: datetime | None = None, body: bytes = b"", host: str | None = None,
+         sha: str | None = None,
          headers: dict[str, str] | None = None) -> httpx.Response:
     """A request signed by Cumulo's own signer (for the cases boto3 will not make)."""
     at = at or datetime.now(UTC)
-    host = server.url.split("//", 1)[1]
+    host = host or server.url.split("//", 1)[1]
     amz_date = at.strftime("%Y%m%dT%H%M%SZ")
-    sha = hashlib.sha256(body).hexdigest()
+    sha = sha or hashlib.sha256(body).hexdigest()
     all_headers = {"host": host, "x-amz-date": amz_date, "x-amz-content-sha256": sha,
                    **(headers or {})}
     credential = sigv4.Credential(key["access_key_id"], amz_date[:8], "us-east-1", "s3")
@@ -371,6 +373,69 @@ def _raw(server: Cumulo, key: dict[str, Any], method: str, path: str, *,
                                     f"{credential.scope}, SignedHeaders={';'.join(names)}, "
                                     f"Signature={signature}")
     return httpx.request(method, server.url + path, headers=all_headers, content=body)
+
+
+def _chunked(key: dict[str, Any], at: datetime, seed: str, pieces: list[bytes]) -> bytes:
+    """An aws-chunked body whose chunks are signed, chained from the request's signature."""
+    amz_date = at.strftime("%Y%m%dT%H%M%SZ")
+    credential = sigv4.Credential(key["access_key_id"], amz_date[:8], "us-east-1", "s3")
+    signed = sigv4.Signed(credential, [], "", amz_date, presigned=False)
+    signing = sigv4.signing_key(key["secret_access_key"], credential)
+    out, previous = [], seed
+    for piece in [*pieces, b""]:
+        previous = sigv4.signature(signing, sigv4.chunk_string(
+            signed, previous, hashlib.sha256(piece).hexdigest()))
+        out.append(f"{len(piece):x};chunk-signature={previous}\r\n".encode() + piece + b"\r\n")
+    return b"".join(out)
+
+
+def test_streaming_uploads_and_virtual_hosts(server: Cumulo, s3: Any,
+                                             key: dict[str, Any]) -> None:
+    """aws-chunked bodies (signed chunks; unsigned chunks with a trailing checksum), as the
+    AWS SDKs stream uploads, and BUCKET.DOMAIN addressing where s3_domain is set."""
+    name = _bucket(s3)
+    data = os.urandom(200_000)
+    pieces = [data[:65536], data[65536:131072], data[131072:]]
+    at = datetime.now(UTC)
+    streaming = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    headers = {"content-encoding": "aws-chunked",
+               "x-amz-decoded-content-length": str(len(data))}
+    # The request's own signature is the chunks' seed: sign once to learn it, then send.
+    probe = _raw(server, key, "PUT", f"/{name}/stream.bin", at=at, sha=streaming,
+                 headers=headers, body=b"")
+    seed = probe.request.headers["authorization"].rsplit("Signature=", 1)[1]
+    body = _chunked(key, at, seed, pieces)
+    sent = httpx.put(str(probe.request.url), content=body,
+                     headers={**dict(probe.request.headers), "content-length": str(len(body))})
+    assert sent.status_code == 200, sent.text
+    assert s3.get_object(Bucket=name, Key="stream.bin")["Body"].read() == data
+    tampered = bytearray(body)
+    tampered[100] ^= 1
+    refused = httpx.put(str(probe.request.url), content=bytes(tampered), headers={
+        **dict(probe.request.headers), "content-length": str(len(body))})
+    assert refused.status_code == 403 and b"SignatureDoesNotMatch" in refused.content
+    assert s3.get_object(Bucket=name, Key="stream.bin")["Body"].read() == data  # kept
+    # Unsigned chunks, a CRC32 after them.
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    trailer_body = (f"{len(data):x}\r\n".encode() + data
+                    + f"\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n".encode())
+    trailed = _raw(server, key, "PUT", f"/{name}/trailer.bin",
+                   sha="STREAMING-UNSIGNED-PAYLOAD-TRAILER", body=trailer_body, headers={
+                       "content-encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32",
+                       "x-amz-decoded-content-length": str(len(data))})
+    assert trailed.status_code == 200, trailed.text
+    assert s3.head_object(Bucket=name, Key="trailer.bin", ChecksumMode="ENABLED")[
+        "ChecksumCRC32"] == crc
+    bad = trailer_body.replace(crc.encode(), b"AAAAAA==")
+    wrong = _raw(server, key, "PUT", f"/{name}/wrong.bin",
+                 sha="STREAMING-UNSIGNED-PAYLOAD-TRAILER", body=bad, headers={
+                     "content-encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32",
+                     "x-amz-decoded-content-length": str(len(data))})
+    assert wrong.status_code == 400 and b"BadDigest" in wrong.content
+    # Virtual-host style: the bucket in the host name.
+    port = server.url.rsplit(":", 1)[1]
+    hosted = _raw(server, key, "GET", "/stream.bin", host=f"{name}.s3.test:{port}")
+    assert hosted.status_code == 200 and hosted.content == data
 
 
 def test_bad_requests(server: Cumulo, s3: Any, key: dict[str, Any]) -> None:
