@@ -79,9 +79,10 @@ bench: $(VENV)/.installed-test
 	$(MAKE) bench-control-plane-load
 	$(MAKE) bench-authz
 	$(MAKE) bench-scale
+	$(MAKE) bench-s3
 
 # An endpoint invoked with and without a token: the replicas' own check, the control plane's.
-.PHONY: bench-secure-invoke bench-control-plane-load bench-authz bench-scale
+.PHONY: bench-secure-invoke bench-control-plane-load bench-authz bench-scale bench-s3
 bench-secure-invoke: $(VENV)/.installed-test
 	$(BIN)/python bench/secure_invoke.py
 
@@ -109,3 +110,8 @@ bench-authz: $(VENV)/.installed-test
 # PostgreSQL's initdb, as the tests do).
 bench-scale: $(VENV)/.installed-test
 	$(BIN)/python bench/scale.py
+
+# The S3 API through boto3, against the SDK and against moto's S3 server: 1 GiB up and down,
+# listing 100,000 keys, the server's peak memory.
+bench-s3: $(VENV)/.installed-test
+	$(BIN)/python bench/s3.py

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
     from cumulo.storage.backends import Backend
+    from cumulo.streams.service import StreamEngine
 
 __all__ = ["Running", "Services", "services"]
 
@@ -52,6 +53,7 @@ class Services:
     trail: Trail  # refusals and changes, on their way to the audit log
     backups: BackupScheduler  # backup schedules, and backups run now
     plane: Membership  # this control plane's row and lease among those sharing the database
+    streams: StreamEngine  # streams' shard logs (cumulo.streams)
 
 
 def services(request: Request) -> Services:

@@ -30,7 +30,7 @@ def test_upgrade_twice(url: str) -> None:
             "job_artifacts", "code_snapshots", "usage_records", "model_alias_events", "endpoints",
             "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0022"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0023"
     engine.dispose()
 
 
@@ -48,7 +48,8 @@ def test_models_match_the_migrations(url: str) -> None:
     import cumulo.ml.models
     import cumulo.pipelines.models
     import cumulo.serving.models
-    import cumulo.storage.models  # noqa: F401
+    import cumulo.storage.models
+    import cumulo.streams.models  # noqa: F401
     from cumulo.db import Base
 
     engine = make_engine(url)

@@ -16,7 +16,8 @@ Resources each action is checked on::
     endpoints    endpoint/<name>        pipelines  pipeline/<name>
     users        user/<name>            groups     group/<name>
     policies     policy/<name>          projects   project/<name>
-    tokens       token/<id>             audit      audit
+    tokens       token/<id>, key/<id>   audit      audit
+    streams      stream/<name>
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ ACTIONS: dict[str, str] = {
     "backups:Schedule": "create or remove a backup schedule",
     "backups:Run": "back up (or drill) now",
     "backups:Restore": "put one bucket, table, model version or pipeline back from a backup",
+    "streams:List": "list streams",
+    "streams:Read": "describe a stream and read its records",
+    "streams:Write": "put records into a stream",
+    "streams:Create": "create a stream",
+    "streams:Delete": "delete a stream",
     "audit:Read": "read the audit log",
     "audit:Verify": "verify the audit log's hash chain",
 }
@@ -112,7 +118,7 @@ SERVICES: frozenset[str] = frozenset(name.split(":", 1)[0] for name in ACTIONS)
 RESOURCE_KINDS: tuple[str, ...] = (
     "bucket", "table", "database", "sql", "query", "cluster", "job", "env", "model", "experiment",
     "endpoint", "pipeline", "user", "group", "policy", "project", "token", "audit",
-    "backup",
+    "backup", "key", "stream",
 )
 
 

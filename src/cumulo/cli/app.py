@@ -40,6 +40,7 @@ from cumulo.ml.cli import models_app, train_command, tune_command
 from cumulo.pipelines.cli import lineage_command, pipelines_app
 from cumulo.serving.cli import endpoints_app
 from cumulo.storage.cli import app as files_app
+from cumulo.streams.cli import app as streams_app
 
 __all__ = ["app"]
 
@@ -75,6 +76,7 @@ app.command("costs")(costs_command)
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(streams_app, name="streams")
 app.command("lineage")(lineage_command)
 app.command("train")(train_command)
 app.command("tune")(tune_command)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cumulo.pipelines.sdk import PipelinesClient
     from cumulo.serving.sdk import EndpointsClient
     from cumulo.storage.sdk import FilesClient
+    from cumulo.streams.sdk import StreamsClient
 
 __all__ = ["Client"]
 
@@ -71,6 +72,13 @@ class Client:
         from cumulo.access.sdk import KeysClient
 
         return KeysClient(self.transport)
+
+    @cached_property
+    def streams(self) -> StreamsClient:
+        """Kinesis-style streams: ``create``, ``put``, ``get``, ``tail``, ``show``."""
+        from cumulo.streams.sdk import StreamsClient
+
+        return StreamsClient(self.transport)
 
     @cached_property
     def audit(self) -> AuditClient:

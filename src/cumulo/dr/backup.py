@@ -97,7 +97,8 @@ def load_declarations() -> None:
     import cumulo.ml.models
     import cumulo.pipelines.models
     import cumulo.serving.models
-    import cumulo.storage.models  # noqa: F401
+    import cumulo.storage.models
+    import cumulo.streams.models  # noqa: F401
 
 
 def _store(repo: Repository, f: Reader, stats: dict[str, int], *,

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from cumulo.errors import Forbidden, NotFound
-from cumulo.lake import access, catalog
 from cumulo.lake.models import LakeTable
 from cumulo.lake.refs import TableRef
 from cumulo.principal import Principal
@@ -35,6 +34,8 @@ def _etag(size: int, mtime_ns: int, etag: str | None) -> str:
 
 class LakeBucket:
     def _tables(self, session: Session, principal: Principal) -> list[tuple[str, LakeTable]]:
+        from cumulo.lake import access, catalog  # (Arrow and DuckDB: loaded when first used)
+
         found = []
         for database, table in catalog.list_tables(session):
             if not principal.can("tables:Read", f"table/{database}/{table.name}"):
@@ -73,6 +74,8 @@ class LakeBucket:
         if not inside:
             raise NotFound(f"no object {key!r} in bucket 'lake': its keys are "
                            "DATABASE/TABLE/PATH", details={"key": key})
+        from cumulo.lake import access, catalog
+
         principal.require("tables:Read", f"table/{database}/{name}")
         table = catalog.get_table(session, TableRef(database, name))
         if access.restricted(session, principal.user_id, table.id):

@@ -37,6 +37,7 @@ from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
 from cumulo.principal import install_decider
 from cumulo.server.auth import require_token, require_token_or_login
+from cumulo.server.aws import AwsDispatch
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
 from cumulo.server.middleware import AuditChanges, BodyLimit, RequestContext
@@ -47,7 +48,7 @@ from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router
 from cumulo.storage.api import router as storage_router
 from cumulo.storage.backends import Backend
-from cumulo.storage.s3api.app import S3Dispatch
+from cumulo.streams.api import router as streams_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -56,7 +57,7 @@ ROUTE_THREADS = 128
 ROUTERS = (status_router, access_router, iam_router, storage_router, tables_router, sql_router,
            clusters_router, jobs_router, envs_router, costs_router, models_router,
            endpoints_router,
-           pipelines_router, lineage_router, audit_router, backups_router)
+           pipelines_router, lineage_router, audit_router, backups_router, streams_router)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -88,6 +89,7 @@ async def _running(settings: Settings, engine: Engine,
     from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
+    from cumulo.streams.service import StreamEngine
 
     async with AsyncExitStack() as stack:
         # The background loops' own connections: requests that fill the server's pool (16 slow
@@ -119,6 +121,8 @@ async def _running(settings: Settings, engine: Engine,
         forward = Forwarder()
         stack.callback(forward.close)
         backups = BackupScheduler(settings, loops, plane=plane)
+        streams = StreamEngine(settings.home)
+        stack.callback(streams.close)
         running = Services(
             settings=settings, engine=engine, sessions=sessions, storage=storage,
             tokens=TokenCache(sessions),
@@ -126,6 +130,7 @@ async def _running(settings: Settings, engine: Engine,
             mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
             endpoints_forward=forward, trail=trail, backups=backups, plane=plane,
+            streams=streams,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -138,6 +143,7 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(audit_export.stop)
         backups.start()
         stack.callback(backups.stop)
+        streams.start(sessionmaker(loops, expire_on_commit=False))
         yield running
 
 
@@ -185,8 +191,8 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
 
     app.add_middleware(AuditChanges)
     app.add_middleware(BodyLimit)
-    # S3's requests (signed with SigV4, whatever their path) to the S3 API, with limits of
-    # its own (5 GiB a PUT); the rest to the routes above.
-    app.add_middleware(S3Dispatch, domain=settings.s3_domain)
+    # AWS's protocols (S3 requests, signed whatever their path; Kinesis's JSON API) to the
+    # services that speak them, with limits of their own (5 GiB a PUT); the rest to the routes.
+    app.add_middleware(AwsDispatch, domain=settings.s3_domain)
     app.add_middleware(RequestContext)
     return app

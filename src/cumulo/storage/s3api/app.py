@@ -1,11 +1,11 @@
 """The S3 REST protocol over Cumulo's buckets and objects, as a plain ASGI app.
 
 Requests signed with Signature Version 4 (an ``AWS4-HMAC-SHA256`` Authorization header, or a
-presigned URL's ``X-Amz-*`` query) are S3 requests, whatever their path: :class:`S3Dispatch`
-hands them here, and everything else to Cumulo's own routes. So boto3, the aws command,
-rclone and every other S3 client take Cumulo's URL as their endpoint (path-style addressing:
-``/BUCKET/KEY``), or, where the ``s3_domain`` setting names a domain, ``BUCKET.DOMAIN``
-(virtual-host style).
+presigned URL's ``X-Amz-*`` query) are S3 requests, whatever their path (:func:`is_s3`): the
+server's AWS dispatch (:mod:`cumulo.server.aws`) hands them here, and everything else to
+Cumulo's own routes. So boto3, the aws command, rclone and every other S3 client take
+Cumulo's URL as their endpoint (path-style addressing: ``/BUCKET/KEY``), or, where the
+``s3_domain`` setting names a domain, ``BUCKET.DOMAIN`` (virtual-host style).
 
 Each request acts as the access key's token (:mod:`cumulo.access.keys`): its user's grants
 decide (``files:Get`` on ``bucket/B/K``, ...) in the one decision point, refusals and changes
@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from anyio import to_thread
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from cumulo.access.keys import KeyCache
 from cumulo.errors import CumuloError, Invalid, NotFound
@@ -49,7 +49,7 @@ from cumulo.storage.s3api.chunked import ChunkedDecoder
 from cumulo.storage.s3api.errors import S3Error, from_cumulo, xml_error
 from cumulo.storage.s3api.xmlio import children, document, el, http_date, iso, parse, text_of
 
-__all__ = ["S3App", "S3Dispatch", "is_s3"]
+__all__ = ["S3App", "is_s3"]
 
 log = logging.getLogger("cumulo.s3")
 
@@ -80,21 +80,6 @@ def is_s3(scope: Scope, domain: str | None = None) -> bool:
                 return True
     query = scope.get("query_string", b"")
     return b"X-Amz-Algorithm=" in query or b"AWSAccessKeyId=" in query
-
-
-class S3Dispatch:
-    """Middleware: S3 requests to the S3 app, the rest to Cumulo's."""
-
-    def __init__(self, app: ASGIApp, domain: str | None = None) -> None:
-        self.app = app
-        self.s3 = S3App(domain)
-        self.domain = domain
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_s3(scope, self.domain):
-            await self.s3(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 _DRAIN = 8 << 20  # bytes of a refused request's body read past to keep its connection

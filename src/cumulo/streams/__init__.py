@@ -1,0 +1,1 @@
+"""Data streams (Kinesis Data Streams): cumulo streams, client.streams, the Kinesis API."""

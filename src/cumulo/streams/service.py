@@ -1,0 +1,310 @@
+"""Streams as Kinesis Data Streams has them: shards that split the 128-bit hash-key space, records
+routed by the MD5 of their partition key (or an explicit hash key), per-shard sequence numbers
+that only grow, iterators that say where a reader is, and retention.
+
+The catalog (streams, shards) is in the metadata database; the records are in each shard's log
+(:mod:`cumulo.streams.log`), on disk under ``<home>/streams``, acknowledged once they are
+written and fsync'ed (group commit). A sequence number as the API shows it is a decimal string
+of the shard's number and the record's sequence in the shard, so it is unique in the stream,
+grows within a shard, and names its shard.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cumulo.access import projects
+from cumulo.db import utcnow
+from cumulo.errors import Conflict, Invalid, NotFound
+from cumulo.principal import Principal
+from cumulo.streams.log import LogStore, Record
+from cumulo.streams.models import Shard, Stream
+
+__all__ = ["ITERATOR_TYPES", "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_RECORD", "Iterator",
+           "StreamEngine", "create_stream", "delete_stream", "get_stream", "list_streams",
+           "shards_of", "stream_doc"]
+
+MAX_RECORD = 1 << 20  # a record's data, as Kinesis's 1 MiB
+MAX_BATCH = 500  # records in one PutRecords
+MAX_BATCH_BYTES = 5 << 20
+MAX_SHARDS = 256
+HASH_SPACE = 1 << 128
+ITERATOR_TYPES = ("TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER",
+                  "AT_TIMESTAMP")
+ITERATOR_TTL = 300.0  # seconds an iterator is good for, as Kinesis's
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+log = logging.getLogger("cumulo.streams")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise Invalid(f"stream name {name[:140]!r} is not allowed: use 1-128 of letters, "
+                      "digits, '_', '.' and '-'", details={"stream": name[:140]})
+
+
+def shard_name(number: int) -> str:
+    return f"shardId-{number:012d}"
+
+
+def create_stream(session: Session, principal: Principal, name: str, *, shards: int = 1,
+                  retention_hours: int = 24, project: str | None = None) -> Stream:
+    """A new stream whose ``shards`` split the hash keys evenly. Commits."""
+    _check_name(name)
+    if not 1 <= shards <= MAX_SHARDS:
+        raise Invalid(f"a stream has 1 to {MAX_SHARDS} shards, not {shards}")
+    if not 24 <= retention_hours <= 8760:
+        raise Invalid(f"retention is 24 hours to 365 days (8760 hours), not {retention_hours}")
+    project_id = projects.project_id_for(session, project)
+    principal.require("streams:Create", f"stream/{name}", project=project)
+    stream = Stream(name=name, status="ACTIVE", retention_hours=retention_hours,
+                    created_by=principal.user_id, project_id=project_id)
+    session.add(stream)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"stream {name!r} already exists", details={"stream": name}) from exc
+    now = utcnow()
+    step = HASH_SPACE // shards
+    for i in range(shards):
+        end = HASH_SPACE - 1 if i == shards - 1 else (i + 1) * step - 1
+        session.add(Shard(stream_id=stream.id, shard_id=shard_name(i), number=i,
+                          start_hash=str(i * step), end_hash=str(end), created_at=now))
+    session.commit()
+    return stream
+
+
+def get_stream(session: Session, name: str) -> Stream:
+    stream = session.scalar(select(Stream).where(Stream.name == name))
+    if stream is None:
+        raise NotFound(f"stream {name!r} does not exist; 'cumulo streams ls' lists streams",
+                       details={"stream": name})
+    return stream
+
+
+def list_streams(session: Session, *, project: str | None = None) -> list[Stream]:
+    query = select(Stream).order_by(Stream.name)
+    if project is not None:
+        query = query.where(Stream.project_id == projects.project_id_for(session, project))
+    return list(session.scalars(query))
+
+
+def shards_of(session: Session, stream: Stream) -> list[Shard]:
+    return list(session.scalars(select(Shard).where(Shard.stream_id == stream.id)
+                                .order_by(Shard.number)))
+
+
+def delete_stream(session: Session, engine: StreamEngine, name: str) -> None:
+    stream = get_stream(session, name)
+    session.delete(stream)
+    session.commit()
+    engine.logs.drop_stream(name)
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def hash_key_of(partition_key: str, explicit: str | None = None) -> int:
+    if not partition_key or len(partition_key) > 256:
+        raise Invalid("a record's partition key is 1 to 256 characters"
+                      + ("" if partition_key else ": it is missing"),
+                      details={"field": "PartitionKey"})
+    if explicit is not None:
+        if not explicit.isdigit() or int(explicit) >= HASH_SPACE:
+            raise Invalid(f"ExplicitHashKey {explicit[:50]!r} must be a whole number from 0 to "
+                          "2^128 - 1", details={"field": "ExplicitHashKey"})
+        return int(explicit)
+    return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+
+
+def route(shards: list[Shard], hash_key: int) -> Shard:
+    for shard in shards:
+        if shard.closed_at is None and int(shard.start_hash) <= hash_key <= int(shard.end_hash):
+            return shard
+    raise Invalid("no open shard takes this hash key")  # not with shards covering the space
+
+
+def external_seq(shard: Shard, seq: int) -> str:
+    return str((shard.number << 64) | seq)
+
+
+def internal_seq(shard: Shard, text: str) -> int:
+    if not text.isdigit():
+        raise Invalid(f"sequence number {text[:60]!r} is not one this stream gave out",
+                      details={"field": "StartingSequenceNumber"})
+    value = int(text)
+    if value >> 64 != shard.number:
+        raise Invalid(f"sequence number {text[:60]} is not of shard {shard.shard_id}",
+                      details={"field": "StartingSequenceNumber"})
+    return value & ((1 << 64) - 1)
+
+
+@dataclass(frozen=True)
+class Iterator:
+    """Where a reader is in a shard: the next sequence to read (sealed: a reader cannot point
+    it elsewhere), good for ITERATOR_TTL seconds from when it was made."""
+
+    stream: str
+    shard: str
+    next_seq: int
+    made: float
+
+
+class StreamEngine:
+    """The running side of streams in a control plane: the shards' logs, and the key that
+    seals iterators (a new one each start: iterators last minutes, as Kinesis's)."""
+
+    def __init__(self, home: Path) -> None:
+        self.logs = LogStore(home / "streams")
+        self._key = os.urandom(32)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, sessions: Any, every: float = 60.0) -> None:
+        """Enforce retention every ``every`` seconds, in a thread."""
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    with sessions() as session:
+                        self.trim(session)
+                except Exception:  # a bad step must not end retention
+                    log.exception("streams: trimming by retention failed")
+
+        self._thread = threading.Thread(target=loop, daemon=True, name="streams-retention")
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.logs.close()
+
+    def seal(self, it: Iterator) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(
+            [it.stream, it.shard, it.next_seq, round(it.made, 3)]).encode()).decode()
+        mac = hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{body}.{mac}"
+
+    def open_iterator(self, token: str, *, now: float | None = None) -> Iterator:
+        body, _, mac = token.partition(".")
+        expected = hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:32]
+        if not hmac.compare_digest(mac.encode(), expected.encode()):
+            raise ExpiredIterator("the shard iterator is not valid (not one this server gave "
+                                  "out, or the server restarted): get a new one with "
+                                  "GetShardIterator")
+        try:
+            stream, shard, seq, made = json.loads(base64.urlsafe_b64decode(body.encode()))
+        except (ValueError, TypeError):
+            raise ExpiredIterator("the shard iterator is malformed") from None
+        if (now or time.time()) - made > ITERATOR_TTL:
+            raise ExpiredIterator(f"the shard iterator expired ({ITERATOR_TTL:.0f} s after it "
+                                  "was made): get a new one with GetShardIterator, or keep "
+                                  "reading with each NextShardIterator")
+        return Iterator(stream, shard, int(seq), float(made))
+
+    def put(self, stream: Stream, shards: list[Shard],
+            records: list[tuple[str, bytes, int]]) -> list[tuple[Shard, int, float]]:
+        """Append records (partition key, data, hash key), each to its shard; durable on
+        return. Returns each record's shard, sequence and arrival time, in order."""
+        by_shard: dict[str, list[int]] = {}
+        chosen = []
+        for i, (_, _, hash_key) in enumerate(records):
+            shard = route(shards, hash_key)
+            chosen.append(shard)
+            by_shard.setdefault(shard.shard_id, []).append(i)
+        done: list[tuple[Shard, int, float] | None] = [None] * len(records)
+        for shard_id, indexes in by_shard.items():
+            appended = self.logs.shard(stream.name, shard_id).append(
+                [records[i] for i in indexes])
+            for i, (seq, arrived) in zip(indexes, appended, strict=True):
+                done[i] = (chosen[i], seq, arrived)
+        return [d for d in done if d is not None]
+
+    def start_seq(self, stream: Stream, shard: Shard, kind: str, *,
+                  sequence: str | None = None, timestamp: float | None = None) -> int:
+        log = self.logs.shard(stream.name, shard.shard_id)
+        if kind == "TRIM_HORIZON":
+            return log.first_seq
+        if kind == "LATEST":
+            return log.next_seq
+        if kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            if sequence is None:
+                raise Invalid(f"{kind} needs StartingSequenceNumber",
+                              details={"field": "StartingSequenceNumber"})
+            seq = internal_seq(shard, sequence)
+            return seq + (1 if kind == "AFTER_SEQUENCE_NUMBER" else 0)
+        if kind == "AT_TIMESTAMP":
+            if timestamp is None:
+                raise Invalid("AT_TIMESTAMP needs Timestamp", details={"field": "Timestamp"})
+            return log.seq_at(timestamp)
+        raise Invalid(f"ShardIteratorType {kind!r} is not one of {', '.join(ITERATOR_TYPES)}",
+                      details={"field": "ShardIteratorType"})
+
+    def read(self, stream: Stream, shard: Shard, start: int, *,
+             limit: int) -> tuple[list[Record], int, int]:
+        """Records from ``start``; the next sequence to read; milliseconds behind the shard's
+        newest record."""
+        log = self.logs.shard(stream.name, shard.shard_id)
+        start = max(start, log.first_seq)
+        records = log.read(start, limit=limit)
+        following = records[-1].seq + 1 if records else start
+        behind = 0
+        if following < log.next_seq:
+            newest = log.read(log.next_seq - 1, limit=1)
+            if newest and records:
+                behind = max(0, int((newest[0].arrived - records[-1].arrived) * 1000))
+        return records, following, behind
+
+    def trim(self, session: Session) -> int:
+        """Retention: drop what every stream keeps no longer."""
+        dropped = 0
+        for stream in list_streams(session):
+            before = time.time() - stream.retention_hours * 3600
+            for shard in shards_of(session, stream):
+                dropped += self.logs.shard(stream.name, shard.shard_id).trim(before)
+        return dropped
+
+
+class ExpiredIterator(Invalid):
+    code = "expired_iterator"
+
+
+def stream_doc(session: Session, engine: StreamEngine, stream: Stream) -> dict[str, Any]:
+    """A stream as ``show`` tells it: its shards, their hash ranges, sequence numbers, records
+    and bytes."""
+    shards = []
+    for shard in shards_of(session, stream):
+        stats = engine.logs.shard(stream.name, shard.shard_id).stats()
+        shards.append({
+            "shard_id": shard.shard_id, "parent": shard.parent,
+            "adjacent_parent": shard.adjacent_parent,
+            "hash_key_range": {"start": shard.start_hash, "end": shard.end_hash},
+            "starting_sequence_number": external_seq(shard, stats["first_seq"]),
+            "ending_sequence_number": external_seq(shard, stats["next_seq"] - 1)
+            if shard.closed_at is not None else None,
+            "records": stats["records"], "bytes": stats["bytes"],
+            "open": shard.closed_at is None})
+    return {"name": stream.name, "status": stream.status,
+            "retention_hours": stream.retention_hours, "created_at": _iso(stream.created_at),
+            "shards": shards, "records": sum(s["records"] for s in shards),
+            "bytes": sum(s["bytes"] for s in shards)}
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat()
