@@ -494,6 +494,10 @@ def test_presigned_urls(server: Cumulo, s3: Any) -> None:
     url = s3.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "share.csv"},
                                     ExpiresIn=60)
     assert httpx.get(url).content == b"a,b\n"
+    # (boto3's presigned URLs are Signature Version 2 by default; the bucket's own too)
+    listing = s3.generate_presigned_url("list_objects_v2", Params={"Bucket": name},
+                                        ExpiresIn=60)
+    assert b"<Key>share.csv</Key>" in httpx.get(listing).content
     printed = server.cli("files", "presign", f"{name}/share.csv", "--expires", "1h")
     assert printed.returncode == 0, printed.stderr
     assert httpx.get(printed.stdout.strip()).content == b"a,b\n"

@@ -27,7 +27,7 @@ from cumulo.storage.s3api.sigv4 import SignatureError
 
 __all__ = ["CHECKSUMS", "Checksum", "Payload", "Spooled", "read_all", "spool"]
 
-_WRITE_BATCH = 4 << 20
+_WRITE_BATCH = 1 << 20  # (many parts arrive at once: 10 of boto3's, say)
 
 
 class _Crc:

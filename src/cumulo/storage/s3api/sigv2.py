@@ -84,8 +84,14 @@ def verify(method: str, raw_path: bytes, raw_query: bytes, query: dict[str, str]
                                  "time and the server's time is too large: set the client's "
                                  "clock")
         query_bytes = raw_query
-    expected = _sign(secret, string_to_sign(method, raw_path, query_bytes, headers, date))
-    if not hmac.compare_digest(expected.encode(), claimed.encode()):
+    # A bucket's own resource is signed as "/BUCKET/" by some clients (botocore), "/BUCKET"
+    # by others.
+    paths = [raw_path]
+    if raw_path.count(b"/") == 1 and len(raw_path) > 1:
+        paths.append(raw_path + b"/")
+    if not any(hmac.compare_digest(_sign(secret, string_to_sign(
+            method, path, query_bytes, headers, date)).encode(), claimed.encode())
+            for path in paths):
         raise SignatureError("SignatureDoesNotMatch", "The request signature we calculated "
                              "does not match the signature you provided. Check your key and "
                              "signing method.")
