@@ -270,3 +270,56 @@ def test_acknowledged_records_survive_kill_9(tmp_path: Path) -> None:
         assert set(acknowledged) <= stored
     finally:
         second.stop()
+
+
+def test_resharding(server: Cumulo, kinesis: Any) -> None:
+    name = _name()
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    parent = "shardId-000000000000"
+    before = [kinesis.put_record(StreamName=name, Data=f"b{i}".encode(),
+                                 PartitionKey=f"k{i}") for i in range(6)]
+    assert {p["ShardId"] for p in before} == {parent}
+    with pytest.raises(ClientError) as caught:  # a split outside the shard's range
+        kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey="0")
+    assert _code(caught) == "InvalidArgumentException"
+    middle = str(2**127)
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=middle)
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    children = [s for s in shards if s.get("ParentShardId") == parent]
+    assert [c["HashKeyRange"] for c in children] == [
+        {"StartingHashKey": "0", "EndingHashKey": str(2**127 - 1)},
+        {"StartingHashKey": middle, "EndingHashKey": str(2**128 - 1)}]
+    assert "EndingSequenceNumber" in next(s for s in shards if s["ShardId"] == parent)[
+        "SequenceNumberRange"]
+    after = [kinesis.put_record(StreamName=name, Data=f"a{i}".encode(),
+                                PartitionKey=f"k{i}") for i in range(6)]
+    assert {p["ShardId"] for p in after} <= {c["ShardId"] for c in children}
+    # The parent reads to its end, then names its children instead of a next iterator.
+    it = kinesis.get_shard_iterator(StreamName=name, ShardId=parent,
+                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    page = kinesis.get_records(ShardIterator=it)
+    assert [r["Data"] for r in page["Records"]] == [f"b{i}".encode() for i in range(6)]
+    assert "NextShardIterator" not in page
+    assert {c["ShardId"] for c in page["ChildShards"]} == {c["ShardId"] for c in children}
+    # The SDK's tail finishes the parent before the children.
+    seen = []
+    for record in server.client().streams.tail(name, start="TRIM_HORIZON", wait=0.2):
+        seen.append(record["data"].decode())
+        if len(seen) == 12:
+            break
+    assert seen[:6] == [f"b{i}" for i in range(6)] and sorted(seen[6:]) == sorted(
+        f"a{i}" for i in range(6))
+    # Merge: only adjacent shards.
+    with pytest.raises(ClientError) as caught:
+        kinesis.merge_shards(StreamName=name, ShardToMerge=children[0]["ShardId"],
+                             AdjacentShardToMerge=parent)
+    assert _code(caught) == "InvalidArgumentException"
+    kinesis.merge_shards(StreamName=name, ShardToMerge=children[0]["ShardId"],
+                         AdjacentShardToMerge=children[1]["ShardId"])
+    open_shards = [s for s in kinesis.list_shards(StreamName=name)["Shards"]
+                   if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
+    assert len(open_shards) == 1 and open_shards[0]["HashKeyRange"] == {
+        "StartingHashKey": "0", "EndingHashKey": str(2**128 - 1)}
+    assert open_shards[0]["AdjacentParentShardId"] == children[1]["ShardId"]
+    done = server.cli("streams", "split", name, open_shards[0]["ShardId"])
+    assert done.returncode == 0 and "2 open shard(s)" in done.stdout, done.stderr

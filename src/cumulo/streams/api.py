@@ -19,6 +19,7 @@ from cumulo.permissions import allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.streams import service
+from cumulo.streams.models import Shard, Stream
 from cumulo.streams.service import Iterator, StreamEngine
 from cumulo.units import parse_duration, parse_time
 
@@ -93,6 +94,36 @@ def delete_stream(name: str, request: Request, session: DbSession) -> dict[str, 
     return {"name": name, "deleted": True}
 
 
+def shards_now(session: Session, stream: Stream) -> list[Shard]:
+    return service.shards_of(session, stream)
+
+
+class SplitIn(BaseModel):
+    shard: str
+    at: str | None = Field(None, description="the first hash key of the second child "
+                                             "(default: the middle of the shard's range)")
+
+
+class MergeIn(BaseModel):
+    shard: str
+    adjacent: str
+
+
+@router.post("/{name}/split", dependencies=[allow("streams:Write", "stream/{name}")],
+             summary="Split a shard in two (its records stay readable; new records go to "
+                     "its children)")
+def split(name: str, body: SplitIn, request: Request, session: DbSession) -> dict[str, Any]:
+    service.split_shard(session, _engine(request), name, body.shard, body.at)
+    return service.stream_doc(session, _engine(request), service.get_stream(session, name))
+
+
+@router.post("/{name}/merge", dependencies=[allow("streams:Write", "stream/{name}")],
+             summary="Merge two shards whose hash keys are adjacent")
+def merge(name: str, body: MergeIn, request: Request, session: DbSession) -> dict[str, Any]:
+    service.merge_shards(session, _engine(request), name, body.shard, body.adjacent)
+    return service.stream_doc(session, _engine(request), service.get_stream(session, name))
+
+
 def _record_bytes(i: int, record: RecordIn) -> bytes:
     if (record.data is None) == (record.data_base64 is None):
         raise Invalid(f"record {i}: give data (text) or data_base64, one of them")
@@ -129,7 +160,7 @@ def put_records(name: str, body: RecordsIn, request: Request,
         except Invalid as exc:
             results[i] = {"error": exc.message}
     if good:
-        written = _engine(request).put(stream, service.shards_of(session, stream),
+        written = _engine(request).put(stream, lambda: service.shards_of(session, stream),
                                        [r for _, r in good])
         for (i, _), (shard, seq, _) in zip(good, written, strict=True):
             results[i] = {"shard_id": shard.shard_id,
@@ -179,16 +210,22 @@ async def get_records(name: str, request: Request, shard: str | None = None,
             if from_seq is not None:
                 next_seq = from_seq
             records, following, behind = engine.read(stream, chosen, next_seq, limit=limit)
+            drained = (chosen.closed_at is not None
+                       and following >= engine.logs.shard(name, chosen.shard_id).next_seq)
             return {"shard_id": chosen.shard_id, "records": [
                 {"sequence_number": service.external_seq(chosen, r.seq),
                  "arrived": r.arrived, "partition_key": r.key,
                  "data_base64": base64.b64encode(r.data).decode()} for r in records],
                 "millis_behind": behind,
-                "iterator": engine.seal(Iterator(name, chosen.shard_id, following,
-                                                 time.time()))}, following
+                # A closed shard read to its end has no next page: its children go on.
+                "iterator": None if drained else engine.seal(
+                    Iterator(name, chosen.shard_id, following, time.time())),
+                "child_shards": [c.shard_id for c in service.children_of(
+                    shards_now(session, stream), chosen.shard_id)] if drained else []}, \
+                following
 
     doc, following = await run_in_threadpool(read, None)
-    if not doc["records"] and wait > 0:
+    if not doc["records"] and wait > 0 and doc["iterator"] is not None:
         log = engine.logs.shard(name, doc["shard_id"])
         if await run_in_threadpool(log.wait, following - 1, wait):
             doc, _ = await run_in_threadpool(read, following)

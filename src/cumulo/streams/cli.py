@@ -149,6 +149,26 @@ def tail(ctx: typer.Context, name: str,
         pass
 
 
+@app.command("split")
+def split(ctx: typer.Context, name: str, shard: str,
+          at: str | None = typer.Option(None, "--at", help="the first hash key of the second "
+                                        "child (default: the middle)"),
+          json: bool = JsonOpt) -> None:
+    """Split a shard in two: new records go to its children; its own stay readable."""
+    doc = client(ctx).streams.split(name, shard, at=at)
+    show_result(doc, f"{shard} split; {name} has {sum(s['open'] for s in doc['shards'])} open "
+                     "shard(s)", as_json=json)
+
+
+@app.command("merge")
+def merge(ctx: typer.Context, name: str, shard: str, adjacent: str,
+          json: bool = JsonOpt) -> None:
+    """Merge two shards whose hash-key ranges meet."""
+    doc = client(ctx).streams.merge(name, shard, adjacent)
+    show_result(doc, f"{shard} and {adjacent} merged; {name} has "
+                     f"{sum(s['open'] for s in doc['shards'])} open shard(s)", as_json=json)
+
+
 @app.command("rm")
 def remove(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """Delete a stream and its records."""

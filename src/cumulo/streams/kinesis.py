@@ -330,8 +330,8 @@ class _Ops:
                                f"a record is at most {service.MAX_RECORD} (1 MiB)")
         key = request.get("PartitionKey") or ""
         hash_key = service.hash_key_of(str(key), request.get("ExplicitHashKey"))
-        shards = service.shards_of(session, stream)
-        (shard, seq, _), = self.engine.put(stream, shards, [(str(key), data, hash_key)])
+        (shard, seq, _), = self.engine.put(
+            stream, lambda: service.shards_of(session, stream), [(str(key), data, hash_key)])
         return {"ShardId": shard.shard_id, "SequenceNumber": service.external_seq(shard, seq),
                 "EncryptionType": "NONE"}
 
@@ -366,8 +366,8 @@ class _Ops:
                 results[i] = {"ErrorCode": "InvalidArgumentException",
                               "ErrorMessage": f"record {i}: {message}"}
         if good:
-            shards = service.shards_of(session, stream)
-            written = self.engine.put(stream, shards, [r for _, r in good])
+            written = self.engine.put(stream, lambda: service.shards_of(session, stream),
+                                      [r for _, r in good])
             for (i, _), (shard, seq, _) in zip(good, written, strict=True):
                 results[i] = {"ShardId": shard.shard_id,
                               "SequenceNumber": service.external_seq(shard, seq)}
@@ -409,7 +409,32 @@ class _Ops:
                         for r in records],
             "MillisBehindLatest": behind}
         log_ = self.engine.logs.shard(stream.name, shard.shard_id)
-        if not (shard.closed_at is not None and following >= log_.next_seq):
+        if shard.closed_at is not None and following >= log_.next_seq:
+            # The parent is read to its end: its children take over (no NextShardIterator).
+            result["ChildShards"] = [
+                {"ShardId": c.shard_id, "ParentShards": [p for p in (c.parent,
+                                                                     c.adjacent_parent) if p],
+                 "HashKeyRange": {"StartingHashKey": c.start_hash,
+                                  "EndingHashKey": c.end_hash}}
+                for c in service.children_of(service.shards_of(session, stream),
+                                             shard.shard_id)]
+        else:
             result["NextShardIterator"] = self.engine.seal(Iterator(
                 stream.name, shard.shard_id, following, datetime.now(UTC).timestamp()))
         return result
+
+    def SplitShard(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
+        stream = self._stream(session, request, "streams:Write")
+        service.split_shard(session, self.engine, stream.name,
+                            str(request.get("ShardToSplit") or ""),
+                            str(request.get("NewStartingHashKey") or "") or None)
+        self._audit("streams:Write", f"stream/{stream.name}")
+        return {}
+
+    def MergeShards(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
+        stream = self._stream(session, request, "streams:Write")
+        service.merge_shards(session, self.engine, stream.name,
+                             str(request.get("ShardToMerge") or ""),
+                             str(request.get("AdjacentShardToMerge") or ""))
+        self._audit("streams:Write", f"stream/{stream.name}")
+        return {}

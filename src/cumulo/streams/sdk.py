@@ -76,22 +76,52 @@ class StreamsClient:
         return self._t.json("GET", f"/api/v1/streams/{name}/records",  # type: ignore[no-any-return]
                             params={k: v for k, v in params.items() if v is not None})
 
+    def split(self, name: str, shard: str, *, at: str | None = None) -> dict[str, Any]:
+        """Split ``shard`` in two at hash key ``at`` (default: the middle of its range)."""
+        return self._t.json("POST", f"/api/v1/streams/{name}/split",  # type: ignore[no-any-return]
+                            json={"shard": shard, "at": at})
+
+    def merge(self, name: str, shard: str, adjacent: str) -> dict[str, Any]:
+        """Merge two shards whose hash-key ranges meet."""
+        return self._t.json("POST", f"/api/v1/streams/{name}/merge",  # type: ignore[no-any-return]
+                            json={"shard": shard, "adjacent": adjacent})
+
     def tail(self, name: str, *, start: str = "LATEST", at: str | None = None,
              wait: float = 2.0) -> Iterator[dict[str, Any]]:
         """Every record of every shard from ``start`` on, as it comes (``data`` as bytes),
-        until the caller stops iterating."""
-        shards = [s["shard_id"] for s in self.show(name)["shards"]]
-        iterators: dict[str, str | None] = dict.fromkeys(shards)
+        until the caller stops iterating. A shard closed by a split or merge is read to its
+        end before its children, which then start from their first record."""
+        shown = self.show(name)["shards"]
+        # Open shards from ``start``; closed ones are done already for LATEST, and read from
+        # their start otherwise (their children wait for them).
+        active: dict[str, str | None] = {s["shard_id"]: None for s in shown
+                                         if s["open"] or start != "LATEST"}
+        waiting = {s["shard_id"] for s in shown if s["parent"] and s["shard_id"] in active
+                   and (s["parent"] in active or s.get("adjacent_parent") in active)}
+        fresh: set[str] = set()  # children: read from their first record
         while True:
             got = False
-            for shard in shards:
-                page = self.get(name, shard=shard, start=start, at=at,
-                                iterator=iterators[shard],
-                                wait=wait / len(shards) if len(shards) > 1 else wait)
-                iterators[shard] = page["iterator"]
+            ready = [s for s in active if s not in waiting]
+            for shard in ready:
+                iterator = active[shard]
+                page = self.get(name, shard=shard, iterator=iterator,
+                                start="TRIM_HORIZON" if shard in fresh else start, at=at,
+                                wait=wait / max(1, len(ready)))
                 for record in page["records"]:
                     got = True
                     yield {**record, "shard_id": shard,
                            "data": base64.b64decode(record.pop("data_base64"))}
-            if not got and len(shards) > 1:
-                continue
+                if page["iterator"] is None:  # closed and read to its end: its children go on
+                    del active[shard]
+                    for child in page.get("child_shards", []):
+                        if child not in active:
+                            active[child] = None
+                            fresh.add(child)
+                    shown = self.show(name)["shards"]
+                    parents = {s["shard_id"]: {s["parent"], s.get("adjacent_parent")}
+                               for s in shown}
+                    waiting = {c for c in active if parents.get(c, set()) & set(active)}
+                else:
+                    active[shard] = page["iterator"]
+            if not got and not ready:
+                return

@@ -12,6 +12,7 @@ grows within a shard, and names its shard.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,6 +21,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
+from collections.abc import Iterator as Iterator_
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,8 +40,8 @@ from cumulo.streams.log import LogStore, Record
 from cumulo.streams.models import Shard, Stream
 
 __all__ = ["ITERATOR_TYPES", "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_RECORD", "Iterator",
-           "StreamEngine", "create_stream", "delete_stream", "get_stream", "list_streams",
-           "shards_of", "stream_doc"]
+           "StreamEngine", "children_of", "create_stream", "delete_stream", "get_stream",
+           "list_streams", "merge_shards", "shards_of", "split_shard", "stream_doc"]
 
 MAX_RECORD = 1 << 20  # a record's data, as Kinesis's 1 MiB
 MAX_BATCH = 500  # records in one PutRecords
@@ -107,7 +110,8 @@ def list_streams(session: Session, *, project: str | None = None) -> list[Stream
 
 def shards_of(session: Session, stream: Stream) -> list[Shard]:
     return list(session.scalars(select(Shard).where(Shard.stream_id == stream.id)
-                                .order_by(Shard.number)))
+                                .order_by(Shard.number)
+                                .execution_options(populate_existing=True)))
 
 
 def delete_stream(session: Session, engine: StreamEngine, name: str) -> None:
@@ -115,6 +119,84 @@ def delete_stream(session: Session, engine: StreamEngine, name: str) -> None:
     session.delete(stream)
     session.commit()
     engine.logs.drop_stream(name)
+
+
+# --- resharding ----------------------------------------------------------------------------------
+
+
+def _open_shard(shards: list[Shard], shard_id: str, stream: str) -> Shard:
+    shard = next((s for s in shards if s.shard_id == shard_id), None)
+    if shard is None:
+        raise NotFound(f"stream {stream!r} has no shard {shard_id!r}; 'cumulo streams show "
+                       f"{stream}' lists them", details={"shard": shard_id})
+    if shard.closed_at is not None:
+        raise Invalid(f"shard {shard_id} was closed by an earlier split or merge; reshard its "
+                      "children", details={"field": "ShardToSplit"})
+    return shard
+
+
+def split_shard(session: Session, engine: StreamEngine, name: str, shard_id: str,
+                new_start: str | None = None) -> tuple[Shard, Shard]:
+    """Close ``shard_id`` and give its hash keys to two children: those below ``new_start``
+    (default: the middle of its range) and the rest. Readers finish the parent first (its
+    records stay until retention). Commits."""
+    stream = get_stream(session, name)
+    shards = shards_of(session, stream)
+    parent = _open_shard(shards, shard_id, name)
+    low, high = int(parent.start_hash), int(parent.end_hash)
+    at = (low + high + 1) // 2 if new_start is None else None
+    if at is None:
+        assert new_start is not None
+        if not new_start.isdigit() or not low < int(new_start) <= high:
+            raise Invalid(f"NewStartingHashKey {new_start[:50]!r} must be a whole number inside "
+                          f"shard {shard_id}'s range, above {low} and at most {high}",
+                          details={"field": "NewStartingHashKey"})
+        at = int(new_start)
+    if high == low:
+        raise Invalid(f"shard {shard_id} takes one hash key: it cannot be split")
+    number = max(s.number for s in shards) + 1
+    now = utcnow()
+    with engine.resharding():
+        parent.closed_at = now
+        children = (Shard(stream_id=stream.id, shard_id=shard_name(number), number=number,
+                          start_hash=str(low), end_hash=str(at - 1), parent=parent.shard_id,
+                          created_at=now),
+                    Shard(stream_id=stream.id, shard_id=shard_name(number + 1),
+                          number=number + 1, start_hash=str(at), end_hash=str(high),
+                          parent=parent.shard_id, created_at=now))
+        session.add_all(children)
+        session.commit()
+    return children
+
+
+def merge_shards(session: Session, engine: StreamEngine, name: str, shard_id: str,
+                 adjacent_id: str) -> Shard:
+    """Close two shards whose hash keys are adjacent and give both ranges to one child.
+    Commits."""
+    stream = get_stream(session, name)
+    shards = shards_of(session, stream)
+    a = _open_shard(shards, shard_id, name)
+    b = _open_shard(shards, adjacent_id, name)
+    if a.shard_id == b.shard_id or not (int(a.end_hash) + 1 == int(b.start_hash)
+                                        or int(b.end_hash) + 1 == int(a.start_hash)):
+        raise Invalid(f"shards {shard_id} and {adjacent_id} are not adjacent: only shards whose "
+                      "hash-key ranges meet can be merged",
+                      details={"field": "AdjacentShardToMerge"})
+    number = max(s.number for s in shards) + 1
+    now = utcnow()
+    with engine.resharding():
+        a.closed_at = b.closed_at = now
+        child = Shard(stream_id=stream.id, shard_id=shard_name(number), number=number,
+                      start_hash=str(min(int(a.start_hash), int(b.start_hash))),
+                      end_hash=str(max(int(a.end_hash), int(b.end_hash))),
+                      parent=a.shard_id, adjacent_parent=b.shard_id, created_at=now)
+        session.add(child)
+        session.commit()
+    return child
+
+
+def children_of(shards: list[Shard], shard_id: str) -> list[Shard]:
+    return [s for s in shards if shard_id in (s.parent, s.adjacent_parent)]
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -175,6 +257,11 @@ class StreamEngine:
         self._key = os.urandom(32)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Puts route and append under the shared side; a split or merge closes shards under
+        # the exclusive side, so no record lands in a shard after it closed.
+        self._gate = threading.Condition()
+        self._putting = 0
+        self._resharding = False
 
     def start(self, sessions: Any, every: float = 60.0) -> None:
         """Enforce retention every ``every`` seconds, in a thread."""
@@ -188,6 +275,34 @@ class StreamEngine:
 
         self._thread = threading.Thread(target=loop, daemon=True, name="streams-retention")
         self._thread.start()
+
+    @contextlib.contextmanager
+    def resharding(self) -> Iterator_[None]:
+        with self._gate:
+            while self._resharding:
+                self._gate.wait()
+            self._resharding = True
+            while self._putting:
+                self._gate.wait()
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._resharding = False
+                self._gate.notify_all()
+
+    @contextlib.contextmanager
+    def _put_gate(self) -> Iterator_[None]:
+        with self._gate:
+            while self._resharding:
+                self._gate.wait()
+            self._putting += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._putting -= 1
+                self._gate.notify_all()
 
     def close(self) -> None:
         self._stop.set()
@@ -218,22 +333,26 @@ class StreamEngine:
                                   "reading with each NextShardIterator")
         return Iterator(stream, shard, int(seq), float(made))
 
-    def put(self, stream: Stream, shards: list[Shard],
+    def put(self, stream: Stream, shards: Callable[[], list[Shard]],
             records: list[tuple[str, bytes, int]]) -> list[tuple[Shard, int, float]]:
         """Append records (partition key, data, hash key), each to its shard; durable on
-        return. Returns each record's shard, sequence and arrival time, in order."""
-        by_shard: dict[str, list[int]] = {}
-        chosen = []
-        for i, (_, _, hash_key) in enumerate(records):
-            shard = route(shards, hash_key)
-            chosen.append(shard)
-            by_shard.setdefault(shard.shard_id, []).append(i)
-        done: list[tuple[Shard, int, float] | None] = [None] * len(records)
-        for shard_id, indexes in by_shard.items():
-            appended = self.logs.shard(stream.name, shard_id).append(
-                [records[i] for i in indexes])
-            for i, (seq, arrived) in zip(indexes, appended, strict=True):
-                done[i] = (chosen[i], seq, arrived)
+        return. Returns each record's shard, sequence and arrival time, in order. ``shards``
+        reads the stream's shards, under the put gate, so a split or merge is never half
+        seen."""
+        with self._put_gate():
+            current = shards()
+            by_shard: dict[str, list[int]] = {}
+            chosen = []
+            for i, (_, _, hash_key) in enumerate(records):
+                shard = route(current, hash_key)
+                chosen.append(shard)
+                by_shard.setdefault(shard.shard_id, []).append(i)
+            done: list[tuple[Shard, int, float] | None] = [None] * len(records)
+            for shard_id, indexes in by_shard.items():
+                appended = self.logs.shard(stream.name, shard_id).append(
+                    [records[i] for i in indexes])
+                for i, (seq, arrived) in zip(indexes, appended, strict=True):
+                    done[i] = (chosen[i], seq, arrived)
         return [d for d in done if d is not None]
 
     def start_seq(self, stream: Stream, shard: Shard, kind: str, *,
