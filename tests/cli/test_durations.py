@@ -62,6 +62,10 @@ OPTIONS = [
     Opt(("tables", "read", "none.t"), "--as-of", TIME, then="database 'none'"),
     Opt(("access", "check", "admin", "tables:Read"), "--at", TIME),
     Opt(("envs", "prune", "--dryrun"), "--unused", DURATION),
+    Opt(("keys", "create", "dur-key"), "--expires-in", DURATION),
+    Opt(("files", "presign", "none/x"), "--expires", DURATION, then="bucket 'none'"),
+    Opt(("streams", "create", "dur-stream"), "--retention", DURATION, good="48h"),
+    Opt(("streams", "get", "none"), "--at", TIME, then="stream 'none'"),
 ]
 
 

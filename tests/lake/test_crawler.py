@@ -173,6 +173,14 @@ def test_a_delta_table_folder_is_one_external_table(local_server: Cumulo,
     assert client.sql(f"select count(*) n from {db}.orders version as of 0").page == [{"n": 2}]
     assert client.tables.read(f"{db}.orders@v0").num_rows == 2
     assert [h["version"] for h in client.tables.history(f"{db}.orders")] == [1, 0]
+    # Its files are the other tool's: Cumulo neither restores nor vacuums them.
+    from cumulo.errors import Invalid
+
+    for refused in (lambda: client.tables.restore(f"{db}.orders", version=0),
+                    lambda: client.tables.vacuum(f"{db}.orders", retain="0s", force=True)):
+        with pytest.raises(Invalid, match="is external"):
+            refused()
+    assert [h["version"] for h in client.tables.history(f"{db}.orders")] == [1, 0]
     visits = client.tables.show(f"{db}.visits")
     assert visits["partition_columns"] == ["country"]
     by_country = client.sql(f"select country, sum(n) s from {db}.visits group by 1 order by 1")

@@ -188,7 +188,7 @@ def _key_out(key: AccessKey, names: dict[int | None, str]) -> KeyOut:
 def create_key(body: KeyIn, session: DbSession, caller: Caller) -> NewKey:
     from cumulo.units import parse_duration
 
-    seconds = int(parse_duration(body.expires_in, what="expires_in")) if body.expires_in \
+    seconds = int(parse_duration(body.expires_in, what="--expires-in")) if body.expires_in \
         else None
     key, secret = keys.create_key(session, caller, body.name, expires_in=seconds)
     out = _key_out(key, user_names(session, {key.user_id}))

@@ -466,10 +466,6 @@ class RestoreIn(BaseModel):
     as_of: str | None = None
 
 
-@tables_router.post("/{database}/{table}/restore",
-    dependencies=[allow("tables:Write", "table/{database}/{table}")],
-    response_model=WriteOut,
-                    summary="Make a new version equal to an old one")
 def _managed_only(row: Any, doing: str) -> None:
     """An external table's files are another tool's (a Delta folder crawled in): Cumulo reads
     them, and does not write or delete them behind that tool's back."""
@@ -479,6 +475,10 @@ def _managed_only(row: Any, doing: str) -> None:
                       "or copy it into a managed table (CREATE TABLE ... AS SELECT)")
 
 
+@tables_router.post("/{database}/{table}/restore",
+    dependencies=[allow("tables:Write", "table/{database}/{table}")],
+    response_model=WriteOut,
+                    summary="Make a new version equal to an old one")
 def restore_table(database: str, table: str, body: RestoreIn, session: DbSession,
                   storage: Storage, caller: Caller) -> WriteOut:
     ref = _ref(database, table)

@@ -357,12 +357,12 @@ def presign(bucket: str, key: str, body: PresignIn, request: Request, session: D
     method = body.method.upper()
     if method not in ("GET", "PUT"):
         raise Invalid(f"a presigned URL is for GET or PUT, not {body.method!r}")
+    seconds = int(parse_duration(body.expires_in, what="--expires"))
     if method == "PUT":
         caller.require("files:Put", f"bucket/{bucket}/{key}")
         service.get_bucket(session, bucket)
     else:
         service.get_object(session, bucket, key)
-    seconds = int(parse_duration(body.expires_in, what="expires_in"))
     key_id, secret = key_of_token(session, caller)
     now = datetime.now(UTC)
     base = services(request).settings.public_urls[0]

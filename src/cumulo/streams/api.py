@@ -55,7 +55,7 @@ class RecordsIn(BaseModel):
 
 
 def _retention_hours(text: str) -> int:
-    seconds = parse_duration(text, what="retention")
+    seconds = parse_duration(text, what="--retention")
     if seconds % 3600:
         raise Invalid(f"retention {text!r} must be whole hours (24h to 365d)")
     return int(seconds // 3600)
@@ -181,6 +181,7 @@ async def get_records(name: str, request: Request, shard: str | None = None,
     if not 1 <= limit <= 10_000:
         raise Invalid(f"limit is 1 to 10000, not {limit}")
     wait = min(max(wait, 0.0), MAX_WAIT)
+    timestamp = parse_time(at, what="--at").timestamp() if at is not None else None
 
     def position(session: Session) -> tuple[Any, Any, int]:
         stream = service.get_stream(session, name)
@@ -198,9 +199,6 @@ async def get_records(name: str, request: Request, shard: str | None = None,
         if chosen is None:
             raise Invalid(f"stream {name!r} has no shard {wanted!r}; 'cumulo streams show "
                           f"{name}' lists them")
-        timestamp = None
-        if at is not None:
-            timestamp = parse_time(at, what="at").timestamp()
         return stream, chosen, engine.start_seq(stream, chosen, start.upper(),
                                                 sequence=sequence, timestamp=timestamp)
 
