@@ -25,23 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.compute.test_control_planes import JOB
 from tests.conftest import two_control_planes
 from tests.services import VENV_BIN, Cumulo, RayHead, free_port, ray_head, register_churn
 from tests.serving.conftest import ROWS
 
 pytest.importorskip("ray.serve")
-
-JOB = """\
-import os, sys, time
-from pathlib import Path
-log = Path(sys.argv[1])
-attempt = os.environ["CUMULO_JOB_ATTEMPT"]
-with log.open("a") as f:
-    f.write(f"start {os.environ['CUMULO_JOB_ID']} {attempt}\\n")
-time.sleep(float(sys.argv[2]))
-with log.open("a") as f:
-    f.write(f"end {os.environ['CUMULO_JOB_ID']} {attempt}\\n")
-"""
 
 TALK = """\
 import time

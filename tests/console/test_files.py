@@ -23,8 +23,11 @@ def test_bucket_upload_browse_download_delete(page, rest: httpx.Client, tmp_path
     page.goto("/files")
     page.get_by_label("Bucket name").fill(bucket)
     page.get_by_role("button", name="Create bucket").click()
+    # The list is drawn again once the bucket is made: click its link once that has settled
+    # (a click on the link of the list being replaced goes nowhere, on a loaded machine).
+    expect(page.get_by_label("Bucket name")).to_have_value("")
     page.get_by_role("link", name=bucket, exact=True).first.click()
-    expect(page).to_have_url(re.compile(rf"/files/{bucket}$"))
+    expect(page).to_have_url(re.compile(rf"/files/{bucket}$"), timeout=15_000)
     expect(page.get_by_text(f"The bucket {bucket} is empty")).to_be_visible()
 
     # A new folder is a prefix to upload into; the URL is its path.
