@@ -7,9 +7,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
@@ -18,7 +18,7 @@ from cumulo.errors import Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
 from cumulo.storage.leftovers import marked
 
-__all__ = ["CHUNK", "read_range", "spool_body"]
+__all__ = ["CHUNK", "read_range", "spool_body", "write_batched", "write_hashed"]
 
 CHUNK = 1 << 20
 # Small socket reads are gathered into one write: fewer system calls, the same bytes.
@@ -42,30 +42,18 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
     tmp = Path(name)
     digest = hashlib.sha256()
     size = 0
-    loop = asyncio.get_running_loop()
-    in_flight: asyncio.Future[None] | None = None
+
+    async def counted() -> AsyncIterator[bytes]:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            yield chunk
+
     try:
         with os.fdopen(fd, "wb", buffering=0) as out:
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in request.stream():
-                if not chunk:
-                    continue
-                pending.append(chunk)
-                pending_size += len(chunk)
-                size += len(chunk)
-                if pending_size >= _WRITE_BATCH:
-                    if in_flight is not None:
-                        await in_flight
-                    in_flight = loop.run_in_executor(None, _write, out, digest, pending)
-                    pending, pending_size = [], 0
-            if in_flight is not None:
-                await in_flight
-                in_flight = None
-            if pending:
-                await loop.run_in_executor(None, _write, out, digest, pending)
+            await write_batched(counted(), lambda chunks: _write(out, [digest], chunks),
+                                batch=_WRITE_BATCH)
     except ClientDisconnect as exc:
-        await _settle(in_flight)
         tmp.unlink(missing_ok=True)
         raise Invalid(
             f"the upload was cut off after {size} bytes"
@@ -73,11 +61,9 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
             + "; nothing was stored"
         ) from exc
     except OSError as exc:
-        await _settle(in_flight)
         tmp.unlink(missing_ok=True)
         raise Unavailable(f"cannot write the upload to storage: {exc.strerror}") from exc
     except BaseException:
-        await _settle(in_flight)
         tmp.unlink(missing_ok=True)
         raise
     if want is not None and size != want:
@@ -86,17 +72,49 @@ async def spool_body(request: Request, spool_dir: Path) -> tuple[Path, int, str]
     return tmp, size, digest.hexdigest()
 
 
-async def _settle(future: asyncio.Future[None] | None) -> None:
-    """Wait for a write still in flight, so the file is not removed under it."""
-    if future is not None:
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(future)
+async def write_batched(chunks: AsyncIterator[bytes], write: Callable[[list[bytes]], None],
+                        *, batch: int) -> None:
+    """Hand ``chunks`` to ``write`` in a worker thread, gathered into batches of about
+    ``batch`` bytes: one batch is written (and hashed) while the event loop receives the next,
+    so at most two are held. If anything fails, the batch in flight is waited for before the
+    error goes on (so the caller may remove the file under it)."""
+    loop = asyncio.get_running_loop()
+    in_flight: asyncio.Future[None] | None = None
+    pending: list[bytes] = []
+    pending_size = 0
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= batch:
+                if in_flight is not None:
+                    await in_flight
+                in_flight = loop.run_in_executor(None, write, pending)
+                pending, pending_size = [], 0
+        if in_flight is not None:
+            await in_flight
+            in_flight = None
+        if pending:
+            await loop.run_in_executor(None, write, pending)
+    except BaseException:
+        if in_flight is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(in_flight)
+        raise
 
 
-def _write(out: BinaryIO, digest: hashlib._Hash, chunks: list[bytes]) -> None:
+def write_hashed(out: BinaryIO, hashers: Sequence[Any], chunks: list[bytes]) -> None:
+    """Write ``chunks`` to ``out`` as one buffer, each hasher updated with it."""
+    _write(out, hashers, chunks)
+
+
+def _write(out: BinaryIO, hashers: Sequence[Any], chunks: list[bytes]) -> None:
     data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
-    # sha256 and write both release the GIL on large buffers, so the event loop keeps reading.
-    digest.update(data)
+    # Hashing and writing release the GIL on large buffers, so the event loop keeps reading.
+    for hasher in hashers:
+        hasher.update(data)
     view = memoryview(data)
     while view:
         written = out.write(view)

@@ -5,10 +5,8 @@ temporary file in bounded memory, so that what is stored is what was sent, or no
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import os
 import tempfile
@@ -16,7 +14,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from starlette.types import Receive
 
@@ -24,6 +22,7 @@ from cumulo.storage.leftovers import marked
 from cumulo.storage.s3api.chunked import ChunkedDecoder
 from cumulo.storage.s3api.errors import S3Error
 from cumulo.storage.s3api.sigv4 import SignatureError
+from cumulo.storage.transfer import write_batched, write_hashed
 
 __all__ = ["CHECKSUMS", "Checksum", "Payload", "Spooled", "read_all", "spool"]
 
@@ -176,26 +175,17 @@ async def spool(receive: Receive, payload: Payload, spool_dir: Path) -> Spooled:
     if payload.checksum is not None:
         hashers.append(CHECKSUMS[payload.checksum.algorithm]())
     size = 0
-    loop = asyncio.get_running_loop()
-    in_flight: asyncio.Future[None] | None = None
+
+    async def counted() -> AsyncIterator[bytes]:
+        nonlocal size
+        async for chunk in _chunks(receive, payload):
+            size += len(chunk)
+            yield chunk
+
     try:
         with os.fdopen(fd, "wb", buffering=0) as out:
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in _chunks(receive, payload):
-                pending.append(chunk)
-                pending_size += len(chunk)
-                size += len(chunk)
-                if pending_size >= _WRITE_BATCH:
-                    if in_flight is not None:
-                        await in_flight
-                    in_flight = loop.run_in_executor(None, _write, out, hashers, pending)
-                    pending, pending_size = [], 0
-            if in_flight is not None:
-                await in_flight
-                in_flight = None
-            if pending:
-                await loop.run_in_executor(None, _write, out, hashers, pending)
+            await write_batched(counted(), lambda chunks: write_hashed(out, hashers, chunks),
+                                batch=_WRITE_BATCH)
         checksum = None
         if payload.checksum is not None:
             checksum = (payload.checksum.algorithm,
@@ -203,19 +193,6 @@ async def spool(receive: Receive, payload: Payload, spool_dir: Path) -> Spooled:
         sha256 = hashers[0].hexdigest()
         _check(payload, size, sha256, hashers[1].digest(), checksum)
     except BaseException:
-        if in_flight is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(in_flight)
         tmp.unlink(missing_ok=True)
         raise
     return Spooled(tmp, size, sha256, hashers[1].hexdigest(), checksum)
-
-
-def _write(out: BinaryIO, hashers: list[Any], chunks: list[bytes]) -> None:
-    data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
-    for hasher in hashers:  # hashlib's release the GIL on large buffers
-        hasher.update(data)
-    view = memoryview(data)
-    while view:
-        written = out.write(view)
-        view = view[written or 0:]
