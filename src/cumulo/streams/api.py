@@ -19,7 +19,6 @@ from cumulo.permissions import allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.streams import service
-from cumulo.streams.models import Shard, Stream
 from cumulo.streams.service import Iterator, StreamEngine
 from cumulo.units import parse_duration, parse_time
 
@@ -92,10 +91,6 @@ def show_stream(name: str, request: Request, session: DbSession) -> dict[str, An
 def delete_stream(name: str, request: Request, session: DbSession) -> dict[str, Any]:
     service.delete_stream(session, _engine(request), name)
     return {"name": name, "deleted": True}
-
-
-def shards_now(session: Session, stream: Stream) -> list[Shard]:
-    return service.shards_of(session, stream)
 
 
 class SplitIn(BaseModel):
@@ -219,7 +214,7 @@ async def get_records(name: str, request: Request, shard: str | None = None,
                 "iterator": None if drained else engine.seal(
                     Iterator(name, chosen.shard_id, following, time.time())),
                 "child_shards": [c.shard_id for c in service.children_of(
-                    shards_now(session, stream), chosen.shard_id)] if drained else []}, \
+                    service.shards_of(session, stream), chosen.shard_id)] if drained else []}, \
                 following
 
     doc, following = await run_in_threadpool(read, None)

@@ -110,7 +110,6 @@ class _Request:
     client: str | None
     principal: Principal | None = None
     payload: Payload | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -390,7 +389,7 @@ def _payload(request: _Request, payload_hash: str, signed: sigv4.Signed | None, 
             raise S3Error("InvalidRequest", f"the {algorithm.upper()} checksum is not "
                           "supported; use CRC32, CRC32C, SHA1 or SHA256")
     return Payload(sha256=sha256, length=length, decoder=decoder,
-                   content_md5=headers.get("content-md5"), checksum=checksum, trailer=trailer)
+                   content_md5=headers.get("content-md5"), checksum=checksum)
 
 
 def _etag(row: StoredObject) -> str:
@@ -1180,9 +1179,7 @@ class _Ops:
         try:
             with open(fd, "wb") as out:
                 for part in parts:
-                    local = self.storage.local_path(_part_key(upload_id, part.number))
-                    with (local.open("rb") if local is not None
-                          else self.storage.open(_part_key(upload_id, part.number))) as reader:
+                    with self.storage.open(_part_key(upload_id, part.number)) as reader:
                         while chunk := reader.read(CHUNK * 8):
                             digest.update(chunk)
                             if hasher is not None:

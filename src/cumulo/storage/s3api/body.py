@@ -12,7 +12,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,6 @@ class Payload:
     decoder: ChunkedDecoder | None = None
     content_md5: str | None = None
     checksum: Checksum | None = None
-    trailer: str | None = None  # the x-amz-trailer header: the checksum that follows the body
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from cumulo.errors import (
     Unauthorized,
     Unavailable,
 )
+from cumulo.storage.keys import MAX_KEY_BYTES
 
 __all__ = ["S3Error", "from_cumulo", "xml_error"]
 
@@ -33,16 +34,13 @@ class S3Error(Exception):
 
 
 def from_cumulo(exc: CumuloError, *, bucket: str | None, key: str | None) -> S3Error:
-    """S3's error for one of Cumulo's."""
-    message = exc.message
+    """S3's error for one of Cumulo's, told apart by its class and the details it carries
+    (``{"bucket"}``, ``{"bucket", "key"}``, ``{"bucket", "objects"}``)."""
+    message, details = exc.message, exc.details or {}
     if isinstance(exc, NotFound):
-        details = exc.details or {}
-        if "key" in details or (key and "bucket" not in message.split("does not exist")[0]
-                                and "object" in message):
+        if "key" in details or ("bucket" not in details and key):
             return S3Error("NoSuchKey", message, 404)
-        if details.get("bucket") or "bucket" in message:
-            return S3Error("NoSuchBucket", message, 404)
-        return S3Error("NoSuchKey" if key else "NoSuchBucket", message, 404)
+        return S3Error("NoSuchBucket", message, 404)
     if isinstance(exc, Unauthorized):
         return S3Error("InvalidAccessKeyId", message, 403)
     if isinstance(exc, QuotaExceeded):
@@ -50,20 +48,20 @@ def from_cumulo(exc: CumuloError, *, bucket: str | None, key: str | None) -> S3E
     if isinstance(exc, Forbidden):
         return S3Error("AccessDenied", message, 403)
     if isinstance(exc, Conflict):
-        if "already exists" in message and bucket and not key:
-            return S3Error("BucketAlreadyOwnedByYou", message, 409)
-        if "holds" in message and bucket and not key:
+        if "objects" in details:
             return S3Error("BucketNotEmpty", message, 409)
+        if "bucket" in details and not key:
+            return S3Error("BucketAlreadyOwnedByYou", message, 409)
         return S3Error("OperationAborted", message, 409)
     if isinstance(exc, Unavailable):
         retry = getattr(exc, "retry_after", None)
         return S3Error("SlowDown" if retry else "ServiceUnavailable", message, 503,
                        headers={"retry-after": str(int(retry or 1))})
     if isinstance(exc, Invalid):
-        if "key" in message and bucket:
-            return S3Error("KeyTooLongError" if "1024" in message else "InvalidArgument",
-                           message, 400)
-        if "bucket" in message and "name" in message:
+        if "key" in details:
+            too_long = key is not None and len(key.encode()) > MAX_KEY_BYTES
+            return S3Error("KeyTooLongError" if too_long else "InvalidArgument", message, 400)
+        if "bucket" in details:
             return S3Error("InvalidBucketName", message, 400)
         return S3Error("InvalidArgument", message, 400)
     return S3Error("InternalError", message, 500)
