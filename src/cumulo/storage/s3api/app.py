@@ -48,6 +48,7 @@ from cumulo.storage.s3api.body import CHECKSUMS, Checksum, Payload, Spooled, rea
 from cumulo.storage.s3api.chunked import ChunkedDecoder
 from cumulo.storage.s3api.errors import S3Error, from_cumulo, xml_error
 from cumulo.storage.s3api.xmlio import children, document, el, http_date, iso, parse, text_of
+from cumulo.storage.transfer import join_files
 
 __all__ = ["S3App", "is_s3"]
 
@@ -435,7 +436,12 @@ def _check_tags(tags: dict[str, str]) -> None:
                           "value at most 256")
 
 
-def _when(row: StoredObject) -> datetime:
+# What a listing shows of each object (ETags and hashes are hex: nothing to escape).
+_LISTED = (StoredObject.key, StoredObject.size, StoredObject.etag, StoredObject.sha256,
+           StoredObject.modified_at)
+
+
+def _when(row: Any) -> datetime:
     at = row.modified_at
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -663,7 +669,8 @@ class _Ops:
                 return service.ListPage()
             try:
                 return service.list_objects(session, self.bucket, prefix=prefix,
-                                            delimiter=delimiter, limit=limit, cursor=cursor)
+                                            delimiter=delimiter, limit=limit, cursor=cursor,
+                                            columns=_LISTED)
             except Invalid as exc:
                 if "cursor" in exc.message:
                     raise S3Error("InvalidArgument", "The continuation token provided is "
@@ -671,11 +678,11 @@ class _Ops:
                 raise
 
         page = await self._db(run)
+        owner = self._owner() if (not v2 or q.get("fetch-owner") == "true") else ""
         contents = "".join(
-            f"<Contents>{el('Key', r.key, url=url)}{el('LastModified', iso(_when(r)))}"
-            f"{el('ETag', _etag(r))}{el('Size', r.size)}"
-            f"{el('StorageClass', 'STANDARD')}"
-            f"{self._owner() if (not v2 or q.get('fetch-owner') == 'true') else ''}</Contents>"
+            f"<Contents>{el('Key', r.key, url=url)}<LastModified>{iso(_when(r))}</LastModified>"
+            f'<ETag>"{r.etag or r.sha256}"</ETag><Size>{r.size}</Size>'
+            f"<StorageClass>STANDARD</StorageClass>{owner}</Contents>"
             for r in page.objects)
         prefixes = "".join(f"<CommonPrefixes>{el('Prefix', p, url=url)}</CommonPrefixes>"
                            for p in page.prefixes)
@@ -1176,20 +1183,25 @@ class _Ops:
         tmp = Path(name)
         digest = hashlib.sha256()
         hasher = CHECKSUMS[full]() if full else None
+        hashers = [digest] if hasher is None else [digest, hasher]
+        keys = [_part_key(upload_id, part.number) for part in parts]
+        paths = [self.storage.local_path(key) for key in keys]
         try:
             with open(fd, "wb") as out:
-                for part in parts:
-                    with self.storage.open(_part_key(upload_id, part.number)) as reader:
+                if all(path is not None for path in paths):
+                    join_files([path for path in paths if path is not None], out.fileno(),
+                               hashers)
+                    return tmp, digest.hexdigest(), _b64(hasher)
+                for key in keys:
+                    with self.storage.open(key) as reader:
                         while chunk := reader.read(CHUNK * 8):
-                            digest.update(chunk)
-                            if hasher is not None:
-                                hasher.update(chunk)
+                            for each in hashers:
+                                each.update(chunk)
                             out.write(chunk)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        value = base64.b64encode(hasher.digest()).decode() if hasher is not None else None
-        return tmp, digest.hexdigest(), value
+        return tmp, digest.hexdigest(), _b64(hasher)
 
     async def abort_upload(self) -> _Answer:
         key = self.key
@@ -1326,6 +1338,10 @@ def _copy_conditions(headers: dict[str, str], source: StoredObject) -> None:
     if failed:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
                       "did not hold", 412, Condition=failed)
+
+
+def _b64(hasher: Any) -> str | None:
+    return base64.b64encode(hasher.digest()).decode() if hasher is not None else None
 
 
 def _md5_of(path: Path) -> str:

@@ -37,7 +37,8 @@ def document(root: str, *parts: str) -> bytes:
 
 
 def iso(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    """2026-12-04T20:22:52.123Z (what S3 writes; a UTC time, aware or naive)."""
+    return at.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def http_date(at: datetime) -> str:
