@@ -442,7 +442,7 @@ _LISTED = (StoredObject.key, StoredObject.size, StoredObject.etag, StoredObject.
 
 
 def _when(row: Any) -> datetime:
-    at = row.modified_at
+    at: datetime = row.modified_at
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
