@@ -286,6 +286,79 @@ def test_multipart(server: Cumulo, s3: Any) -> None:
     assert out.getvalue() == source.getvalue()
 
 
+def test_multipart_parts_are_written_in_place(server: Cumulo, s3: Any) -> None:
+    """Parts of one size land in their places in the upload's assembly file, and completing
+    the upload makes that file the object: the same file (inode), no copy. Parts that cannot
+    take their place (another size, a part sent again, a subset completed) still give the
+    right bytes, joined."""
+    name = _bucket(s3)
+    storage = server.home / "storage"
+
+    def upload(key: str, parts: dict[int, bytes]) -> tuple[str, dict[int, str]]:
+        uid = s3.create_multipart_upload(Bucket=name, Key=key)["UploadId"]
+        etags = {n: s3.upload_part(Bucket=name, Key=key, UploadId=uid, PartNumber=n,
+                                   Body=data)["ETag"] for n, data in parts.items()}
+        return uid, etags
+
+    def complete(key: str, uid: str, etags: dict[int, str], **extra: Any) -> Any:
+        return s3.complete_multipart_upload(
+            Bucket=name, Key=key, UploadId=uid, **extra,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
+                                       for n, e in sorted(etags.items())]})
+
+    def body(key: str) -> bytes:
+        return bytes(s3.get_object(Bucket=name, Key=key)["Body"].read())
+
+    # Uniform parts (sent out of order, as threads do): in place, then renamed.
+    parts = {2: os.urandom(5 * MiB), 1: os.urandom(5 * MiB), 3: b"last"}
+    uid, etags = upload("inplace.bin", parts)
+    folder = storage / "s3uploads" / uid
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "assembly", "slot-00001", "slot-00002", "slot-00003", "stride"]
+    inode = (folder / "assembly").stat().st_ino
+    complete("inplace.bin", uid, etags)
+    whole = parts[1] + parts[2] + parts[3]
+    assert body("inplace.bin") == whole
+    assert (storage / "buckets" / name / "inplace.bin").stat().st_ino == inode
+    assert not folder.exists()
+    assert server.client().files.head(f"{name}/inplace.bin").sha256 == \
+        hashlib.sha256(whole).hexdigest()
+
+    # A part sent again replaces the first copy; a part over the stride goes on its own.
+    uid, etags = upload("mixed.bin", {1: os.urandom(5 * MiB), 2: os.urandom(5 * MiB)})
+    again = os.urandom(5 * MiB)
+    etags[1] = s3.upload_part(Bucket=name, Key="mixed.bin", UploadId=uid, PartNumber=1,
+                              Body=again)["ETag"]
+    bigger = os.urandom(6 * MiB)
+    etags[3] = s3.upload_part(Bucket=name, Key="mixed.bin", UploadId=uid, PartNumber=3,
+                              Body=bigger)["ETag"]
+    listed = s3.list_parts(Bucket=name, Key="mixed.bin", UploadId=uid)["Parts"]
+    uid_parts = {p["PartNumber"]: p["Size"] for p in listed}
+    assert uid_parts == {1: 5 * MiB, 2: 5 * MiB, 3: 6 * MiB}
+    folder = storage / "s3uploads" / uid
+    first_two = (folder / "assembly").read_bytes()[5 * MiB:10 * MiB]
+    complete("mixed.bin", uid, etags)
+    assert body("mixed.bin") == again + first_two + bigger
+
+    # Completing with a subset (parts 1 and 3 of 3): joined, not renamed.
+    data = {1: os.urandom(5 * MiB), 2: os.urandom(5 * MiB), 3: os.urandom(1000)}
+    uid, etags = upload("subset.bin", data)
+    del etags[2]
+    complete("subset.bin", uid, etags)
+    assert body("subset.bin") == data[1] + data[3]
+
+    # A completion that fails its condition leaves the upload whole, to complete later.
+    s3.put_object(Bucket=name, Key="taken.bin", Body=b"first")
+    data = {1: os.urandom(5 * MiB), 2: b"end"}
+    uid, etags = upload("taken.bin", data)
+    with pytest.raises(ClientError) as caught:
+        complete("taken.bin", uid, etags, IfNoneMatch="*")
+    assert _code(caught) == "PreconditionFailed"
+    assert body("taken.bin") == b"first"
+    complete("taken.bin", uid, etags)
+    assert body("taken.bin") == data[1] + data[2]
+
+
 def test_bad_multipart_uploads(s3: Any) -> None:
     name = _bucket(s3)
     s3.put_object(Bucket=name, Key="kept.bin", Body=b"old version")

@@ -13,15 +13,17 @@ import pytest
 from cumulo.storage import transfer
 
 
-def _parts(folder: Path, sizes: list[int]) -> tuple[list[Path], bytes]:
-    paths, whole = [], b""
+def _parts(folder: Path, sizes: list[int]) -> tuple[list[tuple[Path, int, int]], bytes]:
+    """Files of ``sizes`` random bytes, each with a few bytes around it that the pieces
+    leave out; the pieces and the bytes they join to."""
+    pieces, whole = [], b""
     for i, size in enumerate(sizes):
         data = os.urandom(size)
         path = folder / f"part-{i}"
-        path.write_bytes(data)
-        paths.append(path)
+        path.write_bytes(b"pre" + data + b"post")
+        pieces.append((path, 3, size))
         whole += data
-    return paths, whole
+    return pieces, whole
 
 
 @pytest.mark.parametrize("sizes", [[5 << 20, 5 << 20, 1234], [1], [0, 3 << 20, 0]])
@@ -69,3 +71,15 @@ def test_join_files_passes_on_a_real_write_error(tmp_path: Path,
     paths, _ = _parts(tmp_path, [1024])
     with open(tmp_path / "joined", "wb") as f, pytest.raises(OSError, match="No space"):
         transfer.join_files(paths, f.fileno(), [hashlib.sha256()])
+
+
+def test_join_files_hash_only_and_short_pieces(tmp_path: Path) -> None:
+    """Without a target it only hashes; a piece shorter than recorded is an error, not a
+    shorter object."""
+    pieces, whole = _parts(tmp_path, [3 << 20, 5])
+    sha = hashlib.sha256()
+    assert transfer.join_files(pieces, None, [sha]) == len(whole)
+    assert sha.hexdigest() == hashlib.sha256(whole).hexdigest()
+    path, offset, size = pieces[1]
+    with open(tmp_path / "joined", "wb") as f, pytest.raises(OSError, match="shorter"):
+        transfer.join_files([pieces[0], (path, offset, size + 100)], f.fileno(), [])

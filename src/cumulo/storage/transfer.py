@@ -123,44 +123,50 @@ def _write(out: BinaryIO, hashers: Sequence[Any], chunks: list[bytes]) -> None:
         view = view[written or 0 :]
 
 
-def join_files(paths: Sequence[Path], out: int, hashers: Sequence[Any]) -> int:
-    """Append the files at ``paths``, in order, to the open file descriptor ``out`` and feed
-    their bytes to ``hashers``; return the bytes joined.
+def join_files(pieces: Sequence[tuple[Path, int, int]], out: int | None,
+               hashers: Sequence[Any]) -> int:
+    """Append ``pieces`` (a file, the offset and the length of the bytes wanted from it), in
+    order, to the open file descriptor ``out`` and feed their bytes to ``hashers``; return the
+    bytes joined. ``out`` None: only hash them.
 
     The copy is the kernel's (``copy_file_range``: no bytes through Python) in a second
-    thread, while this one reads the same files again, from the page cache, to hash them:
+    thread, while this one reads the same bytes again, from the page cache, to hash them:
     the two run on two cores where a read-hash-write loop ran on one.
     """
 
-    def copy() -> int:
+    def copy(target: int) -> int:
         copied = 0
-        for path in paths:
+        for path, offset, length in pieces:
             with open(path, "rb") as src:
-                left = os.fstat(src.fileno()).st_size
+                left, at = length, offset
                 while left > 0:
-                    n = _copy_range(src.fileno(), out, left)
+                    n = _copy_range(src.fileno(), target, left, at)
                     if n == 0:
                         break
-                    left -= n
-                    copied += n
+                    left, at, copied = left - n, at + n, copied + n
         return copied
 
     hashed = 0
     buffer = bytearray(8 * CHUNK)
     view = memoryview(buffer)
     with ThreadPoolExecutor(1, thread_name_prefix="join") as pool:
-        copying = pool.submit(copy)
+        copying = pool.submit(copy, out) if out is not None else None
         try:
-            for path in paths:
+            for path, offset, length in pieces:
                 with open(path, "rb", buffering=0) as src:
-                    while n := src.readinto(buffer):
+                    src.seek(offset)
+                    left = length
+                    while left > 0 and (n := src.readinto(view[:min(left, len(buffer))])):
                         for hasher in hashers:
                             hasher.update(view[:n])
                         hashed += n
+                        left -= n
         finally:
-            copied = copying.result()
-    if copied != hashed:
-        raise OSError(f"joined {copied} bytes but read {hashed}: a part changed under the join")
+            copied = copying.result() if copying is not None else hashed
+    want = sum(length for _, _, length in pieces)
+    if copied != want or hashed != want:
+        raise OSError(f"joined {copied} and read {hashed} bytes of {want}: a piece is shorter "
+                      "than recorded")
     return copied
 
 
@@ -168,17 +174,17 @@ def join_files(paths: Sequence[Path], out: int, hashers: Sequence[Any]) -> int:
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
-def _copy_range(src: int, out: int, count: int) -> int:
-    """Copy up to ``count`` bytes from ``src`` to ``out`` (both at their positions) in the
-    kernel; a plain read and write where the system has no copy_file_range for them."""
+def _copy_range(src: int, out: int, count: int, offset: int) -> int:
+    """Copy up to ``count`` bytes from ``src`` at ``offset`` to ``out`` (at its position) in
+    the kernel; a plain read and write where the system has no copy_file_range for them."""
     copy_file_range = getattr(os, "copy_file_range", None)
     if copy_file_range is not None:
         try:
-            return int(copy_file_range(src, out, count))
+            return int(copy_file_range(src, out, count, offset))
         except OSError as exc:
             if exc.errno not in _NO_KERNEL_COPY:
                 raise
-    data = os.read(src, min(count, 8 * CHUNK))
+    data = os.pread(src, min(count, 8 * CHUNK), offset)
     view = memoryview(data)
     while view:
         view = view[os.write(out, view):]

@@ -44,6 +44,7 @@ from cumulo.storage.keys import validate_key
 from cumulo.storage.leftovers import marked
 from cumulo.storage.models import StoredObject, Upload, UploadPart
 from cumulo.storage.s3api import sigv2, sigv4, virtual
+from cumulo.storage.s3api.assembly import Assembly
 from cumulo.storage.s3api.body import CHECKSUMS, Checksum, Payload, Spooled, read_all, spool
 from cumulo.storage.s3api.chunked import ChunkedDecoder
 from cumulo.storage.s3api.errors import S3Error, from_cumulo, xml_error
@@ -802,7 +803,7 @@ class _Ops:
                                  content_type=_content_type(h, key), etag=spooled.md5,
                                  checksums=_checksums(spooled))
         finally:
-            spooled.path.unlink(missing_ok=True)
+            spooled.file.unlink(missing_ok=True)
         self._audit("files:Put", f"bucket/{self.bucket}/{key}")
         headers = {"etag": _etag(row)}
         if spooled.checksum:
@@ -814,7 +815,7 @@ class _Ops:
                  etag: str, checksums: dict[str, str] | None) -> StoredObject:
         return service.put_object(
             session, self.storage, self.principal, bucket=self.bucket, key=key,
-            tmp=spooled.path, size=spooled.size, sha256=spooled.sha256,
+            tmp=spooled.file, size=spooled.size, sha256=spooled.sha256,
             content_type=content_type, etag=etag, meta=meta, tags=tags, checksums=checksums,
             expect=self._write_condition())
 
@@ -1048,11 +1049,26 @@ class _Ops:
         await self._db(check)
         if h.get("x-amz-copy-source"):
             return await self._upload_part_copy(key, number)
-        spooled = await self._spool()
-        try:
+        payload = self.request.payload
+        assert payload is not None
+        assembly = Assembly.of(self.storage, _upload_prefix(self.request.query["uploadId"]))
+        offset = None
+        if assembly is not None and payload.length is not None and payload.length <= MAX_PUT:
+            offset = await to_thread.run_sync(assembly.claim, number, payload.length)
+        if assembly is not None and offset is not None:
+            out = await to_thread.run_sync(assembly.open_writer, offset)
+            try:
+                spooled = await spool(self.receive, payload, self.storage.spool_dir(), into=out)
+            finally:
+                await to_thread.run_sync(out.close)  # (and the lock with it)
             await self._db(self._store_part, key, number, spooled)
-        finally:
-            spooled.path.unlink(missing_ok=True)
+        else:
+            spooled = await self._spool()
+            try:
+                await self._db(self._store_part, key, number, spooled)
+            finally:
+                if spooled.path is not None:
+                    spooled.path.unlink(missing_ok=True)
         headers = {"etag": f'"{spooled.md5}"'}
         if spooled.checksum:
             headers[f"x-amz-checksum-{spooled.checksum[0]}"] = spooled.checksum[1]
@@ -1060,7 +1076,10 @@ class _Ops:
 
     def _store_part(self, session: Session, key: str, number: int, spooled: Spooled) -> None:
         upload = self._upload(session, key)
-        self.storage.commit(spooled.path, _part_key(upload.id, number))
+        if spooled.path is not None:
+            self.storage.commit(spooled.path, _part_key(upload.id, number))
+        else:  # written in place: an older copy stored on its own must not win over it
+            self.storage.delete(_part_key(upload.id, number))
         part = session.get(UploadPart, (upload.id, number))
         if part is None:
             part = UploadPart(upload_id=upload.id, number=number)
@@ -1141,8 +1160,8 @@ class _Ops:
                                   "least 5 MiB.", 400, PartNumber=str(number))
                 chosen.append(part)
             algorithm, _, kind = (upload.checksum or "").partition(":")
-            tmp, sha256, full = self._concatenate(upload.id, chosen,
-                                                  algorithm if kind == "full" else None)
+            tmp, sha256, full, assembly = self._concatenate(
+                upload.id, chosen, algorithm if kind == "full" else None)
             try:
                 md5s = b"".join(bytes.fromhex(p.etag) for p in chosen)
                 etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
@@ -1159,11 +1178,15 @@ class _Ops:
                     tmp=tmp, size=sum(p.size for p in chosen), sha256=sha256,
                     content_type=upload.content_type, etag=etag, meta=upload.meta,
                     tags=upload.tags, checksums=checksums, expect=self._write_condition())
+            except BaseException:
+                if assembly is not None:  # the object was the assembly: the upload goes on
+                    assembly.attach(tmp)
+                raise
             finally:
                 tmp.unlink(missing_ok=True)
             session.execute(delete(Upload).where(Upload.id == upload.id))
             session.commit()
-            self.storage.delete_prefix(f"s3uploads/{upload.id}/")
+            self.storage.delete_prefix(_upload_prefix(upload.id))
             return row, etag
 
         row, etag = await self._db(run)
@@ -1175,33 +1198,54 @@ class _Ops:
             answer.headers[f"x-amz-checksum-{name}"] = value
         return answer
 
-    def _concatenate(self, upload_id: str, parts: list[UploadPart],
-                     full: str | None) -> tuple[Path, str, str | None]:
+    def _concatenate(self, upload_id: str, parts: list[UploadPart], full: str | None,
+                     ) -> tuple[Path, str, str | None, Assembly | None]:
         """The parts as one file in the spool, with its SHA-256 (and the full object's
-        checksum, for a FULL_OBJECT upload)."""
+        checksum, for a FULL_OBJECT upload); and the upload's assembly when that file is it,
+        moved (every part was written in place: nothing is copied)."""
         fd, name = tempfile.mkstemp(dir=self.storage.spool_dir(), prefix=marked("s3complete"))
         tmp = Path(name)
         digest = hashlib.sha256()
         hasher = CHECKSUMS[full]() if full else None
         hashers = [digest] if hasher is None else [digest, hasher]
         keys = [_part_key(upload_id, part.number) for part in parts]
-        paths = [self.storage.local_path(key) for key in keys]
+        own = [self.storage.local_path(key) for key in keys]
+        assembly = Assembly.of(self.storage, _upload_prefix(upload_id))
         try:
             with open(fd, "wb") as out:
-                if all(path is not None for path in paths):
-                    join_files([path for path in paths if path is not None], out.fileno(),
-                               hashers)
-                    return tmp, digest.hexdigest(), _b64(hasher)
-                for key in keys:
-                    with self.storage.open(key) as reader:
-                        while chunk := reader.read(CHUNK * 8):
-                            for each in hashers:
-                                each.update(chunk)
-                            out.write(chunk)
+                if assembly is None:
+                    for key in keys:
+                        with self.storage.open(key) as reader:
+                            while chunk := reader.read(CHUNK * 8):
+                                for each in hashers:
+                                    each.update(chunk)
+                                out.write(chunk)
+                    return tmp, digest.hexdigest(), _b64(hasher), None
+                # Where each part lies: its own file when it has one (the newer), else its
+                # place in the assembly.
+                placed = {part.number for part, path in zip(parts, own, strict=True)
+                          if not (path and path.exists()) and assembly.holds(part.number)}
+                size = sum(part.size for part in parts)
+                if assembly.whole([(p.number, p.size) for p in parts], placed):
+                    assembly.detach(tmp, size)
+                    join_files([(tmp, 0, size)], None, hashers)
+                    return tmp, digest.hexdigest(), _b64(hasher), assembly
+                stride = assembly.stride() or 0
+                pieces = []
+                for part, path in zip(parts, own, strict=True):
+                    if part.number in placed:
+                        pieces.append((assembly.path, (part.number - 1) * stride, part.size))
+                    elif path is not None and path.exists():
+                        pieces.append((path, 0, part.size))
+                    else:
+                        raise S3Error("InvalidPart", f"part {part.number}'s bytes are missing "
+                                      "from storage; upload it again", 400,
+                                      PartNumber=str(part.number))
+                join_files(pieces, out.fileno(), hashers)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return tmp, digest.hexdigest(), _b64(hasher)
+        return tmp, digest.hexdigest(), _b64(hasher), None
 
     async def abort_upload(self) -> _Answer:
         key = self.key
@@ -1211,7 +1255,7 @@ class _Ops:
             upload = self._upload(session, key)
             session.delete(upload)
             session.commit()
-            self.storage.delete_prefix(f"s3uploads/{upload.id}/")
+            self.storage.delete_prefix(_upload_prefix(upload.id))
 
         await self._db(run)
         self._audit("files:Put", f"bucket/{self.bucket}/{key}", 204)
@@ -1266,8 +1310,12 @@ class _Ops:
                          el("IsTruncated", False), items)
 
 
+def _upload_prefix(upload_id: str) -> str:
+    return f"s3uploads/{upload_id}/"
+
+
 def _part_key(upload_id: str, number: int) -> str:
-    return f"s3uploads/{upload_id}/{number:05d}"
+    return f"{_upload_prefix(upload_id)}{number:05d}"
 
 
 def _content_type(headers: dict[str, str], key: str) -> str:

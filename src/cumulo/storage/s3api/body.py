@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -14,7 +15,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from starlette.types import Receive
 
@@ -81,11 +82,18 @@ class Payload:
 
 @dataclass
 class Spooled:
-    path: Path
+    path: Path | None  # None: written in place (spool's ``into``)
     size: int
     sha256: str
     md5: str  # hex
     checksum: tuple[str, str] | None  # (algorithm, base64 value)
+
+    @property
+    def file(self) -> Path:
+        """The temporary file the body went to (one not written in place)."""
+        if self.path is None:
+            raise ValueError("this body was written in place, not to a file of its own")
+        return self.path
 
 
 async def _chunks(receive: Receive, payload: Payload) -> AsyncIterator[bytes]:
@@ -163,12 +171,22 @@ async def read_all(receive: Receive, payload: Payload, limit: int = 1 << 20) -> 
     return body
 
 
-async def spool(receive: Receive, payload: Payload, spool_dir: Path) -> Spooled:
+async def spool(receive: Receive, payload: Payload, spool_dir: Path, *,
+                into: BinaryIO | None = None) -> Spooled:
     """Write the body to a new temporary file in ``spool_dir``, hashing it on the way
     (SHA-256 for Cumulo, MD5 for the ETag, the checksum the client asked for), in a worker
-    thread while the event loop receives the next batch. Anything wrong removes the file."""
-    fd, name = tempfile.mkstemp(dir=spool_dir, prefix=marked("s3put"))
-    tmp = Path(name)
+    thread while the event loop receives the next batch. Anything wrong removes the file.
+
+    ``into``: a file open where the body goes instead (a part's place in its upload's
+    assembly, :mod:`cumulo.storage.s3api.assembly`), for a body of known length: no more than
+    that is written there, and nothing is removed if anything goes wrong (the place stays
+    taken, unused). The Spooled's path is then None."""
+    tmp: Path | None = None
+    if into is None:
+        fd, name = tempfile.mkstemp(dir=spool_dir, prefix=marked("s3put"))
+        tmp = Path(name)
+    elif payload.length is None:
+        raise ValueError("a body written in place needs its length")
     hashers: list[Any] = [hashlib.sha256(), hashlib.md5()]
     if payload.checksum is not None:
         hashers.append(CHECKSUMS[payload.checksum.algorithm]())
@@ -178,10 +196,14 @@ async def spool(receive: Receive, payload: Payload, spool_dir: Path) -> Spooled:
         nonlocal size
         async for chunk in _chunks(receive, payload):
             size += len(chunk)
+            if payload.length is not None and size > payload.length:
+                raise S3Error("IncompleteBody", f"the body is longer than the {payload.length} "
+                              "bytes announced; nothing was stored")
             yield chunk
 
     try:
-        with os.fdopen(fd, "wb", buffering=0) as out:
+        with (os.fdopen(fd, "wb", buffering=0) if into is None
+              else contextlib.nullcontext(into)) as out:
             await write_batched(counted(), lambda chunks: write_hashed(out, hashers, chunks),
                                 batch=_WRITE_BATCH)
         checksum = None
@@ -191,6 +213,7 @@ async def spool(receive: Receive, payload: Payload, spool_dir: Path) -> Spooled:
         sha256 = hashers[0].hexdigest()
         _check(payload, size, sha256, hashers[1].digest(), checksum)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     return Spooled(tmp, size, sha256, hashers[1].hexdigest(), checksum)
