@@ -172,6 +172,20 @@ def test_listing(s3: Any) -> None:
     assert [unquote_plus(o["Key"]) for o in encoded["Contents"]] == ["odd key+%&<>.txt"]
 
 
+def test_listed_times_from_either_database() -> None:
+    """A listing writes S3's time from the raw column: SQLite's text, PostgreSQL's datetime."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from cumulo.storage.s3api.app import _listed_time
+
+    assert _listed_time("2026-12-04 20:22:52.123456") == "2026-12-04T20:22:52.123Z"
+    assert _listed_time("2026-12-04 20:22:52") == "2026-12-04T20:22:52.000Z"
+    assert _listed_time(datetime(2026, 12, 4, 20, 22, 52, 999999, tzinfo=UTC)) == \
+        "2026-12-04T20:22:52.999Z"
+    assert _listed_time(datetime(2026, 12, 4, 22, 0, 0, tzinfo=timezone(timedelta(hours=2)))) \
+        == "2026-12-04T20:00:00.000Z"
+
+
 def test_copy_and_delete_many(s3: Any) -> None:
     src, dst = _bucket(s3), _bucket(s3)
     s3.put_object(Bucket=src, Key="a.csv", Body=b"1,2\n", Metadata={"m": "1"})

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from anyio import to_thread
-from sqlalchemy import delete, select
+from sqlalchemy import String, delete, select, type_coerce
 from sqlalchemy.orm import Session
 from starlette.types import Message, Receive, Scope, Send
 
@@ -437,9 +437,23 @@ def _check_tags(tags: dict[str, str]) -> None:
                           "value at most 256")
 
 
-# What a listing shows of each object (ETags and hashes are hex: nothing to escape).
+# What a listing shows of each object (ETags and hashes are hex: nothing to escape). The
+# time comes as the database gives it: SQLite's text is turned into S3's form by slicing,
+# about half of a page's time saved over parsing it into a datetime and formatting that.
 _LISTED = (StoredObject.key, StoredObject.size, StoredObject.etag, StoredObject.sha256,
-           StoredObject.modified_at)
+           type_coerce(StoredObject.modified_at, String).label("modified_at"))
+
+
+def _listed_time(value: object) -> str:
+    """S3's time of a listed object from its raw ``modified_at``: SQLite's UTC text
+    (``2026-12-04 20:22:52.123456``), or a datetime (PostgreSQL's driver)."""
+    if isinstance(value, str):
+        if len(value) >= 23 and value[10] == " " and value[19] == ".":
+            return f"{value[:10]}T{value[11:23]}Z"
+        return iso(datetime.fromisoformat(value).replace(tzinfo=None))
+    if isinstance(value, datetime):
+        return iso(value.astimezone(UTC) if value.tzinfo else value)
+    raise TypeError(f"not a time: {value!r}")
 
 
 def _when(row: Any) -> datetime:
@@ -681,7 +695,8 @@ class _Ops:
         page = await self._db(run)
         owner = self._owner() if (not v2 or q.get("fetch-owner") == "true") else ""
         contents = "".join(
-            f"<Contents>{el('Key', r.key, url=url)}<LastModified>{iso(_when(r))}</LastModified>"
+            f"<Contents>{el('Key', r.key, url=url)}<LastModified>{_listed_time(r.modified_at)}"
+            f"</LastModified>"
             f'<ETag>"{r.etag or r.sha256}"</ETag><Size>{r.size}</Size>'
             f"<StorageClass>STANDARD</StorageClass>{owner}</Contents>"
             for r in page.objects)
