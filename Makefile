@@ -80,9 +80,11 @@ bench: $(VENV)/.installed-test
 	$(MAKE) bench-authz
 	$(MAKE) bench-scale
 	$(MAKE) bench-s3
+	$(MAKE) bench-streams
 
 # An endpoint invoked with and without a token: the replicas' own check, the control plane's.
-.PHONY: bench-secure-invoke bench-control-plane-load bench-authz bench-scale bench-s3
+.PHONY: bench-secure-invoke bench-control-plane-load bench-authz bench-scale bench-s3 \
+	bench-streams
 bench-secure-invoke: $(VENV)/.installed-test
 	$(BIN)/python bench/secure_invoke.py
 
@@ -115,3 +117,15 @@ bench-scale: $(VENV)/.installed-test
 # listing 100,000 keys, the server's peak memory.
 bench-s3: $(VENV)/.installed-test
 	$(BIN)/python bench/s3.py
+
+# Kinesis peers of the streams bench: kinesalite (npm), pinned in bench/node/package-lock.json.
+bench/node/node_modules/.installed: bench/node/package.json bench/node/package-lock.json
+	@command -v npm >/dev/null || { echo "error: the streams bench needs Node.js 20 or newer (and npm) for kinesalite: install it with your package manager" >&2; exit 1; }
+	npm ci --prefix bench/node --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Streams through boto3's Kinesis client: durable PutRecords from 4 producers against
+# kinesalite and moto's Kinesis, put-to-get latency through a push subscription, and the lag
+# of a delivery into a table at 20,000 records/s.
+bench-streams: $(VENV)/.installed-test bench/node/node_modules/.installed
+	$(BIN)/python bench/streams.py

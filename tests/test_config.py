@@ -56,6 +56,12 @@ def test_trusted_proxies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert load_settings({}).trusted_proxies == ("192.168.4.2", "fd00::/8")
 
 
+def test_stream_subscriptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({}).stream_subscriptions == 256
+    assert load_settings({"CUMULO_STREAM_SUBSCRIPTIONS": "8"}).stream_subscriptions == 8
+
+
 def test_named_config_file(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere.toml"
     path.write_text('host = "0.0.0.0"\n')
@@ -73,6 +79,8 @@ def test_named_config_file(tmp_path: Path) -> None:
     ({"CUMULO_RAY_SERVE_PORT": "eighty"}, None, "ray_serve_port must be a whole number"),
     ({"CUMULO_TRUSTED_PROXIES": "10.0.0.5,proxy.local"}, None,
      "trusted_proxies: 'proxy.local' is not an IP address or network"),
+    ({"CUMULO_STREAM_SUBSCRIPTIONS": "many"}, None, "stream_subscriptions must be a whole"),
+    ({}, "stream_subscriptions = 0\n", "stream_subscriptions must be at least 1"),
 ])
 def test_bad_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                       content: str | None, match: str) -> None:

@@ -15,6 +15,7 @@ const Models = lazy(() => import("./pages/Models"));
 const Endpoints = lazy(() => import("./pages/Endpoints"));
 const Costs = lazy(() => import("./pages/Costs"));
 const Pipelines = lazy(() => import("./pages/Pipelines"));
+const Streams = lazy(() => import("./pages/Streams"));
 const Users = lazy(() => import("./pages/Users"));
 const Groups = lazy(() => import("./pages/Groups"));
 const Roles = lazy(() => import("./pages/Roles"));
@@ -163,6 +164,7 @@ function Shell({ session: { me, shown }, onSignOut }: { session: Session; onSign
             <Route path="/models/*" element={<Models />} />
             <Route path="/endpoints/*" element={<Endpoints />} />
             <Route path="/pipelines/*" element={<Pipelines />} />
+            <Route path="/streams/*" element={<Streams />} />
             <Route path="/costs" element={<Costs />} />
             <Route path="/users/*" element={<Users />} />
             <Route path="/groups/*" element={<Groups />} />

@@ -55,13 +55,16 @@ class Prices:
     """What a unit of use costs, in US dollars: the price sheet behind ``cumulo costs``.
 
     The defaults are AWS's on-demand list prices in us-east-1 (Fargate's per vCPU-hour and
-    per GB-hour; a g5.xlarge's A10G per GPU-hour), so a figure reads as "what this work would
+    per GB-hour; a g5.xlarge's A10G per GPU-hour; Kinesis Data Streams' provisioned mode per
+    shard-hour and per million PUT payload units), so a figure reads as "what this work would
     cost on a public cloud". Set ``[prices]`` in cumulo.toml to your own.
     """
 
     vcpu_hour: float = 0.04048
     gb_hour: float = 0.004445
     gpu_hour: float = 1.006
+    shard_hour: float = 0.015  # a stream's shard, open for an hour
+    million_put_units: float = 0.014  # a million PUT payload units (25 KiB of a record each)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,18 @@ class Settings:
     # The S3 API's domain for virtual-host-style addressing (``BUCKET.s3.example.com``); None:
     # path-style only (``/BUCKET/KEY`` on the server's own URL).
     s3_domain: str | None = None
+    # Push subscriptions to streams' shards (SubscribeToShard, client.streams.subscribe) open
+    # at once: each holds a connection and, while records flow, a share of a few read threads.
+    stream_subscriptions: int = 256
+    # Where streams keep their records: empty (the default) for the embedded log under
+    # <home>/streams, or nats://HOST:4222 (tls://) for NATS JetStream, shared by control planes.
+    streams_url: str = ""
+    # Seconds after its newest record that a sealed segment of the embedded log moves to the
+    # storage backend (under streams/), read back through a local cache; None: never.
+    stream_archive_seconds: float | None = None
+    # Seconds between a stream's usage records (shard-hours, PUT payload units) for ``cumulo
+    # costs``; PUT units counted since the last record are lost if the server is killed.
+    stream_meter_seconds: float = 300.0
 
     @property
     def url(self) -> str:
@@ -163,6 +178,10 @@ _ENV_KEYS = {
     "allow_internal_urls": "CUMULO_ALLOW_INTERNAL_URLS",
     "trusted_proxies": "CUMULO_TRUSTED_PROXIES",
     "s3_domain": "CUMULO_S3_DOMAIN",
+    "stream_subscriptions": "CUMULO_STREAM_SUBSCRIPTIONS",
+    "streams_url": "CUMULO_STREAMS_URL",
+    "stream_archive_seconds": "CUMULO_STREAM_ARCHIVE_SECONDS",
+    "stream_meter_seconds": "CUMULO_STREAM_METER_SECONDS",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -185,6 +204,8 @@ _PRICE_ENV_KEYS = {
     "vcpu_hour": "CUMULO_PRICE_VCPU_HOUR",
     "gb_hour": "CUMULO_PRICE_GB_HOUR",
     "gpu_hour": "CUMULO_PRICE_GPU_HOUR",
+    "shard_hour": "CUMULO_PRICE_SHARD_HOUR",
+    "million_put_units": "CUMULO_PRICE_MILLION_PUT_UNITS",
 }
 
 
@@ -354,6 +375,11 @@ def load_settings(
               for k, v in _section(doc, "prices", env, _PRICE_ENV_KEYS, path).items()}
     if "job_grace_seconds" in values:
         values["job_grace_seconds"] = _number("job_grace_seconds", values["job_grace_seconds"])
+    if "stream_meter_seconds" in values:
+        values["stream_meter_seconds"] = _number("stream_meter_seconds",
+                                                 values["stream_meter_seconds"])
+        if values["stream_meter_seconds"] <= 0:
+            raise Invalid("stream_meter_seconds must be more than 0, e.g. 300")
     if "preload" in values:
         from cumulo.forkserver.preload import parse_preload
 
@@ -382,6 +408,25 @@ def load_settings(
             values["ray_serve_port"] = int(values["ray_serve_port"])
         except ValueError as exc:
             raise Invalid("ray_serve_port must be a whole number, e.g. 8000") from exc
+
+    if "stream_subscriptions" in values:
+        try:
+            values["stream_subscriptions"] = int(values["stream_subscriptions"])
+        except ValueError as exc:
+            raise Invalid("stream_subscriptions must be a whole number, e.g. 256") from exc
+        if values["stream_subscriptions"] < 1:
+            raise Invalid("stream_subscriptions must be at least 1")
+
+    if "stream_archive_seconds" in values:
+        values["stream_archive_seconds"] = _number("stream_archive_seconds",
+                                                   values["stream_archive_seconds"])
+
+    if "streams_url" in values:
+        values["streams_url"] = str(values["streams_url"]).strip()
+        if values["streams_url"] and not values["streams_url"].startswith(("nats://",
+                                                                           "tls://")):
+            raise Invalid(f"streams_url {values['streams_url']!r} is not nats://HOST:PORT "
+                          "(or tls://); leave it empty for the embedded log")
 
     home = Path(values.pop("home", ".cumulo")).expanduser().resolve()
     try:

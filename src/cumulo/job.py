@@ -5,6 +5,10 @@
 >>> (cumulo.job.output_dir / "model.txt").write_text("...")   # doctest: +SKIP
 >>> cumulo.job.log_metric("loss", 0.3, step=1)         # doctest: +SKIP
 >>> torch.save(state, cumulo.job.checkpoint_dir / "last.pt")   # doctest: +SKIP
+>>> with cumulo.job.stream("clicks", idle=5) as consumer:     # doctest: +SKIP
+...     for batch in consumer:                                # --input clicks=stream:clicks
+...         handle(batch.records)
+...         batch.checkpoint()
 
 Everything here is read from the environment the runner sets, so it works in the job's own
 subprocesses too. Outside a job, ``inputs`` is empty, ``output_dir`` is ``./output``,
@@ -24,15 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cumulo import jobenv
+from cumulo.errors import Invalid
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from cumulo.client import Client
+    from cumulo.streams.group_sdk import GroupConsumer
 
 # Also read lazily, through __getattr__: id, attempt, inputs, output_dir, hyperparameters and
 # model_dir (script mode), and checkpoint_dir (kept from one attempt of the job to the next).
-__all__ = ["JobInput", "in_job", "log_metric", "log_metrics", "sync_checkpoints"]
+__all__ = ["JobInput", "in_job", "log_metric", "log_metrics", "stream", "sync_checkpoints"]
 
 
 def in_job() -> bool:
@@ -82,7 +88,8 @@ def _job_dir() -> Path:
 
 
 class JobInput:
-    """One ``--input``: a table at a pinned version, or the files under a prefix."""
+    """One ``--input``: a table at a pinned version, the files under a prefix, or a stream
+    (read in a consumer group: :meth:`consume`)."""
 
     def __init__(self, name: str, spec: dict[str, Any]) -> None:
         self.name = name
@@ -98,10 +105,31 @@ class JobInput:
     @property
     def path(self) -> Path:
         """A local folder (or file) holding the input's data, fetched on first use if needed."""
+        self._not_a_stream()
         return _materialize(self.name, json.dumps(self.spec, sort_keys=True))
+
+    def _not_a_stream(self) -> None:
+        if self.kind == "stream":
+            raise Invalid(f"input {self.name!r} is a stream: read it with "
+                          f"cumulo.job.stream({self.name!r})")
+
+    def consume(self, *, idle: float | None = None, **options: Any) -> GroupConsumer:
+        """A stream input, read as a member of its consumer group (``?group=`` of the
+        input, else ``job-<the job's name>``): iterate it for batches, ``checkpoint()`` each
+        when done with it. A retried attempt, and the next job of the same name, go on from
+        the group's checkpoints. ``idle``: stop iterating once no record came for that many
+        seconds (a job that processes what is there, then ends); ``options`` as
+        ``client.streams.consume``'s (``limit``, ``lease``...)."""
+        if self.kind != "stream":
+            raise Invalid(f"input {self.name!r} is a {self.kind}, not a stream: read it with "
+                          f"cumulo.job.inputs[{self.name!r}].arrow() or .path")
+        return _client().streams.consume(self.spec["stream"], group=self.spec["group"],
+                                         start=self.spec.get("start", "TRIM_HORIZON"),
+                                         idle=idle, **options)
 
     def arrow(self) -> pa.Table:
         """The input as an Arrow table."""
+        self._not_a_stream()
         if self.kind == "table":
             if self.spec.get("uri"):
                 from deltalake import DeltaTable
@@ -172,6 +200,13 @@ class _Inputs(Mapping[str, JobInput]):
 
     def __len__(self) -> int:
         return len(self._specs)
+
+
+def stream(name: str, *, idle: float | None = None, **options: Any) -> GroupConsumer:
+    """The stream input ``name`` (``--input name=stream:clicks``), read with checkpoints:
+    :meth:`JobInput.consume`."""
+    job = jobenv.current()
+    return _Inputs(job.inputs if job else {})[name].consume(idle=idle, **options)
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:

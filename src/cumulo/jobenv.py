@@ -81,7 +81,16 @@ def current(environ: Mapping[str, str] | None = None) -> JobEnv | None:
 
 def input_ref(spec: Mapping[str, Any]) -> str:
     """How a job's input (an entry of ``JobEnv.inputs``) is written: ``db.table@v3`` for a
-    table at its pinned version, ``bucket/prefix`` for files."""
+    table at its pinned version, ``bucket/prefix`` for files, ``stream:clicks?group=G`` for
+    a stream read in consumer group G.
+
+    >>> input_ref({"kind": "stream", "stream": "clicks", "group": "etl", "start": "LATEST"})
+    'stream:clicks?group=etl&from=LATEST'
+    """
     if spec["kind"] == "table":
         return f"{spec['table']}@v{spec['version']}"
+    if spec["kind"] == "stream":
+        start = spec.get("start", "TRIM_HORIZON")
+        return (f"stream:{spec['stream']}?group={spec['group']}"
+                + (f"&from={start}" if start != "TRIM_HORIZON" else ""))
     return f"{spec['bucket']}/{spec['prefix']}"

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
     from cumulo.storage.backends import Backend
+    from cumulo.streams.delivery import Deliveries
+    from cumulo.streams.scoring import Scorers
     from cumulo.streams.service import StreamEngine
 
 __all__ = ["Running", "Services", "services"]
@@ -54,6 +56,8 @@ class Services:
     backups: BackupScheduler  # backup schedules, and backups run now
     plane: Membership  # this control plane's row and lease among those sharing the database
     streams: StreamEngine  # streams' shard logs (cumulo.streams)
+    deliveries: Deliveries  # streams delivered into lake tables (Firehose's)
+    scorers: Scorers  # streams scored through endpoints as records come
 
 
 def services(request: Request) -> Services:

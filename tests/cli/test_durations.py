@@ -66,6 +66,8 @@ OPTIONS = [
     Opt(("files", "presign", "none/x"), "--expires", DURATION, then="bucket 'none'"),
     Opt(("streams", "create", "dur-stream"), "--retention", DURATION, good="48h"),
     Opt(("streams", "get", "none"), "--at", TIME, then="stream 'none'"),
+    Opt(("streams", "deliver", "none", "--to-table", "web.t"), "--buffer", DURATION,
+        good="1MB/60s", then="stream 'none'"),
 ]
 
 

@@ -52,7 +52,8 @@ def test_sign_in_with_a_password_or_a_token_and_out(  # type: ignore[no-untyped-
 
 
 def test_every_section_opens_without_errors(page, console_server: Cumulo) -> None:  # type: ignore[no-untyped-def]
-    for section in ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "costs"):
+    for section in ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "streams",
+                    "costs"):
         page.goto(f"/{section}")
         expect(page.locator("main h1")).to_be_visible()
         expect(page.get_by_role("alert")).to_have_count(0)

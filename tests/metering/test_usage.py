@@ -48,3 +48,32 @@ def test_summaries(tmp_path: Path) -> None:
         with pytest.raises(Invalid, match="is not a time: use a date like"):
             usage.summarize(session, since="yesterday")
     engine.dispose()
+
+
+def test_quantities_show_only_where_records_have_them(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    upgrade(engine)
+    prices = Prices(vcpu_hour=36.0, gb_hour=0.0, gpu_hour=0.0, shard_hour=1.0,
+                    million_put_units=1e6)  # a dollar a shard-hour and a dollar a PUT unit
+    when = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    with Session(engine) as session:
+        usage.record(session, prices, kind="job", ref="j1", cluster="local", user_id=None,
+                     tags=[], started_at=when, ended_at=when, cpu_seconds=10,
+                     memory_gb_seconds=0, gpu_seconds=0, wall_seconds=1)
+        row = usage.record(session, prices, kind="stream", ref="clicks", cluster=None,
+                           user_id=None, tags=[], started_at=when, ended_at=when,
+                           quantities={"shard_hours": 2.0, "put_units": 3})
+        assert row.cost_usd == pytest.approx(5.0)
+        with pytest.raises(ValueError, match="have no price"):
+            usage.record(session, prices, kind="stream", ref="x", cluster=None, user_id=None,
+                         tags=[], started_at=when, ended_at=when, quantities={"bytes": 1.0})
+        session.commit()
+        by_kind = usage.summarize(session, by="kind")
+        job, stream = by_kind["rows"]
+        assert "shard_hours" not in job and "put_units" not in job
+        assert (stream["shard_hours"], stream["put_units"], stream["cost_usd"]) == (2.0, 3, 5.0)
+        assert by_kind["total"]["put_units"] == 3
+        assert by_kind["total"]["cost_usd"] == pytest.approx(5.1)
+        jobs = usage.summarize(session, by="kind", kind="job")
+        assert "shard_hours" not in jobs["total"]
+    engine.dispose()

@@ -118,6 +118,8 @@ def config(seeds: dict[str, str]) -> str:
         ("include-name", "DELETE /api/v1/tables/{database}/{table}", {"path.table": "doomed"}),
         ("include-name", "DELETE /api/v1/jobs/{job_id}", {"path.job_id": seeds["doomed_job"]}),
         ("include-name", "DELETE /api/v1/pipelines/{name}", {"path.name": "doomed"}),
+        # a subscription holds its answer open for `seconds` (five minutes unless told)
+        ("include-name", "GET /api/v1/streams/{name}/subscribe", {"query.seconds": 1}),
     ]
     for key, value, parameters in scoped:
         lines += ["", "[[operations]]", f"{key} = {_toml(value)}",

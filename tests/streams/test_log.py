@@ -250,6 +250,14 @@ def test_wait_is_woken_by_an_append(tmp_path: Path) -> None:
     assert log.wait(0, 10) is True  # one is already there: no waiting
     assert log.wait(1, 0.05) is False
 
+    # A nudge (the shard was closed by a split or merge) ends a long poll at its end.
+    nudger = threading.Timer(0.1, log.nudge)
+    nudger.start()
+    started = time.monotonic()
+    assert log.wait(1, 10) is False
+    assert time.monotonic() - started < 5
+    nudger.join()
+
     closer = threading.Timer(0.1, log.close)
     closer.start()
     started = time.monotonic()

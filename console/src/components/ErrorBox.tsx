@@ -27,6 +27,7 @@ const STATES: Record<string, string> = {
   cached: "ok", skipped: "muted", cancelled: "muted", deleted: "muted",
   in_service: "ok", creating: "wait", baking: "info", finishing: "wait", done: "ok", rolled_back: "muted",
   deleting: "muted", rolling_back: "bad",
+  open: "ok", closed: "muted", active: "ok",
   failed: "bad", error: "bad", rejected: "bad", timed_out: "bad", unhealthy: "bad",
 };
 

@@ -16,6 +16,7 @@ const SERVICES: Entry[] = [
   { to: "/models", label: "Models", needs: [["models:List", "model/*"]] },
   { to: "/endpoints", label: "Endpoints", needs: [["endpoints:List", "endpoint/*"]] },
   { to: "/pipelines", label: "Pipelines", needs: [["pipelines:List", "pipeline/*"]] },
+  { to: "/streams", label: "Streams", needs: [["streams:List", "stream/*"]] },
   { to: "/costs", label: "Costs", needs: [["costs:Read", "*"]] },
 ];
 

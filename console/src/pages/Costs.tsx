@@ -16,6 +16,8 @@ interface Figures {
   wall_seconds: number;
   cost_usd: number;
   count: number;
+  shard_hours?: number; // streams only: present when some stream was used
+  put_units?: number;
 }
 type Row = Figures & Record<string, string | number>;
 interface Summary { by: string; since: string | null; until: string | null; rows: Row[]; total: Figures; prices: Prices }
@@ -23,12 +25,13 @@ interface Cluster { name: string; type: string }
 
 /** What use would cost at AWS's on-demand list prices, whatever this server's price sheet. */
 const awsCost = (f: Figures) => (f.cpu_seconds * AWS_LIST.vcpu_hour + f.memory_gb_seconds * AWS_LIST.gb_hour
-  + f.gpu_seconds * AWS_LIST.gpu_hour) / 3600;
+  + f.gpu_seconds * AWS_LIST.gpu_hour) / 3600
+  + (f.shard_hours ?? 0) * AWS_LIST.shard_hour + (f.put_units ?? 0) * AWS_LIST.million_put_units / 1e6;
 
 const WINDOWS = [["7", "Last 7 days"], ["30", "Last 30 days"], ["90", "Last 90 days"]];
 const GROUPS: [string, string][] = [["day", "Day"], ["kind", "Service"], ["tag", "Tag"], ["cluster", "Cluster"],
-                                    ["user", "User"], ["item", "Job, endpoint or build"]];
-const SERVICE: Record<string, string> = { job: "Jobs", endpoint: "Endpoints", environment: "Environment builds" };
+                                    ["user", "User"], ["item", "Job, endpoint, build or stream"]];
+const SERVICE: Record<string, string> = { job: "Jobs", endpoint: "Endpoints", environment: "Environment builds", stream: "Streams" };
 const hours = (s: number) => number(s / 3600, 3);
 
 export default function Costs() {
@@ -59,8 +62,8 @@ export default function Costs() {
       <PageHeader title="Costs">
         <button type="button" onClick={data.reload}>Refresh</button>
       </PageHeader>
-      <p className="muted ops-intro">What your jobs and endpoints used, and what that use would cost at the price sheet's
-        rates. Usage is recorded when a job attempt ends, and every few minutes for each endpoint replica.</p>
+      <p className="muted ops-intro">What your jobs, endpoints and streams used, and what that use would cost at the price sheet's
+        rates. Usage is recorded when a job attempt ends, and every few minutes for each endpoint replica and stream.</p>
       <form className="ops-filters row" aria-label="Cost window" onSubmit={(e) => e.preventDefault()}>
         <fieldset className="cost-window">
           <legend className="ops-hidden">Window</legend>
@@ -77,6 +80,7 @@ export default function Costs() {
             <option value="job">jobs</option>
             <option value="endpoint">endpoints</option>
             <option value="environment">environment builds</option>
+            <option value="stream">streams</option>
           </select>
         </label>
       </form>
@@ -157,12 +161,15 @@ function Basis({ prices, clusters, used }: { prices?: Prices; clusters: Cluster[
         <>
           <strong>Cost at AWS on-demand prices.</strong> This work ran on {where.join(", ") || "your own clusters"}, not on AWS.
           Each figure is what the same use would cost at AWS's on-demand list prices in us-east-1: ${prices.vcpu_hour} per
-          vCPU-hour and ${prices.gb_hour} per GB-hour (Fargate), ${prices.gpu_hour} per GPU-hour (a g5.xlarge's A10G).
+          vCPU-hour and ${prices.gb_hour} per GB-hour (Fargate), ${prices.gpu_hour} per GPU-hour (a g5.xlarge's A10G); streams
+          at ${prices.shard_hour ?? AWS_LIST.shard_hour} per shard-hour and ${prices.million_put_units ?? AWS_LIST.million_put_units} per
+          million PUT payload units (Kinesis Data Streams, provisioned).
         </>
       ) : (
         <>
           <strong>Cost at this server's price sheet</strong> ({where.join(", ")}): ${prices.vcpu_hour} per vCPU-hour,
-          ${prices.gb_hour} per GB-hour, ${prices.gpu_hour} per GPU-hour (the <code>[prices]</code> settings; the defaults are
+          ${prices.gb_hour} per GB-hour, ${prices.gpu_hour} per GPU-hour, ${prices.shard_hour ?? 0} per stream shard-hour,
+          ${prices.million_put_units ?? 0} per million PUT payload units (the <code>[prices]</code> settings; the defaults are
           AWS's on-demand list prices).
         </>
       )}{" "}
@@ -174,15 +181,18 @@ function Basis({ prices, clusters, used }: { prices?: Prices; clusters: Cluster[
 
 function FiguresTable({ summary, group }: { summary: Summary; group: string }) {
   const label = GROUPS.find(([g]) => g === group)![1];
+  const streams = summary.total.shard_hours !== undefined; // streams' columns, only when some were used
   const rows = group === "day" ? [...summary.rows].reverse() : [...summary.rows].sort((a, b) => b.cost_usd - a.cost_usd);
   const link = (key: string) => {
     if (group === "item" && key.startsWith("job ")) return <Link to={`/jobs/${key.slice(4)}`}>{key}</Link>;
     if (group === "item" && key.startsWith("endpoint ")) return <Link to={`/endpoints/${encodeURIComponent(key.slice(9))}`}>{key}</Link>;
+    if (group === "item" && key.startsWith("stream ")) return <Link to={`/streams/${encodeURIComponent(key.slice(7))}`}>{key}</Link>;
     if (group === "kind") return SERVICE[key] ?? key;
     return key;
   };
   return (
-    <Table label="Cost figures" head={[label, "Cost", "vCPU-hours", "GB-hours", "GPU-hours", "Wall hours", "Records"]}
+    <Table label="Cost figures" head={[label, "Cost", "vCPU-hours", "GB-hours", "GPU-hours", "Wall hours",
+                                      ...(streams ? ["Shard-hours", "PUT units"] : []), "Records"]}
            empty={rows.length === 0 ? "Nothing was used in this window" : undefined}>
       {rows.map((r) => (
         <tr key={String(r[group])}>
@@ -192,6 +202,8 @@ function FiguresTable({ summary, group }: { summary: Summary; group: string }) {
           <td className="num">{hours(r.memory_gb_seconds)}</td>
           <td className="num">{hours(r.gpu_seconds)}</td>
           <td className="num">{hours(r.wall_seconds)}</td>
+          {streams && <><td className="num">{number(Number(r.shard_hours ?? 0))}</td>
+            <td className="num">{number(Number(r.put_units ?? 0))}</td></>}
           <td className="num">{r.count}</td>
         </tr>
       ))}
@@ -203,6 +215,8 @@ function FiguresTable({ summary, group }: { summary: Summary; group: string }) {
           <td className="num">{hours(summary.total.memory_gb_seconds)}</td>
           <td className="num">{hours(summary.total.gpu_seconds)}</td>
           <td className="num">{hours(summary.total.wall_seconds)}</td>
+          {streams && <><td className="num">{number(summary.total.shard_hours ?? 0)}</td>
+            <td className="num">{number(summary.total.put_units ?? 0)}</td></>}
           <td className="num">{summary.total.count}</td>
         </tr>
       )}

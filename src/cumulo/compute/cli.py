@@ -146,7 +146,8 @@ def run_job(
     image: str | None = typer.Option(None, "--image",
                                      help="run in this container image (Podman or Docker)"),
     input: list[str] = typer.Option([], "--input", "-i",
-                                    help="NAME=db.table[@vN] or NAME=bucket/prefix/"),
+                                    help="NAME=db.table[@vN], NAME=bucket/prefix/ or "
+                                    "NAME=stream:STREAM[?group=G] (read with checkpoints)"),
     max_runtime: str | None = typer.Option(None, "--max-runtime",
                                            help="stop it after this long, like 30m, 1h30m or "
                                            "2d (default: no limit)"),

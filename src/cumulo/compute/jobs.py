@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 from collections.abc import Iterator
@@ -17,15 +18,21 @@ from cumulo.access import holders, projects
 from cumulo.access.users import user_names
 from cumulo.compute.clusters import get_cluster
 from cumulo.compute.models import ACTIVE, FINISHED, CodeSnapshot, Job, JobArtifact, JobMetric
-from cumulo.compute.spec import MAX_DURATION, InputRef, parse_env, parse_inputs
+from cumulo.compute.spec import (
+    MAX_DURATION,
+    STREAM_PREFIX,
+    InputRef,
+    parse_env,
+    parse_inputs,
+)
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal, require_each
 from cumulo.storage.backends import Backend
 from cumulo.units import parse_duration, parse_size
 
-__all__ = ["JobRequest", "cancel_job", "find_job", "get_job", "list_jobs", "record_metrics",
-           "retry_job", "submit_job"]
+__all__ = ["JobRequest", "cancel_job", "default_group", "find_job", "get_job", "list_jobs",
+           "record_metrics", "retry_job", "submit_job"]
 
 MAX_RETRIES = 10
 STATES = (*ACTIVE, *FINISHED)
@@ -94,11 +101,11 @@ def _check_entry(session: Session, req: JobRequest) -> tuple[str | None, list[st
 
 
 def _resolve_inputs(session: Session, storage: Backend, principal: Principal,
-                    refs: list[InputRef], local: bool) -> dict[str, Any]:
-    """Pin each input now: a table to its current (or named) version, files to their prefix.
-    The submitter must be able to read each (the job reads as them). A table with masks or
-    row filters for them is read through the lake's API, which applies them, never from its
-    files."""
+                    refs: list[InputRef], local: bool, job_name: str) -> dict[str, Any]:
+    """Pin each input now: a table to its current (or named) version, files to their prefix,
+    a stream to the consumer group the job reads it in. The submitter must be able to read
+    each (the job reads as them). A table with masks or row filters for them is read through
+    the lake's API, which applies them, never from its files."""
     from cumulo.lake.access import restricted
     from cumulo.lake.catalog import get_table, table_info
     from cumulo.lake.refs import parse_ref
@@ -106,6 +113,9 @@ def _resolve_inputs(session: Session, storage: Backend, principal: Principal,
 
     resolved: dict[str, Any] = {}
     for ref in refs:
+        if ref.kind == "stream":
+            resolved[ref.name] = _stream_input(session, principal, ref, job_name)
+            continue
         if ref.kind == "table":
             try:
                 table_ref = parse_ref(ref.ref)
@@ -145,6 +155,56 @@ def _resolve_inputs(session: Session, storage: Backend, principal: Principal,
                 spec["path"] = str(path)
         resolved[ref.name] = spec
     return resolved
+
+
+_STREAM_OPTIONS = ("group", "from")
+_STREAM_STARTS = ("TRIM_HORIZON", "LATEST")
+
+
+def default_group(job_name: str) -> str:
+    """The consumer group a job reads a stream input in unless it names one: one per job
+    name, so a retried attempt, and the next job of that name, go on from its checkpoints."""
+    return "job-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", job_name).strip("-") or "job")[:120]
+
+
+def _stream_input(session: Session, principal: Principal, ref: InputRef,
+                  job_name: str) -> dict[str, Any]:
+    """``stream:NAME[?group=G&from=LATEST]``: the stream must exist and the submitter read
+    it; the job reads it as a member of consumer group G (``cumulo.job.stream``)."""
+    from urllib.parse import parse_qsl
+
+    from cumulo.streams import groups
+    from cumulo.streams.service import get_stream
+
+    name, _, query = ref.ref.removeprefix(STREAM_PREFIX).partition("?")
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True)) \
+            if query else {}
+    except ValueError:
+        raise Invalid(f"input {ref.name!r}: {ref.ref!r}: a stream's options are KEY=VALUE "
+                      "joined by '&' (stream:clicks?group=etl&from=LATEST)",
+                      details={"input": ref.name}) from None
+    unknown = sorted(set(options) - set(_STREAM_OPTIONS))
+    if unknown:
+        raise Invalid(f"input {ref.name!r}: {ref.ref!r} has option(s) {', '.join(unknown)}; "
+                      "a stream input takes group= and from= (stream:clicks?group=etl&"
+                      "from=LATEST)", details={"input": ref.name})
+    if not name:
+        raise Invalid(f"input {ref.name!r}: name the stream, as in stream:clicks",
+                      details={"input": ref.name})
+    start = options.get("from", "TRIM_HORIZON").upper()
+    if start not in _STREAM_STARTS:
+        raise Invalid(f"input {ref.name!r}: from={options['from']!r}: a group starts at "
+                      f"{' or '.join(_STREAM_STARTS)}", details={"input": ref.name})
+    group = options.get("group") or default_group(job_name)
+    try:
+        groups.check_group_name(group)
+        get_stream(session, name)
+    except (NotFound, Invalid) as exc:
+        raise type(exc)(f"input {ref.name!r}: {exc.message}", details={"input": ref.name}) \
+            from exc
+    principal.require("streams:Read", f"stream/{name}")
+    return {"kind": "stream", "stream": name, "group": group, "start": start}
 
 
 def _keys_under(session: Session, bucket: str, prefix: str) -> Iterator[str]:
@@ -197,9 +257,9 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
     env = parse_env(req.env)
     max_runtime = (parse_duration(req.max_runtime, what="--max-runtime", maximum=MAX_DURATION)
                    if req.max_runtime is not None else None)
-    inputs = _resolve_inputs(session, storage, principal, parse_inputs(req.inputs),
-                             local=cluster.type == "local")
     name = req.name or (entry or os.path.basename((command or ["job"])[0]))
+    inputs = _resolve_inputs(session, storage, principal, parse_inputs(req.inputs),
+                             local=cluster.type == "local", job_name=name)
     _enforce_quotas(session, project_id, name, float(req.cpus), int(req.gpus), memory)
     digest, label = environment_for(session, storage, principal, req, project_id,
                                     cluster_type=cluster.type)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cumulo.errors import Invalid
 
-__all__ = ["MAX_DURATION", "InputRef", "parse_env", "parse_inputs"]
+__all__ = ["MAX_DURATION", "STREAM_PREFIX", "InputRef", "parse_env", "parse_inputs"]
 
 MAX_DURATION = 365 * 86400  # the longest a job may run, or a cluster keep an idle worker
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -36,15 +36,21 @@ def _split(pair: str, option: str) -> tuple[str, str]:
     return key, value
 
 
+STREAM_PREFIX = "stream:"
+
+
 @dataclass(frozen=True)
 class InputRef:
-    """What ``--input name=ref`` names: a table (``db.table[@v3]``) or files (``bucket/prefix``)."""
+    """What ``--input name=ref`` names: a table (``db.table[@v3]``), files (``bucket/prefix``)
+    or a stream (``stream:clicks[?group=G&from=LATEST]``)."""
 
     name: str
     ref: str
 
     @property
     def kind(self) -> str:
+        if self.ref.startswith(STREAM_PREFIX):
+            return "stream"
         return "files" if "/" in self.ref else "table"
 
 
@@ -57,8 +63,8 @@ def parse_inputs(pairs: list[str] | dict[str, str]) -> list[InputRef]:
             raise Invalid(f"input name {name!r} must be 1-64 letters, digits, '_' or '-', "
                           "starting with a letter or '_'")
         if not ref:
-            raise Invalid(f"input {name!r} names nothing; give a table (sales.orders@v3) or "
-                          "files (bucket/prefix/)")
+            raise Invalid(f"input {name!r} names nothing; give a table (sales.orders@v3), "
+                          "files (bucket/prefix/) or a stream (stream:clicks)")
         if any(r.name == name for r in refs):
             raise Invalid(f"input {name!r} is given twice")
         refs.append(InputRef(name, ref))

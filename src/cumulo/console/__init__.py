@@ -6,10 +6,10 @@ talks to nothing but the public REST API of the server that served it: its Conte
 forbids requests to any other host.
 
 Pages live at ``/``, ``/files``, ``/tables``, ``/sql``, ``/jobs``, ``/models``, ``/endpoints``,
-``/pipelines``, ``/costs``, ``/backups``, and for identity and access ``/users``, ``/groups``,
-``/roles``, ``/policies``, ``/access``, ``/projects`` and ``/audit`` (and paths below them): each
-answers the app's ``index.html``, and the app's router shows the page. Built files are under
-``/assets``, named by their content, so a browser may keep them for good.
+``/pipelines``, ``/streams``, ``/costs``, ``/backups``, and for identity and access ``/users``,
+``/groups``, ``/roles``, ``/policies``, ``/access``, ``/projects`` and ``/audit`` (and paths below
+them): each answers the app's ``index.html``, and the app's router shows the page. Built files
+are under ``/assets``, named by their content, so a browser may keep them for good.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from fastapi.staticfiles import StaticFiles
 
 __all__ = ["SECTIONS", "built_dir", "mount"]
 
-SECTIONS = ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "costs", "users",
-            "groups", "roles", "policies", "access", "projects", "audit", "backups")
+SECTIONS = ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "streams",
+            "costs", "users", "groups", "roles", "policies", "access", "projects", "audit",
+            "backups")
 BUILT = Path(__file__).parent / "dist"
 # Scripts and styles from this server only, requests to this server only, never framed.
 # Inline styles are allowed: the pipeline designer's canvas positions its nodes with them.

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from cumulo.errors import Conflict, Invalid, NotFound
@@ -28,6 +28,7 @@ __all__ = [
     "restore",
     "schema_diff",
     "table_lock",
+    "transaction_versions",
     "write",
 ]
 
@@ -178,9 +179,13 @@ class WriteResult:
 def write(
     loc: Location, reader: pa.RecordBatchReader, *, mode: Mode, user: str, name: str,
     partition_by: list[str] | None = None, keys: list[str] | None = None, evolve: bool = False,
+    transactions: dict[str, int] | None = None,
 ) -> WriteResult:
-    """Write a stream of batches to the table at ``loc`` as one commit."""
-    commit = CommitProperties(custom_metadata={"userName": user})
+    """Write a stream of batches to the table at ``loc`` as one commit. ``transactions``
+    (application id: version) are committed with it, as Delta's app transactions: a writer
+    that must write each batch once keeps where it is there (see :func:`transaction_versions`)."""
+    commit = CommitProperties(custom_metadata={"userName": user}, app_transactions=[
+        Transaction(app_id, version) for app_id, version in (transactions or {}).items()])
     with table_lock(loc.uri):
         existing = exists(loc)
         if mode == "create" and existing:
@@ -254,6 +259,13 @@ def _merge(table: DeltaTable, reader: pa.RecordBatchReader, keys: list[str],
 def quote_ident(name: str) -> str:
     """A quoted SQL identifier: column names come from users' data."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def transaction_versions(loc: Location, app_ids: list[str]) -> dict[str, int | None]:
+    """The version each application last committed to the table with its writes (None: it
+    never did), as the table's latest version has them."""
+    table = DeltaTable(loc.uri, storage_options=loc.options)
+    return {app_id: table.transaction_version(app_id) for app_id in app_ids}
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -28,5 +28,6 @@ def costs(session: DbSession, request: Request, by: str = "day", since: str | No
                               project=project)
     prices = services(request).settings.prices
     summary["prices"] = {"vcpu_hour": prices.vcpu_hour, "gb_hour": prices.gb_hour,
-                         "gpu_hour": prices.gpu_hour, "currency": "USD"}
+                         "gpu_hour": prices.gpu_hour, "shard_hour": prices.shard_hour,
+                         "million_put_units": prices.million_put_units, "currency": "USD"}
     return summary

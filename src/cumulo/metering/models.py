@@ -14,14 +14,15 @@ __all__ = ["UsageRecord"]
 
 
 class UsageRecord(Base):
-    """One finished piece of work (a job attempt, say), written once and never changed."""
+    """One finished piece of work (a job attempt, say) or a period of use (an endpoint's
+    replica, a stream), written once and never changed."""
 
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_records_day", "day"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # job | ...
-    ref: Mapped[str] = mapped_column(String(128))  # the job id, ...
+    kind: Mapped[str] = mapped_column(String(32))  # job | endpoint | environment | stream
+    ref: Mapped[str] = mapped_column(String(128))  # the job id, the endpoint's name, ...
     cluster: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
@@ -35,6 +36,9 @@ class UsageRecord(Base):
     memory_gb_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # What was used besides compute time, by name (a stream's {"shard_hours": 1.5,
+    # "put_units": 1200}); each is priced by the sheet (cumulo.metering.usage.QUANTITIES).
+    quantities: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 

@@ -27,7 +27,8 @@ class CostsClient:
         """Usage and cost summed ``by`` day, cluster, user, project, tag or kind (of one
         project's work with ``project``), from the day of
         ``since`` to the day of ``until`` (both counted): dates like ``2026-11-26``, times
-        like ``2026-11-26T10:00:00Z``, or spans back from now like ``7d`` or ``1h30m``."""
+        like ``2026-11-26T10:00:00Z``, or spans back from now like ``7d`` or ``1h30m``.
+        Streams' figures add ``shard_hours`` and ``put_units`` to the groups that have any."""
         params = {k: v for k, v in {"by": by, "since": _day(since, "--since"),
                                     "until": _day(until, "--until"),
                                     "kind": kind, "project": project}.items()

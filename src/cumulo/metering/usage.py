@@ -15,31 +15,48 @@ from cumulo.errors import Invalid
 from cumulo.metering.models import UsageRecord
 from cumulo.units import day_of
 
-__all__ = ["GroupBy", "price", "record", "summarize"]
+__all__ = ["QUANTITIES", "GroupBy", "price", "record", "summarize"]
 
 GroupBy = Literal["day", "cluster", "user", "project", "tag", "kind", "item"]
 GROUPS = ("day", "cluster", "user", "project", "tag", "kind", "item")
 
+# What is metered besides compute time: each quantity's name in a usage record, the price
+# sheet's field that prices it, and how many of the quantity that price is for.
+QUANTITIES: dict[str, tuple[str, float]] = {
+    "shard_hours": ("shard_hour", 1.0),  # a stream's shards, open for an hour each
+    "put_units": ("million_put_units", 1e6),  # PUT payload units: 25 KiB of a record each
+}
 
-def price(prices: Prices, *, cpu_seconds: float, memory_gb_seconds: float,
-          gpu_seconds: float) -> float:
-    """Dollars for the use, at the sheet's hourly prices."""
-    return (cpu_seconds * prices.vcpu_hour + memory_gb_seconds * prices.gb_hour
-            + gpu_seconds * prices.gpu_hour) / 3600.0
+
+def price(prices: Prices, *, cpu_seconds: float = 0.0, memory_gb_seconds: float = 0.0,
+          gpu_seconds: float = 0.0, quantities: dict[str, float] | None = None) -> float:
+    """Dollars for the use, at the sheet's hourly prices, and its prices for ``quantities``
+    (named in QUANTITIES)."""
+    dollars = (cpu_seconds * prices.vcpu_hour + memory_gb_seconds * prices.gb_hour
+               + gpu_seconds * prices.gpu_hour) / 3600.0
+    for name, amount in (quantities or {}).items():
+        field, per = QUANTITIES[name]
+        dollars += amount * getattr(prices, field) / per
+    return dollars
 
 
 def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: str | None,
            user_id: int | None, tags: list[str], started_at: datetime, ended_at: datetime,
-           cpu_seconds: float, memory_gb_seconds: float, gpu_seconds: float,
-           wall_seconds: float, project: str | None = None) -> UsageRecord:
-    """Add (not commit) one usage record, priced now; ``project``: the work's project's name."""
+           cpu_seconds: float = 0.0, memory_gb_seconds: float = 0.0, gpu_seconds: float = 0.0,
+           wall_seconds: float = 0.0, project: str | None = None,
+           quantities: dict[str, float] | None = None) -> UsageRecord:
+    """Add (not commit) one usage record, priced now; ``project``: the work's project's name;
+    ``quantities``: what else was used (named in QUANTITIES)."""
+    unknown = set(quantities or ()) - set(QUANTITIES)
+    if unknown:  # a programming error, caught before a record no summary could price
+        raise ValueError(f"usage quantities {sorted(unknown)} have no price in the sheet")
     row = UsageRecord(
         kind=kind, ref=ref, cluster=cluster, user_id=user_id, project=project, tags=list(tags),
         day=ended_at.date().isoformat(), started_at=started_at, ended_at=ended_at,
         cpu_seconds=cpu_seconds, memory_gb_seconds=memory_gb_seconds, gpu_seconds=gpu_seconds,
-        wall_seconds=wall_seconds,
+        wall_seconds=wall_seconds, quantities=dict(quantities) if quantities else None,
         cost_usd=price(prices, cpu_seconds=cpu_seconds, memory_gb_seconds=memory_gb_seconds,
-                       gpu_seconds=gpu_seconds),
+                       gpu_seconds=gpu_seconds, quantities=quantities),
     )
     session.add(row)
     return row
@@ -56,7 +73,8 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
               until: str | None = None, kind: str | None = None,
               project: str | None = None) -> dict[str, Any]:
     """Usage and cost summed by day, cluster, user, project, tag or kind, between two dates
-    (of one project's work only, when ``project`` is given)."""
+    (of one project's work only, when ``project`` is given). A group's figures include a
+    quantity (``shard_hours``, ``put_units``) only where its records have some."""
     if by not in GROUPS:
         raise Invalid(f"cannot group costs by {by!r}; use one of {', '.join(GROUPS)}")
     query = select(UsageRecord)
@@ -86,14 +104,18 @@ def summarize(session: Session, *, by: str = "day", since: str | None = None,
         values = {"cpu_seconds": row.cpu_seconds, "memory_gb_seconds": row.memory_gb_seconds,
                   "gpu_seconds": row.gpu_seconds, "wall_seconds": row.wall_seconds,
                   "cost_usd": row.cost_usd, "count": 1}
+        # Quantities are added to a group's figures (and the total's) only where some record
+        # has them: a summary of jobs and endpoints reads as it always did.
+        values.update(row.quantities or {})
         for key in keys:
             for name, value in values.items():
                 groups[key][name] += value
         for name, value in values.items():
-            total[name] += value
+            total[name] = total.get(name, 0.0) + value
 
     def tidy(values: dict[str, float]) -> dict[str, float | int]:
-        return {k: int(v) if k == "count" else round(v, 6) for k, v in values.items()}
+        return {k: int(v) if k in ("count", "put_units") else round(v, 6)
+                for k, v in values.items()}
 
     rows = [{by: key, **tidy(g)} for key, g in sorted(groups.items())]
     return {"by": by, "since": start, "until": end, "project": project, "rows": rows,

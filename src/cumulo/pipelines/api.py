@@ -223,9 +223,14 @@ def cancel_run(run_id: str, session: DbSession, caller: Caller,
 
 
 class ScheduleIn(BaseModel):
-    name: str | None = Field(None, description="default PIPELINE-cron or PIPELINE-table")
+    name: str | None = Field(None, description="default PIPELINE-cron, PIPELINE-table or "
+                                               "PIPELINE-stream")
     cron: str | None = Field(None, description="5 fields (or 6, seconds last), UTC")
     table: str | None = Field(None, description="run when this table gets a new version")
+    stream: str | None = Field(None, description="run when this stream has received "
+                                                 "`every` records or bytes since the last run")
+    every: str | int | None = Field(None, description="with stream: records (1000) or bytes "
+                                                      "(5MB)")
     parameters: dict[str, Any] = Field(default_factory=dict)
     cluster: str = "local"
     missed: str = Field("latest", description="missed cron times: skip, latest or all")
@@ -251,13 +256,15 @@ def delete_schedule(schedule: str, session: DbSession, caller: Caller) -> Respon
 
 @router.post("/{name}/schedules",
              dependencies=[allow("pipelines:Schedule", "pipeline/{name}")], status_code=201,
-             summary="Run a pipeline on a cron schedule, or when a table changes")
+             summary="Run a pipeline on a cron schedule, when a table changes, or when a "
+                     "stream has received so many records")
 def create_schedule(name: str, body: ScheduleIn, session: DbSession, caller: Caller,
                     request: Request) -> dict[str, Any]:
     row = schedules.create_schedule(
         session, services(request).storage, caller, name, name=body.name, cron=body.cron,
         table=body.table, parameters=body.parameters, cluster=body.cluster,
-        missed=body.missed)
+        missed=body.missed, stream=body.stream, every=body.every,
+        streams=services(request).streams)
     services(request).pipelines.notify()
     return schedules.schedule_doc(row)
 

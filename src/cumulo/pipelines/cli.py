@@ -14,6 +14,7 @@ from cumulo.cli.output import (
     JsonOpt,
     ProjectOpt,
     console,
+    human_bytes,
     print_json,
     show_result,
     show_rows,
@@ -314,7 +315,8 @@ def cancel(ctx: typer.Context, run_id: str, as_json: bool = JsonOpt) -> None:
     show_result(out, f"run {out['id']}: cancelling", as_json=as_json)
 
 
-schedules_app = typer.Typer(help="Schedules and table triggers.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Schedules, and triggers on tables and streams.",
+                           no_args_is_help=True)
 pipelines_app.add_typer(schedules_app, name="schedules")
 
 
@@ -324,30 +326,55 @@ def schedule(ctx: typer.Context, name: str,
                                              help="'MIN HOUR DAY MONTH WEEKDAY' in UTC"),
              on_table: str | None = typer.Option(None, "--on-table",
                                                  help="run when this table gets a new version"),
+             on_stream: str | None = typer.Option(None, "--on-stream",
+                                                  help="run when this stream has received "
+                                                  "--every records or bytes"),
+             every: str | None = typer.Option(None, "--every",
+                                              help="with --on-stream: a number of records "
+                                              "(1000) or a size (5MB) since the last run"),
              param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE"),
              cluster: str = typer.Option("local", "--cluster", "-c"),
              missed: str = typer.Option("latest", "--missed",
                                         help="missed cron times: skip, latest or all"),
              schedule_name: str | None = typer.Option(None, "--name"),
              as_json: bool = JsonOpt) -> None:
-    """Run a pipeline on a cron schedule, or whenever a table gets a new version."""
+    """Run a pipeline on a cron schedule, whenever a table gets a new version, or whenever a
+    stream has received so many records (or bytes)."""
     out = client(ctx).pipelines.schedule(name, cron=cron, table=on_table,
                                          parameters=_params(param), cluster=cluster,
-                                         missed=missed, schedule_name=schedule_name)
+                                         missed=missed, schedule_name=schedule_name,
+                                         stream=on_stream, every=every)
     when_text = f"cron {out['cron']}, next {when(out['next_at'])} UTC" if out["cron"] else \
-        f"each new version of {out['table']} (now v{out['last_version']})"
+        f"each new version of {out['table']} (now v{out['last_version']})" if out["table"] \
+        else f"each {_every(out)} that come to stream {out['stream']}"
     show_result(out, f"schedule {out['name']}: runs {out['pipeline']} on {when_text}",
                 as_json=as_json)
+
+
+def _every(schedule: dict[str, Any]) -> str:
+    if schedule["every_records"]:
+        return f"{schedule['every_records']} records"
+    return human_bytes(schedule["every_bytes"])
+
+
+def _on(schedule: dict[str, Any]) -> str:
+    if schedule["cron"]:
+        return f"cron {schedule['cron']}"
+    if schedule["table"]:
+        return f"table {schedule['table']}"
+    pending = (f"{schedule['pending_records']} records" if schedule["every_records"]
+               else human_bytes(schedule["pending_bytes"] or 0))
+    return f"stream {schedule['stream']} every {_every(schedule)} ({pending} so far)"
 
 
 @schedules_app.command("ls")
 def list_schedules(ctx: typer.Context,
                    pipeline: str | None = typer.Option(None, "--pipeline", "-p"),
                    project: str | None = ProjectOpt, as_json: bool = JsonOpt) -> None:
-    """List schedules and table triggers (of one project's pipelines with --project)."""
+    """List schedules and triggers (of one project's pipelines with --project)."""
     show_rows(client(ctx).pipelines.schedules(pipeline, project=project), {
         "schedule": "name", "pipeline": "pipeline",
-        "on": lambda r: f"cron {r['cron']}" if r["cron"] else f"table {r['table']}",
+        "on": _on,
         "missed": "missed", "next": lambda r: when(r["next_at"]), "last run": "last_run",
         "message": lambda r: r["message"] or "",
     }, as_json=as_json)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -130,7 +131,8 @@ class LineageEdge(Base):
 
 
 class PipelineSchedule(Created, Base):
-    """Runs a pipeline on a cron schedule, or when a table gets a new version."""
+    """Runs a pipeline on a cron schedule, when a table gets a new version, or when a stream
+    has received so many records (or bytes) since the last run."""
 
     __tablename__ = "pipeline_schedules"
 
@@ -149,6 +151,14 @@ class PipelineSchedule(Created, Base):
     last_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # table
     last_run: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # the last firing's
+    # A trigger on a stream's volume: a run once `every_records` records (or `every_bytes`
+    # bytes) came since the last one. `stream_state`: {"from": {shard: the last sequence the
+    # last run covered}, "counted": {shard: the last sequence counted}, "records": n,
+    # "bytes": n (counted since the last run)}, sequences as the shard's log numbers them.
+    stream: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    every_records: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    every_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    stream_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 state.declare("pipelines", tables=("pipelines", "pipeline_versions", "pipeline_runs",

@@ -117,11 +117,15 @@ class PipelinesClient:
 
     def schedule(self, name: str, *, cron: str | None = None, table: str | None = None,
                  parameters: dict[str, Any] | None = None, cluster: str = "local",
-                 missed: str = "latest", schedule_name: str | None = None) -> dict[str, Any]:
-        """Run the pipeline on a ``cron`` schedule (UTC), or whenever ``table`` gets a new
-        version. ``missed`` cron times: ``skip``, ``latest`` (run once) or ``all``."""
+                 missed: str = "latest", schedule_name: str | None = None,
+                 stream: str | None = None, every: str | int | None = None) -> dict[str, Any]:
+        """Run the pipeline on a ``cron`` schedule (UTC), whenever ``table`` gets a new
+        version, or whenever ``stream`` has received ``every`` records (``1000``) or bytes
+        (``"5MB"``) since the last run. ``missed`` cron times: ``skip``, ``latest`` (run
+        once) or ``all``."""
         return self._t.json("POST", f"/api/v1/pipelines/{name}/schedules",  # type: ignore[no-any-return]
                             json={"name": schedule_name, "cron": cron, "table": table,
+                                  "stream": stream, "every": every,
                                   "parameters": parameters or {}, "cluster": cluster,
                                   "missed": missed})
 

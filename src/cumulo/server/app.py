@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -45,7 +47,7 @@ from cumulo.server.openapi import install_openapi
 from cumulo.server.sso import router as sso_router
 from cumulo.server.status import router as status_router
 from cumulo.services import Services
-from cumulo.serving.api import endpoints_router, invocations_router
+from cumulo.serving.api import endpoints_router, invocations_router, invoke_soon
 from cumulo.storage.api import router as storage_router
 from cumulo.storage.backends import Backend
 from cumulo.streams.api import router as streams_router
@@ -89,6 +91,8 @@ async def _running(settings: Settings, engine: Engine,
     from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
+    from cumulo.streams.delivery import Deliveries
+    from cumulo.streams.scoring import Scorers
     from cumulo.streams.service import StreamEngine
 
     async with AsyncExitStack() as stack:
@@ -109,7 +113,20 @@ async def _running(settings: Settings, engine: Engine,
         # Endpoints' environments are built by the supervisor's builder: one per machine.
         endpoints = EndpointManager(settings, loops, tracking, storage, envs=supervisor.envs,
                                     plane=plane)
-        pipelines = Orchestrator(loops, storage, supervisor.notify, fire_schedules=schedules.fire,
+        archive = None  # old segments of the embedded log, to storage (streams/archive.py)
+        if settings.stream_archive_seconds is not None and not settings.streams_url:
+            from cumulo.streams.archive import SegmentArchive
+
+            archive = SegmentArchive(storage, settings.home / "streams-cache",
+                                     after=settings.stream_archive_seconds)
+        streams = StreamEngine(settings.home, streams_url=settings.streams_url,
+                               subscriptions=settings.stream_subscriptions,
+                               prices=settings.prices, meter_every=settings.stream_meter_seconds,
+                               archive=archive)
+        stack.callback(streams.close)
+        # Triggers on a stream's volume count in this engine's logs.
+        pipelines = Orchestrator(loops, storage, supervisor.notify,
+                                 fire_schedules=functools.partial(schedules.fire, streams=streams),
                                  plane=plane)
         supervisor.listeners.append(pipelines.notify)
         sessions = sessionmaker(engine, expire_on_commit=False)
@@ -121,8 +138,13 @@ async def _running(settings: Settings, engine: Engine,
         forward = Forwarder()
         stack.callback(forward.close)
         backups = BackupScheduler(settings, loops, plane=plane)
-        streams = StreamEngine(settings.home)
-        stack.callback(streams.close)
+        deliveries = Deliveries(streams, sessionmaker(loops, expire_on_commit=False), storage,
+                                plane)
+        # Scorers send records to endpoints through the invocations' forwarding, on this
+        # event loop.
+        loop = asyncio.get_running_loop()
+        scorers = Scorers(streams, sessionmaker(loops, expire_on_commit=False), storage, plane,
+                          invoke=lambda name, body: invoke_soon(running, loop, name, body))
         running = Services(
             settings=settings, engine=engine, sessions=sessions, storage=storage,
             tokens=TokenCache(sessions),
@@ -130,7 +152,7 @@ async def _running(settings: Settings, engine: Engine,
             mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
             endpoints_forward=forward, trail=trail, backups=backups, plane=plane,
-            streams=streams,
+            streams=streams, deliveries=deliveries, scorers=scorers,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -144,6 +166,10 @@ async def _running(settings: Settings, engine: Engine,
         backups.start()
         stack.callback(backups.stop)
         streams.start(sessionmaker(loops, expire_on_commit=False))
+        deliveries.start()  # after the engine: they read its logs
+        stack.callback(deliveries.stop)
+        scorers.start()
+        stack.callback(scorers.stop)
         yield running
 
 

@@ -10,6 +10,7 @@ control plane's own key, which every replica takes (:mod:`cumulo.serving.allowed
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from cumulo.ml.registry import Registry
     from cumulo.serving.manager import EndpointManager
 
-__all__ = ["endpoints_router", "forward_invocation", "invocations_router"]
+__all__ = ["endpoints_router", "forward_invocation", "invocations_router", "invoke_soon"]
 
 endpoints_router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 invocations_router = APIRouter(tags=["endpoints"])
@@ -463,6 +464,25 @@ async def forward_invocation(
     except ReplicaGone as exc:
         raise Unavailable(f"endpoint {name!r} did not answer: {exc}", retry_after=1) from exc
     return status, [(k, v) for k, v in answered if k in FORWARDED_HEADERS], content
+
+
+def invoke_soon(running: Services, loop: asyncio.AbstractEventLoop, name: str,
+                body: bytes) -> concurrent.futures.Future[tuple[int, bytes]]:
+    """:func:`forward_invocation` of a JSON body, for a caller on a thread of its own (a
+    stream's scorer), which has checked its rights itself: the endpoint's status and answer,
+    when they come (the call runs on the server's event loop ``loop``)."""
+    async def read(limit: int) -> bytes:
+        if len(body) > limit:
+            raise Invalid(f"a request of {len(body)} bytes is over endpoint {name!r}'s limit "
+                          f"of {limit} bytes")
+        return body
+
+    async def call() -> tuple[int, bytes]:
+        status, _, content = await forward_invocation(
+            running, name, [("content-type", "application/json")], read)
+        return status, content
+
+    return asyncio.run_coroutine_threadsafe(call(), loop)
 
 
 def _find_route(running: Services, name: str) -> tuple[str, str, int]:

@@ -1,9 +1,10 @@
 """The Kinesis Data Streams API (JSON 1.1 protocol, ``X-Amz-Target: Kinesis_20131202.*``),
 signed with SigV4 by the caller's access key (``cumulo keys``), so that
 ``boto3.client("kinesis", endpoint_url=CUMULO_URL)`` works unchanged: streams, shards, puts
-and reads, with Kinesis's error types (ResourceNotFoundException, ValidationException,
-ExpiredIteratorException, ...). The caller's grants decide (``streams:*`` on
-``stream/NAME``) in the one decision point.
+and reads, registered consumers and their push subscriptions (SubscribeToShard: an event
+stream, :mod:`cumulo.streams.eventstream`, fed by :mod:`cumulo.streams.push`), with Kinesis's
+error types (ResourceNotFoundException, ValidationException, ExpiredIteratorException, ...).
+The caller's grants decide (``streams:*`` on ``stream/NAME``) in the one decision point.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from anyio import to_thread
 from sqlalchemy.orm import Session
 from starlette.types import Receive, Scope, Send
@@ -26,8 +28,10 @@ from cumulo.errors import Conflict, CumuloError, Forbidden, Invalid, NotFound, U
 from cumulo.logs import request_id
 from cumulo.principal import Principal, request_project, source_address
 from cumulo.storage.s3api import sigv4
-from cumulo.streams import service
-from cumulo.streams.models import Shard, Stream
+from cumulo.streams import consumers, eventstream, push, service
+from cumulo.streams.consumers import ConsumerLimit
+from cumulo.streams.models import Consumer, Shard, Stream
+from cumulo.streams.push import SubscriptionLimit
 from cumulo.streams.service import ExpiredIterator, Iterator, StreamEngine
 
 __all__ = ["KinesisApp", "is_kinesis"]
@@ -53,6 +57,8 @@ class KinesisError(Exception):
 
 
 def _from_cumulo(exc: CumuloError) -> KinesisError:
+    if isinstance(exc, ConsumerLimit | SubscriptionLimit):
+        return KinesisError("LimitExceededException", exc.message)
     if isinstance(exc, ExpiredIterator):
         return KinesisError("ExpiredIteratorException", exc.message)
     if isinstance(exc, NotFound):
@@ -71,7 +77,7 @@ def _from_cumulo(exc: CumuloError) -> KinesisError:
 
 
 def _arn(name: str) -> str:
-    return f"arn:aws:kinesis:us-east-1:000000000000:stream/{name}"
+    return consumers.stream_arn(name)
 
 
 class KinesisApp:
@@ -84,25 +90,27 @@ class KinesisApp:
         status, answer = 200, b"{}"
         try:
             body = await _body(receive)
-            principal = await self._authenticate(running, scope, body)
-            target = dict(scope["headers"]).get(b"x-amz-target", b"").decode()
-            operation = target.removeprefix(PREFIX)
-            try:
-                request = json.loads(body or b"{}")
-            except ValueError:
-                raise KinesisError("SerializationException", "the request body is not JSON") \
-                    from None
-            if not isinstance(request, dict):
-                raise KinesisError("SerializationException", "the request body must be an "
-                                   "object")
-            handler = getattr(_Ops, operation, None)
-            if handler is None or operation.startswith("_"):
-                raise KinesisError("UnknownOperationException",
-                                   f"{operation!r} is not an operation Cumulo's Kinesis API "
-                                   "serves (docs/streams.md lists them)")
-            ops = _Ops(running, principal, scope)
-            result = await to_thread.run_sync(lambda: ops.run(handler, request))
-            answer = json.dumps(result).encode()
+
+            def serve() -> tuple[_Ops, Any, dict[str, Any]]:
+                # One trip to a thread for all of it: checking the signature (the key may be
+                # read from the database, the body hashed), parsing and the operation.
+                principal = self._authenticate(running, scope, body)
+                target = dict(scope["headers"]).get(b"x-amz-target", b"").decode()
+                operation = target.removeprefix(PREFIX)
+                request = _request(body)
+                handler = getattr(_Ops, operation, None)
+                if handler is None or operation.startswith("_"):
+                    raise KinesisError("UnknownOperationException",
+                                       f"{operation!r} is not an operation Cumulo's Kinesis "
+                                       "API serves (docs/streams.md lists them)")
+                ops = _Ops(running, principal, scope)
+                return ops, handler, ops.run(handler, request)
+
+            ops, handler, result = await to_thread.run_sync(serve)
+            if handler is _Ops.SubscribeToShard:  # an event stream, not one JSON answer
+                await _subscribe(ops, result, receive, send, rid)
+                return
+            answer = orjson.dumps(result)
         except KinesisError as exc:
             status = exc.status
             answer = json.dumps({"__type": exc.kind, "message": exc.message}).encode()
@@ -121,7 +129,8 @@ class KinesisApp:
             (b"x-amzn-requestid", rid.encode())]})
         await send({"type": "http.response.body", "body": answer})
 
-    async def _authenticate(self, running: Any, scope: Scope, body: bytes) -> Principal:
+    def _authenticate(self, running: Any, scope: Scope, body: bytes) -> Principal:
+        """Who signed the request (off the event loop: it may read the database)."""
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             key = name.decode("latin-1").lower()
@@ -139,8 +148,7 @@ class KinesisApp:
         if self._keys is None:
             self._keys = KeyCache(running.sessions)
         keys = self._keys
-        secret, principal = await to_thread.run_sync(keys.resolve,
-                                                     signed.credential.access_key)
+        secret, principal = keys.resolve(signed.credential.access_key)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         pairs = sigv4.split_query(scope.get("query_string", b""))
         canonical = sigv4.canonical_request(scope["method"], raw_path, pairs, headers, signed,
@@ -155,6 +163,16 @@ class KinesisApp:
             source_address.set(client[0])
         request_project.set(None)
         return principal
+
+
+def _request(body: bytes) -> dict[str, Any]:
+    try:
+        request = orjson.loads(body or b"{}")  # a PutRecords is up to 5 MiB: fast
+    except ValueError:
+        raise KinesisError("SerializationException", "the request body is not JSON") from None
+    if not isinstance(request, dict):
+        raise KinesisError("SerializationException", "the request body must be an object")
+    return request
 
 
 async def _body(receive: Receive) -> bytes:
@@ -183,7 +201,7 @@ def _name(request: dict[str, Any]) -> str:
 
 def _data(value: Any, what: str) -> bytes:
     try:
-        return base64.b64decode(value if isinstance(value, str) else "", validate=True)
+        return binascii.a2b_base64(value if isinstance(value, str) else "", strict_mode=True)
     except (binascii.Error, ValueError):
         raise KinesisError("SerializationException", f"{what}: Data is not base64") from None
 
@@ -266,7 +284,7 @@ class _Ops:
         docs = []
         for shard in service.shards_of(session, stream):
             stats = self.engine.logs.shard(stream.name, shard.shard_id).stats()
-            last = stats["next_seq"] - 1 if shard.closed_at is not None else None
+            last = service.last_seq(stats) if shard.closed_at is not None else None
             docs.append(self._shard_doc(shard, stats["first_seq"], last))
         return docs
 
@@ -296,7 +314,8 @@ class _Ops:
             "StreamCreationTimestamp": stream.created_at.timestamp(),
             "EnhancedMonitoring": [{"ShardLevelMetrics": []}], "EncryptionType": "NONE",
             "OpenShardCount": sum(1 for s in shards if s.closed_at is None),
-            "ConsumerCount": 0, "StreamModeDetails": {"StreamMode": "PROVISIONED"}}}
+            "ConsumerCount": len(consumers.list_consumers(session, stream)),
+            "StreamModeDetails": {"StreamMode": "PROVISIONED"}}}
 
     def ListShards(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
         token = request.get("NextToken")
@@ -438,3 +457,163 @@ class _Ops:
                              str(request.get("AdjacentShardToMerge") or ""))
         self._audit("streams:Write", f"stream/{stream.name}")
         return {}
+
+    # --- registered consumers and push subscriptions (enhanced fan-out) -------------------------
+
+    def _consumer(self, session: Session, request: dict[str, Any], action: str
+                  ) -> tuple[Stream, Consumer]:
+        """The consumer a request names: by ConsumerARN, or by StreamARN and ConsumerName."""
+        arn = request.get("ConsumerARN")
+        if arn:
+            name, consumer, epoch = consumers.parse_arn(str(arn))
+            stream = self._stream(session, {"StreamName": name}, action)
+            return stream, consumers.find(session, stream, consumer, epoch=epoch)
+        if not request.get("StreamARN") or not request.get("ConsumerName"):
+            raise KinesisError("InvalidArgumentException", "name the consumer by ConsumerARN, "
+                               "or by StreamARN and ConsumerName")
+        stream = self._stream(session, request, action)
+        return stream, consumers.find(session, stream, str(request["ConsumerName"]))
+
+    def _consumer_doc(self, stream: Stream, consumer: Consumer) -> dict[str, Any]:
+        return {"ConsumerName": consumer.name,
+                "ConsumerARN": consumers.consumer_arn(stream.name, consumer),
+                "ConsumerStatus": "ACTIVE",
+                "ConsumerCreationTimestamp": consumer.created_at.timestamp()}
+
+    def RegisterStreamConsumer(self, session: Session,
+                               request: dict[str, Any]) -> dict[str, Any]:
+        if not request.get("StreamARN"):
+            raise KinesisError("ValidationException", "StreamARN is required")
+        stream = self._stream(session, request, "streams:Write")
+        consumer = consumers.register(session, stream, str(request.get("ConsumerName") or ""))
+        self._audit("streams:Write", f"stream/{stream.name}")
+        return {"Consumer": self._consumer_doc(stream, consumer)}
+
+    def DescribeStreamConsumer(self, session: Session,
+                               request: dict[str, Any]) -> dict[str, Any]:
+        stream, consumer = self._consumer(session, request, "streams:Read")
+        return {"ConsumerDescription": {**self._consumer_doc(stream, consumer),
+                                        "StreamARN": _arn(stream.name)}}
+
+    def ListStreamConsumers(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
+        token = request.get("NextToken")
+        after = None
+        if token:
+            try:
+                name, after = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+            except (ValueError, TypeError, binascii.Error):
+                raise KinesisError("InvalidArgumentException", "NextToken is not one this "
+                                   "server gave out") from None
+            request = {**request, "StreamName": name}
+        elif not request.get("StreamARN"):
+            raise KinesisError("ValidationException", "StreamARN is required")
+        stream = self._stream(session, request, "streams:Read")
+        limit = int(request.get("MaxResults") or 100)
+        if not 1 <= limit <= 10_000:
+            raise KinesisError("InvalidArgumentException", "MaxResults is 1 to 10000")
+        found = [c for c in consumers.list_consumers(session, stream)
+                 if after is None or c.name > after]
+        result: dict[str, Any] = {"Consumers": [self._consumer_doc(stream, c)
+                                                for c in found[:limit]]}
+        if len(found) > limit:
+            result["NextToken"] = base64.urlsafe_b64encode(
+                json.dumps([stream.name, found[limit - 1].name]).encode()).decode()
+        return result
+
+    def DeregisterStreamConsumer(self, session: Session,
+                                 request: dict[str, Any]) -> dict[str, Any]:
+        stream, consumer = self._consumer(session, request, "streams:Write")
+        consumers.deregister(session, consumer)
+        self._audit("streams:Write", f"stream/{stream.name}")
+        return {}
+
+    def SubscribeToShard(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
+        """Where a subscription starts (what :func:`_subscribe` streams from)."""
+        if not request.get("ConsumerARN"):
+            raise KinesisError("ValidationException", "ConsumerARN is required")
+        stream, consumer = self._consumer(session, request, "streams:Read")
+        shard_id = request.get("ShardId")
+        shard = next((s for s in service.shards_of(session, stream)
+                      if s.shard_id == shard_id), None)
+        if shard is None:
+            raise KinesisError("ResourceNotFoundException",
+                               f"shard {shard_id!r} of stream {stream.name!r} does not exist")
+        position = request.get("StartingPosition")
+        if not isinstance(position, dict):
+            raise KinesisError("ValidationException", "StartingPosition is required")
+        stamp = position.get("Timestamp")
+        start = self.engine.start_seq(
+            stream, shard, str(position.get("Type") or ""),
+            sequence=str(position["SequenceNumber"]) if position.get("SequenceNumber") else None,
+            timestamp=float(stamp) if stamp is not None else None)
+        return {"stream": stream, "shard": shard, "consumer": consumer, "start": start,
+                "arn": consumers.consumer_arn(stream.name, consumer),
+                "log": self.engine.logs.shard(stream.name, shard.shard_id)}
+
+
+# Errors Kinesis declares inside SubscribeToShard's event stream (boto3 raises them by name);
+# any other is sent as an unmodeled error, which boto3 raises by its code all the same.
+_IN_STREAM = {"ResourceNotFoundException", "ResourceInUseException",
+              "InternalFailureException"}
+
+
+async def _subscribe(ops: _Ops, found: dict[str, Any], receive: Receive, send: Send,
+                     rid: str) -> None:
+    """SubscribeToShard, from where ``found`` (:meth:`_Ops.SubscribeToShard`) says: an
+    ``initial-response`` event, then a SubscribeToShardEvent for each page of records as they
+    are written (an empty one at least every 5 s) for 5 minutes, or until the shard is closed
+    and read to its end (its children in ChildShards). Errors before the answer starts are
+    raised (and answered as JSON, as every operation's)."""
+    stream: Stream = found["stream"]
+    shard: Shard = found["shard"]
+    consumer_id = found["consumer"].id
+    children: list[dict[str, Any]] = []
+
+    def closed() -> bool:
+        with ops.running.sessions() as session:
+            if session.get(Consumer, consumer_id) is None:
+                raise NotFound(f"consumer {found['arn']} was deregistered")
+            shards = service.shards_of(session, stream)
+            now = next((s for s in shards if s.id == shard.id), None)
+            if now is None:
+                raise NotFound(f"stream {stream.name!r} was deleted")
+            if now.closed_at is None:
+                return False
+            children[:] = [{"ShardId": c.shard_id,
+                            "ParentShards": [p for p in (c.parent, c.adjacent_parent) if p],
+                            "HashKeyRange": {"StartingHashKey": c.start_hash,
+                                             "EndingHashKey": c.end_hash}}
+                           for c in service.children_of(shards, shard.shard_id)]
+            return True
+
+    def page(each: push.Page) -> bytes:
+        body: dict[str, Any] = {
+            "Records": [{"SequenceNumber": service.external_seq(shard, r.seq),
+                         "ApproximateArrivalTimestamp": round(r.arrived, 3),
+                         "Data": base64.b64encode(r.data).decode(), "PartitionKey": r.key}
+                        for r in each.records],
+            "MillisBehindLatest": each.millis_behind}
+        if each.ended:
+            body["ChildShards"] = children
+        else:
+            body["ContinuationSequenceNumber"] = service.external_seq(shard, each.next_seq - 1)
+        return eventstream.event("SubscribeToShardEvent", body)
+
+    def fail(exc: Exception) -> bytes:
+        error = (_from_cumulo(exc) if isinstance(exc, CumuloError)
+                 else KinesisError("InternalFailureException", "an internal error: subscribe "
+                                   "again from the last ContinuationSequenceNumber", 500))
+        if error.kind in _IN_STREAM:
+            return eventstream.exception(error.kind, error.message)
+        return eventstream.error(error.kind, error.message)
+
+    subscriptions = ops.engine.subscriptions
+    release = subscriptions.acquire((found["arn"], shard.shard_id))
+    try:
+        follower = push.Follower(found["log"], found["start"], closed=closed,
+                                 readers=subscriptions.readers())
+        await push.respond(send, receive, follower, content_type=eventstream.CONTENT_TYPE,
+                           head=eventstream.event("initial-response", {}), page=page, fail=fail,
+                           headers=[(b"x-amzn-requestid", rid.encode())])
+    finally:
+        release()

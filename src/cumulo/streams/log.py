@@ -29,6 +29,7 @@ one), which is what lets :meth:`ShardLog.seq_at` search them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -39,15 +40,15 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cumulo.errors import Conflict, CumuloError, Invalid, Unavailable
 
-__all__ = ["LogStore", "Record", "ShardLog"]
+__all__ = ["Archive", "Archives", "LogStore", "Record", "ShardLog"]
 
 log = logging.getLogger("cumulo.streams")
 
@@ -148,6 +149,7 @@ class _Segment:
     index_seq: array[int] = field(default_factory=lambda: array("q"))
     index_offset: array[int] = field(default_factory=lambda: array("q"))
     index_arrived: array[float] = field(default_factory=lambda: array("d"))
+    archived: bool = False  # in the storage backend, not in the shard's folder (archive.py)
 
     def add(self, seq: int, arrived: float, offset: int, frame_len: int, data_len: int) -> None:
         if (not self.index_seq or self.since_entry >= _INDEX_RECORDS
@@ -175,6 +177,51 @@ class _Segment:
 
 def _segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}.seg"
+
+
+class Archive(Protocol):
+    """Where a shard's old sealed segments go (:class:`cumulo.streams.archive.ShardArchive`)."""
+
+    after: float  # seconds after its newest record that a sealed segment goes
+
+    def put(self, path: Path, name: str) -> None: ...
+
+    def put_stub(self, name: str, stub: bytes) -> None: ...
+
+    def stubs(self) -> dict[str, bytes]: ...
+
+    def fetch(self, name: str) -> Path: ...
+
+    def drop(self, name: str) -> None: ...
+
+
+class Archives(Protocol):
+    """The archives of every shard (:class:`cumulo.streams.archive.SegmentArchive`)."""
+
+    def shard(self, stream: str, shard: str) -> Archive: ...
+
+    def drop_stream(self, stream: str) -> None: ...
+
+
+def _stub(segment: _Segment) -> bytes:
+    """What the shard's folder keeps of an archived segment: ``NAME.arc``, its summary."""
+    return json.dumps({"first_seq": segment.first_seq, "last_seq": segment.last_seq,
+                       "records": segment.records, "data_bytes": segment.data_bytes,
+                       "size": segment.size, "first_arrived": segment.index_arrived[0],
+                       "last_arrived": segment.last_arrived}).encode()
+
+
+def _from_stub(path: Path, segment_path: Path) -> _Segment:
+    d = json.loads(path.read_bytes())
+    segment = _Segment(int(d["first_seq"]), segment_path, size=int(d["size"]),
+                       records=int(d["records"]), data_bytes=int(d["data_bytes"]),
+                       last_seq=int(d["last_seq"]), last_arrived=float(d["last_arrived"]),
+                       archived=True)
+    # One index entry: a read of it walks the fetched segment from its start.
+    segment.index_seq.append(segment.first_seq)
+    segment.index_offset.append(0)
+    segment.index_arrived.append(float(d["first_arrived"]))
+    return segment
 
 
 def _sync_folder(folder: Path) -> None:
@@ -225,10 +272,11 @@ class ShardLog:
     """The durable, append-only log of one shard, in ``folder``. Thread-safe."""
 
     def __init__(self, folder: Path, *, segment_bytes: int = 64 << 20,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, archive: Archive | None = None) -> None:
         if segment_bytes < 1:
             raise Invalid(f"segment_bytes must be positive, not {segment_bytes}")
         self._folder = Path(folder)
+        self._archive = archive
         self._segment_bytes = segment_bytes
         self._fsync = fsync
         # Published state (segments, next seq): read and changed under _lock.
@@ -241,6 +289,8 @@ class ShardLog:
         self._closed = False
         self._last_batch = (0, 0)  # the last leader's thread and how many requests it took
         self._broken: str | None = None  # why appends cannot go on (a failed write not undone)
+        self._watchers: list[Callable[[bool], None]] = []  # see watch(); under _lock
+        self._nudges = 0  # nudge() calls, so that wait() returns on one
         self._segments = self._open()
         self._next_seq = max(s.last_seq + 1 if s.records else s.first_seq
                              for s in self._segments)
@@ -254,14 +304,32 @@ class ShardLog:
             self._folder.mkdir(parents=True, exist_ok=True)
             if self._fsync:
                 _sync_folder(self._folder.parent)
+        if self._archive is not None:
+            # Stubs in storage but not here: the folder is new (a restore, another machine).
+            for name, stub in self._archive.stubs().items():
+                if re.fullmatch(r"\d{20}\.arc", name) and not (self._folder / name).exists():
+                    (self._folder / name).write_bytes(stub)
         found = sorted((int(p.name[:20]), p) for p in self._folder.iterdir()
                        if re.fullmatch(r"\d{20}\.seg", p.name))
-        if not found:
+        stubs = {int(p.name[:20]): p for p in self._folder.iterdir()
+                 if re.fullmatch(r"\d{20}\.arc", p.name)}
+        if not found and not stubs:
             path = self._folder / _segment_name(1)
             os.close(self._create(path))
             return [_Segment(1, path)]
-        return [_scan(path, first, check=i == len(found) - 1)
-                for i, (first, path) in enumerate(found)]
+        local = [_scan(path, first, check=i == len(found) - 1)
+                 for i, (first, path) in enumerate(found) if first not in stubs]
+        for first, path in found:  # archived, then the process died before removing it
+            if first in stubs:
+                path.unlink(missing_ok=True)
+        archived = [_from_stub(stub, self._folder / _segment_name(first))
+                    for first, stub in stubs.items()]
+        segments = sorted(local + archived, key=lambda s: s.first_seq)
+        if segments[-1].archived:  # only archived ones (a restore): a new one to write to
+            path = self._folder / _segment_name(segments[-1].last_seq + 1)
+            os.close(self._create(path))
+            segments.append(_Segment(segments[-1].last_seq + 1, path))
+        return segments
 
     def _create(self, path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
@@ -370,8 +438,10 @@ class ShardLog:
                 target.add(*add)
             self._next_seq = seq
             self._changed.notify_all()
+            watchers = tuple(self._watchers)
         for request, its_acks in zip(batch, acks, strict=True):
             request.acks = its_acks
+        _tell(watchers, True)
 
     def _write(self, fd: int, frames: list[bytes]) -> None:
         if not frames:
@@ -421,7 +491,7 @@ class ShardLog:
                 following = (self._segments[i + 1].first_seq if i + 1 < len(self._segments)
                              else end)
             try:
-                got, full = _read_span(segment.path, offset, stop, seq, end,
+                got, full = _read_span(self._local(segment), offset, stop, seq, end,
                                        limit - len(out), budget, bool(out))
             except FileNotFoundError:
                 self._trimmed(segment)
@@ -445,15 +515,27 @@ class ShardLog:
                     return segment.index_seq[0]
                 offset, stop = segment.offset_at(when), segment.size
             try:
-                return _first_at(segment.path, offset, stop, when)
+                return _first_at(self._local(segment), offset, stop, when)
             except FileNotFoundError:
                 self._trimmed(segment)
 
+    def _local(self, segment: _Segment) -> Path:
+        """The segment's file here: its own, or an archived one's fetched copy."""
+        if segment.archived:
+            assert self._archive is not None
+            try:
+                return self._archive.fetch(segment.path.name)
+            except FileNotFoundError:  # not a race to retry: storage lost it
+                raise CumuloError(f"archived stream log segment {segment.path.name} of "
+                                  f"{self._folder} is missing in storage") from None
+        return segment.path
+
     def _trimmed(self, segment: _Segment) -> None:
-        """A segment's file was gone: fine if trim took it meanwhile, a fault otherwise."""
+        """A segment's file was gone: fine if trim took it or archived it meanwhile, a fault
+        otherwise."""
         with self._lock:
             self._check_open()
-            if segment in self._segments:
+            if segment in self._segments and not segment.archived:
                 raise CumuloError(f"stream log segment {segment.path} is missing")
 
     def _first_seq(self) -> int:
@@ -473,25 +555,82 @@ class ShardLog:
 
     def wait(self, after_seq: int, timeout: float) -> bool:
         """Block until a record with a seq past ``after_seq`` exists (True) or ``timeout``
-        seconds pass or the log closes (False)."""
+        seconds pass, the log closes or :meth:`nudge` is called (False)."""
         with self._changed:
-            self._changed.wait_for(lambda: self._next_seq > after_seq + 1 or self._closed,
-                                   timeout)
+            nudges = self._nudges
+            self._changed.wait_for(lambda: self._next_seq > after_seq + 1 or self._closed
+                                   or self._nudges != nudges, timeout)
             return self._next_seq > after_seq + 1
+
+    def watch(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``callback(True)`` each time appended records are published (from the thread
+        that wrote them: it must be quick and must not block), and ``callback(False)`` when the
+        log closes or :meth:`nudge` is called. What waits without a thread (a push
+        subscription on the server's event loop) stands on this. Returns what stops it."""
+        with self._lock:
+            self._watchers.append(callback)
+
+        def stop() -> None:
+            with self._lock, suppress(ValueError):
+                self._watchers.remove(callback)
+
+        return stop
+
+    def nudge(self) -> None:
+        """Tell the watchers to look again though no record came (the shard was closed by a
+        split or merge: a subscriber at its end is done)."""
+        with self._changed:
+            watchers = tuple(self._watchers)
+            self._nudges += 1  # and a long poll at the shard's end (wait) returns
+            self._changed.notify_all()
+        _tell(watchers, False)
 
     # -- retention and life ------------------------------------------------------------------
 
     def trim(self, before: float) -> int:
         """Drop the oldest segments whose every record arrived before ``before`` (never the
-        active one); return how many records went."""
+        active one); return how many records went. With an archive, then move the sealed
+        segments older than its ``after`` to it."""
         with self._lock:
             self._check_open()
             dropped: list[_Segment] = []
             while len(self._segments) > 1 and self._segments[0].last_arrived < before:
                 dropped.append(self._segments.pop(0))
         for segment in dropped:
-            segment.path.unlink(missing_ok=True)
+            if segment.archived:
+                assert self._archive is not None
+                self._archive.drop(segment.path.name)
+                segment.path.with_suffix(".arc").unlink(missing_ok=True)
+            else:
+                segment.path.unlink(missing_ok=True)
+        if self._archive is not None:
+            self._move_old(time.time() - self._archive.after)
         return sum(s.records for s in dropped)
+
+    def _move_old(self, before: float) -> None:
+        """Archive sealed segments whose newest record arrived before ``before``: copied to
+        storage, their stub written and synced, then their file removed (a crash between
+        leaves both: opening keeps the stub). The in-memory index stays good: the archived
+        file is the same bytes."""
+        assert self._archive is not None
+        with self._lock:
+            old = [s for s in self._segments[:-1]
+                   if not s.archived and s.records and s.last_arrived < before]
+        for segment in old:
+            self._archive.put(segment.path, segment.path.name)
+            stub = segment.path.with_suffix(".arc")
+            self._archive.put_stub(stub.name, _stub(segment))
+            tmp = stub.with_suffix(".arc-tmp")
+            tmp.write_bytes(_stub(segment))
+            if self._fsync:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp, stub)
+            if self._fsync:
+                _sync_folder(self._folder)
+            with self._lock:
+                segment.archived = True
+            segment.path.unlink(missing_ok=True)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -515,11 +654,21 @@ class ShardLog:
         os.close(self._fd)
         with self._changed:
             self._changed.notify_all()
+            watchers = tuple(self._watchers)
+        _tell(watchers, False)
 
     def delete(self) -> None:
         """Close the log and remove its folder."""
         self.close()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _tell(watchers: Sequence[Callable[[bool], None]], appended: bool) -> None:
+    for callback in watchers:
+        try:
+            callback(appended)
+        except Exception:  # the records are durable whatever a watcher does
+            log.exception("a stream log watcher failed")
 
 
 def _read_span(path: Path, offset: int, stop: int, start: int, end: int, limit: int,
@@ -571,9 +720,13 @@ _PART = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 class LogStore:
     """ShardLogs under one root folder, by (stream, shard id); opened lazily, cached."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    url = ""  # the streams_url setting that chooses this backend (backend.py)
+
+    def __init__(self, root: Path, *, fsync: bool = True,
+                 archive: Archives | None = None) -> None:
         self._root = Path(root)
         self._fsync = fsync
+        self._archive = archive
         self._logs: dict[tuple[str, str], ShardLog] = {}
         self._lock = threading.Lock()
 
@@ -581,7 +734,9 @@ class LogStore:
         with self._lock:
             opened = self._logs.get((stream, shard))
             if opened is None:
-                opened = ShardLog(self._folder(stream) / _part(shard), fsync=self._fsync)
+                archive = None if self._archive is None else self._archive.shard(stream, shard)
+                opened = ShardLog(self._folder(stream) / _part(shard), fsync=self._fsync,
+                                  archive=archive)
                 self._logs[stream, shard] = opened
             return opened
 
@@ -591,6 +746,8 @@ class LogStore:
             for key in [k for k in self._logs if k[0] == stream]:
                 self._logs.pop(key).close()
             shutil.rmtree(self._folder(stream), ignore_errors=True)
+        if self._archive is not None:
+            self._archive.drop_stream(stream)
 
     def close(self) -> None:
         with self._lock:

@@ -21,8 +21,10 @@ import os
 import re
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from collections.abc import Iterator as Iterator_
+from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +35,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cumulo.access import projects
+from cumulo.config import Prices
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, Invalid, NotFound
 from cumulo.principal import Principal
-from cumulo.streams.log import LogStore, Record
+from cumulo.streams.backend import LogBackend, open_log_backend
+from cumulo.streams.log import Archives, Record
+from cumulo.streams.metering import StreamMeter, put_units
 from cumulo.streams.models import Shard, Stream
+from cumulo.streams.push import Subscriptions
 
 __all__ = ["ITERATOR_TYPES", "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_RECORD", "Iterator",
            "StreamEngine", "children_of", "create_stream", "delete_stream", "get_stream",
@@ -116,6 +122,7 @@ def shards_of(session: Session, stream: Stream) -> list[Shard]:
 
 def delete_stream(session: Session, engine: StreamEngine, name: str) -> None:
     stream = get_stream(session, name)
+    engine.meter.meter(session, stream)  # its last usage record: shard-hours until now
     session.delete(stream)
     session.commit()
     engine.logs.drop_stream(name)
@@ -166,6 +173,7 @@ def split_shard(session: Session, engine: StreamEngine, name: str, shard_id: str
                           parent=parent.shard_id, created_at=now))
         session.add_all(children)
         session.commit()
+    engine.logs.shard(name, parent.shard_id).nudge()  # its subscribers: the shard is closed
     return children
 
 
@@ -192,6 +200,8 @@ def merge_shards(session: Session, engine: StreamEngine, name: str, shard_id: st
                       parent=a.shard_id, adjacent_parent=b.shard_id, created_at=now)
         session.add(child)
         session.commit()
+    for closed in (a, b):  # their subscribers: the shards are closed
+        engine.logs.shard(name, closed.shard_id).nudge()
     return child
 
 
@@ -215,11 +225,21 @@ def hash_key_of(partition_key: str, explicit: str | None = None) -> int:
     return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
 
 
-def route(shards: list[Shard], hash_key: int) -> Shard:
-    for shard in shards:
-        if shard.closed_at is None and int(shard.start_hash) <= hash_key <= int(shard.end_hash):
-            return shard
-    raise Invalid("no open shard takes this hash key")  # not with shards covering the space
+class _Router:
+    """Which open shard takes a hash key: their ranges, as numbers, searched by bisection (a
+    PutRecords routes 500 records)."""
+
+    def __init__(self, shards: list[Shard]) -> None:
+        ranges = sorted(((int(s.start_hash), int(s.end_hash), s) for s in shards
+                         if s.closed_at is None), key=lambda r: r[0])
+        self._starts = [low for low, _, _ in ranges]
+        self._ranges = ranges
+
+    def __call__(self, hash_key: int) -> Shard:
+        i = bisect_right(self._starts, hash_key) - 1
+        if i < 0 or hash_key > self._ranges[i][1]:
+            raise Invalid("no open shard takes this hash key")  # not with shards covering all
+        return self._ranges[i][2]
 
 
 def external_seq(shard: Shard, seq: int) -> str:
@@ -249,11 +269,20 @@ class Iterator:
 
 
 class StreamEngine:
-    """The running side of streams in a control plane: the shards' logs, and the key that
-    seals iterators (a new one each start: iterators last minutes, as Kinesis's)."""
+    """The running side of streams in a control plane: the shards' logs, the key that seals
+    iterators (a new one each start: iterators last minutes, as Kinesis's), and the push
+    subscriptions open (at most ``subscriptions`` at once)."""
 
-    def __init__(self, home: Path) -> None:
-        self.logs = LogStore(home / "streams")
+    def __init__(self, home: Path, *, streams_url: str = "", subscriptions: int = 256,
+                 prices: Prices | None = None, meter_every: float = 300.0,
+                 archive: Archives | None = None) -> None:
+        # The shards' records: the embedded log under <home>/streams (old segments moved to
+        # ``archive``, in storage), or JetStream (backend.py).
+        self.logs: LogBackend = open_log_backend(streams_url, home, archive=archive)
+        self.subscriptions = Subscriptions(subscriptions)  # push subscriptions open (push.py)
+        # shard-hours and PUT payload units, written as usage records (metering.py)
+        self.meter = StreamMeter(prices or Prices(), every=meter_every)
+        self._appends = futures.ThreadPoolExecutor(16, thread_name_prefix="streams-append")
         self._key = os.urandom(32)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -264,7 +293,8 @@ class StreamEngine:
         self._resharding = False
 
     def start(self, sessions: Any, every: float = 60.0) -> None:
-        """Enforce retention every ``every`` seconds, in a thread."""
+        """Enforce retention every ``every`` seconds, and meter the streams' use every
+        ``meter_every``, in threads."""
         def loop() -> None:
             while not self._stop.wait(every):
                 try:
@@ -275,6 +305,7 @@ class StreamEngine:
 
         self._thread = threading.Thread(target=loop, daemon=True, name="streams-retention")
         self._thread.start()
+        self.meter.start(sessions)
 
     @contextlib.contextmanager
     def resharding(self) -> Iterator_[None]:
@@ -306,8 +337,10 @@ class StreamEngine:
 
     def close(self) -> None:
         self._stop.set()
+        self.meter.stop()  # writes what was counted since the last records
         if self._thread is not None:
             self._thread.join(5)
+        self._appends.shutdown()
         self.logs.close()
 
     def seal(self, it: Iterator) -> str:
@@ -339,20 +372,31 @@ class StreamEngine:
         return. Returns each record's shard, sequence and arrival time, in order. ``shards``
         reads the stream's shards, under the put gate, so a split or merge is never half
         seen."""
+        if not records:
+            return []
         with self._put_gate():
-            current = shards()
+            route = _Router(shards())
             by_shard: dict[str, list[int]] = {}
             chosen = []
             for i, (_, _, hash_key) in enumerate(records):
-                shard = route(current, hash_key)
+                shard = route(hash_key)
                 chosen.append(shard)
                 by_shard.setdefault(shard.shard_id, []).append(i)
+            work = [(self.logs.shard(stream.name, shard_id), [records[i] for i in indexes])
+                    for shard_id, indexes in by_shard.items()]
+            # Each shard's log writes and syncs on its own: a put that spans shards appends to
+            # all of them at once, and so waits for about one fsync instead of one a shard.
+            others = [self._appends.submit(log.append, batch) for log, batch in work[1:]]
+            try:
+                appended = [work[0][0].append(work[0][1])]
+            finally:
+                futures.wait(others)  # all done under the gate, whatever happened
+            appended += [f.result() for f in others]
             done: list[tuple[Shard, int, float] | None] = [None] * len(records)
-            for shard_id, indexes in by_shard.items():
-                appended = self.logs.shard(stream.name, shard_id).append(
-                    [records[i] for i in indexes])
-                for i, (seq, arrived) in zip(indexes, appended, strict=True):
+            for indexes, acks in zip(by_shard.values(), appended, strict=True):
+                for i, (seq, arrived) in zip(indexes, acks, strict=True):
                     done[i] = (chosen[i], seq, arrived)
+        self.meter.count(stream, put_units(len(data) for _, data, _ in records))
         return [d for d in done if d is not None]
 
     def start_seq(self, stream: Stream, shard: Shard, kind: str, *,
@@ -404,6 +448,12 @@ class ExpiredIterator(Invalid):
     code = "expired_iterator"
 
 
+def last_seq(stats: dict[str, int]) -> int:
+    """The last sequence of a shard's log, as a closed shard's range ends: its last record's,
+    or, where it never had one, its first (a range never ends before it starts)."""
+    return max(stats["first_seq"], stats["next_seq"] - 1)
+
+
 def stream_doc(session: Session, engine: StreamEngine, stream: Stream) -> dict[str, Any]:
     """A stream as ``show`` tells it: its shards, their hash ranges, sequence numbers, records
     and bytes."""
@@ -415,7 +465,7 @@ def stream_doc(session: Session, engine: StreamEngine, stream: Stream) -> dict[s
             "adjacent_parent": shard.adjacent_parent,
             "hash_key_range": {"start": shard.start_hash, "end": shard.end_hash},
             "starting_sequence_number": external_seq(shard, stats["first_seq"]),
-            "ending_sequence_number": external_seq(shard, stats["next_seq"] - 1)
+            "ending_sequence_number": external_seq(shard, last_seq(stats))
             if shard.closed_at is not None else None,
             "records": stats["records"], "bytes": stats["bytes"],
             "open": shard.closed_at is None})

@@ -83,10 +83,15 @@ export function useNow(live: boolean): number {
 }
 
 /** The price sheet is AWS's on-demand list price in us-east-1 unless the server sets its own. */
-export interface Prices { vcpu_hour: number; gb_hour: number; gpu_hour: number; currency: string }
-export const AWS_LIST = { vcpu_hour: 0.04048, gb_hour: 0.004445, gpu_hour: 1.006 };
+export interface Prices {
+  vcpu_hour: number; gb_hour: number; gpu_hour: number; currency: string;
+  shard_hour?: number; million_put_units?: number; // streams (Kinesis provisioned mode)
+}
+export const AWS_LIST = { vcpu_hour: 0.04048, gb_hour: 0.004445, gpu_hour: 1.006, shard_hour: 0.015, million_put_units: 0.014 };
 export const isAwsList = (p: Prices | undefined) => !!p && p.vcpu_hour === AWS_LIST.vcpu_hour
-  && p.gb_hour === AWS_LIST.gb_hour && p.gpu_hour === AWS_LIST.gpu_hour;
+  && p.gb_hour === AWS_LIST.gb_hour && p.gpu_hour === AWS_LIST.gpu_hour
+  && (p.shard_hour ?? AWS_LIST.shard_hour) === AWS_LIST.shard_hour
+  && (p.million_put_units ?? AWS_LIST.million_put_units) === AWS_LIST.million_put_units;
 export const priceBasis = (p: Prices | undefined) => !p ? "" : isAwsList(p)
   ? "at AWS on-demand list prices (us-east-1)" : "at this server's price sheet";
 
