@@ -43,18 +43,24 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"nats-server did not listen on port {port}")
 
 
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _start_nats(store: Path, port: int, log: Any) -> subprocess.Popen[bytes]:
     assert NATS is not None
-    store, port = tmp_path_factory.mktemp("jetstream"), free_port()
-    log = open(store.parent / "nats.log", "wb")  # noqa: SIM115 - open while the server runs
     config = store.parent / "nats.conf"  # room for Kinesis's 1 MiB records and their headers
     config.write_text("max_payload: 2MB\n")
     proc = subprocess.Popen([NATS, "-c", str(config), "-js", "-sd", str(store),
                              "-a", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
+    _wait_for_port(port, proc)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    assert NATS is not None
+    store, port = tmp_path_factory.mktemp("jetstream"), free_port()
+    log = open(store.parent / "nats.log", "wb")  # noqa: SIM115 - open while the server runs
+    proc = _start_nats(store, port, log)
     try:
-        _wait_for_port(port, proc)
         yield f"nats://127.0.0.1:{port}"
     finally:
         stop(proc)
@@ -129,6 +135,38 @@ def test_streams_url_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings({"CUMULO_STREAMS_URL": "nats://n1:4222"}).streams_url == "nats://n1:4222"
     with pytest.raises(Invalid, match="streams_url 'kafka://k:9092' is not nats://"):
         load_settings({"CUMULO_STREAMS_URL": "kafka://k:9092"})
+
+
+def test_nats_restart(tmp_path: Path) -> None:
+    """While NATS is down puts fail at once with Unavailable (none queued to land later);
+    once it is back they work again, and what was stored before is there."""
+    port = free_port()
+    with open(tmp_path / "nats.log", "wb") as log:
+        proc = _start_nats(tmp_path / "js", port, log)
+        store = JetStreamStore(f"nats://127.0.0.1:{port}")
+        try:
+            shard = store.shard("restart", "shardId-000000000000")
+            assert shard.append([("k", b"before", 1)])[0][0] == 1
+            stop(proc, sig=signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            with pytest.raises(Unavailable, match=f"at nats://127.0.0.1:{port}"):
+                while time.monotonic() < deadline:  # until the client sees it gone
+                    shard.append([("k", b"lost", 1)])
+                    time.sleep(0.05)
+            proc = _start_nats(tmp_path / "js", port, log)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    shard.append([("k", b"after", 1)])
+                    break
+                except Unavailable:
+                    assert time.monotonic() < deadline, "no reconnect to NATS"
+                    time.sleep(0.1)
+            data = [r.data for r in shard.read(1)]
+            assert data[0] == b"before" and data[-1] == b"after"
+        finally:
+            store.close()
+            stop(proc)
 
 
 @pytest.fixture(scope="module")

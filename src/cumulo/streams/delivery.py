@@ -427,17 +427,24 @@ class _Batch:
 
         from cumulo.lake import delta
         from cumulo.lake.refs import parse_ref
-        from cumulo.streams.rows import fit
+        from cumulo.streams.rows import fit, read_fitting
 
-        objects, sources, failures = _decode(self.buffer, transform)
-        if self.row.partition_by == "day":
-            as_text = pa.types.is_string(self.schema.field("day").type)
-            for obj, item in zip(objects, sources, strict=True):
-                if isinstance(obj, dict):
-                    day = datetime.fromtimestamp(item.record.arrived, UTC).date()
-                    obj["day"] = day.isoformat() if as_text else day
-        rows, bad = fit(objects, self.schema)
-        failures += [(sources[i], why) for i, why in bad.items()]
+        fast = None  # every record fits as it is: read by Arrow at once, no misfits
+        if transform is None and self.row.partition_by is None:
+            fast = read_fitting([item.record.data for item in self.buffer], self.schema)
+        failures: list[tuple[_Buffered, str]] = []
+        if fast is not None:
+            rows = fast
+        else:
+            objects, sources, failures = _decode(self.buffer, transform)
+            if self.row.partition_by == "day":
+                as_text = pa.types.is_string(self.schema.field("day").type)
+                for obj, item in zip(objects, sources, strict=True):
+                    if isinstance(obj, dict):
+                        day = datetime.fromtimestamp(item.record.arrived, UTC).date()
+                        obj["day"] = day.isoformat() if as_text else day
+            rows, bad = fit(objects, self.schema)
+            failures += [(sources[i], why) for i, why in bad.items()]
         versions: dict[str, int] = {}
         for item in self.buffer:
             versions[app_id(self.row, item.shard.shard_id)] = item.record.seq

@@ -10,10 +10,11 @@ API shows mean the same with either backend. The partition key, hash key and arr
 in message headers.
 
 A put returns once JetStream's PubAck for every record came back: the message is stored by
-the server (on one server: written to its file store, fsync'ed by JetStream every two minutes
-by default, so it survives the control plane's and the NATS process's death but not a power
-cut within that window unless ``sync_interval: always`` is set; in a cluster with replicas:
-stored by a quorum). Retention is JetStream's ``max_age`` plus a purge on each retention pass.
+the server (on one server: written to its file store, which JetStream fsyncs on an interval,
+two minutes by default, so it survives the control plane's and the NATS process's death but
+not a power cut within that window; nats-server 2.10+ can set ``sync_interval: always``; in a
+cluster with replicas: stored by a quorum). Retention is JetStream's ``max_age`` plus a
+purge on each retention pass.
 
 nats-py is asyncio: one event loop runs in a thread of its own and the thread-safe methods
 here hand it their work (:func:`asyncio.run_coroutine_threadsafe`).
@@ -147,6 +148,12 @@ class JetStreamStore:
     async def _connect(self) -> Any:
         async with self._connecting:
             if self._nc is not None and not self._nc.is_closed:
+                if not self._nc.is_connected:
+                    # Reconnecting: fail now rather than queue records that a caller, told of
+                    # a timeout, would put again once NATS is back.
+                    raise Unavailable(f"NATS at {self.url} (streams_url) is unreachable, "
+                                      "reconnecting: check that nats-server runs there; try "
+                                      "again shortly")
                 return self._js
             import nats
 
@@ -154,14 +161,22 @@ class JetStreamStore:
             # Once connected, nats-py reconnects for ever in the background.
             nc = await nats.connect(self.url, connect_timeout=2, allow_reconnect=True,
                                     max_reconnect_attempts=1, reconnect_time_wait=0.5,
-                                    error_cb=self._on_error)
+                                    error_cb=self._on_error,
+                                    disconnected_cb=self._on_disconnected,
+                                    reconnected_cb=self._on_reconnected)
             nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
             self._js = self._nc.jetstream(timeout=_TIMEOUT)
             return self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("streams: NATS at %s: %s", self.url, exc)
+        log.debug("streams: NATS at %s: %s", self.url, exc)  # each reconnect try: quiet
+
+    async def _on_disconnected(self) -> None:
+        log.warning("streams: lost NATS at %s; reconnecting", self.url)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("streams: NATS at %s is back", self.url)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop.loop)
