@@ -190,10 +190,7 @@ def create_delivery(session: Session, engine: StreamEngine, storage: Backend,
             check.start()  # a module that cannot be imported is refused now, not later
         finally:
             check.close()
-    positions: dict[str, int] = {}
-    if start == "LATEST":
-        for shard in service.shards_of(session, stream):
-            positions[shard.shard_id] = engine.logs.shard(stream.name, shard.shard_id).next_seq
+    positions = service.latest_positions(session, engine, stream) if start == "LATEST" else {}
     row = Delivery(uid=uuid.uuid4().hex, stream_id=stream.id, name=name, target=ref.name,
                    buffer_bytes=buffer_bytes, buffer_seconds=buffer_seconds,
                    partition_by=partition_by, transform=transform,

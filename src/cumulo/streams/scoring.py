@@ -146,10 +146,7 @@ def create_scorer(session: Session, engine: StreamEngine, storage: Backend,
             raise Invalid(f"table {to_table} has no column {PREDICTION!r}: each record's "
                           f"prediction is written there; add it to the table",
                           details={"field": "to_table"})
-    positions: dict[str, int] = {}
-    if start == "LATEST":
-        for shard in service.shards_of(session, stream):
-            positions[shard.shard_id] = engine.logs.shard(stream.name, shard.shard_id).next_seq
+    positions = service.latest_positions(session, engine, stream) if start == "LATEST" else {}
     row = Scorer(uid=uuid.uuid4().hex, stream_id=stream.id, name=name, endpoint=endpoint,
                  to_stream=to_stream, to_table=to_table, batch=batch, positions=positions,
                  state="running", records=0, failed=0, created_by=principal.user_id)

@@ -448,6 +448,13 @@ class ExpiredIterator(Invalid):
     code = "expired_iterator"
 
 
+def latest_positions(session: Session, engine: StreamEngine, stream: Stream) -> dict[str, int]:
+    """Each shard's next sequence now, by shard id: where a reader that starts at LATEST
+    begins (a delivery or a scorer made now), so that what comes after is all it reads."""
+    return {shard.shard_id: engine.logs.shard(stream.name, shard.shard_id).next_seq
+            for shard in shards_of(session, stream)}
+
+
 def last_seq(stats: dict[str, int]) -> int:
     """The last sequence of a shard's log, as a closed shard's range ends: its last record's,
     or, where it never had one, its first (a range never ends before it starts)."""
