@@ -99,8 +99,12 @@ def test_shard_store_on_jetstream(store: JetStreamStore) -> None:
     threading.Timer(0.2, shard.append, args=([("k", b"late", 1)],)).start()
     started = time.monotonic()
     assert shard.wait(20, 5) and time.monotonic() - started < 2
+    # a nudge (a split or merge closed the shard) ends a long poll and tells the watchers
+    threading.Timer(0.2, shard.nudge).start()
+    started = time.monotonic()
+    assert not shard.wait(21, 10) and time.monotonic() - started < 5
     unwatch()
-    assert True in heard
+    assert True in heard and False in heard
     # retention purges what arrived before the cut; sequences go on from where they were
     assert shard.trim(time.time() + 1) == 21
     assert (shard.first_seq, shard.next_seq) == (22, 22) and shard.read(1) == []

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from cumulo.errors import CumuloError, Invalid, NotFound, Unavailable
-from cumulo.streams.log import Record
+from cumulo.streams.log import Record, Wakeups
 
 __all__ = ["JetStreamShard", "JetStreamStore"]
 
@@ -247,7 +247,7 @@ class JetStreamShard:
         self._changed = threading.Condition(self._lock)
         self._seen = 0  # the newest seq the tail saw stored
         self._last_arrived = 0.0
-        self._watchers: list[Callable[[bool], None]] = []
+        self._wakeups = Wakeups(self._changed)
         self._tail: Any = None  # the ordered consumer that tells of new records
         self._tailing = False
         self._closed = False
@@ -417,12 +417,8 @@ class JetStreamShard:
             if seq > self._seen:
                 self._seen = seq
             self._changed.notify_all()
-            watchers = tuple(self._watchers)
-        for callback in watchers:
-            try:
-                callback(appended)
-            except Exception:
-                log.exception("a stream log watcher failed")
+            watchers = self._wakeups.snapshot()
+        Wakeups.tell(watchers, appended)
 
     def _follow(self) -> None:
         """Start the tail once: an ordered consumer of new messages' headers, which tells of
@@ -455,30 +451,16 @@ class JetStreamShard:
         if self.next_seq > after_seq + 1:
             return True
         with self._changed:
-            while self._seen <= after_seq and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
+            self._wakeups.wait_until(lambda: self._seen > after_seq or self._closed,
+                                     max(0.0, deadline - time.monotonic()))
             return self._seen > after_seq
 
     def watch(self, callback: Callable[[bool], None]) -> Callable[[], None]:
         self._follow()
-        with self._lock:
-            self._watchers.append(callback)
-
-        def stop() -> None:
-            with self._lock, suppress(ValueError):
-                self._watchers.remove(callback)
-
-        return stop
+        return self._wakeups.watch(callback)
 
     def nudge(self) -> None:
-        with self._lock:
-            watchers = tuple(self._watchers)
-        for callback in watchers:
-            with suppress(Exception):
-                callback(False)
+        self._wakeups.nudge()
 
     # -- retention and life ------------------------------------------------------------------
 
@@ -507,12 +489,10 @@ class JetStreamShard:
                 return
             self._closed = True
             self._changed.notify_all()
-            watchers, tail = tuple(self._watchers), self._tail
+            watchers, tail = self._wakeups.snapshot(), self._tail
         if tail is not None and self._store.nc is not None:
             self._store.spawn(_quietly(tail.unsubscribe()))
-        for callback in watchers:
-            with suppress(Exception):
-                callback(False)
+        Wakeups.tell(watchers, False)
 
     def delete(self) -> None:
         self.close()

@@ -48,7 +48,7 @@ from typing import BinaryIO, Protocol
 
 from cumulo.errors import Conflict, CumuloError, Invalid, Unavailable
 
-__all__ = ["Archive", "Archives", "LogStore", "Record", "ShardLog"]
+__all__ = ["Archive", "Archives", "LogStore", "Record", "ShardLog", "Wakeups"]
 
 log = logging.getLogger("cumulo.streams")
 
@@ -289,8 +289,7 @@ class ShardLog:
         self._closed = False
         self._last_batch = (0, 0)  # the last leader's thread and how many requests it took
         self._broken: str | None = None  # why appends cannot go on (a failed write not undone)
-        self._watchers: list[Callable[[bool], None]] = []  # see watch(); under _lock
-        self._nudges = 0  # nudge() calls, so that wait() returns on one
+        self._wakeups = Wakeups(self._changed)
         self._segments = self._open()
         self._next_seq = max(s.last_seq + 1 if s.records else s.first_seq
                              for s in self._segments)
@@ -438,10 +437,10 @@ class ShardLog:
                 target.add(*add)
             self._next_seq = seq
             self._changed.notify_all()
-            watchers = tuple(self._watchers)
+            watchers = self._wakeups.snapshot()
         for request, its_acks in zip(batch, acks, strict=True):
             request.acks = its_acks
-        _tell(watchers, True)
+        Wakeups.tell(watchers, True)
 
     def _write(self, fd: int, frames: list[bytes]) -> None:
         if not frames:
@@ -557,33 +556,18 @@ class ShardLog:
         """Block until a record with a seq past ``after_seq`` exists (True) or ``timeout``
         seconds pass, the log closes or :meth:`nudge` is called (False)."""
         with self._changed:
-            nudges = self._nudges
-            self._changed.wait_for(lambda: self._next_seq > after_seq + 1 or self._closed
-                                   or self._nudges != nudges, timeout)
+            self._wakeups.wait_until(lambda: self._next_seq > after_seq + 1 or self._closed,
+                                     timeout)
             return self._next_seq > after_seq + 1
 
     def watch(self, callback: Callable[[bool], None]) -> Callable[[], None]:
-        """Call ``callback(True)`` each time appended records are published (from the thread
-        that wrote them: it must be quick and must not block), and ``callback(False)`` when the
-        log closes or :meth:`nudge` is called. What waits without a thread (a push
-        subscription on the server's event loop) stands on this. Returns what stops it."""
-        with self._lock:
-            self._watchers.append(callback)
-
-        def stop() -> None:
-            with self._lock, suppress(ValueError):
-                self._watchers.remove(callback)
-
-        return stop
+        """See :meth:`Wakeups.watch`: what waits without a thread stands on this."""
+        return self._wakeups.watch(callback)
 
     def nudge(self) -> None:
-        """Tell the watchers to look again though no record came (the shard was closed by a
-        split or merge: a subscriber at its end is done)."""
-        with self._changed:
-            watchers = tuple(self._watchers)
-            self._nudges += 1  # and a long poll at the shard's end (wait) returns
-            self._changed.notify_all()
-        _tell(watchers, False)
+        """Wake what waits though no record came (the shard was closed by a split or merge:
+        a subscriber or a long poll at its end is done)."""
+        self._wakeups.nudge()
 
     # -- retention and life ------------------------------------------------------------------
 
@@ -654,8 +638,8 @@ class ShardLog:
         os.close(self._fd)
         with self._changed:
             self._changed.notify_all()
-            watchers = tuple(self._watchers)
-        _tell(watchers, False)
+            watchers = self._wakeups.snapshot()
+        Wakeups.tell(watchers, False)
 
     def delete(self) -> None:
         """Close the log and remove its folder."""
@@ -663,12 +647,54 @@ class ShardLog:
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def _tell(watchers: Sequence[Callable[[bool], None]], appended: bool) -> None:
-    for callback in watchers:
-        try:
-            callback(appended)
-        except Exception:  # the records are durable whatever a watcher does
-            log.exception("a stream log watcher failed")
+class Wakeups:
+    """Who waits for a shard's new records, in either log backend: threads in a long poll
+    (:meth:`wait_until`, under the shard's condition) and callbacks (a push subscription on
+    the server's event loop, :meth:`watch`). A publish of appended records notifies the
+    condition and calls :meth:`tell` with :meth:`snapshot`'s watchers; :meth:`nudge` (a
+    split or merge closed the shard) ends both kinds of wait though no record came."""
+
+    def __init__(self, changed: threading.Condition) -> None:
+        self._changed = changed
+        self._watchers: list[Callable[[bool], None]] = []
+        self._nudges = 0
+
+    def watch(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``callback(True)`` each time appended records are published (from the thread
+        that wrote them: it must be quick and must not block), ``callback(False)`` when the
+        log closes or is nudged. Returns what stops it."""
+        with self._changed:
+            self._watchers.append(callback)
+
+        def stop() -> None:
+            with self._changed, suppress(ValueError):
+                self._watchers.remove(callback)
+
+        return stop
+
+    def snapshot(self) -> tuple[Callable[[bool], None], ...]:
+        """The watchers now (the caller holds the condition); to :meth:`tell` outside it."""
+        return tuple(self._watchers)
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Wait (holding the condition) until ``ready()``, a nudge, or ``timeout``."""
+        nudges = self._nudges
+        self._changed.wait_for(lambda: ready() or self._nudges != nudges, timeout)
+
+    def nudge(self) -> None:
+        with self._changed:
+            self._nudges += 1
+            self._changed.notify_all()
+            watchers = self.snapshot()
+        self.tell(watchers, False)
+
+    @staticmethod
+    def tell(watchers: Sequence[Callable[[bool], None]], appended: bool) -> None:
+        for callback in watchers:
+            try:
+                callback(appended)
+            except Exception:  # the records are durable whatever a watcher does
+                log.exception("a stream log watcher failed")
 
 
 def _read_span(path: Path, offset: int, stop: int, start: int, end: int, limit: int,
