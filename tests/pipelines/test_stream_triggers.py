@@ -52,7 +52,7 @@ class Scratch:
         keys = [f"k{i}-{time.monotonic_ns()}" for i in range(len(sizes))]
         with self.sessions() as session:
             row = service.get_stream(session, stream)
-            self.streams.put(row, lambda: service.shards_of(session, row), [
+            self.streams.put(session, row, [
                 (key, b"x" * size, service.hash_key_of(key)) for key, size in zip(
                     keys, sizes, strict=True)])
 

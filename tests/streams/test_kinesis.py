@@ -323,3 +323,29 @@ def test_resharding(server: Cumulo, kinesis: Any) -> None:
     assert open_shards[0]["AdjacentParentShardId"] == children[1]["ShardId"]
     done = server.cli("streams", "split", name, open_shards[0]["ShardId"])
     assert done.returncode == 0 and "2 open shard(s)" in done.stdout, done.stderr
+
+
+def test_puts_follow_reshards_and_recreation_at_once(kinesis: Any) -> None:
+    """Puts keep a view of a stream's shards (service.ROUTE_TTL); a merge, a delete and a new
+    stream of the same name made here are seen by the very next put, not a second later."""
+    name = _name()
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    first = {kinesis.put_record(StreamName=name, Data=b"x", PartitionKey=f"k{i}")["ShardId"]
+             for i in range(8)}
+    assert first == {"shardId-000000000000", "shardId-000000000001"}
+    kinesis.merge_shards(StreamName=name, ShardToMerge="shardId-000000000000",
+                         AdjacentShardToMerge="shardId-000000000001")
+    merged = {kinesis.put_record(StreamName=name, Data=b"y", PartitionKey=f"k{i}")["ShardId"]
+              for i in range(8)}
+    assert merged == {"shardId-000000000002"}
+    kinesis.delete_stream(StreamName=name)
+    with pytest.raises(ClientError) as caught:
+        kinesis.put_records(StreamName=name, Records=[{"Data": b"z", "PartitionKey": "k"}])
+    assert _code(caught) == "ResourceNotFoundException"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    again = kinesis.put_records(StreamName=name, Records=[{"Data": b"z", "PartitionKey": "k"}])
+    assert again["FailedRecordCount"] == 0
+    assert again["Records"][0]["ShardId"] == "shardId-000000000000"
+    it = kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
+                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    assert [r["Data"] for r in kinesis.get_records(ShardIterator=it)["Records"]] == [b"z"]

@@ -144,7 +144,7 @@ def put_records(name: str, body: RecordsIn, request: Request,
                 session: DbSession) -> dict[str, Any]:
     if not body.records or len(body.records) > service.MAX_BATCH:
         raise Invalid(f"put 1 to {service.MAX_BATCH} records at once, not {len(body.records)}")
-    stream = service.get_stream(session, name)
+    stream = _engine(request).writable(session, name)
     results: list[dict[str, Any] | None] = [None] * len(body.records)
     good: list[tuple[int, tuple[str, bytes, int]]] = []
     total = 0
@@ -163,8 +163,7 @@ def put_records(name: str, body: RecordsIn, request: Request,
         except Invalid as exc:
             results[i] = {"error": exc.message}
     if good:
-        written = _engine(request).put(stream, lambda: service.shards_of(session, stream),
-                                       [r for _, r in good])
+        written = _engine(request).put(session, stream, [r for _, r in good])
         for (i, _), (shard, seq, _) in zip(good, written, strict=True):
             results[i] = {"shard_id": shard.shard_id,
                           "sequence_number": service.external_seq(shard, seq)}

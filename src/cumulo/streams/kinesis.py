@@ -264,6 +264,11 @@ class _Ops:
         self.principal.require(action, f"stream/{name}")
         return service.get_stream(session, name)
 
+    def _writable(self, session: Session, request: dict[str, Any]) -> Stream:
+        name = _name(request)
+        self.principal.require("streams:Write", f"stream/{name}")
+        return self.engine.writable(session, name)  # puts' view: no database read each time
+
     def _shard_doc(self, shard: Shard, first: int, last: int | None) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "ShardId": shard.shard_id,
@@ -342,20 +347,19 @@ class _Ops:
         return result
 
     def PutRecord(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
-        stream = self._stream(session, request, "streams:Write")
+        stream = self._writable(session, request)
         data = _data(request.get("Data"), "the record")
         if len(data) > service.MAX_RECORD:
             raise KinesisError("ValidationException", f"the record's data is {len(data)} bytes; "
                                f"a record is at most {service.MAX_RECORD} (1 MiB)")
         key = request.get("PartitionKey") or ""
         hash_key = service.hash_key_of(str(key), request.get("ExplicitHashKey"))
-        (shard, seq, _), = self.engine.put(
-            stream, lambda: service.shards_of(session, stream), [(str(key), data, hash_key)])
+        (shard, seq, _), = self.engine.put(session, stream, [(str(key), data, hash_key)])
         return {"ShardId": shard.shard_id, "SequenceNumber": service.external_seq(shard, seq),
                 "EncryptionType": "NONE"}
 
     def PutRecords(self, session: Session, request: dict[str, Any]) -> dict[str, Any]:
-        stream = self._stream(session, request, "streams:Write")
+        stream = self._writable(session, request)
         records = request.get("Records")
         if not isinstance(records, list) or not records:
             raise KinesisError("ValidationException", "Records must list 1 to 500 records")
@@ -385,8 +389,7 @@ class _Ops:
                 results[i] = {"ErrorCode": "InvalidArgumentException",
                               "ErrorMessage": f"record {i}: {message}"}
         if good:
-            written = self.engine.put(stream, lambda: service.shards_of(session, stream),
-                                      [r for _, r in good])
+            written = self.engine.put(session, stream, [r for _, r in good])
             for (i, _), (shard, seq, _) in zip(good, written, strict=True):
                 results[i] = {"ShardId": shard.shard_id,
                               "SequenceNumber": service.external_seq(shard, seq)}

@@ -22,14 +22,14 @@ import re
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable
 from collections.abc import Iterator as Iterator_
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -125,6 +125,7 @@ def delete_stream(session: Session, engine: StreamEngine, name: str) -> None:
     engine.meter.meter(session, stream)  # its last usage record: shard-hours until now
     session.delete(stream)
     session.commit()
+    engine.forget(name)
     engine.logs.drop_stream(name)
 
 
@@ -173,6 +174,7 @@ def split_shard(session: Session, engine: StreamEngine, name: str, shard_id: str
                           parent=parent.shard_id, created_at=now))
         session.add_all(children)
         session.commit()
+        engine.forget(name)
     engine.logs.shard(name, parent.shard_id).nudge()  # its subscribers: the shard is closed
     return children
 
@@ -200,6 +202,7 @@ def merge_shards(session: Session, engine: StreamEngine, name: str, shard_id: st
                       parent=a.shard_id, adjacent_parent=b.shard_id, created_at=now)
         session.add(child)
         session.commit()
+        engine.forget(name)
     for closed in (a, b):  # their subscribers: the shards are closed
         engine.logs.shard(name, closed.shard_id).nudge()
     return child
@@ -268,6 +271,28 @@ class Iterator:
     made: float
 
 
+# Seconds a put trusts its view of a stream and its open shards. A reshard or delete made here
+# drops the view at once (under the put gate); this bounds how long one made by another
+# control plane sharing the database goes unseen.
+ROUTE_TTL = 1.0
+_Row = TypeVar("_Row", Stream, Shard)
+
+
+def _unbound(row: _Row) -> _Row:
+    """A copy of ``row``'s columns in no session (nothing can expire it)."""
+    return type(row)(**{a.key: getattr(row, a.key)
+                        for a in sa_inspect(type(row)).column_attrs})
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A stream as puts see it: its row and the router over its open shards."""
+
+    stream: Stream
+    router: _Router
+    until: float  # time.monotonic() after which it is read again
+
+
 class StreamEngine:
     """The running side of streams in a control plane: the shards' logs, the key that seals
     iterators (a new one each start: iterators last minutes, as Kinesis's), and the push
@@ -291,6 +316,11 @@ class StreamEngine:
         self._gate = threading.Condition()
         self._putting = 0
         self._resharding = False
+        # Puts look streams up here, not in the database each time (a fifth of a PutRecords'
+        # time went there). ``_epoch`` counts what ``forget`` dropped, so that a view read
+        # before a reshard is never kept after it.
+        self._routes: dict[str, _Route] = {}
+        self._epoch = 0
 
     def start(self, sessions: Any, every: float = 60.0) -> None:
         """Enforce retention every ``every`` seconds, and meter the streams' use every
@@ -366,16 +396,41 @@ class StreamEngine:
                                   "reading with each NextShardIterator")
         return Iterator(stream, shard, int(seq), float(made))
 
-    def put(self, stream: Stream, shards: Callable[[], list[Shard]],
+    def writable(self, session: Session, name: str) -> Stream:
+        """The stream ``name``, for a put (NotFound if there is none): from the view puts keep,
+        read again at most ``ROUTE_TTL`` seconds after it was read."""
+        return self._route(session, name).stream
+
+    def forget(self, name: str) -> None:
+        """Drop the puts' view of stream ``name``: it was resharded, deleted or made again."""
+        with self._gate:
+            self._epoch += 1
+            self._routes.pop(name, None)
+
+    def _route(self, session: Session, name: str) -> _Route:
+        route = self._routes.get(name)
+        if route is not None and route.until > time.monotonic():
+            return route
+        epoch = self._epoch
+        stream = get_stream(session, name)
+        # Copies that belong to no session: the view outlives the session that read it.
+        route = _Route(_unbound(stream), _Router([_unbound(s) for s in shards_of(session, stream)]),
+                       time.monotonic() + ROUTE_TTL)
+        with self._gate:
+            if epoch == self._epoch:  # else a reshard came between: do not keep what was read
+                self._routes[name] = route
+        return route
+
+    def put(self, session: Session, stream: Stream,
             records: list[tuple[str, bytes, int]]) -> list[tuple[Shard, int, float]]:
         """Append records (partition key, data, hash key), each to its shard; durable on
-        return. Returns each record's shard, sequence and arrival time, in order. ``shards``
-        reads the stream's shards, under the put gate, so a split or merge is never half
-        seen."""
+        return. Returns each record's shard, sequence and arrival time, in order. The shards
+        are looked up under the put gate, so a split or merge is never half seen."""
         if not records:
             return []
         with self._put_gate():
-            route = _Router(shards())
+            current = self._route(session, stream.name)
+            stream, route = current.stream, current.router
             by_shard: dict[str, list[int]] = {}
             chosen = []
             for i, (_, _, hash_key) in enumerate(records):
