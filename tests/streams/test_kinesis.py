@@ -349,3 +349,64 @@ def test_puts_follow_reshards_and_recreation_at_once(kinesis: Any) -> None:
     it = kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
     assert [r["Data"] for r in kinesis.get_records(ShardIterator=it)["Records"]] == [b"z"]
+
+
+def test_backlog_refuses_with_kinesis_throttling_and_writes_nothing_refused(
+        tmp_path: Path) -> None:
+    """With a one-byte shard backlog, a put that comes while another of the same shard is being
+    written is refused as Kinesis refuses a shard past its limit: per record in a PutRecords
+    (the rest written), ProvisionedThroughputExceededException for a PutRecord, retried by
+    boto3's own retries and by the SDK; no refused record is in the shard."""
+    server = start_cumulo(tmp_path / ".cumulo", {"CUMULO_STREAM_SHARD_BACKLOG": "1"})
+    try:
+        key = server.client().keys.create("k")
+        kinesis = _kinesis(server, key)
+        name = _name()
+        kinesis.create_stream(StreamName=name, ShardCount=1)
+        written: list[str] = []
+        refused: list[dict[str, Any]] = []
+        stop = threading.Event()
+
+        def big_puts() -> None:  # 4 MiB a put: its write keeps the backlog full a while
+            mine = _kinesis(server, key)
+            while not stop.is_set():
+                done = mine.put_records(StreamName=name, Records=[
+                    {"Data": b"x" * 2**20, "PartitionKey": "big"} for _ in range(4)])
+                written.extend(r["SequenceNumber"] for r in done["Records"]
+                               if "SequenceNumber" in r)
+
+        thread = threading.Thread(target=big_puts)
+        thread.start()
+        deadline = time.monotonic() + 60
+        try:
+            while not refused and time.monotonic() < deadline:
+                done = kinesis.put_records(StreamName=name, Records=[
+                    {"Data": b"small", "PartitionKey": "k"}])
+                first = done["Records"][0]
+                if "ErrorCode" in first:
+                    refused.append(first)
+                else:
+                    written.append(first["SequenceNumber"])
+        finally:
+            stop.set()
+            thread.join()
+        assert refused, "no put came while another was being written in 60 s"
+        assert refused[0]["ErrorCode"] == "ProvisionedThroughputExceededException"
+        assert refused[0]["ErrorMessage"].startswith("Rate exceeded for shard shardId-0000")
+        # Every acknowledged record is in the shard, and nothing else.
+        it = kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        seen: list[str] = []
+        while it and len(seen) < len(written):
+            page = kinesis.get_records(ShardIterator=it, Limit=1000)
+            seen += [r["SequenceNumber"] for r in page["Records"]]
+            it = page.get("NextShardIterator") if page["Records"] else None
+        assert sorted(seen, key=int) == sorted(written, key=int)
+        # Once nothing waits, a put goes through; boto3 and the SDK retry a refused one.
+        retrying = boto3.client("kinesis", endpoint_url=server.url, region_name="us-east-1",
+                                aws_access_key_id=key["access_key_id"],
+                                aws_secret_access_key=key["secret_access_key"])
+        assert retrying.put_record(StreamName=name, Data=b"one", PartitionKey="k")["ShardId"]
+        assert server.client().streams.put(name, "two", partition_key="k")["shard_id"]
+    finally:
+        server.stop()

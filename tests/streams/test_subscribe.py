@@ -345,3 +345,27 @@ def test_subscriptions_are_bounded(tmp_path_factory: pytest.TempPathFactory) -> 
         assert again.status_code == 200
     finally:
         small.stop()
+
+
+def test_show_tells_consumers_and_how_far_they_read(server: Cumulo, kinesis: Any) -> None:
+    name, arn = _stream(kinesis)
+    _consumer(kinesis, arn, "idle")
+    consumer = _consumer(kinesis, arn, "live")
+    answer = kinesis.subscribe_to_shard(ConsumerARN=consumer, ShardId=FIRST,
+                                        StartingPosition={"Type": "LATEST"})
+    put = [kinesis.put_record(StreamName=name, Data=f"r{i}".encode(),
+                              PartitionKey="k")["SequenceNumber"] for i in range(3)]
+    _events(answer, 3)
+    shown = {c["name"]: c for c in server.client().streams.show(name)["consumers"]}
+    assert shown["idle"]["subscriptions"] == []
+    [reading] = shown["live"]["subscriptions"]
+    assert reading["shard_id"] == FIRST and reading["position"] == put[-1]
+    assert reading["behind"] == 0 and shown["live"]["arn"] == consumer
+    done = server.cli("streams", "show", name)
+    assert done.returncode == 0 and "live" in done.stdout and "idle" in done.stdout, done.stderr
+    answer["EventStream"].close()
+    deadline = time.monotonic() + 10  # the server sees the subscriber go at its next page
+    while server.client().streams.show(name)["consumers"][1]["subscriptions"]:
+        assert time.monotonic() < deadline, "the closed subscription is still shown"
+        kinesis.put_record(StreamName=name, Data=b"nudge", PartitionKey="k")
+        time.sleep(0.2)

@@ -20,7 +20,7 @@ from cumulo.errors import CumuloError, Invalid, NotFound
 from cumulo.permissions import allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
-from cumulo.streams import delivery, groups, push, scoring, service
+from cumulo.streams import consumers, delivery, groups, push, scoring, service
 from cumulo.streams.models import Shard
 from cumulo.streams.service import Iterator, StreamEngine
 from cumulo.units import parse_duration, parse_time
@@ -90,6 +90,7 @@ def show_stream(name: str, request: Request, session: DbSession) -> dict[str, An
     stream = service.get_stream(session, name)
     return {**service.stream_doc(session, _engine(request), stream),
             "groups": groups.group_docs(session, _engine(request), stream),
+            "consumers": consumers.consumer_docs(session, _engine(request), stream),
             "deliveries": _deliveries(request, session, name),
             "scorers": scoring.scorer_docs(session, _engine(request), stream)}
 
@@ -163,8 +164,12 @@ def put_records(name: str, body: RecordsIn, request: Request,
         except Invalid as exc:
             results[i] = {"error": exc.message}
     if good:
-        written = _engine(request).put(session, stream, [r for _, r in good])
-        for (i, _), (shard, seq, _) in zip(good, written, strict=True):
+        written = _engine(request).put(session, stream, [r for _, r in good], refuse=True)
+        for (i, _), done in zip(good, written, strict=True):
+            if isinstance(done, service.ShardBusy):
+                results[i] = {"error": done.message, "retry": True}
+                continue
+            shard, seq, _ = done
             results[i] = {"shard_id": shard.shard_id,
                           "sequence_number": service.external_seq(shard, seq)}
     return {"failed": sum(1 for r in results if r and "error" in r), "records": results}

@@ -66,6 +66,8 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
         "open": "open"}, as_json=False)
     if doc.get("groups"):
         _show_groups(doc["groups"])
+    if doc.get("consumers"):
+        _show_consumers(doc["consumers"])
     if doc.get("deliveries"):
         _show_deliveries(doc["deliveries"], as_json=False)
     if doc.get("scorers"):
@@ -181,6 +183,17 @@ def remove(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """Delete a stream and its records."""
     client(ctx).streams.delete(name)
     show_result({"name": name, "deleted": True}, f"stream {name} deleted", as_json=json)
+
+
+def _show_consumers(consumers: list[dict[str, Any]]) -> None:
+    rows = [{"consumer": c["name"], **s} for c in consumers for s in c["subscriptions"]]
+    rows += [{"consumer": c["name"], "shard_id": "-", "position": None, "behind": "-",
+              "millis_behind": 0} for c in consumers if not c["subscriptions"]]
+    show_rows(rows, {"consumer": "consumer", "subscribed shard": "shard_id",
+                     "position": lambda s: s["position"] or "-",
+                     "behind (records)": "behind",
+                     "oldest unread": lambda s: f"{s['millis_behind'] / 1000:.1f}s"
+                     if s["behind"] not in (0, "-") else "-"}, as_json=False)
 
 
 # --- consumer groups -----------------------------------------------------------------------------

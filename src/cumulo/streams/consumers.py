@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,8 +21,11 @@ from cumulo.db import utcnow
 from cumulo.errors import Conflict, Invalid, NotFound
 from cumulo.streams.models import Consumer, Stream
 
-__all__ = ["MAX_CONSUMERS", "ConsumerLimit", "consumer_arn", "deregister", "find",
-           "list_consumers", "parse_arn", "register", "stream_arn"]
+if TYPE_CHECKING:
+    from cumulo.streams.service import StreamEngine
+
+__all__ = ["MAX_CONSUMERS", "ConsumerLimit", "consumer_arn", "consumer_docs", "deregister",
+           "find", "list_consumers", "parse_arn", "register", "stream_arn"]
 
 MAX_CONSUMERS = 20  # on one stream, as Kinesis's
 ARN_PREFIX = "arn:aws:kinesis:us-east-1:000000000000:stream/"
@@ -103,3 +107,29 @@ def deregister(session: Session, consumer: Consumer) -> None:
     """Remove the consumer. Commits."""
     session.delete(consumer)
     session.commit()
+
+
+def consumer_docs(session: Session, engine: StreamEngine, stream: Stream) -> list[dict[str, Any]]:
+    """The stream's registered consumers as ``show`` tells them: each shard one of them is
+    subscribed to now, how far it has read, and how far behind the shard's newest record."""
+    from cumulo.streams.service import external_seq, shards_of
+
+    shards = shards_of(session, stream)
+    docs = []
+    for consumer in list_consumers(session, stream):
+        arn = consumer_arn(stream.name, consumer)
+        reading = []
+        for shard in shards:
+            follower = engine.subscriptions.following((arn, shard.shard_id))
+            if follower is None:
+                continue
+            newest = engine.logs.shard(stream.name, shard.shard_id).next_seq - 1
+            read = follower.position
+            reading.append({"shard_id": shard.shard_id,
+                            "position": None if read is None else external_seq(shard, read),
+                            "behind": max(0, newest - (follower.start - 1 if read is None
+                                                       else read)),
+                            "millis_behind": follower.millis_behind})
+        docs.append({"name": consumer.name, "arn": arn,
+                     "created_at": consumer.created_at.isoformat(), "subscriptions": reading})
+    return docs

@@ -57,6 +57,8 @@ class KinesisError(Exception):
 
 
 def _from_cumulo(exc: CumuloError) -> KinesisError:
+    if isinstance(exc, service.ShardBusy):
+        return _busy(exc.details["stream"], exc.details["shard"])
     if isinstance(exc, ConsumerLimit | SubscriptionLimit):
         return KinesisError("LimitExceededException", exc.message)
     if isinstance(exc, ExpiredIterator):
@@ -74,6 +76,13 @@ def _from_cumulo(exc: CumuloError) -> KinesisError:
         kind = "InvalidArgumentException" if field else "ValidationException"
         return KinesisError(kind, exc.message)
     return KinesisError("InternalFailure", exc.message, 500)
+
+
+def _busy(stream: str, shard_id: str) -> KinesisError:
+    # Kinesis's own words, which its clients (the KPL, boto3's retries) look for.
+    return KinesisError("ProvisionedThroughputExceededException",
+                        f"Rate exceeded for shard {shard_id} in stream {stream} under account "
+                        "000000000000.")
 
 
 def _arn(name: str) -> str:
@@ -354,7 +363,10 @@ class _Ops:
                                f"a record is at most {service.MAX_RECORD} (1 MiB)")
         key = request.get("PartitionKey") or ""
         hash_key = service.hash_key_of(str(key), request.get("ExplicitHashKey"))
-        (shard, seq, _), = self.engine.put(session, stream, [(str(key), data, hash_key)])
+        [written] = self.engine.put(session, stream, [(str(key), data, hash_key)], refuse=True)
+        if isinstance(written, service.ShardBusy):
+            raise _busy(stream.name, written.details["shard"])
+        shard, seq, _ = written
         return {"ShardId": shard.shard_id, "SequenceNumber": service.external_seq(shard, seq),
                 "EncryptionType": "NONE"}
 
@@ -389,8 +401,13 @@ class _Ops:
                 results[i] = {"ErrorCode": "InvalidArgumentException",
                               "ErrorMessage": f"record {i}: {message}"}
         if good:
-            written = self.engine.put(session, stream, [r for _, r in good])
-            for (i, _), (shard, seq, _) in zip(good, written, strict=True):
+            written = self.engine.put(session, stream, [r for _, r in good], refuse=True)
+            for (i, _), done in zip(good, written, strict=True):
+                if isinstance(done, service.ShardBusy):
+                    error = _busy(stream.name, done.details["shard"])
+                    results[i] = {"ErrorCode": error.kind, "ErrorMessage": error.message}
+                    continue
+                shard, seq, _ = done
                 results[i] = {"ShardId": shard.shard_id,
                               "SequenceNumber": service.external_seq(shard, seq)}
         failed = sum(1 for r in results if r is not None and "ErrorCode" in r)
@@ -615,6 +632,7 @@ async def _subscribe(ops: _Ops, found: dict[str, Any], receive: Receive, send: S
     try:
         follower = push.Follower(found["log"], found["start"], closed=closed,
                                  readers=subscriptions.readers())
+        subscriptions.follow((found["arn"], shard.shard_id), follower)
         await push.respond(send, receive, follower, content_type=eventstream.CONTENT_TYPE,
                            head=eventstream.event("initial-response", {}), page=page, fail=fail,
                            headers=[(b"x-amzn-requestid", rid.encode())])

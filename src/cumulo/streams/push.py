@@ -56,6 +56,7 @@ class Subscriptions:
         self._lock = threading.Lock()
         self._open = 0
         self._keys: set[Hashable] = set()
+        self._following: dict[Hashable, Follower] = {}  # keyed subscriptions, for ``show``
         self._readers: CapacityLimiter | None = None
 
     @property
@@ -87,8 +88,21 @@ class Subscriptions:
                 given_back.set()
                 self._open -= 1
                 self._keys.discard(key)
+                self._following.pop(key, None)
 
         return release
+
+    def follow(self, key: Hashable, follower: Follower) -> None:
+        """Say which follower reads for ``key`` (taken with :meth:`acquire`), so that ``show``
+        can tell how far it is."""
+        with self._lock:
+            if key in self._keys:  # not given back already
+                self._following[key] = follower
+
+    def following(self, key: Hashable) -> Follower | None:
+        """The follower reading for ``key`` now, if a subscription under it is open."""
+        with self._lock:
+            return self._following.get(key)
 
     def readers(self) -> CapacityLimiter:
         """The limiter that subscriptions' reads run under (made on the event loop)."""
@@ -116,7 +130,7 @@ class Follower:
                  readers: CapacityLimiter, seconds: float = SESSION_SECONDS,
                  heartbeat: float = HEARTBEAT) -> None:
         self._log = shard_log
-        self._start = start
+        self._start = self.start = start
         self._closed = closed
         self._readers = readers
         self._seconds = seconds
@@ -124,6 +138,8 @@ class Follower:
         self._nudge = asyncio.Event()
         self._stopped = False
         self._recheck = True
+        self.position: int | None = None  # the last record sent (None: none yet)
+        self.millis_behind = 0  # of the last page sent
 
     def stop(self) -> None:
         """End the pages (the caller went away). On the event loop."""
@@ -155,6 +171,7 @@ class Follower:
                 page = await self._read(seq)
                 if page.records:
                     seq = page.next_seq
+                    self.position, self.millis_behind = seq - 1, page.millis_behind
                     yield page
                     sent = loop.time()
                     continue

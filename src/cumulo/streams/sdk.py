@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamsClient"]
 
+_PUT_ATTEMPTS = 5  # a put whose shard is busy is tried again, waiting 0.05 s, 0.1 s, ...
+
 
 def _record(partition_key: str, data: bytes | str,
             explicit_hash_key: str | None = None) -> dict[str, Any]:
@@ -52,19 +54,30 @@ class StreamsClient:
 
     def put(self, name: str, data: bytes | str, *, partition_key: str,
             explicit_hash_key: str | None = None) -> dict[str, Any]:
-        """One record; returns its shard and sequence number once it is on disk."""
-        done = self.put_records(name, [_record(partition_key, data, explicit_hash_key)])
-        result = done["records"][0]
-        if "error" in result:
-            from cumulo.errors import Invalid
+        """One record; returns its shard and sequence number once it is on disk. A shard too
+        busy to take it now is tried again a few times, waiting longer each time."""
+        import time
 
+        from cumulo.errors import Invalid, Unavailable
+
+        record = [_record(partition_key, data, explicit_hash_key)]
+        for attempt in range(_PUT_ATTEMPTS):
+            result: dict[str, Any] = self.put_records(name, record)["records"][0]
+            if not result.get("retry"):
+                break
+            if attempt < _PUT_ATTEMPTS - 1:
+                time.sleep(0.05 * 2**attempt)
+        else:
+            raise Unavailable(result["error"], retry_after=1)
+        if "error" in result:
             raise Invalid(result["error"])
-        return result  # type: ignore[no-any-return]
+        return result
 
     def put_records(self, name: str, records: builtins.list[dict[str, Any]]) -> dict[str, Any]:
         """Up to 500 records (``{"partition_key", "data" or "data_base64"}``); a bad one
         fails alone: ``{"failed": n, "records": [{"shard_id", "sequence_number"} or
-        {"error"}]}``."""
+        {"error"}]}``; ``{"error", "retry": true}`` for a record whose shard was too busy to
+        take it: put it again in a moment."""
         return self._t.json("POST", f"/api/v1/streams/{name}/records",  # type: ignore[no-any-return]
                             json={"records": records})
 

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from cumulo.access import projects
 from cumulo.config import Prices
 from cumulo.db import utcnow
-from cumulo.errors import Conflict, Invalid, NotFound
+from cumulo.errors import Conflict, Invalid, NotFound, Unavailable
 from cumulo.principal import Principal
 from cumulo.streams.backend import LogBackend, open_log_backend
 from cumulo.streams.log import Archives, Record
@@ -284,6 +284,49 @@ def _unbound(row: _Row) -> _Row:
                         for a in sa_inspect(type(row)).column_attrs})
 
 
+class ShardBusy(Unavailable):
+    """A shard's backlog is full: put again in a moment (Kinesis's
+    ProvisionedThroughputExceededException)."""
+
+    def __init__(self, stream: str, shard_id: str) -> None:
+        super().__init__(f"shard {shard_id} of stream {stream!r} has as many records waiting "
+                         "to be written as it takes (the setting stream_shard_backlog): put "
+                         "them again in a moment",
+                         details={"stream": stream, "shard": shard_id}, retry_after=1)
+
+
+class Backlog:
+    """Bytes of records on their way into each shard's log. Past ``limit`` a shard takes no
+    more puts that may be refused (Kinesis's ProvisionedThroughputExceededException, which its
+    clients retry with backoff) until what waits is written: the writers, not the memory of
+    the server, set the pace. A put bigger than the limit alone is taken when nothing waits."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._waiting: dict[tuple[str, str], int] = {}
+
+    def take(self, stream: str, sizes: dict[str, int], *, refuse: bool) -> set[str]:
+        """Count ``sizes`` (bytes by shard id) as waiting; returns the shards taken (all of
+        them unless ``refuse``)."""
+        taken = set()
+        with self._lock:
+            for shard_id, size in sizes.items():
+                now = self._waiting.get((stream, shard_id), 0)
+                if refuse and now and now + size > self.limit:
+                    continue
+                self._waiting[(stream, shard_id)] = now + size
+                taken.add(shard_id)
+        return taken
+
+    def written(self, stream: str, sizes: dict[str, int]) -> None:
+        with self._lock:
+            for shard_id, size in sizes.items():
+                left = self._waiting.pop((stream, shard_id), 0) - size
+                if left > 0:
+                    self._waiting[(stream, shard_id)] = left
+
+
 @dataclass(frozen=True)
 class _Route:
     """A stream as puts see it: its row and the router over its open shards."""
@@ -300,7 +343,7 @@ class StreamEngine:
 
     def __init__(self, home: Path, *, streams_url: str = "", subscriptions: int = 256,
                  prices: Prices | None = None, meter_every: float = 300.0,
-                 archive: Archives | None = None) -> None:
+                 archive: Archives | None = None, shard_backlog: int = 64 * 2**20) -> None:
         # The shards' records: the embedded log under <home>/streams (old segments moved to
         # ``archive``, in storage), or JetStream (backend.py).
         self.logs: LogBackend = open_log_backend(streams_url, home, archive=archive)
@@ -321,6 +364,7 @@ class StreamEngine:
         # before a reshard is never kept after it.
         self._routes: dict[str, _Route] = {}
         self._epoch = 0
+        self.backlog = Backlog(shard_backlog)
 
     def start(self, sessions: Any, every: float = 60.0) -> None:
         """Enforce retention every ``every`` seconds, and meter the streams' use every
@@ -421,11 +465,13 @@ class StreamEngine:
                 self._routes[name] = route
         return route
 
-    def put(self, session: Session, stream: Stream,
-            records: list[tuple[str, bytes, int]]) -> list[tuple[Shard, int, float]]:
+    def put(self, session: Session, stream: Stream, records: list[tuple[str, bytes, int]], *,
+            refuse: bool = False) -> list[tuple[Shard, int, float] | ShardBusy]:
         """Append records (partition key, data, hash key), each to its shard; durable on
-        return. Returns each record's shard, sequence and arrival time, in order. The shards
-        are looked up under the put gate, so a split or merge is never half seen."""
+        return. Returns each record's shard, sequence and arrival time, in order; with
+        ``refuse``, a ShardBusy for the records of a shard whose backlog is full (not written: the
+        caller says so, and its writer retries). The shards are looked up under the put gate,
+        so a split or merge is never half seen."""
         if not records:
             return []
         with self._put_gate():
@@ -437,22 +483,34 @@ class StreamEngine:
                 shard = route(hash_key)
                 chosen.append(shard)
                 by_shard.setdefault(shard.shard_id, []).append(i)
+            sizes = {shard_id: sum(len(records[i][1]) for i in indexes)
+                     for shard_id, indexes in by_shard.items()}
+            taken = self.backlog.take(stream.name, sizes, refuse=refuse)
+            done: list[tuple[Shard, int, float] | ShardBusy] = [
+                ShardBusy(stream.name, shard.shard_id) for shard in chosen]  # until written
+            by_shard = {s: indexes for s, indexes in by_shard.items() if s in taken}
+            if not by_shard:
+                return done
             work = [(self.logs.shard(stream.name, shard_id), [records[i] for i in indexes])
                     for shard_id, indexes in by_shard.items()]
-            # Each shard's log writes and syncs on its own: a put that spans shards appends to
-            # all of them at once, and so waits for about one fsync instead of one a shard.
-            others = [self._appends.submit(log.append, batch) for log, batch in work[1:]]
             try:
-                appended = [work[0][0].append(work[0][1])]
+                # Each shard's log writes and syncs on its own: a put that spans shards
+                # appends to all of them at once, and so waits for about one fsync instead of
+                # one a shard.
+                others = [self._appends.submit(log.append, batch) for log, batch in work[1:]]
+                try:
+                    appended = [work[0][0].append(work[0][1])]
+                finally:
+                    futures.wait(others)  # all done under the gate, whatever happened
+                appended += [f.result() for f in others]
             finally:
-                futures.wait(others)  # all done under the gate, whatever happened
-            appended += [f.result() for f in others]
-            done: list[tuple[Shard, int, float] | None] = [None] * len(records)
+                self.backlog.written(stream.name, {s: sizes[s] for s in by_shard})
             for indexes, acks in zip(by_shard.values(), appended, strict=True):
                 for i, (seq, arrived) in zip(indexes, acks, strict=True):
                     done[i] = (chosen[i], seq, arrived)
-        self.meter.count(stream, put_units(len(data) for _, data, _ in records))
-        return [d for d in done if d is not None]
+        self.meter.count(stream, put_units(len(records[i][1]) for indexes in by_shard.values()
+                                           for i in indexes))
+        return done
 
     def start_seq(self, stream: Stream, shard: Shard, kind: str, *,
                   sequence: str | None = None, timestamp: float | None = None) -> int:
