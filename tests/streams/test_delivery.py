@@ -36,6 +36,23 @@ def snoop(record):
     import os
     record["page"] = os.environ.get("CUMULO_ADMIN_TOKEN", "none")
     return record
+
+
+def whoami(record):
+    import json, os
+    print("whoami was called on", record["user"])  # to the server's log, not the answers
+    with open("/proc/self/environ", "rb") as f:
+        environ = f.read().decode(errors="replace")
+    record["page"] = json.dumps({"pid": os.getpid(), "ppid": os.getppid(),
+                                 "env": sorted(os.environ), "environ": environ})
+    return record
+
+
+def crash(record):
+    import os
+    if record["page"] == "/crash":
+        os._exit(7)
+    return record
 '''
 
 SCHEMA = pa.schema([pa.field("user", pa.string(), nullable=False), pa.field("page", pa.string()),
@@ -182,6 +199,52 @@ def test_partition_by_day_and_transforms(server: Cumulo, tmp_path: Path) -> None
     assert {r["page"] for r in _rows(server, third)} == {"none"}
 
 
+def test_a_transform_is_forked_by_the_fork_server_with_no_secrets(server: Cumulo) -> None:
+    import psutil
+
+    stream, table = _name(), _table(server)
+    c = server.client()
+    c.streams.create(stream, shards=1)
+    c.streams.deliver(stream, table=table, buffer="1s", transform="click_transforms:whoami")
+    _put(server, stream, [{"user": "who", "page": "/"}])
+    _until(lambda: len(_rows(server, table)) == 1)
+    seen = json.loads(_rows(server, table)[0]["page"])
+    # Its parent is the transforms' fork server, which the control plane started.
+    parent = psutil.Process(seen["ppid"])
+    assert "cumulo.forkserver.server" in parent.cmdline()
+    assert "cumulo.streams.transform" in " ".join(parent.cmdline())
+    assert parent.ppid() == server.proc.pid != seen["ppid"]
+    # None of the server's environment but where Python is and the locale: not in
+    # os.environ, nor in what the process was started with (its fork server's).
+    kept = {"PATH", "PYTHONPATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV",
+            "PYTHONUNBUFFERED"}
+    assert {k for k in seen["env"] if not k.startswith("LC_")} <= kept
+    assert "CUMULO_" not in seen["environ"] and server.token not in seen["environ"]
+    assert "PYTHONPATH=" in seen["environ"]
+    assert server.token not in " ".join(psutil.Process(seen["ppid"]).environ().values())
+    # What it printed went to the server's log.
+    _until(lambda: any("whoami was called on who" in line for line in server.log_lines()))
+
+
+def test_a_crashing_transform_fails_only_its_batch(server: Cumulo) -> None:
+    stream, table = _name(), _table(server)
+    c = server.client()
+    c.streams.create(stream, shards=1)
+    c.streams.deliver(stream, table=table, buffer="1s", transform="click_transforms:crash")
+    _put(server, stream, [{"user": "a", "page": "/fine"}, {"user": "b", "page": "/crash"}])
+    _until(lambda: len(_rows(server, table + "_errors")) == 2)  # one batch: both records
+    errors = _rows(server, table + "_errors")
+    assert {r["reason"] for r in errors} == {"the transform's process ended (exit status 7)"}
+    assert _rows(server, table) == []
+    # The next batch gets a fresh process, and the server and the delivery go on.
+    _put(server, stream, [{"user": "c", "page": "/also-fine"}])
+    _until(lambda: len(_rows(server, table)) == 1)
+    assert _rows(server, table)[0]["user"] == "c"
+    shown = c.streams.delivery(stream, table)
+    assert (shown["state"], shown["records"], shown["failed"]) == ("running", 1, 2)
+    assert server.proc.poll() is None
+
+
 def test_bad_input(server: Cumulo) -> None:
     c = server.client()
     stream, table = _name(), _table(server)
@@ -321,7 +384,7 @@ def test_a_crash_between_the_two_commits_writes_each_row_once(
         stream = service.create_stream(session, me, "clicks", shards=1)
         create_delivery(session, streams, storage, me, "clicks", table="web.clicks",
                         buffer="1KB/100ms")
-        streams.put(stream, lambda: service.shards_of(session, stream), [
+        streams.put(session, stream, [
             ("k", json.dumps(r).encode() if not isinstance(r, str) else r.encode(), 1)
             for r in [{"user": "a"}, "not json", {"user": "b"}, {"ms": 1}]])
     real_write = delta.write

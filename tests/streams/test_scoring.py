@@ -85,10 +85,11 @@ def test_records_are_scored_into_a_stream_and_failures_counted(server: Cumulo) -
         assert out_key == key  # the same partition key
         assert record == {**customer, "prediction": 1 if customer["tenure"] < 10 else 0}
     # Not JSON, not an object, and a row the model refuses (text for a number): counted,
-    # the rest of their batch scored.
-    bad = [("b1", "not json"), ("b2", [1, 2]), ("b3", {"user": "b3", "tenure": "long",
-                                                       "spend": 1.0}),
-           ("b4", {"user": "b4", "tenure": 5, "spend": 10.0})]
+    # the rest of their batch scored. One partition key: one shard, so one batch (the scorer
+    # reads a shard as soon as its records are on disk, and each shard's are written apart).
+    bad = [("bad", "not json"), ("bad", [1, 2]), ("bad", {"user": "b3", "tenure": "long",
+                                                         "spend": 1.0}),
+           ("bad", {"user": "b4", "tenure": 5, "spend": 10.0})]
     _put(server, source, bad)
     _until(lambda: c.streams.scorer(source, "churn")["failed"] == 3)
     doc = _until(lambda: (d := c.streams.scorer(source, "churn"))["records"] == 7 and d)

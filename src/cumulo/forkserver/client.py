@@ -115,9 +115,10 @@ class ForkServer:
     and that would have gone to init: for children that keep their own orphans while they live
     (:mod:`cumulo.forkserver.reaper`), so that what one leaves when it is killed dies too.
     ``python``: the interpreter it runs in (an environment's; the control plane's by default):
-    it preloads what of ``modules`` that environment has."""
+    it preloads what of ``modules`` that environment has. ``log_path``: where the server's
+    own output goes (None: this process's standard error, its log)."""
 
-    def __init__(self, modules: Sequence[str], *, env: dict[str, str], log_path: Path,
+    def __init__(self, modules: Sequence[str], *, env: dict[str, str], log_path: Path | None,
                  cwd: Path | None = None, name: str = "fork server",
                  on_exit: Callable[[], None] | None = None,
                  answer_timeout: float = ANSWER_TIMEOUT, kill_orphans: bool = False,
@@ -129,8 +130,10 @@ class ForkServer:
         with contextlib.suppress(OSError):  # room for a large request (a job's environment)
             self.control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log_file:
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        with (open(log_path, "ab") if log_path is not None
+              else contextlib.nullcontext(2)) as log_file:
             self.proc = subprocess.Popen(
                 [python or sys.executable, "-m", "cumulo.forkserver.server",
                  str(theirs.fileno()),

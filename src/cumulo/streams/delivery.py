@@ -2,7 +2,8 @@
 
 ``cumulo streams deliver clicks --to-table web.clicks --buffer 5MB/60s`` makes a delivery. The
 control plane runs it on a thread: it reads every shard (parents before children, as a
-reader must after a reshard), buffers records until the buffer holds ``buffer_bytes`` or its
+reader must after a reshard: :mod:`cumulo.streams.reader`, which sleeps on the shards'
+wake-ups while nothing comes), buffers records until the buffer holds ``buffer_bytes`` or its
 oldest record waited ``buffer_seconds``, and writes the batch as one Delta commit.
 
 Exactly once: the commit also carries, for each shard in the batch, the last sequence read
@@ -31,7 +32,6 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +45,8 @@ from cumulo.errors import Conflict, CumuloError, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal
 from cumulo.streams import service
 from cumulo.streams.claims import Claims
-from cumulo.streams.log import Record
 from cumulo.streams.models import Delivery, Shard, Stream
+from cumulo.streams.reader import Item, ShardReader, Stopping
 from cumulo.streams.service import StreamEngine
 from cumulo.units import format_duration, parse_duration, parse_size
 
@@ -71,7 +71,7 @@ MAX_BUFFER_SECONDS = 900.0
 PARTITIONS = ("day",)
 STARTS = ("LATEST", "TRIM_HORIZON")
 _BUFFER_FORMS = "use SIZE/INTERVAL like 5MB/60s, or one of them (5MB, or 60s)"
-_IDLE = 0.1  # seconds between looks at shards with nothing new
+_READ = 10_000  # records a look at the shards reads at most
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -234,19 +234,14 @@ def delete_delivery(session: Session, principal: Principal, stream_name: str,
 # --- running them --------------------------------------------------------------------------------
 
 
-@dataclass
-class _Buffered:
-    shard: Shard
-    record: Record
-
-
 class _Runner:
     """One delivery, on a thread of its own, until it is stopped."""
 
     def __init__(self, owner: Deliveries, delivery_id: int) -> None:
         self.owner = owner
         self.delivery_id = delivery_id
-        self.stopping = threading.Event()
+        self.stops = Stopping()  # also ends its reader's wait
+        self.stopping: threading.Event = self.stops
         self.committed: dict[str, int] = {}  # shard: the last sequence the table holds
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name=f"streams-delivery-{delivery_id}")
@@ -295,9 +290,10 @@ class _Runner:
                 read = batch.fill()
                 if batch.due():
                     batch.flush(transform)
-                elif not read:
-                    self.stopping.wait(_IDLE)
+                elif not read:  # until records come, or the buffer's interval is up
+                    batch.reader.wait(batch.due_at())
         finally:
+            batch.reader.close()
             if transform is not None:
                 transform.close()
 
@@ -313,13 +309,13 @@ class _Batch:
         self.loc = loc
         self.schema = schema
         self.engine = runner.owner.engine
+        self.reader = ShardReader(self.engine, runner.owner.sessions, stream.name,
+                                  stopping=runner.stops)
         self.positions: dict[str, int] = {}  # shard: the next sequence to read
         self.errors_committed: dict[str, int] = {}
-        self.buffer: list[_Buffered] = []
+        self.buffer: list[Item] = []
         self.size = 0
         self.since = 0.0  # monotonic time the oldest buffered record was read
-        self.shards: list[Shard] = []
-        self.shards_at = 0.0
 
     def _error_loc(self) -> Location | None:
         from cumulo.lake import catalog, delta
@@ -338,18 +334,18 @@ class _Batch:
         """Positions from the table: after what each shard's last commit says."""
         from cumulo.lake import delta
 
-        self._refresh_shards(force=True)
+        shards = self.reader.refresh(force=True)
         with self.runner.owner.sessions() as session:  # the table's columns may have changed
             self.loc, self.schema, _ = table_target(session, self.runner.owner.storage,
                                                self.row.target)
-        ids = [app_id(self.row, s.shard_id) for s in self.shards]
+        ids = [app_id(self.row, s.shard_id) for s in shards]
         versions = delta.transaction_versions(self.loc, ids)
         errors_loc = self._error_loc()
         errors = delta.transaction_versions(errors_loc, ids) if errors_loc else {}
         self.positions.clear()
         self.runner.committed.clear()
         self.errors_committed.clear()
-        for shard in self.shards:
+        for shard in shards:
             done = versions.get(app_id(self.row, shard.shard_id))
             if done is not None:
                 self.runner.committed[shard.shard_id] = done
@@ -361,45 +357,23 @@ class _Batch:
                 self.errors_committed[shard.shard_id] = failed
         self.buffer, self.size = [], 0
 
-    def _refresh_shards(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self.shards_at < 2.0:
-            return
-        with self.runner.owner.sessions() as session:
-            shards = service.shards_of(session, service.get_stream(session, self.stream.name))
-            for shard in shards:
-                session.expunge(shard)
-        self.shards, self.shards_at = shards, time.monotonic()
-
-    def _finished(self, shard: Shard) -> bool:
-        if shard.closed_at is None:
-            return False
-        log_ = self.engine.logs.shard(self.stream.name, shard.shard_id)
-        return max(self.positions.get(shard.shard_id, 0), log_.first_seq) >= log_.next_seq
-
     def fill(self) -> bool:
         """Read what is new, up to the buffer's size; whether anything came."""
-        self._refresh_shards()
-        finished = {s.shard_id for s in self.shards if self._finished(s)}
-        known = {s.shard_id for s in self.shards}
-        got = False
-        for shard in self.shards:
-            parents = [p for p in (shard.parent, shard.adjacent_parent) if p]
-            if shard.shard_id in finished or not all(p in finished or p not in known
-                                                     for p in parents):
-                continue  # done, or its parents are not: they go first
-            position = self.positions.setdefault(shard.shard_id, 0)
-            records, following, _ = self.engine.read(self.stream, shard, position,
-                                                     limit=10_000)
-            self.positions[shard.shard_id] = following
-            if records:
-                if not self.buffer:
-                    self.since = time.monotonic()
-                got = True
-                self.buffer += [_Buffered(shard, r) for r in records]
-                self.size += sum(len(r.data) for r in records)
-            if self.size >= self.row.buffer_bytes:
-                break
-        return got
+        items = self.reader.read(self.positions, limit=_READ,
+                                 max_bytes=self.row.buffer_bytes - self.size)
+        if not items:
+            return False
+        for item in items:
+            self.positions[item.shard.shard_id] = item.record.seq + 1
+        if not self.buffer:
+            self.since = time.monotonic()
+        self.buffer += items
+        self.size += sum(len(item.record.data) for item in items)
+        return True
+
+    def due_at(self) -> float:
+        """When the buffer is due by its interval (``time.monotonic()``); none: never."""
+        return self.since + self.row.buffer_seconds if self.buffer else float("inf")
 
     def due(self) -> bool:
         return bool(self.buffer) and (self.size >= self.row.buffer_bytes or
@@ -429,7 +403,7 @@ class _Batch:
         fast = None  # every record fits as it is: read by Arrow at once, no misfits
         if transform is None and self.row.partition_by is None:
             fast = read_fitting([item.record.data for item in self.buffer], self.schema)
-        failures: list[tuple[_Buffered, str]] = []
+        failures: list[tuple[Item, str]] = []
         if fast is not None:
             rows = fast
         else:
@@ -466,7 +440,7 @@ class _Batch:
         self.runner.owner.delivered(self.row.id, rows.num_rows, len(fresh), result.version)
         self.buffer, self.size = [], 0
 
-    def _write_errors(self, principal: Principal, failures: list[tuple[_Buffered, str]],
+    def _write_errors(self, principal: Principal, failures: list[tuple[Item, str]],
                       versions: dict[str, int]) -> None:
         import pyarrow as pa
 
@@ -504,13 +478,13 @@ def _text(data: bytes) -> str:
         return "base64:" + base64.b64encode(data).decode()
 
 
-def _decode(buffer: list[_Buffered], transform: Transform | None) -> tuple[
-        list[Any], list[_Buffered], list[tuple[_Buffered, str]]]:
+def _decode(buffer: list[Item], transform: Transform | None) -> tuple[
+        list[Any], list[Item], list[tuple[Item, str]]]:
     """The records as JSON (through the transform, if any), each with where it came from;
     and those that failed, with why. Records the transform drops are in neither."""
     objects: list[Any] = []
-    sources: list[_Buffered] = []
-    failures: list[tuple[_Buffered, str]] = []
+    sources: list[Item] = []
+    failures: list[tuple[Item, str]] = []
     for item in buffer:
         try:
             objects.append(json.loads(item.record.data))
@@ -520,7 +494,7 @@ def _decode(buffer: list[_Buffered], transform: Transform | None) -> tuple[
     if transform is None:
         return objects, sources, failures
     kept: list[Any] = []
-    kept_sources: list[_Buffered] = []
+    kept_sources: list[Item] = []
     for item, (ok, value) in zip(sources, transform(objects), strict=True):
         if not ok:
             failures.append((item, str(value)))
@@ -556,7 +530,10 @@ class Deliveries:
         self.claims.look()
 
     def stop(self) -> None:
+        from cumulo.streams.transform import FORKS
+
         self.claims.stop()
+        FORKS.stop()  # the transforms' fork server, if one was started: their runners are done
 
     def committed(self, delivery_id: int) -> dict[str, int] | None:
         """Where a delivery run here stands (shard: last sequence in the table)."""

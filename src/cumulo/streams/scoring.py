@@ -3,7 +3,8 @@ with its prediction to another stream or to a lake table.
 
 ``cumulo streams score clicks --endpoint churn --to-stream scored`` makes a scorer. The
 control plane that claims it (:mod:`cumulo.streams.claims`) runs it on a thread: it reads every
-shard (parents before children after a reshard), sends the records, JSON objects, to the
+shard (parents before children after a reshard: :mod:`cumulo.streams.reader`, which sleeps on
+the shards' wake-ups while nothing comes), sends the records, JSON objects, to the
 endpoint in batches (``{"dataframe_records": [...]}``, through the same forwarding as
 ``/endpoints/NAME/invocations``), and writes each record with a ``prediction`` field: into
 the output stream under the same partition key (and hash key), or as a row of the table.
@@ -31,7 +32,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -45,8 +45,8 @@ from cumulo.errors import Conflict, CumuloError, Forbidden, Invalid, NotFound
 from cumulo.principal import Principal
 from cumulo.streams import service
 from cumulo.streams.claims import Claims
-from cumulo.streams.log import Record
-from cumulo.streams.models import Scorer, Shard, Stream
+from cumulo.streams.models import Scorer, Stream
+from cumulo.streams.reader import Item, ShardReader, Stopping
 from cumulo.streams.service import StreamEngine
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ MAX_BATCH = 1000
 PREDICTION = "prediction"  # the field (or column) each record's prediction goes to
 PAUSE_SECONDS = 5.0  # between tries of an endpoint that does not answer
 STARTS = ("LATEST", "TRIM_HORIZON")
-_IDLE = 0.1  # seconds between looks at shards with nothing new
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 # The endpoint's answers that are about the records (its model refused or failed on them):
 # the batch is sent again a record at a time. Any other answer pauses the scorer.
@@ -216,12 +215,6 @@ def scorer_docs(session: Session, engine: StreamEngine, stream: Stream) -> list[
 # --- running them --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Item:
-    shard: Shard
-    record: Record
-
-
 class _Stopped(Exception):
     """The scorer was stopped while it waited for the endpoint."""
 
@@ -245,13 +238,12 @@ class _Scoring:
     def __init__(self, owner: Scorers, scorer_id: int) -> None:
         self.owner = owner
         self.scorer_id = scorer_id
-        self.stopping = threading.Event()
+        self.stops = Stopping()  # also ends its reader's wait
+        self.stopping: threading.Event = self.stops
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name=f"streams-scorer-{scorer_id}")
         self.positions: dict[str, int] = {}  # shard: the next sequence to read
         self.paused: str | None = None  # why, while the endpoint does not answer
-        self.shards: list[Shard] = []
-        self.shards_at = 0.0
 
     def _main(self) -> None:
         while not self.stopping.is_set():
@@ -286,29 +278,25 @@ class _Scoring:
             session.expunge(stream)
         self.row, self.stream = row, stream
         self.positions = {k: int(v) for k, v in row.positions.items()}
-        self._refresh_shards(force=True)
-        if row.to_table is not None:
-            self._positions_from_table()
-        while not self.stopping.is_set():
-            items = self._take(row.batch)
-            if not items:
-                self.stopping.wait(_IDLE)
-                continue
-            if not self._handle(items):
-                return
+        reader = ShardReader(self.owner.engine, self.owner.sessions, stream.name,
+                             stopping=self.stops)
+        try:
+            if row.to_table is not None:
+                self._positions_from_table(reader)
+            while not self.stopping.is_set():
+                # Up to a batch of records not scored yet; positions move once it is written.
+                items = reader.read(self.positions, limit=row.batch)
+                if not items:
+                    reader.wait(float("inf"))  # until records come
+                    continue
+                if not self._handle(items):
+                    return
+        finally:
+            reader.close()
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _refresh_shards(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self.shards_at < 2.0:
-            return
-        with self.owner.sessions() as session:
-            shards = service.shards_of(session, service.get_stream(session, self.stream.name))
-            for shard in shards:
-                session.expunge(shard)
-        self.shards, self.shards_at = shards, time.monotonic()
-
-    def _positions_from_table(self) -> None:
+    def _positions_from_table(self, reader: ShardReader) -> None:
         """A table says what it holds: past the row's positions if the row was not moved
         after the last commit (a crash between the two)."""
         from cumulo.lake import delta
@@ -317,47 +305,22 @@ class _Scoring:
         assert self.row.to_table is not None
         with self.owner.sessions() as session:
             loc, _, _ = table_target(session, self.owner.storage, self.row.to_table)
-        done = delta.transaction_versions(loc, [_app_id(self.row, s.shard_id)
-                                                for s in self.shards])
-        for shard in self.shards:
+        shards = reader.refresh(force=True)
+        done = delta.transaction_versions(loc, [_app_id(self.row, s.shard_id) for s in shards])
+        for shard in shards:
             last = done.get(_app_id(self.row, shard.shard_id))
             if last is not None:
                 self.positions[shard.shard_id] = max(self.positions.get(shard.shard_id, 0),
                                                      last + 1)
 
-    def _finished(self, shard: Shard) -> bool:
-        if shard.closed_at is None:
-            return False
-        log_ = self.owner.engine.logs.shard(self.stream.name, shard.shard_id)
-        return max(self.positions.get(shard.shard_id, 0), log_.first_seq) >= log_.next_seq
-
-    def _take(self, limit: int) -> list[_Item]:
-        """Up to ``limit`` records not scored yet, of the shards whose parents are done."""
-        self._refresh_shards()
-        finished = {s.shard_id for s in self.shards if self._finished(s)}
-        known = {s.shard_id for s in self.shards}
-        items: list[_Item] = []
-        for shard in self.shards:
-            parents = [p for p in (shard.parent, shard.adjacent_parent) if p]
-            if shard.shard_id in finished or not all(p in finished or p not in known
-                                                     for p in parents):
-                continue
-            records, _, _ = self.owner.engine.read(
-                self.stream, shard, self.positions.get(shard.shard_id, 0),
-                limit=limit - len(items))
-            items += [_Item(shard, r) for r in records]
-            if len(items) >= limit:
-                break
-        return items
-
     # -- scoring ---------------------------------------------------------------------------------
 
-    def _handle(self, items: list[_Item]) -> bool:
+    def _handle(self, items: list[Item]) -> bool:
         """Score a batch and write it; False if the scorer was stopped first (the batch is
         read again when it starts)."""
         principal = self._principal()
-        objects: list[tuple[_Item, dict[str, Any]]] = []
-        failures: list[tuple[_Item, str]] = []
+        objects: list[tuple[Item, dict[str, Any]]] = []
+        failures: list[tuple[Item, str]] = []
         for item in items:
             try:
                 obj = orjson.loads(item.record.data)
@@ -403,8 +366,8 @@ class _Scoring:
             _require(principal, self.stream.name, row.endpoint, row.to_stream, row.to_table)
         return principal
 
-    def _score(self, objects: list[tuple[_Item, dict[str, Any]]],
-               failures: list[tuple[_Item, str]]) -> list[tuple[_Item, dict[str, Any], Any]] | None:
+    def _score(self, objects: list[tuple[Item, dict[str, Any]]],
+               failures: list[tuple[Item, str]]) -> list[tuple[Item, dict[str, Any], Any]] | None:
         """Each record with its prediction; those the endpoint refuses to ``failures``. None
         if the scorer was stopped meanwhile."""
         if not objects:
@@ -491,8 +454,8 @@ class _Scoring:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _to_stream(self, scored: list[tuple[_Item, dict[str, Any], Any]],
-                   failures: list[tuple[_Item, str]]) -> int:
+    def _to_stream(self, scored: list[tuple[Item, dict[str, Any], Any]],
+                   failures: list[tuple[Item, str]]) -> int:
         assert self.row.to_stream is not None
         records = []
         for item, obj, prediction in scored:
@@ -510,13 +473,12 @@ class _Scoring:
                 except NotFound:
                     raise NotFound(f"output stream {self.row.to_stream!r} was deleted: create "
                                    "it again, then start the scorer") from None
-                self.owner.engine.put(target, lambda: service.shards_of(session, target),
-                                      records)
+                self.owner.engine.put(session, target, records)
         return len(records)
 
-    def _to_table(self, principal: Principal, items: list[_Item],
-                  scored: list[tuple[_Item, dict[str, Any], Any]],
-                  failures: list[tuple[_Item, str]]) -> int:
+    def _to_table(self, principal: Principal, items: list[Item],
+                  scored: list[tuple[Item, dict[str, Any], Any]],
+                  failures: list[tuple[Item, str]]) -> int:
         from cumulo.lake import delta
         from cumulo.streams.delivery import table_target
         from cumulo.streams.rows import fit
