@@ -73,6 +73,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/tune.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/metrics_overhead.py
 	$(BIN)/python bench/pipelines.py
 	$(BIN)/python bench/dr.py
 	$(MAKE) bench-secure-invoke
@@ -81,15 +82,23 @@ bench: $(VENV)/.installed-test
 	$(MAKE) bench-scale
 	$(MAKE) bench-s3
 	$(MAKE) bench-streams
+	$(MAKE) bench-notebooks
+	$(MAKE) bench-monitors
 
 # An endpoint invoked with and without a token: the replicas' own check, the control plane's.
 .PHONY: bench-secure-invoke bench-control-plane-load bench-authz bench-scale bench-s3 \
-	bench-streams
+	bench-streams bench-notebooks
 bench-secure-invoke: $(VENV)/.installed-test
 	$(BIN)/python bench/secure_invoke.py
 
 bench-control-plane-load: $(VENV)/.installed-test
 	$(BIN)/python bench/control_plane_load.py
+
+# A model monitor's drift report over 1 million captured requests (goal: under 10 s), and the
+# same figures the plain way in pandas.
+.PHONY: bench-monitors
+bench-monitors: $(VENV)/.installed-test
+	$(BIN)/python bench/monitors.py
 
 # The console's pictures in docs/screenshots, taken by its browser tests.
 screenshots: $(VENV)/.installed-test $(CONSOLE_BUILT)
@@ -129,3 +138,8 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 # of a delivery into a table at 20,000 records/s.
 bench-streams: $(VENV)/.installed-test bench/node/node_modules/.installed
 	$(BIN)/python bench/streams.py
+
+# A notebook from create to a usable JupyterLab page through the proxy, and stop/start, against
+# plain `jupyter lab` started by hand on the same machine.
+bench-notebooks: $(VENV)/.installed-test
+	$(BIN)/python bench/notebooks.py

@@ -23,7 +23,7 @@ The rules, for every import (at module level, in a function, under ``TYPE_CHECKI
    each other even inside functions (a cycle put off until call time: one of the two should
    take a callback, or what both need moves to a module both import).
 
-Two exceptions, by design:
+Three exceptions, by design:
 
 - core may name a service's public types under ``if TYPE_CHECKING:``, for annotations only:
   nothing is imported when the program runs. ``cumulo.services.Services``, the typed container
@@ -32,6 +32,8 @@ Two exceptions, by design:
   under ``TYPE_CHECKING``) from anywhere: it is what the user's side hands out
   (``cumulo.Client``, ``cumulo.job``, the CLI's commands, a pipeline step). At module level only
   composers import it.
+- the root package ``cumulo`` may import ``cumulo.notebooks.magic`` lazily (in a function):
+  IPython's ``%load_ext cumulo`` looks for ``load_ipython_extension`` on the package it names.
 
 Each violation prints as ``file:line: X imports Y (rule)``. ``ALLOWED`` lists the known ones,
 each with the change that removes it; an entry that no longer matches fails the check too, so
@@ -52,6 +54,7 @@ PACKAGE = "cumulo"
 SERVICES = frozenset({"access", "storage", "lake", "compute", "ml", "serving", "pipelines",
                       "metering", "console", "streams", "dr", "notebooks"})
 ROOT_CLIENT = "cumulo.client"
+IPYTHON_EXTENSION = "cumulo.notebooks.magic"  # what 'cumulo'.load_ipython_extension loads
 _COMPOSER_PACKAGES = ("cumulo.server", "cumulo.cli")
 _COMPOSER_MODULES = frozenset({"cumulo.__main__", ROOT_CLIENT})
 # Core's packages; a package of cumulo in none of these lists is refused until it is named
@@ -193,6 +196,8 @@ def _private(name: str) -> bool:
 
 def _rule(importer: str, imp: _Import) -> str | None:
     """Which rule this import breaks, if any (cycles are found separately)."""
+    if importer == PACKAGE and imp.lazy and imp.module == IPYTHON_EXTENSION:
+        return None  # %load_ext cumulo (see the module's docstring)
     source, target = _layer(importer), _layer(imp.module)
     if target == "composer":
         if imp.module == ROOT_CLIENT and imp.lazy:

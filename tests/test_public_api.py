@@ -10,7 +10,7 @@ import cumulo.errors
 
 
 def test_exported_names() -> None:
-    assert cumulo.__all__ == ["Client", "__version__"]
+    assert cumulo.__all__ == ["Client", "__version__", "load_ipython_extension"]
     assert cumulo.errors.__all__ == ["Conflict", "CumuloError", "Forbidden", "Invalid",
                                      "NotFound", "QuotaExceeded", "TooLarge",
                                      "TooManyRequests", "Unauthorized",
@@ -49,3 +49,12 @@ def test_the_server_loads_the_lake_engines_only_when_used() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == ""
+
+
+def test_the_monitors_client() -> None:
+    import cumulo.serving.monitors.sdk
+
+    assert cumulo.serving.monitors.sdk.__all__ == ["MonitorsClient"]
+    assert {"create", "list", "show", "delete", "run", "reports"} <= set(
+        dir(cumulo.serving.monitors.sdk.MonitorsClient))
+    assert "monitors" in dir(cumulo.Client)

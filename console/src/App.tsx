@@ -2,6 +2,7 @@ import { lazy, Suspense, useEffect, useMemo, useState } from "react";
 import { createBrowserRouter, NavLink, Route, RouterProvider, Routes, useLocation } from "react-router-dom";
 import { ApiError, chooseProject, currentProject, get, Me, onSignedOut, signIn, signInOptions, signOut } from "./api";
 import { ErrorBox, Loading } from "./components/ErrorBox";
+import { AlertBanner } from "./components/AlertBanner";
 import { allowedEntries, Menu } from "./components/Menu";
 import { PageBoundary } from "./components/PageBoundary";
 
@@ -16,6 +17,7 @@ const Endpoints = lazy(() => import("./pages/Endpoints"));
 const Costs = lazy(() => import("./pages/Costs"));
 const Pipelines = lazy(() => import("./pages/Pipelines"));
 const Streams = lazy(() => import("./pages/Streams"));
+const Notebooks = lazy(() => import("./pages/Notebooks"));
 const Users = lazy(() => import("./pages/Users"));
 const Groups = lazy(() => import("./pages/Groups"));
 const Roles = lazy(() => import("./pages/Roles"));
@@ -153,6 +155,7 @@ function Shell({ session: { me, shown }, onSignOut }: { session: Session; onSign
       </header>
       <Menu shown={shown} open={menu} />
       <main id="main" className="content" tabIndex={-1}>
+        <AlertBanner />
         <PageBoundary address={location.pathname}>
         <Suspense fallback={<Loading />}>
           <Routes>
@@ -165,6 +168,7 @@ function Shell({ session: { me, shown }, onSignOut }: { session: Session; onSign
             <Route path="/endpoints/*" element={<Endpoints />} />
             <Route path="/pipelines/*" element={<Pipelines />} />
             <Route path="/streams/*" element={<Streams />} />
+            <Route path="/notebooks" element={<Notebooks />} />
             <Route path="/costs" element={<Costs />} />
             <Route path="/users/*" element={<Users />} />
             <Route path="/groups/*" element={<Groups />} />

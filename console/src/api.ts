@@ -44,7 +44,7 @@ export function chooseProject(name: string): void {
 }
 /** The routes that make something in a project from a JSON body. */
 const MADE_IN_PROJECT = new Set(["/files/buckets", "/tables/databases", "/tables/crawl",
-  "/clusters", "/jobs", "/endpoints", "/streams"]);
+  "/clusters", "/jobs", "/endpoints", "/streams", "/notebooks"]);
 
 /** An endpoint's invocation route, the one path under /endpoints/ that is not the console's. */
 const INVOCATIONS = /^\/endpoints\/[^/]+\/invocations$/;

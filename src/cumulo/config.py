@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_PORT",
     "ClientSettings",
     "OidcSettings",
+    "OwnHardware",
     "Prices",
     "S3Settings",
     "Settings",
@@ -65,6 +66,29 @@ class Prices:
     gpu_hour: float = 1.006
     shard_hour: float = 0.015  # a stream's shard, open for an hour
     million_put_units: float = 0.014  # a million PUT payload units (25 KiB of a record each)
+    # S3 Standard's first 50 TB per GB-month, its PUT/COPY/POST/LIST and GET requests per
+    # thousand, and Athena's per TB scanned (docs/costs.md gives the sources and dates).
+    storage_gb_month: float = 0.023
+    thousand_put_requests: float = 0.005
+    thousand_get_requests: float = 0.0004
+    tb_scanned: float = 5.0
+
+
+@dataclass(frozen=True)
+class OwnHardware:
+    """The own-hardware price sheet's machine (``[hardware]``, ``CUMULO_HARDWARE_*``): what it
+    cost, how long it lasts, what it draws, and what it holds. Its cost per hour (the price
+    spread over its life, plus power) is shared among its vCPUs, memory and GPUs in the cloud
+    sheet's proportions (cumulo.metering.sheets; docs/costs.md)."""
+
+    price: float = 6000.0  # US dollars, bought
+    life_years: float = 4.0
+    watts: float = 350.0  # average draw
+    kwh_price: float = 0.15  # US dollars a kWh
+    vcpus: float = 32.0
+    memory_gb: float = 128.0
+    gpus: float = 0.0
+    disk_price_per_tb: float = 60.0  # its disks' price per TB, spread over the same life
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,17 @@ class Settings:
     log_level: str = "info"
     s3: S3Settings = field(default_factory=S3Settings)
     prices: Prices = field(default_factory=Prices)
+    # The own-hardware sheet's machine, and the sheet that prices budgets and is shown first
+    # ("cloud" or "own"; cumulo costs shows both side by side).
+    hardware: OwnHardware = field(default_factory=OwnHardware)
+    cost_sheet: str = "cloud"
+    # Seconds between samples of what storage holds (byte-hours for cumulo costs), and between
+    # checks of budgets and cost anomalies.
+    storage_sample_seconds: float = 900.0
+    budget_check_seconds: float = 60.0
+    # How long an alert's webhook has to answer, and how many times it is tried.
+    webhook_timeout_seconds: float = 5.0
+    webhook_attempts: int = 5
     # How long a cancelled or timed-out job has between SIGTERM and SIGKILL.
     job_grace_seconds: float = 10.0
     # What local clusters' Python jobs start with already imported (cumulo.forkserver):
@@ -130,6 +165,10 @@ class Settings:
     # Push subscriptions to streams' shards (SubscribeToShard, client.streams.subscribe) open
     # at once: each holds a connection and, while records flow, a share of a few read threads.
     stream_subscriptions: int = 256
+    # Bytes of records waiting to be written into one shard past which puts of that shard are
+    # refused for a moment (Kinesis's ProvisionedThroughputExceededException, which its
+    # clients retry), so writers faster than the disk slow down instead of filling memory.
+    stream_shard_backlog: int = 64 * 2**20
     # Where streams keep their records: empty (the default) for the embedded log under
     # <home>/streams, or nats://HOST:4222 (tls://) for NATS JetStream, shared by control planes.
     streams_url: str = ""
@@ -139,6 +178,12 @@ class Settings:
     # Seconds between a stream's usage records (shard-hours, PUT payload units) for ``cumulo
     # costs``; PUT units counted since the last record are lost if the server is killed.
     stream_meter_seconds: float = 300.0
+    # Prometheus metrics (/metrics, cumulo.metrics): on by default; off, requests are not
+    # counted or timed and /metrics answers 404 (docs/operations.md).
+    metrics: bool = True
+    # An OpenTelemetry collector's OTLP/HTTP address (http://HOST:4318): each request becomes a
+    # span, sent there. Empty (the default): no traces, and OpenTelemetry is never imported.
+    otel_endpoint: str = ""
 
     @property
     def url(self) -> str:
@@ -179,9 +224,17 @@ _ENV_KEYS = {
     "trusted_proxies": "CUMULO_TRUSTED_PROXIES",
     "s3_domain": "CUMULO_S3_DOMAIN",
     "stream_subscriptions": "CUMULO_STREAM_SUBSCRIPTIONS",
+    "stream_shard_backlog": "CUMULO_STREAM_SHARD_BACKLOG",
     "streams_url": "CUMULO_STREAMS_URL",
     "stream_archive_seconds": "CUMULO_STREAM_ARCHIVE_SECONDS",
     "stream_meter_seconds": "CUMULO_STREAM_METER_SECONDS",
+    "cost_sheet": "CUMULO_COST_SHEET",
+    "storage_sample_seconds": "CUMULO_STORAGE_SAMPLE_SECONDS",
+    "budget_check_seconds": "CUMULO_BUDGET_CHECK_SECONDS",
+    "webhook_timeout_seconds": "CUMULO_WEBHOOK_TIMEOUT_SECONDS",
+    "webhook_attempts": "CUMULO_WEBHOOK_ATTEMPTS",
+    "metrics": "CUMULO_METRICS",
+    "otel_endpoint": "CUMULO_OTEL_ENDPOINT",
 }
 _S3_ENV_KEYS = {
     "endpoint_url": "CUMULO_S3_ENDPOINT_URL",
@@ -206,7 +259,14 @@ _PRICE_ENV_KEYS = {
     "gpu_hour": "CUMULO_PRICE_GPU_HOUR",
     "shard_hour": "CUMULO_PRICE_SHARD_HOUR",
     "million_put_units": "CUMULO_PRICE_MILLION_PUT_UNITS",
+    "storage_gb_month": "CUMULO_PRICE_STORAGE_GB_MONTH",
+    "thousand_put_requests": "CUMULO_PRICE_THOUSAND_PUT_REQUESTS",
+    "thousand_get_requests": "CUMULO_PRICE_THOUSAND_GET_REQUESTS",
+    "tb_scanned": "CUMULO_PRICE_TB_SCANNED",
 }
+_HARDWARE_ENV_KEYS = {name: f"CUMULO_HARDWARE_{name.upper()}" for name in (
+    "price", "life_years", "watts", "kwh_price", "vcpus", "memory_gb", "gpus",
+    "disk_price_per_tb")}
 
 
 def _proxies(raw: Any) -> tuple[str, ...]:
@@ -364,7 +424,7 @@ def load_settings(
             f"{path} has unknown settings {sorted(unknown)}; known ones are {sorted(known)}"
         )
     values: dict[str, Any] = {k: v for k, v in doc.items()
-                              if k not in ("s3", "prices", "oidc")}
+                              if k not in ("s3", "prices", "oidc", "hardware")}
     for name, var in _ENV_KEYS.items():
         if env.get(var):
             values[name] = env[var]
@@ -373,6 +433,24 @@ def load_settings(
     oidc = _oidc(_section(doc, "oidc", env, _OIDC_ENV_KEYS, path))
     prices = {k: _number(f"prices.{k}", v)
               for k, v in _section(doc, "prices", env, _PRICE_ENV_KEYS, path).items()}
+    hardware = {k: _number(f"hardware.{k}", v)
+                for k, v in _section(doc, "hardware", env, _HARDWARE_ENV_KEYS, path).items()}
+    if hardware.get("life_years", 1.0) <= 0:
+        raise Invalid("hardware.life_years must be more than 0, e.g. 4")
+    for name in ("storage_sample_seconds", "budget_check_seconds", "webhook_timeout_seconds"):
+        if name in values:
+            values[name] = _number(name, values[name])
+            if values[name] <= 0:
+                raise Invalid(f"{name} must be more than 0")
+    if "webhook_attempts" in values:
+        try:
+            values["webhook_attempts"] = int(values["webhook_attempts"])
+        except ValueError as exc:
+            raise Invalid("webhook_attempts must be a whole number, e.g. 5") from exc
+        if values["webhook_attempts"] < 1:
+            raise Invalid("webhook_attempts must be at least 1")
+    if "cost_sheet" in values and values["cost_sheet"] not in ("cloud", "own"):
+        raise Invalid(f"cost_sheet {values['cost_sheet']!r} is not cloud or own")
     if "job_grace_seconds" in values:
         values["job_grace_seconds"] = _number("job_grace_seconds", values["job_grace_seconds"])
     if "stream_meter_seconds" in values:
@@ -390,7 +468,7 @@ def load_settings(
             raise Invalid(f"setting preload: {exc}") from exc
         values["preload"] = ",".join(preload) if isinstance(preload, list) else str(preload)
 
-    for name in ("serving_preload", "allow_internal_urls"):
+    for name in ("serving_preload", "allow_internal_urls", "metrics"):
         if name not in values:
             continue
         flag = values[name]
@@ -417,6 +495,15 @@ def load_settings(
         if values["stream_subscriptions"] < 1:
             raise Invalid("stream_subscriptions must be at least 1")
 
+    if "stream_shard_backlog" in values:
+        try:
+            values["stream_shard_backlog"] = int(values["stream_shard_backlog"])
+        except ValueError as exc:
+            raise Invalid("stream_shard_backlog must be a whole number of bytes, e.g. "
+                          "67108864") from exc
+        if values["stream_shard_backlog"] < 1:
+            raise Invalid("stream_shard_backlog must be at least 1 byte")
+
     if "stream_archive_seconds" in values:
         values["stream_archive_seconds"] = _number("stream_archive_seconds",
                                                    values["stream_archive_seconds"])
@@ -427,6 +514,13 @@ def load_settings(
                                                                            "tls://")):
             raise Invalid(f"streams_url {values['streams_url']!r} is not nats://HOST:PORT "
                           "(or tls://); leave it empty for the embedded log")
+
+    if "otel_endpoint" in values:
+        values["otel_endpoint"] = str(values["otel_endpoint"]).strip().rstrip("/")
+        if values["otel_endpoint"] and not values["otel_endpoint"].startswith(("http://",
+                                                                               "https://")):
+            raise Invalid(f"otel_endpoint {values['otel_endpoint']!r} is not an OTLP/HTTP "
+                          "address like http://HOST:4318; leave it empty for no traces")
 
     home = Path(values.pop("home", ".cumulo")).expanduser().resolve()
     try:
@@ -442,6 +536,7 @@ def load_settings(
         port=port,
         s3=S3Settings(**s3_values),
         prices=Prices(**prices),
+        hardware=OwnHardware(**hardware),
         oidc=oidc,
         **values,
     )

@@ -8,11 +8,14 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["configure_logging", "request_id"]
+__all__ = ["LOG_ROTATE_BYTES", "JsonFormatter", "add_log_file", "configure_logging", "request_id"]
+
+LOG_ROTATE_BYTES = 256 * 1024 * 1024  # a log file over this moves to NAME.1 when it is opened
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cumulo_request_id", default=None
@@ -50,6 +53,7 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any, interval: float = 0.1) -> None:
         super().__init__(stream)
         self.interval = interval
+        self.also: list[Any] = []  # more streams the same lines go to (add_log_file)
         self._lines: list[str] = []
         self._wake = threading.Event()
         self._start()
@@ -74,11 +78,13 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             if self._lines:
                 lines, self._lines = self._lines, []
-                try:
-                    self.stream.write("".join(lines))
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass  # the stream is gone: nothing to tell it with
+                text = "".join(lines)
+                for stream in (self.stream, *self.also):
+                    try:
+                        stream.write(text)
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass  # the stream is gone: nothing to tell it with
 
     def _run(self) -> None:
         while not self._wake.wait(self.interval):
@@ -99,3 +105,21 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # Cumulo writes its own access log line with the request id; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def add_log_file(path: Path) -> None:
+    """Also write the logs to ``path`` (the control plane's ``<home>/logs/server.log``, served
+    by ``cumulo logs``), in batches as to stderr. A file over :data:`LOG_ROTATE_BYTES` moves
+    to ``path.1`` first, replacing the one before."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists() and path.stat().st_size > LOG_ROTATE_BYTES:
+        path.replace(path.with_name(path.name + ".1"))
+    stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open while the server runs
+    root = logging.getLogger()
+    gathered = next((h for h in root.handlers if isinstance(h, GatheredStreamHandler)), None)
+    if gathered is not None:  # the lines stderr gets, formatted once for both
+        gathered.also.append(stream)
+        return
+    handler = GatheredStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)

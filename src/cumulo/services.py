@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cumulo.config import Settings
     from cumulo.dr.schedules import BackupScheduler
     from cumulo.leases import Membership
+    from cumulo.metering.watch import CostWatch
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.forward import Forwarder
@@ -58,6 +59,8 @@ class Services:
     streams: StreamEngine  # streams' shard logs (cumulo.streams)
     deliveries: Deliveries  # streams delivered into lake tables (Firehose's)
     scorers: Scorers  # streams scored through endpoints as records come
+    # storage samples, SQL metering, budgets, anomalies, alerts' webhooks (cumulo.metering)
+    costs: CostWatch | None = None
 
 
 def services(request: Request) -> Services:

@@ -52,7 +52,7 @@ def one(*statements: dict[str, Any]) -> PolicySet:
 
 
 def test_the_registry() -> None:
-    assert len(ACTIONS) == 82 and all(n.count(":") == 1 for n in ACTIONS)
+    assert len(ACTIONS) == 102 and all(n.count(":") == 1 for n in ACTIONS)
     assert {"files", "tables", "sql", "access", "audit", "costs", "tokens"} <= SERVICES
     assert {"bucket", "table", "query", "audit", "token"} <= set(RESOURCE_KINDS)
     assert known("tables:Read") and known("tables:*") and known("*") and known("*:Read")

@@ -53,11 +53,16 @@ OPTIONS = [
     Opt(("endpoints", "update", "none", "--model", "none:1"), "--bake", DURATION,
         then="no endpoint 'none'"),
     Opt(("pipelines", "run", "none"), "--timeout", DURATION, then="no pipeline 'none'"),
+    Opt(("monitors", "create", "dur-m", "--endpoint", "none", "--baseline", "none.t"),
+        "--window", DURATION, then="no endpoint 'none'"),
     Opt(("pipelines", "retry", "none"), "--timeout", DURATION, then="no pipeline run 'none'"),
     Opt(("costs",), "--since", TIME, good="24h"),
     Opt(("costs",), "--until", TIME),
+    Opt(("budgets", "check"), "--at", TIME),
     Opt(("audit", "ls"), "--since", TIME, good="24h"),
     Opt(("audit", "ls"), "--until", TIME),
+    Opt(("logs",), "--since", TIME, good="24h"),
+    Opt(("endpoints", "logs", "none"), "--since", TIME, then="no endpoint 'none'"),
     Opt(("tables", "restore", "none.t"), "--as-of", TIME, then="database 'none'"),
     Opt(("tables", "read", "none.t"), "--as-of", TIME, then="database 'none'"),
     Opt(("access", "check", "admin", "tables:Read"), "--at", TIME),
@@ -68,6 +73,8 @@ OPTIONS = [
     Opt(("streams", "get", "none"), "--at", TIME, then="stream 'none'"),
     Opt(("streams", "deliver", "none", "--to-table", "web.t"), "--buffer", DURATION,
         good="1MB/60s", then="stream 'none'"),
+    Opt(("notebooks", "create", "dur-nb", "--cluster", "none"), "--idle-timeout", DURATION,
+        then="no cluster 'none'"),
 ]
 
 

@@ -30,7 +30,7 @@ def test_upgrade_twice(url: str) -> None:
             "job_artifacts", "code_snapshots", "usage_records", "model_alias_events", "endpoints",
             "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0027"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0030"
     engine.dispose()
 
 
@@ -46,8 +46,10 @@ def test_models_match_the_migrations(url: str) -> None:
     import cumulo.leases
     import cumulo.metering.models
     import cumulo.ml.models
+    import cumulo.notebooks.models
     import cumulo.pipelines.models
     import cumulo.serving.models
+    import cumulo.serving.monitors.models
     import cumulo.storage.models
     import cumulo.streams.models  # noqa: F401
     from cumulo.db import Base

@@ -183,7 +183,7 @@ def test_every_component_is_documented_and_in_the_schema() -> None:
     assert names == {"import_data", "sql_transform", "select_columns", "clean_missing_data",
                      "normalize", "split_data", "join", "train_model", "tune_hyperparameters",
                      "score_model", "evaluate_model", "register_model", "deploy_to_endpoint",
-                     "condition", "python_script"}
+                     "condition", "python_script", "notebook"}
     jsonschema.Draft202012Validator.check_schema(schema())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "x", "nodes": [{"id": "a", "component": "nope"}]},

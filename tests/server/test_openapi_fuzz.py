@@ -120,6 +120,9 @@ def config(seeds: dict[str, str]) -> str:
         ("include-name", "DELETE /api/v1/pipelines/{name}", {"path.name": "doomed"}),
         # a subscription holds its answer open for `seconds` (five minutes unless told)
         ("include-name", "GET /api/v1/streams/{name}/subscribe", {"query.seconds": 1}),
+        # a followed log is answered until the caller goes away
+        ("include-name", "GET /api/v1/logs", {"query.follow": False}),
+        ("include-name", "GET /api/v1/endpoints/{name}/logs", {"query.follow": False}),
     ]
     for key, value, parameters in scoped:
         lines += ["", "[[operations]]", f"{key} = {_toml(value)}",

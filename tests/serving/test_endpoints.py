@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -255,12 +257,61 @@ def test_metrics_per_variant_and_for_prometheus(serving: Cumulo, churn: str) -> 
     assert v["errors_4xx"] == 1 and v["errors_5xx"] == 0 and v["requests_per_s"] > 0
     assert 0 < v["model_latency_p50_ms"] <= v["latency_p99_ms"]
     assert v["overhead_latency_p50_ms"] is not None and m["replicas"] == 1
-    text = c.transport.request("GET", "/metrics").text
-    assert 'cumulo_endpoint_replicas{endpoint="measured"} 1' in text
-    assert 'cumulo_endpoint_latency_seconds{endpoint="measured",variant="churn-1",' \
-        'quantile="0.99"}' in text
+    # For Prometheus: counters and histograms summed from the replicas' reports.
+    scraped = _prometheus(c)
+    assert scraped[("cumulo_endpoint_replicas", frozenset({("endpoint", "measured")}))] == 1
+    one = frozenset({("endpoint", "measured"), ("variant", "churn-1")})
+    assert scraped[("cumulo_endpoint_requests_total", one)] == 31
+    assert scraped[("cumulo_endpoint_errors_total", one | {("code", "4xx")})] == 1
+    assert scraped[("cumulo_endpoint_errors_total", one | {("code", "5xx")})] == 0
+    for name in ("cumulo_endpoint_latency_seconds", "cumulo_endpoint_model_latency_seconds",
+                 "cumulo_endpoint_overhead_latency_seconds"):
+        assert scraped[(f"{name}_count", one)] == 31
+        assert scraped[(f"{name}_bucket", one | {("le", "+Inf")})] == 31
+        assert 0 < scraped[(f"{name}_sum", one)] < 31 * 10
+    assert scraped[("cumulo_endpoint_latency_seconds_bucket", one | {("le", "60.0")})] == 31
     assert httpx.get(f"{serving.url}/metrics").status_code == 401  # behind the token
+    # A replica that dies takes nothing back: its replacement's requests add to the totals.
+    victim = c.endpoints.show("measured")["replicas"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        replicas = c.endpoints.show("measured")["replicas"]
+        if [r for r in replicas if r["ready"] and r["pid"] != victim]:
+            break
+        assert time.monotonic() < deadline, replicas
+        time.sleep(0.1)
+    for _ in range(5):
+        httpx.post(f"{info['url']}/invocations", headers=AUTH,
+                   json={"dataframe_records": ROWS.to_dict(orient="records")})
+    while _prometheus(c)[("cumulo_endpoint_requests_total", one)] < 36:
+        assert time.monotonic() < deadline, "the new replica's requests were not counted"
+        time.sleep(0.2)
+    assert _prometheus(c)[("cumulo_endpoint_latency_seconds_count", one)] == 36
+    # The replicas' log: their own lines, as JSON with each one's pid, through the API.
+    lines = [json.loads(line) for line in c.endpoints["measured"].logs()
+             if line.startswith("{")]
+    serving_lines = [line for line in lines if "serving" in line["msg"]]
+    pids = {line["replica"] for line in serving_lines}
+    assert victim in pids and len(pids) == 2, lines
+    only = serving.cli("endpoints", "logs", "measured", "--replica", str(victim))
+    assert only.returncode == 0, only.stderr
+    assert {json.loads(line)["replica"] for line in only.stdout.splitlines()
+            if line.startswith("{")} == {victim}
+    later = serving.cli("endpoints", "logs", "measured", "--since", "2999-01-01")
+    assert later.returncode == 0 and later.stdout == ""
+    missing = serving.cli("endpoints", "logs", "nothing-here")
+    assert missing.returncode == 1 and "no endpoint 'nothing-here'" in missing.stderr
     c.endpoints.delete("measured")
+
+
+def _prometheus(c: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics as prometheus_client's parser reads it: each sample by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = c.transport.request("GET", "/metrics").text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -17,6 +17,7 @@ const SERVICES: Entry[] = [
   { to: "/endpoints", label: "Endpoints", needs: [["endpoints:List", "endpoint/*"]] },
   { to: "/pipelines", label: "Pipelines", needs: [["pipelines:List", "pipeline/*"]] },
   { to: "/streams", label: "Streams", needs: [["streams:List", "stream/*"]] },
+  { to: "/notebooks", label: "Notebooks", needs: [["notebooks:List", "notebook/*"]] },
   { to: "/costs", label: "Costs", needs: [["costs:Read", "*"]] },
 ];
 

@@ -1,5 +1,6 @@
 // Cost explorer: use and cost by day, service, tag and cluster over a window, priced by the
-// server's price sheet (AWS's on-demand list prices unless set otherwise), with the figures.
+// server's price sheets (AWS's on-demand list prices unless set otherwise, and your own
+// hardware's), with the figures, the month-end forecast and the budgets.
 import { Link, useSearchParams } from "react-router-dom";
 import { get } from "../api";
 import { Chart } from "../components/Chart";
@@ -18,6 +19,14 @@ interface Figures {
   count: number;
   shard_hours?: number; // streams only: present when some stream was used
   put_units?: number;
+  cloud_usd?: number; // both sheets, side by side
+  own_usd?: number;
+}
+interface Forecast { month: string; spent_usd: number; daily_rate_usd: number; days_left: number; forecast_usd: number; method: string }
+interface Forecasts extends Forecast { primary: string; sheets: Record<"cloud" | "own", Forecast> }
+interface Budget {
+  name: string; scope: string; period: string; amount: number; spent: number; percent: number;
+  alerts: number[]; actions: { at: number; action: string }[]; acting: string[];
 }
 type Row = Figures & Record<string, string | number>;
 interface Summary { by: string; since: string | null; until: string | null; rows: Row[]; total: Figures; prices: Prices }
@@ -30,8 +39,10 @@ const awsCost = (f: Figures) => (f.cpu_seconds * AWS_LIST.vcpu_hour + f.memory_g
 
 const WINDOWS = [["7", "Last 7 days"], ["30", "Last 30 days"], ["90", "Last 90 days"]];
 const GROUPS: [string, string][] = [["day", "Day"], ["kind", "Service"], ["tag", "Tag"], ["cluster", "Cluster"],
-                                    ["user", "User"], ["item", "Job, endpoint, build or stream"]];
-const SERVICE: Record<string, string> = { job: "Jobs", endpoint: "Endpoints", environment: "Environment builds", stream: "Streams" };
+                                    ["user", "User"], ["item", "Job, endpoint, build or stream"],
+                                    ["resource", "Resource (pipeline, notebook, bucket, table...)"]];
+const SERVICE: Record<string, string> = { job: "Jobs", endpoint: "Endpoints", environment: "Environment builds", stream: "Streams",
+                                          storage: "Storage", sql: "SQL" };
 const hours = (s: number) => number(s / 3600, 3);
 
 export default function Costs() {
@@ -52,7 +63,12 @@ export default function Costs() {
       ["day", "kind", "tag", "cluster"].includes(group) ? Promise.resolve(undefined) : one(group),
       get<Cluster[]>("/clusters", undefined, signal),
     ]);
-    return { day, service, tag, cluster, table: table ?? { day, kind: service, tag, cluster }[group]!, clusters };
+    // Forecast and budgets: shown to those who may read them, left out for the others.
+    const [forecast, budgets] = await Promise.all([
+      get<Forecasts>("/costs/forecast", undefined, signal).catch(() => undefined),
+      get<Budget[]>("/budgets", undefined, signal).catch(() => undefined),
+    ]);
+    return { day, service, tag, cluster, table: table ?? { day, kind: service, tag, cluster }[group]!, clusters, forecast, budgets };
   }, [days, kind, group], 30000);
 
   const d = data.data;
@@ -62,8 +78,9 @@ export default function Costs() {
       <PageHeader title="Costs">
         <button type="button" onClick={data.reload}>Refresh</button>
       </PageHeader>
-      <p className="muted ops-intro">What your jobs, endpoints and streams used, and what that use would cost at the price sheet's
-        rates. Usage is recorded when a job attempt ends, and every few minutes for each endpoint replica and stream.</p>
+      <p className="muted ops-intro">What your jobs, endpoints, streams, storage and SQL used, and what that use would cost at the price
+        sheet's rates, and on your own hardware. Usage is recorded when a job attempt ends, every few minutes for each endpoint
+        replica and stream, and every quarter of an hour for what storage holds.</p>
       <form className="ops-filters row" aria-label="Cost window" onSubmit={(e) => e.preventDefault()}>
         <fieldset className="cost-window">
           <legend className="ops-hidden">Window</legend>
@@ -81,6 +98,8 @@ export default function Costs() {
             <option value="endpoint">endpoints</option>
             <option value="environment">environment builds</option>
             <option value="stream">streams</option>
+            <option value="storage">storage</option>
+            <option value="sql">SQL</option>
           </select>
         </label>
       </form>
@@ -105,6 +124,14 @@ export default function Costs() {
                 <div className="value">{dollars(awsCost(d.day.total))}</div>
                 <div className="sub">the same use, at AWS's list prices (us-east-1)</div></div>
             )}
+            {d.forecast && (
+              <div className="card"><div className="label">Month-end forecast ({d.forecast.month})</div>
+                <div className="value">{dollars(d.forecast.forecast_usd)}</div>
+                <div className="sub">{dollars(d.forecast.spent_usd)} so far; own hardware {dollars(d.forecast.sheets.own.forecast_usd)}</div></div>
+            )}
+            <div className="card"><div className="label">On your own hardware</div>
+              <div className="value">{dollars(d.day.total.own_usd ?? 0)}</div>
+              <div className="sub">the machine's price over its life, plus power</div></div>
             <div className="card"><div className="label">Usage records</div><div className="value">{d.day.total.count}</div>
               <div className="sub">job attempts and replica periods</div></div>
           </div>
@@ -143,11 +170,40 @@ export default function Costs() {
               </label>
             </div>
             <FiguresTable summary={d.table} group={group} />
-            <p className="muted ops-small">The same from a shell: <code>cumulo costs --by {group} --since {days}d{kind ? ` --kind ${kind}` : ""}</code></p>
+            <p className="muted ops-small">The same from a shell: <code>cumulo costs --by {group} --since {days}d{kind ? ` --kind ${kind}` : ""}</code>
+              {" "}(<code>--csv FILE</code> for a spreadsheet)</p>
           </section>
+          {d.forecast && <p className="muted ops-small">Forecast: {d.forecast.method}
+            {" "}({dollars(d.forecast.daily_rate_usd)} a day, {number(d.forecast.days_left, 1)} days left).</p>}
+          {d.budgets && <Budgets budgets={d.budgets} />}
         </>
       )}
     </>
+  );
+}
+
+function Budgets({ budgets }: { budgets: Budget[] }) {
+  return (
+    <section className="panel ops-panel" aria-labelledby="cost-budgets">
+      <h2 id="cost-budgets">Budgets</h2>
+      <Table label="Budgets" head={["Budget", "Scope", "Period", "Amount", "Spent", "Used", "Alerts", "Actions", "In force"]}
+             empty={budgets.length === 0 ? <>No budgets. Make one with <code>cumulo budgets create team-a --amount 50 --scope project:team-a --alert 50%,80%,100%</code></> : undefined}
+             colSpan={9}>
+        {budgets.map((b) => (
+          <tr key={b.name} className={b.acting.length ? "budget-acting" : undefined}>
+            <td>{b.name}</td>
+            <td>{b.scope}</td>
+            <td>{b.period}</td>
+            <td className="num">{dollars(b.amount)}</td>
+            <td className="num">{dollars(b.spent)}</td>
+            <td className="num"><meter min={0} max={100} high={80} value={Math.min(b.percent, 100)} aria-label={`${b.name} used`} /> {number(b.percent, 1)}%</td>
+            <td>{b.alerts.map((t) => `${t}%`).join(", ")}</td>
+            <td>{b.actions.map((a) => `${a.at}%: ${a.action}`).join(", ") || "-"}</td>
+            <td>{b.acting.join(", ") || "-"}</td>
+          </tr>
+        ))}
+      </Table>
+    </section>
   );
 }
 

@@ -17,7 +17,10 @@ Resources each action is checked on::
     users        user/<name>            groups     group/<name>
     policies     policy/<name>          projects   project/<name>
     tokens       token/<id>, key/<id>   audit      audit
-    streams      stream/<name>
+    streams      stream/<name>         notebooks  notebook/<name>
+    metrics      metrics                server     server (its own log)
+    budgets      budget/<name>          alerts     alert/<id>
+    monitors     monitor/<name>
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ ACTIONS: dict[str, str] = {
     "pipelines:Schedule": "set or clear a pipeline's schedule",
     "costs:Read": "read one's own usage and costs",
     "costs:ReadAll": "read everyone's usage and costs",
+    "budgets:List": "list budgets",
+    "budgets:Read": "show a budget, its alerts and the actions it took",
+    "budgets:Manage": "create, change and remove budgets (and the actions they take)",
+    "alerts:List": "list alerts (the console's banner, cumulo status)",
+    "alerts:Dismiss": "dismiss alerts from the banner",
     "tokens:Manage": "create, list and revoke one's own API tokens",
     "users:List": "list users",
     "users:Read": "show a user",
@@ -109,8 +117,23 @@ ACTIONS: dict[str, str] = {
     "streams:Write": "put records into a stream",
     "streams:Create": "create a stream",
     "streams:Delete": "delete a stream",
+    "notebooks:List": "list notebooks",
+    "notebooks:Read": "show a notebook",
+    "notebooks:Create": "create a notebook (a JupyterLab server run as a job)",
+    "notebooks:Open": "open a notebook's JupyterLab, through /notebooks/NAME/",
+    "notebooks:Start": "start a stopped notebook",
+    "notebooks:Stop": "stop a running notebook",
+    "notebooks:Delete": "delete a notebook",
+    "notebooks:Share": "share a notebook with another user, or stop sharing it",
+    "monitors:List": "list model monitors",
+    "monitors:Read": "show a model monitor, its runs and their figures",
+    "monitors:Create": "create a model monitor of an endpoint",
+    "monitors:Delete": "remove a model monitor",
+    "monitors:Run": "run a model monitor now",
     "audit:Read": "read the audit log",
     "audit:Verify": "verify the audit log's hash chain",
+    "metrics:Read": "scrape /metrics: every service's Prometheus metrics",
+    "server:ReadLogs": "read the control plane's own log (cumulo logs)",
 }
 
 SERVICES: frozenset[str] = frozenset(name.split(":", 1)[0] for name in ACTIONS)
@@ -118,7 +141,8 @@ SERVICES: frozenset[str] = frozenset(name.split(":", 1)[0] for name in ACTIONS)
 RESOURCE_KINDS: tuple[str, ...] = (
     "bucket", "table", "database", "sql", "query", "cluster", "job", "env", "model", "experiment",
     "endpoint", "pipeline", "user", "group", "policy", "project", "token", "audit",
-    "backup", "key", "stream",
+    "backup", "key", "stream", "notebook", "budget", "alert", "monitor",
+    "metrics", "server",
 )
 
 

@@ -31,6 +31,9 @@ def _allow(actions: list[str], *, sid: str, own: bool = False) -> dict[str, Any]
 
 _TABLES_BUT_GRANT = sorted(a for a in ACTIONS if a.startswith("tables:") and a != "tables:Grant")
 _OWN_JOBS = ["jobs:Read", "jobs:Cancel", "jobs:Retry", "jobs:Write", "jobs:Delete"]
+# A notebook is opened by its owner (and those it is shared with: cumulo.notebooks.service).
+_OWN_NOTEBOOKS = ["notebooks:Read", "notebooks:Open", "notebooks:Start", "notebooks:Stop",
+                  "notebooks:Delete", "notebooks:Share"]
 
 # A query's results were computed under its author's row filters and column masks, so even a
 # viewer reads only their own (see the viewer below).
@@ -52,9 +55,10 @@ _DOCUMENTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "models:Read",
                 "models:Register", "models:Update", "models:Delete", "tracking:*",
                 "endpoints:*", "pipelines:*", "streams:*", "jobs:Submit", "jobs:List",
+                "notebooks:Create", "notebooks:List",
                 "costs:Read", "envs:*", "tokens:Manage", "users:List", "groups:List",
                 "projects:List", "projects:Read"], sid="build"),
-        _allow(["jobs:*", "sql:Read"], sid="own-work", own=True),
+        _allow(["jobs:*", "sql:Read", "notebooks:*"], sid="own-work", own=True),
     ]),
     "data-scientist": ("queries and reads data, runs jobs and pipelines, tracks experiments, "
                        "registers models and calls endpoints", [
@@ -64,9 +68,10 @@ _DOCUMENTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "endpoints:List", "endpoints:Read", "endpoints:Invoke", "clusters:List",
                 "clusters:Read", "pipelines:List", "pipelines:Read", "pipelines:Run",
                 "envs:List", "envs:Read", "envs:Create", "costs:Read", "tokens:Manage",
-                "streams:List", "streams:Read", "streams:Write"],
+                "streams:List", "streams:Read", "streams:Write", "notebooks:Create",
+                "notebooks:List"],
                sid="explore"),
-        _allow([*_OWN_JOBS, "sql:Read"], sid="own-work", own=True),
+        _allow([*_OWN_JOBS, "sql:Read", *_OWN_NOTEBOOKS], sid="own-work", own=True),
     ]),
     "analyst": ("reads tables and runs SQL", [
         _allow(["tables:List", "tables:Read", "sql:Run", "costs:Read", "tokens:Manage"],

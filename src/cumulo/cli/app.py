@@ -22,6 +22,7 @@ from cumulo.access.iam_cli import (
 )
 from cumulo.cli.context import RootGroup, client
 from cumulo.cli.logins import login, logout, profiles_app, save_first_login, whoami
+from cumulo.cli.logs import logs_command
 from cumulo.cli.output import (
     OUTPUTS,
     JsonOpt,
@@ -35,10 +36,12 @@ from cumulo.compute.cli import clusters_app, jobs_app
 from cumulo.compute.environments.cli import envs_app
 from cumulo.dr.cli import backup_app, standby_app
 from cumulo.lake.cli import crawl_command, queries_app, sql_command, tables_app
-from cumulo.metering.cli import costs_command
+from cumulo.metering.cli import alerts_app, budgets_app, costs_command
 from cumulo.ml.cli import models_app, train_command, tune_command
+from cumulo.notebooks.cli import app as notebooks_app
 from cumulo.pipelines.cli import lineage_command, pipelines_app
 from cumulo.serving.cli import endpoints_app
+from cumulo.serving.monitors.cli import monitors_app
 from cumulo.storage.cli import app as files_app
 from cumulo.streams.cli import app as streams_app
 
@@ -73,10 +76,15 @@ app.add_typer(envs_app, name="envs")
 app.add_typer(backup_app, name="backup")
 app.add_typer(standby_app, name="standby")
 app.command("costs")(costs_command)
+app.add_typer(budgets_app, name="budgets")
+app.add_typer(alerts_app, name="alerts")
+app.command("logs")(logs_command)
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(monitors_app, name="monitors")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(streams_app, name="streams")
+app.add_typer(notebooks_app, name="notebooks")
 app.command("lineage")(lineage_command)
 app.command("train")(train_command)
 app.command("tune")(tune_command)
@@ -217,6 +225,11 @@ def status(ctx: typer.Context, json: bool = JsonOpt) -> None:
                              f"{cp['queued']} queued")
     _backups_rows(table, s.get("backups"))
     _planes_rows(table, s.get("control_planes") or [])
+    for i, a in enumerate(s.get("alerts") or []):  # budgets, cost anomalies, monitors
+        style = {"critical": "red", "warning": "yellow"}.get(a["severity"], "")
+        text = f"{a['severity']}: {escape(a['message'])}"
+        table.add_row("alerts" if i == 0 else "", f"[{style}]{text}[/{style}]" if style
+                      else text)
     console.print(table)
 
 

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from cumulo.compute.sdk import ClustersClient, JobsClient
     from cumulo.dr.sdk import BackupsClient
     from cumulo.lake.sdk import SqlClient, TablesClient
-    from cumulo.metering.sdk import CostsClient
+    from cumulo.metering.sdk import AlertsClient, BudgetsClient, CostsClient
     from cumulo.ml.sdk import ModelsClient
+    from cumulo.notebooks.sdk import NotebooksClient
     from cumulo.pipelines.sdk import PipelinesClient
+    from cumulo.serving.monitors.sdk import MonitorsClient
     from cumulo.serving.sdk import EndpointsClient
     from cumulo.storage.sdk import FilesClient
     from cumulo.streams.sdk import StreamsClient
@@ -166,6 +168,20 @@ class Client:
         return CostsClient(self.transport)
 
     @cached_property
+    def budgets(self) -> BudgetsClient:
+        """Budgets: ``create``, ``list``, ``show``, ``update``, ``delete``, ``check``."""
+        from cumulo.metering.sdk import BudgetsClient
+
+        return BudgetsClient(self.transport)
+
+    @cached_property
+    def alerts(self) -> AlertsClient:
+        """Alerts (budgets, anomalies, monitors): ``list``, ``dismiss``."""
+        from cumulo.metering.sdk import AlertsClient
+
+        return AlertsClient(self.transport)
+
+    @cached_property
     def models(self) -> ModelsClient:
         from cumulo.ml.sdk import ModelsClient
 
@@ -176,6 +192,21 @@ class Client:
         from cumulo.serving.sdk import EndpointsClient
 
         return EndpointsClient(self.transport)
+
+    @cached_property
+    def monitors(self) -> MonitorsClient:
+        """Model monitors of endpoints: ``create``, ``run``, ``reports``."""
+        from cumulo.serving.monitors.sdk import MonitorsClient
+
+        return MonitorsClient(self.transport)
+
+    @cached_property
+    def notebooks(self) -> NotebooksClient:
+        """JupyterLab servers run as jobs: ``create``, ``list``, ``get``, ``stop``, ``start``,
+        ``delete``, ``share``, ``url``."""
+        from cumulo.notebooks.sdk import NotebooksClient
+
+        return NotebooksClient(self.transport)
 
     @cached_property
     def pipelines(self) -> PipelinesClient:

@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,8 +31,8 @@ from cumulo.principal import Principal, require_each
 from cumulo.storage.backends import Backend
 from cumulo.units import parse_duration, parse_size
 
-__all__ = ["JobRequest", "cancel_job", "default_group", "find_job", "get_job", "list_jobs",
-           "record_metrics", "retry_job", "submit_job"]
+__all__ = ["SUBMISSION_GUARDS", "JobRequest", "Submission", "cancel_job", "default_group",
+           "find_job", "get_job", "list_jobs", "record_metrics", "retry_job", "submit_job"]
 
 MAX_RETRIES = 10
 STATES = (*ACTIVE, *FINISHED)
@@ -228,6 +228,22 @@ def _exists(session: Session, bucket: str, key: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Submission:
+    """Whose a job about to be queued is, for :data:`SUBMISSION_GUARDS`."""
+
+    user: str
+    project: str | None
+    tags: tuple[str, ...]
+    cluster: str
+
+
+# Checks every job passes before it is queued, each raising to refuse it: added by the
+# composer (server/app.py) for services that may stop new work (a budget's stop-new-jobs,
+# cumulo.metering.watch.refuse_stopped_jobs), so compute needs to know nothing of them.
+SUBMISSION_GUARDS: list[Callable[[Session, Submission], None]] = []
+
+
 def submit_job(session: Session, storage: Backend, principal: Principal,
                req: JobRequest) -> Job:
     """Check everything a job needs, then queue it; nothing is written if a check fails."""
@@ -254,6 +270,9 @@ def submit_job(session: Session, storage: Backend, principal: Principal,
     for tag in req.tags:
         if not tag or len(tag) > 128 or any(c.isspace() for c in tag):
             raise Invalid(f"tag {tag!r} must be 1-128 characters without spaces")
+    for guard in SUBMISSION_GUARDS:
+        guard(session, Submission(principal.user_name, req.project, tuple(req.tags),
+                                  cluster.name))
     env = parse_env(req.env)
     max_runtime = (parse_duration(req.max_runtime, what="--max-runtime", maximum=MAX_DURATION)
                    if req.max_runtime is not None else None)

@@ -48,6 +48,7 @@ from cumulo.compute import checkpoints, logparts, snapshot
 from cumulo.compute.clusters import ensure_local_cluster, list_clusters
 from cumulo.compute.environments import service as environments
 from cumulo.compute.executors import Attempt, Executor, Launch, ProcessExit, new_executor
+from cumulo.compute.metrics import observe_end
 from cumulo.compute.models import Cluster, Environment, Job, JobArtifact
 from cumulo.config import Settings
 from cumulo.db import utcnow
@@ -731,6 +732,7 @@ class Supervisor:
         else:
             job.state, job.finished_at = state, now
             job.pid = job.pid_started = None
+            observe_end(cluster=job.cluster, state=state, seconds=job.wall_seconds)
 
     def _tidy(self, job: Job) -> None:
         """Once a job has ended (and that is committed), its log and outputs are in storage:
@@ -756,6 +758,7 @@ class Supervisor:
 
     def _end(self, session: Session, job: Job, state: str, *, reason: str) -> None:
         job.state, job.reason, job.finished_at = state, reason, utcnow()
+        observe_end(cluster=job.cluster, state=state, seconds=job.wall_seconds)
 
     def _store(self, path: Path, key: str, *, link: bool = True) -> None:
         """Put a file into storage and keep the original: if a later step fails, the next try

@@ -8,7 +8,8 @@ forbids requests to any other host.
 Pages live at ``/``, ``/files``, ``/tables``, ``/sql``, ``/jobs``, ``/models``, ``/endpoints``,
 ``/pipelines``, ``/streams``, ``/costs``, ``/backups``, and for identity and access ``/users``,
 ``/groups``, ``/roles``, ``/policies``, ``/access``, ``/projects`` and ``/audit`` (and paths below
-them): each answers the app's ``index.html``, and the app's router shows the page. Built files
+them): each answers the app's ``index.html``, and the app's router shows the page; so does
+``/notebooks``, but not the paths below it, which are the notebooks themselves. Built files
 are under ``/assets``, named by their content, so a browser may keep them for good.
 """
 
@@ -25,6 +26,8 @@ __all__ = ["SECTIONS", "built_dir", "mount"]
 SECTIONS = ("files", "tables", "sql", "jobs", "models", "endpoints", "pipelines", "streams",
             "costs", "users", "groups", "roles", "policies", "access", "projects", "audit",
             "backups")
+# Pages with no pages below them: "/notebooks/NAME/" is a notebook server, behind its proxy.
+SINGLE_PAGES = ("notebooks",)
 BUILT = Path(__file__).parent / "dist"
 # Scripts and styles from this server only, requests to this server only, never framed.
 # Inline styles are allowed: the pipeline designer's canvas positions its nodes with them.
@@ -76,3 +79,5 @@ def mount(app: FastAPI, configured: str | None = None) -> None:
         app.add_api_route(f"/{section}", page, methods=["GET", "HEAD"], include_in_schema=False)
         app.add_api_route(f"/{section}/{{rest:path}}", page, methods=["GET", "HEAD"],
                           include_in_schema=False)
+    for single in SINGLE_PAGES:
+        app.add_api_route(f"/{single}", page, methods=["GET", "HEAD"], include_in_schema=False)

@@ -95,8 +95,10 @@ def load_declarations() -> None:
     import cumulo.lake.models
     import cumulo.metering.models
     import cumulo.ml.models
+    import cumulo.notebooks.models
     import cumulo.pipelines.models
     import cumulo.serving.models
+    import cumulo.serving.monitors.models
     import cumulo.storage.models
     import cumulo.streams.models  # noqa: F401
 

@@ -47,6 +47,7 @@ from cumulo.errors import Conflict, CumuloError, Invalid, NotFound, Unavailable
 from cumulo.lake import access, catalog, delta, results, sqlguard
 from cumulo.lake.ingest import detect_format
 from cumulo.lake.leftovers import results_dir
+from cumulo.lake.metrics import observe_query
 from cumulo.lake.models import LakeTable, SqlQuery
 from cumulo.lake.refs import TableRef, parse_timestamp, validate_name
 from cumulo.lake.sqlwatch import QueryCancelled, Watch, check_capacity
@@ -584,6 +585,8 @@ def run(
         billed = 0 if outcome.answered else max(query.bytes_scanned or 0, _MIN_BILLED)
         query.cost_usd = billed / 1e12 * ATHENA_USD_PER_TB
         session.commit()
+        observe_query(state=query.state, bytes_scanned=query.bytes_scanned,
+                      seconds=query.duration_ms / 1000)
     return outcome
 
 

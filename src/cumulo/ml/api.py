@@ -24,6 +24,7 @@ from cumulo.auth import login_url, signed_in
 from cumulo.db import get_session
 from cumulo.errors import Unavailable
 from cumulo.httplimits import lift_body_limit
+from cumulo.logs import request_id
 from cumulo.ml.registry import APPROVAL_TAG, Registry
 from cumulo.ml.tracking import PREFIX
 from cumulo.permissions import PERMISSION_KEY, Permission, allow
@@ -106,6 +107,9 @@ async def proxy(path: str, request: Request, running: Running) -> Any:
         return RedirectResponse(login_url(request), status_code=303)
     base = await run_in_threadpool(running.tracking.ensure)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    rid = request_id.get()
+    if rid:  # the id this request was given (server/middleware.py), for MLflow's log too
+        headers["x-request-id"] = rid
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
     lift_body_limit(request)  # artifacts (models) stream through to MLflow
     query = f"?{request.url.query}" if request.url.query else ""

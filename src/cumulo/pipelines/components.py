@@ -286,6 +286,23 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
                 _p("args", "object", "other keyword arguments it is called with",
                    default={}),
                 _requirements(default=[]), _ENVIRONMENT)),
+    Component(
+        "notebook", "Notebook", "code",
+        "Execute a Jupyter notebook headless (papermill), as SageMaker's notebook jobs do: "
+        "'parameters' go into its cell tagged 'parameters', and the executed notebook, "
+        "outputs and all, is kept as the step's job's output. A cell that raises fails the "
+        "step, with the cell's error." + _ENV_DOC,
+        params=(_p("notebook", "string", "the notebook: a stored file, BUCKET/PATH.ipynb "
+                   "(read at each run); with 'snapshot', its name in that snapshot",
+                   required=True),
+                _p("parameters", "object", "values for the parameters its cell tagged "
+                   "'parameters' declares", default={}),
+                _p("snapshot", "string", "a code snapshot holding the notebook, as "
+                   "'cumulo notebooks run --schedule' uploads it (the notebook as it was "
+                   "then)"),
+                _p("cpus", "number", "CPUs for its job", default=1, minimum=0.01),
+                _p("memory", "string", "a memory limit for its job, like 4G (default: none)"),
+                _requirements(default=[]), _ENVIRONMENT)),
 )}
 
 

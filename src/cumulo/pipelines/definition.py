@@ -275,6 +275,8 @@ def _params(component: Component, params: dict[str, Any],
             bad(f"{path}.{need}", f"source {out['source']} needs parameter {need!r}")
     if component.param("environment") is not None:
         _environment_params(component, out, path, bad)
+    if component.name == "notebook":
+        _notebook_params(out, path, bad)
     if component.name == "python_script":
         for side in ("inputs", "outputs"):
             declared = out.get(side) or {}
@@ -293,6 +295,27 @@ def _params(component: Component, params: dict[str, Any],
             except SyntaxError as exc:
                 bad(f"{path}.code", f"not valid Python: {exc.msg} (line {exc.lineno})")
     return out
+
+
+def _notebook_params(params: dict[str, Any], path: str, bad: Any) -> None:
+    """A Notebook step names a .ipynb: a stored file (BUCKET/PATH), or a file of its code
+    snapshot; and a memory limit that is a size."""
+    notebook, code = params.get("notebook"), params.get("snapshot")
+    if isinstance(notebook, str) and not notebook.endswith(".ipynb"):
+        bad(f"{path}.notebook", f"{notebook!r} is not a notebook: a .ipynb file")
+    elif isinstance(notebook, str) and code is None and "/" not in notebook.strip("/"):
+        bad(f"{path}.notebook", f"{notebook!r}: a stored notebook is BUCKET/PATH.ipynb (or "
+            "give 'snapshot', the code snapshot holding it)")
+    if isinstance(code, str) and not re.fullmatch(r"[0-9a-f]{64}", code):
+        bad(f"{path}.snapshot", "a code snapshot is named by its SHA-256: 64 hex digits")
+    memory = params.get("memory")
+    if isinstance(memory, str):
+        from cumulo.units import parse_size
+
+        try:
+            parse_size(memory, what="memory")
+        except Invalid as exc:
+            bad(f"{path}.memory", exc.message)
 
 
 def requirements_text(value: Any) -> str:

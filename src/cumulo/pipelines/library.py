@@ -8,7 +8,7 @@ from cumulo.pipelines.components import COMPONENTS
 from cumulo.pipelines.dsl import component_function
 
 __all__ = ["clean_missing_data", "condition", "deploy_to_endpoint", "evaluate_model",
-           "import_data", "join", "normalize", "python_script", "register_model",
+           "import_data", "join", "normalize", "notebook", "python_script", "register_model",
            "score_model", "select_columns", "split_data", "sql_transform", "train_model",
            "tune_hyperparameters"]
 
@@ -27,3 +27,4 @@ register_model = component_function(COMPONENTS["register_model"])
 deploy_to_endpoint = component_function(COMPONENTS["deploy_to_endpoint"])
 condition = component_function(COMPONENTS["condition"])
 python_script = component_function(COMPONENTS["python_script"])
+notebook = component_function(COMPONENTS["notebook"])

@@ -53,6 +53,7 @@ from cumulo.pipelines.definition import (
     ports,
     requirements_text,
 )
+from cumulo.pipelines.metrics import observe_run
 from cumulo.pipelines.models import (
     RUN_ACTIVE,
     RUN_FINISHED,
@@ -412,6 +413,8 @@ class Orchestrator:
             if failed:
                 run.message = f"step {failed[0].node} failed: {failed[0].message}"
         session.commit()
+        if done:
+            observe_run(pipeline=run.pipeline, state=run.state)
         if submitted:
             self.notify_jobs()
 
@@ -430,6 +433,7 @@ class Orchestrator:
                 self._end(step, "cancelled", message)
         run.state, run.finished_at, run.message = "failed", utcnow(), message
         session.commit()
+        observe_run(pipeline=run.pipeline, state=run.state)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -489,6 +493,8 @@ class Orchestrator:
     def _cache_key(self, session: Session, run: PipelineRun, node: dict[str, Any],
                    params: dict[str, Any], inputs: dict[str, Any]) -> str | None:
         source: Any = None
+        if node["component"] == "notebook":
+            return None  # a notebook's run is its purpose (a report, a side effect): always run
         if node["component"] == "import_data":
             source = self._source_version(session, params)
             if source is None:
@@ -619,7 +625,8 @@ class Orchestrator:
                 cluster=run.cluster, command=list(STEP_COMMAND), name=f"{run.pipeline}/"
                 f"{step.node}", env={"PIPELINE_STEP": json.dumps(spec)}, inputs=tables,
                 tags=[f"pipeline:{run.pipeline}", f"pipeline-run:{run.id}"],
-                project=project, **_environment(step.node, params)))
+                project=project, **_environment(step.node, params),
+                **_notebook_job(node["component"], params)))
         except Exception as exc:  # an input table gone, the cluster removed, a quota: it fails
             session.rollback()
             self._end(step, "failed", f"its job could not be submitted: {exc}")
@@ -673,6 +680,14 @@ def _environment(node: str, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("environment"):
         return {"environment": params["environment"]}
     return {}
+
+
+def _notebook_job(component: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A Notebook step's job: its code snapshot (the notebook) and the resources it asks."""
+    if component != "notebook":
+        return {}
+    return {"code": params.get("snapshot"), "cpus": float(params.get("cpus") or 1),
+            "memory": params.get("memory")}
 
 
 def _output_table(pipeline: str, node: str, port: str) -> str:

@@ -379,6 +379,41 @@ class _Step:
                 out[port] = str(value)
         return out
 
+    def notebook(self) -> dict[str, Any]:
+        """Execute the notebook (papermill); the executed notebook is the job's output."""
+        import tempfile
+        from pathlib import Path
+
+        import cumulo.job
+        from cumulo.errors import CumuloError
+        from cumulo.notebooks.execute import NotebookFailed, execute
+        from cumulo.notebooks.runs import check_parameters, read_notebook
+
+        p = self.params
+        name = p["notebook"]
+        if p.get("snapshot"):  # the snapshot is the job's working folder
+            source = Path(name)
+            if not source.is_file():
+                _fail(f"the step's code snapshot holds no notebook {name}")
+        try:
+            if not p.get("snapshot"):
+                source = Path(tempfile.mkdtemp(prefix="cumulo-nb-")) / Path(name).name
+                self.client.files.download(name, source)
+                self.say(f"read notebook {name}")
+            # the parameters it takes, named as 'cumulo notebooks run' names them
+            values = check_parameters(read_notebook(source), p.get("parameters") or {})
+        except CumuloError as exc:
+            _fail(exc.message)
+        job: Any = cumulo.job
+        output = job.output_dir / source.name
+        try:
+            execute(source, output, parameters=values, cwd=Path.cwd())
+        except NotebookFailed as exc:
+            _fail(f"{exc}; the executed notebook is kept as output {output.name} of job "
+                  f"{job.id}")
+        self.say(f"executed {source.name}; kept as output {output.name} of job {job.id}")
+        return {}
+
 
 def _versioned(ref: str) -> str:
     table, _, version = ref.partition("@v")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio.to_thread
@@ -32,9 +32,13 @@ from cumulo.db import make_engine
 from cumulo.dr.api import router as backups_router
 from cumulo.lake.api import sql_router, tables_router
 from cumulo.leases import Membership, advertised_url
+from cumulo.metering.api import alerts_router, budgets_router
 from cumulo.metering.api import router as costs_router
 from cumulo.ml.api import models_router
 from cumulo.ml.api import router as mlflow_router
+from cumulo.notebooks.api import router as notebooks_router
+from cumulo.notebooks.proxy import router as notebooks_proxy
+from cumulo.notebooks.proxy import sockets as notebooks_sockets
 from cumulo.pipelines.api import lineage_router
 from cumulo.pipelines.api import router as pipelines_router
 from cumulo.principal import install_decider
@@ -42,12 +46,15 @@ from cumulo.server.auth import require_token, require_token_or_login
 from cumulo.server.aws import AwsDispatch
 from cumulo.server.errors import install_error_handlers
 from cumulo.server.login import router as login_router
+from cumulo.server.logs import router as logs_router
 from cumulo.server.middleware import AuditChanges, BodyLimit, RequestContext
 from cumulo.server.openapi import install_openapi
 from cumulo.server.sso import router as sso_router
 from cumulo.server.status import router as status_router
+from cumulo.server.telemetry import install_traces, metrics_router, observe_scope
 from cumulo.services import Services
 from cumulo.serving.api import endpoints_router, invocations_router, invoke_soon
+from cumulo.serving.monitors.api import monitors_router
 from cumulo.storage.api import router as storage_router
 from cumulo.storage.backends import Backend
 from cumulo.streams.api import router as streams_router
@@ -57,9 +64,11 @@ __all__ = ["API_PREFIX", "create_app"]
 API_PREFIX = "/api/v1"
 ROUTE_THREADS = 128
 ROUTERS = (status_router, access_router, iam_router, storage_router, tables_router, sql_router,
-           clusters_router, jobs_router, envs_router, costs_router, models_router,
-           endpoints_router,
-           pipelines_router, lineage_router, audit_router, backups_router, streams_router)
+           clusters_router, jobs_router, envs_router, costs_router, budgets_router,
+           alerts_router, models_router,
+           endpoints_router, monitors_router,
+           pipelines_router, lineage_router, audit_router, backups_router, streams_router,
+           notebooks_router, logs_router)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -84,8 +93,10 @@ async def _running(settings: Settings, engine: Engine,
                    storage: Backend) -> AsyncIterator[Services]:
     """The services, with their background threads and HTTP clients; all stopped and closed on
     the way out, in the reverse order."""
+    from cumulo.compute.jobs import SUBMISSION_GUARDS
     from cumulo.compute.supervisor import Supervisor
     from cumulo.dr.schedules import BackupScheduler
+    from cumulo.metering.watch import CostWatch, refuse_stopped_jobs
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines import schedules
     from cumulo.pipelines.runs import Orchestrator
@@ -122,7 +133,7 @@ async def _running(settings: Settings, engine: Engine,
         streams = StreamEngine(settings.home, streams_url=settings.streams_url,
                                subscriptions=settings.stream_subscriptions,
                                prices=settings.prices, meter_every=settings.stream_meter_seconds,
-                               archive=archive)
+                               archive=archive, shard_backlog=settings.stream_shard_backlog)
         stack.callback(streams.close)
         # Triggers on a stream's volume count in this engine's logs.
         pipelines = Orchestrator(loops, storage, supervisor.notify,
@@ -145,6 +156,12 @@ async def _running(settings: Settings, engine: Engine,
         loop = asyncio.get_running_loop()
         scorers = Scorers(streams, sessionmaker(loops, expire_on_commit=False), storage, plane,
                           invoke=lambda name, body: invoke_soon(running, loop, name, body))
+        # Storage samples, SQL metering, budgets and anomalies; a budget's stop-new-jobs is
+        # checked by every job submission.
+        costs = CostWatch(settings, sessionmaker(loops, expire_on_commit=False), storage,
+                          trail=trail, endpoints_changed=endpoints.notify)
+        if refuse_stopped_jobs not in SUBMISSION_GUARDS:
+            SUBMISSION_GUARDS.append(refuse_stopped_jobs)
         running = Services(
             settings=settings, engine=engine, sessions=sessions, storage=storage,
             tokens=TokenCache(sessions),
@@ -152,7 +169,7 @@ async def _running(settings: Settings, engine: Engine,
             mlflow_http=await stack.enter_async_context(httpx.AsyncClient(
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
             endpoints_forward=forward, trail=trail, backups=backups, plane=plane,
-            streams=streams, deliveries=deliveries, scorers=scorers,
+            streams=streams, deliveries=deliveries, scorers=scorers, costs=costs,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -170,10 +187,19 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(deliveries.stop)
         scorers.start()
         stack.callback(scorers.stop)
+        from cumulo.serving.monitors.scheduler import MonitorScheduler
+
+        monitors = MonitorScheduler(loops, storage, plane=plane)  # scheduled model monitors
+        monitors.start()
+        stack.callback(monitors.stop)
+        costs.start()
+        stack.callback(costs.stop)
         yield running
 
 
 def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
+    stop_traces: Callable[[], None] | None = None  # set below when traces are on
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Plain (def) routes run on this many threads. Most of a thread's time is spent
@@ -182,7 +208,11 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = ROUTE_THREADS
         async with _running(settings, engine, storage) as running:
             app.state.services = running  # the one thing kept there: cumulo.services reads it
-            yield
+            try:
+                yield
+            finally:
+                if stop_traces is not None:  # the spans not sent yet, to the collector
+                    await anyio.to_thread.run_sync(stop_traces)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -203,10 +233,16 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     # /mlflow: MLflow's own API and web UI, behind the same tokens (a browser without one is
     # sent to /login)
     app.include_router(mlflow_router, dependencies=[Depends(require_token_or_login)])
+    # /notebooks/NAME/: each notebook's JupyterLab, behind the same sign-in (its WebSockets
+    # check their callers themselves)
+    app.include_router(notebooks_proxy, dependencies=[Depends(require_token_or_login)])
+    app.include_router(notebooks_sockets)
     app.include_router(login_router)  # /login, /logout: a browser's token, as a cookie
     app.include_router(sso_router)  # /login/sso...: single sign-on ([oidc]), the CLI's device flow
     # /endpoints/NAME/invocations: forwarded to the endpoint's replicas, behind the same tokens
     app.include_router(invocations_router, dependencies=[Depends(require_token)])
+    # /metrics: every service's, for Prometheus (a bearer token allowed metrics:Read)
+    app.include_router(metrics_router, dependencies=[Depends(require_token)])
 
     @app.get("/healthz", tags=["status"], summary="Liveness, without a token")
     async def healthz() -> dict[str, str]:  # on the event loop: a full thread pool can't delay it
@@ -220,5 +256,7 @@ def create_app(settings: Settings, engine: Engine, storage: Backend) -> FastAPI:
     # AWS's protocols (S3 requests, signed whatever their path; Kinesis's JSON API) to the
     # services that speak them, with limits of their own (5 GiB a PUT); the rest to the routes.
     app.add_middleware(AwsDispatch, domain=settings.s3_domain)
-    app.add_middleware(RequestContext)
+    if settings.otel_endpoint:  # inside RequestContext: a span carries its request id
+        stop_traces = install_traces(app, settings.otel_endpoint)
+    app.add_middleware(RequestContext, observe=observe_scope if settings.metrics else None)
     return app

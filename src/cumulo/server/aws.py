@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cumulo.server.telemetry import ROUTE_KEY
 from cumulo.storage.s3api.app import S3App, is_s3
 from cumulo.streams.kinesis import KinesisApp, is_kinesis
 
@@ -24,9 +25,11 @@ class AwsDispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if is_kinesis(scope):
+                scope[ROUTE_KEY] = "kinesis"  # the label of its requests' metrics
                 await self.kinesis(scope, receive, send)
                 return
             if is_s3(scope, self.domain):
+                scope[ROUTE_KEY] = "s3"
                 await self.s3(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -33,12 +33,14 @@ from cumulo.logs import request_id
 from cumulo.principal import decision_ready, source_address
 from cumulo.server.auth import caller
 from cumulo.server.errors import error_response, unexpected_response
+from cumulo.server.telemetry import observe_http
 from cumulo.serving.api import FORWARDED_HEADERS, forward_invocation
 
 __all__ = ["InvokeFastPath"]
 
 log = logging.getLogger("cumulo.access")
 _PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_ROUTE = "/endpoints/{name}/invocations"  # its route's template, as the app's route has it
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # as server/middleware.py keeps one
 _FORWARDED = {name.encode() for name in FORWARDED_HEADERS}
 
@@ -51,9 +53,11 @@ class InvokeFastPath:
     """Wraps the whole app (``uvicorn`` serves ``InvokeFastPath(create_app(...))``);
     ``services`` gives the running services once the app has started."""
 
-    def __init__(self, app: ASGIApp, services: Callable[[], Any]) -> None:
+    def __init__(self, app: ASGIApp, services: Callable[[], Any], *,
+                 metrics: bool = True) -> None:
         self.app = app
         self.services = services
+        self.metrics = metrics  # counted and timed as the app's routes are (telemetry.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (_PATH.match(scope["path"])
@@ -108,20 +112,22 @@ class InvokeFastPath:
                         else unexpected_response(exc, scope["path"]))
             response.headers["x-request-id"] = rid.decode()
             await response(scope, receive, send)
-            _log(scope["path"], response.status_code, start)
+            _log(scope["path"], response.status_code, start, self.metrics)
             return
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answered]
         raw.append((b"content-length", b"%d" % len(content)))
         raw.append((b"x-request-id", rid))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": content})
-        _log(scope["path"], status, start)
+        _log(scope["path"], status, start, self.metrics)
 
 
-def _log(path: str, status: int, start: float) -> None:
+def _log(path: str, status: int, start: float, measure: bool) -> None:
+    seconds = time.perf_counter() - start
     log.info("POST %s %s", path, status, extra={
-        "method": "POST", "path": path, "status": status,
-        "ms": round((time.perf_counter() - start) * 1000, 2)})
+        "method": "POST", "path": path, "status": status, "ms": round(seconds * 1000, 2)})
+    if measure:
+        observe_http("POST", _ROUTE, status, seconds)
 
 
 def _body_reader(receive: Receive, declared: int | None) -> Callable[[int], Awaitable[bytes]]:

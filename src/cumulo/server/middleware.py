@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,10 +25,14 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContext:
-    """Give each request an id (or keep the caller's X-Request-ID), echo it, log the request."""
+    """Give each request an id (or keep the caller's X-Request-ID), echo it, log the request;
+    ``observe(scope, status, seconds)``, when given, counts and times it for Prometheus
+    (server/telemetry.py)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp,
+                 observe: Callable[[Scope, int, float], None] | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,13 +54,15 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
             if scope["path"] != "/healthz":
                 log.info(
                     "%s %s %s", scope["method"], scope["path"], status["code"],
                     extra={"method": scope["method"], "path": scope["path"],
-                           "status": status["code"],
-                           "ms": round((time.perf_counter() - start) * 1000, 2)},
+                           "status": status["code"], "ms": round(seconds * 1000, 2)},
                 )
+            if self.observe is not None:
+                self.observe(scope, status["code"], seconds)
             request_id.reset(token)
 
 

@@ -19,10 +19,11 @@ from cumulo.access.tokens import bootstrap_admin
 from cumulo.config import Settings
 from cumulo.db import check_database, make_engine, redact_url, upgrade
 from cumulo.errors import Conflict
-from cumulo.logs import configure_logging
+from cumulo.logs import add_log_file, configure_logging
 from cumulo.server import leftovers
 from cumulo.server.app import create_app
 from cumulo.server.fastpath import InvokeFastPath
+from cumulo.server.logs import server_log
 from cumulo.server.protocol import BoundedHttpToolsProtocol
 from cumulo.storage.backends import Backend, open_backend
 
@@ -110,10 +111,12 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
     configure_logging(settings.log_level)
     _bound_malloc()
     prepared = prepare(settings)
+    add_log_file(server_log(settings))  # cumulo logs reads it (server/logs.py)
     sock = _bind(settings.host, settings.port)
     app = create_app(settings, prepared.engine, prepared.storage)
     config = uvicorn.Config(
-        InvokeFastPath(app, lambda: app.state.services),  # invocations: the short way
+        InvokeFastPath(app, lambda: app.state.services,  # invocations: the short way
+                       metrics=settings.metrics),
         log_config=None, access_log=False, loop="auto", http=BoundedHttpToolsProtocol,
         timeout_graceful_shutdown=5, server_header=False,
         # Longer than clients keep an idle connection (httpx: 5 s, as uvicorn's own default):

@@ -27,6 +27,7 @@ from cumulo.db import get_session, redact_url
 from cumulo.dr.models import BackupRun, BackupSchedule
 from cumulo.dr.schedules import failing, run_doc
 from cumulo.leases import ControlPlane, db_now
+from cumulo.metering.alerts import open_alerts
 from cumulo.permissions import any_caller
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
@@ -100,6 +101,16 @@ class ControlPlaneStatus(BaseModel):
     endpoints: int = 0  # endpoints it runs
 
 
+class AlertStatus(BaseModel):
+    id: int
+    source: str  # budget | anomaly | monitor
+    subject: str
+    severity: str
+    message: str
+    at: datetime
+    delivery: str  # its webhook's: none | pending | sent | failed
+
+
 class Status(BaseModel):
     version: str
     url: str
@@ -108,6 +119,9 @@ class Status(BaseModel):
     compute: ComputeStatus
     backups: BackupsStatus | None  # None for callers who may not list backups
     control_planes: list[ControlPlaneStatus]  # those that share this database, live or lately
+    # Alerts not dismissed (budgets, cost anomalies, monitors), newest first; None for callers
+    # who may not list them.
+    alerts: list[AlertStatus] | None = None
 
 
 @router.get("/status",
@@ -139,6 +153,10 @@ def status(request: Request, session: Annotated[Session, Depends(get_session)],
                               or 0, **jobs),
         backups=_backups(session) if caller.can("backups:List", "backup/*") else None,
         control_planes=_planes(session, server.plane.id),
+        alerts=[AlertStatus(id=a.id, source=a.source, subject=a.subject, severity=a.severity,
+                            message=a.message, at=a.created_at, delivery=a.delivery)
+                for a in open_alerts(session, limit=10)]
+        if caller.can("alerts:List", "alert/*") else None,
     )
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +30,8 @@ from cumulo.db import get_session
 from cumulo.errors import Conflict, Invalid, Unavailable
 from cumulo.httplimits import lift_body_limit
 from cumulo.leases import ControlPlane, live_planes
+from cumulo.logfiles import stamp, stream_lines
+from cumulo.logs import request_id
 from cumulo.permissions import allow, body_project, query_project
 from cumulo.principal import Principal, current_principal
 from cumulo.services import Services, services
@@ -37,6 +39,7 @@ from cumulo.serving import endpoints
 from cumulo.serving.forward import ReplicaGone
 from cumulo.serving.manager import owner_host
 from cumulo.serving.models import Endpoint
+from cumulo.units import parse_time
 
 if TYPE_CHECKING:
     from cumulo.ml.registry import Registry
@@ -277,6 +280,31 @@ def endpoint_metrics(name: str, session: DbSession, request: Request,
             **manager.metrics(name, window)}
 
 
+@endpoints_router.get("/{name}/logs",
+    dependencies=[allow("endpoints:Read", "endpoint/{name}")],
+    summary="The log of an endpoint's replicas (JSON lines); follow=true streams it live",
+                      response_class=StreamingResponse,
+                      responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def endpoint_logs(
+    name: str, request: Request,
+    replica: Annotated[int | None, Query(description="only this replica's lines (its pid, "
+                                         "as 'cumulo endpoints show' lists it)")] = None,
+    since: Annotated[str | None, Query(description="from this time on: an ISO time, or a "
+                                       "span back from now (10m, 1h30m)")] = None,
+    follow: bool = False,
+) -> StreamingResponse:
+    """What the replicas of an endpoint run on this machine wrote: their own lines (JSON, each
+    with the replica's pid and the request id it was written for) and whatever their models
+    wrote to stderr. Replicas on a Ray cluster log to Ray (its dashboard)."""
+    with services(request).sessions() as session:
+        endpoints.get_endpoint(session, name)  # NotFound, said as everywhere
+    start = stamp(parse_time(since, what="--since")) if since else None
+    keep = None if replica is None else (lambda record: record.get("replica") == replica)
+    path = _manager(request).root / "endpoints" / name / "replicas.log"
+    return StreamingResponse(stream_lines(path, keep=keep, since=start, follow=follow),
+                             media_type="text/plain; charset=utf-8")
+
+
 @endpoints_router.post("/{name}/reports",
     dependencies=[allow("endpoints:Read", "endpoint/{name}")],
     status_code=204, include_in_schema=False)
@@ -458,6 +486,9 @@ async def forward_invocation(
     # The caller is checked already (a token, or the console's cookie, which the replicas
     # would not know): the replicas take the control plane's own key.
     sent = [*headers, ("authorization", f"Bearer {manager.allowed.key}")]
+    rid = request_id.get()
+    if rid:  # the replica's lines about this request carry its id too
+        sent.append(("x-request-id", rid))
     try:
         status, answered, content = await running.endpoints_forward.post(host, port, path,
                                                                          sent, body)
@@ -509,55 +540,3 @@ def _target(url: str) -> tuple[str, int, str]:
     if parts.scheme != "http" or not parts.hostname:
         raise Unavailable(f"cannot forward to {url!r}: not an http:// address")
     return parts.hostname, parts.port or 80, parts.path or "/"
-
-
-_PROMETHEUS = (
-    ("requests_per_s", "cumulo_endpoint_requests_per_second", "gauge",
-     "requests a second over the last minute"),
-    ("errors_4xx", "cumulo_endpoint_client_errors", "gauge",
-     "requests answered 4xx over the last minute"),
-    ("errors_5xx", "cumulo_endpoint_server_errors", "gauge",
-     "requests answered 5xx over the last minute"),
-)
-_QUANTILES = (("latency", "cumulo_endpoint_latency_seconds", "whole request"),
-              ("model_latency", "cumulo_endpoint_model_latency_seconds", "the model's call"),
-              ("overhead_latency", "cumulo_endpoint_overhead_latency_seconds",
-               "everything but the model's call"))
-
-
-@invocations_router.get("/metrics",
-    dependencies=[allow("endpoints:List", "endpoint/*")],
-    summary="Every endpoint's metrics, for Prometheus",
-                        response_class=PlainTextResponse,
-                        responses={200: {"content": {"text/plain": {}}}})
-def prometheus(request: Request) -> Response:
-    manager = _manager(request)
-    with services(request).sessions() as session:
-        names = [e.name for e in endpoints.list_endpoints(session)]
-    lines: list[str] = []
-    rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    for name in names:
-        runtime = manager.runtime(name)
-        live = [r for r in runtime["replicas"] if r["ready"]]
-        rows.append((name, {"replicas": len(live),
-                            "in_flight": sum(r["in_flight"] for r in live)},
-                     manager.metrics(name)["variants"]))
-    for key, help_text in (("replicas", "replicas serving"),
-                           ("in_flight", "requests being answered now")):
-        metric = f"cumulo_endpoint_{key}"
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
-        lines += [f'{metric}{{endpoint="{n}"}} {now[key]}' for n, now, _ in rows]
-    for key, metric, kind, help_text in _PROMETHEUS:
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        lines += [f'{metric}{{endpoint="{n}",variant="{v}"}} {m[key]}'
-                  for n, _, variants in rows for v, m in variants.items()]
-    for key, metric, help_text in _QUANTILES:
-        lines += [f"# HELP {metric} {help_text}, over the last minute", f"# TYPE {metric} summary"]
-        for n, _, variants in rows:
-            for v, m in variants.items():
-                for q in (50, 95, 99):
-                    value = m[f"{key}_p{q}_ms"]
-                    if value is not None:
-                        lines.append(f'{metric}{{endpoint="{n}",variant="{v}",'
-                                     f'quantile="0.{q}"}} {value / 1000:.6f}')
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -22,7 +22,7 @@ from cumulo.cli.output import (
     show_rows,
     when,
 )
-from cumulo.units import format_duration, parse_size
+from cumulo.units import format_duration, parse_size, parse_time
 
 __all__ = ["endpoints_app"]
 
@@ -307,6 +307,23 @@ def remove(ctx: typer.Context, name: str) -> None:
     """Delete an endpoint: its replicas stop, its address closes."""
     client(ctx).endpoints.delete(name)
     console.print(f"endpoint {name} deleted")
+
+
+@endpoints_app.command("logs")
+def logs(
+    ctx: typer.Context, name: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream new lines as they come"),
+    replica: int | None = typer.Option(None, "--replica",
+                                       help="one replica's lines: its pid ('endpoints show')"),
+    since: str | None = typer.Option(None, "--since",
+                                     help="From then on: 10m, 1h30m, 2026-11-01, an ISO time."),
+) -> None:
+    """Print the log of an endpoint's replicas (JSON lines with each request's id)."""
+    # Read here, not by the server, so that a wrong one is named as the option it came in.
+    at = parse_time(since, what="--since").isoformat() if since else None
+    for line in client(ctx).endpoints[name].logs(follow=follow, replica=replica, since=at):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 @endpoints_app.command("invoke")

@@ -198,7 +198,8 @@ class ReplicaApp:
             return
         except Exception as exc:  # a fault of ours: this request fails, the replica serves on
             error_id = uuid.uuid4().hex[:12]
-            log.exception("endpoint %s: error %s", self.endpoint, error_id)
+            log.exception("endpoint %s: error %s", self.endpoint, error_id, extra={
+                "request_id": headers.get(b"x-request-id", b"").decode("latin-1") or None})
             request.fail(500, _error_body(500, f"internal error: {exc!r}", error_id=error_id))
             return
         self._enqueue(variant, rows, request.scored)

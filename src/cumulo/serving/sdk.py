@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -103,6 +104,27 @@ class Endpoint:
         latency percentiles (whole, model, overhead); replicas and requests in flight now."""
         return self._t.json(  # type: ignore[no-any-return]
             "GET", f"/api/v1/endpoints/{self.name}/metrics", params={"window": window})
+
+    def logs(self, *, follow: bool = False, replica: int | None = None,
+             since: str | None = None) -> Iterator[str]:
+        """The replicas' log, line by line (JSON lines, and what models wrote to stderr);
+        ``follow`` streams new lines until the caller stops reading; ``replica``: one
+        replica's (its pid); ``since``: an ISO time or a span back from now (``10m``)."""
+        params: dict[str, Any] = {"follow": str(follow).lower()}
+        if replica is not None:
+            params["replica"] = replica
+        if since is not None:
+            params["since"] = since
+        pending = b""
+        with self._t.stream("GET", f"/api/v1/endpoints/{self.name}/logs", params=params,
+                            timeout=None) as response:
+            for chunk in response.iter_raw():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+        if pending:
+            yield pending.decode("utf-8", "replace")
 
     def invoke(self, body: bytes, content_type: str = "application/json", *,
                variant: str | None = None) -> Any:

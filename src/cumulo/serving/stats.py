@@ -45,18 +45,30 @@ class Window:
         if v is None:
             v = self.variants[name] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0,
                                        "shadow": bool(result.get("shadow")),
-                                       "latency": {}, "model": {}, "overhead": {}}
+                                       "latency": {}, "model": {}, "overhead": {},
+                                       "sums": [0.0, 0.0, 0.0]}
         v["requests"] += 1
         status = result["status"]
         if 400 <= status < 500:
             v["errors_4xx"] += 1
         elif status >= 500:
             v["errors_5xx"] += 1
-        overhead = max(0.0, result["latency_s"] - result["model_s"])
-        for key, seconds in (("latency", result["latency_s"]), ("model", result["model_s"]),
-                             ("overhead", overhead)):
-            b = _bucket(seconds)
-            v[key][b] = v[key].get(b, 0) + 1
+        # Written out, not looped: this runs for every request a replica answers.
+        latency, model = result["latency_s"], result["model_s"]
+        overhead = max(0.0, latency - model)
+        buckets = v["latency"]
+        b = bisect.bisect_left(BOUNDS, latency)
+        buckets[b] = buckets.get(b, 0) + 1
+        buckets = v["model"]
+        b = bisect.bisect_left(BOUNDS, model)
+        buckets[b] = buckets.get(b, 0) + 1
+        buckets = v["overhead"]
+        b = bisect.bisect_left(BOUNDS, overhead)
+        buckets[b] = buckets.get(b, 0) + 1
+        sums = v["sums"]  # exact sums, for Prometheus' _sum (cumulo.serving.metrics)
+        sums[0] += latency
+        sums[1] += model
+        sums[2] += overhead
 
     def take(self) -> dict[str, dict[str, Any]]:
         out, self.variants = self.variants, {}

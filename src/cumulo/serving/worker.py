@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import os
 import sys
 import time
@@ -221,6 +222,25 @@ async def _watch_tokens(gate: Gate, path: Path | None) -> None:
         await asyncio.sleep(TOKENS_POLL)
 
 
+def _log_as_json() -> None:
+    """The replica's log lines as the control plane writes its own (:mod:`cumulo.logs`), each
+    with the replica's pid: ``cumulo endpoints logs NAME --replica PID`` picks them out."""
+    from cumulo.logs import JsonFormatter
+
+    pid = os.getpid()
+
+    def mark(record: logging.LogRecord) -> bool:
+        record.replica = pid
+        return True
+
+    handler = logging.StreamHandler(sys.stderr)  # unbuffered: a replica logs little
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(mark)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    logging.getLogger("cumulo").setLevel(logging.INFO)
+
+
 def forked(args: dict[str, Any], fds: list[int]) -> int:
     """The fork server's entry point for a replica (:mod:`cumulo.forkserver`): the listening
     socket comes as the one descriptor, the config's path in ``args``."""
@@ -233,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the endpoint's replica config (JSON)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    _log_as_json()
     # Models given a float array (see _matrix_columns) were often fitted on a frame: sklearn
     # would say so on every call.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -299,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         watcher = loop.create_task(_watch_tokens(gate, tokens_file))
         _say({"ready": round(time.perf_counter() - started, 3), "pid": os.getpid(),
               "generation": generation})
+        logging.getLogger("cumulo.serving").info(
+            "endpoint %s: replica %d serving (generation %d)", app.endpoint, os.getpid(),
+            generation)
         try:
             await stop.wait()
             await server.shutdown(grace=4.0)

@@ -1,7 +1,8 @@
 // One endpoint: its state, live metrics, variants and traffic, the invoke panel, its settings,
-// replicas and scaling decisions; update traffic, roll back, delete.
+// replicas and scaling decisions; update traffic, roll back, delete. A second tab: its model
+// monitors' drift charts (./Monitoring).
 import { useEffect, useState } from "react";
-import { Link, useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
 import { del, get, patch } from "../../api";
 import { ErrorBox, Loading, State } from "../../components/ErrorBox";
 import { bytes, number, seconds, when } from "../../format";
@@ -9,6 +10,7 @@ import { useAction, useApi, useCan } from "../../hooks";
 import { checkSettings, Settings, SettingsFields, settingsBody } from "./CreateEndpoint";
 import { InvokePanel } from "./Invoke";
 import { LiveCharts, Totals, useLiveMetrics, WINDOW_S } from "./LiveMetrics";
+import { MonitoringTab } from "./Monitoring";
 import { RolloutPanel, UpdateTraffic, VariantsTable } from "./Traffic";
 import { Confirm } from "../../components/Dialogs";
 import { apiPath, Endpoint } from "./shared";
@@ -18,6 +20,8 @@ const BUSY = ["creating", "updating", "deleting"];
 export default function EndpointPage() {
   const { name = "" } = useParams();
   const navigate = useNavigate();
+  const [params, setParams] = useSearchParams();
+  const tab = params.get("tab") === "monitoring" ? "monitoring" : "overview";
   const [state, setState] = useState<string>();
   const endpoint = useApi((signal) => get<Endpoint>(apiPath(name), undefined, signal), [name],
                           state && BUSY.includes(state) ? 1500 : 5000);
@@ -78,6 +82,18 @@ export default function EndpointPage() {
       )}
       <RolloutPanel endpoint={e} onDone={changed} />
 
+      <div className="tabs" role="tablist" aria-label="Endpoint views">
+        {([["overview", "Overview"], ["monitoring", "Monitoring"]] as const).map(([id, label]) => (
+          <button key={id} id={`ep-tab-${id}`} type="button" role="tab" aria-selected={tab === id}
+                  aria-controls={`ep-panel-${id}`} tabIndex={tab === id ? 0 : -1}
+                  onClick={() => setParams(id === "overview" ? {} : { tab: id }, { replace: true })}>{label}</button>
+        ))}
+      </div>
+      {tab === "monitoring" ? (
+        <div role="tabpanel" id="ep-panel-monitoring" aria-labelledby="ep-tab-monitoring">
+          <MonitoringTab endpoint={e.name} />
+        </div>
+      ) : <div role="tabpanel" id="ep-panel-overview" aria-labelledby="ep-tab-overview">
       <Totals latest={live.latest} />
       <section className="panel" aria-labelledby="ep-live-title">
         <h2 id="ep-live-title">Live metrics</h2>
@@ -99,6 +115,7 @@ export default function EndpointPage() {
           <Replicas endpoint={e} />
         </div>
       </div>
+      </div>}
 
       {deleting && (
         <Confirm title={`Delete endpoint ${e.name}?`} confirm="Delete" onClose={() => setDeleting(false)}

@@ -59,7 +59,10 @@ AUTO = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "pyarrow.dataset", "del
         "sklearn.linear_model", "sklearn.preprocessing", "sklearn.pipeline", "scipy.stats",
         "lightgbm", "xgboost", "matplotlib.pyplot", "cloudpickle", "mlflow", "mlflow.sklearn",
         "mlflow.models", "cumulo.job", "cumulo.client", "cumulo.ml.tabular",
-        "cumulo.pipelines.step")
+        "cumulo.pipelines.step",
+        # A notebook's JupyterLab (cumulo.notebooks.lab, light itself: it routes notebooks'
+        # jobs here), which would take seconds to import in a fresh interpreter.
+        "jupyter_server.serverapp", "jupyterlab.labapp", "cumulo.notebooks.lab")
 ENTRY = "cumulo.compute.runner:forked"  # what a forked job runs, preloaded with the rest
 _ENTRY_MODULE = ENTRY.partition(":")[0]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

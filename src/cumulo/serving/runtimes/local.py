@@ -55,6 +55,7 @@ from cumulo.forkserver import Forked, ForkServer
 from cumulo.serving import autoscaler
 from cumulo.serving.capture import CaptureBuffer
 from cumulo.serving.environments import Choice
+from cumulo.serving.metrics import SERVED, observe_scaling
 from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes.base import Manager, RuntimeBase
 
@@ -414,6 +415,7 @@ class LocalRuntime(RuntimeBase):
             replica.load = float(message.get("load", replica.in_flight))
             variants = message.get("variants", {})
             replica.stats.append((time.time(), variants))
+            SERVED.add(self.name, variants)
             if replica.in_flight or any(v.get("requests") for v in variants.values()):
                 self.last_request = time.time()
             if message.get("capture"):
@@ -533,6 +535,7 @@ class LocalRuntime(RuntimeBase):
                     replica.proc.terminate()
 
     def _note(self, have: int, wanted: int, reason: str) -> None:
+        observe_scaling(self.name, have=have, wanted=wanted)
         if have or wanted:
             log.info("endpoint %s: %d -> %d replicas (%s)", self.name, have, wanted, reason)
         self.scaling.append({"at": time.time(), "from": have, "to": wanted, "reason": reason})

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from cumulo.db import utcnow
 from cumulo.serving.capture import CaptureBuffer
 from cumulo.serving.gate import is_loopback
+from cumulo.serving.metrics import SERVED
 from cumulo.serving.models import Endpoint
 from cumulo.serving.runtimes.base import Manager, RuntimeBase
 
@@ -304,6 +305,7 @@ class RayRuntime(RuntimeBase):
             replica.load = float(message.get("load", replica.in_flight))
             replica.memory = max(replica.memory, int(message.get("memory", 0)))
             replica.stats.append((now, message.get("variants") or {}))
+        SERVED.add(self.name, message.get("variants") or {})
         if message.get("capture"):
             self.capture.add(message["capture"])
         return True

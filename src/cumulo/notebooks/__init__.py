@@ -1,0 +1,1 @@
+"""Notebooks: JupyterLab servers run as jobs, reached through Cumulo at ``/notebooks/NAME/``."""

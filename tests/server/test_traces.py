@@ -1,0 +1,128 @@
+"""OpenTelemetry traces (``otel_endpoint``) sent to a real OTLP/HTTP receiver started here: a
+small HTTP server that keeps what is POSTed to /v1/traces, decoded with opentelemetry-proto.
+The same server runs with ``metrics = false``: /metrics is then off, and says so."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from cumulo.config import load_settings
+from cumulo.errors import Invalid
+from tests.services import Cumulo, start_cumulo
+
+
+class Receiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.exports: list[ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span received: its name, kind, status code and attributes."""
+        out = []
+        for export in list(self.exports):
+            for resource in export.resource_spans:
+                service = {a.key: a.value.string_value for a in resource.resource.attributes}
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        attributes = {a.key: getattr(a.value, a.value.WhichOneof("value"))
+                                      for a in span.attributes}
+                        out.append({"name": span.name, "kind": span.kind,
+                                    "status": span.status.code, "service": service,
+                                    "attributes": attributes})
+        return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.paths.append(self.path)
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(body)
+        self.server.exports.append(export)
+        answer = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Cumulo]:
+    cumulo = start_cumulo(tmp_path_factory.mktemp("traces") / ".cumulo", {
+        "CUMULO_OTEL_ENDPOINT": receiver.url, "CUMULO_METRICS": "false"})
+    yield cumulo
+    cumulo.stop()
+
+
+def test_each_request_is_a_span_with_its_route_and_request_id(traced: Cumulo,
+                                                              receiver: Receiver) -> None:
+    rid = "span-" + uuid.uuid4().hex[:12]
+    answer = httpx.get(f"{traced.url}/api/v1/jobs/nope", headers={
+        "Authorization": f"Bearer {traced.token}", "X-Request-Id": rid})
+    assert answer.status_code == 404
+    deadline = time.monotonic() + 15
+    while not (mine := [s for s in receiver.spans()
+                        if s["attributes"].get("cumulo.request_id") == rid]):
+        assert time.monotonic() < deadline, receiver.spans()
+        time.sleep(0.2)
+    (span,) = mine
+    assert span["name"] == "GET /api/v1/jobs/{job_id}"
+    assert span["kind"] == 2  # SPAN_KIND_SERVER
+    assert span["service"]["service.name"] == "cumulo"
+    assert span["attributes"]["http.route"] == "/api/v1/jobs/{job_id}"
+    assert span["attributes"]["http.response.status_code"] == 404
+    assert span["attributes"]["url.path"] == "/api/v1/jobs/nope"
+    assert span["status"] == 0  # unset: a 404 is the caller's, not the server's fault
+    assert set(receiver.paths) == {"/v1/traces"}
+
+
+def test_metrics_can_be_turned_off(traced: Cumulo) -> None:
+    off = httpx.get(f"{traced.url}/metrics", headers={"Authorization": f"Bearer {traced.token}"})
+    assert off.status_code == 404 and "metrics are off" in off.text, off.text
+
+
+def test_a_bad_collector_address_is_refused(tmp_path: Path) -> None:
+    env = {"CUMULO_HOME": str(tmp_path / "h"), "CUMULO_OTEL_ENDPOINT": "collector:4318"}
+    with pytest.raises(Invalid, match="otel_endpoint 'collector:4318' is not an OTLP/HTTP"):
+        load_settings(env)
+    with pytest.raises(Invalid, match="setting metrics: 'maybe' is not true or false"):
+        load_settings({"CUMULO_HOME": str(tmp_path / "h"), "CUMULO_METRICS": "maybe"})
+    settings = load_settings({"CUMULO_HOME": str(tmp_path / "h")})
+    assert settings.metrics is True and settings.otel_endpoint == ""  # the defaults
