@@ -36,6 +36,30 @@ def _state(nb: dict[str, Any]) -> str:
     return str(nb["state"])
 
 
+WaitOpt = typer.Option(False, "--wait", "-w", help="return once it has (at most 2 minutes)")
+_WAIT_SECONDS = 120.0
+
+
+def _wait(ctx: typer.Context, nb: dict[str, Any], until: str) -> dict[str, Any]:
+    """Poll the notebook until its state is ``until``; one that fails instead is an error."""
+    import time
+
+    from cumulo.errors import Invalid, Unavailable
+
+    deadline = time.monotonic() + _WAIT_SECONDS
+    while nb["state"] != until:
+        if nb["state"] == "failed" or (until == "running" and nb["state"] == "stopped"):
+            raise Invalid(f"notebook {nb['name']} is {_state(nb)}, not {until}; "
+                          f"'cumulo jobs logs {nb.get('job_id')}' tells why")
+        if time.monotonic() > deadline:
+            raise Unavailable(f"notebook {nb['name']} is still {nb['state']} after "
+                              f"{_WAIT_SECONDS:.0f} s; 'cumulo notebooks show {nb['name']}'",
+                              retry_after=5)
+        time.sleep(0.25)
+        nb = client(ctx).notebooks.get(nb["name"])
+    return nb
+
+
 @app.command("create")
 def create(ctx: typer.Context, name: str,
            cluster: str = typer.Option("local", "--cluster", help="local, or a Ray cluster's "
@@ -50,13 +74,15 @@ def create(ctx: typer.Context, name: str,
                                             "this long (no kernel busy, no request): 30m, 1h, "
                                             "2h30m"),
            project: str | None = typer.Option(None, "--project"),
-           json: bool = JsonOpt) -> None:
+           wait: bool = WaitOpt, json: bool = JsonOpt) -> None:
     """Create a notebook and start it: JupyterLab, run as a job."""
     nb = client(ctx).notebooks.create(name, cluster=cluster, cpus=cpus, memory=memory,
                                       gpus=gpus, environment=env, idle_timeout=idle_timeout,
                                       project=project)
-    show_result(nb, f"notebook {name} is starting on {nb['cluster']} (job {nb['job_id']}); "
-                    f"'cumulo notebooks open {name}' opens it", as_json=json)
+    if wait:
+        nb = _wait(ctx, nb, "running")
+    show_result(nb, f"notebook {name} is {nb['state']} on {nb['cluster']} (job "
+                    f"{nb['job_id']}); 'cumulo notebooks open {name}' opens it", as_json=json)
 
 
 @app.command("ls")
@@ -89,17 +115,21 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
 
 
 @app.command("stop")
-def stop(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
+def stop(ctx: typer.Context, name: str, wait: bool = WaitOpt, json: bool = JsonOpt) -> None:
     """Stop a notebook (its job is cancelled); its files stay."""
     nb = client(ctx).notebooks.stop(name)
-    show_result(nb, f"notebook {name} is stopping", as_json=json)
+    if wait:
+        nb = _wait(ctx, nb, "stopped")
+    show_result(nb, f"notebook {name} is {nb['state']}", as_json=json)
 
 
 @app.command("start")
-def start(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
+def start(ctx: typer.Context, name: str, wait: bool = WaitOpt, json: bool = JsonOpt) -> None:
     """Start a stopped notebook again, with its files."""
     nb = client(ctx).notebooks.start(name)
-    show_result(nb, f"notebook {name} is starting (job {nb['job_id']})", as_json=json)
+    if wait:
+        nb = _wait(ctx, nb, "running")
+    show_result(nb, f"notebook {name} is {nb['state']} (job {nb['job_id']})", as_json=json)
 
 
 @app.command("rm")
