@@ -51,6 +51,17 @@ def context(browser, console_server: Cumulo) -> Iterator[object]:  # type: ignor
     context.close()
 
 
+@pytest.fixture
+def notebook(console_server: Cumulo) -> Iterator[str]:
+    """A name for the test's notebook; deleted afterwards if the test left it (a notebook's
+    job, like any job on the local cluster, would outlive the server)."""
+    name = _unique("lab")
+    yield name
+    client = console_server.client()
+    if any(n["name"] == name for n in client.notebooks.list()):
+        client.notebooks.delete(name)
+
+
 def _table(console_server: Cumulo, token: str) -> str:
     """A table of two features and a label the features separate (mostly), made by the user."""
     sdk = console_server.client(token)
@@ -75,10 +86,10 @@ def _run_cell(lab) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_create_open_run_sql_and_a_model_stop_and_start(  # type: ignore[no-untyped-def]
-        context, console_server: Cumulo, user: tuple[str, str], shot) -> None:
+        context, console_server: Cumulo, user: tuple[str, str], notebook: str, shot) -> None:
     user_name, token = user
     table = _table(console_server, token)
-    name = _unique("lab")
+    name = notebook
 
     console = context.new_page()
     watched = Watched(console, console_server)
@@ -175,7 +186,8 @@ def test_create_open_run_sql_and_a_model_stop_and_start(  # type: ignore[no-unty
     # Stopped from the console: its address says so, with a button to start it.
     console.bring_to_front()
     row.get_by_role("button", name=f"Stop notebook {name}").click()
-    expect(row).to_contain_text("stopped", timeout=STATE_MS)
+    expect(row.locator("td").first).to_have_text("stopped", timeout=STATE_MS)
+    expect(row).to_contain_text(f"stopped by {user_name}")  # when and why, in its own column
     expect(row.get_by_role("link", name=f"Open notebook {name}")).to_have_count(0)
     lab.goto(f"/notebooks/{name}/lab")
     expect(lab.locator("body")).to_contain_text("stopped", timeout=30_000)

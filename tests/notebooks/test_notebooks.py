@@ -27,6 +27,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
     srv = start_cumulo(tmp_path_factory.mktemp("notebooks") / ".cumulo")
     srv.add_user("bob", BOB)
     yield srv
+    # A notebook's JupyterLab is a job: it would outlive this server until its idle timeout.
+    client = srv.client()
+    for nb in client.notebooks.list():
+        client.notebooks.delete(nb["name"])
     srv.stop()
 
 
