@@ -153,7 +153,7 @@ def test_a_notebook_for_another_language_is_refused(server: Cumulo, tmp_path: Pa
     r.write_text(json.dumps({"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {
         "kernelspec": {"name": "ir", "display_name": "R", "language": "R"}}}))
     before = _counts(server)
-    with pytest.raises(Invalid, match="runs on the R kernel .ir.; notebook jobs run Python"):
+    with pytest.raises(Invalid, match=r"runs on the R kernel .ir.; notebook jobs run Python"):
         runs.run(server.client(), r)
     assert _counts(server) == before
 

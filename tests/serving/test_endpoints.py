@@ -270,6 +270,9 @@ def test_metrics_per_variant_and_for_prometheus(serving: Cumulo, churn: str) -> 
         assert scraped[(f"{name}_bucket", one | {("le", "+Inf")})] == 31
         assert 0 < scraped[(f"{name}_sum", one)] < 31 * 10
     assert scraped[("cumulo_endpoint_latency_seconds_bucket", one | {("le", "60.0")})] == 31
+    # its first replica was the autoscaler's decision to scale out from none
+    assert scraped[("cumulo_endpoint_scaling_decisions_total",
+                    frozenset({("endpoint", "measured"), ("direction", "out")}))] >= 1
     assert httpx.get(f"{serving.url}/metrics").status_code == 401  # behind the token
     # A replica that dies takes nothing back: its replacement's requests add to the totals.
     victim = c.endpoints.show("measured")["replicas"][0]["pid"]

@@ -188,6 +188,9 @@ def test_a_run_reports_drift_in_sql_and_alerts(serving: Cumulo, setup: dict[str,
 
     out = serving.cli("monitors", "reports", "churn-drift")
     assert out.returncode == 0 and "tenure" in out.stdout and "psi" in out.stdout, out.stderr
+    ran = serving.cli("monitors", "run", "churn-drift")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith(f"run {again['id'] + 1}: succeeded, 0 rows"), ran.stdout
 
 
 def test_a_scheduled_run_and_the_first_window_as_reference(serving: Cumulo,
@@ -204,6 +207,9 @@ def test_a_scheduled_run_and_the_first_window_as_reference(serving: Cumulo,
     assert prediction["psi"] == pytest.approx(0.0)  # the reference is this window itself
     listed = serving.cli("monitors", "ls")
     assert listed.returncode == 0 and "every-2s" in listed.stdout
+    shown = serving.cli("monitors", "show", "every-2s")
+    assert shown.returncode == 0 and "* * * * * */2" in shown.stdout, shown.stderr
+    assert "the first window's predictions" in shown.stdout
     c.monitors.delete("every-2s")
     with pytest.raises(NotFound, match="no monitor 'every-2s'"):
         c.monitors.show("every-2s")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -71,11 +72,17 @@ def decode(captured: pa.Table, features: list[dict[str, Any]],
         # parses only its own rows.
         con.execute(f"CREATE TEMP VIEW k AS SELECT request, response, {_KIND} AS kind "
                     "FROM captured WHERE status = 200")
-        parts = [_records(con, "list", struct, "", wanted, key),
-                 _records(con, "records", struct, ".dataframe_records", wanted, key),
-                 _records(con, "instances", struct, ".instances", wanted, key),
-                 _columns(con, wanted, key)]
-        rest = con.sql("SELECT request, response FROM k WHERE kind = 'other'").to_arrow_table()
+        # Which forms there are (usually one): a statement only for each of those.
+        kinds = dict(con.sql("SELECT kind, count(*) FROM k GROUP BY kind").fetchall())
+        readers: dict[str, Callable[[], pa.Table]] = {
+            "list": lambda: _records(con, "list", struct, "", wanted, key),
+            "records": lambda: _records(con, "records", struct, ".dataframe_records", wanted,
+                                        key),
+            "instances": lambda: _records(con, "instances", struct, ".instances", wanted, key),
+            "columns": lambda: _columns(con, wanted, key)}
+        parts = [read() for kind, read in readers.items() if kinds.get(kind)]
+        rest = (con.sql("SELECT request, response FROM k WHERE kind = 'other'").to_arrow_table()
+                if kinds.get("other") else None)
     finally:
         con.close()
     schema = pa.schema([(n, pa.float64() if t == "DOUBLE" else pa.string()) for n, t in wanted]
@@ -120,7 +127,7 @@ def _columns(con: Any, wanted: list[tuple[str, str]], key: str | None) -> pa.Tab
     return con.sql(sql).to_arrow_table()
 
 
-def _one_by_one(captured: pa.Table, rest: pa.Table, wanted: list[tuple[str, str]],
+def _one_by_one(captured: pa.Table, rest: pa.Table | None, wanted: list[tuple[str, str]],
                 schema: pa.Schema, *, width: int) -> pa.Table:
     """The requests DuckDB does not read (CSV, Arrow, split frames, rows of values): read by
     the endpoints' own reader, one by one."""
@@ -137,7 +144,7 @@ def _one_by_one(captured: pa.Table, rest: pa.Table, wanted: list[tuple[str, str]
         ["request", "request_encoding", "content_type", "response"]).to_pylist()
     bodies += [{"request": r["request"], "request_encoding": "utf-8",
                 "content_type": "application/json", "response": r["response"]}
-               for r in rest.to_pylist()]
+               for r in (rest.to_pylist() if rest is not None else [])]
     for body in bodies:
         raw = (base64.b64decode(body["request"]) if body["request_encoding"] == "base64"
                else body["request"].encode())

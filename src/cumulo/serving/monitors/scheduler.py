@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from cumulo.leases import Membership
 
-__all__ = ["LOOK_EVERY", "MonitorScheduler"]
+__all__ = ["LOOK_EVERY", "MonitorScheduler", "claim_time", "fail_orphans"]
 
 log = logging.getLogger("cumulo.serving")
 
@@ -81,7 +81,7 @@ class MonitorScheduler:
                     break
                 assert monitor.schedule is not None
                 times = due_times(monitor.schedule, monitor.last_at, now, "latest")
-                if not times or not _claim(session, monitor, times[-1]):
+                if not times or not claim_time(session, monitor, times[-1]):
                     continue
                 try:
                     run = run_monitor(session, self.storage, monitor,
@@ -93,7 +93,7 @@ class MonitorScheduler:
         return done
 
 
-def _claim(session: Session, monitor: Monitor, at: datetime) -> bool:
+def claim_time(session: Session, monitor: Monitor, at: datetime) -> bool:
     """Move the monitor's ``last_at`` on to ``at`` where it still holds what was read."""
     claimed = session.execute(update(Monitor).where(
         Monitor.id == monitor.id, Monitor.last_at == monitor.last_at,
