@@ -207,8 +207,10 @@ def main() -> int:
               f"{m['replicas_cpu_us_per_request']:6.1f} us CPU a request, "
               f"{m['replicas_rps']:8.1f} req/s; job start median {m['job_start_ms']:6.1f} ms, "
               f"{m['control_plane_cpu_ms_per_job']:6.1f} ms CPU a job")
-    deciding = [result["control_plane_cpu_us_per_request_pct"],
-                result["control_plane_cpu_ms_per_job_pct"], share]
+    # A job costs the control plane about 50 ms of CPU, counted in 10 ms ticks, and its
+    # metrics a few microseconds (its requests, its end): the per-job figures are printed,
+    # but only the per-request ones can show a 2% difference.
+    deciding = [result["control_plane_cpu_us_per_request_pct"], share]
     worst = max(deciding)
     met = worst < GOAL_PCT
     print(f"overhead of metrics (%, median of {args.rounds} rounds): {result}")

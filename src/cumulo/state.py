@@ -48,6 +48,6 @@ def declared() -> dict[str, Holdings]:
 # The platform's own: the control planes that share the database (cumulo.leases), the metadata
 # database (SQLite's file, when that is the database; its -wal and -shm go with it), the local
 # storage root (what is in it is the services' prefixes), and the logs and pid files of the
-# processes it runs.
+# processes it runs (the control plane's own log under logs/).
 declare("platform", tables=("control_planes",), databases=("cumulo.db",),
-        caches=("storage", "*.log", "*.pid"))
+        caches=("storage", "*.log", "*.pid", "logs"))

@@ -196,3 +196,16 @@ def test_the_grafana_dashboard_reads_only_what_the_server_exports(server: Cumulo
     families = {f.name for f in text_string_to_metric_families(answer.text)
                 if f.name.startswith("cumulo_")}
     assert families - shown == set(), families - shown
+
+
+def test_a_pipeline_run_is_counted_by_its_final_state(server: Cumulo) -> None:
+    from tests.pipelines.test_definition import DOC
+
+    c = server.client()
+    name = "metrics-" + uuid.uuid4().hex[:6]
+    c.pipelines.create({**DOC, "name": name})
+    runs = "cumulo_pipeline_runs"
+    assert value(scrape(server)[runs], f"{runs}_total", pipeline=name) == 0
+    run = c.pipelines.run(name, wait=True, timeout=180)  # its source files do not exist
+    assert run["state"] == "failed", run
+    assert value(scrape(server)[runs], f"{runs}_total", pipeline=name, state="failed") == 1
