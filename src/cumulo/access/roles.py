@@ -56,8 +56,8 @@ _DOCUMENTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "models:Register", "models:Update", "models:Delete", "tracking:*",
                 "endpoints:*", "pipelines:*", "streams:*", "jobs:Submit", "jobs:List",
                 "notebooks:Create", "notebooks:List", "monitors:*", "alerts:List",
-                "budgets:List", "budgets:Read", "costs:Read", "envs:*", "tokens:Manage", "users:List", "groups:List",
-                "projects:List", "projects:Read"], sid="build"),
+                "budgets:List", "budgets:Read", "costs:Read", "envs:*", "tokens:Manage",
+                "users:List", "groups:List", "projects:List", "projects:Read"], sid="build"),
         _allow(["jobs:*", "sql:Read", "notebooks:*"], sid="own-work", own=True),
     ]),
     "data-scientist": ("queries and reads data, runs jobs and pipelines, tracks experiments, "
