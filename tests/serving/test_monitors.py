@@ -200,7 +200,8 @@ def test_a_scheduled_run_and_the_first_window_as_reference(serving: Cumulo,
     c.tables.write("sales.features", _baseline().drop(columns=["prediction"]))
     c.monitors.create("every-2s", endpoint="watched", baseline="sales.features",
                       schedule="* * * * * */2", window="1d")
-    runs = _until(lambda: c.monitors.reports("every-2s"), 20, "a scheduled run")
+    runs = _until(lambda: [r for r in c.monitors.reports("every-2s")
+                           if r["state"] != "running"], 30, "a scheduled run to end")
     assert runs[-1]["trigger"].startswith("schedule at ")
     assert runs[-1]["state"] == "succeeded" and runs[-1]["rows"] == N
     prediction = {f["feature"]: f for f in runs[-1]["figures"]}["(prediction)"]

@@ -3,7 +3,7 @@
 import { useState } from "react";
 import { get, post } from "../api";
 import { when } from "../format";
-import { useApi } from "../hooks";
+import { useApi, useCan } from "../hooks";
 import "./AlertBanner.css";
 
 export interface Alert {
@@ -20,7 +20,11 @@ export interface Alert {
 const SHOWN = 3;
 
 export function AlertBanner() {
-  const alerts = useApi((signal) => get<Alert[]>("/alerts", { limit: 20 }, signal).catch(() => [] as Alert[]), [], 30000);
+  // Asked first, so that a caller who may not list alerts is never refused by the banner.
+  const [mayList] = useCan([["alerts:List", "alert/*"]]);
+  const alerts = useApi((signal) => mayList
+    ? get<Alert[]>("/alerts", { limit: 20 }, signal).catch(() => [] as Alert[])
+    : Promise.resolve([] as Alert[]), [mayList], 30000);
   const [gone, setGone] = useState<number[]>([]);
   const open = (alerts.data ?? []).filter((a) => !gone.includes(a.id) && a.severity !== "info");
   if (open.length === 0) return null;
