@@ -211,12 +211,21 @@ class RayExecutor:
             # first on PATH (the cluster's named interpreter would bypass it).
             python = "python"
             metadata["cumulo_environment"] = launch.environment["digest"][:12]
-        self.client.submit_job(
-            entrypoint=f"{python} -m cumulo.compute.runner --spec {payload}",
-            submission_id=submission_id, runtime_env=runtime_env,
-            entrypoint_num_cpus=launch.cpus, entrypoint_num_gpus=launch.gpus or None,
-            entrypoint_memory=launch.memory, metadata=metadata,
-        )
+        try:
+            self.client.submit_job(
+                entrypoint=f"{python} -m cumulo.compute.runner --spec {payload}",
+                submission_id=submission_id, runtime_env=runtime_env,
+                entrypoint_num_cpus=launch.cpus, entrypoint_num_gpus=launch.gpus or None,
+                entrypoint_memory=launch.memory, metadata=metadata,
+            )
+        except Exception as exc:
+            # A control plane killed between submitting this attempt and recording it left it
+            # running on Ray: the id is this very attempt's, so watch that one rather than
+            # fail the attempt and run the job a second time.
+            if f"{submission_id} already exists" not in str(exc):
+                raise
+            log.info("Ray job %s was submitted before (by a control plane that stopped): "
+                     "watching it", submission_id)
         self._running[launch.job_id] = submission_id
         self._exit_files[launch.job_id] = launch.exit_file
         return Launched(backend_ref=submission_id, running=False)
