@@ -486,11 +486,15 @@ class StreamEngine:
             sizes = {shard_id: sum(len(records[i][1]) for i in indexes)
                      for shard_id, indexes in by_shard.items()}
             taken = self.backlog.take(stream.name, sizes, refuse=refuse)
-            done: list[tuple[Shard, int, float] | ShardBusy] = [
-                ShardBusy(stream.name, shard.shard_id) for shard in chosen]  # until written
+            done: list[tuple[Shard, int, float] | ShardBusy | None] = [None] * len(records)
+            for shard_id, indexes in by_shard.items():
+                if shard_id not in taken:  # one error for the shard's records (few, if any)
+                    busy = ShardBusy(stream.name, shard_id)
+                    for i in indexes:
+                        done[i] = busy
             by_shard = {s: indexes for s, indexes in by_shard.items() if s in taken}
             if not by_shard:
-                return done
+                return [d for d in done if d is not None]
             work = [(self.logs.shard(stream.name, shard_id), [records[i] for i in indexes])
                     for shard_id, indexes in by_shard.items()]
             try:
@@ -510,7 +514,7 @@ class StreamEngine:
                     done[i] = (chosen[i], seq, arrived)
         self.meter.count(stream, put_units(len(records[i][1]) for indexes in by_shard.values()
                                            for i in indexes))
-        return done
+        return [d for d in done if d is not None]  # every record has its answer by now
 
     def start_seq(self, stream: Stream, shard: Shard, kind: str, *,
                   sequence: str | None = None, timestamp: float | None = None) -> int:
