@@ -56,6 +56,31 @@ _NOT_RETURNED = _HOP | {"set-cookie"}
 _LOGIN_COOKIE = "cumulo_token"
 ROUTE_TTL = 1.0  # seconds a notebook's route is used before it is read again
 _HTTP: dict[int, httpx.AsyncClient] = {}  # per event loop
+# WebSockets carried at once (a JupyterLab tab holds one to three), and the largest message
+# either way (a kernel's output with images can be megabytes; Jupyter's own limit is 10 MiB).
+MAX_SOCKETS = 512
+MAX_MESSAGE = 64 * 2**20
+
+
+class SocketLimit:
+    """How many WebSockets this control plane carries; past ``limit`` a new one is refused
+    before its handshake (close code 1013, "try again later"), never left to pile up. Used on
+    the event loop's one thread only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.open = limit, 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+
+_SOCKETS = SocketLimit(MAX_SOCKETS)
 _PAGE_HEADERS = {"cache-control": "no-store", "content-security-policy":
                  "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                  "frame-ancestors 'self'; base-uri 'none'"}
@@ -276,7 +301,14 @@ async def socket(websocket: WebSocket, name: str, path: str) -> None:
         # Said before the handshake completes: the browser sees it refused (403).
         await websocket.close(code=1008, reason=exc.message[:120])
         return
-    await _carry(websocket, route, path)
+    if not _SOCKETS.take():
+        await websocket.close(code=1013, reason=f"{MAX_SOCKETS} notebook connections are open "
+                                                "already; try again in a moment")
+        return
+    try:
+        await _carry(websocket, route, path)
+    finally:
+        _SOCKETS.give_back()
 
 
 async def _carry(websocket: WebSocket, route: service.Route, path: str) -> None:
@@ -288,7 +320,8 @@ async def _carry(websocket: WebSocket, route: service.Route, path: str) -> None:
     url = f"ws://{route.address}/notebooks/{route.name}/{path}" + (f"?{query}" if query else "")
     offered = [Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
     try:
-        upstream = await connect(url, subprotocols=offered or None, max_size=None, open_timeout=10,
+        upstream = await connect(url, subprotocols=offered or None, max_size=MAX_MESSAGE,
+                                 open_timeout=10,
                                  compression=None,
                                  additional_headers={"Authorization": f"token {route.secret}"})
     except (OSError, InvalidHandshake, TimeoutError) as exc:
