@@ -127,16 +127,30 @@ class JobInput:
                                          start=self.spec.get("start", "TRIM_HORIZON"),
                                          idle=idle, **options)
 
-    def arrow(self) -> pa.Table:
-        """The input as an Arrow table."""
+    def arrow(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        """The input as an Arrow table; of a table, only ``columns`` (those it has) and the
+        rows matching ``filter`` (a ``pyarrow.dataset`` expression, like
+        ``ds.field("at") > t``) if given: read from the table's files, only what they
+        select is read."""
         self._not_a_stream()
         if self.kind == "table":
             if self.spec.get("uri"):
                 from deltalake import DeltaTable
 
                 table = DeltaTable(self.spec["uri"], version=self.spec["version"])
-                return table.to_pyarrow_table()
-            return _client().tables.read(self.spec["table"], version=self.spec["version"])
+                if columns is None and filter is None:
+                    return table.to_pyarrow_table()
+                dataset = table.to_pyarrow_dataset()
+                names = [c for c in columns or dataset.schema.names
+                         if c in dataset.schema.names]
+                return dataset.to_table(columns=names, filter=filter)
+            # Read through the lake's API (masks and row filters apply there), then cut.
+            data = _client().tables.read(self.spec["table"], version=self.spec["version"])
+            if filter is not None:
+                data = data.filter(filter)
+            if columns is not None:
+                data = data.select([c for c in columns if c in data.column_names])
+            return data
         import pyarrow.dataset as ds
 
         path = self.path

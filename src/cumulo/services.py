@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cumulo.pipelines.runs import Orchestrator
     from cumulo.serving.forward import Forwarder
     from cumulo.serving.manager import EndpointManager
+    from cumulo.serving.monitors.scheduler import MonitorScheduler
     from cumulo.storage.backends import Backend
     from cumulo.streams.delivery import Deliveries
     from cumulo.streams.scoring import Scorers
@@ -61,6 +62,7 @@ class Services:
     scorers: Scorers  # streams scored through endpoints as records come
     # storage samples, SQL metering, budgets, anomalies, alerts' webhooks (cumulo.metering)
     costs: CostWatch | None = None
+    monitors: MonitorScheduler | None = None  # model monitors' schedules and runs' jobs
 
 
 def services(request: Request) -> Services:

@@ -70,6 +70,10 @@ print("rows", train.arrow().num_rows)
 print("files", sorted(p.name for p in train.path.iterdir())[:3])
 if "raw" in job.inputs:
     print("raw", sorted(p.name for p in job.inputs["raw"].path.iterdir()))
+import pyarrow.dataset as ds
+first = train.arrow().column_names[0]
+cut = train.arrow([first, "nope"], ds.field(first) > 1)  # only these columns and rows
+print("cut", cut.num_rows, cut.column_names)
 """,
     # PyTorch: a tiny model trained for six epochs, checkpointed after each; attempt 1 dies
     # outright after epoch argv[1] (0: never). The state records which attempt ran each epoch.

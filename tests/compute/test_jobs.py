@@ -223,6 +223,7 @@ def test_inputs_tables_and_files(compute: Cumulo, code: Path, tmp_path: Path) ->
     out = list(job.logs())
     assert out[0] == "rows 2"
     assert out[2] == "raw ['part-1.csv', 'part-2.csv']"
+    assert out[3] == "cut 1 ['id']"  # read from the table's files, cut there
     latest = c.jobs.run("read_input.py", code=code, inputs={"train": "sales.orders"})
     assert latest.info["inputs"]["train"]["version"] == 1  # pinned when submitted
     assert latest.wait(60)["state"] == "succeeded"

@@ -110,7 +110,9 @@ def test_failure_input_and_cancel_on_ray(compute: Cumulo, code: Path, ray_cluste
     assert "bad things happened" in info["log_tail"]
     read = reader.wait(180)
     assert read["state"] == "succeeded", read["log_tail"]
-    assert "rows 5" in list(reader.logs())
+    read_lines = list(reader.logs())
+    assert "rows 5" in read_lines
+    assert "cut 3 ['x']" in read_lines  # read through the lake's API, then cut
     lines = sleeper.logs(follow=True)
     assert "sleeping" in next(line for line in lines if "sleeping" in line)
     sleeper.cancel()

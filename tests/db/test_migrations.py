@@ -30,7 +30,7 @@ def test_upgrade_twice(url: str) -> None:
             "job_artifacts", "code_snapshots", "usage_records", "model_alias_events", "endpoints",
             "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0030"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0031"
     engine.dispose()
 
 

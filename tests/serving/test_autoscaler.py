@@ -86,3 +86,17 @@ def test_the_policy_of_an_endpoint_row() -> None:
     assert Policy.of(row) == Policy(0, 3, 4.0, 10.0, 30.0, creating=True)
     row.state = "in_service"
     assert not Policy.of(row).creating
+
+
+def test_a_held_endpoint_runs_none_whatever_waits() -> None:
+    """Held at zero by a budget: its replicas stop at once (no cooldown, no idle timer), and a
+    request waiting, or load in flight, starts none."""
+    held = Policy(0, 4, 8.0, 60.0, 0.0, held="budget team-a")
+    assert _decide(held, Fleet(2, 2, 30.0)) == Decision(0, "held at zero by budget team-a",
+                                                        None, NOW)
+    assert _decide(held, Fleet(0, 0), demand=True) == Decision(0, None, None, NOW - 0.0)
+    late = _decide(held, Fleet(0, 0), idle=50.0, demand=True)
+    assert late.wanted == 0 and late.last_request == NOW - 50.0  # a refused request: not use
+    # Let go: the same request wakes a replica.
+    free = Policy(0, 4, 8.0, 60.0, 0.0)
+    assert _decide(free, Fleet(0, 0), demand=True).wanted == 1

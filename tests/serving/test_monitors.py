@@ -141,6 +141,14 @@ def test_a_run_reports_drift_in_sql_and_alerts(serving: Cumulo, setup: dict[str,
     run = c.monitors.run("churn-drift")
     assert run["state"] == "succeeded", run["message"]
     assert run["rows"] == N
+    # The window was read and compared by a job of the cluster, as the monitor's creator,
+    # metered like any job; the control plane only recorded its figures.
+    job = c.jobs.get(run["job"])
+    info = job.refresh()
+    assert info["state"] == "succeeded" and "monitor:churn-drift" in info["tags"]
+    log = "".join(job.logs())
+    assert "read 3 captured requests of the window" in log, log  # three requests sent
+    assert f"{N} answered rows to compare" in log
     figures = {f["feature"]: f for f in run["figures"]}
     assert set(figures) == {"tenure", "spend", "(prediction)", "(labels)"}
     # The same figures, worked out here from what was sent and the baseline.
@@ -191,6 +199,15 @@ def test_a_run_reports_drift_in_sql_and_alerts(serving: Cumulo, setup: dict[str,
     ran = serving.cli("monitors", "run", "churn-drift")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith(f"run {again['id'] + 1}: succeeded, 0 rows"), ran.stdout
+    started = serving.cli("monitors", "run", "churn-drift", "--no-wait")
+    assert started.returncode == 0 and "started, job job-" in started.stdout, started.stdout
+    last = c.monitors.reports("churn-drift", limit=1)[0]
+    ended = _until(lambda: c.monitors.show_run("churn-drift", last["id"])["state"] not in (
+        "running", "recording") and c.monitors.show_run("churn-drift", last["id"]), 60,
+        "the run started without waiting to end")
+    assert ended["state"] == "succeeded" and ended["rows"] == 0
+    with pytest.raises(NotFound, match="has no run 99999"):
+        c.monitors.show_run("churn-drift", 99999)
 
 
 def test_a_scheduled_run_and_the_first_window_as_reference(serving: Cumulo,

@@ -1,6 +1,8 @@
 """Several control planes on one database: each cron time of a monitor is claimed by one of
-them, and two runs at once never cover the same captured requests (a real SQLite database,
-two sessions standing for two control planes)."""
+them, two runs at once never cover the same captured requests, and a run whose job ended is
+recorded once, by whichever control plane claims it (a real SQLite database, two sessions
+standing for two control planes; the job rows are written here as the supervisor writes them,
+the job's output as it leaves it in storage)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cumulo.compute.models import Job
 from cumulo.db import make_engine, upgrade
 from cumulo.errors import Conflict
 from cumulo.serving.monitors.models import Monitor, MonitorRun
-from cumulo.serving.monitors.runs import SETTLE, run_monitor
-from cumulo.serving.monitors.scheduler import claim_time
+from cumulo.serving.monitors.runs import OUTPUT, SETTLE, finish_runs, start_run
+from cumulo.serving.monitors.scheduler import claim_time, fail_orphans
+from cumulo.storage.backends.local import LocalBackend
 
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
 
@@ -52,7 +56,7 @@ def test_two_runs_at_once_never_share_a_window(sessions: sessionmaker[Session]) 
         assert mine is not None
         # A run claims its window, then fails (the user who made the monitor is gone): the
         # window is given back to the next run, so no captured request is skipped.
-        run = run_monitor(one, None, mine, trigger="test", now=now)  # type: ignore[arg-type]
+        run = start_run(one, None, mine, trigger="test", now=now)  # type: ignore[arg-type]
         assert (run.state, run.message) == ("failed", "the user who made monitor m was deleted")
         assert run.window_end == now - timedelta(seconds=SETTLE)
         assert one.scalar(select(Monitor.watermark)) is None
@@ -67,5 +71,92 @@ def test_two_runs_at_once_never_share_a_window(sessions: sessionmaker[Session]) 
         one.commit()
         before = other.scalar(select(func.count()).select_from(MonitorRun))
         with pytest.raises(Conflict, match="running already"):
-            run_monitor(other, None, theirs, trigger="test", now=now)  # type: ignore[arg-type]
+            start_run(other, None, theirs, trigger="test", now=now)  # type: ignore[arg-type]
         assert other.scalar(select(func.count()).select_from(MonitorRun)) == before
+
+
+def _running(session: Session, job_state: str, output: bytes | None,
+             storage: LocalBackend) -> MonitorRun:
+    """A run whose job (in ``job_state``) left ``output`` as its monitor.json."""
+    now = T0 + timedelta(hours=1)
+    session.execute(Monitor.__table__.update().values(  # type: ignore[attr-defined]
+        watermark=now - timedelta(seconds=SETTLE)))
+    run = MonitorRun(monitor_id=1, trigger="test", state="running", owner="gone",
+                     started_at=now, window_start=T0,
+                     window_end=now - timedelta(seconds=SETTLE), rows=0, figures=[],
+                     breaches=[], job_id="job-1")
+    session.add(Job(id="job-1", name="monitor m", cluster="local", state=job_state,
+                    command=["python"], cpus=1.0, reason="exited with code 2",
+                    log_tail="reading\nmonitor run failed: boom\n"))
+    session.add(run)
+    session.commit()
+    if output is not None:
+        path = storage.root / "jobs" / "job-1" / "outputs" / OUTPUT
+        path.parent.mkdir(parents=True)
+        path.write_bytes(output)
+    return run
+
+
+def test_a_run_is_recorded_once_when_its_job_ends(sessions: sessionmaker[Session],
+                                                  tmp_path: Path) -> None:
+    storage = LocalBackend(tmp_path / "storage")
+    with sessions() as one:
+        run = _running(one, "running", None, storage)
+        # Its control plane stopped: the run is left for whoever sees its job end.
+        fail_orphans(one)
+        assert one.scalar(select(MonitorRun.state)) == "running"
+        assert finish_runs(one, storage) == []  # the job still runs
+        one.execute(Job.__table__.update().values(state="failed"))  # type: ignore[attr-defined]
+        one.commit()
+        path = storage.root / "jobs" / "job-1" / "outputs" / OUTPUT
+        path.parent.mkdir(parents=True)
+        path.write_text('{"error": "table sales.customers has no version 9"}')
+    with sessions() as one, sessions() as other:
+        assert finish_runs(one, storage, owner="a") == [run.id]
+        assert finish_runs(other, storage, owner="b") == []  # recorded already
+        done = other.get(MonitorRun, run.id)
+        assert done is not None and done.state == "failed"
+        assert done.message == "table sales.customers has no version 9"
+        # Its window is given back to the next run.
+        assert other.scalar(select(Monitor.watermark)) == T0
+        assert "run 1 failed: table sales" in (other.scalar(select(Monitor.message)) or "")
+
+
+def test_a_job_that_left_nothing_fails_its_run_with_its_log(sessions: sessionmaker[Session],
+                                                            tmp_path: Path) -> None:
+    storage = LocalBackend(tmp_path / "storage")
+    with sessions() as one:
+        run = _running(one, "failed", None, storage)
+        assert finish_runs(one, storage, run_id=run.id) == [run.id]
+        one.expire_all()
+        done = one.get(MonitorRun, run.id)
+        assert done is not None and done.state == "failed"
+        assert done.message == ("its job job-1 failed (exited with code 2): "
+                                "monitor run failed: boom")
+
+
+def test_an_empty_window_succeeds_with_no_report(sessions: sessionmaker[Session],
+                                                 tmp_path: Path) -> None:
+    storage = LocalBackend(tmp_path / "storage")
+    with sessions() as one:
+        run = _running(one, "succeeded", b'{"rows": 0, "figures": [], "reference": null}',
+                       storage)
+        assert finish_runs(one, storage) == [run.id]
+        one.expire_all()
+        done = one.get(MonitorRun, run.id)
+        assert done is not None and (done.state, done.rows) == ("succeeded", 0)
+        assert done.message == "no answered requests were captured in the window"
+        assert done.report_version is None
+        assert one.scalar(select(Monitor.watermark)) == done.window_end  # kept: covered
+
+
+def test_a_run_left_halfway_by_a_stopped_plane_is_failed(sessions: sessionmaker[Session],
+                                                         tmp_path: Path) -> None:
+    with sessions() as one:
+        now = T0 + timedelta(hours=1)
+        one.add_all([MonitorRun(monitor_id=1, trigger="t", state=state, owner="gone",
+                                started_at=now, window_end=now, rows=0, figures=[],
+                                breaches=[]) for state in ("running", "recording")])
+        one.commit()
+        fail_orphans(one)
+        assert set(one.scalars(select(MonitorRun.state))) == {"failed"}

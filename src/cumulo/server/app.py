@@ -96,6 +96,7 @@ async def _running(settings: Settings, engine: Engine,
     from cumulo.compute.jobs import SUBMISSION_GUARDS
     from cumulo.compute.supervisor import Supervisor
     from cumulo.dr.schedules import BackupScheduler
+    from cumulo.metering import usage
     from cumulo.metering.watch import CostWatch, refuse_stopped_jobs
     from cumulo.ml.tracking import TrackingServer
     from cumulo.pipelines import schedules
@@ -107,6 +108,9 @@ async def _running(settings: Settings, engine: Engine,
     from cumulo.streams.service import StreamEngine
 
     async with AsyncExitStack() as stack:
+        # Metering off: no service writes usage records, and budgets are not checked.
+        usage.set_metering(settings.metering)
+        stack.callback(usage.set_metering, True)
         # The background loops' own connections: requests that fill the server's pool (16 slow
         # SQL statements, a burst of uploads) must not make the job supervisor, the endpoint
         # manager or the schedules fail.
@@ -162,6 +166,11 @@ async def _running(settings: Settings, engine: Engine,
                           trail=trail, endpoints_changed=endpoints.notify)
         if refuse_stopped_jobs not in SUBMISSION_GUARDS:
             SUBMISSION_GUARDS.append(refuse_stopped_jobs)
+        from cumulo.serving.monitors.scheduler import MonitorScheduler
+
+        # Model monitors: scheduled runs started, and each run recorded when its job ends.
+        monitors = MonitorScheduler(loops, storage, plane=plane, notify_jobs=supervisor.notify)
+        supervisor.listeners.append(monitors.notify)
         running = Services(
             settings=settings, engine=engine, sessions=sessions, storage=storage,
             tokens=TokenCache(sessions),
@@ -170,6 +179,7 @@ async def _running(settings: Settings, engine: Engine,
                 transport=tracking.transport(), timeout=httpx.Timeout(300.0, connect=10.0))),
             endpoints_forward=forward, trail=trail, backups=backups, plane=plane,
             streams=streams, deliveries=deliveries, scorers=scorers, costs=costs,
+            monitors=monitors,
         )
         supervisor.start()
         stack.callback(supervisor.stop)
@@ -187,9 +197,6 @@ async def _running(settings: Settings, engine: Engine,
         stack.callback(deliveries.stop)
         scorers.start()
         stack.callback(scorers.stop)
-        from cumulo.serving.monitors.scheduler import MonitorScheduler
-
-        monitors = MonitorScheduler(loops, storage, plane=plane)  # scheduled model monitors
         monitors.start()
         stack.callback(monitors.stop)
         costs.start()

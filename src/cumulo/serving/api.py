@@ -127,6 +127,9 @@ class EndpointOut(BaseModel):
                               description="the id of the control plane that runs it")
     public: bool = Field(description="its own address takes invocations without a token")
     project: str | None = Field(description="the project it belongs to, or none")
+    held: str | None = Field(default=None, description="who holds it at zero replicas (a "
+                             "budget's scale-endpoints-to-zero): its requests are refused "
+                             "with 503 until then")
     replicas: list[dict[str, Any]]
     restarts: int
     scaling: list[dict[str, Any]] = Field(description="recent scaling decisions, with reasons")
@@ -165,7 +168,8 @@ def _out(request: Request, e: Endpoint, project: str | None) -> EndpointOut:
         scale_to_zero_after=e.scale_to_zero_after,
         max_batch_size=e.max_batch_size, max_wait_ms=e.max_wait_ms, max_body=e.max_body,
         capture_percent=e.capture_percent, capture_table=e.capture_table, cluster=e.cluster,
-        owner=e.owner, public=e.public, project=project, replicas=runtime["replicas"],
+        owner=e.owner, public=e.public, project=project, held=e.held,
+        replicas=runtime["replicas"],
         restarts=runtime["restarts"], scaling=runtime["scaling"], rollout=e.rollout,
         message=e.message, created_at=e.created_at, updated_at=e.updated_at)
 
@@ -464,7 +468,7 @@ async def invoke(name: str, request: Request) -> Response:
 
 
 # What a caller's request and a replica's answer carry across the control plane.
-FORWARDED_HEADERS = ("content-type", "x-cumulo-variant")
+FORWARDED_HEADERS = ("content-type", "x-cumulo-variant", "retry-after")
 
 
 async def forward_invocation(

@@ -36,12 +36,14 @@ class Policy:
     scale_in_cooldown: float  # seconds of lower load before scaling in
     scale_to_zero_after: float  # idle seconds before the last replica stops (min_replicas 0)
     creating: bool = False  # the endpoint has not answered yet
+    # Who holds it at zero replicas (a budget's scale-endpoints-to-zero): no request wakes it.
+    held: str | None = None
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> Policy:
         return cls(endpoint.min_replicas, endpoint.max_replicas, endpoint.target_in_flight,
                    endpoint.scale_in_cooldown, endpoint.scale_to_zero_after,
-                   creating=endpoint.state == "creating")
+                   creating=endpoint.state == "creating", held=endpoint.held)
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,17 @@ def decide(policy: Policy, fleet: Fleet, *, last_request: float, demand: bool,
            low_since: float | None, now: float) -> Decision:
     """The replicas to run at ``now``. ``last_request``: when a replica last said it served
     a request; ``demand``: a request waits in the socket (it counts as one, for the idle
-    timer too); ``low_since``: the previous decision's."""
+    timer too); ``low_since``: the previous decision's. A held endpoint runs none, whatever
+    waits."""
+    if policy.held is not None:
+        return Decision(0, f"held at zero by {policy.held}" if fleet.serving else None, None,
+                        last_request)
     if demand:
         last_request = now
     idle = now - last_request
     floor = policy.min_replicas
-    if floor == 0 and idle < policy.scale_to_zero_after:
-        floor = 1
+    if floor == 0 and (demand or idle < policy.scale_to_zero_after):
+        floor = 1  # a request waits (even with no idle time allowed): one serves it
     if policy.creating:
         floor = max(floor, 1)
     wanted = max(floor, min(policy.max_replicas, math.ceil(

@@ -177,6 +177,8 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
                         f"{format_duration(e['scale_in_cooldown'])}" + (
                             f"; to zero after {format_duration(e['scale_to_zero_after'])} idle"
                             if e["min_replicas"] == 0 else "")),
+        ("held at zero", f"by {e['held']}: requests are refused until it lets go"
+         if e.get("held") else None),
         ("last scaling", f"{last['from']} -> {last['to']} ({last['reason']})" if last else None),
         ("restarts", e["restarts"]),
         ("runs on", f"Ray Serve, cluster {e['cluster']}" if e.get("cluster") else None),

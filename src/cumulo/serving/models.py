@@ -47,6 +47,9 @@ class Endpoint(Created, InProject, Base):
     target_in_flight: Mapped[float] = mapped_column(Float, default=8.0)
     scale_in_cooldown: Mapped[float] = mapped_column(Float, default=60.0)
     scale_to_zero_after: Mapped[float] = mapped_column(Float, default=300.0)
+    # Held at zero replicas by a budget ("budget team-a"): requests are refused with 503, not
+    # answered by a replica started for them, until the budget lets it go.
+    held: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Data capture: this percentage of requests, with their answers, goes to this lake table.
     capture_percent: Mapped[float] = mapped_column(Float, default=0.0)
     capture_table: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -28,6 +28,7 @@ export interface Figure {
 export interface MonitorRun {
   id: number;
   trigger: string;
+  job: string | null;
   state: string;
   started_at: string;
   rows: number;
@@ -78,12 +79,27 @@ export function MonitoringTab({ endpoint }: { endpoint: string }) {
   return <>{list.map((m) => <MonitorPanel key={m.name} monitor={m} onRun={monitors.reload} />)}</>;
 }
 
+// A run's job reads the window and computes the figures: follow the run until it has ended.
+async function follow(name: string, started: MonitorRun, step: (r: MonitorRun) => void): Promise<MonitorRun> {
+  let r = started;
+  let pause = 200;
+  const deadline = Date.now() + 600_000;
+  while ((r.state === "running" || r.state === "recording") && Date.now() < deadline) {
+    step(r);
+    await new Promise((ok) => setTimeout(ok, pause));
+    pause = Math.min(pause * 1.5, 2000);
+    r = await get<MonitorRun>(`${monitorPath(name)}/runs/${r.id}`);
+  }
+  return r;
+}
+
 function MonitorPanel({ monitor: m, onRun }: { monitor: Monitor; onRun: () => void }) {
   const runs = useApi((signal) => get<MonitorRun[]>(`${monitorPath(m.name)}/runs`, { limit: 100 }, signal),
                       [m.name, m.last_run?.id], 15000);
   const [mayRun] = useCan([["monitors:Run", `monitor/${m.name}`]]);
-  const run = useAction(() => post<MonitorRun>(`${monitorPath(m.name)}/runs`));
   const [notice, setNotice] = useState<string>();
+  const run = useAction(async () => follow(m.name, await post<MonitorRun>(`${monitorPath(m.name)}/runs`),
+    (r) => setNotice(`Run ${r.id}: running${r.job ? ` (job ${r.job})` : ""}…`)));
   const title = `ep-mon-${m.name}`;
   const done = (runs.data ?? []).filter((r) => r.state === "succeeded" && r.figures && r.figures.length > 0);
   const latest = done[0];

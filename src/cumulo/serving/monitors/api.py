@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cumulo.db import get_session
+from cumulo.errors import NotFound
 from cumulo.permissions import allow
 from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.serving.monitors import service
 from cumulo.serving.monitors.models import MonitorRun
-from cumulo.serving.monitors.runs import run_monitor
+from cumulo.serving.monitors.runs import finish_runs, start_run
 
 __all__ = ["monitors_router"]
 
@@ -83,14 +84,39 @@ def delete_monitor(name: str, session: DbSession) -> Response:
 
 
 @monitors_router.post("/{name}/runs", dependencies=[allow("monitors:Run", "monitor/{name}")],
-                      summary="Run a monitor now")
+                      status_code=202, summary="Start a run of a monitor now")
 def run_now(name: str, session: DbSession, caller: Caller,
             request: Request) -> dict[str, Any]:
-    """Compare what was captured since the last run (or the monitor's window) now; the run,
-    with its figures (``state`` failed and ``message`` when it could not)."""
+    """Start comparing what was captured since the last run (or the monitor's window): the
+    run, ``running`` while its job computes the figures (follow it at
+    ``/monitors/NAME/runs/ID``), or ended already (nothing captured yet; or ``failed``, with
+    ``message``, when its job could not be started)."""
+    running = services(request)
     monitor = service.get_monitor(session, name)
-    run = run_monitor(session, services(request).storage, monitor,
-                      trigger=f"by {caller.user_name}", owner=services(request).plane.id)
+    run = start_run(session, running.storage, monitor, trigger=f"by {caller.user_name}",
+                    owner=running.plane.id)
+    if run.job_id is not None and running.monitors is not None:
+        running.monitors.started()
+    return service.run_doc(run)
+
+
+@monitors_router.get("/{name}/runs/{run_id}",
+                     dependencies=[allow("monitors:Read", "monitor/{name}")],
+                     summary="One run of a monitor, with its figures")
+def show_run(name: str, run_id: int, session: DbSession, request: Request) -> dict[str, Any]:
+    """The run; one whose job has just ended is recorded first, so that a caller waiting
+    for it sees its figures at once."""
+    running = services(request)
+    monitor = service.get_monitor(session, name)
+    run = session.get(MonitorRun, run_id)
+    if run is None or run.monitor_id != monitor.id:
+        raise NotFound(f"monitor {name!r} has no run {run_id} ('cumulo monitors reports "
+                       f"{name}' lists its runs)")
+    if run.state == "running" and run.job_id is not None and finish_runs(
+            session, running.storage, run_id=run.id, owner=running.plane.id):
+        session.expire_all()
+        run = session.get(MonitorRun, run_id)
+        assert run is not None
     return service.run_doc(run)
 
 

@@ -130,15 +130,24 @@ _RIGHT = ("run", "rows", "psi", "ks", "missing", "out of range", "unseen", "accu
 
 
 @monitors_app.command("run")
-def run(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
-    """Run a monitor now, over what was captured since its last run."""
-    result = client(ctx).monitors.run(name)
+def run(ctx: typer.Context, name: str,
+        wait: bool = typer.Option(True, "--wait/--no-wait",
+                                  help="wait for its job's figures (the default), or return "
+                                  "once the run has started"),
+        json: bool = JsonOpt) -> None:
+    """Run a monitor now, over what was captured since its last run (a job reads the window
+    and computes the figures)."""
+    result = client(ctx).monitors.run(name, wait=wait)
     if json:
         show_result(result, "", as_json=True)
     else:
+        if result["state"] in ("running", "recording"):
+            console.print(f"run {result['id']}: started, job {result['job']} ('cumulo monitors "
+                          f"reports {name}' shows its figures when it ends)")
+            return
         console.print(f"run {result['id']}: {result['state']}, {result['rows']} rows"
                       + (f" ({result['message']})" if result["message"] else ""))
-        if result["figures"]:
+        if result.get("figures"):
             show_rows(_figure_rows(result), _COLUMNS, as_json=False, right=_RIGHT)
         for breach in result["breaches"]:
             err.print(f"past threshold: {breach}")

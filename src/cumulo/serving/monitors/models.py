@@ -13,7 +13,9 @@ from cumulo.db import Base, Created, InProject, UTCDateTime, utcnow
 
 __all__ = ["RUN_STATES", "Monitor", "MonitorRun"]
 
-RUN_STATES = ("running", "succeeded", "failed")
+# running: its job computes the figures; recording: its figures are being written (the report
+# table, the alert) by the control plane that saw the job end.
+RUN_STATES = ("running", "recording", "succeeded", "failed")
 
 
 class Monitor(Created, InProject, Base):
@@ -51,7 +53,9 @@ class MonitorRun(Base):
     monitor_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("monitors.id", ondelete="CASCADE"), index=True)
     trigger: Mapped[str] = mapped_column(String(200))  # "manual by NAME", "schedule at TIME"
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # The job that reads the window and computes the figures (None: nothing to compute).
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The control plane that runs it: a run it left running when it stopped is failed.
     owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

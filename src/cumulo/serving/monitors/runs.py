@@ -6,8 +6,15 @@ A run covers the requests captured since the last run's end (or in its ``--windo
 ``SETTLE`` seconds before it starts. It claims its window first (the monitor's ``watermark``
 moved on by a compare-and-set), so that two runs at once (a scheduled one on another control
 plane, one run by hand) never cover the same requests; a run that fails gives its window back
-to the next one. It reads as the monitor's creator, so what their table masks and row filters
-hide stays hidden.
+to the next one.
+
+The reading and the comparing (a gigabyte of memory for a million captured requests) happen
+in a job of the cluster, not in the control plane: :func:`start_run` claims the window and
+submits the job (:mod:`cumulo.serving.monitors.job`) as the monitor's creator, so that what
+they may not read, and what their masks and row filters hide, stays out of it; the job writes
+the figures among its outputs, and :func:`finish_runs`, called when jobs end, records them:
+the run, the report table's rows, the alert. The job is metered like any other (tagged
+``monitor:NAME``).
 
 The report table (``monitoring.NAME_reports``) holds one row per feature per run, plus one
 for the predictions (``feature`` = ``(prediction)``) and, with labels, one for the model's
@@ -16,18 +23,19 @@ quality (``(labels)``): see ``_report_schema``.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cumulo.db import utcnow
 from cumulo.errors import Conflict, CumuloError, NotFound
 from cumulo.principal import Principal
 from cumulo.serving.monitors import stats
-from cumulo.serving.monitors.captured import KEY, PREDICTION, decode
+from cumulo.serving.monitors.captured import KEY, PREDICTION
 from cumulo.serving.monitors.models import Monitor, MonitorRun
 from cumulo.serving.monitors.service import THRESHOLDS
 from cumulo.storage.backends import Backend
@@ -35,8 +43,8 @@ from cumulo.storage.backends import Backend
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["FIGURES", "LABELS_ROW", "PREDICTION_ROW", "SETTLE", "breaches", "compare", "quality",
-           "run_monitor", "window"]
+__all__ = ["FIGURES", "JOB_COMMAND", "LABELS_ROW", "OUTPUT", "PREDICTION_ROW", "SETTLE",
+           "Compared", "breaches", "compare", "finish_runs", "quality", "start_run", "window"]
 
 log = logging.getLogger("cumulo.serving")
 
@@ -46,6 +54,8 @@ log = logging.getLogger("cumulo.serving")
 SETTLE = 5.0
 PREDICTION_ROW = "(prediction)"
 LABELS_ROW = "(labels)"
+JOB_COMMAND = ["python", "-m", "cumulo.serving.monitors.job"]
+OUTPUT = "monitor.json"  # what a run's job writes among its outputs: its figures, or its error
 FIGURES = ("psi", "ks", "missing_rate", "out_of_range_rate", "unseen_rate", "accuracy", "mae",
            "rmse")
 
@@ -60,51 +70,6 @@ def _report_schema() -> pa.Schema:
         ("feature", pa.string()), ("kind", pa.string()), ("rows", pa.int64()),
         *((name, pa.float64()) for name in FIGURES),
         ("breached", pa.string())])
-
-
-# --- reading -------------------------------------------------------------------------------------
-
-def _read(session: Session, storage: Backend, reader: Principal, ref: Any,
-          columns: list[str] | None = None, where: Any = None) -> pa.Table:
-    """A table (at the ref's version) as ``reader`` may see it: their masks and row filters
-    applied, as the read route does."""
-    import pyarrow as pa
-
-    from cumulo.lake import access, catalog, delta, sql
-
-    reader.require("tables:Read", f"table/{ref.database}/{ref.table}")
-    row = catalog.get_table(session, ref)
-    table = delta.open_table(catalog.location(storage, row), version=ref.version, name=str(ref))
-    dataset = table.to_pyarrow_dataset()
-    names = [c for c in (columns or dataset.schema.names) if c in dataset.schema.names]
-    rules = access.rules_for(session, reader.user_id, [row.id]).get(row.id)
-    if not rules:
-        return dataset.to_table(columns=names, filter=where)
-    rules = sql.with_current(storage, row, table, rules)
-    data = pa.Table.from_batches(list(access.read_restricted(dataset, rules, names)))
-    return data.filter(where) if where is not None else data
-
-
-def _captured(session: Session, storage: Backend, reader: Principal, table: str,
-              start: datetime | None, end: datetime) -> pa.Table:
-    """The endpoint's captured requests of the window (start, end]; none if nothing was
-    captured yet."""
-    import pyarrow.dataset as ds
-
-    from cumulo.lake.refs import parse_ref
-
-    where = ds.field("captured_at") <= end
-    if start is not None:
-        where = where & (ds.field("captured_at") > start)
-    columns = ["status", "content_type", "request", "request_encoding", "response"]
-    try:
-        return _read(session, storage, reader, parse_ref(table), columns, where)
-    except NotFound as exc:
-        if "has no data yet" not in exc.message:
-            raise
-        import pyarrow as pa
-
-        return pa.table({c: pa.array([], pa.string()) for c in columns})  # no rows to read
 
 
 # --- comparing -----------------------------------------------------------------------------------
@@ -139,7 +104,20 @@ def _numeric_text(values: pa.Array) -> pa.Array | None:
         return None
 
 
-def compare(monitor: Monitor, baseline: pa.Table, current: pa.Table,
+class Compared(Protocol):
+    """What :func:`compare` needs of a monitor (a Monitor row, or the job's copy of it)."""
+
+    @property
+    def features(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def prediction_column(self) -> str | None: ...
+
+    @property
+    def reference(self) -> dict[str, Any] | None: ...
+
+
+def compare(monitor: Compared, baseline: pa.Table, current: pa.Table,
             labels: pa.Table | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Every feature's figures, the predictions' and (with ``labels``: KEY and the label)
     the model's quality; and the predictions' profile when this window sets the reference
@@ -266,84 +244,174 @@ def _claim(session: Session, monitor: Monitor, trigger: str, now: datetime,
     return run
 
 
-def run_monitor(session: Session, storage: Backend, monitor: Monitor, *, trigger: str,
-                now: datetime | None = None, owner: str | None = None) -> MonitorRun:
-    """Run ``monitor`` over the captured requests since its last run (or its window), up to
-    ``SETTLE`` seconds before ``now``; the run, succeeded or failed (``message`` says why)."""
+def start_run(session: Session, storage: Backend, monitor: Monitor, *, trigger: str,
+              now: datetime | None = None, owner: str | None = None) -> MonitorRun:
+    """Start a run of ``monitor`` over the captured requests since its last run (or its
+    window), up to ``SETTLE`` seconds before ``now``: its window claimed and its job
+    submitted (``running``, with ``job_id``), or the run ended already (succeeded: nothing
+    was captured yet; failed: ``message`` says why, and the window is given back)."""
     now = now or utcnow()
-    previous = monitor.watermark
     run = _claim(session, monitor, trigger, now, owner)
     try:
-        _compute(session, storage, monitor, run)
+        _submit(session, storage, monitor, run)
     except Exception as exc:
-        session.rollback()
-        why = exc.message if isinstance(exc, CumuloError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, CumuloError):
-            log.exception("monitor %s: run %s failed", monitor.name, run.id)
-        run.state, run.message, run.finished_at = "failed", why, utcnow()
-        monitor.message = f"run {run.id} failed: {why}"
-        # The window goes back to the next run, unless another one has moved on since.
-        session.execute(update(Monitor).where(Monitor.id == monitor.id,
-                                              Monitor.watermark == run.window_end)
-                        .values(watermark=previous, message=monitor.message))
-        try:
-            session.commit()
-        except Exception:  # the monitor (and so its runs) was removed while it ran
-            session.rollback()
-            log.warning("monitor %s: run %s failed (%s); the monitor is gone", monitor.name,
-                        run.id, why)
+        _failed(session, monitor, run, exc)
     return run
 
 
-def _compute(session: Session, storage: Backend, monitor: Monitor, run: MonitorRun) -> None:
+def _submit(session: Session, storage: Backend, monitor: Monitor, run: MonitorRun) -> None:
+    from cumulo.access import projects
     from cumulo.access.users import acting_as
+    from cumulo.compute.jobs import JobRequest, submit_job
+    from cumulo.lake.catalog import table_info
     from cumulo.lake.refs import parse_ref
-
-    reader = acting_as(session, monitor.created_by, what=f"monitor {monitor.name}")
-    baseline_ref = parse_ref(monitor.baseline)
-    columns = [f["name"] for f in monitor.features]
-    if monitor.prediction_column is not None:
-        columns.append(monitor.prediction_column)
-    baseline = _read(session, storage, reader, baseline_ref, columns)
     from cumulo.serving.endpoints import get_endpoint
 
+    # As the monitor's creator: what they may not read, the job may not either, and what
+    # their masks and row filters hide stays hidden (the job's inputs read through the lake).
+    reader = acting_as(session, monitor.created_by, what=f"monitor {monitor.name}")
     endpoint = get_endpoint(session, monitor.endpoint)
     if endpoint.capture_table is None:
         raise Conflict(f"endpoint {monitor.endpoint!r} no longer captures requests")
-    captured = _captured(session, storage, reader, endpoint.capture_table, run.window_start,
-                         run.window_end)
-    current = decode(captured, monitor.features, monitor.label_key) if captured.num_rows \
-        else None
-    run.rows = current.num_rows if current is not None else 0
-    if current is None or not current.num_rows:
-        run.state, run.finished_at = "succeeded", utcnow()
-        run.message = "no answered requests were captured in the window"
-        monitor.message = None
-        session.commit()
+    if table_info(session, storage, parse_ref(endpoint.capture_table)).version is None:
+        _succeeded_empty(session, monitor, run)  # nothing was ever captured: no job to run
         return
-    labels = _labels(session, storage, reader, monitor) if monitor.labels_table else None
-    figures, reference = compare(monitor, baseline, current, labels)
+    inputs = {"baseline": monitor.baseline, "captured": endpoint.capture_table}
+    if monitor.labels_table:
+        inputs["labels"] = monitor.labels_table
+    spec = {"run": run.id, "monitor": monitor.name, "features": monitor.features,
+            "prediction_column": monitor.prediction_column, "reference": monitor.reference,
+            "label_key": monitor.label_key, "label_column": monitor.label_column,
+            "window_start": run.window_start.isoformat() if run.window_start else None,
+            "window_end": run.window_end.isoformat()}
+    job = submit_job(session, storage, reader, JobRequest(
+        command=list(JOB_COMMAND), name=f"monitor {monitor.name}", inputs=inputs,
+        env={"MONITOR_RUN": json.dumps(spec)}, cpus=1,
+        tags=["monitor", f"monitor:{monitor.name}", f"monitor-run:{run.id}"],
+        project=projects.name_of(session, monitor.project_id)))
+    run.job_id = job.id
+    session.commit()
+
+
+def _succeeded_empty(session: Session, monitor: Monitor, run: MonitorRun) -> None:
+    run.state, run.finished_at = "succeeded", utcnow()
+    run.message = "no answered requests were captured in the window"
+    monitor.message = None
+    session.commit()
+
+
+def _failed(session: Session, monitor: Monitor, run: MonitorRun, exc: Exception | str) -> None:
+    """End the run as failed, saying why; its window goes back to the next run, unless
+    another one has moved on since."""
+    session.rollback()
+    if isinstance(exc, str):
+        why = exc
+    else:
+        why = exc.message if isinstance(exc, CumuloError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, CumuloError):
+            log.error("monitor %s: run %s failed", monitor.name, run.id, exc_info=exc)
+    run.state, run.message, run.finished_at = "failed", why, utcnow()
+    monitor.message = f"run {run.id} failed: {why}"
+    session.execute(update(Monitor).where(Monitor.id == monitor.id,
+                                          Monitor.watermark == run.window_end)
+                    .values(watermark=run.window_start, message=monitor.message))
+    try:
+        session.commit()
+    except Exception:  # the monitor (and so its runs) was removed meanwhile
+        session.rollback()
+        log.warning("monitor %s: run %s failed (%s); the monitor is gone", monitor.name,
+                    run.id, why)
+
+
+# --- recording -----------------------------------------------------------------------------------
+
+def finish_runs(session: Session, storage: Backend, *, run_id: int | None = None,
+                owner: str | None = None) -> list[int]:
+    """Record the runs whose job has ended (only ``run_id``, if given): their figures, report
+    rows and alert, or why they failed. Each is recorded once, by whichever control plane
+    (``owner``) claims it first (``running`` -> ``recording``); the ids of those recorded
+    here."""
+    from cumulo.compute.models import ACTIVE, Job
+
+    query = (select(MonitorRun.id, Job.state).join(Job, Job.id == MonitorRun.job_id,
+                                                   isouter=True)
+             .where(MonitorRun.state == "running", MonitorRun.job_id.is_not(None)))
+    if run_id is not None:
+        query = query.where(MonitorRun.id == run_id)
+    done = []
+    for found, job_state in session.execute(query).all():
+        if job_state in ACTIVE:
+            continue
+        claimed = session.execute(update(MonitorRun).where(
+            MonitorRun.id == found, MonitorRun.state == "running",
+        ).values(state="recording", owner=owner)).rowcount  # type: ignore[attr-defined]
+        session.commit()
+        if claimed:
+            _record(session, storage, found)
+            done.append(found)
+    return done
+
+
+def _record(session: Session, storage: Backend, run_id: int) -> None:
+    from cumulo.compute.jobs import find_job
+
+    run = session.get(MonitorRun, run_id)
+    monitor = session.get(Monitor, run.monitor_id) if run is not None else None
+    if run is None or monitor is None:
+        return  # removed with its monitor meanwhile
+    job = find_job(session, run.job_id) if run.job_id else None
+    out = _output(storage, run.job_id) if run.job_id else None
+    try:
+        if job is None:
+            raise Conflict(f"its job {run.job_id} is gone")
+        if job.state != "succeeded" or out is None or "error" in out:
+            raise Conflict(_job_failure(job, out))
+        _recorded(session, storage, monitor, run, out)
+    except Exception as exc:
+        _failed(session, monitor, run, exc)
+
+
+def _output(storage: Backend, job_id: str) -> dict[str, Any] | None:
+    """What a run's job wrote (``monitor.json`` among its outputs), if it did."""
+    try:
+        with storage.open(f"jobs/{job_id}/outputs/{OUTPUT}") as f:
+            out: dict[str, Any] = json.loads(f.read())
+            return out
+    except (OSError, ValueError, NotFound):
+        return None
+
+
+def _job_failure(job: Any, out: dict[str, Any] | None) -> str:
+    if out is not None and "error" in out:
+        return str(out["error"])
+    if job.state == "cancelled":
+        return f"its job {job.id} was cancelled"
+    last = (job.log_tail or "").strip().splitlines()
+    tail = f": {last[-1][:300]}" if last else ""
+    return f"its job {job.id} {job.state} ({job.reason or 'no reason given'}){tail}"
+
+
+def _recorded(session: Session, storage: Backend, monitor: Monitor, run: MonitorRun,
+              out: dict[str, Any]) -> None:
+    """The job's figures recorded: the run, the report table's rows, the alert."""
+    from cumulo.access.users import acting_as
+
+    run.rows = int(out["rows"])
+    if not run.rows:
+        _succeeded_empty(session, monitor, run)
+        return
+    figures: list[dict[str, Any]] = out["figures"]
     found = breaches(figures, monitor.thresholds)
+    reader = acting_as(session, monitor.created_by, what=f"monitor {monitor.name}")
     run.report_version = _write_report(session, storage, monitor, run, figures, reader)
     run.figures, run.breaches = figures, found
     run.state, run.finished_at = "succeeded", utcnow()
-    if reference is not None:
-        monitor.reference = reference
+    if out.get("reference") is not None:
+        monitor.reference = out["reference"]
     monitor.message = None
     if found:
         _alert(session, monitor, run, found)
     session.commit()
-
-
-def _labels(session: Session, storage: Backend, reader: Principal,
-            monitor: Monitor) -> pa.Table:
-    from cumulo.lake.refs import parse_ref
-
-    assert monitor.labels_table and monitor.label_key and monitor.label_column
-    table = _read(session, storage, reader, parse_ref(monitor.labels_table),
-                  [monitor.label_key, monitor.label_column])
-    return table.rename_columns([KEY if n == monitor.label_key else "label"
-                                 for n in table.column_names]).select([KEY, "label"])
 
 
 def _write_report(session: Session, storage: Backend, monitor: Monitor, run: MonitorRun,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -47,11 +48,32 @@ class MonitorsClient:
         """Remove the monitor and its runs; its report table stays."""
         self._t.request("DELETE", self._path(name))
 
-    def run(self, name: str) -> dict[str, Any]:
-        """Run it now over what was captured since its last run; the run with its figures
-        (``state`` ``failed`` and ``message`` when it could not)."""
-        done: dict[str, Any] = self._t.json("POST", self._path(name, "/runs"), timeout=600)
-        return done
+    def run(self, name: str, *, wait: bool = True, timeout: float = 600.0) -> dict[str, Any]:
+        """Run it now over what was captured since its last run: its job reads the window and
+        computes the figures. With ``wait`` (the default), the run once it has ended, with
+        its figures (``state`` ``failed`` and ``message`` when it could not); else the run as
+        started (``running``: follow it with :meth:`show_run`). TimeoutError past
+        ``timeout`` seconds, naming the run, which goes on."""
+        run: dict[str, Any] = self._t.json("POST", self._path(name, "/runs"))
+        if not wait:
+            return run
+        deadline = time.monotonic() + timeout
+        pause = 0.1
+        while run["state"] in ("running", "recording"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run['id']} of monitor {name!r} is still "
+                                   f"{run['state']} after {timeout:g} s (its job "
+                                   f"{run.get('job')}); 'cumulo monitors reports {name}' "
+                                   "shows it when it ends")
+            time.sleep(pause)
+            pause = min(pause * 1.5, 1.0)
+            run = self.show_run(name, run["id"])
+        return run
+
+    def show_run(self, name: str, run_id: int) -> dict[str, Any]:
+        """One run, with its figures once it has ended."""
+        shown: dict[str, Any] = self._t.json("GET", self._path(name, f"/runs/{run_id}"))
+        return shown
 
     def reports(self, name: str, *, limit: int = 50) -> builtins.list[dict[str, Any]]:
         """Its runs, newest first, each with its figures per feature."""

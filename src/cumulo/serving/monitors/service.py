@@ -157,7 +157,8 @@ def monitors_docs(session: Session, monitors: list[Monitor]) -> list[dict[str, A
 
 def run_doc(run: MonitorRun, *, figures: bool = True) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "id": run.id, "trigger": run.trigger, "state": run.state, "started_at": run.started_at,
+        "id": run.id, "trigger": run.trigger, "state": run.state, "job": run.job_id,
+        "started_at": run.started_at,
         "finished_at": run.finished_at, "window_start": run.window_start,
         "window_end": run.window_end, "rows": run.rows, "report_version": run.report_version,
         "breaches": run.breaches, "message": run.message}
@@ -169,9 +170,18 @@ def run_doc(run: MonitorRun, *, figures: bool = True) -> dict[str, Any]:
 def delete_monitor(session: Session, name: str) -> None:
     """Remove a monitor and its runs; its report table stays (drop it with 'cumulo tables
     drop')."""
+    from cumulo.compute.jobs import cancel_job
+
     monitor = get_monitor(session, name)
+    jobs = session.scalars(select(MonitorRun.job_id).where(
+        MonitorRun.monitor_id == monitor.id, MonitorRun.state == "running",
+        MonitorRun.job_id.is_not(None))).all()
     session.delete(monitor)
     session.commit()
+    for job_id in jobs:  # its runs' jobs still computing: their figures have nowhere to go
+        with contextlib.suppress(Conflict, NotFound):
+            assert job_id is not None
+            cancel_job(session, Principal(0, "cumulo", True, 0), job_id)
 
 
 # --- creating ------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from sqlalchemy.orm import Session
 
 from cumulo.config import child_env
@@ -206,6 +207,48 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+HELD_RETRY_AFTER = 3600  # seconds a client refused by a held endpoint is told to wait
+_REFUSE_READ = 65536  # bytes of a refused request read before the answer (best effort)
+
+
+def refuse_waiting(sock: socket.socket, status: int, message: str, *,
+                   retry_after: int) -> int:
+    """Answer every connection waiting on ``sock`` with ``status`` and ``message`` (JSON, as
+    a replica's errors), then close it: for an endpoint that has no replica to answer and
+    must not start one. The answers are written by a thread of their own, so that a slow
+    client holds nobody up. How many connections were waiting."""
+    taken = []
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            taken.append(conn)
+    finally:
+        sock.setblocking(True)
+    if not taken:
+        return 0
+    body = orjson.dumps({"error": {"code": "unavailable", "message": message}})
+    reason = {503: "Service Unavailable"}.get(status, "Error")
+    answer = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+              f"content-length: {len(body)}\r\nretry-after: {retry_after}\r\n"
+              "connection: close\r\n\r\n").encode() + body
+
+    def write() -> None:
+        for conn in taken:
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    conn.recv(_REFUSE_READ)  # the request (or its head): read, not answered
+                conn.sendall(answer)
+                conn.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=write, name="cumulo-held-refusals", daemon=True).start()
+    return len(taken)
+
+
 class LocalRuntime(RuntimeBase):
     """One endpoint's socket, models and replica processes."""
 
@@ -219,6 +262,7 @@ class LocalRuntime(RuntimeBase):
         self.last_request = time.time()  # the last time a replica said it served a request
         self.low_since: float | None = None  # since when fewer replicas would do
         self.demand = False  # a connection waits while there are no replicas
+        self.held: str | None = endpoint.held  # who holds it at zero (a budget), from its row
         self.scaling: deque[dict[str, Any]] = deque(maxlen=20)  # recent scaling decisions
         self.config_path: Path | None = None
         self.generation = 0  # of the replica config written last
@@ -510,6 +554,7 @@ class LocalRuntime(RuntimeBase):
 
     def _scale(self, endpoint: Endpoint) -> None:
         """Start or stop replicas as the autoscaler decides."""
+        self.held = endpoint.held
         now = time.time()
         serving = [r for r in self.replicas if r.stopping is None]
         ready = [r for r in serving if r.ready.is_set()]
@@ -542,12 +587,18 @@ class LocalRuntime(RuntimeBase):
 
     def waiting(self) -> socket.socket | None:
         """The socket to watch for a connection that waits for a replica, if there are
-        none now."""
-        if self.config_path is None or self.error or self.demand:
+        none now (held at zero: for connections to refuse)."""
+        if self.config_path is None or self.error or (self.demand and self.held is None):
             return None
         return None if any(r.stopping is None for r in self.replicas) else self.sock
 
     def request_waits(self) -> None:
+        if self.held is not None:
+            refuse_waiting(self.sock, 503, f"endpoint {self.name} is held at zero replicas "
+                           f"by {self.held} (its scale-endpoints-to-zero action): it serves "
+                           "again when the budget's period turns or the budget is raised "
+                           "('cumulo budgets ls' shows it)", retry_after=HELD_RETRY_AFTER)
+            return
         self.demand = True  # the next step starts a replica
 
     def report(self, message: dict[str, Any]) -> bool:
