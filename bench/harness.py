@@ -14,13 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 __all__ = [
-    "DATA", "MIB", "REPO", "TOKEN", "cpu_seconds", "free_port", "own_cpu_seconds",
-    "proc_mem_mb", "register_model", "reset_peak", "start_server", "stop_server",
-    "wait_preloaded",
+    "DATA", "MIB", "OVERHEAD_GOAL", "OVERHEAD_SETTINGS", "REPO", "TOKEN", "cpu_seconds",
+    "free_port", "overhead_summary", "overhead_verdict", "own_cpu_seconds", "proc_mem_mb",
+    "register_model", "reset_peak", "start_server", "stop_server", "turns", "wait_preloaded",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,24 +36,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(work: Path, *,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``cumulo up`` with its home, log and credentials in ``work``, and these settings
+    (``env``: CUMULO_* variables) besides; the process and its URL, once it answers."""
+    work.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).parent / "cumulo"
     cumulo = str(exe) if exe.exists() else shutil.which("cumulo")
     if not cumulo:
         sys.exit("cannot find the 'cumulo' command; run 'make bench' (it installs the project)")
     port = free_port()
     # No CUMULO_* from the caller's environment: a throwaway home, database and credentials.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}
-    env.update({
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CUMULO_")}
+    environ.update({
         "CUMULO_HOME": str(work / "home"),
         "CUMULO_PORT": str(port),
         "CUMULO_ADMIN_TOKEN": TOKEN,
         "CUMULO_CREDENTIALS": str(work / "credentials.toml"),
         "CUMULO_LOG_LEVEL": "warning",
+        **(env or {}),
     })
     log = work / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([cumulo, "up"], env=env, cwd=work, stdout=out,
+        proc = subprocess.Popen([cumulo, "up"], env=environ, cwd=work, stdout=out,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -68,6 +74,55 @@ def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
             stop_server(proc)
             sys.exit(f"cumulo up did not answer in 60s:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+# The --overhead modes of bench/serving.py and bench/jobs.py: two servers in one run, one with
+# metrics and metering on (the defaults), one with both off; issue 27's goal for what they cost.
+OVERHEAD_SETTINGS = {
+    "on": {"CUMULO_METRICS": "true", "CUMULO_METERING": "true"},
+    "off": {"CUMULO_METRICS": "false", "CUMULO_METERING": "false"},
+}
+OVERHEAD_GOAL = 1.02
+
+
+def turns(rounds: int) -> list[tuple[str, str]]:
+    """The order of each round's two measures: on, off, then off, on, and so on, so that a
+    machine that drifts (warming, or another user's load coming and going) favours neither."""
+    return [("on", "off") if r % 2 == 0 else ("off", "on") for r in range(rounds)]
+
+
+def overhead_summary(ratios: list[float]) -> dict[str, Any]:
+    """The median of per-round on/off ratios (above 1: on is slower), its interquartile range,
+    and a 95% confidence interval for that median (from the order statistics: no assumption
+    about the noise's shape; as wide as the figures themselves with under 6 rounds)."""
+    import math
+    import statistics
+
+    ordered = sorted(ratios)
+    n = len(ordered)
+    q1, _, q3 = statistics.quantiles(ordered, n=4) if n > 1 else (ordered[0],) * 3
+    # The widest k with P(Binomial(n, 1/2) < k) <= 2.5%: [k-th, (n+1-k)-th] holds the median.
+    k, below = 0, 0.0
+    while k < n // 2:
+        below += math.comb(n, k) / 2**n
+        if below > 0.025:
+            break
+        k += 1
+    low, high = (ordered[k - 1], ordered[n - k]) if k else (ordered[0], ordered[-1])
+    return {"ratio": round(statistics.median(ordered), 4), "q1": round(q1, 4),
+            "q3": round(q3, 4), "iqr": round(q3 - q1, 4),
+            "ci95": [round(low, 4), round(high, 4)]}
+
+
+def overhead_verdict(summary: dict[str, Any]) -> str:
+    """What an :func:`overhead_summary` says of the goal, noise included."""
+    low, high = summary["ci95"]
+    if high <= OVERHEAD_GOAL:
+        return "met: the whole 95% CI is within the goal"
+    if low > OVERHEAD_GOAL:
+        return "NOT met: the whole 95% CI is past the goal"
+    return ("not resolved: the 95% CI spans the goal, so the noise is larger than the "
+            "difference sought; run more rounds, or on a quieter machine")
 
 
 def register_model(url: str, model: Path, experiment: str, name: str = "churn") -> None:

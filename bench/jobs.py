@@ -7,7 +7,13 @@ Each run's script prints time.time() as its first statement; latency = that stam
 moment just before the call. Goal (issue 4): Cumulo's median under 150 ms, and under 3 times
 the bare subprocess's median.
 
+--overhead measures instead what metrics and metering cost (issue 27): two servers, one with
+both on and one with both off, each given --jobs jobs a round, one at a time in turns (on, off,
+then off, on); each round's figure is the ratio of the two servers' median start latency.
+Goal: the median of the rounds' ratios at most 1.02.
+
     python bench/jobs.py [--jobs 50]
+    python bench/jobs.py --overhead [--rounds 30] [--jobs 20]
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import TOKEN, start_server, stop_server, wait_preloaded
+from harness import (
+    OVERHEAD_GOAL,
+    OVERHEAD_SETTINGS,
+    TOKEN,
+    overhead_summary,
+    overhead_verdict,
+    start_server,
+    stop_server,
+    turns,
+    wait_preloaded,
+)
 
 GOAL_MS = 150.0
 GOAL_RATIO = 3.0
@@ -51,10 +67,74 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def overhead(rounds: int, jobs: int) -> int:
+    """Job start latency with metrics and metering on against off (the module's docstring)."""
+    from cumulo import Client
+
+    servers = {}
+    with tempfile.TemporaryDirectory(prefix="cumulo-bench-jobs-overhead-") as tmp:
+        work = Path(tmp)
+        code = work / "src"
+        code.mkdir()
+        (code / "stamp.py").write_text(STAMP)
+        try:
+            clients = {}
+            for name, env in OVERHEAD_SETTINGS.items():
+                servers[name], url = start_server(work / name, env=env)
+                clients[name] = Client(url, token=TOKEN)
+            for client in clients.values():
+                wait_preloaded(client)
+                for _ in range(3):  # warm the pool and the snapshot
+                    cumulo(client, code)
+            ratios: list[float] = []
+            medians: dict[str, list[float]] = {"on": [], "off": []}
+            for round_ in range(rounds):
+                # One job at a time on each, in turns within the round too: the load of the
+                # machine's other users comes and goes faster than a round.
+                took: dict[str, list[float]] = {"on": [], "off": []}
+                for order in turns(jobs + round_ % 2)[round_ % 2:]:
+                    for name in order:
+                        took[name].append(cumulo(clients[name], code))
+                for name, seconds in took.items():
+                    medians[name].append(statistics.median(seconds) * 1000)
+                ratios.append(medians["on"][-1] / medians["off"][-1])
+                print(f"round {round_ + 1:2d}: median start on {medians['on'][-1]:6.1f} ms, "
+                      f"off {medians['off'][-1]:6.1f} ms, ratio {ratios[-1]:.3f}",
+                      file=sys.stderr, flush=True)
+            for client in clients.values():
+                client.close()
+        finally:
+            for proc in servers.values():
+                stop_server(proc)
+    summary = overhead_summary(ratios)
+    met = summary["ratio"] <= OVERHEAD_GOAL
+    print(f"{rounds} rounds of {jobs} jobs a server, on {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}: job start median with metrics and metering on / off = "
+          f"{summary['ratio']:.3f} (IQR {summary['q1']:.3f} to {summary['q3']:.3f}, 95% CI "
+          f"{summary['ci95']}); goal <= {OVERHEAD_GOAL} -> {'met' if met else 'NOT met'}")
+    print(overhead_verdict(summary))
+    print(json.dumps({
+        "bench": "jobs-overhead", **summary, "goal": f"<= {OVERHEAD_GOAL}", "met": met,
+        "verdict": overhead_verdict(summary).split(":")[0],
+        "figure": "job start latency median, on / off", "rounds": rounds, "jobs": jobs,
+        "on_median_ms": round(statistics.median(medians["on"]), 1),
+        "off_median_ms": round(statistics.median(medians["off"]), 1),
+        "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
+    }))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="jobs each way (50), or each server's a round with --overhead (20)")
+    parser.add_argument("--overhead", action="store_true",
+                        help="what metrics and metering cost: two servers, on and off")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of --overhead")
     args = parser.parse_args()
+    if args.overhead:
+        return overhead(args.rounds, args.jobs or 20)
+    args.jobs = args.jobs or 50
     with tempfile.TemporaryDirectory(prefix="cumulo-bench-jobs-") as tmp:
         work = Path(tmp)
         code = work / "src"

@@ -15,7 +15,15 @@ Goals (issue 6): at least 8x MLflow's single-row throughput and at most 1/8 of i
 least 2x BentoML's throughput; at least 0.7 of the bare app's; create and zero to first
 answer under 3 s each.
 
+--overhead measures instead what metrics and metering cost (issue 27): two Cumulo servers, one
+with both on and one with both off, each with the endpoint above, loaded in turns (on, off,
+then off, on) for --seconds at a time, single-row requests at the endpoint's address (the
+figure above) and through the control plane's /endpoints/NAME/invocations (the path that
+metrics count and time). Each round's figure is off's throughput over on's (above 1: on is
+slower). Goal: the median of the rounds' ratios at most 1.02, at the endpoint's address.
+
     python bench/serving.py [--seconds 10] [--skip-bentoml]
+    python bench/serving.py --overhead [--rounds 20] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +44,20 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, TOKEN, free_port, register_model, start_server, stop_server
+from harness import (
+    OVERHEAD_GOAL,
+    OVERHEAD_SETTINGS,
+    REPO,
+    TOKEN,
+    cpu_seconds,
+    free_port,
+    overhead_summary,
+    overhead_verdict,
+    register_model,
+    start_server,
+    stop_server,
+    turns,
+)
 
 WORKERS = 2
 CONNECTIONS = 64
@@ -111,10 +133,12 @@ def bodies(work: Path) -> dict[str, dict[str, Path]]:
     return out
 
 
-def load(url: str, body: Path, seconds: float) -> dict[str, Any]:
+def load(url: str, body: Path, seconds: float, *, warmup: float = 2,
+         headers: tuple[str, ...] = ()) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "loadgen.py"), url, str(body), "--connections",
-         str(CONNECTIONS), "--seconds", str(seconds), "--warmup", "2"],
+         str(CONNECTIONS), "--seconds", str(seconds), "--warmup", str(warmup),
+         *(arg for header in headers for arg in ("--header", header))],
         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -234,6 +258,15 @@ def run_bentoml(work: Path, raw_model: Path, payloads: dict[str, dict[str, Path]
         stop(proc)
 
 
+def serving_ready(client: Any) -> None:
+    """Wait for the server's serving fork server to finish starting."""
+    deadline = time.monotonic() + 120
+    while client.endpoints.runtime()["fork_server"]["state"] == "starting":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the serving fork server did not get ready")
+        time.sleep(0.2)
+
+
 def run_cumulo(work: Path, model: Path, payloads: dict[str, dict[str, Path]],
                seconds: float) -> dict[str, Any]:
     server, url = start_server(work)
@@ -241,11 +274,7 @@ def run_cumulo(work: Path, model: Path, payloads: dict[str, dict[str, Path]],
         from cumulo.client import Client
 
         client = Client(url=url, token=TOKEN)
-        deadline = time.monotonic() + 120
-        while client.endpoints.runtime()["fork_server"]["state"] == "starting":
-            if time.monotonic() > deadline:
-                raise TimeoutError("the serving fork server did not get ready")
-            time.sleep(0.2)
+        serving_ready(client)
         register_model(url, model, "bench-serving")
         one = payloads["1"]["mlflow"].read_bytes()
         t0 = time.monotonic()
@@ -275,13 +304,109 @@ def run_cumulo(work: Path, model: Path, payloads: dict[str, dict[str, Path]],
         stop_server(server)
 
 
+def overhead_endpoint(name: str, work: Path, model: Path) -> tuple[subprocess.Popen[bytes],
+                                                                    Any, dict[str, str]]:
+    """A server with OVERHEAD_SETTINGS[name] and the endpoint of run_cumulo; the server's
+    process, a client, and the endpoint's two addresses (its own, the control plane's)."""
+    from cumulo.client import Client
+
+    server, url = start_server(work / name, env=OVERHEAD_SETTINGS[name])
+    client = Client(url=url, token=TOKEN)
+    serving_ready(client)
+    register_model(url, model, f"bench-serving-{name}")
+    info = client.endpoints.create("churn", "churn:1", min_replicas=WORKERS, public=True)
+    client.endpoints["churn"].wait(60)
+    while len([r for r in client.endpoints.show("churn")["replicas"] if r["ready"]]) < WORKERS:
+        time.sleep(0.1)
+    return server, client, {"endpoint": f"{info['url']}/invocations",
+                            "control_plane": f"{url}/endpoints/churn/invocations"}
+
+
+def overhead(rounds: int, seconds: float) -> None:
+    """Throughput with metrics and metering on against off (the module's docstring); beside
+    it, the CPU the server's processes spent a request (far steadier on a shared machine)."""
+    work = Path(tempfile.mkdtemp(prefix="cumulo-bench-serving-overhead-"))
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    # figures[path][figure][server]: one value a round
+    figures: dict[str, dict[str, dict[str, list[float]]]] = {
+        path: {"rps": {"on": [], "off": []}, "cpu_us": {"on": [], "off": []}}
+        for path in ("endpoint", "control_plane")}
+    try:
+        model, _ = make_model(work)
+        one = bodies(work)["1"]["mlflow"]
+        clients, addresses = {}, {}
+        for name in OVERHEAD_SETTINGS:
+            servers[name], clients[name], addresses[name] = overhead_endpoint(name, work, model)
+        for name in servers:  # warm both: the connections, the replicas' first requests
+            load(addresses[name]["endpoint"], one, 1, warmup=1)
+        for round_, order in enumerate(turns(rounds)):
+            for path, by in figures.items():
+                for name in order:
+                    # The endpoint's address is its replicas'; through the control plane, both.
+                    pids = [r["pid"] for r in clients[name].endpoints.show("churn")["replicas"]]
+                    if path == "control_plane":
+                        pids.append(servers[name].pid)
+                    before = sum(cpu_seconds(pid) for pid in pids)
+                    r = load(addresses[name][path], one, seconds, warmup=0, headers=(
+                        (f"Authorization: Bearer {TOKEN}",) if path == "control_plane" else ()))
+                    if r["errors"]:
+                        raise RuntimeError(f"{r['errors']} errors from {addresses[name][path]}")
+                    by["rps"][name].append(r["rps"])
+                    by["cpu_us"][name].append(
+                        (sum(cpu_seconds(pid) for pid in pids) - before) / r["requests"] * 1e6)
+            print(f"round {round_ + 1:2d}: " + "; ".join(
+                f"{path} on/off {by['rps']['on'][-1]:7.0f}/{by['rps']['off'][-1]:7.0f} req/s, "
+                f"{by['cpu_us']['on'][-1]:5.1f}/{by['cpu_us']['off'][-1]:5.1f} us CPU a request"
+                for path, by in figures.items()), file=sys.stderr, flush=True)
+        for client in clients.values():
+            client.close()
+    finally:
+        for proc in servers.values():
+            stop_server(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    # Above 1, on is the slower: off's throughput over on's, on's CPU over off's.
+    summaries: dict[str, dict[str, Any]] = {path: {
+        "throughput": overhead_summary(
+            [off / on for on, off in zip(by["rps"]["on"], by["rps"]["off"], strict=True)]),
+        "cpu_per_request": overhead_summary(
+            [on / off for on, off in zip(by["cpu_us"]["on"], by["cpu_us"]["off"], strict=True)]),
+        **{f"{figure}_median": {name: round(statistics.median(v), 1) for name, v in f.items()}
+           for figure, f in by.items()}} for path, by in figures.items()}
+    summary = summaries["endpoint"]["throughput"]
+    met = summary["ratio"] <= OVERHEAD_GOAL
+    load_average = round(os.getloadavg()[0], 2)
+    for path, found in summaries.items():
+        for figure in ("throughput", "cpu_per_request"):
+            f = found[figure]
+            print(f"{path:13s} {figure:15s} on vs off: {f['ratio']:.3f} (IQR {f['q1']:.3f} "
+                  f"to {f['q3']:.3f}, 95% CI {f['ci95']})")
+    print(f"{rounds} rounds of {seconds:g} s, on {os.cpu_count()} CPUs, load average "
+          f"{load_average}; goal <= {OVERHEAD_GOAL} for throughput at the endpoint's address "
+          f"-> {'met' if met else 'NOT met'}")
+    print(overhead_verdict(summary))
+    print(json.dumps({
+        "bench": "serving-overhead", **summary, "goal": f"<= {OVERHEAD_GOAL}", "met": met,
+        "verdict": overhead_verdict(summary).split(":")[0],
+        "figure": "single-row throughput at the endpoint's address, off / on", **summaries,
+        "rounds": rounds, "seconds": seconds, "workers": WORKERS,
+        "connections": CONNECTIONS, "cpus": os.cpu_count(), "load_average": load_average}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="of each load: 10, or 3 with --overhead")
     parser.add_argument("--skip-bentoml", action="store_true")
     parser.add_argument("--only", help="comma list of servers to run (for a quick look): "
                         "bare,cumulo,mlflow,bentoml; prints no ratios")
+    parser.add_argument("--overhead", action="store_true",
+                        help="what metrics and metering cost: two Cumulo servers, on and off")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds of --overhead")
     args = parser.parse_args()
+    if args.overhead:
+        overhead(args.rounds, args.seconds or 3)
+        return
+    args.seconds = args.seconds or 10
     work = Path(tempfile.mkdtemp(prefix="cumulo-bench-serving-"))
     try:
         model, raw = make_model(work)

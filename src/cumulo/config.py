@@ -181,6 +181,10 @@ class Settings:
     # Prometheus metrics (/metrics, cumulo.metrics): on by default; off, requests are not
     # counted or timed and /metrics answers 404 (docs/operations.md).
     metrics: bool = True
+    # Metering (cumulo.metering): on by default; off, no usage records are written (jobs,
+    # endpoints, builds, streams, storage samples, SQL), and budgets and anomalies are neither
+    # checked nor enforced: costs show nothing for that time (docs/costs.md).
+    metering: bool = True
     # An OpenTelemetry collector's OTLP/HTTP address (http://HOST:4318): each request becomes a
     # span, sent there. Empty (the default): no traces, and OpenTelemetry is never imported.
     otel_endpoint: str = ""
@@ -234,6 +238,7 @@ _ENV_KEYS = {
     "webhook_timeout_seconds": "CUMULO_WEBHOOK_TIMEOUT_SECONDS",
     "webhook_attempts": "CUMULO_WEBHOOK_ATTEMPTS",
     "metrics": "CUMULO_METRICS",
+    "metering": "CUMULO_METERING",
     "otel_endpoint": "CUMULO_OTEL_ENDPOINT",
 }
 _S3_ENV_KEYS = {
@@ -468,7 +473,7 @@ def load_settings(
             raise Invalid(f"setting preload: {exc}") from exc
         values["preload"] = ",".join(preload) if isinstance(preload, list) else str(preload)
 
-    for name in ("serving_preload", "allow_internal_urls", "metrics"):
+    for name in ("serving_preload", "allow_internal_urls", "metrics", "metering"):
         if name not in values:
             continue
         flag = values[name]

@@ -1,5 +1,7 @@
 """A budget's scale-endpoints-to-zero against a real server and a real endpoint: its replicas
-stop when the budget is crossed, and its settings come back when the month turns."""
+stop when the budget is crossed and stay stopped (a request is refused with 503 and
+Retry-After, naming the budget, instead of waking a replica), and its settings come back when
+the month turns."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.metering.test_costs import add_usage
@@ -47,11 +50,28 @@ def test_scale_endpoints_to_zero_and_back(server: Cumulo) -> None:
     info = c.endpoints.show("churn")
     assert (info["min_replicas"], info["scale_to_zero_after"]) == (0, 0)
     _until(lambda: not c.endpoints.show("churn")["replicas"], 60, "scaling to zero")
+    assert info["held"] == "budget serving"
+    shown = server.cli("endpoints", "show", "churn")
+    assert "held at zero" in shown.stdout and "budget serving" in shown.stdout, shown.stdout
+    # Held: a request, at the endpoint's own address or through the control plane, is
+    # refused at once, and wakes no replica.
+    auth = {"Authorization": f"Bearer {server.token}"}
+    body = {"dataframe_records": [{"tenure": 3, "spend": 25.0}]}
+    for url in (f"{info['url']}/invocations", f"{server.url}/endpoints/churn/invocations"):
+        refused = httpx.post(url, headers=auth, json=body, timeout=10)
+        assert refused.status_code == 503, (url, refused.text)
+        assert refused.headers.get("retry-after") == "3600", (url, refused.headers)
+        assert "held at zero replicas by budget serving" in \
+            refused.json()["error"]["message"], refused.text
+    time.sleep(1.5)  # two steps of the endpoint manager
+    assert not c.endpoints.show("churn")["replicas"]
 
     turned = next(b for b in c.budgets.check(at="2026-07-01T00:05:00Z")["budgets"]
                   if b["budget"] == "serving")
     assert turned["undid"] == ["scale-endpoints-to-zero"]
     info = c.endpoints.show("churn")
     assert (info["min_replicas"], info["scale_to_zero_after"]) == (1, 300)
-    assert c.budgets.show("serving")["scaled"] == []
+    assert c.budgets.show("serving")["scaled"] == [] and info["held"] is None
     _until(lambda: c.endpoints.show("churn")["replicas"], 60, "a replica again")
+    answered = httpx.post(f"{info['url']}/invocations", headers=auth, json=body, timeout=30)
+    assert answered.status_code == 200, answered.text

@@ -80,6 +80,9 @@ def test_storage_and_sql_are_sampled(server: Cumulo) -> None:
     c.tables.create_database("metered")
     c.tables.load("metered.t", b"id,name\n1,ann\n2,bob\n", format="csv")
     assert c.sql("select count(*) as n from metered.t").page == [{"n": 2}]
+    # A job's files (its log and outputs) are stored too: its owner's.
+    job = c.jobs.run(command=["python", "-c", "print('x' * 1000)"])
+    assert job.wait(60)["state"] == "succeeded"
 
     t0 = time.monotonic()
     assert c.costs.sample() >= 2  # the bucket and the table at least
@@ -91,6 +94,7 @@ def test_storage_and_sql_are_sampled(server: Cumulo) -> None:
         1.5e6 / 1e9 * 0.25 / 730 * 0.023, abs=1e-9)
     assert first["table metered.t"]["storage_gb_hours"] > 0
     assert first["bucket sampled"]["cpu_seconds"] == 0
+    assert first["jobs files"]["storage_gb_hours"] > 0
 
     time.sleep(1.0)
     t2 = time.monotonic()

@@ -126,6 +126,10 @@ def test_grammar() -> None:
     assert not scope.covers(budgets.Work("job", None, "ann", ("team=b",)))
     assert budgets.parse_scope("service:pipeline").covers(
         budgets.Work(usage.service_of_tags("job", ["pipeline:daily"]), None, None))
+    # A model monitor's run is a job billed to the monitor.
+    monitored = usage.service_of_tags("job", ["monitor", "monitor:churn", "monitor-run:3"])
+    assert monitored == "monitor"
+    assert budgets.parse_scope("service:monitor").covers(budgets.Work(monitored, None, None))
 
 
 def test_forecast_is_spent_plus_the_trailing_rate_times_days_left() -> None:

@@ -77,3 +77,32 @@ def test_quantities_show_only_where_records_have_them(tmp_path: Path) -> None:
         jobs = usage.summarize(session, by="kind", kind="job")
         assert "shard_hours" not in jobs["total"]
     engine.dispose()
+
+
+def test_stored_sizes_take_in_jobs_files_and_archived_stream_segments(tmp_path: Path) -> None:
+    """What storage holds beyond buckets and tables: each job's folder, summed per owner
+    (a job no longer on record counts with no owner), and each stream's archived segments."""
+    from cumulo.compute.models import Job
+    from cumulo.metering.sampler import sizes
+    from cumulo.storage.backends.local import LocalBackend
+
+    storage = LocalBackend(tmp_path / "storage")
+    for key, size in (("jobs/job-a/log.txt", 100), ("jobs/job-a/outputs/m.bin", 900),
+                      ("jobs/job-b/log.txt", 50), ("jobs/job-gone/log.txt", 7),
+                      ("streams/clicks/shardId-000000000000/00000001.arc", 4000),
+                      ("streams/clicks/shardId-000000000001/00000001.arc", 1000)):
+        path = storage.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    upgrade(engine)
+    with Session(engine) as session:
+        session.add_all([Job(id=job_id, name="j", cluster="local", state="succeeded",
+                             command=["true"], cpus=1.0, created_by=None, project_id=project)
+                         for job_id, project in (("job-a", 3), ("job-b", 3))])
+        session.commit()
+        found = sizes(session, storage)
+    engine.dispose()
+    assert sorted(f for f in found if f[0] == "jobs:files") == [
+        ("jobs:files", 7, None, None), ("jobs:files", 1050, None, 3)]
+    assert ("stream:clicks", 5000, None, None) in found

@@ -785,3 +785,30 @@ def test_lake_tables_read_through_s3_with_the_callers_grants(server: Cumulo, s3:
     with pytest.raises(ClientError) as caught:
         theirs.get_object(Bucket="lake", Key=f"{db}/orders/_delta_log/00000000000000000000.json")
     assert _code(caught) == "AccessDenied"
+
+
+# --- metering -------------------------------------------------------------------------------
+
+
+def test_requests_are_metered_by_class(server: Cumulo, s3: Any) -> None:
+    """Each signed request is counted for its bucket, by S3's price classes (PUT/COPY/POST/
+    LIST and GET/HEAD; DELETE free), and written as the bucket's usage with the next round."""
+    import json
+
+    c = server.client()
+    c.costs.sample()  # what earlier tests sent: written before this one's count
+    name = _bucket(s3)  # PUT (CreateBucket)
+    s3.put_object(Bucket=name, Key="a.txt", Body=b"a")  # PUT
+    s3.copy_object(Bucket=name, Key="b.txt", CopySource={"Bucket": name, "Key": "a.txt"})
+    s3.list_objects_v2(Bucket=name)  # LIST: the PUT class
+    s3.get_object(Bucket=name, Key="a.txt")["Body"].read()  # GET
+    s3.head_object(Bucket=name, Key="b.txt")  # HEAD: the GET class
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=name, Key="missing")  # refused, and billed as S3 does
+    s3.delete_object(Bucket=name, Key="b.txt")  # free
+    c.costs.sample()
+    done = server.cli("costs", "--by", "resource", "--since", "1d", "--json")
+    assert done.returncode == 0, done.stderr
+    row = {r["resource"]: r for r in json.loads(done.stdout)["rows"]}[f"bucket {name}"]
+    assert row["put_requests"] == 4 and row["get_requests"] == 3, row
+    assert row["cost_usd"] == pytest.approx(4 / 1000 * 0.005 + 3 / 1000 * 0.0004, rel=1e-3)

@@ -33,7 +33,7 @@ __all__ = ["ACTIONS", "PERIODS", "SCOPE_KINDS", "SERVICES", "Decision", "Scope",
 
 PERIODS = ("day", "week", "month")
 SCOPE_KINDS = ("all", "project", "user", "tag", "service")
-SERVICES = ("job", "endpoint", "pipeline", "notebook", "stream", "storage", "sql",
+SERVICES = ("job", "endpoint", "pipeline", "notebook", "monitor", "stream", "storage", "sql",
             "environment")
 ACTIONS = ("stop-new-jobs", "scale-endpoints-to-zero")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

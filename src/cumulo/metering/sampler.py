@@ -15,6 +15,12 @@ SQL is billed by bytes scanned: each query finished since the last sample is a r
 ``sql`` with ``bytes_scanned`` (the query's, with Athena's 10 MB minimum as lake/sql.py
 bills it). Where each stopped is kept in ``meter_marks``, moved in the transaction that writes
 the records, so a restart neither loses nor counts anything twice.
+
+S3 requests are billed by class (PUT/COPY/POST/LIST, and GET/HEAD): the S3 API tallies them in
+memory per bucket and caller (:mod:`cumulo.storage.requests`); each round writes one record of
+kind ``storage`` per bucket and caller with ``put_requests`` and ``get_requests``
+(:func:`meter_requests`). Counts not yet written when the process stops are lost (one round's
+at most).
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from cumulo.metering import usage
 from cumulo.metering.models import MeterMark
 from cumulo.storage.backends import Backend
 from cumulo.storage.models import Bucket, StoredObject
+from cumulo.storage.requests import RequestTally
 
-__all__ = ["MIN_BILLED_BYTES", "SQL_LAG_SECONDS", "meter_sql", "sample_storage", "sizes"]
+__all__ = ["MIN_BILLED_BYTES", "SQL_LAG_SECONDS", "meter_requests", "meter_sql", "pass_over",
+           "sample_storage", "sizes"]
 
 log = logging.getLogger("cumulo.metering")
 MIN_BILLED_BYTES = 10 * 1024 * 1024  # Athena bills at least 10 MB a query
@@ -102,8 +110,9 @@ def _prefix_sizes(backend: Backend, prefix: str, *, by_first_folder: bool) -> di
 
 def sizes(session: Session, backend: Backend) -> list[tuple[str, int, int | None, int | None]]:
     """What storage holds now: (ref, bytes, user id, project id) for each bucket
-    (``bucket:NAME``), managed table (``table:DB.NAME``) and artifact folder
-    (``artifacts:FOLDER``)."""
+    (``bucket:NAME``), managed table (``table:DB.NAME``), artifact folder
+    (``artifacts:FOLDER``), stream's archived segments (``stream:NAME``), and the jobs' files
+    of each user and project (``jobs:files``)."""
     found: list[tuple[str, int, int | None, int | None]] = []
     for name, created_by, project_id, size in session.execute(
             select(Bucket.name, Bucket.created_by, Bucket.project_id,
@@ -120,7 +129,42 @@ def sizes(session: Session, backend: Backend) -> list[tuple[str, int, int | None
                       table.project_id))
     for folder, size in sorted(_prefix_sizes(backend, "mlflow/", by_first_folder=True).items()):
         found.append((f"artifacts:{folder or '(root)'}", size, None, None))
+    found.extend(_jobs_files(session, backend))
+    found.extend(_stream_archives(session, backend))
     return found
+
+
+def _jobs_files(session: Session, backend: Backend) -> list[tuple[str, int, int | None,
+                                                                    int | None]]:
+    """Jobs' files (``jobs/ID/``: logs, outputs, checkpoints), summed per owner and project:
+    ``jobs:files``, one entry for each."""
+    from cumulo.compute.models import Job
+
+    held = _prefix_sizes(backend, "jobs/", by_first_folder=True)
+    ids = [job_id for job_id in held if job_id]
+    owners: dict[str, tuple[int | None, int | None]] = {}
+    for start in range(0, len(ids), 500):
+        owners.update({job_id: (user, project) for job_id, user, project in session.execute(
+            select(Job.id, Job.created_by, Job.project_id).where(
+                Job.id.in_(ids[start:start + 500])))})
+    summed: dict[tuple[int | None, int | None], int] = {}
+    for job_id, size in held.items():
+        owner = owners.get(job_id, (None, None))  # a deleted job's files, until they go
+        summed[owner] = summed.get(owner, 0) + size
+    return [("jobs:files", size, user, project) for (user, project), size in summed.items()]
+
+
+def _stream_archives(session: Session, backend: Backend) -> list[tuple[str, int, int | None,
+                                                                         int | None]]:
+    """Streams' segments archived to storage (``streams/NAME/``): ``stream:NAME`` each."""
+    from cumulo.streams.models import Stream
+
+    held = _prefix_sizes(backend, "streams/", by_first_folder=True)
+    owners = {name: (user, project) for name, user, project in session.execute(
+        select(Stream.name, Stream.created_by, Stream.project_id).where(
+            Stream.name.in_([n for n in held if n])))} if held else {}
+    return [(f"stream:{name}", size, *owners.get(name, (None, None)))
+            for name, size in sorted(held.items()) if name]
 
 
 def sample_storage(session: Session, backend: Backend, prices: Prices, *,
@@ -175,3 +219,47 @@ def meter_sql(session: Session, prices: Prices, *, now: datetime | None = None) 
     _set_mark(session, "sql", cutoff)
     session.commit()
     return written
+
+
+def meter_requests(session: Session, prices: Prices, tally: RequestTally, *,
+                   since: datetime, now: datetime | None = None) -> int:
+    """Write (and commit) the S3 requests tallied since ``since``: one ``storage`` record per
+    bucket and caller, in the bucket's project (requests to a bucket that no longer exists
+    are dropped). The records written; counts a failed write could not keep are counted
+    again next time."""
+    now = now or utcnow()
+    taken = tally.take()
+    if not taken:
+        return 0
+    try:
+        buckets = {name: project_id for name, project_id in session.execute(
+            select(Bucket.name, Bucket.project_id).where(
+                Bucket.name.in_({bucket for bucket, _ in taken})))}
+        names = projects.names_of(session, (p for p in buckets.values() if p is not None))
+        written = 0
+        for (bucket, user_id), counts in taken.items():
+            if bucket not in buckets:
+                continue
+            project_id = buckets[bucket]
+            usage.record(session, prices, kind="storage", ref=f"bucket:{bucket}",
+                         cluster=None, user_id=user_id, tags=[], started_at=since,
+                         ended_at=now,
+                         project=names.get(project_id) if project_id is not None else None,
+                         quantities={"put_requests": float(counts.get("put", 0)),
+                                     "get_requests": float(counts.get("get", 0))})
+            written += 1
+        session.commit()
+    except Exception:
+        session.rollback()
+        tally.give_back(taken)
+        raise
+    return written
+
+
+def pass_over(session: Session, *, now: datetime | None = None) -> None:
+    """Move both samplers' marks to ``now``, writing nothing: with metering off, what storage
+    held and what SQL scanned meanwhile is not billed when metering is on again."""
+    now = now or utcnow()
+    _set_mark(session, "storage", now)
+    _set_mark(session, "sql", now - timedelta(seconds=SQL_LAG_SECONDS))
+    session.commit()

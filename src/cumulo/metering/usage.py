@@ -1,4 +1,9 @@
-"""Write usage records, price them, and sum them for ``cumulo costs``."""
+"""Write usage records, price them, and sum them for ``cumulo costs``.
+
+Every service writes its usage through :func:`record`, so this is where metering is turned off
+(the setting ``metering``, set once as the server starts with :func:`set_metering`): off, each
+use is still priced (a job keeps its cost) but no record is written.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ from cumulo.errors import Invalid
 from cumulo.metering.models import UsageRecord
 from cumulo.units import day_of
 
-__all__ = ["GROUPS", "QUANTITIES", "GroupBy", "price", "record", "records", "resource_of",
-           "service_of", "service_of_tags", "summarize"]
+__all__ = ["GROUPS", "QUANTITIES", "GroupBy", "metering_on", "price", "record", "records",
+           "resource_of", "service_of", "service_of_tags", "set_metering", "summarize"]
 
 GroupBy = Literal["day", "cluster", "user", "project", "tag", "kind", "item", "service",
                   "resource"]
@@ -31,18 +36,38 @@ QUANTITIES: dict[str, tuple[str, float]] = {
     # what storage held, in GB (1e9 bytes) for an hour each; S3 prices a GB-month of 730 hours
     "storage_gb_hours": ("storage_gb_month", 730.0),
     "bytes_scanned": ("tb_scanned", 1e12),  # what SQL queries read (Athena's TB: 1e12 bytes)
+    # S3 API requests: PUT, COPY, POST and LIST; GET, HEAD and the rest (priced a thousand)
+    "put_requests": ("thousand_put_requests", 1e3),
+    "get_requests": ("thousand_get_requests", 1e3),
 }
+
+# The setting ``metering`` of this process: one switch, read by every record and check.
+_metering = True
+
+
+def set_metering(on: bool) -> None:
+    """Write usage records (``on``), or leave them out, from now on in this process."""
+    global _metering
+    _metering = on
+
+
+def metering_on() -> bool:
+    """Whether usage records are written in this process (:func:`set_metering`)."""
+    return _metering
 
 
 def service_of_tags(kind: str, tags: Iterable[str]) -> str:
     """The service use of this kind with these tags is billed to: a job run for a pipeline's
-    step or a notebook (tagged so by them) is the pipeline's or the notebook's."""
+    step, a notebook or a model monitor's run (tagged so by them) is the pipeline's, the
+    notebook's or the monitor's."""
     if kind == "job":
         for tag in tags:
             if tag.startswith("pipeline:"):
                 return "pipeline"
             if tag == "notebook" or tag.startswith("notebook:"):
                 return "notebook"
+            if tag.startswith("monitor:"):
+                return "monitor"
     return kind
 
 
@@ -56,7 +81,7 @@ def resource_of(row: UsageRecord) -> str:
     'endpoint churn', 'bucket data', 'table sales.orders', 'sql alice'..."""
     if row.kind == "job":
         for tag in row.tags or ():
-            if tag.startswith(("pipeline:", "notebook:")):
+            if tag.startswith(("pipeline:", "notebook:", "monitor:")):
                 kind, _, name = tag.partition(":")
                 return f"{kind} {name}"
     if row.kind == "sql":
@@ -86,7 +111,8 @@ def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: st
            wall_seconds: float = 0.0, project: str | None = None,
            quantities: dict[str, float] | None = None) -> UsageRecord:
     """Add (not commit) one usage record, priced now; ``project``: the work's project's name;
-    ``quantities``: what else was used (named in QUANTITIES)."""
+    ``quantities``: what else was used (named in QUANTITIES). With metering off the record is
+    priced and returned but not added: nothing is written."""
     unknown = set(quantities or ()) - set(QUANTITIES)
     if unknown:  # a programming error, caught before a record no summary could price
         raise ValueError(f"usage quantities {sorted(unknown)} have no price in the sheet")
@@ -98,7 +124,8 @@ def record(session: Session, prices: Prices, *, kind: str, ref: str, cluster: st
         cost_usd=price(prices, cpu_seconds=cpu_seconds, memory_gb_seconds=memory_gb_seconds,
                        gpu_seconds=gpu_seconds, quantities=quantities),
     )
-    session.add(row)
+    if _metering:
+        session.add(row)
     return row
 
 

@@ -7,6 +7,10 @@ each budget (:func:`cumulo.metering.budgets.decide`) and the day's cost for an a
 (:mod:`cumulo.metering.alerts`), and the budgets' actions, each written to the audit log.
 Nothing here is on a request's path: a job submission only reads which budgets stop new jobs
 (:func:`refuse_stopped_jobs`, one small query).
+
+With metering off (the setting ``metering``: :func:`cumulo.metering.usage.metering_on`) a round
+only moves the samplers' marks, so nothing of that time is billed later; budgets and anomalies
+are neither checked nor enforced.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from cumulo.access.models import User
 from cumulo.access.users import user_names
 from cumulo.config import Prices, Settings
 from cumulo.db import utcnow
-from cumulo.errors import CumuloError, QuotaExceeded
+from cumulo.errors import Conflict, CumuloError, QuotaExceeded
 from cumulo.metering import alerts, budgets, forecast, sampler, sheets, usage
 from cumulo.metering.models import Budget, MeterMark, UsageRecord
 from cumulo.principal import Principal
 from cumulo.storage.backends import Backend
+from cumulo.storage.requests import TALLY
 
 if TYPE_CHECKING:
     from cumulo.access.trail import Trail
@@ -54,6 +59,8 @@ class Submitted(Protocol):
 def refuse_stopped_jobs(session: Session, job: Submitted) -> None:
     """A submission guard: refuse a job in the scope of a budget whose stop-new-jobs is in
     force, naming the budget and how to lift it."""
+    if not usage.metering_on():  # budgets are not checked, so none is enforced either
+        return
     stopping = [b for b in session.scalars(select(Budget)) if "stop-new-jobs" in b.acting]
     if not stopping:
         return
@@ -108,7 +115,7 @@ def daily_costs(session: Session, settings: Settings, *, start: str, end: str,
         query = query.where(UsageRecord.user_id == select(User.id).where(
             User.name == scope.value).scalar_subquery())
     elif scope is not None and scope.kind == "service":
-        kind = "job" if scope.value in ("pipeline", "notebook") else scope.value
+        kind = "job" if scope.value in ("pipeline", "notebook", "monitor") else scope.value
         query = query.where(UsageRecord.kind == kind)
     found = session.execute(query).all()
     names = (user_names(session, (r.user_id for r in found))
@@ -147,6 +154,7 @@ class CostWatch:
         self.endpoints_changed = endpoints_changed
         self._lock = threading.Lock()  # one check at a time: the loop's, or one asked for
         self._sampling = threading.Lock()  # one storage sample at a time
+        self._requests_since = utcnow()  # S3 requests tallied since then are not written yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sender = alerts.WebhookSender(
@@ -174,6 +182,12 @@ class CostWatch:
     def tick(self, *, now: datetime | None = None) -> dict[str, Any]:
         """One round: sample storage if due, meter SQL, check budgets and anomalies."""
         now = now or utcnow()
+        if not usage.metering_on():
+            TALLY.take()  # not billed, now or later
+            self._requests_since = now
+            with self._sampling, self.sessions() as session:
+                sampler.pass_over(session, now=now)
+            return {"storage_records": 0, "sql_records": 0, "budgets": [], "anomaly": None}
         # Sampling (a listing of folders, perhaps long) holds the samplers' lock only: a
         # budget made or changed meanwhile is checked at once.
         with self._sampling, self.sessions() as session:
@@ -184,6 +198,7 @@ class CostWatch:
                 sampled = sampler.sample_storage(session, self.storage, self.settings.prices,
                                                  now=now)
             queries = sampler.meter_sql(session, self.settings.prices, now=now)
+            self._meter_requests(session, now)
         with self._lock, self.sessions() as session:
             done = self.check_budgets(session, now=now)
             anomaly = self.check_anomaly(session, now=now)
@@ -192,16 +207,30 @@ class CostWatch:
 
     def sample_now(self, *, now: datetime | None = None) -> int:
         """Sample storage now, whenever the last sample was (``cumulo costs sample``)."""
+        if not usage.metering_on():
+            raise Conflict("metering is off on this server (setting metering, "
+                           "CUMULO_METERING=false): nothing is sampled; turn it on and restart "
+                           "the server to sample storage")
         with self._sampling, self.sessions() as session:
             written = sampler.sample_storage(session, self.storage, self.settings.prices,
                                              now=now)
             written += sampler.meter_sql(session, self.settings.prices, now=now)
+            written += self._meter_requests(session, now or utcnow())
             return written
+
+    def _meter_requests(self, session: Session, now: datetime) -> int:
+        written = sampler.meter_requests(session, self.settings.prices, TALLY,
+                                         since=self._requests_since, now=now)
+        self._requests_since = now
+        return written
 
     # --- budgets ------------------------------------------------------------------------------
 
     def check_one(self, name: str, *, now: datetime | None = None) -> dict[str, Any] | None:
-        """Check one budget now: a new or changed one says (and does) what it must at once."""
+        """Check one budget now: a new or changed one says (and does) what it must at once;
+        with metering off, nothing is checked."""
+        if not usage.metering_on():
+            return None
         with self._lock, self.sessions() as session:
             return self.check_budget(session, budgets.get_budget(session, name),
                                      now=now or utcnow())
@@ -327,6 +356,9 @@ class CostWatch:
                 log.warning("budget %s: cannot scale endpoint %s to zero: %s", budget.name,
                             endpoint.name, exc)
                 continue
+            # Held there: a request is refused (503), not answered by a replica started
+            # for it, until the budget lets it go.
+            endpoint.held = f"budget {budget.name}"
             scaled[endpoint.name] = before
             done.append(endpoint.name)
         budget.scaled = scaled
@@ -346,6 +378,7 @@ class CostWatch:
                                             scale_to_zero_after=float(
                                                 before["scale_to_zero_after"])),
                                         registry=_no_registry)
+                serving.get_endpoint(session, name).held = None
                 done.append(name)
             except CumuloError as exc:  # deleted since, say
                 log.warning("budget %s: cannot restore endpoint %s: %s", budget.name, name,

@@ -43,6 +43,7 @@ from cumulo.storage import service
 from cumulo.storage.keys import validate_key
 from cumulo.storage.leftovers import marked
 from cumulo.storage.models import StoredObject, Upload, UploadPart
+from cumulo.storage.requests import TALLY
 from cumulo.storage.s3api import sigv2, sigv4, virtual
 from cumulo.storage.s3api.assembly import Assembly
 from cumulo.storage.s3api.body import CHECKSUMS, Checksum, Payload, Spooled, read_all, spool
@@ -168,6 +169,10 @@ class S3App:
                     await tracked()
             else:
                 answer.headers["connection"] = "close"
+        if request is not None and request.principal is not None and request.bucket:
+            # Signed and naming a bucket: metered (S3 bills requests, refused ones too).
+            TALLY.count(request.bucket, request.principal.user_id, request.method,
+                        has_key=request.key is not None)
         await self._send(scope, send, answer, rid)
 
     def _error(self, error: S3Error, scope: Scope, request: _Request | None,
