@@ -81,6 +81,8 @@ def test_named_config_file(tmp_path: Path) -> None:
      "trusted_proxies: 'proxy.local' is not an IP address or network"),
     ({"CUMULO_STREAM_SUBSCRIPTIONS": "many"}, None, "stream_subscriptions must be a whole"),
     ({}, "stream_subscriptions = 0\n", "stream_subscriptions must be at least 1"),
+    ({"CUMULO_ANOMALY_WEBHOOK": "hooks.example.com/x"}, None,
+     "anomaly_webhook 'hooks.example.com/x' is not an http:// or https:// URL"),
 ])
 def test_bad_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                       content: str | None, match: str) -> None:

@@ -136,6 +136,9 @@ class Settings:
     # How long an alert's webhook has to answer, and how many times it is tried.
     webhook_timeout_seconds: float = 5.0
     webhook_attempts: int = 5
+    # Where cost anomalies (a day far above the trailing mean) are POSTed too; none: only the
+    # console's banner, cumulo status and cumulo alerts show them.
+    anomaly_webhook: str = ""
     # How long a cancelled or timed-out job has between SIGTERM and SIGKILL.
     job_grace_seconds: float = 10.0
     # What local clusters' Python jobs start with already imported (cumulo.forkserver):
@@ -236,6 +239,7 @@ _ENV_KEYS = {
     "storage_sample_seconds": "CUMULO_STORAGE_SAMPLE_SECONDS",
     "budget_check_seconds": "CUMULO_BUDGET_CHECK_SECONDS",
     "webhook_timeout_seconds": "CUMULO_WEBHOOK_TIMEOUT_SECONDS",
+    "anomaly_webhook": "CUMULO_ANOMALY_WEBHOOK",
     "webhook_attempts": "CUMULO_WEBHOOK_ATTEMPTS",
     "metrics": "CUMULO_METRICS",
     "metering": "CUMULO_METERING",
@@ -519,6 +523,12 @@ def load_settings(
                                                                            "tls://")):
             raise Invalid(f"streams_url {values['streams_url']!r} is not nats://HOST:PORT "
                           "(or tls://); leave it empty for the embedded log")
+
+    if "anomaly_webhook" in values:
+        url = values["anomaly_webhook"] = str(values["anomaly_webhook"]).strip()
+        if url and (not url.startswith(("http://", "https://")) or " " in url):
+            raise Invalid(f"anomaly_webhook {url!r} is not an http:// or https:// URL; leave "
+                          "it empty for none")
 
     if "otel_endpoint" in values:
         values["otel_endpoint"] = str(values["otel_endpoint"]).strip().rstrip("/")

@@ -34,12 +34,21 @@ DOLLAR_A_CPU_SECOND = Prices(vcpu_hour=3600.0, gb_hour=0.0, gpu_hour=0.0)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
+def anomalies() -> Iterator[Hook]:
+    """The server's anomaly_webhook."""
+    hook = Hook(failures=0)
+    yield hook
+    hook.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, anomalies: Hook) -> Iterator[Cumulo]:
     # Budgets are checked when a test asks (the loop's round is an hour away); webhooks to
     # this machine are let through, and give up quickly.
     cumulo = start_cumulo(tmp_path_factory.mktemp("costs") / ".cumulo", {
         "CUMULO_ALLOW_INTERNAL_URLS": "1", "CUMULO_BUDGET_CHECK_SECONDS": "3600",
-        "CUMULO_WEBHOOK_TIMEOUT_SECONDS": "1", "CUMULO_WEBHOOK_ATTEMPTS": "3"})
+        "CUMULO_WEBHOOK_TIMEOUT_SECONDS": "1", "CUMULO_WEBHOOK_ATTEMPTS": "3",
+        "CUMULO_ANOMALY_WEBHOOK": anomalies.url})
     yield cumulo
     cumulo.stop()
 
@@ -242,7 +251,7 @@ def test_budget_names_and_conflicts(server: Cumulo) -> None:
         c.budgets.delete("twice")
 
 
-def test_an_anomaly_alerts_once(server: Cumulo) -> None:
+def test_an_anomaly_alerts_once(server: Cumulo, anomalies: Hook) -> None:
     for day in range(1, 15):
         add_usage(server, f"2026-07-{day:02d}", 2.0, tags=("steady",))
     add_usage(server, "2026-07-15", 9.0, tags=("burst",))
@@ -253,6 +262,13 @@ def test_an_anomaly_alerts_once(server: Cumulo) -> None:
     assert c.budgets.check(at="2026-07-15T21:00:00Z")["anomaly"] is None  # once a day
     raised = [a for a in c.alerts.list(source="anomaly") if a["subject"] == "2026-07-15"]
     assert len(raised) == 1 and "4.5x the 14-day mean" in raised[0]["message"]
+    # ... and POSTed to the anomaly_webhook, as budgets' alerts are to theirs.
+    deadline = time.monotonic() + 30
+    while not [a for a in anomalies.received if a["source"] == "anomaly"]:
+        assert time.monotonic() < deadline, "the anomaly was not POSTed to its webhook"
+        time.sleep(0.2)
+    sent = [a for a in anomalies.received if a["source"] == "anomaly"]
+    assert len(sent) == 1 and sent[0]["details"]["factor"] == 4.5
     assert c.budgets.check(at="2026-07-14T20:00:00Z")["anomaly"] is None  # a steady day
 
 

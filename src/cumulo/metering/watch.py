@@ -411,7 +411,8 @@ class CostWatch:
             message=f"costs on {today.isoformat()} are ${found['cost_usd']:.2f} so far, "
                     f"{found['factor']:g}x the {forecast.ANOMALY_WINDOW}-day mean "
                     f"(${found['trailing_mean_usd']:.2f} a day)",
-            details={"day": today.isoformat(), **found})
+            details={"day": today.isoformat(), **found},
+            webhook=self.settings.anomaly_webhook or None)
         session.commit()
         return {"day": today.isoformat(), **found}
 
