@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from tests.services import Cumulo
 
-__all__ = ["LOGIN_COOKIE", "browser", "execute", "wait_lab", "wait_state"]
+__all__ = ["LOGIN_COOKIE", "browser", "eventually", "execute", "wait_lab", "wait_state"]
 
 LOGIN_COOKIE = "cumulo_token"
 
@@ -25,6 +26,17 @@ def browser(server: Cumulo, token: str) -> httpx.Client:
                         headers={"accept": "text/html,*/*", "origin": server.url})
     server.clients.append(page)  # closed with the server
     return page
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 5) -> None:
+    """Poll ``check`` until it holds, or fail saying ``what`` never happened. For what the proxy
+    reads again once a second (a notebook's route, a user's rights): it shows within about a
+    second, rather than a fixed sleep past it."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {timeout:g} s")
+        time.sleep(0.05)
 
 
 def wait_state(server: Cumulo, name: str, states: tuple[str, ...],

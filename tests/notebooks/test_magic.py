@@ -13,18 +13,17 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    cumulo = start_cumulo(tmp_path_factory.mktemp("cumulo") / ".cumulo")
-    c = cumulo.client()
+def server(shared_server: Cumulo) -> Cumulo:
+    """The package's shared server (conftest.py), with this module's database on it."""
+    c = shared_server.client()
     c.tables.create_database("shop")
     c.tables.write("shop.orders", pd.DataFrame({"id": [1, 2, 3], "region": ["n", "s", "n"],
                                                 "amount": [9.5, 3.25, 7.0]}))
-    yield cumulo
-    cumulo.stop()
+    return shared_server
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,14 @@
 """Notebooks against a real server: JupyterLab run as a job, opened through Cumulo's proxy with
-the owner's login cookie (HTTP and a kernel's WebSocket), refused to others, stopped and
-started with its files kept, culled when idle, and every bad input refused with nothing
-written. JupyterLab takes seconds to start: the module starts few."""
+the owner's login cookie (HTTP and a kernel's WebSocket), refused to others, running on
+through a restart of the control plane, stopped and started with its files kept, culled when
+idle, and every bad input refused with nothing written. JupyterLab takes seconds to start, and
+so does a server: the module starts few of either."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,14 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from cumulo.errors import Conflict, Forbidden, Invalid, NotFound
-from tests.notebooks.jupyter import browser, execute, wait_lab, wait_state
+from tests.notebooks.jupyter import (
+    LOGIN_COOKIE,
+    browser,
+    eventually,
+    execute,
+    wait_lab,
+    wait_state,
+)
 from tests.services import Cumulo, start_cumulo
 
 BOB = "cml_test-bob-notebooks-0123456789abcdef"
@@ -27,6 +36,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
     srv = start_cumulo(tmp_path_factory.mktemp("notebooks") / ".cumulo")
     srv.add_user("bob", BOB)
     yield srv
+    if srv.proc.poll() is not None:  # killed by the restart test, which failed to restart it
+        restarted = start_cumulo(srv.home, port=int(srv.url.rsplit(":", 1)[1]))
+        srv.proc, srv.log = restarted.proc, restarted.log
     # A notebook's JupyterLab is a job: it would outlive this server until its idle timeout.
     client = srv.client()
     for nb in client.notebooks.list():
@@ -105,26 +117,60 @@ def test_another_user_gets_403_until_it_is_shared(server: Cumulo, lab: dict[str,
     with pytest.raises(Forbidden):
         bob_sdk.notebooks.stop("lab")
     assert bob_sdk.notebooks.list() == []
-    # Shared: bob opens it (and sees it), but may not stop it.
+    # Shared: bob opens it (and sees it), but may not stop it. (The proxy reads a notebook's
+    # route, and rights, again once a second: each change shows within about a second.)
+    def opens() -> bool:
+        r = bob.get("/notebooks/lab/lab")
+        assert r.status_code in (200, 403), r.text[:500]
+        return r.status_code == 200 and "JupyterLab" in r.text
+
     assert server.client().notebooks.share("lab", "bob")["shared_with"] == ["bob"]
-    time.sleep(1.1)  # the proxy reads a notebook's route once a second
-    assert "JupyterLab" in bob.get("/notebooks/lab/lab").text
+    eventually(opens, "bob opens the notebook shared with him")
     assert [n["name"] for n in bob_sdk.notebooks.list()] == ["lab"]
     with pytest.raises(Forbidden):
         bob_sdk.notebooks.stop("lab")
     server.client().notebooks.unshare("lab", "bob")
-    time.sleep(1.1)
+    eventually(lambda: not opens(), "bob is refused the notebook unshared")
     assert bob.get("/notebooks/lab/lab").status_code == 403
     # Or a grant, decided at the same point: a policy allowing notebooks:Open on it.
     admin = server.client()
     admin.policies.create("open-lab", document={"statements": [{
         "effect": "allow", "actions": ["notebooks:Open"], "resources": ["notebook/lab"]}]})
     admin.access.grant(user="bob", policy="open-lab")
-    time.sleep(1.1)  # rights are read again once a second
-    assert "JupyterLab" in bob.get("/notebooks/lab/lab").text
+    eventually(opens, "bob opens the notebook with a grant")
     admin.access.revoke(user="bob", policy="open-lab")
-    time.sleep(1.1)
+    eventually(lambda: not opens(), "bob is refused the notebook, the grant revoked")
     assert bob.get("/notebooks/lab/lab").status_code == 403
+
+
+def test_a_running_notebook_survives_a_restart_of_the_control_plane(
+        server: Cumulo, lab: dict[str, Any]) -> None:
+    """A notebook outlives its control plane: killed and started again, Cumulo finds the
+    running JupyterLab from the database (its job, its address) and opens it as before, kernel
+    and all. The module's own server is the one restarted (a second server and JupyterLab
+    would cost seconds): the tests after it run against the restarted control plane, the next
+    one stopping this very notebook there ('stopped by admin') and starting it again."""
+    port = int(server.url.rsplit(":", 1)[1])
+    # A browser tab that stays open across the restart (not closed with the server).
+    page = httpx.Client(base_url=server.url, cookies={LOGIN_COOKIE: server.token}, timeout=30,
+                        headers={"accept": "text/html,*/*", "origin": server.url})
+    try:
+        kernel = page.post("/notebooks/lab/api/kernels", json={"name": "python3"}).json()["id"]
+        assert execute(server, "lab", kernel, "x = 41; x + 1", token=server.token,
+                       origin=server.url)["content"]["data"]["text/plain"] == "42"
+        server.stop(signal.SIGKILL)
+
+        restarted = start_cumulo(server.home, port=port)
+        server.proc, server.log, server.env = restarted.proc, restarted.log, restarted.env
+        assert wait_state(server, "lab", ("running",))["state"] == "running"
+        assert server.client().notebooks.get("lab")["job_id"] == lab["job_id"]
+        assert "JupyterLab" in page.get("/notebooks/lab/lab").text
+        # The same kernel, its state kept: the same process ran on.
+        assert execute(server, "lab", kernel, "x", token=server.token,
+                       origin=server.url)["content"]["data"]["text/plain"] == "41"
+        assert page.delete(f"/notebooks/lab/api/kernels/{kernel}").status_code == 204
+    finally:
+        page.close()
 
 
 def test_stop_shows_a_stopped_page_and_start_brings_the_files_back(
@@ -148,8 +194,10 @@ def test_stop_shows_a_stopped_page_and_start_brings_the_files_back(
     assert server.client().jobs.get(lab["job_id"]).state == "cancelled"
     with pytest.raises(Conflict, match="already stopped"):
         server.client().notebooks.stop("lab")
-    # Its URL says so, when and why, with a Start button: no blank page, no 502.
-    time.sleep(1.1)
+    # Its URL says so, when and why, with a Start button: no blank page, no 502 (once the
+    # proxy has read the route again: it does once a second).
+    eventually(lambda: "is stopped" in page.get("/notebooks/lab/lab").text,
+               "the stopped notebook's page says so")
     r = page.get("/notebooks/lab/lab")
     assert r.status_code == 200
     assert "is stopped" in r.text and "stopped by admin" in r.text
@@ -261,8 +309,9 @@ def test_cli(server: Cumulo, lab: dict[str, Any]) -> None:
     assert out.returncode == 0, out.stderr
     assert server.client().jobs.get(job).wait(30)["state"] == "cancelled"
     assert server.cli("notebooks", "ls", "--json").stdout.strip() == "[]"
-    time.sleep(1.1)
-    assert browser(server, server.token).get("/notebooks/lab/lab").status_code == 404
+    page = browser(server, server.token)
+    eventually(lambda: page.get("/notebooks/lab/lab").status_code == 404,
+               "the removed notebook's page is 404")
 
 
 def test_a_notebooks_job_is_forked_with_jupyter_imported() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,13 @@ import pytest
 
 from cumulo.errors import Invalid
 from cumulo.notebooks import runs
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    cumulo = start_cumulo(tmp_path_factory.mktemp("cumulo") / ".cumulo")
-    yield cumulo
-    cumulo.stop()
+def server(shared_server: Cumulo) -> Cumulo:
+    """The package's shared server (conftest.py)."""
+    return shared_server
 
 
 def _notebook(path: Path, *cells: str, parameters: str | None = None) -> Path:
@@ -257,19 +255,23 @@ def test_the_notebook_component_reads_a_stored_notebook_in_a_python_pipeline(
 
     for p in (daily, oops, wrong):
         c.pipelines.create(p)
-    run = c.pipelines.run("daily", wait=True, timeout=180)
+    # The three run side by side (each a notebook job of seconds), then each is checked.
+    started = {name: c.pipelines.run(name)["id"] for name in ("daily", "oops", "wrong")}
+    finished = {name: c.pipelines.wait(run_id, timeout=180) for name, run_id in started.items()}
+
+    run = finished["daily"]
     [step] = run["steps"]
     assert step["state"] == "succeeded", run
     executed = _downloaded(c.jobs.get(step["job_id"]), tmp_path / "d", "daily.ipynb")
     assert any("total 42" in _outputs(cell) for cell in executed["cells"])
 
-    run = c.pipelines.run("oops", wait=True, timeout=180)
+    run = finished["oops"]
     [step] = run["steps"]
     assert step["state"] == "failed"
     assert "ZeroDivisionError: division by zero" in step["log_tail"], step
     assert [a["path"] for a in c.jobs.get(step["job_id"]).artifacts()] == ["oops.ipynb"]
 
-    run = c.pipelines.run("wrong", wait=True, timeout=180)
+    run = finished["wrong"]
     [step] = run["steps"]
     assert step["state"] == "failed"
     assert "declares no parameter 'colums'; it declares rows" in step["log_tail"], step

@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cumulo.notebooks.execute import execute
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo
 
 TOUR = Path(__file__).resolve().parents[2] / "examples" / "notebooks" / "tour.ipynb"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cumulo]:
-    cumulo = start_cumulo(tmp_path_factory.mktemp("cumulo") / ".cumulo")
-    yield cumulo
-    cumulo.stop()
+def server(shared_server: Cumulo) -> Cumulo:
+    """The package's shared server (conftest.py)."""
+    return shared_server
 
 
 def _text(cell: dict[str, Any]) -> str:
