@@ -56,7 +56,7 @@ up: $(VENV)/.installed $(CONSOLE_BUILT)
 test: $(VENV)/.installed-test $(CONSOLE_BUILT) tests/oidc/node_modules/.installed \
 		.venv-s3tools/.installed
 	@scripts/install-test-services
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench scripts

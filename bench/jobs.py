@@ -10,10 +10,12 @@ the bare subprocess's median.
 --overhead measures instead what metrics and metering cost (issue 27): two servers, one with
 both on and one with both off, each given --jobs jobs a round, one at a time in turns (on, off,
 then off, on); each round's figure is the ratio of the two servers' median start latency.
-Goal: the median of the rounds' ratios at most 1.02.
+Goal: the median of the rounds' ratios at most 1.02. The rounds are split among --blocks pairs
+of servers started afresh (which starts first alternating), so that a difference between two
+server instances averages out instead of reading as the settings'.
 
     python bench/jobs.py [--jobs 50]
-    python bench/jobs.py --overhead [--rounds 30] [--jobs 20]
+    python bench/jobs.py --overhead [--rounds 30] [--jobs 20] [--blocks 3]
 """
 
 from __future__ import annotations
@@ -67,48 +69,59 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def overhead(rounds: int, jobs: int) -> int:
-    """Job start latency with metrics and metering on against off (the module's docstring)."""
+def overhead(rounds: int, jobs: int, blocks: int = 3) -> int:
+    """Job start latency with metrics and metering on against off (the module's docstring).
+    The rounds are split into ``blocks``, each with two servers started afresh (the one with
+    the settings on first in one block, second in the next), so that a difference between
+    two server instances averages out instead of reading as the settings'."""
     from cumulo import Client
 
-    servers = {}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    ratios: list[float] = []
+    medians: dict[str, list[float]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="cumulo-bench-jobs-overhead-") as tmp:
         work = Path(tmp)
         code = work / "src"
         code.mkdir()
         (code / "stamp.py").write_text(STAMP)
         try:
-            clients = {}
-            for name, env in OVERHEAD_SETTINGS.items():
-                servers[name], url = start_server(work / name, env=env)
-                clients[name] = Client(url, token=TOKEN)
-            for client in clients.values():
-                wait_preloaded(client)
-                for _ in range(3):  # warm the pool and the snapshot
-                    cumulo(client, code)
-            ratios: list[float] = []
-            medians: dict[str, list[float]] = {"on": [], "off": []}
-            for round_ in range(rounds):
-                # One job at a time on each, in turns within the round too: the load of the
-                # machine's other users comes and goes faster than a round.
-                took: dict[str, list[float]] = {"on": [], "off": []}
-                for order in turns(jobs + round_ % 2)[round_ % 2:]:
-                    for name in order:
-                        took[name].append(cumulo(clients[name], code))
-                for name, seconds in took.items():
-                    medians[name].append(statistics.median(seconds) * 1000)
-                ratios.append(medians["on"][-1] / medians["off"][-1])
-                print(f"round {round_ + 1:2d}: median start on {medians['on'][-1]:6.1f} ms, "
-                      f"off {medians['off'][-1]:6.1f} ms, ratio {ratios[-1]:.3f}",
-                      file=sys.stderr, flush=True)
-            for client in clients.values():
-                client.close()
+            done = 0
+            for block in range(blocks):
+                clients = {}
+                for name in list(OVERHEAD_SETTINGS)[::1 if block % 2 == 0 else -1]:
+                    servers[name], url = start_server(work / f"block{block}" / name,
+                                                      env=OVERHEAD_SETTINGS[name])
+                    clients[name] = Client(url, token=TOKEN)
+                for client in clients.values():
+                    wait_preloaded(client)
+                    for _ in range(3):  # warm the pool and the snapshot
+                        cumulo(client, code)
+                for _ in range(rounds // blocks + (1 if block < rounds % blocks else 0)):
+                    # One job at a time on each, in turns within the round too: the load of
+                    # the machine's other users comes and goes faster than a round.
+                    took: dict[str, list[float]] = {"on": [], "off": []}
+                    for order in turns(jobs + done % 2)[done % 2:]:
+                        for name in order:
+                            took[name].append(cumulo(clients[name], code))
+                    for name, seconds in took.items():
+                        medians[name].append(statistics.median(seconds) * 1000)
+                    ratios.append(medians["on"][-1] / medians["off"][-1])
+                    done += 1
+                    print(f"block {block + 1}, round {done:2d}: median start on "
+                          f"{medians['on'][-1]:6.1f} ms, off {medians['off'][-1]:6.1f} ms, "
+                          f"ratio {ratios[-1]:.3f}", file=sys.stderr, flush=True)
+                for client in clients.values():
+                    client.close()
+                for proc in servers.values():
+                    stop_server(proc)
+                servers.clear()
         finally:
             for proc in servers.values():
                 stop_server(proc)
     summary = overhead_summary(ratios)
     met = summary["ratio"] <= OVERHEAD_GOAL
-    print(f"{rounds} rounds of {jobs} jobs a server, on {os.cpu_count()} CPUs, load average "
+    print(f"{rounds} rounds of {jobs} jobs a server in {blocks} blocks, on {os.cpu_count()} "
+          f"CPUs, load average "
           f"{os.getloadavg()[0]:.2f}: job start median with metrics and metering on / off = "
           f"{summary['ratio']:.3f} (IQR {summary['q1']:.3f} to {summary['q3']:.3f}, 95% CI "
           f"{summary['ci95']}); goal <= {OVERHEAD_GOAL} -> {'met' if met else 'NOT met'}")
@@ -116,7 +129,8 @@ def overhead(rounds: int, jobs: int) -> int:
     print(json.dumps({
         "bench": "jobs-overhead", **summary, "goal": f"<= {OVERHEAD_GOAL}", "met": met,
         "verdict": overhead_verdict(summary).split(":")[0],
-        "figure": "job start latency median, on / off", "rounds": rounds, "jobs": jobs,
+        "figure": "job start latency median, on / off", "rounds": rounds, "blocks": blocks,
+        "jobs": jobs,
         "on_median_ms": round(statistics.median(medians["on"]), 1),
         "off_median_ms": round(statistics.median(medians["off"]), 1),
         "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
@@ -131,9 +145,12 @@ def main() -> int:
     parser.add_argument("--overhead", action="store_true",
                         help="what metrics and metering cost: two servers, on and off")
     parser.add_argument("--rounds", type=int, default=30, help="rounds of --overhead")
+    parser.add_argument("--blocks", type=int, default=3,
+                        help="--overhead's rounds are split among this many pairs of servers, "
+                        "started afresh")
     args = parser.parse_args()
     if args.overhead:
-        return overhead(args.rounds, args.jobs or 20)
+        return overhead(args.rounds, args.jobs or 20, max(1, min(args.blocks, args.rounds)))
     args.jobs = args.jobs or 50
     with tempfile.TemporaryDirectory(prefix="cumulo-bench-jobs-") as tmp:
         work = Path(tmp)

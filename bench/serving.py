@@ -20,10 +20,13 @@ with both on and one with both off, each with the endpoint above, loaded in turn
 then off, on) for --seconds at a time, single-row requests at the endpoint's address (the
 figure above) and through the control plane's /endpoints/NAME/invocations (the path that
 metrics count and time). Each round's figure is off's throughput over on's (above 1: on is
-slower). Goal: the median of the rounds' ratios at most 1.02, at the endpoint's address.
+slower). Goal: the median of the rounds' ratios at most 1.02, at the endpoint's address. The
+rounds are split among --blocks pairs of servers started afresh (which starts first
+alternating), so that a difference between two server instances averages out instead of
+reading as the settings'.
 
     python bench/serving.py [--seconds 10] [--skip-bentoml]
-    python bench/serving.py --overhead [--rounds 20] [--seconds 3]
+    python bench/serving.py --overhead [--rounds 20] [--seconds 3] [--blocks 3]
 """
 
 from __future__ import annotations
@@ -322,9 +325,35 @@ def overhead_endpoint(name: str, work: Path, model: Path) -> tuple[subprocess.Po
                             "control_plane": f"{url}/endpoints/churn/invocations"}
 
 
-def overhead(rounds: int, seconds: float) -> None:
+def _overhead_round(figures: dict[str, dict[str, dict[str, list[float]]]],
+                    order: tuple[str, str], clients: dict[str, Any],
+                    servers: dict[str, subprocess.Popen[bytes]],
+                    addresses: dict[str, dict[str, str]], body: Path, seconds: float) -> None:
+    """One round: each path's load on each server, in ``order``."""
+    for path, by in figures.items():
+        for name in order:
+            # The endpoint's address is its replicas'; through the control plane, both.
+            pids = [r["pid"] for r in clients[name].endpoints.show("churn")["replicas"]]
+            if path == "control_plane":
+                pids.append(servers[name].pid)
+            before = sum(cpu_seconds(pid) for pid in pids)
+            r = load(addresses[name][path], body, seconds, warmup=0, headers=(
+                (f"Authorization: Bearer {TOKEN}",) if path == "control_plane" else ()))
+            if r["errors"]:
+                raise RuntimeError(f"{r['errors']} errors from {addresses[name][path]}")
+            by["rps"][name].append(r["rps"])
+            by["cpu_us"][name].append(
+                (sum(cpu_seconds(pid) for pid in pids) - before) / r["requests"] * 1e6)
+
+
+def overhead(rounds: int, seconds: float, blocks: int = 3) -> None:
     """Throughput with metrics and metering on against off (the module's docstring); beside
-    it, the CPU the server's processes spent a request (far steadier on a shared machine)."""
+    it, the CPU the server's processes spent a request (far steadier on a shared machine).
+
+    Two servers are never quite alike (where their replicas' processes land, which started
+    first): such a difference would stay for the whole run and read as the settings'. So the
+    rounds are split into ``blocks``, each with two servers started afresh, the one with the
+    settings on started first in one block and second in the next."""
     work = Path(tempfile.mkdtemp(prefix="cumulo-bench-serving-overhead-"))
     servers: dict[str, subprocess.Popen[bytes]] = {}
     # figures[path][figure][server]: one value a round
@@ -334,32 +363,29 @@ def overhead(rounds: int, seconds: float) -> None:
     try:
         model, _ = make_model(work)
         one = bodies(work)["1"]["mlflow"]
-        clients, addresses = {}, {}
-        for name in OVERHEAD_SETTINGS:
-            servers[name], clients[name], addresses[name] = overhead_endpoint(name, work, model)
-        for name in servers:  # warm both: the connections, the replicas' first requests
-            load(addresses[name]["endpoint"], one, 1, warmup=1)
-        for round_, order in enumerate(turns(rounds)):
-            for path, by in figures.items():
-                for name in order:
-                    # The endpoint's address is its replicas'; through the control plane, both.
-                    pids = [r["pid"] for r in clients[name].endpoints.show("churn")["replicas"]]
-                    if path == "control_plane":
-                        pids.append(servers[name].pid)
-                    before = sum(cpu_seconds(pid) for pid in pids)
-                    r = load(addresses[name][path], one, seconds, warmup=0, headers=(
-                        (f"Authorization: Bearer {TOKEN}",) if path == "control_plane" else ()))
-                    if r["errors"]:
-                        raise RuntimeError(f"{r['errors']} errors from {addresses[name][path]}")
-                    by["rps"][name].append(r["rps"])
-                    by["cpu_us"][name].append(
-                        (sum(cpu_seconds(pid) for pid in pids) - before) / r["requests"] * 1e6)
-            print(f"round {round_ + 1:2d}: " + "; ".join(
-                f"{path} on/off {by['rps']['on'][-1]:7.0f}/{by['rps']['off'][-1]:7.0f} req/s, "
-                f"{by['cpu_us']['on'][-1]:5.1f}/{by['cpu_us']['off'][-1]:5.1f} us CPU a request"
-                for path, by in figures.items()), file=sys.stderr, flush=True)
-        for client in clients.values():
-            client.close()
+        done = 0
+        for block in range(blocks):
+            order_started = list(OVERHEAD_SETTINGS)[::1 if block % 2 == 0 else -1]
+            clients, addresses = {}, {}
+            for name in order_started:
+                servers[name], clients[name], addresses[name] = overhead_endpoint(
+                    name, work / f"block{block}", model)
+            for name in servers:  # warm both: the connections, the replicas' first requests
+                load(addresses[name]["endpoint"], one, 1, warmup=1)
+            share = rounds // blocks + (1 if block < rounds % blocks else 0)
+            for order in turns(share):
+                done += 1
+                _overhead_round(figures, order, clients, servers, addresses, one, seconds)
+                print(f"block {block + 1}, round {done:2d}: " + "; ".join(
+                    f"{path} on/off {by['rps']['on'][-1]:7.0f}/{by['rps']['off'][-1]:7.0f} "
+                    f"req/s, {by['cpu_us']['on'][-1]:5.1f}/{by['cpu_us']['off'][-1]:5.1f} us "
+                    "CPU a request" for path, by in figures.items()), file=sys.stderr,
+                    flush=True)
+            for client in clients.values():
+                client.close()
+            for proc in servers.values():
+                stop_server(proc)
+            servers.clear()
     finally:
         for proc in servers.values():
             stop_server(proc)
@@ -380,15 +406,15 @@ def overhead(rounds: int, seconds: float) -> None:
             f = found[figure]
             print(f"{path:13s} {figure:15s} on vs off: {f['ratio']:.3f} (IQR {f['q1']:.3f} "
                   f"to {f['q3']:.3f}, 95% CI {f['ci95']})")
-    print(f"{rounds} rounds of {seconds:g} s, on {os.cpu_count()} CPUs, load average "
-          f"{load_average}; goal <= {OVERHEAD_GOAL} for throughput at the endpoint's address "
-          f"-> {'met' if met else 'NOT met'}")
+    print(f"{rounds} rounds of {seconds:g} s in {blocks} blocks, on {os.cpu_count()} CPUs, "
+          f"load average {load_average}; goal <= {OVERHEAD_GOAL} for throughput at the "
+          f"endpoint's address -> {'met' if met else 'NOT met'}")
     print(overhead_verdict(summary))
     print(json.dumps({
         "bench": "serving-overhead", **summary, "goal": f"<= {OVERHEAD_GOAL}", "met": met,
         "verdict": overhead_verdict(summary).split(":")[0],
         "figure": "single-row throughput at the endpoint's address, off / on", **summaries,
-        "rounds": rounds, "seconds": seconds, "workers": WORKERS,
+        "rounds": rounds, "blocks": blocks, "seconds": seconds, "workers": WORKERS,
         "connections": CONNECTIONS, "cpus": os.cpu_count(), "load_average": load_average}))
 
 
@@ -402,9 +428,12 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true",
                         help="what metrics and metering cost: two Cumulo servers, on and off")
     parser.add_argument("--rounds", type=int, default=20, help="rounds of --overhead")
+    parser.add_argument("--blocks", type=int, default=3,
+                        help="--overhead's rounds are split among this many pairs of servers, "
+                        "started afresh")
     args = parser.parse_args()
     if args.overhead:
-        overhead(args.rounds, args.seconds or 3)
+        overhead(args.rounds, args.seconds or 3, max(1, min(args.blocks, args.rounds)))
         return
     args.seconds = args.seconds or 10
     work = Path(tempfile.mkdtemp(prefix="cumulo-bench-serving-"))
