@@ -6,7 +6,8 @@ rest at a tenth of it (per thousand); DELETE and a bucket's removal are free. Th
 (a dict increment under a lock: nothing on the request's path touches the database); the
 metering loop (:func:`cumulo.metering.sampler.meter_requests`) takes the counts every round and
 writes them as usage records. Counts not yet taken when the process stops are lost (at most
-one metering round's).
+one metering round's), and past ``MAX_HOLDERS`` buckets and callers in one round, a new one is
+not counted.
 
 >>> tally = RequestTally()
 >>> tally.count("data", 7, "PUT", has_key=True)
@@ -22,7 +23,11 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["TALLY", "RequestTally", "request_class"]
+__all__ = ["MAX_HOLDERS", "TALLY", "RequestTally", "request_class"]
+
+# Buckets and callers counted between two rounds, at most: a signed caller naming ever new
+# buckets (that do not exist: their counts are dropped anyway) cannot grow it past this.
+MAX_HOLDERS = 10_000
 
 
 def request_class(method: str, *, has_key: bool) -> str | None:
@@ -47,7 +52,11 @@ class RequestTally:
         if kind is None:
             return
         with self._lock:
-            counts = self._counts.setdefault((bucket, user_id), {})
+            counts = self._counts.get((bucket, user_id))
+            if counts is None:
+                if len(self._counts) >= MAX_HOLDERS:
+                    return  # not counted: see MAX_HOLDERS
+                counts = self._counts[(bucket, user_id)] = {}
             counts[kind] = counts.get(kind, 0) + 1
 
     def take(self) -> dict[tuple[str, int | None], dict[str, int]]:

@@ -386,6 +386,8 @@ def _job_failure(job: Any, out: dict[str, Any] | None) -> str:
         return str(out["error"])
     if job.state == "cancelled":
         return f"its job {job.id} was cancelled"
+    if job.state == "succeeded":
+        return f"its job {job.id} succeeded but left no figures ({OUTPUT} among its outputs)"
     last = (job.log_tail or "").strip().splitlines()
     tail = f": {last[-1][:300]}" if last else ""
     return f"its job {job.id} {job.state} ({job.reason or 'no reason given'}){tail}"

@@ -211,12 +211,11 @@ HELD_RETRY_AFTER = 3600  # seconds a client refused by a held endpoint is told t
 _REFUSE_READ = 65536  # bytes of a refused request read before the answer (best effort)
 
 
-def refuse_waiting(sock: socket.socket, status: int, message: str, *,
-                   retry_after: int) -> int:
-    """Answer every connection waiting on ``sock`` with ``status`` and ``message`` (JSON, as
-    a replica's errors), then close it: for an endpoint that has no replica to answer and
-    must not start one. The answers are written by a thread of their own, so that a slow
-    client holds nobody up. How many connections were waiting."""
+def refuse_waiting(sock: socket.socket, message: str, *, retry_after: int) -> int:
+    """Answer every connection waiting on ``sock`` (at most its backlog) with 503, ``message``
+    (JSON, as a replica's errors) and ``Retry-After``, then close it: for an endpoint that has
+    no replica to answer and must not start one. The answers are written by a thread of their
+    own, so that a slow client holds nobody up. How many connections were waiting."""
     taken = []
     sock.setblocking(False)
     try:
@@ -231,8 +230,7 @@ def refuse_waiting(sock: socket.socket, status: int, message: str, *,
     if not taken:
         return 0
     body = orjson.dumps({"error": {"code": "unavailable", "message": message}})
-    reason = {503: "Service Unavailable"}.get(status, "Error")
-    answer = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+    answer = ("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
               f"content-length: {len(body)}\r\nretry-after: {retry_after}\r\n"
               "connection: close\r\n\r\n").encode() + body
 
@@ -594,7 +592,7 @@ class LocalRuntime(RuntimeBase):
 
     def request_waits(self) -> None:
         if self.held is not None:
-            refuse_waiting(self.sock, 503, f"endpoint {self.name} is held at zero replicas "
+            refuse_waiting(self.sock, f"endpoint {self.name} is held at zero replicas "
                            f"by {self.held} (its scale-endpoints-to-zero action): it serves "
                            "again when the budget's period turns or the budget is raised "
                            "('cumulo budgets ls' shows it)", retry_after=HELD_RETRY_AFTER)
