@@ -2,7 +2,7 @@
 // server's price sheets (AWS's on-demand list prices unless set otherwise, and your own
 // hardware's), with the figures, the month-end forecast and the budgets.
 import { Link, useSearchParams } from "react-router-dom";
-import { get } from "../api";
+import { can, get } from "../api";
 import { Chart } from "../components/Chart";
 import { Empty, ErrorBox, Loading, PageHeader } from "../components/ErrorBox";
 import { dollars, number } from "../format";
@@ -63,10 +63,13 @@ export default function Costs() {
       ["day", "kind", "tag", "cluster"].includes(group) ? Promise.resolve(undefined) : one(group),
       get<Cluster[]>("/clusters", undefined, signal),
     ]);
-    // Forecast and budgets: shown to those who may read them, left out for the others.
+    // Forecast and budgets: shown to those who may read them, left out for the others (not
+    // asked at all without the right, so the console never asks what the caller may not do).
+    const [mayForecast, mayBudgets] = await can([["costs:Read", "*"], ["budgets:List", "budget/*"]], signal)
+      .catch(() => [false, false]);
     const [forecast, budgets] = await Promise.all([
-      get<Forecasts>("/costs/forecast", undefined, signal).catch(() => undefined),
-      get<Budget[]>("/budgets", undefined, signal).catch(() => undefined),
+      mayForecast ? get<Forecasts>("/costs/forecast", undefined, signal).catch(() => undefined) : undefined,
+      mayBudgets ? get<Budget[]>("/budgets", undefined, signal).catch(() => undefined) : undefined,
     ]);
     return { day, service, tag, cluster, table: table ?? { day, kind: service, tag, cluster }[group]!, clusters, forecast, budgets };
   }, [days, kind, group], 30000);
