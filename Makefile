@@ -117,7 +117,8 @@ screenshots: $(VENV)/.installed-test $(CONSOLE_BUILT)
 	@scripts/install-test-services
 	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/console -q
 
-# Re-pin constraints.txt from what is installed now (after changing pyproject.toml).
+# Re-pin constraints.txt from what is installed now (after changing pyproject.toml). Some pins
+# are on purpose (jsonschema 4.23: tests/test_constraints.py says why).
 lock: $(VENV)/.installed-test
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 

@@ -63,7 +63,7 @@ def _script(commands: list[tuple[str, bool]]) -> str:
     parts = []
     for number, (command, refused) in enumerate(commands):
         parts.append(command)
-        parts.append(f'__rc=$?; echo "{_MARK} {number} $__rc {int(refused)}" >&2')
+        parts.append(f'__rc=$?; echo "{_MARK} {number} $__rc {int(refused)} $SECONDS" >&2')
     return "\n".join(parts) + "\n"
 
 
@@ -91,11 +91,16 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
         assert len(commands) > 80, "the tour's block was not found whole"
         ran = subprocess.run(["bash", "-c", _script(commands)], cwd=work, env=env,
                              capture_output=True, text=True, timeout=900)
-        outcomes = {}
+        outcomes, took, last = {}, [], 0
         for line in ran.stderr.splitlines():
             if line.startswith(_MARK):
-                number, rc, refused = map(int, line.split()[1:])
+                number, rc, refused, at = map(int, line.split()[1:])
                 outcomes[number] = (rc, bool(refused))
+                took.append((at - last, commands[number][0].splitlines()[0][:100]))
+                last = at
+        # Where the tour's time goes (shown with -s, or when it fails): the slowest commands.
+        print("the tour's slowest commands (s):",
+              *(f"{t:4d}  {c}" for t, c in sorted(took, reverse=True)[:12]), sep="\n")
         log = f"stdout:\n{ran.stdout[-6000:]}\nstderr:\n{ran.stderr[-6000:]}"
         assert len(outcomes) == len(commands), f"the tour stopped early\n{log}"
         wrong = [f"{'succeeded' if rc == 0 else f'failed (exit {rc})'}, but "
