@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Any
 
 import httpx
 import pytest
 
 from cumulo.errors import CumuloError, Forbidden, Invalid, NotFound
+from tests.metering.test_costs import add_usage
 from tests.services import ADMIN_TOKEN, Cumulo, RayHead, free_port, ray_head, start_cumulo
 from tests.serving.conftest import ROWS
 
@@ -101,6 +103,30 @@ def test_an_endpoint_on_ray_serve_answers_like_a_local_one(
     # Reports come from the endpoint's own replicas only, with its token.
     with pytest.raises(Forbidden, match="own replicas"):
         c.transport.request("POST", "/api/v1/endpoints/onray/reports", json={"replica": "x"})
+
+    # A budget's scale-endpoints-to-zero holds it at zero on Ray too: in the model's place a
+    # small deployment answers 503 with Retry-After, at its own address and through the
+    # control plane, and no replica of the model runs; raised, the budget lets it go.
+    add_usage(serving, date.today().isoformat(), 8.0, kind="endpoint", ref="elsewhere")
+    c.budgets.create("rayserving", amount=5, scope="service:endpoint",
+                     action="100%:scale-endpoints-to-zero")
+    invoke = f"{info['url']}/invocations"
+    _until(lambda: httpx.post(invoke, json=rows, headers=auth, timeout=60).status_code == 503,
+           120, "the endpoint held at zero")
+    for url in (invoke, f"{serving.url}/endpoints/onray/invocations"):
+        refused = httpx.post(url, json=rows, headers=auth, timeout=60)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "3600", url
+        assert "held at zero replicas by budget rayserving" in \
+            refused.json()["error"]["message"], refused.text
+    _until(lambda: not c.endpoints.show("onray")["replicas"], 60, "its replicas gone")
+    deployments = httpx.get(f"{ray.dashboard}/api/serve/applications/", timeout=30).json()[
+        "applications"]["onray"]["deployments"]
+    assert set(deployments) == {"held"}, deployments
+    c.budgets.update("rayserving", amount=1000)
+    _until(lambda: httpx.post(invoke, json=rows, headers=auth, timeout=60).status_code == 200,
+           240, "the model served again")
+    assert c.endpoints.show("onray")["held"] is None
+    c.budgets.delete("rayserving")
     c.endpoints.delete("onray")
     # Its replicas' time is metered, on the cluster it ran on.
     costs = _until(lambda: [r for r in c.costs(by="item", kind="endpoint")["rows"]

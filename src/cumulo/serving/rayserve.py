@@ -241,9 +241,30 @@ class _Replica:
                         headers=headers)
 
 
+class _Held:
+    """An endpoint held at zero replicas (by a budget): every request is answered 503 with
+    Retry-After, as a held local endpoint's socket answers, and no model is loaded. One
+    replica, with no CPU reserved; it reports nothing, so it is not metered."""
+
+    def __init__(self, held: dict[str, Any]) -> None:
+        self.body = json.dumps({"error": {"code": "unavailable",
+                                          "message": str(held["message"])}}).encode()
+        self.retry_after = str(int(held["retry_after"]))
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        return Response(self.body, status_code=503, media_type="application/json",
+                        headers={"retry-after": self.retry_after})
+
+
 def build(config: dict[str, Any]) -> Any:
     """The Serve application for an endpoint's config."""
     from ray import serve
+
+    if config.get("held"):
+        return serve.deployment(name="held", num_replicas=1,
+                                ray_actor_options={"num_cpus": 0})(_Held).bind(config["held"])
 
     scaling = {"min_replicas": int(config["min_replicas"]),
                "max_replicas": int(config["max_replicas"]),

@@ -32,11 +32,21 @@ if TYPE_CHECKING:
     from cumulo.serving.allowed import AllowedTokens
     from cumulo.serving.runtimes.local import Launcher
 
-__all__ = ["METER_INTERVAL", "Manager", "Metered", "RuntimeBase"]
+__all__ = ["HELD_RETRY_AFTER", "METER_INTERVAL", "Manager", "Metered", "RuntimeBase",
+           "held_message"]
 
 log = logging.getLogger("cumulo.serving")
 
 METER_INTERVAL = 300.0  # seconds between usage records of a replica that keeps running
+HELD_RETRY_AFTER = 3600  # seconds a client refused by a held endpoint is told to wait
+
+
+def held_message(name: str, held: str) -> str:
+    """What a request to an endpoint held at zero replicas (by ``held``: a budget) is told,
+    with 503 and ``Retry-After``, by every runtime."""
+    return (f"endpoint {name} is held at zero replicas by {held} (its scale-endpoints-to-zero "
+            "action): it serves again when the budget's period turns or the budget is raised "
+            "('cumulo budgets ls' shows it)")
 
 
 class Manager(Protocol):

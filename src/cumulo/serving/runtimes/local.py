@@ -58,7 +58,7 @@ from cumulo.serving.capture import CaptureBuffer
 from cumulo.serving.environments import Choice
 from cumulo.serving.metrics import SERVED, observe_scaling
 from cumulo.serving.models import Endpoint
-from cumulo.serving.runtimes.base import Manager, RuntimeBase
+from cumulo.serving.runtimes.base import HELD_RETRY_AFTER, Manager, RuntimeBase, held_message
 
 __all__ = ["PRELOAD", "Launcher", "LocalRuntime"]
 
@@ -207,7 +207,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-HELD_RETRY_AFTER = 3600  # seconds a client refused by a held endpoint is told to wait
 _REFUSE_READ = 65536  # bytes of a refused request read before the answer (best effort)
 
 
@@ -592,10 +591,8 @@ class LocalRuntime(RuntimeBase):
 
     def request_waits(self) -> None:
         if self.held is not None:
-            refuse_waiting(self.sock, f"endpoint {self.name} is held at zero replicas "
-                           f"by {self.held} (its scale-endpoints-to-zero action): it serves "
-                           "again when the budget's period turns or the budget is raised "
-                           "('cumulo budgets ls' shows it)", retry_after=HELD_RETRY_AFTER)
+            refuse_waiting(self.sock, held_message(self.name, self.held),
+                           retry_after=HELD_RETRY_AFTER)
             return
         self.demand = True  # the next step starts a replica
 

@@ -40,7 +40,7 @@ from cumulo.serving.capture import CaptureBuffer
 from cumulo.serving.gate import is_loopback
 from cumulo.serving.metrics import SERVED
 from cumulo.serving.models import Endpoint
-from cumulo.serving.runtimes.base import Manager, RuntimeBase
+from cumulo.serving.runtimes.base import HELD_RETRY_AFTER, Manager, RuntimeBase, held_message
 
 __all__ = ["REPLICA_LOST", "RayRuntime"]
 
@@ -172,7 +172,13 @@ class RayRuntime(RuntimeBase):
                     "capture_percent": endpoint.capture_percent,
                     "port": endpoint.port, "public": endpoint.public,
                     "address": self.address, "hosts": self.manager.served_names,
-                    "host": self.serve_host}
+                    "host": self.serve_host,
+                    # Held at zero by a budget: a small deployment in the model's place
+                    # answers 503 (Serve's own scale-to-zero would start a replica for a
+                    # request).
+                    "held": None if endpoint.held is None else {
+                        "message": held_message(endpoint.name, endpoint.held),
+                        "retry_after": HELD_RETRY_AFTER}}
         wanted = json.dumps(settings, sort_keys=True)
         self.capture.table = endpoint.capture_table
         with self._lock:
@@ -344,7 +350,9 @@ class RayRuntime(RuntimeBase):
         with self._lock:
             by_pid = {r.pid: r for r in self.reporting.values()}
         replicas = []
-        for deployment in deployments.values():
+        for name, deployment in deployments.items():
+            if name != "replica":  # the held endpoint's refusal: no model, no replica of it
+                continue
             for r in deployment.get("replicas") or []:
                 seen = by_pid.get(r.get("pid"))
                 replicas.append({
