@@ -296,3 +296,28 @@ def test_stored_objects_never_run_in_the_consoles_origin(server: Cumulo, bucket:
         expected = "inline" if name.endswith(".txt") else "attachment"
         assert answer.headers["content-disposition"].startswith(expected + ";"), name
         assert answer.content == body
+
+
+def test_requests_are_metered_as_the_s3_apis_are(server: Cumulo, bucket: str) -> None:
+    """Requests through the Files API (so the SDK's and the console's) that name a bucket are
+    counted by S3's price classes, as the S3 API's: a listing in the PUT class, HEAD and the
+    object's info in the GET class, a refused GET too, DELETE and presigning free."""
+    import json
+
+    c = server.client()
+    c.costs.sample()  # what earlier tests sent: written before this one's count
+    base = f"{server.url}/api/v1/files/buckets/{bucket}"
+    with httpx.Client(headers={"Authorization": f"Bearer {server.token}"}, timeout=30) as h:
+        assert h.put(f"{base}/objects/a.txt", content=b"a").status_code < 300  # PUT
+        assert h.get(f"{base}/objects").status_code == 200  # a listing: the PUT class
+        assert h.get(f"{base}/objects/a.txt").status_code == 200  # GET
+        assert h.head(f"{base}/objects/a.txt").status_code == 200
+        assert h.get(f"{base}/info/a.txt").status_code == 200
+        assert h.get(f"{base}/objects/missing").status_code == 404  # billed, as S3 bills it
+        assert h.post(f"{base}/presign/a.txt", json={}).status_code == 200  # not a request
+        assert h.delete(f"{base}/objects/a.txt").status_code < 300  # free
+    c.costs.sample()
+    done = server.cli("costs", "--by", "resource", "--since", "1d", "--json")
+    assert done.returncode == 0, done.stderr
+    row = {r["resource"]: r for r in json.loads(done.stdout)["rows"]}[f"bucket {bucket}"]
+    assert row["put_requests"] == 2 and row["get_requests"] == 4, row

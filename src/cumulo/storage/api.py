@@ -27,11 +27,28 @@ from cumulo.storage import service
 from cumulo.storage.backends import Backend, request_backend
 from cumulo.storage.keys import validate_key
 from cumulo.storage.models import Bucket, StoredObject
+from cumulo.storage.requests import TALLY
 from cumulo.storage.transfer import read_range, spool_body
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/files", tags=["files"])
+
+
+def _count_request(request: Request) -> None:
+    """Requests that name a bucket are tallied for metering as the S3 API's are, by S3's price
+    classes (:mod:`cumulo.storage.requests`), refused ones too: the console's and the SDK's
+    requests cost what the same work through S3 would. A presigned URL is made here, not
+    served: not counted."""
+    bucket = request.path_params.get("bucket")
+    route = getattr(request.scope.get("route"), "path", "")
+    if not bucket or "/presign/" in route:
+        return
+    principal = current_principal(request)
+    TALLY.count(bucket, principal.user_id, request.method,
+                has_key="key" in request.path_params)
+
+
+router = APIRouter(prefix="/files", tags=["files"], dependencies=[Depends(_count_request)])
 DbSession = Annotated[Session, Depends(get_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
