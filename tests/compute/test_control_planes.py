@@ -3,7 +3,8 @@ machine, each with a home of its own): both listed with their leases; a cluster'
 never overcommitted by the two together; and when one is SIGKILLed mid-job, the other takes
 its job over within 15 s and watches it to its end, so the job runs and ends exactly once.
 A running local job's log is followed live through the control plane that does not run it.
-An endpoint is run by one of them and answers through both; when its control plane is killed,
+An endpoint is run by one of them and answers through both, and its replicas' log reads through
+both; when its control plane is killed,
 the other takes it over and it answers again within 15 s.
 
 (A local job of a control plane on *another* machine is failed and retried instead: that
@@ -12,6 +13,7 @@ path as a legacy owner's, covered by tests/compute/test_restart.py for adoption.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -93,6 +95,13 @@ def test_an_endpoint_runs_once_and_answers_through_both(planes: tuple[Cumulo, Cu
     owners = [p for p in ca.status()["control_planes"] if p["live"]]
     assert len(owners) == 2  # both live; the endpoint is bound once (else one would fail)
     assert cb.endpoints.show("churn-ha")["state"] == "in_service"
+    # Its replicas' log, on the machine of the plane that runs it, reads the same through
+    # either (the other asks the owner), filtered as asked.
+    serving = [line for line in ca.endpoints["churn-ha"].logs()
+               if line.startswith("{") and "serving" in json.loads(line)["msg"]]
+    assert serving, "the replica wrote no 'serving' line"
+    assert [line for line in cb.endpoints["churn-ha"].logs() if line in serving] == serving
+    assert list(cb.endpoints["churn-ha"].logs(since="2999-01-01")) == []
 
 
 def _timestamp(iso: str) -> float:

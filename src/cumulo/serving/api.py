@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -296,17 +296,55 @@ async def endpoint_logs(
     since: Annotated[str | None, Query(description="from this time on: an ISO time, or a "
                                        "span back from now (10m, 1h30m)")] = None,
     follow: bool = False,
-) -> StreamingResponse:
-    """What the replicas of an endpoint run on this machine wrote: their own lines (JSON, each
-    with the replica's pid and the request id it was written for) and whatever their models
-    wrote to stderr. Replicas on a Ray cluster log to Ray (its dashboard)."""
+) -> Response:
+    """What the replicas of an endpoint wrote: their own lines (JSON, each with the replica's
+    pid and the request id it was written for) and whatever their models wrote to stderr. An
+    endpoint another control plane runs is read (and followed) through that one, whose
+    machine its replicas run on. Replicas on a Ray cluster log to Ray (its dashboard)."""
     with services(request).sessions() as session:
         endpoints.get_endpoint(session, name)  # NotFound, said as everywhere
+        owner = _owner_elsewhere(request, session, name)
+    if owner is not None:
+        return await _logs_from(owner, name, request)
     start = stamp(parse_time(since, what="--since")) if since else None
     keep = None if replica is None else (lambda record: record.get("replica") == replica)
     path = _manager(request).root / "endpoints" / name / "replicas.log"
     return StreamingResponse(stream_lines(path, keep=keep, since=start, follow=follow),
                              media_type="text/plain; charset=utf-8")
+
+
+async def _logs_from(owner: ControlPlane, name: str, request: Request) -> Response:
+    """The endpoint's log as the control plane that runs it answers it, streamed through (a
+    followed log for as long as the caller reads), asked with the caller's own credentials."""
+    import httpx
+
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+    asked = client.build_request(
+        "GET", f"{owner.url}/api/v1/endpoints/{name}/logs", params=request.query_params,
+        headers={k: v for k, v in request.headers.items()
+                 if k in ("authorization", "cookie", "x-request-id")})
+    try:
+        upstream = await client.send(asked, stream=True)
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        raise Unavailable(f"endpoint {name!r} runs on control plane {owner.id[:8]}, which did "
+                          f"not answer: {exc}", retry_after=1) from exc
+    if upstream.status_code != 200:
+        body = await upstream.aread()
+        await upstream.aclose()
+        await client.aclose()
+        return Response(body, status_code=upstream.status_code,
+                        media_type=upstream.headers.get("content-type"))
+
+    async def relayed() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+
+    return StreamingResponse(relayed(), media_type="text/plain; charset=utf-8")
 
 
 @endpoints_router.post("/{name}/reports",
