@@ -158,9 +158,9 @@ def test_drill_on_ray_a_hundred_jobs_and_an_endpoint_one_plane_killed(
         time.sleep(0.2)
     taken_over = time.monotonic() - killed
 
-    # 100 Ray jobs on 2 cores beside the suite: each starts a Ray job supervisor (about 1 CPU-s);
-    # alone they end in about 4 minutes, beside the README tour they took more than 8. A bound
-    # for a hang, not a speed figure.
+    # 100 Ray jobs on 2 cores beside the suite: each costs Ray about 1.4 CPU-s (a job
+    # supervisor's worker; 3.5 before tests/test_constraints.py's pin); the test takes about
+    # 3.5 minutes alone. A bound for a hang, not a speed figure.
     deadline = time.monotonic() + 720
     states: list[str] = []
     while time.monotonic() < deadline:
