@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from cumulo.config import load_settings
 from cumulo.errors import Invalid
-from tests.services import Cumulo, start_cumulo
+from tests.services import Cumulo, register_churn, start_cumulo
 
 
 class Receiver(ThreadingHTTPServer):
@@ -47,7 +47,9 @@ class Receiver(ThreadingHTTPServer):
                                       for a in span.attributes}
                         out.append({"name": span.name, "kind": span.kind,
                                     "status": span.status.code, "service": service,
-                                    "attributes": attributes})
+                                    "attributes": attributes,
+                                    "trace_id": span.trace_id.hex(),
+                                    "parent_span_id": span.parent_span_id.hex()})
         return out
 
 
@@ -111,6 +113,46 @@ def test_each_request_is_a_span_with_its_route_and_request_id(traced: Cumulo,
     assert span["attributes"]["url.path"] == "/api/v1/jobs/nope"
     assert span["status"] == 0  # unset: a 404 is the caller's, not the server's fault
     assert set(receiver.paths) == {"/v1/traces"}
+
+
+def _span_of(receiver: Receiver, rid: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while not (mine := [s for s in receiver.spans()
+                        if s["attributes"].get("cumulo.request_id") == rid]):
+        assert time.monotonic() < deadline, receiver.spans()
+        time.sleep(0.2)
+    (span,) = mine
+    return span
+
+
+def test_a_callers_trace_goes_on_through_invocations(traced: Cumulo,
+                                                     receiver: Receiver) -> None:
+    """A caller that sends a W3C traceparent gets the server's span in its own trace, as the
+    child of its span; invocations through the control plane are spans too (with traces on
+    they take the app's way, not the short one); a malformed traceparent starts a new trace."""
+    register_churn(traced, "churn-traced", "traces")
+    c = traced.client()
+    c.endpoints.create("traced", "churn-traced:1", min_replicas=1, wait=True)
+    trace, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    rid = "invoke-" + uuid.uuid4().hex[:12]
+    answer = httpx.post(f"{traced.url}/endpoints/traced/invocations", headers={
+        "Authorization": f"Bearer {traced.token}", "X-Request-Id": rid,
+        "traceparent": f"00-{trace}-{parent}-01"},
+        json={"dataframe_records": [{"tenure": 3, "spend": 25.0}]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    span = _span_of(receiver, rid)
+    assert span["name"] == "POST /endpoints/{name}/invocations"
+    assert (span["trace_id"], span["parent_span_id"]) == (trace, parent)
+    assert span["attributes"]["http.response.status_code"] == 200
+
+    rid = "garbled-" + uuid.uuid4().hex[:12]
+    answer = httpx.get(f"{traced.url}/api/v1/jobs/nope", headers={
+        "Authorization": f"Bearer {traced.token}", "X-Request-Id": rid,
+        "traceparent": f"00-{trace}-nonsense"})
+    assert answer.status_code == 404
+    span = _span_of(receiver, rid)
+    assert span["trace_id"] != trace and span["parent_span_id"] == ""
+    c.endpoints.delete("traced")
 
 
 def test_metrics_can_be_turned_off(traced: Cumulo) -> None:

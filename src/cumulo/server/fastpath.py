@@ -51,17 +51,20 @@ class _Disconnected(Exception):
 
 class InvokeFastPath:
     """Wraps the whole app (``uvicorn`` serves ``InvokeFastPath(create_app(...))``);
-    ``services`` gives the running services once the app has started."""
+    ``services`` gives the running services once the app has started. With ``enabled``
+    false (traces are on: each request is a span, made in the app's middleware) every request
+    goes to the app."""
 
     def __init__(self, app: ASGIApp, services: Callable[[], Any], *,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, enabled: bool = True) -> None:
         self.app = app
         self.services = services
         self.metrics = metrics  # counted and timed as the app's routes are (telemetry.py)
+        self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = (_PATH.match(scope["path"])
-                 if scope["type"] == "http" and scope["method"] == "POST" else None)
+        match = (_PATH.match(scope["path"]) if self.enabled and scope["type"] == "http"
+                 and scope["method"] == "POST" else None)
         if match is None:
             await self.app(scope, receive, send)
             return

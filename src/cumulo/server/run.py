@@ -116,7 +116,9 @@ def serve(settings: Settings, *, on_ready: Callable[[Prepared], None] | None = N
     app = create_app(settings, prepared.engine, prepared.storage)
     config = uvicorn.Config(
         InvokeFastPath(app, lambda: app.state.services,  # invocations: the short way
-                       metrics=settings.metrics),
+                       metrics=settings.metrics,
+                       # (traced, an invocation takes the app's way, where spans are made)
+                       enabled=not settings.otel_endpoint),
         log_config=None, access_log=False, loop="auto", http=BoundedHttpToolsProtocol,
         timeout_graceful_shutdown=5, server_header=False,
         # Longer than clients keep an idle connection (httpx: 5 s, as uvicorn's own default):

@@ -152,8 +152,10 @@ def prometheus(request: Request) -> Response:
 
 class Traces:
     """Each HTTP request as an OpenTelemetry span (server kind), with its route, status and
-    request id, sent in batches to the collector at ``endpoint`` over OTLP/HTTP. Only made
-    when ``otel_endpoint`` is set: OpenTelemetry is imported then, not before."""
+    request id, sent in batches to the collector at ``endpoint`` over OTLP/HTTP. A request
+    that carries a W3C ``traceparent`` (the caller traces too) is a span of the caller's trace,
+    a child of the caller's span. Only made when ``otel_endpoint`` is set: OpenTelemetry is
+    imported then, not before."""
 
     def __init__(self, app: ASGIApp, endpoint: str, service: str = "cumulo") -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -161,8 +163,10 @@ class Traces:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.app = app
+        self._propagator = TraceContextTextMapPropagator()
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(BatchSpanProcessor(
             OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"), schedule_delay_millis=500))
@@ -178,8 +182,13 @@ class Traces:
             await self.app(scope, receive, send)
             return
         code = 500
+        carrier = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in scope["headers"]
+                   if name in (b"traceparent", b"tracestate")}
+        # The caller's trace, if it sent one (a malformed traceparent starts a new trace)
+        parent = self._propagator.extract(carrier) if carrier else None
         with self.tracer.start_as_current_span(
-                f"{scope['method']} {scope['path']}", kind=self._kind,
+                f"{scope['method']} {scope['path']}", context=parent, kind=self._kind,
                 record_exception=False, set_status_on_exception=False) as span:
 
             async def send_status(message: Message) -> None:
