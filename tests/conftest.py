@@ -30,9 +30,10 @@ from tests.services import (
 # with pytest 9: xdist renames the items by a field pytest no longer reads.)
 _TOGETHER = {"tests/compute/test_ray.py": "ray", "tests/serving/test_rayserve.py": "ray",
              "tests/compute/test_ray_control_planes.py": "ray"}
-# The longest units start first, one on each worker (xdist otherwise starts the units with the
-# most tests first, which left these one-test modules of several minutes for the end, where
-# one worker ran them alone while the other had nothing left).
+# The longest units start first: the Ray unit on one worker, the others in turn on the other
+# (xdist otherwise starts the units with the most tests first, which left these one-test
+# modules of several minutes for the end, where one worker ran them alone while the other had
+# nothing left).
 _FIRST = ["ray", "tests/test_readme_tour.py", "tests/server/test_openapi_fuzz.py",
           "tests/notebooks/test_tour.py"]
 

@@ -162,12 +162,16 @@ class Traces:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
         from opentelemetry.trace import SpanKind, Status, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.app = app
         self._propagator = TraceContextTextMapPropagator()
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        # Every request is a span, whatever the caller's own sampler chose for its trace
+        # (its traceparent's flags): the server's spans are the server operator's.
+        provider = TracerProvider(resource=Resource.create({"service.name": service}),
+                                  sampler=ALWAYS_ON)
         provider.add_span_processor(BatchSpanProcessor(
             OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"), schedule_delay_millis=500))
         self.provider = provider

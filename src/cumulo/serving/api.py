@@ -305,7 +305,7 @@ async def endpoint_logs(
         endpoints.get_endpoint(session, name)  # NotFound, said as everywhere
         owner = _owner_elsewhere(request, session, name)
     if owner is not None:
-        return await _logs_from(owner, name, request)
+        return await _logs_from(owner, name, request, follow)
     start = stamp(parse_time(since, what="--since")) if since else None
     keep = None if replica is None else (lambda record: record.get("replica") == replica)
     path = _manager(request).root / "endpoints" / name / "replicas.log"
@@ -313,28 +313,39 @@ async def endpoint_logs(
                              media_type="text/plain; charset=utf-8")
 
 
-async def _logs_from(owner: ControlPlane, name: str, request: Request) -> Response:
+async def _logs_from(owner: ControlPlane, name: str, request: Request,
+                     follow: bool) -> Response:
     """The endpoint's log as the control plane that runs it answers it, streamed through (a
-    followed log for as long as the caller reads), asked with the caller's own credentials."""
+    followed log for as long as the caller reads), asked as the caller (its credential as a
+    bearer token, whether it came as a token or the console's cookie; no other cookie)."""
     import httpx
 
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
-    asked = client.build_request(
-        "GET", f"{owner.url}/api/v1/endpoints/{name}/logs", params=request.query_params,
-        headers={k: v for k, v in request.headers.items()
-                 if k in ("authorization", "cookie", "x-request-id")})
+    headers = {"authorization": "Bearer " + getattr(request.state, "credential", "")}
+    if rid := request_id.get():
+        headers["x-request-id"] = rid
+    # A followed log waits for lines as long as the caller reads; a read one must come.
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None if follow else 60.0))
+    upstream = None
     try:
-        upstream = await client.send(asked, stream=True)
-    except httpx.HTTPError as exc:
+        upstream = await client.send(client.build_request(
+            "GET", f"{owner.url}/api/v1/endpoints/{name}/logs", params=request.query_params,
+            headers=headers), stream=True)
+        if upstream.status_code != 200:  # the owner's refusal or error, as it said it
+            body = await upstream.aread()
+            kept = {k: v for k, v in upstream.headers.items()
+                    if k in ("retry-after", "www-authenticate")}
+            await upstream.aclose()
+            await client.aclose()
+            return Response(body, status_code=upstream.status_code, headers=kept,
+                            media_type=upstream.headers.get("content-type"))
+    except BaseException as exc:
+        if upstream is not None:
+            await upstream.aclose()
         await client.aclose()
-        raise Unavailable(f"endpoint {name!r} runs on control plane {owner.id[:8]}, which did "
-                          f"not answer: {exc}", retry_after=1) from exc
-    if upstream.status_code != 200:
-        body = await upstream.aread()
-        await upstream.aclose()
-        await client.aclose()
-        return Response(body, status_code=upstream.status_code,
-                        media_type=upstream.headers.get("content-type"))
+        if isinstance(exc, httpx.HTTPError):
+            raise Unavailable(f"endpoint {name!r} runs on control plane {owner.id[:8]}, which "
+                              f"did not answer: {exc}", retry_after=1) from exc
+        raise
 
     async def relayed() -> AsyncIterator[bytes]:
         try:

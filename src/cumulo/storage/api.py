@@ -25,7 +25,7 @@ from cumulo.principal import Principal, current_principal
 from cumulo.services import services
 from cumulo.storage import service
 from cumulo.storage.backends import Backend, request_backend
-from cumulo.storage.keys import validate_key
+from cumulo.storage.keys import is_bucket_name, validate_key
 from cumulo.storage.models import Bucket, StoredObject
 from cumulo.storage.requests import TALLY
 from cumulo.storage.transfer import read_range, spool_body
@@ -34,14 +34,14 @@ __all__ = ["router"]
 
 
 
-def _count_request(request: Request) -> None:
+async def _count_request(request: Request) -> None:
     """Requests that name a bucket are tallied for metering as the S3 API's are, by S3's price
     classes (:mod:`cumulo.storage.requests`), refused ones too: the console's and the SDK's
     requests cost what the same work through S3 would. A presigned URL is made here, not
-    served: not counted."""
+    served: not counted; nor is a name no bucket can have (the tally holds names, bounded)."""
     bucket = request.path_params.get("bucket")
     route = getattr(request.scope.get("route"), "path", "")
-    if not bucket or "/presign/" in route:
+    if not bucket or "/presign/" in route or not is_bucket_name(bucket):
         return
     principal = current_principal(request)
     TALLY.count(bucket, principal.user_id, request.method,

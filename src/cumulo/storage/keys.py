@@ -6,14 +6,19 @@ import re
 
 from cumulo.errors import Invalid
 
-__all__ = ["MAX_KEY_BYTES", "split_path", "validate_bucket", "validate_key"]
+__all__ = ["MAX_KEY_BYTES", "is_bucket_name", "split_path", "validate_bucket", "validate_key"]
 
 MAX_KEY_BYTES = 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def is_bucket_name(name: str) -> bool:
+    """Whether a bucket could have this name (:func:`validate_bucket` says what is wrong)."""
+    return bool(_BUCKET.match(name)) and ".." not in name
+
+
 def validate_bucket(name: str) -> str:
-    if not _BUCKET.match(name) or ".." in name:
+    if not is_bucket_name(name):
         raise Invalid(
             f"bucket name {name!r} is not allowed: use 3-63 characters of a-z, 0-9, '.' and '-', "
             "starting and ending with a letter or digit, e.g. 'data' or 'ml-models'",
