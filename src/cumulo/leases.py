@@ -32,9 +32,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, String, delete, func, select, update
+from sqlalchemy import Integer, String, delete, exists, func, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column, sessionmaker
 
 from cumulo.db import Base, UTCDateTime, utcnow
 
@@ -174,20 +174,47 @@ class Membership:
         self._renewed = time.monotonic()
 
     def renew(self) -> bool:
-        """Extend the lease; False if it had run out already (then we are fenced)."""
+        """Extend the lease; False if it had run out already and another control plane may
+        have taken its work (then we are fenced)."""
         started = time.monotonic()
         with self.sessions() as session:
             now = db_now(session)
+            extended = {"renewed_at": now, "lease_expires_at": now + timedelta(seconds=self.ttl)}
             done = session.execute(
                 update(ControlPlane).where(ControlPlane.id == self.id,
                                            ControlPlane.lease_expires_at > now)
-                .values(renewed_at=now, lease_expires_at=now + timedelta(seconds=self.ttl))
+                .values(**extended)
             ).rowcount  # type: ignore[attr-defined]
+            if not done and session.get_bind().dialect.name == "sqlite":
+                done = self._uncontested(session, extended)
             session.commit()
         if done:
             self._renewed = started
             return True
         return False
+
+    def _uncontested(self, session: Session, extended: dict[str, datetime]) -> int:
+        """The lease ran out, but no other control plane has been live since it did, so none
+        can have taken this one's work: it is extended all the same (1), else 0. This is what a
+        laptop that slept, or a machine paused for a snapshot, needs: a lone control plane
+        would otherwise fence itself and kill its own running jobs. Only on SQLite, where the
+        control planes share one machine and writes are serialized, so that the check and the
+        extension are one step no other plane's takeover can come between."""
+        mine = session.get(ControlPlane, self.id)
+        if mine is None or mine.stopped_at is not None:
+            return 0
+        expired = mine.lease_expires_at
+        other = aliased(ControlPlane)
+        done: int = session.execute(
+            update(ControlPlane).where(
+                ControlPlane.id == self.id, ControlPlane.stopped_at.is_(None),
+                ~exists().where(other.id != self.id, other.lease_expires_at > expired))
+            .values(**extended)).rowcount  # type: ignore[attr-defined]
+        if done:
+            log.warning("control plane %s: its lease ran out (the machine slept or paused?) "
+                        "and no other control plane was live since: it keeps its work",
+                        self.id)
+        return done
 
     def _run(self) -> None:
         while not self._stop.wait(self.renew_every):

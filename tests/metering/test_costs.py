@@ -99,8 +99,11 @@ def test_storage_and_sql_are_sampled(server: Cumulo) -> None:
     first = rows(costs(server, "--by", "resource", "--since", "1d"))
     # A first sample counts a quarter of an hour: nothing is billed backwards.
     assert first["bucket sampled"]["storage_gb_hours"] == pytest.approx(1.5e6 / 1e9 * 0.25)
+    # Its two uploads are PUT-class requests (the Files API is metered as S3's), priced too.
+    assert (first["bucket sampled"]["put_requests"], first["bucket sampled"]["get_requests"]) \
+        == (2, 0)
     assert first["bucket sampled"]["cost_usd"] == pytest.approx(
-        1.5e6 / 1e9 * 0.25 / 730 * 0.023, abs=1e-9)
+        1.5e6 / 1e9 * 0.25 / 730 * 0.023 + 2 / 1000 * 0.005, abs=1e-9)
     assert first["table metered.t"]["storage_gb_hours"] > 0
     assert first["bucket sampled"]["cpu_seconds"] == 0
     assert first["jobs files"]["storage_gb_hours"] > 0
@@ -113,7 +116,7 @@ def test_storage_and_sql_are_sampled(server: Cumulo) -> None:
     grew = second["storage_gb_hours"] - first["bucket sampled"]["storage_gb_hours"]
     # the bytes held, for the hours between the two samples
     assert 1.5e6 / 1e9 * (t2 - t1) / 3600 <= grew <= 1.5e6 / 1e9 * (t3 - t0) / 3600
-    assert second["count"] == 2
+    assert second["count"] == 3  # two samples, and the one record of its requests
 
     # SQL: each finished query a record of its bytes scanned (10 MB at least), once.
     deadline = time.monotonic() + 20
