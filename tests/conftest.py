@@ -28,7 +28,14 @@ from tests.services import (
 # together: the console's share a package's browser and server, and two Ray heads on one
 # machine collide (session folders, worker ports). (xdist's own "loadgroup" marks do not work
 # with pytest 9: xdist renames the items by a field pytest no longer reads.)
-_TOGETHER = {"tests/compute/test_ray.py": "ray", "tests/serving/test_rayserve.py": "ray"}
+_TOGETHER = {"tests/compute/test_ray.py": "ray", "tests/serving/test_rayserve.py": "ray",
+             "tests/compute/test_ray_control_planes.py": "ray"}
+# The longest units start first: the Ray unit on one worker, the others in turn on the other
+# (xdist otherwise starts the units with the most tests first, which left these one-test
+# modules of several minutes for the end, where one worker ran them alone while the other had
+# nothing left).
+_FIRST = ["ray", "tests/test_readme_tour.py", "tests/server/test_openapi_fuzz.py",
+          "tests/notebooks/test_tour.py"]
 
 
 def _unit(nodeid: str) -> str:
@@ -44,6 +51,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class Together(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            first = next((unit for unit in _FIRST if unit in self.workqueue), None)
+            if first is not None:
+                self.workqueue.move_to_end(first, last=False)
+            super()._assign_work_unit(node)
 
     return Together(config, log)
 
